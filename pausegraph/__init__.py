@@ -1,0 +1,79 @@
+"""pausegraph: workflows that stop and wait for people.
+
+A step is a generator function that ``yield``s ``Interrupt(payload)`` to pause
+until someone answers; a ``Runner`` runs a layered graph of steps in
+super-steps and checkpoints after each one, so a paused run resumes, in this
+process or another, exactly where it stopped.
+"""
+
+from ._channels import Append, LastWriteWins, MergeMap, Reducer
+from ._commands import (
+    After,
+    Before,
+    Continue,
+    Done,
+    DynamicInterrupt,
+    Goto,
+    Paused,
+    PendingInterrupt,
+    Resume,
+    RunInfo,
+    Status,
+    Update,
+)
+from ._graph import Graph
+from ._instructions import Effect, Interrupt
+from ._records import Checkpoint, CheckpointMeta
+from ._runner import Runner
+from .checkpointers import Checkpointer, MemoryCheckpointer
+from .errors import (
+    CheckpointError,
+    ConflictError,
+    CorruptCheckpointError,
+    EffectError,
+    GraphError,
+    NondeterminismError,
+    PausegraphError,
+    ResumeError,
+    SerializationError,
+    StepError,
+)
+
+__all__ = [
+    "After",
+    "Append",
+    "Before",
+    "Checkpoint",
+    "CheckpointError",
+    "CheckpointMeta",
+    "Checkpointer",
+    "ConflictError",
+    "Continue",
+    "CorruptCheckpointError",
+    "Done",
+    "DynamicInterrupt",
+    "Effect",
+    "EffectError",
+    "Goto",
+    "Graph",
+    "GraphError",
+    "Interrupt",
+    "LastWriteWins",
+    "MemoryCheckpointer",
+    "MergeMap",
+    "NondeterminismError",
+    "Paused",
+    "PausegraphError",
+    "PendingInterrupt",
+    "Reducer",
+    "Resume",
+    "ResumeError",
+    "RunInfo",
+    "Runner",
+    "SerializationError",
+    "Status",
+    "StepError",
+    "Update",
+]
+
+__version__ = "0.1.0"

@@ -1,0 +1,187 @@
+"""The values a user gives and gets: commands, outcomes, pause reasons, run info."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from ._records import CheckpointMeta
+
+__all__ = [
+    "After",
+    "Before",
+    "CheckpointMeta",
+    "Continue",
+    "Done",
+    "DynamicInterrupt",
+    "Goto",
+    "Paused",
+    "PendingInterrupt",
+    "Resume",
+    "RunInfo",
+    "Status",
+    "Update",
+]
+
+
+def _frozen_mapping(value: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    return None if value is None else dict(value)
+
+
+# --- pause reasons ---------------------------------------------------------
+
+
+@attrs.frozen
+class DynamicInterrupt:
+    """A step yielded ``Interrupt``: it waits for an answer."""
+
+    step_id: str
+
+
+@attrs.frozen
+class Before:
+    """An ``interrupt_before`` breakpoint: the step's layer is about to run."""
+
+    step_id: str
+
+
+@attrs.frozen
+class After:
+    """An ``interrupt_after`` breakpoint: the step's layer has just been applied."""
+
+    step_id: str
+
+
+Reason = DynamicInterrupt | Before | After
+
+
+@attrs.frozen
+class PendingInterrupt:
+    """An interrupt waiting for its answer.
+
+    ``id`` is opaque (no ``=``, no white space) and stays the same every time
+    the interrupt is replayed; answer it with ``Resume(answers={id: value})``.
+    """
+
+    id: str
+    step_id: str
+    payload: Any
+
+
+# --- outcomes ---------------------------------------------------------------
+
+
+@attrs.frozen
+class Done:
+    """The run finished; ``state`` holds the final channel values."""
+
+    state: dict[str, Any]
+    super_step: int
+
+
+@attrs.frozen
+class Paused:
+    """The run stopped and waits for ``Runner.resume``.
+
+    ``reason`` and ``payload`` describe the first pending interrupt (or the
+    breakpoint); ``interrupts`` lists every pending interrupt.
+    """
+
+    super_step: int
+    reason: Reason
+    payload: Any = None
+    interrupts: tuple[PendingInterrupt, ...] = ()
+
+
+Outcome = Done | Paused
+
+
+# --- commands ---------------------------------------------------------------
+
+
+@attrs.frozen
+class Continue:
+    """Go on past a breakpoint."""
+
+
+_NOTHING: Any = object()  # marks "no value given" to Resume
+
+
+@attrs.frozen(init=False)
+class Resume:
+    """Answer pending interrupts.
+
+    ``Resume(value)`` answers the only pending interrupt; ``value`` is always
+    the answer itself, even when it is a dict. ``Resume(answers={id: value})``
+    answers any of several by id; the others stay pending. ``update`` edits
+    the channels right after the interrupted layer's writes.
+    """
+
+    value: Any
+    answers: dict[str, Any] | None
+    update: dict[str, Any] | None
+    has_value: bool = attrs.field(repr=False)
+
+    def __init__(
+        self,
+        value: Any = _NOTHING,
+        *,
+        answers: Mapping[str, Any] | None = None,
+        update: Mapping[str, Any] | None = None,
+    ) -> None:
+        has_value = value is not _NOTHING
+        self.__attrs_init__(
+            value if has_value else None,
+            _frozen_mapping(answers),
+            _frozen_mapping(update),
+            has_value,
+        )
+
+
+@attrs.frozen
+class Update:
+    """Write ``edits`` through the reducers, as a step would, and go on.
+
+    With interrupts pending, the edits are kept and applied right after the
+    interrupted layer's writes, and the run stays paused.
+    """
+
+    edits: dict[str, Any] = attrs.field(converter=dict)
+
+
+@attrs.frozen
+class Goto:
+    """Drop the pending interrupts and run from the layer that holds ``step_id``."""
+
+    step_id: str
+    update: dict[str, Any] | None = attrs.field(default=None, converter=_frozen_mapping)
+
+
+Command = Continue | Resume | Update | Goto
+
+
+# --- inspection -------------------------------------------------------------
+
+
+class Status(str, enum.Enum):
+    """Where a run is: compare with the strings too (``info.status == "paused"``)."""
+
+    RUNNING = "running"
+    PAUSED = "paused"
+    DONE = "done"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@attrs.frozen
+class RunInfo:
+    """What ``Runner.state`` tells about a run."""
+
+    values: dict[str, Any]
+    status: Status
+    super_step: int
+    interrupts: tuple[PendingInterrupt, ...] = ()

@@ -1,0 +1,164 @@
+"""Graph: the steps, their edges, validation, layers and a Mermaid picture."""
+
+from __future__ import annotations
+
+import graphlib
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from ._channels import AnyReducer, Append, LastWriteWins, MergeMap, Reducer
+from ._records import Structure
+from .errors import GraphError
+
+StepFn = Callable[[Mapping[str, Any]], Any]
+
+_REDUCER_TYPES = (LastWriteWins, MergeMap, Append, Reducer)
+
+
+class Graph:
+    """A workflow: named channels, steps, and edges between steps.
+
+    Build it with chained calls; it is checked as it is built, and frozen once
+    a ``Runner`` uses it::
+
+        graph = (
+            Graph("expenses", {"amount": LastWriteWins(), "log": Append()})
+            .step("submit", submit)
+            .step("approve", approve)
+            .edge("submit", "approve")
+        )
+
+    Steps with no path between them run in the same layer (super-step), in
+    the order they were added. A step runs after everything that has an edge
+    into it, even indirectly: its layer is the length of the longest path to
+    it from a step without predecessors.
+    """
+
+    def __init__(self, name: str, channels: Mapping[str, AnyReducer]) -> None:
+        if not isinstance(name, str) or not name:
+            msg = f"a graph needs a non-empty string name, got {name!r}"
+            raise GraphError(msg)
+        for channel, reducer in channels.items():
+            if not isinstance(channel, str) or not channel:
+                msg = f"channel names are non-empty strings, got {channel!r}"
+                raise GraphError(msg)
+            if not isinstance(reducer, _REDUCER_TYPES):
+                msg = (
+                    f"channel {channel!r} needs a reducer (LastWriteWins(), MergeMap(), Append() "
+                    f"or Reducer(fn, default)), got {reducer!r}"
+                )
+                raise GraphError(msg)
+        self.name = name
+        self.channels: Mapping[str, AnyReducer] = dict(channels)
+        self._steps: dict[str, StepFn] = {}
+        self._preds: dict[str, list[str]] = {}
+        self._edges: list[tuple[str, str]] = []
+        self._layers: tuple[tuple[str, ...], ...] | None = None
+        self.step_index: dict[str, int] = {}
+
+    def __repr__(self) -> str:
+        return f"<Graph {self.name!r}: {len(self._steps)} steps, {len(self._edges)} edges>"
+
+    @property
+    def steps(self) -> Mapping[str, StepFn]:
+        """The step functions by id, in the order they were added."""
+        return self._steps
+
+    @property
+    def edges(self) -> tuple[tuple[str, str], ...]:
+        return tuple(self._edges)
+
+    def _check_open(self, call: str) -> None:
+        if self._layers is not None:
+            msg = f"graph {self.name!r} is frozen (a Runner uses it): build a new Graph instead of calling {call}"
+            raise GraphError(msg)
+
+    def step(self, step_id: str, fn: StepFn) -> Graph:
+        """Add a step: ``fn(state)`` returns its writes, or is a generator function."""
+        self._check_open(f".step({step_id!r}, ...)")
+        if not isinstance(step_id, str) or not step_id:
+            msg = f"a step id is a non-empty string, got {step_id!r}"
+            raise GraphError(msg)
+        if step_id in self._steps:
+            msg = f"duplicate step id {step_id!r}: every step of graph {self.name!r} needs its own id"
+            raise GraphError(msg)
+        if not callable(fn):
+            msg = f"step {step_id!r} needs a callable taking the state, got {fn!r}"
+            raise GraphError(msg)
+        self.step_index[step_id] = len(self._steps)
+        self._steps[step_id] = fn
+        self._preds[step_id] = []
+        return self
+
+    def edge(self, src: str, dst: str) -> Graph:
+        """Make ``dst`` run in a later layer than ``src``."""
+        self._check_open(f".edge({src!r}, {dst!r})")
+        unknown = [s for s in (src, dst) if s not in self._steps]
+        if unknown:
+            msg = (
+                f"edge {src!r} -> {dst!r} names unknown step {unknown[0]!r}: "
+                f"add it with .step() first (known: {', '.join(map(repr, self._steps))})"
+            )
+            raise GraphError(msg)
+        if src == dst:
+            msg = f"self edge {src!r} -> {dst!r}: a step cannot wait for itself"
+            raise GraphError(msg)
+        if src not in self._preds[dst]:
+            self._preds[dst].append(src)
+            self._edges.append((src, dst))
+        return self
+
+    def layers(self) -> tuple[tuple[str, ...], ...]:
+        """The steps grouped by layer; layer ``k`` runs as super-step ``k + 1``.
+
+        Raises ``GraphError`` for an empty graph or a cycle (naming its steps).
+        """
+        if self._layers is not None:
+            return self._layers
+        if not self._steps:
+            msg = f"graph {self.name!r} has no steps: add one with .step(step_id, fn)"
+            raise GraphError(msg)
+        sorter = graphlib.TopologicalSorter(self._preds)
+        try:
+            order = tuple(sorter.static_order())
+        except graphlib.CycleError as exc:
+            cycle = exc.args[1]
+            msg = f"graph {self.name!r} has a cycle: {' -> '.join(map(repr, cycle))}"
+            raise GraphError(msg) from None
+        depth: dict[str, int] = {}
+        for step in order:
+            depth[step] = max((depth[p] + 1 for p in self._preds[step]), default=0)
+        buckets: list[list[str]] = [[] for _ in range(max(depth.values()) + 1)]
+        for step in self._steps:  # insertion order inside each layer
+            buckets[depth[step]].append(step)
+        return tuple(tuple(b) for b in buckets)
+
+    def freeze(self) -> tuple[tuple[str, ...], ...]:
+        """Validate, compute the layers once, and refuse further changes."""
+        if self._layers is None:
+            self._layers = self.layers()
+        return self._layers
+
+    def structure(self) -> Structure:
+        return Structure(tuple(self._steps), tuple(self._edges))
+
+    def to_mermaid(self) -> str:
+        """A Mermaid ``flowchart`` of the steps and edges, one subgraph-free line each."""
+        ids = {step: f"s{i}" for i, step in enumerate(self._steps)}
+        lines = ["flowchart TD"]
+        for step, node in ids.items():
+            lines.append(f'    {node}["{_mermaid_text(step)}"]')
+        for src, dst in self._edges:
+            lines.append(f"    {ids[src]} --> {ids[dst]}")
+        return "\n".join(lines) + "\n"
+
+
+def _mermaid_text(text: str) -> str:
+    """Escape a label for a quoted Mermaid node (entity codes, as Mermaid expects)."""
+    out = []
+    for ch in text:
+        if ch.isalnum() or ch in " _-.:/@()[]{},;!?+*'":
+            out.append(ch)
+        else:
+            out.append(f"#{ord(ch)};")
+    return "".join(out)

@@ -1,0 +1,32 @@
+"""Checkpointers: where runs are stored between super-steps and across processes."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from .._records import Checkpoint, CheckpointMeta
+from .memory import MemoryCheckpointer
+
+__all__ = ["Checkpointer", "MemoryCheckpointer"]
+
+
+class Checkpointer(Protocol):
+    """The storage protocol a ``Runner`` calls; write your own against it.
+
+    ``save`` is conditional: if the run already has a checkpoint with that
+    ``seq`` it raises ``ConflictError`` and writes nothing, so of two
+    processes resuming the same paused run only one succeeds. ``save`` must
+    keep a copy (an encoding) of what it is given, not the objects. ``load``
+    and ``latest`` return ``None`` for what is not there. ``tests/
+    test_checkpointers.py`` holds a conformance suite a new store can run.
+    """
+
+    def save(self, checkpoint: Checkpoint) -> None: ...
+
+    def load(self, workflow_id: str, run_id: str, seq: int) -> Checkpoint | None: ...
+
+    def latest(self, workflow_id: str, run_id: str) -> Checkpoint | None: ...
+
+    def list(self, workflow_id: str, run_id: str) -> list[CheckpointMeta]: ...
+
+    def runs(self) -> list[tuple[str, str]]: ...

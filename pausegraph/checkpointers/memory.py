@@ -1,0 +1,88 @@
+"""MemoryCheckpointer: checkpoints in this process, encoded with msgpack."""
+
+from __future__ import annotations
+
+import threading
+
+from .._records import Checkpoint, CheckpointMeta, decode_frame
+from ..errors import CheckpointError, ConflictError
+from ._log import SnapshotPolicy, rebuild
+
+
+class _RunFrames:
+    __slots__ = ("base", "frames", "metas", "policy")
+
+    def __init__(self) -> None:
+        self.frames: list[bytes] = []
+        self.base: list[int] = []  # index of the snapshot each frame builds on
+        self.metas: list[CheckpointMeta] = []
+        self.policy = SnapshotPolicy()
+
+
+class MemoryCheckpointer:
+    """Keeps checkpoints in memory, for tests, scripts and hot loops.
+
+    Everything is stored msgpack-encoded, exactly as the file store encodes
+    it, so a value that would not survive a file survives here neither, and
+    nothing a caller mutates after ``save`` or after ``latest`` reaches the
+    store. Safe to share between threads; ``save`` is conditional (see
+    ``Checkpointer``). Lost when the process ends.
+    """
+
+    def __init__(self) -> None:
+        self._runs: dict[tuple[str, str], _RunFrames] = {}
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"<MemoryCheckpointer: {len(self._runs)} runs>"
+
+    def save(self, checkpoint: Checkpoint) -> None:
+        key = (checkpoint.workflow_id, checkpoint.run_id)
+        with self._lock:
+            run = self._runs.get(key)
+            count = 0 if run is None else len(run.frames)
+            if checkpoint.seq != count + 1:
+                _refuse(checkpoint, count)
+            if run is None:
+                run = _RunFrames()
+            data, snapshot = run.policy.encode(checkpoint)
+            run.policy.saved(len(data), snapshot)
+            run.base.append(count if snapshot else run.base[-1])
+            run.frames.append(data)
+            run.metas.append(checkpoint.meta)
+            self._runs[key] = run
+
+    def load(self, workflow_id: str, run_id: str, seq: int) -> Checkpoint | None:
+        with self._lock:
+            run = self._runs.get((workflow_id, run_id))
+            if run is None or not 1 <= seq <= len(run.frames):
+                return None
+            chain = run.frames[run.base[seq - 1] : seq]
+        return rebuild(workflow_id, run_id, [decode_frame(data) for data in chain])
+
+    def latest(self, workflow_id: str, run_id: str) -> Checkpoint | None:
+        with self._lock:
+            run = self._runs.get((workflow_id, run_id))
+            seq = 0 if run is None else len(run.frames)
+        return self.load(workflow_id, run_id, seq) if seq else None
+
+    def list(self, workflow_id: str, run_id: str) -> list[CheckpointMeta]:
+        with self._lock:
+            run = self._runs.get((workflow_id, run_id))
+            return [] if run is None else list(run.metas)
+
+    def runs(self) -> list[tuple[str, str]]:
+        with self._lock:
+            return list(self._runs)
+
+
+def _refuse(checkpoint: Checkpoint, count: int) -> None:
+    where = f"run {checkpoint.run_id!r} of workflow {checkpoint.workflow_id!r}"
+    if checkpoint.seq <= count:
+        msg = (
+            f"{where} already has checkpoint {checkpoint.seq}: another writer resumed or "
+            "advanced it first; load the latest checkpoint and decide again"
+        )
+        raise ConflictError(msg)
+    msg = f"{where} has {count} checkpoints; the next must be seq {count + 1}, not {checkpoint.seq}"
+    raise CheckpointError(msg)

@@ -1,0 +1,85 @@
+"""Every error pausegraph raises on purpose.
+
+Each class is one kind of mistake, and where a builtin exception means the
+same thing the class subclasses it too, so ``except ValueError`` still works::
+
+    PausegraphError
+    ├── GraphError(ValueError)          the graph, a channel name or a breakpoint is wrong
+    ├── StepError(RuntimeError)         a step failed, or returned/yielded something wrong
+    │   └── EffectError                 an Effect's function raised (thrown into the step)
+    ├── ResumeError(ValueError)         a command does not fit the run's state
+    ├── SerializationError(TypeError)   a value msgpack cannot encode
+    ├── NondeterminismError(RuntimeError)  a replayed step did not repeat its journal
+    └── CheckpointError(OSError)        the store failed
+        ├── ConflictError               another writer saved that checkpoint first
+        └── CorruptCheckpointError      a stored record is truncated or altered
+
+Whenever one of these is raised, nothing was saved by the call that raised it,
+except where the message says otherwise: a ``StepError`` or
+``NondeterminismError`` raised by ``Runner.resume`` leaves the run at the
+``resume`` checkpoint that claimed it, and ``Runner.run(run_id)`` retries it.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CheckpointError",
+    "ConflictError",
+    "CorruptCheckpointError",
+    "EffectError",
+    "GraphError",
+    "NondeterminismError",
+    "PausegraphError",
+    "ResumeError",
+    "SerializationError",
+    "StepError",
+]
+
+
+class PausegraphError(Exception):
+    """Base class of every error pausegraph raises on purpose."""
+
+
+class GraphError(PausegraphError, ValueError):
+    """The graph is invalid, or an edit or breakpoint names something it lacks."""
+
+
+class StepError(PausegraphError, RuntimeError):
+    """A step raised, or returned or yielded something the engine cannot use.
+
+    The original exception, if any, is chained as ``__cause__``. The run stays
+    at its last checkpoint; ``Runner.run(run_id)`` retries the layer.
+    """
+
+
+class EffectError(StepError):
+    """An ``Effect``'s function raised; this is thrown into the step.
+
+    The message carries the original exception's type name and message. On a
+    replay the same message is thrown again without calling the function, so
+    there is no ``__cause__`` then.
+    """
+
+
+class ResumeError(PausegraphError, ValueError):
+    """A command or a run id that does not fit the run's current state."""
+
+
+class SerializationError(PausegraphError, TypeError):
+    """A value that msgpack cannot encode: a channel value, a payload, an answer."""
+
+
+class NondeterminismError(PausegraphError, RuntimeError):
+    """A replayed step yielded something other than its journal recorded."""
+
+
+class CheckpointError(PausegraphError, OSError):
+    """The checkpointer could not store or read a checkpoint."""
+
+
+class ConflictError(CheckpointError):
+    """Another writer already saved a checkpoint with this ``seq``: it won the run."""
+
+
+class CorruptCheckpointError(CheckpointError):
+    """A stored record is truncated or altered; the message names the file."""
