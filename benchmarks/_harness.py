@@ -1,10 +1,11 @@
 """Shared pieces of the benchmark scripts: timing, sizes, tables, command line.
 
 Timing is wall-clock with ``time.perf_counter_ns``; every figure printed is the
-median of several repeats after one untimed warm-up, because the first run
+median of several samples after one untimed warm-up, because the first run
 pays for imports, caches and page faults that a long-lived process pays once.
-Garbage collection stays on: both libraries allocate, and a benchmark that
-switched it off would flatter whichever one allocates more.
+Short workloads are timed in batches (see ``median_ns``). Garbage collection
+stays on: both libraries allocate, and a benchmark that switched it off would
+flatter whichever one allocates more.
 """
 
 from __future__ import annotations
@@ -27,8 +28,13 @@ Prepared = Callable[[], object]
 """A zero-argument callable that does exactly the work being timed."""
 
 
-def parse_args(description: str, argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """The options every benchmark script takes."""
+def parse_args(
+    description: str,
+    argv: Sequence[str] | None = None,
+    *,
+    repeats: tuple[int, int] = (7, 3),
+) -> argparse.Namespace:
+    """The options every benchmark script takes; ``repeats`` is (full, quick) default."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument(
         "--quick",
@@ -39,7 +45,7 @@ def parse_args(description: str, argv: Sequence[str] | None = None) -> argparse.
         "--repeats",
         type=int,
         default=None,
-        help="timed repeats per measurement (default 7, or 3 with --quick)",
+        help=f"timed repeats per measurement (default {repeats[0]}, or {repeats[1]} with --quick)",
     )
     parser.add_argument(
         "--dir",
@@ -50,28 +56,45 @@ def parse_args(description: str, argv: Sequence[str] | None = None) -> argparse.
     )
     args = parser.parse_args(argv)
     if args.repeats is None:
-        args.repeats = 3 if args.quick else 7
+        args.repeats = repeats[1] if args.quick else repeats[0]
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
     return args
 
 
-def median_ns(prepare: Callable[[], Prepared], repeats: int, *, warmup: int = 1) -> int:
-    """Median wall time of ``prepare()()`` over ``repeats`` runs, in nanoseconds.
+SAMPLE_NS = 20_000_000
+"""Short workloads are run in batches so that one timed sample lasts about this long."""
 
-    ``prepare`` is called outside the timed region on every repeat, so each
-    timed call starts from the same fresh setup (a new store, a new run id)
-    and setup cost never leaks into the figure.
+MAX_BATCH = 500
+
+
+def median_ns(prepare: Callable[[], Prepared], repeats: int, *, warmup: int = 1) -> int:
+    """Median wall time of one ``prepare()()``, over ``repeats`` samples, in nanoseconds.
+
+    ``prepare`` is called outside the timed region, so each timed call starts
+    from its own fresh setup (a new store, a new run id) and setup cost never
+    leaks into the figure. A workload shorter than ``SAMPLE_NS`` (judged from
+    the warm-up) is timed as a batch of back-to-back calls, its sample being
+    the batch time divided by the batch size, as ``timeit`` does: one call of
+    a few hundred microseconds is otherwise at the mercy of whatever ran just
+    before it (a collection that evicted the caches, a timer tick).
     """
-    samples: list[int] = []
-    for i in range(warmup + repeats):
+    elapsed = 0
+    for _ in range(warmup):
         work = prepare()
-        gc.collect()
         start = time.perf_counter_ns()
         work()
         elapsed = time.perf_counter_ns() - start
-        if i >= warmup:
-            samples.append(elapsed)
+    batch = max(1, min(MAX_BATCH, SAMPLE_NS // max(elapsed, 1))) if warmup else 1
+    gc.collect()
+    samples: list[float] = []
+    for _ in range(repeats):
+        works = [prepare() for _ in range(batch)]
+        start = time.perf_counter_ns()
+        for work in works:
+            work()
+        samples.append((time.perf_counter_ns() - start) / batch)
+        del works
     return int(statistics.median(samples))
 
 

@@ -15,7 +15,6 @@ from typing import Any
 from pausegraph import (
     Append,
     Done,
-    FileCheckpointer,
     Graph,
     Interrupt,
     LastWriteWins,
@@ -25,6 +24,13 @@ from pausegraph import (
     Resume,
     Runner,
 )
+
+try:
+    from pausegraph import FileCheckpointer
+except ImportError:  # an engine without its file store yet: the file rows are skipped
+    HAS_FILE_STORE = False
+else:
+    HAS_FILE_STORE = True
 
 Store = Any
 
@@ -57,7 +63,7 @@ def chain_graph(steps: int) -> Graph:
     return graph
 
 
-def chain(graph: Graph, steps: int) -> Callable[[Runner, str], None]:
+def chain(steps: int) -> Callable[[Runner, str], None]:
     def run(runner: Runner, run_id: str) -> None:
         done = _expect_done(runner.run(run_id, {"n": 0}), "chain")
         if done.state["n"] != steps:
