@@ -70,7 +70,10 @@ class Graph:
 
     def _check_open(self, call: str) -> None:
         if self._layers is not None:
-            msg = f"graph {self.name!r} is frozen (a Runner uses it): build a new Graph instead of calling {call}"
+            msg = (
+                f"graph {self.name!r} is frozen (a Runner uses it): "
+                f"build a new Graph instead of calling {call}"
+            )
             raise GraphError(msg)
 
     def step(self, step_id: str, fn: StepFn) -> Graph:
@@ -80,7 +83,9 @@ class Graph:
             msg = f"a step id is a non-empty string, got {step_id!r}"
             raise GraphError(msg)
         if step_id in self._steps:
-            msg = f"duplicate step id {step_id!r}: every step of graph {self.name!r} needs its own id"
+            msg = (
+                f"duplicate step id {step_id!r}: every step of graph {self.name!r} needs its own id"
+            )
             raise GraphError(msg)
         if not callable(fn):
             msg = f"step {step_id!r} needs a callable taking the state, got {fn!r}"

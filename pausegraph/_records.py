@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
-from typing import Any, NewType
+from typing import TYPE_CHECKING, Any, NewType
 
 import attrs
 import cattrs
@@ -32,7 +32,10 @@ from .errors import SerializationError
 
 #: A user's value (channel value, payload, answer, effect result): msgpack-native,
 #: passed through the converter untouched.
-Value = NewType("Value", object)
+if TYPE_CHECKING:
+    Value = Any
+else:
+    Value = NewType("Value", object)
 
 
 class Next(enum.Enum):
@@ -71,7 +74,7 @@ class JournalEntry:
     key: Value
     id: str = ""
     answered: bool = False
-    value: Value = Value(None)
+    value: Value = None
     error: str | None = None
 
 
@@ -230,11 +233,14 @@ _packer_options: dict[str, Any] = {"use_bin_type": True, "datetime": False, "def
 
 def pack(obj: Any) -> bytes:
     """Encode msgpack-native data; raises TypeError/ValueError/OverflowError."""
-    return msgpack.packb(obj, **_packer_options)  # type: ignore[no-any-return]
+    return msgpack.packb(obj, **_packer_options)
 
 
 def unpack(data: bytes) -> Any:
     return msgpack.unpackb(data, raw=False, strict_map_key=False, use_list=True)
+
+
+_NATIVE = "Use msgpack-native values (dict, list, str, int, float, bool, None, bytes)."
 
 
 def _why_not_encodable(value: Any) -> str | None:
@@ -253,7 +259,7 @@ def normalize(value: Any, what: Callable[[], str]) -> Any:
     try:
         return unpack(pack(value))
     except (TypeError, ValueError, OverflowError) as exc:
-        msg = f"{what()} cannot be stored: {exc}. Use msgpack-native values (dict, list, str, int, float, bool, None, bytes)."
+        msg = f"{what()} cannot be stored: {exc}. {_NATIVE}"
         raise SerializationError(msg) from None
 
 
@@ -281,7 +287,9 @@ def _diagnose(frame: Frame) -> str:
     if pause is not None:
         for finished in pause.finished:
             for channel, value in finished.writes.items():
-                suspects.append((f"channel {channel!r} (write of step {finished.step_id!r})", value))
+                suspects.append(
+                    (f"channel {channel!r} (write of step {finished.step_id!r})", value)
+                )
         for suspended in pause.suspended:
             for entry in suspended.journal:
                 what = "interrupt payload" if entry.kind is EntryKind.INTERRUPT else "effect result"
@@ -294,7 +302,7 @@ def _diagnose(frame: Frame) -> str:
     for what, value in suspects:
         why = _why_not_encodable(value)
         if why is not None:
-            return f"{what} cannot be stored: {why}. Use msgpack-native values (dict, list, str, int, float, bool, None, bytes)."
+            return f"{what} cannot be stored: {why}. {_NATIVE}"
     return "the checkpoint cannot be encoded by msgpack"  # pragma: no cover - a bug in pausegraph
 
 

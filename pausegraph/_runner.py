@@ -152,7 +152,7 @@ class Runner:
         if input is not None:
             given = self._edits(input, "input")
             first = self.checkpointer.load(self._workflow, run_id, 1)
-            recorded = {} if first is None or first.input is None else first.input
+            recorded: Any = {} if first is None or first.input is None else first.input
             if given != recorded:
                 msg = (
                     f"run {run_id!r} already exists with input {recorded!r}, not {given!r}: "
@@ -297,7 +297,9 @@ class Runner:
         if pause.kind is PauseKind.BEFORE:
             self._save(cursor, label, k, Next.LAYER_PAST_BEFORE, None, changes)
         elif k + 1 == len(self._layers):
-            self._save(cursor, "done" if label == "resume" else label, k + 1, Next.DONE, None, changes)
+            self._save(
+                cursor, "done" if label == "resume" else label, k + 1, Next.DONE, None, changes
+            )
         else:
             self._save(cursor, label, k + 1, Next.LAYER, None, changes)
 
@@ -319,7 +321,8 @@ class Runner:
         run_id = latest.run_id
         if pause.kind is not PauseKind.INTERRUPT:
             msg = (
-                f"run {run_id!r} is paused at a breakpoint ({_describe(self._paused_outcome(pause))}), "
+                f"run {run_id!r} is paused at a breakpoint "
+                f"({_describe(self._paused_outcome(pause))}), "
                 "where nothing waits for a value: use Continue() or Update(edits)"
             )
             raise ResumeError(msg)
@@ -361,10 +364,16 @@ class Runner:
             assert command.answers is not None
             given = command.answers
             if not given:
-                msg = f"Resume(answers={{}}) answers nothing; run {run_id!r} waits on {', '.join(pending)}"
+                msg = (
+                    f"Resume(answers={{}}) answers nothing; "
+                    f"run {run_id!r} waits on {', '.join(pending)}"
+                )
                 raise ResumeError(msg)
         answered = {
-            e.id for s in pause.suspended for e in s.journal if e.kind is EntryKind.INTERRUPT and e.answered
+            e.id
+            for s in pause.suspended
+            for e in s.journal
+            if e.kind is EntryKind.INTERRUPT and e.answered
         }
         for interrupt_id in given:
             if interrupt_id in pending:
@@ -429,12 +438,12 @@ class Runner:
                 continue
             edits: tuple[dict[str, Any], ...] = ()
             if step is Next.REPLAY:
-                pause = cursor.pause
-                assert pause is not None
-                k, epoch, edits = pause.layer, pause.epoch, pause.edits
+                claimed = cursor.pause
+                assert claimed is not None
+                k, epoch, edits = claimed.layer, claimed.epoch, claimed.edits
                 live = self._live.pop(cursor.run_id, None)
                 hot = live[1] if live is not None and live[0] == cursor.seq else {}
-                result = finish_layer(graph, layers[k], cursor.view, pause, hot)
+                result = finish_layer(graph, layers[k], cursor.view, claimed, hot)
             elif step is Next.LAYER or step is Next.LAYER_PAST_BEFORE:
                 k = cursor.super_step
                 hits = self._before[k]
@@ -449,10 +458,7 @@ class Runner:
             if result.suspended:
                 return self._pause_layer(cursor, k, epoch, result, edits)
             changes = cursor.channels.apply([*result.finished.values(), *edits])
-            if self._after[k]:
-                follow = Next.AFTER
-            else:
-                follow = Next.DONE if k + 1 == last else Next.LAYER
+            follow = Next.AFTER if self._after[k] else Next.DONE if k + 1 == last else Next.LAYER
             self._save(cursor, f"layer:{k + 1}", k + 1, follow, None, changes)
 
     def _pause_layer(

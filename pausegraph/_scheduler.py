@@ -61,7 +61,8 @@ def _check(graph: Graph, step_id: str, writes: Mapping[str, Any]) -> None:
         if reducer is None:
             msg = (
                 f"step {step_id!r} wrote to undeclared channel {channel!r}; the graph declares "
-                f"{', '.join(map(repr, channels)) or 'no channels'}. No write of this layer was applied"
+                f"{', '.join(map(repr, channels)) or 'no channels'}; "
+                "no write of this layer was applied"
             )
             raise StepError(msg)
         problem = reducer.check(value)

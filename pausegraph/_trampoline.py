@@ -54,7 +54,11 @@ class Trampoline:
     __slots__ = ("cursor", "id_prefix", "journal", "stack", "step_id", "writes")
 
     def __init__(
-        self, step_id: str, gen: GeneratorType[Any, Any, Any], journal: list[JournalEntry], id_prefix: str
+        self,
+        step_id: str,
+        gen: GeneratorType[Any, Any, Any],
+        journal: list[JournalEntry],
+        id_prefix: str,
     ) -> None:
         self.step_id = step_id
         self.stack: list[GeneratorType[Any, Any, Any]] = [gen]
@@ -120,9 +124,9 @@ class Trampoline:
         if self.cursor < len(self.journal):
             entry = self.journal[self.cursor]
             msg = (
-                f"step {self.step_id!r} returned at journal position {self.cursor}, but its journal "
-                f"recorded {_describe_entry(entry)} there: it must repeat every recorded interrupt "
-                "and effect, in order, when replayed"
+                f"step {self.step_id!r} returned at journal position {self.cursor}, "
+                f"but its journal recorded {_describe_entry(entry)} there: it must repeat "
+                "every recorded interrupt and effect, in order, when replayed"
             )
             raise NondeterminismError(msg)
         self.writes = check_writes(self.step_id, result)

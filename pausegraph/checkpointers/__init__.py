@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from typing import Protocol
 
 from .._records import Checkpoint, CheckpointMeta
@@ -27,6 +28,6 @@ class Checkpointer(Protocol):
 
     def latest(self, workflow_id: str, run_id: str) -> Checkpoint | None: ...
 
-    def list(self, workflow_id: str, run_id: str) -> list[CheckpointMeta]: ...
+    def list(self, workflow_id: str, run_id: str) -> builtins.list[CheckpointMeta]: ...
 
-    def runs(self) -> list[tuple[str, str]]: ...
+    def runs(self) -> builtins.list[tuple[str, str]]: ...

@@ -56,7 +56,8 @@ def rebuild(workflow_id: str, run_id: str, frames: Sequence[Frame]) -> Checkpoin
     The frames must be freshly decoded: their values are updated in place.
     """
     base = frames[0]
-    assert base.values is not None and base.structure is not None
+    assert base.values is not None
+    assert base.structure is not None
     values = base.values
     for frame in frames[1:]:
         for change in frame.changes or ():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import threading
 
 from .._records import Checkpoint, CheckpointMeta, decode_frame
@@ -66,12 +67,12 @@ class MemoryCheckpointer:
             seq = 0 if run is None else len(run.frames)
         return self.load(workflow_id, run_id, seq) if seq else None
 
-    def list(self, workflow_id: str, run_id: str) -> list[CheckpointMeta]:
+    def list(self, workflow_id: str, run_id: str) -> builtins.list[CheckpointMeta]:
         with self._lock:
             run = self._runs.get((workflow_id, run_id))
             return [] if run is None else list(run.metas)
 
-    def runs(self) -> list[tuple[str, str]]:
+    def runs(self) -> builtins.list[tuple[str, str]]:
         with self._lock:
             return list(self._runs)
 
