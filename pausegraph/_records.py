@@ -189,8 +189,9 @@ class Checkpoint:
 class Frame:
     """A checkpoint as a store keeps it: a snapshot or just the changes.
 
-    A snapshot has ``values`` and ``structure``; a delta has ``changes`` and
-    relies on the frames before it back to the last snapshot.
+    A snapshot has ``values``; a delta has ``changes`` and relies on the
+    frames before it back to the last snapshot. The graph's ``structure`` and
+    the run's ``input`` are kept in the run's first frame only.
     """
 
     seq: int
@@ -309,10 +310,13 @@ def _diagnose(frame: Frame) -> str:
 def frame_of(checkpoint: Checkpoint, *, snapshot: bool) -> Frame:
     """The frame a store keeps for ``checkpoint``: a snapshot or a delta."""
     c = checkpoint
-    if snapshot or c.changes is None:
+    first = c.seq == 1
+    if snapshot or first or c.changes is None:
         return Frame(
             c.seq, c.super_step, c.label, c.timestamp_ms, c.next, c.pause, c.epoch_base,
-            values=c.values, structure=c.structure, input=c.input,
+            values=c.values,
+            structure=c.structure if first else None,
+            input=c.input if first else None,
         )  # fmt: skip
     return Frame(
         c.seq, c.super_step, c.label, c.timestamp_ms, c.next, c.pause, c.epoch_base,

@@ -578,6 +578,8 @@ class Runner:
         }
 
     def _check_structure(self, checkpoint: Checkpoint) -> None:
+        if checkpoint.structure == self._structure:
+            return
         difference = checkpoint.structure.difference(self._structure)
         if difference is not None:
             msg = (

@@ -50,14 +50,16 @@ class SnapshotPolicy:
             self.delta_bytes += size
 
 
-def rebuild(workflow_id: str, run_id: str, frames: Sequence[Frame]) -> Checkpoint:
+def rebuild(workflow_id: str, run_id: str, first: Frame, frames: Sequence[Frame]) -> Checkpoint:
     """The checkpoint of ``frames[-1]``, from a snapshot ``frames[0]`` and the deltas after it.
 
-    The frames must be freshly decoded: their values are updated in place.
+    ``first`` is the run's first frame, which holds the graph's structure
+    (it may be ``frames[0]`` itself). The frames must be freshly decoded:
+    their values are updated in place.
     """
     base = frames[0]
     assert base.values is not None
-    assert base.structure is not None
+    assert first.structure is not None
     values = base.values
     for frame in frames[1:]:
         for change in frame.changes or ():
@@ -72,7 +74,7 @@ def rebuild(workflow_id: str, run_id: str, frames: Sequence[Frame]) -> Checkpoin
         timestamp_ms=last.timestamp_ms,
         values=values,
         next=last.next,
-        structure=base.structure,
+        structure=first.structure,
         pause=last.pause,
         changes=last.changes,
         input=last.input if last.seq == 1 else None,

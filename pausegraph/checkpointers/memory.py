@@ -5,19 +5,20 @@ from __future__ import annotations
 import builtins
 import threading
 
-from .._records import Checkpoint, CheckpointMeta, decode_frame
+from .._records import Checkpoint, CheckpointMeta, Frame, decode_frame
 from ..errors import CheckpointError, ConflictError
 from ._log import SnapshotPolicy, rebuild
 
 
 class _RunFrames:
-    __slots__ = ("base", "frames", "metas", "policy")
+    __slots__ = ("base", "first", "frames", "metas", "policy")
 
     def __init__(self) -> None:
         self.frames: list[bytes] = []
         self.base: list[int] = []  # index of the snapshot each frame builds on
         self.metas: list[CheckpointMeta] = []
         self.policy = SnapshotPolicy()
+        self.first: Frame | None = None  # decoded once: it only holds immutable records
 
 
 class MemoryCheckpointer:
@@ -50,6 +51,8 @@ class MemoryCheckpointer:
             run.policy.saved(len(data), snapshot)
             run.base.append(count if snapshot else run.base[-1])
             run.frames.append(data)
+            if run.first is None:
+                run.first = decode_frame(data)
             run.metas.append(checkpoint.meta)
             self._runs[key] = run
 
@@ -59,7 +62,10 @@ class MemoryCheckpointer:
             if run is None or not 1 <= seq <= len(run.frames):
                 return None
             chain = run.frames[run.base[seq - 1] : seq]
-        return rebuild(workflow_id, run_id, [decode_frame(data) for data in chain])
+            first = run.first
+        assert first is not None
+        frames = [decode_frame(data) for data in chain]
+        return rebuild(workflow_id, run_id, first, frames)
 
     def latest(self, workflow_id: str, run_id: str) -> Checkpoint | None:
         with self._lock:
