@@ -103,7 +103,8 @@ class PauseRecord:
     ``layer`` is the 0-based layer concerned (the run's ``super_step`` is
     ``layer + 1``). ``epoch`` is the seq from which the layer started running;
     interrupt ids are made from it. ``edits`` are ``Update`` edits kept to be
-    applied right after the layer's writes.
+    applied right after the layer's writes; ``answered`` lists the interrupt
+    ids already answered in this layer, to tell them from unknown ids.
     """
 
     kind: PauseKind
@@ -113,6 +114,7 @@ class PauseRecord:
     finished: tuple[FinishedStep, ...] = ()
     suspended: tuple[SuspendedStep, ...] = ()
     edits: tuple[dict[str, Value], ...] = ()
+    answered: tuple[str, ...] = ()
 
 
 @attrs.frozen

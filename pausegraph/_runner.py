@@ -42,7 +42,6 @@ from ._graph import Graph
 from ._records import (
     Checkpoint,
     CheckpointMeta,
-    EntryKind,
     FinishedStep,
     JournalEntry,
     Next,
@@ -335,7 +334,10 @@ class Runner:
             for s in pause.suspended
         )
         claimed = attrs.evolve(
-            pause, suspended=suspended, edits=(*pause.edits, edits) if edits else pause.edits
+            pause,
+            suspended=suspended,
+            edits=(*pause.edits, edits) if edits else pause.edits,
+            answered=(*pause.answered, *answers),
         )
         live = self._live.pop(run_id, None)
         cursor = self._cursor(latest)
@@ -369,16 +371,10 @@ class Runner:
                     f"run {run_id!r} waits on {', '.join(pending)}"
                 )
                 raise ResumeError(msg)
-        answered = {
-            e.id
-            for s in pause.suspended
-            for e in s.journal
-            if e.kind is EntryKind.INTERRUPT and e.answered
-        }
         for interrupt_id in given:
             if interrupt_id in pending:
                 continue
-            state = "was already answered" if interrupt_id in answered else "is unknown"
+            state = "was already answered" if interrupt_id in pause.answered else "is unknown"
             msg = (
                 f"interrupt id {interrupt_id!r} {state} in run {run_id!r}; "
                 f"pending: {', '.join(pending)}"
@@ -436,11 +432,11 @@ class Runner:
                     return Paused(k + 1, After(hits[0]))
                 cursor.next = Next.DONE if cursor.super_step == last else Next.LAYER
                 continue
-            edits: tuple[dict[str, Any], ...] = ()
+            claimed = None
             if step is Next.REPLAY:
                 claimed = cursor.pause
                 assert claimed is not None
-                k, epoch, edits = claimed.layer, claimed.epoch, claimed.edits
+                k, epoch = claimed.layer, claimed.epoch
                 live = self._live.pop(cursor.run_id, None)
                 hot = live[1] if live is not None and live[0] == cursor.seq else {}
                 result = finish_layer(graph, layers[k], cursor.view, claimed, hot)
@@ -456,7 +452,8 @@ class Runner:
             else:  # pragma: no cover - WAIT never reaches the loop
                 raise AssertionError(step)
             if result.suspended:
-                return self._pause_layer(cursor, k, epoch, result, edits)
+                return self._pause_layer(cursor, k, epoch, result, claimed)
+            edits = claimed.edits if claimed is not None else ()
             changes = cursor.channels.apply([*result.finished.values(), *edits])
             follow = Next.AFTER if self._after[k] else Next.DONE if k + 1 == last else Next.LAYER
             self._save(cursor, f"layer:{k + 1}", k + 1, follow, None, changes)
@@ -467,8 +464,9 @@ class Runner:
         k: int,
         epoch: int,
         result: LayerResult,
-        edits: tuple[dict[str, Any], ...],
+        claimed: PauseRecord | None,
     ) -> Paused:
+        """Save the pause of a layer with suspended steps (carrying a claim's edits)."""
         record = PauseRecord(
             PauseKind.INTERRUPT,
             k,
@@ -476,7 +474,8 @@ class Runner:
             epoch,
             tuple(FinishedStep(s, dict(w)) for s, w in result.finished.items()),
             result.records(),
-            edits,
+            claimed.edits if claimed is not None else (),
+            claimed.answered if claimed is not None else (),
         )
         first = next(iter(result.suspended))
         self._save(cursor, f"interrupt:{first}", k + 1, Next.WAIT, record, ())
