@@ -25,7 +25,7 @@ from ._graph import Graph
 from ._instructions import Effect, Interrupt
 from ._records import Checkpoint, CheckpointMeta
 from ._runner import Runner
-from .checkpointers import Checkpointer, MemoryCheckpointer
+from .checkpointers import Checkpointer, FileCheckpointer, MemoryCheckpointer
 from .errors import (
     CheckpointError,
     ConflictError,
@@ -54,6 +54,7 @@ __all__ = [
     "DynamicInterrupt",
     "Effect",
     "EffectError",
+    "FileCheckpointer",
     "Goto",
     "Graph",
     "GraphError",

@@ -6,9 +6,10 @@ import builtins
 from typing import Protocol
 
 from .._records import Checkpoint, CheckpointMeta
+from .file import FileCheckpointer
 from .memory import MemoryCheckpointer
 
-__all__ = ["Checkpointer", "MemoryCheckpointer"]
+__all__ = ["Checkpointer", "FileCheckpointer", "MemoryCheckpointer"]
 
 
 class Checkpointer(Protocol):
