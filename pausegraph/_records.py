@@ -221,7 +221,7 @@ for _cls in (JournalEntry, SuspendedStep, FinishedStep, PauseRecord, Structure, 
     attrs.resolve_types(_cls, globals(), locals())
 attrs.resolve_types(Change)
 
-converter: cattrs.Converter = make_converter()
+converter: cattrs.Converter = make_converter(detailed_validation=False, omit_if_default=True)
 converter.register_unstructure_hook(Value, lambda v: v)
 converter.register_structure_hook(Value, lambda v, _: v)
 

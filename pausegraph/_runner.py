@@ -58,6 +58,15 @@ from .errors import GraphError, ResumeError
 _BREAKPOINT_WAIT = (PauseKind.BEFORE, PauseKind.AFTER)
 
 
+@attrs.frozen
+class _Hot:
+    """Live generators of a run's suspended steps, valid only at one checkpoint."""
+
+    seq: int
+    timestamp_ms: int
+    steps: dict[str, Trampoline]
+
+
 @attrs.define
 class _Cursor:
     """Where a run stands inside one call: the latest saved checkpoint and the values."""
@@ -69,6 +78,7 @@ class _Cursor:
     pause: PauseRecord | None
     channels: Channels
     epoch_base: int
+    timestamp_ms: int = 0
     view: Mapping[str, Any] = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -114,8 +124,8 @@ class Runner:
         self._after = self._breakpoints("interrupt_after", interrupt_after)
         self._structure = graph.structure()
         self._workflow = graph.name
-        # run id -> (seq of its pause checkpoint, live generators of its suspended steps)
-        self._live: dict[str, tuple[int, dict[str, Trampoline]]] = {}
+        # run id -> the live generators of its suspended steps, if this Runner paused it
+        self._live: dict[str, _Hot] = {}
 
     def __repr__(self) -> str:
         return f"<Runner {self._workflow!r} on {self.checkpointer!r}>"
@@ -238,6 +248,9 @@ class Runner:
         steps replay on the state they first saw. The source is untouched.
         """
         _check_run_id(run_id)
+        if type(seq) is not int:
+            msg = f"fork(run_id, seq) takes a checkpoint seq (an int from history()), got {seq!r}"
+            raise ResumeError(msg)
         source = self.checkpointer.load(self._workflow, run_id, seq)
         if source is None:
             if not self.checkpointer.list(self._workflow, run_id):
@@ -308,9 +321,7 @@ class Runner:
         if pause.kind is PauseKind.INTERRUPT:
             kept = attrs.evolve(pause, edits=(*pause.edits, edits))
             self._save(cursor, "update", latest.super_step, Next.WAIT, kept, ())
-            live = self._live.pop(cursor.run_id, None)
-            if live is not None and live[0] == latest.seq:
-                self._live[cursor.run_id] = (cursor.seq, live[1])
+            self._keep_live(latest, cursor)
             return self._paused_outcome(kept)
         changes = cursor.channels.apply([edits])
         self._go_past(cursor, pause, "update", changes)
@@ -339,12 +350,16 @@ class Runner:
             edits=(*pause.edits, edits) if edits else pause.edits,
             answered=(*pause.answered, *answers),
         )
-        live = self._live.pop(run_id, None)
         cursor = self._cursor(latest)
         self._save(cursor, "resume", pause.layer, Next.REPLAY, claimed, ())
-        if live is not None and live[0] == latest.seq:
-            self._live[run_id] = (cursor.seq, live[1])
+        self._keep_live(latest, cursor)
         return self._drive(cursor)
+
+    def _keep_live(self, latest: Checkpoint, cursor: _Cursor) -> None:
+        """Carry live generators from ``latest`` over to the checkpoint just saved."""
+        hot = self._live.pop(cursor.run_id, None)
+        if hot is not None and (hot.seq, hot.timestamp_ms) == (latest.seq, latest.timestamp_ms):
+            self._live[cursor.run_id] = _Hot(cursor.seq, cursor.timestamp_ms, hot.steps)
 
     def _answers(self, run_id: str, pause: PauseRecord, command: Resume) -> dict[str, Any]:
         pending = _pending_ids(pause)
@@ -438,7 +453,12 @@ class Runner:
                 assert claimed is not None
                 k, epoch = claimed.layer, claimed.epoch
                 live = self._live.pop(cursor.run_id, None)
-                hot = live[1] if live is not None and live[0] == cursor.seq else {}
+                hot = {}
+                if live is not None and (live.seq, live.timestamp_ms) == (
+                    cursor.seq,
+                    cursor.timestamp_ms,
+                ):
+                    hot = live.steps
                 result = finish_layer(graph, layers[k], cursor.view, claimed, hot)
             elif step is Next.LAYER or step is Next.LAYER_PAST_BEFORE:
                 k = cursor.super_step
@@ -481,7 +501,7 @@ class Runner:
         self._save(cursor, f"interrupt:{first}", k + 1, Next.WAIT, record, ())
         live = {s: t for s, t in result.suspended.items() if isinstance(t, Trampoline)}
         if live:
-            self._live[cursor.run_id] = (cursor.seq, live)
+            self._live[cursor.run_id] = _Hot(cursor.seq, cursor.timestamp_ms, live)
         return self._paused_outcome(record)
 
     # --- helpers --------------------------------------------------------------
@@ -498,6 +518,7 @@ class Runner:
         input: dict[str, Any] | None = None,
     ) -> None:
         seq = cursor.seq + 1
+        timestamp_ms = time.time_ns() // 1_000_000
         self.checkpointer.save(
             Checkpoint(
                 self._workflow,
@@ -505,7 +526,7 @@ class Runner:
                 seq,
                 super_step,
                 label,
-                time.time_ns() // 1_000_000,
+                timestamp_ms,
                 cursor.channels.values,
                 next,
                 self._structure,
@@ -516,6 +537,7 @@ class Runner:
             )
         )
         cursor.seq, cursor.super_step, cursor.next, cursor.pause = seq, super_step, next, pause
+        cursor.timestamp_ms = timestamp_ms
 
     def _cursor(self, checkpoint: Checkpoint) -> _Cursor:
         return _Cursor(
@@ -526,6 +548,7 @@ class Runner:
             checkpoint.pause,
             Channels(self.graph.channels, checkpoint.values),
             checkpoint.epoch_base,
+            checkpoint.timestamp_ms,
         )
 
     def _status(self, checkpoint: Checkpoint) -> Status:

@@ -115,10 +115,12 @@ def finish_layer(
         record = waiting[step_id]
         pending = record.pending
         if not pending.answered:
-            suspended[step_id] = live.get(step_id, record)
+            held = live.get(step_id)
+            keep = held is not None and tuple(held.journal) == record.journal
+            suspended[step_id] = held if keep and held is not None else record
             continue
         trampoline = live.get(step_id)
-        if trampoline is not None:
+        if trampoline is not None and tuple(trampoline.journal[:-1]) == record.journal[:-1]:
             ran_to_end = trampoline.answer(pending.value)
         else:
             trampoline = _replay(graph, step_id, state, record, pause.epoch)

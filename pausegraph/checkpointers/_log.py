@@ -4,8 +4,7 @@ A store keeps each run as a sequence of frames, one per checkpoint. Most are
 *deltas* (just the changes the super-step made); every so often one is a full
 *snapshot*. A frame is a snapshot when it is the run's first, when the
 checkpoint brings no changes, when ``SNAPSHOT_EVERY`` deltas have passed, or
-when the deltas since the last snapshot would outweigh it ``SNAPSHOT_RATIO``
-times. So what a super-step adds grows with its writes, not with the state,
+when the deltas since the last snapshot outweigh it ``SNAPSHOT_RATIO`` times. So what a super-step adds grows with its writes, not with the state,
 and rebuilding any checkpoint decodes one snapshot and at most
 ``SNAPSHOT_EVERY`` deltas.
 """
@@ -36,11 +35,13 @@ class SnapshotPolicy:
 
         Does not change the policy: call ``saved`` once the frame is stored.
         """
-        if checkpoint.changes is not None and checkpoint.seq > 1 and self.deltas < SNAPSHOT_EVERY:
-            data = encode_frame(frame_of(checkpoint, snapshot=False))
-            if self.delta_bytes + len(data) <= SNAPSHOT_RATIO * self.snapshot_bytes:
-                return data, False
-        return encode_frame(frame_of(checkpoint, snapshot=True)), True
+        snapshot = (
+            checkpoint.changes is None
+            or checkpoint.seq == 1
+            or self.deltas >= SNAPSHOT_EVERY
+            or self.delta_bytes > SNAPSHOT_RATIO * self.snapshot_bytes
+        )
+        return encode_frame(frame_of(checkpoint, snapshot=snapshot)), snapshot
 
     def saved(self, size: int, snapshot: bool) -> None:
         if snapshot:
