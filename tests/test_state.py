@@ -1,0 +1,248 @@
+"""State: channel reducers, the read-only state a step sees, and what may be written."""
+
+from __future__ import annotations
+
+import pytest
+
+from pausegraph import (
+    Append,
+    Graph,
+    GraphError,
+    Interrupt,
+    LastWriteWins,
+    MemoryCheckpointer,
+    MergeMap,
+    Reducer,
+    Resume,
+    Runner,
+    SerializationError,
+    StepError,
+)
+
+
+def single(fn, channels, *, input=None):
+    graph = Graph("g", channels).step("s", fn)
+    runner = Runner(graph)
+    return runner, runner.run("r", input)
+
+
+def test_defaults_are_none_empty_dict_empty_list_and_the_given_default():
+    channels = {
+        "lww": LastWriteWins(),
+        "map": MergeMap(),
+        "log": Append(),
+        "total": Reducer(lambda a, b: a + b, 10),
+    }
+    _, outcome = single(lambda state: None, channels)
+    assert outcome.state == {"lww": None, "map": {}, "log": [], "total": 10}
+
+
+def test_last_write_wins_replaces_the_value():
+    graph = Graph("g", {"x": LastWriteWins()})
+    graph.step("a", lambda s: {"x": 1}).step("b", lambda s: {"x": 2}).step("c", lambda s: None)
+    assert Runner(graph).run("r", {"x": 0}).state == {"x": 2}
+
+
+def test_merge_map_merges_shallowly_and_new_keys_win():
+    graph = Graph("g", {"m": MergeMap()})
+    graph.step("a", lambda s: {"m": {"k": {"deep": 1}, "a": 1}})
+    graph.step("b", lambda s: {"m": {"k": {"other": 2}}})
+    outcome = Runner(graph).run("r", {"m": {"old": 0, "a": 0}})
+    assert outcome.state == {"m": {"old": 0, "a": 1, "k": {"other": 2}}}
+
+
+def test_merge_map_refuses_a_non_dict_write():
+    with pytest.raises(StepError, match=r"'s'.*'m'"):
+        single(lambda s: {"m": [1, 2]}, {"m": MergeMap()})
+
+
+def test_append_extends_with_a_list_and_appends_anything_else():
+    graph = Graph("g", {"log": Append()})
+    graph.step("a", lambda s: {"log": [1, 2]})
+    graph.step("b", lambda s: {"log": "three"})
+    graph.step("c", lambda s: {"log": {"four": 4}})
+    graph.step("d", lambda s: {"log": [[5, 6]]})
+    outcome = Runner(graph).run("r", {"log": [0]})
+    assert outcome.state == {"log": [0, 1, 2, "three", {"four": 4}, [5, 6]]}
+
+
+def test_a_written_tuple_reads_as_a_list_hot_and_cold():
+    # a tuple is stored as a msgpack array: the next step must read the same
+    # value whether or not the process restarted in between
+    seen = []
+
+    def read(state):
+        seen.append(state["x"])
+        yield Interrupt("go on?")
+        return {"y": state["x"]}
+
+    checkpointer = MemoryCheckpointer()
+    graph = Graph("g", {"x": LastWriteWins(), "y": LastWriteWins(), "log": Append()})
+    graph.step("write", lambda s: {"x": (1, 2), "log": (3, 4)}).step("read", read)
+    graph.edge("write", "read")
+    hot = Runner(graph, checkpointer)
+    hot.run("hot")
+    hot_done = hot.resume("hot", Resume(None))
+    Runner(graph, checkpointer).run("cold")
+    cold_done = Runner(graph, checkpointer).resume("cold", Resume(None))
+    assert seen == [[1, 2], [1, 2], [1, 2]]
+    assert hot_done.state == cold_done.state == {"x": [1, 2], "y": [1, 2], "log": [[3, 4]]}
+
+
+def test_reducer_calls_fn_with_current_and_incoming_in_step_order():
+    calls = []
+
+    def fn(current, incoming):
+        calls.append((current, incoming))
+        return [*current, incoming]
+
+    graph = Graph("g", {"x": Reducer(fn, [])})
+    graph.step("a", lambda s: {"x": "a"}).step("b", lambda s: {"x": "b"})
+    assert Runner(graph).run("r").state == {"x": ["a", "b"]}
+    assert calls == [([], "a"), (["a"], "b")]
+
+
+def test_reducer_default_is_not_shared_between_runs():
+    graph = Graph("g", {"x": Reducer(lambda cur, new: [*cur, new], [])})
+    graph.step("a", lambda s: {"x": 1})
+    runner = Runner(graph)
+    assert runner.run("one").state == {"x": [1]}
+    assert runner.run("two").state == {"x": [1]}
+
+
+def test_input_goes_through_the_reducers():
+    channels = {"log": Append(), "total": Reducer(lambda a, b: a + b, 100)}
+    _, outcome = single(lambda s: None, channels, input={"log": "first", "total": 5})
+    assert outcome.state == {"log": ["first"], "total": 105}
+
+
+def test_steps_of_a_layer_read_the_state_of_the_previous_super_step():
+    seen = {}
+
+    def a(state):
+        seen["a"] = state["x"]
+        return {"x": "from a"}
+
+    def b(state):
+        seen["b"] = state["x"]
+        return {"x": "from b"}
+
+    graph = Graph("g", {"x": LastWriteWins()}).step("a", a).step("b", b)
+    Runner(graph).run("r", {"x": "start"})
+    assert seen == {"a": "start", "b": "start"}
+
+
+def test_state_setitem_in_a_step_is_a_type_error_and_changes_nothing():
+    caught = []
+
+    def meddle(state):
+        try:
+            state["x"] = "mutated"
+        except TypeError as exc:
+            caught.append(exc)
+        try:
+            del state["x"]
+        except TypeError as exc:
+            caught.append(exc)
+        return {"seen": state["x"]}
+
+    _, outcome = single(meddle, {"x": LastWriteWins(), "seen": LastWriteWins()}, input={"x": 1})
+    assert len(caught) == 2
+    assert outcome.state == {"x": 1, "seen": 1}
+
+
+def test_uncaught_state_mutation_is_a_step_error_chaining_the_type_error():
+    def meddle(state):
+        state["x"] = 2
+
+    graph = Graph("g", {"x": LastWriteWins()}).step("meddle", meddle)
+    runner = Runner(graph)
+    with pytest.raises(StepError, match=r"'meddle'") as info:
+        runner.run("r", {"x": 1})
+    assert isinstance(info.value.__cause__, TypeError)
+    assert runner.state("r").values == {"x": 1}
+
+
+def test_write_to_undeclared_channel_is_a_step_error_naming_step_and_channel():
+    graph = Graph("g", {"x": LastWriteWins()}).step("s", lambda s: {"nope": 1})
+    with pytest.raises(StepError, match=r"'s'.*'nope'"):
+        Runner(graph).run("r")
+
+
+def test_write_to_undeclared_channel_applies_no_write_of_that_layer():
+    graph = Graph("g", {"x": LastWriteWins(), "log": Append()})
+    graph.step("good", lambda s: {"x": "written", "log": "good"})
+    graph.step("bad", lambda s: {"nope": 1})
+    graph.step("later", lambda s: {"log": "later"})
+    runner = Runner(graph)
+    with pytest.raises(StepError, match=r"'bad'.*'nope'"):
+        runner.run("r", {"x": "start"})
+    info = runner.state("r")
+    assert info.values == {"x": "start", "log": []}
+    assert [m.label for m in runner.history("r")] == ["input"]
+
+
+def test_input_naming_no_channel_is_a_graph_error_and_nothing_is_saved():
+    checkpointer = MemoryCheckpointer()
+    graph = Graph("g", {"x": LastWriteWins()}).step("s", lambda s: None)
+    with pytest.raises(GraphError, match=r"'nope'"):
+        Runner(graph, checkpointer).run("r", {"nope": 1})
+    assert checkpointer.runs() == []
+
+
+def test_unencodable_write_is_a_serialization_error_naming_channel_and_type():
+    class Opaque:
+        pass
+
+    graph = Graph("g", {"x": LastWriteWins(), "y": LastWriteWins()})
+    graph.step("a", lambda s: {"x": 1}).step("b", lambda s: {"y": 1})
+    graph.step("c", lambda s: {"y": Opaque()}).edge("a", "b").edge("b", "c")
+    runner = Runner(graph)
+    with pytest.raises(SerializationError, match=r"'y'.*Opaque"):
+        runner.run("r")
+    history = runner.history("r")
+    assert [m.label for m in history] == ["input", "layer:1", "layer:2"]
+    assert runner.state("r").values == {"x": 1, "y": 1}
+
+
+def test_unencodable_write_of_a_finished_sibling_fails_the_pause_and_saves_nothing():
+    def asks(state):
+        yield Interrupt("q")
+
+    graph = Graph("g", {"x": LastWriteWins()})
+    graph.step("bad", lambda s: {"x": {1, 2}}).step("asks", asks)
+    runner = Runner(graph)
+    with pytest.raises(SerializationError, match=r"'x'.*set"):
+        runner.run("r")
+    assert [m.label for m in runner.history("r")] == ["input"]
+
+
+def test_run_goes_on_after_a_fixed_unencodable_write():
+    values = [{"x": object()}, {"x": "fine"}]
+    graph = Graph("g", {"x": LastWriteWins()}).step("s", lambda s: values.pop(0))
+    runner = Runner(graph)
+    with pytest.raises(SerializationError):
+        runner.run("r")
+    assert runner.run("r").state == {"x": "fine"}
+
+
+def test_in_place_folding_leaves_a_value_written_to_another_channel_alone():
+    # ``copy`` keeps the MergeMap value of ``m`` as it was at super-step 1;
+    # the merges of later layers must not reach it, hot or cold.
+    checkpointer = MemoryCheckpointer()
+    graph = Graph("g", {"m": MergeMap(), "copy": LastWriteWins()})
+    graph.step("snap", lambda s: {"copy": s["m"]})
+    graph.step("grow", lambda s: {"m": {"new": 1}})
+
+    def ask(state):
+        yield Interrupt("go on?")
+        return {"m": {"newer": 2}}
+
+    graph.step("ask", ask).edge("snap", "grow").edge("grow", "ask")
+    runner = Runner(graph, checkpointer)
+    runner.run("r", {"m": {"old": 0}})
+    hot = runner.resume("r", Resume(True))
+    assert hot.state["copy"] == {"old": 0}
+    assert hot.state["m"] == {"old": 0, "new": 1, "newer": 2}
+    cold = Runner(graph, checkpointer).state("r").values
+    assert cold == hot.state

@@ -1,0 +1,296 @@
+"""Steps: plain and generator steps, sub-generators, bad yields and returns,
+failures wrapped in StepError, and effects inside one process."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from pausegraph import (
+    Append,
+    Effect,
+    EffectError,
+    Graph,
+    Interrupt,
+    LastWriteWins,
+    MemoryCheckpointer,
+    Resume,
+    Runner,
+    StepError,
+)
+
+
+def run_single(fn, channels=None, **kw):
+    graph = Graph("g", channels or {"x": LastWriteWins()}).step("s", fn)
+    runner = Runner(graph, **kw)
+    return runner, runner.run("r")
+
+
+def test_plain_step_returns_its_writes():
+    _, outcome = run_single(lambda state: {"x": 1})
+    assert outcome.state == {"x": 1}
+
+
+def test_plain_step_may_return_none():
+    _, outcome = run_single(lambda state: None)
+    assert outcome.state == {"x": None}
+
+
+@pytest.mark.parametrize("bad", [[("x", 1)], "x", 3])
+def test_returning_anything_but_a_mapping_or_none_is_a_step_error(bad):
+    with pytest.raises(StepError, match=r"step 's' returned"):
+        run_single(lambda state: bad)
+
+
+def test_generator_returning_anything_but_a_mapping_is_a_step_error():
+    def gen(state):
+        yield from ()
+        return ["x"]
+
+    with pytest.raises(StepError, match=r"step 's' returned list"):
+        run_single(gen)
+
+
+def test_generator_step_returns_its_writes():
+    def gen(state):
+        yield from ()
+        return {"x": "gen"}
+
+    _, outcome = run_single(gen)
+    assert outcome.state == {"x": "gen"}
+
+
+def test_callable_returning_a_generator_runs_as_a_generator_step():
+    def inner(state):
+        answer = yield Interrupt("q")
+        return {"x": answer}
+
+    class Step:
+        def __call__(self, state):
+            return inner(state)
+
+    runner, outcome = run_single(Step())
+    assert outcome.payload == "q"
+    assert runner.resume("r", Resume("a")).state == {"x": "a"}
+
+
+def test_sub_generator_return_value_is_sent_back():
+    def double(n):
+        yield from ()
+        return n * 2
+
+    def gen(state):
+        value = yield double(21)
+        return {"x": value}
+
+    _, outcome = run_single(gen)
+    assert outcome.state == {"x": 42}
+
+
+def test_sub_generators_nest_deeper_than_the_recursion_limit():
+    depth = sys.getrecursionlimit() + 500
+
+    def nested(n):
+        if n == 0:
+            answer = yield Interrupt("bottom")
+            return answer
+        value = yield nested(n - 1)
+        return value + 1
+
+    def gen(state):
+        value = yield nested(depth)
+        return {"x": value}
+
+    checkpointer = MemoryCheckpointer()
+    graph = Graph("g", {"x": LastWriteWins()}).step("s", gen)
+    runner = Runner(graph, checkpointer)
+    assert runner.run("r").payload == "bottom"
+    # a cold replay walks the whole stack again
+    assert Runner(graph, checkpointer).resume("r", Resume(0)).state == {"x": depth}
+
+
+def test_exception_in_sub_generator_is_thrown_into_its_caller():
+    def failing():
+        yield from ()
+        raise KeyError("inner")
+
+    def gen(state):
+        try:
+            yield failing()
+        except KeyError:
+            return {"x": "caught"}
+        return {"x": "not caught"}
+
+    _, outcome = run_single(gen)
+    assert outcome.state == {"x": "caught"}
+
+
+def test_sub_generator_may_interrupt_and_call_effects():
+    def inner():
+        answer = yield Interrupt("inner?")
+        got = yield Effect(str.upper, answer)
+        return got
+
+    def gen(state):
+        value = yield inner()
+        return {"x": value}
+
+    runner, outcome = run_single(gen)
+    assert outcome.payload == "inner?"
+    assert runner.resume("r", Resume("yes")).state == {"x": "YES"}
+
+
+@pytest.mark.parametrize("bad", [42, "text", None, [Interrupt()]])
+def test_yielding_something_that_is_not_an_instruction_is_a_step_error(bad):
+    def gen(state):
+        yield bad
+
+    with pytest.raises(StepError, match=r"step 's' yielded .*not an instruction"):
+        run_single(gen)
+
+
+def test_yielding_a_generator_function_instead_of_calling_it_is_explained():
+    def helper():
+        yield from ()
+
+    def gen(state):
+        yield helper
+
+    with pytest.raises(StepError, match=r"did you yield a generator function"):
+        run_single(gen)
+
+
+def test_step_exception_is_a_step_error_naming_the_step_and_chaining_it():
+    def boom(state):
+        raise ValueError("bad input")
+
+    graph = Graph("g", {"x": LastWriteWins()}).step("boom", boom)
+    with pytest.raises(StepError, match=r"^step 'boom' raised ValueError: bad input$") as info:
+        Runner(graph).run("r")
+    assert isinstance(info.value.__cause__, ValueError)
+
+
+def test_generator_step_exception_is_a_step_error_chaining_it():
+    def boom(state):
+        yield from ()
+        raise LookupError("gone")
+
+    with pytest.raises(StepError, match=r"'s'.*LookupError: gone") as info:
+        run_single(boom)
+    assert isinstance(info.value.__cause__, LookupError)
+
+
+def test_failed_step_leaves_the_run_at_its_last_checkpoint_and_run_retries_the_layer():
+    attempts = []
+
+    def flaky(state):
+        attempts.append(state["x"])
+        if len(attempts) == 1:
+            raise RuntimeError("transient")
+        return {"x": state["x"] + 10}
+
+    graph = Graph("g", {"x": LastWriteWins(), "log": Append()})
+    graph.step("first", lambda s: {"x": 1, "log": "first"}).step("flaky", flaky)
+    graph.step("sibling", lambda s: {"log": "sibling"}).edge("first", "flaky")
+    graph.edge("first", "sibling")
+    runner = Runner(graph)
+    with pytest.raises(StepError, match=r"'flaky'"):
+        runner.run("r")
+    assert runner.state("r").values == {"x": 1, "log": ["first"]}
+    assert runner.state("r").status == "running"
+    assert runner.run("r").state == {"x": 11, "log": ["first", "sibling"]}
+    assert attempts == [1, 1]
+
+
+def test_effect_result_is_sent_back_and_fn_called_once():
+    calls = []
+
+    def fetch(a, b=0):
+        calls.append((a, b))
+        return a + b
+
+    def gen(state):
+        total = yield Effect(fetch, 1, b=2)
+        answer = yield Interrupt("ok?")
+        return {"x": [total, answer]}
+
+    runner, _ = run_single(gen)
+    assert runner.resume("r", Resume("yes")).state == {"x": [3, "yes"]}
+    assert calls == [(1, 2)]
+
+
+def test_effect_result_is_normalised_through_msgpack():
+    def gen(state):
+        value = yield Effect(tuple, [1, 2])
+        return {"x": value}
+
+    _, outcome = run_single(gen)
+    assert outcome.state == {"x": [1, 2]}
+
+
+def failing_effect():
+    raise ConnectionError("host down")
+
+
+def test_effect_error_is_thrown_into_the_step_and_can_be_caught():
+    caught = []
+
+    def gen(state):
+        try:
+            yield Effect(failing_effect)
+        except EffectError as exc:
+            caught.append(exc)
+            return {"x": "recovered"}
+        return {"x": "unreachable"}
+
+    _, outcome = run_single(gen)
+    assert outcome.state == {"x": "recovered"}
+    (error,) = caught
+    assert "ConnectionError" in str(error)
+    assert "host down" in str(error)
+    assert isinstance(error.__cause__, ConnectionError)
+
+
+def test_uncaught_effect_error_ends_the_run_as_it_is():
+    def gen(state):
+        yield Effect(failing_effect)
+        return {"x": "unreachable"}
+
+    runner = Runner(Graph("g", {"x": LastWriteWins()}).step("s", gen))
+    with pytest.raises(EffectError, match=r"ConnectionError: host down") as info:
+        runner.run("r")
+    assert isinstance(info.value, StepError)
+    assert isinstance(info.value.__cause__, ConnectionError)
+    assert runner.state("r").values == {"x": None}
+
+
+def test_effect_error_is_replayed_without_calling_fn():
+    calls = []
+
+    def flaky():
+        calls.append(1)
+        raise TimeoutError("slow")
+
+    def gen(state):
+        try:
+            yield Effect(flaky)
+        except EffectError as exc:
+            message = str(exc)
+        answer = yield Interrupt("retry?")
+        return {"x": [message, answer]}
+
+    checkpointer = MemoryCheckpointer()
+    graph = Graph("g", {"x": LastWriteWins()}).step("s", gen)
+    Runner(graph, checkpointer).run("r")
+    outcome = Runner(graph, checkpointer).resume("r", Resume("no"))
+    assert calls == [1]
+    message, answer = outcome.state["x"]
+    assert "TimeoutError" in message
+    assert "slow" in message
+    assert answer == "no"
+
+
+def test_effect_needs_a_callable():
+    with pytest.raises(TypeError, match=r"callable"):
+        Effect(3)  # type: ignore[arg-type]
