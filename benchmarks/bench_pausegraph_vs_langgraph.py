@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import os
+import random
 import statistics
 import sys
 import time
@@ -80,7 +81,7 @@ class Sizes:
 
     @classmethod
     def full(cls) -> Sizes:
-        return cls(200, 1000, 200, 1024, 10_000, 10, (20, 220), 200, 200_000)
+        return cls(200, 1000, 200, 1024, 10_000, 10, (20, 220), 500, 200_000)
 
     @classmethod
     def quick(cls) -> Sizes:
@@ -269,10 +270,10 @@ class Bench:
     # -- 4. storage --------------------------------------------------------------
 
     def payloads(self) -> list[str]:
+        """Distinct, incompressible 1 KB strings, the same on every run."""
+        rng = random.Random(6)
         size = self.sizes.payload
-        return [
-            (f"item {i:05d} " * (size // 11 + 1))[:size] for i in range(self.sizes.storage_steps)
-        ]
+        return [rng.randbytes(size // 2).hex() for _ in range(self.sizes.storage_steps)]
 
     def storage(self) -> Table:
         n = self.sizes.storage_steps
