@@ -48,24 +48,19 @@ def apply_change(values: dict[str, Any], change: Change) -> None:
 class _Builtin:
     """Shared behaviour of the built-in reducers (they hold no state)."""
 
-    mutable_value = False
-
     def default(self) -> Any:
         return None
 
-    def check(self, value: Any) -> str | None:
-        """Why ``value`` cannot be written to this channel, or ``None``."""
-        return None
-
-    def fold(self, current: Any, incoming: list[Any], owned: bool) -> tuple[Any, Op, Any]:
-        raise NotImplementedError  # pragma: no cover - every reducer overrides it
+    def accept(self, value: Any) -> Any:
+        """The write as this reducer folds it; ``TypeError`` saying why if it cannot."""
+        return value
 
 
 @attrs.frozen
 class LastWriteWins(_Builtin):
     """The last write of a layer replaces the value. Default ``None``."""
 
-    def fold(self, current: Any, incoming: list[Any], owned: bool) -> tuple[Any, Op, Any]:
+    def fold(self, current: Any, incoming: list[Any]) -> tuple[Any, Op, Any]:
         new = incoming[-1]
         return new, Op.SET, new
 
@@ -74,23 +69,21 @@ class LastWriteWins(_Builtin):
 class MergeMap(_Builtin):
     """Writes are dicts merged shallowly into the value; new keys win. Default ``{}``."""
 
-    mutable_value = True
-
     def default(self) -> Any:
         return {}
 
-    def check(self, value: Any) -> str | None:
+    def accept(self, value: Any) -> Any:
         if isinstance(value, Mapping):
-            return None
-        return f"a MergeMap channel takes a dict, got {type(value).__name__} {value!r}"
+            return value
+        msg = f"a MergeMap channel takes a dict, got {type(value).__name__} {value!r}"
+        raise TypeError(msg)
 
-    def fold(self, current: Any, incoming: list[Any], owned: bool) -> tuple[Any, Op, Any]:
+    def fold(self, current: Any, incoming: list[Any]) -> tuple[Any, Op, Any]:
         merged: dict[Any, Any] = {}
         for write in incoming:
             merged.update(write)
-        new = current if owned else dict(current)
-        new.update(merged)
-        return new, Op.MERGE, merged
+        current.update(merged)
+        return current, Op.MERGE, merged
 
 
 @attrs.frozen
@@ -100,21 +93,19 @@ class Append(_Builtin):
     Default ``[]``.
     """
 
-    mutable_value = True
-
     def default(self) -> Any:
         return []
 
-    def fold(self, current: Any, incoming: list[Any], owned: bool) -> tuple[Any, Op, Any]:
+    def accept(self, value: Any) -> Any:
+        # decided before msgpack turns a tuple into a list: a tuple is one item
+        return value if type(value) is list else [value]
+
+    def fold(self, current: Any, incoming: list[Any]) -> tuple[Any, Op, Any]:
         items: list[Any] = []
         for write in incoming:
-            if type(write) is list:
-                items.extend(write)
-            else:
-                items.append(write)
-        new = current if owned else list(current)
-        new.extend(items)
-        return new, Op.EXTEND, items
+            items.extend(write)
+        current.extend(items)
+        return current, Op.EXTEND, items
 
 
 @attrs.frozen
@@ -135,7 +126,7 @@ class Reducer(_Builtin):
     def default(self) -> Any:
         return copy.deepcopy(self.default_value)
 
-    def fold(self, current: Any, incoming: list[Any], owned: bool) -> tuple[Any, Op, Any]:
+    def fold(self, current: Any, incoming: list[Any]) -> tuple[Any, Op, Any]:
         new = current
         for write in incoming:
             new = self.fn(new, write)
@@ -148,22 +139,17 @@ AnyReducer = LastWriteWins | MergeMap | Append | Reducer
 class Channels:
     """The channel values of one run, folded layer by layer.
 
-    MergeMap and Append values are updated in place when this object made
-    them (or decoded them from a checkpoint), so a step that changes one key of
-    a large map does not copy the map. A value that a step wrote to another
-    channel as-is is no longer updated in place, so that channel keeps what
-    it was given.
+    Every value here belongs to the engine: it was decoded from a checkpoint,
+    made by a reducer, or normalised through msgpack on its way in (writes,
+    input, edits, answers). So MergeMap and Append values are updated in
+    place, and a step that changes one key of a large map copies nothing.
     """
 
-    __slots__ = ("_owned", "reducers", "values")
+    __slots__ = ("reducers", "values")
 
     def __init__(self, reducers: Mapping[str, AnyReducer], values: dict[str, Any]) -> None:
         self.reducers = reducers
         self.values = values
-        # id of a value this object may mutate -> the channel holding it
-        self._owned: dict[int, str] = {
-            id(v): name for name, v in values.items() if reducers[name].mutable_value
-        }
 
     @classmethod
     def fresh(cls, reducers: Mapping[str, AnyReducer]) -> Channels:
@@ -172,15 +158,12 @@ class Channels:
     def apply(self, writes: Iterable[Mapping[str, Any]]) -> list[Change]:
         """Fold every write, in order, into the values and return the changes.
 
-        The channel names were checked when the writes were collected.
+        The writes were checked (channel names, value types) and normalised
+        when they were collected.
         """
         incoming: dict[str, list[Any]] = {}
-        owned = self._owned
         for mapping in writes:
             for channel, value in mapping.items():
-                if owned and id(value) in owned:
-                    # a step wrote a value we might mutate later: stop mutating it
-                    del owned[id(value)]
                 bucket = incoming.get(channel)
                 if bucket is None:
                     incoming[channel] = [value]
@@ -188,14 +171,9 @@ class Channels:
                     bucket.append(value)
         changes = []
         values = self.values
+        reducers = self.reducers
         for channel, bucket in incoming.items():
-            reducer = self.reducers[channel]
-            current = values[channel]
-            is_owned = owned.get(id(current)) == channel
-            new, op, delta = reducer.fold(current, bucket, is_owned)
+            new, op, delta = reducers[channel].fold(values[channel], bucket)
             values[channel] = new
-            if reducer.mutable_value and not is_owned:
-                owned.pop(id(current), None)
-                owned[id(new)] = channel
             changes.append(Change(channel, op, delta))
         return changes

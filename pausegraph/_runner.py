@@ -115,6 +115,7 @@ class Runner:
         interrupt_after: Iterable[str] = (),
     ) -> None:
         self.graph = graph
+        self._workflow = graph.name
         self._layers = graph.freeze()
         self.checkpointer: Checkpointer = (
             MemoryCheckpointer() if checkpointer is None else checkpointer
@@ -123,7 +124,6 @@ class Runner:
         self._before = self._breakpoints("interrupt_before", interrupt_before)
         self._after = self._breakpoints("interrupt_after", interrupt_after)
         self._structure = graph.structure()
-        self._workflow = graph.name
         # run id -> the live generators of its suspended steps, if this Runner paused it
         self._live: dict[str, _Hot] = {}
 
@@ -582,6 +582,7 @@ class Runner:
             msg = f"{what} must be a dict of channel values, got {type(edits).__name__} {edits!r}"
             raise GraphError(msg)
         channels = self.graph.channels
+        accepted = {}
         for channel, value in edits.items():
             reducer = channels.get(channel)
             if reducer is None:
@@ -590,13 +591,14 @@ class Runner:
                     f"{', '.join(map(repr, channels)) or 'no channels'}"
                 )
                 raise GraphError(msg)
-            problem = reducer.check(value)
-            if problem is not None:
-                msg = f"{what} for channel {channel!r}: {problem}"
-                raise GraphError(msg)
+            try:
+                accepted[channel] = reducer.accept(value)
+            except TypeError as exc:
+                msg = f"{what} for channel {channel!r}: {exc}"
+                raise GraphError(msg) from None
         return {
             c: normalize(v, lambda c=c: f"{what} for channel {c!r}")  # type: ignore[misc]
-            for c, v in edits.items()
+            for c, v in accepted.items()
         }
 
     def _check_structure(self, checkpoint: Checkpoint) -> None:

@@ -29,7 +29,7 @@ from typing import Any
 import attrs
 
 from ._graph import Graph
-from ._records import PauseRecord, SuspendedStep
+from ._records import PauseRecord, SuspendedStep, normalize, pack, unpack
 from ._trampoline import Trampoline, start, step_failed
 from .errors import NondeterminismError, StepError
 
@@ -54,8 +54,15 @@ def id_prefix(epoch: int, step_index: int) -> str:
     return f"{epoch}.{step_index}."
 
 
-def _check(graph: Graph, step_id: str, writes: Mapping[str, Any]) -> None:
+def _collect(graph: Graph, step_id: str, writes: Mapping[str, Any]) -> dict[str, Any]:
+    """Check a finished step's writes and return them normalised through msgpack.
+
+    Normalising here makes a hot run see what a cold one reads back (a tuple
+    becomes a list) and gives the engine its own copy of every value, which
+    it may then update in place.
+    """
     channels = graph.channels
+    accepted = {}
     for channel, value in writes.items():
         reducer = channels.get(channel)
         if reducer is None:
@@ -65,10 +72,17 @@ def _check(graph: Graph, step_id: str, writes: Mapping[str, Any]) -> None:
                 "no write of this layer was applied"
             )
             raise StepError(msg)
-        problem = reducer.check(value)
-        if problem is not None:
-            msg = f"step {step_id!r} wrote to channel {channel!r}: {problem}"
-            raise StepError(msg)
+        try:
+            accepted[channel] = reducer.accept(value)
+        except TypeError as exc:
+            msg = f"step {step_id!r} wrote to channel {channel!r}: {exc}"
+            raise StepError(msg) from None
+    try:
+        return unpack(pack(accepted))  # type: ignore[no-any-return]
+    except (TypeError, ValueError, OverflowError):
+        for channel, value in accepted.items():
+            normalize(value, lambda c=channel: f"channel {c!r} (written by step {step_id!r})")  # type: ignore[misc]
+        raise
 
 
 def run_layer(
@@ -86,8 +100,7 @@ def run_layer(
                 continue
             outcome = outcome.writes
         assert not isinstance(outcome, Trampoline)
-        _check(graph, step_id, outcome)
-        finished[step_id] = outcome
+        finished[step_id] = _collect(graph, step_id, outcome)
     return LayerResult(finished, suspended)
 
 
@@ -128,8 +141,7 @@ def finish_layer(
         if not ran_to_end:
             suspended[step_id] = trampoline
             continue
-        _check(graph, step_id, trampoline.writes)
-        finished[step_id] = trampoline.writes
+        finished[step_id] = _collect(graph, step_id, trampoline.writes)
     return LayerResult(finished, suspended)
 
 
