@@ -15,22 +15,28 @@ the log's header, which is how ``runs()`` gets them back.
 
 A log is a header then records, each framed the same way::
 
-    header  = b"PGLOG" version:u8  record(ids)
-    record  = length:u32 length_crc:u32 crc:u32 payload[length]
-    payload = meta_length:u32 meta frame
+    log     = b"PGLOG" version:u8  record(meta=msgpack [workflow_id, run_id], no frame)
+              record(checkpoint 1)  record(checkpoint 2) ...
+    record  = meta_len:u32 frame_len:u32 lengths_crc:u32 meta_crc:u32 frame_crc:u32
+              meta[meta_len] frame[frame_len]
     meta    = msgpack [seq, super_step, label, timestamp_ms, is_snapshot]
-    frame   = encode_frame(...) bytes chosen by ``_log.SnapshotPolicy``
+    frame   = encode_frame(...) bytes, a delta or a snapshot as
+              ``_log.SnapshotPolicy`` chooses
 
-All integers are big-endian. ``length_crc`` is the CRC-32 of the four length
-bytes and ``crc`` the CRC-32 of the payload. Because the length has its own
-checksum, a damaged length is told apart from a record cut short:
+Integers are big-endian, checksums CRC-32 (ids are kept as UTF-8 bytes).
+Indexing a log reads each record's 20-byte head and meta and skips its frame,
+so a new handle learns a long run without reading its values; a frame's
+checksum is checked when it is loaded. The lengths have a checksum of their
+own, so a damaged length is told apart from a record cut short:
 
-- a *torn tail* (fewer than 12 bytes left, a whole header whose payload runs
-  past the end of the file, or nothing but zero bytes from the record on) is
-  a save that never finished. Reads ignore it; the next save cuts it off;
+- a *torn tail* (fewer than 20 bytes left, good lengths that run past the end
+  of the file, or nothing but zero bytes from the record on) is a save that
+  never finished. Reads ignore it; the next save cuts it off;
 - any other bad record, or a bad header, is ``CorruptCheckpointError``
-  naming the file. So is a record whose checksum is right but whose content
-  does not decode, and a record whose seq is not the next one.
+  naming the file, as is a record whose checksums are right but whose content
+  does not decode, and a record whose seq is not the next one. The last
+  record's frame is checked when the log is indexed, so that damage there is
+  never taken for a torn tail and cut off.
 
 A save takes an exclusive ``flock`` on the log, re-reads whatever other
 processes appended since this handle last looked, refuses a seq the run
@@ -69,19 +75,53 @@ FORMAT_VERSION = 1
 _LOG_MAGIC = b"PGLOG"
 _MARKER_NAME = "PAUSEGRAPH"
 _MARKER = b"PGSTORE pausegraph checkpoint store\nformat 1\n"
-_MARKER_PREFIX = b"PGSTORE "
-_RECORD_HEAD = struct.Struct(">III")
-_U32 = struct.Struct(">I")
-_MAX_RECORD = 0xFFFFFFFF
+_LENGTHS = struct.Struct(">II")  # meta length, frame length
+_HEAD = struct.Struct(">IIIII")  # the lengths, their crc, the meta's crc, the frame's crc
+_MAX_LEN = 0xFFFFFFFF
 
 
 def _crc(data: bytes) -> int:
     return zlib.crc32(data) & 0xFFFFFFFF
 
 
-def _record(payload: bytes) -> bytes:
-    length = _U32.pack(len(payload))
-    return _RECORD_HEAD.pack(len(payload), _crc(length), _crc(payload)) + payload
+def _record(meta: bytes, frame: bytes) -> bytes:
+    lengths = _LENGTHS.pack(len(meta), len(frame))
+    return _HEAD.pack(len(meta), len(frame), _crc(lengths), _crc(meta), _crc(frame)) + meta + frame
+
+
+class _Torn(Exception):
+    """The log ends in a record cut short: a save that never finished."""
+
+
+def _read_record(
+    path: Path, fd: int, at: int, size: int, *, frame: bool
+) -> tuple[bytes, bytes, int]:
+    """The meta, the frame (if ``frame``) and the frame's length of the record at ``at``.
+
+    Raises ``_Torn`` at a torn tail and ``CorruptCheckpointError`` at a
+    damaged record. Without ``frame`` only the head and meta are read, so
+    indexing a log does not read the frames.
+    """
+    head = os.pread(fd, _HEAD.size, at)
+    if len(head) < _HEAD.size:
+        raise _Torn
+    meta_len, frame_len, lengths_crc, meta_crc, frame_crc = _HEAD.unpack(head)
+    if lengths_crc != _crc(head[: _LENGTHS.size]):
+        if _zeros_from(fd, at, size):
+            raise _Torn
+        raise _corrupt(path, at, "its length fields fail their checksum")
+    meta_at = at + _HEAD.size
+    if meta_len + frame_len > size - meta_at:
+        raise _Torn
+    meta = os.pread(fd, meta_len, meta_at)
+    if len(meta) != meta_len or meta_crc != _crc(meta):
+        raise _corrupt(path, at, "its meta fails its checksum")
+    data = b""
+    if frame:
+        data = os.pread(fd, frame_len, meta_at + meta_len)
+        if len(data) != frame_len or frame_crc != _crc(data):
+            raise _corrupt(path, at, "its frame fails its checksum")
+    return meta, data, frame_len
 
 
 def _unpack_bounded(data: bytes) -> Any:
@@ -123,20 +163,16 @@ def _fsync_dir(path: Path) -> None:
 class _Entry:
     """Where one checkpoint's record is, and what its meta says."""
 
-    __slots__ = ("at", "frame_start", "length", "meta", "snapshot")
+    __slots__ = ("at", "end", "frame_len", "meta", "snapshot")
 
     def __init__(
-        self, at: int, length: int, frame_start: int, meta: CheckpointMeta, snapshot: bool
+        self, at: int, end: int, frame_len: int, meta: CheckpointMeta, snapshot: bool
     ) -> None:
         self.at = at  # offset of the record in the file
-        self.length = length  # of its payload
-        self.frame_start = frame_start  # offset of the frame in the payload
+        self.end = end  # offset just past it
+        self.frame_len = frame_len
         self.meta = meta
         self.snapshot = snapshot
-
-    @property
-    def frame_len(self) -> int:
-        return self.length - self.frame_start
 
 
 class _RunLog:
@@ -217,13 +253,18 @@ class FileCheckpointer:
             msg = f"cannot open checkpoint store {str(root)!r}: {exc.strerror or exc}"
             raise CheckpointError(msg) from exc
         if content != _MARKER:
-            if content.startswith(_MARKER_PREFIX) and b"format " in content:
+            first, _, rest = content.partition(b"\n")
+            version = rest.removeprefix(b"format ").removesuffix(b"\n")
+            if first == _MARKER.partition(b"\n")[0] and version.isdigit() and int(version) > 1:
                 msg = (
-                    f"{str(marker)!r} is a store of another format ({content!r}); "
-                    f"this pausegraph reads format {FORMAT_VERSION}: upgrade pausegraph"
+                    f"{str(root)!r} is a store of format {int(version)}; this pausegraph reads "
+                    f"format {FORMAT_VERSION}: upgrade pausegraph"
                 )
                 raise CheckpointError(msg)
-            msg = f"{str(marker)!r} is corrupt: it does not start with the store's magic tag"
+            msg = (
+                f"{str(marker)!r} is corrupt: it should read {_MARKER!r}. If {str(root)!r} is "
+                "a pausegraph store, rewrite that file with that content"
+            )
             raise CorruptCheckpointError(msg)
 
     def _publish(self, path: Path, content: bytes) -> bool:
@@ -263,7 +304,7 @@ class FileCheckpointer:
         try:
             if name not in self._logs and not path.exists():
                 header = _LOG_MAGIC + bytes([FORMAT_VERSION])
-                header += _record(pack([_id_bytes(wf), _id_bytes(run)]))
+                header += _record(pack([_id_bytes(wf), _id_bytes(run)]), b"")
                 self._publish(path, header)
             log = self._log(name, wf, run)
             with log.lock, self._locked(log.path, fcntl.LOCK_EX, os.O_RDWR) as fd:
@@ -276,19 +317,17 @@ class FileCheckpointer:
                     [checkpoint.seq, checkpoint.super_step, checkpoint.label,
                      checkpoint.timestamp_ms, snapshot]
                 )  # fmt: skip
-                payload = _U32.pack(len(meta)) + meta + frame
-                if len(payload) > _MAX_RECORD:
+                if len(frame) > _MAX_LEN:
                     msg = f"checkpoint {checkpoint.seq} of run {run!r} is over 4 GiB encoded"
                     raise CheckpointError(msg)
                 if size > log.end:
                     os.ftruncate(fd, log.end)  # a torn tail: a save that never finished
-                _write_all(fd, _record(payload), log.end)
+                record = _record(meta, frame)
+                _write_all(fd, record, log.end)
                 os.fsync(fd)
-                entry = _Entry(
-                    log.end, len(payload), _U32.size + len(meta), checkpoint.meta, snapshot
-                )
-                self._add(log, entry)
-                log.end += _RECORD_HEAD.size + len(payload)
+                end = log.end + len(record)
+                self._add(log, _Entry(log.end, end, len(frame), checkpoint.meta, snapshot))
+                log.end = end
         except CheckpointError:
             raise
         except OSError as exc:
@@ -418,64 +457,47 @@ class FileCheckpointer:
         """
         size = os.fstat(fd).st_size
         path = log.path
-        at = log.end
-        while at < size:
-            head = os.pread(fd, _RECORD_HEAD.size, at)
-            if len(head) < _RECORD_HEAD.size:
-                break
-            length, length_crc, crc = _RECORD_HEAD.unpack(head)
-            if length_crc != _crc(_U32.pack(length)):
-                if _zeros_from(fd, at, size):
-                    break
-                raise _corrupt(path, at, "its length field fails its checksum")
-            body_at = at + _RECORD_HEAD.size
-            if length > size - body_at:
-                break  # cut short: the save that wrote it never finished
-            payload = os.pread(fd, length, body_at)
-            if len(payload) < length:
-                break
-            if crc != _crc(payload):
-                if _zeros_from(fd, at, size):
-                    break
-                raise _corrupt(path, at, "it fails its checksum")
+        while log.end < size:
+            at = log.end
             seq = len(log.entries) + 1
-            entry = _decode_entry(path, at, payload)
+            try:
+                # the last record's frame is checked too: a damaged one must not
+                # pass for a torn tail and be cut off by the next save
+                meta, _, frame_len = _read_record(path, fd, at, size, frame=False)
+            except _Torn:
+                break
+            end = at + _HEAD.size + len(meta) + frame_len
+            entry = _decode_entry(path, at, end, meta, frame_len)
             if entry.meta.seq != seq or (seq == 1 and not entry.snapshot):
                 raise _corrupt(path, at, f"it holds seq {entry.meta.seq} where {seq} belongs")
+            if end == size:
+                _read_record(path, fd, at, size, frame=True)
             self._add(log, entry)
-            at = log.end = body_at + length
+            log.end = end
         return size
 
     @staticmethod
     def _read_frame(path: Path, fd: int, entry: _Entry) -> Frame:
         """Read, check again (the file may have changed since it was indexed) and decode."""
-        size = _RECORD_HEAD.size + entry.length
-        data = os.pread(fd, size, entry.at)
-        if len(data) != size:
-            raise _corrupt(path, entry.at, "the file was cut short after it was written")
-        length, length_crc, crc = _RECORD_HEAD.unpack_from(data)
-        payload = data[_RECORD_HEAD.size :]
-        if length != entry.length or length_crc != _crc(_U32.pack(length)) or crc != _crc(payload):
-            raise _corrupt(path, entry.at, "it was altered after it was written")
         try:
-            frame = converter.structure(_unpack_bounded(payload[entry.frame_start :]), Frame)
+            _, data, _ = _read_record(path, fd, entry.at, entry.end, frame=True)
+        except _Torn:
+            raise _corrupt(path, entry.at, "the file was cut short after it was written") from None
+        if len(data) != entry.frame_len:
+            raise _corrupt(path, entry.at, "it was altered after it was indexed")
+        try:
+            frame = converter.structure(_unpack_bounded(data), Frame)
         except Exception as exc:  # msgpack's and cattrs' errors have no common base
             raise _corrupt(path, entry.at, f"it does not decode ({type(exc).__name__})") from None
         if frame.seq != entry.meta.seq or frame.is_snapshot != entry.snapshot:
-            raise _corrupt(path, entry.at, "its frame does not match its header")
+            raise _corrupt(path, entry.at, "its frame does not match its meta")
         if frame.seq == 1 and frame.structure is None:
             raise _corrupt(path, entry.at, "the run's first frame has no graph structure")
         return frame
 
 
-def _decode_entry(path: Path, at: int, payload: bytes) -> _Entry:
+def _decode_entry(path: Path, at: int, end: int, meta_bytes: bytes, frame_len: int) -> _Entry:
     try:
-        if len(payload) < _U32.size:
-            raise ValueError("no meta length")
-        (meta_len,) = _U32.unpack_from(payload)
-        meta_bytes = payload[_U32.size : _U32.size + meta_len]
-        if len(meta_bytes) != meta_len:
-            raise ValueError("meta runs past the record")
         seq, super_step, label, timestamp_ms, snapshot = _unpack_bounded(meta_bytes)
         for value in (seq, super_step, timestamp_ms):
             if type(value) is not int:
@@ -483,16 +505,16 @@ def _decode_entry(path: Path, at: int, payload: bytes) -> _Entry:
         if type(label) is not str or type(snapshot) is not bool:
             raise TypeError(label)
     except (ValueError, TypeError, msgpack.UnpackException) as exc:
-        raise _corrupt(path, at, f"its header does not decode ({exc})") from None
+        raise _corrupt(path, at, f"its meta does not decode ({exc})") from None
     meta = CheckpointMeta(seq, super_step, label, timestamp_ms)
-    return _Entry(at, len(payload), _U32.size + meta_len, meta, snapshot)
+    return _Entry(at, end, frame_len, meta, snapshot)
 
 
 def _read_header(path: Path, fd: int) -> tuple[tuple[str, str], int]:
     """The ids in a log's header, and the offset of its first record."""
     start = len(_LOG_MAGIC) + 1
-    head = os.pread(fd, start + _RECORD_HEAD.size, 0)
-    if len(head) < start + _RECORD_HEAD.size or not head.startswith(_LOG_MAGIC):
+    head = os.pread(fd, start, 0)
+    if len(head) < start or not head.startswith(_LOG_MAGIC):
         msg = f"{str(path)!r} is corrupt: it does not start with the log's magic tag {_LOG_MAGIC!r}"
         raise CorruptCheckpointError(msg)
     if head[len(_LOG_MAGIC)] != FORMAT_VERSION:
@@ -501,18 +523,19 @@ def _read_header(path: Path, fd: int) -> tuple[tuple[str, str], int]:
             f"format {FORMAT_VERSION}: upgrade pausegraph"
         )
         raise CheckpointError(msg)
-    length, length_crc, crc = _RECORD_HEAD.unpack_from(head, start)
-    if length_crc != _crc(_U32.pack(length)) or length > os.fstat(fd).st_size:
-        raise _corrupt(path, start, "the log header's length is damaged")
-    payload = os.pread(fd, length, start + _RECORD_HEAD.size)
-    if len(payload) != length or crc != _crc(payload):
-        raise _corrupt(path, start, "the log header fails its checksum")
+    size = os.fstat(fd).st_size
+    try:
+        payload, _, frame_len = _read_record(path, fd, start, size, frame=False)
+    except _Torn:
+        raise _corrupt(path, start, "the log header is cut short") from None
+    if frame_len:
+        raise _corrupt(path, start, "the log header has a frame")
     try:
         wf, run = _unpack_bounded(payload)
         ids = (_id_str(wf), _id_str(run))
     except (ValueError, TypeError, msgpack.UnpackException) as exc:
         raise _corrupt(path, start, f"the log header does not decode ({exc})") from None
-    return ids, start + _RECORD_HEAD.size + length
+    return ids, start + _HEAD.size + len(payload)
 
 
 def _zeros_from(fd: int, at: int, size: int) -> bool:
