@@ -4,9 +4,10 @@ A store keeps each run as a sequence of frames, one per checkpoint. Most are
 *deltas* (just the changes the super-step made); every so often one is a full
 *snapshot*. A frame is a snapshot when it is the run's first, when the
 checkpoint brings no changes, when ``SNAPSHOT_EVERY`` deltas have passed, or
-when the deltas since the last snapshot outweigh it ``SNAPSHOT_RATIO`` times. So what a super-step adds grows with its writes, not with the state,
-and rebuilding any checkpoint decodes one snapshot and at most
-``SNAPSHOT_EVERY`` deltas.
+when the deltas since the last snapshot outweigh it ``SNAPSHOT_RATIO`` times.
+So what a super-step adds grows with its writes, not with the state, and
+rebuilding any checkpoint decodes one snapshot and at most ``SNAPSHOT_EVERY``
+deltas.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from .._channels import apply_change
-from .._records import Checkpoint, Frame, encode_frame, frame_of
+from .._records import Checkpoint, Frame, encode_frame
 
 SNAPSHOT_EVERY = 1000
 SNAPSHOT_RATIO = 2
@@ -41,7 +42,7 @@ class SnapshotPolicy:
             or self.deltas >= SNAPSHOT_EVERY
             or self.delta_bytes > SNAPSHOT_RATIO * self.snapshot_bytes
         )
-        return encode_frame(frame_of(checkpoint, snapshot=snapshot)), snapshot
+        return encode_frame(checkpoint, snapshot=snapshot), snapshot
 
     def saved(self, size: int, snapshot: bool) -> None:
         if snapshot:
