@@ -19,6 +19,7 @@ Everything here is plain data: no callables, nothing pickled.
 from __future__ import annotations
 
 import enum
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NewType
 
@@ -232,12 +233,19 @@ def _refuse(obj: object) -> object:
     raise TypeError(msg)
 
 
-_packer_options: dict[str, Any] = {"use_bin_type": True, "datetime": False, "default": _refuse}
+class _Packers(threading.local):
+    # msgpack.packb builds a Packer per call, which costs more than packing a
+    # small write; a Packer is not thread-safe, so each thread keeps its own.
+    def __init__(self) -> None:
+        self.packer = msgpack.Packer(use_bin_type=True, datetime=False, default=_refuse)
+
+
+_packers = _Packers()
 
 
 def pack(obj: Any) -> bytes:
     """Encode msgpack-native data; raises TypeError/ValueError/OverflowError."""
-    return msgpack.packb(obj, **_packer_options)
+    return _packers.packer.pack(obj)
 
 
 def unpack(data: bytes) -> Any:
