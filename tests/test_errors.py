@@ -1,0 +1,80 @@
+"""The error hierarchy: one class per kind of mistake, each a builtin too."""
+
+from __future__ import annotations
+
+import pytest
+
+import pausegraph
+from pausegraph import (
+    CheckpointError,
+    ConflictError,
+    CorruptCheckpointError,
+    EffectError,
+    GraphError,
+    NondeterminismError,
+    PausegraphError,
+    ResumeError,
+    SerializationError,
+    StepError,
+)
+
+ERRORS = [
+    GraphError,
+    StepError,
+    ResumeError,
+    SerializationError,
+    CheckpointError,
+    CorruptCheckpointError,
+    ConflictError,
+    NondeterminismError,
+    EffectError,
+]
+
+
+@pytest.mark.parametrize("error", ERRORS, ids=lambda e: e.__name__)
+def test_every_error_is_a_pausegraph_error(error):
+    assert issubclass(error, PausegraphError)
+
+
+@pytest.mark.parametrize(
+    ("error", "builtin"),
+    [
+        (GraphError, ValueError),
+        (StepError, RuntimeError),
+        (ResumeError, ValueError),
+        (SerializationError, TypeError),
+        (NondeterminismError, RuntimeError),
+        (CheckpointError, OSError),
+    ],
+    ids=lambda x: x.__name__,
+)
+def test_each_error_also_subclasses_the_matching_builtin(error, builtin):
+    assert issubclass(error, builtin)
+    with pytest.raises(builtin):
+        raise error("message")
+
+
+def test_pausegraph_error_is_an_exception():
+    assert issubclass(PausegraphError, Exception)
+
+
+def test_effect_error_is_a_step_error():
+    assert issubclass(EffectError, StepError)
+
+
+@pytest.mark.parametrize("error", [ConflictError, CorruptCheckpointError], ids=lambda e: e.__name__)
+def test_store_errors_are_checkpoint_errors(error):
+    assert issubclass(error, CheckpointError)
+
+
+def test_every_exported_exception_is_in_the_hierarchy():
+    exported = [
+        obj
+        for name in pausegraph.__all__
+        if isinstance(obj := getattr(pausegraph, name), type) and issubclass(obj, BaseException)
+    ]
+    assert set(exported) == {PausegraphError, *ERRORS}
+
+
+def test_errors_keep_their_message():
+    assert str(ResumeError("run 'r' is finished")) == "run 'r' is finished"
