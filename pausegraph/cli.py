@@ -1,0 +1,629 @@
+"""The ``pausegraph`` command: run, resume and inspect workflows from a shell.
+
+::
+
+    pausegraph run examples/expense.py:graph --input '{"amount": 120}'
+    pausegraph resume examples/expense.py:graph RUN_ID --value '{"approved": true}'
+    pausegraph runs
+    pausegraph show RUN_ID
+    pausegraph history RUN_ID
+    pausegraph graph examples/expense.py:graph
+
+A WORKFLOW is ``module:attribute`` or ``path/to/file.py:attribute`` naming a
+``Graph``. Runs live in a ``FileCheckpointer`` store, ``./.pausegraph`` unless
+``--store DIR`` says otherwise. Values on the command line are JSON.
+
+Every mistake (bad JSON, an unknown run, a workflow that cannot be imported,
+any ``PausegraphError``) prints one line, ``pausegraph: error: ...``, on
+standard error and exits 2 for a malformed command line or 1 otherwise. The
+command checks everything it can before it acts, and the engine checks a
+command before it saves, so a mistake never changes the store.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib
+import importlib.util
+import json
+import os
+import shlex
+import sys
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn, TextIO
+
+from . import _cli_render as render
+from ._commands import (
+    Before,
+    Command,
+    Continue,
+    Done,
+    DynamicInterrupt,
+    Goto,
+    Outcome,
+    Paused,
+    Resume,
+    Update,
+)
+from ._graph import Graph
+from ._records import Checkpoint
+from ._runner import Runner
+from .checkpointers.file import FileCheckpointer
+from .errors import PausegraphError
+
+__all__ = ["main"]
+
+DEFAULT_STORE = ".pausegraph"
+_PROG = "pausegraph"
+
+
+class _Failure(Exception):
+    """A mistake to report in one line; ``code`` is the exit status."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr (exit 2), not the usage text."""
+
+    def error(self, message: str) -> NoReturn:
+        hint = f"see '{self.prog} --help'"
+        raise _Failure(f"{message} ({hint})", 2)
+
+
+def _usage(message: str) -> _Failure:
+    return _Failure(message, 2)
+
+
+# --- the command line ----------------------------------------------------------
+
+
+def _parser() -> _Parser:
+    store_help = f"the checkpoint store directory (default: ./{DEFAULT_STORE})"
+    # --store is accepted before or after the command; the command's copy wins.
+    store = _Parser(add_help=False)
+    store.add_argument("--store", metavar="DIR", default=argparse.SUPPRESS, help=store_help)
+    json_flag = _Parser(add_help=False)
+    json_flag.add_argument("--json", action="store_true", help="print JSON instead of text")
+    breakpoints = _Parser(add_help=False)
+    breakpoints.add_argument(
+        "--interrupt-before",
+        metavar="STEP",
+        action="append",
+        default=[],
+        help="pause before the layer holding STEP runs (repeatable)",
+    )
+    breakpoints.add_argument(
+        "--interrupt-after",
+        metavar="STEP",
+        action="append",
+        default=[],
+        help="pause after the layer holding STEP is applied (repeatable)",
+    )
+
+    parser = _Parser(
+        prog=_PROG,
+        description="Run, resume and inspect pausegraph workflows.",
+    )
+    parser.add_argument("--store", metavar="DIR", default=DEFAULT_STORE, help=store_help)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser(
+        "run",
+        parents=[store, json_flag, breakpoints],
+        help="start a run (or recover one whose process died)",
+        description="Start a run and print where it paused, or its final state.",
+    )
+    run.add_argument("workflow", metavar="WORKFLOW", help="module:attribute or file.py:attribute")
+    run.add_argument("--input", metavar="JSON", help="the run's input: a JSON object of channels")
+    run.add_argument("--run-id", metavar="ID", help="the run id (default: a new random one)")
+    run.add_argument(
+        "--interactive",
+        action="store_true",
+        help="read each answer as one JSON line from stdin until the run ends or stdin does",
+    )
+
+    resume = commands.add_parser(
+        "resume",
+        parents=[store, json_flag, breakpoints],
+        help="answer or go on with a paused run",
+        description="Give a paused run one command and print where it paused, or its final state.",
+    )
+    resume.add_argument(
+        "workflow", metavar="WORKFLOW", help="module:attribute or file.py:attribute"
+    )
+    resume.add_argument("run_id", metavar="RUN_ID")
+    how = resume.add_mutually_exclusive_group(required=True)
+    how.add_argument("--value", metavar="JSON", help="answer the only pending interrupt")
+    how.add_argument(
+        "--answer",
+        metavar="ID=JSON",
+        action="append",
+        help="answer interrupt ID (repeatable; the others stay pending)",
+    )
+    how.add_argument("--continue", dest="go_on", action="store_true", help="go past a breakpoint")
+    how.add_argument("--update", metavar="JSON", help="write a JSON object of channel values")
+    how.add_argument("--goto", metavar="STEP", help="run again from the layer holding STEP")
+
+    commands.add_parser(
+        "runs",
+        parents=[store, json_flag],
+        help="list every run in the store with its status",
+        description="List every run in the store with its status.",
+    )
+    for name, what in (
+        ("show", "the state and pending interrupts"),
+        ("history", "the checkpoints"),
+    ):
+        sub = commands.add_parser(
+            name,
+            parents=[store, json_flag],
+            help=f"print {what} of a run",
+            description=f"Print {what} of a run, found in any workflow of the store.",
+        )
+        sub.add_argument("run_id", metavar="RUN_ID")
+        sub.add_argument(
+            "--workflow", metavar="NAME", help="the graph name, when several share RUN_ID"
+        )
+
+    graph = commands.add_parser(
+        "graph",
+        help="print a workflow as a Mermaid flowchart",
+        description="Print a workflow as a Mermaid flowchart.",
+    )
+    graph.add_argument("workflow", metavar="WORKFLOW", help="module:attribute or file.py:attribute")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``pausegraph`` command; return its exit status."""
+    try:
+        args = _parser().parse_args(argv)
+        return int(_COMMANDS[args.command](args))
+    except _Failure as exc:
+        return _fail(str(exc), exc.code)
+    except PausegraphError as exc:
+        return _fail(f"{type(exc).__name__}: {exc}", 1)
+    except OSError as exc:
+        return _fail(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), 1)
+    except KeyboardInterrupt:
+        return _fail("interrupted", 130)
+    except Exception as exc:
+        if os.environ.get("PAUSEGRAPH_TRACEBACK"):
+            raise
+        return _fail(
+            f"unexpected {type(exc).__name__}: {exc} "
+            "(a bug: set PAUSEGRAPH_TRACEBACK=1 to see where)",
+            1,
+        )
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"{_PROG}: error: {' '.join(message.split())}", file=sys.stderr)
+    return code
+
+
+# --- loading workflows and stores ------------------------------------------------
+
+
+def load_graph(spec: str) -> Graph:
+    """Import the ``Graph`` named by ``module:attribute`` or ``file.py:attribute``.
+
+    A file is imported as a module named after its stem, with its directory
+    first on ``sys.path`` (as ``python file.py`` would have it); a module
+    name is looked up from the current directory too. Use one spelling per
+    workflow: an ``Effect``'s function is recorded by its module's name.
+    """
+    where, sep, attribute = spec.rpartition(":")
+    if not sep or not where or not attribute:
+        raise _usage(f"workflow {spec!r} must be 'module:attribute' or 'path/to/file.py:attribute'")
+    if where.endswith(".py") or "/" in where or os.sep in where:
+        module = _import_file(Path(where))
+    else:
+        sys.path.insert(0, os.getcwd())
+        try:
+            module = importlib.import_module(where)
+        except Exception as exc:
+            raise _Failure(
+                f"cannot import workflow module {where!r}: {type(exc).__name__}: {exc}"
+            ) from None
+    try:
+        graph = getattr(module, attribute)
+    except AttributeError:
+        raise _Failure(f"workflow {where!r} has no attribute {attribute!r}") from None
+    if not isinstance(graph, Graph):
+        raise _Failure(
+            f"{spec!r} is {type(graph).__name__} {graph!r}, not a pausegraph Graph: "
+            "name the module attribute that holds the Graph"
+        )
+    return graph
+
+
+def _import_file(path: Path) -> Any:
+    if not path.is_file():
+        raise _Failure(f"workflow file {str(path)!r} does not exist")
+    name = path.stem
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise _Failure(f"workflow file {str(path)!r} cannot be imported as a Python module")
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(path.resolve().parent))
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        del sys.modules[name]
+        raise _Failure(
+            f"cannot import workflow file {str(path)!r}: {type(exc).__name__}: {exc}"
+        ) from None
+    return module
+
+
+def _store(args: argparse.Namespace) -> FileCheckpointer:
+    """Open (creating if need be) the store: for commands that may start a run."""
+    return FileCheckpointer(args.store)
+
+
+def _existing_store(args: argparse.Namespace) -> FileCheckpointer | None:
+    """Open the store for reading; ``None`` if there is none yet (nothing is created)."""
+    root = Path(args.store)
+    if not root.exists() or (root.is_dir() and not any(root.iterdir())):
+        return None
+    return FileCheckpointer(root)
+
+
+def _parse_json(text: str, what: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise _usage(f"{what} is not valid JSON ({exc}): {text!r}") from None
+
+
+def _parse_object(text: str, what: str) -> dict[str, Any]:
+    value = _parse_json(text, what)
+    if not isinstance(value, dict):
+        raise _usage(f"{what} must be a JSON object of channel values, got {text!r}")
+    return value
+
+
+def _parse_answer(text: str) -> tuple[str, Any]:
+    interrupt_id, sep, value = text.partition("=")
+    if not sep or not interrupt_id:
+        raise _usage(f"--answer takes ID=JSON, got {text!r}")
+    return interrupt_id, _parse_json(value, f"the answer to {interrupt_id!r}")
+
+
+# --- run and resume -----------------------------------------------------------
+
+
+def _check_breakpoints(args: argparse.Namespace, graph: Graph) -> None:
+    """Refuse unknown breakpoint steps before the store is opened (and maybe created)."""
+    for flag, steps in (
+        ("--interrupt-before", args.interrupt_before),
+        ("--interrupt-after", args.interrupt_after),
+    ):
+        for step in steps:
+            if step not in graph.steps:
+                known = ", ".join(map(repr, graph.steps))
+                raise _Failure(
+                    f"{flag} {step!r}: graph {graph.name!r} has no such step; its steps are {known}"
+                )
+
+
+def _runner(args: argparse.Namespace, graph: Graph, store: FileCheckpointer) -> Runner:
+    return Runner(
+        graph,
+        store,
+        interrupt_before=args.interrupt_before,
+        interrupt_after=args.interrupt_after,
+    )
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    given = None if args.input is None else _parse_object(args.input, "--input")
+    run_id = args.run_id if args.run_id is not None else uuid.uuid4().hex[:12]
+    graph = load_graph(args.workflow)
+    _check_breakpoints(args, graph)
+    runner = _runner(args, graph, _store(args))
+    outcome = runner.run(run_id, given)
+    if args.interactive:
+        outcome = _interact(args, runner, run_id, outcome)
+    _report(args, runner, run_id, outcome)
+    return 0
+
+
+def _cmd_resume(args: argparse.Namespace) -> int:
+    command = _command(args)
+    graph = load_graph(args.workflow)
+    _check_breakpoints(args, graph)
+    store = _existing_store(args)
+    if store is None:
+        raise _Failure(f"no run {args.run_id!r}: the store {args.store!r} has no runs yet")
+    runner = _runner(args, graph, store)
+    _report(args, runner, args.run_id, runner.resume(args.run_id, command))
+    return 0
+
+
+def _command(args: argparse.Namespace) -> Command:
+    if args.value is not None:
+        return Resume(_parse_json(args.value, "--value"))
+    if args.answer is not None:
+        answers: dict[str, Any] = {}
+        for text in args.answer:
+            interrupt_id, value = _parse_answer(text)
+            if interrupt_id in answers:
+                raise _usage(f"--answer gives interrupt {interrupt_id!r} twice")
+            answers[interrupt_id] = value
+        return Resume(answers=answers)
+    if args.update is not None:
+        return Update(_parse_object(args.update, "--update"))
+    if args.goto is not None:
+        return Goto(args.goto)
+    return Continue()
+
+
+def _interact(args: argparse.Namespace, runner: Runner, run_id: str, outcome: Outcome) -> Outcome:
+    """Answer pauses from stdin, one JSON line per pending interrupt, until done or EOF.
+
+    At a breakpoint an empty line continues and a JSON object is written as
+    ``Update`` edits. At the end of input the run stays paused; answers read
+    before it are sent, so nothing typed is lost.
+    """
+    prompt = sys.stdin.isatty()
+    while isinstance(outcome, Paused):
+        if not args.json:
+            _print_paused(args, runner, run_id, outcome, sys.stdout, hint=False)
+        if isinstance(outcome.reason, DynamicInterrupt):
+            answers: dict[str, Any] = {}
+            for pending in outcome.interrupts:
+                line = _read_line(
+                    prompt, f"answer {pending.id} (step {pending.step_id!r}) as JSON: "
+                )
+                if line is None:
+                    break
+                answers[pending.id] = _parse_json(line, f"the answer to {pending.id!r}")
+            if not answers:
+                return outcome
+            command: Command = Resume(answers=answers)
+            if len(answers) < len(outcome.interrupts):
+                return runner.resume(run_id, command)  # input ended: send what was read
+        else:
+            line = _read_line(prompt, "empty line to continue, or a JSON object of edits: ")
+            if line is None:
+                return outcome
+            command = Continue() if not line.strip() else Update(_parse_object(line, "the edits"))
+        outcome = runner.resume(run_id, command)
+    return outcome
+
+
+def _read_line(prompt: bool, text: str) -> str | None:
+    if prompt:
+        print(text, end="", file=sys.stderr, flush=True)
+    line = sys.stdin.readline()
+    if not line:
+        return None
+    return line.rstrip("\n")
+
+
+def _report(args: argparse.Namespace, runner: Runner, run_id: str, outcome: Outcome) -> None:
+    if args.json:
+        info = runner.state(run_id)
+        obj = render.run_object(
+            runner.graph.name, run_id, info.status, info.super_step, info.values, info.interrupts
+        )
+        obj["reason"] = render.reason_of(outcome) if isinstance(outcome, Paused) else None
+        print(json.dumps(obj, ensure_ascii=False))
+    elif isinstance(outcome, Done):
+        print(
+            f"run {run_id} of workflow {runner.graph.name!r} is done "
+            f"(super-step {outcome.super_step})"
+        )
+        print(render.dumps(outcome.state, indent=2))
+    else:
+        _print_paused(args, runner, run_id, outcome, sys.stdout, hint=True)
+
+
+def _print_paused(
+    args: argparse.Namespace,
+    runner: Runner,
+    run_id: str,
+    outcome: Paused,
+    out: TextIO,
+    *,
+    hint: bool,
+) -> None:
+    reason = outcome.reason
+    where = (
+        f"run {run_id} of workflow {runner.graph.name!r} paused at super-step {outcome.super_step}"
+    )
+    if isinstance(reason, DynamicInterrupt):
+        print(f"{where}: {len(outcome.interrupts)} interrupt(s) wait for an answer", file=out)
+        rows = [(i.id, i.step_id, render.dumps(i.payload)) for i in outcome.interrupts]
+        out.write(_indent(render.table(("INTERRUPT", "STEP", "PAYLOAD"), rows)))
+        if len(outcome.interrupts) == 1:
+            how = ["--value", "JSON"]
+        else:
+            how = [a for i in outcome.interrupts for a in ("--answer", f"{i.id}=JSON")]
+    else:
+        side = "before" if isinstance(reason, Before) else "after"
+        print(f"{where}: breakpoint {side} step {reason.step_id!r}", file=out)
+        how = ["--continue"]
+    if hint:
+        print(f"go on with: {_resume_hint(args, run_id, how)}", file=out)
+
+
+def _resume_hint(args: argparse.Namespace, run_id: str, how: list[str]) -> str:
+    words = [_PROG]
+    if args.store != DEFAULT_STORE:
+        words += ["--store", args.store]
+    words += ["resume", args.workflow, run_id]
+    for step in args.interrupt_before:
+        words += ["--interrupt-before", step]
+    for step in args.interrupt_after:
+        words += ["--interrupt-after", step]
+    return shlex.join(words + how)
+
+
+def _indent(text: str) -> str:
+    return "".join(f"  {line}\n" for line in text.splitlines())
+
+
+# --- inspection -----------------------------------------------------------------
+
+
+def _cmd_runs(args: argparse.Namespace) -> int:
+    store = _existing_store(args)
+    found = [] if store is None else sorted(store.runs())
+    rows = []
+    for workflow, run_id in found:
+        assert store is not None
+        latest = store.latest(workflow, run_id)
+        if latest is None:  # a run being created right now
+            continue
+        rows.append((workflow, run_id, latest))
+    if args.json:
+        objs = [
+            {
+                "workflow": workflow,
+                "run_id": run_id,
+                "status": render.status_of(c).value,
+                "super_step": c.super_step,
+                "label": c.label,
+                "interrupts": len(render.pending_of(c)),
+            }
+            for workflow, run_id, c in rows
+        ]
+        print(json.dumps(objs, ensure_ascii=False))
+    elif not rows:
+        print(f"no runs in {args.store}", file=sys.stderr)
+    else:
+        table = [
+            (w, r, render.status_of(c).value, c.super_step, c.label, _waits(c)) for w, r, c in rows
+        ]
+        header = ("WORKFLOW", "RUN", "STATUS", "SUPER-STEP", "LAST CHECKPOINT", "WAITS FOR")
+        sys.stdout.write(render.table(header, table))
+    return 0
+
+
+def _waits(checkpoint: Checkpoint) -> str:
+    pending = render.pending_of(checkpoint)
+    if pending:
+        return ", ".join(i.id for i in pending)
+    return "" if render.breakpoint_of(checkpoint) is None else "--continue"
+
+
+def _find(args: argparse.Namespace) -> tuple[FileCheckpointer, str]:
+    """The store and workflow holding ``args.run_id``, or a one-line error."""
+    run_id: str = args.run_id
+    store = _existing_store(args)
+    workflows = [] if store is None else sorted(w for w, r in store.runs() if r == run_id)
+    if args.workflow is not None:
+        if args.workflow not in workflows:
+            raise _Failure(
+                f"no run {run_id!r} of workflow {args.workflow!r} in {args.store!r}"
+                + (f"; it exists in {', '.join(map(repr, workflows))}" if workflows else "")
+            )
+        workflows = [args.workflow]
+    if not workflows or store is None:
+        raise _Failure(f"no run {run_id!r} in {args.store!r}: 'pausegraph runs' lists the runs")
+    if len(workflows) > 1:
+        raise _Failure(
+            f"run {run_id!r} exists in workflows {', '.join(map(repr, workflows))}: "
+            "choose one with --workflow NAME"
+        )
+    return store, workflows[0]
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    store, workflow = _find(args)
+    latest = store.latest(workflow, args.run_id)
+    if latest is None:
+        raise _Failure(f"run {args.run_id!r} has no checkpoint yet")
+    status = render.status_of(latest)
+    pending = render.pending_of(latest)
+    if args.json:
+        obj = render.run_object(
+            workflow, args.run_id, status, latest.super_step, latest.values, pending
+        )
+        print(json.dumps(obj, ensure_ascii=False))
+        return 0
+    rows = [
+        ("workflow", workflow),
+        ("run", args.run_id),
+        ("status", status.value),
+        ("super-step", latest.super_step),
+        ("checkpoint", f"{latest.seq} ({latest.label})"),
+    ]
+    width = max(len(key) for key, _ in rows)
+    for key, value in rows:
+        print(f"{key.ljust(width)}  {value}")
+    print("values:")
+    values = [(name, render.dumps(value)) for name, value in latest.values.items()]
+    sys.stdout.write(_indent(render.table(("CHANNEL", "VALUE"), values)))
+    point = render.breakpoint_of(latest)
+    if pending:
+        print("interrupts:")
+        rows2 = [(i.id, i.step_id, render.dumps(i.payload)) for i in pending]
+        sys.stdout.write(_indent(render.table(("INTERRUPT", "STEP", "PAYLOAD"), rows2)))
+        how = (
+            ["--value", "JSON"]
+            if len(pending) == 1
+            else [a for i in pending for a in ("--answer", f"{i.id}=JSON")]
+        )
+    elif point is not None:
+        print(f"paused at a breakpoint {point[0]} step {point[1]!r}")
+        how = ["--continue"]
+    else:
+        return 0
+    words = [_PROG] + (["--store", args.store] if args.store != DEFAULT_STORE else [])
+    print(
+        f"go on with: {shlex.join([*words, 'resume'])} WORKFLOW {shlex.join([args.run_id, *how])}"
+    )
+    return 0
+
+
+def _cmd_history(args: argparse.Namespace) -> int:
+    store, workflow = _find(args)
+    metas = store.list(workflow, args.run_id)
+    if args.json:
+        objs = [
+            {
+                "seq": m.seq,
+                "super_step": m.super_step,
+                "label": m.label,
+                "timestamp_ms": m.timestamp_ms,
+            }
+            for m in metas
+        ]
+        print(json.dumps(objs))
+        return 0
+    rows = [(m.seq, m.super_step, m.label, _time(m.timestamp_ms)) for m in metas]
+    sys.stdout.write(render.table(("SEQ", "SUPER-STEP", "LABEL", "TIME (UTC)"), rows))
+    return 0
+
+
+def _time(timestamp_ms: int) -> str:
+    moment = datetime.datetime.fromtimestamp(timestamp_ms / 1000, tz=datetime.timezone.utc)
+    return moment.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+def _cmd_graph(args: argparse.Namespace) -> int:
+    graph = load_graph(args.workflow)
+    graph.layers()  # a cycle or an empty graph is a GraphError, not a picture
+    sys.stdout.write(graph.to_mermaid())
+    return 0
+
+
+_COMMANDS = {
+    "run": _cmd_run,
+    "resume": _cmd_resume,
+    "runs": _cmd_runs,
+    "show": _cmd_show,
+    "history": _cmd_history,
+    "graph": _cmd_graph,
+}
