@@ -19,6 +19,7 @@ Everything here is plain data: no callables, nothing pickled.
 from __future__ import annotations
 
 import enum
+import operator
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NewType
@@ -29,7 +30,7 @@ import msgpack
 from cattrs.gen import make_dict_unstructure_fn, override
 from cattrs.preconf.msgpack import make_converter
 
-from ._channels import Change
+from ._channels import Change, Op
 from .errors import SerializationError
 
 #: A user's value (channel value, payload, answer, effect result): msgpack-native,
@@ -226,6 +227,9 @@ attrs.resolve_types(Change)
 converter: cattrs.Converter = make_converter(detailed_validation=False, omit_if_default=True)
 converter.register_unstructure_hook(Value, lambda v: v)
 converter.register_structure_hook(Value, lambda v, _: v)
+for _enum in (Next, PauseKind, EntryKind, Op):
+    # ``_value_`` is a plain attribute; ``.value`` goes through a descriptor
+    converter.register_unstructure_hook(_enum, operator.attrgetter("_value_"))
 
 
 def _refuse(obj: object) -> object:

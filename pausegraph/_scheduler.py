@@ -92,8 +92,9 @@ def run_layer(
     finished: dict[str, Mapping[str, Any]] = {}
     suspended: dict[str, Trampoline | SuspendedStep] = {}
     index = graph.step_index
+    steps = graph.steps
     for step_id in layer:
-        outcome = start(step_id, graph.steps[step_id], state, id_prefix(epoch, index[step_id]))
+        outcome = start(step_id, steps[step_id], state, id_prefix(epoch, index[step_id]))
         if type(outcome) is Trampoline:
             if not outcome.advance():
                 suspended[step_id] = outcome

@@ -32,7 +32,7 @@ def check_writes(step_id: str, result: Any) -> Mapping[str, Any]:
     """A step's return value as writes, or a ``StepError`` saying what is wrong."""
     if result is None:
         return {}
-    if isinstance(result, Mapping):
+    if type(result) is dict or isinstance(result, Mapping):
         return result
     msg = (
         f"step {step_id!r} returned {type(result).__name__} {result!r}: "
