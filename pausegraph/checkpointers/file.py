@@ -376,7 +376,7 @@ class FileCheckpointer:
             return [entry.meta for entry in log.entries]
 
     def runs(self) -> builtins.list[tuple[str, str]]:
-        """Every ``(workflow_id, run_id)`` in the store, read from the log headers."""
+        """Every ``(workflow_id, run_id)`` with a checkpoint, from the log headers."""
         try:
             names = sorted(p.name for p in self._runs_dir.iterdir() if p.name.endswith(".log"))
         except OSError as exc:
@@ -394,7 +394,9 @@ class FileCheckpointer:
                 except OSError as exc:
                     raise _os_error(exc, path) from exc
                 self._headers[name] = ids
-            found.append(ids)
+            log = self._current(*ids)
+            if log is not None and log.entries:  # not a log whose first save never finished
+                found.append(ids)
         return found
 
     # --- the index ------------------------------------------------------------

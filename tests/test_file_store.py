@@ -1,0 +1,371 @@
+"""FileCheckpointer's own promises: layout, safe ids, torn tails, corruption, size."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import struct
+import zlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from test_checkpointers import make_checkpoint
+
+from pausegraph import (
+    Append,
+    Checkpoint,
+    CheckpointError,
+    CorruptCheckpointError,
+    FileCheckpointer,
+    Graph,
+    MergeMap,
+    Runner,
+)
+from pausegraph._channels import Change, Op
+from pausegraph._records import pack
+
+
+def save_run(store: FileCheckpointer, run_id: str, n: int) -> list[dict[str, Any]]:
+    """Save ``n`` checkpoints, each appending to ``log``; return the values of each."""
+    values: dict[str, Any] = {"log": []}
+    expected = [{"log": []}]
+    store.save(make_checkpoint(run_id, 1, {"log": []}))
+    for seq in range(2, n + 1):
+        values["log"].append(seq)
+        store.save(
+            make_checkpoint(
+                run_id, seq, {"log": list(values["log"])}, (Change("log", Op.EXTEND, [seq]),)
+            )
+        )
+        expected.append({"log": list(values["log"])})
+    return expected
+
+
+def log_path(root: Path) -> Path:
+    (path,) = (root / "runs").iterdir()
+    return path
+
+
+# --- the store and its layout ----------------------------------------------------
+
+
+def test_a_missing_root_is_created_with_its_parents(tmp_path: Path) -> None:
+    FileCheckpointer(tmp_path / "a" / "b")
+    assert sorted(p.name for p in (tmp_path / "a" / "b").iterdir()) == ["PAUSEGRAPH", "runs", "tmp"]
+
+
+def test_a_root_that_is_a_file_is_a_checkpoint_error(tmp_path: Path) -> None:
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(
+        CheckpointError,
+        match=r"^checkpoint store '.*/f' is not a directory: give a directory path$",
+    ):
+        FileCheckpointer(tmp_path / "f")
+
+
+def test_a_directory_that_is_not_a_store_is_refused_and_left_alone(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(
+        CheckpointError,
+        match=(
+            r"^'.*' is not a pausegraph store \(it has no PAUSEGRAPH file and is not empty\): "
+            r"give an empty or new directory$"
+        ),
+    ):
+        FileCheckpointer(tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+
+
+def test_a_store_of_a_newer_format_asks_for_an_upgrade(tmp_path: Path) -> None:
+    FileCheckpointer(tmp_path)
+    (tmp_path / "PAUSEGRAPH").write_bytes(b"PGSTORE pausegraph checkpoint store\nformat 7\n")
+    with pytest.raises(
+        CheckpointError,
+        match=r"is a store of format 7; this pausegraph reads format 1: upgrade pausegraph$",
+    ):
+        FileCheckpointer(tmp_path)
+
+
+def test_each_run_is_one_log_that_starts_with_the_magic_tag_and_version(tmp_path: Path) -> None:
+    store = FileCheckpointer(tmp_path)
+    save_run(store, "r", 3)
+    path = log_path(tmp_path)
+    assert path.read_bytes().startswith(b"PGLOG\x01")
+    assert len(path.stem) == 64
+    assert set(path.stem) <= set("0123456789abcdef")
+    assert list((tmp_path / "tmp").iterdir()) == []
+
+
+def test_a_new_handle_sees_everything_and_an_old_one_sees_later_saves(tmp_path: Path) -> None:
+    first, second = FileCheckpointer(tmp_path), FileCheckpointer(tmp_path)
+    expected = save_run(first, "r", 4)
+    latest = second.latest("wf", "r")
+    assert latest is not None
+    assert latest.values == expected[-1]
+    second.save(
+        make_checkpoint(
+            "r", 5, {"log": [*expected[-1]["log"], 5]}, (Change("log", Op.EXTEND, [5]),)
+        )
+    )
+    seen = first.latest("wf", "r")
+    assert seen is not None
+    assert seen.seq == 5
+    assert seen.values["log"][-1] == 5
+    assert [m.seq for m in first.list("wf", "r")] == [1, 2, 3, 4, 5]
+
+
+# --- hostile ids -----------------------------------------------------------------
+
+hostile = st.sampled_from(
+    ["../x", "../../etc/passwd", "/abs/path", "a/b", "nul\x00byte", "x" * 10_000,
+     "ünïcødé ✓ 日本", ".", "..", "", "\ud800 lone surrogate", "C:\\win", " spaced "]
+) | st.text(max_size=40)  # fmt: skip
+
+
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture], max_examples=30)
+@given(workflow_id=hostile, run_id=hostile)
+def test_no_id_can_name_a_path_outside_the_root(
+    tmp_path: Path, workflow_id: str, run_id: str
+) -> None:
+    root = tmp_path / "store"
+    store = FileCheckpointer(root)
+    outside = sorted(os.listdir(tmp_path))
+    checkpoint = make_checkpoint(run_id, 1, {"x": 1}, workflow_id=workflow_id)
+    if store.latest(workflow_id, run_id) is None:
+        store.save(checkpoint)
+    assert sorted(os.listdir(tmp_path)) == outside
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            assert Path(dirpath, name).resolve().is_relative_to(root.resolve())
+    assert (workflow_id, run_id) in FileCheckpointer(root).runs()
+    loaded = FileCheckpointer(root).latest(workflow_id, run_id)
+    assert loaded is not None
+    assert loaded.values == {"x": 1}
+
+
+# --- torn tails: a save that never finished ---------------------------------------
+
+
+@given(cut=st.integers(min_value=1, max_value=10_000))
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture], max_examples=20)
+def test_a_torn_last_record_reads_as_if_that_save_never_happened(tmp_path: Path, cut: int) -> None:
+    root = tmp_path / f"s{cut}"
+    store = FileCheckpointer(root)
+    expected = save_run(store, "r", 3)
+    path = log_path(root)
+    before = path.stat().st_size
+    store.save(make_checkpoint("r", 4, {"log": [2, 3, 4]}, (Change("log", Op.EXTEND, [4]),)))
+    whole = path.read_bytes()
+    last = len(whole) - before
+    os.truncate(path, before + cut % last)
+    fresh = FileCheckpointer(root)
+    latest = fresh.latest("wf", "r")
+    assert latest is not None
+    assert latest.seq == 3
+    assert latest.values == expected[-1]
+    fresh.save(
+        make_checkpoint("r", 4, {"log": [2, 3, 4, 40]}, (Change("log", Op.EXTEND, [4, 40]),))
+    )
+    again = FileCheckpointer(root).latest("wf", "r")
+    assert again is not None
+    assert again.seq == 4
+    assert again.values == {"log": [2, 3, 4, 40]}
+
+
+def test_zero_bytes_after_the_last_record_are_a_torn_tail(tmp_path: Path) -> None:
+    store = FileCheckpointer(tmp_path)
+    expected = save_run(store, "r", 2)
+    with log_path(tmp_path).open("ab") as f:
+        f.write(b"\x00" * 100)
+    latest = FileCheckpointer(tmp_path).latest("wf", "r")
+    assert latest is not None
+    assert latest.values == expected[-1]
+
+
+# --- corruption: never a wrong state, never a raw error -----------------------------
+
+
+def check_reads(root: Path, expected: list[dict[str, Any]], *, may_lose_tail: bool) -> None:
+    """Every read gives the right values or raises CorruptCheckpointError."""
+    try:
+        store = FileCheckpointer(root)
+        metas = store.list("wf", "r")
+        assert store.runs() == ([("wf", "r")] if metas else [])
+        assert may_lose_tail or len(metas) == len(expected)
+        latest = store.latest("wf", "r")
+        if latest is None:
+            assert may_lose_tail
+        else:
+            assert latest.values == expected[latest.seq - 1]
+            assert may_lose_tail or latest.seq == len(expected)
+    except CorruptCheckpointError as exc:
+        assert str(root) in str(exc)  # noqa: PT017 - it names the file
+    for seq in range(1, len(expected) + 1):
+        try:
+            loaded = FileCheckpointer(root).load("wf", "r", seq)
+        except CorruptCheckpointError:
+            continue
+        assert (loaded is None and may_lose_tail) or (
+            loaded is not None and loaded.values == expected[seq - 1]
+        )
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict[str, Any]]]:
+    root = tmp_path_factory.mktemp("pristine")
+    store = FileCheckpointer(root)
+    expected = save_run(store, "r", 6)
+    return root, expected
+
+
+def copy_store(source: Path, target: Path) -> None:
+    for dirpath, _, files in os.walk(source):
+        rel = Path(dirpath).relative_to(source)
+        (target / rel).mkdir(parents=True, exist_ok=True)
+        for name in files:
+            (target / rel / name).write_bytes(Path(dirpath, name).read_bytes())
+
+
+def store_files(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file())
+
+
+@given(which=st.integers(min_value=0), where=st.integers(min_value=0), mask=st.integers(1, 255))
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_a_flipped_byte_anywhere_is_the_right_state_or_corrupt_checkpoint_error(
+    pristine: tuple[Path, list[dict[str, Any]]], tmp_path_factory: pytest.TempPathFactory,
+    which: int, where: int, mask: int,
+) -> None:  # fmt: skip
+    source, expected = pristine
+    root = tmp_path_factory.mktemp("flipped")
+    copy_store(source, root)
+    files = store_files(root)
+    target = files[which % len(files)]
+    data = bytearray(target.read_bytes())
+    data[where % len(data)] ^= mask
+    target.write_bytes(bytes(data))
+    check_reads(root, expected, may_lose_tail=False)
+
+
+@given(which=st.integers(min_value=0), where=st.integers(min_value=0))
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_a_truncated_file_is_an_earlier_state_or_corrupt_checkpoint_error(
+    pristine: tuple[Path, list[dict[str, Any]]], tmp_path_factory: pytest.TempPathFactory,
+    which: int, where: int,
+) -> None:  # fmt: skip
+    source, expected = pristine
+    root = tmp_path_factory.mktemp("cut")
+    copy_store(source, root)
+    files = store_files(root)
+    target = files[which % len(files)]
+    os.truncate(target, where % target.stat().st_size)
+    check_reads(root, expected, may_lose_tail=True)
+
+
+def forge(meta: bytes, frame: bytes) -> bytes:
+    lengths = struct.pack(">II", len(meta), len(frame))
+    crc = lambda b: zlib.crc32(b) & 0xFFFFFFFF  # noqa: E731
+    return (
+        struct.pack(">IIIII", len(meta), len(frame), crc(lengths), crc(meta), crc(frame))
+        + meta
+        + frame
+    )
+
+
+def test_a_record_with_good_checksums_that_does_not_decode_is_corrupt(tmp_path: Path) -> None:
+    store = FileCheckpointer(tmp_path)
+    save_run(store, "r", 2)
+    with log_path(tmp_path).open("ab") as f:
+        f.write(forge(pack([3, 2, "layer:2", 0, False]), b"\xc1 not msgpack"))
+    fresh = FileCheckpointer(tmp_path)
+    assert [m.seq for m in fresh.list("wf", "r")] == [1, 2, 3]
+    with pytest.raises(
+        CorruptCheckpointError,
+        match=(
+            r"^'.*\.log' is corrupt: the record at byte \d+ cannot be used, it does not decode "
+            r"\(.*\)\. Restore the file from a backup, or fork the run from an earlier checkpoint$"
+        ),
+    ):
+        fresh.latest("wf", "r")
+
+
+def test_a_hostile_record_cannot_make_the_reader_allocate_what_it_claims(tmp_path: Path) -> None:
+    store = FileCheckpointer(tmp_path)
+    save_run(store, "r", 2)
+    bomb = b"\xdd\xff\xff\xff\xff"  # an array of 4 billion items, in 5 bytes
+    with log_path(tmp_path).open("ab") as f:
+        f.write(forge(pack([3, 2, "layer:2", 0, True]), bomb))
+    with pytest.raises(CorruptCheckpointError, match=r"it does not decode \(ValueError\)"):
+        FileCheckpointer(tmp_path).latest("wf", "r")
+
+
+def test_a_record_that_claims_more_bytes_than_the_file_holds_is_a_torn_tail(tmp_path: Path) -> None:
+    store = FileCheckpointer(tmp_path)
+    expected = save_run(store, "r", 2)
+    lengths = struct.pack(">II", 0xFFFFFFF0, 0xFFFFFFF0)
+    with log_path(tmp_path).open("ab") as f:
+        f.write(struct.pack(">IIIII", 0xFFFFFFF0, 0xFFFFFFF0, zlib.crc32(lengths), 0, 0))
+    latest = FileCheckpointer(tmp_path).latest("wf", "r")
+    assert latest is not None
+    assert latest.values == expected[-1]
+
+
+def test_a_record_out_of_seq_order_is_corrupt(tmp_path: Path) -> None:
+    store = FileCheckpointer(tmp_path)
+    save_run(store, "r", 2)
+    with log_path(tmp_path).open("ab") as f:
+        f.write(forge(pack([7, 2, "layer:2", 0, False]), b""))
+    with pytest.raises(CorruptCheckpointError, match=r"it holds seq 7 where 3 belongs"):
+        FileCheckpointer(tmp_path).list("wf", "r")
+
+
+# --- size: what a super-step adds follows its writes, not the state ---------------------
+
+
+def store_bytes(root: Path) -> int:
+    return sum(p.stat().st_size for p in (root / "runs").iterdir())
+
+
+def test_appending_1kb_per_step_for_200_steps_stays_within_a_few_times_the_state(
+    tmp_path: Path,
+) -> None:
+    def add(state: Any) -> Any:
+        return {"log": ["x" * 1024]}
+
+    graph = Graph("grow", {"log": Append()})
+    for n in range(200):
+        graph.step(f"s{n}", add)
+        if n:
+            graph.edge(f"s{n - 1}", f"s{n}")
+    outcome = Runner(graph, FileCheckpointer(tmp_path)).run("r", {})
+    assert len(outcome.state["log"]) == 200
+    state_bytes = 200 * 1027
+    assert store_bytes(tmp_path) < 4 * state_bytes
+
+
+def test_changing_one_key_of_a_10000_key_map_adds_a_small_record(tmp_path: Path) -> None:
+    def touch(n: int) -> Any:
+        return lambda state: {"m": {f"k{n}": n}}
+
+    steps = 30
+    graph = Graph("map", {"m": MergeMap()})
+    for n in range(steps):
+        graph.step(f"s{n}", touch(n))
+        if n:
+            graph.edge(f"s{n - 1}", f"s{n}")
+    sizes: list[int] = []
+
+    class Measured(FileCheckpointer):
+        def save(self, checkpoint: Checkpoint) -> None:
+            super().save(checkpoint)
+            sizes.append(store_bytes(tmp_path))
+
+    big = {f"k{i}": i for i in range(10_000)}
+    Runner(graph, Measured(tmp_path)).run("r", {"m": big})
+    assert sizes[0] > 2 * len(pack(big))  # the input, and the first snapshot of the state
+    added = [after - before for before, after in itertools.pairwise(sizes)]
+    assert len(added) == steps
+    assert max(added) < 200, added
