@@ -78,3 +78,15 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+
+
+def _rehome() -> None:
+    # Show public classes as ``pausegraph.Paused`` in reprs, tracebacks and docs,
+    # not as the private module that happens to define them.
+    for name in __all__:
+        obj = globals()[name]
+        if isinstance(obj, type) and obj.__module__.startswith("pausegraph._"):
+            obj.__module__ = __name__
+
+
+_rehome()
