@@ -82,10 +82,18 @@ __version__ = "0.1.0"
 
 def _rehome() -> None:
     # Show public classes as ``pausegraph.Paused`` in reprs, tracebacks and docs,
-    # not as the private module that happens to define them.
+    # not as the private module that happens to define them. Annotations are
+    # resolved first, while their defining module is still known.
+    import typing
+
+    import attrs
+
     for name in __all__:
         obj = globals()[name]
         if isinstance(obj, type) and obj.__module__.startswith("pausegraph._"):
+            if attrs.has(obj):
+                attrs.resolve_types(obj)
+                obj.__annotations__ = typing.get_type_hints(obj)
             obj.__module__ = __name__
 
 
