@@ -233,6 +233,8 @@ def test_goto_at_a_dynamic_pause_drops_the_finished_siblings_writes():
     # the layer runs again from its start: p writes once, x and y ask anew
     assert isinstance(again, Paused)
     assert [i.step_id for i in again.interrupts] == ["x", "y"]
+    assert runner.state("r").values["log"] == ["root"]
+    assert [m.label for m in runner.history("r")][-2:] == ["resume", "interrupt:x"]
     x, y = again.interrupts
     done = runner.resume("r", Resume(answers={x.id: 1, y.id: 2}))
     assert done.state["log"] == ["root", "p", "x", 1, "y", 2, "end"]

@@ -8,6 +8,7 @@ import pytest
 
 from pausegraph import (
     Append,
+    ConflictError,
     DynamicInterrupt,
     Effect,
     Goto,
@@ -15,6 +16,7 @@ from pausegraph import (
     Interrupt,
     LastWriteWins,
     MemoryCheckpointer,
+    NondeterminismError,
     Paused,
     PendingInterrupt,
     Resume,
@@ -408,3 +410,115 @@ def test_hot_and_cold_resumes_give_the_same_outcome():
     assert hot_done.state == cold_done.state
     assert hot_done.super_step == cold_done.super_step
     assert effects == [10, 10]
+
+
+def test_a_racing_resumer_fails_its_claim_with_conflict_error_before_running_a_step():
+    calls = []
+
+    class Stale(MemoryCheckpointer):
+        """Hands out the pause checkpoint even after another process resumed it."""
+
+        stale = None
+
+        def latest(self, workflow_id, run_id):
+            return self.stale or super().latest(workflow_id, run_id)
+
+    def step(state):
+        answer = yield Interrupt("q")
+        calls.append(answer)
+        return {"log": [answer]}
+
+    graph = Graph("g", {"log": Append()}).step("s", step)
+    checkpointer = Stale()
+    Runner(graph, checkpointer).run("r")
+    paused_at = checkpointer.latest("g", "r")
+    Runner(graph, checkpointer).resume("r", Resume("winner"))
+    history = checkpointer.list("g", "r")
+    checkpointer.stale = paused_at
+    with pytest.raises(ConflictError):
+        Runner(graph, checkpointer).resume("r", Resume("loser"))
+    assert calls == ["winner"]
+    assert checkpointer.list("g", "r") == history
+
+
+# --- replaying a journal ---------------------------------------------------------
+
+
+def _replayed_with(first, second):
+    """Pause with step code ``first``, then resume cold with step code ``second``."""
+    checkpointer = MemoryCheckpointer()
+    Runner(Graph("g", {"log": Append()}).step("s", first), checkpointer).run("r")
+    return Runner(Graph("g", {"log": Append()}).step("s", second), checkpointer)
+
+
+def record(value):
+    return value
+
+
+def other_record(value):
+    return value
+
+
+def test_replay_with_another_payload_is_a_nondeterminism_error_naming_step_and_position():
+    def first(state):
+        yield Effect(record, 1)
+        yield Interrupt("first payload")
+
+    def second(state):
+        yield Effect(record, 1)
+        yield Interrupt("another payload")
+
+    runner = _replayed_with(first, second)
+    with pytest.raises(NondeterminismError, match=r"step 's' .*position 1"):
+        runner.resume("r", Resume(1))
+
+
+def test_replay_with_another_effect_function_is_a_nondeterminism_error():
+    def first(state):
+        yield Effect(record, 1)
+        yield Interrupt("q")
+
+    def second(state):
+        yield Effect(other_record, 1)
+        yield Interrupt("q")
+
+    with pytest.raises(NondeterminismError, match=r"step 's' .*position 0"):
+        _replayed_with(first, second).resume("r", Resume(1))
+
+
+def test_replay_in_another_order_is_a_nondeterminism_error():
+    def first(state):
+        yield Effect(record, 1)
+        yield Interrupt("a")
+        yield Interrupt("b")
+
+    def second(state):
+        yield Interrupt("a")
+        yield Effect(record, 1)
+        yield Interrupt("b")
+
+    runner = _replayed_with(first, second)
+    with pytest.raises(NondeterminismError, match=r"'s'"):
+        runner.resume("r", Resume(1))
+
+
+def test_replay_does_not_compare_effect_arguments_and_does_not_call_fn():
+    calls = []
+
+    def tracked(value):
+        calls.append(value)
+        return value
+
+    def first(state):
+        got = yield Effect(tracked, "recorded")
+        answer = yield Interrupt("q")
+        return {"log": [got, answer]}
+
+    def second(state):
+        got = yield Effect(tracked, "other argument")
+        answer = yield Interrupt("q")
+        return {"log": [got, answer]}
+
+    runner = _replayed_with(first, second)
+    assert runner.resume("r", Resume("a")).state == {"log": ["recorded", "a"]}
+    assert calls == ["recorded"]

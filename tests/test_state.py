@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 
 from pausegraph import (
@@ -149,6 +151,60 @@ def test_state_setitem_in_a_step_is_a_type_error_and_changes_nothing():
     _, outcome = single(meddle, {"x": LastWriteWins(), "seen": LastWriteWins()}, input={"x": 1})
     assert len(caught) == 2
     assert outcome.state == {"x": 1, "seen": 1}
+
+
+def _setitem(state):
+    state["x"] = 2
+
+
+def _delitem(state):
+    del state["x"]
+
+
+MUTATIONS = {
+    "setitem": _setitem,
+    "delitem": _delitem,
+    "update": lambda state: state.update({"x": 2}),
+    "pop": lambda state: state.pop("x"),
+    "popitem": lambda state: state.popitem(),
+    "setdefault": lambda state: state.setdefault("new", 2),
+    "clear": lambda state: state.clear(),
+}
+
+
+@pytest.mark.parametrize("mutate", MUTATIONS.values(), ids=MUTATIONS.keys())
+def test_every_way_of_mutating_the_state_is_a_type_error(mutate):
+    errors = []
+
+    def meddle(state):
+        try:
+            mutate(state)
+        except Exception as exc:
+            errors.append(exc)
+        return {"seen": dict(state)}
+
+    _, outcome = single(meddle, {"x": LastWriteWins(), "seen": LastWriteWins()}, input={"x": 1})
+    assert [type(e) for e in errors] == [TypeError]
+    assert outcome.state == {"x": 1, "seen": {"x": 1, "seen": None}}
+
+
+def test_mutating_a_value_inside_the_state_never_reaches_the_state():
+    # whether the engine refuses it (TypeError) or hands out copies, what a
+    # step does to a value it reads must not change the run, hot or cold
+    def meddle(state):
+        with contextlib.suppress(TypeError):
+            state["m"]["sneaky"] = 1
+        with contextlib.suppress(AttributeError, TypeError):
+            state["log"].append("sneaky")
+
+    checkpointer = MemoryCheckpointer()
+    graph = Graph("g", {"m": MergeMap(), "log": Append(), "n": LastWriteWins()})
+    graph.step("meddle", meddle).step("after", lambda s: {"n": dict(s["m"])})
+    graph.edge("meddle", "after")
+    outcome = Runner(graph, checkpointer).run("r", {"m": {"x": 0}, "log": ["a"]})
+    expected = {"m": {"x": 0}, "log": ["a"], "n": {"x": 0}}
+    assert outcome.state == expected
+    assert Runner(graph, checkpointer).state("r").values == expected
 
 
 def test_uncaught_state_mutation_is_a_step_error_chaining_the_type_error():
