@@ -69,7 +69,19 @@ MAX_BATCH = 500
 
 
 def median_ns(prepare: Callable[[], Prepared], repeats: int, *, warmup: int = 1) -> int:
-    """Median wall time of one ``prepare()()``, over ``repeats`` samples, in nanoseconds.
+    """Median wall time of one ``prepare()()``, in nanoseconds: ``median_many`` of one."""
+    return median_many([prepare], repeats, warmup=warmup)[0]
+
+
+def median_many(
+    prepares: Sequence[Callable[[], Prepared]], repeats: int, *, warmup: int = 1
+) -> list[int]:
+    """Median wall time of one ``prepare()()`` for each prepare, in nanoseconds.
+
+    The samples are taken round-robin (one of each, then one of each again,
+    ...), so that workloads compared with each other see the same machine: a
+    neighbour that loads the CPU or the disk for a while slows every side
+    alike instead of whichever happened to run then.
 
     ``prepare`` is called outside the timed region, so each timed call starts
     from its own fresh setup (a new store, a new run id) and setup cost never
@@ -79,23 +91,26 @@ def median_ns(prepare: Callable[[], Prepared], repeats: int, *, warmup: int = 1)
     a few hundred microseconds is otherwise at the mercy of whatever ran just
     before it (a collection that evicted the caches, a timer tick).
     """
-    elapsed = 0
-    for _ in range(warmup):
-        work = prepare()
-        start = time.perf_counter_ns()
-        work()
-        elapsed = time.perf_counter_ns() - start
-    batch = max(1, min(MAX_BATCH, SAMPLE_NS // max(elapsed, 1))) if warmup else 1
-    gc.collect()
-    samples: list[float] = []
-    for _ in range(repeats):
-        works = [prepare() for _ in range(batch)]
-        start = time.perf_counter_ns()
-        for work in works:
+    batches = []
+    for prepare in prepares:
+        elapsed = 0
+        for _ in range(warmup):
+            work = prepare()
+            start = time.perf_counter_ns()
             work()
-        samples.append((time.perf_counter_ns() - start) / batch)
-        del works
-    return int(statistics.median(samples))
+            elapsed = time.perf_counter_ns() - start
+        batches.append(max(1, min(MAX_BATCH, SAMPLE_NS // max(elapsed, 1))) if warmup else 1)
+    gc.collect()
+    samples: list[list[float]] = [[] for _ in prepares]
+    for _ in range(repeats):
+        for prepare, batch, found in zip(prepares, batches, samples, strict=True):
+            works = [prepare() for _ in range(batch)]
+            start = time.perf_counter_ns()
+            for work in works:
+                work()
+            found.append((time.perf_counter_ns() - start) / batch)
+            del works
+    return [int(statistics.median(found)) for found in samples]
 
 
 def median_loop_ns(op: Callable[[], object], repeats: int, *, inner: int) -> float:
@@ -341,6 +356,15 @@ def package_version(name: str) -> str:
     return str(getattr(module, "__version__", "source tree"))
 
 
+def load_line(when: str) -> str:
+    """The load average: figures taken on a busy machine say so."""
+    try:
+        one, five, fifteen = os.getloadavg()
+    except OSError:
+        return f"load average {when}: unknown"
+    return f"load average {when}: {one:.2f} {five:.2f} {fifteen:.2f} ({os.cpu_count()} CPUs)"
+
+
 def machine_lines(packages: Sequence[str]) -> list[str]:
     """What the figures were measured on, printed above every set of tables."""
     versions = ", ".join(f"{name} {package_version(name)}" for name in packages)
@@ -349,4 +373,5 @@ def machine_lines(packages: Sequence[str]) -> list[str]:
         f"on {platform.system()} {platform.machine()}, {os.cpu_count()} CPUs, {cpu_model()}",
         f"packages: {versions}",
         f"command: {' '.join([Path(sys.argv[0]).name, *sys.argv[1:]])}",
+        load_line("at start"),
     ]

@@ -40,9 +40,10 @@ from _harness import (
     faster,
     fmt_bytes,
     fmt_time,
+    load_line,
     machine_lines,
     median_loop_ns,
-    median_ns,
+    median_many,
     parse_args,
     print_tables,
     tree_bytes,
@@ -63,6 +64,7 @@ FILES_MISSING = "pausegraph has no FileCheckpointer yet: its file-store cells ar
 
 STORAGE_LIMIT_BYTES = 400_000  # 0.4 MB for 200 steps of 1 KB
 STORAGE_LIMIT_STEPS = 200
+SMALL_WRITES = {"n": 1}  # what a chain step writes
 
 Work = Callable[[], object]
 
@@ -76,24 +78,49 @@ class Sizes:
     big_entries: int
     small_entries: int
     map_steps: tuple[int, int]
-    fsync_ops: int
     loop_ops: int
 
     @classmethod
     def full(cls) -> Sizes:
-        return cls(200, 1000, 200, 1024, 10_000, 10, (20, 220), 500, 200_000)
+        return cls(200, 1000, 200, 1024, 10_000, 10, (20, 220), 200_000)
 
     @classmethod
     def quick(cls) -> Sizes:
-        return cls(50, 100, 50, 1024, 10_000, 10, (5, 45), 30, 20_000)
+        return cls(50, 100, 50, 1024, 10_000, 10, (5, 45), 20_000)
 
 
 def _per(total: float | None, count: int) -> float | None:
     return None if total is None else total / count
 
 
+Plan = dict[str, Callable[[], Work]]
+"""Named prepares, measured together round-robin by ``Bench.measure``."""
+
+
+class FsyncFloor:
+    """One unbuffered append of ``data`` then ``os.fsync``, as a prepare for ``median_many``."""
+
+    def __init__(self, path: Path, data: bytes) -> None:
+        self._file = path.open("ab", buffering=0)
+        self._data = data
+
+    def _op(self) -> None:
+        self._file.write(self._data)
+        os.fsync(self._file.fileno())
+
+    def prepare(self) -> Work:
+        return self._op
+
+    def close(self) -> None:
+        self._file.close()
+
+
 class Bench:
-    """Runs the workloads, one table each, remembering figures the floor table reuses."""
+    """Runs the workloads, one table each, remembering figures the floor table reuses.
+
+    Within a workload every side is measured in one round-robin
+    (``median_many``), so a busy neighbour slows both libraries alike.
+    """
 
     def __init__(self, sizes: Sizes, repeats: int, scratch: Scratch) -> None:
         self.sizes = sizes
@@ -102,80 +129,92 @@ class Bench:
         self.ids = Counter("run")
         self.results: dict[str, float | None] = {}
 
-    def _time(self, fn: Callable[[str], object], *, repeats: int | None = None) -> int:
-        """Median time of ``fn(new_run_id)``."""
+    def measure(self, plan: Plan, *, repeats: int | None = None) -> dict[str, int]:
+        medians = median_many(list(plan.values()), repeats or self.repeats)
+        return dict(zip(plan, medians, strict=True))
 
-        def prepare() -> Work:
-            return functools.partial(fn, self.ids())
+    def each_run(self, fn: Callable[[str], object]) -> Callable[[], Work]:
+        """A prepare calling ``fn`` with a new run id each time."""
+        return lambda: functools.partial(fn, self.ids())
 
-        return median_ns(prepare, repeats or self.repeats)
+    def on_runner(
+        self, graph: Any, store: Any, run: Callable[[Any, str], None]
+    ) -> Callable[[], Work]:
+        """A prepare running ``run(runner, new_id)`` on one Runner over ``store``."""
+        return self.each_run(functools.partial(run, Runner(graph, store)))
 
-    def _lg(self, build: Callable[[], Callable[[str], object]]) -> int | None:
-        """Median time of a LangGraph run, or None when LangGraph is missing."""
-        return self._time(build()) if lg.AVAILABLE else None
-
-    def _lg_sqlite(self, build: Callable[[Any], Callable[[str], object]], name: str) -> int | None:
-        if not lg.AVAILABLE:
-            return None
+    def sqlite(self, name: str, savers: list[Any]) -> Any:
         saver = lg.sqlite_saver(self.scratch.new(name).with_suffix(".db"))
-        try:
-            return self._time(build(saver))
-        finally:
-            saver.conn.close()
+        savers.append(saver)
+        return saver
 
-    def _pg_on(self, graph: Any, store: Any, run: Callable[[Any, str], None]) -> int:
-        """Median time of ``run(runner, new_id)`` on one Runner over ``store``."""
-        runner = Runner(graph, store)
-        return self._time(functools.partial(run, runner))
+    def fsync_floor(self, data: bytes, floors: list[FsyncFloor]) -> Callable[[], Work]:
+        floor = FsyncFloor(self.scratch.new("floor"), data)
+        floors.append(floor)
+        return floor.prepare
 
     # -- 1. chain ----------------------------------------------------------------
 
     def chain(self) -> Table:
         n = self.sizes.chain
-        theirs_none = self._lg(lambda: lg.chain(n, None))
-        theirs_mem = self._lg(lambda: lg.chain(n, lg.memory_saver()))
-        theirs_sql = self._lg_sqlite(lambda saver: lg.chain(n, saver), "lg-chain")
-        ours_mem = ours_file = None
+        plan: Plan = {}
+        savers: list[Any] = []
+        floors: list[FsyncFloor] = []
+        if lg.AVAILABLE:
+            plan["lg none"] = self.each_run(lg.chain(n, None))
+            plan["lg memory"] = self.each_run(lg.chain(n, lg.memory_saver()))
+            plan["lg sqlite"] = self.each_run(lg.chain(n, self.sqlite("lg-chain", savers)))
         if PG_MISSING is None:
             graph = pg.chain_graph(n)
-            run = pg.chain(n)
-            ours_mem = self._pg_on(graph, pg.memory_store(), run)
+            plan["pg memory"] = self.on_runner(graph, pg.memory_store(), pg.chain(n))
             if PG_FILES:
-                root = self.scratch.new("pg-chain")
-                ours_file = self._pg_on(graph, pg.file_store(root), run)
-        self.results["chain_mem_step"] = _per(ours_mem, n)
-        self.results["chain_file_step"] = _per(ours_file, n)
+                store = pg.file_store(self.scratch.new("pg-chain"))
+                plan["pg file"] = self.on_runner(graph, store, pg.chain(n))
+        plan["fsync"] = self.fsync_floor(msgpack.packb(SMALL_WRITES), floors)
+        try:
+            t = self.measure(plan)
+        finally:
+            for saver in savers:
+                saver.conn.close()
+            for floor in floors:
+                floor.close()
+
+        def per(key: str) -> float | None:
+            return t[key] / n if key in t else None
+
+        self.results.update(
+            chain_mem_step=per("pg memory"), chain_file_step=per("pg file"), fsync_small=t["fsync"]
+        )
         table = Table(f"1. chain of {n} trivial steps: time per step", ("pausegraph", "LangGraph"))
         table.add(
             faster(
                 "memory store vs InMemorySaver (sync)",
-                _per(ours_mem, n),
-                _per(theirs_mem, n),
+                per("pg memory"),
+                per("lg memory"),
                 target=25,
             )
         )
         table.add(
-            faster(
-                "memory store vs no checkpointer",
-                _per(ours_mem, n),
-                _per(theirs_none, n),
-                target=10,
-            )
+            faster("memory store vs no checkpointer", per("pg memory"), per("lg none"), target=10)
         )
-        table.add(
-            faster("file store vs SqliteSaver on a file", _per(ours_file, n), _per(theirs_sql, n))
-        )
+        table.add(faster("file store vs SqliteSaver on a file", per("pg file"), per("lg sqlite")))
         return table
 
     # -- 2. layer ----------------------------------------------------------------
 
     def layer(self) -> Table:
         w = self.sizes.layer
-        theirs_none = self._lg(lambda: lg.layer(w, None))
-        theirs_mem = self._lg(lambda: lg.layer(w, lg.memory_saver()))
-        ours = None
+        plan: Plan = {}
+        if lg.AVAILABLE:
+            plan["lg none"] = self.each_run(lg.layer(w, None))
+            plan["lg memory"] = self.each_run(lg.layer(w, lg.memory_saver()))
         if PG_MISSING is None:
-            ours = self._pg_on(pg.layer_graph(w), pg.memory_store(), pg.layer(w))
+            plan["pg memory"] = self.on_runner(pg.layer_graph(w), pg.memory_store(), pg.layer(w))
+        t = self.measure(plan)
+
+        def per(key: str) -> float | None:
+            return t[key] / w if key in t else None
+
         table = Table(
             f"2. one layer of {w} parallel steps, all writing to Append: time per step",
             ("pausegraph", "LangGraph"),
@@ -183,25 +222,32 @@ class Bench:
         table.add(
             faster(
                 "memory store vs InMemorySaver (sync)",
-                _per(ours, w),
-                _per(theirs_mem, w),
+                per("pg memory"),
+                per("lg memory"),
                 target=25,
             )
         )
         table.add(
-            faster(
-                "memory store vs no checkpointer", _per(ours, w), _per(theirs_none, w), target=10
-            )
+            faster("memory store vs no checkpointer", per("pg memory"), per("lg none"), target=10)
         )
         return table
 
     # -- 3. pause/resume ---------------------------------------------------------
 
     def pause_resume(self) -> Table:
-        theirs = {
-            "memory": self._lg(lambda: lg.approval(lg.memory_saver())),
-            "file": self._lg_sqlite(lg.approval, "lg-approval"),
-        }
+        plan: Plan = {}
+        savers: list[Any] = []
+        if lg.AVAILABLE:
+            plan["lg memory"] = self.each_run(lg.approval(lg.memory_saver()))
+            plan["lg file"] = self.each_run(lg.approval(self.sqlite("lg-approval", savers)))
+        kinds = ["memory", "file"] if PG_FILES else ["memory"] if PG_MISSING is None else []
+        for kind in kinds:
+            plan.update(self._pg_cycles(kind))
+        try:
+            t = self.measure(plan)
+        finally:
+            for saver in savers:
+                saver.conn.close()
         table = Table(
             "3. pause/resume cycle: start, pause at an interrupt, resume, finish",
             ("pausegraph", "LangGraph"),
@@ -210,28 +256,37 @@ class Bench:
             ("memory", 25, "InMemorySaver"),
             ("file", 4, "SqliteSaver"),
         ):
-            hot = cold = hot_resume = cold_resume = None
-            if PG_MISSING is None and (kind == "memory" or PG_FILES):
-                hot, cold, hot_resume, cold_resume = self._pg_cycles(kind)
-            self.results[f"cycle_{kind}_hot"] = hot
+            theirs = t.get(f"lg {kind}")
             table.add(
                 faster(
-                    f"{kind} store, hot resume, vs {saver_name}", hot, theirs[kind], target=target
+                    f"{kind} store, hot resume, vs {saver_name}",
+                    t.get(f"pg {kind} hot"),
+                    theirs,
+                    target=target,
                 )
             )
-            table.add(faster(f"{kind} store, cold resume, vs {saver_name}", cold, theirs[kind]))
-            row = within(f"{kind} store: resume call alone, cold vs hot", cold_resume, hot_resume)
+            table.add(
+                faster(
+                    f"{kind} store, cold resume, vs {saver_name}", t.get(f"pg {kind} cold"), theirs
+                )
+            )
+            row = within(
+                f"{kind} store: resume call alone, cold vs hot",
+                t.get(f"pg {kind} cold resume"),
+                t.get(f"pg {kind} hot resume"),
+            )
             row.ours = f"cold {row.ours}"
             row.theirs = f"hot {row.theirs}"
             table.add(row)
         return table
 
-    def _pg_cycles(self, kind: str) -> tuple[int, int, int, int]:
+    def _pg_cycles(self, kind: str) -> Plan:
         """Hot and cold cycles, then hot and cold ``resume`` calls alone.
 
         Hot: one Runner does both halves and keeps the suspended generator.
         Cold: a new Runner (on a new FileCheckpointer handle for files) for
-        the resume, which replays the step's journal, as a new process would.
+        each call, so the resume replays the step's journal, as a new process
+        would.
         """
         graph = pg.approval_graph()
         root = self.scratch.new(f"pg-approval-{kind}")
@@ -260,12 +315,12 @@ class Bench:
             pg.approval_run(fresh_runner(), run_id)
             return lambda: pg.approval_resume(fresh_runner(), run_id)
 
-        return (
-            self._time(hot_cycle),
-            self._time(cold_cycle),
-            median_ns(prepare_hot_resume, self.repeats),
-            median_ns(prepare_cold_resume, self.repeats),
-        )
+        return {
+            f"pg {kind} hot": self.each_run(hot_cycle),
+            f"pg {kind} cold": self.each_run(cold_cycle),
+            f"pg {kind} hot resume": prepare_hot_resume,
+            f"pg {kind} cold resume": prepare_cold_resume,
+        }
 
     # -- 4. storage --------------------------------------------------------------
 
@@ -278,39 +333,50 @@ class Bench:
     def storage(self) -> Table:
         n = self.sizes.storage_steps
         payloads = self.payloads()
-        repeats = min(self.repeats, 3)  # every repeat is a fresh store, and SQLite's is slow
-        theirs_bytes = theirs_time = None
-        title_extra = ""
+        plan: Plan = {}
+        savers: list[Any] = []
+        floors: list[FsyncFloor] = []
+        dbs: list[Path] = []
+        roots: list[Path] = []
         if lg.AVAILABLE:
-            dbs: list[tuple[Path, Any]] = []
 
             def lg_prepare() -> Work:
-                path = self.scratch.new("lg-storage").with_suffix(".db")
-                dbs.append((path, lg.sqlite_saver(path)))
-                return functools.partial(lg.append_chain(payloads, dbs[-1][1]), self.ids())
+                dbs.append(self.scratch.new("lg-storage").with_suffix(".db"))
+                saver = lg.sqlite_saver(dbs[-1])
+                savers.append(saver)
+                return functools.partial(lg.append_chain(payloads, saver), self.ids())
 
-            theirs_time = median_ns(lg_prepare, repeats)
-            theirs_bytes = lg.sqlite_bytes(dbs[-1][0])
-            title_extra = f"; SQLite WAL, synchronous={lg.sqlite_synchronous(dbs[-1][1])}"
-            for _, saver in dbs:
-                saver.conn.close()
-        ours_bytes = ours_time = None
+            plan["lg"] = lg_prepare
         if PG_FILES:
             graph = pg.append_chain_graph(payloads)
-            roots: list[Path] = []
 
             def pg_prepare() -> Work:
                 roots.append(self.scratch.new("pg-storage"))
                 runner = Runner(graph, pg.file_store(roots[-1]))
                 return functools.partial(pg.append_chain(n), runner, self.ids())
 
-            ours_time = median_ns(pg_prepare, repeats)
-            ours_bytes = tree_bytes(roots[-1])
-        self.results["append_file_step"] = _per(ours_time, n)
+            plan["pg"] = pg_prepare
+        plan["fsync"] = self.fsync_floor(msgpack.packb({"items": payloads[0]}), floors)
+        synchronous = None
+        try:
+            # every sample is a fresh store, and SQLite's is slow to fill: fewer repeats
+            t = self.measure(plan, repeats=min(self.repeats, 3))
+            if savers:
+                synchronous = lg.sqlite_synchronous(savers[-1])
+        finally:
+            for saver in savers:
+                saver.conn.close()
+            for floor in floors:
+                floor.close()
+        ours_bytes = tree_bytes(roots[-1]) if roots else None
+        theirs_bytes = lg.sqlite_bytes(dbs[-1]) if dbs else None
+        ours_time = t["pg"] / n if "pg" in t else None
+        self.results.update(append_file_step=ours_time, fsync_big=t["fsync"])
         limit = STORAGE_LIMIT_BYTES * n / STORAGE_LIMIT_STEPS
+        extra = "" if synchronous is None else f"; SQLite WAL, synchronous={synchronous}"
         table = Table(
             f"4. storage: {n} steps each appending {self.sizes.payload} B, "
-            f"bytes on disk at the end{title_extra}",
+            f"bytes on disk at the end{extra}",
             ("pausegraph", "LangGraph"),
         )
         row = faster(
@@ -319,11 +385,8 @@ class Bench:
         row.target = f"< {limit / 1e6:g} MB"
         row.passed = None if ours_bytes is None else ours_bytes < limit
         table.add(row)
-        table.add(
-            faster(
-                "time per step, file store vs SqliteSaver", _per(ours_time, n), _per(theirs_time, n)
-            )
-        )
+        theirs_time = t["lg"] / n if "lg" in t else None
+        table.add(faster("time per step, file store vs SqliteSaver", ours_time, theirs_time))
         return table
 
     # -- 5. large state ----------------------------------------------------------
@@ -339,77 +402,71 @@ class Bench:
         if not PG_FILES:
             table.add(Row("pausegraph", "skipped", "skipped"))
             return table
-        found = {
-            (kind, entries): self._marginal_map_step(kind, entries)
-            for kind in ("file", "memory")
-            for entries in (big, small)
-        }
-        table.add(
-            within(
-                "file store: time per step",
-                found["file", big][0],
-                found["file", small][0],
-                limit=2,
+        plan: Plan = {}
+        roots: dict[str, list[Path]] = {}
+        for kind in ("file", "memory"):
+            for entries in (big, small):
+                for k in (k1, k2):
+                    key = f"{kind} {entries} {k}"
+                    roots[key] = []
+                    plan[key] = self._map_prepare(kind, entries, k, roots[key])
+        t = self.measure(plan)
+
+        def step(kind: str, entries: int) -> tuple[float, float]:
+            """(time, bytes) one more step adds: the difference cancels what a run pays once."""
+            short, long = f"{kind} {entries} {k1}", f"{kind} {entries} {k2}"
+            size = (
+                (tree_bytes(roots[long][-1]) - tree_bytes(roots[short][-1]))
+                if kind == "file"
+                else 0
             )
+            return (t[long] - t[short]) / (k2 - k1), size / (k2 - k1)
+
+        big_file, small_file = step("file", big), step("file", small)
+        table.add(within("file store: time per step", big_file[0], small_file[0], limit=2))
+        table.add(
+            within("file store: bytes per step", big_file[1], small_file[1], limit=2, fmt=fmt_bytes)
         )
         table.add(
-            within(
-                "file store: bytes per step",
-                found["file", big][1],
-                found["file", small][1],
-                limit=2,
-                fmt=fmt_bytes,
-            )
-        )
-        table.add(
-            within(
-                "memory store: time per step", found["memory", big][0], found["memory", small][0]
-            )
+            within("memory store: time per step", step("memory", big)[0], step("memory", small)[0])
         )
         return table
 
-    def _marginal_map_step(self, kind: str, entries: int) -> tuple[float, float]:
-        """(time, bytes) that one more step adds, from two chain lengths.
+    def _map_prepare(
+        self, kind: str, entries: int, steps: int, roots: list[Path]
+    ) -> Callable[[], Work]:
+        graph = pg.map_chain_graph(steps, entries)
+        run = pg.map_chain(entries)
 
-        The difference cancels what every run pays once (saving the input,
-        the first snapshot), leaving what a super-step costs, snapshots taken
-        every so often included.
-        """
-        k1, k2 = self.sizes.map_steps
-        times, sizes = [], []
-        for k in (k1, k2):
-            graph = pg.map_chain_graph(k, entries)
-            run = pg.map_chain(entries)
-            roots: list[Path] = []
+        def prepare() -> Work:
+            roots.append(self.scratch.new("pg-map"))
+            store = pg.file_store(roots[-1]) if kind == "file" else pg.memory_store()
+            return functools.partial(run, Runner(graph, store), self.ids())
 
-            def prepare(graph: Any = graph, run: Any = run, roots: list[Path] = roots) -> Work:
-                roots.append(self.scratch.new("pg-map"))
-                store = pg.file_store(roots[-1]) if kind == "file" else pg.memory_store()
-                return functools.partial(run, Runner(graph, store), self.ids())
-
-            times.append(median_ns(prepare, self.repeats))
-            sizes.append(tree_bytes(roots[-1]) if kind == "file" else 0)
-        return (times[1] - times[0]) / (k2 - k1), (sizes[1] - sizes[0]) / (k2 - k1)
+        return prepare
 
     # -- 7. the floor ------------------------------------------------------------
 
     def floor(self) -> list[Table]:
-        writes_small: dict[str, Any] = {"n": 1}
         writes_big: dict[str, Any] = {"items": self.payloads()[0]}
-        small_bytes = msgpack.packb(writes_small)
+        small_bytes = msgpack.packb(SMALL_WRITES)
         big_bytes = msgpack.packb(writes_big)
         ops = self.sizes.loop_ops
         send = floor_send_ns(ops, self.repeats)
         pack_small = median_loop_ns(
-            functools.partial(msgpack.packb, writes_small), self.repeats, inner=ops
+            functools.partial(msgpack.packb, SMALL_WRITES), self.repeats, inner=ops
         )
         pack_big = median_loop_ns(
             functools.partial(msgpack.packb, writes_big), self.repeats, inner=ops
         )
-        fsync_small = floor_fsync_ns(self.scratch.new("floor"), small_bytes, self.sizes.fsync_ops)
-        fsync_big = floor_fsync_ns(self.scratch.new("floor"), big_bytes, self.sizes.fsync_ops)
+        r = self.results
+        fsync_small, fsync_big = r["fsync_small"], r["fsync_big"]
 
-        floor = Table("7. the floor: the least any engine does per super-step", ("time", "bytes"))
+        floor = Table(
+            "7. the floor: the least any engine does per super-step "
+            "(fsyncs timed beside workloads 1 and 4)",
+            ("time", "bytes"),
+        )
         floor.add(Row("one gen.send", fmt_time(send)))
         floor.add(Row("msgpack.packb({'n': 1})", fmt_time(pack_small), fmt_bytes(len(small_bytes))))
         floor.add(
@@ -430,7 +487,6 @@ class Bench:
             )
         )
 
-        r = self.results
         above = Table(
             "7b. pausegraph above the floor: time per super-step", ("pausegraph", "floor")
         )
@@ -478,26 +534,18 @@ def floor_send_ns(ops: int, repeats: int) -> float:
     return statistics.median(samples)
 
 
-def floor_fsync_ns(path: Path, data: bytes, ops: int) -> float:
-    """Median of one unbuffered append of ``data`` followed by ``os.fsync``."""
-    samples = []
-    with path.open("ab", buffering=0) as f:
-        f.write(data)
-        os.fsync(f.fileno())
-        for _ in range(ops):
-            start = time.perf_counter_ns()
-            f.write(data)
-            os.fsync(f.fileno())
-            samples.append(time.perf_counter_ns() - start)
-    return statistics.median(samples)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args("pausegraph vs LangGraph, workload by workload", argv)
     sizes = Sizes.quick() if args.quick else Sizes.full()
     scratch = Scratch(args.dir)
     started = time.perf_counter()
-    packages = ["pausegraph", "langgraph", "langgraph-checkpoint-sqlite", "msgpack"]
+    packages = [
+        "pausegraph",
+        "langgraph",
+        "langgraph-checkpoint",
+        "langgraph-checkpoint-sqlite",
+        "msgpack",
+    ]
     for line in machine_lines(packages):
         print(line)
     print(f"file stores under {scratch.root}; medians of {args.repeats} timed repeats")
@@ -518,6 +566,7 @@ def main(argv: list[str] | None = None) -> int:
         print_tables(tables[-2:])
     finally:
         scratch.close()
+    print(load_line("at end"))
     passed, failed = verdict_counts(tables)
     print(f"targets: {passed} PASS, {failed} FAIL; took {time.perf_counter() - started:.0f} s")
     return 0

@@ -7,7 +7,8 @@ Run it from the repository root::
 
 Each workload runs many times under one profiler (after an unprofiled warm-up)
 and the functions are listed by their own time (tottime), the time spent in
-the function's body and not in what it calls. cProfile adds a fixed cost to
+the function's body and not in what it calls, or with ``--sort cumtime`` by
+the time spent in them and everything they call. cProfile adds a fixed cost to
 every call, so it overstates code that makes many small calls; use it to find
 where the time goes, and the benchmark scripts to measure how much there is.
 """
@@ -73,7 +74,7 @@ WORKLOADS: dict[str, tuple[str, Callable[[Counter, Path], Callable[[], None]], i
 }
 
 
-def profile(name: str, top: int, root: Path) -> str:
+def profile(name: str, top: int, root: Path, sort: str = "tottime") -> str:
     title, make, times = WORKLOADS[name]
     work = make(Counter(name), root)
     work()
@@ -84,7 +85,7 @@ def profile(name: str, top: int, root: Path) -> str:
     profiler.disable()
     out = io.StringIO()
     stats = pstats.Stats(profiler, stream=out)
-    stats.strip_dirs().sort_stats("tottime").print_stats(top)
+    stats.strip_dirs().sort_stats(sort).print_stats(top)
     body = out.getvalue().strip().splitlines()
     # drop pstats' preamble up to the totals line; keep the totals and the table
     start = next((i for i, line in enumerate(body) if "function calls" in line), 0)
@@ -95,13 +96,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("workloads", nargs="*", choices=[[], *WORKLOADS], default=[])
     parser.add_argument("--top", type=int, default=15, help="functions to list (default 15)")
+    parser.add_argument(
+        "--sort",
+        choices=["tottime", "cumtime"],
+        default="tottime",
+        help="own time (default) or time including callees",
+    )
     args = parser.parse_args(argv)
     names = args.workloads or list(WORKLOADS)
     if not pg.HAS_FILE_STORE:
         names = [n for n in names if not n.endswith("-file")]
     with tempfile.TemporaryDirectory(prefix="pausegraph-profile-") as tmp:
         for name in names:
-            print(profile(name, args.top, Path(tmp)))
+            print(profile(name, args.top, Path(tmp), args.sort))
             print()
     return 0
 
