@@ -113,13 +113,18 @@ class Graph:
             self._edges.append((src, dst))
         return self
 
-    def layers(self) -> tuple[tuple[str, ...], ...]:
-        """The steps grouped by layer; layer ``k`` runs as super-step ``k + 1``.
+    def layers(self) -> list[list[str]]:
+        """The step ids grouped by layer; layer ``k`` runs as super-step ``k + 1``.
 
-        Raises ``GraphError`` for an empty graph or a cycle (naming its steps).
+        Inside a layer, steps are in the order they were added. Raises
+        ``GraphError`` for an empty graph or a cycle (naming its steps)::
+
+            >>> g.layers()
+            [['submit'], ['approve', 'notify'], ['pay']]
         """
-        if self._layers is not None:
-            return self._layers
+        return [list(layer) for layer in self.freeze()] if self._layers else self._layering()
+
+    def _layering(self) -> list[list[str]]:
         if not self._steps:
             msg = f"graph {self.name!r} has no steps: add one with .step(step_id, fn)"
             raise GraphError(msg)
@@ -136,12 +141,12 @@ class Graph:
         buckets: list[list[str]] = [[] for _ in range(max(depth.values()) + 1)]
         for step in self._steps:  # insertion order inside each layer
             buckets[depth[step]].append(step)
-        return tuple(tuple(b) for b in buckets)
+        return buckets
 
     def freeze(self) -> tuple[tuple[str, ...], ...]:
         """Validate, compute the layers once, and refuse further changes."""
         if self._layers is None:
-            self._layers = self.layers()
+            self._layers = tuple(tuple(layer) for layer in self._layering())
         return self._layers
 
     def structure(self) -> Structure:
