@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import attrs
@@ -71,6 +71,10 @@ class PendingInterrupt:
     payload: Any
 
 
+def _interrupt_tuple(items: Iterable[PendingInterrupt]) -> tuple[PendingInterrupt, ...]:
+    return tuple(items)
+
+
 # --- outcomes ---------------------------------------------------------------
 
 
@@ -93,7 +97,7 @@ class Paused:
     super_step: int
     reason: Reason
     payload: Any = None
-    interrupts: tuple[PendingInterrupt, ...] = ()
+    interrupts: tuple[PendingInterrupt, ...] = attrs.field(default=(), converter=_interrupt_tuple)
 
 
 Outcome = Done | Paused
@@ -184,4 +188,4 @@ class RunInfo:
     values: dict[str, Any]
     status: Status
     super_step: int
-    interrupts: tuple[PendingInterrupt, ...] = ()
+    interrupts: tuple[PendingInterrupt, ...] = attrs.field(default=(), converter=_interrupt_tuple)
