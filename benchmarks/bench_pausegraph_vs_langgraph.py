@@ -82,7 +82,7 @@ class Sizes:
 
     @classmethod
     def full(cls) -> Sizes:
-        return cls(200, 1000, 200, 1024, 10_000, 10, (20, 220), 200_000)
+        return cls(200, 1000, 200, 1024, 10_000, 10, (20, 420), 200_000)
 
     @classmethod
     def quick(cls) -> Sizes:
