@@ -39,7 +39,7 @@ def chain_memory(ids: Counter, _root: Path) -> Callable[[], None]:
     return lambda: run(runner, ids())
 
 
-def _cycle(store: object) -> Callable[[str], None]:
+def _cycle(store: pg.Store) -> Callable[[str], None]:
     runner = Runner(pg.approval_graph(), store)
 
     def cycle(run_id: str) -> None:
