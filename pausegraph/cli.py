@@ -332,8 +332,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     runner = _runner(args, graph, _store(args))
     outcome = runner.run(run_id, given)
     if args.interactive:
-        outcome = _interact(args, runner, run_id, outcome)
-    _report(args, runner, run_id, outcome)
+        outcome, shown = _interact(args, runner, run_id, outcome)
+        _report(args, runner, run_id, outcome, shown=shown)
+    else:
+        _report(args, runner, run_id, outcome)
     return 0
 
 
@@ -367,12 +369,15 @@ def _command(args: argparse.Namespace) -> Command:
     return Continue()
 
 
-def _interact(args: argparse.Namespace, runner: Runner, run_id: str, outcome: Outcome) -> Outcome:
+def _interact(
+    args: argparse.Namespace, runner: Runner, run_id: str, outcome: Outcome
+) -> tuple[Outcome, bool]:
     """Answer pauses from stdin, one JSON line per pending interrupt, until done or EOF.
 
     At a breakpoint an empty line continues and a JSON object is written as
     ``Update`` edits. At the end of input the run stays paused; answers read
-    before it are sent, so nothing typed is lost.
+    before it are sent, so nothing typed is lost. Also says whether the
+    pause it returns was printed already.
     """
     prompt = sys.stdin.isatty()
     while isinstance(outcome, Paused):
@@ -388,17 +393,17 @@ def _interact(args: argparse.Namespace, runner: Runner, run_id: str, outcome: Ou
                     break
                 answers[pending.id] = _parse_json(line, f"the answer to {pending.id!r}")
             if not answers:
-                return outcome
+                return outcome, True
             command: Command = Resume(answers=answers)
-            if len(answers) < len(outcome.interrupts):
-                return runner.resume(run_id, command)  # input ended: send what was read
+            if len(answers) < len(outcome.interrupts):  # input ended: send what was read
+                return runner.resume(run_id, command), False
         else:
             line = _read_line(prompt, "empty line to continue, or a JSON object of edits: ")
             if line is None:
-                return outcome
+                return outcome, True
             command = Continue() if not line.strip() else Update(_parse_object(line, "the edits"))
         outcome = runner.resume(run_id, command)
-    return outcome
+    return outcome, False
 
 
 def _read_line(prompt: bool, text: str) -> str | None:
@@ -410,7 +415,10 @@ def _read_line(prompt: bool, text: str) -> str | None:
     return line.rstrip("\n")
 
 
-def _report(args: argparse.Namespace, runner: Runner, run_id: str, outcome: Outcome) -> None:
+def _report(
+    args: argparse.Namespace, runner: Runner, run_id: str, outcome: Outcome, *, shown: bool = False
+) -> None:
+    """Print the outcome; ``shown``: the pause was printed already, add the hint only."""
     if args.json:
         info = runner.state(run_id)
         obj = render.run_object(
@@ -424,6 +432,8 @@ def _report(args: argparse.Namespace, runner: Runner, run_id: str, outcome: Outc
             f"(super-step {outcome.super_step})"
         )
         print(render.dumps(outcome.state, indent=2))
+    elif shown:
+        print(f"end of input: the run stays paused; {_hint_line(args, run_id, outcome)}")
     else:
         _print_paused(args, runner, run_id, outcome, sys.stdout, hint=True)
 
@@ -445,19 +455,24 @@ def _print_paused(
         print(f"{where}: {len(outcome.interrupts)} interrupt(s) wait for an answer", file=out)
         rows = [(i.id, i.step_id, render.dumps(i.payload)) for i in outcome.interrupts]
         out.write(_indent(render.table(("INTERRUPT", "STEP", "PAYLOAD"), rows)))
-        if len(outcome.interrupts) == 1:
-            how = ["--value", "JSON"]
-        else:
-            how = [a for i in outcome.interrupts for a in ("--answer", f"{i.id}=JSON")]
     else:
         side = "before" if isinstance(reason, Before) else "after"
         print(f"{where}: breakpoint {side} step {reason.step_id!r}", file=out)
-        how = ["--continue"]
     if hint:
-        print(f"go on with: {_resume_hint(args, run_id, how)}", file=out)
+        print(_hint_line(args, run_id, outcome), file=out)
 
 
-def _resume_hint(args: argparse.Namespace, run_id: str, how: list[str]) -> str:
+def _how(outcome: Paused) -> list[str]:
+    """The ``resume`` options that answer this pause, with ``JSON`` for the values."""
+    if not isinstance(outcome.reason, DynamicInterrupt):
+        return ["--continue"]
+    if len(outcome.interrupts) == 1:
+        return ["--value", "JSON"]
+    return [a for i in outcome.interrupts for a in ("--answer", f"{i.id}=JSON")]
+
+
+def _hint_line(args: argparse.Namespace, run_id: str, outcome: Paused) -> str:
+    """``go on with: pausegraph resume ...``, the exact command that goes on."""
     words = [_PROG]
     if args.store != DEFAULT_STORE:
         words += ["--store", args.store]
@@ -466,7 +481,7 @@ def _resume_hint(args: argparse.Namespace, run_id: str, how: list[str]) -> str:
         words += ["--interrupt-before", step]
     for step in args.interrupt_after:
         words += ["--interrupt-after", step]
-    return shlex.join(words + how)
+    return f"go on with: {shlex.join(words + _how(outcome))}"
 
 
 def _indent(text: str) -> str:

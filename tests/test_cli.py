@@ -154,6 +154,9 @@ def test_interactive_end_of_input_leaves_the_run_paused(tmp_path: Path) -> None:
     assert out["status"] == "paused"
     assert [i["step_id"] for i in out["interrupts"]] == ["editor"]
     assert ok_json("show", "r1", store=store)["status"] == "paused"
+    text = ok("run", REVIEW, "--run-id", "r2", "--interactive", store=store, stdin="")
+    assert text.count("2 interrupt(s) wait for an answer") == 1
+    assert text.splitlines()[-1].startswith("end of input: the run stays paused; go on with: ")
 
 
 def test_an_effect_runs_once_across_cold_resumes_in_new_processes(tmp_path: Path) -> None:
