@@ -260,7 +260,7 @@ class FileCheckpointer:
                     f"{str(root)!r} is a store of format {int(version)}; this pausegraph reads "
                     f"format {FORMAT_VERSION}: upgrade pausegraph"
                 )
-                raise CheckpointError(msg)
+                raise CorruptCheckpointError(msg)
             msg = (
                 f"{str(marker)!r} is corrupt: it should read {_MARKER!r}. If {str(root)!r} is "
                 "a pausegraph store, rewrite that file with that content"
@@ -519,12 +519,16 @@ def _read_header(path: Path, fd: int) -> tuple[tuple[str, str], int]:
     if len(head) < start or not head.startswith(_LOG_MAGIC):
         msg = f"{str(path)!r} is corrupt: it does not start with the log's magic tag {_LOG_MAGIC!r}"
         raise CorruptCheckpointError(msg)
-    if head[len(_LOG_MAGIC)] != FORMAT_VERSION:
+    version = head[len(_LOG_MAGIC)]
+    if version != FORMAT_VERSION:
+        # a version byte we do not know: damage, or a newer pausegraph; either way
+        # nothing here can be read safely
+        hint = "upgrade pausegraph" if version > FORMAT_VERSION else "the file is damaged"
         msg = (
-            f"{str(path)!r} is a log of format {head[len(_LOG_MAGIC)]}; this pausegraph reads "
-            f"format {FORMAT_VERSION}: upgrade pausegraph"
+            f"{str(path)!r} is corrupt or of another format: it says format {version}; "
+            f"this pausegraph reads format {FORMAT_VERSION} ({hint})"
         )
-        raise CheckpointError(msg)
+        raise CorruptCheckpointError(msg)
     size = os.fstat(fd).st_size
     try:
         payload, _, frame_len = _read_record(path, fd, start, size, frame=False)
