@@ -2,12 +2,9 @@
 
 A store keeps each run as a sequence of frames, one per checkpoint. Most are
 *deltas* (just the changes the super-step made); every so often one is a full
-*snapshot*. A frame is a snapshot when it is the run's first, when the
-checkpoint brings no changes, when ``SNAPSHOT_EVERY`` deltas have passed, or
-when the deltas since the last snapshot outweigh it ``SNAPSHOT_RATIO`` times.
-So what a super-step adds grows with its writes, not with the state, and
-rebuilding any checkpoint decodes one snapshot and at most ``SNAPSHOT_EVERY``
-deltas.
+*snapshot* (see ``SnapshotPolicy`` for when). So what a super-step adds
+grows with its writes, not with the state, and rebuilding any checkpoint
+decodes one snapshot and at most ``SNAPSHOT_EVERY`` deltas.
 """
 
 from __future__ import annotations
@@ -19,37 +16,58 @@ from .._records import Checkpoint, Frame, encode_frame
 
 SNAPSHOT_EVERY = 1000
 SNAPSHOT_RATIO = 2
+SNAPSHOT_BUDGET = 0.5
 
 
 class SnapshotPolicy:
-    """Decides, frame by frame, whether a run's next frame is a snapshot."""
+    """Decides, frame by frame, whether a run's next frame is a snapshot.
 
-    __slots__ = ("delta_bytes", "deltas", "snapshot_bytes")
+    Three bounds, in order of strength:
+
+    - at most ``SNAPSHOT_EVERY`` deltas follow a snapshot, so loading decodes
+      a bounded number of frames whatever the run does;
+    - otherwise a snapshot is due once the deltas since the last one outweigh
+      it ``SNAPSHOT_RATIO`` times (loading reads few bytes beyond the state),
+    - but only while all snapshots together stay within ``SNAPSHOT_BUDGET``
+      times all deltas, so a state that grows step by step (an Append log) is
+      not copied again and again: the store stays within about 1.5 times the
+      writes, plus one snapshot per ``SNAPSHOT_EVERY`` frames.
+    """
+
+    __slots__ = ("all_deltas", "all_snapshots", "delta_bytes", "deltas", "snapshot_bytes")
 
     def __init__(self) -> None:
-        self.deltas = 0
-        self.delta_bytes = 0
-        self.snapshot_bytes = 0
+        self.deltas = 0  # since the last snapshot
+        self.delta_bytes = 0  # since the last snapshot
+        self.snapshot_bytes = 0  # the last snapshot
+        self.all_deltas = 0  # bytes, over the whole run
+        self.all_snapshots = 0  # bytes, over the whole run
+
+    def wants_snapshot(self, checkpoint: Checkpoint) -> bool:
+        if checkpoint.changes is None or checkpoint.seq == 1 or self.deltas >= SNAPSHOT_EVERY:
+            return True
+        if self.delta_bytes <= SNAPSHOT_RATIO * self.snapshot_bytes:
+            return False
+        # the next snapshot is about the last one plus what the deltas added
+        estimate = self.snapshot_bytes + self.delta_bytes
+        return self.all_snapshots + estimate <= SNAPSHOT_BUDGET * self.all_deltas
 
     def encode(self, checkpoint: Checkpoint) -> tuple[bytes, bool]:
         """Encode the frame for ``checkpoint``; say whether it is a snapshot.
 
         Does not change the policy: call ``saved`` once the frame is stored.
         """
-        snapshot = (
-            checkpoint.changes is None
-            or checkpoint.seq == 1
-            or self.deltas >= SNAPSHOT_EVERY
-            or self.delta_bytes > SNAPSHOT_RATIO * self.snapshot_bytes
-        )
+        snapshot = self.wants_snapshot(checkpoint)
         return encode_frame(checkpoint, snapshot=snapshot), snapshot
 
     def saved(self, size: int, snapshot: bool) -> None:
         if snapshot:
             self.deltas, self.delta_bytes, self.snapshot_bytes = 0, 0, size
+            self.all_snapshots += size
         else:
             self.deltas += 1
             self.delta_bytes += size
+            self.all_deltas += size
 
 
 def rebuild(workflow_id: str, run_id: str, first: Frame, frames: Sequence[Frame]) -> Checkpoint:
