@@ -10,12 +10,15 @@ is what keeps a checkpoint as small as the writes that made it.
 
 from __future__ import annotations
 
-import copy
 import enum
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import attrs
+import msgpack
+
+from ._values import FrozenDict, FrozenList
+from .errors import StepError
 
 
 class Op(enum.Enum):
@@ -38,11 +41,23 @@ class Change:
 def apply_change(values: dict[str, Any], change: Change) -> None:
     """Re-apply a stored change in place (``values`` must be freshly decoded)."""
     if change.op is Op.SET:
-        values[change.channel] = change.value
+        dict.__setitem__(values, change.channel, change.value)
     elif change.op is Op.MERGE:
-        values[change.channel].update(change.value)
+        dict.update(values[change.channel], change.value)
     else:
-        values[change.channel].extend(change.value)
+        list.extend(values[change.channel], change.value)
+
+
+def freeze(value: Any) -> Any:
+    """``value`` as a cold run reads it back: msgpack-normalised and read-only.
+
+    Raises ``TypeError``/``ValueError``/``OverflowError`` if msgpack cannot
+    encode it.
+    """
+    packed = msgpack.packb(value, use_bin_type=True, datetime=False)
+    return msgpack.unpackb(
+        packed, raw=False, strict_map_key=False, list_hook=FrozenList, object_hook=FrozenDict
+    )
 
 
 class _Builtin:
@@ -70,7 +85,7 @@ class MergeMap(_Builtin):
     """Writes are dicts merged shallowly into the value; new keys win. Default ``{}``."""
 
     def default(self) -> Any:
-        return {}
+        return FrozenDict()
 
     def accept(self, value: Any) -> Any:
         if isinstance(value, Mapping):
@@ -82,7 +97,7 @@ class MergeMap(_Builtin):
         merged: dict[Any, Any] = {}
         for write in incoming:
             merged.update(write)
-        current.update(merged)
+        dict.update(current, merged)  # a FrozenDict: only the engine changes it
         return current, Op.MERGE, merged
 
 
@@ -94,17 +109,17 @@ class Append(_Builtin):
     """
 
     def default(self) -> Any:
-        return []
+        return FrozenList()
 
     def accept(self, value: Any) -> Any:
         # decided before msgpack turns a tuple into a list: a tuple is one item
-        return value if type(value) is list else [value]
+        return value if isinstance(value, list) else [value]
 
     def fold(self, current: Any, incoming: list[Any]) -> tuple[Any, Op, Any]:
         items: list[Any] = []
         for write in incoming:
             items.extend(write)
-        current.extend(items)
+        list.extend(current, items)  # a FrozenList: only the engine changes it
         return current, Op.EXTEND, items
 
 
@@ -112,10 +127,11 @@ class Append(_Builtin):
 class Reducer(_Builtin):
     """Any other way to combine writes: ``fn(current, incoming) -> new``.
 
-    ``fn`` is called once per write, in step order, and must not mutate
-    ``current``: return a new value instead. ``default`` is copied for each
-    run. The whole new value is stored at every change, so prefer the
-    built-in reducers for large values::
+    ``fn`` is called once per write, in step order, and returns a new value:
+    ``current`` is read-only (``current + [x]``, not ``current.append(x)``).
+    The result and ``default`` go through msgpack like any value, so they
+    must be msgpack-native. The whole new value is stored at every change, so
+    prefer the built-in reducers for large values::
 
         Reducer(lambda total, n: total + n, 0)
     """
@@ -124,32 +140,37 @@ class Reducer(_Builtin):
     default_value: Any = attrs.field(default=None, alias="default")
 
     def default(self) -> Any:
-        return copy.deepcopy(self.default_value)
+        return freeze(self.default_value)
 
     def fold(self, current: Any, incoming: list[Any]) -> tuple[Any, Op, Any]:
         new = current
         for write in incoming:
             new = self.fn(new, write)
+        new = freeze(new)  # what a cold run would read back
         return new, Op.SET, new
 
 
 AnyReducer = LastWriteWins | MergeMap | Append | Reducer
 
 
+_set = dict.__setitem__
+
+
 class Channels:
     """The channel values of one run, folded layer by layer.
 
-    Every value here belongs to the engine: it was decoded from a checkpoint,
-    made by a reducer, or normalised through msgpack on its way in (writes,
-    input, edits, answers). So MergeMap and Append values are updated in
-    place, and a step that changes one key of a large map copies nothing.
+    Every value here went through msgpack on its way in (decoded from a
+    checkpoint, or a write, input or edit normalised when it arrived), so it
+    is read-only to everyone else (see ``_values``) and belongs to the
+    engine. So MergeMap and Append values are updated in place, and a step
+    that changes one key of a large map copies nothing.
     """
 
     __slots__ = ("reducers", "values")
 
     def __init__(self, reducers: Mapping[str, AnyReducer], values: dict[str, Any]) -> None:
         self.reducers = reducers
-        self.values = values
+        self.values = FrozenDict(values)  # what steps read; only ``apply`` changes it
 
     @classmethod
     def fresh(cls, reducers: Mapping[str, AnyReducer]) -> Channels:
@@ -173,7 +194,11 @@ class Channels:
         values = self.values
         reducers = self.reducers
         for channel, bucket in incoming.items():
-            new, op, delta = reducers[channel].fold(values[channel], bucket)
-            values[channel] = new
+            try:
+                new, op, delta = reducers[channel].fold(values[channel], bucket)
+            except Exception as exc:
+                msg = f"the reducer of channel {channel!r} raised {type(exc).__name__}: {exc}"
+                raise StepError(msg) from exc
+            _set(values, channel, new)
             changes.append(Change(channel, op, delta))
         return changes

@@ -48,6 +48,11 @@ class Graph:
                     f"or Reducer(fn, default)), got {reducer!r}"
                 )
                 raise GraphError(msg)
+            try:
+                reducer.default()
+            except (TypeError, ValueError, OverflowError) as exc:
+                msg = f"the default of channel {channel!r} cannot be stored: {exc}"
+                raise GraphError(msg) from None
         self.name = name
         self.channels: Mapping[str, AnyReducer] = dict(channels)
         self._steps: dict[str, StepFn] = {}

@@ -31,6 +31,7 @@ from cattrs.gen import make_dict_unstructure_fn, override
 from cattrs.preconf.msgpack import make_converter
 
 from ._channels import Change, Op
+from ._values import FrozenDict, FrozenList
 from .errors import SerializationError
 
 #: A user's value (channel value, payload, answer, effect result): msgpack-native,
@@ -253,7 +254,10 @@ def pack(obj: Any) -> bytes:
 
 
 def unpack(data: bytes) -> Any:
-    return msgpack.unpackb(data, raw=False, strict_map_key=False, use_list=True)
+    """Decode msgpack; every dict and list comes back read-only (see ``_values``)."""
+    return msgpack.unpackb(
+        data, raw=False, strict_map_key=False, list_hook=FrozenList, object_hook=FrozenDict
+    )
 
 
 _NATIVE = "Use msgpack-native values (dict, list, str, int, float, bool, None, bytes)."

@@ -16,7 +16,6 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterable, Mapping
-from types import MappingProxyType
 from typing import Any
 
 import attrs
@@ -52,6 +51,7 @@ from ._records import (
 )
 from ._scheduler import LayerResult, finish_layer, run_layer
 from ._trampoline import Trampoline
+from ._values import thaw
 from .checkpointers import Checkpointer, MemoryCheckpointer
 from .errors import GraphError, ResumeError
 
@@ -82,7 +82,7 @@ class _Cursor:
     view: Mapping[str, Any] = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
-        self.view = MappingProxyType(self.channels.values)
+        self.view = self.channels.values
 
 
 class Runner:
@@ -170,7 +170,7 @@ class Runner:
                 raise ResumeError(msg)
         status = self._status(latest)
         if status is Status.DONE:
-            return Done(latest.values, latest.super_step)
+            return Done(thaw(latest.values), latest.super_step)
         if status is Status.PAUSED:
             outcome = self._paused(latest)
             msg = (
@@ -230,7 +230,7 @@ class Runner:
         interrupts: tuple[PendingInterrupt, ...] = ()
         if latest.pause is not None and latest.pause.kind is PauseKind.INTERRUPT:
             interrupts = _pending(latest.pause)
-        return RunInfo(latest.values, status, latest.super_step, interrupts)
+        return RunInfo(thaw(latest.values), status, latest.super_step, interrupts)
 
     def history(self, run_id: str) -> list[CheckpointMeta]:
         """Every checkpoint of a run, oldest first."""
@@ -276,7 +276,7 @@ class Runner:
             super_step=source.super_step,
             label=f"fork-of:{run_id}@{seq}",
             timestamp_ms=time.time_ns() // 1_000_000,
-            values=channels.values,
+            values=dict(channels.values),
             next=source.next,
             structure=self._structure,
             pause=pause,
@@ -437,7 +437,7 @@ class Runner:
         while True:
             step = cursor.next
             if step is Next.DONE:
-                return Done(cursor.channels.values, cursor.super_step)
+                return Done(thaw(cursor.channels.values), cursor.super_step)
             if step is Next.AFTER:
                 k = cursor.super_step - 1
                 hits = self._after[k]
@@ -643,7 +643,7 @@ def _answered(entry: JournalEntry, value: Any) -> JournalEntry:
 
 def _pending(pause: PauseRecord) -> tuple[PendingInterrupt, ...]:
     return tuple(
-        PendingInterrupt(s.pending.id, s.step_id, s.pending.key)
+        PendingInterrupt(s.pending.id, s.step_id, thaw(s.pending.key))
         for s in pause.suspended
         if not s.pending.answered
     )

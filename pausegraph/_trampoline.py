@@ -20,6 +20,7 @@ from typing import Any
 
 from ._instructions import Effect, Interrupt
 from ._records import EntryKind, JournalEntry, Value, normalize
+from ._values import thaw
 from .errors import EffectError, NondeterminismError, StepError
 
 _HINT = (
@@ -76,7 +77,7 @@ class Trampoline:
         """Record the answer to the pending interrupt and go on (see ``advance``)."""
         entry = self.journal[-1]
         self.journal[-1] = JournalEntry(EntryKind.INTERRUPT, entry.key, entry.id, True, value)
-        return self.advance(value)
+        return self.advance(thaw(value))
 
     def advance(self, value: Any = None) -> bool:
         """Run until the step finishes (``True``, see ``writes``) or suspends (``False``).
@@ -110,7 +111,7 @@ class Trampoline:
                 entry = self._interrupt(msg)
                 if not entry.answered:
                     return False
-                value = entry.value
+                value = thaw(entry.value)  # the step's own copy: the journal keeps its own
             elif kind is Effect:
                 value, error = self._effect(msg)
             elif kind is GeneratorType:
@@ -155,7 +156,7 @@ class Trampoline:
             self.cursor += 1
             if entry.error is not None:
                 return None, EffectError(entry.error)
-            return entry.value, None
+            return thaw(entry.value), None
         try:
             result = msg.fn(*msg.args, **msg.kwargs)
         except Exception as exc:
@@ -168,7 +169,7 @@ class Trampoline:
         result = normalize(result, lambda: f"the result of effect {name} in step {self.step_id!r}")
         journal.append(JournalEntry(EntryKind.EFFECT, name, value=result))
         self.cursor += 1
-        return result, None
+        return thaw(result), None
 
     def _mismatch(self, entry: JournalEntry, got: str) -> None:
         self._close()

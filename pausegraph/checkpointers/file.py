@@ -66,6 +66,7 @@ from typing import Any
 import msgpack
 
 from .._records import Checkpoint, CheckpointMeta, Frame, converter, pack
+from .._values import FrozenDict, FrozenList
 from ..errors import CheckpointError, ConflictError, CorruptCheckpointError
 from ._log import SnapshotPolicy, rebuild
 
@@ -141,6 +142,8 @@ def _unpack_bounded(data: bytes) -> Any:
         max_array_len=n,
         max_map_len=n,
         max_ext_len=n,
+        list_hook=FrozenList,  # decoded values are read-only, as everywhere (see _values)
+        object_hook=FrozenDict,
     )
 
 

@@ -1,0 +1,67 @@
+"""Read-only dicts and lists: how every value that went through msgpack comes back.
+
+A run's values are shared between the engine and the steps that read them;
+if a step could change a list inside the state, the change would show in the
+live run but never reach a checkpoint, and a cold replay would see something
+else. So every container that pausegraph decodes (state values, writes,
+answers, effect results, payloads) is a ``FrozenDict`` or ``FrozenList``: a
+real ``dict`` or ``list`` (it reads, compares, prints and serialises like
+one) whose changing methods raise ``TypeError``. Copy it to change it:
+``dict(x)``, ``list(x)``, ``x.copy()`` or ``copy.deepcopy(x)`` give plain
+ones. The engine changes them through the base class methods.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NoReturn
+
+import msgpack
+
+_HINT = (
+    "this value belongs to the run and is read-only: copy it to change it "
+    "(dict(x), list(x), copy.deepcopy(x)); a step changes the state by returning its writes"
+)
+
+
+def _refuse(self: object, *args: object, **kwargs: object) -> NoReturn:
+    raise TypeError(_HINT)
+
+
+class FrozenDict(dict[Any, Any]):
+    """A dict whose changing methods raise ``TypeError``."""
+
+    __slots__ = ()
+    __setitem__ = __delitem__ = __ior__ = _refuse
+    update = pop = popitem = clear = setdefault = _refuse
+
+    def __copy__(self) -> dict[Any, Any]:
+        return dict(self)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
+        return thaw(self)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (dict, (dict(self),))
+
+
+class FrozenList(list[Any]):
+    """A list whose changing methods raise ``TypeError``."""
+
+    __slots__ = ()
+    __setitem__ = __delitem__ = __iadd__ = __imul__ = _refuse
+    append = extend = insert = pop = remove = clear = sort = reverse = _refuse
+
+    def __copy__(self) -> list[Any]:
+        return list(self)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
+        return thaw(self)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (list, (list(self),))
+
+
+def thaw(value: Any) -> Any:
+    """A plain, mutable deep copy of a msgpack-native value."""
+    packed = msgpack.packb(value, use_bin_type=True, datetime=False)
+    return msgpack.unpackb(packed, raw=False, strict_map_key=False)
