@@ -53,18 +53,28 @@ from ._scheduler import LayerResult, finish_layer, run_layer
 from ._trampoline import Trampoline
 from ._values import thaw
 from .checkpointers import Checkpointer, MemoryCheckpointer
-from .errors import GraphError, ResumeError
+from .errors import ConflictError, GraphError, ResumeError
 
-_BREAKPOINT_WAIT = (PauseKind.BEFORE, PauseKind.AFTER)
+_MAX_HELD = 1024  # paused runs whose live generators a Runner keeps
 
 
 @attrs.frozen
-class _Hot:
-    """Live generators of a run's suspended steps, valid only at one checkpoint."""
+class _Held:
+    """A pause this Runner saved, kept so that resuming it needs no reload.
 
-    seq: int
-    timestamp_ms: int
+    ``checkpoint`` is the pause checkpoint as saved (its values are read-only
+    and nothing changed them since); ``steps`` are the live generators of
+    its suspended steps. If another process moved the run on meanwhile, the
+    claim's conditional save fails and the Runner decides again on what the
+    store holds.
+    """
+
+    checkpoint: Checkpoint
     steps: dict[str, Trampoline]
+
+
+class _StaleHeld(Exception):
+    """The held pause was not the run's latest checkpoint any more."""
 
 
 @attrs.define
@@ -78,7 +88,10 @@ class _Cursor:
     pause: PauseRecord | None
     channels: Channels
     epoch_base: int
-    timestamp_ms: int = 0
+    # built from a held pause: its first save may find the run moved on
+    held: _Held | None = None
+    # live generators of the suspended steps, for finishing an interrupted layer
+    hot: dict[str, Trampoline] = attrs.field(factory=dict)
     view: Mapping[str, Any] = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -124,8 +137,8 @@ class Runner:
         self._before = self._breakpoints("interrupt_before", interrupt_before)
         self._after = self._breakpoints("interrupt_after", interrupt_after)
         self._structure = graph.structure()
-        # run id -> the live generators of its suspended steps, if this Runner paused it
-        self._live: dict[str, _Hot] = {}
+        # run id -> the pause this Runner last saved for it (see _Held)
+        self._held: dict[str, _Held] = {}
 
     def __repr__(self) -> str:
         return f"<Runner {self._workflow!r} on {self.checkpointer!r}>"
@@ -190,12 +203,22 @@ class Runner:
         first this raises ``ConflictError`` and runs nothing.
         """
         _check_run_id(run_id)
+        held = self._held.pop(run_id, None)
+        if held is not None:
+            try:
+                return self._command(held.checkpoint, command, held)
+            except (_StaleHeld, ResumeError):
+                pass  # decided on an old pause: decide again on what the store holds
         latest = self.checkpointer.latest(self._workflow, run_id)
         if latest is None:
             raise ResumeError(self._no_run(run_id))
         self._check_structure(latest)
+        return self._command(latest, command, None)
+
+    def _command(self, latest: Checkpoint, command: Command, held: _Held | None) -> Outcome:
+        run_id = latest.run_id
         if type(command) is Goto:
-            return self._goto(latest, command)
+            return self._goto(latest, command, held)
         if not isinstance(command, (Continue, Resume, Update)):
             msg = (
                 f"resume() takes Continue(), Resume(value), Update(edits) or Goto(step_id), "
@@ -208,7 +231,7 @@ class Runner:
         pause = latest.pause
         assert pause is not None
         if type(command) is Update:
-            return self._update(latest, pause, command)
+            return self._update(latest, pause, command, held)
         if type(command) is Continue:
             if pause.kind is PauseKind.INTERRUPT:
                 msg = (
@@ -216,9 +239,9 @@ class Runner:
                     f"{', '.join(_pending_ids(pause))}: use Resume(value) or Resume(answers=...)"
                 )
                 raise ResumeError(msg)
-            return self._continue(latest, pause)
+            return self._continue(latest, pause, held)
         assert isinstance(command, Resume)
-        return self._answer(latest, pause, command)
+        return self._answer(latest, pause, command, held)
 
     def state(self, run_id: str) -> RunInfo:
         """The latest values, status, super-step and pending interrupts of a run."""
@@ -296,8 +319,8 @@ class Runner:
         self._save(cursor, "input", 0, Next.LAYER, None, changes, input=given)
         return self._drive(cursor)
 
-    def _continue(self, latest: Checkpoint, pause: PauseRecord) -> Outcome:
-        cursor = self._cursor(latest)
+    def _continue(self, latest: Checkpoint, pause: PauseRecord, held: _Held | None) -> Outcome:
+        cursor = self._cursor(latest, held)
         self._go_past(cursor, pause, "resume", ())
         return self._drive(cursor)
 
@@ -315,19 +338,23 @@ class Runner:
         else:
             self._save(cursor, label, k + 1, Next.LAYER, None, changes)
 
-    def _update(self, latest: Checkpoint, pause: PauseRecord, command: Update) -> Outcome:
+    def _update(
+        self, latest: Checkpoint, pause: PauseRecord, command: Update, held: _Held | None
+    ) -> Outcome:
         edits = self._edits(command.edits, "Update edits")
-        cursor = self._cursor(latest)
+        cursor = self._cursor(latest, held)
         if pause.kind is PauseKind.INTERRUPT:
             kept = attrs.evolve(pause, edits=(*pause.edits, edits))
-            self._save(cursor, "update", latest.super_step, Next.WAIT, kept, ())
-            self._keep_live(latest, cursor)
+            saved = self._save(cursor, "update", latest.super_step, Next.WAIT, kept, ())
+            self._hold(saved, cursor.hot)
             return self._paused_outcome(kept)
         changes = cursor.channels.apply([edits])
         self._go_past(cursor, pause, "update", changes)
         return self._drive(cursor)
 
-    def _answer(self, latest: Checkpoint, pause: PauseRecord, command: Resume) -> Outcome:
+    def _answer(
+        self, latest: Checkpoint, pause: PauseRecord, command: Resume, held: _Held | None
+    ) -> Outcome:
         run_id = latest.run_id
         if pause.kind is not PauseKind.INTERRUPT:
             msg = (
@@ -350,16 +377,17 @@ class Runner:
             edits=(*pause.edits, edits) if edits else pause.edits,
             answered=(*pause.answered, *answers),
         )
-        cursor = self._cursor(latest)
+        cursor = self._cursor(latest, held)
         self._save(cursor, "resume", pause.layer, Next.REPLAY, claimed, ())
-        self._keep_live(latest, cursor)
         return self._drive(cursor)
 
-    def _keep_live(self, latest: Checkpoint, cursor: _Cursor) -> None:
-        """Carry live generators from ``latest`` over to the checkpoint just saved."""
-        hot = self._live.pop(cursor.run_id, None)
-        if hot is not None and (hot.seq, hot.timestamp_ms) == (latest.seq, latest.timestamp_ms):
-            self._live[cursor.run_id] = _Hot(cursor.seq, cursor.timestamp_ms, hot.steps)
+    def _hold(self, checkpoint: Checkpoint, steps: dict[str, Trampoline]) -> None:
+        """Keep a pause just saved, so that resuming it here needs no reload."""
+        held = self._held
+        held.pop(checkpoint.run_id, None)
+        if len(held) >= _MAX_HELD:  # forget the pause held longest
+            del held[next(iter(held))]
+        held[checkpoint.run_id] = _Held(checkpoint, steps)
 
     def _answers(self, run_id: str, pause: PauseRecord, command: Resume) -> dict[str, Any]:
         pending = _pending_ids(pause)
@@ -400,7 +428,7 @@ class Runner:
             for i, v in given.items()
         }
 
-    def _goto(self, latest: Checkpoint, command: Goto) -> Outcome:
+    def _goto(self, latest: Checkpoint, command: Goto, held: _Held | None) -> Outcome:
         target = command.step_id
         if target not in self._layer_of:
             msg = (
@@ -409,7 +437,8 @@ class Runner:
             )
             raise ResumeError(msg)
         update = self._edits(command.update, "Goto update") if command.update else None
-        cursor = self._cursor(latest)
+        cursor = self._cursor(latest, held)
+        cursor.hot = {}  # the pending interrupts are dropped with their generators
         pause = latest.pause
         writes: list[Mapping[str, Any]] = []
         if pause is not None and pause.kind is PauseKind.INTERRUPT:
@@ -417,20 +446,13 @@ class Runner:
         if update:
             writes.append(update)
         changes = cursor.channels.apply(writes) if writes else []
-        self._live.pop(latest.run_id, None)
         self._save(cursor, "resume", self._layer_of[target], Next.LAYER_PAST_BEFORE, None, changes)
         return self._drive(cursor)
 
     # --- the loop -------------------------------------------------------------
 
     def _drive(self, cursor: _Cursor) -> Outcome:
-        try:
-            return self._loop(cursor)
-        except BaseException:
-            self._live.pop(cursor.run_id, None)
-            raise
-
-    def _loop(self, cursor: _Cursor) -> Outcome:
+        """Run layers from the cursor until the run pauses or is done."""
         layers = self._layers
         last = len(layers)
         graph = self.graph
@@ -443,7 +465,9 @@ class Runner:
                 hits = self._after[k]
                 if hits:
                     pause = PauseRecord(PauseKind.AFTER, k, hits)
-                    self._save(cursor, f"after:{hits[0]}", k + 1, Next.WAIT, pause, ())
+                    self._hold(
+                        self._save(cursor, f"after:{hits[0]}", k + 1, Next.WAIT, pause, ()), {}
+                    )
                     return Paused(k + 1, After(hits[0]))
                 cursor.next = Next.DONE if cursor.super_step == last else Next.LAYER
                 continue
@@ -452,20 +476,16 @@ class Runner:
                 claimed = cursor.pause
                 assert claimed is not None
                 k, epoch = claimed.layer, claimed.epoch
-                live = self._live.pop(cursor.run_id, None)
-                hot = {}
-                if live is not None and (live.seq, live.timestamp_ms) == (
-                    cursor.seq,
-                    cursor.timestamp_ms,
-                ):
-                    hot = live.steps
+                hot, cursor.hot = cursor.hot, {}
                 result = finish_layer(graph, layers[k], cursor.view, claimed, hot)
             elif step is Next.LAYER or step is Next.LAYER_PAST_BEFORE:
                 k = cursor.super_step
                 hits = self._before[k]
                 if hits and step is Next.LAYER:
                     pause = PauseRecord(PauseKind.BEFORE, k, hits)
-                    self._save(cursor, f"before:{hits[0]}", k + 1, Next.WAIT, pause, ())
+                    self._hold(
+                        self._save(cursor, f"before:{hits[0]}", k + 1, Next.WAIT, pause, ()), {}
+                    )
                     return Paused(k + 1, Before(hits[0]))
                 epoch = cursor.epoch_base + cursor.seq
                 result = run_layer(graph, layers[k], cursor.view, epoch)
@@ -498,10 +518,9 @@ class Runner:
             claimed.answered if claimed is not None else (),
         )
         first = next(iter(result.suspended))
-        self._save(cursor, f"interrupt:{first}", k + 1, Next.WAIT, record, ())
+        saved = self._save(cursor, f"interrupt:{first}", k + 1, Next.WAIT, record, ())
         live = {s: t for s, t in result.suspended.items() if isinstance(t, Trampoline)}
-        if live:
-            self._live[cursor.run_id] = _Hot(cursor.seq, cursor.timestamp_ms, live)
+        self._hold(saved, live)
         return self._paused_outcome(record)
 
     # --- helpers --------------------------------------------------------------
@@ -516,30 +535,35 @@ class Runner:
         changes: Iterable[Any],
         *,
         input: dict[str, Any] | None = None,
-    ) -> None:
+    ) -> Checkpoint:
+        """Save the run's next checkpoint (conditionally: see ``Checkpointer.save``)."""
         seq = cursor.seq + 1
-        timestamp_ms = time.time_ns() // 1_000_000
-        self.checkpointer.save(
-            Checkpoint(
-                self._workflow,
-                cursor.run_id,
-                seq,
-                super_step,
-                label,
-                timestamp_ms,
-                cursor.channels.values,
-                next,
-                self._structure,
-                pause,
-                tuple(changes),
-                input,
-                cursor.epoch_base,
-            )
+        checkpoint = Checkpoint(
+            self._workflow,
+            cursor.run_id,
+            seq,
+            super_step,
+            label,
+            time.time_ns() // 1_000_000,
+            cursor.channels.values,
+            next,
+            self._structure,
+            pause,
+            tuple(changes),
+            input,
+            cursor.epoch_base,
         )
+        try:
+            self.checkpointer.save(checkpoint)
+        except ConflictError:
+            if cursor.held is not None:
+                raise _StaleHeld from None
+            raise
+        cursor.held = None
         cursor.seq, cursor.super_step, cursor.next, cursor.pause = seq, super_step, next, pause
-        cursor.timestamp_ms = timestamp_ms
+        return checkpoint
 
-    def _cursor(self, checkpoint: Checkpoint) -> _Cursor:
+    def _cursor(self, checkpoint: Checkpoint, held: _Held | None = None) -> _Cursor:
         return _Cursor(
             checkpoint.run_id,
             checkpoint.seq,
@@ -548,7 +572,8 @@ class Runner:
             checkpoint.pause,
             Channels(self.graph.channels, checkpoint.values),
             checkpoint.epoch_base,
-            checkpoint.timestamp_ms,
+            held,
+            {} if held is None else held.steps,
         )
 
     def _status(self, checkpoint: Checkpoint) -> Status:

@@ -1,0 +1,94 @@
+"""A Runner keeps the pauses it saved (and their live generators); it must never
+act on one that another Runner or process has moved on from."""
+
+from __future__ import annotations
+
+from pausegraph import (
+    After,
+    Before,
+    Continue,
+    Done,
+    DynamicInterrupt,
+    Graph,
+    Interrupt,
+    LastWriteWins,
+    MemoryCheckpointer,
+    Paused,
+    Resume,
+    ResumeError,
+    Runner,
+)
+
+calls: list[str] = []
+
+
+def ask(state):
+    calls.append("ask")
+    answer = yield Interrupt({"q": state["n"]})
+    return {"answer": answer}
+
+
+def bump(state):
+    return {"n": state["n"] + 1}
+
+
+def graph() -> Graph:
+    g = Graph("hot", {"n": LastWriteWins(), "answer": LastWriteWins()})
+    return g.step("bump", bump).step("ask", ask).edge("bump", "ask")
+
+
+def test_a_runner_resumes_its_own_pause_without_calling_the_step_again():
+    calls.clear()
+    runner = Runner(graph())
+    runner.run("r", {"n": 0})
+    assert runner.resume("r", Resume("yes")) == Done({"n": 1, "answer": "yes"}, 2)
+    assert calls == ["ask"]
+
+
+def test_a_pause_another_runner_moved_on_from_is_decided_again_on_the_store():
+    store = MemoryCheckpointer()
+    first = Runner(graph(), store, interrupt_before={"ask"})
+    second = Runner(graph(), store, interrupt_before={"ask"})
+    assert first.run("r", {"n": 0}) == Paused(2, Before("ask"))
+    # the other runner goes past the breakpoint and stops at the interrupt
+    paused = second.resume("r", Continue())
+    assert isinstance(paused, Paused)
+    assert paused.reason == DynamicInterrupt("ask")
+    # `first` still holds the Before pause, where Resume would be an error; it
+    # must answer the interrupt the store says is pending instead
+    assert first.resume("r", Resume("late")) == Done({"n": 1, "answer": "late"}, 2)
+    assert [m.label for m in first.history("r")] == [
+        "input",
+        "layer:1",
+        "before:ask",
+        "resume",
+        "interrupt:ask",
+        "resume",
+        "layer:2",
+    ]
+
+
+def test_a_held_pause_that_was_answered_elsewhere_is_not_answered_twice():
+    calls.clear()
+    store = MemoryCheckpointer()
+    first = Runner(graph(), store)
+    second = Runner(graph(), store)
+    paused = first.run("r", {"n": 0})
+    assert isinstance(paused, Paused)
+    assert second.resume("r", Resume("from second")) == Done({"n": 1, "answer": "from second"}, 2)
+    # the held pause is stale: the claim fails, the store says the run is done
+    try:
+        first.resume("r", Resume("from first"))
+    except ResumeError as error:
+        assert "is finished" in str(error)
+    else:  # pragma: no cover - the assertion below explains
+        raise AssertionError("a finished run took a second answer")
+    assert first.state("r").values == {"n": 1, "answer": "from second"}
+
+
+def test_an_after_pause_held_by_a_runner_continues_without_a_reload():
+    runner = Runner(graph(), interrupt_after={"bump"})
+    assert runner.run("r", {"n": 0}) == Paused(1, After("bump"))
+    outcome = runner.resume("r", Continue())
+    assert isinstance(outcome, Paused)
+    assert outcome.payload == {"q": 1}
