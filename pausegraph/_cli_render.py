@@ -9,13 +9,15 @@ the human tables. It never writes to a store.
 from __future__ import annotations
 
 import base64
-import graphlib
 import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ._commands import After, Before, DynamicInterrupt, Paused, PendingInterrupt, Status
-from ._records import Checkpoint, Next, PauseKind, Structure
+from ._commands import pending_of as _pending_of
+from ._commands import status_of as _status_of
+from ._graph import layering
+from ._records import Checkpoint, Next, PauseKind
 
 BYTES_MARKER = "base64:"
 
@@ -48,45 +50,24 @@ def dumps(value: Any, *, indent: int | None = None) -> str:
     return json.dumps(jsonable(value), indent=indent, ensure_ascii=False)
 
 
-def layer_count(structure: Structure) -> int:
-    """How many layers the recorded graph has (the longest path, counted in steps)."""
-    preds: dict[str, list[str]] = {step: [] for step in structure.steps}
-    for src, dst in structure.edges:
-        preds.setdefault(dst, []).append(src)
-    depth: dict[str, int] = {}
-    for step in graphlib.TopologicalSorter(preds).static_order():
-        depth[step] = max((depth[p] + 1 for p in preds.get(step, ())), default=0)
-    return max(depth.values(), default=-1) + 1
-
-
 def status_of(checkpoint: Checkpoint) -> Status:
-    """The status of a run from its latest checkpoint alone.
+    """The status of a run from its latest checkpoint alone, without its graph.
 
-    ``paused`` when it waits for a command, ``done`` when it finished. A run
-    whose last layer was applied but whose ``interrupt_after`` pause was never
-    saved (its process died in between) counts as ``done``, as a ``Runner``
-    without that breakpoint would see it. Anything else is ``running``: a
-    process is driving it, or died and ``pausegraph run`` recovers it.
+    The CLI knows no breakpoints for ``runs``/``show``/``history``: a run whose
+    last layer was applied counts as done, as a ``Runner`` without an
+    ``interrupt_after`` on that layer would see it.
     """
-    if checkpoint.next is Next.WAIT:
-        return Status.PAUSED
-    if checkpoint.next is Next.DONE:
-        return Status.DONE
-    if checkpoint.next is Next.AFTER and checkpoint.super_step == layer_count(checkpoint.structure):
-        return Status.DONE
-    return Status.RUNNING
+    steps = checkpoint.structure.steps
+    preds: dict[str, list[str]] = {step: [] for step in steps}
+    for src, dst in checkpoint.structure.edges:
+        preds[dst].append(src)
+    layers = len(layering(steps, preds))
+    return _status_of(checkpoint, layers=layers, after_on_last=False)
 
 
 def pending_of(checkpoint: Checkpoint) -> tuple[PendingInterrupt, ...]:
     """The interrupts a paused run waits on, in step order (none at a breakpoint)."""
-    pause = checkpoint.pause
-    if checkpoint.next is not Next.WAIT or pause is None or pause.kind is not PauseKind.INTERRUPT:
-        return ()
-    return tuple(
-        PendingInterrupt(s.pending.id, s.step_id, s.pending.key)
-        for s in pause.suspended
-        if not s.pending.answered
-    )
+    return _pending_of(checkpoint.pause) if checkpoint.next is Next.WAIT else ()
 
 
 def breakpoint_of(checkpoint: Checkpoint) -> tuple[str, str] | None:

@@ -8,7 +8,8 @@ from typing import Any
 
 import attrs
 
-from ._records import CheckpointMeta
+from ._records import Checkpoint, CheckpointMeta, Next, PauseKind, PauseRecord
+from ._values import thaw
 
 __all__ = [
     "After",
@@ -189,3 +190,32 @@ class RunInfo:
     status: Status
     super_step: int
     interrupts: tuple[PendingInterrupt, ...] = attrs.field(default=(), converter=_interrupt_tuple)
+
+
+def status_of(checkpoint: Checkpoint, *, layers: int, after_on_last: bool) -> Status:
+    """The status of a run whose latest checkpoint is ``checkpoint``.
+
+    ``layers`` is the graph's layer count; ``after_on_last`` says whether an
+    ``interrupt_after`` breakpoint sits on its last layer. A run whose last
+    layer was applied is done unless that breakpoint is still due (its
+    process died between the layer's checkpoint and the pause).
+    """
+    step = checkpoint.next
+    if step is Next.WAIT:
+        return Status.PAUSED
+    if step is Next.DONE:
+        return Status.DONE
+    if step is Next.AFTER and checkpoint.super_step == layers and not after_on_last:
+        return Status.DONE
+    return Status.RUNNING
+
+
+def pending_of(pause: PauseRecord | None) -> tuple[PendingInterrupt, ...]:
+    """The interrupts still waiting for an answer, in step order."""
+    if pause is None or pause.kind is not PauseKind.INTERRUPT:
+        return ()
+    return tuple(
+        PendingInterrupt(s.pending.id, s.step_id, thaw(s.pending.key))
+        for s in pause.suspended
+        if not s.pending.answered
+    )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import graphlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from ._channels import AnyReducer, Append, LastWriteWins, MergeMap, Reducer
@@ -133,20 +133,12 @@ class Graph:
         if not self._steps:
             msg = f"graph {self.name!r} has no steps: add one with .step(step_id, fn)"
             raise GraphError(msg)
-        sorter = graphlib.TopologicalSorter(self._preds)
         try:
-            order = tuple(sorter.static_order())
+            return layering(self._steps, self._preds)
         except graphlib.CycleError as exc:
             cycle = exc.args[1]
             msg = f"graph {self.name!r} has a cycle: {' -> '.join(map(repr, cycle))}"
             raise GraphError(msg) from None
-        depth: dict[str, int] = {}
-        for step in order:
-            depth[step] = max((depth[p] + 1 for p in self._preds[step]), default=0)
-        buckets: list[list[str]] = [[] for _ in range(max(depth.values()) + 1)]
-        for step in self._steps:  # insertion order inside each layer
-            buckets[depth[step]].append(step)
-        return buckets
 
     def freeze(self) -> tuple[tuple[str, ...], ...]:
         """Validate, compute the layers once, and refuse further changes."""
@@ -166,6 +158,21 @@ class Graph:
         for src, dst in self._edges:
             lines.append(f"    {ids[src]} --> {ids[dst]}")
         return "\n".join(lines) + "\n"
+
+
+def layering(steps: Iterable[str], preds: Mapping[str, Iterable[str]]) -> list[list[str]]:
+    """Group ``steps`` by the length of the longest path to them (``graphlib`` orders).
+
+    Inside a layer, steps keep the order of ``steps``. Raises
+    ``graphlib.CycleError`` for a cycle.
+    """
+    depth: dict[str, int] = {}
+    for step in graphlib.TopologicalSorter(preds).static_order():
+        depth[step] = max((depth[p] + 1 for p in preds.get(step, ())), default=0)
+    buckets: list[list[str]] = [[] for _ in range(max(depth.values(), default=-1) + 1)]
+    for step in steps:
+        buckets[depth[step]].append(step)
+    return buckets
 
 
 def _mermaid_text(text: str) -> str:

@@ -31,11 +31,12 @@ from ._commands import (
     Goto,
     Outcome,
     Paused,
-    PendingInterrupt,
     Resume,
     RunInfo,
     Status,
     Update,
+    pending_of,
+    status_of,
 )
 from ._graph import Graph
 from ._records import (
@@ -250,10 +251,7 @@ class Runner:
         if latest is None:
             raise ResumeError(self._no_run(run_id))
         status = self._status(latest)
-        interrupts: tuple[PendingInterrupt, ...] = ()
-        if latest.pause is not None and latest.pause.kind is PauseKind.INTERRUPT:
-            interrupts = _pending(latest.pause)
-        return RunInfo(thaw(latest.values), status, latest.super_step, interrupts)
+        return RunInfo(thaw(latest.values), status, latest.super_step, pending_of(latest.pause))
 
     def history(self, run_id: str) -> list[CheckpointMeta]:
         """Every checkpoint of a run, oldest first."""
@@ -577,15 +575,8 @@ class Runner:
         )
 
     def _status(self, checkpoint: Checkpoint) -> Status:
-        step = checkpoint.next
-        if step is Next.WAIT:
-            return Status.PAUSED
-        if step is Next.DONE:
-            return Status.DONE
-        last = len(self._layers)
-        if step is Next.AFTER and checkpoint.super_step == last and not self._after[last - 1]:
-            return Status.DONE
-        return Status.RUNNING
+        layers = len(self._layers)
+        return status_of(checkpoint, layers=layers, after_on_last=bool(self._after[layers - 1]))
 
     def _paused(self, checkpoint: Checkpoint) -> Paused:
         assert checkpoint.pause is not None
@@ -597,7 +588,7 @@ class Runner:
             return Paused(pause.layer + 1, Before(pause.step_ids[0]))
         if pause.kind is PauseKind.AFTER:
             return Paused(pause.layer + 1, After(pause.step_ids[0]))
-        interrupts = _pending(pause)
+        interrupts = pending_of(pause)
         first = interrupts[0]
         return Paused(pause.layer + 1, DynamicInterrupt(first.step_id), first.payload, interrupts)
 
@@ -664,14 +655,6 @@ def _check_run_id(run_id: object) -> None:
 
 def _answered(entry: JournalEntry, value: Any) -> JournalEntry:
     return attrs.evolve(entry, answered=True, value=value)
-
-
-def _pending(pause: PauseRecord) -> tuple[PendingInterrupt, ...]:
-    return tuple(
-        PendingInterrupt(s.pending.id, s.step_id, thaw(s.pending.key))
-        for s in pause.suspended
-        if not s.pending.answered
-    )
 
 
 def _pending_ids(pause: PauseRecord) -> list[str]:
