@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from .._channels import apply_change
 from .._records import Checkpoint, Frame, encode_frame
+from ..errors import CheckpointError, ConflictError
 
 SNAPSHOT_EVERY = 1000
 SNAPSHOT_RATIO = 2
@@ -100,3 +101,16 @@ def rebuild(workflow_id: str, run_id: str, first: Frame, frames: Sequence[Frame]
         input=last.input if last.seq == 1 else None,
         epoch_base=last.epoch_base,
     )
+
+
+def refuse_seq(checkpoint: Checkpoint, count: int) -> None:
+    """Raise for a ``save`` whose seq is not ``count + 1`` (the run has ``count``)."""
+    where = f"run {checkpoint.run_id!r} of workflow {checkpoint.workflow_id!r}"
+    if checkpoint.seq <= count:
+        msg = (
+            f"{where} already has checkpoint {checkpoint.seq}: another writer resumed or "
+            "advanced it first; load the latest checkpoint and decide again"
+        )
+        raise ConflictError(msg)
+    msg = f"{where} has {count} checkpoints; the next must be seq {count + 1}, not {checkpoint.seq}"
+    raise CheckpointError(msg)

@@ -6,8 +6,7 @@ import builtins
 import threading
 
 from .._records import Checkpoint, CheckpointMeta, Frame, decode_frame
-from ..errors import CheckpointError, ConflictError
-from ._log import SnapshotPolicy, rebuild
+from ._log import SnapshotPolicy, rebuild, refuse_seq
 
 
 class _RunFrames:
@@ -44,7 +43,7 @@ class MemoryCheckpointer:
             run = self._runs.get(key)
             count = 0 if run is None else len(run.frames)
             if checkpoint.seq != count + 1:
-                _refuse(checkpoint, count)
+                refuse_seq(checkpoint, count)
             if run is None:
                 run = _RunFrames()
             data, snapshot = run.policy.encode(checkpoint)
@@ -81,15 +80,3 @@ class MemoryCheckpointer:
     def runs(self) -> builtins.list[tuple[str, str]]:
         with self._lock:
             return list(self._runs)
-
-
-def _refuse(checkpoint: Checkpoint, count: int) -> None:
-    where = f"run {checkpoint.run_id!r} of workflow {checkpoint.workflow_id!r}"
-    if checkpoint.seq <= count:
-        msg = (
-            f"{where} already has checkpoint {checkpoint.seq}: another writer resumed or "
-            "advanced it first; load the latest checkpoint and decide again"
-        )
-        raise ConflictError(msg)
-    msg = f"{where} has {count} checkpoints; the next must be seq {count + 1}, not {checkpoint.seq}"
-    raise CheckpointError(msg)
