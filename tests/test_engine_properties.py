@@ -46,7 +46,7 @@ def files() -> Iterator[CheckpointerFactory]:
 STORES: dict[str, Callable[[], Any]] = {"memory": memory, "file": files}
 store_names = pytest.mark.parametrize("store", sorted(STORES))
 # the file store fsyncs every save: fewer examples keep the suite fast
-FILE_EXAMPLES = 15
+FILE_EXAMPLES = 25
 
 
 def limit(store: str) -> settings:
