@@ -57,18 +57,20 @@ import os
 import struct
 import threading
 import uuid
+import weakref
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import attrs
 import msgpack
 
 from .._records import Checkpoint, CheckpointMeta, Frame, converter, pack
 from .._values import FrozenDict, FrozenList
-from ..errors import CheckpointError, ConflictError, CorruptCheckpointError
-from ._log import SnapshotPolicy, rebuild
+from ..errors import CheckpointError, CorruptCheckpointError
+from ._log import SnapshotPolicy, rebuild, refuse_seq
 
 __all__ = ["FileCheckpointer"]
 
@@ -79,6 +81,8 @@ _MARKER = b"PGSTORE pausegraph checkpoint store\nformat 1\n"
 _LENGTHS = struct.Struct(">II")  # meta length, frame length
 _HEAD = struct.Struct(">IIIII")  # the lengths, their crc, the meta's crc, the frame's crc
 _MAX_LEN = 0xFFFFFFFF
+_MAX_OPEN_LOGS = 64  # descriptors a handle keeps open, one per recently used run
+_T = TypeVar("_T")
 
 
 def _crc(data: bytes) -> int:
@@ -95,7 +99,7 @@ class _Torn(Exception):
 
 
 def _read_record(
-    path: Path, fd: int, at: int, size: int, *, frame: bool
+    path: str, fd: int, at: int, size: int, *, frame: bool
 ) -> tuple[bytes, bytes, int]:
     """The meta, the frame (if ``frame``) and the frame's length of the record at ``at``.
 
@@ -155,12 +159,34 @@ def _write_all(fd: int, data: bytes, offset: int) -> None:
         view, offset = view[written:], offset + written
 
 
-def _fsync_dir(path: Path) -> None:
+def _fsync_dir(path: str) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _log_name(workflow_id: str, run_id: str) -> str:
+    key = pack([_id_bytes(workflow_id), _id_bytes(run_id)])
+    return hashlib.sha256(key).hexdigest() + ".log"
+
+
+def _log_header(workflow_id: str, run_id: str) -> bytes:
+    ids = pack([_id_bytes(workflow_id), _id_bytes(run_id)])
+    return _LOG_MAGIC + bytes([FORMAT_VERSION]) + _record(ids, b"")
+
+
+def _checkpoint_record(checkpoint: Checkpoint, policy: SnapshotPolicy) -> tuple[bytes, int, bool]:
+    """The record for ``checkpoint``, its frame's length, and whether it is a snapshot."""
+    frame, snapshot = policy.encode(checkpoint)
+    if len(frame) > _MAX_LEN:
+        msg = f"checkpoint {checkpoint.seq} of run {checkpoint.run_id!r} is over 4 GiB encoded"
+        raise CheckpointError(msg)
+    meta = pack(
+        [checkpoint.seq, checkpoint.super_step, checkpoint.label, checkpoint.timestamp_ms, snapshot]
+    )
+    return _record(meta, frame), len(frame), snapshot
 
 
 class _Entry:
@@ -179,23 +205,54 @@ class _Entry:
 
 
 class _RunLog:
-    """What this handle knows of one run's log: where each record is.
+    """What this handle knows of one run's log: where each record is, and an open descriptor.
 
     ``end`` is the offset just past the last good record seen; records after
-    it are read the next time the handle looks (``_refresh``).
+    it are read the next time the handle looks (``_refresh``). ``fd`` stays
+    open between calls (``-1`` when closed); ``file_id`` (device, inode) is
+    the file it was opened on, so that a log deleted or replaced behind the
+    handle's back is noticed instead of written to. Everything here is used
+    with ``lock`` held.
     """
 
-    __slots__ = ("base", "end", "entries", "first", "lock", "path", "policy")
+    __slots__ = (
+        "base", "end", "entries", "fd", "file_id", "first", "ids", "lock", "name", "path",
+        "pid", "policy",
+    )  # fmt: skip
 
-    def __init__(self, path: Path, end: int) -> None:
+    def __init__(self, path: str, name: str, ids: tuple[str, str]) -> None:
         self.path = path
-        self.end = end
+        self.name = name
+        self.ids = ids
+        self.lock = threading.Lock()
+        self.fd = -1
+        self.pid = 0  # the process that opened fd: a forked child must not share its flock
+        self.file_id = (0, 0)
+        self.reset(0)
+
+    def reset(self, start: int) -> None:
+        """Forget the index: the log's records start at ``start``."""
+        self.end = start
         self.entries: list[_Entry] = []
         self.base: list[int] = []  # index of the snapshot each entry builds on
         self.policy = SnapshotPolicy()
-        self.lock = threading.Lock()
-        # the run's first frame, decoded once: rebuild() reads only its structure
+        # the run's first frame, without its values: rebuild() reads only its structure
         self.first: Frame | None = None
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            fd, self.fd = self.fd, -1
+            os.close(fd)  # in a forked child this closes only the child's copy
+
+
+def _close_logs(open_logs: dict[str, _RunLog], lock: threading.Lock) -> None:
+    """Close the descriptors a handle keeps open (also run when the handle is collected)."""
+    with lock:
+        logs = builtins.list(open_logs.values())
+        open_logs.clear()
+    for log in logs:
+        with log.lock:
+            log.close()
 
 
 class FileCheckpointer:
@@ -213,6 +270,10 @@ class FileCheckpointer:
     stores each super-step's changes, with a full snapshot every so often;
     ``docs/storage.md`` describes the format.
 
+    A handle keeps the logs it last used open (at most 64), so that a run's
+    next save or load does not open its file again; ``close()`` (or dropping
+    the handle) closes them.
+
     ``root`` is created if missing; an existing directory must be empty or a
     store made by ``FileCheckpointer``.
     """
@@ -221,13 +282,21 @@ class FileCheckpointer:
         self.root = Path(root)
         self._runs_dir = self.root / "runs"
         self._tmp_dir = self.root / "tmp"
-        self._logs: dict[str, _RunLog] = {}
-        self._headers: dict[str, tuple[str, str]] = {}
-        self._lock = threading.Lock()
+        self._runs_path = str(self._runs_dir)
+        self._tmp_path = str(self._tmp_dir)
+        self._logs: dict[tuple[str, str], _RunLog] = {}  # by (workflow id, run id)
+        self._headers: dict[str, tuple[str, str]] = {}  # log file name -> ids, for runs()
+        self._open: dict[str, _RunLog] = {}  # logs with an open fd, oldest first
+        self._lock = threading.Lock()  # guards the three dicts
         self._open_store()
+        weakref.finalize(self, _close_logs, self._open, self._lock)
 
     def __repr__(self) -> str:
         return f"<FileCheckpointer {str(self.root)!r}>"
+
+    def close(self) -> None:
+        """Close the log files this handle keeps open; it reopens them if used again."""
+        _close_logs(self._open, self._lock)
 
     # --- the store --------------------------------------------------------------
 
@@ -246,7 +315,9 @@ class FileCheckpointer:
                     )
                     raise CheckpointError(msg)
                 self._tmp_dir.mkdir(exist_ok=True)
-                self._publish(marker, _MARKER)
+                fd = self._publish(str(marker), _MARKER)
+                if fd is not None:
+                    os.close(fd)
             content = marker.read_bytes()
             self._runs_dir.mkdir(exist_ok=True)
             self._tmp_dir.mkdir(exist_ok=True)
@@ -270,28 +341,32 @@ class FileCheckpointer:
             )
             raise CorruptCheckpointError(msg)
 
-    def _publish(self, path: Path, content: bytes) -> bool:
-        """Create ``path`` holding ``content`` atomically; False if it already exists."""
-        tmp = self._tmp_dir / f"{uuid.uuid4().hex}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        try:
-            _write_all(fd, content, 0)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            return False
-        finally:
-            tmp.unlink()
-        _fsync_dir(path.parent)
-        return True
+    def _publish(self, path: str, content: bytes) -> int | None:
+        """Create ``path`` holding ``content`` atomically; ``None`` if it already exists.
 
-    @staticmethod
-    def _name(workflow_id: str, run_id: str) -> str:
-        key = pack([_id_bytes(workflow_id), _id_bytes(run_id)])
-        return hashlib.sha256(key).hexdigest() + ".log"
+        The file is written whole and fsynced in ``tmp/``, hard-linked into
+        place (``link`` refuses an existing name, so two creators cannot
+        overwrite each other) and its directory fsynced: no one ever sees the
+        file without all of ``content``. Returns a read-write descriptor on
+        the new file, which the caller closes.
+        """
+        tmp = os.path.join(self._tmp_path, f"{uuid.uuid4().hex}.tmp")
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            try:
+                _write_all(fd, content, 0)
+                os.fsync(fd)
+                os.link(tmp, path)
+            finally:
+                os.unlink(tmp)
+            _fsync_dir(os.path.dirname(path))
+        except FileExistsError:
+            os.close(fd)
+            return None
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
 
     # --- the protocol ---------------------------------------------------------
 
@@ -301,154 +376,271 @@ class FileCheckpointer:
         Raises ``ConflictError`` (writing nothing) if the run already has that
         seq, ``CheckpointError`` if the seq skips one.
         """
-        wf, run = checkpoint.workflow_id, checkpoint.run_id
-        name = self._name(wf, run)
-        path = self._runs_dir / name
+        ids = (checkpoint.workflow_id, checkpoint.run_id)
+        log = self._logs.get(ids)
+        path = log.path if log is not None else os.path.join(self._runs_path, _log_name(*ids))
         try:
-            if name not in self._logs and not path.exists():
-                header = _LOG_MAGIC + bytes([FORMAT_VERSION])
-                header += _record(pack([_id_bytes(wf), _id_bytes(run)]), b"")
-                self._publish(path, header)
-            log = self._log(name, wf, run)
-            with log.lock, self._locked(log.path, fcntl.LOCK_EX, os.O_RDWR) as fd:
+            if log is None:
+                if self._create(checkpoint, path):
+                    return
+                log = self._known(path, ids)
+            with log.lock, self._locked(log, fcntl.LOCK_EX) as fd:
                 size = self._refresh(log, fd)
                 count = len(log.entries)
                 if checkpoint.seq != count + 1:
-                    _refuse(checkpoint, count)
-                frame, snapshot = log.policy.encode(checkpoint)
-                meta = pack(
-                    [checkpoint.seq, checkpoint.super_step, checkpoint.label,
-                     checkpoint.timestamp_ms, snapshot]
-                )  # fmt: skip
-                if len(frame) > _MAX_LEN:
-                    msg = f"checkpoint {checkpoint.seq} of run {run!r} is over 4 GiB encoded"
-                    raise CheckpointError(msg)
+                    refuse_seq(checkpoint, count)
+                record, frame_len, snapshot = _checkpoint_record(checkpoint, log.policy)
                 if size > log.end:
                     os.ftruncate(fd, log.end)  # a torn tail: a save that never finished
-                record = _record(meta, frame)
                 _write_all(fd, record, log.end)
                 os.fsync(fd)
                 end = log.end + len(record)
-                self._add(log, _Entry(log.end, end, len(frame), checkpoint.meta, snapshot))
+                self._add(log, _Entry(log.end, end, frame_len, checkpoint.meta, snapshot))
                 log.end = end
         except CheckpointError:
             raise
         except OSError as exc:
             raise _os_error(exc, path) from exc
 
+    def _create(self, checkpoint: Checkpoint, path: str) -> bool:
+        """Create the run's log holding its first checkpoint; False if the log exists.
+
+        The header and the first record go into the new file together, so a
+        new run costs one file fsync and one directory fsync, and a log file
+        never appears without both. (A log holding only its header, which an
+        earlier pausegraph could leave behind, reads as a run with no
+        checkpoint; the next save appends to it.)
+        """
+        if checkpoint.seq != 1:
+            if not _exists(path):
+                refuse_seq(checkpoint, 0)
+            return False
+        if _exists(path):
+            return False
+        ids = (checkpoint.workflow_id, checkpoint.run_id)
+        header = _log_header(*ids)
+        policy = SnapshotPolicy()
+        record, frame_len, snapshot = _checkpoint_record(checkpoint, policy)
+        fd = self._publish(path, header + record)
+        if fd is None:
+            return False
+        log = _RunLog(path, os.path.basename(path), ids)
+        with log.lock:
+            try:
+                st = os.fstat(fd)
+            except BaseException:
+                os.close(fd)
+                raise
+            log.fd, log.pid, log.file_id = fd, os.getpid(), (st.st_dev, st.st_ino)
+            log.reset(len(header))
+            end = len(header) + len(record)
+            self._add(log, _Entry(len(header), end, frame_len, checkpoint.meta, snapshot))
+            log.end = end
+            with self._lock:
+                known = self._logs.setdefault(ids, log)
+                self._headers[log.name] = ids
+            if known is not log:  # another thread of this handle found the new file first
+                log.close()
+                return True
+            self._opened(log)
+        return True
+
     def load(self, workflow_id: str, run_id: str, seq: int) -> Checkpoint | None:
         """Checkpoint ``seq`` of a run, or ``None`` if there is none."""
-        log = self._current(workflow_id, run_id)
-        if log is None:
-            return None
-        with log.lock:
-            if not 1 <= seq <= len(log.entries):
-                return None
-            chain = log.entries[log.base[seq - 1] : seq]
-            first = log.first
-        try:
-            fd = os.open(log.path, os.O_RDONLY)
-            try:
-                frames = [self._read_frame(log.path, fd, entry) for entry in chain]
-                if first is None:
-                    first = self._read_frame(log.path, fd, log.entries[0])
-                    log.first = first
-            finally:
-                os.close(fd)
-        except CheckpointError:
-            raise
-        except OSError as exc:
-            raise _os_error(exc, log.path) from exc
-        return rebuild(workflow_id, run_id, first, frames)
+        return self._read(workflow_id, run_id, seq)
 
     def latest(self, workflow_id: str, run_id: str) -> Checkpoint | None:
         """The run's checkpoint with the highest seq, or ``None``."""
-        log = self._current(workflow_id, run_id)
-        if log is None:
-            return None
-        with log.lock:
-            seq = len(log.entries)
-        return self.load(workflow_id, run_id, seq) if seq else None
+        return self._read(workflow_id, run_id, None)
 
     def list(self, workflow_id: str, run_id: str) -> list[CheckpointMeta]:
         """Every checkpoint's meta of a run, oldest first (``[]`` if none)."""
-        log = self._current(workflow_id, run_id)
+        log = self._find(workflow_id, run_id)
         if log is None:
             return []
         with log.lock:
+            self._guarded(log, lambda: self._catch_up(log))
             return [entry.meta for entry in log.entries]
 
     def runs(self) -> builtins.list[tuple[str, str]]:
         """Every ``(workflow_id, run_id)`` with a checkpoint, from the log headers."""
         try:
-            names = sorted(p.name for p in self._runs_dir.iterdir() if p.name.endswith(".log"))
+            names = sorted(name for name in os.listdir(self._runs_path) if name.endswith(".log"))
         except OSError as exc:
             raise _os_error(exc, self._runs_dir) from exc
         found = []
         for name in names:
             ids = self._headers.get(name)
             if ids is None:
-                path = self._runs_dir / name
+                path = os.path.join(self._runs_path, name)
                 try:
-                    with path.open("rb") as f:
-                        ids, _ = _read_header(path, f.fileno())
+                    fd = os.open(path, os.O_RDONLY)
+                    try:
+                        ids, _ = _read_header(path, fd)
+                    finally:
+                        os.close(fd)
                 except CheckpointError:
                     raise
                 except OSError as exc:
                     raise _os_error(exc, path) from exc
-                self._headers[name] = ids
-            log = self._current(*ids)
-            if log is not None and log.entries:  # not a log whose first save never finished
+                with self._lock:
+                    self._headers[name] = ids
+            if self.list(*ids):  # not a log whose first save never finished
                 found.append(ids)
         return found
 
-    # --- the index ------------------------------------------------------------
+    # --- reading --------------------------------------------------------------
 
-    def _log(self, name: str, workflow_id: str, run_id: str) -> _RunLog:
-        """This handle's index of a run whose log exists (its header checked once)."""
-        with self._lock:
-            log = self._logs.get(name)
-        if log is not None:
-            return log
-        path = self._runs_dir / name
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            ids, end = _read_header(path, fd)
-        finally:
-            os.close(fd)
-        if ids != (workflow_id, run_id):
-            msg = (
-                f"{str(path)!r} is corrupt: its header names run {ids[1]!r} of workflow "
-                f"{ids[0]!r}, not run {run_id!r} of workflow {workflow_id!r}"
-            )
-            raise CorruptCheckpointError(msg)
-        with self._lock:
-            self._headers[name] = ids
-            return self._logs.setdefault(name, _RunLog(path, end))
+    def _read(self, workflow_id: str, run_id: str, seq: int | None) -> Checkpoint | None:
+        """Checkpoint ``seq`` (the latest if ``None``) of a run, brought up to date first."""
+        log = self._find(workflow_id, run_id)
+        if log is None:
+            return None
+        with log.lock:
+            frames, first = self._guarded(log, lambda: self._frames(log, seq))
+        if not frames:
+            return None
+        assert first is not None
+        return rebuild(workflow_id, run_id, first, frames)
 
-    def _current(self, workflow_id: str, run_id: str) -> _RunLog | None:
-        """The run's index, brought up to date with the file; ``None`` if no log."""
-        name = self._name(workflow_id, run_id)
+    def _frames(self, log: _RunLog, seq: int | None) -> tuple[builtins.list[Frame], Frame | None]:
+        """Catch up with the file, then read the frames ``rebuild`` needs for ``seq``."""
+        fd = self._catch_up(log)
+        if seq is None:
+            seq = len(log.entries)
+        if not 1 <= seq <= len(log.entries):
+            return [], None
+        start = log.base[seq - 1]
+        frames = [self._read_frame(log.path, fd, entry) for entry in log.entries[start:seq]]
+        if log.first is None:
+            first = frames[0] if start == 0 else self._read_frame(log.path, fd, log.entries[0])
+            # keep only what rebuild() reads: the structure, not a copy of the state
+            log.first = attrs.evolve(first, values=None, input=None, pause=None, changes=None)
+        return frames, log.first
+
+    def _guarded(self, log: _RunLog, read: Callable[[], _T]) -> _T:
+        """Run ``read`` with OS errors turned into ``CheckpointError`` naming the log."""
         try:
-            if name not in self._logs and not (self._runs_dir / name).exists():
-                return None
-            log = self._log(name, workflow_id, run_id)
-            with log.lock, self._locked(log.path, fcntl.LOCK_SH, os.O_RDONLY) as fd:
-                self._refresh(log, fd)
+            return read()
         except CheckpointError:
             raise
         except OSError as exc:
-            raise _os_error(exc, self._runs_dir / name) from exc
-        return log
+            raise _os_error(exc, log.path) from exc
+
+    def _catch_up(self, log: _RunLog) -> int:
+        """Index what other handles appended; return the open descriptor (``log.lock`` held).
+
+        When the file is still the one the descriptor was opened on and has
+        not grown past what the index covers, nothing new can be there: no
+        ``flock`` and no read. Otherwise index the new records under a shared
+        ``flock``, so no record is read while a writer is still writing it.
+        """
+        fd = self._fd(log)
+        if self._current(log) and os.fstat(fd).st_size == log.end:
+            return fd
+        with self._locked(log, fcntl.LOCK_SH) as locked:
+            self._refresh(log, locked)
+        return log.fd
+
+    # --- the index ------------------------------------------------------------
+
+    def _find(self, workflow_id: str, run_id: str) -> _RunLog | None:
+        """This handle's index of a run, ``None`` if the run has no log."""
+        ids = (workflow_id, run_id)
+        log = self._logs.get(ids)
+        if log is not None:
+            return log
+        path = os.path.join(self._runs_path, _log_name(workflow_id, run_id))
+        try:
+            if not _exists(path):
+                return None
+        except OSError as exc:
+            raise _os_error(exc, path) from exc
+        return self._known(path, ids)
+
+    def _known(self, path: str, ids: tuple[str, str]) -> _RunLog:
+        """The index of the run whose log is at ``path`` (made, empty, if new to this handle)."""
+        with self._lock:
+            return self._logs.setdefault(ids, _RunLog(path, os.path.basename(path), ids))
+
+    def _fd(self, log: _RunLog) -> int:
+        """The log's open descriptor (opened if needed); ``log.lock`` held.
+
+        Opening a file other than the one the index describes (the first
+        open, or a log replaced since) reads and checks its header and starts
+        the index afresh.
+        """
+        if log.fd >= 0 and log.pid == os.getpid():
+            return log.fd
+        log.close()  # a descriptor inherited through fork shares the parent's flock
+        fd = os.open(log.path, os.O_RDWR)
+        try:
+            st = os.fstat(fd)
+            file_id = (st.st_dev, st.st_ino)
+            if file_id != log.file_id:
+                ids, start = _read_header(log.path, fd)
+                if ids != log.ids:
+                    msg = (
+                        f"{log.path!r} is corrupt: its header names run {ids[1]!r} of workflow "
+                        f"{ids[0]!r}, not run {log.ids[1]!r} of workflow {log.ids[0]!r}"
+                    )
+                    raise CorruptCheckpointError(msg)
+                log.reset(start)
+                with self._lock:
+                    self._headers[log.name] = ids
+        except BaseException:
+            os.close(fd)
+            raise
+        log.fd, log.pid, log.file_id = fd, os.getpid(), file_id
+        self._opened(log)
+        return fd
+
+    def _current(self, log: _RunLog) -> bool:
+        """Whether ``log.path`` still names the file ``log.fd`` is open on."""
+        st = os.stat(log.path)
+        return (st.st_dev, st.st_ino) == log.file_id
+
+    def _opened(self, log: _RunLog) -> None:
+        """Count ``log`` among the open logs; close the oldest idle ones beyond the limit."""
+        with self._lock:
+            self._open.pop(log.path, None)
+            self._open[log.path] = log
+            if len(self._open) <= _MAX_OPEN_LOGS:
+                return
+            for victim in builtins.list(self._open.values()):
+                # a log in use by another thread is skipped, never waited for
+                if victim is not log and victim.lock.acquire(blocking=False):
+                    try:
+                        victim.close()
+                    finally:
+                        victim.lock.release()
+                    del self._open[victim.path]
+                    if len(self._open) <= _MAX_OPEN_LOGS:
+                        return
 
     @contextmanager
-    def _locked(self, path: Path, how: int, flags: int) -> Iterator[int]:
-        fd = os.open(path, flags)
-        try:
+    def _locked(self, log: _RunLog, how: int) -> Iterator[int]:
+        """``flock`` the log (``log.lock`` held), checking under the lock that it is the file.
+
+        A log deleted meanwhile is an ``OSError`` (no such file); one replaced
+        is reopened and indexed afresh, so nothing is ever appended to a file
+        that no longer has the log's name.
+        """
+        while True:
+            fd = self._fd(log)
             fcntl.flock(fd, how)
+            try:
+                if self._current(log):
+                    break
+            except BaseException:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                raise
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            log.close()
+        try:
             yield fd
         finally:
-            os.close(fd)  # closing the descriptor releases the flock
+            fcntl.flock(fd, fcntl.LOCK_UN)
 
     def _add(self, log: _RunLog, entry: _Entry) -> None:
         log.policy.saved(entry.frame_len, entry.snapshot)
@@ -466,8 +658,6 @@ class FileCheckpointer:
             at = log.end
             seq = len(log.entries) + 1
             try:
-                # the last record's frame is checked too: a damaged one must not
-                # pass for a torn tail and be cut off by the next save
                 meta, _, frame_len = _read_record(path, fd, at, size, frame=False)
             except _Torn:
                 break
@@ -476,13 +666,15 @@ class FileCheckpointer:
             if entry.meta.seq != seq or (seq == 1 and not entry.snapshot):
                 raise _corrupt(path, at, f"it holds seq {entry.meta.seq} where {seq} belongs")
             if end == size:
+                # the last record's frame is checked too: a damaged one must not
+                # pass for a torn tail and be cut off by the next save
                 _read_record(path, fd, at, size, frame=True)
             self._add(log, entry)
             log.end = end
         return size
 
     @staticmethod
-    def _read_frame(path: Path, fd: int, entry: _Entry) -> Frame:
+    def _read_frame(path: str, fd: int, entry: _Entry) -> Frame:
         """Read, check again (the file may have changed since it was indexed) and decode."""
         try:
             _, data, _ = _read_record(path, fd, entry.at, entry.end, frame=True)
@@ -501,7 +693,15 @@ class FileCheckpointer:
         return frame
 
 
-def _decode_entry(path: Path, at: int, end: int, meta_bytes: bytes, frame_len: int) -> _Entry:
+def _exists(path: str) -> bool:
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _decode_entry(path: str, at: int, end: int, meta_bytes: bytes, frame_len: int) -> _Entry:
     try:
         seq, super_step, label, timestamp_ms, snapshot = _unpack_bounded(meta_bytes)
         for value in (seq, super_step, timestamp_ms):
@@ -515,7 +715,7 @@ def _decode_entry(path: Path, at: int, end: int, meta_bytes: bytes, frame_len: i
     return _Entry(at, end, frame_len, meta, snapshot)
 
 
-def _read_header(path: Path, fd: int) -> tuple[tuple[str, str], int]:
+def _read_header(path: str, fd: int) -> tuple[tuple[str, str], int]:
     """The ids in a log's header, and the offset of its first record."""
     start = len(_LOG_MAGIC) + 1
     head = os.pread(fd, start, 0)
@@ -570,7 +770,7 @@ def _id_str(value: Any) -> str:
     return value.decode("utf-8", "surrogatepass")
 
 
-def _corrupt(path: Path, at: int, why: str) -> CorruptCheckpointError:
+def _corrupt(path: str, at: int, why: str) -> CorruptCheckpointError:
     msg = (
         f"{str(path)!r} is corrupt: the record at byte {at} cannot be used, {why}. "
         "Restore the file from a backup, or fork the run from an earlier checkpoint"
@@ -578,18 +778,6 @@ def _corrupt(path: Path, at: int, why: str) -> CorruptCheckpointError:
     return CorruptCheckpointError(msg)
 
 
-def _os_error(exc: OSError, path: Path) -> CheckpointError:
+def _os_error(exc: OSError, path: str | Path) -> CheckpointError:
     msg = f"checkpoint store cannot use {str(path)!r}: {exc.strerror or exc}"
     return CheckpointError(msg)
-
-
-def _refuse(checkpoint: Checkpoint, count: int) -> None:
-    where = f"run {checkpoint.run_id!r} of workflow {checkpoint.workflow_id!r}"
-    if checkpoint.seq <= count:
-        msg = (
-            f"{where} already has checkpoint {checkpoint.seq}: another writer resumed or "
-            "advanced it first; load the latest checkpoint and decide again"
-        )
-        raise ConflictError(msg)
-    msg = f"{where} has {count} checkpoints; the next must be seq {count + 1}, not {checkpoint.seq}"
-    raise CheckpointError(msg)
