@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import fcntl
+import gc
 import itertools
 import os
+import re
 import struct
+import subprocess
+import sys
+import textwrap
 import zlib
 from pathlib import Path
 from typing import Any
@@ -18,6 +24,7 @@ from pausegraph import (
     Append,
     Checkpoint,
     CheckpointError,
+    ConflictError,
     CorruptCheckpointError,
     FileCheckpointer,
     Graph,
@@ -369,3 +376,190 @@ def test_changing_one_key_of_a_10000_key_map_adds_a_small_record(tmp_path: Path)
     added = [after - before for before, after in itertools.pairwise(sizes)]
     assert len(added) == steps
     assert max(added) < 200, added
+
+
+# --- creating a run, and the descriptors a handle keeps open -----------------------------
+
+TESTS = Path(__file__).resolve().parent
+
+
+def in_subprocess(root: Path, code: str) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a new interpreter with ``root``, ``FileCheckpointer``,
+    ``file_store`` and ``make_checkpoint`` in scope (for what only a real
+    process exit or a real other process can show)."""
+    prelude = (
+        "import os, sys\n"
+        "from pathlib import Path\n"
+        "from pausegraph import FileCheckpointer\n"
+        "from pausegraph.checkpointers import file as file_store\n"
+        "from pausegraph._channels import Change, Op\n"
+        "from test_checkpointers import make_checkpoint\n"
+        f"root = Path({str(root)!r})\n"
+    )
+    path = os.pathsep.join([str(TESTS), str(TESTS.parent), os.environ.get("PYTHONPATH", "")])
+    return subprocess.run(
+        [sys.executable, "-c", prelude + textwrap.dedent(code)],
+        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": path}, check=False,
+        timeout=120,
+    )  # fmt: skip
+
+
+def test_a_new_run_holds_its_first_checkpoint_as_soon_as_its_log_is_linked(
+    tmp_path: Path,
+) -> None:
+    FileCheckpointer(tmp_path)  # the store's marker exists before the kill is armed
+    killed = in_subprocess(
+        tmp_path,
+        """
+        file_store._fsync_dir = lambda path: os._exit(3)  # die right after the link
+        FileCheckpointer(root).save(make_checkpoint("r", 1, {"log": ["first"]}))
+        """,
+    )
+    assert killed.returncode == 3, killed.stderr
+    store = FileCheckpointer(tmp_path)
+    assert store.runs() == [("wf", "r")]
+    latest = store.latest("wf", "r")
+    assert latest is not None
+    assert (latest.seq, latest.values) == (1, {"log": ["first"]})
+    assert list((tmp_path / "tmp").iterdir()) == []
+    store.save(make_checkpoint("r", 2, {"log": ["first", 2]}, (Change("log", Op.EXTEND, [2]),)))
+    assert [m.seq for m in FileCheckpointer(tmp_path).list("wf", "r")] == [1, 2]
+
+
+def test_a_run_whose_log_was_never_linked_does_not_exist_and_can_be_created_again(
+    tmp_path: Path,
+) -> None:
+    FileCheckpointer(tmp_path)
+    killed = in_subprocess(
+        tmp_path,
+        """
+        os.link = lambda *args, **kwargs: os._exit(3)  # die with the log written, not linked
+        FileCheckpointer(root).save(make_checkpoint("r", 1, {"log": ["lost"]}))
+        """,
+    )
+    assert killed.returncode == 3, killed.stderr
+    store = FileCheckpointer(tmp_path)
+    assert store.runs() == []
+    assert store.latest("wf", "r") is None
+    store.save(make_checkpoint("r", 1, {"log": ["again"]}))
+    latest = FileCheckpointer(tmp_path).latest("wf", "r")
+    assert latest is not None
+    assert latest.values == {"log": ["again"]}
+
+
+def test_creating_a_run_writes_the_header_and_first_record_in_one_file_before_linking(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = FileCheckpointer(tmp_path)
+    linked: list[bytes] = []
+    real_link = os.link
+
+    def link(src: str, dst: str) -> None:
+        linked.append(Path(src).read_bytes())
+        real_link(src, dst)
+
+    monkeypatch.setattr(os, "link", link)
+    store.save(make_checkpoint("r", 1, {"x": 1}))
+    assert linked == [log_path(tmp_path).read_bytes()]
+    (meta,) = FileCheckpointer(tmp_path).list("wf", "r")
+    assert meta.seq == 1
+
+
+def test_a_handle_keeping_a_log_open_sees_what_another_process_appended(tmp_path: Path) -> None:
+    store = FileCheckpointer(tmp_path)
+    expected = save_run(store, "r", 2)
+    other = in_subprocess(
+        tmp_path,
+        """
+        change = (Change("log", Op.EXTEND, [3]),)
+        FileCheckpointer(root).save(make_checkpoint("r", 3, {"log": [2, 3]}, change))
+        """,
+    )
+    assert other.returncode == 0, other.stderr
+    latest = store.latest("wf", "r")
+    assert latest is not None
+    assert (latest.seq, latest.values) == (3, {"log": [*expected[-1]["log"], 3]})
+    with pytest.raises(ConflictError):
+        store.save(make_checkpoint("r", 3, {"log": [9]}, (Change("log", Op.SET, [9]),)))
+    store.save(make_checkpoint("r", 4, {"log": [2, 3, 4]}, (Change("log", Op.EXTEND, [4]),)))
+    assert [m.seq for m in FileCheckpointer(tmp_path).list("wf", "r")] == [1, 2, 3, 4]
+
+
+def test_a_log_deleted_behind_a_handle_is_never_written_to(tmp_path: Path) -> None:
+    store = FileCheckpointer(tmp_path)
+    save_run(store, "r", 2)
+    path = log_path(tmp_path)
+    path.unlink()
+    with pytest.raises(
+        CheckpointError,
+        match=rf"^checkpoint store cannot use {re.escape(repr(str(path)))}: No such file",
+    ):
+        store.save(make_checkpoint("r", 3, {"log": [2, 3]}, (Change("log", Op.EXTEND, [3]),)))
+    assert list((tmp_path / "runs").iterdir()) == []
+    assert FileCheckpointer(tmp_path).latest("wf", "r") is None
+
+
+def test_a_log_replaced_behind_a_handle_is_read_afresh(tmp_path: Path) -> None:
+    store = FileCheckpointer(tmp_path)
+    expected = save_run(store, "r", 2)
+    path = log_path(tmp_path)
+    backup = tmp_path / "backup.log"
+    backup.write_bytes(path.read_bytes())
+    store.save(make_checkpoint("r", 3, {"log": [2, 3]}, (Change("log", Op.EXTEND, [3]),)))
+    os.replace(backup, path)  # restored from a backup taken at seq 2
+    assert [m.seq for m in store.list("wf", "r")] == [1, 2]
+    latest = store.latest("wf", "r")
+    assert latest is not None
+    assert latest.values == expected[-1]
+    store.save(make_checkpoint("r", 3, {"log": [2, 30]}, (Change("log", Op.EXTEND, [30]),)))
+    again = FileCheckpointer(tmp_path).latest("wf", "r")
+    assert again is not None
+    assert again.values == {"log": [2, 30]}
+
+
+def open_descriptors() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts descriptors in /proc")
+def test_a_handle_keeps_at_most_64_logs_open_and_close_releases_them(tmp_path: Path) -> None:
+    before = open_descriptors()
+    store = FileCheckpointer(tmp_path)
+    for n in range(100):
+        store.save(make_checkpoint(f"r{n}", 1, {"x": n}))
+    assert open_descriptors() - before == 64
+    for n in range(100):  # every run still reads right, its log reopened as needed
+        latest = store.latest("wf", f"r{n}")
+        assert latest is not None
+        assert latest.values == {"x": n}
+    assert open_descriptors() - before == 64
+    store.close()
+    assert open_descriptors() == before
+    store.save(make_checkpoint("r0", 2, {"x": 2}, (Change("x", Op.SET, 2),)))
+    assert open_descriptors() - before == 1
+    del store
+    gc.collect()
+    assert open_descriptors() == before
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_takes_its_own_flock_not_its_parents(tmp_path: Path) -> None:
+    store = FileCheckpointer(tmp_path)
+    save_run(store, "r", 1)
+    held = store._logs[("wf", "r")].fd
+    fcntl.flock(held, fcntl.LOCK_EX)  # as if a thread of the parent were inside save()
+    try:
+        pid = os.fork()
+        if pid == 0:  # the child must not inherit that lock through the handle's descriptor
+            code = 1
+            try:
+                assert [m.seq for m in store.list("wf", "r")] == [1]
+                fcntl.flock(store._logs[("wf", "r")].fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                code = 0  # the parent's lock holds against the child, as against anyone
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+    finally:
+        fcntl.flock(held, fcntl.LOCK_UN)
+    assert os.waitstatus_to_exitcode(status) == 0
