@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import gc
 import itertools
@@ -563,3 +564,27 @@ def test_a_forked_child_takes_its_own_flock_not_its_parents(tmp_path: Path) -> N
     finally:
         fcntl.flock(held, fcntl.LOCK_UN)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_a_log_this_process_may_only_read_is_read_and_a_save_to_it_says_why_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    expected = save_run(FileCheckpointer(tmp_path), "r", 2)
+    real_open = os.open
+
+    def read_only(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        if str(path).endswith(".log") and flags & os.O_RDWR:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", read_only)
+    store = FileCheckpointer(tmp_path)
+    latest = store.latest("wf", "r")
+    assert latest is not None
+    assert latest.values == expected[-1]
+    assert store.runs() == [("wf", "r")]
+    with pytest.raises(
+        CheckpointError, match=r"^checkpoint store cannot use '.*\.log': Permission denied$"
+    ):
+        store.save(make_checkpoint("r", 3, {"log": [2, 3]}, (Change("log", Op.EXTEND, [3]),)))
+    assert [m.seq for m in store.list("wf", "r")] == [1, 2]

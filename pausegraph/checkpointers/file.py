@@ -42,15 +42,26 @@ A save takes an exclusive ``flock`` on the log, re-reads whatever other
 processes appended since this handle last looked, refuses a seq the run
 already has (``ConflictError``, nothing written), cuts off a torn tail,
 appends the record with one ``pwrite`` and ``fsync``\\s it before returning.
-A new log is written whole in ``tmp/`` and hard-linked into ``runs/`` (which
-fails if it is already there), then the directory is fsynced; so a log file
-is never seen without its header. Readers take a shared ``flock`` only while
-they look for new records.
+A run's first save writes its whole log, header *and* first record, in
+``tmp/``, fsyncs it, hard-links it into ``runs/`` (which fails if it is
+already there) and fsyncs the directory: two fsyncs for a new run, one per
+later save, and a log file is never seen without its header and first
+record. Readers take a shared ``flock`` only while they look for new
+records, and not at all when the file has not grown past what they indexed.
+
+A handle keeps the descriptors of the logs it last used open (at most
+``_MAX_OPEN_LOGS``), so a save costs no ``open``. Under the ``flock`` it
+checks with a ``stat`` that the log's path still names the file the
+descriptor is on: a log deleted behind its back is an error, never a silent
+write to an unlinked file, and one replaced (restored from a backup) is
+indexed afresh. A forked child opens its own descriptors, since an inherited
+one would share the parent's ``flock``.
 """
 
 from __future__ import annotations
 
 import builtins
+import errno
 import fcntl
 import hashlib
 import os
@@ -217,7 +228,7 @@ class _RunLog:
 
     __slots__ = (
         "base", "end", "entries", "fd", "file_id", "first", "ids", "lock", "name", "path",
-        "pid", "policy",
+        "pid", "policy", "writable",
     )  # fmt: skip
 
     def __init__(self, path: str, name: str, ids: tuple[str, str]) -> None:
@@ -226,6 +237,7 @@ class _RunLog:
         self.ids = ids
         self.lock = threading.Lock()
         self.fd = -1
+        self.writable = False  # fd was opened read-write (a store we may only read is still read)
         self.pid = 0  # the process that opened fd: a forked child must not share its flock
         self.file_id = (0, 0)
         self.reset(0)
@@ -384,7 +396,7 @@ class FileCheckpointer:
                 if self._create(checkpoint, path):
                     return
                 log = self._known(path, ids)
-            with log.lock, self._locked(log, fcntl.LOCK_EX) as fd:
+            with log.lock, self._locked(log, fcntl.LOCK_EX, write=True) as fd:
                 size = self._refresh(log, fd)
                 count = len(log.entries)
                 if checkpoint.seq != count + 1:
@@ -432,6 +444,7 @@ class FileCheckpointer:
                 os.close(fd)
                 raise
             log.fd, log.pid, log.file_id = fd, os.getpid(), (st.st_dev, st.st_ino)
+            log.writable = True
             log.reset(len(header))
             end = len(header) + len(record)
             self._add(log, _Entry(len(header), end, frame_len, checkpoint.meta, snapshot))
@@ -563,17 +576,22 @@ class FileCheckpointer:
         with self._lock:
             return self._logs.setdefault(ids, _RunLog(path, os.path.basename(path), ids))
 
-    def _fd(self, log: _RunLog) -> int:
-        """The log's open descriptor (opened if needed); ``log.lock`` held.
+    def _fd(self, log: _RunLog, *, write: bool = False) -> int:
+        """The log's open descriptor (opened if needed, read-write if ``write``); ``log.lock`` held.
 
         Opening a file other than the one the index describes (the first
         open, or a log replaced since) reads and checks its header and starts
         the index afresh.
         """
-        if log.fd >= 0 and log.pid == os.getpid():
+        if log.fd >= 0 and log.pid == os.getpid() and (log.writable or not write):
             return log.fd
         log.close()  # a descriptor inherited through fork shares the parent's flock
-        fd = os.open(log.path, os.O_RDWR)
+        try:
+            fd, writable = os.open(log.path, os.O_RDWR), True
+        except OSError as exc:
+            if write or exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+                raise
+            fd, writable = os.open(log.path, os.O_RDONLY), False  # a store we may only read
         try:
             st = os.fstat(fd)
             file_id = (st.st_dev, st.st_ino)
@@ -591,7 +609,7 @@ class FileCheckpointer:
         except BaseException:
             os.close(fd)
             raise
-        log.fd, log.pid, log.file_id = fd, os.getpid(), file_id
+        log.fd, log.pid, log.file_id, log.writable = fd, os.getpid(), file_id, writable
         self._opened(log)
         return fd
 
@@ -619,7 +637,7 @@ class FileCheckpointer:
                         return
 
     @contextmanager
-    def _locked(self, log: _RunLog, how: int) -> Iterator[int]:
+    def _locked(self, log: _RunLog, how: int, *, write: bool = False) -> Iterator[int]:
         """``flock`` the log (``log.lock`` held), checking under the lock that it is the file.
 
         A log deleted meanwhile is an ``OSError`` (no such file); one replaced
@@ -627,7 +645,7 @@ class FileCheckpointer:
         that no longer has the log's name.
         """
         while True:
-            fd = self._fd(log)
+            fd = self._fd(log, write=write)
             fcntl.flock(fd, how)
             try:
                 if self._current(log):
