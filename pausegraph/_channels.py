@@ -18,7 +18,7 @@ import attrs
 import msgpack
 
 from ._values import FrozenDict, FrozenList
-from .errors import StepError
+from .errors import PausegraphError, SerializationError, StepError
 
 
 class Op(enum.Enum):
@@ -154,6 +154,48 @@ AnyReducer = LastWriteWins | MergeMap | Append | Reducer
 
 
 _set = dict.__setitem__
+
+
+def accept_writes(
+    reducers: Mapping[str, AnyReducer],
+    writes: Mapping[str, Any],
+    what: str,
+    error: type[PausegraphError],
+) -> dict[str, Any]:
+    """Check writes against the channels; return them as the reducers fold them.
+
+    Each must name a declared channel and fit its reducer, or ``error`` is
+    raised naming ``what`` made it ("step 'a'", "Update edits") and the
+    channel. The writes come back normalised through msgpack: a live run sees
+    what a reloaded one reads (a tuple becomes a list), and the engine owns
+    every value, read-only to everyone else. A value msgpack cannot encode is
+    a ``SerializationError`` naming the channel.
+    """
+    accepted = {}
+    for channel, value in writes.items():
+        reducer = reducers.get(channel)
+        if reducer is None:
+            declared = ", ".join(map(repr, reducers)) or "no channels"
+            msg = f"{what} wrote to undeclared channel {channel!r}; the graph declares {declared}"
+            raise error(msg)
+        try:
+            accepted[channel] = reducer.accept(value)
+        except TypeError as exc:
+            msg = f"{what} wrote to channel {channel!r}: {exc}"
+            raise error(msg) from None
+    try:
+        return freeze(accepted)  # type: ignore[no-any-return]
+    except (TypeError, ValueError, OverflowError):
+        for channel, value in accepted.items():
+            try:
+                freeze(value)
+            except (TypeError, ValueError, OverflowError) as exc:
+                msg = (
+                    f"channel {channel!r} (written by {what}) cannot be stored: {exc}. "
+                    "Use msgpack-native values (dict, list, str, int, float, bool, None, bytes)."
+                )
+                raise SerializationError(msg) from None
+        raise
 
 
 class Channels:

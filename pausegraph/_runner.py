@@ -20,7 +20,7 @@ from typing import Any
 
 import attrs
 
-from ._channels import Channels
+from ._channels import Channels, accept_writes
 from ._commands import (
     After,
     Before,
@@ -597,25 +597,7 @@ class Runner:
         if not isinstance(edits, Mapping):
             msg = f"{what} must be a dict of channel values, got {type(edits).__name__} {edits!r}"
             raise GraphError(msg)
-        channels = self.graph.channels
-        accepted = {}
-        for channel, value in edits.items():
-            reducer = channels.get(channel)
-            if reducer is None:
-                msg = (
-                    f"{what} name no channel {channel!r}; graph {self._workflow!r} declares "
-                    f"{', '.join(map(repr, channels)) or 'no channels'}"
-                )
-                raise GraphError(msg)
-            try:
-                accepted[channel] = reducer.accept(value)
-            except TypeError as exc:
-                msg = f"{what} for channel {channel!r}: {exc}"
-                raise GraphError(msg) from None
-        return {
-            c: normalize(v, lambda c=c: f"{what} for channel {c!r}")  # type: ignore[misc]
-            for c, v in accepted.items()
-        }
+        return accept_writes(self.graph.channels, edits, what, GraphError)
 
     def _check_structure(self, checkpoint: Checkpoint) -> None:
         if checkpoint.structure == self._structure:

@@ -28,8 +28,9 @@ from typing import Any
 
 import attrs
 
+from ._channels import accept_writes
 from ._graph import Graph
-from ._records import PauseRecord, SuspendedStep, normalize, pack, unpack
+from ._records import PauseRecord, SuspendedStep
 from ._trampoline import Trampoline, start, step_failed
 from .errors import NondeterminismError, StepError
 
@@ -55,34 +56,8 @@ def id_prefix(epoch: int, step_index: int) -> str:
 
 
 def _collect(graph: Graph, step_id: str, writes: Mapping[str, Any]) -> dict[str, Any]:
-    """Check a finished step's writes and return them normalised through msgpack.
-
-    Normalising here makes a hot run see what a cold one reads back (a tuple
-    becomes a list) and gives the engine its own copy of every value, which
-    it may then update in place.
-    """
-    channels = graph.channels
-    accepted = {}
-    for channel, value in writes.items():
-        reducer = channels.get(channel)
-        if reducer is None:
-            msg = (
-                f"step {step_id!r} wrote to undeclared channel {channel!r}; the graph declares "
-                f"{', '.join(map(repr, channels)) or 'no channels'}; "
-                "no write of this layer was applied"
-            )
-            raise StepError(msg)
-        try:
-            accepted[channel] = reducer.accept(value)
-        except TypeError as exc:
-            msg = f"step {step_id!r} wrote to channel {channel!r}: {exc}"
-            raise StepError(msg) from None
-    try:
-        return unpack(pack(accepted))  # type: ignore[no-any-return]
-    except (TypeError, ValueError, OverflowError):
-        for channel, value in accepted.items():
-            normalize(value, lambda c=channel: f"channel {c!r} (written by step {step_id!r})")  # type: ignore[misc]
-        raise
+    """A finished step's writes, checked and normalised (see ``accept_writes``)."""
+    return accept_writes(graph.channels, writes, f"step {step_id!r}", StepError)
 
 
 def run_layer(
