@@ -13,7 +13,7 @@ its *journal*, the list of what it yielded (interrupts with their answers,
 effects with their results) in order. Replaying a step means calling it again
 and feeding it its journal.
 
-Everything here is plain data: no callables, nothing pickled.
+Everything here is plain data: no callables, no code, only msgpack.
 """
 
 from __future__ import annotations
