@@ -54,7 +54,7 @@ from ._scheduler import LayerResult, finish_layer, run_layer
 from ._trampoline import Trampoline
 from ._values import thaw
 from .checkpointers import Checkpointer, MemoryCheckpointer
-from .errors import ConflictError, GraphError, ResumeError
+from .errors import CheckpointError, GraphError, ResumeError
 
 _MAX_HELD = 1024  # paused runs whose live generators a Runner keeps
 
@@ -65,9 +65,10 @@ class _Held:
 
     ``checkpoint`` is the pause checkpoint as saved (its values are read-only
     and nothing changed them since); ``steps`` are the live generators of
-    its suspended steps. If another process moved the run on meanwhile, the
-    claim's conditional save fails and the Runner decides again on what the
-    store holds.
+    its suspended steps. It is used only while the store's history still
+    ends with it (``list``, which reads no values); if another process moves
+    the run on after that look, the claim's conditional save fails and the
+    Runner decides again on what the store holds.
     """
 
     checkpoint: Checkpoint
@@ -205,7 +206,7 @@ class Runner:
         """
         _check_run_id(run_id)
         held = self._held.pop(run_id, None)
-        if held is not None:
+        if held is not None and self._still_latest(held.checkpoint):
             try:
                 return self._command(held.checkpoint, command, held)
             except (_StaleHeld, ResumeError):
@@ -378,6 +379,11 @@ class Runner:
         cursor = self._cursor(latest, held)
         self._save(cursor, "resume", pause.layer, Next.REPLAY, claimed, ())
         return self._drive(cursor)
+
+    def _still_latest(self, checkpoint: Checkpoint) -> bool:
+        """Whether the store's latest checkpoint of the run is this one (a cheap look)."""
+        metas = self.checkpointer.list(self._workflow, checkpoint.run_id)
+        return bool(metas) and metas[-1] == checkpoint.meta
 
     def _hold(self, checkpoint: Checkpoint, steps: dict[str, Trampoline]) -> None:
         """Keep a pause just saved, so that resuming it here needs no reload."""
@@ -553,7 +559,9 @@ class Runner:
         )
         try:
             self.checkpointer.save(checkpoint)
-        except ConflictError:
+        except CheckpointError:
+            # a claim built on a held pause: the run moved on (ConflictError) or
+            # is not what it was (a seq gap: it was deleted and started again)
             if cursor.held is not None:
                 raise _StaleHeld from None
             raise

@@ -3,6 +3,8 @@ act on one that another Runner or process has moved on from."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from pausegraph import (
@@ -90,3 +92,15 @@ def test_an_after_pause_held_by_a_runner_continues_without_a_reload():
     outcome = runner.resume("r", Continue())
     assert isinstance(outcome, Paused)
     assert outcome.payload == {"q": 1}
+
+
+def test_a_held_pause_of_a_run_deleted_and_started_again_is_not_used():
+    first_store = MemoryCheckpointer()
+    runner = Runner(graph(), first_store)
+    assert isinstance(runner.run("r", {"n": 0}), Paused)
+    # the store is replaced (a test resets it, an operator restores a backup)
+    # and the run started again: same seqs and labels, a later timestamp
+    runner.checkpointer = fresh = MemoryCheckpointer()
+    time.sleep(0.002)
+    Runner(graph(), fresh).run("r", {"n": 10})
+    assert runner.resume("r", Resume("ok")) == Done({"n": 11, "answer": "ok"}, 2)
