@@ -15,9 +15,8 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import attrs
-import msgpack
 
-from ._values import FrozenDict, FrozenList
+from ._values import FrozenDict, FrozenList, freeze
 from .errors import PausegraphError, SerializationError, StepError
 
 
@@ -46,18 +45,6 @@ def apply_change(values: dict[str, Any], change: Change) -> None:
         dict.update(values[change.channel], change.value)
     else:
         list.extend(values[change.channel], change.value)
-
-
-def freeze(value: Any) -> Any:
-    """``value`` as a cold run reads it back: msgpack-normalised and read-only.
-
-    Raises ``TypeError``/``ValueError``/``OverflowError`` if msgpack cannot
-    encode it.
-    """
-    packed = msgpack.packb(value, use_bin_type=True, datetime=False)
-    return msgpack.unpackb(
-        packed, raw=False, strict_map_key=False, list_hook=FrozenList, object_hook=FrozenDict
-    )
 
 
 class _Builtin:
@@ -212,7 +199,9 @@ class Channels:
 
     def __init__(self, reducers: Mapping[str, AnyReducer], values: dict[str, Any]) -> None:
         self.reducers = reducers
-        self.values = FrozenDict(values)  # what steps read; only ``apply`` changes it
+        # what steps read; only ``apply`` changes it. Values from a store are
+        # plain: freeze them; our own are frozen already: copy the top level
+        self.values = FrozenDict(values) if isinstance(values, FrozenDict) else freeze(values)
 
     @classmethod
     def fresh(cls, reducers: Mapping[str, AnyReducer]) -> Channels:

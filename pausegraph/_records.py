@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import enum
 import operator
-import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NewType
 
@@ -31,7 +30,7 @@ from cattrs.gen import make_dict_unstructure_fn, override
 from cattrs.preconf.msgpack import make_converter
 
 from ._channels import Change, Op
-from ._values import FrozenDict, FrozenList
+from ._values import freeze, pack
 from .errors import SerializationError
 
 #: A user's value (channel value, payload, answer, effect result): msgpack-native,
@@ -233,31 +232,8 @@ for _enum in (Next, PauseKind, EntryKind, Op):
     converter.register_unstructure_hook(_enum, operator.attrgetter("_value_"))
 
 
-def _refuse(obj: object) -> object:
-    msg = f"msgpack cannot encode {type(obj).__name__} {obj!r}"
-    raise TypeError(msg)
-
-
-class _Packers(threading.local):
-    # msgpack.packb builds a Packer per call, which costs more than packing a
-    # small write; a Packer is not thread-safe, so each thread keeps its own.
-    def __init__(self) -> None:
-        self.packer = msgpack.Packer(use_bin_type=True, datetime=False, default=_refuse)
-
-
-_packers = _Packers()
-
-
-def pack(obj: Any) -> bytes:
-    """Encode msgpack-native data; raises TypeError/ValueError/OverflowError."""
-    return _packers.packer.pack(obj)
-
-
 def unpack(data: bytes) -> Any:
-    """Decode msgpack; every dict and list comes back read-only (see ``_values``)."""
-    return msgpack.unpackb(
-        data, raw=False, strict_map_key=False, list_hook=FrozenList, object_hook=FrozenDict
-    )
+    return msgpack.unpackb(data, raw=False, strict_map_key=False)
 
 
 _NATIVE = "Use msgpack-native values (dict, list, str, int, float, bool, None, bytes)."
@@ -277,7 +253,7 @@ def normalize(value: Any, what: Callable[[], str]) -> Any:
     ``what`` names the value for the error message (called only on failure).
     """
     try:
-        return unpack(pack(value))
+        return freeze(value)
     except (TypeError, ValueError, OverflowError) as exc:
         msg = f"{what()} cannot be stored: {exc}. {_NATIVE}"
         raise SerializationError(msg) from None

@@ -52,7 +52,7 @@ from ._records import (
 )
 from ._scheduler import LayerResult, finish_layer, run_layer
 from ._trampoline import Trampoline
-from ._values import thaw
+from ._values import freeze, thaw
 from .checkpointers import Checkpointer, MemoryCheckpointer
 from .errors import CheckpointError, GraphError, ResumeError
 
@@ -446,7 +446,8 @@ class Runner:
         pause = latest.pause
         writes: list[Mapping[str, Any]] = []
         if pause is not None and pause.kind is PauseKind.INTERRUPT:
-            writes.extend(pause.edits)  # the layer's own writes are dropped: it runs again
+            # the layer's own writes are dropped: it runs again
+            writes.extend(freeze(edits) for edits in pause.edits)
         if update:
             writes.append(update)
         changes = cursor.channels.apply(writes) if writes else []
@@ -497,7 +498,7 @@ class Runner:
                 raise AssertionError(step)
             if result.suspended:
                 return self._pause_layer(cursor, k, epoch, result, claimed)
-            edits = claimed.edits if claimed is not None else ()
+            edits = [freeze(e) for e in claimed.edits] if claimed is not None else []
             changes = cursor.channels.apply([*result.finished.values(), *edits])
             follow = Next.AFTER if self._after[k] else Next.DONE if k + 1 == last else Next.LAYER
             self._save(cursor, f"layer:{k + 1}", k + 1, follow, None, changes)

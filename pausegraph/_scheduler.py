@@ -32,6 +32,7 @@ from ._channels import accept_writes
 from ._graph import Graph
 from ._records import PauseRecord, SuspendedStep
 from ._trampoline import Trampoline, start, step_failed
+from ._values import freeze
 from .errors import NondeterminismError, StepError
 
 
@@ -93,7 +94,7 @@ def finish_layer(
     suspended generators this process still has (a hot resume), by step id.
     Steps without a live generator are called again and replay their journal.
     """
-    done = {f.step_id: f.writes for f in pause.finished}
+    done = {f.step_id: freeze(f.writes) for f in pause.finished}  # may come from a store
     waiting = {s.step_id: s for s in pause.suspended}
     finished: dict[str, Mapping[str, Any]] = {}
     suspended: dict[str, Trampoline | SuspendedStep] = {}

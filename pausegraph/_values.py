@@ -3,16 +3,21 @@
 A run's values are shared between the engine and the steps that read them;
 if a step could change a list inside the state, the change would show in the
 live run but never reach a checkpoint, and a cold replay would see something
-else. So every container that pausegraph decodes (state values, writes,
-answers, effect results, payloads) is a ``FrozenDict`` or ``FrozenList``: a
-real ``dict`` or ``list`` (it reads, compares, prints and serialises like
-one) whose changing methods raise ``TypeError``. Copy it to change it:
-``dict(x)``, ``list(x)``, ``x.copy()`` or ``copy.deepcopy(x)`` give plain
-ones. The engine changes them through the base class methods.
+else. So every container in a run's state (and in what the engine keeps in a
+journal: answers, effect results, payloads) is a ``FrozenDict`` or
+``FrozenList``: a real ``dict`` or ``list`` (it reads, compares, prints and
+serialises like one) whose changing methods raise ``TypeError``. Copy it to
+change it: ``dict(x)``, ``list(x)``, ``x.copy()`` or ``copy.deepcopy(x)``
+give plain ones. The engine changes them through the base class methods.
+
+Stores hand out plain values (a caller may change what it loaded); the
+engine freezes what it takes in (``freeze``) and hands out plain copies
+(``thaw``).
 """
 
 from __future__ import annotations
 
+import threading
 from typing import Any, NoReturn
 
 import msgpack
@@ -61,7 +66,38 @@ class FrozenList(list[Any]):
         return (list, (list(self),))
 
 
+def _refuse_type(obj: object) -> object:
+    msg = f"msgpack cannot encode {type(obj).__name__} {obj!r}"
+    raise TypeError(msg)
+
+
+class _Packers(threading.local):
+    # msgpack.packb builds a Packer per call, which costs more than packing a
+    # small write; a Packer is not thread-safe, so each thread keeps its own.
+    def __init__(self) -> None:
+        self.packer = msgpack.Packer(use_bin_type=True, datetime=False, default=_refuse_type)
+
+
+_packers = _Packers()
+
+
+def pack(obj: Any) -> bytes:
+    """Encode msgpack-native data; raises TypeError/ValueError/OverflowError."""
+    return _packers.packer.pack(obj)
+
+
+def freeze(value: Any) -> Any:
+    """``value`` as a cold run reads it back: msgpack-normalised and read-only.
+
+    Raises ``TypeError``/``ValueError``/``OverflowError`` if msgpack cannot
+    encode it.
+    """
+    packed = pack(value)
+    return msgpack.unpackb(
+        packed, raw=False, strict_map_key=False, list_hook=FrozenList, object_hook=FrozenDict
+    )
+
+
 def thaw(value: Any) -> Any:
     """A plain, mutable deep copy of a msgpack-native value."""
-    packed = msgpack.packb(value, use_bin_type=True, datetime=False)
-    return msgpack.unpackb(packed, raw=False, strict_map_key=False)
+    return msgpack.unpackb(pack(value), raw=False, strict_map_key=False)

@@ -78,8 +78,8 @@ from typing import Any, TypeVar
 import attrs
 import msgpack
 
-from .._records import Checkpoint, CheckpointMeta, Frame, converter, pack
-from .._values import FrozenDict, FrozenList
+from .._records import Checkpoint, CheckpointMeta, Frame, converter
+from .._values import pack
 from ..errors import CheckpointError, CorruptCheckpointError
 from ._log import SnapshotPolicy, rebuild, refuse_seq
 
@@ -157,8 +157,6 @@ def _unpack_bounded(data: bytes) -> Any:
         max_array_len=n,
         max_map_len=n,
         max_ext_len=n,
-        list_hook=FrozenList,  # decoded values are read-only, as everywhere (see _values)
-        object_hook=FrozenDict,
     )
 
 
