@@ -54,7 +54,7 @@ from ._scheduler import LayerResult, finish_layer, run_layer
 from ._trampoline import Trampoline
 from ._values import freeze, thaw
 from .checkpointers import Checkpointer, MemoryCheckpointer
-from .errors import CheckpointError, GraphError, ResumeError
+from .errors import CheckpointError, ConflictError, GraphError, ResumeError
 
 _MAX_HELD = 1024  # paused runs whose live generators a Runner keeps
 
@@ -228,8 +228,19 @@ class Runner:
             )
             raise ResumeError(msg)
         status = self._status(latest)
-        if status is not Status.PAUSED:
-            raise ResumeError(self._not_paused(run_id, status, command))
+        if status is Status.DONE:
+            msg = (
+                f"run {run_id!r} is finished: {command!r} has nothing to go on with; "
+                "Goto(step_id) re-opens it"
+            )
+            raise ResumeError(msg)
+        if status is Status.RUNNING:
+            # another resumer claimed the pause first (or its process died since)
+            msg = (
+                f"run {run_id!r} is not paused: another process claimed it and is running it. "
+                f"If that process died, run({run_id!r}) recovers the run; resume it if it pauses"
+            )
+            raise ConflictError(msg)
         pause = latest.pause
         assert pause is not None
         if type(command) is Update:
@@ -624,17 +635,6 @@ class Runner:
         return (
             f"no run {run_id!r} of workflow {self._workflow!r} in {self.checkpointer!r}: "
             "start it with run(run_id, input)"
-        )
-
-    def _not_paused(self, run_id: str, status: Status, command: Command) -> str:
-        if status is Status.DONE:
-            return (
-                f"run {run_id!r} is finished: {command!r} has nothing to go on with; "
-                "Goto(step_id) re-opens it"
-            )
-        return (
-            f"run {run_id!r} is not paused but running (or its process died): "
-            f"call run({run_id!r}) to recover it, then resume it if it pauses"
         )
 
 

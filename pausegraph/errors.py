@@ -78,7 +78,8 @@ class CheckpointError(PausegraphError, OSError):
 
 
 class ConflictError(CheckpointError):
-    """Another writer already saved a checkpoint with this ``seq``: it won the run."""
+    """Another writer won the run: it saved a checkpoint with this ``seq`` first,
+    or ``resume`` found the run claimed and running rather than paused."""
 
 
 class CorruptCheckpointError(CheckpointError):
