@@ -148,6 +148,7 @@ def accept_writes(
     writes: Mapping[str, Any],
     what: str,
     error: type[PausegraphError],
+    verb: str = "wrote to",
 ) -> dict[str, Any]:
     """Check writes against the channels; return them as the reducers fold them.
 
@@ -163,12 +164,12 @@ def accept_writes(
         reducer = reducers.get(channel)
         if reducer is None:
             declared = ", ".join(map(repr, reducers)) or "no channels"
-            msg = f"{what} wrote to undeclared channel {channel!r}; the graph declares {declared}"
+            msg = f"{what} {verb} undeclared channel {channel!r}; the graph declares {declared}"
             raise error(msg)
         try:
             accepted[channel] = reducer.accept(value)
         except TypeError as exc:
-            msg = f"{what} wrote to channel {channel!r}: {exc}"
+            msg = f"{what} {verb} channel {channel!r}: {exc}"
             raise error(msg) from None
     try:
         return freeze(accepted)  # type: ignore[no-any-return]

@@ -174,7 +174,7 @@ class Runner:
             return self._start(run_id, input)
         self._check_structure(latest)
         if input is not None:
-            given = self._edits(input, "input")
+            given = self._edits(input, "the input")
             first = self.checkpointer.load(self._workflow, run_id, 1)
             recorded: Any = {} if first is None or first.input is None else first.input
             if given != recorded:
@@ -293,7 +293,7 @@ class Runner:
             raise ResumeError(msg)
         self._check_structure(source)
         first = source if source.seq == 1 else self.checkpointer.load(self._workflow, run_id, 1)
-        new_edits = self._edits(edits, "fork edits") if edits else None
+        new_edits = self._edits(edits, "fork(edits=...)") if edits else None
         channels = Channels(self.graph.channels, source.values)
         pause = source.pause
         if new_edits:
@@ -322,7 +322,7 @@ class Runner:
     # --- starting and commands ----------------------------------------------
 
     def _start(self, run_id: str, input: Mapping[str, Any] | None) -> Outcome:
-        given = self._edits(input, "input") if input is not None else {}
+        given = self._edits(input, "the input") if input is not None else {}
         channels = Channels.fresh(self.graph.channels)
         changes = channels.apply([given]) if given else []
         cursor = _Cursor(run_id, 0, 0, Next.LAYER, None, channels, 0)
@@ -351,7 +351,7 @@ class Runner:
     def _update(
         self, latest: Checkpoint, pause: PauseRecord, command: Update, held: _Held | None
     ) -> Outcome:
-        edits = self._edits(command.edits, "Update edits")
+        edits = self._edits(command.edits, "Update(edits)")
         cursor = self._cursor(latest, held)
         if pause.kind is PauseKind.INTERRUPT:
             kept = attrs.evolve(pause, edits=(*pause.edits, edits))
@@ -374,7 +374,7 @@ class Runner:
             )
             raise ResumeError(msg)
         answers = self._answers(run_id, pause, command)
-        edits = self._edits(command.update, "Resume update") if command.update else None
+        edits = self._edits(command.update, "Resume(update=...)") if command.update else None
         suspended = tuple(
             SuspendedStep(s.step_id, (*s.journal[:-1], _answered(s.pending, answers[s.pending.id])))
             if s.pending.id in answers
@@ -451,7 +451,7 @@ class Runner:
                 f"its steps are {', '.join(map(repr, self._layer_of))}"
             )
             raise ResumeError(msg)
-        update = self._edits(command.update, "Goto update") if command.update else None
+        update = self._edits(command.update, "Goto(update=...)") if command.update else None
         cursor = self._cursor(latest, held)
         cursor.hot = {}  # the pending interrupts are dropped with their generators
         pause = latest.pause
@@ -617,7 +617,7 @@ class Runner:
         if not isinstance(edits, Mapping):
             msg = f"{what} must be a dict of channel values, got {type(edits).__name__} {edits!r}"
             raise GraphError(msg)
-        return accept_writes(self.graph.channels, edits, what, GraphError)
+        return accept_writes(self.graph.channels, edits, what, GraphError, verb="names")
 
     def _check_structure(self, checkpoint: Checkpoint) -> None:
         if checkpoint.structure == self._structure:

@@ -58,7 +58,11 @@ def id_prefix(epoch: int, step_index: int) -> str:
 
 def _collect(graph: Graph, step_id: str, writes: Mapping[str, Any]) -> dict[str, Any]:
     """A finished step's writes, checked and normalised (see ``accept_writes``)."""
-    return accept_writes(graph.channels, writes, f"step {step_id!r}", StepError)
+    try:
+        return accept_writes(graph.channels, writes, f"step {step_id!r}", StepError)
+    except StepError as error:
+        msg = f"{error}; no write of this layer was applied"
+        raise StepError(msg) from None
 
 
 def run_layer(
