@@ -29,13 +29,26 @@ class SnapshotPolicy:
       a bounded number of frames whatever the run does;
     - otherwise a snapshot is due once the deltas since the last one outweigh
       it ``SNAPSHOT_RATIO`` times (loading reads few bytes beyond the state),
-    - but only while all snapshots together stay within ``SNAPSHOT_BUDGET``
-      times all deltas, so a state that grows step by step (an Append log) is
-      not copied again and again: the store stays within about 1.5 times the
-      writes, plus one snapshot per ``SNAPSHOT_EVERY`` frames.
+    - but only if all snapshots together, this one included, stay within
+      ``SNAPSHOT_BUDGET`` times all deltas. A state that grows step by step
+      (an Append log) is then not copied again and again: the store stays
+      within about 1.5 times the writes, plus one snapshot per
+      ``SNAPSHOT_EVERY`` frames. A state overwritten in place (a counter)
+      stays small and is snapshotted often.
+
+    The budget is checked against the snapshot's real size, which costs an
+    encode of the state; a snapshot found too big is not tried again until
+    the budget has grown by its size.
     """
 
-    __slots__ = ("all_deltas", "all_snapshots", "delta_bytes", "deltas", "snapshot_bytes")
+    __slots__ = (
+        "all_deltas",
+        "all_snapshots",
+        "delta_bytes",
+        "deltas",
+        "refused_bytes",
+        "snapshot_bytes",
+    )
 
     def __init__(self) -> None:
         self.deltas = 0  # since the last snapshot
@@ -43,28 +56,33 @@ class SnapshotPolicy:
         self.snapshot_bytes = 0  # the last snapshot
         self.all_deltas = 0  # bytes, over the whole run
         self.all_snapshots = 0  # bytes, over the whole run
+        self.refused_bytes = 0  # the last snapshot found over budget
 
-    def wants_snapshot(self, checkpoint: Checkpoint) -> bool:
-        if checkpoint.changes is None or checkpoint.seq == 1 or self.deltas >= SNAPSHOT_EVERY:
-            return True
-        if self.delta_bytes <= SNAPSHOT_RATIO * self.snapshot_bytes:
-            return False
-        # the next snapshot is about the last one plus what the deltas added
-        estimate = self.snapshot_bytes + self.delta_bytes
-        return self.all_snapshots + estimate <= SNAPSHOT_BUDGET * self.all_deltas
+    def _affordable(self, size: int) -> bool:
+        return self.all_snapshots + size <= SNAPSHOT_BUDGET * self.all_deltas
 
     def encode(self, checkpoint: Checkpoint) -> tuple[bytes, bool]:
         """Encode the frame for ``checkpoint``; say whether it is a snapshot.
 
-        Does not change the policy: call ``saved`` once the frame is stored.
+        Call ``saved`` once the frame is stored.
         """
-        snapshot = self.wants_snapshot(checkpoint)
-        return encode_frame(checkpoint, snapshot=snapshot), snapshot
+        c = checkpoint
+        if c.changes is None or c.seq == 1 or self.deltas >= SNAPSHOT_EVERY:
+            return encode_frame(c, snapshot=True), True
+        if self.delta_bytes > SNAPSHOT_RATIO * self.snapshot_bytes and self._affordable(
+            self.refused_bytes
+        ):
+            data = encode_frame(c, snapshot=True)
+            if self._affordable(len(data)):
+                return data, True
+            self.refused_bytes = len(data)
+        return encode_frame(c, snapshot=False), False
 
     def saved(self, size: int, snapshot: bool) -> None:
         if snapshot:
             self.deltas, self.delta_bytes, self.snapshot_bytes = 0, 0, size
             self.all_snapshots += size
+            self.refused_bytes = 0
         else:
             self.deltas += 1
             self.delta_bytes += size
