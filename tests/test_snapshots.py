@@ -1,0 +1,55 @@
+"""When a store writes a full snapshot instead of just a super-step's changes."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pausegraph import Append, Graph, LastWriteWins, MemoryCheckpointer, Runner
+from pausegraph.checkpointers._log import SNAPSHOT_BUDGET, SNAPSHOT_EVERY, SnapshotPolicy
+
+
+def _frames(graph: Graph, input: dict[str, object]) -> list[tuple[int, bool]]:
+    """(size, is_snapshot) of every frame the policy chose for a run of ``graph``."""
+    store = MemoryCheckpointer()
+    policy = SnapshotPolicy()
+    chosen: list[tuple[int, bool]] = []
+    real_save = store.save
+
+    def save(checkpoint):  # watch the policy decide, frame by frame
+        data, snapshot = policy.encode(checkpoint)
+        policy.saved(len(data), snapshot)
+        chosen.append((len(data), snapshot))
+        real_save(checkpoint)
+
+    store.save = save  # type: ignore[method-assign]
+    Runner(graph, store).run("r", input)
+    return chosen
+
+
+def _chain(n: int, channels, fn) -> Graph:
+    g = Graph("g", channels)
+    for i in range(n):
+        g.step(f"s{i}", fn)
+        if i:
+            g.edge(f"s{i - 1}", f"s{i}")
+    return g
+
+
+@given(n=st.integers(20, 300), size=st.integers(100, 2000))
+def test_an_appended_state_is_not_snapshotted_beyond_half_the_deltas(n: int, size: int) -> None:
+    frames = _frames(_chain(n, {"log": Append()}, lambda s: {"log": "x" * size}), {})
+    _first, *rest = frames
+    snapshots = sum(b for b, snap in rest if snap)
+    deltas = sum(b for b, snap in rest if not snap)
+    assert snapshots <= SNAPSHOT_BUDGET * deltas
+
+
+def test_a_small_overwritten_state_is_snapshotted_long_before_the_hard_bound() -> None:
+    frames = _frames(_chain(300, {"n": LastWriteWins()}, lambda s: {"n": s["n"] + 1}), {"n": 0})
+    longest, run = 0, 0
+    for _, snapshot in frames:
+        run = 0 if snapshot else run + 1
+        longest = max(longest, run)
+    assert sum(snap for _, snap in frames) > 10
+    assert longest < SNAPSHOT_EVERY // 5
