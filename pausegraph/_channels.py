@@ -50,7 +50,8 @@ def apply_change(values: dict[str, Any], change: Change) -> None:
 class _Builtin:
     """Shared behaviour of the built-in reducers (they hold no state)."""
 
-    def default(self) -> Any:
+    def initial(self) -> Any:
+        """The channel's value before any write (a fresh one for each run)."""
         return None
 
     def accept(self, value: Any) -> Any:
@@ -63,6 +64,7 @@ class LastWriteWins(_Builtin):
     """The last write of a layer replaces the value. Default ``None``."""
 
     def fold(self, current: Any, incoming: list[Any]) -> tuple[Any, Op, Any]:
+        """Fold a layer's writes into ``current``: ``(new value, op, stored change)``."""
         new = incoming[-1]
         return new, Op.SET, new
 
@@ -71,7 +73,7 @@ class LastWriteWins(_Builtin):
 class MergeMap(_Builtin):
     """Writes are dicts merged shallowly into the value; new keys win. Default ``{}``."""
 
-    def default(self) -> Any:
+    def initial(self) -> Any:
         return FrozenDict()
 
     def accept(self, value: Any) -> Any:
@@ -95,7 +97,7 @@ class Append(_Builtin):
     Default ``[]``.
     """
 
-    def default(self) -> Any:
+    def initial(self) -> Any:
         return FrozenList()
 
     def accept(self, value: Any) -> Any:
@@ -124,10 +126,10 @@ class Reducer(_Builtin):
     """
 
     fn: Callable[[Any, Any], Any]
-    default_value: Any = attrs.field(default=None, alias="default")
+    default: Any = None
 
-    def default(self) -> Any:
-        return freeze(self.default_value)
+    def initial(self) -> Any:
+        return freeze(self.default)
 
     def fold(self, current: Any, incoming: list[Any]) -> tuple[Any, Op, Any]:
         new = current
@@ -206,7 +208,7 @@ class Channels:
 
     @classmethod
     def fresh(cls, reducers: Mapping[str, AnyReducer]) -> Channels:
-        return cls(reducers, {name: r.default() for name, r in reducers.items()})
+        return cls(reducers, {name: r.initial() for name, r in reducers.items()})
 
     def apply(self, writes: Iterable[Mapping[str, Any]]) -> list[Change]:
         """Fold every write, in order, into the values and return the changes.

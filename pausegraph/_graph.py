@@ -49,7 +49,7 @@ class Graph:
                 )
                 raise GraphError(msg)
             try:
-                reducer.default()
+                reducer.initial()
             except (TypeError, ValueError, OverflowError) as exc:
                 msg = f"the default of channel {channel!r} cannot be stored: {exc}"
                 raise GraphError(msg) from None
