@@ -25,6 +25,7 @@ import attrs
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from strategies import values
 
 from pausegraph import (
     Append,
@@ -92,23 +93,6 @@ def make_checkpoint(
         input={"x": 1} if seq == 1 else None,
     )
 
-
-# JSON-like values plus bytes: what msgpack keeps exactly (no tuples, no NaN).
-scalars = (
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(2**63), max_value=2**64 - 1)
-    | st.floats(allow_nan=False)
-    | st.text(max_size=20)
-    | st.binary(max_size=20)
-)
-values = st.recursive(
-    scalars,
-    lambda inner: (
-        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
-    ),
-    max_leaves=12,
-)
 
 # one super-step's change to one of three channels: x (set), m (merge), log (extend)
 changes = st.one_of(

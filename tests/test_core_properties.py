@@ -6,6 +6,7 @@ import itertools
 
 from hypothesis import given
 from hypothesis import strategies as st
+from strategies import values
 
 from pausegraph import (
     Append,
@@ -97,21 +98,6 @@ def test_layers_follow_insertion_order_and_are_deterministic(dag):
 
 # --- reducers against a model --------------------------------------------------------
 
-scalars = (
-    st.none()
-    | st.booleans()
-    | st.integers(-(2**63), 2**64 - 1)
-    | st.floats(allow_nan=False)
-    | st.text(max_size=8)
-    | st.binary(max_size=8)
-)
-values = st.recursive(
-    scalars,
-    lambda inner: (
-        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=4)
-    ),
-    max_leaves=12,
-)
 maps = st.dictionaries(st.text(max_size=3), values, max_size=4)
 
 
