@@ -129,6 +129,9 @@ class Runner:
         interrupt_before: Iterable[str] = (),
         interrupt_after: Iterable[str] = (),
     ) -> None:
+        if not isinstance(graph, Graph):
+            msg = f"Runner(graph, ...) takes a Graph, got {type(graph).__name__} {graph!r}"
+            raise GraphError(msg)
         self.graph = graph
         self._workflow = graph.name
         self._layers = graph.freeze()

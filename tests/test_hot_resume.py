@@ -14,6 +14,7 @@ from pausegraph import (
     Done,
     DynamicInterrupt,
     Graph,
+    GraphError,
     Interrupt,
     LastWriteWins,
     MemoryCheckpointer,
@@ -104,3 +105,8 @@ def test_a_held_pause_of_a_run_deleted_and_started_again_is_not_used():
     time.sleep(0.002)
     Runner(graph(), fresh).run("r", {"n": 10})
     assert runner.resume("r", Resume("ok")) == Done({"n": 11, "answer": "ok"}, 2)
+
+
+def test_a_runner_needs_a_graph():
+    with pytest.raises(GraphError, match=r"^Runner\(graph, \.\.\.\) takes a Graph, got dict"):
+        Runner({"not": "a graph"})  # type: ignore[arg-type]
