@@ -16,8 +16,8 @@ from typing import Any
 
 import attrs
 
-from ._values import FrozenDict, FrozenList, freeze
-from .errors import PausegraphError, SerializationError, StepError
+from ._values import FrozenDict, FrozenList, freeze, normalize
+from .errors import PausegraphError, StepError
 
 
 class Op(enum.Enum):
@@ -176,15 +176,8 @@ def accept_writes(
     try:
         return freeze(accepted)  # type: ignore[no-any-return]
     except (TypeError, ValueError, OverflowError):
-        for channel, value in accepted.items():
-            try:
-                freeze(value)
-            except (TypeError, ValueError, OverflowError) as exc:
-                msg = (
-                    f"channel {channel!r} (written by {what}) cannot be stored: {exc}. "
-                    "Use msgpack-native values (dict, list, str, int, float, bool, None, bytes)."
-                )
-                raise SerializationError(msg) from None
+        for channel, value in accepted.items():  # which channel: for the message
+            normalize(value, lambda c=channel: f"channel {c!r} (written by {what})")  # type: ignore[misc]
         raise
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import enum
 import operator
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NewType
 
 import attrs
@@ -30,7 +29,7 @@ from cattrs.gen import make_dict_unstructure_fn, override
 from cattrs.preconf.msgpack import make_converter
 
 from ._channels import Change, Op
-from ._values import freeze, pack
+from ._values import NATIVE, pack
 from .errors import SerializationError
 
 #: A user's value (channel value, payload, answer, effect result): msgpack-native,
@@ -215,10 +214,6 @@ class Frame:
     def is_snapshot(self) -> bool:
         return self.values is not None
 
-    @property
-    def meta(self) -> CheckpointMeta:
-        return CheckpointMeta(self.seq, self.super_step, self.label, self.timestamp_ms)
-
 
 for _cls in (JournalEntry, SuspendedStep, FinishedStep, PauseRecord, Structure, Checkpoint, Frame):
     attrs.resolve_types(_cls, globals(), locals())
@@ -236,27 +231,12 @@ def unpack(data: bytes) -> Any:
     return msgpack.unpackb(data, raw=False, strict_map_key=False)
 
 
-_NATIVE = "Use msgpack-native values (dict, list, str, int, float, bool, None, bytes)."
-
-
 def _why_not_encodable(value: Any) -> str | None:
     try:
         pack(value)
     except (TypeError, ValueError, OverflowError) as exc:
         return str(exc)
     return None
-
-
-def normalize(value: Any, what: Callable[[], str]) -> Any:
-    """Round-trip ``value`` through msgpack, so hot and cold paths see equal values.
-
-    ``what`` names the value for the error message (called only on failure).
-    """
-    try:
-        return freeze(value)
-    except (TypeError, ValueError, OverflowError) as exc:
-        msg = f"{what()} cannot be stored: {exc}. {_NATIVE}"
-        raise SerializationError(msg) from None
 
 
 # A delta straight from a Checkpoint, without building a Frame: the hot path.
@@ -319,7 +299,7 @@ def _diagnose(frame: Frame) -> str:
     for what, value in suspects:
         why = _why_not_encodable(value)
         if why is not None:
-            return f"{what} cannot be stored: {why}. {_NATIVE}"
+            return f"{what} cannot be stored: {why}. {NATIVE}"
     return "the checkpoint cannot be encoded by msgpack"  # pragma: no cover - a bug in pausegraph
 
 

@@ -48,11 +48,10 @@ from ._records import (
     PauseKind,
     PauseRecord,
     SuspendedStep,
-    normalize,
 )
 from ._scheduler import LayerResult, finish_layer, run_layer
 from ._trampoline import Trampoline
-from ._values import freeze, thaw
+from ._values import freeze, normalize, thaw
 from .checkpointers import Checkpointer, MemoryCheckpointer
 from .errors import CheckpointError, ConflictError, GraphError, ResumeError
 
@@ -94,10 +93,6 @@ class _Cursor:
     held: _Held | None = None
     # live generators of the suspended steps, for finishing an interrupted layer
     hot: dict[str, Trampoline] = attrs.field(factory=dict)
-    view: Mapping[str, Any] = attrs.field(init=False)
-
-    def __attrs_post_init__(self) -> None:
-        self.view = self.channels.values
 
 
 class Runner:
@@ -496,7 +491,7 @@ class Runner:
                 assert claimed is not None
                 k, epoch = claimed.layer, claimed.epoch
                 hot, cursor.hot = cursor.hot, {}
-                result = finish_layer(graph, layers[k], cursor.view, claimed, hot)
+                result = finish_layer(graph, layers[k], cursor.channels.values, claimed, hot)
             elif step is Next.LAYER or step is Next.LAYER_PAST_BEFORE:
                 k = cursor.super_step
                 hits = self._before[k]
@@ -507,7 +502,7 @@ class Runner:
                     )
                     return Paused(k + 1, Before(hits[0]))
                 epoch = cursor.epoch_base + cursor.seq
-                result = run_layer(graph, layers[k], cursor.view, epoch)
+                result = run_layer(graph, layers[k], cursor.channels.values, epoch)
             else:  # pragma: no cover - WAIT never reaches the loop
                 raise AssertionError(step)
             if result.suspended:

@@ -19,8 +19,8 @@ from types import GeneratorType
 from typing import Any
 
 from ._instructions import Effect, Interrupt
-from ._records import EntryKind, JournalEntry, Value, normalize
-from ._values import thaw
+from ._records import EntryKind, JournalEntry, Value
+from ._values import normalize, thaw
 from .errors import EffectError, NondeterminismError, StepError
 
 _HINT = (

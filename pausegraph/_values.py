@@ -18,9 +18,12 @@ engine freezes what it takes in (``freeze``) and hands out plain copies
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any, NoReturn
 
 import msgpack
+
+from .errors import SerializationError
 
 _HINT = (
     "this value belongs to the run and is read-only: copy it to change it "
@@ -96,6 +99,21 @@ def freeze(value: Any) -> Any:
     return msgpack.unpackb(
         packed, raw=False, strict_map_key=False, list_hook=FrozenList, object_hook=FrozenDict
     )
+
+
+NATIVE = "Use msgpack-native values (dict, list, str, int, float, bool, None, bytes)."
+
+
+def normalize(value: Any, what: Callable[[], str]) -> Any:
+    """``freeze(value)``, or a ``SerializationError`` naming ``what`` it is.
+
+    ``what`` is called only on failure, to build the message.
+    """
+    try:
+        return freeze(value)
+    except (TypeError, ValueError, OverflowError) as exc:
+        msg = f"{what()} cannot be stored: {exc}. {NATIVE}"
+        raise SerializationError(msg) from None
 
 
 def thaw(value: Any) -> Any:

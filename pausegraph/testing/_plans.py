@@ -26,7 +26,7 @@ import attrs
 from .._channels import AnyReducer, Append, LastWriteWins, MergeMap, Reducer
 from .._graph import Graph
 from .._instructions import Effect, Interrupt
-from .._records import normalize
+from .._values import normalize
 from ..errors import EffectError
 
 ChannelKind = Literal["last", "merge", "append", "custom"]
