@@ -33,7 +33,7 @@ from pausegraph import (
     Resume,
     Runner,
 )
-from pausegraph._records import normalize
+from pausegraph._values import normalize
 from pausegraph.testing import (
     Call,
     ChannelPlan,
