@@ -186,17 +186,7 @@ class Bench:
             chain_mem_step=per("pg memory"), chain_file_step=per("pg file"), fsync_small=t["fsync"]
         )
         table = Table(f"1. chain of {n} trivial steps: time per step", ("pausegraph", "LangGraph"))
-        table.add(
-            faster(
-                "memory store vs InMemorySaver (sync)",
-                per("pg memory"),
-                per("lg memory"),
-                target=25,
-            )
-        )
-        table.add(
-            faster("memory store vs no checkpointer", per("pg memory"), per("lg none"), target=10)
-        )
+        _step_targets(table, per)
         table.add(faster("file store vs SqliteSaver on a file", per("pg file"), per("lg sqlite")))
         return table
 
@@ -219,17 +209,7 @@ class Bench:
             f"2. one layer of {w} parallel steps, all writing to Append: time per step",
             ("pausegraph", "LangGraph"),
         )
-        table.add(
-            faster(
-                "memory store vs InMemorySaver (sync)",
-                per("pg memory"),
-                per("lg memory"),
-                target=25,
-            )
-        )
-        table.add(
-            faster("memory store vs no checkpointer", per("pg memory"), per("lg none"), target=10)
-        )
+        _step_targets(table, per)
         return table
 
     # -- 3. pause/resume ---------------------------------------------------------
@@ -532,6 +512,18 @@ def floor_send_ns(ops: int, repeats: int) -> float:
             send(1)
         samples.append((time.perf_counter_ns() - start) / ops)
     return statistics.median(samples)
+
+
+def _step_targets(table: Table, per: Callable[[str], float | None]) -> None:
+    """The two per-step targets workloads 1 and 2 share (memory store vs LangGraph)."""
+    table.add(
+        faster(
+            "memory store vs InMemorySaver (sync)", per("pg memory"), per("lg memory"), target=25
+        )
+    )
+    table.add(
+        faster("memory store vs no checkpointer", per("pg memory"), per("lg none"), target=10)
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
