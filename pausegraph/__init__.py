@@ -23,7 +23,7 @@ from ._commands import (
 )
 from ._graph import Graph
 from ._instructions import Effect, Interrupt
-from ._records import Checkpoint, CheckpointMeta
+from ._records import Checkpoint, CheckpointMeta, Failure
 from ._runner import Runner
 from .checkpointers import Checkpointer, FileCheckpointer, MemoryCheckpointer
 from .errors import (
@@ -54,6 +54,7 @@ __all__ = [
     "DynamicInterrupt",
     "Effect",
     "EffectError",
+    "Failure",
     "FileCheckpointer",
     "Goto",
     "Graph",

@@ -225,7 +225,9 @@ class Channels:
                 new, op, delta = reducers[channel].fold(values[channel], bucket)
             except Exception as exc:
                 msg = f"the reducer of channel {channel!r} raised {type(exc).__name__}: {exc}"
-                raise StepError(msg) from exc
+                error = StepError(msg)
+                error.channel = channel  # type: ignore[attr-defined]
+                raise error from exc
             _set(values, channel, new)
             changes.append(Change(channel, op, delta))
         return changes

@@ -14,10 +14,9 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ._commands import After, Before, DynamicInterrupt, Paused, PendingInterrupt, Status
-from ._commands import pending_of as _pending_of
-from ._commands import status_of as _status_of
-from ._graph import layering
-from ._records import Checkpoint, Next, PauseKind
+from ._machine import pending_of as _pending_of
+from ._machine import status_of as _status_of
+from ._records import AtAfter, AtBefore, Checkpoint
 
 BYTES_MARKER = "base64:"
 
@@ -50,32 +49,24 @@ def dumps(value: Any, *, indent: int | None = None) -> str:
     return json.dumps(jsonable(value), indent=indent, ensure_ascii=False)
 
 
-def status_of(checkpoint: Checkpoint) -> Status:
-    """The status of a run from its latest checkpoint alone, without its graph.
-
-    The CLI knows no breakpoints for ``runs``/``show``/``history``: a run whose
-    last layer was applied counts as done, as a ``Runner`` without an
-    ``interrupt_after`` on that layer would see it.
-    """
-    steps = checkpoint.structure.steps
-    preds: dict[str, list[str]] = {step: [] for step in steps}
-    for src, dst in checkpoint.structure.edges:
-        preds[dst].append(src)
-    layers = len(layering(steps, preds))
-    return _status_of(checkpoint, layers=layers, after_on_last=False)
+def status_of(checkpoint: Checkpoint, running: bool = False) -> Status:
+    """The status of a run from its latest checkpoint (and whether a live process holds it)."""
+    return _status_of(checkpoint.stage, running=running)
 
 
 def pending_of(checkpoint: Checkpoint) -> tuple[PendingInterrupt, ...]:
-    """The interrupts a paused run waits on, in step order (none at a breakpoint)."""
-    return _pending_of(checkpoint.pause) if checkpoint.next is Next.WAIT else ()
+    """The interrupts a paused or failed run waits on, in step order (none at a breakpoint)."""
+    return _pending_of(checkpoint.stage)
 
 
 def breakpoint_of(checkpoint: Checkpoint) -> tuple[str, str] | None:
     """``("before"|"after", step_id)`` when the run is paused at a breakpoint."""
-    pause = checkpoint.pause
-    if checkpoint.next is not Next.WAIT or pause is None or pause.kind is PauseKind.INTERRUPT:
-        return None
-    return pause.kind.value, pause.step_ids[0]
+    stage = checkpoint.stage
+    if type(stage) is AtBefore:
+        return "before", stage.step_ids[0]
+    if type(stage) is AtAfter:
+        return "after", stage.step_ids[0]
+    return None
 
 
 def reason_of(outcome: Paused) -> dict[str, str]:

@@ -8,8 +8,7 @@ from typing import Any
 
 import attrs
 
-from ._records import Checkpoint, CheckpointMeta, Next, PauseKind, PauseRecord
-from ._values import thaw
+from ._records import CheckpointMeta, Failure
 
 __all__ = [
     "After",
@@ -18,6 +17,7 @@ __all__ = [
     "Continue",
     "Done",
     "DynamicInterrupt",
+    "Failure",
     "Goto",
     "Paused",
     "PendingInterrupt",
@@ -70,6 +70,7 @@ class PendingInterrupt:
     id: str
     step_id: str
     payload: Any
+    deadline_ms: int | None = None
 
 
 def _interrupt_tuple(items: Iterable[PendingInterrupt]) -> tuple[PendingInterrupt, ...]:
@@ -172,50 +173,41 @@ Command = Continue | Resume | Update | Goto
 
 
 class Status(str, enum.Enum):
-    """Where a run is: compare with the strings too (``info.status == "paused"``)."""
+    """Where a run is: compare with the strings too (``info.status == "paused"``).
 
+    ``QUEUED``: work waits for a driver; ``RUNNING``: a live process drives
+    it now; ``PAUSED``: it waits for a command; ``FAILED``: a step failed
+    (``run`` or ``Continue`` retries); ``CANCELLED`` and ``DONE``: over.
+    """
+
+    QUEUED = "queued"
     RUNNING = "running"
     PAUSED = "paused"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
     DONE = "done"
 
     def __str__(self) -> str:
         return self.value
 
 
+def _edits_tuple(items: Iterable[Mapping[str, Any]]) -> tuple[dict[str, Any], ...]:
+    return tuple(dict(e) for e in items)
+
+
 @attrs.frozen
 class RunInfo:
-    """What ``Runner.state`` tells about a run."""
+    """What ``Runner.state`` tells about a run.
+
+    ``values``: the latest channel values; ``status``: see ``Status``;
+    ``interrupts``: the pending ones; ``failure``: why a failed run failed;
+    ``edits``: ``Update`` edits saved at a dynamic pause, applied when the
+    interrupted layer finishes.
+    """
 
     values: dict[str, Any]
     status: Status
     super_step: int
     interrupts: tuple[PendingInterrupt, ...] = attrs.field(default=(), converter=_interrupt_tuple)
-
-
-def status_of(checkpoint: Checkpoint, *, layers: int, after_on_last: bool) -> Status:
-    """The status of a run whose latest checkpoint is ``checkpoint``.
-
-    ``layers`` is the graph's layer count; ``after_on_last`` says whether an
-    ``interrupt_after`` breakpoint sits on its last layer. A run whose last
-    layer was applied is done unless that breakpoint is still due (its
-    process died between the layer's checkpoint and the pause).
-    """
-    step = checkpoint.next
-    if step is Next.WAIT:
-        return Status.PAUSED
-    if step is Next.DONE:
-        return Status.DONE
-    if step is Next.AFTER and checkpoint.super_step == layers and not after_on_last:
-        return Status.DONE
-    return Status.RUNNING
-
-
-def pending_of(pause: PauseRecord | None) -> tuple[PendingInterrupt, ...]:
-    """The interrupts still waiting for an answer, in step order."""
-    if pause is None or pause.kind is not PauseKind.INTERRUPT:
-        return ()
-    return tuple(
-        PendingInterrupt(s.pending.id, s.step_id, thaw(s.pending.key))
-        for s in pause.suspended
-        if not s.pending.answered
-    )
+    failure: Failure | None = None
+    edits: tuple[dict[str, Any], ...] = attrs.field(default=(), converter=_edits_tuple)

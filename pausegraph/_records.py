@@ -1,122 +1,262 @@
-"""Checkpoint records, and their msgpack codec (a cattrs converter).
+"""The engine's records: what a checkpoint says about a run, as plain attrs data.
 
-A checkpoint is what a ``Checkpointer`` saves after each super-step and at
-each pause. It holds the full channel values *and* the ``changes`` that made
-them from the previous checkpoint, so a store may keep only the changes (with
-a full snapshot every so often) and rebuild the values without knowing the
-reducers.
+A checkpoint holds the channel values and a *stage*: what the run does next
+from there. Each stage is its own class (a tagged union, encoded by
+``_codec``), so no field means something for some stages only:
 
-A pause record says why and where a run stopped. For a dynamic interrupt it
-also holds everything needed to finish the interrupted layer later, in any
-process: the writes of the steps that finished, and for each suspended step
-its *journal*, the list of what it yielded (interrupts with their answers,
-effects with their results) in order. Replaying a step means calling it again
-and feeding it its journal.
+    Start(layer)           run ``layer`` from its beginning
+    InLayer(progress)      a layer is under way: go on with it (a claim that
+                           answered interrupts, an effect's record, a retry)
+    OwesAfter(layer)       ``layer`` was applied; its After breakpoint is due
+    AtBefore / AtAfter     paused at a breakpoint
+    AtInterrupt(progress)  paused: interrupts of the layer wait for answers
+    Failed(progress, ...)  a step of the layer failed
+    Finished, Cancelled    the run is over
 
-Everything here is plain data: no callables, no code, only msgpack.
+A ``Progress`` is everything needed to finish an interrupted layer in any
+process: the writes of its finished steps, each other step's *journal* (what
+it yielded, in order: ``Asked`` for an interrupt, ``Returned``/``Raised`` for
+an effect), the answers given so far by interrupt id, and ``Update`` edits
+kept for the end of the layer. Replaying a step means calling it again and
+feeding it its journal.
+
+This module imports neither msgpack nor cattrs: ``_codec`` alone turns these
+records into bytes.
 """
 
 from __future__ import annotations
 
-import enum
-import operator
 from typing import TYPE_CHECKING, Any, NewType
 
 import attrs
-import cattrs
-import msgpack
-from cattrs.gen import make_dict_unstructure_fn, override
-from cattrs.preconf.msgpack import make_converter
 
-from ._channels import Change, Op
-from ._values import NATIVE, pack
-from .errors import SerializationError
+from ._channels import Change
 
-#: A user's value (channel value, payload, answer, effect result): msgpack-native,
-#: passed through the converter untouched.
+#: A user's value (channel value, payload, answer, effect result): msgpack-native.
 if TYPE_CHECKING:
     Value = Any
 else:
     Value = NewType("Value", object)
 
 
-class Next(enum.Enum):
-    """What a run does next, from a given checkpoint."""
-
-    LAYER = "layer"  # run layer ``super_step``, stopping first at its Before breakpoints
-    LAYER_PAST_BEFORE = "layer-past-before"  # run layer ``super_step``; skip its Before breakpoints
-    AFTER = "after"  # layer ``super_step - 1`` was applied; its After breakpoints are due
-    REPLAY = "replay"  # finish the interrupted layer in ``pause`` with the recorded answers
-    WAIT = "wait"  # paused: only a command goes on
-    DONE = "done"
-
-
-class PauseKind(enum.Enum):
-    INTERRUPT = "interrupt"
-    BEFORE = "before"
-    AFTER = "after"
-
-
-class EntryKind(enum.Enum):
-    INTERRUPT = "interrupt"
-    EFFECT = "effect"
+# --- journal entries --------------------------------------------------------
 
 
 @attrs.frozen
-class JournalEntry:
-    """One thing a step yielded, and what it got back.
+class Asked:
+    """The step yielded an ``Interrupt``: its id and payload (the answer is in ``Progress``)."""
 
-    For an interrupt, ``key`` is the payload, ``id`` the interrupt id, and
-    ``value`` the answer once ``answered``. For an effect, ``key`` is the
-    function's name and ``value`` its result, or ``error`` the message of the
-    ``EffectError`` it raised.
-    """
-
-    kind: EntryKind
-    key: Value
-    id: str = ""
-    answered: bool = False
-    value: Value = None
-    error: str | None = None
+    id: str
+    payload: Value
 
 
 @attrs.frozen
-class SuspendedStep:
-    """A step stopped at an interrupt: the last entry of its journal."""
+class Returned:
+    """The step yielded an ``Effect`` whose function returned ``value``."""
+
+    effect: str
+    value: Value
+
+
+@attrs.frozen
+class Raised:
+    """The step yielded an ``Effect`` whose function raised; ``error`` is the message."""
+
+    effect: str
+    error: str
+
+
+Entry = Asked | Returned | Raised
+
+
+@attrs.frozen
+class Failure:
+    """Why a run failed: the step, the class name of what it raised, the message."""
 
     step_id: str
-    journal: tuple[JournalEntry, ...]
-
-    @property
-    def pending(self) -> JournalEntry:
-        return self.journal[-1]
+    error_type: str
+    message: str
 
 
 @attrs.frozen
-class FinishedStep:
-    step_id: str
-    writes: dict[str, Value]
+class Progress:
+    """A layer under way: what its steps did so far.
 
-
-@attrs.frozen
-class PauseRecord:
-    """Why and where a run stopped, and what finishing that layer needs.
-
-    ``layer`` is the 0-based layer concerned (the run's ``super_step`` is
-    ``layer + 1``). ``epoch`` is the seq from which the layer started running;
-    interrupt ids are made from it. ``edits`` are ``Update`` edits kept to be
-    applied right after the layer's writes; ``answered`` lists the interrupt
-    ids already answered in this layer, to tell them from unknown ids.
+    ``layer`` is 0-based. ``epoch`` makes the layer's new interrupt ids
+    unique in the run. ``finished`` maps each finished step to its writes;
+    ``journals`` maps each other step that started to its journal.
+    ``answers`` holds every answer given in this layer, by interrupt id.
+    ``edits`` are ``Update`` edits applied after the layer's writes.
+    ``claimed`` lists the ids the latest claim answered (a failure may
+    answer them again).
     """
 
-    kind: PauseKind
     layer: int
-    step_ids: tuple[str, ...] = ()
-    epoch: int = 0
-    finished: tuple[FinishedStep, ...] = ()
-    suspended: tuple[SuspendedStep, ...] = ()
+    epoch: int
+    finished: dict[str, dict[str, Value]] = attrs.field(factory=dict)
+    journals: dict[str, tuple[Entry, ...]] = attrs.field(factory=dict)
+    answers: dict[str, Value] = attrs.field(factory=dict)
     edits: tuple[dict[str, Value], ...] = ()
-    answered: tuple[str, ...] = ()
+    claimed: tuple[str, ...] = ()
+
+    def pending(self) -> list[tuple[str, Asked]]:
+        """``(step_id, entry)`` of every interrupt waiting for an answer, in journal order."""
+        out = []
+        answers = self.answers
+        for step_id, journal in self.journals.items():
+            if journal:
+                last = journal[-1]
+                if type(last) is Asked and last.id not in answers:
+                    out.append((step_id, last))
+        return out
+
+    def extend(self, more: Progress) -> Progress:
+        """This progress with ``more`` (as made by ``additions``) added."""
+        journals = {s: j for s, j in self.journals.items() if s not in more.finished}
+        for step_id, entries in more.journals.items():
+            journals[step_id] = journals.get(step_id, ()) + entries
+        return Progress(
+            more.layer,
+            more.epoch,
+            {**self.finished, **more.finished},
+            journals,
+            {**self.answers, **more.answers},
+            self.edits + more.edits,
+            more.claimed,
+        )
+
+    def additions(self, base: Progress) -> Progress | None:
+        """What this progress adds to ``base``, or ``None`` if it is not an extension.
+
+        Journals and edits only ever grow by appending, and an answer is
+        never changed, except by a re-answer after a failure; any such
+        change, or another layer, gives ``None`` (store it whole).
+        """
+        if base.layer != self.layer or base.epoch != self.epoch:
+            return None
+        journals: dict[str, tuple[Entry, ...]] = {}
+        for step_id, old in base.journals.items():
+            new = self.journals.get(step_id)
+            if new is None:
+                if step_id in self.finished:
+                    continue  # a finished step's journal is not needed any more
+                return None
+            n = len(old)
+            if len(new) < n or (n and new[n - 1] is not old[-1] and new[n - 1] != old[-1]):
+                return None
+            if len(new) > n:
+                journals[step_id] = new[n:]
+        for step_id, new in self.journals.items():
+            if step_id not in base.journals and new:
+                journals[step_id] = new
+        answers = {}
+        for key, value in self.answers.items():
+            if key in base.answers:
+                if base.answers[key] is not value:
+                    return None
+            else:
+                answers[key] = value
+        if len(self.answers) < len(base.answers):
+            return None
+        n = len(base.edits)
+        if self.edits[:n] != base.edits:
+            return None
+        finished = {s: w for s, w in self.finished.items() if s not in base.finished}
+        if len(finished) + len(base.finished) != len(self.finished):
+            return None
+        return Progress(
+            self.layer, self.epoch, finished, journals, answers, self.edits[n:], self.claimed
+        )
+
+
+# --- stages -----------------------------------------------------------------
+
+
+@attrs.frozen
+class Start:
+    """Run ``layer`` from its beginning; ``past_before``: without its Before breakpoints."""
+
+    layer: int
+    past_before: bool = False
+
+
+@attrs.frozen
+class InLayer:
+    """A layer is under way: go on with it from ``progress``."""
+
+    progress: Progress
+
+
+@attrs.frozen
+class OwesAfter:
+    """``layer`` was applied and checkpointed; its After breakpoint is still due."""
+
+    layer: int
+
+
+@attrs.frozen
+class AtBefore:
+    """Paused before ``layer`` at the Before breakpoints of ``step_ids``."""
+
+    layer: int
+    step_ids: tuple[str, ...]
+
+
+@attrs.frozen
+class AtAfter:
+    """Paused after ``layer`` at the After breakpoints of ``step_ids``."""
+
+    layer: int
+    step_ids: tuple[str, ...]
+
+
+@attrs.frozen
+class AtInterrupt:
+    """Paused: interrupts of the layer in ``progress`` wait for answers."""
+
+    progress: Progress
+
+
+@attrs.frozen
+class Failed:
+    """A step of the layer in ``progress`` failed."""
+
+    progress: Progress
+    failure: Failure
+
+
+@attrs.frozen
+class Finished:
+    """The run is done."""
+
+
+@attrs.frozen
+class Cancelled:
+    """The run was cancelled for good (``Goto`` re-opens it)."""
+
+    reason: str = ""
+
+
+Stage = (
+    Start | InLayer | OwesAfter | AtBefore | AtAfter | AtInterrupt | Failed | Finished | Cancelled
+)
+WithProgress = (InLayer, AtInterrupt, Failed)
+
+
+def progress_of(stage: Stage) -> Progress | None:
+    """The layer progress a stage carries, if any."""
+    if type(stage) in WithProgress:
+        return stage.progress  # type: ignore[union-attr]
+    return None
+
+
+def with_progress(stage: Stage, progress: Progress) -> Stage:
+    """``stage`` (one that carries a progress) with ``progress`` instead."""
+    same_stage: Any = stage
+    return attrs.evolve(same_stage, progress=progress)  # type: ignore[no-any-return]
+
+
+# --- graph shape and run settings ---------------------------------------------
 
 
 @attrs.frozen
@@ -148,6 +288,14 @@ class Structure:
 
 
 @attrs.frozen
+class Breakpoints:
+    """The static breakpoints of a run, recorded when it starts."""
+
+    before: tuple[str, ...] = ()
+    after: tuple[str, ...] = ()
+
+
+@attrs.frozen
 class CheckpointMeta:
     """What ``Runner.history`` lists for each checkpoint."""
 
@@ -161,10 +309,13 @@ class CheckpointMeta:
 class Checkpoint:
     """One saved point of a run.
 
-    ``values`` are the full channel values. ``changes`` turn the previous
-    checkpoint's values into these (``None`` if unknown: then a store must keep
-    the full values). ``input`` is the run's input, kept in checkpoint 1 only.
-    ``epoch_base`` keeps interrupt ids unique in a forked run.
+    ``values`` are the full channel values; ``stage`` says what the run
+    does next. ``changes`` turn the previous checkpoint's values into these,
+    and ``added`` is what ``stage``'s progress adds to the previous
+    checkpoint's (``None``: unknown, store the whole). ``input`` is the run's
+    input, ``structure`` and ``breakpoints`` the graph's shape and the run's
+    breakpoints, all recorded in checkpoint 1. ``epoch_base`` keeps
+    interrupt ids unique in a forked run.
 
     A store must copy (encode) what it keeps in ``save``: the engine goes on
     updating its values after ``save`` returns.
@@ -177,10 +328,11 @@ class Checkpoint:
     label: str
     timestamp_ms: int
     values: dict[str, Value]
-    next: Next
+    stage: Stage
     structure: Structure
-    pause: PauseRecord | None = None
+    breakpoints: Breakpoints = Breakpoints()
     changes: tuple[Change, ...] | None = None
+    added: Progress | None = None
     input: Value | None = None
     epoch_base: int = 0
 
@@ -191,23 +343,26 @@ class Checkpoint:
 
 @attrs.frozen
 class Frame:
-    """A checkpoint as a store keeps it: a snapshot or just the changes.
+    """A checkpoint as a store keeps it: a snapshot or just what changed.
 
-    A snapshot has ``values``; a delta has ``changes`` and relies on the
-    frames before it back to the last snapshot. The graph's ``structure`` and
-    the run's ``input`` are kept in the run's first frame only.
+    A snapshot has ``values`` and its stage whole; a delta has ``changes``
+    and, when ``extends`` is set, a stage whose progress holds only what was
+    added to the previous frame's. A delta relies on the frames before it
+    back to the last snapshot. ``structure``, ``breakpoints`` and ``input``
+    are kept in the run's first frame only.
     """
 
     seq: int
     super_step: int
     label: str
     timestamp_ms: int
-    next: Next
-    pause: PauseRecord | None = None
+    stage: Stage
     epoch_base: int = 0
+    extends: bool = False
     changes: tuple[Change, ...] | None = None
     values: dict[str, Value] | None = None
     structure: Structure | None = None
+    breakpoints: Breakpoints | None = None
     input: Value | None = None
 
     @property
@@ -215,106 +370,10 @@ class Frame:
         return self.values is not None
 
 
-for _cls in (JournalEntry, SuspendedStep, FinishedStep, PauseRecord, Structure, Checkpoint, Frame):
+for _cls in (
+    Asked, Returned, Raised, Failure, Progress, Start, InLayer, OwesAfter, AtBefore, AtAfter,
+    AtInterrupt, Failed, Finished, Cancelled, Structure, Breakpoints, CheckpointMeta, Checkpoint,
+    Frame,
+):  # fmt: skip
     attrs.resolve_types(_cls, globals(), locals())
 attrs.resolve_types(Change)
-
-converter: cattrs.Converter = make_converter(detailed_validation=False, omit_if_default=True)
-converter.register_unstructure_hook(Value, lambda v: v)
-converter.register_structure_hook(Value, lambda v, _: v)
-for _enum in (Next, PauseKind, EntryKind, Op):
-    # ``_value_`` is a plain attribute; ``.value`` goes through a descriptor
-    converter.register_unstructure_hook(_enum, operator.attrgetter("_value_"))
-
-
-def unpack(data: bytes) -> Any:
-    return msgpack.unpackb(data, raw=False, strict_map_key=False)
-
-
-def _why_not_encodable(value: Any) -> str | None:
-    try:
-        pack(value)
-    except (TypeError, ValueError, OverflowError) as exc:
-        return str(exc)
-    return None
-
-
-# A delta straight from a Checkpoint, without building a Frame: the hot path.
-# Its keys are a subset of Frame's, so it decodes as a Frame.
-_unstructure_delta = make_dict_unstructure_fn(
-    Checkpoint,
-    converter,
-    _cattrs_omit_if_default=True,
-    workflow_id=override(omit=True),
-    run_id=override(omit=True),
-    values=override(omit=True),
-    structure=override(omit=True),
-    input=override(omit=True),
-)
-
-
-def encode_frame(checkpoint: Checkpoint, *, snapshot: bool) -> bytes:
-    """Encode the frame a store keeps for ``checkpoint``: a snapshot or a delta.
-
-    Raises ``SerializationError`` naming the value msgpack refused.
-    """
-    delta = not snapshot and checkpoint.changes is not None and checkpoint.seq != 1
-    try:
-        if delta:
-            return pack(_unstructure_delta(checkpoint))
-        return pack(converter.unstructure(frame_of(checkpoint, snapshot=True)))
-    except (TypeError, ValueError, OverflowError):
-        frame = frame_of(checkpoint, snapshot=not delta)
-        raise SerializationError(_diagnose(frame)) from None
-
-
-def decode_frame(data: bytes) -> Frame:
-    """Decode a frame from bytes (the caller handles corrupt input)."""
-    return converter.structure(unpack(data), Frame)
-
-
-def _diagnose(frame: Frame) -> str:
-    """Find which value of a frame msgpack refused, for the error message."""
-    suspects: list[tuple[str, Any]] = []
-    for name, value in (frame.values or {}).items():
-        suspects.append((f"channel {name!r}", value))
-    for change in frame.changes or ():
-        suspects.append((f"channel {change.channel!r}", change.value))
-    pause = frame.pause
-    if pause is not None:
-        for finished in pause.finished:
-            for channel, value in finished.writes.items():
-                suspects.append(
-                    (f"channel {channel!r} (write of step {finished.step_id!r})", value)
-                )
-        for suspended in pause.suspended:
-            for entry in suspended.journal:
-                what = "interrupt payload" if entry.kind is EntryKind.INTERRUPT else "effect result"
-                suspects.append((f"{what} of step {suspended.step_id!r}", entry.key))
-                suspects.append((f"{what} of step {suspended.step_id!r}", entry.value))
-        for edits in pause.edits:
-            for channel, value in edits.items():
-                suspects.append((f"channel {channel!r} (update)", value))
-    suspects.append(("the run's input", frame.input))
-    for what, value in suspects:
-        why = _why_not_encodable(value)
-        if why is not None:
-            return f"{what} cannot be stored: {why}. {NATIVE}"
-    return "the checkpoint cannot be encoded by msgpack"  # pragma: no cover - a bug in pausegraph
-
-
-def frame_of(checkpoint: Checkpoint, *, snapshot: bool) -> Frame:
-    """The frame a store keeps for ``checkpoint``: a snapshot or a delta."""
-    c = checkpoint
-    first = c.seq == 1
-    if snapshot or first or c.changes is None:
-        return Frame(
-            c.seq, c.super_step, c.label, c.timestamp_ms, c.next, c.pause, c.epoch_base,
-            values=c.values,
-            structure=c.structure if first else None,
-            input=c.input if first else None,
-        )  # fmt: skip
-    return Frame(
-        c.seq, c.super_step, c.label, c.timestamp_ms, c.next, c.pause, c.epoch_base,
-        changes=c.changes,
-    )  # fmt: skip

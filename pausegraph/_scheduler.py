@@ -9,46 +9,35 @@ Theory of operation
 3. Steps run one after another in the order they were added to the graph.
 4. A step that yields ``Interrupt`` is suspended; its siblings still run,
    each to its end or to its own interrupt.
-5. A layer is *complete* when every step has finished. Only then are the
+5. A step that yields a new ``Effect`` has it called, its entry recorded in
+   its journal and saved (the caller's ``save`` hook), and only then gets
+   the result.
+6. A layer is *complete* when every step has finished. Only then are the
    writes folded through the reducers, in step order, and checkpointed.
-6. A layer with suspended steps pauses the run. The finished steps' writes
+7. A layer with suspended steps pauses the run. The finished steps' writes
    are kept and never run again; a suspended step continues when its
    interrupt is answered, either by ``send`` on the live generator or by
    calling the step again and replaying its journal.
+8. A step that fails ends the layer: the steps not finished are not advanced
+   further (their live generators are closed), and what the layer did so far
+   is kept for a retry.
 
-This module is pure: it calls step code and nothing else. It never encodes,
-stores, or decides what the run does next; ``_runner`` does.
+This module calls step code and effect functions and nothing else. It never
+encodes, stores, or decides what the run does next; ``_runner`` does.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from types import GeneratorType
+from collections.abc import Callable, Mapping
 from typing import Any
-
-import attrs
 
 from ._channels import accept_writes
 from ._graph import Graph
-from ._records import PauseRecord, SuspendedStep
-from ._trampoline import Trampoline, start, step_failed
-from ._values import freeze
-from .errors import NondeterminismError, StepError
-
-
-@attrs.define
-class LayerResult:
-    """Where each step of a layer stands, in step order."""
-
-    finished: dict[str, Mapping[str, Any]]
-    # a suspended step: its live trampoline when this process holds one, else its record
-    suspended: dict[str, Trampoline | SuspendedStep]
-
-    def records(self) -> tuple[SuspendedStep, ...]:
-        return tuple(
-            s if isinstance(s, SuspendedStep) else SuspendedStep(step_id, tuple(s.journal))
-            for step_id, s in self.suspended.items()
-        )
+from ._instructions import Effect
+from ._records import Entry, Failure, Progress
+from ._trampoline import FINISHED, SUSPENDED, Trampoline, call_effect, start
+from ._values import freeze, thaw
+from .errors import EffectError, NondeterminismError, SerializationError, StepError
 
 
 def id_prefix(epoch: int, step_index: int) -> str:
@@ -56,90 +45,188 @@ def id_prefix(epoch: int, step_index: int) -> str:
     return f"{epoch}.{step_index}."
 
 
-def _collect(graph: Graph, step_id: str, writes: Mapping[str, Any]) -> dict[str, Any]:
-    """A finished step's writes, checked and normalised (see ``accept_writes``)."""
-    try:
-        return accept_writes(graph.channels, writes, f"step {step_id!r}", StepError)
-    except StepError as error:
-        msg = f"{error}; no write of this layer was applied"
-        raise StepError(msg) from None
+class LayerFailed(Exception):
+    """A step of the layer failed; ``progress`` is what the layer did until then."""
+
+    def __init__(self, error: Exception, progress: Progress, failure: Failure) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.progress = progress
+        self.failure = failure
 
 
-def run_layer(
-    graph: Graph, layer: tuple[str, ...], state: Mapping[str, Any], epoch: int
-) -> LayerResult:
-    """Run every step of a layer from its start."""
-    finished: dict[str, Mapping[str, Any]] = {}
-    suspended: dict[str, Trampoline | SuspendedStep] = {}
-    index = graph.step_index
-    steps = graph.steps
-    for step_id in layer:
-        outcome = start(step_id, steps[step_id], state, id_prefix(epoch, index[step_id]))
-        if type(outcome) is Trampoline:
-            if not outcome.advance():
-                suspended[step_id] = outcome
-                continue
-            outcome = outcome.writes
-        assert not isinstance(outcome, Trampoline)
-        finished[step_id] = _collect(graph, step_id, outcome)
-    return LayerResult(finished, suspended)
+def failure_of(step_id: str, error: BaseException) -> Failure:
+    """The ``Failure`` a run records for ``error`` raised by ``step_id``."""
+    cause = error.__cause__
+    if isinstance(error, EffectError) or type(error) is not StepError or cause is None:
+        kind = type(error).__name__
+    else:
+        kind = type(cause).__name__
+    return Failure(step_id, kind, str(error))
 
 
-def finish_layer(
-    graph: Graph,
-    layer: tuple[str, ...],
-    state: Mapping[str, Any],
-    pause: PauseRecord,
-    live: Mapping[str, Trampoline],
-) -> LayerResult:
-    """Go on with an interrupted layer: answered steps continue, others stay suspended.
+class LayerRun:
+    """One layer under way: where each of its steps stands.
 
-    ``state`` is the state the layer started from; ``live`` holds the
-    suspended generators this process still has (a hot resume), by step id.
-    Steps without a live generator are called again and replay their journal.
+    ``progress`` is the layer's record (from a claim, an effect record, a
+    pause or a failure); ``live`` holds the suspended generators this
+    process still has (a hot resume), by step id. Steps with a journal and
+    no live generator are called again and replay it.
     """
-    done = {f.step_id: freeze(f.writes) for f in pause.finished}  # may come from a store
-    waiting = {s.step_id: s for s in pause.suspended}
-    finished: dict[str, Mapping[str, Any]] = {}
-    suspended: dict[str, Trampoline | SuspendedStep] = {}
-    for step_id in layer:
-        if step_id in done:
-            finished[step_id] = done[step_id]
-            continue
-        record = waiting[step_id]
-        pending = record.pending
-        if not pending.answered:
-            held = live.get(step_id)
-            keep = held is not None and tuple(held.journal) == record.journal
-            suspended[step_id] = held if keep and held is not None else record
-            continue
-        trampoline = live.get(step_id)
-        if trampoline is not None and tuple(trampoline.journal[:-1]) == record.journal[:-1]:
-            ran_to_end = trampoline.answer(pending.value)
-        else:
-            trampoline = _replay(graph, step_id, state, record, pause.epoch)
-            ran_to_end = trampoline.advance()
-        if not ran_to_end:
-            suspended[step_id] = trampoline
-            continue
-        finished[step_id] = _collect(graph, step_id, trampoline.writes)
-    return LayerResult(finished, suspended)
 
+    def __init__(
+        self,
+        graph: Graph,
+        steps: tuple[str, ...],
+        state: Mapping[str, Any],
+        progress: Progress,
+        live: Mapping[str, Trampoline],
+    ) -> None:
+        self.graph = graph
+        self.steps = steps
+        self.state = state
+        self.layer = progress.layer
+        self.epoch = progress.epoch
+        self.edits = progress.edits
+        self.claimed = progress.claimed
+        self.answers: dict[str, Any] = dict(progress.answers)
+        # a finished step's writes may come from a store: freeze them
+        self.finished: dict[str, Mapping[str, Any]] = {
+            s: freeze(w) for s, w in progress.finished.items()
+        }
+        self.journals: dict[str, list[Entry]] = {s: list(j) for s, j in progress.journals.items()}
+        self.live: dict[str, Trampoline] = {}
+        for step_id, trampoline in live.items():
+            if len(trampoline.journal) == len(self.journals.get(step_id, ())):
+                trampoline.answers = self.answers
+                self.journals[step_id] = trampoline.journal
+                self.live[step_id] = trampoline
+            else:
+                trampoline.close()
 
-def _replay(
-    graph: Graph, step_id: str, state: Mapping[str, Any], record: SuspendedStep, epoch: int
-) -> Trampoline:
-    try:
-        gen = graph.steps[step_id](state)
-    except Exception as exc:
-        if isinstance(exc, StepError):
-            raise
-        raise step_failed(step_id, exc) from exc
-    if type(gen) is not GeneratorType:
-        msg = (
-            f"step {step_id!r} was suspended at an interrupt, but calling it again returned "
-            f"{type(gen).__name__}, not a generator: it cannot replay its journal"
+    def progress(self) -> Progress:
+        """The layer's record as it stands."""
+        finished = self.finished
+        return Progress(
+            self.layer,
+            self.epoch,
+            {s: finished[s] for s in self.steps if s in finished},  # type: ignore[misc]
+            {s: tuple(j) for s, j in self.journals.items() if s not in finished},
+            dict(self.answers),
+            self.edits,
+            self.claimed,
         )
-        raise NondeterminismError(msg)
-    prefix = id_prefix(epoch, graph.step_index[step_id])
-    return Trampoline(step_id, gen, list(record.journal), prefix)
+
+    def suspended(self) -> list[str]:
+        """The steps waiting on an interrupt, in step order."""
+        return [s for s in self.steps if s not in self.finished]
+
+    def run(self, save: Callable[[str], None]) -> bool:
+        """Advance every step; ``True`` if the layer is complete.
+
+        ``save(step_id)`` is called after an effect of that step was called
+        and recorded, before its result is sent in. Raises ``LayerFailed``.
+        """
+        for step_id in self.steps:
+            if step_id in self.finished:
+                continue
+            try:
+                self._advance(step_id, save)
+            except (StepError, NondeterminismError, SerializationError) as error:
+                self.close()
+                raise LayerFailed(error, self.progress(), failure_of(step_id, error)) from error
+        return len(self.finished) == len(self.steps)
+
+    def close(self) -> None:
+        """Let every live generator go (the layer failed or is abandoned)."""
+        live, self.live = self.live, {}
+        for trampoline in live.values():
+            trampoline.close()
+
+    def take_live(self) -> dict[str, Trampoline]:
+        """Hand over the live generators of the suspended steps (to hold for a hot resume)."""
+        live, self.live = self.live, {}
+        return live
+
+    def _advance(self, step_id: str, save: Callable[[str], None]) -> None:
+        trampoline = self.live.get(step_id)
+        if trampoline is not None:
+            pending = trampoline.pending
+            if pending.id not in self.answers:
+                return  # still waiting
+            status: bool | Effect = trampoline.advance(self._answer(pending.id))
+        else:
+            graph = self.graph
+            journal = self.journals.get(step_id)
+            outcome = start(
+                step_id,
+                graph.steps[step_id],
+                self.state,
+                [] if journal is None else journal,
+                self.answers,
+                id_prefix(self.epoch, graph.step_index[step_id]),
+            )
+            if type(outcome) is not Trampoline:
+                self._finish(step_id, outcome)  # type: ignore[arg-type]
+                return
+            trampoline = outcome
+            self.journals[step_id] = trampoline.journal
+            self.live[step_id] = trampoline
+            status = trampoline.advance()
+        while type(status) is Effect:
+            entry, error = call_effect(step_id, status)
+            trampoline.record(entry)
+            save(step_id)
+            value = None if error is not None else _result(entry)
+            status = trampoline.advance(value, error)
+        if status is FINISHED:
+            del self.live[step_id]
+            self._finish(step_id, trampoline.writes)
+        else:
+            assert status is SUSPENDED
+
+    def _answer(self, interrupt_id: str) -> Any:
+        return thaw(self.answers[interrupt_id])
+
+    def _finish(self, step_id: str, writes: Mapping[str, Any]) -> None:
+        try:
+            accepted = accept_writes(self.graph.channels, writes, f"step {step_id!r}", StepError)
+        except StepError as error:
+            msg = f"{error}; no write of this layer was applied"
+            raise StepError(msg) from None
+        self.finished[step_id] = accepted
+        self.journals.pop(step_id, None)
+
+
+def _result(entry: Entry) -> Any:
+    return thaw(entry.value)  # type: ignore[union-attr]
+
+
+def replay_journals(
+    graph: Graph, state: Mapping[str, Any], progress: Progress
+) -> list[tuple[str, Exception]]:
+    """Replay every journal of a layer under way, as a cold resume would, but stop at its end.
+
+    Each step with a journal is called again on ``state`` and fed its
+    journal; where a resume would go past it (call a new effect, reach a new
+    interrupt or finish) the dry run stops. Nothing is saved and no effect
+    runs. Returns ``(step_id, error)`` for each step that fails to replay.
+    """
+    failures: list[tuple[str, Exception]] = []
+    for step_id, journal in progress.journals.items():
+        if not journal:
+            continue
+        prefix = id_prefix(progress.epoch, graph.step_index[step_id])
+        answers = progress.answers
+        trampoline = None
+        try:
+            outcome = start(step_id, graph.steps[step_id], state, list(journal), answers, prefix)
+            assert type(outcome) is Trampoline  # a plain step with a journal raises in start()
+            trampoline = outcome
+            trampoline.advance()
+        except Exception as error:
+            failures.append((step_id, error))
+        finally:
+            if trampoline is not None:
+                trampoline.close()
+    return failures

@@ -5,11 +5,17 @@ trampoline keeps an explicit stack instead of recursing, so nesting depth is
 bounded by memory, not by ``sys.getrecursionlimit()``. A value returned by a
 sub-generator is sent to its caller; an exception is thrown into it.
 
-The journal lists what the step yielded: every ``Interrupt`` with its answer
-and every ``Effect`` with its result. When the step is called again after a
+The journal lists what the step yielded: ``Asked`` for every ``Interrupt``
+(its answer is looked up by id in the layer's answers) and ``Returned`` or
+``Raised`` for every ``Effect``. When the step is called again after a
 restart, the trampoline *replays*: while the cursor is inside the journal,
 each yield must match the recorded entry and gets the recorded answer or
 result; past the end, it records new entries.
+
+A new effect is not called here: ``advance`` hands it back to the
+scheduler, which calls it, records the entry (``record``), has it saved, and
+only then sends the result in (``advance`` again). So nothing outside the
+journal ever sees a result that was not saved first.
 """
 
 from __future__ import annotations
@@ -19,14 +25,18 @@ from types import GeneratorType
 from typing import Any
 
 from ._instructions import Effect, Interrupt
-from ._records import EntryKind, JournalEntry, Value
-from ._values import normalize, thaw
-from .errors import EffectError, NondeterminismError, StepError
+from ._records import Asked, Entry, Raised, Returned
+from ._values import normalize, same, thaw
+from .errors import EffectError, NondeterminismError, SerializationError, StepError
 
 _HINT = (
     "a step may yield Interrupt(payload), Effect(fn, *args) or a generator object "
     "(a call to another generator function)"
 )
+_CLOSE_TRIES = 100  # yields a closing generator may make before it is given up on
+
+FINISHED = True
+SUSPENDED = False
 
 
 def check_writes(step_id: str, result: Any) -> Mapping[str, Any]:
@@ -49,44 +59,81 @@ def step_failed(step_id: str, exc: Exception) -> StepError:
     return error
 
 
+def call_effect(step_id: str, effect: Effect) -> tuple[Entry, BaseException | None]:
+    """Call an effect's function once: its journal entry, and the error to throw in."""
+    name = effect.name
+    try:
+        result = effect.fn(*effect.args, **effect.kwargs)
+    except Exception as exc:
+        text = f"effect {name} in step {step_id!r} raised {type(exc).__name__}: {exc}"
+        error = EffectError(text)
+        error.__cause__ = exc
+        return Raised(name, text), error
+    value = normalize(result, lambda: f"the result of effect {name} in step {step_id!r}")
+    return Returned(name, value), None
+
+
+def close_quietly(stack: list[GeneratorType[Any, Any, Any]]) -> None:
+    """Close a generator stack, innermost first, running its ``finally`` blocks.
+
+    Unlike ``generator.close()``, an ``Effect`` or ``Interrupt`` yielded
+    while closing is dropped, unrun and unsaved, and nothing is printed:
+    ``GeneratorExit`` is thrown in again at that ``yield``.
+    """
+    while stack:
+        gen = stack.pop()
+        for _ in range(_CLOSE_TRIES):
+            try:
+                gen.throw(GeneratorExit)
+            except (GeneratorExit, StopIteration):
+                break
+            except Exception:  # a cleanup that fails has nowhere to report to
+                break
+
+
 class Trampoline:
     """One step in progress: its generator stack and its journal."""
 
-    __slots__ = ("cursor", "id_prefix", "journal", "stack", "step_id", "writes")
+    __slots__ = ("answers", "cursor", "id_prefix", "journal", "stack", "step_id", "writes")
 
     def __init__(
         self,
         step_id: str,
         gen: GeneratorType[Any, Any, Any],
-        journal: list[JournalEntry],
+        journal: list[Entry],
+        answers: Mapping[str, Any],
         id_prefix: str,
     ) -> None:
         self.step_id = step_id
         self.stack: list[GeneratorType[Any, Any, Any]] = [gen]
         self.journal = journal
+        self.answers = answers  # the layer's answers by interrupt id, shared
         self.cursor = 0  # entries before this were replayed or recorded
         self.id_prefix = id_prefix
         self.writes: Mapping[str, Any] = {}
 
     @property
-    def pending(self) -> JournalEntry:
+    def pending(self) -> Asked:
         """The unanswered interrupt this step is suspended at."""
-        return self.journal[-1]
-
-    def answer(self, value: Value) -> bool:
-        """Record the answer to the pending interrupt and go on (see ``advance``)."""
         entry = self.journal[-1]
-        self.journal[-1] = JournalEntry(EntryKind.INTERRUPT, entry.key, entry.id, True, value)
-        return self.advance(thaw(value))
+        assert type(entry) is Asked
+        return entry
 
-    def advance(self, value: Any = None) -> bool:
-        """Run until the step finishes (``True``, see ``writes``) or suspends (``False``).
+    def record(self, entry: Entry) -> None:
+        """Add the entry of an effect this step waits on (called before it is saved)."""
+        self.journal.append(entry)
+        self.cursor += 1
 
-        Raises ``StepError`` (or ``EffectError``) if the step fails, and
-        ``NondeterminismError`` if it strays from its journal.
+    def advance(self, value: Any = None, error: BaseException | None = None) -> bool | Effect:
+        """Run until the step finishes, suspends, or yields a new effect.
+
+        Returns ``FINISHED`` (see ``writes``), ``SUSPENDED`` (see ``pending``)
+        or the ``Effect`` to call (``record`` its entry, then ``advance``
+        with its result or error). Raises ``StepError`` (or ``EffectError``)
+        if the step fails, and ``NondeterminismError`` if it strays from its
+        journal.
         """
         stack = self.stack
-        error: BaseException | None = None
         while True:
             gen = stack[-1]
             try:
@@ -100,7 +147,7 @@ class Trampoline:
             except Exception as exc:
                 stack.pop()
                 if not stack:
-                    if isinstance(exc, (StepError, NondeterminismError)):
+                    if isinstance(exc, (StepError, NondeterminismError, SerializationError)):
                         raise
                     raise step_failed(self.step_id, exc) from exc
                 value, error = None, exc
@@ -108,74 +155,72 @@ class Trampoline:
             error = None
             kind = type(msg)
             if kind is Interrupt:
-                entry = self._interrupt(msg)
-                if not entry.answered:
-                    return False
-                value = thaw(entry.value)  # the step's own copy: the journal keeps its own
+                answered, value = self._interrupt(msg)
+                if not answered:
+                    return SUSPENDED
             elif kind is Effect:
-                value, error = self._effect(msg)
+                if self.cursor == len(self.journal):
+                    effect: Effect = msg
+                    return effect
+                value, error = self._replay_effect(msg)
             elif kind is GeneratorType:
                 stack.append(msg)
                 value = None
             else:
-                self._close()
+                self.close()
                 raise StepError(self._bad_yield(msg))
+
+    def close(self) -> None:
+        """Let the step go unfinished: close its generators quietly."""
+        close_quietly(self.stack)
 
     def _finish(self, result: Any) -> bool:
         if self.cursor < len(self.journal):
             entry = self.journal[self.cursor]
             msg = (
                 f"step {self.step_id!r} returned at journal position {self.cursor}, "
-                f"but its journal recorded {_describe_entry(entry)} there: it must repeat "
+                f"but its journal recorded {describe_entry(entry)} there: it must repeat "
                 "every recorded interrupt and effect, in order, when replayed"
             )
             raise NondeterminismError(msg)
         self.writes = check_writes(self.step_id, result)
-        return True
+        return FINISHED
 
-    def _interrupt(self, msg: Interrupt) -> JournalEntry:
+    def _interrupt(self, msg: Interrupt) -> tuple[bool, Any]:
         payload = normalize(msg.payload, lambda: f"the interrupt payload of step {self.step_id!r}")
         journal = self.journal
         if self.cursor < len(journal):
-            entry = journal[self.cursor]
-            if entry.kind is not EntryKind.INTERRUPT or entry.key != payload:
-                self._mismatch(entry, f"Interrupt({payload!r})")
+            recorded = journal[self.cursor]
+            if type(recorded) is not Asked or not same(recorded.payload, payload):
+                self._mismatch(recorded, f"Interrupt({payload!r})")
+            entry: Asked = recorded  # type: ignore[assignment]
         else:
-            entry = JournalEntry(EntryKind.INTERRUPT, payload, self.id_prefix + str(len(journal)))
+            entry = Asked(self.id_prefix + str(len(journal)), payload)
             journal.append(entry)
         self.cursor += 1
-        return entry
+        answers = self.answers
+        if entry.id in answers:
+            return True, thaw(answers[entry.id])  # the step's own copy
+        if self.cursor != len(journal):  # pragma: no cover - a journal the engine never writes
+            why = f"step {self.step_id!r}: interrupt {entry.id!r} has no answer but is not last"
+            raise NondeterminismError(why)
+        return False, None
 
-    def _effect(self, msg: Effect) -> tuple[Any, BaseException | None]:
-        name = msg.name
-        journal = self.journal
-        if self.cursor < len(journal):
-            entry = journal[self.cursor]
-            if entry.kind is not EntryKind.EFFECT or entry.key != name:
-                self._mismatch(entry, f"Effect({name})")
-            self.cursor += 1
-            if entry.error is not None:
-                return None, EffectError(entry.error)
-            return thaw(entry.value), None
-        try:
-            result = msg.fn(*msg.args, **msg.kwargs)
-        except Exception as exc:
-            text = f"effect {name} in step {self.step_id!r} raised {type(exc).__name__}: {exc}"
-            journal.append(JournalEntry(EntryKind.EFFECT, name, error=text))
-            self.cursor += 1
-            error = EffectError(text)
-            error.__cause__ = exc
-            return None, error
-        result = normalize(result, lambda: f"the result of effect {name} in step {self.step_id!r}")
-        journal.append(JournalEntry(EntryKind.EFFECT, name, value=result))
+    def _replay_effect(self, msg: Effect) -> tuple[Any, BaseException | None]:
+        entry = self.journal[self.cursor]
+        kind = type(entry)
+        if isinstance(entry, Asked) or entry.effect != msg.name:
+            self._mismatch(entry, f"Effect({msg.name})")
         self.cursor += 1
-        return thaw(result), None
+        if kind is Raised:
+            return None, EffectError(entry.error)  # type: ignore[union-attr]
+        return thaw(entry.value), None  # type: ignore[union-attr]
 
-    def _mismatch(self, entry: JournalEntry, got: str) -> None:
-        self._close()
+    def _mismatch(self, entry: Entry, got: str) -> None:
+        self.close()
         msg = (
             f"step {self.step_id!r} yielded {got} at journal position {self.cursor}, but its "
-            f"journal recorded {_describe_entry(entry)} there: a step must repeat its interrupts "
+            f"journal recorded {describe_entry(entry)} there: a step must repeat its interrupts "
             "(same payloads) and effects (same functions) in the same order when it is replayed; "
             "deploy code that does, or Goto a step to run the layer afresh"
         )
@@ -187,27 +232,38 @@ class Trampoline:
             hint = " (did you yield a generator function instead of calling it?)"
         return f"step {self.step_id!r} yielded {msg!r}, which is not an instruction{hint}: {_HINT}"
 
-    def _close(self) -> None:
-        while self.stack:
-            self.stack.pop().close()
 
-
-def _describe_entry(entry: JournalEntry) -> str:
-    if entry.kind is EntryKind.INTERRUPT:
-        return f"Interrupt({entry.key!r})"
-    return f"Effect({entry.key})"
+def describe_entry(entry: Entry) -> str:
+    if isinstance(entry, Asked):
+        return f"Interrupt({entry.payload!r})"
+    return f"Effect({entry.effect})"
 
 
 def start(
-    step_id: str, fn: Callable[[Mapping[str, Any]], Any], state: Mapping[str, Any], id_prefix: str
+    step_id: str,
+    fn: Callable[[Mapping[str, Any]], Any],
+    state: Mapping[str, Any],
+    journal: list[Entry],
+    answers: Mapping[str, Any],
+    id_prefix: str,
 ) -> Trampoline | Mapping[str, Any]:
-    """Call a step: its writes if it is a plain function, else a fresh trampoline."""
+    """Call a step: its writes if it is a plain function, else a trampoline on ``journal``.
+
+    With a non-empty ``journal`` the step is being replayed, so it must be a
+    generator step.
+    """
     try:
         result = fn(state)
     except Exception as exc:
-        if isinstance(exc, StepError):
+        if isinstance(exc, (StepError, SerializationError)):
             raise
         raise step_failed(step_id, exc) from exc
     if type(result) is GeneratorType:
-        return Trampoline(step_id, result, [], id_prefix)
+        return Trampoline(step_id, result, journal, answers, id_prefix)
+    if journal:
+        msg = (
+            f"step {step_id!r} has a journal to replay, but calling it again returned "
+            f"{type(result).__name__}, not a generator: it cannot replay its journal"
+        )
+        raise NondeterminismError(msg)
     return check_writes(step_id, result)

@@ -119,3 +119,17 @@ def normalize(value: Any, what: Callable[[], str]) -> Any:
 def thaw(value: Any) -> Any:
     """A plain, mutable deep copy of a msgpack-native value."""
     return msgpack.unpackb(pack(value), raw=False, strict_map_key=False)
+
+
+def same(a: Any, b: Any) -> bool:
+    """Whether two recorded values are the same: compared by their msgpack encoding.
+
+    Python's ``==`` is wrong for recorded values: ``nan != nan``, and ``1 ==
+    1.0 == True`` although msgpack keeps them apart.
+    """
+    if a is b:
+        return True
+    try:
+        return pack(a) == pack(b)
+    except (TypeError, ValueError, OverflowError):
+        return False

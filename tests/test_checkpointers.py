@@ -50,14 +50,14 @@ from pausegraph import (
 )
 from pausegraph._channels import Change, Op
 from pausegraph._records import (
-    EntryKind,
-    FinishedStep,
-    JournalEntry,
-    Next,
-    PauseKind,
-    PauseRecord,
+    Asked,
+    AtInterrupt,
+    Progress,
+    Raised,
+    Returned,
+    Stage,
+    Start,
     Structure,
-    SuspendedStep,
 )
 
 STRUCTURE = Structure(("a", "b"), (("a", "b"),))
@@ -75,7 +75,7 @@ def make_checkpoint(
     changes: tuple[Change, ...] | None = (),
     *,
     workflow_id: str = "wf",
-    pause: PauseRecord | None = None,
+    stage: Stage | None = None,
     label: str = "",
 ) -> Checkpoint:
     return Checkpoint(
@@ -86,9 +86,8 @@ def make_checkpoint(
         label=label or f"layer:{seq - 1}",
         timestamp_ms=1_700_000_000_000 + seq,
         values=values,
-        next=Next.WAIT if pause else Next.LAYER,
+        stage=Start(seq - 1) if stage is None else stage,
         structure=STRUCTURE,
-        pause=pause,
         changes=changes,
         input={"x": 1} if seq == 1 else None,
     )
@@ -134,23 +133,22 @@ def same(loaded: Checkpoint | None, saved: Checkpoint) -> bool:
     return attrs.evolve(loaded, changes=None) == attrs.evolve(saved, changes=None)
 
 
-def a_pause() -> PauseRecord:
-    return PauseRecord(
-        PauseKind.INTERRUPT,
-        layer=0,
-        epoch=1,
-        finished=(FinishedStep("b", {"x": [1, b"\x00"]}),),
-        suspended=(
-            SuspendedStep(
-                "a",
-                (
-                    JournalEntry(EntryKind.EFFECT, "mod.fn", value={"r": 1}),
-                    JournalEntry(EntryKind.EFFECT, "mod.bad", error="ValueError: no"),
-                    JournalEntry(EntryKind.INTERRUPT, {"q": "ok?"}, id="1.0.2"),
-                ),
-            ),
-        ),
-        edits=({"x": 5},),
+def a_pause() -> Stage:
+    return AtInterrupt(
+        Progress(
+            layer=0,
+            epoch=1,
+            finished={"b": {"x": [1, b"\x00"]}},
+            journals={
+                "a": (
+                    Returned("mod.fn", {"r": 1}),
+                    Raised("mod.bad", "ValueError: no"),
+                    Asked("1.0.2", {"q": "ok?"}),
+                )
+            },
+            answers={"1.0.0": [1]},
+            edits=({"x": 5},),
+        )
     )
 
 
@@ -267,7 +265,7 @@ class TestCheckpointerConformance:
 
     def test_a_pause_record_round_trips(self, checkpointer: Checkpointer) -> None:
         checkpointer.save(make_checkpoint("r", 1, {"x": 1}))
-        paused = make_checkpoint("r", 2, {"x": 1}, (), pause=a_pause(), label="interrupt:a")
+        paused = make_checkpoint("r", 2, {"x": 1}, (), stage=a_pause(), label="interrupt:a")
         checkpointer.save(paused)
         assert same(checkpointer.latest("wf", "r"), paused)
 

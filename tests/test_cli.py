@@ -13,7 +13,16 @@ from typing import Any
 
 import pytest
 
-from pausegraph import Append, Continue, Graph, LastWriteWins, MemoryCheckpointer, Paused, Runner
+from pausegraph import (
+    After,
+    Append,
+    Continue,
+    Graph,
+    LastWriteWins,
+    MemoryCheckpointer,
+    Paused,
+    Runner,
+)
 from pausegraph._cli_render import jsonable, pending_of, status_of
 
 PG = Path(sys.executable).parent / "pausegraph"
@@ -299,7 +308,7 @@ def test_status_from_a_checkpoint_matches_the_runner() -> None:
     assert status_of(latest) == runner.state("x").status == "done"
 
 
-def test_a_run_after_its_last_layer_without_after_pause_counts_as_done() -> None:
+def test_a_run_that_died_before_its_owed_after_pause_is_queued_for_every_reader() -> None:
     store, died = MemoryCheckpointer(), MemoryCheckpointer()
     Runner(_graph(), store, interrupt_after={"b"}).run("x")
     # copy all but the After pause, as a process that died just before it leaves the store
@@ -310,7 +319,8 @@ def test_a_run_after_its_last_layer_without_after_pause_counts_as_done() -> None
     layer = died.latest("g", "x")
     assert layer is not None
     assert layer.label == "layer:2"
-    assert status_of(layer) == Runner(_graph(), died).state("x").status == "done"
+    assert status_of(layer) == Runner(_graph(), died).state("x").status == "queued"
+    assert Runner(_graph(), died).run("x") == Paused(2, After("b"))
 
 
 def test_bytes_are_printed_as_marked_base64_text() -> None:

@@ -344,7 +344,7 @@ def test_unencodable_payload_is_a_serialization_error():
     runner = Runner(Graph("g", {}).step("s", step))
     with pytest.raises(SerializationError, match=r"'s'"):
         runner.run("r")
-    assert [m.label for m in runner.history("r")] == ["input"]
+    assert [m.label for m in runner.history("r")] == ["input", "failed:s"]
 
 
 # --- claim and replay ----------------------------------------------------------

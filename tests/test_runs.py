@@ -127,11 +127,11 @@ def test_run_on_a_run_whose_process_died_goes_on_from_its_latest_checkpoint():
     with pytest.raises(StepError):
         Runner(graph, checkpointer).run("r")
     fresh = Runner(graph, checkpointer)
-    assert fresh.state("r").status == Status.RUNNING
+    assert fresh.state("r").status == Status.FAILED
     assert fresh.run("r") == Done({"log": ["a", "b"], "note": None}, 2)
     assert counts == {"a": 1, "b": 2}
     labels = [m.label for m in fresh.history("r")]
-    assert labels == ["input", "layer:1", "resume", "layer:2"]
+    assert labels == ["input", "layer:1", "failed:b", "resume", "layer:2"]
 
 
 @pytest.mark.parametrize("bad", ["", None, 3])

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+from unittest.mock import ANY
 
 import pytest
 
 from pausegraph import (
     Append,
+    Failure,
     Graph,
     GraphError,
     Interrupt,
@@ -235,7 +237,8 @@ def test_write_to_undeclared_channel_applies_no_write_of_that_layer():
         runner.run("r", {"x": "start"})
     info = runner.state("r")
     assert info.values == {"x": "start", "log": []}
-    assert [m.label for m in runner.history("r")] == ["input"]
+    assert info.status == "failed"
+    assert [m.label for m in runner.history("r")] == ["input", "failed:bad"]
 
 
 def test_input_naming_no_channel_is_a_graph_error_and_nothing_is_saved():
@@ -257,11 +260,11 @@ def test_unencodable_write_is_a_serialization_error_naming_channel_and_type():
     with pytest.raises(SerializationError, match=r"'y'.*Opaque"):
         runner.run("r")
     history = runner.history("r")
-    assert [m.label for m in history] == ["input", "layer:1", "layer:2"]
+    assert [m.label for m in history] == ["input", "layer:1", "layer:2", "failed:c"]
     assert runner.state("r").values == {"x": 1, "y": 1}
 
 
-def test_unencodable_write_of_a_finished_sibling_fails_the_pause_and_saves_nothing():
+def test_unencodable_write_of_a_finished_sibling_fails_the_layer():
     def asks(state):
         yield Interrupt("q")
 
@@ -270,7 +273,8 @@ def test_unencodable_write_of_a_finished_sibling_fails_the_pause_and_saves_nothi
     runner = Runner(graph)
     with pytest.raises(SerializationError, match=r"'x'.*set"):
         runner.run("r")
-    assert [m.label for m in runner.history("r")] == ["input"]
+    assert [m.label for m in runner.history("r")] == ["input", "failed:bad"]
+    assert runner.state("r").failure == Failure("bad", "SerializationError", ANY)
 
 
 def test_run_goes_on_after_a_fixed_unencodable_write():

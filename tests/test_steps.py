@@ -198,7 +198,7 @@ def test_failed_step_leaves_the_run_at_its_last_checkpoint_and_run_retries_the_l
     with pytest.raises(StepError, match=r"'flaky'"):
         runner.run("r")
     assert runner.state("r").values == {"x": 1, "log": ["first"]}
-    assert runner.state("r").status == "running"
+    assert runner.state("r").status == "failed"
     assert runner.run("r").state == {"x": 11, "log": ["first", "sibling"]}
     assert attempts == [1, 1]
 

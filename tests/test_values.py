@@ -16,6 +16,7 @@ from pausegraph import (
     Resume,
     Runner,
 )
+from pausegraph._records import InLayer
 
 
 def _graph(seen: list[str]) -> Graph:
@@ -65,8 +66,8 @@ def test_an_answer_the_step_changes_is_replayed_as_it_was_given() -> None:
     claim = store.load("values", "r", 3)
     assert claim is not None
     assert claim.label == "resume"
-    assert claim.pause is not None
-    assert claim.pause.suspended[0].journal[0].value == ["a"]
+    assert isinstance(claim.stage, InLayer)
+    assert list(claim.stage.progress.answers.values()) == [["a"]]
     fork = runner.fork("r", 3)  # replays `ask` from its journal in a new run
     assert Runner(_graph([]), store).run(fork).state["items"] == ["a", "changed by the step"]
 

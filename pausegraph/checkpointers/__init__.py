@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import builtins
+import contextlib
 from typing import Protocol
 
 from .._records import Checkpoint, CheckpointMeta
+from ._lock import Holder
 from .file import FileCheckpointer
 from .memory import MemoryCheckpointer
 
-__all__ = ["Checkpointer", "FileCheckpointer", "MemoryCheckpointer"]
+__all__ = ["Checkpointer", "FileCheckpointer", "Holder", "MemoryCheckpointer"]
 
 
 class Checkpointer(Protocol):
@@ -32,3 +34,11 @@ class Checkpointer(Protocol):
     def list(self, workflow_id: str, run_id: str) -> builtins.list[CheckpointMeta]: ...
 
     def runs(self) -> builtins.list[tuple[str, str]]: ...
+
+    def delete(self, workflow_id: str, run_id: str) -> None: ...
+
+    def lock(self, workflow_id: str, run_id: str) -> contextlib.AbstractContextManager[None]:
+        """Hold the run's live lock, or raise ``ConflictError`` naming its holder."""
+        ...
+
+    def holder(self, workflow_id: str, run_id: str) -> Holder | None: ...

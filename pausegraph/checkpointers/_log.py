@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from .._channels import apply_change
-from .._records import Checkpoint, Frame, encode_frame
+from .._codec import encode_frame
+from .._records import Breakpoints, Checkpoint, Frame, progress_of, with_progress
 from ..errors import CheckpointError, ConflictError
 
 SNAPSHOT_EVERY = 1000
@@ -93,16 +94,27 @@ def rebuild(workflow_id: str, run_id: str, first: Frame, frames: Sequence[Frame]
     """The checkpoint of ``frames[-1]``, from a snapshot ``frames[0]`` and the deltas after it.
 
     ``first`` is the run's first frame, which holds the graph's structure
-    (it may be ``frames[0]`` itself). The frames must be freshly decoded:
-    their values are updated in place.
+    and the run's breakpoints (it may be ``frames[0]`` itself). The frames
+    must be freshly decoded: their values are updated in place. A frame that
+    ``extends`` adds its stage's progress to the previous frame's.
     """
     base = frames[0]
     assert base.values is not None
     assert first.structure is not None
     values = base.values
+    stage = base.stage
     for frame in frames[1:]:
         for change in frame.changes or ():
             apply_change(values, change)
+        if frame.extends:
+            before = progress_of(stage)
+            added = progress_of(frame.stage)
+            if before is None or added is None:
+                msg = f"checkpoint {frame.seq} extends a checkpoint with no layer under way"
+                raise ValueError(msg)
+            stage = with_progress(frame.stage, before.extend(added))
+        else:
+            stage = frame.stage
     last = frames[-1]
     return Checkpoint(
         workflow_id=workflow_id,
@@ -112,9 +124,9 @@ def rebuild(workflow_id: str, run_id: str, first: Frame, frames: Sequence[Frame]
         label=last.label,
         timestamp_ms=last.timestamp_ms,
         values=values,
-        next=last.next,
+        stage=stage,
         structure=first.structure,
-        pause=last.pause,
+        breakpoints=first.breakpoints or Breakpoints(),
         changes=last.changes,
         input=last.input if last.seq == 1 else None,
         epoch_base=last.epoch_base,

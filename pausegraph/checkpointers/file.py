@@ -61,6 +61,7 @@ one would share the parent's ``flock``.
 from __future__ import annotations
 
 import builtins
+import contextlib
 import errno
 import fcntl
 import hashlib
@@ -78,9 +79,11 @@ from typing import Any, TypeVar
 import attrs
 import msgpack
 
-from .._records import Checkpoint, CheckpointMeta, Frame, converter
+from .._codec import structure_frame
+from .._records import Checkpoint, CheckpointMeta, Frame
 from .._values import pack
 from ..errors import CheckpointError, CorruptCheckpointError
+from ._lock import Holder, file_holder, hold_file
 from ._log import SnapshotPolicy, rebuild, refuse_seq
 
 __all__ = ["FileCheckpointer"]
@@ -500,6 +503,48 @@ class FileCheckpointer:
                 found.append(ids)
         return found
 
+    # --- the live lock and deleting ------------------------------------------
+
+    def _lock_path(self, workflow_id: str, run_id: str) -> str:
+        return os.path.join(self._runs_path, _log_name(workflow_id, run_id)[:-4] + ".lock")
+
+    def lock(self, workflow_id: str, run_id: str) -> contextlib.AbstractContextManager[None]:
+        """Hold the run's live lock (an exclusive ``flock`` on ``runs/<hash>.lock``).
+
+        Raises ``ConflictError`` naming the holder (pid, host, since) if a
+        live process, this one included, holds it. The kernel releases it
+        when the holder dies.
+        """
+        path = self._lock_path(workflow_id, run_id)
+        log = os.path.join(self._runs_path, _log_name(workflow_id, run_id))
+        return hold_file(path, workflow_id, run_id, lambda: _exists(log))
+
+    def holder(self, workflow_id: str, run_id: str) -> Holder | None:
+        """Who holds the run's live lock, or ``None`` if no live process does."""
+        return file_holder(self._lock_path(workflow_id, run_id))
+
+    def delete(self, workflow_id: str, run_id: str) -> None:
+        """Remove a run's log (nothing if it has none); its lock file goes too."""
+        name = _log_name(workflow_id, run_id)
+        with self._lock:
+            log = self._logs.pop((workflow_id, run_id), None)
+            self._headers.pop(name, None)
+            self._open.pop(os.path.join(self._runs_path, name), None)
+        if log is not None:
+            with log.lock:
+                log.close()
+        for path in (os.path.join(self._runs_path, name), self._lock_path(workflow_id, run_id)):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                raise _os_error(exc, path) from exc
+        try:
+            _fsync_dir(self._runs_path)
+        except OSError as exc:
+            raise _os_error(exc, self._runs_dir) from exc
+
     # --- reading --------------------------------------------------------------
 
     def _read(self, workflow_id: str, run_id: str, seq: int | None) -> Checkpoint | None:
@@ -526,7 +571,7 @@ class FileCheckpointer:
         if log.first is None:
             first = frames[0] if start == 0 else self._read_frame(log.path, fd, log.entries[0])
             # keep only what rebuild() reads: the structure, not a copy of the state
-            log.first = attrs.evolve(first, values=None, input=None, pause=None, changes=None)
+            log.first = attrs.evolve(first, values=None, input=None, changes=None)
         return frames, log.first
 
     def _guarded(self, log: _RunLog, read: Callable[[], _T]) -> _T:
@@ -699,7 +744,7 @@ class FileCheckpointer:
         if len(data) != entry.frame_len:
             raise _corrupt(path, entry.at, "it was altered after it was indexed")
         try:
-            frame = converter.structure(_unpack_bounded(data), Frame)
+            frame = structure_frame(_unpack_bounded(data))
         except Exception as exc:  # msgpack's and cattrs' errors have no common base
             raise _corrupt(path, entry.at, f"it does not decode ({type(exc).__name__})") from None
         if frame.seq != entry.meta.seq or frame.is_snapshot != entry.snapshot:

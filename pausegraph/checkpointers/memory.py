@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import builtins
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
-from .._records import Checkpoint, CheckpointMeta, Frame, decode_frame
+from .._codec import decode_frame
+from .._records import Checkpoint, CheckpointMeta, Frame
+from ..errors import ConflictError
+from ._lock import Holder, held_message
 from ._log import SnapshotPolicy, rebuild, refuse_seq
 
 
@@ -32,6 +37,7 @@ class MemoryCheckpointer:
 
     def __init__(self) -> None:
         self._runs: dict[tuple[str, str], _RunFrames] = {}
+        self._holders: dict[tuple[str, str], Holder] = {}
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -80,3 +86,32 @@ class MemoryCheckpointer:
     def runs(self) -> builtins.list[tuple[str, str]]:
         with self._lock:
             return list(self._runs)
+
+    def delete(self, workflow_id: str, run_id: str) -> None:
+        """Remove every checkpoint of a run (nothing if it has none)."""
+        with self._lock:
+            self._runs.pop((workflow_id, run_id), None)
+
+    @contextmanager
+    def lock(self, workflow_id: str, run_id: str) -> Iterator[None]:
+        """Hold the run's live lock; ``ConflictError`` naming the holder if another has it.
+
+        In memory the holder is a thread of this process: a second ``Runner``
+        (or thread) driving the same run is refused.
+        """
+        key = (workflow_id, run_id)
+        with self._lock:
+            holder = self._holders.get(key)
+            if holder is not None:
+                raise ConflictError(held_message(workflow_id, run_id, holder))
+            self._holders[key] = Holder.here()
+        try:
+            yield
+        finally:
+            with self._lock:
+                del self._holders[key]
+
+    def holder(self, workflow_id: str, run_id: str) -> Holder | None:
+        """Who holds the run's live lock, or ``None``."""
+        with self._lock:
+            return self._holders.get((workflow_id, run_id))

@@ -18,6 +18,7 @@ live generator, which is what makes a resume cold).
 from __future__ import annotations
 
 import builtins
+import contextlib
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -28,6 +29,7 @@ from .._graph import Graph
 from .._records import Checkpoint, CheckpointMeta
 from .._runner import Runner
 from ..checkpointers import Checkpointer, MemoryCheckpointer
+from ..checkpointers._lock import Holder
 from ..errors import ResumeError
 
 CheckpointerFactory = Callable[[], Checkpointer]
@@ -133,6 +135,16 @@ class _CrashingCheckpointer:
 
     def runs(self) -> builtins.list[tuple[str, str]]:
         return self._inner.runs()
+
+    def delete(self, workflow_id: str, run_id: str) -> None:
+        self._inner.delete(workflow_id, run_id)
+
+    def lock(self, workflow_id: str, run_id: str) -> contextlib.AbstractContextManager[None]:
+        # a simulated death releases the lock, as the OS does for a real one
+        return self._inner.lock(workflow_id, run_id)
+
+    def holder(self, workflow_id: str, run_id: str) -> Holder | None:
+        return self._inner.holder(workflow_id, run_id)
 
 
 def drive(

@@ -204,7 +204,7 @@ class WorkflowMachine(RuleBasedStateMachine):
         kept = [i for i, s in enumerate(source.event_seqs) if s <= seq]
         trace = RunTrace(new_id, self.input, tuple(source.trace.events[i] for i in kept))
         self._runs[new_id] = _RunModel(trace, [1] * len(kept), [], None)
-        if self.runner.state(new_id).status is Status.RUNNING:
+        if self.runner.state(new_id).status is Status.QUEUED:
             # forked from a checkpoint between layers: run() goes on from there
             self._record(new_id, None, self.runner.run(new_id))
 

@@ -10,16 +10,12 @@ and no effect runs: the dry run stops where the journal ends.
 
 from __future__ import annotations
 
-from types import GeneratorType, MappingProxyType
-from typing import Any
-
 import attrs
 
+from .._channels import Channels
 from .._graph import Graph
-from .._instructions import Effect, Interrupt
-from .._records import Checkpoint, JournalEntry, PauseKind
-from .._scheduler import id_prefix
-from .._trampoline import Trampoline
+from .._records import Checkpoint, progress_of
+from .._scheduler import replay_journals
 from ..checkpointers import Checkpointer
 from ..errors import PausegraphError
 
@@ -37,30 +33,6 @@ class ReplayFailure:
         return f"{where}: {self.error}"
 
 
-class _JournalEnd(Exception):
-    """The dry run reached the end of the journal: all that was recorded replayed."""
-
-
-class _DryRun(Trampoline):
-    """A trampoline that replays a journal but never goes past it.
-
-    Past the journal a real resume would record new entries, which means
-    calling effects for real; the dry run stops there instead.
-    """
-
-    __slots__ = ()
-
-    def _interrupt(self, msg: Interrupt) -> JournalEntry:
-        if self.cursor >= len(self.journal):
-            raise _JournalEnd
-        return super()._interrupt(msg)
-
-    def _effect(self, msg: Effect) -> tuple[Any, BaseException | None]:
-        if self.cursor >= len(self.journal):
-            raise _JournalEnd
-        return super()._effect(msg)
-
-
 def find_replay_failures(graph: Graph, checkpointer: Checkpointer) -> list[ReplayFailure]:
     """Dry-run every suspended step of every paused run of ``graph``; list what fails.
 
@@ -74,8 +46,7 @@ def find_replay_failures(graph: Graph, checkpointer: Checkpointer) -> list[Repla
         if workflow_id != graph.name:
             continue
         latest = checkpointer.latest(workflow_id, run_id)
-        pause = None if latest is None else latest.pause
-        if latest is None or pause is None or pause.kind is not PauseKind.INTERRUPT:
+        if latest is None or progress_of(latest.stage) is None:
             continue
         difference = latest.structure.difference(graph.structure())
         if difference is not None:
@@ -87,31 +58,16 @@ def find_replay_failures(graph: Graph, checkpointer: Checkpointer) -> list[Repla
 
 
 def _replay_run(graph: Graph, latest: Checkpoint) -> list[ReplayFailure]:
-    pause = latest.pause
-    assert pause is not None
-    state = MappingProxyType(latest.values)
+    progress = progress_of(latest.stage)
+    assert progress is not None
+    state = Channels(graph.channels, latest.values).values  # as the engine reads it
     failures = []
-    for suspended in pause.suspended:
-        step_id = suspended.step_id
-        try:
-            gen = graph.steps[step_id](state)
-            if type(gen) is not GeneratorType:
-                error = f"calling it again returned {type(gen).__name__}, not a generator"
-                failures.append(ReplayFailure(latest.run_id, step_id, error))
-                continue
-            prefix = id_prefix(pause.epoch, graph.step_index[step_id])
-            dry = _DryRun(step_id, gen, list(suspended.journal), prefix)
-            try:
-                dry.advance()
-            except _JournalEnd:
-                pass
-            finally:
-                dry._close()
-        except PausegraphError as exc:
-            failures.append(ReplayFailure(latest.run_id, step_id, f"{type(exc).__name__}: {exc}"))
-        except Exception as exc:
-            error = f"step raised {type(exc).__name__}: {exc}"
-            failures.append(ReplayFailure(latest.run_id, step_id, error))
+    for step_id, error in replay_journals(graph, state, progress):
+        if isinstance(error, PausegraphError):
+            text = f"{type(error).__name__}: {error}"
+        else:  # pragma: no cover - the engine wraps what a step raises
+            text = f"step raised {type(error).__name__}: {error}"
+        failures.append(ReplayFailure(latest.run_id, step_id, text))
     return failures
 
 

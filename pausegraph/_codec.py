@@ -1,0 +1,150 @@
+"""The checkpoint codec: engine records to msgpack bytes and back, via cattrs.
+
+This is the one module that turns the records of ``_records`` into bytes.
+Tagged unions (journal entries, stages) carry a short tag under ``"t"``.
+Decoding refuses what a store could not have written: an unknown tag or a
+missing field is a ``ValueError``/``cattrs`` error the store reports as a
+corrupt record.
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Any
+
+import cattrs
+import msgpack
+from cattrs.preconf.msgpack import make_converter
+from cattrs.strategies import configure_tagged_union
+
+from ._channels import Op
+from ._records import (
+    Asked,
+    AtAfter,
+    AtBefore,
+    AtInterrupt,
+    Cancelled,
+    Checkpoint,
+    Entry,
+    Failed,
+    Finished,
+    Frame,
+    InLayer,
+    OwesAfter,
+    Raised,
+    Returned,
+    Stage,
+    Start,
+    Value,
+    progress_of,
+    with_progress,
+)
+from ._values import NATIVE, pack
+from .errors import SerializationError
+
+_TAGS: dict[type, str] = {
+    Asked: "ask",
+    Returned: "ret",
+    Raised: "err",
+    Start: "start",
+    InLayer: "layer",
+    OwesAfter: "owes-after",
+    AtBefore: "before",
+    AtAfter: "after",
+    AtInterrupt: "interrupt",
+    Failed: "failed",
+    Finished: "done",
+    Cancelled: "cancelled",
+}
+
+converter: cattrs.Converter = make_converter(detailed_validation=False, omit_if_default=True)
+converter.register_unstructure_hook(Value, lambda v: v)
+converter.register_structure_hook(Value, lambda v, _: v)
+converter.register_unstructure_hook(Op, operator.attrgetter("_value_"))
+for _union in (Entry, Stage):
+    configure_tagged_union(_union, converter, tag_generator=_TAGS.__getitem__, tag_name="t")
+
+
+def unpack(data: bytes) -> Any:
+    return msgpack.unpackb(data, raw=False, strict_map_key=False)
+
+
+def frame_of(checkpoint: Checkpoint, *, snapshot: bool) -> Frame:
+    """The frame a store keeps for ``checkpoint``: a snapshot or a delta."""
+    c = checkpoint
+    first = c.seq == 1
+    if snapshot or first or c.changes is None:
+        return Frame(
+            c.seq, c.super_step, c.label, c.timestamp_ms, c.stage, c.epoch_base,
+            values=c.values,
+            structure=c.structure if first else None,
+            breakpoints=c.breakpoints if first else None,
+            input=c.input if first else None,
+        )  # fmt: skip
+    stage, extends = c.stage, False
+    if c.added is not None:
+        stage, extends = with_progress(stage, c.added), True
+    return Frame(
+        c.seq, c.super_step, c.label, c.timestamp_ms, stage, c.epoch_base, extends,
+        changes=c.changes,
+    )  # fmt: skip
+
+
+def encode_frame(checkpoint: Checkpoint, *, snapshot: bool) -> bytes:
+    """Encode the frame a store keeps for ``checkpoint``: a snapshot or a delta.
+
+    Raises ``SerializationError`` naming the value msgpack refused.
+    """
+    frame = frame_of(checkpoint, snapshot=snapshot)
+    try:
+        return pack(converter.unstructure(frame, Frame))
+    except (TypeError, ValueError, OverflowError):
+        raise SerializationError(_diagnose(frame)) from None
+
+
+def decode_frame(data: bytes) -> Frame:
+    """Decode a frame from bytes (the caller handles corrupt input)."""
+    return structure_frame(unpack(data))
+
+
+def structure_frame(obj: Any) -> Frame:
+    return converter.structure(obj, Frame)
+
+
+def _why_not_encodable(value: Any) -> str | None:
+    try:
+        pack(value)
+    except (TypeError, ValueError, OverflowError) as exc:
+        return str(exc)
+    return None
+
+
+def _diagnose(frame: Frame) -> str:
+    """Find which value of a frame msgpack refused, for the error message."""
+    suspects: list[tuple[str, Any]] = []
+    for name, value in (frame.values or {}).items():
+        suspects.append((f"channel {name!r}", value))
+    for change in frame.changes or ():
+        suspects.append((f"channel {change.channel!r}", change.value))
+    progress = progress_of(frame.stage)
+    if progress is not None:
+        for step_id, writes in progress.finished.items():
+            for channel, value in writes.items():
+                suspects.append((f"channel {channel!r} (write of step {step_id!r})", value))
+        for step_id, journal in progress.journals.items():
+            for entry in journal:
+                if type(entry) is Asked:
+                    suspects.append((f"interrupt payload of step {step_id!r}", entry.payload))
+                elif type(entry) is Returned:
+                    suspects.append((f"effect result of step {step_id!r}", entry.value))
+        for key, value in progress.answers.items():
+            suspects.append((f"the answer to interrupt {key!r}", value))
+        for edits in progress.edits:
+            for channel, value in edits.items():
+                suspects.append((f"channel {channel!r} (update)", value))
+    suspects.append(("the run's input", frame.input))
+    for what, value in suspects:
+        why = _why_not_encodable(value)
+        if why is not None:
+            return f"{what} cannot be stored: {why}. {NATIVE}"
+    return "the checkpoint cannot be encoded by msgpack"  # pragma: no cover - a bug in pausegraph

@@ -1,0 +1,91 @@
+"""The pauses a Runner holds: the live generators of its suspended steps.
+
+Resuming a run in the process that paused it just sends the answer into the
+live generator. A ``Runner`` keeps, per run, the pause checkpoint it saved
+and the trampolines of the steps suspended there. It uses them only while
+the store's history still ends with that checkpoint (``list``, which reads
+no values); otherwise another process moved the run on, and the held
+generators are closed.
+
+Generators are closed deliberately, never left to the garbage collector:
+when the cache is full (the pause held longest goes), when a pause is let
+go (``Goto``, ``cancel``, ``delete``, a failure), when the ``Runner`` is
+collected and when the interpreter exits (``weakref.finalize``). Closing
+runs the steps' ``finally`` blocks, quietly (see ``close_quietly``).
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections import OrderedDict
+
+import attrs
+
+from ._records import Checkpoint
+from ._trampoline import Trampoline
+
+MAX_HELD = 1024  # paused runs whose live generators a Runner keeps
+
+
+@attrs.frozen
+class Held:
+    """A pause this Runner saved, and the live generators of its suspended steps."""
+
+    checkpoint: Checkpoint
+    live: dict[str, Trampoline]
+
+
+def _close_all(pauses: OrderedDict[str, Held], lock: threading.Lock) -> None:
+    with lock:
+        held = list(pauses.values())
+        pauses.clear()
+    for pause in held:
+        close(pause.live)
+
+
+def close(live: dict[str, Trampoline]) -> None:
+    """Let live generators go: close each quietly."""
+    for trampoline in live.values():
+        trampoline.close()
+
+
+class HeldPauses:
+    """A bounded map of run id to the pause held for it."""
+
+    def __init__(self, owner: object, limit: int = MAX_HELD) -> None:
+        self._pauses: OrderedDict[str, Held] = OrderedDict()
+        self._lock = threading.Lock()
+        self._limit = limit
+        weakref.finalize(owner, _close_all, self._pauses, self._lock)
+
+    def __len__(self) -> int:
+        return len(self._pauses)
+
+    def peek(self, run_id: str) -> Held | None:
+        """The pause held for ``run_id``, left in place (a refused command keeps it)."""
+        return self._pauses.get(run_id)
+
+    def take(self, run_id: str) -> dict[str, Trampoline]:
+        """Remove the pause held for ``run_id`` and hand over its live generators."""
+        with self._lock:
+            held = self._pauses.pop(run_id, None)
+        return {} if held is None else held.live
+
+    def drop(self, run_id: str) -> None:
+        """Let the pause held for ``run_id`` go, closing its generators."""
+        close(self.take(run_id))
+
+    def hold(self, checkpoint: Checkpoint, live: dict[str, Trampoline]) -> None:
+        """Keep a pause just saved (replacing any older one of the run)."""
+        evicted: list[Held] = []
+        with self._lock:
+            old = self._pauses.pop(checkpoint.run_id, None)
+            if old is not None:
+                evicted.append(old)
+            while len(self._pauses) >= self._limit:
+                evicted.append(self._pauses.popitem(last=False)[1])
+            self._pauses[checkpoint.run_id] = Held(checkpoint, live)
+        for pause in evicted:
+            if pause.live is not live:
+                close({s: t for s, t in pause.live.items() if live.get(s) is not t})

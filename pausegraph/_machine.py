@@ -1,0 +1,375 @@
+"""The run state machine, as pure functions of the latest checkpoint.
+
+Theory of operation
+-------------------
+A run's status is a function of its latest checkpoint's stage and of one
+more fact, whether a live process holds the run's lock:
+
+    stage                              status
+    Finished                           done
+    Cancelled                          cancelled
+    Failed                             failed
+    AtBefore, AtAfter, AtInterrupt     paused
+    Start, InLayer, OwesAfter          running if a live process holds the
+                                       run, else queued (work waits for a
+                                       driver: a new run, a claim, a crash)
+
+Every command is decided here, from the latest checkpoint alone, into a
+``Claim``: the checkpoint to save (label, super-step, stage, edits to fold
+into the values first) before any step runs. A command that does not fit
+raises here, before anything is saved or any live generator is touched.
+``_runner`` saves the claim and drives the run from it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import attrs
+
+from ._commands import (
+    After,
+    Before,
+    Command,
+    Continue,
+    Done,
+    DynamicInterrupt,
+    Goto,
+    Paused,
+    PendingInterrupt,
+    Resume,
+    RunInfo,
+    Status,
+    Update,
+)
+from ._records import (
+    Asked,
+    AtAfter,
+    AtBefore,
+    AtInterrupt,
+    Cancelled,
+    Checkpoint,
+    Failed,
+    Finished,
+    InLayer,
+    OwesAfter,
+    Progress,
+    Raised,
+    Stage,
+    Start,
+)
+from ._values import normalize, thaw
+from .errors import ConflictError, ResumeError
+
+_STATUS: dict[type, Status] = {
+    Finished: Status.DONE,
+    Cancelled: Status.CANCELLED,
+    Failed: Status.FAILED,
+    AtBefore: Status.PAUSED,
+    AtAfter: Status.PAUSED,
+    AtInterrupt: Status.PAUSED,
+}
+
+
+def status_of(stage: Stage, *, running: bool) -> Status:
+    """The status of a run whose latest checkpoint has ``stage`` (see the module doc)."""
+    status = _STATUS.get(type(stage))
+    if status is not None:
+        return status
+    return Status.RUNNING if running else Status.QUEUED
+
+
+def pending_of(stage: Stage) -> tuple[PendingInterrupt, ...]:
+    """The interrupts still waiting for an answer, in step order."""
+    if type(stage) is not AtInterrupt and type(stage) is not Failed:
+        return ()
+    progress: Progress = stage.progress
+    return tuple(
+        PendingInterrupt(entry.id, step_id, thaw(entry.payload))
+        for step_id, entry in progress.pending()
+    )
+
+
+def info_of(checkpoint: Checkpoint, *, running: bool) -> RunInfo:
+    """What ``Runner.state`` tells about a run."""
+    stage = checkpoint.stage
+    failure = stage.failure if type(stage) is Failed else None
+    edits: tuple[dict[str, Any], ...] = ()
+    if type(stage) is AtInterrupt or type(stage) is Failed:
+        edits = tuple(thaw(e) for e in stage.progress.edits)
+    return RunInfo(
+        thaw(checkpoint.values),
+        status_of(stage, running=running),
+        checkpoint.super_step,
+        pending_of(stage),
+        failure,
+        edits,
+    )
+
+
+def paused_of(stage: Stage) -> Paused:
+    """The ``Paused`` outcome of a paused stage."""
+    if type(stage) is AtBefore:
+        return Paused(stage.layer + 1, Before(stage.step_ids[0]))
+    if type(stage) is AtAfter:
+        return Paused(stage.layer + 1, After(stage.step_ids[0]))
+    assert type(stage) is AtInterrupt
+    interrupts = pending_of(stage)
+    first = interrupts[0]
+    return Paused(
+        stage.progress.layer + 1, DynamicInterrupt(first.step_id), first.payload, interrupts
+    )
+
+
+def describe(stage: Stage) -> str:
+    """A short description of a paused stage, for messages."""
+    if type(stage) is AtInterrupt:
+        return "interrupts pending: " + ", ".join(i.id for i in pending_of(stage))
+    outcome = paused_of(stage)
+    reason = outcome.reason
+    return f"{type(reason).__name__}({reason.step_id!r}) at super-step {outcome.super_step}"
+
+
+@attrs.frozen
+class Shape:
+    """What decisions need to know of the graph and of the run's breakpoints."""
+
+    workflow: str
+    layers: tuple[tuple[str, ...], ...]
+    layer_of: Mapping[str, int]
+
+
+@attrs.frozen
+class Claim:
+    """The checkpoint a command saves before any step runs.
+
+    ``edits`` are folded into the values through the reducers first.
+    ``drive``: go on running from it (else the call returns ``paused``).
+    ``keep_live``: the live generators of a held pause stay usable.
+    """
+
+    label: str
+    super_step: int
+    stage: Stage
+    edits: tuple[Mapping[str, Any], ...] = ()
+    drive: bool = True
+    keep_live: bool = False
+
+
+def _after_layer(shape: Shape, k: int) -> Stage:
+    """Where a run goes once layer ``k`` and its After breakpoint are behind it."""
+    return Finished() if k + 1 == len(shape.layers) else Start(k + 1)
+
+
+def decide_run(latest: Checkpoint, *, shape: Shape) -> Claim | Done:
+    """``run(run_id)`` on an existing run (not held by another process)."""
+    stage = latest.stage
+    kind = type(stage)
+    run_id = latest.run_id
+    if kind is Finished:
+        return Done(thaw(latest.values), latest.super_step)
+    if kind is Failed:
+        return _retry(latest, stage.failure.step_id, stage.progress, "resume")  # type: ignore[union-attr]
+    if kind is Cancelled:
+        msg = f"run {run_id!r} was cancelled: Goto(step_id) re-opens it, or use a new run id"
+        raise ResumeError(msg)
+    if kind in (AtBefore, AtAfter, AtInterrupt):
+        msg = f"run {run_id!r} is paused ({describe(stage)}): use resume(run_id, command) to go on"
+        raise ResumeError(msg)
+    return Claim("resume", latest.super_step, stage)  # recover: go on from where it was
+
+
+def decide(latest: Checkpoint, command: Command, *, shape: Shape) -> Claim:
+    """The claim for ``command`` on a run whose latest checkpoint is ``latest``."""
+    run_id = latest.run_id
+    stage = latest.stage
+    kind = type(stage)
+    if type(command) is Goto:
+        return _goto(latest, command, shape)
+    if not isinstance(command, (Continue, Resume, Update)):
+        msg = (
+            "resume() takes Continue(), Resume(value), Update(edits) or Goto(step_id), "
+            f"got {command!r}"
+        )
+        raise ResumeError(msg)
+    if kind is Finished:
+        msg = (
+            f"run {run_id!r} is finished: {command!r} has nothing to go on with; "
+            "Goto(step_id) re-opens it"
+        )
+        raise ResumeError(msg)
+    if kind is Cancelled:
+        msg = f"run {run_id!r} was cancelled: {command!r} is refused; Goto(step_id) re-opens it"
+        raise ResumeError(msg)
+    if kind in (Start, InLayer, OwesAfter):
+        raise ConflictError(queued_message(run_id))
+    if kind is Failed:
+        return _on_failed(latest, command)
+    if type(command) is Update:
+        edits = command.edits
+        if kind is AtInterrupt:
+            progress = stage.progress  # type: ignore[union-attr]
+            kept = attrs.evolve(progress, edits=(*progress.edits, edits))
+            return Claim(
+                "update", latest.super_step, AtInterrupt(kept), drive=False, keep_live=True
+            )
+        return _past_breakpoint(stage, shape, "update", (edits,))
+    if type(command) is Continue:
+        if kind is AtInterrupt:
+            pending = ", ".join(i.id for i in pending_of(stage))
+            msg = (
+                f"run {run_id!r} waits for an answer to interrupt(s) {pending}: "
+                "use Resume(value) or Resume(answers=...)"
+            )
+            raise ResumeError(msg)
+        return _past_breakpoint(stage, shape, "resume", ())
+    assert isinstance(command, Resume)
+    if kind is not AtInterrupt:
+        msg = (
+            f"run {run_id!r} is paused at a breakpoint ({describe(stage)}), "
+            "where nothing waits for a value: use Continue() or Update(edits)"
+        )
+        raise ResumeError(msg)
+    progress = stage.progress  # type: ignore[union-attr]
+    answers = _answers(run_id, progress, command, reanswerable=())
+    claimed = attrs.evolve(
+        progress,
+        answers={**progress.answers, **answers},
+        edits=(*progress.edits, command.update) if command.update else progress.edits,
+        claimed=tuple(answers),
+    )
+    return Claim("resume", latest.super_step - 1, InLayer(claimed), keep_live=True)
+
+
+def queued_message(run_id: str) -> str:
+    return (
+        f"run {run_id!r} is queued: it has work waiting for a driver (a new run, a claimed "
+        f"command, or a process that died); run({run_id!r}) or a Worker drives it, then "
+        "command it if it pauses"
+    )
+
+
+def _past_breakpoint(
+    stage: Stage, shape: Shape, label: str, edits: tuple[Mapping[str, Any], ...]
+) -> Claim:
+    if type(stage) is AtBefore:
+        return Claim(label, stage.layer, Start(stage.layer, past_before=True), edits)
+    assert type(stage) is AtAfter
+    follow = _after_layer(shape, stage.layer)
+    if type(follow) is Finished and label == "resume":
+        label = "done"
+    return Claim(label, stage.layer + 1, follow, edits)
+
+
+def _goto(latest: Checkpoint, command: Goto, shape: Shape) -> Claim:
+    target = command.step_id
+    stage = latest.stage
+    if target not in shape.layer_of:
+        msg = (
+            f"Goto({target!r}): graph {shape.workflow!r} has no such step; "
+            f"its steps are {', '.join(map(repr, shape.layer_of))}"
+        )
+        raise ResumeError(msg)
+    if type(stage) in (Start, InLayer, OwesAfter):
+        raise ConflictError(queued_message(latest.run_id))
+    edits: list[Mapping[str, Any]] = []
+    if type(stage) is AtInterrupt or type(stage) is Failed:
+        # the interrupted layer runs again: its own writes are dropped, kept edits are not
+        edits.extend(stage.progress.edits)
+    if command.update:
+        edits.append(command.update)
+    k = shape.layer_of[target]
+    return Claim("resume", k, Start(k, past_before=True), tuple(edits))
+
+
+def _retry(latest: Checkpoint, step_id: str, progress: Progress, label: str) -> Claim:
+    """Go on with a failed layer: the effect error that failed it is dropped, and retried."""
+    failure = latest.stage.failure  # type: ignore[union-attr]
+    journal = progress.journals.get(step_id, ())
+    if failure.error_type == "EffectError" and journal and type(journal[-1]) is Raised:
+        journals = {**progress.journals, step_id: journal[:-1]}
+        progress = attrs.evolve(progress, journals=journals)
+    return Claim(label, latest.super_step, InLayer(progress))
+
+
+def _on_failed(latest: Checkpoint, command: Continue | Resume | Update) -> Claim:
+    stage = latest.stage
+    assert type(stage) is Failed
+    progress, failure = stage.progress, stage.failure
+    if type(command) is Continue:
+        return _retry(latest, failure.step_id, progress, "resume")
+    if type(command) is Update:
+        claim = _retry(latest, failure.step_id, progress, "update")
+        return attrs.evolve(claim, edits=(command.edits,))
+    assert isinstance(command, Resume)
+    journal = progress.journals.get(failure.step_id, ())
+    asked = {e.id: i for i, e in enumerate(journal) if type(e) is Asked}
+    reanswerable = tuple(i for i in progress.claimed if i in asked)
+    answers = _answers(latest.run_id, progress, command, reanswerable=reanswerable)
+    journals = progress.journals
+    epoch = progress.epoch
+    again = [i for i in answers if i in reanswerable]
+    if again:
+        cut = min(asked[i] for i in again)
+        journals = {**journals, failure.step_id: journal[: cut + 1]}
+        dropped = {e.id for e in journal[cut + 1 :] if type(e) is Asked}
+        base = {k: v for k, v in progress.answers.items() if k not in dropped}
+        # new interrupts of this layer get ids never used before
+        epoch = latest.epoch_base + latest.seq + 1
+    else:
+        base = dict(progress.answers)
+    claimed = attrs.evolve(
+        progress,
+        epoch=epoch,
+        journals=journals,
+        answers={**base, **answers},
+        edits=(*progress.edits, command.update) if command.update else progress.edits,
+        claimed=tuple(answers),
+    )
+    return _retry(latest, failure.step_id, claimed, "resume")
+
+
+def _answers(
+    run_id: str, progress: Progress, command: Resume, *, reanswerable: Sequence[str]
+) -> dict[str, Any]:
+    pending = [entry.id for _, entry in progress.pending()]
+    allowed = [*pending, *(i for i in reanswerable if i not in pending)]
+    waits = ", ".join(allowed) or "nothing"
+    if command.has_value == (command.answers is not None):
+        msg = (
+            "give Resume exactly one of a value (Resume(value)) or answers by interrupt id "
+            f"(Resume(answers={{id: value}})); run {run_id!r} waits on {waits}"
+        )
+        raise ResumeError(msg)
+    if command.has_value:
+        if len(allowed) != 1:
+            msg = (
+                f"run {run_id!r} has {len(allowed)} pending interrupts ({waits}): "
+                "answer them by id with Resume(answers={id: value, ...})"
+            )
+            raise ResumeError(msg)
+        given = {allowed[0]: command.value}
+    else:
+        assert command.answers is not None
+        given = command.answers
+        if not given:
+            msg = f"Resume(answers={{}}) answers nothing; run {run_id!r} waits on {waits}"
+            raise ResumeError(msg)
+    for interrupt_id in given:
+        if interrupt_id in allowed:
+            continue
+        known = interrupt_id in progress.answers or _earlier(interrupt_id, progress.epoch)
+        state = "was already answered (the run has moved on past it)" if known else "is unknown"
+        msg = f"interrupt id {interrupt_id!r} {state} in run {run_id!r}; pending: {waits}"
+        raise ResumeError(msg)
+    return {
+        i: normalize(v, lambda i=i: f"the answer to interrupt {i!r}")  # type: ignore[misc]
+        for i, v in given.items()
+    }
+
+
+def _earlier(interrupt_id: str, epoch: int) -> bool:
+    """Whether ``interrupt_id`` is one of this run's ids from before the layer's epoch."""
+    head, _, _ = interrupt_id.partition(".")
+    return head.isdigit() and int(head) < epoch

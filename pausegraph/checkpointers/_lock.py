@@ -1,0 +1,157 @@
+"""The live lock of a run: held by the process driving it, released when it dies.
+
+A run is ``"running"`` exactly while some live process holds its lock. The
+lock is one the operating system (or the database session) releases when
+the holder dies, so a crashed driver never leaves a run looking busy and no
+heartbeat or timeout is needed. The holder's pid, host and start time are
+written beside the lock for people to read; nothing decides liveness from
+them (pids and host names are reused in containers).
+
+``FileLock`` is the file store's: an exclusive ``flock`` on a lock file per
+run. ``flock`` belongs to an open file description, so two handles in one
+process exclude each other too, and the kernel drops it when the process
+dies, however it dies.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import socket
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import attrs
+import msgpack
+
+from ..errors import CheckpointError, ConflictError
+
+_TRIES = 20  # a reader probing a dead holder's lock holds it for a moment: try again briefly
+_PAUSE_S = 0.0005
+
+
+@attrs.frozen
+class Holder:
+    """Who holds a run's live lock: process id, host name, since (epoch ms)."""
+
+    pid: int
+    host: str
+    since_ms: int
+
+    @classmethod
+    def here(cls) -> Holder:
+        return cls(os.getpid(), socket.gethostname(), time.time_ns() // 1_000_000)
+
+    def describe(self) -> str:
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(self.since_ms / 1000))
+        return f"process {self.pid} on host {self.host!r} since {since} UTC"
+
+
+def held_message(workflow_id: str, run_id: str, holder: Holder | None) -> str:
+    """The ``ConflictError`` message for a run that another driver holds."""
+    who = holder.describe() if holder is not None else "another process"
+    return (
+        f"run {run_id!r} of workflow {workflow_id!r} is running: {who} is driving it. "
+        "Wait for it to pause or finish; if that process dies its lock is released and the "
+        "run becomes 'queued'"
+    )
+
+
+def _encode(holder: Holder) -> bytes:
+    return msgpack.packb([holder.pid, holder.host, holder.since_ms])
+
+
+def _decode(data: bytes) -> Holder | None:
+    try:
+        pid, host, since = msgpack.unpackb(data, raw=False, max_bin_len=0, max_ext_len=0)
+        return Holder(int(pid), str(host), int(since))
+    except Exception:  # a holder note is for people; a damaged one says nothing
+        return None
+
+
+def _open_locked(path: str, workflow_id: str, run_id: str) -> int:
+    """Open the lock file at ``path`` and take its ``flock``; the descriptor is returned.
+
+    A lock file is removed when its run is deleted (or was never created):
+    after taking the lock, check that the path still names the file locked,
+    or start again on the new one.
+    """
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            msg = f"cannot open the lock file {path!r} of run {run_id!r}: {exc.strerror}"
+            raise CheckpointError(exc.errno or errno.EIO, msg) from exc
+        try:
+            for attempt in range(_TRIES):
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if attempt + 1 == _TRIES:
+                        holder = _decode(os.pread(fd, 4096, 0))
+                        raise ConflictError(held_message(workflow_id, run_id, holder)) from None
+                    time.sleep(_PAUSE_S)
+            try:
+                same = os.stat(path, follow_symlinks=False).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+        except BaseException:
+            os.close(fd)
+            raise
+        if same:
+            return fd
+        os.close(fd)
+
+
+@contextmanager
+def hold_file(
+    path: str, workflow_id: str, run_id: str, exists: Callable[[], bool]
+) -> Iterator[None]:
+    """Hold the lock file at ``path`` for the run; ``ConflictError`` if someone else does.
+
+    ``exists`` says whether the run has a checkpoint: a lock file left by a
+    call that created no run (a refused command, an unknown run) is removed,
+    so that refusing changes nothing in the store.
+    """
+    fd = _open_locked(path, workflow_id, run_id)
+    try:
+        note = _encode(Holder.here())
+        os.pwrite(fd, note, 0)
+        os.ftruncate(fd, len(note))
+        try:
+            yield
+        finally:
+            try:
+                os.ftruncate(fd, 0)
+                if not exists():
+                    os.unlink(path)
+            except OSError:  # the note is for people only: the lock goes with the close
+                pass
+    finally:
+        os.close(fd)
+
+
+def file_holder(path: str) -> Holder | None:
+    """Who holds the lock file at ``path``, or ``None`` if nobody alive does."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        msg = f"cannot open the lock file {path!r}: {exc.strerror}"
+        raise CheckpointError(exc.errno or errno.EIO, msg) from exc
+    try:
+        note = os.pread(fd, 4096, 0)
+        if not note:
+            return None  # released cleanly
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return _decode(note) or Holder(0, "?", 0)
+        fcntl.flock(fd, fcntl.LOCK_UN)  # its holder died without a word
+        return None
+    finally:
+        os.close(fd)
