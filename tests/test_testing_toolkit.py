@@ -35,25 +35,27 @@ from pausegraph import (
 )
 from pausegraph._values import normalize
 from pausegraph.testing import (
-    Call,
-    ChannelPlan,
-    GeneratedGraph,
     RunTrace,
     Schedule,
-    StepPlan,
     WorkflowMachine,
-    WorkflowPlan,
     answers,
     assert_effects_run_once,
     assert_path_independent,
     assert_paused_runs_replay,
     assert_store_independent,
     drive,
-    find_replay_failures,
     graphs,
     memory_store,
-    plans,
     schedules,
+)
+from pausegraph.testing._replay import find_replay_failures
+from pausegraph.testing.generated import (
+    Call,
+    ChannelPlan,
+    GeneratedGraph,
+    StepPlan,
+    WorkflowPlan,
+    plans,
 )
 
 # --- a small hand-written workflow ------------------------------------------------

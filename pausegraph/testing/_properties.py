@@ -123,7 +123,7 @@ def assert_store_independent(
     if not checkpointer_factories:
         msg = "assert_store_independent needs at least one checkpointer factory"
         raise ValueError(msg)
-    chosen = schedule if schedule is not None else Schedule(cold=(True,) * 10_000)
+    chosen = schedule if schedule is not None else Schedule(cold=True)
     results = [
         _done(
             _run(
