@@ -160,6 +160,8 @@ def assert_effects_run_once(
     ``log`` is a list your effect functions append a key to each time they
     really run (for ``graphs()`` workflows leave it out: the recording
     effect's log is used, and ``expected`` defaults to the plan's effects).
+    Only what is appended during this call counts, so one module-level list
+    can serve every example of a ``@given`` test without being cleared.
     A key may appear twice only if the process died after its first run and
     before any checkpoint was saved (then its result was lost, and the SPEC
     allows running it again); an effect whose result reached a checkpoint
@@ -179,10 +181,16 @@ def assert_effects_run_once(
             expected = graph.plan.expected_effects()
         with recording_effects() as recorded:
             trace = _run(graph, log=recorded, **options)
-        log = recorded
+        calls: list[Hashable] = list(recorded)
+        start = 0
     else:
+        # only the calls made during this check count: a log shared by every
+        # hypothesis example (a module-level list) keeps what earlier ones added
+        start = len(log)
         trace = _run(graph, log=log, **options)
-    problems = _effect_problems(list(log), trace.events, expected)
+        calls = list(log[start:])
+    events = [(kind, mark - start) for kind, mark in trace.events]
+    problems = _effect_problems(calls, events, expected)
     if problems:
         msg = "effects did not run exactly once:\n" + "\n".join(f"  {p}" for p in problems)
         raise AssertionError(msg)
