@@ -59,7 +59,8 @@ class Schedule:
 
     ``cold[i]``: resume the i-th pause with a new ``Runner`` and a new
     checkpointer handle (else the same ``Runner``, which still holds the
-    suspended generators). ``one_by_one[i]``: answer only the first pending
+    suspended generators); ``cold=True`` resumes every pause cold, however
+    many there are (``Schedule(cold=True)``). ``one_by_one[i]``: answer only the first pending
     interrupt at the i-th pause (the others stay pending and the run pauses
     again). ``crashes``: the process dies just before these saves (counting
     every save attempt of the drive from 1), so the work since the previous
@@ -67,11 +68,13 @@ class Schedule:
     of a tuple are resumed hot with every answer at once.
     """
 
-    cold: tuple[bool, ...] = ()
+    cold: bool | tuple[bool, ...] = ()
     one_by_one: tuple[bool, ...] = ()
     crashes: frozenset[int] = frozenset()
 
     def is_cold(self, pause: int) -> bool:
+        if isinstance(self.cold, bool):
+            return self.cold
         return pause < len(self.cold) and self.cold[pause]
 
     def answers_one(self, pause: int) -> bool:
@@ -111,6 +114,10 @@ class _CrashingCheckpointer:
 
     def __repr__(self) -> str:
         return repr(self._inner)
+
+    def __getattr__(self, name: str) -> Any:
+        # whatever else the store offers (a new protocol method) reaches it unchanged
+        return getattr(self._inner, name)
 
     def _mark(self) -> int:
         return 0 if self._log is None else len(self._log)
@@ -198,7 +205,7 @@ def drive(
 def _schedule(schedule: Schedule | None, cold: bool, crash_before_save: int | None) -> Schedule:
     base = schedule or Schedule()
     if cold:
-        base = attrs.evolve(base, cold=(True,) * 10_000)
+        base = attrs.evolve(base, cold=True)
     if crash_before_save is not None:
         base = attrs.evolve(base, crashes=base.crashes | {crash_before_save})
     return base

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -11,9 +12,10 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from .._commands import Continue, Done, Goto, Outcome, Paused, Resume, Status, Update
 from .._graph import Graph
-from .._records import CheckpointMeta
+from .._records import Checkpoint, CheckpointMeta
 from .._runner import Runner
-from ._driver import CheckpointerFactory, memory_store
+from ..checkpointers import Checkpointer
+from ._driver import CheckpointerFactory, _SimulatedCrash, memory_store
 from ._properties import diff_states
 from ._strategies import answers
 
@@ -60,6 +62,39 @@ class RunTrace:
         return [e for e in self.events if type(e) is Answered]
 
 
+class _MortalHandle:
+    """A checkpointer handle whose process can be made to die before a given save."""
+
+    def __init__(self, inner: Checkpointer) -> None:
+        self._inner = inner
+        self.saves_left: int | None = None  # die when this reaches 0
+
+    def __repr__(self) -> str:
+        return repr(self._inner)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def save(self, checkpoint: Checkpoint) -> None:
+        if self.saves_left is not None:
+            if self.saves_left == 0:
+                raise _SimulatedCrash("simulated process death before a save")
+            self.saves_left -= 1
+        self._inner.save(checkpoint)
+
+    def load(self, workflow_id: str, run_id: str, seq: int) -> Checkpoint | None:
+        return self._inner.load(workflow_id, run_id, seq)
+
+    def latest(self, workflow_id: str, run_id: str) -> Checkpoint | None:
+        return self._inner.latest(workflow_id, run_id)
+
+    def list(self, workflow_id: str, run_id: str) -> builtins.list[CheckpointMeta]:
+        return self._inner.list(workflow_id, run_id)
+
+    def runs(self) -> builtins.list[tuple[str, str]]:
+        return self._inner.runs()
+
+
 @attrs.define
 class _RunModel:
     trace: RunTrace
@@ -88,10 +123,15 @@ class WorkflowMachine(RuleBasedStateMachine):
 
     The rules start runs, answer some or all pending interrupts (``Resume``),
     continue breakpoints, ``Update`` paused runs (when ``edit_values`` is
-    set), ``Goto`` a random step (of ``goto_targets``), fork from a random checkpoint, and
+    set), ``Goto`` a random step (of ``goto_targets``), fork from a random
+    checkpoint (with random edits when ``edit_values`` is set; the source run
+    must be left untouched, and the fork is sometimes driven to its end),
     *reopen*: a new ``Runner`` on a new checkpointer handle, as after a
-    restart. After every rule: each run's history is linear (seq 1, 2, ...,
-    the old history a prefix of the new), ``Runner.state`` agrees with the
+    restart, and *crash*: answer a paused run but let the process die before
+    one of the saves that follow, then recover on a new ``Runner`` with
+    ``run(run_id)``, as a restarted script would. After every rule: each
+    run's history is linear (seq 1, 2, ..., the old history a prefix of the
+    new), ``Runner.state`` agrees with the
     last outcome, and a finished run's values equal ``expected_values``.
     Any error the engine raises fails the test, with hypothesis's shrunk
     list of commands.
@@ -128,9 +168,10 @@ class WorkflowMachine(RuleBasedStateMachine):
     # --- helpers ----------------------------------------------------------------
 
     def _open(self) -> Runner:
+        self._handle = _MortalHandle(self._factory())
         return Runner(
             self.graph,
-            self._factory(),
+            self._handle,
             interrupt_before=self.interrupt_before,
             interrupt_after=self.interrupt_after,
         )
@@ -154,27 +195,59 @@ class WorkflowMachine(RuleBasedStateMachine):
         self._runs[run_id] = _RunModel(RunTrace(run_id, self.input), [], [], None)
         self._record(run_id, None, self.runner.run(run_id, self.input))
 
-    @precondition(lambda self: bool(self._paused_ids()))
-    @rule(data=st.data())
-    def resume(self, data: st.DataObject) -> None:
-        run_id = data.draw(st.sampled_from(self._paused_ids()), label="run_id")
+    def _answer(self, data: st.DataObject, run_id: str) -> tuple[Continue | Resume, list[Answered]]:
+        """Draw a command for a paused run: Continue a breakpoint, or answer some interrupts."""
         pending = self.runner.state(run_id).interrupts
         if not pending:
-            self._record(run_id, None, self.runner.resume(run_id, Continue()))
-            return
+            return Continue(), []
         chosen = data.draw(
             st.lists(st.sampled_from(pending), min_size=1, unique_by=lambda i: i.id),
             label="answered",
         )
         given = {i.id: data.draw(self.answer_values, label=f"answer {i.id}") for i in chosen}
-        outcome = self.runner.resume(run_id, Resume(answers=given))
+        events = [Answered(i.step_id, i.payload, given[i.id]) for i in chosen]
+        return Resume(answers=given), events
+
+    def _record_all(self, run_id: str, events: list[Answered], claim: int) -> None:
         model = self._runs[run_id]
-        claim = len(model.history) + 1
-        for interrupt in chosen:
-            answered = Answered(interrupt.step_id, interrupt.payload, given[interrupt.id])
-            model.trace = attrs.evolve(model.trace, events=(*model.trace.events, answered))
-            model.event_seqs.append(claim)
-        model.outcome = outcome
+        model.trace = attrs.evolve(model.trace, events=(*model.trace.events, *events))
+        model.event_seqs.extend([claim] * len(events))
+
+    @precondition(lambda self: bool(self._paused_ids()))
+    @rule(data=st.data())
+    def resume(self, data: st.DataObject) -> None:
+        run_id = data.draw(st.sampled_from(self._paused_ids()), label="run_id")
+        command, events = self._answer(data, run_id)
+        claim = len(self._runs[run_id].history) + 1
+        outcome = self.runner.resume(run_id, command)
+        self._record_all(run_id, events, claim)
+        self._runs[run_id].outcome = outcome
+
+    @precondition(lambda self: bool(self._paused_ids()))
+    @rule(data=st.data())
+    def crash(self, data: st.DataObject) -> None:
+        """A process death between checkpoints, and the recovery a restarted script does."""
+        run_id = data.draw(st.sampled_from(self._paused_ids()), label="run_id")
+        command, events = self._answer(data, run_id)
+        before = len(self.runner.history(run_id))
+        self._handle.saves_left = data.draw(st.integers(0, 3), label="saves before the death")
+        try:
+            outcome: Outcome | None = self.runner.resume(run_id, command)
+        except _SimulatedCrash:
+            outcome = None
+        finally:
+            self._handle.saves_left = None
+        if outcome is not None:  # the command needed fewer saves: nobody died
+            self._record_all(run_id, events, before + 1)
+            self._runs[run_id].outcome = outcome
+            return
+        self.runner = self._open()
+        if len(self.runner.history(run_id)) > before:  # the claim was saved: the answers hold
+            self._record_all(run_id, events, before + 1)
+        info = self.runner.state(run_id)
+        if info.status is Status.QUEUED:
+            outcome = self.runner.run(run_id)
+        self._runs[run_id].outcome = outcome
 
     @precondition(lambda self: self.edit_values is not None and bool(self._paused_ids()))
     @rule(data=st.data())
@@ -200,13 +273,39 @@ class WorkflowMachine(RuleBasedStateMachine):
         source_id = data.draw(st.sampled_from(sorted(self._runs)), label="run_id")
         source = self._runs[source_id]
         seq = data.draw(st.integers(1, len(source.history)), label="seq")
-        new_id = self.runner.fork(source_id, seq)
+        edits = None
+        if self.edit_values is not None:
+            edits = data.draw(st.none() | self.edit_values, label="edits")
+        source_before = (self.runner.history(source_id), self.runner.state(source_id))
+        new_id = self.runner.fork(source_id, seq, edits)
         kept = [i for i, s in enumerate(source.event_seqs) if s <= seq]
-        trace = RunTrace(new_id, self.input, tuple(source.trace.events[i] for i in kept))
-        self._runs[new_id] = _RunModel(trace, [1] * len(kept), [], None)
+        events = tuple(source.trace.events[i] for i in kept)
+        if edits is not None:
+            events = (*events, Edited(dict(edits)))
+        trace = RunTrace(new_id, self.input, events)
+        self._runs[new_id] = _RunModel(trace, [1] * len(events), [], None)
         if self.runner.state(new_id).status is Status.QUEUED:
             # forked from a checkpoint between layers: run() goes on from there
             self._record(new_id, None, self.runner.run(new_id))
+        if data.draw(st.booleans(), label="drive the fork to its end"):
+            self._drive_to_end(data, new_id)
+        source_after = (self.runner.history(source_id), self.runner.state(source_id))
+        if source_after != source_before:
+            msg = (
+                f"forking run {source_id!r} at seq {seq} changed it:\n"
+                f"  before {source_before!r}\n  after  {source_after!r}"
+            )
+            raise AssertionError(msg)
+
+    def _drive_to_end(self, data: st.DataObject, run_id: str, *, max_commands: int = 20) -> None:
+        for _ in range(max_commands):
+            if self.runner.state(run_id).status is not Status.PAUSED:
+                return
+            command, events = self._answer(data, run_id)
+            claim = len(self.runner.history(run_id)) + 1
+            outcome = self.runner.resume(run_id, command)
+            self._record_all(run_id, events, claim)
+            self._runs[run_id].outcome = outcome
 
     @rule()
     def reopen(self) -> None:

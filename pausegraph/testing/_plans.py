@@ -74,6 +74,8 @@ Action = Ask | Call | Read | Nest
 
 @attrs.frozen
 class ChannelPlan:
+    """One channel: its name and its reducer (``LastWriteWins``, ``MergeMap``, ...)."""
+
     name: str
     kind: ChannelKind
 

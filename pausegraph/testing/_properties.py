@@ -18,6 +18,7 @@ from .._graph import Graph
 from .._runner import Runner
 from ._driver import CheckpointerFactory, Schedule, Trace, _default_answer, _drive, memory_store
 from ._plans import GeneratedGraph, recording_effects
+from ._probe import find_culprit
 
 AnswerFn = Callable[[Any], Any]
 
@@ -33,10 +34,16 @@ def diff_states(expected: Mapping[str, Any], actual: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _compare(what: str, baseline: Done, other: Done) -> None:
+def _compare(
+    what: str, baseline: Done, other: Done, explain: Callable[[], str | None] | None = None
+) -> None:
     diff = diff_states(baseline.state, other.state)
     if diff:
-        msg = f"the final state depends on {what}:\n{diff}"
+        culprit = explain() if explain is not None else None
+        if culprit is not None:
+            msg = f"{culprit}\nThe final states differ:\n{diff}"
+        else:
+            msg = f"the final state depends on {what}:\n{diff}"
         raise AssertionError(msg)
     if baseline.super_step != other.super_step:
         msg = f"the final super-step depends on {what}: {baseline.super_step} vs {other.super_step}"
@@ -100,7 +107,12 @@ def assert_path_independent(
     baseline = _done(_run(graph, factory=memory_store(), schedule=Schedule(), **options))
     factory = checkpointer_factory or memory_store()
     other = _done(_run(graph, factory=factory, schedule=schedule, **options))
-    _compare(f"the schedule of resumes {schedule!r}", baseline, other)
+    _compare(
+        f"the schedule of resumes {schedule!r}",
+        baseline,
+        other,
+        lambda: find_culprit(graph, schedule=schedule, **options),
+    )
     return baseline
 
 
@@ -123,7 +135,7 @@ def assert_store_independent(
     if not checkpointer_factories:
         msg = "assert_store_independent needs at least one checkpointer factory"
         raise ValueError(msg)
-    chosen = schedule if schedule is not None else Schedule(cold=(True,) * 10_000)
+    chosen = schedule if schedule is not None else Schedule(cold=True)
     results = [
         _done(
             _run(
@@ -138,8 +150,19 @@ def assert_store_independent(
         )
         for factory in checkpointer_factories
     ]
+    options: dict[str, Any] = {
+        "answer": answer,
+        "input": input,
+        "interrupt_before": interrupt_before,
+        "interrupt_after": interrupt_after,
+    }
     for i, other in enumerate(results[1:], start=1):
-        _compare(f"the checkpointer (factory 0 vs factory {i})", results[0], other)
+        _compare(
+            f"the checkpointer (factory 0 vs factory {i})",
+            results[0],
+            other,
+            lambda: find_culprit(graph, schedule=None, **options),
+        )
     return results[0]
 
 
@@ -160,6 +183,8 @@ def assert_effects_run_once(
     ``log`` is a list your effect functions append a key to each time they
     really run (for ``graphs()`` workflows leave it out: the recording
     effect's log is used, and ``expected`` defaults to the plan's effects).
+    Only what is appended during this call counts, so one module-level list
+    can serve every example of a ``@given`` test without being cleared.
     A key may appear twice only if the process died after its first run and
     before any checkpoint was saved (then its result was lost, and the SPEC
     allows running it again); an effect whose result reached a checkpoint
@@ -179,10 +204,16 @@ def assert_effects_run_once(
             expected = graph.plan.expected_effects()
         with recording_effects() as recorded:
             trace = _run(graph, log=recorded, **options)
-        log = recorded
+        calls: list[Hashable] = list(recorded)
+        start = 0
     else:
+        # only the calls made during this check count: a log shared by every
+        # hypothesis example (a module-level list) keeps what earlier ones added
+        start = len(log)
         trace = _run(graph, log=log, **options)
-    problems = _effect_problems(list(log), trace.events, expected)
+        calls = list(log[start:])
+    events = [(kind, mark - start) for kind, mark in trace.events]
+    problems = _effect_problems(calls, events, expected)
     if problems:
         msg = "effects did not run exactly once:\n" + "\n".join(f"  {p}" for p in problems)
         raise AssertionError(msg)

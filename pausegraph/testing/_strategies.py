@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any, Literal
 
 import attrs
@@ -19,6 +20,7 @@ from ._plans import (
     Read,
     StepPlan,
     WorkflowPlan,
+    digest,
 )
 
 Shape = Literal["dag", "chain", "fanout"]
@@ -51,6 +53,45 @@ def answers() -> st.SearchStrategy[Any]:
         ),
         max_leaves=6,
     )
+
+
+class AnswerFunction:
+    """A drawn answer function: picks one of ``table`` by a digest of the payload.
+
+    Deterministic (the same payload always gets the same answer, in every
+    process), and every answer is a fresh copy, so a step that keeps and
+    mutates one cannot change the next.
+    """
+
+    def __init__(self, table: tuple[Any, ...], *, echo: bool) -> None:
+        self.table, self.echo = table, echo
+
+    def __call__(self, payload: Any) -> Any:
+        chosen = copy.deepcopy(self.table[digest(payload) % len(self.table)])
+        return {"payload": payload, "answer": chosen} if self.echo else chosen
+
+    def __repr__(self) -> str:
+        how = "{'payload': payload, 'answer': " if self.echo else ""
+        end = "}" if self.echo else ""
+        return f"<answer {how}one of {list(self.table)!r} by the payload's digest{end}>"
+
+
+@st.composite
+def answer_functions(draw: st.DrawFn) -> AnswerFunction:
+    """Random answer functions ``payload -> answer`` for ``drive`` and the properties.
+
+    Each is deterministic (a function of the payload alone, the same in every
+    process) and returns msgpack-native values from ``answers()``: it picks
+    one of a few drawn answers by a digest of the payload, and sometimes
+    wraps it with the payload itself, so different questions can get
+    different answers::
+
+        @given(graph=graphs(), answer=answer_functions(), schedule=schedules())
+        def test_resumes_do_not_change_the_result(graph, answer, schedule):
+            assert_path_independent(graph, answer=answer, schedule=schedule)
+    """
+    table = draw(st.lists(answers(), min_size=1, max_size=4))
+    return AnswerFunction(tuple(table), echo=draw(st.booleans()))
 
 
 @st.composite
@@ -210,13 +251,15 @@ def schedules(
 
     For each of the first ``max_pauses`` pauses: resume hot (the same
     ``Runner``) or cold (a new ``Runner`` and a new checkpointer handle), and
-    answer every pending interrupt at once or only the first. With
+    answer every pending interrupt at once or only the first; sometimes
+    every pause is resumed cold (``cold=True``). With
     ``crashes``, also some save numbers (up to ``max_saves``) at which the
     process dies just before saving. Pauses past the drawn ones resume hot
     with every answer at once.
     """
     flags = st.lists(st.booleans(), max_size=max_pauses).map(tuple)
+    cold: st.SearchStrategy[bool | tuple[bool, ...]] = st.one_of(flags, st.just(True))
     deaths = (
         st.frozensets(st.integers(1, max_saves), max_size=3) if crashes else st.just(frozenset())
     )
-    return st.builds(Schedule, cold=flags, one_by_one=flags, crashes=deaths)
+    return st.builds(Schedule, cold=cold, one_by_one=flags, crashes=deaths)

@@ -1,0 +1,537 @@
+"""The checkpointer conformance suite: what every store must do.
+
+Subclass ``CheckpointerConformance`` in a test module, name the subclass
+``Test...`` so pytest collects it, and say how to open your store::
+
+    from pausegraph.testing import CheckpointerConformance
+
+    class TestMyStore(CheckpointerConformance):
+        def make_checkpointer(self, tmp_path):
+            return MyStore(tmp_path / "store")
+
+Every test method asks for pytest's ``tmp_path`` and opens one new, empty
+store with ``make_checkpointer``. The checkpoints it saves come from real
+runs of small workflows (recorded by a ``Runner`` on a
+``MemoryCheckpointer``) and are copied into the store under test, so the
+suite speaks only the public ``Checkpointer`` protocol and needs nothing
+private. Hypothesis tests in it give each example a run id of its own, so
+one store serves them all.
+
+Adding a check: write a ``test_...(self, tmp_path)`` method that opens
+``self.make_checkpointer(tmp_path)`` and uses ``recorded_run`` /
+``copy_run`` for realistic histories.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import itertools
+import re
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from .. import (
+    Append,
+    Checkpoint,
+    CheckpointError,
+    CheckpointMeta,
+    ConflictError,
+    Done,
+    Effect,
+    EffectError,
+    Graph,
+    Interrupt,
+    LastWriteWins,
+    MemoryCheckpointer,
+    MergeMap,
+    Paused,
+    Resume,
+    ResumeError,
+    Runner,
+    SerializationError,
+    Status,
+    Update,
+)
+from ..checkpointers import Checkpointer
+from ._strategies import answers
+
+WORKFLOW = "wf"
+_ids = itertools.count()
+
+
+def fresh_run_id() -> str:
+    """A run id no other test of this process uses."""
+    return f"run-{next(_ids)}"
+
+
+# --- histories recorded from real runs ---------------------------------------------
+
+
+class _Recorder(MemoryCheckpointer):
+    """A memory store that also keeps the ``changes`` each save was told.
+
+    A snapshot frame does not keep ``changes``, so ``load`` alone would not
+    give back the deltas a store under test should be offered.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.changes: dict[tuple[str, str, int], Any] = {}
+
+    def save(self, checkpoint: Checkpoint) -> None:
+        super().save(checkpoint)
+        key = (checkpoint.workflow_id, checkpoint.run_id, checkpoint.seq)
+        self.changes[key] = checkpoint.changes
+
+    def checkpoints(self, workflow_id: str, run_id: str) -> builtins.list[Checkpoint]:
+        out = []
+        for meta in self.list(workflow_id, run_id):
+            loaded = self.load(workflow_id, run_id, meta.seq)
+            assert loaded is not None
+            key = (workflow_id, run_id, meta.seq)
+            out.append(attrs.evolve(loaded, changes=self.changes[key]))
+        return out
+
+
+CHANNELS: Mapping[str, Callable[[], Any]] = {
+    "x": LastWriteWins,
+    "m": MergeMap,
+    "log": Append,
+}
+
+
+def _writer(writes: Mapping[str, Any]) -> Callable[[Mapping[str, Any]], dict[str, Any]]:
+    def write(state: Mapping[str, Any]) -> dict[str, Any]:
+        return dict(writes)
+
+    return write
+
+
+def recorded_run(
+    writes: Sequence[Mapping[str, Any]] = ({"x": 1},), *, input: Mapping[str, Any] | None = None
+) -> list[Checkpoint]:
+    """Every checkpoint of a real run, oldest first.
+
+    The workflow is a chain of steps over the channels ``x`` (last write
+    wins), ``m`` (merged dict) and ``log`` (appended list); step ``i`` makes
+    the writes ``writes[i]``.
+    """
+    graph = Graph(WORKFLOW, {name: make() for name, make in CHANNELS.items()})
+    for i, step_writes in enumerate(writes):
+        graph.step(f"s{i}", _writer(step_writes))
+        if i:
+            graph.edge(f"s{i - 1}", f"s{i}")
+    recorder = _Recorder()
+    outcome = Runner(graph, recorder).run("r", input)
+    assert isinstance(outcome, Done), outcome
+    return recorder.checkpoints(WORKFLOW, "r")
+
+
+def _checks(state: Mapping[str, Any]) -> Any:
+    ok = yield Effect(_echo, "charged")
+    try:
+        yield Effect(_refuse, "declined")
+    except EffectError as exc:
+        ok = [ok, str(exc)]
+    answer = yield Interrupt({"q": "ok?", "bytes": b"\x00"})
+    return {"x": [ok, answer]}
+
+
+def _sibling(state: Mapping[str, Any]) -> dict[str, Any]:
+    return {"log": [1, b"\x00"], "m": {"k": True}}
+
+
+def _echo(value: Any) -> Any:
+    return value
+
+
+def _refuse(value: Any) -> Any:
+    msg = f"refused {value}"
+    raise ValueError(msg)
+
+
+def recorded_pause() -> list[Checkpoint]:
+    """Every checkpoint of a run paused at an interrupt, with a journal and edits.
+
+    Its last checkpoint's pause holds a finished step's writes, a suspended
+    step's journal (an effect's result, an effect's error, an interrupt) and
+    an ``Update``'s edits, which is everything a pause record can carry.
+    """
+    graph = (
+        Graph(WORKFLOW, {name: make() for name, make in CHANNELS.items()})
+        .step("a", _checks)
+        .step("b", _sibling)
+    )
+    recorder = _Recorder()
+    runner = Runner(graph, recorder)
+    assert isinstance(runner.run("r"), Paused)
+    edits: dict[str, Any] = {"x": 5}
+    assert isinstance(runner.resume("r", Update(edits)), Paused)
+    return recorder.checkpoints(WORKFLOW, "r")
+
+
+def copy_run(
+    store: Checkpointer,
+    checkpoints: Sequence[Checkpoint],
+    run_id: str,
+    *,
+    workflow_id: str = WORKFLOW,
+    deltas: bool = True,
+) -> list[Checkpoint]:
+    """Save ``checkpoints`` into ``store`` as run ``run_id``; return what was saved.
+
+    With ``deltas=False`` every checkpoint is saved without its ``changes``,
+    so the store must keep its full values.
+    """
+    saved = []
+    for checkpoint in checkpoints:
+        renamed = attrs.evolve(checkpoint, workflow_id=workflow_id, run_id=run_id)
+        if not deltas:
+            renamed = attrs.evolve(renamed, changes=None)
+        store.save(renamed)
+        saved.append(renamed)
+    return saved
+
+
+def same(loaded: Checkpoint | None, saved: Checkpoint) -> bool:
+    """Equal as checkpoints; ``changes`` is only what a save was told (a snapshot drops it)."""
+    assert loaded is not None, f"checkpoint {saved.seq} of {saved.run_id!r} did not load"
+    return attrs.evolve(loaded, changes=None) == attrs.evolve(saved, changes=None)
+
+
+class _Raised:
+    value: BaseException
+
+
+@contextlib.contextmanager
+def raises(kind: type[BaseException], pattern: str = "") -> Iterator[_Raised]:
+    """``pytest.raises`` without pytest: the testing extra needs only hypothesis."""
+    raised = _Raised()
+    try:
+        yield raised
+    except kind as exc:
+        raised.value = exc
+        if not re.search(pattern, str(exc)):
+            msg = f"{type(exc).__name__} message {str(exc)!r} does not match {pattern!r}"
+            raise AssertionError(msg) from exc
+    else:
+        msg = f"expected {kind.__name__}, nothing was raised"
+        raise AssertionError(msg)
+
+
+# one super-step's writes to one of the three channels
+_writes = st.one_of(
+    st.builds(lambda v: {"x": v}, answers()),
+    st.builds(lambda v: {"m": v}, st.dictionaries(st.text(max_size=4), answers(), max_size=3)),
+    st.builds(lambda v: {"log": v}, st.lists(answers(), max_size=3)),
+)
+
+_HOSTILE_IDS = [
+    "../x",
+    "../../etc/passwd",
+    "/abs/path",
+    "a/b",
+    "nul\x00byte",
+    "x" * 10_000,
+    "ünïcødé ✓ 日本",
+    ".",
+    "..",
+    "",
+    "C:\\win",
+    "\ud800 lone surrogate",
+    " spaced ",
+]
+
+# one store serves every example (see ``_shared``), and every subclass of the
+# suite runs the same inherited test on its own store: both are meant
+_one_store = settings(
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.differing_executors]
+)
+
+
+def _ask(state: Mapping[str, Any]) -> Any:
+    answer = yield Interrupt({"n": len(state["log"])})
+    return {"log": [answer]}
+
+
+def _tally(state: Mapping[str, Any]) -> dict[str, Any]:
+    return {"count": len(state["log"]), "seen": {str(len(state["log"])): True}}
+
+
+def _inspect_graph() -> Graph:
+    channels: dict[str, Append | LastWriteWins | MergeMap] = {
+        "log": Append(),
+        "count": LastWriteWins(),
+        "seen": MergeMap(),
+    }
+    return Graph("inspect", channels).step("ask", _ask).step("tally", _tally).edge("ask", "tally")
+
+
+class CheckpointerConformance:
+    """The tests every ``Checkpointer`` must pass; subclass it for your store.
+
+    Override ``make_checkpointer(tmp_path)`` to return a new, empty store
+    (``tmp_path`` is pytest's per-test directory); name the subclass
+    ``Test...``. It checks conditional ``save`` (``ConflictError`` for a seq
+    the run has, ``CheckpointError`` for a gap, nothing written either way),
+    copies on save and load, ``load``/``latest``/``list`` of what is not
+    there, ``runs()``, deltas against snapshots, pause records, unencodable
+    values, racing threads, awkward ids, and a ``Runner``'s ``state``,
+    ``history`` and ``fork`` on the store.
+    """
+
+    def make_checkpointer(self, tmp_path: Path) -> Checkpointer:
+        """A new, empty store for one test; subclasses must override it."""
+        msg = (
+            f"{type(self).__name__} must override make_checkpointer(self, tmp_path) "
+            "to return a new, empty checkpointer"
+        )
+        raise TypeError(msg)
+
+    # --- save and load ------------------------------------------------------------
+
+    def test_what_is_saved_loads_back_equal(self, tmp_path: Path) -> None:
+        store = self.make_checkpointer(tmp_path)
+        saved = copy_run(store, recorded_run([{"x": [1, "two", b"3"]}, {"log": [4]}]), "r")
+        for checkpoint in saved:
+            assert same(store.load(WORKFLOW, "r", checkpoint.seq), checkpoint)
+        assert same(store.latest(WORKFLOW, "r"), saved[-1])
+
+    def test_load_and_latest_are_none_for_what_is_not_there(self, tmp_path: Path) -> None:
+        store = self.make_checkpointer(tmp_path)
+        assert store.latest(WORKFLOW, "nope") is None
+        assert store.load(WORKFLOW, "nope", 1) is None
+        assert store.list(WORKFLOW, "nope") == []
+        copy_run(store, recorded_run()[:1], "r")
+        assert store.load(WORKFLOW, "r", 0) is None
+        assert store.load(WORKFLOW, "r", 2) is None
+        assert store.latest("other-wf", "r") is None
+        assert store.list("other-wf", "r") == []
+
+    def test_saving_a_seq_the_run_has_is_a_conflict_and_writes_nothing(
+        self, tmp_path: Path
+    ) -> None:
+        store = self.make_checkpointer(tmp_path)
+        first, second, third = recorded_run([{"x": 2}, {"x": 3}])
+        copy_run(store, [first, second], "r")
+        rival = attrs.evolve(second, run_id="r", values={**second.values, "x": 99}, label="rival")
+        with raises(ConflictError, r"^run 'r' of workflow 'wf' already has checkpoint 2: "):
+            store.save(attrs.evolve(rival, changes=None))
+        with raises(ConflictError):
+            store.save(attrs.evolve(first, run_id="r"))
+        assert same(store.latest(WORKFLOW, "r"), second)
+        assert store.list(WORKFLOW, "r") == [first.meta, second.meta]
+        store.save(attrs.evolve(third, run_id="r"))
+        assert same(store.latest(WORKFLOW, "r"), third)
+
+    def test_a_seq_gap_is_a_checkpoint_error_not_a_conflict(self, tmp_path: Path) -> None:
+        store = self.make_checkpointer(tmp_path)
+        first, second = recorded_run()
+        with raises(CheckpointError) as caught:
+            store.save(attrs.evolve(first, run_id="r", seq=3))
+        assert not isinstance(caught.value, ConflictError)
+        assert str(caught.value) == (
+            "run 'r' of workflow 'wf' has 0 checkpoints; the next must be seq 1, not 3"
+        )
+        store.save(attrs.evolve(first, run_id="r"))
+        with raises(CheckpointError, r"^.* the next must be seq 2, not 5$"):
+            store.save(attrs.evolve(second, run_id="r", seq=5))
+        assert [m.seq for m in store.list(WORKFLOW, "r")] == [1]
+
+    def test_runs_lists_every_workflow_and_run(self, tmp_path: Path) -> None:
+        store = self.make_checkpointer(tmp_path)
+        assert store.runs() == []
+        history = recorded_run()
+        for workflow_id, run_id in [("wf", "a"), ("wf", "b"), ("other", "a")]:
+            copy_run(store, history, run_id, workflow_id=workflow_id)
+        assert sorted(store.runs()) == [("other", "a"), ("wf", "a"), ("wf", "b")]
+
+    def test_the_same_run_id_in_two_workflows_is_two_runs(self, tmp_path: Path) -> None:
+        store = self.make_checkpointer(tmp_path)
+        copy_run(store, recorded_run([{"x": "one"}])[:1], "r", workflow_id="one")
+        copy_run(store, recorded_run([{"x": "two"}]), "r", workflow_id="two")
+        one, two = store.latest("one", "r"), store.latest("two", "r")
+        assert one is not None
+        assert one.seq == 1
+        assert one.values["x"] is None
+        assert two is not None
+        assert two.seq == 2
+        assert two.values["x"] == "two"
+
+    def test_list_gives_every_checkpoints_meta_oldest_first(self, tmp_path: Path) -> None:
+        store = self.make_checkpointer(tmp_path)
+        saved = copy_run(store, recorded_run([{"x": 1}, {"log": [2]}]), "r")
+        assert store.list(WORKFLOW, "r") == [c.meta for c in saved]
+        assert [m.seq for m in store.list(WORKFLOW, "r")] == [1, 2, 3]
+        assert all(type(m) is CheckpointMeta for m in store.list(WORKFLOW, "r"))
+
+    def test_mutating_what_was_saved_or_loaded_does_not_reach_the_store(
+        self, tmp_path: Path
+    ) -> None:
+        store = self.make_checkpointer(tmp_path)
+        values: dict[str, Any] = {"x": None, "m": {"k": [1]}, "log": [1]}
+        first = recorded_run()[0]
+        store.save(attrs.evolve(first, run_id="r", values=values, changes=None))
+        values["m"]["k"].append(2)
+        values["log"].append(2)
+        loaded = store.latest(WORKFLOW, "r")
+        assert loaded is not None
+        assert loaded.values == {"x": None, "m": {"k": [1]}, "log": [1]}
+        # a store may hand out read-only values (the built-in ones do); if it
+        # hands out mutable ones, changing them must not reach the store
+        with contextlib.suppress(TypeError):
+            loaded.values["m"]["k"].append(3)
+        with contextlib.suppress(TypeError):
+            loaded.values["log"].clear()
+        again = store.load(WORKFLOW, "r", 1)
+        assert again is not None
+        assert again.values == {"x": None, "m": {"k": [1]}, "log": [1]}
+
+    def test_a_pause_record_round_trips(self, tmp_path: Path) -> None:
+        store = self.make_checkpointer(tmp_path)
+        saved = copy_run(store, recorded_pause(), "r")
+        assert type(saved[-1].stage).__name__ == "AtInterrupt"
+        for checkpoint in saved:
+            assert same(store.load(WORKFLOW, "r", checkpoint.seq), checkpoint)
+
+    def test_an_unencodable_value_is_a_serialization_error_and_writes_nothing(
+        self, tmp_path: Path
+    ) -> None:
+        store = self.make_checkpointer(tmp_path)
+        first, second = recorded_run()
+        store.save(attrs.evolve(first, run_id="r"))
+        bad = attrs.evolve(second, run_id="r", values={**second.values, "x": object()})
+        with raises(SerializationError, r"^channel 'x' cannot be stored: "):
+            store.save(attrs.evolve(bad, changes=None))
+        assert [m.seq for m in store.list(WORKFLOW, "r")] == [1]
+        good = attrs.evolve(second, run_id="r")
+        store.save(good)
+        assert same(store.latest(WORKFLOW, "r"), good)
+
+    def test_awkward_ids_are_kept_apart_and_round_trip(self, tmp_path: Path) -> None:
+        store = self.make_checkpointer(tmp_path)
+        history = recorded_run()
+        pairs = [(w, r) for w in ("wf", "../x", "a/b") for r in _HOSTILE_IDS]
+        for i, (workflow_id, run_id) in enumerate(pairs):
+            store.save(
+                attrs.evolve(
+                    history[0],
+                    workflow_id=workflow_id,
+                    run_id=run_id,
+                    values={**history[0].values, "x": i},
+                    changes=None,
+                )
+            )
+        assert sorted(store.runs()) == sorted(pairs)
+        for i, (workflow_id, run_id) in enumerate(pairs):
+            loaded = store.latest(workflow_id, run_id)
+            assert loaded is not None, (workflow_id, run_id)
+            assert (loaded.workflow_id, loaded.run_id, loaded.values["x"]) == (
+                workflow_id,
+                run_id,
+                i,
+            )
+
+    @_one_store
+    @given(value=answers())
+    def test_values_round_trip_exactly(self, tmp_path: Path, value: Any) -> None:
+        store = self._shared(tmp_path)
+        first = recorded_run()[0]
+        values = {"x": value, "m": {"k": value}, "log": [value]}
+        saved = attrs.evolve(first, run_id=fresh_run_id(), values=values, changes=None)
+        store.save(saved)
+        assert same(store.latest(WORKFLOW, saved.run_id), saved)
+
+    @_one_store
+    @given(writes=st.lists(_writes, min_size=1, max_size=12))
+    def test_deltas_rebuild_the_same_values_as_snapshots(
+        self, tmp_path: Path, writes: list[dict[str, Any]]
+    ) -> None:
+        store = self._shared(tmp_path)
+        history = recorded_run(writes)
+        as_deltas = copy_run(store, history, fresh_run_id())
+        as_snapshots = copy_run(store, history, fresh_run_id(), deltas=False)
+        for delta, snapshot in zip(as_deltas, as_snapshots, strict=True):
+            from_deltas = store.load(WORKFLOW, delta.run_id, delta.seq)
+            from_snapshots = store.load(WORKFLOW, snapshot.run_id, snapshot.seq)
+            assert from_deltas is not None
+            assert from_snapshots is not None
+            assert from_deltas.values == from_snapshots.values == delta.values
+
+    def test_of_many_threads_saving_the_same_seq_exactly_one_wins(self, tmp_path: Path) -> None:
+        store = self.make_checkpointer(tmp_path)
+        first, second = recorded_run()
+        store.save(attrs.evolve(first, run_id="r"))
+        barrier = threading.Barrier(8)
+        outcomes: list[str] = []
+
+        def racer(n: int) -> None:
+            rival = attrs.evolve(second, run_id="r", values={**second.values, "x": n}, changes=None)
+            barrier.wait()
+            try:
+                store.save(rival)
+            except ConflictError:
+                outcomes.append("conflict")
+            else:
+                outcomes.append(f"won:{n}")
+
+        threads = [threading.Thread(target=racer, args=(n,)) for n in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        winners = [o for o in outcomes if o.startswith("won:")]
+        assert len(winners) == 1, outcomes
+        assert outcomes.count("conflict") == 7
+        latest = store.latest(WORKFLOW, "r")
+        assert latest is not None
+        assert latest.seq == 2
+        assert latest.values["x"] == int(winners[0][4:])
+
+    # --- a Runner on the store ----------------------------------------------------
+
+    def test_state_history_and_fork_behave_the_same_on_every_store(self, tmp_path: Path) -> None:
+        runner = Runner(_inspect_graph(), self.make_checkpointer(tmp_path))
+        paused = runner.run("r", {"log": ["in"]})
+        assert isinstance(paused, Paused)
+        info = runner.state("r")
+        assert info.status is Status.PAUSED
+        assert info.values["log"] == ["in"]
+        assert [i.id for i in info.interrupts] == [paused.interrupts[0].id]
+        done = runner.resume("r", Resume("yes"))
+        assert done == Done({"log": ["in", "yes"], "count": 2, "seen": {"2": True}}, 2)
+        labels = [m.label for m in runner.history("r")]
+        assert labels == ["input", "interrupt:ask", "resume", "layer:1", "layer:2"]
+        assert [m.seq for m in runner.history("r")] == [1, 2, 3, 4, 5]
+        fork_id = runner.fork("r", 2, {"log": ["edited"]})
+        assert runner.history(fork_id)[0].label == "fork-of:r@2"
+        assert runner.state("r").values == done.state  # the source is untouched
+        forked = runner.resume(fork_id, Resume("no"))
+        assert isinstance(forked, Done)
+        assert forked.state["log"] == ["in", "no", "edited"]
+
+    def test_state_and_history_of_an_unknown_run_are_resume_errors(self, tmp_path: Path) -> None:
+        runner = Runner(_inspect_graph(), self.make_checkpointer(tmp_path))
+        with raises(ResumeError, r"^no run 'ghost' of workflow 'inspect' in "):
+            runner.state("ghost")
+        with raises(ResumeError, r"^no run 'ghost' "):
+            runner.history("ghost")
+        runner.run("r", {})
+        with raises(ResumeError, r"^run 'r' has no checkpoint seq 9; "):
+            runner.fork("r", 9)
+
+    # --- helpers --------------------------------------------------------------------
+
+    def _shared(self, tmp_path: Path) -> Checkpointer:
+        """One store for every example of a hypothesis test (they use fresh run ids)."""
+        stores: dict[Path, Checkpointer] = self.__dict__.setdefault("_stores", {})
+        if tmp_path not in stores:
+            stores[tmp_path] = self.make_checkpointer(tmp_path)
+        return stores[tmp_path]
