@@ -38,6 +38,30 @@ own, so a damaged length is told apart from a record cut short:
   record's frame is checked when the log is indexed, so that damage there is
   never taken for a torn tail and cut off.
 
+Decoding is bounded by the bytes read, wherever a frame, a meta or a
+header is decoded (``_unpack_bounded``). msgpack's own limits bound each
+string and each container by the record's length, which is not enough: a
+1-byte ``[]`` becomes a 64-byte list, and nested arrays that each *claim* n
+items make the decoder preallocate n slots at every level. So:
+
+- a frame is first walked with ``Unpacker.skip()``, which builds nothing and
+  fails unless every item each container claims is really there; the list
+  slots preallocated at once are then never more than the bytes read;
+- at most one array or map per ``_BYTES_PER_CONTAINER`` (2) bytes is built
+  (counted by the list and map hooks): containers then cost at most about
+  32 bytes per byte read, which is what plain values already cost in Python
+  (a list of small negative ints: 36 bytes per byte). In all, decoding a
+  record allocates at most about 64 bytes per byte of it, and a hostile
+  record is refused within that;
+- a meta holds exactly 5 scalars and a header 2 byte strings: arrays and maps
+  of more items are refused before anything is built;
+- extension types (timestamps included) are refused: pausegraph never stores
+  them.
+
+The header record is checked like any other (lengths, meta and its empty
+frame's checksum). Any of these failures is ``CorruptCheckpointError``
+naming the file.
+
 A save takes an exclusive ``flock`` on the log, re-reads whatever other
 processes appended since this handle last looked, refuses a seq the run
 already has (``ConflictError``, nothing written), cuts off a torn tail,
@@ -73,7 +97,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import attrs
 import msgpack
@@ -93,6 +117,7 @@ _LENGTHS = struct.Struct(">II")  # meta length, frame length
 _HEAD = struct.Struct(">IIIII")  # the lengths, their crc, the meta's crc, the frame's crc
 _MAX_LEN = 0xFFFFFFFF
 _MAX_OPEN_LOGS = 64  # descriptors a handle keeps open, one per recently used run
+_BYTES_PER_CONTAINER = 2  # a record holds at most one array or map per this many bytes
 _T = TypeVar("_T")
 
 
@@ -140,24 +165,59 @@ def _read_record(
     return meta, data, frame_len
 
 
-def _unpack_bounded(data: bytes) -> Any:
-    """msgpack-decode ``data`` with every size limit bounded by its length.
+def _unpack_bounded(data: bytes, *, items: int | None = None) -> Any:
+    """msgpack-decode ``data``, allocating at most a fixed multiple of its length.
 
-    So a hostile record that claims a billion-item array cannot make the
-    decoder allocate more than the record itself.
+    Raises ``ValueError`` at more than one array or map per
+    ``_BYTES_PER_CONTAINER`` bytes, at an extension type (timestamps
+    included), at a container claiming items that are not there, and (given
+    ``items``, for the small fixed-shape meta and header) at an array or map
+    of more than ``items`` items. "Decoding is bounded" in the module
+    docstring says why each limit is there.
     """
     n = len(data)
-    return msgpack.unpackb(
-        data,
-        raw=False,
-        strict_map_key=False,
-        use_list=True,
-        max_str_len=n,
-        max_bin_len=n,
-        max_array_len=n,
-        max_map_len=n,
-        max_ext_len=n,
-    )
+    budget = n // _BYTES_PER_CONTAINER + 1
+    left = [budget]
+
+    def count(container: _T) -> _T:
+        left[0] -= 1
+        if left[0] < 0:
+            raise ValueError(f"it holds more than {budget} arrays and maps in {n} bytes")
+        return container
+
+    limit = n if items is None else items
+    try:
+        if items is None:
+            # every item a container claims is there, so the lists preallocated
+            # at once never hold more slots than there are bytes; skip() builds nothing
+            skipper = msgpack.Unpacker(
+                None, max_buffer_size=max(n, 1), max_array_len=n, max_map_len=n, max_ext_len=0
+            )
+            skipper.feed(data)
+            skipper.skip()
+            if skipper.tell() != n:
+                raise ValueError(f"{n - skipper.tell()} bytes follow the value")
+        return msgpack.unpackb(
+            data, raw=False, strict_map_key=False, use_list=True, list_hook=count,
+            object_hook=count, ext_hook=_refuse_ext, max_ext_len=0, max_str_len=n,
+            max_bin_len=n, max_array_len=limit, max_map_len=limit,
+        )  # fmt: skip
+    except msgpack.OutOfData:
+        msg = "it ends inside a value, or a container claims more items than it holds"
+        raise ValueError(msg) from None
+    except msgpack.UnpackException as exc:
+        raise ValueError(str(exc)) from None
+    except ValueError as exc:
+        if "max_ext_len" in str(exc):  # a timestamp, or another extension type with content
+            raise ValueError(_EXT) from None
+        raise
+
+
+_EXT = "it holds a msgpack extension type, which pausegraph never stores"
+
+
+def _refuse_ext(code: int, data: bytes) -> NoReturn:
+    raise ValueError(_EXT)
 
 
 def _write_all(fd: int, data: bytes, offset: int) -> None:
@@ -719,7 +779,7 @@ def _exists(path: str) -> bool:
 
 def _decode_entry(path: str, at: int, end: int, meta_bytes: bytes, frame_len: int) -> _Entry:
     try:
-        seq, super_step, label, timestamp_ms, snapshot = _unpack_bounded(meta_bytes)
+        seq, super_step, label, timestamp_ms, snapshot = _unpack_bounded(meta_bytes, items=5)
         for value in (seq, super_step, timestamp_ms):
             if type(value) is not int:
                 raise TypeError(value)
@@ -750,13 +810,13 @@ def _read_header(path: str, fd: int) -> tuple[tuple[str, str], int]:
         raise CorruptCheckpointError(msg)
     size = os.fstat(fd).st_size
     try:
-        payload, _, frame_len = _read_record(path, fd, start, size, frame=False)
+        payload, _, frame_len = _read_record(path, fd, start, size, frame=True)
     except _Torn:
         raise _corrupt(path, start, "the log header is cut short") from None
     if frame_len:
         raise _corrupt(path, start, "the log header has a frame")
     try:
-        wf, run = _unpack_bounded(payload)
+        wf, run = _unpack_bounded(payload, items=2)
         ids = (_id_str(wf), _id_str(run))
     except (ValueError, TypeError, msgpack.UnpackException) as exc:
         raise _corrupt(path, start, f"the log header does not decode ({exc})") from None
