@@ -73,6 +73,16 @@ later save, and a log file is never seen without its header and first
 record. Readers take a shared ``flock`` only while they look for new
 records, and not at all when the file has not grown past what they indexed.
 
+A save that fails (a write refused for lack of space, an ``fsync`` error)
+leaves nothing of itself readable and raises ``CheckpointError`` naming the
+OS error, never ``ConflictError``: an append is cut back with ``ftruncate``
+while the exclusive ``flock`` is still held, so no reader has seen it (if
+even that fails, the error says the record may stay, and the handle indexes
+the file afresh before using it again); a new run's log that was linked but
+whose directory ``fsync`` failed is unlinked again under its ``flock``,
+unless someone appended to it meanwhile. The next save of the same seq then
+simply succeeds. No syscall is added to a save that succeeds.
+
 A handle keeps the descriptors of the logs it last used open (at most
 ``_MAX_OPEN_LOGS``), so a save costs no ``open``. Under the ``flock`` it
 checks with a ``stat`` that the log's path still names the file the
@@ -226,6 +236,62 @@ def _write_all(fd: int, data: bytes, offset: int) -> None:
     while view:
         written = os.pwrite(fd, view, offset)
         view, offset = view[written:], offset + written
+
+
+class _Unpublished(Exception):
+    """``_publish`` failed with ``error``; ``kept``: the file could not be taken back."""
+
+    def __init__(self, error: OSError, *, kept: bool) -> None:
+        super().__init__(error)
+        self.error = error
+        self.kept = kept
+
+
+def _unlink_if_alone(fd: int, path: str, size: int) -> bool:
+    """Unlink ``path`` (open on ``fd``) unless it grew past ``size``; whether it stays."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            st, now = os.fstat(fd), os.lstat(path)
+            if st.st_size != size or (st.st_dev, st.st_ino) != (now.st_dev, now.st_ino):
+                return True
+            os.unlink(path)  # a handle waiting for the flock then finds no file: an error
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    except OSError:
+        return True
+    return False
+
+
+def _cut(fd: int, log: _RunLog) -> bool:
+    """Cut the log back to ``log.end`` after a failed append; whether something stays.
+
+    Called under the exclusive ``flock``, so no one has read the failed record
+    yet. If even the cut fails, the descriptor is closed so that this handle
+    indexes the file afresh before it uses it again.
+    """
+    try:
+        os.ftruncate(fd, log.end)
+    except OSError:
+        log.file_id = (0, 0)
+        return True
+    return False
+
+
+def _unsaved(checkpoint: Checkpoint, path: str, exc: OSError, kept: bool) -> CheckpointError:
+    """The error for a save that failed with ``exc`` (never a ``ConflictError``)."""
+    what = f"checkpoint {checkpoint.seq} of run {checkpoint.run_id!r} of workflow "
+    what += f"{checkpoint.workflow_id!r}"
+    why = exc.strerror or str(exc)
+    if kept:
+        outcome = (
+            "and it could not be taken back: its record may still be read; check the disk, "
+            "then load the latest checkpoint and decide again"
+        )
+    else:
+        outcome = "and nothing of it was kept: the run is as it was before this save"
+    msg = f"could not save {what} to {path!r}: {why}; {outcome}"
+    return CheckpointError(msg)
 
 
 def _fsync_dir(path: str) -> None:
@@ -385,7 +451,10 @@ class FileCheckpointer:
                     )
                     raise CheckpointError(msg)
                 self._tmp_dir.mkdir(exist_ok=True)
-                fd = self._publish(str(marker), _MARKER)
+                try:
+                    fd = self._publish(str(marker), _MARKER)
+                except _Unpublished as exc:
+                    raise exc.error from None
                 if fd is not None:
                     os.close(fd)
             content = marker.read_bytes()
@@ -421,7 +490,10 @@ class FileCheckpointer:
         the new file, which the caller closes.
         """
         tmp = os.path.join(self._tmp_path, f"{uuid.uuid4().hex}.tmp")
-        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        except OSError as exc:
+            raise _Unpublished(exc, kept=False) from exc
         try:
             try:
                 _write_all(fd, content, 0)
@@ -429,10 +501,23 @@ class FileCheckpointer:
                 os.link(tmp, path)
             finally:
                 os.unlink(tmp)
-            _fsync_dir(os.path.dirname(path))
         except FileExistsError:
             os.close(fd)
             return None
+        except OSError as exc:
+            os.close(fd)
+            raise _Unpublished(exc, kept=False) from exc
+        except BaseException:
+            os.close(fd)
+            raise
+        try:
+            _fsync_dir(os.path.dirname(path))
+        except OSError as exc:
+            # linked but not durable: take the name back, unless someone already
+            # appended to the file (then it is theirs too, and it stays)
+            kept = _unlink_if_alone(fd, path, len(content))
+            os.close(fd)
+            raise _Unpublished(exc, kept=kept) from exc
         except BaseException:
             os.close(fd)
             raise
@@ -462,8 +547,11 @@ class FileCheckpointer:
                 record, frame_len, snapshot = _checkpoint_record(checkpoint, log.policy)
                 if size > log.end:
                     os.ftruncate(fd, log.end)  # a torn tail: a save that never finished
-                _write_all(fd, record, log.end)
-                os.fsync(fd)
+                try:
+                    _write_all(fd, record, log.end)
+                    os.fsync(fd)
+                except OSError as exc:
+                    raise _unsaved(checkpoint, path, exc, _cut(fd, log)) from exc
                 end = log.end + len(record)
                 self._add(log, _Entry(log.end, end, frame_len, checkpoint.meta, snapshot))
                 log.end = end
@@ -491,7 +579,10 @@ class FileCheckpointer:
         header = _log_header(*ids)
         policy = SnapshotPolicy()
         record, frame_len, snapshot = _checkpoint_record(checkpoint, policy)
-        fd = self._publish(path, header + record)
+        try:
+            fd = self._publish(path, header + record)
+        except _Unpublished as exc:
+            raise _unsaved(checkpoint, path, exc.error, exc.kept) from exc.error
         if fd is None:
             return False
         log = _RunLog(path, os.path.basename(path), ids)
