@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import struct
+import threading
 import tracemalloc
 import zlib
 from pathlib import Path
@@ -257,3 +259,178 @@ def test_a_run_whose_save_fails_on_fsync_is_not_reported_as_claimed_by_another_p
     assert [m.seq for m in FileCheckpointer(tmp_path).list("wf", "r")] == [1]
     done = Runner(graph, FileCheckpointer(tmp_path)).run("r")
     assert done.state == {"log": ["a", "b"]}
+
+
+# --- one damaged log never hides the other runs ------------------------------------------
+
+
+def three_runs(root: Path) -> FileCheckpointer:
+    store = FileCheckpointer(root)
+    for run_id in ("a", "b", "c"):
+        save_run(store, run_id, 2)
+    return store
+
+
+def log_of(root: Path, run_id: str) -> Path:
+    return root / "runs" / file_store._log_name("wf", run_id)
+
+
+def listing_of(root: Path) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """``runs()`` and ``damaged()`` of a new handle, each in a thread that must not block."""
+    result: list[Any] = []
+
+    def list_them() -> None:
+        store = FileCheckpointer(root)
+        result.extend([store.runs(), store.damaged()])
+
+    worker = threading.Thread(target=list_them, daemon=True)
+    worker.start()
+    worker.join(timeout=30)
+    assert not worker.is_alive(), "listing the store blocked"
+    return result[0], result[1]
+
+
+def test_a_flipped_byte_in_one_log_leaves_the_others_listed_and_that_one_reported(
+    tmp_path: Path,
+) -> None:
+    three_runs(tmp_path)
+    path = log_of(tmp_path, "b")
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0x40
+    path.write_bytes(bytes(data))
+    runs, damaged = listing_of(tmp_path)
+    assert runs == sorted([("wf", "a"), ("wf", "c")], key=lambda ids: file_store._log_name(*ids))
+    assert [name for name, _ in damaged] == [path.name]
+    assert re.match(r"^'.*\.log' is corrupt: the record at byte \d+ cannot be used", damaged[0][1])
+    with pytest.raises(CorruptCheckpointError, match=re.escape(repr(str(path)))):
+        FileCheckpointer(tmp_path).latest("wf", "b")
+
+
+def test_an_unreadable_log_leaves_the_others_listed_and_is_reported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    three_runs(tmp_path)
+    path = str(log_of(tmp_path, "b"))
+    real_open = os.open
+
+    def unreadable(name: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        if str(name) == path:  # as chmod 000 would be, for a user other than root
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), path)
+        return real_open(name, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", unreadable)
+    store = FileCheckpointer(tmp_path)
+    assert sorted(store.runs()) == [("wf", "a"), ("wf", "c")]
+    assert store.damaged() == [
+        (os.path.basename(path), f"checkpoint store cannot use {path!r}: Permission denied")
+    ]
+    with pytest.raises(CheckpointError, match=r"Permission denied"):
+        store.latest("wf", "b")
+
+
+@pytest.mark.parametrize("kind", ["fifo", "directory", "symlink"])
+def test_a_log_that_is_not_a_regular_file_is_refused_never_blocks_and_hides_nothing(
+    tmp_path: Path, kind: str
+) -> None:
+    three_runs(tmp_path)
+    path = log_of(tmp_path, "x")
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "directory":
+        path.mkdir()
+    else:  # run x's name pointing at run a's log: never listed twice, nor read as x
+        path.symlink_to(log_of(tmp_path, "a"))
+    runs, damaged = listing_of(tmp_path)
+    assert sorted(runs) == [("wf", "a"), ("wf", "b"), ("wf", "c")]
+    assert damaged == [
+        (
+            path.name,
+            f"{str(path)!r} is corrupt: it is not a regular file (a directory, a FIFO, a socket "
+            "or a symbolic link stands where a run's log belongs); move it away",
+        )
+    ]
+    with pytest.raises(CorruptCheckpointError, match=r"is not a regular file"):
+        FileCheckpointer(tmp_path).latest("wf", "x")
+    with pytest.raises(CorruptCheckpointError, match=r"is not a regular file"):
+        FileCheckpointer(tmp_path).save(make_checkpoint("x", 1, {}))
+
+
+def test_a_copy_of_one_runs_log_under_another_name_is_reported_not_listed_twice(
+    tmp_path: Path,
+) -> None:
+    three_runs(tmp_path)
+    copy = log_of(tmp_path, "x")
+    copy.write_bytes(log_of(tmp_path, "a").read_bytes())
+    runs, damaged = listing_of(tmp_path)
+    assert sorted(runs) == [("wf", "a"), ("wf", "b"), ("wf", "c")]
+    assert damaged == [
+        (
+            copy.name,
+            f"{str(copy)!r} is corrupt: its header names run 'a' of workflow 'wf', whose log "
+            "is another file",
+        )
+    ]
+
+
+def test_a_meta_holding_nested_arrays_hides_only_its_own_run(tmp_path: Path) -> None:
+    three_runs(tmp_path)
+    meta = b"\x95\xdd" + struct.pack(">I", 1000) + b"\x90" * 1000 + pack([2, "x", 0, False])[1:]
+    with log_of(tmp_path, "b").open("ab") as f:
+        f.write(forge(meta, b""))
+    runs, damaged = listing_of(tmp_path)
+    assert sorted(runs) == [("wf", "a"), ("wf", "c")]
+    assert "its meta does not decode" in damaged[0][1]
+
+
+# --- a long-lived handle keeps a bounded index -------------------------------------------
+
+
+def test_a_handle_indexes_at_most_1024_runs_and_reindexes_a_forgotten_one_from_its_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(os, "fsync", lambda fd: None)  # 6,000 fsyncs would only be slow
+    writer = FileCheckpointer(tmp_path)
+    for n in range(3000):
+        writer.save(make_checkpoint(f"r{n}", 1, {"n": n}))
+    assert len(writer._logs) == file_store._MAX_INDEXED == 1024
+    monkeypatch.undo()
+
+    store = FileCheckpointer(tmp_path)
+    first = store.latest("wf", "r0")
+    assert first is not None
+    assert first.values == {"n": 0}
+    for n in range(1, 3000):
+        latest = store.latest("wf", f"r{n}")
+        assert latest is not None
+        assert latest.values == {"n": n}
+    assert len(store._logs) <= 1024
+    assert len(store._headers) <= 1024
+    assert ("wf", "r0") not in store._logs
+    assert len(store.runs()) == 3000
+    assert len(store._logs) <= 1024
+
+    # r0 was forgotten; another handle saved its seq 2 meanwhile: still a conflict here
+    FileCheckpointer(tmp_path).save(make_checkpoint("r0", 2, {"n": 2}, (Change("n", Op.SET, 2),)))
+    with pytest.raises(ConflictError):
+        store.save(make_checkpoint("r0", 2, {"n": 20}, (Change("n", Op.SET, 20),)))
+    store.save(make_checkpoint("r0", 3, {"n": 3}, (Change("n", Op.SET, 3),)))
+    latest = FileCheckpointer(tmp_path).latest("wf", "r0")
+    assert latest is not None
+    assert (latest.seq, latest.values) == (3, {"n": 3})
+
+
+def test_a_handle_that_forgets_a_run_in_use_by_another_thread_stays_correct(
+    tmp_path: Path,
+) -> None:
+    store = FileCheckpointer(tmp_path)
+    save_run(store, "r", 1)
+    held = store._logs[("wf", "r")]
+    with held.lock:  # another thread inside a save of r while the index is full
+        for n in range(file_store._MAX_INDEXED):
+            store._known(f"{tmp_path}/runs/none{n}.log", ("wf", f"none{n}"))
+        assert ("wf", "r") not in store._logs
+        assert held.fd >= 0  # in use: not closed under that thread
+    store.save(make_checkpoint("r", 2, {"log": [2]}, (Change("log", Op.SET, [2]),)))
+    with pytest.raises(ConflictError):
+        store.save(make_checkpoint("r", 2, {"log": [9]}, (Change("log", Op.SET, [9]),)))
+    assert [m.seq for m in FileCheckpointer(tmp_path).list("wf", "r")] == [1, 2]

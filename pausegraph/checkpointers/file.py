@@ -84,12 +84,27 @@ unless someone appended to it meanwhile. The next save of the same seq then
 simply succeeds. No syscall is added to a save that succeeds.
 
 A handle keeps the descriptors of the logs it last used open (at most
-``_MAX_OPEN_LOGS``), so a save costs no ``open``. Under the ``flock`` it
-checks with a ``stat`` that the log's path still names the file the
-descriptor is on: a log deleted behind its back is an error, never a silent
-write to an unlinked file, and one replaced (restored from a backup) is
-indexed afresh. A forked child opens its own descriptors, since an inherited
-one would share the parent's ``flock``.
+``_MAX_OPEN_LOGS``), so a save costs no ``open``, and the index of the runs
+it last used (at most ``_MAX_INDEXED``, least recently used forgotten first,
+with the header cache bounded the same way): a long-lived handle's memory
+does not grow with the number of runs it has touched. A forgotten run is
+indexed again from its file when it is used; since every save re-reads the
+log under the exclusive ``flock``, a save after that still sees every record
+and refuses a seq already there. Under the ``flock`` a handle checks with an
+``lstat`` that the log's path still names the file the descriptor is on: a
+log deleted behind its back is an error, never a silent write to an
+unlinked file, and one replaced (restored from a backup) is indexed afresh.
+A forked child opens its own descriptors, since an inherited one would share
+the parent's ``flock``.
+
+A log is opened with ``O_NONBLOCK | O_NOFOLLOW`` and ``fstat``\\ed before it
+is read: a FIFO in its place cannot block the open, and anything but a
+regular file (a directory, a FIFO, a socket, a symbolic link, say to another
+run's log) is ``CorruptCheckpointError``. ``runs()`` lists each log on its
+own: one that cannot be read, is not a regular file, fails a check, or
+whose header names a run whose log is another file (a copy) is left out and
+reported by ``damaged()``, and the other runs are listed as usual. Reading
+such a run raises the error that says why.
 """
 
 from __future__ import annotations
@@ -99,6 +114,7 @@ import errno
 import fcntl
 import hashlib
 import os
+import stat
 import struct
 import threading
 import uuid
@@ -127,6 +143,7 @@ _LENGTHS = struct.Struct(">II")  # meta length, frame length
 _HEAD = struct.Struct(">IIIII")  # the lengths, their crc, the meta's crc, the frame's crc
 _MAX_LEN = 0xFFFFFFFF
 _MAX_OPEN_LOGS = 64  # descriptors a handle keeps open, one per recently used run
+_MAX_INDEXED = 1024  # runs whose index a handle keeps, the most recently used
 _BYTES_PER_CONTAINER = 2  # a record holds at most one array or map per this many bytes
 _T = TypeVar("_T")
 
@@ -381,10 +398,10 @@ class _RunLog:
             os.close(fd)  # in a forked child this closes only the child's copy
 
 
-def _close_logs(open_logs: dict[str, _RunLog], lock: threading.Lock) -> None:
+def _close_logs(open_logs: dict[_RunLog, None], lock: threading.Lock) -> None:
     """Close the descriptors a handle keeps open (also run when the handle is collected)."""
     with lock:
-        logs = builtins.list(open_logs.values())
+        logs = builtins.list(open_logs)
         open_logs.clear()
     for log in logs:
         with log.lock:
@@ -408,7 +425,11 @@ class FileCheckpointer:
 
     A handle keeps the logs it last used open (at most 64), so that a run's
     next save or load does not open its file again; ``close()`` (or dropping
-    the handle) closes them.
+    the handle) closes them. It keeps the index of at most 1024 runs (the
+    most recently used); others are read again from their files as needed.
+
+    ``runs()`` skips a log it cannot read and goes on; ``damaged()`` says
+    which logs it skipped and why.
 
     ``root`` is created if missing; an existing directory must be empty or a
     store made by ``FileCheckpointer``.
@@ -420,9 +441,11 @@ class FileCheckpointer:
         self._tmp_dir = self.root / "tmp"
         self._runs_path = str(self._runs_dir)
         self._tmp_path = str(self._tmp_dir)
-        self._logs: dict[tuple[str, str], _RunLog] = {}  # by (workflow id, run id)
-        self._headers: dict[str, tuple[str, str]] = {}  # log file name -> ids, for runs()
-        self._open: dict[str, _RunLog] = {}  # logs with an open fd, oldest first
+        # by (workflow id, run id), least recently used first; at most _MAX_INDEXED
+        self._logs: dict[tuple[str, str], _RunLog] = {}
+        # log file name -> ids, for runs(); at most _MAX_INDEXED
+        self._headers: dict[str, tuple[str, str]] = {}
+        self._open: dict[_RunLog, None] = {}  # logs with an open fd, oldest first
         self._lock = threading.Lock()  # guards the three dicts
         self._open_store()
         weakref.finalize(self, _close_logs, self._open, self._lock)
@@ -532,7 +555,7 @@ class FileCheckpointer:
         seq, ``CheckpointError`` if the seq skips one.
         """
         ids = (checkpoint.workflow_id, checkpoint.run_id)
-        log = self._logs.get(ids)
+        log = self._used(ids)
         path = log.path if log is not None else os.path.join(self._runs_path, _log_name(*ids))
         try:
             if log is None:
@@ -598,9 +621,8 @@ class FileCheckpointer:
             end = len(header) + len(record)
             self._add(log, _Entry(len(header), end, frame_len, checkpoint.meta, snapshot))
             log.end = end
-            with self._lock:
-                known = self._logs.setdefault(ids, log)
-                self._headers[log.name] = ids
+            known = self._remember(ids, log)
+            self._remember_header(log.name, ids)
             if known is not log:  # another thread of this handle found the new file first
                 log.close()
                 return True
@@ -625,31 +647,70 @@ class FileCheckpointer:
             return [entry.meta for entry in log.entries]
 
     def runs(self) -> builtins.list[tuple[str, str]]:
-        """Every ``(workflow_id, run_id)`` with a checkpoint, from the log headers."""
+        """Every ``(workflow_id, run_id)`` with a checkpoint, from the log headers.
+
+        A log that cannot be read (damaged, unreadable, not a regular file) is
+        left out, so one bad run never hides the others: ``damaged()`` lists
+        those, and reading such a run raises the error that says why.
+        """
+        return self._listing()[0]
+
+    def damaged(self) -> builtins.list[tuple[str, str]]:
+        """``(file name, reason)`` for each log in ``runs/`` that ``runs()`` leaves out.
+
+        ::
+
+            for name, why in store.damaged():
+                print(f"runs/{name}: {why}")
+
+        A log is damaged when it cannot be opened or read, is not a regular
+        file (a directory, a FIFO, a symbolic link), has a header or a record
+        that fails its checks, or is named for another run than the one its
+        header holds (a copy of another run's log).
+        """
+        return self._listing()[1]
+
+    def _listing(
+        self,
+    ) -> tuple[builtins.list[tuple[str, str]], builtins.list[tuple[str, str]]]:
+        """The runs with a checkpoint, and the logs that could not be listed, with why."""
         try:
             names = sorted(name for name in os.listdir(self._runs_path) if name.endswith(".log"))
         except OSError as exc:
             raise _os_error(exc, self._runs_dir) from exc
-        found = []
+        found, damaged = [], []
         for name in names:
-            ids = self._headers.get(name)
-            if ids is None:
-                path = os.path.join(self._runs_path, name)
-                try:
-                    fd = os.open(path, os.O_RDONLY)
-                    try:
-                        ids, _ = _read_header(path, fd)
-                    finally:
-                        os.close(fd)
-                except CheckpointError:
-                    raise
-                except OSError as exc:
-                    raise _os_error(exc, path) from exc
-                with self._lock:
-                    self._headers[name] = ids
-            if self.list(*ids):  # not a log whose first save never finished
-                found.append(ids)
-        return found
+            path = os.path.join(self._runs_path, name)
+            try:
+                ids = self._headers.get(name)
+                if ids is None:
+                    ids = self._header_of(path)
+                if _log_name(*ids) != name:
+                    msg = (
+                        f"{path!r} is corrupt: its header names run {ids[1]!r} of workflow "
+                        f"{ids[0]!r}, whose log is another file"
+                    )
+                    raise CorruptCheckpointError(msg)
+                if self.list(*ids):  # not a log whose first save never finished
+                    found.append(ids)
+            except CheckpointError as exc:
+                damaged.append((name, str(exc)))
+        return found, damaged
+
+    def _header_of(self, path: str) -> tuple[str, str]:
+        """The ids in the header of the log at ``path``, remembered for ``runs()``."""
+        try:
+            fd, _ = _open_log(path, os.O_RDONLY)
+            try:
+                ids, _ = _read_header(path, fd)
+            finally:
+                os.close(fd)
+        except CheckpointError:
+            raise
+        except OSError as exc:
+            raise _os_error(exc, path) from exc
+        self._remember_header(os.path.basename(path), ids)
+        return ids
 
     # --- reading --------------------------------------------------------------
 
@@ -709,7 +770,7 @@ class FileCheckpointer:
     def _find(self, workflow_id: str, run_id: str) -> _RunLog | None:
         """This handle's index of a run, ``None`` if the run has no log."""
         ids = (workflow_id, run_id)
-        log = self._logs.get(ids)
+        log = self._used(ids)
         if log is not None:
             return log
         path = os.path.join(self._runs_path, _log_name(workflow_id, run_id))
@@ -722,8 +783,46 @@ class FileCheckpointer:
 
     def _known(self, path: str, ids: tuple[str, str]) -> _RunLog:
         """The index of the run whose log is at ``path`` (made, empty, if new to this handle)."""
+        return self._remember(ids, _RunLog(path, os.path.basename(path), ids))
+
+    def _used(self, ids: tuple[str, str]) -> _RunLog | None:
+        """This handle's index of a run, if it has one, now the most recently used."""
         with self._lock:
-            return self._logs.setdefault(ids, _RunLog(path, os.path.basename(path), ids))
+            log = self._logs.pop(ids, None)
+            if log is not None:
+                self._logs[ids] = log
+        return log
+
+    def _remember(self, ids: tuple[str, str], log: _RunLog) -> _RunLog:
+        """Keep ``log`` as the run's index unless there is one; forget the oldest beyond the limit.
+
+        A forgotten index is rebuilt from the file when its run is used again.
+        One still in use by another thread stays valid for that thread (the
+        ``flock`` and the re-read under it keep saves right, even with two
+        indexes of one run for a moment); its descriptor is closed here when
+        it is idle, else later among the open logs.
+        """
+        forgotten = []
+        with self._lock:
+            known = self._logs.setdefault(ids, log)
+            while len(self._logs) > _MAX_INDEXED:
+                forgotten.append(self._logs.pop(next(iter(self._logs))))
+        for old in forgotten:
+            if old.fd >= 0 and old.lock.acquire(blocking=False):
+                try:
+                    old.close()
+                    with self._lock:
+                        self._open.pop(old, None)
+                finally:
+                    old.lock.release()
+        return known
+
+    def _remember_header(self, name: str, ids: tuple[str, str]) -> None:
+        with self._lock:
+            self._headers.pop(name, None)
+            self._headers[name] = ids
+            if len(self._headers) > _MAX_INDEXED:
+                del self._headers[next(iter(self._headers))]
 
     def _fd(self, log: _RunLog, *, write: bool = False) -> int:
         """The log's open descriptor (opened if needed, read-write if ``write``); ``log.lock`` held.
@@ -736,13 +835,14 @@ class FileCheckpointer:
             return log.fd
         log.close()  # a descriptor inherited through fork shares the parent's flock
         try:
-            fd, writable = os.open(log.path, os.O_RDWR), True
+            (fd, st), writable = _open_log(log.path, os.O_RDWR), True
+        except CheckpointError:
+            raise
         except OSError as exc:
             if write or exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
                 raise
-            fd, writable = os.open(log.path, os.O_RDONLY), False  # a store we may only read
+            (fd, st), writable = _open_log(log.path, os.O_RDONLY), False  # we may only read
         try:
-            st = os.fstat(fd)
             file_id = (st.st_dev, st.st_ino)
             if file_id != log.file_id:
                 ids, start = _read_header(log.path, fd)
@@ -753,8 +853,7 @@ class FileCheckpointer:
                     )
                     raise CorruptCheckpointError(msg)
                 log.reset(start)
-                with self._lock:
-                    self._headers[log.name] = ids
+                self._remember_header(log.name, ids)
         except BaseException:
             os.close(fd)
             raise
@@ -763,25 +862,25 @@ class FileCheckpointer:
         return fd
 
     def _current(self, log: _RunLog) -> bool:
-        """Whether ``log.path`` still names the file ``log.fd`` is open on."""
-        st = os.stat(log.path)
+        """Whether ``log.path`` still names the file ``log.fd`` is open on (not a link to it)."""
+        st = os.lstat(log.path)
         return (st.st_dev, st.st_ino) == log.file_id
 
     def _opened(self, log: _RunLog) -> None:
         """Count ``log`` among the open logs; close the oldest idle ones beyond the limit."""
         with self._lock:
-            self._open.pop(log.path, None)
-            self._open[log.path] = log
+            self._open.pop(log, None)
+            self._open[log] = None
             if len(self._open) <= _MAX_OPEN_LOGS:
                 return
-            for victim in builtins.list(self._open.values()):
+            for victim in builtins.list(self._open):
                 # a log in use by another thread is skipped, never waited for
                 if victim is not log and victim.lock.acquire(blocking=False):
                     try:
                         victim.close()
                     finally:
                         victim.lock.release()
-                    del self._open[victim.path]
+                    del self._open[victim]
                     if len(self._open) <= _MAX_OPEN_LOGS:
                         return
 
@@ -862,10 +961,41 @@ class FileCheckpointer:
 
 def _exists(path: str) -> bool:
     try:
-        os.stat(path)
+        os.lstat(path)  # a symbolic link is there, and refused when opened
     except FileNotFoundError:
         return False
     return True
+
+
+def _open_log(path: str, flags: int) -> tuple[int, os.stat_result]:
+    """Open the log at ``path``; refuse anything but a regular file.
+
+    ``O_NONBLOCK`` so that a FIFO in a log's place cannot block the open (it
+    does nothing to a regular file), ``O_NOFOLLOW`` so that a symbolic link
+    (say to another run's log) is refused rather than followed.
+    """
+    try:
+        fd = os.open(path, flags | os.O_NONBLOCK | os.O_NOFOLLOW)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.EMLINK, errno.EISDIR, errno.ENXIO):
+            raise _not_regular(path) from None
+        raise
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise _not_regular(path)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, st
+
+
+def _not_regular(path: str) -> CorruptCheckpointError:
+    msg = (
+        f"{path!r} is corrupt: it is not a regular file (a directory, a FIFO, a socket or "
+        "a symbolic link stands where a run's log belongs); move it away"
+    )
+    return CorruptCheckpointError(msg)
 
 
 def _decode_entry(path: str, at: int, end: int, meta_bytes: bytes, frame_len: int) -> _Entry:
