@@ -98,7 +98,10 @@ def test_importing_the_toolkit_without_hypothesis_says_what_to_install() -> None
 # --- answer_functions() --------------------------------------------------------------
 
 
-@given(answer=answer_functions(), payloads=st.lists(st.text(max_size=3) | st.integers(-(2**63), 2**64 - 1)))
+@given(
+    answer=answer_functions(),
+    payloads=st.lists(st.text(max_size=3) | st.integers(-(2**63), 2**64 - 1)),
+)
 def test_answer_functions_are_deterministic_and_msgpack_native(
     answer: Any, payloads: list[Any]
 ) -> None:

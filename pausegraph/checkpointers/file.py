@@ -38,6 +38,30 @@ own, so a damaged length is told apart from a record cut short:
   record's frame is checked when the log is indexed, so that damage there is
   never taken for a torn tail and cut off.
 
+Decoding is bounded by the bytes read, wherever a frame, a meta or a
+header is decoded (``_unpack_bounded``). msgpack's own limits bound each
+string and each container by the record's length, which is not enough: a
+1-byte ``[]`` becomes a 64-byte list, and nested arrays that each *claim* n
+items make the decoder preallocate n slots at every level. So:
+
+- a frame is first walked with ``Unpacker.skip()``, which builds nothing and
+  fails unless every item each container claims is really there; the list
+  slots preallocated at once are then never more than the bytes read;
+- at most one array or map per ``_BYTES_PER_CONTAINER`` (2) bytes is built
+  (counted by the list and map hooks): containers then cost at most about
+  32 bytes per byte read, which is what plain values already cost in Python
+  (a list of small negative ints: 36 bytes per byte). In all, decoding a
+  record allocates at most about 64 bytes per byte of it, and a hostile
+  record is refused within that;
+- a meta holds exactly 5 scalars and a header 2 byte strings: arrays and maps
+  of more items are refused before anything is built;
+- extension types (timestamps included) are refused: pausegraph never stores
+  them.
+
+The header record is checked like any other (lengths, meta and its empty
+frame's checksum). Any of these failures is ``CorruptCheckpointError``
+naming the file.
+
 A save takes an exclusive ``flock`` on the log, re-reads whatever other
 processes appended since this handle last looked, refuses a seq the run
 already has (``ConflictError``, nothing written), cuts off a torn tail,
@@ -49,13 +73,38 @@ later save, and a log file is never seen without its header and first
 record. Readers take a shared ``flock`` only while they look for new
 records, and not at all when the file has not grown past what they indexed.
 
+A save that fails (a write refused for lack of space, an ``fsync`` error)
+leaves nothing of itself readable and raises ``CheckpointError`` naming the
+OS error, never ``ConflictError``: an append is cut back with ``ftruncate``
+while the exclusive ``flock`` is still held, so no reader has seen it (if
+even that fails, the error says the record may stay, and the handle indexes
+the file afresh before using it again); a new run's log that was linked but
+whose directory ``fsync`` failed is unlinked again under its ``flock``,
+unless someone appended to it meanwhile. The next save of the same seq then
+simply succeeds. No syscall is added to a save that succeeds.
+
 A handle keeps the descriptors of the logs it last used open (at most
-``_MAX_OPEN_LOGS``), so a save costs no ``open``. Under the ``flock`` it
-checks with a ``stat`` that the log's path still names the file the
-descriptor is on: a log deleted behind its back is an error, never a silent
-write to an unlinked file, and one replaced (restored from a backup) is
-indexed afresh. A forked child opens its own descriptors, since an inherited
-one would share the parent's ``flock``.
+``_MAX_OPEN_LOGS``), so a save costs no ``open``, and the index of the runs
+it last used (at most ``_MAX_INDEXED``, least recently used forgotten first,
+with the header cache bounded the same way): a long-lived handle's memory
+does not grow with the number of runs it has touched. A forgotten run is
+indexed again from its file when it is used; since every save re-reads the
+log under the exclusive ``flock``, a save after that still sees every record
+and refuses a seq already there. Under the ``flock`` a handle checks with an
+``lstat`` that the log's path still names the file the descriptor is on: a
+log deleted behind its back is an error, never a silent write to an
+unlinked file, and one replaced (restored from a backup) is indexed afresh.
+A forked child opens its own descriptors, since an inherited one would share
+the parent's ``flock``.
+
+A log is opened with ``O_NONBLOCK | O_NOFOLLOW`` and ``fstat``\\ed before it
+is read: a FIFO in its place cannot block the open, and anything but a
+regular file (a directory, a FIFO, a socket, a symbolic link, say to another
+run's log) is ``CorruptCheckpointError``. ``runs()`` lists each log on its
+own: one that cannot be read, is not a regular file, fails a check, or
+whose header names a run whose log is another file (a copy) is left out and
+reported by ``damaged()``, and the other runs are listed as usual. Reading
+such a run raises the error that says why.
 """
 
 from __future__ import annotations
@@ -66,6 +115,7 @@ import errno
 import fcntl
 import hashlib
 import os
+import stat
 import struct
 import threading
 import uuid
@@ -74,7 +124,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import attrs
 import msgpack
@@ -96,6 +146,8 @@ _LENGTHS = struct.Struct(">II")  # meta length, frame length
 _HEAD = struct.Struct(">IIIII")  # the lengths, their crc, the meta's crc, the frame's crc
 _MAX_LEN = 0xFFFFFFFF
 _MAX_OPEN_LOGS = 64  # descriptors a handle keeps open, one per recently used run
+_MAX_INDEXED = 1024  # runs whose index a handle keeps, the most recently used
+_BYTES_PER_CONTAINER = 2  # a record holds at most one array or map per this many bytes
 _T = TypeVar("_T")
 
 
@@ -143,24 +195,59 @@ def _read_record(
     return meta, data, frame_len
 
 
-def _unpack_bounded(data: bytes) -> Any:
-    """msgpack-decode ``data`` with every size limit bounded by its length.
+def _unpack_bounded(data: bytes, *, items: int | None = None) -> Any:
+    """msgpack-decode ``data``, allocating at most a fixed multiple of its length.
 
-    So a hostile record that claims a billion-item array cannot make the
-    decoder allocate more than the record itself.
+    Raises ``ValueError`` at more than one array or map per
+    ``_BYTES_PER_CONTAINER`` bytes, at an extension type (timestamps
+    included), at a container claiming items that are not there, and (given
+    ``items``, for the small fixed-shape meta and header) at an array or map
+    of more than ``items`` items. "Decoding is bounded" in the module
+    docstring says why each limit is there.
     """
     n = len(data)
-    return msgpack.unpackb(
-        data,
-        raw=False,
-        strict_map_key=False,
-        use_list=True,
-        max_str_len=n,
-        max_bin_len=n,
-        max_array_len=n,
-        max_map_len=n,
-        max_ext_len=n,
-    )
+    budget = n // _BYTES_PER_CONTAINER + 1
+    left = [budget]
+
+    def count(container: _T) -> _T:
+        left[0] -= 1
+        if left[0] < 0:
+            raise ValueError(f"it holds more than {budget} arrays and maps in {n} bytes")
+        return container
+
+    limit = n if items is None else items
+    try:
+        if items is None:
+            # every item a container claims is there, so the lists preallocated
+            # at once never hold more slots than there are bytes; skip() builds nothing
+            skipper = msgpack.Unpacker(
+                None, max_buffer_size=max(n, 1), max_array_len=n, max_map_len=n, max_ext_len=0
+            )
+            skipper.feed(data)
+            skipper.skip()
+            if skipper.tell() != n:
+                raise ValueError(f"{n - skipper.tell()} bytes follow the value")
+        return msgpack.unpackb(
+            data, raw=False, strict_map_key=False, use_list=True, list_hook=count,
+            object_hook=count, ext_hook=_refuse_ext, max_ext_len=0, max_str_len=n,
+            max_bin_len=n, max_array_len=limit, max_map_len=limit,
+        )  # fmt: skip
+    except msgpack.OutOfData:
+        msg = "it ends inside a value, or a container claims more items than it holds"
+        raise ValueError(msg) from None
+    except msgpack.UnpackException as exc:
+        raise ValueError(str(exc)) from None
+    except ValueError as exc:
+        if "max_ext_len" in str(exc):  # a timestamp, or another extension type with content
+            raise ValueError(_EXT) from None
+        raise
+
+
+_EXT = "it holds a msgpack extension type, which pausegraph never stores"
+
+
+def _refuse_ext(code: int, data: bytes) -> NoReturn:
+    raise ValueError(_EXT)
 
 
 def _write_all(fd: int, data: bytes, offset: int) -> None:
@@ -169,6 +256,62 @@ def _write_all(fd: int, data: bytes, offset: int) -> None:
     while view:
         written = os.pwrite(fd, view, offset)
         view, offset = view[written:], offset + written
+
+
+class _Unpublished(Exception):
+    """``_publish`` failed with ``error``; ``kept``: the file could not be taken back."""
+
+    def __init__(self, error: OSError, *, kept: bool) -> None:
+        super().__init__(error)
+        self.error = error
+        self.kept = kept
+
+
+def _unlink_if_alone(fd: int, path: str, size: int) -> bool:
+    """Unlink ``path`` (open on ``fd``) unless it grew past ``size``; whether it stays."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            st, now = os.fstat(fd), os.lstat(path)
+            if st.st_size != size or (st.st_dev, st.st_ino) != (now.st_dev, now.st_ino):
+                return True
+            os.unlink(path)  # a handle waiting for the flock then finds no file: an error
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    except OSError:
+        return True
+    return False
+
+
+def _cut(fd: int, log: _RunLog) -> bool:
+    """Cut the log back to ``log.end`` after a failed append; whether something stays.
+
+    Called under the exclusive ``flock``, so no one has read the failed record
+    yet. If even the cut fails, the descriptor is closed so that this handle
+    indexes the file afresh before it uses it again.
+    """
+    try:
+        os.ftruncate(fd, log.end)
+    except OSError:
+        log.file_id = (0, 0)
+        return True
+    return False
+
+
+def _unsaved(checkpoint: Checkpoint, path: str, exc: OSError, kept: bool) -> CheckpointError:
+    """The error for a save that failed with ``exc`` (never a ``ConflictError``)."""
+    what = f"checkpoint {checkpoint.seq} of run {checkpoint.run_id!r} of workflow "
+    what += f"{checkpoint.workflow_id!r}"
+    why = exc.strerror or str(exc)
+    if kept:
+        outcome = (
+            "and it could not be taken back: its record may still be read; check the disk, "
+            "then load the latest checkpoint and decide again"
+        )
+    else:
+        outcome = "and nothing of it was kept: the run is as it was before this save"
+    msg = f"could not save {what} to {path!r}: {why}; {outcome}"
+    return CheckpointError(msg)
 
 
 def _fsync_dir(path: str) -> None:
@@ -258,10 +401,10 @@ class _RunLog:
             os.close(fd)  # in a forked child this closes only the child's copy
 
 
-def _close_logs(open_logs: dict[str, _RunLog], lock: threading.Lock) -> None:
+def _close_logs(open_logs: dict[_RunLog, None], lock: threading.Lock) -> None:
     """Close the descriptors a handle keeps open (also run when the handle is collected)."""
     with lock:
-        logs = builtins.list(open_logs.values())
+        logs = builtins.list(open_logs)
         open_logs.clear()
     for log in logs:
         with log.lock:
@@ -285,7 +428,11 @@ class FileCheckpointer:
 
     A handle keeps the logs it last used open (at most 64), so that a run's
     next save or load does not open its file again; ``close()`` (or dropping
-    the handle) closes them.
+    the handle) closes them. It keeps the index of at most 1024 runs (the
+    most recently used); others are read again from their files as needed.
+
+    ``runs()`` skips a log it cannot read and goes on; ``damaged()`` says
+    which logs it skipped and why.
 
     ``root`` is created if missing; an existing directory must be empty or a
     store made by ``FileCheckpointer``.
@@ -297,9 +444,11 @@ class FileCheckpointer:
         self._tmp_dir = self.root / "tmp"
         self._runs_path = str(self._runs_dir)
         self._tmp_path = str(self._tmp_dir)
-        self._logs: dict[tuple[str, str], _RunLog] = {}  # by (workflow id, run id)
-        self._headers: dict[str, tuple[str, str]] = {}  # log file name -> ids, for runs()
-        self._open: dict[str, _RunLog] = {}  # logs with an open fd, oldest first
+        # by (workflow id, run id), least recently used first; at most _MAX_INDEXED
+        self._logs: dict[tuple[str, str], _RunLog] = {}
+        # log file name -> ids, for runs(); at most _MAX_INDEXED
+        self._headers: dict[str, tuple[str, str]] = {}
+        self._open: dict[_RunLog, None] = {}  # logs with an open fd, oldest first
         self._lock = threading.Lock()  # guards the three dicts
         self._open_store()
         weakref.finalize(self, _close_logs, self._open, self._lock)
@@ -328,7 +477,10 @@ class FileCheckpointer:
                     )
                     raise CheckpointError(msg)
                 self._tmp_dir.mkdir(exist_ok=True)
-                fd = self._publish(str(marker), _MARKER)
+                try:
+                    fd = self._publish(str(marker), _MARKER)
+                except _Unpublished as exc:
+                    raise exc.error from None
                 if fd is not None:
                     os.close(fd)
             content = marker.read_bytes()
@@ -364,7 +516,10 @@ class FileCheckpointer:
         the new file, which the caller closes.
         """
         tmp = os.path.join(self._tmp_path, f"{uuid.uuid4().hex}.tmp")
-        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        except OSError as exc:
+            raise _Unpublished(exc, kept=False) from exc
         try:
             try:
                 _write_all(fd, content, 0)
@@ -372,10 +527,23 @@ class FileCheckpointer:
                 os.link(tmp, path)
             finally:
                 os.unlink(tmp)
-            _fsync_dir(os.path.dirname(path))
         except FileExistsError:
             os.close(fd)
             return None
+        except OSError as exc:
+            os.close(fd)
+            raise _Unpublished(exc, kept=False) from exc
+        except BaseException:
+            os.close(fd)
+            raise
+        try:
+            _fsync_dir(os.path.dirname(path))
+        except OSError as exc:
+            # linked but not durable: take the name back, unless someone already
+            # appended to the file (then it is theirs too, and it stays)
+            kept = _unlink_if_alone(fd, path, len(content))
+            os.close(fd)
+            raise _Unpublished(exc, kept=kept) from exc
         except BaseException:
             os.close(fd)
             raise
@@ -390,7 +558,7 @@ class FileCheckpointer:
         seq, ``CheckpointError`` if the seq skips one.
         """
         ids = (checkpoint.workflow_id, checkpoint.run_id)
-        log = self._logs.get(ids)
+        log = self._used(ids)
         path = log.path if log is not None else os.path.join(self._runs_path, _log_name(*ids))
         try:
             if log is None:
@@ -405,8 +573,11 @@ class FileCheckpointer:
                 record, frame_len, snapshot = _checkpoint_record(checkpoint, log.policy)
                 if size > log.end:
                     os.ftruncate(fd, log.end)  # a torn tail: a save that never finished
-                _write_all(fd, record, log.end)
-                os.fsync(fd)
+                try:
+                    _write_all(fd, record, log.end)
+                    os.fsync(fd)
+                except OSError as exc:
+                    raise _unsaved(checkpoint, path, exc, _cut(fd, log)) from exc
                 end = log.end + len(record)
                 self._add(log, _Entry(log.end, end, frame_len, checkpoint.meta, snapshot))
                 log.end = end
@@ -434,7 +605,10 @@ class FileCheckpointer:
         header = _log_header(*ids)
         policy = SnapshotPolicy()
         record, frame_len, snapshot = _checkpoint_record(checkpoint, policy)
-        fd = self._publish(path, header + record)
+        try:
+            fd = self._publish(path, header + record)
+        except _Unpublished as exc:
+            raise _unsaved(checkpoint, path, exc.error, exc.kept) from exc.error
         if fd is None:
             return False
         log = _RunLog(path, os.path.basename(path), ids)
@@ -450,9 +624,8 @@ class FileCheckpointer:
             end = len(header) + len(record)
             self._add(log, _Entry(len(header), end, frame_len, checkpoint.meta, snapshot))
             log.end = end
-            with self._lock:
-                known = self._logs.setdefault(ids, log)
-                self._headers[log.name] = ids
+            known = self._remember(ids, log)
+            self._remember_header(log.name, ids)
             if known is not log:  # another thread of this handle found the new file first
                 log.close()
                 return True
@@ -477,31 +650,70 @@ class FileCheckpointer:
             return [entry.meta for entry in log.entries]
 
     def runs(self) -> builtins.list[tuple[str, str]]:
-        """Every ``(workflow_id, run_id)`` with a checkpoint, from the log headers."""
+        """Every ``(workflow_id, run_id)`` with a checkpoint, from the log headers.
+
+        A log that cannot be read (damaged, unreadable, not a regular file) is
+        left out, so one bad run never hides the others: ``damaged()`` lists
+        those, and reading such a run raises the error that says why.
+        """
+        return self._listing()[0]
+
+    def damaged(self) -> builtins.list[tuple[str, str]]:
+        """``(file name, reason)`` for each log in ``runs/`` that ``runs()`` leaves out.
+
+        ::
+
+            for name, why in store.damaged():
+                print(f"runs/{name}: {why}")
+
+        A log is damaged when it cannot be opened or read, is not a regular
+        file (a directory, a FIFO, a symbolic link), has a header or a record
+        that fails its checks, or is named for another run than the one its
+        header holds (a copy of another run's log).
+        """
+        return self._listing()[1]
+
+    def _listing(
+        self,
+    ) -> tuple[builtins.list[tuple[str, str]], builtins.list[tuple[str, str]]]:
+        """The runs with a checkpoint, and the logs that could not be listed, with why."""
         try:
             names = sorted(name for name in os.listdir(self._runs_path) if name.endswith(".log"))
         except OSError as exc:
             raise _os_error(exc, self._runs_dir) from exc
-        found = []
+        found, damaged = [], []
         for name in names:
-            ids = self._headers.get(name)
-            if ids is None:
-                path = os.path.join(self._runs_path, name)
-                try:
-                    fd = os.open(path, os.O_RDONLY)
-                    try:
-                        ids, _ = _read_header(path, fd)
-                    finally:
-                        os.close(fd)
-                except CheckpointError:
-                    raise
-                except OSError as exc:
-                    raise _os_error(exc, path) from exc
-                with self._lock:
-                    self._headers[name] = ids
-            if self.list(*ids):  # not a log whose first save never finished
-                found.append(ids)
-        return found
+            path = os.path.join(self._runs_path, name)
+            try:
+                ids = self._headers.get(name)
+                if ids is None:
+                    ids = self._header_of(path)
+                if _log_name(*ids) != name:
+                    msg = (
+                        f"{path!r} is corrupt: its header names run {ids[1]!r} of workflow "
+                        f"{ids[0]!r}, whose log is another file"
+                    )
+                    raise CorruptCheckpointError(msg)
+                if self.list(*ids):  # not a log whose first save never finished
+                    found.append(ids)
+            except CheckpointError as exc:
+                damaged.append((name, str(exc)))
+        return found, damaged
+
+    def _header_of(self, path: str) -> tuple[str, str]:
+        """The ids in the header of the log at ``path``, remembered for ``runs()``."""
+        try:
+            fd, _ = _open_log(path, os.O_RDONLY)
+            try:
+                ids, _ = _read_header(path, fd)
+            finally:
+                os.close(fd)
+        except CheckpointError:
+            raise
+        except OSError as exc:
+            raise _os_error(exc, path) from exc
+        self._remember_header(os.path.basename(path), ids)
+        return ids
 
     # --- the live lock and deleting ------------------------------------------
 
@@ -529,7 +741,8 @@ class FileCheckpointer:
         with self._lock:
             log = self._logs.pop((workflow_id, run_id), None)
             self._headers.pop(name, None)
-            self._open.pop(os.path.join(self._runs_path, name), None)
+            if log is not None:
+                self._open.pop(log, None)
         if log is not None:
             with log.lock:
                 log.close()
@@ -603,7 +816,7 @@ class FileCheckpointer:
     def _find(self, workflow_id: str, run_id: str) -> _RunLog | None:
         """This handle's index of a run, ``None`` if the run has no log."""
         ids = (workflow_id, run_id)
-        log = self._logs.get(ids)
+        log = self._used(ids)
         if log is not None:
             return log
         path = os.path.join(self._runs_path, _log_name(workflow_id, run_id))
@@ -616,8 +829,46 @@ class FileCheckpointer:
 
     def _known(self, path: str, ids: tuple[str, str]) -> _RunLog:
         """The index of the run whose log is at ``path`` (made, empty, if new to this handle)."""
+        return self._remember(ids, _RunLog(path, os.path.basename(path), ids))
+
+    def _used(self, ids: tuple[str, str]) -> _RunLog | None:
+        """This handle's index of a run, if it has one, now the most recently used."""
         with self._lock:
-            return self._logs.setdefault(ids, _RunLog(path, os.path.basename(path), ids))
+            log = self._logs.pop(ids, None)
+            if log is not None:
+                self._logs[ids] = log
+        return log
+
+    def _remember(self, ids: tuple[str, str], log: _RunLog) -> _RunLog:
+        """Keep ``log`` as the run's index unless there is one; forget the oldest beyond the limit.
+
+        A forgotten index is rebuilt from the file when its run is used again.
+        One still in use by another thread stays valid for that thread (the
+        ``flock`` and the re-read under it keep saves right, even with two
+        indexes of one run for a moment); its descriptor is closed here when
+        it is idle, else later among the open logs.
+        """
+        forgotten = []
+        with self._lock:
+            known = self._logs.setdefault(ids, log)
+            while len(self._logs) > _MAX_INDEXED:
+                forgotten.append(self._logs.pop(next(iter(self._logs))))
+        for old in forgotten:
+            if old.fd >= 0 and old.lock.acquire(blocking=False):
+                try:
+                    old.close()
+                    with self._lock:
+                        self._open.pop(old, None)
+                finally:
+                    old.lock.release()
+        return known
+
+    def _remember_header(self, name: str, ids: tuple[str, str]) -> None:
+        with self._lock:
+            self._headers.pop(name, None)
+            self._headers[name] = ids
+            if len(self._headers) > _MAX_INDEXED:
+                del self._headers[next(iter(self._headers))]
 
     def _fd(self, log: _RunLog, *, write: bool = False) -> int:
         """The log's open descriptor (opened if needed, read-write if ``write``); ``log.lock`` held.
@@ -630,13 +881,14 @@ class FileCheckpointer:
             return log.fd
         log.close()  # a descriptor inherited through fork shares the parent's flock
         try:
-            fd, writable = os.open(log.path, os.O_RDWR), True
+            (fd, st), writable = _open_log(log.path, os.O_RDWR), True
+        except CheckpointError:
+            raise
         except OSError as exc:
             if write or exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
                 raise
-            fd, writable = os.open(log.path, os.O_RDONLY), False  # a store we may only read
+            (fd, st), writable = _open_log(log.path, os.O_RDONLY), False  # we may only read
         try:
-            st = os.fstat(fd)
             file_id = (st.st_dev, st.st_ino)
             if file_id != log.file_id:
                 ids, start = _read_header(log.path, fd)
@@ -647,8 +899,7 @@ class FileCheckpointer:
                     )
                     raise CorruptCheckpointError(msg)
                 log.reset(start)
-                with self._lock:
-                    self._headers[log.name] = ids
+                self._remember_header(log.name, ids)
         except BaseException:
             os.close(fd)
             raise
@@ -657,25 +908,25 @@ class FileCheckpointer:
         return fd
 
     def _current(self, log: _RunLog) -> bool:
-        """Whether ``log.path`` still names the file ``log.fd`` is open on."""
-        st = os.stat(log.path)
+        """Whether ``log.path`` still names the file ``log.fd`` is open on (not a link to it)."""
+        st = os.lstat(log.path)
         return (st.st_dev, st.st_ino) == log.file_id
 
     def _opened(self, log: _RunLog) -> None:
         """Count ``log`` among the open logs; close the oldest idle ones beyond the limit."""
         with self._lock:
-            self._open.pop(log.path, None)
-            self._open[log.path] = log
+            self._open.pop(log, None)
+            self._open[log] = None
             if len(self._open) <= _MAX_OPEN_LOGS:
                 return
-            for victim in builtins.list(self._open.values()):
+            for victim in builtins.list(self._open):
                 # a log in use by another thread is skipped, never waited for
                 if victim is not log and victim.lock.acquire(blocking=False):
                     try:
                         victim.close()
                     finally:
                         victim.lock.release()
-                    del self._open[victim.path]
+                    del self._open[victim]
                     if len(self._open) <= _MAX_OPEN_LOGS:
                         return
 
@@ -756,15 +1007,46 @@ class FileCheckpointer:
 
 def _exists(path: str) -> bool:
     try:
-        os.stat(path)
+        os.lstat(path)  # a symbolic link is there, and refused when opened
     except FileNotFoundError:
         return False
     return True
 
 
+def _open_log(path: str, flags: int) -> tuple[int, os.stat_result]:
+    """Open the log at ``path``; refuse anything but a regular file.
+
+    ``O_NONBLOCK`` so that a FIFO in a log's place cannot block the open (it
+    does nothing to a regular file), ``O_NOFOLLOW`` so that a symbolic link
+    (say to another run's log) is refused rather than followed.
+    """
+    try:
+        fd = os.open(path, flags | os.O_NONBLOCK | os.O_NOFOLLOW)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.EMLINK, errno.EISDIR, errno.ENXIO):
+            raise _not_regular(path) from None
+        raise
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise _not_regular(path)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, st
+
+
+def _not_regular(path: str) -> CorruptCheckpointError:
+    msg = (
+        f"{path!r} is corrupt: it is not a regular file (a directory, a FIFO, a socket or "
+        "a symbolic link stands where a run's log belongs); move it away"
+    )
+    return CorruptCheckpointError(msg)
+
+
 def _decode_entry(path: str, at: int, end: int, meta_bytes: bytes, frame_len: int) -> _Entry:
     try:
-        seq, super_step, label, timestamp_ms, snapshot = _unpack_bounded(meta_bytes)
+        seq, super_step, label, timestamp_ms, snapshot = _unpack_bounded(meta_bytes, items=5)
         for value in (seq, super_step, timestamp_ms):
             if type(value) is not int:
                 raise TypeError(value)
@@ -795,13 +1077,13 @@ def _read_header(path: str, fd: int) -> tuple[tuple[str, str], int]:
         raise CorruptCheckpointError(msg)
     size = os.fstat(fd).st_size
     try:
-        payload, _, frame_len = _read_record(path, fd, start, size, frame=False)
+        payload, _, frame_len = _read_record(path, fd, start, size, frame=True)
     except _Torn:
         raise _corrupt(path, start, "the log header is cut short") from None
     if frame_len:
         raise _corrupt(path, start, "the log header has a frame")
     try:
-        wf, run = _unpack_bounded(payload)
+        wf, run = _unpack_bounded(payload, items=2)
         ids = (_id_str(wf), _id_str(run))
     except (ValueError, TypeError, msgpack.UnpackException) as exc:
         raise _corrupt(path, start, f"the log header does not decode ({exc})") from None
