@@ -84,6 +84,17 @@ class _Parser(argparse.ArgumentParser):
         raise _Failure(f"{message} ({hint})", 2)
 
 
+class _Version(argparse.Action):
+    """``--version``: argparse's own action would swallow a closed pipe, this one does not."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> None:
+        print(f"{_PROG} {__version__}")
+        parser.exit()
+
+
 def _usage(message: str) -> _Failure:
     return _Failure(message, 2)
 
@@ -127,7 +138,7 @@ def _parser() -> _Parser:
         description="Run, resume and inspect pausegraph workflows.",
     )
     parser.add_argument("--store", metavar="DIR", default=DEFAULT_STORE, help=store_help)
-    parser.add_argument("--version", action="version", version=f"{_PROG} {__version__}")
+    parser.add_argument("--version", action=_Version, help="print the version and exit")
     parser.add_argument(
         "-v",
         "--verbose",
@@ -607,7 +618,7 @@ def _report(
             runner.graph.name, run_id, info.status, info.super_step, info.values, info.interrupts
         )
         obj["reason"] = render.reason_of(outcome) if isinstance(outcome, Paused) else None
-        print(json.dumps(obj, ensure_ascii=False))
+        _print_json(obj)
     elif isinstance(outcome, Done):
         print(
             f"run {render.shown(run_id)} of workflow {runner.graph.name!r} is done "
@@ -683,6 +694,21 @@ def _breakpoint_options(args: argparse.Namespace) -> list[str]:
     return words
 
 
+def _print_json(value: Any) -> None:
+    """Print ``value`` as JSON, readable where stdout can encode it, else all ``\\u`` escapes.
+
+    A lone surrogate (a run id from an undecodable command line) or a
+    character the stream's encoding lacks would otherwise come out as a
+    backslash escape that is not valid JSON.
+    """
+    text = json.dumps(value, ensure_ascii=False)
+    try:
+        text.encode(sys.stdout.encoding or "utf-8")
+    except (UnicodeEncodeError, LookupError):
+        text = json.dumps(value)
+    print(text)
+
+
 def _indent(text: str) -> str:
     return "".join(f"  {line}\n" for line in text.splitlines())
 
@@ -724,7 +750,7 @@ def _cmd_runs(args: argparse.Namespace) -> int:
             }
             for workflow, run_id, c in rows
         ]
-        print(json.dumps(objs, ensure_ascii=False))
+        _print_json(objs)
     elif not rows:
         print(f"no runs in {args.store}", file=sys.stderr)
     else:
@@ -776,7 +802,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
         obj = render.run_object(
             workflow, args.run_id, status, latest.super_step, latest.values, pending
         )
-        print(json.dumps(obj, ensure_ascii=False))
+        _print_json(obj)
         return 0
     rows = [
         ("workflow", render.shown(workflow)),
@@ -824,7 +850,7 @@ def _cmd_history(args: argparse.Namespace) -> int:
             }
             for m in metas
         ]
-        print(json.dumps(objs))
+        _print_json(objs)
         return 0
     rows = [(m.seq, m.super_step, m.label, _time(m.timestamp_ms)) for m in metas]
     sys.stdout.write(render.table(("SEQ", "SUPER-STEP", "LABEL", "TIME (UTC)"), rows))
