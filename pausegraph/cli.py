@@ -17,7 +17,9 @@ Every mistake (bad JSON, an unknown run, a workflow that cannot be imported,
 any ``PausegraphError``) prints one line, ``pausegraph: error: ...``, on
 standard error and exits 2 for a malformed command line or 1 otherwise. The
 command checks everything it can before it acts, and the engine checks a
-command before it saves, so a mistake never changes the store.
+command before it saves, so a mistake never changes the store. Engine
+messages are reworded into command-line terms (``render.cli_terms``). A
+closed standard output ends the command quietly with ``PIPE_CLOSED`` (141).
 """
 
 from __future__ import annotations
