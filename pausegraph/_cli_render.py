@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import base64
 import json
+import re
+import shlex
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -19,6 +21,7 @@ from ._machine import status_of as _status_of
 from ._records import AtAfter, AtBefore, Checkpoint
 
 BYTES_MARKER = "base64:"
+PROG = "pausegraph"
 
 
 def jsonable(value: Any) -> Any:
@@ -78,7 +81,7 @@ def reason_of(outcome: Paused) -> dict[str, str]:
 def run_object(
     workflow: str,
     run_id: str,
-    status: Status,
+    status: str,
     super_step: int,
     values: dict[str, Any],
     interrupts: Iterable[PendingInterrupt],
@@ -87,7 +90,7 @@ def run_object(
     return {
         "workflow": workflow,
         "run_id": run_id,
-        "status": status.value,
+        "status": str(status),
         "super_step": super_step,
         "values": jsonable(values),
         "interrupts": [
@@ -96,11 +99,162 @@ def run_object(
     }
 
 
+def shown(text: str) -> str:
+    """``text`` as is when every character prints, else its ``repr``.
+
+    A run id (or a workflow name, a label) may hold a newline, a tab or a lone
+    surrogate: printed raw it would split a table row or fail to encode. The
+    ``repr`` keeps it on one line, in quotes, so it cannot be mistaken for an
+    id that really is spelled with a backslash.
+    """
+    return text if text.isprintable() else repr(text)
+
+
 def table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
-    """Left-aligned columns separated by two spaces; no trailing blanks."""
-    cells = [list(header), *([str(c) for c in row] for row in rows)]
+    """Left-aligned columns separated by two spaces; no trailing blanks.
+
+    Cells go through ``shown``, so no cell can break its row.
+    """
+    cells = [list(header), *([shown(str(c)) for c in row] for row in rows)]
     widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
     lines = [
         "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)).rstrip() for row in cells
     ]
     return "\n".join(lines) + "\n"
+
+
+# --- command lines printed for the user to run ---------------------------------------
+
+
+def shell_word(word: str) -> str:
+    """``word`` quoted for a POSIX shell, on one line whatever it holds.
+
+    ``shlex.quote`` keeps a newline inside single quotes, which works but
+    splits the printed line; a word with a character that does not print is
+    written in ANSI-C quotes (``$'a\\nb'``: bash, zsh, ksh, POSIX.1-2024 sh)
+    instead. A lone surrogate that stands for an undecodable byte of the
+    command line (``surrogateescape``) is written as that byte, so the
+    command gives the same id back.
+    """
+    if word.isprintable():
+        return shlex.quote(word)
+    return "$'" + "".join(_ansi_c(ch) for ch in word) + "'"
+
+
+def _ansi_c(ch: str) -> str:
+    if ch in "\\'":
+        return "\\" + ch
+    if ch.isprintable():
+        return ch
+    code = ord(ch)
+    if code < 0x80:
+        return f"\\x{code:02x}"
+    if 0xDC80 <= code <= 0xDCFF:  # surrogateescape: the byte the shell gave
+        return f"\\x{code - 0xDC00:02x}"
+    return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
+
+
+def shell_join(words: Iterable[str]) -> str:
+    return " ".join(shell_word(w) for w in words)
+
+
+def option(flag: str, value: str) -> list[str]:
+    """``[flag, value]``, or ``[flag=value]`` when ``value`` would read as an option."""
+    return [f"{flag}={value}"] if value.startswith("-") else [flag, value]
+
+
+def with_positionals(
+    words: Sequence[str], options: Sequence[str], positionals: Sequence[str]
+) -> list[str]:
+    """``words``, positionals, options; or options, ``--``, positionals if one starts with ``-``."""
+    if any(p.startswith("-") for p in positionals):
+        return [*words, *options, "--", *positionals]
+    return [*words, *positionals, *options]
+
+
+# --- engine messages in command-line terms -----------------------------------------
+
+# The engine's messages name Python calls (``Resume(answers=...)``, ``run(run_id)``,
+# ``Goto(step_id)``, and reprs such as ``Continue()``). ``cli_terms`` rewrites every
+# such call, found by name and balanced brackets, into the option or command that
+# does the same from a shell, so it still works when a message is reworded.
+_CALL = re.compile(r"\b(Resume|Continue|Update|Goto|Before|After|run|resume|state|history)\(")
+_CLOSE = {"(": ")", "[": "]", "{": "}"}
+
+
+def _call_end(text: str, start: int) -> int:
+    """The index just past the bracket closing the one before ``start``, or -1."""
+    stack = [")"]
+    i, quote = start, ""
+    while i < len(text):
+        ch = text[i]
+        if quote:
+            if ch == "\\":
+                i += 1
+            elif ch == quote:
+                quote = ""
+        elif ch in "'\"":
+            quote = ch
+        elif ch in _CLOSE:
+            stack.append(_CLOSE[ch])
+        elif ch == stack[-1]:
+            stack.pop()
+            if not stack:
+                return i + 1
+        i += 1
+    return -1
+
+
+def cli_terms(message: str, *, workflow: str | None, run_id: str | None) -> str:
+    """``message`` with each Python call it names replaced by its command-line form.
+
+    ``workflow`` (the WORKFLOW spec) and ``run_id`` fill in the commands when
+    known; otherwise they read ``WORKFLOW`` and ``ID``.
+    """
+    out: list[str] = []
+    pos = 0
+    for match in _CALL.finditer(message):
+        if match.start() < pos:
+            continue  # inside a call already replaced
+        end = _call_end(message, match.end())
+        if end < 0:
+            break
+        name, inner = match.group(1), message[match.end() : end - 1]
+        out.append(message[pos : match.start()])
+        out.append(_term(name, inner, workflow, run_id))
+        pos = end
+    out.append(message[pos:])
+    text = "".join(out)
+    return re.sub(r"\bcall (?=`)", "use ", text)
+
+
+def _term(name: str, inner: str, workflow: str | None, run_id: str | None) -> str:
+    bare = inner.strip()
+    if bare.startswith("update="):
+        return "--update JSON"
+    if name == "Continue":
+        return "--continue"
+    if name == "Update":
+        return "--update JSON"
+    if name == "Resume":
+        answers = "answers=" in bare and "answers=None" not in bare
+        return "--answer ID=JSON" if answers else "--value JSON"
+    if name == "Goto":
+        literal = re.match(r"(?:step_id=)?('[^']*'|\"[^\"]*\")", bare)
+        return f"--goto {literal.group(1) if literal else 'STEP'}"
+    if name in ("Before", "After"):
+        return f"{name.lower()} step {bare.removeprefix('step_id=')}"
+    ids = [run_id] if run_id is not None else ["ID"]
+    if name == "state":
+        return f"`{shell_join([PROG, 'show', *ids])}`"
+    if name == "history":
+        return f"`{shell_join([PROG, 'history', *ids])}`"
+    spec = workflow if workflow is not None else "WORKFLOW"
+    if name == "run":
+        options = option("--run-id", ids[0]) + (["--input", "JSON"] if "input" in bare else [])
+        return f"`{shell_join(with_positionals([PROG, 'run'], options, [spec]))}`"
+    words = shell_join(with_positionals([PROG, "resume"], ["OPTION"], [spec, ids[0]]))
+    return (
+        f"`{words}` (OPTION: --value JSON, --answer ID=JSON, --continue, --update JSON "
+        "or --goto STEP)"
+    )

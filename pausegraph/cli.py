@@ -17,24 +17,29 @@ Every mistake (bad JSON, an unknown run, a workflow that cannot be imported,
 any ``PausegraphError``) prints one line, ``pausegraph: error: ...``, on
 standard error and exits 2 for a malformed command line or 1 otherwise. The
 command checks everything it can before it acts, and the engine checks a
-command before it saves, so a mistake never changes the store.
+command before it saves, so a mistake never changes the store. Engine
+messages are reworded into command-line terms (``render.cli_terms``). A
+closed standard output ends the command quietly with ``PIPE_CLOSED`` (141).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import importlib
 import importlib.util
+import io
 import json
+import logging
 import os
-import shlex
 import sys
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
+from . import __version__
 from . import _cli_render as render
 from ._commands import (
     Before,
@@ -52,12 +57,17 @@ from ._graph import Graph
 from ._records import Checkpoint
 from ._runner import Runner
 from .checkpointers.file import FileCheckpointer
-from .errors import PausegraphError
+from .errors import NondeterminismError, PausegraphError, SerializationError, StepError
 
 __all__ = ["main"]
 
 DEFAULT_STORE = ".pausegraph"
-_PROG = "pausegraph"
+_PROG = render.PROG
+# The exit status when standard output is closed early (``pausegraph runs | head``):
+# 128 + SIGPIPE, what a shell reports for a program that a closed pipe ended.
+PIPE_CLOSED = 141
+_LOG = logging.getLogger("pausegraph.cli")
+_HANDLER_NAME = "pausegraph-cli"
 
 
 class _Failure(Exception):
@@ -76,6 +86,17 @@ class _Parser(argparse.ArgumentParser):
         raise _Failure(f"{message} ({hint})", 2)
 
 
+class _Version(argparse.Action):
+    """``--version``: argparse's own action would swallow a closed pipe, this one does not."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> None:
+        print(f"{_PROG} {__version__}")
+        parser.exit()
+
+
 def _usage(message: str) -> _Failure:
     return _Failure(message, 2)
 
@@ -88,6 +109,14 @@ def _parser() -> _Parser:
     # --store is accepted before or after the command; the command's copy wins.
     store = _Parser(add_help=False)
     store.add_argument("--store", metavar="DIR", default=argparse.SUPPRESS, help=store_help)
+    # -v/-q are accepted before or after the command too; the counts add up.
+    loudness = _Parser(add_help=False)
+    loudness.add_argument(
+        "-v", dest="more_verbose", action="count", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+    )
+    loudness.add_argument(
+        "-q", dest="more_quiet", action="count", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+    )
     json_flag = _Parser(add_help=False)
     json_flag.add_argument("--json", action="store_true", help="print JSON instead of text")
     breakpoints = _Parser(add_help=False)
@@ -111,11 +140,22 @@ def _parser() -> _Parser:
         description="Run, resume and inspect pausegraph workflows.",
     )
     parser.add_argument("--store", metavar="DIR", default=DEFAULT_STORE, help=store_help)
+    parser.add_argument("--version", action=_Version, help="print the version and exit")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="log more: -v info and tracebacks of step errors, -vv debug",
+    )
+    parser.add_argument(
+        "-q", "--quiet", action="count", default=0, help="log errors only, no warnings"
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser(
         "run",
-        parents=[store, json_flag, breakpoints],
+        parents=[store, loudness, json_flag, breakpoints],
         help="start a run (or recover one whose process died)",
         description="Start a run and print where it paused, or its final state.",
     )
@@ -130,7 +170,7 @@ def _parser() -> _Parser:
 
     resume = commands.add_parser(
         "resume",
-        parents=[store, json_flag, breakpoints],
+        parents=[store, loudness, json_flag, breakpoints],
         help="answer or go on with a paused run",
         description="Give a paused run one command and print where it paused, or its final state.",
     )
@@ -138,7 +178,7 @@ def _parser() -> _Parser:
         "workflow", metavar="WORKFLOW", help="module:attribute or file.py:attribute"
     )
     resume.add_argument("run_id", metavar="RUN_ID")
-    how = resume.add_mutually_exclusive_group(required=True)
+    how = resume.add_mutually_exclusive_group()
     how.add_argument("--value", metavar="JSON", help="answer the only pending interrupt")
     how.add_argument(
         "--answer",
@@ -147,12 +187,16 @@ def _parser() -> _Parser:
         help="answer interrupt ID (repeatable; the others stay pending)",
     )
     how.add_argument("--continue", dest="go_on", action="store_true", help="go past a breakpoint")
-    how.add_argument("--update", metavar="JSON", help="write a JSON object of channel values")
     how.add_argument("--goto", metavar="STEP", help="run again from the layer holding STEP")
+    resume.add_argument(
+        "--update",
+        metavar="JSON",
+        help="write a JSON object of channel values: alone, or with --value, --answer or --goto",
+    )
 
     commands.add_parser(
         "runs",
-        parents=[store, json_flag],
+        parents=[store, loudness, json_flag],
         help="list every run in the store with its status",
         description="List every run in the store with its status.",
     )
@@ -162,7 +206,7 @@ def _parser() -> _Parser:
     ):
         sub = commands.add_parser(
             name,
-            parents=[store, json_flag],
+            parents=[store, loudness, json_flag],
             help=f"print {what} of a run",
             description=f"Print {what} of a run, found in any workflow of the store.",
         )
@@ -173,6 +217,7 @@ def _parser() -> _Parser:
 
     graph = commands.add_parser(
         "graph",
+        parents=[loudness],
         help="print a workflow as a Mermaid flowchart",
         description="Print a workflow as a Mermaid flowchart.",
     )
@@ -181,14 +226,52 @@ def _parser() -> _Parser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``pausegraph`` command; return its exit status."""
+    """Run the ``pausegraph`` command; return its exit status.
+
+    A closed standard output (``pausegraph runs | head -1``) ends the command
+    quietly with ``PIPE_CLOSED`` (141): the reader has all it wanted. Text
+    that cannot be encoded (a run id holding a lone surrogate) is printed
+    with backslash escapes rather than ending the command.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="backslashreplace")
     try:
-        args = _parser().parse_args(argv)
+        code = _main(argv)
+        sys.stdout.flush()  # a closed pipe shows here, not at exit
+        return code
+    except BrokenPipeError:
+        _stdout_to_devnull()
+        return PIPE_CLOSED
+
+
+def _stdout_to_devnull() -> None:
+    """Point stdout at devnull, so that the flush at exit does not fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # not a real file (main() called in process)
+        pass
+    finally:
+        os.close(devnull)
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    args: argparse.Namespace | None = None
+    try:
+        try:
+            args = _parser().parse_args(argv)
+        except SystemExit as exit_:  # --help and --version printed what they print
+            return exit_.code if isinstance(exit_.code, int) else 0
+        _log_to_stderr(args)
         return int(_COMMANDS[args.command](args))
     except _Failure as exc:
         return _fail(str(exc), exc.code)
     except PausegraphError as exc:
-        return _fail(f"{type(exc).__name__}: {exc}", 1)
+        _LOG.info("traceback:", exc_info=exc)
+        return _fail(f"{type(exc).__name__}: {_cli_terms(args, str(exc))}", 1)
+    except BrokenPipeError:
+        raise
     except OSError as exc:
         return _fail(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), 1)
     except KeyboardInterrupt:
@@ -196,6 +279,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if os.environ.get("PAUSEGRAPH_TRACEBACK"):
             raise
+        _LOG.info("traceback:", exc_info=exc)
         return _fail(
             f"unexpected {type(exc).__name__}: {exc} "
             "(a bug: set PAUSEGRAPH_TRACEBACK=1 to see where)",
@@ -206,6 +290,53 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _fail(message: str, code: int) -> int:
     print(f"{_PROG}: error: {' '.join(message.split())}", file=sys.stderr)
     return code
+
+
+def _cli_terms(args: argparse.Namespace | None, message: str) -> str:
+    """An engine message with its Python calls spelled as options and commands."""
+    driving = args is not None and args.command in ("run", "resume")
+    return render.cli_terms(
+        message,
+        workflow=args.workflow if driving and args is not None else None,
+        run_id=getattr(args, "run_id", None),
+    )
+
+
+class _Formatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return f"{_PROG}: {record.levelname.lower()}: {super().format(record)}"
+
+
+def _log_to_stderr(args: argparse.Namespace) -> None:
+    """Install the one stderr handler on the ``pausegraph`` logger, at the level asked.
+
+    The library logs to ``logging.getLogger("pausegraph")`` and installs no
+    handler; the command does: WARNING by default, ``-v`` INFO (with the
+    traceback of an error), ``-vv`` DEBUG, ``-q`` ERROR. Called again (``main``
+    run twice in one process), it replaces its handler rather than adding one.
+    """
+    loudness = (
+        args.verbose
+        + getattr(args, "more_verbose", 0)
+        - args.quiet
+        - getattr(args, "more_quiet", 0)
+    )
+    if loudness < 0:
+        level = logging.ERROR
+    elif loudness == 0:
+        level = logging.WARNING
+    elif loudness == 1:
+        level = logging.INFO
+    else:
+        level = logging.DEBUG
+    logger = logging.getLogger(_PROG)
+    for old in [h for h in logger.handlers if h.get_name() == _HANDLER_NAME]:
+        logger.removeHandler(old)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.set_name(_HANDLER_NAME)
+    handler.setFormatter(_Formatter("%(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(level)
 
 
 # --- loading workflows and stores ------------------------------------------------
@@ -324,13 +455,39 @@ def _runner(args: argparse.Namespace, graph: Graph, store: FileCheckpointer) -> 
     )
 
 
+@contextlib.contextmanager
+def _naming_the_run(args: argparse.Namespace, runner: Runner, run_id: str) -> Iterator[None]:
+    """Turn a step's failure into one line naming the run, the step and the error.
+
+    The engine's message names the step; this adds the run and the command
+    that retries it. ``-v`` logs the traceback first.
+    """
+    try:
+        yield
+    except (StepError, NondeterminismError, SerializationError) as exc:
+        _LOG.info("traceback:", exc_info=exc)
+        retry = render.with_positionals(
+            [*_prefix(args), "run"],
+            [*render.option("--run-id", run_id), *_breakpoint_options(args)],
+            [args.workflow],
+        )
+        raise _Failure(
+            f"run {run_id!r} of workflow {runner.graph.name!r} failed: "
+            f"{type(exc).__name__}: {_cli_terms(args, str(exc))} "
+            f"(`{render.shell_join(retry)}` retries it)"
+        ) from exc
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     given = None if args.input is None else _parse_object(args.input, "--input")
-    run_id = args.run_id if args.run_id is not None else uuid.uuid4().hex[:12]
+    if args.run_id is None:
+        args.run_id = uuid.uuid4().hex[:12]
+    run_id: str = args.run_id
     graph = load_graph(args.workflow)
     _check_breakpoints(args, graph)
     runner = _runner(args, graph, _store(args))
-    outcome = runner.run(run_id, given)
+    with _naming_the_run(args, runner, run_id):
+        outcome = runner.run(run_id, given)
     if args.interactive:
         outcome, shown = _interact(args, runner, run_id, outcome)
         _report(args, runner, run_id, outcome, shown=shown)
@@ -347,13 +504,17 @@ def _cmd_resume(args: argparse.Namespace) -> int:
     if store is None:
         raise _Failure(f"no run {args.run_id!r}: the store {args.store!r} has no runs yet")
     runner = _runner(args, graph, store)
-    _report(args, runner, args.run_id, runner.resume(args.run_id, command))
+    with _naming_the_run(args, runner, args.run_id):
+        outcome = runner.resume(args.run_id, command)
+    _report(args, runner, args.run_id, outcome)
     return 0
 
 
 def _command(args: argparse.Namespace) -> Command:
+    """The command the options ask for; ``--update`` rides along with the others."""
+    update = None if args.update is None else _parse_object(args.update, "--update")
     if args.value is not None:
-        return Resume(_parse_json(args.value, "--value"))
+        return Resume(_parse_json(args.value, "--value"), update=update)
     if args.answer is not None:
         answers: dict[str, Any] = {}
         for text in args.answer:
@@ -361,12 +522,22 @@ def _command(args: argparse.Namespace) -> Command:
             if interrupt_id in answers:
                 raise _usage(f"--answer gives interrupt {interrupt_id!r} twice")
             answers[interrupt_id] = value
-        return Resume(answers=answers)
-    if args.update is not None:
-        return Update(_parse_object(args.update, "--update"))
+        return Resume(answers=answers, update=update)
     if args.goto is not None:
-        return Goto(args.goto)
-    return Continue()
+        return Goto(args.goto, update=update)
+    if args.go_on:
+        if update is not None:
+            raise _usage(
+                "--continue takes no --update: --update JSON alone writes the edits "
+                "and goes on past a breakpoint"
+            )
+        return Continue()
+    if update is not None:
+        return Update(update)
+    raise _usage(
+        "resume needs one of --value JSON, --answer ID=JSON, --continue, --update JSON "
+        "or --goto STEP"
+    )
 
 
 def _interact(
@@ -378,6 +549,10 @@ def _interact(
     ``Update`` edits. At the end of input the run stays paused; answers read
     before it are sent, so nothing typed is lost. Also says whether the
     pause it returns was printed already.
+
+    At a terminal a line that is not JSON (or not an object, for edits) is
+    reported and asked for again; from a pipe or a file it ends the command
+    with that one line, and with the run as the last sent command left it.
     """
     prompt = sys.stdin.isatty()
     while isinstance(outcome, Paused):
@@ -386,33 +561,53 @@ def _interact(
         if isinstance(outcome.reason, DynamicInterrupt):
             answers: dict[str, Any] = {}
             for pending in outcome.interrupts:
-                line = _read_line(
-                    prompt, f"answer {pending.id} (step {pending.step_id!r}) as JSON: "
+                what = f"the answer to {pending.id!r}"
+                got = _ask(
+                    prompt,
+                    f"answer {pending.id} (step {pending.step_id!r}) as JSON: ",
+                    lambda line, what=what: _parse_json(line, what),  # type: ignore[misc]
                 )
-                if line is None:
+                if got is None:
                     break
-                answers[pending.id] = _parse_json(line, f"the answer to {pending.id!r}")
+                answers[pending.id] = got[0]
             if not answers:
                 return outcome, True
             command: Command = Resume(answers=answers)
             if len(answers) < len(outcome.interrupts):  # input ended: send what was read
-                return runner.resume(run_id, command), False
+                with _naming_the_run(args, runner, run_id):
+                    return runner.resume(run_id, command), False
         else:
-            line = _read_line(prompt, "empty line to continue, or a JSON object of edits: ")
-            if line is None:
+            got = _ask(
+                prompt,
+                "empty line to continue, or a JSON object of edits: ",
+                lambda line: _parse_object(line, "the edits") if line.strip() else None,
+            )
+            if got is None:
                 return outcome, True
-            command = Continue() if not line.strip() else Update(_parse_object(line, "the edits"))
-        outcome = runner.resume(run_id, command)
+            command = Continue() if got[0] is None else Update(got[0])
+        with _naming_the_run(args, runner, run_id):
+            outcome = runner.resume(run_id, command)
     return outcome, False
 
 
-def _read_line(prompt: bool, text: str) -> str | None:
-    if prompt:
-        print(text, end="", file=sys.stderr, flush=True)
-    line = sys.stdin.readline()
-    if not line:
-        return None
-    return line.rstrip("\n")
+def _ask(prompt: bool, text: str, parse: Callable[[str], Any]) -> tuple[Any] | None:
+    """The next line of stdin parsed, in a 1-tuple (JSON ``null`` is an answer); ``None`` at EOF.
+
+    At a terminal (``prompt``) a line ``parse`` refuses is reported on stderr
+    and asked for again, so one typo does not end the session.
+    """
+    while True:
+        if prompt:
+            print(text, end="", file=sys.stderr, flush=True)
+        line = sys.stdin.readline()
+        if not line:
+            return None
+        try:
+            return (parse(line.rstrip("\n")),)
+        except _Failure as exc:
+            if not prompt:
+                raise
+            print(f"{_PROG}: error: {exc}; try again", file=sys.stderr)
 
 
 def _report(
@@ -425,10 +620,10 @@ def _report(
             runner.graph.name, run_id, info.status, info.super_step, info.values, info.interrupts
         )
         obj["reason"] = render.reason_of(outcome) if isinstance(outcome, Paused) else None
-        print(json.dumps(obj, ensure_ascii=False))
+        _print_json(obj)
     elif isinstance(outcome, Done):
         print(
-            f"run {run_id} of workflow {runner.graph.name!r} is done "
+            f"run {render.shown(run_id)} of workflow {runner.graph.name!r} is done "
             f"(super-step {outcome.super_step})"
         )
         print(render.dumps(outcome.state, indent=2))
@@ -449,7 +644,8 @@ def _print_paused(
 ) -> None:
     reason = outcome.reason
     where = (
-        f"run {run_id} of workflow {runner.graph.name!r} paused at super-step {outcome.super_step}"
+        f"run {render.shown(run_id)} of workflow {runner.graph.name!r} "
+        f"paused at super-step {outcome.super_step}"
     )
     if isinstance(reason, DynamicInterrupt):
         print(f"{where}: {len(outcome.interrupts)} interrupt(s) wait for an answer", file=out)
@@ -472,16 +668,47 @@ def _how(outcome: Paused) -> list[str]:
 
 
 def _hint_line(args: argparse.Namespace, run_id: str, outcome: Paused) -> str:
-    """``go on with: pausegraph resume ...``, the exact command that goes on."""
-    words = [_PROG]
-    if args.store != DEFAULT_STORE:
-        words += ["--store", args.store]
-    words += ["resume", args.workflow, run_id]
+    """``go on with: pausegraph resume ...``, the exact command that goes on.
+
+    It is a working shell command whatever the run id: one starting with
+    ``-`` comes after ``--``, one with a control character is ANSI-C quoted.
+    """
+    words = render.with_positionals(
+        [*_prefix(args), "resume"],
+        [*_breakpoint_options(args), *_how(outcome)],
+        [args.workflow, run_id],
+    )
+    return f"go on with: {render.shell_join(words)}"
+
+
+def _prefix(args: argparse.Namespace) -> list[str]:
+    """``pausegraph`` and the ``--store`` this command was given, if not the default."""
+    store: str = args.store
+    return [_PROG, *(render.option("--store", store) if store != DEFAULT_STORE else [])]
+
+
+def _breakpoint_options(args: argparse.Namespace) -> list[str]:
+    words: list[str] = []
     for step in args.interrupt_before:
-        words += ["--interrupt-before", step]
+        words += render.option("--interrupt-before", step)
     for step in args.interrupt_after:
-        words += ["--interrupt-after", step]
-    return f"go on with: {shlex.join(words + _how(outcome))}"
+        words += render.option("--interrupt-after", step)
+    return words
+
+
+def _print_json(value: Any) -> None:
+    """Print ``value`` as JSON, readable where stdout can encode it, else all ``\\u`` escapes.
+
+    A lone surrogate (a run id from an undecodable command line) or a
+    character the stream's encoding lacks would otherwise come out as a
+    backslash escape that is not valid JSON.
+    """
+    text = json.dumps(value, ensure_ascii=False)
+    try:
+        text.encode(sys.stdout.encoding or "utf-8")
+    except (UnicodeEncodeError, LookupError):
+        text = json.dumps(value)
+    print(text)
 
 
 def _indent(text: str) -> str:
@@ -495,9 +722,21 @@ def _cmd_runs(args: argparse.Namespace) -> int:
     store = _existing_store(args)
     found = [] if store is None else sorted(store.runs())
     rows = []
+    unreadable = 0
     for workflow, run_id in found:
         assert store is not None
-        latest = store.latest(workflow, run_id)
+        try:
+            latest = store.latest(workflow, run_id)
+        except PausegraphError as exc:  # one damaged run does not hide the others
+            unreadable += 1
+            _LOG.error(
+                "run %r of workflow %r cannot be read: %s: %s",
+                run_id,
+                workflow,
+                type(exc).__name__,
+                exc,
+            )
+            continue
         if latest is None:  # a run being created right now
             continue
         rows.append((workflow, run_id, latest))
@@ -506,23 +745,23 @@ def _cmd_runs(args: argparse.Namespace) -> int:
             {
                 "workflow": workflow,
                 "run_id": run_id,
-                "status": render.status_of(c).value,
+                "status": str(render.status_of(c)),
                 "super_step": c.super_step,
                 "label": c.label,
                 "interrupts": len(render.pending_of(c)),
             }
             for workflow, run_id, c in rows
         ]
-        print(json.dumps(objs, ensure_ascii=False))
+        _print_json(objs)
     elif not rows:
         print(f"no runs in {args.store}", file=sys.stderr)
     else:
         table = [
-            (w, r, render.status_of(c).value, c.super_step, c.label, _waits(c)) for w, r, c in rows
+            (w, r, str(render.status_of(c)), c.super_step, c.label, _waits(c)) for w, r, c in rows
         ]
         header = ("WORKFLOW", "RUN", "STATUS", "SUPER-STEP", "LAST CHECKPOINT", "WAITS FOR")
         sys.stdout.write(render.table(header, table))
-    return 0
+    return 1 if unreadable else 0
 
 
 def _waits(checkpoint: Checkpoint) -> str:
@@ -565,12 +804,12 @@ def _cmd_show(args: argparse.Namespace) -> int:
         obj = render.run_object(
             workflow, args.run_id, status, latest.super_step, latest.values, pending
         )
-        print(json.dumps(obj, ensure_ascii=False))
+        _print_json(obj)
         return 0
     rows = [
-        ("workflow", workflow),
-        ("run", args.run_id),
-        ("status", status.value),
+        ("workflow", render.shown(workflow)),
+        ("run", render.shown(args.run_id)),
+        ("status", str(status)),
         ("super-step", latest.super_step),
         ("checkpoint", f"{latest.seq} ({latest.label})"),
     ]
@@ -595,10 +834,8 @@ def _cmd_show(args: argparse.Namespace) -> int:
         how = ["--continue"]
     else:
         return 0
-    words = [_PROG] + (["--store", args.store] if args.store != DEFAULT_STORE else [])
-    print(
-        f"go on with: {shlex.join([*words, 'resume'])} WORKFLOW {shlex.join([args.run_id, *how])}"
-    )
+    words = render.with_positionals([*_prefix(args), "resume"], how, ["WORKFLOW", args.run_id])
+    print(f"go on with: {render.shell_join(words)}")
     return 0
 
 
@@ -615,7 +852,7 @@ def _cmd_history(args: argparse.Namespace) -> int:
             }
             for m in metas
         ]
-        print(json.dumps(objs))
+        _print_json(objs)
         return 0
     rows = [(m.seq, m.super_step, m.label, _time(m.timestamp_ms)) for m in metas]
     sys.stdout.write(render.table(("SEQ", "SUPER-STEP", "LABEL", "TIME (UTC)"), rows))
