@@ -428,14 +428,16 @@ class Runner:
                 hits = before_hits[k]
                 if hits and not stage.past_before:  # type: ignore[union-attr]
                     return self._pause(cursor, f"before:{hits[0]}", k + 1, AtBefore(k, hits), {})
-                progress = Progress(k, cursor.epoch_base + cursor.seq)
+                epoch, progress = cursor.epoch_base + cursor.seq, None
             else:
                 assert kind is InLayer, stage
                 progress = stage.progress  # type: ignore[union-attr]
-                k = progress.layer
-            layer = LayerRun(self.graph, layers[k], cursor.channels.values, progress, live)
+                k, epoch = progress.layer, progress.epoch
+            state = cursor.channels.values
+            layer = LayerRun(self.graph, layers[k], state, k, epoch, progress, live)
             live = {}
-            if logger.isEnabledFor(logging.DEBUG):
+            debug = logger.isEnabledFor(logging.DEBUG)
+            if debug:
                 _log(logging.DEBUG, f"super-step {k + 1} starts", cursor)
             try:
                 complete = layer.run(functools.partial(self._save_effect, cursor, layer))
@@ -448,12 +450,10 @@ class Runner:
                 return self._pause(
                     cursor, f"interrupt:{first}", k + 1, AtInterrupt(done), layer.take_live()
                 )
-            done = layer.progress()
-            writes = [*done.finished.values(), *done.edits]
             try:
-                changes = cursor.channels.apply(writes)
+                changes = cursor.channels.apply(layer.writes())
             except StepError as error:
-                self._reducer_failed(cursor, k, done, error)
+                self._reducer_failed(cursor, k, layer.progress(), error)
                 raise
             if after_hits[k]:
                 follow: Stage = OwesAfter(k)
@@ -462,7 +462,7 @@ class Runner:
             else:
                 follow = Start(k + 1)
             self._save(cursor, f"layer:{k + 1}", k + 1, follow, changes)
-            if logger.isEnabledFor(logging.DEBUG):
+            if debug:
                 _log(logging.DEBUG, f"super-step {k + 1} saved", cursor)
 
     def _pause(

@@ -79,24 +79,32 @@ class LayerRun:
         graph: Graph,
         steps: tuple[str, ...],
         state: Mapping[str, Any],
-        progress: Progress,
-        live: Mapping[str, Trampoline],
+        layer: int,
+        epoch: int,
+        progress: Progress | None = None,
+        live: Mapping[str, Trampoline] | None = None,
     ) -> None:
         self.graph = graph
         self.steps = steps
         self.state = state
-        self.layer = progress.layer
-        self.epoch = progress.epoch
+        self.layer = layer
+        self.epoch = epoch
+        self.answers: dict[str, Any] = {}
+        self.finished: dict[str, Mapping[str, Any]] = {}
+        self.journals: dict[str, list[Entry]] = {}
+        self.live: dict[str, Trampoline] = {}
+        self.edits: tuple[dict[str, Any], ...] = ()
+        self.claimed: tuple[str, ...] = ()
+        if progress is None:
+            return  # a layer from its start
         self.edits = progress.edits
         self.claimed = progress.claimed
-        self.answers: dict[str, Any] = dict(progress.answers)
-        # a finished step's writes may come from a store: freeze them
-        self.finished: dict[str, Mapping[str, Any]] = {
-            s: freeze(w) for s, w in progress.finished.items()
-        }
-        self.journals: dict[str, list[Entry]] = {s: list(j) for s, j in progress.journals.items()}
-        self.live: dict[str, Trampoline] = {}
-        for step_id, trampoline in live.items():
+        self.answers = dict(progress.answers)
+        if progress.finished:  # a finished step's writes may come from a store: freeze them
+            self.finished = {s: freeze(w) for s, w in progress.finished.items()}
+        if progress.journals:
+            self.journals = {s: list(j) for s, j in progress.journals.items()}
+        for step_id, trampoline in (live or {}).items():
             if len(trampoline.journal) == len(self.journals.get(step_id, ())):
                 trampoline.answers = self.answers
                 self.journals[step_id] = trampoline.journal
@@ -116,6 +124,11 @@ class LayerRun:
             self.edits,
             self.claimed,
         )
+
+    def writes(self) -> list[Mapping[str, Any]]:
+        """The finished steps' writes in step order, then the kept edits."""
+        finished = self.finished
+        return [*(finished[s] for s in self.steps), *self.edits]
 
     def suspended(self) -> list[str]:
         """The steps waiting on an interrupt, in step order."""
