@@ -51,7 +51,7 @@ from ._records import (
 )
 from ._scheduler import LayerResult, finish_layer, run_layer
 from ._trampoline import Trampoline
-from ._values import freeze, normalize, thaw
+from ._values import freeze, normalize, same, thaw
 from .checkpointers import Checkpointer, MemoryCheckpointer
 from .errors import CheckpointError, ConflictError, GraphError, ResumeError
 
@@ -175,7 +175,7 @@ class Runner:
             given = self._edits(input, "the input")
             first = self.checkpointer.load(self._workflow, run_id, 1)
             recorded: Any = {} if first is None or first.input is None else first.input
-            if given != recorded:
+            if not same(given, recorded):
                 msg = (
                     f"run {run_id!r} already exists with input {recorded!r}, not {given!r}: "
                     "call run(run_id) to recover it, or use a new run id"

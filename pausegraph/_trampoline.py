@@ -20,7 +20,7 @@ from typing import Any
 
 from ._instructions import Effect, Interrupt
 from ._records import EntryKind, JournalEntry, Value
-from ._values import normalize, thaw
+from ._values import normalize, same, thaw
 from .errors import EffectError, NondeterminismError, StepError
 
 _HINT = (
@@ -138,7 +138,7 @@ class Trampoline:
         journal = self.journal
         if self.cursor < len(journal):
             entry = journal[self.cursor]
-            if entry.kind is not EntryKind.INTERRUPT or entry.key != payload:
+            if entry.kind is not EntryKind.INTERRUPT or not same(entry.key, payload):
                 self._mismatch(entry, f"Interrupt({payload!r})")
         else:
             entry = JournalEntry(EntryKind.INTERRUPT, payload, self.id_prefix + str(len(journal)))

@@ -119,3 +119,17 @@ def normalize(value: Any, what: Callable[[], str]) -> Any:
 def thaw(value: Any) -> Any:
     """A plain, mutable deep copy of a msgpack-native value."""
     return msgpack.unpackb(pack(value), raw=False, strict_map_key=False)
+
+
+def same(a: Any, b: Any) -> bool:
+    """Whether two msgpack-normalised values are the same value, as a store keeps it.
+
+    This is how the engine compares what it recorded with what it is given
+    again (an interrupt payload on replay, a run's input). Python's ``==`` is
+    wrong for that: ``nan != nan``, so a payload holding NaN would never match
+    its own record, while ``1 == 1.0 == True`` and ``0.0 == -0.0`` would match
+    values that a store keeps apart. Comparing the msgpack encodings gets both
+    right. The trap: the order of a dict's keys is part of its encoding, so
+    ``{"a": 1, "b": 2}`` and ``{"b": 2, "a": 1}`` are not the same.
+    """
+    return a is b or pack(a) == pack(b)
