@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from types import GeneratorType
 from typing import Any
 
-from ._instructions import Effect, Interrupt
+from ._instructions import Effect, Interrupt, consumed
 from ._records import EntryKind, JournalEntry, Value
 from ._values import normalize, same, thaw
 from .errors import EffectError, NondeterminismError, StepError
@@ -107,6 +107,8 @@ class Trampoline:
                 continue
             error = None
             kind = type(msg)
+            if kind is Interrupt or kind is Effect:
+                consumed(msg)  # yielded: it must not warn that it never was
             if kind is Interrupt:
                 entry = self._interrupt(msg)
                 if not entry.answered:
