@@ -16,7 +16,7 @@ from typing import Any
 
 import attrs
 
-from ._values import FrozenDict, FrozenList, freeze, normalize
+from ._values import MAX_DEPTH, FrozenDict, FrozenList, freeze, normalize
 from .errors import PausegraphError, StepError
 
 
@@ -129,13 +129,13 @@ class Reducer(_Builtin):
     default: Any = None
 
     def initial(self) -> Any:
-        return freeze(self.default)
+        return freeze(self.default, max_depth=MAX_DEPTH)
 
     def fold(self, current: Any, incoming: list[Any]) -> tuple[Any, Op, Any]:
         new = current
         for write in incoming:
             new = self.fn(new, write)
-        new = freeze(new)  # what a cold run would read back
+        new = freeze(new, max_depth=MAX_DEPTH)  # what a cold run would read back
         return new, Op.SET, new
 
 
@@ -174,7 +174,8 @@ def accept_writes(
             msg = f"{what} {verb} channel {channel!r}: {exc}"
             raise error(msg) from None
     try:
-        return freeze(accepted)  # type: ignore[no-any-return]
+        # one level more: the channel names; a value too deep is named below
+        return freeze(accepted, max_depth=MAX_DEPTH + 1)  # type: ignore[no-any-return]
     except (TypeError, ValueError, OverflowError):
         for channel, value in accepted.items():  # which channel: for the message
             normalize(value, lambda c=channel: f"channel {c!r} (written by {what})")  # type: ignore[misc]

@@ -114,9 +114,9 @@ def encode_frame(checkpoint: Checkpoint, *, snapshot: bool) -> bytes:
     """
     c = checkpoint
     try:
-        if not snapshot and c.added is None and c.changes is not None and c.seq != 1:
-            if progress_of(c.stage) is None:
-                return pack(_unstructure_delta(c))
+        plain = c.added is None and c.changes is not None and progress_of(c.stage) is None
+        if plain and not snapshot and c.seq != 1:
+            return pack(_unstructure_delta(c))
         frame = frame_of(c, snapshot=snapshot)
         return pack(converter.unstructure(frame, Frame))
     except (TypeError, ValueError, OverflowError):

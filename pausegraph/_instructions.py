@@ -2,18 +2,76 @@
 
 A step may also yield a generator object, which the trampoline runs as a
 sub-call; that needs no class of its own.
+
+An instruction does nothing until it is yielded, and forgetting the
+``yield`` is easy: ``Interrupt(q)`` alone on a line is a valid statement, and
+the step goes on as if nobody needed asking. So, as Python does for a
+coroutine never awaited, each instruction remembers where it was made, the
+trampoline marks it when it takes it (``consumed``), and one that is
+garbage-collected unmarked warns (``RuntimeWarning``) naming that place.
 """
 
 from __future__ import annotations
 
+import reprlib
+import sys
+import warnings
 from collections.abc import Callable
+from types import CodeType
 from typing import Any
 
 import attrs
 
 
-@attrs.frozen
-class Interrupt:
+class _Instruction:
+    """What ``Interrupt`` and ``Effect`` share: the never-yielded warning.
+
+    ``_origin`` is the code object and bytecode offset of the call that made
+    the instruction, and ``None`` once the trampoline took it. It is a slot of its own, not
+    an attrs field: equality, hashing and the repr ignore it, and a copy
+    (``copy.copy``) does not carry it, so it never warns for a copy.
+    """
+
+    __slots__ = ("_origin",)
+
+    _origin: tuple[CodeType, int] | None
+    _fix: str  # the line to write instead, for the warning
+
+    def _describe(self) -> str:
+        raise NotImplementedError
+
+    def __del__(self, _finalizing: Callable[[], bool] = sys.is_finalizing) -> None:
+        try:
+            origin = self._origin
+        except AttributeError:  # a copy, or __init__ refused its arguments
+            return
+        if origin is None or _finalizing():
+            return
+        code, offset = origin
+        # the line is worked out only now: reading f_lineno costs more than f_lasti
+        line = next((n for start, end, n in code.co_lines() if start <= offset < end), None)
+        msg = (
+            f"{self._describe()} created at {code.co_filename}:{line} was never yielded: "
+            f"write {self._fix!r}"
+        )
+        warnings.warn(msg, RuntimeWarning, stacklevel=2, source=self)
+
+
+def consumed(instruction: _Instruction) -> None:
+    """Mark ``instruction`` as yielded: the trampoline took it, it never warns."""
+    _mark(instruction, None)
+
+
+_getframe = sys._getframe
+
+# the slot's own setter: instructions are frozen, and this is the fastest way in
+_mark: Callable[[_Instruction, tuple[CodeType, int] | None], None] = _Instruction.__dict__[
+    "_origin"
+].__set__
+
+
+@attrs.frozen(init=False)
+class Interrupt(_Instruction):
     """Yield this from a step to pause the run until someone answers.
 
     The value of the ``yield`` expression is the answer given with
@@ -25,14 +83,31 @@ class Interrupt:
 
     The payload is stored in the checkpoint, so it must be encodable by
     msgpack (dicts, lists, strings, numbers, booleans, ``None``, bytes). On a
-    replay the step must yield an equal payload at the same position.
+    replay the step must yield the same payload at the same position.
+
+    Without the ``yield`` nothing happens: the step goes on at once. Such an
+    ``Interrupt``, never yielded, warns (``RuntimeWarning``) when it is
+    garbage-collected, naming the file and line that made it.
     """
 
     payload: Any = None
+    _fix = "answer = yield Interrupt(...)"
+
+    def __init__(self, payload: Any = None) -> None:
+        # what attrs' own __init__ does, without its two extra calls: the hot path
+        _set_payload(self, payload)
+        frame = _getframe(1)
+        _mark(self, (frame.f_code, frame.f_lasti))
+
+    def _describe(self) -> str:
+        return f"Interrupt({reprlib.repr(self.payload)})"
+
+
+_set_payload: Callable[[Interrupt, Any], None] = Interrupt.__dict__["payload"].__set__
 
 
 @attrs.frozen(init=False)
-class Effect:
+class Effect(_Instruction):
     """Yield this from a step to call ``fn(*args, **kwargs)`` exactly once.
 
     The result is recorded in the step's journal and sent back as the value of
@@ -47,18 +122,28 @@ class Effect:
     is thrown into the step at the ``yield``; a replay throws the same error.
     An effect is recognised on replay by ``fn``'s module and qualified name,
     not by its arguments. The result is normalised through msgpack, so a
-    tuple arrives as a list, the same on every path.
+    tuple arrives as a list, the same on every path. An ``Effect`` never
+    yielded calls nothing, and warns like an ``Interrupt`` never yielded.
     """
 
     fn: Callable[..., Any]
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
 
+    _fix = "result = yield Effect(...)"
+
     def __init__(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> None:
         if not callable(fn):
             msg = f"Effect(fn, ...) needs a callable first, got {fn!r}"
             raise TypeError(msg)
-        self.__attrs_init__(fn, args, kwargs)
+        _set_fn(self, fn)  # as attrs' own __init__ does, but cheaper (see Interrupt)
+        _set_args(self, args)
+        _set_kwargs(self, kwargs)
+        frame = _getframe(1)
+        _mark(self, (frame.f_code, frame.f_lasti))
+
+    def _describe(self) -> str:
+        return f"Effect({self.name})"
 
     @property
     def name(self) -> str:
@@ -67,3 +152,8 @@ class Effect:
         module = getattr(fn, "__module__", None) or type(fn).__module__
         qualname = getattr(fn, "__qualname__", None) or type(fn).__qualname__
         return f"{module}.{qualname}"
+
+
+_set_fn: Callable[[Effect, Any], None] = Effect.__dict__["fn"].__set__
+_set_args: Callable[[Effect, Any], None] = Effect.__dict__["args"].__set__
+_set_kwargs: Callable[[Effect, Any], None] = Effect.__dict__["kwargs"].__set__

@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping
 from types import GeneratorType
 from typing import Any
 
-from ._instructions import Effect, Interrupt
+from ._instructions import Effect, Interrupt, consumed
 from ._records import Asked, Entry, Raised, Returned
 from ._values import normalize, same, thaw
 from .errors import EffectError, NondeterminismError, SerializationError, StepError
@@ -84,11 +84,13 @@ def close_quietly(stack: list[GeneratorType[Any, Any, Any]]) -> None:
         gen = stack.pop()
         for _ in range(_CLOSE_TRIES):
             try:
-                gen.throw(GeneratorExit)
+                dropped = gen.throw(GeneratorExit)
             except (GeneratorExit, StopIteration):
                 break
             except Exception:  # a cleanup that fails has nowhere to report to
                 break
+            if type(dropped) is Interrupt or type(dropped) is Effect:
+                consumed(dropped)  # dropped on purpose: no "never yielded" warning
 
 
 class Trampoline:
@@ -154,6 +156,8 @@ class Trampoline:
                 continue
             error = None
             kind = type(msg)
+            if kind is Interrupt or kind is Effect:
+                consumed(msg)  # yielded: it must not warn that it never was
             if kind is Interrupt:
                 answered, value = self._interrupt(msg)
                 if not answered:

@@ -13,12 +13,20 @@ give plain ones. The engine changes them through the base class methods.
 Stores hand out plain values (a caller may change what it loaded); the
 engine freezes what it takes in (``freeze``) and hands out plain copies
 (``thaw``).
+
+Values nest at most ``MAX_DEPTH`` dicts and lists deep, checked once, where
+they enter (``normalize``). msgpack itself packs and unpacks up to 1,024
+levels, and Python's ``repr``, ``json`` and ``copy`` give up near 1,000; a
+checkpoint wraps each value in a few levels of its own. Without one limit at
+the door, a value nested 1,000 deep would be accepted and then fail later and
+elsewhere: in ``pausegraph show``, on a cold resume, or in the save itself.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from itertools import chain, compress
 from typing import Any, NoReturn
 
 import msgpack
@@ -89,15 +97,87 @@ def pack(obj: Any) -> bytes:
     return _packers.packer.pack(obj)
 
 
-def freeze(value: Any) -> Any:
+#: How many dicts and lists a value may nest, one inside the other: ``[[1]]`` is
+#: 2 deep, a scalar 0. Far more than any real state needs, and far enough
+#: under msgpack's and Python's own limits for a checkpoint to wrap a value
+#: in its records and still be encoded, decoded and printed.
+MAX_DEPTH = 100
+
+
+class TooDeep(ValueError):
+    """A value nests more dicts and lists than ``MAX_DEPTH`` allows."""
+
+
+def freeze(value: Any, *, max_depth: int | None = None) -> Any:
     """``value`` as a cold run reads it back: msgpack-normalised and read-only.
 
     Raises ``TypeError``/``ValueError``/``OverflowError`` if msgpack cannot
-    encode it.
+    encode it, and ``TooDeep`` (a ``ValueError``) if ``max_depth`` is given and
+    the value nests deeper. Values from a store or already frozen were
+    checked when they entered: freeze them without a ``max_depth``.
     """
-    packed = pack(value)
-    return msgpack.unpackb(
-        packed, raw=False, strict_map_key=False, list_hook=FrozenList, object_hook=FrozenDict
+    try:
+        packed = pack(value)
+        frozen = msgpack.unpackb(
+            packed, raw=False, strict_map_key=False, list_hook=FrozenList, object_hook=FrozenDict
+        )
+    except ValueError:  # msgpack's own nesting limit (1,024) is one cause
+        if max_depth is not None and _deeper_than(value, max_depth, None):
+            raise _too_deep(max_depth) from None
+        raise
+    if (
+        max_depth is not None
+        and len(packed) > max_depth
+        and _headers(packed) > max_depth
+        and _deeper_than(frozen, max_depth, _FROZEN)
+    ):
+        raise _too_deep(max_depth)
+    return frozen
+
+
+# The bytes that can start an array or a map in msgpack. A value nested n deep
+# packs n container headers, so if its encoding holds no more than n such
+# bytes (data bytes included), it is no more than n deep: most values (small
+# ones, text) skip the walk below.
+_NOT_HEADERS = bytes(b for b in range(256) if not (0x80 <= b <= 0x9F or 0xDC <= b <= 0xDF))
+
+
+def _headers(packed: bytes) -> int:
+    return len(packed.translate(None, _NOT_HEADERS))
+
+
+def _deeper_than(value: Any, limit: int, containers: frozenset[type] | None) -> bool:
+    """Whether ``value`` nests more than ``limit`` containers deep.
+
+    ``containers`` are the exact container types (``None``: any dict, list or
+    tuple, subclasses too). Level by level, not recursively (the point is
+    values too deep to recurse into), and at most ``limit + 1`` levels, so a
+    value that contains itself ends too. Scalars are told from containers by
+    C code (the set of a level's types, ``compress``), so a long list of
+    numbers costs little.
+    """
+    level = [value]
+    for _ in range(limit + 1):
+        kinds = set(map(type, level))
+        if containers is None:
+            nested = {k for k in kinds if issubclass(k, (dict, list, tuple))}
+        else:
+            nested = kinds & containers
+        if not nested:
+            return False
+        if len(nested) < len(kinds):
+            level = list(compress(level, map(nested.__contains__, map(type, level))))
+        level = list(chain.from_iterable(x.values() if isinstance(x, dict) else x for x in level))
+    return True
+
+
+_FROZEN = frozenset((FrozenDict, FrozenList))
+
+
+def _too_deep(limit: int) -> TooDeep:
+    return TooDeep(
+        f"it nests dicts and lists more than {limit} deep, the limit: "
+        "flatten it, or keep its deep part as a string or bytes"
     )
 
 
@@ -107,10 +187,15 @@ NATIVE = "Use msgpack-native values (dict, list, str, int, float, bool, None, by
 def normalize(value: Any, what: Callable[[], str]) -> Any:
     """``freeze(value)``, or a ``SerializationError`` naming ``what`` it is.
 
-    ``what`` is called only on failure, to build the message.
+    Every value a run takes in passes here (or through ``freeze`` with the
+    same ``max_depth``), and this is where ``MAX_DEPTH`` is enforced. ``what``
+    is called only on failure, to build the message.
     """
     try:
-        return freeze(value)
+        return freeze(value, max_depth=MAX_DEPTH)
+    except TooDeep as exc:
+        msg = f"{what()} cannot be stored: {exc}"
+        raise SerializationError(msg) from None
     except (TypeError, ValueError, OverflowError) as exc:
         msg = f"{what()} cannot be stored: {exc}. {NATIVE}"
         raise SerializationError(msg) from None
@@ -122,14 +207,14 @@ def thaw(value: Any) -> Any:
 
 
 def same(a: Any, b: Any) -> bool:
-    """Whether two recorded values are the same: compared by their msgpack encoding.
+    """Whether two msgpack-normalised values are the same value, as a store keeps it.
 
-    Python's ``==`` is wrong for recorded values: ``nan != nan``, and ``1 ==
-    1.0 == True`` although msgpack keeps them apart.
+    This is how the engine compares what it recorded with what it is given
+    again (an interrupt payload on replay, a run's input). Python's ``==`` is
+    wrong for that: ``nan != nan``, so a payload holding NaN would never match
+    its own record, while ``1 == 1.0 == True`` and ``0.0 == -0.0`` would match
+    values that a store keeps apart. Comparing the msgpack encodings gets both
+    right. The trap: the order of a dict's keys is part of its encoding, so
+    ``{"a": 1, "b": 2}`` and ``{"b": 2, "a": 1}`` are not the same.
     """
-    if a is b:
-        return True
-    try:
-        return pack(a) == pack(b)
-    except (TypeError, ValueError, OverflowError):
-        return False
+    return a is b or pack(a) == pack(b)
