@@ -16,9 +16,11 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ._commands import After, Before, DynamicInterrupt, Paused, PendingInterrupt, Status
+from ._machine import driven
 from ._machine import pending_of as _pending_of
 from ._machine import status_of as _status_of
 from ._records import AtAfter, AtBefore, Checkpoint
+from .checkpointers import Checkpointer
 
 BYTES_MARKER = "base64:"
 PROG = "pausegraph"
@@ -52,8 +54,13 @@ def dumps(value: Any, *, indent: int | None = None) -> str:
     return json.dumps(jsonable(value), indent=indent, ensure_ascii=False)
 
 
-def status_of(checkpoint: Checkpoint, running: bool = False) -> Status:
-    """The status of a run from its latest checkpoint (and whether a live process holds it)."""
+def status_of(checkpoint: Checkpoint, store: Checkpointer | None = None) -> Status:
+    """The status of a run from its latest checkpoint and its store's live lock.
+
+    The same rule as ``Runner.state`` (``_machine.status_of``): without a
+    ``store`` a run with work to do counts as queued.
+    """
+    running = store is not None and driven(checkpoint, store.holder)
     return _status_of(checkpoint.stage, running=running)
 
 

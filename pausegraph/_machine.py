@@ -23,7 +23,7 @@ raises here, before anything is saved or any live generator is touched.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -78,6 +78,17 @@ def status_of(stage: Stage, *, running: bool) -> Status:
     if status is not None:
         return status
     return Status.RUNNING if running else Status.QUEUED
+
+
+def driven(checkpoint: Checkpoint, holder: Callable[[str, str], object | None]) -> bool:
+    """Whether a live process drives the run now: work waits, and its live lock is held.
+
+    ``holder`` is the store's ``holder``; it is asked only when the stage has
+    work to do, so reading a paused or finished run costs no lock probe.
+    """
+    if type(checkpoint.stage) not in (Start, InLayer, OwesAfter):
+        return False
+    return holder(checkpoint.workflow_id, checkpoint.run_id) is not None
 
 
 def pending_of(stage: Stage) -> tuple[PendingInterrupt, ...]:

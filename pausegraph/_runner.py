@@ -40,6 +40,7 @@ from ._machine import (
     Shape,
     decide,
     decide_run,
+    driven,
     info_of,
     paused_of,
     queued_message,
@@ -303,8 +304,7 @@ class Runner:
         latest = self.checkpointer.latest(self._workflow, run_id)
         if latest is None:
             raise ResumeError(self._no_run(run_id))
-        running = self.checkpointer.holder(self._workflow, run_id) is not None
-        return info_of(latest, running=running)
+        return info_of(latest, running=driven(latest, self.checkpointer.holder))
 
     def history(self, run_id: str) -> list[CheckpointMeta]:
         """Every checkpoint of a run, oldest first."""

@@ -745,7 +745,7 @@ def _cmd_runs(args: argparse.Namespace) -> int:
             {
                 "workflow": workflow,
                 "run_id": run_id,
-                "status": str(render.status_of(c)),
+                "status": str(render.status_of(c, store)),
                 "super_step": c.super_step,
                 "label": c.label,
                 "interrupts": len(render.pending_of(c)),
@@ -757,7 +757,8 @@ def _cmd_runs(args: argparse.Namespace) -> int:
         print(f"no runs in {args.store}", file=sys.stderr)
     else:
         table = [
-            (w, r, str(render.status_of(c)), c.super_step, c.label, _waits(c)) for w, r, c in rows
+            (w, r, str(render.status_of(c, store)), c.super_step, c.label, _waits(c))
+            for w, r, c in rows
         ]
         header = ("WORKFLOW", "RUN", "STATUS", "SUPER-STEP", "LAST CHECKPOINT", "WAITS FOR")
         sys.stdout.write(render.table(header, table))
@@ -798,7 +799,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
     latest = store.latest(workflow, args.run_id)
     if latest is None:
         raise _Failure(f"run {args.run_id!r} has no checkpoint yet")
-    status = render.status_of(latest)
+    status = render.status_of(latest, store)
     pending = render.pending_of(latest)
     if args.json:
         obj = render.run_object(
