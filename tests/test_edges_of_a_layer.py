@@ -19,12 +19,14 @@ from hypothesis import strategies as st
 from pausegraph import (
     After,
     Append,
+    ConflictError,
     Continue,
     Done,
     Effect,
     FileCheckpointer,
     Goto,
     Graph,
+    GraphError,
     Interrupt,
     LastWriteWins,
     MemoryCheckpointer,
@@ -32,6 +34,7 @@ from pausegraph import (
     Resume,
     ResumeError,
     Runner,
+    SerializationError,
     StepError,
     Update,
 )
@@ -229,6 +232,41 @@ def test_an_effect_in_finally_runs_exactly_once_across_a_dropped_runner(
     store: Store, capsys: pytest.CaptureFixture[str]
 ) -> None:
     released: list[int] = []
+    closed: list[int] = []
+
+    def release() -> None:
+        released.append(1)
+
+    def hold(state: Any) -> Any:
+        try:
+            x = yield Interrupt("q")
+        finally:
+            closed.append(1)
+            yield Effect(release)
+        return {"out": x}
+
+    graph = Graph("fin", {"out": LastWriteWins()}).step("hold", hold)
+    runner_a = Runner(graph, store)
+    assert isinstance(runner_a.run("r"), Paused)
+    del runner_a
+    gc.collect()
+    captured = capsys.readouterr()
+    assert captured.err == ""
+    assert captured.out == ""
+    assert closed == [1]  # the collected Runner closed its generator: finally ran
+    assert released == []  # ... but the Effect yielded while closing was dropped
+
+    runner_b = Runner(graph, store)
+    assert runner_b.resume("r", Resume("x")) == Done({"out": "x"}, 1)
+    assert closed == [1, 1]
+    assert released == [1]
+    assert capsys.readouterr().err == ""
+
+
+def test_an_effect_in_finally_runs_once_when_a_hot_resume_finishes_the_step(
+    store: Store,
+) -> None:
+    released: list[int] = []
 
     def release() -> None:
         released.append(1)
@@ -241,19 +279,14 @@ def test_an_effect_in_finally_runs_exactly_once_across_a_dropped_runner(
         return {"out": x}
 
     graph = Graph("fin", {"out": LastWriteWins()}).step("hold", hold)
-    runner_a = Runner(graph, store)
-    assert isinstance(runner_a.run("r"), Paused)
-    del runner_a
-    gc.collect()
-    captured = capsys.readouterr()
-    assert captured.err == ""
-    assert captured.out == ""
-    assert released == []
-
-    runner_b = Runner(graph, store)
-    assert runner_b.resume("r", Resume("x")) == Done({"out": "x"}, 1)
+    runner = Runner(graph, store)
+    assert isinstance(runner.run("r"), Paused)
+    assert runner.resume("r", Resume("x")) == Done({"out": "x"}, 1)
     assert released == [1]
-    assert capsys.readouterr().err == ""
+    assert "effect:hold" in [meta.label for meta in runner.history("r")]
+    del runner
+    gc.collect()
+    assert released == [1]
 
 
 def test_cancel_closes_the_live_generator_without_running_the_effect_in_finally(
@@ -281,6 +314,11 @@ def test_cancel_closes_the_live_generator_without_running_the_effect_in_finally(
     assert closed == [1]
     assert released == []
     assert capsys.readouterr().err == ""
+    # Goto re-opens it; when the step really finishes, the cleanup effect runs once
+    assert isinstance(runner.resume("r", Goto("hold")), Paused)
+    assert runner.resume("r", Resume("y")) == Done({"out": "y"}, 1)
+    assert closed == [1, 1]
+    assert released == [1]
 
 
 # --- 8. a refused command keeps the live generator -----------------------------------
@@ -306,6 +344,10 @@ def test_a_refused_command_keeps_the_live_generator(store: Store) -> None:
         runner.resume("r", Continue())
     with pytest.raises(ResumeError):
         runner.resume("r", Resume(answers={"nope": 1}))
+    with pytest.raises(SerializationError):
+        runner.resume("r", Resume(object()))
+    with pytest.raises(GraphError):
+        runner.resume("r", Update({"no_such_channel": 5}))
     assert finals == []
     assert runner.history("r") == before
     assert runner.resume("r", Resume(1)) == Done({"out": 1}, 1)
@@ -483,3 +525,53 @@ def test_start_then_run_drives_a_queued_run_and_submit_leaves_a_claim_queued(
     assert submitted.status == "queued"
     assert runner.state("r").status == "queued"
     assert runner.run("r") == Done({"out": 7}, 1)
+
+
+def test_a_queued_run_refuses_commands_until_a_driver_runs_it(store: Store) -> None:
+    runner = Runner(_asker(), store)
+    runner.start("r")
+    before = runner.history("r")
+    for refused in (
+        lambda: runner.resume("r", Continue()),
+        lambda: runner.submit("r", Continue()),
+        lambda: runner.cancel("r"),
+    ):
+        with pytest.raises(ConflictError, match="queued"):
+            refused()
+    assert runner.history("r") == before
+    assert isinstance(runner.run("r"), Paused)
+    runner.submit("r", Resume(1))
+    before = runner.history("r")
+    for refused in (
+        lambda: runner.resume("r", Resume(2)),
+        lambda: runner.submit("r", Resume(2)),
+        lambda: runner.cancel("r"),
+    ):
+        with pytest.raises(ConflictError, match="queued"):
+            refused()
+    assert runner.history("r") == before
+    runner.delete("r")
+    with pytest.raises(ResumeError):
+        runner.state("r")
+
+
+def test_a_failed_run_can_be_cancelled_and_goto_reopens_it(store: Store) -> None:
+    raised: list[int] = []
+
+    def flaky(state: Any) -> Any:
+        if not raised:
+            raised.append(1)
+            msg = "first time"
+            raise RuntimeError(msg)
+        return {"out": "ok"}
+
+    graph = Graph("flaky", {"out": LastWriteWins()}).step("flaky", flaky)
+    runner = Runner(graph, store)
+    with pytest.raises(StepError):
+        runner.run("r")
+    assert runner.cancel("r").status == "cancelled"
+    with pytest.raises(ResumeError):
+        runner.run("r")
+    with pytest.raises(ResumeError):
+        runner.resume("r", Update({"out": "x"}))
+    assert runner.resume("r", Goto("flaky")) == Done({"out": "ok"}, 1)
