@@ -23,6 +23,7 @@ from pausegraph import (
     Continue,
     Done,
     Effect,
+    EffectError,
     FileCheckpointer,
     Goto,
     Graph,
@@ -575,3 +576,102 @@ def test_a_failed_run_can_be_cancelled_and_goto_reopens_it(store: Store) -> None
     with pytest.raises(ResumeError):
         runner.resume("r", Update({"out": "x"}))
     assert runner.resume("r", Goto("flaky")) == Done({"out": "ok"}, 1)
+
+
+# --- more edges of a failed layer ---------------------------------------------------
+
+
+def test_a_plain_retry_replays_the_answer_and_never_repeats_a_saved_effect(store: Store) -> None:
+    noted: list[Any] = []
+
+    def note(x: Any) -> Any:
+        noted.append(x)
+        return f"noted {x}"
+
+    def ask(state: Any) -> Any:
+        x = yield Interrupt("q")
+        yield Effect(note, x)
+        if x == "bad":
+            msg = "bad answer"
+            raise ValueError(msg)
+        return {"answer": x}
+
+    graph = Graph("reask", {"answer": LastWriteWins()}).step("ask", ask)
+    runner = Runner(graph, store)
+    runner.run("r")
+    with pytest.raises(StepError):
+        runner.resume("r", Resume("bad"))
+    with pytest.raises(StepError):
+        runner.run("r")
+    with pytest.raises(StepError):
+        runner.resume("r", Continue())
+    assert noted == ["bad"]
+    assert runner.state("r").status == "failed"
+
+
+def test_a_retry_leaves_a_siblings_interrupt_pending(store: Store) -> None:
+    raised: list[int] = []
+    asked: list[int] = []
+
+    def ask(state: Any) -> Any:
+        asked.append(1)
+        x = yield Interrupt("q")
+        return {"answer": x}
+
+    def boom(state: Any) -> Any:
+        if not raised:
+            raised.append(1)
+            msg = "boom once"
+            raise RuntimeError(msg)
+        return {"boomed": True}
+
+    graph = (
+        Graph("pend", {"answer": LastWriteWins(), "boomed": LastWriteWins()})
+        .step("ask", ask)
+        .step("boom", boom)
+    )
+    runner = Runner(graph, store)
+    with pytest.raises(StepError):
+        runner.run("r")
+    info = runner.state("r")
+    assert info.status == "failed"
+    assert [(i.step_id, i.payload) for i in info.interrupts] == [("ask", "q")]
+    paused = runner.run("r")
+    assert isinstance(paused, Paused)
+    assert [i.id for i in paused.interrupts] == [i.id for i in info.interrupts]
+    assert runner.resume("r", Resume(3)) == Done({"answer": 3, "boomed": True}, 1)
+
+
+def test_the_effect_error_that_failed_a_run_is_called_again_but_a_caught_one_replays(
+    store: Store,
+) -> None:
+    calls: dict[str, int] = {"caught": 0, "uncaught": 0}
+
+    def flaky(name: str) -> str:
+        calls[name] += 1
+        if calls[name] == 1:
+            msg = f"{name} refused"
+            raise OSError(msg)
+        return f"{name} ok"
+
+    def step(state: Any) -> Any:
+        try:
+            first = yield Effect(flaky, "caught")
+        except EffectError as error:
+            first = f"caught: {error}"
+        second = yield Effect(flaky, "uncaught")
+        return {"first": first, "second": second}
+
+    graph = Graph("eff", {"first": LastWriteWins(), "second": LastWriteWins()}).step("s", step)
+    runner = Runner(graph, store)
+    with pytest.raises(EffectError):
+        runner.run("r")
+    failure = runner.state("r").failure
+    assert failure is not None
+    assert (failure.step_id, failure.error_type) == ("s", "EffectError")
+    outcome = runner.run("r")
+    assert isinstance(outcome, Done)
+    assert outcome.state["second"] == "uncaught ok"
+    assert "caught refused" in outcome.state["first"]
+    assert "OSError" in outcome.state["first"]
+    assert calls == {"caught": 1, "uncaught": 2}
