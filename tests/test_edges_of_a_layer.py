@@ -1,0 +1,677 @@
+"""Edges of a layer: failures beside effects, re-answers, refused commands, closing, size.
+
+Each test is named for the rule of SPEC.md it pins, and runs on a memory and a
+file store where the store matters.
+"""
+
+from __future__ import annotations
+
+import gc
+import itertools
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import event, given
+from hypothesis import strategies as st
+
+from pausegraph import (
+    After,
+    Append,
+    ConflictError,
+    Continue,
+    Done,
+    Effect,
+    EffectError,
+    FileCheckpointer,
+    Goto,
+    Graph,
+    GraphError,
+    Interrupt,
+    LastWriteWins,
+    MemoryCheckpointer,
+    Paused,
+    Resume,
+    ResumeError,
+    Runner,
+    SerializationError,
+    StepError,
+    Update,
+)
+from pausegraph._cli_render import status_of
+
+Store = MemoryCheckpointer | FileCheckpointer
+
+
+@pytest.fixture(params=["memory", "file"])
+def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[str], Store]:
+    """A factory of fresh stores of the parametrized kind (a name gives a new directory)."""
+
+    def make(name: str = "store") -> Store:
+        if request.param == "memory":
+            return MemoryCheckpointer()
+        return FileCheckpointer(tmp_path / name)
+
+    return make
+
+
+@pytest.fixture
+def store(make_store: Callable[[str], Store]) -> Store:
+    return make_store("store")
+
+
+# --- 1. a sibling failure does not repeat an effect -----------------------------------
+
+
+def test_a_sibling_failure_does_not_repeat_a_finished_steps_effect(store: Store) -> None:
+    charged: list[str] = []
+    pay_calls: list[int] = []
+    raised: list[int] = []
+
+    def charge(amount: int) -> str:
+        charged.append(f"charge {amount}")
+        return "receipt"
+
+    def pay(state: Any) -> Any:
+        pay_calls.append(1)
+        receipt = yield Effect(charge, 10)
+        return {"paid": receipt}
+
+    def boom(state: Any) -> Any:
+        if not raised:
+            raised.append(1)
+            msg = "boom once"
+            raise RuntimeError(msg)
+        return {"boomed": True}
+
+    graph = (
+        Graph("sib", {"paid": LastWriteWins(), "boomed": LastWriteWins()})
+        .step("pay", pay)
+        .step("boom", boom)
+    )
+    runner = Runner(graph, store)
+    with pytest.raises(StepError):
+        runner.run("r")
+    info = runner.state("r")
+    assert info.status == "failed"
+    assert info.failure is not None
+    assert (info.failure.step_id, info.failure.error_type) == ("boom", "RuntimeError")
+    assert "boom once" in info.failure.message
+    assert runner.history("r")[-1].label == "failed:boom"
+
+    assert runner.run("r") == Done({"paid": "receipt", "boomed": True}, 1)
+    assert runner.state("r").status == "done"
+    assert charged == ["charge 10"]
+    assert pay_calls == [1]
+
+
+# --- 3. a failed step re-answered --------------------------------------------------------
+
+
+def test_a_failed_step_is_re_answered_and_what_followed_the_answer_runs_again(
+    store: Store,
+) -> None:
+    noted: list[Any] = []
+
+    def note(x: Any) -> Any:
+        noted.append(x)
+        return f"noted {x}"
+
+    def ask(state: Any) -> Any:
+        x = yield Interrupt("q")
+        n = yield Effect(note, x)
+        if x == "bad":
+            msg = "bad answer"
+            raise ValueError(msg)
+        return {"answer": x, "note": n}
+
+    graph = Graph("reask", {"answer": LastWriteWins(), "note": LastWriteWins()}).step("ask", ask)
+    runner = Runner(graph, store)
+    paused = runner.run("r")
+    assert isinstance(paused, Paused)
+    (pending,) = paused.interrupts
+    with pytest.raises(StepError):
+        runner.resume("r", Resume("bad"))
+    info = runner.state("r")
+    assert info.status == "failed"
+    assert info.failure is not None
+    assert (info.failure.step_id, info.failure.error_type) == ("ask", "ValueError")
+    assert noted == ["bad"]
+
+    before = runner.history("r")
+    with pytest.raises(ResumeError):
+        runner.resume("r", Resume(answers={"no-such-id": "good"}))
+    assert runner.history("r") == before
+    assert runner.state("r").status == "failed"
+
+    outcome = runner.resume("r", Resume(answers={pending.id: "good"}))
+    assert outcome == Done({"answer": "good", "note": "noted good"}, 1)
+    # the effect after the re-answered interrupt runs again, on purpose
+    assert noted == ["bad", "good"]
+
+
+# --- 4. Update on a failed run --------------------------------------------------------
+
+
+def test_update_on_a_failed_run_is_applied_before_the_retry(store: Store) -> None:
+    sibling_calls: list[int] = []
+    fragile_calls: list[Any] = []
+
+    def sibling(state: Any) -> Any:
+        sibling_calls.append(1)
+        return {"log": ["sibling"]}
+
+    def fragile(state: Any) -> Any:
+        fragile_calls.append(state["fix"])
+        if not state["fix"]:
+            msg = "not fixed"
+            raise RuntimeError(msg)
+        return {"log": ["fragile"]}
+
+    graph = (
+        Graph("upd", {"log": Append(), "fix": LastWriteWins()})
+        .step("sibling", sibling)
+        .step("fragile", fragile)
+    )
+    runner = Runner(graph, store)
+    with pytest.raises(StepError):
+        runner.run("r", {"fix": False})
+    assert runner.state("r").status == "failed"
+    outcome = runner.resume("r", Update({"fix": True}))
+    assert outcome == Done({"log": ["sibling", "fragile"], "fix": True}, 1)
+    assert sibling_calls == [1]
+    assert fragile_calls == [False, True]
+
+
+# --- 6. status is the same for every reader ------------------------------------------
+
+
+def _two_layers() -> Graph:
+    return (
+        Graph("two", {"log": Append()})
+        .step("a", lambda state: {"log": ["a"]})
+        .step("b", lambda state: {"log": ["b"]})
+        .edge("a", "b")
+    )
+
+
+def _status_everywhere(store: Store) -> set[str]:
+    latest = store.latest("two", "r")
+    assert latest is not None
+    return {
+        Runner(_two_layers(), store, interrupt_after={"b"}).state("r").status,
+        Runner(_two_layers(), store).state("r").status,
+        status_of(latest),
+    }
+
+
+def test_status_is_the_same_for_every_reader_even_before_an_owed_after_pause(
+    make_store: Callable[[str], Store],
+) -> None:
+    store = make_store("store")
+    assert Runner(_two_layers(), store, interrupt_after={"b"}).run("r") == Paused(2, After("b"))
+    assert _status_everywhere(store) == {"paused"}
+
+    died = make_store("died")
+    for meta in store.list("two", "r")[:-1]:
+        checkpoint = store.load("two", "r", meta.seq)
+        assert checkpoint is not None
+        died.save(checkpoint)
+    assert _status_everywhere(died) == {"queued"}
+    # a Runner without breakpoints honours the recorded one
+    assert Runner(_two_layers(), died).run("r") == Paused(2, After("b"))
+    assert _status_everywhere(died) == {"paused"}
+    assert Runner(_two_layers(), died).resume("r", Continue()) == Done({"log": ["a", "b"]}, 2)
+    assert _status_everywhere(died) == {"done"}
+
+
+# --- 7. a finally that yields an Effect runs it exactly once -------------------------
+
+
+def test_an_effect_in_finally_runs_exactly_once_across_a_dropped_runner(
+    store: Store, capsys: pytest.CaptureFixture[str]
+) -> None:
+    released: list[int] = []
+    closed: list[int] = []
+
+    def release() -> None:
+        released.append(1)
+
+    def hold(state: Any) -> Any:
+        try:
+            x = yield Interrupt("q")
+        finally:
+            closed.append(1)
+            yield Effect(release)
+        return {"out": x}
+
+    graph = Graph("fin", {"out": LastWriteWins()}).step("hold", hold)
+    runner_a = Runner(graph, store)
+    assert isinstance(runner_a.run("r"), Paused)
+    del runner_a
+    gc.collect()
+    captured = capsys.readouterr()
+    assert captured.err == ""
+    assert captured.out == ""
+    assert closed == [1]  # the collected Runner closed its generator: finally ran
+    assert released == []  # ... but the Effect yielded while closing was dropped
+
+    runner_b = Runner(graph, store)
+    assert runner_b.resume("r", Resume("x")) == Done({"out": "x"}, 1)
+    assert closed == [1, 1]
+    assert released == [1]
+    assert capsys.readouterr().err == ""
+
+
+def test_an_effect_in_finally_runs_once_when_a_hot_resume_finishes_the_step(
+    store: Store,
+) -> None:
+    released: list[int] = []
+
+    def release() -> None:
+        released.append(1)
+
+    def hold(state: Any) -> Any:
+        try:
+            x = yield Interrupt("q")
+        finally:
+            yield Effect(release)
+        return {"out": x}
+
+    graph = Graph("fin", {"out": LastWriteWins()}).step("hold", hold)
+    runner = Runner(graph, store)
+    assert isinstance(runner.run("r"), Paused)
+    assert runner.resume("r", Resume("x")) == Done({"out": "x"}, 1)
+    assert released == [1]
+    assert "effect:hold" in [meta.label for meta in runner.history("r")]
+    del runner
+    gc.collect()
+    assert released == [1]
+
+
+def test_cancel_closes_the_live_generator_without_running_the_effect_in_finally(
+    store: Store, capsys: pytest.CaptureFixture[str]
+) -> None:
+    released: list[int] = []
+    closed: list[int] = []
+
+    def release() -> None:
+        released.append(1)
+
+    def hold(state: Any) -> Any:
+        try:
+            x = yield Interrupt("q")
+        finally:
+            closed.append(1)
+            yield Effect(release)
+        return {"out": x}
+
+    graph = Graph("fin", {"out": LastWriteWins()}).step("hold", hold)
+    runner = Runner(graph, store)
+    assert isinstance(runner.run("r"), Paused)
+    info = runner.cancel("r", "no longer needed")
+    assert info.status == "cancelled"
+    assert closed == [1]
+    assert released == []
+    assert capsys.readouterr().err == ""
+    # Goto re-opens it; when the step really finishes, the cleanup effect runs once
+    assert isinstance(runner.resume("r", Goto("hold")), Paused)
+    assert runner.resume("r", Resume("y")) == Done({"out": "y"}, 1)
+    assert closed == [1, 1]
+    assert released == [1]
+
+
+# --- 8. a refused command keeps the live generator -----------------------------------
+
+
+def test_a_refused_command_keeps_the_live_generator(store: Store) -> None:
+    calls: list[int] = []
+    finals: list[int] = []
+
+    def ask(state: Any) -> Any:
+        calls.append(1)
+        try:
+            x = yield Interrupt("q")
+        finally:
+            finals.append(1)
+        return {"out": x}
+
+    graph = Graph("keep", {"out": LastWriteWins()}).step("ask", ask)
+    runner = Runner(graph, store)
+    assert isinstance(runner.run("r"), Paused)
+    before = runner.history("r")
+    with pytest.raises(ResumeError):
+        runner.resume("r", Continue())
+    with pytest.raises(ResumeError):
+        runner.resume("r", Resume(answers={"nope": 1}))
+    with pytest.raises(SerializationError):
+        runner.resume("r", Resume(object()))
+    with pytest.raises(GraphError):
+        runner.resume("r", Update({"no_such_channel": 5}))
+    assert finals == []
+    assert runner.history("r") == before
+    assert runner.resume("r", Resume(1)) == Done({"out": 1}, 1)
+    assert calls == [1]  # resumed hot: the step was not called again
+    assert finals == [1]
+
+
+# --- 9. property: retries after one-shot failures give the clean result --------------
+
+
+@st.composite
+def failing_layered_flows(draw: st.DrawFn) -> tuple[list[int], dict[str, str]]:
+    sizes = draw(st.lists(st.integers(1, 3), min_size=1, max_size=4))
+    ids = [f"s{k}_{i}" for k, size in enumerate(sizes) for i in range(size)]
+    failing = draw(st.sets(st.sampled_from(ids)))
+    where = {sid: draw(st.sampled_from(["before", "after"])) for sid in sorted(failing)}
+    return sizes, where
+
+
+def _layered(
+    sizes: list[int],
+    where: dict[str, str],
+    calls: dict[str, int],
+    raised: set[str],
+) -> Graph:
+    def effect(sid: str, seen: int) -> str:
+        calls[sid] = calls.get(sid, 0) + 1
+        return f"{sid}@{seen}"
+
+    def make(sid: str) -> Callable[[Any], Any]:
+        def step(state: Any) -> Any:
+            if where.get(sid) == "before" and sid not in raised:
+                raised.add(sid)
+                msg = f"{sid} fails before its effect"
+                raise RuntimeError(msg)
+            result = yield Effect(effect, sid, len(state["log"]))
+            if where.get(sid) == "after" and sid not in raised:
+                raised.add(sid)
+                msg = f"{sid} fails after its effect"
+                raise RuntimeError(msg)
+            return {"log": [result], sid: result}
+
+        return step
+
+    ids = [[f"s{k}_{i}" for i in range(size)] for k, size in enumerate(sizes)]
+    channels: dict[str, Any] = {"log": Append()}
+    channels.update({sid: LastWriteWins() for layer in ids for sid in layer})
+    graph = Graph("prop", channels)
+    for layer in ids:
+        for sid in layer:
+            graph = graph.step(sid, make(sid))
+    for upper, lower in itertools.pairwise(ids):
+        for src in upper:
+            for dst in lower:
+                graph = graph.edge(src, dst)
+    return graph
+
+
+@given(failing_layered_flows())
+def test_retrying_one_shot_failures_gives_the_clean_result_and_each_effect_once(
+    flow: tuple[list[int], dict[str, str]],
+) -> None:
+    sizes, where = flow
+    clean_calls: dict[str, int] = {}
+    clean = Runner(_layered(sizes, {}, clean_calls, set()), MemoryCheckpointer()).run("r")
+    assert isinstance(clean, Done)
+
+    calls: dict[str, int] = {}
+    runner = Runner(_layered(sizes, where, calls, set()), MemoryCheckpointer())
+    failures = 0
+    outcome: Any = None
+    while outcome is None:
+        try:
+            outcome = runner.run("r")
+        except StepError:
+            failures += 1
+            assert runner.state("r").status == "failed"
+            assert failures <= len(where)
+    event(f"failures={failures}")
+    assert outcome == clean
+    assert failures >= (1 if where else 0)
+    assert calls == dict.fromkeys(clean_calls, 1)
+
+
+# --- 10. a long interrupt loop stays small on the file store -------------------------
+
+ROUNDS = 1000
+
+
+def _loop(state: Any) -> Any:
+    n = 0
+    x = None
+    while n < ROUNDS:
+        x = yield Interrupt({"round": n, "pad": "x" * 100})
+        n += 1
+    return {"rounds": n, "last": x}
+
+
+def _size(root: Path) -> int:
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+
+
+def test_a_thousand_round_interrupt_loop_stays_under_two_megabytes(tmp_path: Path) -> None:
+    graph = Graph("loop", {"rounds": LastWriteWins(), "last": LastWriteWins()}).step("loop", _loop)
+    root = tmp_path / "store"
+    runner = Runner(graph, FileCheckpointer(root))
+    outcome = runner.run("r")
+    for n in range(ROUNDS - 1):
+        assert isinstance(outcome, Paused)
+        assert outcome.payload == {"round": n, "pad": "x" * 100}
+        outcome = runner.resume("r", Resume(n))
+    assert isinstance(outcome, Paused)
+    assert outcome.payload == {"round": ROUNDS - 1, "pad": "x" * 100}
+    assert _size(root) < 2 * 1024 * 1024
+    cold = Runner(graph, FileCheckpointer(root))
+    assert cold.resume("r", Resume("end")) == Done({"rounds": ROUNDS, "last": "end"}, 1)
+    assert _size(root) < 2 * 1024 * 1024
+
+
+# --- 11. cancel and delete, start and submit ------------------------------------------
+
+
+def _asker() -> Graph:
+    def ask(state: Any) -> Any:
+        x = yield Interrupt("q")
+        return {"out": x}
+
+    return Graph("ask", {"out": LastWriteWins()}).step("ask", ask)
+
+
+def test_a_cancelled_run_refuses_commands_but_goto_reopens_it(store: Store) -> None:
+    runner = Runner(_asker(), store)
+    assert isinstance(runner.run("r"), Paused)
+    info = runner.cancel("r", "changed my mind")
+    assert info.status == "cancelled"
+    assert runner.state("r").status == "cancelled"
+    assert runner.history("r")[-1].label == "cancelled"
+    before = runner.history("r")
+    with pytest.raises(ResumeError):
+        runner.resume("r", Continue())
+    with pytest.raises(ResumeError):
+        runner.resume("r", Resume(1))
+    with pytest.raises(ResumeError):
+        runner.run("r")
+    assert runner.history("r") == before
+    reopened = runner.resume("r", Goto("ask"))
+    assert isinstance(reopened, Paused)
+    assert runner.resume("r", Resume(2)) == Done({"out": 2}, 1)
+
+
+def test_cancel_on_a_done_run_is_refused_and_delete_forgets_the_run(store: Store) -> None:
+    runner = Runner(_asker(), store)
+    runner.run("r")
+    assert runner.resume("r", Resume(1)) == Done({"out": 1}, 1)
+    with pytest.raises(ResumeError):
+        runner.cancel("r")
+    assert runner.state("r").status == "done"
+    runner.delete("r")
+    with pytest.raises(ResumeError):
+        runner.state("r")
+    assert ("ask", "r") not in list(store.runs())
+    with pytest.raises(ResumeError):
+        runner.delete("r")
+
+
+def test_start_then_run_drives_a_queued_run_and_submit_leaves_a_claim_queued(
+    store: Store,
+) -> None:
+    runner = Runner(_asker(), store)
+    info = runner.start("r")
+    assert info.status == "queued"
+    paused = runner.run("r")
+    assert isinstance(paused, Paused)
+    submitted = runner.submit("r", Resume(7))
+    assert submitted.status == "queued"
+    assert runner.state("r").status == "queued"
+    assert runner.run("r") == Done({"out": 7}, 1)
+
+
+def test_a_queued_run_refuses_commands_until_a_driver_runs_it(store: Store) -> None:
+    runner = Runner(_asker(), store)
+    runner.start("r")
+    before = runner.history("r")
+    for refused in (
+        lambda: runner.resume("r", Continue()),
+        lambda: runner.submit("r", Continue()),
+        lambda: runner.cancel("r"),
+    ):
+        with pytest.raises(ConflictError, match="queued"):
+            refused()
+    assert runner.history("r") == before
+    assert isinstance(runner.run("r"), Paused)
+    runner.submit("r", Resume(1))
+    before = runner.history("r")
+    for refused in (
+        lambda: runner.resume("r", Resume(2)),
+        lambda: runner.submit("r", Resume(2)),
+        lambda: runner.cancel("r"),
+    ):
+        with pytest.raises(ConflictError, match="queued"):
+            refused()
+    assert runner.history("r") == before
+    runner.delete("r")
+    with pytest.raises(ResumeError):
+        runner.state("r")
+
+
+def test_a_failed_run_can_be_cancelled_and_goto_reopens_it(store: Store) -> None:
+    raised: list[int] = []
+
+    def flaky(state: Any) -> Any:
+        if not raised:
+            raised.append(1)
+            msg = "first time"
+            raise RuntimeError(msg)
+        return {"out": "ok"}
+
+    graph = Graph("flaky", {"out": LastWriteWins()}).step("flaky", flaky)
+    runner = Runner(graph, store)
+    with pytest.raises(StepError):
+        runner.run("r")
+    assert runner.cancel("r").status == "cancelled"
+    with pytest.raises(ResumeError):
+        runner.run("r")
+    with pytest.raises(ResumeError):
+        runner.resume("r", Update({"out": "x"}))
+    assert runner.resume("r", Goto("flaky")) == Done({"out": "ok"}, 1)
+
+
+# --- more edges of a failed layer ---------------------------------------------------
+
+
+def test_a_plain_retry_replays_the_answer_and_never_repeats_a_saved_effect(store: Store) -> None:
+    noted: list[Any] = []
+
+    def note(x: Any) -> Any:
+        noted.append(x)
+        return f"noted {x}"
+
+    def ask(state: Any) -> Any:
+        x = yield Interrupt("q")
+        yield Effect(note, x)
+        if x == "bad":
+            msg = "bad answer"
+            raise ValueError(msg)
+        return {"answer": x}
+
+    graph = Graph("reask", {"answer": LastWriteWins()}).step("ask", ask)
+    runner = Runner(graph, store)
+    runner.run("r")
+    with pytest.raises(StepError):
+        runner.resume("r", Resume("bad"))
+    with pytest.raises(StepError):
+        runner.run("r")
+    with pytest.raises(StepError):
+        runner.resume("r", Continue())
+    assert noted == ["bad"]
+    assert runner.state("r").status == "failed"
+
+
+def test_a_retry_leaves_a_siblings_interrupt_pending(store: Store) -> None:
+    raised: list[int] = []
+    asked: list[int] = []
+
+    def ask(state: Any) -> Any:
+        asked.append(1)
+        x = yield Interrupt("q")
+        return {"answer": x}
+
+    def boom(state: Any) -> Any:
+        if not raised:
+            raised.append(1)
+            msg = "boom once"
+            raise RuntimeError(msg)
+        return {"boomed": True}
+
+    graph = (
+        Graph("pend", {"answer": LastWriteWins(), "boomed": LastWriteWins()})
+        .step("ask", ask)
+        .step("boom", boom)
+    )
+    runner = Runner(graph, store)
+    with pytest.raises(StepError):
+        runner.run("r")
+    info = runner.state("r")
+    assert info.status == "failed"
+    assert [(i.step_id, i.payload) for i in info.interrupts] == [("ask", "q")]
+    paused = runner.run("r")
+    assert isinstance(paused, Paused)
+    assert [i.id for i in paused.interrupts] == [i.id for i in info.interrupts]
+    assert runner.resume("r", Resume(3)) == Done({"answer": 3, "boomed": True}, 1)
+
+
+def test_the_effect_error_that_failed_a_run_is_called_again_but_a_caught_one_replays(
+    store: Store,
+) -> None:
+    calls: dict[str, int] = {"caught": 0, "uncaught": 0}
+
+    def flaky(name: str) -> str:
+        calls[name] += 1
+        if calls[name] == 1:
+            msg = f"{name} refused"
+            raise OSError(msg)
+        return f"{name} ok"
+
+    def step(state: Any) -> Any:
+        try:
+            first = yield Effect(flaky, "caught")
+        except EffectError as error:
+            first = f"caught: {error}"
+        second = yield Effect(flaky, "uncaught")
+        return {"first": first, "second": second}
+
+    graph = Graph("eff", {"first": LastWriteWins(), "second": LastWriteWins()}).step("s", step)
+    runner = Runner(graph, store)
+    with pytest.raises(EffectError):
+        runner.run("r")
+    failure = runner.state("r").failure
+    assert failure is not None
+    assert (failure.step_id, failure.error_type) == ("s", "EffectError")
+    outcome = runner.run("r")
+    assert isinstance(outcome, Done)
+    assert outcome.state["second"] == "uncaught ok"
+    assert "caught refused" in outcome.state["first"]
+    assert "OSError" in outcome.state["first"]
+    assert calls == {"caught": 1, "uncaught": 2}
