@@ -61,6 +61,7 @@ from ._records import (
     Progress,
     Stage,
     Start,
+    WithProgress,
     progress_of,
     with_progress,
 )
@@ -524,7 +525,7 @@ class Runner:
     ) -> Checkpoint:
         """Save the run's next checkpoint (conditionally: see ``Checkpointer.save``)."""
         seq = cursor.seq + 1
-        progress = progress_of(stage)
+        progress = stage.progress if type(stage) in WithProgress else None  # type: ignore[union-attr]
         added = None
         if progress is not None and cursor.progress is not None:
             added = progress.additions(cursor.progress)

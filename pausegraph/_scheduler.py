@@ -162,7 +162,7 @@ class LayerRun:
         return live
 
     def _advance(self, step_id: str, save: Callable[[str], None]) -> None:
-        trampoline = self.live.get(step_id)
+        trampoline = self.live.get(step_id) if self.live else None
         if trampoline is not None:
             pending = trampoline.pending
             if pending.id not in self.answers:
@@ -208,7 +208,8 @@ class LayerRun:
             msg = f"{error}; no write of this layer was applied"
             raise StepError(msg) from None
         self.finished[step_id] = accepted
-        self.journals.pop(step_id, None)
+        if self.journals:
+            self.journals.pop(step_id, None)
 
 
 def _result(entry: Entry) -> Any:
