@@ -38,7 +38,7 @@ class _Instruction:
     _fix: str  # the line to write instead, for the warning
 
     def _describe(self) -> str:
-        raise NotImplementedError
+        return f"{type(self).__name__}(...)"  # each instruction shows its own arguments
 
     def __del__(self, _finalizing: Callable[[], bool] = sys.is_finalizing) -> None:
         try:
