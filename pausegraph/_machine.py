@@ -51,6 +51,7 @@ from ._records import (
     Cancelled,
     Checkpoint,
     Failed,
+    Failure,
     Finished,
     InLayer,
     OwesAfter,
@@ -181,7 +182,7 @@ def decide_run(latest: Checkpoint, *, shape: Shape) -> Claim | Done:
     if kind is Finished:
         return Done(thaw(latest.values), latest.super_step)
     if kind is Failed:
-        return _retry(latest, stage.failure.step_id, stage.progress, "resume")  # type: ignore[union-attr]
+        return _retry(latest, stage.failure, stage.progress, "resume")  # type: ignore[union-attr]
     if kind is Cancelled:
         msg = f"run {run_id!r} was cancelled: Goto(step_id) re-opens it, or use a new run id"
         raise ResumeError(msg)
@@ -294,9 +295,9 @@ def _goto(latest: Checkpoint, command: Goto, shape: Shape) -> Claim:
     return Claim("resume", k, Start(k, past_before=True), tuple(edits))
 
 
-def _retry(latest: Checkpoint, step_id: str, progress: Progress, label: str) -> Claim:
+def _retry(latest: Checkpoint, failure: Failure, progress: Progress, label: str) -> Claim:
     """Go on with a failed layer: the effect error that failed it is dropped, and retried."""
-    failure = latest.stage.failure  # type: ignore[union-attr]
+    step_id = failure.step_id
     journal = progress.journals.get(step_id, ())
     if failure.error_type == "EffectError" and journal and type(journal[-1]) is Raised:
         journals = {**progress.journals, step_id: journal[:-1]}
@@ -309,9 +310,9 @@ def _on_failed(latest: Checkpoint, command: Continue | Resume | Update) -> Claim
     assert type(stage) is Failed
     progress, failure = stage.progress, stage.failure
     if type(command) is Continue:
-        return _retry(latest, failure.step_id, progress, "resume")
+        return _retry(latest, failure, progress, "resume")
     if type(command) is Update:
-        claim = _retry(latest, failure.step_id, progress, "update")
+        claim = _retry(latest, failure, progress, "update")
         return attrs.evolve(claim, edits=(command.edits,))
     assert isinstance(command, Resume)
     journal = progress.journals.get(failure.step_id, ())
@@ -338,7 +339,7 @@ def _on_failed(latest: Checkpoint, command: Continue | Resume | Update) -> Claim
         edits=(*progress.edits, command.update) if command.update else progress.edits,
         claimed=tuple(answers),
     )
-    return _retry(latest, failure.step_id, claimed, "resume")
+    return _retry(latest, failure, claimed, "resume")
 
 
 def _answers(

@@ -61,7 +61,6 @@ from ._records import (
     Progress,
     Stage,
     Start,
-    WithProgress,
     progress_of,
     with_progress,
 )
@@ -525,7 +524,7 @@ class Runner:
     ) -> Checkpoint:
         """Save the run's next checkpoint (conditionally: see ``Checkpointer.save``)."""
         seq = cursor.seq + 1
-        progress = stage.progress if type(stage) in WithProgress else None  # type: ignore[union-attr]
+        progress = progress_of(stage)
         added = None
         if progress is not None and cursor.progress is not None:
             added = progress.additions(cursor.progress)
