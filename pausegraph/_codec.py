@@ -10,7 +10,7 @@ corrupt record.
 from __future__ import annotations
 
 import operator
-from typing import Any
+from typing import Any, NoReturn, TypeVar
 
 import cattrs
 import msgpack
@@ -66,8 +66,63 @@ for _union in (Entry, Stage):
     configure_tagged_union(_union, converter, tag_generator=_TAGS.__getitem__, tag_name="t")
 
 
-def unpack(data: bytes) -> Any:
-    return msgpack.unpackb(data, raw=False, strict_map_key=False)
+_BYTES_PER_CONTAINER = 2  # a frame holds at most one array or map per this many bytes
+_T = TypeVar("_T")
+
+
+def unpack_bounded(data: bytes, *, items: int | None = None) -> Any:
+    """msgpack-decode ``data``, allocating at most a fixed multiple of its length.
+
+    Raises ``ValueError`` at more than one array or map per
+    ``_BYTES_PER_CONTAINER`` bytes, at an extension type (timestamps
+    included), at a container claiming items that are not there, and (given
+    ``items``, for the small fixed-shape meta and header) at an array or map
+    of more than ``items`` items. ``docs/storage.md`` ("Faults") says why
+    each limit is there.
+    """
+    n = len(data)
+    budget = n // _BYTES_PER_CONTAINER + 1
+    left = [budget]
+
+    def count(container: _T) -> _T:
+        left[0] -= 1
+        if left[0] < 0:
+            raise ValueError(f"it holds more than {budget} arrays and maps in {n} bytes")
+        return container
+
+    limit = n if items is None else items
+    try:
+        if items is None:
+            # every item a container claims is there, so the lists preallocated
+            # at once never hold more slots than there are bytes; skip() builds nothing
+            skipper = msgpack.Unpacker(
+                None, max_buffer_size=max(n, 1), max_array_len=n, max_map_len=n, max_ext_len=0
+            )
+            skipper.feed(data)
+            skipper.skip()
+            if skipper.tell() != n:
+                raise ValueError(f"{n - skipper.tell()} bytes follow the value")
+        return msgpack.unpackb(
+            data, raw=False, strict_map_key=False, use_list=True, list_hook=count,
+            object_hook=count, ext_hook=_refuse_ext, max_ext_len=0, max_str_len=n,
+            max_bin_len=n, max_array_len=limit, max_map_len=limit,
+        )  # fmt: skip
+    except msgpack.OutOfData:
+        msg = "it ends inside a value, or a container claims more items than it holds"
+        raise ValueError(msg) from None
+    except msgpack.UnpackException as exc:
+        raise ValueError(str(exc)) from None
+    except ValueError as exc:
+        if "max_ext_len" in str(exc):  # a timestamp, or another extension type with content
+            raise ValueError(_EXT) from None
+        raise
+
+
+_EXT = "it holds a msgpack extension type, which pausegraph never stores"
+
+
+def _refuse_ext(code: int, data: bytes) -> NoReturn:
+    raise ValueError(_EXT)
 
 
 def frame_of(checkpoint: Checkpoint, *, snapshot: bool) -> Frame:
@@ -124,8 +179,12 @@ def encode_frame(checkpoint: Checkpoint, *, snapshot: bool) -> bytes:
 
 
 def decode_frame(data: bytes) -> Frame:
-    """Decode a frame from bytes (the caller handles corrupt input)."""
-    return structure_frame(unpack(data))
+    """Decode a frame from bytes, allocating at most a fixed multiple of their length.
+
+    Raises ``ValueError`` (or a cattrs error) for bytes no store wrote: the
+    caller reports them as a corrupt record.
+    """
+    return structure_frame(unpack_bounded(data))
 
 
 def structure_frame(obj: Any) -> Frame:

@@ -14,8 +14,8 @@ import functools
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import attrs
@@ -184,7 +184,7 @@ class Runner:
         """
         _check_run_id(run_id)
         given = None if input is None else self._edits(input, "the input")
-        with self._lock(run_id):
+        with self._driving(run_id):
             latest = self.checkpointer.latest(self._workflow, run_id)
             if latest is None:
                 cursor = self._save_input(run_id, given or {})
@@ -208,7 +208,7 @@ class Runner:
         """
         _check_run_id(run_id)
         command = self._checked(command)
-        with self._lock(run_id):
+        with self._driving(run_id):
             latest = self._latest(run_id)
             claim = decide(latest, command, shape=self._shape)
             live = self._held.take(run_id)
@@ -226,7 +226,7 @@ class Runner:
         """
         _check_run_id(run_id)
         given = None if input is None else self._edits(input, "the input")
-        with self._lock(run_id):
+        with self._driving(run_id):
             latest = self.checkpointer.latest(self._workflow, run_id)
             if latest is None:
                 self._save_input(run_id, given or {})
@@ -248,7 +248,7 @@ class Runner:
         """
         _check_run_id(run_id)
         command = self._checked(command)
-        with self._lock(run_id):
+        with self._driving(run_id):
             latest = self._latest(run_id)
             claim = decide(latest, command, shape=self._shape)
             self._held.drop(run_id)
@@ -270,7 +270,7 @@ class Runner:
         if not isinstance(reason, str):
             msg = f"cancel(run_id, reason) takes a str reason, got {reason!r}"
             raise ResumeError(msg)
-        with self._lock(run_id):
+        with self._driving(run_id):
             latest = self._latest(run_id)
             status = status_of(latest.stage, running=False)
             if status is Status.QUEUED:
@@ -291,7 +291,7 @@ class Runner:
         is a ``ConflictError``; an unknown run a ``ResumeError``.
         """
         _check_run_id(run_id)
-        with self._lock(run_id):
+        with self._driving(run_id):
             if not self.checkpointer.list(self._workflow, run_id):
                 raise ResumeError(self._no_run(run_id))
             self._held.drop(run_id)
@@ -364,14 +364,24 @@ class Runner:
             input=None if first is None else first.input,
             epoch_base=source.epoch_base + source.seq,
         )
-        with self._lock(new_id):
+        with self._driving(new_id):
             self.checkpointer.save(checkpoint)
         return new_id
 
     # --- claims ---------------------------------------------------------------
 
-    def _lock(self, run_id: str) -> AbstractContextManager[None]:
-        return self.checkpointer.lock(self._workflow, run_id)
+    @contextmanager
+    def _driving(self, run_id: str) -> Iterator[None]:
+        """Hold the run's live lock; make what was saved durable before letting go.
+
+        Durability: whatever a call saved is on disk (``sync``) before it
+        returns or raises, and before any effect's function runs.
+        """
+        with self.checkpointer.lock(self._workflow, run_id):
+            try:
+                yield
+            finally:
+                self.checkpointer.sync()
 
     def _latest(self, run_id: str) -> Checkpoint:
         """The run's latest checkpoint: the held pause if it still is, else from the store."""
@@ -440,7 +450,9 @@ class Runner:
             if debug:
                 _log(logging.DEBUG, f"super-step {k + 1} starts", cursor)
             try:
-                complete = layer.run(functools.partial(self._save_effect, cursor, layer))
+                complete = layer.run(
+                    functools.partial(self._save_effect, cursor, layer), self.checkpointer.sync
+                )
             except LayerFailed as failed:
                 self._fail(cursor, k, failed.progress, failed.failure)
                 raise failed.error from failed.error.__cause__

@@ -134,17 +134,19 @@ class LayerRun:
         """The steps waiting on an interrupt, in step order."""
         return [s for s in self.steps if s not in self.finished]
 
-    def run(self, save: Callable[[str], None]) -> bool:
+    def run(self, save: Callable[[str], None], before_effect: Callable[[], None]) -> bool:
         """Advance every step; ``True`` if the layer is complete.
 
-        ``save(step_id)`` is called after an effect of that step was called
-        and recorded, before its result is sent in. Raises ``LayerFailed``.
+        ``before_effect()`` is called before an effect's function (to make
+        what was saved durable first); ``save(step_id)`` after an effect of
+        that step was called and recorded, before its result is sent in.
+        Raises ``LayerFailed``.
         """
         for step_id in self.steps:
             if step_id in self.finished:
                 continue
             try:
-                self._advance(step_id, save)
+                self._advance(step_id, save, before_effect)
             except (StepError, NondeterminismError, SerializationError) as error:
                 self.close()
                 raise LayerFailed(error, self.progress(), failure_of(step_id, error)) from error
@@ -161,7 +163,9 @@ class LayerRun:
         live, self.live = self.live, {}
         return live
 
-    def _advance(self, step_id: str, save: Callable[[str], None]) -> None:
+    def _advance(
+        self, step_id: str, save: Callable[[str], None], before_effect: Callable[[], None]
+    ) -> None:
         trampoline = self.live.get(step_id) if self.live else None
         if trampoline is not None:
             pending = trampoline.pending
@@ -187,6 +191,7 @@ class LayerRun:
             self.live[step_id] = trampoline
             status = trampoline.advance()
         while type(status) is Effect:
+            before_effect()
             entry, error = call_effect(step_id, status)
             trampoline.record(entry)
             save(step_id)

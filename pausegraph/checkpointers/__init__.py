@@ -7,11 +7,23 @@ import contextlib
 from typing import Protocol
 
 from .._records import Checkpoint, CheckpointMeta
+from ._checkpointer import StoreCheckpointer
 from ._lock import Holder
+from ._store import FrameInfo, RunSummary, Store
 from .file import FileCheckpointer
-from .memory import MemoryCheckpointer
+from .memory import MemoryCheckpointer, MemoryStore
 
-__all__ = ["Checkpointer", "FileCheckpointer", "Holder", "MemoryCheckpointer"]
+__all__ = [
+    "Checkpointer",
+    "FileCheckpointer",
+    "FrameInfo",
+    "Holder",
+    "MemoryCheckpointer",
+    "MemoryStore",
+    "RunSummary",
+    "Store",
+    "StoreCheckpointer",
+]
 
 
 class Checkpointer(Protocol):
@@ -42,3 +54,7 @@ class Checkpointer(Protocol):
         ...
 
     def holder(self, workflow_id: str, run_id: str) -> Holder | None: ...
+
+    def sync(self) -> None:
+        """Make every checkpoint saved so far durable (fsync, a synchronous commit)."""
+        ...

@@ -133,14 +133,18 @@ def rebuild(workflow_id: str, run_id: str, first: Frame, frames: Sequence[Frame]
     )
 
 
-def refuse_seq(checkpoint: Checkpoint, count: int) -> None:
-    """Raise for a ``save`` whose seq is not ``count + 1`` (the run has ``count``)."""
-    where = f"run {checkpoint.run_id!r} of workflow {checkpoint.workflow_id!r}"
-    if checkpoint.seq <= count:
+def refuse_seq(workflow_id: str, run_id: str, seq: int, count: int) -> None:
+    """Raise for an append of ``seq`` to a run that has ``count`` checkpoints.
+
+    A seq the run has is a ``ConflictError`` (another writer got there
+    first); a gap is a ``CheckpointError``.
+    """
+    where = f"run {run_id!r} of workflow {workflow_id!r}"
+    if seq <= count:
         msg = (
-            f"{where} already has checkpoint {checkpoint.seq}: another writer resumed or "
+            f"{where} already has checkpoint {seq}: another writer resumed or "
             "advanced it first; load the latest checkpoint and decide again"
         )
         raise ConflictError(msg)
-    msg = f"{where} has {count} checkpoints; the next must be seq {count + 1}, not {checkpoint.seq}"
+    msg = f"{where} has {count} checkpoints; the next must be seq {count + 1}, not {seq}"
     raise CheckpointError(msg)

@@ -124,12 +124,13 @@ import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Any, TypeVar
 
 import attrs
 import msgpack
 
 from .._codec import structure_frame
+from .._codec import unpack_bounded as _unpack_bounded
 from .._records import Checkpoint, CheckpointMeta, Frame
 from .._values import pack
 from ..errors import CheckpointError, CorruptCheckpointError
@@ -147,7 +148,6 @@ _HEAD = struct.Struct(">IIIII")  # the lengths, their crc, the meta's crc, the f
 _MAX_LEN = 0xFFFFFFFF
 _MAX_OPEN_LOGS = 64  # descriptors a handle keeps open, one per recently used run
 _MAX_INDEXED = 1024  # runs whose index a handle keeps, the most recently used
-_BYTES_PER_CONTAINER = 2  # a record holds at most one array or map per this many bytes
 _T = TypeVar("_T")
 
 
@@ -193,61 +193,6 @@ def _read_record(
         if len(data) != frame_len or frame_crc != _crc(data):
             raise _corrupt(path, at, "its frame fails its checksum")
     return meta, data, frame_len
-
-
-def _unpack_bounded(data: bytes, *, items: int | None = None) -> Any:
-    """msgpack-decode ``data``, allocating at most a fixed multiple of its length.
-
-    Raises ``ValueError`` at more than one array or map per
-    ``_BYTES_PER_CONTAINER`` bytes, at an extension type (timestamps
-    included), at a container claiming items that are not there, and (given
-    ``items``, for the small fixed-shape meta and header) at an array or map
-    of more than ``items`` items. "Decoding is bounded" in the module
-    docstring says why each limit is there.
-    """
-    n = len(data)
-    budget = n // _BYTES_PER_CONTAINER + 1
-    left = [budget]
-
-    def count(container: _T) -> _T:
-        left[0] -= 1
-        if left[0] < 0:
-            raise ValueError(f"it holds more than {budget} arrays and maps in {n} bytes")
-        return container
-
-    limit = n if items is None else items
-    try:
-        if items is None:
-            # every item a container claims is there, so the lists preallocated
-            # at once never hold more slots than there are bytes; skip() builds nothing
-            skipper = msgpack.Unpacker(
-                None, max_buffer_size=max(n, 1), max_array_len=n, max_map_len=n, max_ext_len=0
-            )
-            skipper.feed(data)
-            skipper.skip()
-            if skipper.tell() != n:
-                raise ValueError(f"{n - skipper.tell()} bytes follow the value")
-        return msgpack.unpackb(
-            data, raw=False, strict_map_key=False, use_list=True, list_hook=count,
-            object_hook=count, ext_hook=_refuse_ext, max_ext_len=0, max_str_len=n,
-            max_bin_len=n, max_array_len=limit, max_map_len=limit,
-        )  # fmt: skip
-    except msgpack.OutOfData:
-        msg = "it ends inside a value, or a container claims more items than it holds"
-        raise ValueError(msg) from None
-    except msgpack.UnpackException as exc:
-        raise ValueError(str(exc)) from None
-    except ValueError as exc:
-        if "max_ext_len" in str(exc):  # a timestamp, or another extension type with content
-            raise ValueError(_EXT) from None
-        raise
-
-
-_EXT = "it holds a msgpack extension type, which pausegraph never stores"
-
-
-def _refuse_ext(code: int, data: bytes) -> NoReturn:
-    raise ValueError(_EXT)
 
 
 def _write_all(fd: int, data: bytes, offset: int) -> None:
@@ -569,7 +514,7 @@ class FileCheckpointer:
                 size = self._refresh(log, fd)
                 count = len(log.entries)
                 if checkpoint.seq != count + 1:
-                    refuse_seq(checkpoint, count)
+                    refuse_seq(checkpoint.workflow_id, checkpoint.run_id, checkpoint.seq, count)
                 record, frame_len, snapshot = _checkpoint_record(checkpoint, log.policy)
                 if size > log.end:
                     os.ftruncate(fd, log.end)  # a torn tail: a save that never finished
@@ -597,7 +542,7 @@ class FileCheckpointer:
         """
         if checkpoint.seq != 1:
             if not _exists(path):
-                refuse_seq(checkpoint, 0)
+                refuse_seq(checkpoint.workflow_id, checkpoint.run_id, checkpoint.seq, 0)
             return False
         if _exists(path):
             return False
@@ -730,6 +675,9 @@ class FileCheckpointer:
         path = self._lock_path(workflow_id, run_id)
         log = os.path.join(self._runs_path, _log_name(workflow_id, run_id))
         return hold_file(path, workflow_id, run_id, lambda: _exists(log))
+
+    def sync(self) -> None:
+        """Nothing to do: every ``save`` of this store is on disk before it returns."""
 
     def holder(self, workflow_id: str, run_id: str) -> Holder | None:
         """Who holds the run's live lock, or ``None`` if no live process does."""

@@ -153,6 +153,9 @@ class _CrashingCheckpointer:
     def holder(self, workflow_id: str, run_id: str) -> Holder | None:
         return self._inner.holder(workflow_id, run_id)
 
+    def sync(self) -> None:
+        self._inner.sync()
+
 
 def drive(
     graph: Graph,

@@ -1,0 +1,254 @@
+"""StoreCheckpointer: checkpoints over any bytes-level ``Store``.
+
+This is where a checkpoint becomes frames and frames become a checkpoint
+again, for every store alike: the snapshot policy (``_log.SnapshotPolicy``)
+chooses snapshot or delta, the codec encodes, the store appends bytes; a
+load asks the store for the frames from the last snapshot on and rebuilds.
+A store also keeps each run's ``RunSummary`` (status, earliest deadline,
+pending interrupts), so that listing runs or everything that waits for a
+person never reads a frame.
+"""
+
+from __future__ import annotations
+
+import builtins
+import threading
+from collections import OrderedDict
+from contextlib import AbstractContextManager
+from typing import Any
+
+import attrs
+
+from .._codec import decode_frame, unpack_bounded
+from .._machine import pending_of, status_of
+from .._records import Checkpoint, CheckpointMeta, Frame
+from .._values import pack
+from ..errors import CheckpointError, CorruptCheckpointError
+from ._lock import Holder
+from ._log import SnapshotPolicy, rebuild
+from ._store import FrameInfo, RunSummary, Store
+
+_MAX_RUNS = 1024  # runs whose snapshot policy a handle keeps
+
+
+@attrs.frozen
+class SummaryData:
+    """What ``RunSummary.data`` holds, decoded: enough to list a run and its interrupts."""
+
+    super_step: int
+    label: str
+    # (interrupt id, step id, payload, deadline_ms) of each pending interrupt
+    interrupts: tuple[tuple[str, str, Any, int | None], ...]
+
+
+def summary_of(checkpoint: Checkpoint) -> RunSummary:
+    """The summary a store keeps for a run whose latest checkpoint is ``checkpoint``."""
+    pending = pending_of(checkpoint.stage)
+    interrupts = [[i.id, i.step_id, i.payload, i.deadline_ms] for i in pending]
+    deadlines = [i.deadline_ms for i in pending if i.deadline_ms is not None]
+    data = pack([checkpoint.super_step, checkpoint.label, interrupts])
+    return RunSummary(
+        checkpoint.workflow_id,
+        checkpoint.run_id,
+        checkpoint.seq,
+        status_of(checkpoint.stage, running=False).value,
+        checkpoint.timestamp_ms,
+        min(deadlines) if deadlines else None,
+        data,
+    )
+
+
+def summary_data(summary: RunSummary) -> SummaryData:
+    """Decode ``summary.data``; ``CorruptCheckpointError`` if no engine wrote it."""
+    try:
+        super_step, label, interrupts = unpack_bounded(summary.data)
+        return SummaryData(
+            int(super_step),
+            str(label),
+            tuple((str(i), str(s), p, None if d is None else int(d)) for i, s, p, d in interrupts),
+        )
+    except (ValueError, TypeError) as exc:
+        msg = (
+            f"the summary of run {summary.run_id!r} of workflow {summary.workflow_id!r} "
+            f"does not decode: {exc}"
+        )
+        raise CorruptCheckpointError(msg) from None
+
+
+class _RunState:
+    """What a handle remembers of a run it saves to: its frame count and snapshot policy."""
+
+    __slots__ = ("count", "policy")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.policy = SnapshotPolicy()
+
+
+class StoreCheckpointer:
+    """A checkpointer over a bytes-level ``Store``: give it your own store.
+
+    ::
+
+        runner = Runner(graph, StoreCheckpointer(MyStore()))
+
+    It offers what a ``Runner`` calls (``save``, ``load``, ``latest``,
+    ``list``, ``runs``, ``delete``, ``lock``, ``holder``, ``sync``) plus
+    ``summaries`` for listings; the store only keeps bytes (see
+    ``pausegraph.checkpointers.Store``).
+    """
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._states: OrderedDict[tuple[str, str], _RunState] = OrderedDict()
+        self._firsts: dict[tuple[str, str], tuple[FrameInfo, Frame]] = {}
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} on {self.store!r}>"
+
+    # --- writing ------------------------------------------------------------------
+
+    def save(self, checkpoint: Checkpoint) -> None:
+        """Append ``checkpoint`` as a snapshot or a delta, conditionally on its seq.
+
+        Raises ``ConflictError`` if the run already has that seq (nothing is
+        written), ``CheckpointError`` for a seq that is not the next one or
+        a store that failed, ``SerializationError`` for a value msgpack
+        cannot encode (before anything is written).
+        """
+        key = (checkpoint.workflow_id, checkpoint.run_id)
+        state = self._state(key, checkpoint.seq)
+        frame, snapshot = state.policy.encode(checkpoint)
+        info = FrameInfo(
+            checkpoint.seq,
+            checkpoint.super_step,
+            checkpoint.label,
+            checkpoint.timestamp_ms,
+            snapshot,
+            len(frame),
+        )
+        try:
+            self.store.append(info, frame, summary_of(checkpoint))
+        except BaseException:
+            with self._lock:
+                self._states.pop(key, None)  # learn the run afresh next time
+            raise
+        state.policy.saved(len(frame), snapshot)
+        state.count = checkpoint.seq
+
+    def _state(self, key: tuple[str, str], seq: int) -> _RunState:
+        with self._lock:
+            state = self._states.get(key)
+            if state is not None:
+                self._states.move_to_end(key)
+                if state.count == seq - 1:
+                    return state
+        state = _RunState()
+        if seq != 1:  # another handle saved since: learn the run's frames
+            for info in self.store.frames(*key):
+                state.policy.saved(info.size, info.snapshot)
+                state.count = info.seq
+        with self._lock:
+            self._states[key] = state
+            while len(self._states) > _MAX_RUNS:
+                self._states.popitem(last=False)
+        return state
+
+    def sync(self) -> None:
+        """Make every checkpoint saved so far durable."""
+        self.store.sync()
+
+    def delete(self, workflow_id: str, run_id: str) -> None:
+        """Remove every checkpoint of a run (nothing if it has none)."""
+        with self._lock:
+            self._states.pop((workflow_id, run_id), None)
+            self._firsts.pop((workflow_id, run_id), None)
+        self.store.delete(workflow_id, run_id)
+
+    def lock(self, workflow_id: str, run_id: str) -> AbstractContextManager[None]:
+        """Hold the run's live lock; ``ConflictError`` naming the holder if another has it."""
+        return self.store.lock(workflow_id, run_id)
+
+    def holder(self, workflow_id: str, run_id: str) -> Holder | None:
+        """Who holds the run's live lock, or ``None``."""
+        return self.store.holder(workflow_id, run_id)
+
+    # --- reading ------------------------------------------------------------------
+
+    def load(self, workflow_id: str, run_id: str, seq: int) -> Checkpoint | None:
+        """Checkpoint ``seq`` of a run, or ``None`` if there is none."""
+        return self._load(workflow_id, run_id, self.store.frames(workflow_id, run_id), seq)
+
+    def latest(self, workflow_id: str, run_id: str) -> Checkpoint | None:
+        """The run's checkpoint with the highest seq, or ``None``."""
+        infos = self.store.frames(workflow_id, run_id)
+        return self._load(workflow_id, run_id, infos, len(infos))
+
+    def list(self, workflow_id: str, run_id: str) -> builtins.list[CheckpointMeta]:
+        """Every checkpoint's meta of a run, oldest first (``[]`` if none)."""
+        return [
+            CheckpointMeta(i.seq, i.super_step, i.label, i.timestamp_ms)
+            for i in self.store.frames(workflow_id, run_id)
+        ]
+
+    def runs(self) -> builtins.list[tuple[str, str]]:
+        """Every ``(workflow_id, run_id)`` in the store."""
+        return [(s.workflow_id, s.run_id) for s in self.store.runs()]
+
+    def summaries(
+        self, *, workflow_id: str | None = None, status: str | None = None
+    ) -> builtins.list[RunSummary]:
+        """The latest ``RunSummary`` of every run, filtered by workflow and status."""
+        return self.store.runs(workflow_id=workflow_id, status=status)
+
+    def _load(
+        self, workflow_id: str, run_id: str, infos: builtins.list[FrameInfo], seq: int
+    ) -> Checkpoint | None:
+        if not 1 <= seq <= len(infos):
+            return None
+        base = seq
+        while not infos[base - 1].snapshot:
+            base -= 1
+            if base == 0:
+                msg = f"run {run_id!r} of workflow {workflow_id!r} has no snapshot before {seq}"
+                raise CorruptCheckpointError(msg)
+        datas = self.store.read(workflow_id, run_id, base, seq)
+        if len(datas) != seq - base + 1:
+            msg = f"the store returned {len(datas)} frames of run {run_id!r} for {base}..{seq}"
+            raise CheckpointError(msg)
+        frames = [self._decode(workflow_id, run_id, base + n, d) for n, d in enumerate(datas)]
+        first = frames[0] if base == 1 else self._first(workflow_id, run_id, infos[0])
+        try:
+            return rebuild(workflow_id, run_id, first, frames)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            msg = f"checkpoint {seq} of run {run_id!r} does not rebuild: {exc}"
+            raise CorruptCheckpointError(msg) from None
+
+    def _first(self, workflow_id: str, run_id: str, info: FrameInfo) -> Frame:
+        """The run's first frame, without its values (what ``rebuild`` reads of it)."""
+        key = (workflow_id, run_id)
+        with self._lock:
+            known = self._firsts.get(key)
+        if known is not None and known[0] == info:
+            return known[1]
+        (data,) = self.store.read(workflow_id, run_id, 1, 1)
+        first = attrs.evolve(
+            self._decode(workflow_id, run_id, 1, data), values=None, input=None, changes=None
+        )
+        with self._lock:
+            if len(self._firsts) >= _MAX_RUNS:
+                self._firsts.clear()
+            self._firsts[key] = (info, first)
+        return first
+
+    @staticmethod
+    def _decode(workflow_id: str, run_id: str, seq: int, data: bytes) -> Frame:
+        try:
+            return decode_frame(data)
+        except Exception as exc:  # cattrs and msgpack raise many kinds for bad bytes
+            msg = (
+                f"checkpoint {seq} of run {run_id!r} of workflow {workflow_id!r} does not "
+                f"decode ({type(exc).__name__}): the store holds bytes pausegraph did not write"
+            )
+            raise CorruptCheckpointError(msg) from None
