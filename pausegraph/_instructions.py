@@ -54,7 +54,7 @@ class _Instruction:
             f"{self._describe()} created at {code.co_filename}:{line} was never yielded: "
             f"write {self._fix!r}"
         )
-        warnings.warn(msg, RuntimeWarning, stacklevel=2, source=self)
+        warnings.warn(msg, RuntimeWarning, stacklevel=2)
 
 
 def consumed(instruction: _Instruction) -> None:

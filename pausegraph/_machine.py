@@ -257,7 +257,7 @@ def decide(latest: Checkpoint, command: Command, *, shape: Shape) -> Claim:
 def queued_message(run_id: str) -> str:
     return (
         f"run {run_id!r} is queued: it has work waiting for a driver (a new run, a claimed "
-        f"command, or a process that died); run({run_id!r}) or a Worker drives it, then "
+        f"command, or a process that died); run({run_id!r}) drives it, then "
         "command it if it pauses"
     )
 
@@ -348,6 +348,12 @@ def _answers(
     pending = [entry.id for _, entry in progress.pending()]
     allowed = [*pending, *(i for i in reanswerable if i not in pending)]
     waits = ", ".join(allowed) or "nothing"
+    if not allowed:  # only a failed run gets here: a paused one has a pending interrupt
+        msg = (
+            f"run {run_id!r} failed and waits for no answer: retry it with Continue() or "
+            "run(run_id), fix its state first with Update(edits), or Goto(step_id)"
+        )
+        raise ResumeError(msg)
     if command.has_value == (command.answers is not None):
         msg = (
             "give Resume exactly one of a value (Resume(value)) or answers by interrupt id "

@@ -624,9 +624,17 @@ class Runner:
         )
         recorded: Any = {} if first is None or first.input is None else first.input
         if not same(given, recorded):
+            status = status_of(latest.stage, running=False)
+            go_on = {
+                Status.PAUSED: "resume(run_id, command) goes on with it",
+                Status.QUEUED: "run(run_id) without input goes on with it",
+                Status.FAILED: "run(run_id) without input retries it",
+                Status.DONE: "run(run_id) without input returns its result",
+                Status.CANCELLED: "Goto(step_id) re-opens it",
+            }[status]
             msg = (
-                f"run {latest.run_id!r} already exists with input {recorded!r}, not {given!r}: "
-                "call run(run_id) to recover it, or use a new run id"
+                f"run {latest.run_id!r} already exists with input {recorded!r}, not {given!r}; "
+                f"it is {status.value}: {go_on}, or use a new run id"
             )
             raise ResumeError(msg)
 
@@ -662,9 +670,10 @@ def _log(level: int, message: str, where: Checkpoint | _Cursor) -> None:
     workflow = where.workflow_id if isinstance(where, Checkpoint) else where.workflow
     logger.log(
         level,
-        "%s: run %r, checkpoint %d",
+        "%s: run %r of workflow %r, checkpoint %d",
         message,
         where.run_id,
+        workflow,
         where.seq,
         extra={"workflow": workflow, "run_id": where.run_id, "seq": where.seq},
     )

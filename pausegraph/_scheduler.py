@@ -59,10 +59,8 @@ def failure_of(step_id: str, error: BaseException) -> Failure:
     """The ``Failure`` a run records for ``error`` raised by ``step_id``."""
     cause = error.__cause__
     if isinstance(error, EffectError) or type(error) is not StepError or cause is None:
-        kind = type(error).__name__
-    else:
-        kind = type(cause).__name__
-    return Failure(step_id, kind, str(error))
+        return Failure(step_id, type(error).__name__, str(error))
+    return Failure(step_id, type(cause).__name__, str(cause))
 
 
 class LayerRun:

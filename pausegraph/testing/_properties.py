@@ -235,7 +235,8 @@ def _effect_problems(
             if after is None or after[0] != "crash" or after[1] > again:
                 problems.append(
                     f"{key!r} ran again (calls #{first + 1} and #{again + 1}) though a "
-                    "checkpoint was saved after its first run"
+                    "checkpoint was saved after its first run: a step that calls it "
+                    "directly repeats it on replay; call it as `yield Effect(fn, ...)`"
                 )
     if expected is not None:
         want = Counter(expected)
