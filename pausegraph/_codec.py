@@ -66,7 +66,7 @@ for _union in (Entry, Stage):
     configure_tagged_union(_union, converter, tag_generator=_TAGS.__getitem__, tag_name="t")
 
 
-_BYTES_PER_CONTAINER = 2  # a frame holds at most one array or map per this many bytes
+_BYTES_PER_CONTAINER = 1  # an empty array or map is one byte: at most one per byte
 _T = TypeVar("_T")
 
 

@@ -9,6 +9,7 @@ from typing import Any
 import attrs
 
 from ._records import CheckpointMeta, Failure
+from .errors import GraphError, ResumeError
 
 __all__ = [
     "After",
@@ -28,8 +29,30 @@ __all__ = [
 ]
 
 
-def _frozen_mapping(value: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    return None if value is None else dict(value)
+def _as_dict(value: Any, what: str, error: type[Exception]) -> dict[str, Any] | None:
+    """``value`` as a plain dict (``None`` stays ``None``); anything but a mapping is refused."""
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        msg = f"{what} must be a dict, got {type(value).__name__} {value!r}"
+        raise error(msg)
+    return dict(value)
+
+
+def _answers(value: Any) -> dict[str, Any] | None:
+    return _as_dict(value, "Resume(answers=...)", ResumeError)
+
+
+def _update(value: Any) -> dict[str, Any] | None:
+    return _as_dict(value, "update=...", GraphError)
+
+
+def _edits(value: Any) -> dict[str, Any]:
+    edits = _as_dict(value, "Update(edits)", GraphError)
+    if edits is None:
+        msg = "Update(edits) must be a dict of channel values, got None"
+        raise GraphError(msg)
+    return edits
 
 
 # --- pause reasons ---------------------------------------------------------
@@ -141,8 +164,8 @@ class Resume:
         has_value = value is not _NOTHING
         self.__attrs_init__(
             value if has_value else None,
-            _frozen_mapping(answers),
-            _frozen_mapping(update),
+            _answers(answers),
+            _update(update),
             has_value,
         )
 
@@ -155,7 +178,7 @@ class Update:
     interrupted layer's writes, and the run stays paused.
     """
 
-    edits: dict[str, Any] = attrs.field(converter=dict)
+    edits: dict[str, Any] = attrs.field(converter=_edits)
 
 
 @attrs.frozen
@@ -163,7 +186,7 @@ class Goto:
     """Drop the pending interrupts and run from the layer that holds ``step_id``."""
 
     step_id: str
-    update: dict[str, Any] | None = attrs.field(default=None, converter=_frozen_mapping)
+    update: dict[str, Any] | None = attrs.field(default=None, converter=_update)
 
 
 Command = Continue | Resume | Update | Goto

@@ -299,9 +299,14 @@ def _retry(latest: Checkpoint, failure: Failure, progress: Progress, label: str)
     """Go on with a failed layer: the effect error that failed it is dropped, and retried."""
     step_id = failure.step_id
     journal = progress.journals.get(step_id, ())
-    if failure.error_type == "EffectError" and journal and type(journal[-1]) is Raised:
-        journals = {**progress.journals, step_id: journal[:-1]}
-        progress = attrs.evolve(progress, journals=journals)
+    if failure.error_type == "EffectError":
+        # the error that failed the step, and what its `finally` did after it, go
+        raised = [
+            n for n, e in enumerate(journal) if type(e) is Raised and e.error == failure.message
+        ]
+        if raised:
+            journals = {**progress.journals, step_id: journal[: raised[-1]]}
+            progress = attrs.evolve(progress, journals=journals)
     return Claim(label, latest.super_step, InLayer(progress))
 
 

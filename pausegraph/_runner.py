@@ -683,10 +683,11 @@ def _check_run_id(run_id: object) -> None:
     if not isinstance(run_id, str) or not run_id:
         msg = f"a run id is a non-empty string, got {run_id!r}"
         raise ResumeError(msg)
-    bad = next((c for c in run_id if c < " " or c == "\x7f" or "\ud800" <= c <= "\udfff"), None)
-    if bad is not None:
+    if not run_id.isprintable():
+        bad = next(c for c in run_id if not c.isprintable())
         msg = (
             f"run id {run_id!r} holds {bad!r}: a run id may not hold control characters "
-            "(newlines, tabs) or lone surrogates; use printable text"
+            "(newlines, tabs), line or paragraph separators or lone surrogates; use "
+            "printable text"
         )
         raise ResumeError(msg)

@@ -34,6 +34,7 @@ _HINT = (
     "(a call to another generator function)"
 )
 _CLOSE_TRIES = 100  # yields a closing generator may make before it is given up on
+_UNCLOSABLE: list[GeneratorType[Any, Any, Any]] = []  # generators that never stop yielding
 
 FINISHED = True
 SUSPENDED = False
@@ -91,6 +92,10 @@ def close_quietly(stack: list[GeneratorType[Any, Any, Any]]) -> None:
                 break
             if type(dropped) is Interrupt or type(dropped) is Effect:
                 consumed(dropped)  # dropped on purpose: no "never yielded" warning
+        else:
+            # it yields whenever it is closed: keep it, or Python's own close at
+            # collection prints "generator ignored GeneratorExit"
+            _UNCLOSABLE.append(gen)
 
 
 class Trampoline:

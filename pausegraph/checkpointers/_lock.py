@@ -126,12 +126,20 @@ def hold_file(
         finally:
             try:
                 os.ftruncate(fd, 0)
-                if not exists():
+                if not exists() and _names(path, fd):  # never another holder's new file
                     os.unlink(path)
             except OSError:  # the note is for people only: the lock goes with the close
                 pass
     finally:
         os.close(fd)
+
+
+def _names(path: str, fd: int) -> bool:
+    """Whether ``path`` still names the file open on ``fd``."""
+    try:
+        return os.stat(path, follow_symlinks=False).st_ino == os.fstat(fd).st_ino
+    except FileNotFoundError:
+        return False
 
 
 def file_holder(path: str) -> Holder | None:

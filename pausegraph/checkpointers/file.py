@@ -47,12 +47,12 @@ items make the decoder preallocate n slots at every level. So:
 - a frame is first walked with ``Unpacker.skip()``, which builds nothing and
   fails unless every item each container claims is really there; the list
   slots preallocated at once are then never more than the bytes read;
-- at most one array or map per ``_BYTES_PER_CONTAINER`` (2) bytes is built
-  (counted by the list and map hooks): containers then cost at most about
-  32 bytes per byte read, which is what plain values already cost in Python
-  (a list of small negative ints: 36 bytes per byte). In all, decoding a
-  record allocates at most about 64 bytes per byte of it, and a hostile
-  record is refused within that;
+- at most one array or map per byte is built (counted by the list and map
+  hooks; an empty one is a byte, and a value the engine may write): an
+  empty list costs 56 bytes plus its slot in the parent, about what plain
+  values already cost in Python (a list of small negative ints: 36 bytes
+  per byte). In all, decoding a record allocates at most about 64 bytes per
+  byte of it, and a hostile record is refused within that;
 - a meta holds exactly 5 scalars and a header 2 byte strings: arrays and maps
   of more items are refused before anything is built;
 - extension types (timestamps included) are refused: pausegraph never stores
