@@ -22,7 +22,7 @@ from ._commands import (
     Update,
 )
 from ._graph import Graph
-from ._instructions import Effect, Interrupt
+from ._instructions import Effect, Interrupt, Sleep
 from ._records import Checkpoint, CheckpointMeta, Failure
 from ._runner import Runner
 from .checkpointers import Checkpointer, FileCheckpointer, MemoryCheckpointer
@@ -32,6 +32,7 @@ from .errors import (
     CorruptCheckpointError,
     EffectError,
     GraphError,
+    InterruptTimeout,
     NondeterminismError,
     PausegraphError,
     ResumeError,
@@ -60,6 +61,7 @@ __all__ = [
     "Graph",
     "GraphError",
     "Interrupt",
+    "InterruptTimeout",
     "LastWriteWins",
     "MemoryCheckpointer",
     "MergeMap",
@@ -73,6 +75,7 @@ __all__ = [
     "RunInfo",
     "Runner",
     "SerializationError",
+    "Sleep",
     "Status",
     "StepError",
     "Update",

@@ -13,6 +13,8 @@ garbage-collected unmarked warns (``RuntimeWarning``) naming that place.
 
 from __future__ import annotations
 
+import datetime
+import math
 import reprlib
 import sys
 import warnings
@@ -21,6 +23,9 @@ from types import CodeType
 from typing import Any
 
 import attrs
+
+#: A timeout: seconds as an ``int`` or ``float``, or a ``timedelta``.
+Timeout = int | float | datetime.timedelta
 
 
 class _Instruction:
@@ -91,11 +96,20 @@ class Interrupt(_Instruction):
     """
 
     payload: Any = None
+    timeout: float | None = attrs.field(default=None, repr=False)
     _fix = "answer = yield Interrupt(...)"
 
-    def __init__(self, payload: Any = None) -> None:
+    def __repr__(self) -> str:
+        if self.timeout is None:
+            return f"Interrupt(payload={self.payload!r})"
+        return f"Interrupt(payload={self.payload!r}, timeout={self.timeout!r})"
+
+    def __init__(self, payload: Any = None, *, timeout: Timeout | None = None) -> None:
         # what attrs' own __init__ does, without its two extra calls: the hot path
         _set_payload(self, payload)
+        if timeout is not None:
+            timeout = seconds_of(timeout, "Interrupt(timeout=...)")
+        _set_timeout(self, timeout)
         frame = _getframe(1)
         _mark(self, (frame.f_code, frame.f_lasti))
 
@@ -104,6 +118,54 @@ class Interrupt(_Instruction):
 
 
 _set_payload: Callable[[Interrupt, Any], None] = Interrupt.__dict__["payload"].__set__
+_set_timeout: Callable[[Interrupt, Any], None] = Interrupt.__dict__["timeout"].__set__
+
+
+@attrs.frozen(init=False)
+class Sleep(_Instruction):
+    """Yield this from a step to wait ``seconds`` durably: a timer that survives restarts.
+
+    It is an interrupt with no payload whose deadline, once passed, makes
+    ``Runner.tick()`` send ``None`` back (where an ``Interrupt`` with a
+    timeout gets ``InterruptTimeout``)::
+
+        def remind(state):
+            yield Sleep(timedelta(days=1))
+            yield Effect(send_reminder, state["email"])
+
+    It is listed among the run's pending interrupts with its
+    ``deadline_ms``, so answering it ends it early (the answer is what the
+    ``yield`` returns).
+    """
+
+    seconds: float
+    _fix = "yield Sleep(...)"
+
+    def __init__(self, seconds: Timeout) -> None:
+        _set_seconds(self, seconds_of(seconds, "Sleep(seconds)"))
+        frame = _getframe(1)
+        _mark(self, (frame.f_code, frame.f_lasti))
+
+    def _describe(self) -> str:
+        return f"Sleep({self.seconds!r})"
+
+
+_set_seconds: Callable[[Sleep, Any], None] = Sleep.__dict__["seconds"].__set__
+
+
+def seconds_of(value: Any, what: str) -> float:
+    """A timeout in seconds from an ``int``, ``float`` or ``timedelta``; refuses anything else."""
+    if isinstance(value, datetime.timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        msg = f"{what} takes seconds as an int, float or timedelta, got {value!r}"
+        raise TypeError(msg)
+    if not math.isfinite(seconds) or seconds < 0:
+        msg = f"{what} takes a finite number of seconds, 0 or more, got {value!r}"
+        raise ValueError(msg)
+    return seconds
 
 
 @attrs.frozen(init=False)

@@ -98,7 +98,7 @@ def pending_of(stage: Stage) -> tuple[PendingInterrupt, ...]:
         return ()
     progress: Progress = stage.progress
     return tuple(
-        PendingInterrupt(entry.id, step_id, thaw(entry.payload))
+        PendingInterrupt(entry.id, step_id, thaw(entry.payload), entry.deadline_ms)
         for step_id, entry in progress.pending()
     )
 
@@ -254,6 +254,33 @@ def decide(latest: Checkpoint, command: Command, *, shape: Shape) -> Claim:
     return Claim("resume", latest.super_step - 1, InLayer(claimed), keep_live=True)
 
 
+def decide_tick(latest: Checkpoint, now_ms: int) -> Claim | None:
+    """The claim ``tick`` saves for a paused run whose deadlines passed at ``now_ms``, or ``None``.
+
+    Every pending ``Sleep`` whose deadline passed is answered ``None``; every
+    other pending interrupt whose deadline passed times out
+    (``InterruptTimeout`` is thrown in at its ``yield``).
+    """
+    stage = latest.stage
+    if type(stage) is not AtInterrupt:
+        return None
+    progress = stage.progress
+    due = [
+        e for _, e in progress.pending() if e.deadline_ms is not None and e.deadline_ms <= now_ms
+    ]
+    if not due:
+        return None
+    slept = {e.id: None for e in due if e.sleep}
+    timeouts = tuple(e.id for e in due if not e.sleep)
+    claimed = attrs.evolve(
+        progress,
+        answers={**progress.answers, **slept},
+        timeouts=(*progress.timeouts, *timeouts),
+        claimed=tuple(e.id for e in due),
+    )
+    return Claim("tick", latest.super_step - 1, InLayer(claimed), keep_live=True)
+
+
 def queued_message(run_id: str) -> str:
     return (
         f"run {run_id!r} is queued: it has work waiting for a driver (a new run, a claimed "
@@ -322,7 +349,9 @@ def _on_failed(latest: Checkpoint, command: Continue | Resume | Update) -> Claim
     assert isinstance(command, Resume)
     journal = progress.journals.get(failure.step_id, ())
     asked = {e.id: i for i, e in enumerate(journal) if type(e) is Asked}
-    reanswerable = tuple(i for i in progress.claimed if i in asked)
+    # what the failing claim answered, and timeouts that failed the step, take a new answer
+    again_ok = (*progress.claimed, *progress.timeouts)
+    reanswerable = tuple(i for i in again_ok if i in asked)
     answers = _answers(latest.run_id, progress, command, reanswerable=reanswerable)
     journals = progress.journals
     epoch = progress.epoch
@@ -340,6 +369,7 @@ def _on_failed(latest: Checkpoint, command: Continue | Resume | Update) -> Claim
         progress,
         epoch=epoch,
         journals=journals,
+        timeouts=tuple(i for i in progress.timeouts if i not in answers),
         answers={**base, **answers},
         edits=(*progress.edits, command.update) if command.update else progress.edits,
         claimed=tuple(answers),

@@ -44,10 +44,17 @@ else:
 
 @attrs.frozen
 class Asked:
-    """The step yielded an ``Interrupt``: its id and payload (the answer is in ``Progress``)."""
+    """The step yielded an ``Interrupt`` (or a ``Sleep``): its id and payload.
+
+    The answer is in ``Progress``. ``deadline_ms`` (epoch ms) was fixed when
+    the step first reached it and never moves on replay; ``sleep`` marks a
+    ``Sleep``, whose deadline answers ``None`` instead of timing out.
+    """
 
     id: str
     payload: Value
+    deadline_ms: int | None = None
+    sleep: bool = False
 
 
 @attrs.frozen
@@ -88,7 +95,8 @@ class Progress:
     ``answers`` holds every answer given in this layer, by interrupt id.
     ``edits`` are ``Update`` edits applied after the layer's writes.
     ``claimed`` lists the ids the latest claim answered (a failure may
-    answer them again).
+    answer them again). ``timeouts`` lists the interrupts whose deadline
+    passed: ``InterruptTimeout`` is thrown in at their ``yield``.
     """
 
     layer: int
@@ -98,6 +106,7 @@ class Progress:
     answers: dict[str, Value] = attrs.field(factory=dict)
     edits: tuple[dict[str, Value], ...] = ()
     claimed: tuple[str, ...] = ()
+    timeouts: tuple[str, ...] = ()
 
     def pending(self) -> list[tuple[str, Asked]]:
         """``(step_id, entry)`` of every interrupt waiting for an answer, in journal order."""
@@ -106,7 +115,7 @@ class Progress:
         for step_id, journal in self.journals.items():
             if journal:
                 last = journal[-1]
-                if type(last) is Asked and last.id not in answers:
+                if type(last) is Asked and last.id not in answers and last.id not in self.timeouts:
                     out.append((step_id, last))
         return out
 
@@ -123,6 +132,7 @@ class Progress:
             {**self.answers, **more.answers},
             self.edits + more.edits,
             more.claimed,
+            self.timeouts + more.timeouts,
         )
 
     def additions(self, base: Progress) -> Progress | None:
@@ -161,11 +171,21 @@ class Progress:
         n = len(base.edits)
         if self.edits[:n] != base.edits:
             return None
+        t = len(base.timeouts)
+        if self.timeouts[:t] != base.timeouts:
+            return None
         finished = {s: w for s, w in self.finished.items() if s not in base.finished}
         if len(finished) + len(base.finished) != len(self.finished):
             return None
         return Progress(
-            self.layer, self.epoch, finished, journals, answers, self.edits[n:], self.claimed
+            self.layer,
+            self.epoch,
+            finished,
+            journals,
+            answers,
+            self.edits[n:],
+            self.claimed,
+            self.timeouts[t:],
         )
 
 

@@ -40,6 +40,7 @@ from ._machine import (
     Shape,
     decide,
     decide_run,
+    decide_tick,
     driven,
     info_of,
     paused_of,
@@ -68,7 +69,14 @@ from ._scheduler import LayerFailed, LayerRun, failure_of
 from ._trampoline import Trampoline
 from ._values import same, thaw
 from .checkpointers import Checkpointer, MemoryCheckpointer
-from .errors import ConflictError, GraphError, ResumeError, StepError
+from .errors import (
+    ConflictError,
+    GraphError,
+    NondeterminismError,
+    ResumeError,
+    SerializationError,
+    StepError,
+)
 
 logger = logging.getLogger("pausegraph")
 
@@ -298,6 +306,63 @@ class Runner:
             self.checkpointer.delete(self._workflow, run_id)
         logger.info("run %r deleted", run_id, extra={"workflow": self._workflow, "run_id": run_id})
 
+    def tick(self) -> dict[str, Outcome]:
+        """Go on with every paused run of this graph whose deadline has passed.
+
+        Into each timed-out ``Interrupt`` it throws ``InterruptTimeout`` at
+        the ``yield``; each passed ``Sleep`` returns ``None``. Each run is
+        claimed like a resume (a run another ticker or driver holds is
+        skipped) and driven to its next pause or end. Returns ``{run_id:
+        outcome}`` for the runs it moved. It never raises a run's own error:
+        a run whose step fails is left ``"failed"``, logged, and left out of
+        the result. A deadline has passed when the clock is at or after it.
+        """
+        now = self._clock()
+        moved: dict[str, Outcome] = {}
+        for run_id in self._due(now):
+            try:
+                outcome = self._tick_run(run_id, now)
+            except (ConflictError, ResumeError):
+                continue  # another ticker or driver got there first
+            except (StepError, NondeterminismError, SerializationError) as error:
+                logger.warning(
+                    "run %r of workflow %r failed after its deadline: %s",
+                    run_id,
+                    self._workflow,
+                    error,
+                    extra={"workflow": self._workflow, "run_id": run_id},
+                )
+                continue
+            if outcome is not None:
+                moved[run_id] = outcome
+        return moved
+
+    def _due(self, now: int) -> list[str]:
+        """The ids of this graph's paused runs with a deadline at or before ``now``."""
+        summaries = getattr(self.checkpointer, "summaries", None)
+        if summaries is not None:
+            return [
+                s.run_id
+                for s in summaries(workflow_id=self._workflow, status="paused")
+                if s.deadline_ms is not None and s.deadline_ms <= now
+            ]
+        due = []
+        for workflow, run_id in self.checkpointer.runs():  # a store without summaries
+            if workflow != self._workflow:
+                continue
+            latest = self.checkpointer.latest(workflow, run_id)
+            if latest is not None and decide_tick(latest, now) is not None:
+                due.append(run_id)
+        return due
+
+    def _tick_run(self, run_id: str, now: int) -> Outcome | None:
+        with self._driving(run_id):
+            latest = self._latest(run_id)
+            claim = decide_tick(latest, now)
+            if claim is None:
+                return None  # answered, or moved on, since it was listed
+            return self._claim(latest, claim, self._held.take(run_id))
+
     def state(self, run_id: str) -> RunInfo:
         """The latest values, status, super-step, pending interrupts, failure and edits."""
         _check_run_id(run_id)
@@ -444,7 +509,7 @@ class Runner:
                 progress = stage.progress  # type: ignore[union-attr]
                 k, epoch = progress.layer, progress.epoch
             state = cursor.channels.values
-            layer = LayerRun(self.graph, layers[k], state, k, epoch, progress, live)
+            layer = LayerRun(self.graph, layers[k], state, k, epoch, progress, live, self._clock)
             live = {}
             debug = logger.isEnabledFor(logging.DEBUG)
             if debug:

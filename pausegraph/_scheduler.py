@@ -35,7 +35,7 @@ from ._channels import accept_writes
 from ._graph import Graph
 from ._instructions import Effect
 from ._records import Entry, Failure, Progress
-from ._trampoline import FINISHED, SUSPENDED, Trampoline, call_effect, start
+from ._trampoline import FINISHED, SUSPENDED, Trampoline, call_effect, no_clock, start
 from ._values import freeze, thaw
 from .errors import EffectError, NondeterminismError, SerializationError, StepError
 
@@ -81,8 +81,11 @@ class LayerRun:
         epoch: int,
         progress: Progress | None = None,
         live: Mapping[str, Trampoline] | None = None,
+        clock: Callable[[], int] = no_clock,
     ) -> None:
         self.graph = graph
+        self.clock = clock
+        self.timeouts: tuple[str, ...] = ()
         self.steps = steps
         self.state = state
         self.layer = layer
@@ -98,6 +101,7 @@ class LayerRun:
         self.edits = progress.edits
         self.claimed = progress.claimed
         self.answers = dict(progress.answers)
+        self.timeouts = progress.timeouts
         if progress.finished:  # a finished step's writes may come from a store: freeze them
             self.finished = {s: freeze(w) for s, w in progress.finished.items()}
         if progress.journals:
@@ -105,6 +109,7 @@ class LayerRun:
         for step_id, trampoline in (live or {}).items():
             if len(trampoline.journal) == len(self.journals.get(step_id, ())):
                 trampoline.answers = self.answers
+                trampoline.timeouts = self.timeouts
                 self.journals[step_id] = trampoline.journal
                 self.live[step_id] = trampoline
             else:
@@ -121,6 +126,7 @@ class LayerRun:
             dict(self.answers),
             self.edits,
             self.claimed,
+            self.timeouts,
         )
 
     def writes(self) -> list[Mapping[str, Any]]:
@@ -166,25 +172,27 @@ class LayerRun:
     ) -> None:
         trampoline = self.live.get(step_id) if self.live else None
         if trampoline is not None:
-            pending = trampoline.pending
-            if pending.id not in self.answers:
+            outcome = trampoline.outcome(trampoline.pending)
+            if outcome is None:
                 return  # still waiting
-            status: bool | Effect = trampoline.advance(self._answer(pending.id))
+            status: bool | Effect = trampoline.advance(*outcome)
         else:
             graph = self.graph
             journal = self.journals.get(step_id)
-            outcome = start(
+            started = start(
                 step_id,
                 graph.steps[step_id],
                 self.state,
                 [] if journal is None else journal,
                 self.answers,
                 id_prefix(self.epoch, graph.step_index[step_id]),
+                self.timeouts,
+                self.clock,
             )
-            if type(outcome) is not Trampoline:
-                self._finish(step_id, outcome)  # type: ignore[arg-type]
+            if type(started) is not Trampoline:
+                self._finish(step_id, started)  # type: ignore[arg-type]
                 return
-            trampoline = outcome
+            trampoline = started
             self.journals[step_id] = trampoline.journal
             self.live[step_id] = trampoline
             status = trampoline.advance()
@@ -200,9 +208,6 @@ class LayerRun:
             self._finish(step_id, trampoline.writes)
         else:
             assert status is SUSPENDED
-
-    def _answer(self, interrupt_id: str) -> Any:
-        return thaw(self.answers[interrupt_id])
 
     def _finish(self, step_id: str, writes: Mapping[str, Any]) -> None:
         try:
@@ -237,7 +242,16 @@ def replay_journals(
         answers = progress.answers
         trampoline = None
         try:
-            outcome = start(step_id, graph.steps[step_id], state, list(journal), answers, prefix)
+            outcome = start(
+                step_id,
+                graph.steps[step_id],
+                state,
+                list(journal),
+                answers,
+                prefix,
+                progress.timeouts,
+                _never,
+            )
             assert type(outcome) is Trampoline  # a plain step with a journal raises in start()
             trampoline = outcome
             trampoline.advance()
@@ -247,3 +261,8 @@ def replay_journals(
             if trampoline is not None:
                 trampoline.close()
     return failures
+
+
+def _never() -> int:
+    """The clock of a dry replay: past the journal it stops, so no new deadline is set."""
+    return 0

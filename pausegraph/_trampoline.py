@@ -20,14 +20,21 @@ journal ever sees a result that was not saved first.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import datetime
+from collections.abc import Callable, Collection, Mapping
 from types import GeneratorType
 from typing import Any
 
-from ._instructions import Effect, Interrupt, consumed
+from ._instructions import Effect, Interrupt, Sleep, consumed
 from ._records import Asked, Entry, Raised, Returned
 from ._values import normalize, same, thaw
-from .errors import EffectError, NondeterminismError, SerializationError, StepError
+from .errors import (
+    EffectError,
+    InterruptTimeout,
+    NondeterminismError,
+    SerializationError,
+    StepError,
+)
 
 _HINT = (
     "a step may yield Interrupt(payload), Effect(fn, *args) or a generator object "
@@ -98,10 +105,18 @@ def close_quietly(stack: list[GeneratorType[Any, Any, Any]]) -> None:
             _UNCLOSABLE.append(gen)
 
 
+def no_clock() -> int:  # pragma: no cover - the scheduler always passes the Runner's clock
+    msg = "an interrupt with a timeout needs the Runner's clock"
+    raise RuntimeError(msg)
+
+
 class Trampoline:
     """One step in progress: its generator stack and its journal."""
 
-    __slots__ = ("answers", "cursor", "id_prefix", "journal", "stack", "step_id", "writes")
+    __slots__ = (
+        "answers", "clock", "cursor", "id_prefix", "journal", "stack", "step_id", "timeouts",
+        "writes",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -110,11 +125,15 @@ class Trampoline:
         journal: list[Entry],
         answers: Mapping[str, Any],
         id_prefix: str,
+        timeouts: Collection[str] = (),
+        clock: Callable[[], int] = no_clock,
     ) -> None:
         self.step_id = step_id
         self.stack: list[GeneratorType[Any, Any, Any]] = [gen]
         self.journal = journal
         self.answers = answers  # the layer's answers by interrupt id, shared
+        self.timeouts = timeouts  # the layer's timed-out interrupt ids, shared
+        self.clock = clock  # epoch ms, for the deadline of a new interrupt
         self.cursor = 0  # entries before this were replayed or recorded
         self.id_prefix = id_prefix
         self.writes: Mapping[str, Any] = {}
@@ -161,12 +180,17 @@ class Trampoline:
                 continue
             error = None
             kind = type(msg)
-            if kind is Interrupt or kind is Effect:
+            if kind is Interrupt or kind is Effect or kind is Sleep:
                 consumed(msg)  # yielded: it must not warn that it never was
-            if kind is Interrupt:
-                answered, value = self._interrupt(msg)
-                if not answered:
+            if kind is Interrupt or kind is Sleep:
+                entry = self._interrupt(msg)
+                outcome = self.outcome(entry)
+                if outcome is None:
+                    if self.cursor != len(self.journal):  # pragma: no cover - never written
+                        why = f"step {self.step_id!r}: {entry.id!r} has no answer but is not last"
+                        raise NondeterminismError(why)
                     return SUSPENDED
+                value, error = outcome
             elif kind is Effect:
                 if self.cursor == len(self.journal):
                     effect: Effect = msg
@@ -195,25 +219,41 @@ class Trampoline:
         self.writes = check_writes(self.step_id, result)
         return FINISHED
 
-    def _interrupt(self, msg: Interrupt) -> tuple[bool, Any]:
-        payload = normalize(msg.payload, lambda: f"the interrupt payload of step {self.step_id!r}")
+    def outcome(self, entry: Asked) -> tuple[Any, BaseException | None] | None:
+        """What the ``yield`` of ``entry`` gets: its answer, its timeout, or ``None`` (pending)."""
+        answers = self.answers
+        if entry.id in answers:
+            return thaw(answers[entry.id]), None  # the step's own copy
+        if entry.id in self.timeouts:
+            return None, timed_out(self.step_id, entry)
+        return None
+
+    def _interrupt(self, msg: Interrupt | Sleep) -> Asked:
+        """The journal entry of an interrupt just yielded: replayed, or recorded now."""
+        timeout: float | None
+        if type(msg) is Sleep:
+            payload, timeout, sleep = None, msg.seconds, True
+        else:
+            what = f"the interrupt payload of step {self.step_id!r}"
+            payload = normalize(msg.payload, lambda: what)  # type: ignore[union-attr]
+            timeout, sleep = msg.timeout, False  # type: ignore[union-attr]
         journal = self.journal
         if self.cursor < len(journal):
             recorded = journal[self.cursor]
-            if type(recorded) is not Asked or not same(recorded.payload, payload):
-                self._mismatch(recorded, f"Interrupt({payload!r})")
+            if (
+                type(recorded) is not Asked
+                or recorded.sleep is not sleep
+                or not same(recorded.payload, payload)
+            ):
+                got = f"Sleep({timeout!r})" if sleep else f"Interrupt({payload!r})"
+                self._mismatch(recorded, got)
             entry: Asked = recorded  # type: ignore[assignment]
         else:
-            entry = Asked(self.id_prefix + str(len(journal)), payload)
+            deadline = None if timeout is None else self.clock() + round(timeout * 1000)
+            entry = Asked(self.id_prefix + str(len(journal)), payload, deadline, sleep)
             journal.append(entry)
         self.cursor += 1
-        answers = self.answers
-        if entry.id in answers:
-            return True, thaw(answers[entry.id])  # the step's own copy
-        if self.cursor != len(journal):  # pragma: no cover - a journal the engine never writes
-            why = f"step {self.step_id!r}: interrupt {entry.id!r} has no answer but is not last"
-            raise NondeterminismError(why)
-        return False, None
+        return entry
 
     def _replay_effect(self, msg: Effect) -> tuple[Any, BaseException | None]:
         entry = self.journal[self.cursor]
@@ -242,8 +282,20 @@ class Trampoline:
         return f"step {self.step_id!r} yielded {msg!r}, which is not an instruction{hint}: {_HINT}"
 
 
+def timed_out(step_id: str, entry: Asked) -> InterruptTimeout:
+    """The error thrown in at the ``yield`` of an interrupt whose deadline passed."""
+    when = datetime.datetime.fromtimestamp((entry.deadline_ms or 0) / 1000, datetime.timezone.utc)
+    msg = (
+        f"interrupt {entry.id!r} of step {step_id!r} timed out: nobody answered it by its "
+        f"deadline {when:%Y-%m-%d %H:%M:%S} UTC"
+    )
+    return InterruptTimeout(msg)
+
+
 def describe_entry(entry: Entry) -> str:
     if isinstance(entry, Asked):
+        if entry.sleep:
+            return "Sleep(...)"
         return f"Interrupt({entry.payload!r})"
     return f"Effect({entry.effect})"
 
@@ -255,6 +307,8 @@ def start(
     journal: list[Entry],
     answers: Mapping[str, Any],
     id_prefix: str,
+    timeouts: Collection[str] = (),
+    clock: Callable[[], int] = no_clock,
 ) -> Trampoline | Mapping[str, Any]:
     """Call a step: its writes if it is a plain function, else a trampoline on ``journal``.
 
@@ -268,7 +322,7 @@ def start(
             raise
         raise step_failed(step_id, exc) from exc
     if type(result) is GeneratorType:
-        return Trampoline(step_id, result, journal, answers, id_prefix)
+        return Trampoline(step_id, result, journal, answers, id_prefix, timeouts, clock)
     if journal:
         msg = (
             f"step {step_id!r} has a journal to replay, but calling it again returned "

@@ -8,6 +8,7 @@ same thing the class subclasses it too, so ``except ValueError`` still works::
     ├── StepError(RuntimeError)         a step failed, or returned/yielded something wrong
     │   └── EffectError                 an Effect's function raised (thrown into the step)
     ├── ResumeError(ValueError)         a command does not fit the run's state
+    ├── InterruptTimeout(TimeoutError)  an interrupt's deadline passed (thrown into the step)
     ├── SerializationError(TypeError)   a value msgpack cannot encode
     ├── NondeterminismError(RuntimeError)  a replayed step did not repeat its journal
     └── CheckpointError(OSError)        the store failed
@@ -28,6 +29,7 @@ __all__ = [
     "CorruptCheckpointError",
     "EffectError",
     "GraphError",
+    "InterruptTimeout",
     "NondeterminismError",
     "PausegraphError",
     "ResumeError",
@@ -63,6 +65,15 @@ class EffectError(StepError):
 
 class ResumeError(PausegraphError, ValueError):
     """A command or a run id that does not fit the run's current state."""
+
+
+class InterruptTimeout(PausegraphError, TimeoutError):
+    """An interrupt's deadline passed before anyone answered it.
+
+    ``Runner.tick()`` throws it into the step at the ``yield`` of an
+    ``Interrupt(payload, timeout=...)`` whose deadline passed; the step may
+    catch it (auto-approve, escalate) or let it fail the run.
+    """
 
 
 class SerializationError(PausegraphError, TypeError):

@@ -11,6 +11,7 @@ from pausegraph import (
     CorruptCheckpointError,
     EffectError,
     GraphError,
+    InterruptTimeout,
     NondeterminismError,
     PausegraphError,
     ResumeError,
@@ -28,6 +29,7 @@ ERRORS = [
     ConflictError,
     NondeterminismError,
     EffectError,
+    InterruptTimeout,
 ]
 
 
@@ -45,6 +47,7 @@ def test_every_error_is_a_pausegraph_error(error):
         (SerializationError, TypeError),
         (NondeterminismError, RuntimeError),
         (CheckpointError, OSError),
+        (InterruptTimeout, TimeoutError),
     ],
     ids=lambda x: x.__name__,
 )

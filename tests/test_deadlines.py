@@ -1,0 +1,305 @@
+"""Deadlines and durable timers: Interrupt(timeout=...), Sleep, Runner.tick()."""
+
+from __future__ import annotations
+
+import datetime
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pausegraph import (
+    Done,
+    Effect,
+    EffectError,
+    FileCheckpointer,
+    Graph,
+    Interrupt,
+    InterruptTimeout,
+    LastWriteWins,
+    MemoryCheckpointer,
+    Paused,
+    Resume,
+    Runner,
+    Sleep,
+    StepError,
+)
+from pausegraph.checkpointers import Checkpointer
+
+DAY = 24 * 3600 * 1000
+
+
+class Clock:
+    """A clock tests move instead of sleeping (epoch ms)."""
+
+    def __init__(self, now: int = 1_700_000_000_000) -> None:
+        self.now = now
+
+    def __call__(self) -> int:
+        return self.now
+
+
+@pytest.fixture(params=["memory", "file"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Checkpointer:
+    if request.param == "memory":
+        return MemoryCheckpointer()
+    return FileCheckpointer(tmp_path / "store")
+
+
+def approval(state: Any) -> Any:
+    try:
+        answer = yield Interrupt({"ask": "approve?"}, timeout=datetime.timedelta(days=1))
+    except InterruptTimeout:
+        answer = "auto-rejected"
+    return {"decision": answer}
+
+
+def strict(state: Any) -> Any:
+    answer = yield Interrupt("approve?", timeout=60)
+    return {"decision": answer}
+
+
+def napper(state: Any) -> Any:
+    woke = yield Sleep(30)
+    return {"decision": ["woke", woke]}
+
+
+def graph_of(step: Any, name: str = "g") -> Graph:
+    return Graph(name, {"decision": LastWriteWins()}).step("a", step)
+
+
+def test_the_deadline_is_the_clock_at_the_pause_plus_the_timeout(store: Checkpointer) -> None:
+    clock = Clock()
+    runner = Runner(graph_of(approval), store, clock=clock)
+    paused = runner.run("r")
+    assert isinstance(paused, Paused)
+    assert paused.interrupts[0].deadline_ms == clock.now + DAY
+    assert runner.state("r").interrupts[0].deadline_ms == clock.now + DAY
+
+
+@pytest.mark.parametrize("cold", [False, True])
+def test_a_replay_never_moves_the_deadline(store: Checkpointer, cold: bool) -> None:
+    clock = Clock()
+
+    def two(state: Any) -> Any:
+        first = yield Interrupt("one", timeout=10)
+        second = yield Interrupt("two", timeout=10)
+        return {"decision": [first, second]}
+
+    runner = Runner(graph_of(two), store, clock=clock)
+    first_deadline = runner.run("r").interrupts[0].deadline_ms  # type: ignore[union-attr]
+    clock.now += 5_000
+    if cold:
+        runner = Runner(graph_of(two), store, clock=clock)
+    paused = runner.resume("r", Resume(1))
+    assert isinstance(paused, Paused)
+    assert paused.interrupts[0].deadline_ms == clock.now + 10_000  # the new one: its own time
+    history = runner.history("r")
+    assert first_deadline == history[0].timestamp_ms + 10_000
+
+
+@pytest.mark.parametrize("cold", [False, True])
+def test_tick_throws_the_timeout_in_and_a_step_may_catch_it(
+    store: Checkpointer, cold: bool
+) -> None:
+    clock = Clock()
+    runner = Runner(graph_of(approval), store, clock=clock)
+    runner.run("r")
+    clock.now += DAY - 1
+    assert runner.tick() == {}  # not yet
+    clock.now += 1  # at the deadline: passed
+    if cold:
+        runner = Runner(graph_of(approval), store, clock=clock)
+    assert runner.tick() == {"r": Done({"decision": "auto-rejected"}, 1)}
+    assert runner.tick() == {}
+
+
+def test_an_uncaught_timeout_fails_the_run_and_an_answer_replaces_it(store: Checkpointer) -> None:
+    clock = Clock()
+    runner = Runner(graph_of(strict), store, clock=clock)
+    pending = runner.run("r").interrupts[0]  # type: ignore[union-attr]
+    clock.now += 60_000
+    assert runner.tick() == {}  # the run's own error is not raised: it is failed
+    info = runner.state("r")
+    assert info.status == "failed"
+    assert info.failure is not None
+    assert info.failure.error_type == "InterruptTimeout"
+    assert runner.tick() == {}  # tick never retries a failed run on its own
+    done = runner.resume("r", Resume(answers={pending.id: "late yes"}))
+    assert done == Done({"decision": "late yes"}, 1)
+
+
+def test_a_passed_sleep_returns_none_and_answering_it_ends_it_early(store: Checkpointer) -> None:
+    clock = Clock()
+    runner = Runner(graph_of(napper), store, clock=clock)
+    paused = runner.run("r")
+    assert isinstance(paused, Paused)
+    assert paused.payload is None
+    assert paused.interrupts[0].deadline_ms == clock.now + 30_000
+    assert runner.state("r").status == "paused"
+    clock.now += 30_000
+    assert runner.tick() == {"r": Done({"decision": ["woke", None]}, 1)}
+    runner.run("early")
+    assert runner.resume("early", Resume("now")) == Done({"decision": ["woke", "now"]}, 1)
+
+
+def test_a_deadline_that_passed_while_no_process_ran_fires_on_the_next_tick(
+    tmp_path: Path,
+) -> None:
+    clock = Clock()
+    Runner(graph_of(approval), FileCheckpointer(tmp_path), clock=clock).run("r")
+    del clock  # the process is gone; a week later another one ticks
+    later = Clock(1_700_000_000_000 + 7 * DAY)
+    moved = Runner(graph_of(approval), FileCheckpointer(tmp_path), clock=later).tick()
+    assert moved == {"r": Done({"decision": "auto-rejected"}, 1)}
+
+
+def test_answering_a_timed_out_interrupt_before_a_tick_is_allowed(store: Checkpointer) -> None:
+    clock = Clock()
+    runner = Runner(graph_of(strict), store, clock=clock)
+    runner.run("r")
+    clock.now += 10 * 60_000
+    assert runner.resume("r", Resume("yes")) == Done({"decision": "yes"}, 1)
+    assert runner.tick() == {}
+
+
+def test_tick_moves_only_its_own_graphs_runs(store: Checkpointer) -> None:
+    clock = Clock()
+    mine = Runner(graph_of(approval, "mine"), store, clock=clock)
+    theirs = Runner(graph_of(approval, "theirs"), store, clock=clock)
+    mine.run("a")
+    theirs.run("b")
+    clock.now += DAY
+    assert list(mine.tick()) == ["a"]
+    assert theirs.state("b").status == "paused"
+
+
+def test_two_tickers_racing_move_each_run_once(tmp_path: Path) -> None:
+    clock = Clock()
+    calls: list[str] = []
+
+    def notify(run: str) -> str:
+        calls.append(run)
+        return run
+
+    def escalate(state: Any) -> Any:
+        try:
+            yield Interrupt("approve?", timeout=1)
+        except InterruptTimeout:
+            yield Effect(notify, "escalated")
+        return {"decision": "escalated"}
+
+    graph = graph_of(escalate)
+    for n in range(20):
+        Runner(graph, FileCheckpointer(tmp_path), clock=clock).run(f"r{n}")
+    clock.now += 1000
+    results: list[dict[str, Any]] = []
+    barrier = threading.Barrier(2)
+
+    def ticker() -> None:
+        runner = Runner(graph, FileCheckpointer(tmp_path), clock=clock)
+        barrier.wait(10)
+        results.append(runner.tick())
+
+    threads = [threading.Thread(target=ticker) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    moved = [run for result in results for run in result]
+    assert sorted(moved) == sorted(f"r{n}" for n in range(20))  # each by exactly one
+    assert len(calls) == 20
+
+
+def test_retries_with_backoff_need_no_new_api(store: Checkpointer) -> None:
+    clock = Clock()
+    attempts: list[int] = []
+
+    def flaky() -> str:
+        attempts.append(len(attempts))
+        if len(attempts) < 3:
+            raise ConnectionError("try later")
+        return "sent"
+
+    def send(state: Any) -> Any:
+        for attempt in range(5):
+            try:
+                result = yield Effect(flaky)
+                return {"decision": result}
+            except EffectError:
+                yield Sleep(2**attempt)
+        return {"decision": "gave up"}
+
+    runner = Runner(graph_of(send), store, clock=clock)
+    assert isinstance(runner.run("r"), Paused)
+    for _ in range(2):
+        clock.now += 60_000
+        outcome = runner.tick()["r"]
+    assert outcome == Done({"decision": "sent"}, 1)
+    assert attempts == [0, 1, 2]
+
+
+@pytest.mark.parametrize("bad", ["1", -1, float("nan"), float("inf"), True])
+def test_a_timeout_is_seconds_as_a_number_or_timedelta(bad: Any) -> None:
+    with pytest.raises((TypeError, ValueError), match=r"seconds"):
+        Interrupt("q", timeout=bad)
+    with pytest.raises((TypeError, ValueError), match=r"seconds"):
+        Sleep(bad)
+    with pytest.raises(TypeError, match=r"^Sleep\(seconds\) takes seconds"):
+        Sleep(None)  # type: ignore[arg-type]
+
+
+@given(
+    timeouts=st.lists(st.none() | st.integers(0, 100), min_size=1, max_size=4),
+    waits=st.lists(st.integers(0, 150), min_size=1, max_size=6),
+    cold=st.booleans(),
+)
+def test_hot_and_cold_ticks_give_the_same_outcome(
+    timeouts: list[int | None], waits: list[int], cold: bool
+) -> None:
+    def asks(state: Any) -> Any:
+        got = []
+        for n, seconds in enumerate(timeouts):
+            try:
+                got.append((yield Interrupt(n, timeout=seconds)))
+            except InterruptTimeout:
+                got.append("timeout")
+        return {"decision": got}
+
+    def play(always_cold: bool) -> Any:
+        clock = Clock()
+        store = MemoryCheckpointer()
+        runner = Runner(graph_of(asks), store, clock=clock)
+        outcome: Any = runner.run("r")
+        for wait in waits:
+            if isinstance(outcome, Done):
+                break
+            clock.now += wait * 1000
+            if always_cold:
+                runner = Runner(graph_of(asks), store, clock=clock)
+            outcome = runner.tick().get("r", outcome)
+        return runner.state("r")
+
+    assert play(False) == play(cold)
+
+
+def test_a_step_failure_after_a_timeout_is_left_failed_not_raised() -> None:
+    clock = Clock()
+
+    def boom(state: Any) -> Any:
+        try:
+            yield Interrupt("q", timeout=1)
+        except InterruptTimeout:
+            raise RuntimeError("escalation service down") from None
+        return {}
+
+    runner = Runner(graph_of(boom), clock=clock)
+    runner.run("r")
+    clock.now += 1000
+    assert runner.tick() == {}
+    assert runner.state("r").failure is not None
+    with pytest.raises(StepError, match=r"escalation service down"):
+        runner.run("r")
