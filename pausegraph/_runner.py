@@ -30,7 +30,6 @@ from ._commands import (
     Paused,
     Resume,
     RunInfo,
-    Status,
     Update,
 )
 from ._graph import Graph
@@ -39,19 +38,17 @@ from ._machine import (
     Claim,
     Shape,
     decide,
+    decide_cancel,
     decide_run,
     driven,
     info_of,
     paused_of,
-    queued_message,
-    status_of,
 )
 from ._records import (
     AtAfter,
     AtBefore,
     AtInterrupt,
     Breakpoints,
-    Cancelled,
     Checkpoint,
     CheckpointMeta,
     Failed,
@@ -68,7 +65,7 @@ from ._scheduler import LayerFailed, LayerRun, failure_of
 from ._trampoline import Trampoline
 from ._values import same, thaw
 from .checkpointers import Checkpointer, MemoryCheckpointer
-from .errors import ConflictError, GraphError, ResumeError, StepError
+from .errors import GraphError, ResumeError, StepError
 
 logger = logging.getLogger("pausegraph")
 
@@ -272,15 +269,10 @@ class Runner:
             raise ResumeError(msg)
         with self._driving(run_id):
             latest = self._latest(run_id)
-            status = status_of(latest.stage, running=False)
-            if status is Status.QUEUED:
-                raise ConflictError(queued_message(run_id))
-            if status is Status.DONE or status is Status.CANCELLED:
-                msg = f"run {run_id!r} is {status.value}: there is nothing to cancel"
-                raise ResumeError(msg)
+            claim = decide_cancel(latest, reason)
             self._held.drop(run_id)
             cursor = self._cursor(latest)
-            saved = self._save(cursor, "cancelled", latest.super_step, Cancelled(reason), ())
+            saved = self._save(cursor, claim.label, claim.super_step, claim.stage, ())
             _log(logging.INFO, "run cancelled", saved)
             return info_of(saved, running=False)
 
