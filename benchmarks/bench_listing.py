@@ -30,7 +30,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Generator
-from pathlib import Path
 from typing import Any
 
 from pausegraph import Graph, Interrupt, LastWriteWins, Resume, Runner, open_checkpointer
@@ -44,9 +43,7 @@ def ask(state: Any) -> Generator[Any, Any, dict[str, Any]]:
     return {"approved": answer}
 
 
-GRAPH = Graph("listing", {"amount": LastWriteWins(), "approved": LastWriteWins()}).step(
-    "ask", ask
-)
+GRAPH = Graph("listing", {"amount": LastWriteWins(), "approved": LastWriteWins()}).step("ask", ask)
 
 
 def build(url: str, runs: int) -> str:
