@@ -896,10 +896,13 @@ def _cmd_inbox(args: argparse.Namespace) -> int:
 def _find(args: argparse.Namespace) -> tuple[Checkpointer, str]:
     """The store and workflow holding ``args.run_id``, or a one-line error.
 
-    One listing of the store's runs (their summaries), not a read of each.
+    One listing of the store's runs (their summaries), not a read of each;
+    none at all when ``--workflow`` names the run's workflow.
     """
     run_id: str = args.run_id
     store = _existing_store(args)
+    if store is not None and args.workflow is not None and store.list(args.workflow, run_id):
+        return store, args.workflow  # named exactly: no listing needed
     workflows = [] if store is None else sorted(w for w, r in store.runs() if r == run_id)
     if args.workflow is not None:
         if args.workflow not in workflows:
