@@ -22,10 +22,16 @@ from ._commands import (
     Update,
 )
 from ._graph import Graph
+from ._inbox import Waiting, inbox
 from ._instructions import Effect, Interrupt, Sleep
 from ._records import Checkpoint, CheckpointMeta, Failure
 from ._runner import Runner
-from .checkpointers import Checkpointer, FileCheckpointer, MemoryCheckpointer
+from .checkpointers import (
+    Checkpointer,
+    FileCheckpointer,
+    MemoryCheckpointer,
+    open_checkpointer,
+)
 from .errors import (
     CheckpointError,
     ConflictError,
@@ -79,6 +85,9 @@ __all__ = [
     "Status",
     "StepError",
     "Update",
+    "Waiting",
+    "inbox",
+    "open_checkpointer",
 ]
 
 __version__ = "0.1.0"

@@ -281,6 +281,22 @@ def decide_tick(latest: Checkpoint, now_ms: int) -> Claim | None:
     return Claim("tick", latest.super_step - 1, InLayer(claimed), keep_live=True)
 
 
+def decide_cancel(latest: Checkpoint, reason: str) -> Claim:
+    """``cancel(run_id, reason)``: a paused or failed run ends for good (label ``cancelled``).
+
+    A queued run is a ``ConflictError`` (its claim waits for a driver); a
+    done or cancelled one a ``ResumeError``.
+    """
+    run_id = latest.run_id
+    status = status_of(latest.stage, running=False)
+    if status is Status.QUEUED:
+        raise ConflictError(queued_message(run_id))
+    if status is Status.DONE or status is Status.CANCELLED:
+        msg = f"run {run_id!r} is {status.value}: there is nothing to cancel"
+        raise ResumeError(msg)
+    return Claim("cancelled", latest.super_step, Cancelled(reason), drive=False)
+
+
 def queued_message(run_id: str) -> str:
     return (
         f"run {run_id!r} is queued: it has work waiting for a driver (a new run, a claimed "

@@ -39,12 +39,12 @@ from ._machine import (
     Claim,
     Shape,
     decide,
+    decide_cancel,
     decide_run,
     decide_tick,
     driven,
     info_of,
     paused_of,
-    queued_message,
     status_of,
 )
 from ._records import (
@@ -52,7 +52,6 @@ from ._records import (
     AtBefore,
     AtInterrupt,
     Breakpoints,
-    Cancelled,
     Checkpoint,
     CheckpointMeta,
     Failed,
@@ -280,15 +279,10 @@ class Runner:
             raise ResumeError(msg)
         with self._driving(run_id):
             latest = self._latest(run_id)
-            status = status_of(latest.stage, running=False)
-            if status is Status.QUEUED:
-                raise ConflictError(queued_message(run_id))
-            if status is Status.DONE or status is Status.CANCELLED:
-                msg = f"run {run_id!r} is {status.value}: there is nothing to cancel"
-                raise ResumeError(msg)
+            claim = decide_cancel(latest, reason)
             self._held.drop(run_id)
             cursor = self._cursor(latest)
-            saved = self._save(cursor, "cancelled", latest.super_step, Cancelled(reason), ())
+            saved = self._save(cursor, claim.label, claim.super_step, claim.stage, ())
             _log(logging.INFO, "run cancelled", saved)
             return info_of(saved, running=False)
 

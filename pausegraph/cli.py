@@ -4,14 +4,22 @@
 
     pausegraph run examples/expense.py:graph --input '{"amount": 120}'
     pausegraph resume examples/expense.py:graph RUN_ID --value '{"approved": true}'
-    pausegraph runs
+    pausegraph runs --status paused
+    pausegraph inbox
     pausegraph show RUN_ID
     pausegraph history RUN_ID
+    pausegraph cancel RUN_ID --reason "duplicate"
+    pausegraph delete RUN_ID
+    pausegraph prune --finished-before 30
     pausegraph graph examples/expense.py:graph
 
 A WORKFLOW is ``module:attribute`` or ``path/to/file.py:attribute`` naming a
 ``Graph``. Runs live in a ``FileCheckpointer`` store, ``./.pausegraph`` unless
-``--store DIR`` says otherwise. Values on the command line are JSON.
+``--store URL`` names another (any ``open_checkpointer`` URL: a directory,
+``file:PATH``, ``sqlite:PATH``, ``memory:``). Values on the command line are
+JSON. The commands that need no WORKFLOW (``runs``, ``inbox``, ``show``,
+``history``, ``cancel``, ``delete``, ``prune``) read the store alone: the
+stores' run summaries for listings, one run's checkpoints otherwise.
 
 Every mistake (bad JSON, an unknown run, a workflow that cannot be imported,
 any ``PausegraphError``) prints one line, ``pausegraph: error: ...``, on
@@ -41,6 +49,7 @@ from typing import Any, NoReturn, TextIO
 
 from . import __version__
 from . import _cli_render as render
+from ._admin import cancel_run, delete_run, prune
 from ._commands import (
     Before,
     Command,
@@ -51,12 +60,16 @@ from ._commands import (
     Outcome,
     Paused,
     Resume,
+    Status,
     Update,
 )
 from ._graph import Graph
-from ._records import Checkpoint
-from ._runner import Runner
-from .checkpointers.file import FileCheckpointer
+from ._inbox import inbox, listed_status, run_summaries
+from ._records import Asked, Checkpoint, Raised, Returned, progress_of
+from ._runner import Runner, system_clock
+from .checkpointers import Checkpointer, RunSummary
+from .checkpointers._checkpointer import summary_data
+from .checkpointers._open import open_checkpointer, parse_store_url
 from .errors import NondeterminismError, PausegraphError, SerializationError, StepError
 
 __all__ = ["main"]
@@ -105,10 +118,12 @@ def _usage(message: str) -> _Failure:
 
 
 def _parser() -> _Parser:
-    store_help = f"the checkpoint store directory (default: ./{DEFAULT_STORE})"
+    store_help = (
+        f"the store: a directory, file:PATH, sqlite:PATH or memory: (default: ./{DEFAULT_STORE})"
+    )
     # --store is accepted before or after the command; the command's copy wins.
     store = _Parser(add_help=False)
-    store.add_argument("--store", metavar="DIR", default=argparse.SUPPRESS, help=store_help)
+    store.add_argument("--store", metavar="URL", default=argparse.SUPPRESS, help=store_help)
     # -v/-q are accepted before or after the command too; the counts add up.
     loudness = _Parser(add_help=False)
     loudness.add_argument(
@@ -139,7 +154,7 @@ def _parser() -> _Parser:
         prog=_PROG,
         description="Run, resume and inspect pausegraph workflows.",
     )
-    parser.add_argument("--store", metavar="DIR", default=DEFAULT_STORE, help=store_help)
+    parser.add_argument("--store", metavar="URL", default=DEFAULT_STORE, help=store_help)
     parser.add_argument("--version", action=_Version, help="print the version and exit")
     parser.add_argument(
         "-v",
@@ -194,15 +209,26 @@ def _parser() -> _Parser:
         help="write a JSON object of channel values: alone, or with --value, --answer or --goto",
     )
 
-    commands.add_parser(
+    runs = commands.add_parser(
         "runs",
         parents=[store, loudness, json_flag],
         help="list every run in the store with its status",
         description="List every run in the store with its status.",
     )
+    runs.add_argument(
+        "--status", choices=[s.value for s in Status], help="only the runs with this status"
+    )
+    runs.add_argument("--workflow", metavar="NAME", help="only the runs of this graph")
+    waiting = commands.add_parser(
+        "inbox",
+        parents=[store, loudness, json_flag],
+        help="list every interrupt waiting for an answer, oldest first",
+        description="List every pending interrupt of every paused run, oldest first.",
+    )
+    waiting.add_argument("--workflow", metavar="NAME", help="only the runs of this graph")
     for name, what in (
-        ("show", "the state and pending interrupts"),
-        ("history", "the checkpoints"),
+        ("show", "the state, pending interrupts and journal"),
+        ("history", "the checkpoints, with what each recorded,"),
     ):
         sub = commands.add_parser(
             name,
@@ -214,6 +240,43 @@ def _parser() -> _Parser:
         sub.add_argument(
             "--workflow", metavar="NAME", help="the graph name, when several share RUN_ID"
         )
+    cancel = commands.add_parser(
+        "cancel",
+        parents=[store, loudness],
+        help="end a paused or failed run for good",
+        description=(
+            "End a paused or failed run for good (checkpoint 'cancelled'); needs no WORKFLOW. "
+            "A later 'pausegraph resume WORKFLOW RUN_ID --goto STEP' re-opens it."
+        ),
+    )
+    cancel.add_argument("run_id", metavar="RUN_ID")
+    cancel.add_argument(
+        "--workflow", metavar="NAME", help="the graph name, when several share RUN_ID"
+    )
+    cancel.add_argument("--reason", metavar="TEXT", default="", help="why, kept with the run")
+    delete = commands.add_parser(
+        "delete",
+        parents=[store, loudness],
+        help="remove every checkpoint of a run",
+        description="Remove every checkpoint of a run that no live process drives.",
+    )
+    delete.add_argument("run_id", metavar="RUN_ID")
+    delete.add_argument(
+        "--workflow", metavar="NAME", help="the graph name, when several share RUN_ID"
+    )
+    pruning = commands.add_parser(
+        "prune",
+        parents=[store, loudness],
+        help="delete done and cancelled runs older than DAYS",
+        description=(
+            "Delete every done or cancelled run whose latest checkpoint is older than DAYS "
+            "days, each holding its live lock; print how many."
+        ),
+    )
+    pruning.add_argument(
+        "--finished-before", metavar="DAYS", type=float, required=True, help="age in days"
+    )
+    pruning.add_argument("--workflow", metavar="NAME", help="only the runs of this graph")
 
     graph = commands.add_parser(
         "graph",
@@ -395,17 +458,19 @@ def _import_file(path: Path) -> Any:
     return module
 
 
-def _store(args: argparse.Namespace) -> FileCheckpointer:
+def _store(args: argparse.Namespace) -> Checkpointer:
     """Open (creating if need be) the store: for commands that may start a run."""
-    return FileCheckpointer(args.store)
+    return open_checkpointer(args.store)
 
 
-def _existing_store(args: argparse.Namespace) -> FileCheckpointer | None:
+def _existing_store(args: argparse.Namespace) -> Checkpointer | None:
     """Open the store for reading; ``None`` if there is none yet (nothing is created)."""
-    root = Path(args.store)
-    if not root.exists() or (root.is_dir() and not any(root.iterdir())):
-        return None
-    return FileCheckpointer(root)
+    parsed = parse_store_url(args.store)
+    if parsed.kind in ("file", "sqlite"):
+        where = Path(parsed.target)
+        if not where.exists() or (where.is_dir() and not any(where.iterdir())):
+            return None
+    return open_checkpointer(args.store)
 
 
 def _parse_json(text: str, what: str) -> Any:
@@ -446,7 +511,7 @@ def _check_breakpoints(args: argparse.Namespace, graph: Graph) -> None:
                 )
 
 
-def _runner(args: argparse.Namespace, graph: Graph, store: FileCheckpointer) -> Runner:
+def _runner(args: argparse.Namespace, graph: Graph, store: Checkpointer) -> Runner:
     return Runner(
         graph,
         store,
@@ -718,64 +783,126 @@ def _indent(text: str) -> str:
 # --- inspection -----------------------------------------------------------------
 
 
+def _unreadable(counter: list[int]) -> Callable[[str, str, PausegraphError], None]:
+    """Log a run that cannot be read (one damaged run does not hide the others)."""
+
+    def log(workflow: str, run_id: str, exc: PausegraphError) -> None:
+        counter.append(1)
+        _LOG.error(
+            "run %r of workflow %r cannot be read: %s: %s",
+            run_id,
+            workflow,
+            type(exc).__name__,
+            exc,
+        )
+
+    return log
+
+
+def _summaries(
+    args: argparse.Namespace, store: Checkpointer, *, status: str | None = None
+) -> tuple[list[RunSummary], int]:
+    """The run summaries the command lists (sorted), and how many runs could not be read."""
+    bad: list[int] = []
+    found = run_summaries(
+        store, workflow_id=args.workflow, status=status, on_error=_unreadable(bad)
+    )
+    found.sort(key=lambda s: (s.workflow_id, s.run_id))
+    return found, len(bad)
+
+
 def _cmd_runs(args: argparse.Namespace) -> int:
     store = _existing_store(args)
-    found = [] if store is None else sorted(store.runs())
+    wanted: str | None = args.status
+    stored = Status.QUEUED.value if wanted == Status.RUNNING.value else wanted
+    found, unreadable = ([], 0) if store is None else _summaries(args, store, status=stored)
     rows = []
-    unreadable = 0
-    for workflow, run_id in found:
+    for summary in found:
         assert store is not None
-        try:
-            latest = store.latest(workflow, run_id)
-        except PausegraphError as exc:  # one damaged run does not hide the others
-            unreadable += 1
-            _LOG.error(
-                "run %r of workflow %r cannot be read: %s: %s",
-                run_id,
-                workflow,
-                type(exc).__name__,
-                exc,
-            )
+        status = listed_status(summary, store)
+        if wanted is not None and status.value != wanted:
             continue
-        if latest is None:  # a run being created right now
-            continue
-        rows.append((workflow, run_id, latest))
+        rows.append((summary, status, summary_data(summary)))
     if args.json:
         objs = [
             {
-                "workflow": workflow,
-                "run_id": run_id,
-                "status": str(render.status_of(c, store)),
-                "super_step": c.super_step,
-                "label": c.label,
-                "interrupts": len(render.pending_of(c)),
+                "workflow": summary.workflow_id,
+                "run_id": summary.run_id,
+                "status": str(status),
+                "super_step": data.super_step,
+                "label": data.label,
+                "interrupts": len(data.interrupts),
             }
-            for workflow, run_id, c in rows
+            for summary, status, data in rows
         ]
         _print_json(objs)
     elif not rows:
         print(f"no runs in {args.store}", file=sys.stderr)
     else:
         table = [
-            (w, r, str(render.status_of(c, store)), c.super_step, c.label, _waits(c))
-            for w, r, c in rows
+            (
+                summary.workflow_id,
+                summary.run_id,
+                str(status),
+                data.super_step,
+                data.label,
+                ", ".join(i[0] for i in data.interrupts)
+                or ("--continue" if status is Status.PAUSED else ""),
+            )
+            for summary, status, data in rows
         ]
         header = ("WORKFLOW", "RUN", "STATUS", "SUPER-STEP", "LAST CHECKPOINT", "WAITS FOR")
         sys.stdout.write(render.table(header, table))
     return 1 if unreadable else 0
 
 
-def _waits(checkpoint: Checkpoint) -> str:
-    pending = render.pending_of(checkpoint)
-    if pending:
-        return ", ".join(i.id for i in pending)
-    return "" if render.breakpoint_of(checkpoint) is None else "--continue"
+def _cmd_inbox(args: argparse.Namespace) -> int:
+    store = _existing_store(args)
+    found = [] if store is None else inbox(store, workflow=args.workflow)
+    if args.json:
+        _print_json(
+            [
+                {
+                    "workflow": w.workflow_id,
+                    "run_id": w.run_id,
+                    "id": w.interrupt.id,
+                    "step_id": w.interrupt.step_id,
+                    "payload": render.jsonable(w.interrupt.payload),
+                    "since_ms": w.since_ms,
+                    "deadline_ms": w.interrupt.deadline_ms,
+                }
+                for w in found
+            ]
+        )
+    elif not found:
+        print(f"nothing waits for an answer in {args.store}", file=sys.stderr)
+    else:
+        rows = [
+            (
+                _time(w.since_ms),
+                w.workflow_id,
+                w.run_id,
+                w.interrupt.id,
+                w.interrupt.step_id,
+                render.dumps(w.interrupt.payload),
+            )
+            for w in found
+        ]
+        header = ("SINCE (UTC)", "WORKFLOW", "RUN", "INTERRUPT", "STEP", "PAYLOAD")
+        sys.stdout.write(render.table(header, rows))
+    return 0
 
 
-def _find(args: argparse.Namespace) -> tuple[FileCheckpointer, str]:
-    """The store and workflow holding ``args.run_id``, or a one-line error."""
+def _find(args: argparse.Namespace) -> tuple[Checkpointer, str]:
+    """The store and workflow holding ``args.run_id``, or a one-line error.
+
+    One listing of the store's runs (their summaries), not a read of each;
+    none at all when ``--workflow`` names the run's workflow.
+    """
     run_id: str = args.run_id
     store = _existing_store(args)
+    if store is not None and args.workflow is not None and store.list(args.workflow, run_id):
+        return store, args.workflow  # named exactly: no listing needed
     workflows = [] if store is None else sorted(w for w, r in store.runs() if r == run_id)
     if args.workflow is not None:
         if args.workflow not in workflows:
@@ -792,6 +919,35 @@ def _find(args: argparse.Namespace) -> tuple[FileCheckpointer, str]:
             "choose one with --workflow NAME"
         )
     return store, workflows[0]
+
+
+def _journal_rows(checkpoint: Checkpoint) -> list[tuple[str, str, str, str]]:
+    """``(step, kind, what, result)`` of the journal of the layer under way, in order.
+
+    ``kind`` is ``interrupt`` (what: its id and payload; result: the answer,
+    or ``(pending)``), ``effect`` (what: the effect; result: what it
+    returned) or ``effect error`` (result: the message).
+    """
+    progress = progress_of(checkpoint.stage)
+    if progress is None:
+        return []
+    rows = []
+    for step_id, journal in progress.journals.items():
+        for entry in journal:
+            if type(entry) is Asked:
+                answer = (
+                    render.dumps(progress.answers[entry.id])
+                    if entry.id in progress.answers
+                    else "(pending)"
+                )
+                rows.append(
+                    (step_id, "interrupt", f"{entry.id} {render.dumps(entry.payload)}", answer)
+                )
+            elif type(entry) is Returned:
+                rows.append((step_id, "effect", entry.effect, render.dumps(entry.value)))
+            elif type(entry) is Raised:
+                rows.append((step_id, "effect error", entry.effect, entry.error))
+    return rows
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
@@ -820,6 +976,10 @@ def _cmd_show(args: argparse.Namespace) -> int:
     print("values:")
     values = [(name, render.dumps(value)) for name, value in latest.values.items()]
     sys.stdout.write(_indent(render.table(("CHANNEL", "VALUE"), values)))
+    journal = _journal_rows(latest)
+    if journal:
+        print("journal of the layer under way (who answered what, what effects returned):")
+        sys.stdout.write(_indent(render.table(("STEP", "KIND", "WHAT", "RESULT"), journal)))
     point = render.breakpoint_of(latest)
     if pending:
         print("interrupts:")
@@ -840,9 +1000,54 @@ def _cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _recorded(checkpoint: Checkpoint) -> dict[str, Any] | None:
+    """What a checkpoint recorded: the answers a ``resume`` carried, an effect's result.
+
+    From the checkpoint's own stage: a ``resume`` claim lists the interrupt
+    ids it answered (``Progress.claimed``); an ``effect:<step>`` checkpoint
+    ends that step's journal with the effect's ``Returned`` or ``Raised``.
+    """
+    progress = progress_of(checkpoint.stage)
+    label = checkpoint.label
+    if progress is None:
+        return None
+    if label == "resume" and progress.claimed:
+        return {
+            "answers": {
+                i: render.jsonable(progress.answers[i])
+                for i in progress.claimed
+                if i in progress.answers
+            }
+        }
+    if label.startswith("effect:"):
+        journal = progress.journals.get(label.removeprefix("effect:"), ())
+        last = journal[-1] if journal else None
+        if type(last) is Returned:
+            return {"effect": last.effect, "result": render.jsonable(last.value)}
+        if type(last) is Raised:
+            return {"effect": last.effect, "error": last.error}
+    return None
+
+
+def _recorded_text(recorded: dict[str, Any] | None) -> str:
+    if recorded is None:
+        return ""
+    if "answers" in recorded:
+        return "answered " + ", ".join(
+            f"{i}={render.dumps(v)}" for i, v in recorded["answers"].items()
+        )
+    if "result" in recorded:
+        return f"{recorded['effect']} returned {render.dumps(recorded['result'])}"
+    return f"{recorded['effect']} raised {recorded['error']}"
+
+
 def _cmd_history(args: argparse.Namespace) -> int:
     store, workflow = _find(args)
     metas = store.list(workflow, args.run_id)
+    recorded = []
+    for m in metas:
+        checkpoint = store.load(workflow, args.run_id, m.seq)
+        recorded.append(None if checkpoint is None else _recorded(checkpoint))
     if args.json:
         objs = [
             {
@@ -850,13 +1055,42 @@ def _cmd_history(args: argparse.Namespace) -> int:
                 "super_step": m.super_step,
                 "label": m.label,
                 "timestamp_ms": m.timestamp_ms,
+                "recorded": r,
             }
-            for m in metas
+            for m, r in zip(metas, recorded, strict=True)
         ]
         _print_json(objs)
         return 0
-    rows = [(m.seq, m.super_step, m.label, _time(m.timestamp_ms)) for m in metas]
-    sys.stdout.write(render.table(("SEQ", "SUPER-STEP", "LABEL", "TIME (UTC)"), rows))
+    rows = [
+        (m.seq, m.super_step, m.label, _time(m.timestamp_ms), _recorded_text(r))
+        for m, r in zip(metas, recorded, strict=True)
+    ]
+    sys.stdout.write(render.table(("SEQ", "SUPER-STEP", "LABEL", "TIME (UTC)", "RECORDED"), rows))
+    return 0
+
+
+def _cmd_cancel(args: argparse.Namespace) -> int:
+    store, workflow = _find(args)
+    cancel_run(store, workflow, args.run_id, args.reason, clock=system_clock)
+    print(f"run {render.shown(args.run_id)} of workflow {workflow!r} is cancelled")
+    return 0
+
+
+def _cmd_delete(args: argparse.Namespace) -> int:
+    store, workflow = _find(args)
+    delete_run(store, workflow, args.run_id)
+    print(f"run {render.shown(args.run_id)} of workflow {workflow!r} is deleted")
+    return 0
+
+
+def _cmd_prune(args: argparse.Namespace) -> int:
+    days: float = args.finished_before
+    if not days >= 0:
+        raise _usage(f"--finished-before takes a number of days >= 0, got {days!r}")
+    store = _existing_store(args)
+    before_ms = system_clock() - int(days * 86_400_000)
+    deleted = [] if store is None else prune(store, before_ms=before_ms, workflow_id=args.workflow)
+    print(f"deleted {len(deleted)} run(s) finished before {_time(before_ms)} UTC")
     return 0
 
 
@@ -878,5 +1112,9 @@ _COMMANDS = {
     "runs": _cmd_runs,
     "show": _cmd_show,
     "history": _cmd_history,
+    "inbox": _cmd_inbox,
+    "cancel": _cmd_cancel,
+    "delete": _cmd_delete,
+    "prune": _cmd_prune,
     "graph": _cmd_graph,
 }

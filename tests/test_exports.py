@@ -37,6 +37,7 @@ SPEC_NAMES = {
     "Resume", "Update", "Goto", "MemoryCheckpointer", "PausegraphError", "GraphError",
     "StepError", "ResumeError", "SerializationError", "CheckpointError",
     "CorruptCheckpointError", "ConflictError", "NondeterminismError", "EffectError",
+    "inbox", "Waiting", "open_checkpointer",
 }  # fmt: skip
 
 

@@ -9,6 +9,7 @@ from typing import Protocol
 from .._records import Checkpoint, CheckpointMeta
 from ._checkpointer import StoreCheckpointer
 from ._lock import Holder
+from ._open import open_checkpointer
 from ._store import FrameInfo, RunSummary, Store
 from .file import FileCheckpointer
 from .memory import MemoryCheckpointer, MemoryStore
@@ -23,6 +24,7 @@ __all__ = [
     "RunSummary",
     "Store",
     "StoreCheckpointer",
+    "open_checkpointer",
 ]
 
 

@@ -1,0 +1,117 @@
+"""Everything waiting for a person, across runs, from the stores' run summaries.
+
+A store keeps each run's ``RunSummary`` (status, super-step, label, pending
+interrupts) beside its frames, so listing runs or what waits for an answer
+reads one summary per run: no frame is decoded and no workflow's code is
+imported (the CLI and a web inbox may not have it). ``run_summaries`` is
+the one place that asks a checkpointer for them; a checkpointer that keeps
+no summaries (a user's own ``Checkpointer``) is read the slow way, one
+``latest`` per run, with the same result.
+
+The trap: a ``"queued"`` summary may be a run a live process drives right
+now. Only the live lock knows, so ``listed_status`` asks it, and only for
+runs with work to do (asking costs a lock probe).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import attrs
+
+from ._commands import PendingInterrupt, Status
+from .checkpointers import Checkpointer, RunSummary, StoreCheckpointer
+from .checkpointers._checkpointer import summary_data, summary_of
+from .errors import PausegraphError
+
+__all__ = ["Waiting", "inbox", "listed_status", "run_summaries"]
+
+#: Called with (workflow_id, run_id, error) for a run whose summary cannot be read.
+OnError = Callable[[str, str, PausegraphError], None]
+
+
+@attrs.frozen
+class Waiting:
+    """An interrupt waiting for an answer: which run, which interrupt, since when.
+
+    ``since_ms`` (epoch ms) is the time of the run's latest checkpoint: when
+    it paused, or, if an ``Update`` was saved at that pause since, when the
+    update was. Answer it with ``Runner(graph, store).resume(run_id,
+    Resume(answers={waiting.interrupt.id: value}))``.
+    """
+
+    workflow_id: str
+    run_id: str
+    interrupt: PendingInterrupt
+    since_ms: int
+
+
+def run_summaries(
+    checkpointer: Checkpointer,
+    *,
+    workflow_id: str | None = None,
+    status: str | None = None,
+    on_error: OnError | None = None,
+) -> list[RunSummary]:
+    """The latest ``RunSummary`` of every run, filtered by workflow and stored status.
+
+    ``status`` is a stored status (``"queued"`` covers running runs too: see
+    ``listed_status``). A checkpointer without ``summaries`` is read run by
+    run; a run that cannot be read there goes to ``on_error`` (``None``:
+    raise).
+    """
+    if isinstance(checkpointer, StoreCheckpointer):
+        return checkpointer.summaries(workflow_id=workflow_id, status=status)
+    found = []
+    for workflow, run_id in checkpointer.runs():
+        if workflow_id is not None and workflow != workflow_id:
+            continue
+        try:
+            latest = checkpointer.latest(workflow, run_id)
+        except PausegraphError as exc:
+            if on_error is None:
+                raise
+            on_error(workflow, run_id, exc)
+            continue
+        if latest is None:  # a run being created right now
+            continue
+        summary = summary_of(latest)
+        if status is None or summary.status == status:
+            found.append(summary)
+    return found
+
+
+def listed_status(summary: RunSummary, checkpointer: Checkpointer) -> Status:
+    """The status ``Runner.state`` gives: a queued run that a live process holds is running."""
+    status = Status(summary.status)
+    if status is Status.QUEUED and checkpointer.holder(summary.workflow_id, summary.run_id):
+        return Status.RUNNING
+    return status
+
+
+def inbox(checkpointer: Checkpointer, *, workflow: str | None = None) -> list[Waiting]:
+    """Every pending interrupt of every paused run, oldest first.
+
+    ::
+
+        for waiting in inbox(FileCheckpointer("runs"), workflow="expense"):
+            print(waiting.run_id, waiting.interrupt.id, waiting.interrupt.payload)
+
+    Oldest first means by ``since_ms``, then run id (then workflow), then
+    the interrupts' own order in the run. It reads the stores' run summaries only: no
+    workflow's code is imported and no checkpoint is loaded (with a
+    checkpointer that keeps no summaries, each run's latest checkpoint is).
+    A run paused at a breakpoint waits for ``Continue``, not an answer, and
+    is not listed; a failed run's unanswered interrupts are not either
+    (``Runner.state`` shows them).
+    """
+    found: list[tuple[int, str, str, int, Waiting]] = []
+    for summary in run_summaries(checkpointer, workflow_id=workflow, status=Status.PAUSED.value):
+        data = summary_data(summary)
+        for n, (interrupt_id, step_id, payload, deadline_ms) in enumerate(data.interrupts):
+            pending = PendingInterrupt(interrupt_id, step_id, payload, deadline_ms)
+            waiting = Waiting(summary.workflow_id, summary.run_id, pending, summary.updated_ms)
+            key = (summary.updated_ms, summary.run_id, summary.workflow_id, n)
+            found.append((*key, waiting))
+    found.sort(key=lambda item: item[:4])
+    return [item[4] for item in found]
