@@ -39,6 +39,13 @@ def chain_memory(ids: Counter, _root: Path) -> Callable[[], None]:
     return lambda: run(runner, ids())
 
 
+def layer_memory(ids: Counter, _root: Path) -> Callable[[], None]:
+    graph = pg.layer_graph(1000)
+    run = pg.layer(1000)
+    runner = Runner(graph, pg.memory_store())
+    return lambda: run(runner, ids())
+
+
 def _cycle(store: pg.Store) -> Callable[[str], None]:
     runner = Runner(pg.approval_graph(), store)
 
@@ -68,6 +75,7 @@ def chain_file(ids: Counter, root: Path) -> Callable[[], None]:
 
 WORKLOADS: dict[str, tuple[str, Callable[[Counter, Path], Callable[[], None]], int]] = {
     "chain": ("chain of 200 trivial steps, memory store", chain_memory, 50),
+    "layer": ("one layer of 1000 parallel steps, memory store", layer_memory, 10),
     "cycle": ("pause/resume cycle, memory store, hot resume", cycle_memory, 500),
     "chain-file": ("chain of 200 trivial steps, file store", chain_file, 5),
     "cycle-file": ("pause/resume cycle, file store, hot resume", cycle_file, 100),

@@ -1,0 +1,194 @@
+"""A long interrupt loop on the file store: bytes on disk and cold resume as rounds pile up.
+
+Run it from the repository root::
+
+    python benchmarks/bench_loop.py           # 1,000 rounds; cold resume at round 10 and 1,000
+    python benchmarks/bench_loop.py --quick   # 100 rounds, fewer repeats: a smoke run
+
+One step loops forever, ``x = yield Interrupt({"round": n, "pad": "x" * 100})``,
+and one ``Runner`` answers it ``rounds`` times (``Resume(n)``), so the run is
+paused inside one layer the whole time and every answer is a checkpoint of
+that layer's progress. The tables give the bytes of the store directory after
+the last round and the time of one *cold* resume (a new ``Runner`` on a new
+``FileCheckpointer`` handle of the same directory, one ``resume``, as a new
+process would do) after 10 rounds and after ``rounds`` rounds: the target is
+that the late resume costs at most 2x the early one.
+
+A cold resume loads the pause and replays the step up to its ``yield`` with
+the answers already given, so some growth with the rounds is expected; the
+target says how much. Each sample resumes its own copy of the store as it
+stood after that round (copied outside the timed region), so every sample
+answers the same round of the same log; samples of the two rounds are taken
+round-robin.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from collections.abc import Callable, Generator, Mapping
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _harness import (
+    Row,
+    Scratch,
+    Table,
+    fmt_bytes,
+    fmt_time,
+    load_line,
+    machine_lines,
+    median_many,
+    parse_args,
+    print_tables,
+    tree_bytes,
+    verdict_counts,
+    within,
+)
+
+from pausegraph import FileCheckpointer, Graph, Interrupt, LastWriteWins, Paused, Resume, Runner
+
+EARLY = 10
+"""The round the late cold resume is compared with."""
+
+FLAT_LIMIT = 2.0
+PAD = "x" * 100
+
+
+def _loop(state: Mapping[str, Any]) -> Generator[Interrupt, Any, None]:
+    n = 0
+    while True:
+        _x = yield Interrupt({"round": n, "pad": PAD})
+        n += 1
+
+
+def loop_graph() -> Graph:
+    return Graph("loop", {"last": LastWriteWins()}).step("loop", _loop)
+
+
+def _expect_round(out: object, n: int) -> None:
+    if not isinstance(out, Paused) or out.payload != {"round": n, "pad": PAD}:
+        raise RuntimeError(f"pausegraph loop expected a pause at round {n}, got {out!r}")
+
+
+def build(graph: Graph, root: Path, rounds: int, keep: Mapping[int, Path]) -> float:
+    """Answer the loop ``rounds`` times on one Runner; copy the store after each round in
+    ``keep``. Returns the median time of one hot answer (resume to the next pause)."""
+    runner = Runner(graph, FileCheckpointer(root))
+    out = runner.run("loop")
+    _expect_round(out, 0)
+    times = []
+    for n in range(rounds):
+        if n in keep:
+            shutil.copytree(root, keep[n])
+        start = time.perf_counter_ns()
+        out = runner.resume("loop", Resume(n))
+        times.append(time.perf_counter_ns() - start)
+        _expect_round(out, n + 1)
+    if rounds in keep:
+        shutil.copytree(root, keep[rounds])
+    times.sort()
+    return times[len(times) // 2]
+
+
+def cold_resume(graph: Graph, template: Path, scratch: Scratch, n: int) -> Callable[[], Any]:
+    """A prepare: copy the store as it stood after ``n`` rounds, then (timed) one cold
+    resume on the copy: a new Runner on a new FileCheckpointer handle."""
+
+    def prepare() -> Callable[[], None]:
+        copy = scratch.new(f"cold-{n}")
+        shutil.copytree(template, copy)
+
+        def work() -> None:
+            _expect_round(Runner(graph, FileCheckpointer(copy)).resume("loop", Resume(n)), n + 1)
+
+        return work
+
+    return prepare
+
+
+def cold_load(template: Path, scratch: Scratch, n: int) -> Callable[[], Any]:
+    """A prepare: copy the store as it stood after ``n`` rounds, then (timed) a new
+    FileCheckpointer handle's ``latest``: the read and decode part of a cold resume."""
+
+    def prepare() -> Callable[[], None]:
+        copy = scratch.new(f"load-{n}")
+        shutil.copytree(template, copy)
+
+        def work() -> None:
+            if FileCheckpointer(copy).latest("loop", "loop") is None:
+                raise RuntimeError("pausegraph loop: the copied store has no checkpoint")
+
+        return work
+
+    return prepare
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args("a long interrupt loop on the file store", argv)
+    rounds = 100 if args.quick else 1000
+    scratch = Scratch(args.dir)
+    started = time.perf_counter()
+    for line in machine_lines(["pausegraph", "msgpack"]):
+        print(line)
+    print(f"file stores under {scratch.root}; medians of {args.repeats} timed repeats")
+    print()
+    graph = loop_graph()
+    tables: list[Table] = []
+    try:
+        root = scratch.new("loop")
+        keep = {EARLY: scratch.new(f"at-{EARLY}"), rounds: scratch.new(f"at-{rounds}")}
+        build_start = time.perf_counter()
+        hot = build(graph, root, rounds, keep)
+        build_s = time.perf_counter() - build_start
+        size = tree_bytes(root)
+        early, late, early_load, late_load = median_many(
+            [
+                *(cold_resume(graph, keep[n], scratch, n) for n in (EARLY, rounds)),
+                *(cold_load(keep[n], scratch, n) for n in (EARLY, rounds)),
+            ],
+            args.repeats,
+        )
+        table = Table(
+            f"8. interrupt loop of {rounds} rounds (payload {{'round': n, 'pad': 100 B}}), "
+            "file store",
+            (f"at round {rounds}", f"at round {EARLY}"),
+        )
+        table.add(
+            Row(
+                f"bytes on disk after {rounds} rounds ({fmt_bytes(size / rounds)} per round)",
+                f"{fmt_bytes(size)} ({size:,} B)",
+            )
+        )
+        table.add(Row("hot resume to the next pause (median over the rounds)", fmt_time(hot)))
+        table.add(
+            within(
+                f"cold resume at round {rounds} vs round {EARLY}",
+                late,
+                early,
+                limit=FLAT_LIMIT,
+            )
+        )
+        table.add(
+            within(
+                "of which: a new handle's latest() (read + decode), no target",
+                late_load,
+                early_load,
+            )
+        )
+        tables.append(table)
+        print_tables(tables)
+        print(f"{rounds} rounds driven in {build_s:.1f} s")
+    finally:
+        scratch.close()
+    print(load_line("at end"))
+    passed, failed = verdict_counts(tables)
+    print(f"targets: {passed} PASS, {failed} FAIL; took {time.perf_counter() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
