@@ -101,6 +101,16 @@ class _Cursor:
     progress: Progress | None = None
 
 
+@attrs.frozen
+class _Plan:
+    """Per layer: its Before and After breakpoint steps, the stage after it, its label."""
+
+    before: list[tuple[str, ...]]
+    after: list[tuple[str, ...]]
+    follows: list[Stage]
+    labels: list[str]
+
+
 class Runner:
     """Runs a graph, storing a checkpoint after every super-step.
 
@@ -154,7 +164,7 @@ class Runner:
             self._breakpoint_steps("interrupt_before", interrupt_before),
             self._breakpoint_steps("interrupt_after", interrupt_after),
         )
-        self._hits: dict[Breakpoints, tuple[list[tuple[str, ...]], list[tuple[str, ...]]]] = {}
+        self._plans: dict[Breakpoints, _Plan] = {}
         self._structure = graph.structure()
         self._held = HeldPauses(self)
 
@@ -479,8 +489,11 @@ class Runner:
     def _drive(self, cursor: _Cursor, live: dict[str, Trampoline]) -> Outcome:
         """Run layers from the cursor until the run pauses, fails or is done."""
         layers = self._layers
-        last = len(layers)
-        before_hits, after_hits = self._hits_of(cursor.breakpoints)
+        plan = self._plan_of(cursor.breakpoints)
+        before_hits, after_hits = plan.before, plan.after
+        save_effect = functools.partial(self._save_effect, cursor)
+        sync = self.checkpointer.sync
+        debug = logger.isEnabledFor(logging.DEBUG)
         while True:
             stage = cursor.stage
             kind = type(stage)
@@ -505,13 +518,10 @@ class Runner:
             state = cursor.channels.values
             layer = LayerRun(self.graph, layers[k], state, k, epoch, progress, live, self._clock)
             live = {}
-            debug = logger.isEnabledFor(logging.DEBUG)
             if debug:
                 _log(logging.DEBUG, f"super-step {k + 1} starts", cursor)
             try:
-                complete = layer.run(
-                    functools.partial(self._save_effect, cursor, layer), self.checkpointer.sync
-                )
+                complete = layer.run(save_effect, sync)
             except LayerFailed as failed:
                 self._fail(cursor, k, failed.progress, failed.failure)
                 raise failed.error from failed.error.__cause__
@@ -526,13 +536,7 @@ class Runner:
             except StepError as error:
                 self._reducer_failed(cursor, k, layer.progress(), error)
                 raise
-            if after_hits[k]:
-                follow: Stage = OwesAfter(k)
-            elif k + 1 == last:
-                follow = Finished()
-            else:
-                follow = Start(k + 1)
-            self._save(cursor, f"layer:{k + 1}", k + 1, follow, changes)
+            self._save(cursor, plan.labels[k], k + 1, plan.follows[k], changes)
             if debug:
                 _log(logging.DEBUG, f"super-step {k + 1} saved", cursor)
 
@@ -550,6 +554,7 @@ class Runner:
         return paused_of(stage)
 
     def _save_effect(self, cursor: _Cursor, layer: LayerRun, step_id: str) -> None:
+        """Save an effect's record (the layer's progress) before its result is sent in."""
         progress = layer.progress()
         self._save(cursor, f"effect:{step_id}", progress.layer, InLayer(progress), ())
         if logger.isEnabledFor(logging.DEBUG):
@@ -637,19 +642,25 @@ class Runner:
             progress_of(checkpoint.stage),
         )
 
-    def _hits_of(
-        self, breakpoints: Breakpoints
-    ) -> tuple[list[tuple[str, ...]], list[tuple[str, ...]]]:
-        """Per layer, the steps with a Before and with an After breakpoint."""
-        hits = self._hits.get(breakpoints)
-        if hits is None:
+    def _plan_of(self, breakpoints: Breakpoints) -> _Plan:
+        """What the loop needs per layer for a run with these breakpoints (kept per set)."""
+        plan = self._plans.get(breakpoints)
+        if plan is None:
             before, after = set(breakpoints.before), set(breakpoints.after)
-            hits = (
-                [tuple(s for s in layer if s in before) for layer in self._layers],
-                [tuple(s for s in layer if s in after) for layer in self._layers],
-            )
-            self._hits[breakpoints] = hits
-        return hits
+            layers = self._layers
+            before_hits = [tuple(s for s in layer if s in before) for layer in layers]
+            after_hits = [tuple(s for s in layer if s in after) for layer in layers]
+            follows: list[Stage] = [
+                OwesAfter(k)
+                if after_hits[k]
+                else Finished()
+                if k + 1 == len(layers)
+                else Start(k + 1)
+                for k in range(len(layers))
+            ]
+            labels = [f"layer:{k + 1}" for k in range(len(layers))]
+            plan = self._plans[breakpoints] = _Plan(before_hits, after_hits, follows, labels)
+        return plan
 
     def _checked(self, command: Command) -> Command:
         """``command`` with its edits checked against the channels and normalised."""

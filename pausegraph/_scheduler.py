@@ -138,11 +138,11 @@ class LayerRun:
         """The steps waiting on an interrupt, in step order."""
         return [s for s in self.steps if s not in self.finished]
 
-    def run(self, save: Callable[[str], None], before_effect: Callable[[], None]) -> bool:
+    def run(self, save: Callable[[LayerRun, str], None], before_effect: Callable[[], None]) -> bool:
         """Advance every step; ``True`` if the layer is complete.
 
         ``before_effect()`` is called before an effect's function (to make
-        what was saved durable first); ``save(step_id)`` after an effect of
+        what was saved durable first); ``save(layer, step_id)`` after an effect of
         that step was called and recorded, before its result is sent in.
         Raises ``LayerFailed``.
         """
@@ -168,7 +168,10 @@ class LayerRun:
         return live
 
     def _advance(
-        self, step_id: str, save: Callable[[str], None], before_effect: Callable[[], None]
+        self,
+        step_id: str,
+        save: Callable[[LayerRun, str], None],
+        before_effect: Callable[[], None],
     ) -> None:
         trampoline = self.live.get(step_id) if self.live else None
         if trampoline is not None:
@@ -200,7 +203,7 @@ class LayerRun:
             before_effect()
             entry, error = call_effect(step_id, status)
             trampoline.record(entry)
-            save(step_id)
+            save(self, step_id)
             value = None if error is not None else _result(entry)
             status = trampoline.advance(value, error)
         if status is FINISHED:

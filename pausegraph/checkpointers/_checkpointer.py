@@ -21,7 +21,7 @@ import attrs
 
 from .._codec import decode_frame, unpack_bounded
 from .._machine import pending_of, status_of
-from .._records import Checkpoint, CheckpointMeta, Frame
+from .._records import AtInterrupt, Checkpoint, CheckpointMeta, Failed, Frame
 from .._values import pack
 from ..errors import CheckpointError, CorruptCheckpointError
 from ._lock import Holder
@@ -43,9 +43,13 @@ class SummaryData:
 
 def summary_of(checkpoint: Checkpoint) -> RunSummary:
     """The summary a store keeps for a run whose latest checkpoint is ``checkpoint``."""
-    pending = pending_of(checkpoint.stage)
-    interrupts = [[i.id, i.step_id, i.payload, i.deadline_ms] for i in pending]
-    deadlines = [i.deadline_ms for i in pending if i.deadline_ms is not None]
+    stage = checkpoint.stage
+    if type(stage) is AtInterrupt or type(stage) is Failed:
+        pending = pending_of(stage)
+        interrupts = [[i.id, i.step_id, i.payload, i.deadline_ms] for i in pending]
+        deadlines = [i.deadline_ms for i in pending if i.deadline_ms is not None]
+    else:  # the hot path of a layer: nothing pending
+        interrupts, deadlines = [], []
     data = pack([checkpoint.super_step, checkpoint.label, interrupts])
     return RunSummary(
         checkpoint.workflow_id,
