@@ -25,7 +25,7 @@ from ._graph import Graph
 from ._instructions import Effect, Interrupt
 from ._records import Checkpoint, CheckpointMeta, Failure
 from ._runner import Runner
-from .checkpointers import Checkpointer, FileCheckpointer, MemoryCheckpointer
+from .checkpointers import Checkpointer, FileCheckpointer, MemoryCheckpointer, SqliteCheckpointer
 from .errors import (
     CheckpointError,
     ConflictError,
@@ -73,6 +73,7 @@ __all__ = [
     "RunInfo",
     "Runner",
     "SerializationError",
+    "SqliteCheckpointer",
     "Status",
     "StepError",
     "Update",

@@ -12,6 +12,7 @@ from ._lock import Holder
 from ._store import FrameInfo, RunSummary, Store
 from .file import FileCheckpointer
 from .memory import MemoryCheckpointer, MemoryStore
+from .sqlite import SqliteCheckpointer, SqliteStore
 
 __all__ = [
     "Checkpointer",
@@ -21,6 +22,8 @@ __all__ = [
     "MemoryCheckpointer",
     "MemoryStore",
     "RunSummary",
+    "SqliteCheckpointer",
+    "SqliteStore",
     "Store",
     "StoreCheckpointer",
 ]
