@@ -108,7 +108,7 @@ CREATE TABLE frames (
     snapshot INTEGER NOT NULL,
     frame BLOB NOT NULL,
     PRIMARY KEY (workflow, run, seq)
-) WITHOUT ROWID;
+);
 CREATE TABLE runs (
     workflow BLOB NOT NULL,
     run BLOB NOT NULL,
@@ -118,7 +118,7 @@ CREATE TABLE runs (
     deadline_ms INTEGER,
     data BLOB NOT NULL,
     PRIMARY KEY (workflow, run)
-) WITHOUT ROWID;
+);
 CREATE INDEX runs_by_status ON runs (status);
 CREATE INDEX runs_by_deadline ON runs (deadline_ms);
 CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
