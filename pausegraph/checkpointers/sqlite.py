@@ -36,24 +36,28 @@ process killed at any instant lose nothing. SQLite documents
 (https://www.sqlite.org/pragma.html#pragma_synchronous) that in WAL mode:
 
 - with ``synchronous=NORMAL`` "the WAL file is synchronized before each
-  checkpoint ... but no sync operations occur during most transactions";
-  a commit is then safe from an application crash (the pages are in the
-  OS's cache, https://www.sqlite.org/wal.html) but may roll back after a
-  power loss;
+  checkpoint and the database file is synchronized after each completed
+  checkpoint ... but no sync operations occur during most transactions",
+  and "a transaction committed in WAL mode with synchronous=NORMAL might
+  roll back following a power loss or system crash", while "transactions
+  are durable across application crashes regardless of the synchronous
+  setting";
 - with ``synchronous=FULL`` "an additional sync operation of the WAL file
   happens after each transaction commit".
 
 ``synchronous`` is a per-connection setting, and syncing the WAL file syncs
 every frame in it, whoever wrote them. So appends commit with ``NORMAL``
-(no ``fsync``: a killed process loses nothing, a power loss may lose them,
+(no sync: a killed process loses nothing; a power loss may lose them,
 which the rule allows while nothing outside has seen them), and ``sync()``
 commits one tiny transaction (a counter in the ``meta`` table) with
-``FULL``: its ``fsync`` of the WAL makes every earlier commit durable too.
-What a checkpoint moved out of the WAL is already durable, since a
-checkpoint syncs the database file after copying. ``sync()`` does nothing if
-this handle appended nothing since the last one. A pause/resume cycle that
-saves three checkpoints thus costs one ``fsync``, not three (``FULL`` on
-every append measured 1.5 to 2 times slower; see docs/storage.md).
+``FULL``: its sync of the WAL makes every earlier commit durable too. What a
+checkpoint moves out of the WAL is durable already: it syncs the WAL
+before copying and the database file after, and the WAL is reset only
+after a completed one. ``sync()`` does nothing if
+this handle appended nothing since the last one. A pause/resume cycle
+saves five checkpoints and syncs twice: two ``fdatasync`` calls rather than
+five, and ``FULL`` on every append measured about 1.4 times slower
+(``benchmarks/bench_sqlite_cycle.py``, docs/storage.md).
 
 **No reader pins the WAL.** Connections are in autocommit mode
 (``isolation_level=None``) with explicit ``BEGIN IMMEDIATE``/``COMMIT``;
