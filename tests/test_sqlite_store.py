@@ -13,6 +13,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -151,7 +152,7 @@ def test_a_database_damaged_after_opening_is_a_corrupt_checkpoint_error(tmp_path
 def test_a_database_of_a_newer_schema_is_refused(tmp_path: Path) -> None:
     db = tmp_path / "runs.db"
     SqliteCheckpointer(db).close()
-    with sqlite3.connect(db) as connection:
+    with closing(sqlite3.connect(db, isolation_level=None)) as connection:
         connection.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
     with pytest.raises(
         CheckpointError,
@@ -168,10 +169,45 @@ def test_runs_are_listed_from_the_summaries_without_reading_frames(
     runner = Runner(_durable_flows.GRAPH, SqliteCheckpointer(db))
     monkeypatch.setenv("PG_EFFECTS", str(tmp_path / "effects"))
     assert isinstance(runner.run("r", _durable_flows.INPUT), Paused)
-    with sqlite3.connect(db) as connection:
+    with closing(sqlite3.connect(db, isolation_level=None)) as connection:
         connection.execute("UPDATE frames SET frame = x'00'")  # no frame can decode now
     store = SqliteCheckpointer(db)
     assert [(s.run_id, s.status) for s in store.summaries(status="paused")] == [("r", "paused")]
     assert store.runs() == [("orders", "r")]
     with pytest.raises(CorruptCheckpointError, match=r"^checkpoint \d+ of run 'r' of workflow"):
         store.latest("orders", "r")
+
+
+def test_an_idle_handle_holds_no_read_transaction_so_the_wal_can_be_reset(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = tmp_path / "runs.db"
+    monkeypatch.setenv("PG_EFFECTS", str(tmp_path / "effects"))
+    store = SqliteCheckpointer(db)
+    runner = Runner(_durable_flows.GRAPH, store)
+    assert isinstance(runner.run("r", _durable_flows.INPUT), Paused)
+    runner.state("r")
+    runner.history("r")
+    store.summaries(status="paused")
+    other = sqlite3.connect(db)
+    try:
+        # busy = 0: no reader stood in the way; the WAL was copied and emptied
+        assert other.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone() == (0, 0, 0)
+    finally:
+        other.close()
+    assert Path(f"{db}-wal").stat().st_size == 0
+
+
+def test_a_writer_waits_for_another_writers_transaction_to_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = tmp_path / "runs.db"
+    monkeypatch.setenv("PG_EFFECTS", str(tmp_path / "effects"))
+    runner = Runner(_durable_flows.GRAPH, SqliteCheckpointer(db))
+    other = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")  # another process writing, for a moment
+    threading.Timer(0.3, lambda: other.execute("COMMIT")).start()
+    try:
+        assert isinstance(runner.run("r", _durable_flows.INPUT), Paused)
+    finally:
+        other.close()
