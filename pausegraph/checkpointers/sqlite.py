@@ -157,7 +157,7 @@ class SqliteStore:
         self._locks_dir = self.path + ".locks"
         self._local = _Local()
         self._lock = threading.Lock()
-        self._open: list[sqlite3.Connection] = []
+        self._open: list[tuple[int, sqlite3.Connection]] = []  # (pid, connection)
         self._appended = 0  # appends by this handle, and how many of them a sync covered
         self._synced = 0
         try:
@@ -171,11 +171,18 @@ class SqliteStore:
         return f"<SqliteStore {self.path!r}>"
 
     def close(self) -> None:
-        """Close every connection this handle opened; it opens new ones if used again."""
+        """Close every connection this handle opened; it opens new ones if used again.
+
+        Call it when no other thread is using the handle. In a forked child it
+        leaves the parent's connections alone (closing them there would touch
+        what SQLite keeps for them; SQLite forbids carrying a connection across
+        a fork).
+        """
         with self._lock:
             connections, self._open = self._open, []
-        for connection in connections:
-            connection.close()
+        for pid, connection in connections:
+            if pid == os.getpid():
+                connection.close()
         self._local = _Local()
 
     # --- connections and errors -----------------------------------------------------
@@ -201,7 +208,7 @@ class SqliteStore:
             raise
         local.pid, local.connection = os.getpid(), connection
         with self._lock:
-            self._open.append(connection)
+            self._open.append((os.getpid(), connection))
         return connection
 
     def _guarded(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
