@@ -30,6 +30,7 @@ from .checkpointers import (
     Checkpointer,
     FileCheckpointer,
     MemoryCheckpointer,
+    SqliteCheckpointer,
     open_checkpointer,
 )
 from .errors import (
@@ -82,6 +83,7 @@ __all__ = [
     "Runner",
     "SerializationError",
     "Sleep",
+    "SqliteCheckpointer",
     "Status",
     "StepError",
     "Update",

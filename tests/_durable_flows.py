@@ -2,7 +2,9 @@
 
 The tests run ``_durable_flows.main([ROOT, COMMAND, RUN_ID, ARG...])`` in a
 subprocess that imports this module (so an effect has the same name,
-``_durable_flows.note``, in every process); it prints one JSON line. Commands:
+``_durable_flows.note``, in every process); it prints one JSON line. With
+``--sqlite`` first, ROOT is a ``SqliteCheckpointer``'s database file rather
+than a ``FileCheckpointer``'s directory. Commands:
 
 - ``drive``: start the run if new, recover it if its process died, answer
   every pending interrupt with ``answer_for(payload)``, until it is done.
@@ -17,13 +19,15 @@ Crashes are injected with environment variables, each ending the process
 with ``os._exit(3)``: ``PG_CRASH_STEP=<step id>`` inside that step (after its
 effect), ``PG_CRASH_AFTER_SAVE=<n>`` right after the n-th ``save`` returned,
 ``PG_CRASH_IN_WRITE=<n>:<k>`` in the n-th file write after writing k bytes
-of it. Effects append their name to the file named by ``PG_EFFECTS``.
+of it. ``PG_CRASH_KILL=1`` makes each of those a ``SIGKILL`` the process sends
+itself instead. Effects append their name to the file named by ``PG_EFFECTS``.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -44,8 +48,10 @@ from pausegraph import (
     Resume,
     ResumeError,
     Runner,
+    SqliteCheckpointer,
     Status,
 )
+from pausegraph.checkpointers import StoreCheckpointer
 from pausegraph.checkpointers import file as file_store
 
 CRASH = 3
@@ -66,9 +72,15 @@ def refuse(name: str) -> str:
     raise ValueError(msg)
 
 
+def _die() -> None:
+    if os.environ.get("PG_CRASH_KILL"):
+        os.kill(os.getpid(), signal.SIGKILL)
+    os._exit(CRASH)
+
+
 def _maybe_crash(step_id: str) -> None:
     if os.environ.get("PG_CRASH_STEP") == step_id:
-        os._exit(CRASH)
+        _die()
 
 
 def charge(state: Any) -> Any:
@@ -154,19 +166,19 @@ def one_move(runner: Runner, run_id: str) -> Any:
     return runner.resume(run_id, Resume(answers=answers))
 
 
-def _install_crashes() -> None:
+def _install_crashes(store: type[FileCheckpointer | StoreCheckpointer]) -> None:
     after = os.environ.get("PG_CRASH_AFTER_SAVE")
     if after:
         saves = [0]
-        real_save = file_store.FileCheckpointer.save
+        real_save = store.save
 
         def save(self: Any, checkpoint: Any) -> None:
             real_save(self, checkpoint)
             saves[0] += 1
             if saves[0] == int(after):
-                os._exit(CRASH)
+                _die()
 
-        file_store.FileCheckpointer.save = save  # type: ignore[method-assign]
+        store.save = save  # type: ignore[method-assign]
     in_write = os.environ.get("PG_CRASH_IN_WRITE")
     if in_write:
         nth, k = map(int, in_write.split(":"))
@@ -177,16 +189,18 @@ def _install_crashes() -> None:
             writes[0] += 1
             if writes[0] == nth:
                 real_write(fd, data[: k % (len(data) + 1)], offset)
-                os._exit(CRASH)
+                _die()
             real_write(fd, data, offset)
 
         file_store._write_all = write_all
 
 
 def main(argv: list[str]) -> None:
-    root, command, run_id, *rest = argv
-    _install_crashes()
-    runner = Runner(GRAPH, FileCheckpointer(root))
+    sqlite = argv[:1] == ["--sqlite"]
+    root, command, run_id, *rest = argv[1:] if sqlite else argv
+    kind = SqliteCheckpointer if sqlite else FileCheckpointer
+    _install_crashes(kind)
+    runner = Runner(GRAPH, kind(root))
     if command == "drive":
         outcome = one_move(runner, run_id)
         while not isinstance(outcome, Done):

@@ -12,7 +12,13 @@ from typing import Any
 
 import pytest
 
-from pausegraph import Checkpoint, Checkpointer, FileCheckpointer, MemoryCheckpointer
+from pausegraph import (
+    Checkpoint,
+    Checkpointer,
+    FileCheckpointer,
+    MemoryCheckpointer,
+    SqliteCheckpointer,
+)
 from pausegraph._channels import Change
 from pausegraph._records import Stage, Start, Structure
 from pausegraph.testing import CheckpointerConformance
@@ -46,6 +52,8 @@ def make_checkpoint(
 
 
 class TestMemoryCheckpointer(CheckpointerConformance):
+    durable = False
+
     def make_checkpointer(self, tmp_path: Path) -> Checkpointer:
         return MemoryCheckpointer()
 
@@ -53,6 +61,11 @@ class TestMemoryCheckpointer(CheckpointerConformance):
 class TestFileCheckpointer(CheckpointerConformance):
     def make_checkpointer(self, tmp_path: Path) -> Checkpointer:
         return FileCheckpointer(tmp_path / "store")
+
+
+class TestSqliteCheckpointer(CheckpointerConformance):
+    def make_checkpointer(self, tmp_path: Path) -> Checkpointer:
+        return SqliteCheckpointer(tmp_path / "store.db")
 
 
 class ForgotTheHook(CheckpointerConformance):

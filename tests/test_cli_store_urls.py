@@ -6,8 +6,6 @@ read and write the store alone, so no subprocess is needed to pin them.
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import json
 import textwrap
 from pathlib import Path
@@ -20,6 +18,7 @@ from pausegraph import (
     FileCheckpointer,
     MemoryCheckpointer,
     Runner,
+    SqliteCheckpointer,
     open_checkpointer,
 )
 from pausegraph.cli import load_graph, main
@@ -27,7 +26,6 @@ from pausegraph.cli import load_graph, main
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 EXPENSE = f"{EXAMPLES}/expense.py:graph"
 REVIEW = f"{EXAMPLES}/review.py:graph"
-HAS_SQLITE = importlib.util.find_spec("pausegraph.checkpointers.sqlite") is not None
 
 FORMS = "'memory:', a directory path, 'file:PATH', 'sqlite:PATH' or 'postgresql://...'"
 
@@ -46,17 +44,9 @@ def test_a_directory_or_file_url_opens_a_file_store(tmp_path: Path, form: str) -
     assert store.root == tmp_path / "runs"
 
 
-@pytest.mark.skipif(not HAS_SQLITE, reason="pausegraph.checkpointers.sqlite does not exist yet")
 def test_sqlite_url_opens_a_sqlite_store(tmp_path: Path) -> None:
-    sqlite = importlib.import_module("pausegraph.checkpointers.sqlite")
     store = open_checkpointer(f"sqlite:{tmp_path / 'runs.db'}")
-    assert isinstance(store, sqlite.SqliteCheckpointer)
-
-
-@pytest.mark.skipif(HAS_SQLITE, reason="the SQLite store exists")
-def test_sqlite_url_without_the_sqlite_store_is_a_checkpoint_error(tmp_path: Path) -> None:
-    with pytest.raises(CheckpointError, match="has no SQLite store"):
-        open_checkpointer(f"sqlite:{tmp_path / 'runs.db'}")
+    assert isinstance(store, SqliteCheckpointer)
 
 
 def test_postgresql_url_says_what_to_install_and_that_it_is_not_there_yet() -> None:
@@ -122,7 +112,6 @@ def test_store_takes_memory_which_holds_nothing(capsys: pytest.CaptureFixture[st
     assert cli_json(capsys, "--store", "memory:", "inbox") == []
 
 
-@pytest.mark.skipif(not HAS_SQLITE, reason="pausegraph.checkpointers.sqlite does not exist yet")
 def test_store_takes_a_sqlite_url(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     store = f"sqlite:{tmp_path / 'runs.db'}"
     cli(capsys, "--store", store, "run", REVIEW, "--run-id", "r1", "--input", '{"document": "m"}')

@@ -13,6 +13,7 @@ from ._open import open_checkpointer
 from ._store import FrameInfo, RunSummary, Store
 from .file import FileCheckpointer
 from .memory import MemoryCheckpointer, MemoryStore
+from .sqlite import SqliteCheckpointer, SqliteStore
 
 __all__ = [
     "Checkpointer",
@@ -22,6 +23,8 @@ __all__ = [
     "MemoryCheckpointer",
     "MemoryStore",
     "RunSummary",
+    "SqliteCheckpointer",
+    "SqliteStore",
     "Store",
     "StoreCheckpointer",
     "open_checkpointer",

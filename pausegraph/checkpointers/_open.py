@@ -11,6 +11,7 @@ from ..errors import CheckpointError
 from ._checkpointer import StoreCheckpointer
 from .file import FileCheckpointer
 from .memory import MemoryCheckpointer
+from .sqlite import SqliteCheckpointer
 
 FORMS = "'memory:', a directory path, 'file:PATH', 'sqlite:PATH' or 'postgresql://...'"
 # A URL scheme; one letter is a Windows drive ("C:\\runs"), which is a path.
@@ -72,17 +73,7 @@ def open_checkpointer(url: str) -> StoreCheckpointer | FileCheckpointer:
     if parsed.kind == "file":
         return FileCheckpointer(Path(parsed.target))
     if parsed.kind == "sqlite":
-        # imported only when asked for (the ignore: until sqlite.py lands beside this)
-        try:
-            from .sqlite import SqliteCheckpointer  # type: ignore[import-not-found,unused-ignore]
-        except ModuleNotFoundError as exc:
-            if exc.name != f"{__package__}.sqlite":
-                raise
-            msg = f"store URL {url!r}: this pausegraph has no SQLite store"
-            raise CheckpointError(msg) from None
-
-        store: StoreCheckpointer | FileCheckpointer = SqliteCheckpointer(parsed.target)
-        return store
+        return SqliteCheckpointer(parsed.target)
     msg = (
         f"store URL {url!r}: PostgreSQL stores need `pip install pausegraph[postgres]` "
         "and are not available in this version yet; use 'sqlite:PATH' or a directory"

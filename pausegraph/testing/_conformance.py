@@ -27,8 +27,13 @@ from __future__ import annotations
 import builtins
 import contextlib
 import itertools
+import multiprocessing
+import os
 import re
+import signal
 import threading
+import time
+import unittest
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -59,7 +64,7 @@ from .. import (
     Status,
     Update,
 )
-from ..checkpointers import Checkpointer
+from ..checkpointers import Checkpointer, RunSummary
 from ._strategies import answers
 
 WORKFLOW = "wf"
@@ -274,6 +279,18 @@ def _inspect_graph() -> Graph:
     return Graph("inspect", channels).step("ask", _ask).step("tally", _tally).edge("ask", "tally")
 
 
+def _hold_until_killed(store: Checkpointer, run_id: str, held: Any) -> None:
+    """In a forked child: hold the run's live lock, say so, and wait to be killed."""
+    with store.lock(WORKFLOW, run_id):
+        held.set()
+        while True:
+            time.sleep(1)
+
+
+def _disk_bytes(root: Path) -> int:
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+
+
 class CheckpointerConformance:
     """The tests every ``Checkpointer`` must pass; subclass it for your store.
 
@@ -282,10 +299,20 @@ class CheckpointerConformance:
     ``Test...``. It checks conditional ``save`` (``ConflictError`` for a seq
     the run has, ``CheckpointError`` for a gap, nothing written either way),
     copies on save and load, ``load``/``latest``/``list`` of what is not
-    there, ``runs()``, deltas against snapshots, pause records, unencodable
-    values, racing threads, awkward ids, and a ``Runner``'s ``state``,
-    ``history`` and ``fork`` on the store.
+    there, ``runs()``, ``delete``, the live lock (between threads, and
+    released when a holding process is killed), run summaries filtered by
+    workflow and status, size on disk, deltas against snapshots, pause
+    records, unencodable values, racing threads, awkward ids, and a
+    ``Runner``'s ``state``, ``history`` and ``fork`` on the store.
+
+    Set ``durable = False`` for a store that keeps runs in the process's
+    memory: the tests of what outlives a process (a holder killed with
+    ``SIGKILL``, bytes on disk) are then skipped. A durable store keeps
+    everything under ``tmp_path``; if it has a ``close()`` method, the size
+    test calls it before measuring the files there.
     """
+
+    durable = True
 
     def make_checkpointer(self, tmp_path: Path) -> Checkpointer:
         """A new, empty store for one test; subclasses must override it."""
@@ -494,6 +521,132 @@ class CheckpointerConformance:
         assert latest is not None
         assert latest.seq == 2
         assert latest.values["x"] == int(winners[0][4:])
+
+    # --- deleting, listing, the live lock, size -------------------------------------
+
+    def test_a_deleted_run_is_gone_and_a_new_run_may_take_its_id(self, tmp_path: Path) -> None:
+        store = self.make_checkpointer(tmp_path)
+        history = recorded_run([{"x": 1}, {"log": [2]}])
+        copy_run(store, history, "r")
+        kept = copy_run(store, history, "kept")
+        store.delete(WORKFLOW, "r")
+        assert store.runs() == [(WORKFLOW, "kept")]
+        assert store.latest(WORKFLOW, "r") is None
+        assert store.load(WORKFLOW, "r", 1) is None
+        assert store.list(WORKFLOW, "r") == []
+        store.delete(WORKFLOW, "r")  # deleting what is not there does nothing
+        store.delete("other-wf", "kept")
+        again = copy_run(store, recorded_run([{"x": "again"}]), "r")
+        assert [m.seq for m in store.list(WORKFLOW, "r")] == [1, 2]
+        assert same(store.latest(WORKFLOW, "r"), again[-1])
+        assert same(store.latest(WORKFLOW, "kept"), kept[-1])
+
+    def test_the_live_lock_refuses_a_second_holder_in_another_thread(self, tmp_path: Path) -> None:
+        store = self.make_checkpointer(tmp_path)
+        copy_run(store, recorded_run(), "r")
+        assert store.holder(WORKFLOW, "r") is None
+        refused: list[BaseException] = []
+
+        def second() -> None:
+            try:
+                with store.lock(WORKFLOW, "r"):
+                    refused.append(AssertionError("a second holder got the lock"))
+            except ConflictError as exc:
+                refused.append(exc)
+
+        with store.lock(WORKFLOW, "r"):
+            holder = store.holder(WORKFLOW, "r")
+            assert holder is not None
+            assert holder.pid == os.getpid()
+            thread = threading.Thread(target=second)
+            thread.start()
+            thread.join()
+            (error,) = refused
+            assert isinstance(error, ConflictError), error
+            assert re.match(
+                rf"^run 'r' of workflow 'wf' is running: process {os.getpid()} on host ",
+                str(error),
+            ), error
+            with store.lock(WORKFLOW, "other"):  # another run's lock is another lock
+                assert store.holder(WORKFLOW, "other") is not None
+        assert store.holder(WORKFLOW, "r") is None
+        assert store.holder(WORKFLOW, "other") is None
+        with store.lock(WORKFLOW, "r"):  # released: anyone may take it again
+            assert store.holder(WORKFLOW, "r") is not None
+
+    def test_a_holder_killed_with_sigkill_releases_the_live_lock(self, tmp_path: Path) -> None:
+        if not self.durable:
+            raise unittest.SkipTest("an in-memory store's locks die with its one process")
+        store = self.make_checkpointer(tmp_path)
+        saved = copy_run(store, recorded_run(), "r")
+        context = multiprocessing.get_context("fork")
+        held = context.Event()
+        child = context.Process(target=_hold_until_killed, args=(store, "r", held), daemon=True)
+        child.start()
+        try:
+            assert held.wait(60), "the child never took the lock"
+            holder = store.holder(WORKFLOW, "r")
+            assert holder is not None
+            assert holder.pid == child.pid
+            with raises(ConflictError, rf" is running: process {child.pid} on host "):
+                store.lock(WORKFLOW, "r").__enter__()
+        finally:
+            assert child.pid is not None
+            os.kill(child.pid, signal.SIGKILL)
+            child.join(60)
+        assert child.exitcode == -signal.SIGKILL
+        assert store.holder(WORKFLOW, "r") is None
+        with store.lock(WORKFLOW, "r"):
+            mine = store.holder(WORKFLOW, "r")
+            assert mine is not None
+            assert mine.pid == os.getpid()
+        assert same(store.latest(WORKFLOW, "r"), saved[-1])
+
+    def test_summaries_filter_runs_by_workflow_and_status(self, tmp_path: Path) -> None:
+        store = self.make_checkpointer(tmp_path)
+        summaries: Callable[..., builtins.list[RunSummary]] | None = getattr(
+            store, "summaries", None
+        )
+        if summaries is None:
+            raise unittest.SkipTest(f"{type(store).__name__} keeps no run summaries")
+        paused, done = recorded_pause(), recorded_run([{"x": 1}])
+        copy_run(store, paused, "p")
+        copy_run(store, paused, "p", workflow_id="other")
+        copy_run(store, done[:1], "d")
+
+        def ids(**filters: str) -> builtins.list[tuple[str, str]]:
+            return sorted((s.workflow_id, s.run_id) for s in summaries(**filters))
+
+        assert ids() == [("other", "p"), ("wf", "d"), ("wf", "p")]
+        assert ids(status="paused") == [("other", "p"), ("wf", "p")]
+        assert ids(status="queued") == [("wf", "d")]  # started, not finished
+        store.save(attrs.evolve(done[1], run_id="d"))
+        assert ids(status="queued") == []
+        assert ids(status="done") == [("wf", "d")]
+        assert ids(workflow_id="wf") == [("wf", "d"), ("wf", "p")]
+        assert ids(workflow_id="wf", status="paused") == [("wf", "p")]
+        assert ids(workflow_id="other", status="done") == []
+        assert ids(workflow_id="nope") == []
+        (summary,) = summaries(workflow_id="wf", status="paused")
+        assert (summary.seq, summary.updated_ms) == (len(paused), paused[-1].timestamp_ms)
+        assert summary.deadline_ms is None
+        store.delete(WORKFLOW, "p")
+        assert ids(status="paused") == [("other", "p")]
+
+    def test_what_a_run_stores_grows_with_its_changes_not_its_state(self, tmp_path: Path) -> None:
+        if not self.durable:
+            raise unittest.SkipTest("an in-memory store may keep whole values")
+        store = self.make_checkpointer(tmp_path)
+        # 200 layers, each appending 1 KB to a log: 200 KB of changes, a 200 KB
+        # final state; copies of the state at each checkpoint would be 20 MB
+        history = recorded_run([{"log": [f"{i:04d}" * 256]} for i in range(200)])
+        copy_run(store, history, "r")
+        assert same(store.latest(WORKFLOW, "r"), history[-1])
+        close = getattr(store, "close", None)
+        if callable(close):
+            close()
+        size = _disk_bytes(tmp_path)
+        assert size < 400_000, f"{size} bytes on disk for 200 KB of changes"
 
     # --- a Runner on the store ----------------------------------------------------
 

@@ -1,0 +1,413 @@
+"""SqliteCheckpointer: many runs in one SQLite database, for several processes on one machine.
+
+Theory of operation
+-------------------
+
+One database file (the standard library's ``sqlite3``) in WAL mode holds
+every run, in two tables::
+
+    frames(workflow, run, seq, super_step, label, timestamp_ms, snapshot, frame,
+           PRIMARY KEY (workflow, run, seq))
+    runs(workflow, run, seq, status, updated_ms, deadline_ms, data,
+         PRIMARY KEY (workflow, run))      -- plus indexes on status and deadline_ms
+
+``frames`` holds the frames ``StoreCheckpointer`` encodes (snapshots and
+deltas, as opaque bytes) and ``runs`` each run's latest ``RunSummary``, so
+listing runs, or every run that waits for a person, reads ``runs`` only.
+Ids and labels are stored as UTF-8 BLOBs (``surrogatepass``), so any id,
+a NUL or a lone surrogate included, is stored and compared exactly. The
+schema's version is ``PRAGMA user_version``; a database made by a newer
+pausegraph is refused rather than misread.
+
+**An append** is one transaction: ``BEGIN IMMEDIATE`` (the write lock, taken
+up front, so two writers never deadlock upgrading a read), look up the run's
+last seq, refuse a seq it has (``ConflictError``) or a gap
+(``CheckpointError``), insert the frame, upsert the summary, ``COMMIT``.
+The primary key makes the claim safe even without the lookup: a second frame
+with the same seq cannot exist. A failed append rolls back and leaves
+nothing of itself. A writer that finds the database locked waits up to
+``BUSY_TIMEOUT_S`` (SQLite's busy timeout), then fails with
+``CheckpointError``.
+
+**Durability.** The Durability rule of the spec asks that a checkpoint be on
+disk before anything outside the process sees it, i.e. when the engine calls
+``sync()`` (before an effect runs, before a call returns), and that a
+process killed at any instant lose nothing. SQLite documents
+(https://www.sqlite.org/pragma.html#pragma_synchronous) that in WAL mode:
+
+- with ``synchronous=NORMAL`` "the WAL file is synchronized before each
+  checkpoint and the database file is synchronized after each completed
+  checkpoint ... but no sync operations occur during most transactions",
+  and "a transaction committed in WAL mode with synchronous=NORMAL might
+  roll back following a power loss or system crash", while "transactions
+  are durable across application crashes regardless of the synchronous
+  setting";
+- with ``synchronous=FULL`` "an additional sync operation of the WAL file
+  happens after each transaction commit".
+
+``synchronous`` is a per-connection setting, and syncing the WAL file syncs
+every frame in it, whoever wrote them. So appends commit with ``NORMAL``
+(no sync: a killed process loses nothing; a power loss may lose them,
+which the rule allows while nothing outside has seen them), and ``sync()``
+commits one tiny transaction (a counter in the ``meta`` table) with
+``FULL``: its sync of the WAL makes every earlier commit durable too. What a
+checkpoint moves out of the WAL is durable already: it syncs the WAL
+before copying and the database file after, and the WAL is reset only
+after a completed one. ``sync()`` does nothing if
+this handle appended nothing since the last one. A pause/resume cycle
+saves five checkpoints and syncs twice: two ``fdatasync`` calls rather than
+five, and ``FULL`` on every append measured about 1.4 times slower
+(``benchmarks/bench_sqlite_cycle.py``, docs/storage.md).
+
+**No reader pins the WAL.** Connections are in autocommit mode
+(``isolation_level=None``) with explicit ``BEGIN IMMEDIATE``/``COMMIT``;
+every read fetches all its rows at once, so an idle handle holds no open
+read transaction and checkpoints can always reset the WAL. The WAL needs
+shared memory: the database must be on a local disk, not a network share.
+
+**Threads and processes.** Each thread has its own connection (a
+``threading.local``), opened on first use; a forked child opens its own
+rather than share its parent's. SQLite serialises the writers of all
+processes.
+
+**The live lock** is not in the database (a lock held in a transaction would
+block every other writer): it is ``_lock.hold_file`` on a lock file per run
+in a directory beside the database, ``<path>.locks/<sha256 of the ids>.lock``,
+an ``flock`` that the kernel releases when the process dies, however it dies.
+
+**Errors.** A file that is not a database, or a damaged one, is
+``CorruptCheckpointError`` naming the file; any other SQLite error is
+``CheckpointError`` naming the file and what SQLite said.
+"""
+
+from __future__ import annotations
+
+import builtins
+import hashlib
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any, TypeVar
+
+from .._values import pack
+from ..errors import CheckpointError, CorruptCheckpointError
+from ._checkpointer import StoreCheckpointer
+from ._lock import Holder, file_holder, hold_file
+from ._log import refuse_seq
+from ._store import FrameInfo, RunSummary
+
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_S = 60.0
+
+_SCHEMA = """
+CREATE TABLE frames (
+    workflow BLOB NOT NULL,
+    run BLOB NOT NULL,
+    seq INTEGER NOT NULL,
+    super_step INTEGER NOT NULL,
+    label BLOB NOT NULL,
+    timestamp_ms INTEGER NOT NULL,
+    snapshot INTEGER NOT NULL,
+    frame BLOB NOT NULL,
+    PRIMARY KEY (workflow, run, seq)
+);
+CREATE TABLE runs (
+    workflow BLOB NOT NULL,
+    run BLOB NOT NULL,
+    seq INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    updated_ms INTEGER NOT NULL,
+    deadline_ms INTEGER,
+    data BLOB NOT NULL,
+    PRIMARY KEY (workflow, run)
+);
+CREATE INDEX runs_by_status ON runs (status);
+CREATE INDEX runs_by_deadline ON runs (deadline_ms);
+CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+INSERT INTO meta VALUES ('syncs', 0);
+"""
+
+_T = TypeVar("_T")
+
+# SQLite's primary result codes for a file that is not, or no longer, a database
+_SQLITE_CORRUPT = 11
+_SQLITE_NOTADB = 26
+
+
+def _id(value: str) -> bytes:
+    return value.encode("utf-8", "surrogatepass")
+
+
+def _str(value: bytes) -> str:
+    return value.decode("utf-8", "surrogatepass")
+
+
+class _Local(threading.local):
+    pid: int = -1
+    connection: sqlite3.Connection | None = None
+
+
+class SqliteStore:
+    """The SQLite store: every run in one database file (see the module documentation)."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = os.fspath(path)
+        self._locks_dir = self.path + ".locks"
+        self._local = _Local()
+        self._lock = threading.Lock()
+        self._open: list[tuple[int, sqlite3.Connection]] = []  # (pid, connection)
+        self._appended = 0  # appends by this handle, and how many of them a sync covered
+        self._synced = 0
+        try:
+            os.makedirs(self._locks_dir, exist_ok=True)
+        except OSError as exc:
+            msg = f"SQLite store cannot create {self._locks_dir!r}: {exc.strerror or exc}"
+            raise CheckpointError(msg) from exc
+        self._guarded(self._create_schema)
+
+    def __repr__(self) -> str:
+        return f"<SqliteStore {self.path!r}>"
+
+    def close(self) -> None:
+        """Close every connection this handle opened; it opens new ones if used again.
+
+        Call it when no other thread is using the handle. In a forked child it
+        leaves the parent's connections alone (closing them there would touch
+        what SQLite keeps for them; SQLite forbids carrying a connection across
+        a fork).
+        """
+        with self._lock:
+            connections, self._open = self._open, []
+        for pid, connection in connections:
+            if pid == os.getpid():
+                connection.close()
+        self._local = _Local()
+
+    # --- connections and errors -----------------------------------------------------
+
+    def _connection(self) -> sqlite3.Connection:
+        local = self._local
+        if local.connection is not None and local.pid == os.getpid():
+            return local.connection
+        connection = sqlite3.connect(
+            self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+        )
+        try:
+            mode = connection.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                msg = (
+                    f"SQLite store {self.path!r} cannot use WAL mode (got {mode!r}): "
+                    "put the database on a local disk"
+                )
+                raise CheckpointError(msg)
+            connection.execute("PRAGMA synchronous=NORMAL")
+        except BaseException:
+            connection.close()
+            raise
+        local.pid, local.connection = os.getpid(), connection
+        with self._lock:
+            self._open.append((os.getpid(), connection))
+        return connection
+
+    def _guarded(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run ``work`` on this thread's connection; SQLite's errors become ours."""
+        try:
+            return work(self._connection())
+        except sqlite3.Error as exc:
+            code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+            if code in (_SQLITE_CORRUPT, _SQLITE_NOTADB):
+                msg = (
+                    f"{self.path!r} is not a usable pausegraph SQLite store: {exc}. "
+                    "Restore it from a backup"
+                )
+                raise CorruptCheckpointError(msg) from None
+            msg = f"SQLite store {self.path!r} failed: {exc}"
+            raise CheckpointError(msg) from exc
+
+    @staticmethod
+    @contextmanager
+    def _transaction(connection: sqlite3.Connection) -> Iterator[None]:
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+            raise
+        connection.execute("COMMIT")
+
+    def _create_schema(self, connection: sqlite3.Connection) -> None:
+        with self._transaction(connection):
+            version = connection.execute("PRAGMA user_version").fetchone()[0]
+            if version == 0:
+                # executescript would commit first: run the statements one by one
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        connection.execute(statement)
+                connection.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            elif version > SCHEMA_VERSION:
+                msg = (
+                    f"SQLite store {self.path!r} has schema version {version}, newer than "
+                    f"this pausegraph's {SCHEMA_VERSION}: upgrade pausegraph to open it"
+                )
+                raise CheckpointError(msg)
+
+    # --- the Store protocol ---------------------------------------------------------
+
+    def append(self, info: FrameInfo, frame: bytes, summary: RunSummary) -> None:
+        ids = (_id(summary.workflow_id), _id(summary.run_id))
+
+        def append(connection: sqlite3.Connection) -> None:
+            with self._transaction(connection):
+                row = connection.execute(
+                    "SELECT seq FROM runs WHERE workflow = ? AND run = ?", ids
+                ).fetchone()
+                count = 0 if row is None else int(row[0])
+                if info.seq != count + 1:
+                    refuse_seq(summary.workflow_id, summary.run_id, info.seq, count)
+                try:
+                    connection.execute(
+                        "INSERT INTO frames VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        (*ids, info.seq, info.super_step, _id(info.label), info.timestamp_ms,
+                         int(info.snapshot), frame),
+                    )  # fmt: skip
+                except sqlite3.IntegrityError:  # the primary key: the seq is taken
+                    refuse_seq(summary.workflow_id, summary.run_id, info.seq, info.seq)
+                connection.execute(
+                    "INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (*ids, summary.seq, summary.status, summary.updated_ms, summary.deadline_ms,
+                     summary.data),
+                )  # fmt: skip
+
+        self._guarded(append)
+        with self._lock:
+            self._appended += 1
+
+    def frames(self, workflow_id: str, run_id: str) -> builtins.list[FrameInfo]:
+        rows = self._rows(
+            "SELECT seq, super_step, label, timestamp_ms, snapshot, length(frame) FROM frames "
+            "WHERE workflow = ? AND run = ? ORDER BY seq",
+            (_id(workflow_id), _id(run_id)),
+        )
+        return [
+            FrameInfo(s, step, _str(label), t, bool(snap), n) for s, step, label, t, snap, n in rows
+        ]
+
+    def read(self, workflow_id: str, run_id: str, first: int, last: int) -> builtins.list[bytes]:
+        rows = self._rows(
+            "SELECT frame FROM frames WHERE workflow = ? AND run = ? AND seq BETWEEN ? AND ? "
+            "ORDER BY seq",
+            (_id(workflow_id), _id(run_id), first, last),
+        )
+        return [bytes(frame) for (frame,) in rows]
+
+    def runs(
+        self, *, workflow_id: str | None = None, status: str | None = None
+    ) -> builtins.list[RunSummary]:
+        where: builtins.list[str] = []
+        args: builtins.list[bytes | str] = []
+        if workflow_id is not None:
+            where.append("workflow = ?")
+            args.append(_id(workflow_id))
+        if status is not None:
+            where.append("status = ?")
+            args.append(status)
+        query = "SELECT workflow, run, seq, status, updated_ms, deadline_ms, data FROM runs"
+        if where:
+            query += " WHERE " + " AND ".join(where)
+        return [
+            RunSummary(_str(w), _str(r), seq, st, updated, deadline, bytes(data))
+            for w, r, seq, st, updated, deadline, data in self._rows(query, tuple(args))
+        ]
+
+    def delete(self, workflow_id: str, run_id: str) -> None:
+        ids = (_id(workflow_id), _id(run_id))
+
+        def delete(connection: sqlite3.Connection) -> None:
+            with self._transaction(connection):
+                connection.execute("DELETE FROM frames WHERE workflow = ? AND run = ?", ids)
+                connection.execute("DELETE FROM runs WHERE workflow = ? AND run = ?", ids)
+
+        self._guarded(delete)
+        with self._lock:
+            self._appended += 1
+        self.sync()
+        try:
+            os.unlink(self._lock_path(workflow_id, run_id))
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            msg = f"SQLite store cannot remove the lock file of run {run_id!r}: {exc.strerror}"
+            raise CheckpointError(msg) from exc
+
+    def lock(self, workflow_id: str, run_id: str) -> AbstractContextManager[None]:
+        """Hold the run's live lock: an ``flock`` on ``<path>.locks/<hash>.lock``."""
+        return hold_file(
+            self._lock_path(workflow_id, run_id),
+            workflow_id,
+            run_id,
+            lambda: bool(self._rows(
+                "SELECT 1 FROM runs WHERE workflow = ? AND run = ?", (_id(workflow_id), _id(run_id))
+            )),
+        )  # fmt: skip
+
+    def holder(self, workflow_id: str, run_id: str) -> Holder | None:
+        return file_holder(self._lock_path(workflow_id, run_id))
+
+    def sync(self) -> None:
+        """Make every append of this handle durable: one commit with ``synchronous=FULL``."""
+        with self._lock:
+            target = self._appended
+            if self._synced >= target:
+                return
+
+        def sync(connection: sqlite3.Connection) -> None:
+            connection.execute("PRAGMA synchronous=FULL")
+            try:
+                with self._transaction(connection):
+                    connection.execute("UPDATE meta SET value = value + 1 WHERE key = 'syncs'")
+            finally:
+                connection.execute("PRAGMA synchronous=NORMAL")
+
+        self._guarded(sync)
+        with self._lock:
+            self._synced = max(self._synced, target)
+
+    # --- helpers --------------------------------------------------------------------
+
+    def _rows(self, query: str, args: tuple[Any, ...]) -> builtins.list[Any]:
+        # fetchall: the read transaction ends with the statement, none stays open
+        return self._guarded(lambda connection: connection.execute(query, args).fetchall())
+
+    def _lock_path(self, workflow_id: str, run_id: str) -> str:
+        name = hashlib.sha256(pack([_id(workflow_id), _id(run_id)])).hexdigest()
+        return os.path.join(self._locks_dir, name + ".lock")
+
+
+class SqliteCheckpointer(StoreCheckpointer):
+    """Checkpoints in one SQLite database file, shared by the processes of one machine.
+
+    ::
+
+        runner = Runner(graph, SqliteCheckpointer("runs.db"))
+
+    Many runs live in one file, in WAL mode; ``save`` is conditional on the
+    seq (the table's primary key), the live lock of a running run is an
+    ``flock`` in ``<path>.locks/``, and every checkpoint is on disk before
+    anything outside the process can see it. The database must be on a
+    local disk. See docs/storage.md, "The SQLite store".
+    """
+
+    store: SqliteStore
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        super().__init__(SqliteStore(path))
+
+    def __repr__(self) -> str:
+        return f"<SqliteCheckpointer {self.store.path!r}>"
+
+    def close(self) -> None:
+        """Close the database connections (the store opens new ones if used again)."""
+        self.store.close()

@@ -1,0 +1,213 @@
+"""The SQLite store across processes: racing resumers, crashes, a damaged file.
+
+The workflow is ``tests/_durable_flows.py``'s, run in real subprocesses with
+its ``--sqlite`` switch, as ``tests/test_durability.py`` runs it on the
+file store.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pausegraph import (
+    CheckpointError,
+    CorruptCheckpointError,
+    Paused,
+    Resume,
+    Runner,
+    SqliteCheckpointer,
+)
+from pausegraph.checkpointers.sqlite import SCHEMA_VERSION
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _durable_flows
+from test_durability import COMMAND, effects, environment, uninterrupted
+
+
+def flow(
+    db: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*COMMAND, "--sqlite", str(db), *args],
+        capture_output=True, text=True, env=environment(db, env), check=False, timeout=120,
+    )  # fmt: skip
+
+
+def ok(result: subprocess.CompletedProcess[str]) -> Any:
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def labels(db: Path) -> list[str]:
+    history = SqliteCheckpointer(db).list("orders", "r")
+    assert [m.seq for m in history] == list(range(1, len(history) + 1))
+    return [m.label for m in history]
+
+
+def test_of_8_processes_resuming_one_paused_run_on_sqlite_exactly_one_wins(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "runs.db"
+    assert "paused" in ok(flow(db, "step", "r"))
+    pause_seq = len(labels(db))
+    before = effects(db)
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    racers = [
+        subprocess.Popen(
+            [*COMMAND, "--sqlite", str(db), "race", "r", str(gate)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=environment(db),
+        )
+        for _ in range(8)
+    ]
+    while len(list(gate.glob("ready.*"))) < 8 and all(p.poll() is None for p in racers):
+        threading.Event().wait(0.01)
+    (gate / "start").touch()
+    results = []
+    for p in racers:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+        results.append(json.loads(out))
+    assert sorted(results) == ["conflict"] * 7 + ["won"]
+    # one linear history: a single resume after the pause
+    assert labels(db)[pause_seq:].count("resume") == 1
+    # the winner's effects ran once: ship and audit, after the pause
+    ran = effects(db) - before
+    assert ran == {"ship": 1, "audit": 1}, ran
+    final = ok(flow(db, "drive", "r"))
+    assert final["done"] == uninterrupted()
+    assert effects(db) == {"charge": 1, "ship": 1, "audit": 1}
+
+
+@pytest.mark.parametrize(
+    "crash",
+    [
+        {"PG_CRASH_STEP": "charge"},
+        {"PG_CRASH_STEP": "ship"},
+        {"PG_CRASH_STEP": "close"},
+        {"PG_CRASH_AFTER_SAVE": "1"},
+        {"PG_CRASH_AFTER_SAVE": "4"},
+        {"PG_CRASH_AFTER_SAVE": "7"},
+    ],
+)
+def test_a_run_killed_with_sigkill_on_sqlite_recovers_with_run(
+    tmp_path: Path, crash: dict[str, str]
+) -> None:
+    db = tmp_path / "runs.db"
+    first = flow(db, "drive", "r", env={**crash, "PG_CRASH_KILL": "1"})
+    assert first.returncode == -signal.SIGKILL, first.stderr
+    assert SqliteCheckpointer(db).holder("orders", "r") is None  # the kernel released it
+    final = ok(flow(db, "drive", "r"))  # recovers through run(run_id), then answers
+    assert final["done"] == uninterrupted()
+    counts = effects(db)
+    assert set(counts) == {"charge", "ship", "audit"}
+    assert all(n <= 2 for n in counts.values()), counts
+    labels(db)
+
+
+def test_a_paused_run_resumes_in_another_process_on_sqlite(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = tmp_path / "runs.db"
+    assert "paused" in ok(flow(db, "step", "r"))
+    monkeypatch.setenv("PG_EFFECTS", str(tmp_path / "effects"))
+    runner = Runner(_durable_flows.GRAPH, SqliteCheckpointer(db))
+    (pending,) = runner.state("r").interrupts
+    outcome = runner.resume("r", Resume(answers={pending.id: 42}))
+    assert isinstance(outcome, Paused)
+
+
+def test_a_file_that_is_not_a_database_is_a_corrupt_checkpoint_error_naming_it(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "runs.db"
+    db.write_bytes(b"this is not an SQLite database, just some text" * 100)
+    with pytest.raises(CorruptCheckpointError, match=rf"^{repr(str(db))!s} is not a usable "):
+        SqliteCheckpointer(db)
+
+
+def test_a_database_damaged_after_opening_is_a_corrupt_checkpoint_error(tmp_path: Path) -> None:
+    db = tmp_path / "runs.db"
+    store = SqliteCheckpointer(db)
+    store.close()
+    with db.open("r+b") as f:  # overwrite the header's magic string
+        f.write(b"garbage garbage!")
+    with pytest.raises(CorruptCheckpointError, match=r"runs\.db"):
+        SqliteCheckpointer(db).runs()
+
+
+def test_a_database_of_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    db = tmp_path / "runs.db"
+    SqliteCheckpointer(db).close()
+    with closing(sqlite3.connect(db, isolation_level=None)) as connection:
+        connection.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
+    with pytest.raises(
+        CheckpointError,
+        match=rf"has schema version {SCHEMA_VERSION + 1}, newer than this pausegraph's "
+        rf"{SCHEMA_VERSION}: upgrade pausegraph to open it$",
+    ):
+        SqliteCheckpointer(db)
+
+
+def test_runs_are_listed_from_the_summaries_without_reading_frames(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = tmp_path / "runs.db"
+    runner = Runner(_durable_flows.GRAPH, SqliteCheckpointer(db))
+    monkeypatch.setenv("PG_EFFECTS", str(tmp_path / "effects"))
+    assert isinstance(runner.run("r", _durable_flows.INPUT), Paused)
+    with closing(sqlite3.connect(db, isolation_level=None)) as connection:
+        connection.execute("UPDATE frames SET frame = x'00'")  # no frame can decode now
+    store = SqliteCheckpointer(db)
+    assert [(s.run_id, s.status) for s in store.summaries(status="paused")] == [("r", "paused")]
+    assert store.runs() == [("orders", "r")]
+    with pytest.raises(CorruptCheckpointError, match=r"^checkpoint \d+ of run 'r' of workflow"):
+        store.latest("orders", "r")
+
+
+def test_an_idle_handle_holds_no_read_transaction_so_the_wal_can_be_reset(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = tmp_path / "runs.db"
+    monkeypatch.setenv("PG_EFFECTS", str(tmp_path / "effects"))
+    store = SqliteCheckpointer(db)
+    runner = Runner(_durable_flows.GRAPH, store)
+    assert isinstance(runner.run("r", _durable_flows.INPUT), Paused)
+    runner.state("r")
+    runner.history("r")
+    store.summaries(status="paused")
+    other = sqlite3.connect(db)
+    try:
+        # busy = 0: no reader stood in the way; the WAL was copied and emptied
+        assert other.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone() == (0, 0, 0)
+    finally:
+        other.close()
+    assert Path(f"{db}-wal").stat().st_size == 0
+
+
+def test_a_writer_waits_for_another_writers_transaction_to_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = tmp_path / "runs.db"
+    monkeypatch.setenv("PG_EFFECTS", str(tmp_path / "effects"))
+    runner = Runner(_durable_flows.GRAPH, SqliteCheckpointer(db))
+    other = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")  # another process writing, for a moment
+    threading.Timer(0.3, lambda: other.execute("COMMIT")).start()
+    try:
+        assert isinstance(runner.run("r", _durable_flows.INPUT), Paused)
+    finally:
+        other.close()
