@@ -32,6 +32,9 @@ _TRIES = 20  # a reader probing a dead holder's lock holds it for a moment: try 
 _PAUSE_S = 0.0005
 
 
+_HOST = socket.gethostname()  # for people to read; looked up once
+
+
 @attrs.frozen
 class Holder:
     """Who holds a run's live lock: process id, host name, since (epoch ms)."""
@@ -41,8 +44,11 @@ class Holder:
     since_ms: int
 
     @classmethod
-    def here(cls) -> Holder:
-        return cls(os.getpid(), socket.gethostname(), time.time_ns() // 1_000_000)
+    def here(cls, since_ms: int | None = None) -> Holder:
+        """This process, holding since ``since_ms`` (default: now)."""
+        if since_ms is None:
+            since_ms = time.time_ns() // 1_000_000
+        return cls(os.getpid(), _HOST, since_ms)
 
     def describe(self) -> str:
         since = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(self.since_ms / 1000))

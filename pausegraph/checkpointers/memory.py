@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import builtins
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+import time
 
 from ..errors import ConflictError
 from ._checkpointer import StoreCheckpointer
@@ -33,7 +32,7 @@ class MemoryStore:
 
     def __init__(self) -> None:
         self._runs: dict[tuple[str, str], _Run] = {}
-        self._holders: dict[tuple[str, str], Holder] = {}
+        self._holders: dict[tuple[str, str], int] = {}  # held runs: since (epoch ms)
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -77,26 +76,38 @@ class MemoryStore:
         with self._lock:
             self._runs.pop((workflow_id, run_id), None)
 
-    @contextmanager
-    def lock(self, workflow_id: str, run_id: str) -> Iterator[None]:
-        key = (workflow_id, run_id)
-        with self._lock:
-            holder = self._holders.get(key)
-            if holder is not None:
-                raise ConflictError(held_message(workflow_id, run_id, holder))
-            self._holders[key] = Holder.here()
-        try:
-            yield
-        finally:
-            with self._lock:
-                del self._holders[key]
+    def lock(self, workflow_id: str, run_id: str) -> _LiveLock:
+        return _LiveLock(self, (workflow_id, run_id))
 
     def holder(self, workflow_id: str, run_id: str) -> Holder | None:
         with self._lock:
-            return self._holders.get((workflow_id, run_id))
+            since = self._holders.get((workflow_id, run_id))
+        return None if since is None else Holder.here(since)
 
     def sync(self) -> None:
         pass  # nothing outlives the process: nothing to make durable
+
+
+class _LiveLock:
+    """A run's live lock in a ``MemoryStore``: held by this process, one holder at a time."""
+
+    __slots__ = ("key", "store")
+
+    def __init__(self, store: MemoryStore, key: tuple[str, str]) -> None:
+        self.store, self.key = store, key
+
+    def __enter__(self) -> None:
+        store, key = self.store, self.key
+        with store._lock:
+            since = store._holders.get(key)
+            if since is None:
+                store._holders[key] = time.time_ns() // 1_000_000
+                return
+        raise ConflictError(held_message(key[0], key[1], Holder.here(since)))
+
+    def __exit__(self, *exc: object) -> None:
+        with self.store._lock:
+            del self.store._holders[self.key]
 
 
 class MemoryCheckpointer(StoreCheckpointer):
