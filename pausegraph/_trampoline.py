@@ -20,6 +20,7 @@ journal ever sees a result that was not saved first.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 from collections.abc import Callable, Collection, Mapping
 from types import GeneratorType
@@ -41,7 +42,10 @@ _HINT = (
     "(a call to another generator function)"
 )
 _CLOSE_TRIES = 100  # yields a closing generator may make before it is given up on
-_UNCLOSABLE: list[GeneratorType[Any, Any, Any]] = []  # generators that never stop yielding
+
+
+class _Abandoned(BaseException):
+    """Thrown into a step that keeps yielding while it is closed, to end it for good."""
 
 FINISHED = True
 SUSPENDED = False
@@ -100,9 +104,11 @@ def close_quietly(stack: list[GeneratorType[Any, Any, Any]]) -> None:
             if type(dropped) is Interrupt or type(dropped) is Effect:
                 consumed(dropped)  # dropped on purpose: no "never yielded" warning
         else:
-            # it yields whenever it is closed: keep it, or Python's own close at
-            # collection prints "generator ignored GeneratorExit"
-            _UNCLOSABLE.append(gen)
+            # it catches GeneratorExit and yields again, forever: end it with an
+            # exception its `except GeneratorExit` does not catch, so that Python's
+            # own close at collection has nothing left to complain about
+            with contextlib.suppress(BaseException):
+                gen.throw(_Abandoned)
 
 
 def no_clock() -> int:  # pragma: no cover - the scheduler always passes the Runner's clock
