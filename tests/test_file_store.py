@@ -92,7 +92,7 @@ def test_a_store_of_a_newer_format_asks_for_an_upgrade(tmp_path: Path) -> None:
     (tmp_path / "PAUSEGRAPH").write_bytes(b"PGSTORE pausegraph checkpoint store\nformat 7\n")
     with pytest.raises(
         CheckpointError,
-        match=r"is a store of format 7; this pausegraph reads format 1: upgrade pausegraph$",
+        match=r"is a store of format 7; this pausegraph reads format 2: upgrade pausegraph$",
     ):
         FileCheckpointer(tmp_path)
 
@@ -101,7 +101,7 @@ def test_each_run_is_one_log_that_starts_with_the_magic_tag_and_version(tmp_path
     store = FileCheckpointer(tmp_path)
     save_run(store, "r", 3)
     path = log_path(tmp_path)
-    assert path.read_bytes().startswith(b"PGLOG\x01")
+    assert path.read_bytes().startswith(b"PGLOG\x02")
     assert len(path.stem) == 64
     assert set(path.stem) <= set("0123456789abcdef")
     assert list((tmp_path / "tmp").iterdir()) == []
@@ -273,6 +273,11 @@ def test_a_truncated_file_is_an_earlier_state_or_corrupt_checkpoint_error(
     check_reads(root, expected, may_lose_tail=True)
 
 
+# what a record's meta says of the run after the frame's fields (format 2):
+# status, updated_ms, deadline_ms, summary data
+SUMMARY = ["paused", 0, None, b""]
+
+
 def forge(meta: bytes, frame: bytes) -> bytes:
     lengths = struct.pack(">II", len(meta), len(frame))
     crc = lambda b: zlib.crc32(b) & 0xFFFFFFFF  # noqa: E731
@@ -287,7 +292,7 @@ def test_a_record_with_good_checksums_that_does_not_decode_is_corrupt(tmp_path: 
     store = FileCheckpointer(tmp_path)
     save_run(store, "r", 2)
     with log_path(tmp_path).open("ab") as f:
-        f.write(forge(pack([3, 2, "layer:2", 0, False]), b"\xc1 not msgpack"))
+        f.write(forge(pack([3, 2, "layer:2", 0, False, *SUMMARY]), b"\xc1 not msgpack"))
     fresh = FileCheckpointer(tmp_path)
     assert [m.seq for m in fresh.list("wf", "r")] == [1, 2, 3]
     with pytest.raises(
@@ -305,7 +310,7 @@ def test_a_hostile_record_cannot_make_the_reader_allocate_what_it_claims(tmp_pat
     save_run(store, "r", 2)
     bomb = b"\xdd\xff\xff\xff\xff"  # an array of 4 billion items, in 5 bytes
     with log_path(tmp_path).open("ab") as f:
-        f.write(forge(pack([3, 2, "layer:2", 0, True]), bomb))
+        f.write(forge(pack([3, 2, "layer:2", 0, True, *SUMMARY]), bomb))
     with pytest.raises(CorruptCheckpointError, match=r"it does not decode \(ValueError\)"):
         FileCheckpointer(tmp_path).latest("wf", "r")
 
@@ -325,7 +330,7 @@ def test_a_record_out_of_seq_order_is_corrupt(tmp_path: Path) -> None:
     store = FileCheckpointer(tmp_path)
     save_run(store, "r", 2)
     with log_path(tmp_path).open("ab") as f:
-        f.write(forge(pack([7, 2, "layer:2", 0, False]), b""))
+        f.write(forge(pack([7, 2, "layer:2", 0, False, *SUMMARY]), b""))
     with pytest.raises(CorruptCheckpointError, match=r"it holds seq 7 where 3 belongs"):
         FileCheckpointer(tmp_path).list("wf", "r")
 
@@ -522,6 +527,9 @@ def open_descriptors() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
+INDEX_FDS = 3  # root/index.sqlite3, its write-ahead log and its shared memory
+
+
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts descriptors in /proc")
 def test_a_handle_keeps_at_most_64_logs_open_and_close_releases_them(tmp_path: Path) -> None:
     gc.collect()  # descriptors of earlier tests' handles close now, not during this test
@@ -529,16 +537,16 @@ def test_a_handle_keeps_at_most_64_logs_open_and_close_releases_them(tmp_path: P
     store = FileCheckpointer(tmp_path)
     for n in range(100):
         store.save(make_checkpoint(f"r{n}", 1, {"x": n}))
-    assert open_descriptors() - before == 64
+    assert open_descriptors() - before == 64 + INDEX_FDS
     for n in range(100):  # every run still reads right, its log reopened as needed
         latest = store.latest("wf", f"r{n}")
         assert latest is not None
         assert latest.values == {"x": n}
-    assert open_descriptors() - before == 64
+    assert open_descriptors() - before == 64 + INDEX_FDS
     store.close()
     assert open_descriptors() == before
     store.save(make_checkpoint("r0", 2, {"x": 2}, (Change("x", Op.SET, 2),)))
-    assert open_descriptors() - before == 1
+    assert open_descriptors() - before == 1 + INDEX_FDS
     del store
     gc.collect()
     assert open_descriptors() == before
@@ -548,7 +556,7 @@ def test_a_handle_keeps_at_most_64_logs_open_and_close_releases_them(tmp_path: P
 def test_a_forked_child_takes_its_own_flock_not_its_parents(tmp_path: Path) -> None:
     store = FileCheckpointer(tmp_path)
     save_run(store, "r", 1)
-    held = store._logs[("wf", "r")].fd
+    held = store.store._logs[("wf", "r")].fd
     fcntl.flock(held, fcntl.LOCK_EX)  # as if a thread of the parent were inside save()
     try:
         pid = os.fork()
@@ -556,7 +564,7 @@ def test_a_forked_child_takes_its_own_flock_not_its_parents(tmp_path: Path) -> N
             code = 1
             try:
                 assert [m.seq for m in store.list("wf", "r")] == [1]
-                fcntl.flock(store._logs[("wf", "r")].fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(store.store._logs[("wf", "r")].fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 code = 0  # the parent's lock holds against the child, as against anyone
             finally:
