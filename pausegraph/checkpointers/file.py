@@ -375,9 +375,32 @@ def _boot_id() -> str:
         return ""
 
 
-# one row per log: (name, workflow_id, run_id, ino, size, mtime_ns, checked_ns,
-# seq, status, updated_ms, deadline_ms, data); seq 0 for a log with no checkpoint
-_Row = tuple[str, bytes, bytes, int, int, int, int, int, str, int, "int | None", bytes]
+# one row per log: (name, stamp, workflow_id, run_id, seq, status, updated_ms,
+# deadline_ms, data); seq 0 for a log with no checkpoint. An id is TEXT, or its
+# UTF-8 (surrogatepass) bytes if it is not valid Unicode.
+_Row = tuple[str, str, "str | bytes", "str | bytes", int, str, int, "int | None", bytes]
+_SCHEMA = 2  # PRAGMA user_version of an index this pausegraph writes
+
+
+def _stamp(st: os.stat_result, now_ns: int) -> str:
+    """What the index keeps of a log's file state: ``""`` (never trusted) unless it is settled.
+
+    A row is trusted while the log's inode, size and mtime are what they were
+    when it was written, and only if that was at least ``_RACY_NS`` after the
+    mtime: a rewrite of the same size within one timestamp tick of the row
+    would otherwise leave all three unchanged.
+    """
+    if not stat.S_ISREG(st.st_mode) or now_ns - st.st_mtime_ns < _RACY_NS:
+        return ""
+    return f"{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
+
+
+def _id_cell(value: str) -> str | bytes:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return _id_bytes(value)
+    return value
 
 
 class _Index:
@@ -407,10 +430,14 @@ class _Index:
             # keep the write-ahead log small: a row is rewritten at every append
             conn.execute("PRAGMA wal_autocheckpoint=64")
             conn.execute("PRAGMA journal_size_limit=262144")
+            if conn.execute("PRAGMA user_version").fetchone()[0] != _SCHEMA:
+                conn.execute("DROP TABLE IF EXISTS runs")
+                conn.execute("DROP TABLE IF EXISTS facts")
+                conn.execute(f"PRAGMA user_version={_SCHEMA}")
             conn.execute(
-                "CREATE TABLE IF NOT EXISTS runs (name TEXT PRIMARY KEY, workflow_id BLOB, "
-                "run_id BLOB, ino INTEGER, size INTEGER, mtime_ns INTEGER, checked_ns INTEGER, "
-                "seq INTEGER, status TEXT, updated_ms INTEGER, deadline_ms INTEGER, data BLOB)"
+                "CREATE TABLE IF NOT EXISTS runs (name TEXT PRIMARY KEY, stamp TEXT, "
+                "workflow_id, run_id, seq INTEGER, status TEXT, updated_ms INTEGER, "
+                "deadline_ms INTEGER, data BLOB)"
             )
             conn.execute("CREATE TABLE IF NOT EXISTS facts (key TEXT PRIMARY KEY, value TEXT)")
         except BaseException:
@@ -434,15 +461,12 @@ class _Index:
         summary = log.run_summary()
         status, updated_ms, deadline_ms, data = log.summary or ("", 0, None, b"")
         row = (
-            log.name, _id_bytes(log.ids[0]), _id_bytes(log.ids[1]), st.st_ino, st.st_size,
-            st.st_mtime_ns, time.time_ns(), 0 if summary is None else summary.seq, status,
-            updated_ms, deadline_ms, data,
+            log.name, _stamp(st, time.time_ns()), _id_cell(log.ids[0]), _id_cell(log.ids[1]),
+            0 if summary is None else summary.seq, status, updated_ms, deadline_ms, data,
         )  # fmt: skip
         with self._lock:
             try:
-                self._db().execute(
-                    "INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", row
-                )
+                self._db().execute("INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?,?,?)", row)
             except sqlite3.DatabaseError:
                 self._reset()
             except sqlite3.Error:
@@ -795,26 +819,21 @@ class FileStore:
     def _listing(self) -> tuple[builtins.list[RunSummary], builtins.list[tuple[str, str]]]:
         """Each run's summary, by log name, and the logs that could not be listed, with why."""
         rows, this_boot = self._index.rows()
-        try:
-            with os.scandir(self._runs_path) as it:
-                files = sorted(
-                    (e.name, e.stat(follow_symlinks=False)) for e in it if e.name.endswith(".log")
-                )
-        except OSError as exc:
-            raise _os_error(exc, self._runs_dir) from exc
         found, damaged = [], []
-        for name, st in files:
+        for name, st in self._stat_logs():
             row = rows.pop(name, None)
             if (
                 this_boot
                 and row is not None
-                and (row[3], row[4], row[5]) == (st.st_ino, st.st_size, st.st_mtime_ns)
-                and row[6] - st.st_mtime_ns >= _RACY_NS
+                and row[1]
+                and row[1] == f"{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
                 and stat.S_ISREG(st.st_mode)
             ):
-                if row[7]:
-                    wf, run = _id_str(row[1]), _id_str(row[2])
-                    found.append(RunSummary(wf, run, row[7], row[8], row[9], row[10], row[11]))
+                if row[4]:
+                    wf, run = row[2], row[3]
+                    wf = wf if type(wf) is str else _id_str(wf)
+                    run = run if type(run) is str else _id_str(run)
+                    found.append(RunSummary(wf, run, row[4], row[5], row[6], row[7], row[8]))
                 continue
             try:
                 summary = self._verify(name)
@@ -830,6 +849,22 @@ class FileStore:
         if not this_boot:
             self._index.checked_all()
         return found, damaged
+
+    def _stat_logs(self) -> builtins.list[tuple[str, os.stat_result]]:
+        """Each log's name and ``lstat``, by name (one ``stat`` each, relative to ``runs/``)."""
+        try:
+            dir_fd = os.open(self._runs_path, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                lstat = os.stat
+                return sorted(
+                    (name, lstat(name, dir_fd=dir_fd, follow_symlinks=False))
+                    for name in os.listdir(dir_fd)
+                    if name.endswith(".log")
+                )
+            finally:
+                os.close(dir_fd)
+        except OSError as exc:
+            raise _os_error(exc, self._runs_dir) from exc
 
     def _verify(self, name: str) -> RunSummary | None:
         """Read the log ``name`` (checking it as a save would), index it, return its summary."""
