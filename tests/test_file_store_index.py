@@ -94,6 +94,7 @@ def test_a_damaged_or_missing_index_is_rebuilt_from_the_logs(tmp_path: Path, dam
     store = FileCheckpointer(tmp_path)
     for run_id in ("a", "b"):
         store.save(make_checkpoint(run_id, 1, {"x": 1}))
+    assert len(store.summaries()) == 2  # the listing writes the index
     store.close()
     index = tmp_path / "index.sqlite3"
     for extra in (Path(f"{index}-wal"), Path(f"{index}-shm")):

@@ -696,7 +696,6 @@ class FileStore:
                 self._add(log, _Entry(start, start + len(record), entry_info), summary)
                 with self._lock:
                     self._unsynced.setdefault(log, start)
-                self._index.put(log, os.fstat(fd))
         except CheckpointError:
             raise
         except OSError as exc:
@@ -744,7 +743,6 @@ class FileStore:
             self._add(log, _Entry(len(header), len(header) + len(record), info), summary)
             known = self._remember(ids, log)
             self._remember_header(log.name, ids)
-            self._index.put(log, st)
             if known is not log:  # another thread of this handle found the new file first
                 log.close()
                 return True
@@ -883,8 +881,11 @@ class FileStore:
             raise _os_error(FileNotFoundError(errno.ENOENT, "it was deleted"), path)
 
         def look() -> RunSummary | None:
-            fd = self._catch_up(log)
-            self._index.put(log, os.fstat(fd))
+            # the file's state is taken before its records are read, so a row never
+            # claims a state newer than its summary (an append meanwhile: a mismatch)
+            st = os.fstat(self._fd(log))
+            self._catch_up(log)
+            self._index.put(log, st)
             return log.run_summary()
 
         with log.lock:
