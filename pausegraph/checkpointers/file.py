@@ -1,12 +1,20 @@
-"""FileCheckpointer: checkpoints in files, durable across processes and crashes.
+"""FileStore and FileCheckpointer: checkpoints in files, durable across processes and crashes.
 
 Theory of operation
 -------------------
+
+``FileStore`` implements the bytes-level ``Store`` protocol: it keeps each
+run's frames (opaque bytes), each frame's ``FrameInfo`` and the run's latest
+``RunSummary``, and knows nothing of checkpoints, snapshots or rebuilding,
+which ``StoreCheckpointer`` owns. ``FileCheckpointer(root)`` is
+``StoreCheckpointer(FileStore(root))``.
 
 A store is a directory::
 
     root/PAUSEGRAPH          marker: magic tag and format version of the store
     root/runs/<sha256>.log   one append-only log per run
+    root/runs/<sha256>.lock  the run's live lock (``_lock.hold_file``)
+    root/index.sqlite3       each log's latest summary, for runs() (derived, rebuildable)
     root/tmp/                scratch space for files being created
 
 A run's file name is the SHA-256 of its (workflow id, run id), never the ids
@@ -19,9 +27,16 @@ A log is a header then records, each framed the same way::
               record(checkpoint 1)  record(checkpoint 2) ...
     record  = meta_len:u32 frame_len:u32 lengths_crc:u32 meta_crc:u32 frame_crc:u32
               meta[meta_len] frame[frame_len]
-    meta    = msgpack [seq, super_step, label, timestamp_ms, is_snapshot]
-    frame   = encode_frame(...) bytes, a delta or a snapshot as
-              ``_log.SnapshotPolicy`` chooses
+    meta    = msgpack [seq, super_step, label, timestamp_ms, is_snapshot,
+                       status, updated_ms, deadline_ms, summary_data]
+    frame   = the frame's bytes as given to ``append`` (the engine's delta or
+              snapshot; the store never decodes them)
+
+Format 2 (this one) added the run's summary to each record's meta (its
+``RunSummary`` but the ids, kept in the header, and the seq, the record's):
+the log is the truth about the run's latest summary, written in the same
+``pwrite`` as the frame, so no crash can separate them. Format 1 stores are
+refused with a message (the marker says ``format 1``).
 
 Integers are big-endian, checksums CRC-32 (ids are kept as UTF-8 bytes).
 Indexing a log reads each record's 20-byte head and meta and skips its frame,
@@ -38,9 +53,12 @@ own, so a damaged length is told apart from a record cut short:
   record's frame is checked when the log is indexed, so that damage there is
   never taken for a torn tail and cut off.
 
-Decoding is bounded by the bytes read, wherever a frame, a meta or a
-header is decoded (``_unpack_bounded``). msgpack's own limits bound each
-string and each container by the record's length, which is not enough: a
+Decoding is bounded by the bytes read, wherever a meta or a header is
+decoded here, and a frame in ``FileCheckpointer`` (``_codec.unpack_bounded``,
+through ``decode_frame``; a frame that does not decode is an error naming
+the file and the record's offset, as is one whose seq is not its meta's).
+msgpack's own limits bound each string and each container by the record's
+length, which is not enough: a
 1-byte ``[]`` becomes a 64-byte list, and nested arrays that each *claim* n
 items make the decoder preallocate n slots at every level. So:
 
@@ -53,7 +71,7 @@ items make the decoder preallocate n slots at every level. So:
   (a list of small negative ints: 36 bytes per byte). In all, decoding a
   record allocates at most about 64 bytes per byte of it, and a hostile
   record is refused within that;
-- a meta holds exactly 5 scalars and a header 2 byte strings: arrays and maps
+- a meta holds exactly 9 scalars and a header 2 byte strings: arrays and maps
   of more items are refused before anything is built;
 - extension types (timestamps included) are refused: pausegraph never stores
   them.
@@ -62,26 +80,59 @@ The header record is checked like any other (lengths, meta and its empty
 frame's checksum). Any of these failures is ``CorruptCheckpointError``
 naming the file.
 
-A save takes an exclusive ``flock`` on the log, re-reads whatever other
+An append takes an exclusive ``flock`` on the log, re-reads whatever other
 processes appended since this handle last looked, refuses a seq the run
-already has (``ConflictError``, nothing written), cuts off a torn tail,
-appends the record with one ``pwrite`` and ``fsync``\\s it before returning.
-A run's first save writes its whole log, header *and* first record, in
-``tmp/``, fsyncs it, hard-links it into ``runs/`` (which fails if it is
-already there) and fsyncs the directory: two fsyncs for a new run, one per
-later save, and a log file is never seen without its header and first
-record. Readers take a shared ``flock`` only while they look for new
-records, and not at all when the file has not grown past what they indexed.
+already has (``ConflictError``, nothing written), cuts off a torn tail and
+appends the record with one ``pwrite``, *without* ``fsync``: the record is
+in the page cache, which a killed process does not lose, so a kill -9
+anywhere still leaves each run as if an append never started or finished.
+``sync()`` (which the ``Runner`` calls before an effect's function runs and
+before a call returns) fsyncs every log this handle appended to since its
+last ``sync``: durable before visible, and no sooner, so a pause/resume
+cycle costs one fsync per call and one per effect instead of one per
+checkpoint. Only a power loss can lose an unsynced append, and nothing
+outside the process has seen one.
 
-A save that fails (a write refused for lack of space, an ``fsync`` error)
-leaves nothing of itself readable and raises ``CheckpointError`` naming the
-OS error, never ``ConflictError``: an append is cut back with ``ftruncate``
-while the exclusive ``flock`` is still held, so no reader has seen it (if
-even that fails, the error says the record may stay, and the handle indexes
-the file afresh before using it again); a new run's log that was linked but
+A run's first append writes its whole log, header *and* first record, in
+``tmp/``, fsyncs it, hard-links it into ``runs/`` (which fails if it is
+already there) and fsyncs the directory: those two fsyncs stay in the
+append, so that even after a power loss a log file is never seen without
+its header and first record (the link could reach the disk before the
+file's data otherwise). Readers take a shared ``flock`` only while they look
+for new records, and not at all when the file has not grown past what they
+indexed.
+
+An append that fails (a write refused for lack of space) leaves nothing of
+itself readable and raises ``CheckpointError`` naming the OS error, never
+``ConflictError``: it is cut back with ``ftruncate`` while the exclusive
+``flock`` is still held, so no reader has seen it (if even that fails, the
+error says the record may stay, and the handle indexes the file afresh
+before using it again). A ``sync`` whose ``fsync`` fails cuts each such log
+back to where it was before this handle's unsynced appends, under the
+exclusive ``flock`` and only if no one appended after them, and raises the
+same error naming the checkpoints. A new run's log that was linked but
 whose directory ``fsync`` failed is unlinked again under its ``flock``,
 unless someone appended to it meanwhile. The next save of the same seq then
-simply succeeds. No syscall is added to a save that succeeds.
+simply succeeds. No syscall is added to an append that succeeds.
+
+``runs()`` reads ``root/index.sqlite3``, one row per log: its name, a
+*stamp* (inode, size and mtime of the log when the row was taken) and the
+summary its last record holds. It lists the logs (one ``stat`` each,
+relative to ``runs/``) and trusts a row only if the stamp matches the file;
+any other log (changed since, new, restored, or whose row is missing) is
+read again, checked as a save would check it, and its row rewritten; rows
+whose log is gone are dropped. The stamp is taken *before* the records are
+read, so a row never claims a file state newer than its summary. A row
+taken within ``_RACY_NS`` of the log's mtime gets no stamp (a rewrite of the
+same size inside one timestamp tick would leave the stamp unchanged) and is
+checked again at the next listing; an index written before the machine's
+last boot (``/proc/sys/kernel/random/boot_id``) is checked whole once, since
+a power loss may have cut logs back without changing their mtime. Saves
+write no row: one taken at the append would always be within the log's
+mtime tick, so it could never be trusted, and the save path stays free of
+SQLite. The index is derived data, so it is written with
+``synchronous=OFF``; one that cannot be read is removed and rebuilt from the
+logs; errors there never fail a save or a listing.
 
 A handle keeps the descriptors of the logs it last used open (at most
 ``_MAX_OPEN_LOGS``), so a save costs no ``open``, and the index of the runs
@@ -100,7 +151,7 @@ the parent's ``flock``.
 A log is opened with ``O_NONBLOCK | O_NOFOLLOW`` and ``fstat``\\ed before it
 is read: a FIFO in its place cannot block the open, and anything but a
 regular file (a directory, a FIFO, a socket, a symbolic link, say to another
-run's log) is ``CorruptCheckpointError``. ``runs()`` lists each log on its
+run's log) is ``CorruptCheckpointError``. ``runs()`` checks each log on its
 own: one that cannot be read, is not a regular file, fails a check, or
 whose header names a run whose log is another file (a copy) is left out and
 reported by ``damaged()``, and the other runs are listed as usual. Reading
