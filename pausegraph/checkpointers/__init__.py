@@ -10,12 +10,13 @@ from .._records import Checkpoint, CheckpointMeta
 from ._checkpointer import StoreCheckpointer
 from ._lock import Holder
 from ._store import FrameInfo, RunSummary, Store
-from .file import FileCheckpointer
+from .file import FileCheckpointer, FileStore
 from .memory import MemoryCheckpointer, MemoryStore
 
 __all__ = [
     "Checkpointer",
     "FileCheckpointer",
+    "FileStore",
     "FrameInfo",
     "Holder",
     "MemoryCheckpointer",
