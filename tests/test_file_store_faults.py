@@ -28,6 +28,7 @@ from pausegraph import (
     Runner,
 )
 from pausegraph._channels import Change, Op
+from pausegraph._codec import encode_frame
 from pausegraph._values import pack
 from pausegraph.checkpointers import file as file_store
 
@@ -443,3 +444,16 @@ def test_a_handle_that_forgets_a_run_in_use_by_another_thread_stays_correct(
     with pytest.raises(ConflictError):
         store.save(make_checkpoint("r", 2, {"log": [9]}, (Change("log", Op.SET, [9]),)))
     assert [m.seq for m in FileCheckpointer(tmp_path).list("wf", "r")] == [1, 2]
+
+
+def test_a_delta_frame_whose_meta_says_snapshot_is_corrupt_naming_the_file(
+    tmp_path: Path,
+) -> None:
+    store = FileCheckpointer(tmp_path)
+    store.save(make_checkpoint("r", 1, {"x": 1}))
+    frame = encode_frame(make_checkpoint("r", 2, {"x": 2}, ()), snapshot=False)
+    append(tmp_path, forge(pack([2, 1, "layer:1", 0, True, *SUMMARY]), frame))
+    with pytest.raises(
+        CorruptCheckpointError, match=r"^'.*\.log' is corrupt: .*its frame does not match its meta"
+    ):
+        FileCheckpointer(tmp_path).latest("wf", "r")

@@ -823,6 +823,14 @@ class FileStore:
         with log.lock:
             return self._guarded(log, read)
 
+    def info_of(self, workflow_id: str, run_id: str, seq: int) -> FrameInfo | None:
+        """Frame ``seq``'s ``FrameInfo`` as this handle last indexed it, if it has."""
+        log = self._find(workflow_id, run_id)
+        if log is None:
+            return None
+        with log.lock:
+            return log.entries[seq - 1].info if 1 <= seq <= len(log.entries) else None
+
     def corrupt_frame(self, workflow_id: str, run_id: str, seq: int, why: str) -> CheckpointError:
         """The error for frame ``seq`` whose checked bytes do not decode, naming its file."""
         log = self._find(workflow_id, run_id)
@@ -1463,10 +1471,10 @@ class FileCheckpointer(StoreCheckpointer):
         except Exception as exc:  # cattrs and msgpack raise many kinds for bad bytes
             why = f"it does not decode ({type(exc).__name__})"
             raise self.store.corrupt_frame(workflow_id, run_id, seq, why) from None
-        if frame.seq != seq:
-            raise self.store.corrupt_frame(
-                workflow_id, run_id, seq, "its frame does not match its meta"
-            )
+        info = self.store.info_of(workflow_id, run_id, seq)
+        if frame.seq != seq or (info is not None and frame.is_snapshot != info.snapshot):
+            why = "its frame does not match its meta"
+            raise self.store.corrupt_frame(workflow_id, run_id, seq, why)
         if frame.seq == 1 and frame.structure is None:
             why = "the run's first frame has no graph structure"
             raise self.store.corrupt_frame(workflow_id, run_id, seq, why)
