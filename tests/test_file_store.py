@@ -97,6 +97,17 @@ def test_a_store_of_a_newer_format_asks_for_an_upgrade(tmp_path: Path) -> None:
         FileCheckpointer(tmp_path)
 
 
+def test_a_store_of_format_1_is_refused_with_a_message(tmp_path: Path) -> None:
+    FileCheckpointer(tmp_path)
+    (tmp_path / "PAUSEGRAPH").write_bytes(b"PGSTORE pausegraph checkpoint store\nformat 1\n")
+    with pytest.raises(
+        CorruptCheckpointError,
+        match=r"is a store of format 1; this pausegraph reads format 2: finish its runs with the "
+        r"pausegraph that made it$",
+    ):
+        FileCheckpointer(tmp_path)
+
+
 def test_each_run_is_one_log_that_starts_with_the_magic_tag_and_version(tmp_path: Path) -> None:
     store = FileCheckpointer(tmp_path)
     save_run(store, "r", 3)

@@ -10,7 +10,9 @@ checkpoint an effect's call depended on, must still be there.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sqlite3
 import stat
 from pathlib import Path
 from typing import Any
@@ -106,6 +108,8 @@ def test_a_damaged_or_missing_index_is_rebuilt_from_the_logs(tmp_path: Path, dam
     fresh = FileCheckpointer(tmp_path)
     assert {s.run_id for s in fresh.summaries()} == {"a", "b"}
     assert fresh.damaged() == []
+    with contextlib.closing(sqlite3.connect(index)) as db:  # rebuilt, whole
+        assert db.execute("SELECT count(*) FROM runs").fetchone() == (2,)
     fresh.save(make_checkpoint("c", 1, {"x": 1}))
     assert {s.run_id for s in FileCheckpointer(tmp_path).summaries()} == {"a", "b", "c"}
 

@@ -518,8 +518,10 @@ class _Index:
         with self._lock:
             try:
                 self._db().execute("INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?,?,?)", row)
+            except sqlite3.OperationalError:
+                pass  # busy, locked, read-only: not damage; the logs are read instead
             except sqlite3.DatabaseError:
-                self._reset()
+                self._reset()  # not a database, or a damaged one: rebuilt from the logs
             except sqlite3.Error:
                 pass  # busy, read-only: the next runs() reads the log instead
 
@@ -527,8 +529,10 @@ class _Index:
         with self._lock:
             try:
                 self._db().executemany("DELETE FROM runs WHERE name = ?", [(n,) for n in names])
+            except sqlite3.OperationalError:
+                pass  # busy, locked, read-only: not damage; the logs are read instead
             except sqlite3.DatabaseError:
-                self._reset()
+                self._reset()  # not a database, or a damaged one: rebuilt from the logs
             except sqlite3.Error:
                 pass
 
@@ -544,8 +548,10 @@ class _Index:
                 rows = db.execute("SELECT * FROM runs").fetchall()
                 fact = db.execute("SELECT value FROM facts WHERE key = 'boot'").fetchone()
                 return {row[0]: row for row in rows}, fact is not None and fact[0] == boot
+            except sqlite3.OperationalError:
+                pass  # busy, locked, read-only: not damage; the logs are read instead
             except sqlite3.DatabaseError:
-                self._reset()
+                self._reset()  # not a database, or a damaged one: rebuilt from the logs
             except sqlite3.Error:
                 pass
         return {}, False
@@ -555,8 +561,10 @@ class _Index:
         with self._lock:
             try:
                 self._db().execute("INSERT OR REPLACE INTO facts VALUES ('boot', ?)", (_boot_id(),))
+            except sqlite3.OperationalError:
+                pass  # busy, locked, read-only: not damage; the logs are read instead
             except sqlite3.DatabaseError:
-                self._reset()
+                self._reset()  # not a database, or a damaged one: rebuilt from the logs
             except sqlite3.Error:
                 pass
 
