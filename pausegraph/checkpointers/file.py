@@ -731,7 +731,7 @@ class FileStore:
             msg = f"checkpoint {info.seq} of run {ids[1]!r} is over 4 GiB encoded"
             raise CheckpointError(msg)
         record = _record(_meta(info, summary), frame)
-        entry_info = attrs_evolve_size(info, len(frame))
+        entry_info = _sized(info, len(frame))
         log = self._used(ids)
         path = log.path if log is not None else os.path.join(self._runs_path, _log_name(*ids))
         try:
@@ -1414,7 +1414,7 @@ def _os_error(exc: OSError, path: str | Path) -> CheckpointError:
     return CheckpointError(msg)
 
 
-def attrs_evolve_size(info: FrameInfo, size: int) -> FrameInfo:
+def _sized(info: FrameInfo, size: int) -> FrameInfo:
     """``info`` with ``size`` set to the frame's real length."""
     if info.size == size:
         return info
