@@ -47,6 +47,7 @@ _CLOSE_TRIES = 100  # yields a closing generator may make before it is given up 
 class _Abandoned(BaseException):
     """Thrown into a step that keeps yielding while it is closed, to end it for good."""
 
+
 FINISHED = True
 SUSPENDED = False
 

@@ -808,6 +808,10 @@ def _summaries(
         store, workflow_id=args.workflow, status=status, on_error=_unreadable(bad)
     )
     found.sort(key=lambda s: (s.workflow_id, s.run_id))
+    damaged = getattr(store, "damaged", None)  # the file store lists what it skipped
+    for name, why in damaged() if damaged is not None else ():
+        print(f"{_PROG}: error: the log {name} cannot be read: {why}", file=sys.stderr)
+        bad.append(1)
     return found, len(bad)
 
 

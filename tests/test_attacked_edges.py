@@ -135,7 +135,7 @@ def test_leaving_a_refused_run_never_removes_another_holders_new_lock_file(
     tmp_path: Path,
 ) -> None:
     store = FileCheckpointer(tmp_path)
-    lock_path = store._lock_path("wf", "r")
+    lock_path = store.store._lock_path("wf", "r")
     taken, release = threading.Event(), threading.Event()
     errors: list[BaseException] = []
 

@@ -59,7 +59,11 @@ def ok_json(*args: str, store: Path, stdin: str = "", env: dict[str, str] | None
 
 
 def tree_digest(root: Path) -> dict[str, str]:
-    """A hash of every file under ``root``, to tell that nothing changed."""
+    """A hash of every file under ``root``, to tell that nothing changed.
+
+    The file store's ``index.sqlite3`` is left out: it is derived from the
+    logs, and a read may bring it up to date.
+    """
     if not root.exists():
         return {}
     if root.is_file():
@@ -67,6 +71,7 @@ def tree_digest(root: Path) -> dict[str, str]:
     return {
         str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "/"
         for p in sorted(root.rglob("*"))
+        if not p.name.startswith("index.sqlite3")
     }
 
 

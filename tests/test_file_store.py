@@ -92,7 +92,18 @@ def test_a_store_of_a_newer_format_asks_for_an_upgrade(tmp_path: Path) -> None:
     (tmp_path / "PAUSEGRAPH").write_bytes(b"PGSTORE pausegraph checkpoint store\nformat 7\n")
     with pytest.raises(
         CheckpointError,
-        match=r"is a store of format 7; this pausegraph reads format 1: upgrade pausegraph$",
+        match=r"is a store of format 7; this pausegraph reads format 2: upgrade pausegraph$",
+    ):
+        FileCheckpointer(tmp_path)
+
+
+def test_a_store_of_format_1_is_refused_with_a_message(tmp_path: Path) -> None:
+    FileCheckpointer(tmp_path)
+    (tmp_path / "PAUSEGRAPH").write_bytes(b"PGSTORE pausegraph checkpoint store\nformat 1\n")
+    with pytest.raises(
+        CorruptCheckpointError,
+        match=r"is a store of format 1; this pausegraph reads format 2: finish its runs with the "
+        r"pausegraph that made it$",
     ):
         FileCheckpointer(tmp_path)
 
@@ -101,7 +112,7 @@ def test_each_run_is_one_log_that_starts_with_the_magic_tag_and_version(tmp_path
     store = FileCheckpointer(tmp_path)
     save_run(store, "r", 3)
     path = log_path(tmp_path)
-    assert path.read_bytes().startswith(b"PGLOG\x01")
+    assert path.read_bytes().startswith(b"PGLOG\x02")
     assert len(path.stem) == 64
     assert set(path.stem) <= set("0123456789abcdef")
     assert list((tmp_path / "tmp").iterdir()) == []
@@ -273,6 +284,11 @@ def test_a_truncated_file_is_an_earlier_state_or_corrupt_checkpoint_error(
     check_reads(root, expected, may_lose_tail=True)
 
 
+# what a record's meta says of the run after the frame's fields (format 2):
+# status, updated_ms, deadline_ms, summary data
+SUMMARY = ["paused", 0, None, b""]
+
+
 def forge(meta: bytes, frame: bytes) -> bytes:
     lengths = struct.pack(">II", len(meta), len(frame))
     crc = lambda b: zlib.crc32(b) & 0xFFFFFFFF  # noqa: E731
@@ -287,7 +303,7 @@ def test_a_record_with_good_checksums_that_does_not_decode_is_corrupt(tmp_path: 
     store = FileCheckpointer(tmp_path)
     save_run(store, "r", 2)
     with log_path(tmp_path).open("ab") as f:
-        f.write(forge(pack([3, 2, "layer:2", 0, False]), b"\xc1 not msgpack"))
+        f.write(forge(pack([3, 2, "layer:2", 0, False, *SUMMARY]), b"\xc1 not msgpack"))
     fresh = FileCheckpointer(tmp_path)
     assert [m.seq for m in fresh.list("wf", "r")] == [1, 2, 3]
     with pytest.raises(
@@ -305,7 +321,7 @@ def test_a_hostile_record_cannot_make_the_reader_allocate_what_it_claims(tmp_pat
     save_run(store, "r", 2)
     bomb = b"\xdd\xff\xff\xff\xff"  # an array of 4 billion items, in 5 bytes
     with log_path(tmp_path).open("ab") as f:
-        f.write(forge(pack([3, 2, "layer:2", 0, True]), bomb))
+        f.write(forge(pack([3, 2, "layer:2", 0, True, *SUMMARY]), bomb))
     with pytest.raises(CorruptCheckpointError, match=r"it does not decode \(ValueError\)"):
         FileCheckpointer(tmp_path).latest("wf", "r")
 
@@ -325,7 +341,7 @@ def test_a_record_out_of_seq_order_is_corrupt(tmp_path: Path) -> None:
     store = FileCheckpointer(tmp_path)
     save_run(store, "r", 2)
     with log_path(tmp_path).open("ab") as f:
-        f.write(forge(pack([7, 2, "layer:2", 0, False]), b""))
+        f.write(forge(pack([7, 2, "layer:2", 0, False, *SUMMARY]), b""))
     with pytest.raises(CorruptCheckpointError, match=r"it holds seq 7 where 3 belongs"):
         FileCheckpointer(tmp_path).list("wf", "r")
 
@@ -548,7 +564,7 @@ def test_a_handle_keeps_at_most_64_logs_open_and_close_releases_them(tmp_path: P
 def test_a_forked_child_takes_its_own_flock_not_its_parents(tmp_path: Path) -> None:
     store = FileCheckpointer(tmp_path)
     save_run(store, "r", 1)
-    held = store._logs[("wf", "r")].fd
+    held = store.store._logs[("wf", "r")].fd
     fcntl.flock(held, fcntl.LOCK_EX)  # as if a thread of the parent were inside save()
     try:
         pid = os.fork()
@@ -556,7 +572,7 @@ def test_a_forked_child_takes_its_own_flock_not_its_parents(tmp_path: Path) -> N
             code = 1
             try:
                 assert [m.seq for m in store.list("wf", "r")] == [1]
-                fcntl.flock(store._logs[("wf", "r")].fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(store.store._logs[("wf", "r")].fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 code = 0  # the parent's lock holds against the child, as against anyone
             finally:

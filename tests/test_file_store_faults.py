@@ -15,7 +15,7 @@ from typing import Any
 import msgpack
 import pytest
 from test_checkpointers import make_checkpoint
-from test_file_store import forge, log_path, save_run
+from test_file_store import SUMMARY, forge, log_path, save_run
 
 from pausegraph import (
     Append,
@@ -28,6 +28,7 @@ from pausegraph import (
     Runner,
 )
 from pausegraph._channels import Change, Op
+from pausegraph._codec import encode_frame
 from pausegraph._values import pack
 from pausegraph.checkpointers import file as file_store
 
@@ -58,7 +59,7 @@ def test_a_frame_of_a_million_empty_arrays_is_refused_within_the_decoding_bound(
     save_run(FileCheckpointer(tmp_path), "r", 2)
     n = 1_000_000
     bomb = b"\xdd" + struct.pack(">I", n) + b"\x90" * n  # 1 MB: one array of a million []
-    append(tmp_path, forge(pack([3, 2, "layer:2", 0, True]), bomb))
+    append(tmp_path, forge(pack([3, 2, "layer:2", 0, True, *SUMMARY]), bomb))
     store = FileCheckpointer(tmp_path)
     with pytest.raises(
         CorruptCheckpointError,
@@ -76,7 +77,7 @@ def test_nested_arrays_claiming_more_items_than_the_record_holds_allocate_nothin
     save_run(FileCheckpointer(tmp_path), "r", 2)
     claim = 100_000  # each header preallocates 800 kB of list slots if believed
     bomb = b"".join(b"\xdd" + struct.pack(">I", claim) for _ in range(1000))
-    append(tmp_path, forge(pack([3, 2, "layer:2", 0, True]), bomb))
+    append(tmp_path, forge(pack([3, 2, "layer:2", 0, True, *SUMMARY]), bomb))
     with pytest.raises(CorruptCheckpointError, match=r"it does not decode"):
         FileCheckpointer(tmp_path).latest("wf", "r")
     assert peak_while(lambda: FileCheckpointer(tmp_path).latest("wf", "r")) < 2_000_000
@@ -112,7 +113,7 @@ def test_an_extension_type_in_a_frame_or_meta_is_corrupt_naming_the_file(
     )
     # the same map with one more key: values, holding the extension type
     frame = bytes([frame[0] + 1]) + frame[1:] + msgpack.packb("values") + b"\x81\xa1x" + ext
-    append(tmp_path, forge(pack([3, 2, "l", 0, True]), frame))
+    append(tmp_path, forge(pack([3, 2, "l", 0, True, *SUMMARY]), frame))
     with pytest.raises(CorruptCheckpointError, match=r"^'.*\.log' is corrupt: .*does not decode"):
         FileCheckpointer(tmp_path).latest("wf", "r")
 
@@ -160,12 +161,19 @@ UNSAVED = (
 )
 
 
+def save_and_sync(store: FileCheckpointer, checkpoint: Checkpoint) -> None:
+    """Save, then sync as a Runner does: appends are fsynced by ``sync()``, which raises."""
+    store.save(checkpoint)
+    store.sync()
+
+
 @pytest.mark.parametrize("fault", ["fsync", "write", "short-write"])
 def test_an_append_that_fails_leaves_the_log_as_it_was_and_says_why(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fault: str
 ) -> None:
     store = FileCheckpointer(tmp_path)
     save_run(store, "r", 2)
+    store.sync()  # as a Runner does before a call returns
     before = log_path(tmp_path).read_bytes()
     real_write_all = file_store._write_all
 
@@ -180,7 +188,7 @@ def test_an_append_that_fails_leaves_the_log_as_it_was_and_says_why(
         monkeypatch.setattr(file_store, "_write_all", no_space)
     why = "Input/output error" if fault == "fsync" else "No space left on device"
     with pytest.raises(CheckpointError, match=UNSAVED.format(why)) as raised:
-        store.save(next_checkpoint(3))
+        save_and_sync(store, next_checkpoint(3))
     assert not isinstance(raised.value, ConflictError)
     assert log_path(tmp_path).read_bytes() == before
     assert [m.seq for m in store.list("wf", "r")] == [1, 2]
@@ -197,10 +205,11 @@ def test_an_append_whose_cut_back_fails_too_says_its_record_may_stay(
 ) -> None:
     store = FileCheckpointer(tmp_path)
     save_run(store, "r", 2)
+    store.sync()
     monkeypatch.setattr(os, "fsync", eio)
     monkeypatch.setattr(os, "ftruncate", eio)
     with pytest.raises(CheckpointError, match=r"could not be taken back: its record may still be"):
-        store.save(next_checkpoint(3))
+        save_and_sync(store, next_checkpoint(3))
     monkeypatch.undo()
     # the handle reads the file afresh: what it says matches what a new handle says
     assert store.list("wf", "r") == FileCheckpointer(tmp_path).list("wf", "r")
@@ -393,7 +402,7 @@ def test_a_handle_indexes_at_most_1024_runs_and_reindexes_a_forgotten_one_from_i
     writer = FileCheckpointer(tmp_path)
     for n in range(3000):
         writer.save(make_checkpoint(f"r{n}", 1, {"n": n}))
-    assert len(writer._logs) == file_store._MAX_INDEXED == 1024
+    assert len(writer.store._logs) == file_store._MAX_INDEXED == 1024
     monkeypatch.undo()
 
     store = FileCheckpointer(tmp_path)
@@ -404,11 +413,11 @@ def test_a_handle_indexes_at_most_1024_runs_and_reindexes_a_forgotten_one_from_i
         latest = store.latest("wf", f"r{n}")
         assert latest is not None
         assert latest.values == {"n": n}
-    assert len(store._logs) <= 1024
-    assert len(store._headers) <= 1024
-    assert ("wf", "r0") not in store._logs
+    assert len(store.store._logs) <= 1024
+    assert len(store.store._headers) <= 1024
+    assert ("wf", "r0") not in store.store._logs
     assert len(store.runs()) == 3000
-    assert len(store._logs) <= 1024
+    assert len(store.store._logs) <= 1024
 
     # r0 was forgotten; another handle saved its seq 2 meanwhile: still a conflict here
     FileCheckpointer(tmp_path).save(make_checkpoint("r0", 2, {"n": 2}, (Change("n", Op.SET, 2),)))
@@ -425,13 +434,26 @@ def test_a_handle_that_forgets_a_run_in_use_by_another_thread_stays_correct(
 ) -> None:
     store = FileCheckpointer(tmp_path)
     save_run(store, "r", 1)
-    held = store._logs[("wf", "r")]
+    held = store.store._logs[("wf", "r")]
     with held.lock:  # another thread inside a save of r while the index is full
         for n in range(file_store._MAX_INDEXED):
-            store._known(f"{tmp_path}/runs/none{n}.log", ("wf", f"none{n}"))
-        assert ("wf", "r") not in store._logs
+            store.store._known(f"{tmp_path}/runs/none{n}.log", ("wf", f"none{n}"))
+        assert ("wf", "r") not in store.store._logs
         assert held.fd >= 0  # in use: not closed under that thread
     store.save(make_checkpoint("r", 2, {"log": [2]}, (Change("log", Op.SET, [2]),)))
     with pytest.raises(ConflictError):
         store.save(make_checkpoint("r", 2, {"log": [9]}, (Change("log", Op.SET, [9]),)))
     assert [m.seq for m in FileCheckpointer(tmp_path).list("wf", "r")] == [1, 2]
+
+
+def test_a_delta_frame_whose_meta_says_snapshot_is_corrupt_naming_the_file(
+    tmp_path: Path,
+) -> None:
+    store = FileCheckpointer(tmp_path)
+    store.save(make_checkpoint("r", 1, {"x": 1}))
+    frame = encode_frame(make_checkpoint("r", 2, {"x": 2}, ()), snapshot=False)
+    append(tmp_path, forge(pack([2, 1, "layer:1", 0, True, *SUMMARY]), frame))
+    with pytest.raises(
+        CorruptCheckpointError, match=r"^'.*\.log' is corrupt: .*its frame does not match its meta"
+    ):
+        FileCheckpointer(tmp_path).latest("wf", "r")

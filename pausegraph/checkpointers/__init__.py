@@ -11,13 +11,14 @@ from ._checkpointer import StoreCheckpointer
 from ._lock import Holder
 from ._open import open_checkpointer
 from ._store import FrameInfo, RunSummary, Store
-from .file import FileCheckpointer
+from .file import FileCheckpointer, FileStore
 from .memory import MemoryCheckpointer, MemoryStore
 from .sqlite import SqliteCheckpointer, SqliteStore
 
 __all__ = [
     "Checkpointer",
     "FileCheckpointer",
+    "FileStore",
     "FrameInfo",
     "Holder",
     "MemoryCheckpointer",

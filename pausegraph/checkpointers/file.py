@@ -1,12 +1,20 @@
-"""FileCheckpointer: checkpoints in files, durable across processes and crashes.
+"""FileStore and FileCheckpointer: checkpoints in files, durable across processes and crashes.
 
 Theory of operation
 -------------------
+
+``FileStore`` implements the bytes-level ``Store`` protocol: it keeps each
+run's frames (opaque bytes), each frame's ``FrameInfo`` and the run's latest
+``RunSummary``, and knows nothing of checkpoints, snapshots or rebuilding,
+which ``StoreCheckpointer`` owns. ``FileCheckpointer(root)`` is
+``StoreCheckpointer(FileStore(root))``.
 
 A store is a directory::
 
     root/PAUSEGRAPH          marker: magic tag and format version of the store
     root/runs/<sha256>.log   one append-only log per run
+    root/runs/<sha256>.lock  the run's live lock (``_lock.hold_file``)
+    root/index.sqlite3       each log's latest summary, for runs() (derived, rebuildable)
     root/tmp/                scratch space for files being created
 
 A run's file name is the SHA-256 of its (workflow id, run id), never the ids
@@ -19,9 +27,16 @@ A log is a header then records, each framed the same way::
               record(checkpoint 1)  record(checkpoint 2) ...
     record  = meta_len:u32 frame_len:u32 lengths_crc:u32 meta_crc:u32 frame_crc:u32
               meta[meta_len] frame[frame_len]
-    meta    = msgpack [seq, super_step, label, timestamp_ms, is_snapshot]
-    frame   = encode_frame(...) bytes, a delta or a snapshot as
-              ``_log.SnapshotPolicy`` chooses
+    meta    = msgpack [seq, super_step, label, timestamp_ms, is_snapshot,
+                       status, updated_ms, deadline_ms, summary_data]
+    frame   = the frame's bytes as given to ``append`` (the engine's delta or
+              snapshot; the store never decodes them)
+
+Format 2 (this one) added the run's summary to each record's meta (its
+``RunSummary`` but the ids, kept in the header, and the seq, the record's):
+the log is the truth about the run's latest summary, written in the same
+``pwrite`` as the frame, so no crash can separate them. Format 1 stores are
+refused with a message (the marker says ``format 1``).
 
 Integers are big-endian, checksums CRC-32 (ids are kept as UTF-8 bytes).
 Indexing a log reads each record's 20-byte head and meta and skips its frame,
@@ -38,9 +53,12 @@ own, so a damaged length is told apart from a record cut short:
   record's frame is checked when the log is indexed, so that damage there is
   never taken for a torn tail and cut off.
 
-Decoding is bounded by the bytes read, wherever a frame, a meta or a
-header is decoded (``_unpack_bounded``). msgpack's own limits bound each
-string and each container by the record's length, which is not enough: a
+Decoding is bounded by the bytes read, wherever a meta or a header is
+decoded here, and a frame in ``FileCheckpointer`` (``_codec.unpack_bounded``,
+through ``decode_frame``; a frame that does not decode is an error naming
+the file and the record's offset, as is one whose seq is not its meta's).
+msgpack's own limits bound each string and each container by the record's
+length, which is not enough: a
 1-byte ``[]`` becomes a 64-byte list, and nested arrays that each *claim* n
 items make the decoder preallocate n slots at every level. So:
 
@@ -53,7 +71,7 @@ items make the decoder preallocate n slots at every level. So:
   values already cost in Python (a list of small negative ints: 36 bytes
   per byte). In all, decoding a record allocates at most about 64 bytes per
   byte of it, and a hostile record is refused within that;
-- a meta holds exactly 5 scalars and a header 2 byte strings: arrays and maps
+- a meta holds exactly 9 scalars and a header 2 byte strings: arrays and maps
   of more items are refused before anything is built;
 - extension types (timestamps included) are refused: pausegraph never stores
   them.
@@ -62,26 +80,59 @@ The header record is checked like any other (lengths, meta and its empty
 frame's checksum). Any of these failures is ``CorruptCheckpointError``
 naming the file.
 
-A save takes an exclusive ``flock`` on the log, re-reads whatever other
+An append takes an exclusive ``flock`` on the log, re-reads whatever other
 processes appended since this handle last looked, refuses a seq the run
-already has (``ConflictError``, nothing written), cuts off a torn tail,
-appends the record with one ``pwrite`` and ``fsync``\\s it before returning.
-A run's first save writes its whole log, header *and* first record, in
-``tmp/``, fsyncs it, hard-links it into ``runs/`` (which fails if it is
-already there) and fsyncs the directory: two fsyncs for a new run, one per
-later save, and a log file is never seen without its header and first
-record. Readers take a shared ``flock`` only while they look for new
-records, and not at all when the file has not grown past what they indexed.
+already has (``ConflictError``, nothing written), cuts off a torn tail and
+appends the record with one ``pwrite``, *without* ``fsync``: the record is
+in the page cache, which a killed process does not lose, so a kill -9
+anywhere still leaves each run as if an append never started or finished.
+``sync()`` (which the ``Runner`` calls before an effect's function runs and
+before a call returns) fsyncs every log this handle appended to since its
+last ``sync``: durable before visible, and no sooner, so a pause/resume
+cycle costs one fsync per call and one per effect instead of one per
+checkpoint. Only a power loss can lose an unsynced append, and nothing
+outside the process has seen one.
 
-A save that fails (a write refused for lack of space, an ``fsync`` error)
-leaves nothing of itself readable and raises ``CheckpointError`` naming the
-OS error, never ``ConflictError``: an append is cut back with ``ftruncate``
-while the exclusive ``flock`` is still held, so no reader has seen it (if
-even that fails, the error says the record may stay, and the handle indexes
-the file afresh before using it again); a new run's log that was linked but
+A run's first append writes its whole log, header *and* first record, in
+``tmp/``, fsyncs it, hard-links it into ``runs/`` (which fails if it is
+already there) and fsyncs the directory: those two fsyncs stay in the
+append, so that even after a power loss a log file is never seen without
+its header and first record (the link could reach the disk before the
+file's data otherwise). Readers take a shared ``flock`` only while they look
+for new records, and not at all when the file has not grown past what they
+indexed.
+
+An append that fails (a write refused for lack of space) leaves nothing of
+itself readable and raises ``CheckpointError`` naming the OS error, never
+``ConflictError``: it is cut back with ``ftruncate`` while the exclusive
+``flock`` is still held, so no reader has seen it (if even that fails, the
+error says the record may stay, and the handle indexes the file afresh
+before using it again). A ``sync`` whose ``fsync`` fails cuts each such log
+back to where it was before this handle's unsynced appends, under the
+exclusive ``flock`` and only if no one appended after them, and raises the
+same error naming the checkpoints. A new run's log that was linked but
 whose directory ``fsync`` failed is unlinked again under its ``flock``,
 unless someone appended to it meanwhile. The next save of the same seq then
-simply succeeds. No syscall is added to a save that succeeds.
+simply succeeds. No syscall is added to an append that succeeds.
+
+``runs()`` reads ``root/index.sqlite3``, one row per log: its name, a
+*stamp* (inode, size and mtime of the log when the row was taken) and the
+summary its last record holds. It lists the logs (one ``stat`` each,
+relative to ``runs/``) and trusts a row only if the stamp matches the file;
+any other log (changed since, new, restored, or whose row is missing) is
+read again, checked as a save would check it, and its row rewritten; rows
+whose log is gone are dropped. The stamp is taken *before* the records are
+read, so a row never claims a file state newer than its summary. A row
+taken within ``_RACY_NS`` of the log's mtime gets no stamp (a rewrite of the
+same size inside one timestamp tick would leave the stamp unchanged) and is
+checked again at the next listing; an index written before the machine's
+last boot (``/proc/sys/kernel/random/boot_id``) is checked whole once, since
+a power loss may have cut logs back without changing their mtime. Saves
+write no row: one taken at the append would always be within the log's
+mtime tick, so it could never be trusted, and the save path stays free of
+SQLite. The index is derived data, so it is written with
+``synchronous=OFF``; one that cannot be read is removed and rebuilt from the
+logs; errors there never fail a save or a listing.
 
 A handle keeps the descriptors of the logs it last used open (at most
 ``_MAX_OPEN_LOGS``), so a save costs no ``open``, and the index of the runs
@@ -100,7 +151,7 @@ the parent's ``flock``.
 A log is opened with ``O_NONBLOCK | O_NOFOLLOW`` and ``fstat``\\ed before it
 is read: a FIFO in its place cannot block the open, and anything but a
 regular file (a directory, a FIFO, a socket, a symbolic link, say to another
-run's log) is ``CorruptCheckpointError``. ``runs()`` lists each log on its
+run's log) is ``CorruptCheckpointError``. ``runs()`` checks each log on its
 own: one that cannot be read, is not a regular file, fails a check, or
 whose header names a run whose log is another file (a copy) is left out and
 reported by ``damaged()``, and the other runs are listed as usual. Reading
@@ -115,9 +166,11 @@ import errno
 import fcntl
 import hashlib
 import os
+import sqlite3
 import stat
 import struct
 import threading
+import time
 import uuid
 import weakref
 import zlib
@@ -126,28 +179,34 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-import attrs
 import msgpack
 
-from .._codec import structure_frame
+from .._codec import decode_frame
 from .._codec import unpack_bounded as _unpack_bounded
-from .._records import Checkpoint, CheckpointMeta, Frame
+from .._records import Frame
 from .._values import pack
 from ..errors import CheckpointError, CorruptCheckpointError
+from ._checkpointer import StoreCheckpointer
 from ._lock import Holder, file_holder, hold_file
-from ._log import SnapshotPolicy, rebuild, refuse_seq
+from ._log import refuse_seq
+from ._store import FrameInfo, RunSummary
 
-__all__ = ["FileCheckpointer"]
+__all__ = ["FileCheckpointer", "FileStore"]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _LOG_MAGIC = b"PGLOG"
 _MARKER_NAME = "PAUSEGRAPH"
-_MARKER = b"PGSTORE pausegraph checkpoint store\nformat 1\n"
+_MARKER = b"PGSTORE pausegraph checkpoint store\nformat 2\n"
+_INDEX_NAME = "index.sqlite3"
 _LENGTHS = struct.Struct(">II")  # meta length, frame length
 _HEAD = struct.Struct(">IIIII")  # the lengths, their crc, the meta's crc, the frame's crc
 _MAX_LEN = 0xFFFFFFFF
+_META_ITEMS = 9
 _MAX_OPEN_LOGS = 64  # descriptors a handle keeps open, one per recently used run
 _MAX_INDEXED = 1024  # runs whose index a handle keeps, the most recently used
+# an index row is trusted only if it was written this long after the log's mtime:
+# a same-size rewrite within one timestamp tick would otherwise go unnoticed
+_RACY_NS = 50_000_000
 _T = TypeVar("_T")
 
 
@@ -243,10 +302,13 @@ def _cut(fd: int, log: _RunLog) -> bool:
     return False
 
 
-def _unsaved(checkpoint: Checkpoint, path: str, exc: OSError, kept: bool) -> CheckpointError:
-    """The error for a save that failed with ``exc`` (never a ``ConflictError``)."""
-    what = f"checkpoint {checkpoint.seq} of run {checkpoint.run_id!r} of workflow "
-    what += f"{checkpoint.workflow_id!r}"
+def _unsaved(
+    ids: tuple[str, str], seqs: tuple[int, int], path: str, exc: OSError, kept: bool
+) -> CheckpointError:
+    """The error for an append or sync that failed with ``exc`` (never a ``ConflictError``)."""
+    first, last = seqs
+    what = f"checkpoint {first}" if first == last else f"checkpoints {first} to {last}"
+    what += f" of run {ids[1]!r} of workflow {ids[0]!r}"
     why = exc.strerror or str(exc)
     if kept:
         outcome = (
@@ -277,31 +339,36 @@ def _log_header(workflow_id: str, run_id: str) -> bytes:
     return _LOG_MAGIC + bytes([FORMAT_VERSION]) + _record(ids, b"")
 
 
-def _checkpoint_record(checkpoint: Checkpoint, policy: SnapshotPolicy) -> tuple[bytes, int, bool]:
-    """The record for ``checkpoint``, its frame's length, and whether it is a snapshot."""
-    frame, snapshot = policy.encode(checkpoint)
-    if len(frame) > _MAX_LEN:
-        msg = f"checkpoint {checkpoint.seq} of run {checkpoint.run_id!r} is over 4 GiB encoded"
-        raise CheckpointError(msg)
-    meta = pack(
-        [checkpoint.seq, checkpoint.super_step, checkpoint.label, checkpoint.timestamp_ms, snapshot]
+def _meta(info: FrameInfo, summary: RunSummary) -> bytes:
+    """A record's meta: the frame's ``FrameInfo`` (but its size) and the run's summary."""
+    return pack(
+        [
+            info.seq,
+            info.super_step,
+            info.label,
+            info.timestamp_ms,
+            info.snapshot,
+            summary.status,
+            summary.updated_ms,
+            summary.deadline_ms,
+            summary.data,
+        ]
     )
-    return _record(meta, frame), len(frame), snapshot
 
 
 class _Entry:
-    """Where one checkpoint's record is, and what its meta says."""
+    """Where one frame's record is, and what its meta says of the frame."""
 
-    __slots__ = ("at", "end", "frame_len", "meta", "snapshot")
+    __slots__ = ("at", "end", "info")
 
-    def __init__(
-        self, at: int, end: int, frame_len: int, meta: CheckpointMeta, snapshot: bool
-    ) -> None:
+    def __init__(self, at: int, end: int, info: FrameInfo) -> None:
         self.at = at  # offset of the record in the file
         self.end = end  # offset just past it
-        self.frame_len = frame_len
-        self.meta = meta
-        self.snapshot = snapshot
+        self.info = info
+
+
+# what a record's meta says of the run: status, updated_ms, deadline_ms, data
+_Summary = tuple[str, int, int | None, bytes]
 
 
 class _RunLog:
@@ -311,13 +378,13 @@ class _RunLog:
     it are read the next time the handle looks (``_refresh``). ``fd`` stays
     open between calls (``-1`` when closed); ``file_id`` (device, inode) is
     the file it was opened on, so that a log deleted or replaced behind the
-    handle's back is noticed instead of written to. Everything here is used
-    with ``lock`` held.
+    handle's back is noticed instead of written to. ``summary`` is what the
+    last record says of the run. Everything here is used with ``lock`` held.
     """
 
     __slots__ = (
-        "base", "end", "entries", "fd", "file_id", "first", "ids", "lock", "name", "path",
-        "pid", "policy", "writable",
+        "end", "entries", "fd", "file_id", "ids", "lock", "name", "path", "pid", "summary",
+        "writable",
     )  # fmt: skip
 
     def __init__(self, path: str, name: str, ids: tuple[str, str]) -> None:
@@ -335,15 +402,178 @@ class _RunLog:
         """Forget the index: the log's records start at ``start``."""
         self.end = start
         self.entries: list[_Entry] = []
-        self.base: list[int] = []  # index of the snapshot each entry builds on
-        self.policy = SnapshotPolicy()
-        # the run's first frame, without its values: rebuild() reads only its structure
-        self.first: Frame | None = None
+        self.summary: _Summary | None = None
+
+    def run_summary(self) -> RunSummary | None:
+        if self.summary is None or not self.entries:
+            return None
+        status, updated_ms, deadline_ms, data = self.summary
+        seq = len(self.entries)
+        return RunSummary(self.ids[0], self.ids[1], seq, status, updated_ms, deadline_ms, data)
 
     def close(self) -> None:
         if self.fd >= 0:
             fd, self.fd = self.fd, -1
             os.close(fd)  # in a forked child this closes only the child's copy
+
+
+def _boot_id() -> str:
+    """This boot of the machine (Linux), so that an index older than a power loss is redone."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+# one row per log: (name, stamp, workflow_id, run_id, seq, status, updated_ms,
+# deadline_ms, data); seq 0 for a log with no checkpoint. An id is TEXT, or its
+# UTF-8 (surrogatepass) bytes if it is not valid Unicode.
+_Row = tuple[str, str, "str | bytes", "str | bytes", int, str, int, "int | None", bytes]
+_SCHEMA = 2  # PRAGMA user_version of an index this pausegraph writes
+
+
+def _stamp(st: os.stat_result, now_ns: int) -> str:
+    """What the index keeps of a log's file state: ``""`` (never trusted) unless it is settled.
+
+    A row is trusted while the log's inode, size and mtime are what they were
+    when it was written, and only if that was at least ``_RACY_NS`` after the
+    mtime: a rewrite of the same size within one timestamp tick of the row
+    would otherwise leave all three unchanged.
+    """
+    if not stat.S_ISREG(st.st_mode) or now_ns - st.st_mtime_ns < _RACY_NS:
+        return ""
+    return f"{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
+
+
+def _id_cell(value: str) -> str | bytes:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return _id_bytes(value)
+    return value
+
+
+class _Index:
+    """``root/index.sqlite3``: each log's latest summary, derived from the logs, for ``runs()``.
+
+    Nothing here is ever the truth: every row says which file state it was
+    taken from (inode, size, mtime), and ``runs()`` re-reads a log whose
+    state differs. So the database is written without ``fsync``
+    (``synchronous=OFF``) and, if it is damaged or unreadable, it is removed
+    and rebuilt from the logs. Errors here never fail a save.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._conn: sqlite3.Connection | None = None
+        self._pid = 0
+        self._lock = threading.Lock()
+
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is not None and self._pid == os.getpid():
+            return self._conn
+        self._conn = None  # a connection inherited through fork is never used
+        conn = sqlite3.connect(self.path, timeout=10, isolation_level=None, check_same_thread=False)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=OFF")
+            # keep the write-ahead log small: a row is rewritten at every append
+            conn.execute("PRAGMA wal_autocheckpoint=64")
+            conn.execute("PRAGMA journal_size_limit=262144")
+            if conn.execute("PRAGMA user_version").fetchone()[0] != _SCHEMA:
+                conn.execute("DROP TABLE IF EXISTS runs")
+                conn.execute("DROP TABLE IF EXISTS facts")
+                conn.execute(f"PRAGMA user_version={_SCHEMA}")
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS runs (name TEXT PRIMARY KEY, stamp TEXT, "
+                "workflow_id, run_id, seq INTEGER, status TEXT, updated_ms INTEGER, "
+                "deadline_ms INTEGER, data BLOB)"
+            )
+            conn.execute("CREATE TABLE IF NOT EXISTS facts (key TEXT PRIMARY KEY, value TEXT)")
+        except BaseException:
+            conn.close()
+            raise
+        self._conn, self._pid = conn, os.getpid()
+        return conn
+
+    def _reset(self) -> None:
+        """Remove a damaged index; the next use builds it again from the logs."""
+        if self._conn is not None and self._pid == os.getpid():
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.close()
+        self._conn = None
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(OSError):
+                os.unlink(self.path + suffix)
+
+    def put(self, log: _RunLog, st: os.stat_result) -> None:
+        """Record what ``log`` says now, for the file state ``st``, ignoring any error."""
+        summary = log.run_summary()
+        status, updated_ms, deadline_ms, data = log.summary or ("", 0, None, b"")
+        row = (
+            log.name, _stamp(st, time.time_ns()), _id_cell(log.ids[0]), _id_cell(log.ids[1]),
+            0 if summary is None else summary.seq, status, updated_ms, deadline_ms, data,
+        )  # fmt: skip
+        with self._lock:
+            try:
+                self._db().execute("INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?,?,?)", row)
+            except sqlite3.OperationalError:
+                pass  # busy, locked, read-only: not damage; the logs are read instead
+            except sqlite3.DatabaseError:
+                self._reset()  # not a database, or a damaged one: rebuilt from the logs
+            except sqlite3.Error:
+                pass  # busy, read-only: the next runs() reads the log instead
+
+    def drop(self, names: builtins.list[str]) -> None:
+        with self._lock:
+            try:
+                self._db().executemany("DELETE FROM runs WHERE name = ?", [(n,) for n in names])
+            except sqlite3.OperationalError:
+                pass  # busy, locked, read-only: not damage; the logs are read instead
+            except sqlite3.DatabaseError:
+                self._reset()  # not a database, or a damaged one: rebuilt from the logs
+            except sqlite3.Error:
+                pass
+
+    def rows(self) -> tuple[dict[str, _Row], bool]:
+        """Every row by log name, and whether they were written since this boot.
+
+        An index that cannot be read is removed and reads as empty.
+        """
+        boot = _boot_id()
+        with self._lock:
+            try:
+                db = self._db()
+                rows = db.execute("SELECT * FROM runs").fetchall()
+                fact = db.execute("SELECT value FROM facts WHERE key = 'boot'").fetchone()
+                return {row[0]: row for row in rows}, fact is not None and fact[0] == boot
+            except sqlite3.OperationalError:
+                pass  # busy, locked, read-only: not damage; the logs are read instead
+            except sqlite3.DatabaseError:
+                self._reset()  # not a database, or a damaged one: rebuilt from the logs
+            except sqlite3.Error:
+                pass
+        return {}, False
+
+    def checked_all(self) -> None:
+        """Say that every row was checked against its log during this boot."""
+        with self._lock:
+            try:
+                self._db().execute("INSERT OR REPLACE INTO facts VALUES ('boot', ?)", (_boot_id(),))
+            except sqlite3.OperationalError:
+                pass  # busy, locked, read-only: not damage; the logs are read instead
+            except sqlite3.DatabaseError:
+                self._reset()  # not a database, or a damaged one: rebuilt from the logs
+            except sqlite3.Error:
+                pass
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None and self._pid == os.getpid():
+                with contextlib.suppress(sqlite3.Error):
+                    self._conn.close()
+            self._conn = None
 
 
 def _close_logs(open_logs: dict[_RunLog, None], lock: threading.Lock) -> None:
@@ -356,31 +586,14 @@ def _close_logs(open_logs: dict[_RunLog, None], lock: threading.Lock) -> None:
             log.close()
 
 
-class FileCheckpointer:
-    """Keeps checkpoints in files under ``root``; they outlive the process.
+class FileStore:
+    """The file store: runs as append-only logs of frames under ``root`` (see the module docs).
 
-    ::
-
-        runner = Runner(graph, FileCheckpointer("runs"))
-
-    ``save`` returns only once the checkpoint is on disk (``fsync``); a
-    process killed inside ``save`` leaves the run as if that ``save`` never
-    started or as if it finished. ``save`` is conditional across threads and
-    processes (see ``Checkpointer``). Any number of handles, in any number of
-    processes, may share one ``root``. Each run is one append-only log that
-    stores each super-step's changes, with a full snapshot every so often;
-    ``docs/storage.md`` describes the format.
-
-    A handle keeps the logs it last used open (at most 64), so that a run's
-    next save or load does not open its file again; ``close()`` (or dropping
-    the handle) closes them. It keeps the index of at most 1024 runs (the
-    most recently used); others are read again from their files as needed.
-
-    ``runs()`` skips a log it cannot read and goes on; ``damaged()`` says
-    which logs it skipped and why.
-
-    ``root`` is created if missing; an existing directory must be empty or a
-    store made by ``FileCheckpointer``.
+    Implements ``pausegraph.checkpointers.Store`` on bytes; ``FileCheckpointer``
+    is this store under a ``StoreCheckpointer``. Any number of handles, in any
+    number of processes, may share one ``root``. ``append`` writes without
+    ``fsync``; ``sync`` fsyncs every log this handle appended to since its
+    last ``sync``.
     """
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
@@ -394,16 +607,20 @@ class FileCheckpointer:
         # log file name -> ids, for runs(); at most _MAX_INDEXED
         self._headers: dict[str, tuple[str, str]] = {}
         self._open: dict[_RunLog, None] = {}  # logs with an open fd, oldest first
-        self._lock = threading.Lock()  # guards the three dicts
+        # logs appended to since the last sync() -> the end of the log before the first
+        self._unsynced: dict[_RunLog, int] = {}
+        self._lock = threading.Lock()  # guards the four dicts
         self._open_store()
+        self._index = _Index(str(self.root / _INDEX_NAME))
         weakref.finalize(self, _close_logs, self._open, self._lock)
 
     def __repr__(self) -> str:
-        return f"<FileCheckpointer {str(self.root)!r}>"
+        return f"<FileStore {str(self.root)!r}>"
 
     def close(self) -> None:
-        """Close the log files this handle keeps open; it reopens them if used again."""
+        """Close the files this handle keeps open; it reopens them if used again."""
         _close_logs(self._open, self._lock)
+        self._index.close()
 
     # --- the store --------------------------------------------------------------
 
@@ -439,10 +656,15 @@ class FileCheckpointer:
         if content != _MARKER:
             first, _, rest = content.partition(b"\n")
             version = rest.removeprefix(b"format ").removesuffix(b"\n")
-            if first == _MARKER.partition(b"\n")[0] and version.isdigit() and int(version) > 1:
+            if first == _MARKER.partition(b"\n")[0] and version.isdigit():
+                hint = (
+                    "upgrade pausegraph"
+                    if int(version) > FORMAT_VERSION
+                    else "finish its runs with the pausegraph that made it"
+                )
                 msg = (
                     f"{str(root)!r} is a store of format {int(version)}; this pausegraph reads "
-                    f"format {FORMAT_VERSION}: upgrade pausegraph"
+                    f"format {FORMAT_VERSION}: {hint}"
                 )
                 raise CorruptCheckpointError(msg)
             msg = (
@@ -496,64 +718,75 @@ class FileCheckpointer:
 
     # --- the protocol ---------------------------------------------------------
 
-    def save(self, checkpoint: Checkpoint) -> None:
-        """Append ``checkpoint`` to its run's log; return once it is on disk.
+    # --- the protocol ---------------------------------------------------------
+
+    def append(self, info: FrameInfo, frame: bytes, summary: RunSummary) -> None:
+        """Append frame ``info.seq`` and the run's summary as one record; no ``fsync`` (``sync``).
 
         Raises ``ConflictError`` (writing nothing) if the run already has that
-        seq, ``CheckpointError`` if the seq skips one.
+        seq, ``CheckpointError`` if the seq skips one or the write fails.
         """
-        ids = (checkpoint.workflow_id, checkpoint.run_id)
+        ids = (summary.workflow_id, summary.run_id)
+        if len(frame) > _MAX_LEN:
+            msg = f"checkpoint {info.seq} of run {ids[1]!r} is over 4 GiB encoded"
+            raise CheckpointError(msg)
+        record = _record(_meta(info, summary), frame)
+        entry_info = _sized(info, len(frame))
         log = self._used(ids)
         path = log.path if log is not None else os.path.join(self._runs_path, _log_name(*ids))
         try:
             if log is None:
-                if self._create(checkpoint, path):
+                if self._create(ids, entry_info, summary, record, path):
                     return
                 log = self._known(path, ids)
             with log.lock, self._locked(log, fcntl.LOCK_EX, write=True) as fd:
                 size = self._refresh(log, fd)
                 count = len(log.entries)
-                if checkpoint.seq != count + 1:
-                    refuse_seq(checkpoint.workflow_id, checkpoint.run_id, checkpoint.seq, count)
-                record, frame_len, snapshot = _checkpoint_record(checkpoint, log.policy)
+                if info.seq != count + 1:
+                    refuse_seq(ids[0], ids[1], info.seq, count)
                 if size > log.end:
                     os.ftruncate(fd, log.end)  # a torn tail: a save that never finished
+                start = log.end
                 try:
-                    _write_all(fd, record, log.end)
-                    os.fsync(fd)
+                    _write_all(fd, record, start)
                 except OSError as exc:
-                    raise _unsaved(checkpoint, path, exc, _cut(fd, log)) from exc
-                end = log.end + len(record)
-                self._add(log, _Entry(log.end, end, frame_len, checkpoint.meta, snapshot))
-                log.end = end
+                    seqs = (info.seq, info.seq)
+                    raise _unsaved(ids, seqs, path, exc, _cut(fd, log)) from exc
+                self._add(log, _Entry(start, start + len(record), entry_info), summary)
+                with self._lock:
+                    self._unsynced.setdefault(log, start)
         except CheckpointError:
             raise
         except OSError as exc:
             raise _os_error(exc, path) from exc
 
-    def _create(self, checkpoint: Checkpoint, path: str) -> bool:
-        """Create the run's log holding its first checkpoint; False if the log exists.
+    def _create(
+        self,
+        ids: tuple[str, str],
+        info: FrameInfo,
+        summary: RunSummary,
+        record: bytes,
+        path: str,
+    ) -> bool:
+        """Create the run's log holding its first frame; False if the log exists.
 
-        The header and the first record go into the new file together, so a
-        new run costs one file fsync and one directory fsync, and a log file
-        never appears without both. (A log holding only its header, which an
-        earlier pausegraph could leave behind, reads as a run with no
-        checkpoint; the next save appends to it.)
+        The header and the first record go into the new file together, which
+        is fsynced before it is linked and its directory after, so a log file
+        never appears without both, even after a power loss. (A log holding
+        only its header, which an earlier pausegraph could leave behind,
+        reads as a run with no checkpoint; the next save appends to it.)
         """
-        if checkpoint.seq != 1:
+        if info.seq != 1:
             if not _exists(path):
-                refuse_seq(checkpoint.workflow_id, checkpoint.run_id, checkpoint.seq, 0)
+                refuse_seq(ids[0], ids[1], info.seq, 0)
             return False
         if _exists(path):
             return False
-        ids = (checkpoint.workflow_id, checkpoint.run_id)
         header = _log_header(*ids)
-        policy = SnapshotPolicy()
-        record, frame_len, snapshot = _checkpoint_record(checkpoint, policy)
         try:
             fd = self._publish(path, header + record)
         except _Unpublished as exc:
-            raise _unsaved(checkpoint, path, exc.error, exc.kept) from exc.error
+            raise _unsaved(ids, (1, 1), path, exc.error, exc.kept) from exc.error
         if fd is None:
             return False
         log = _RunLog(path, os.path.basename(path), ids)
@@ -566,9 +799,7 @@ class FileCheckpointer:
             log.fd, log.pid, log.file_id = fd, os.getpid(), (st.st_dev, st.st_ino)
             log.writable = True
             log.reset(len(header))
-            end = len(header) + len(record)
-            self._add(log, _Entry(len(header), end, frame_len, checkpoint.meta, snapshot))
-            log.end = end
+            self._add(log, _Entry(len(header), len(header) + len(record), info), summary)
             known = self._remember(ids, log)
             self._remember_header(log.name, ids)
             if known is not log:  # another thread of this handle found the new file first
@@ -577,31 +808,63 @@ class FileCheckpointer:
             self._opened(log)
         return True
 
-    def load(self, workflow_id: str, run_id: str, seq: int) -> Checkpoint | None:
-        """Checkpoint ``seq`` of a run, or ``None`` if there is none."""
-        return self._read(workflow_id, run_id, seq)
-
-    def latest(self, workflow_id: str, run_id: str) -> Checkpoint | None:
-        """The run's checkpoint with the highest seq, or ``None``."""
-        return self._read(workflow_id, run_id, None)
-
-    def list(self, workflow_id: str, run_id: str) -> list[CheckpointMeta]:
-        """Every checkpoint's meta of a run, oldest first (``[]`` if none)."""
+    def frames(self, workflow_id: str, run_id: str) -> builtins.list[FrameInfo]:
+        """Every frame's ``FrameInfo`` of a run, oldest first (``[]`` if none)."""
         log = self._find(workflow_id, run_id)
         if log is None:
             return []
         with log.lock:
             self._guarded(log, lambda: self._catch_up(log))
-            return [entry.meta for entry in log.entries]
+            return [entry.info for entry in log.entries]
 
-    def runs(self) -> builtins.list[tuple[str, str]]:
-        """Every ``(workflow_id, run_id)`` with a checkpoint, from the log headers.
+    def read(self, workflow_id: str, run_id: str, first: int, last: int) -> builtins.list[bytes]:
+        """The frames from seq ``first`` to ``last``, each checked against its checksum."""
+        log = self._find(workflow_id, run_id)
+        if log is None:
+            return []
 
-        A log that cannot be read (damaged, unreadable, not a regular file) is
-        left out, so one bad run never hides the others: ``damaged()`` lists
-        those, and reading such a run raises the error that says why.
+        def read() -> builtins.list[bytes]:
+            fd = self._catch_up(log)
+            entries = log.entries[max(first, 1) - 1 : max(last, 0)]
+            return [self._read_frame(log.path, fd, entry) for entry in entries]
+
+        with log.lock:
+            return self._guarded(log, read)
+
+    def info_of(self, workflow_id: str, run_id: str, seq: int) -> FrameInfo | None:
+        """Frame ``seq``'s ``FrameInfo`` as this handle last indexed it, if it has."""
+        log = self._find(workflow_id, run_id)
+        if log is None:
+            return None
+        with log.lock:
+            return log.entries[seq - 1].info if 1 <= seq <= len(log.entries) else None
+
+    def corrupt_frame(self, workflow_id: str, run_id: str, seq: int, why: str) -> CheckpointError:
+        """The error for frame ``seq`` whose checked bytes do not decode, naming its file."""
+        log = self._find(workflow_id, run_id)
+        if log is None or not 1 <= seq <= len(log.entries):
+            path = os.path.join(self._runs_path, _log_name(workflow_id, run_id))
+            return _corrupt(path, 0, why)
+        return _corrupt(log.path, log.entries[seq - 1].at, why)
+
+    def runs(
+        self, *, workflow_id: str | None = None, status: str | None = None
+    ) -> builtins.list[RunSummary]:
+        """The latest summary of every run with a checkpoint, filtered, from the index.
+
+        A log whose file differs from what the index says of it (or that the
+        index lacks) is read again; a log that cannot be read (damaged,
+        unreadable, not a regular file) is left out, so one bad run never
+        hides the others: ``damaged()`` lists those, and reading such a run
+        raises the error that says why.
         """
-        return self._listing()[0]
+        found = self._listing()[0]
+        return [
+            s
+            for s in found
+            if (workflow_id is None or s.workflow_id == workflow_id)
+            and (status is None or s.status == status)
+        ]
 
     def damaged(self) -> builtins.list[tuple[str, str]]:
         """``(file name, reason)`` for each log in ``runs/`` that ``runs()`` leaves out.
@@ -618,32 +881,82 @@ class FileCheckpointer:
         """
         return self._listing()[1]
 
-    def _listing(
-        self,
-    ) -> tuple[builtins.list[tuple[str, str]], builtins.list[tuple[str, str]]]:
-        """The runs with a checkpoint, and the logs that could not be listed, with why."""
-        try:
-            names = sorted(name for name in os.listdir(self._runs_path) if name.endswith(".log"))
-        except OSError as exc:
-            raise _os_error(exc, self._runs_dir) from exc
+    def _listing(self) -> tuple[builtins.list[RunSummary], builtins.list[tuple[str, str]]]:
+        """Each run's summary, by log name, and the logs that could not be listed, with why."""
+        rows, this_boot = self._index.rows()
         found, damaged = [], []
-        for name in names:
-            path = os.path.join(self._runs_path, name)
+        for name, st in self._stat_logs():
+            row = rows.pop(name, None)
+            if (
+                this_boot
+                and row is not None
+                and row[1]
+                and row[1] == f"{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
+                and stat.S_ISREG(st.st_mode)
+            ):
+                if row[4]:
+                    wf, run = row[2], row[3]
+                    wf = wf if type(wf) is str else _id_str(wf)
+                    run = run if type(run) is str else _id_str(run)
+                    found.append(RunSummary(wf, run, row[4], row[5], row[6], row[7], row[8]))
+                continue
             try:
-                ids = self._headers.get(name)
-                if ids is None:
-                    ids = self._header_of(path)
-                if _log_name(*ids) != name:
-                    msg = (
-                        f"{path!r} is corrupt: its header names run {ids[1]!r} of workflow "
-                        f"{ids[0]!r}, whose log is another file"
-                    )
-                    raise CorruptCheckpointError(msg)
-                if self.list(*ids):  # not a log whose first save never finished
-                    found.append(ids)
+                summary = self._verify(name)
             except CheckpointError as exc:
                 damaged.append((name, str(exc)))
+                if row is not None:
+                    rows[name] = row  # dropped below
+                continue
+            if summary is not None:
+                found.append(summary)
+        if rows:
+            self._index.drop(builtins.list(rows))
+        if not this_boot:
+            self._index.checked_all()
         return found, damaged
+
+    def _stat_logs(self) -> builtins.list[tuple[str, os.stat_result]]:
+        """Each log's name and ``lstat``, by name (one ``stat`` each, relative to ``runs/``)."""
+        try:
+            dir_fd = os.open(self._runs_path, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                lstat = os.stat
+                return sorted(
+                    (name, lstat(name, dir_fd=dir_fd, follow_symlinks=False))
+                    for name in os.listdir(dir_fd)
+                    if name.endswith(".log")
+                )
+            finally:
+                os.close(dir_fd)
+        except OSError as exc:
+            raise _os_error(exc, self._runs_dir) from exc
+
+    def _verify(self, name: str) -> RunSummary | None:
+        """Read the log ``name`` (checking it as a save would), index it, return its summary."""
+        path = os.path.join(self._runs_path, name)
+        ids = self._headers.get(name)
+        if ids is None:
+            ids = self._header_of(path)
+        if _log_name(*ids) != name:
+            msg = (
+                f"{path!r} is corrupt: its header names run {ids[1]!r} of workflow "
+                f"{ids[0]!r}, whose log is another file"
+            )
+            raise CorruptCheckpointError(msg)
+        log = self._find(*ids)
+        if log is None:
+            raise _os_error(FileNotFoundError(errno.ENOENT, "it was deleted"), path)
+
+        def look() -> RunSummary | None:
+            # the file's state is taken before its records are read, so a row never
+            # claims a state newer than its summary (an append meanwhile: a mismatch)
+            st = os.fstat(self._fd(log))
+            self._catch_up(log)
+            self._index.put(log, st)
+            return log.run_summary()
+
+        with log.lock:
+            return self._guarded(log, look)
 
     def _header_of(self, path: str) -> tuple[str, str]:
         """The ids in the header of the log at ``path``, remembered for ``runs()``."""
@@ -659,6 +972,60 @@ class FileCheckpointer:
             raise _os_error(exc, path) from exc
         self._remember_header(os.path.basename(path), ids)
         return ids
+
+    # --- durability -------------------------------------------------------------
+
+    def sync(self) -> None:
+        """``fsync`` every log this handle appended to since its last ``sync``.
+
+        A log whose ``fsync`` fails is cut back to where it was before this
+        handle's unsynced appends (unless another writer appended after them),
+        so nothing that may not be on disk stays readable, and
+        ``CheckpointError`` names the OS error. A new run's log was already
+        fsynced with its directory when it was created.
+        """
+        with self._lock:
+            pending, self._unsynced = self._unsynced, {}
+        failure: CheckpointError | None = None
+        for log, start in pending.items():
+            try:
+                self._sync_log(log, start)
+            except CheckpointError as exc:
+                failure = failure or exc
+        if failure is not None:
+            raise failure
+
+    def _sync_log(self, log: _RunLog, start: int) -> None:
+        with log.lock:
+            try:
+                fd = self._fd(log, write=True)
+            except FileNotFoundError:
+                return  # deleted since: nothing of it needs to last
+            except OSError as exc:
+                raise _os_error(exc, log.path) from exc
+            try:
+                os.fsync(fd)
+            except OSError as exc:
+                seqs = [e.info.seq for e in log.entries if e.at >= start] or [0]
+                kept = self._cut_unsynced(log, fd, start)
+                ids = log.ids
+                raise _unsaved(ids, (seqs[0], seqs[-1]), log.path, exc, kept) from exc
+
+    def _cut_unsynced(self, log: _RunLog, fd: int, start: int) -> bool:
+        """Cut the log back to ``start`` after a failed ``fsync``; whether something stays."""
+        kept = True
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                if self._current(log) and os.fstat(fd).st_size == log.end:
+                    os.ftruncate(fd, start)
+                    kept = False
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        except OSError:
+            pass
+        log.file_id = (0, 0)  # index the file afresh before using it again
+        return kept
 
     # --- the live lock and deleting ------------------------------------------
 
@@ -676,21 +1043,19 @@ class FileCheckpointer:
         log = os.path.join(self._runs_path, _log_name(workflow_id, run_id))
         return hold_file(path, workflow_id, run_id, lambda: _exists(log))
 
-    def sync(self) -> None:
-        """Nothing to do: every ``save`` of this store is on disk before it returns."""
-
     def holder(self, workflow_id: str, run_id: str) -> Holder | None:
         """Who holds the run's live lock, or ``None`` if no live process does."""
         return file_holder(self._lock_path(workflow_id, run_id))
 
     def delete(self, workflow_id: str, run_id: str) -> None:
-        """Remove a run's log (nothing if it has none); its lock file goes too."""
+        """Remove a run's log (nothing if it has none); its lock file and index row go too."""
         name = _log_name(workflow_id, run_id)
         with self._lock:
             log = self._logs.pop((workflow_id, run_id), None)
             self._headers.pop(name, None)
             if log is not None:
                 self._open.pop(log, None)
+                self._unsynced.pop(log, None)
         if log is not None:
             with log.lock:
                 log.close()
@@ -701,39 +1066,13 @@ class FileCheckpointer:
                 pass
             except OSError as exc:
                 raise _os_error(exc, path) from exc
+        self._index.drop([name])
         try:
             _fsync_dir(self._runs_path)
         except OSError as exc:
             raise _os_error(exc, self._runs_dir) from exc
 
     # --- reading --------------------------------------------------------------
-
-    def _read(self, workflow_id: str, run_id: str, seq: int | None) -> Checkpoint | None:
-        """Checkpoint ``seq`` (the latest if ``None``) of a run, brought up to date first."""
-        log = self._find(workflow_id, run_id)
-        if log is None:
-            return None
-        with log.lock:
-            frames, first = self._guarded(log, lambda: self._frames(log, seq))
-        if not frames:
-            return None
-        assert first is not None
-        return rebuild(workflow_id, run_id, first, frames)
-
-    def _frames(self, log: _RunLog, seq: int | None) -> tuple[builtins.list[Frame], Frame | None]:
-        """Catch up with the file, then read the frames ``rebuild`` needs for ``seq``."""
-        fd = self._catch_up(log)
-        if seq is None:
-            seq = len(log.entries)
-        if not 1 <= seq <= len(log.entries):
-            return [], None
-        start = log.base[seq - 1]
-        frames = [self._read_frame(log.path, fd, entry) for entry in log.entries[start:seq]]
-        if log.first is None:
-            first = frames[0] if start == 0 else self._read_frame(log.path, fd, log.entries[0])
-            # keep only what rebuild() reads: the structure, not a copy of the state
-            log.first = attrs.evolve(first, values=None, input=None, changes=None)
-        return frames, log.first
 
     def _guarded(self, log: _RunLog, read: Callable[[], _T]) -> _T:
         """Run ``read`` with OS errors turned into ``CheckpointError`` naming the log."""
@@ -902,10 +1241,12 @@ class FileCheckpointer:
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
 
-    def _add(self, log: _RunLog, entry: _Entry) -> None:
-        log.policy.saved(entry.frame_len, entry.snapshot)
-        log.base.append(len(log.entries) if entry.snapshot else log.base[-1])
+    def _add(self, log: _RunLog, entry: _Entry, summary: RunSummary | _Summary) -> None:
+        if isinstance(summary, RunSummary):
+            summary = (summary.status, summary.updated_ms, summary.deadline_ms, summary.data)
         log.entries.append(entry)
+        log.summary = summary
+        log.end = entry.end
 
     def _refresh(self, log: _RunLog, fd: int) -> int:
         """Index the records appended since ``log.end``; return the file size.
@@ -922,35 +1263,26 @@ class FileCheckpointer:
             except _Torn:
                 break
             end = at + _HEAD.size + len(meta) + frame_len
-            entry = _decode_entry(path, at, end, meta, frame_len)
-            if entry.meta.seq != seq or (seq == 1 and not entry.snapshot):
-                raise _corrupt(path, at, f"it holds seq {entry.meta.seq} where {seq} belongs")
+            info, summary = _decode_meta(path, at, meta, frame_len)
+            if info.seq != seq or (seq == 1 and not info.snapshot):
+                raise _corrupt(path, at, f"it holds seq {info.seq} where {seq} belongs")
             if end == size:
                 # the last record's frame is checked too: a damaged one must not
                 # pass for a torn tail and be cut off by the next save
                 _read_record(path, fd, at, size, frame=True)
-            self._add(log, entry)
-            log.end = end
+            self._add(log, _Entry(at, end, info), summary)
         return size
 
     @staticmethod
-    def _read_frame(path: str, fd: int, entry: _Entry) -> Frame:
-        """Read, check again (the file may have changed since it was indexed) and decode."""
+    def _read_frame(path: str, fd: int, entry: _Entry) -> bytes:
+        """Read and check again (the file may have changed since it was indexed)."""
         try:
             _, data, _ = _read_record(path, fd, entry.at, entry.end, frame=True)
         except _Torn:
             raise _corrupt(path, entry.at, "the file was cut short after it was written") from None
-        if len(data) != entry.frame_len:
+        if len(data) != entry.info.size:
             raise _corrupt(path, entry.at, "it was altered after it was indexed")
-        try:
-            frame = structure_frame(_unpack_bounded(data))
-        except Exception as exc:  # msgpack's and cattrs' errors have no common base
-            raise _corrupt(path, entry.at, f"it does not decode ({type(exc).__name__})") from None
-        if frame.seq != entry.meta.seq or frame.is_snapshot != entry.snapshot:
-            raise _corrupt(path, entry.at, "its frame does not match its meta")
-        if frame.seq == 1 and frame.structure is None:
-            raise _corrupt(path, entry.at, "the run's first frame has no graph structure")
-        return frame
+        return data
 
 
 def _exists(path: str) -> bool:
@@ -992,18 +1324,26 @@ def _not_regular(path: str) -> CorruptCheckpointError:
     return CorruptCheckpointError(msg)
 
 
-def _decode_entry(path: str, at: int, end: int, meta_bytes: bytes, frame_len: int) -> _Entry:
+def _decode_meta(
+    path: str, at: int, meta_bytes: bytes, frame_len: int
+) -> tuple[FrameInfo, _Summary]:
+    """A record's ``FrameInfo`` and what it says of the run, checked field by field."""
     try:
-        seq, super_step, label, timestamp_ms, snapshot = _unpack_bounded(meta_bytes, items=5)
-        for value in (seq, super_step, timestamp_ms):
+        fields = _unpack_bounded(meta_bytes, items=_META_ITEMS)
+        if type(fields) is not list or len(fields) != _META_ITEMS:
+            raise TypeError(f"it holds {len(fields)} fields, not {_META_ITEMS}")
+        seq, super_step, label, timestamp_ms, snapshot, status, updated_ms, deadline, data = fields
+        for value in (seq, super_step, timestamp_ms, updated_ms):
             if type(value) is not int:
                 raise TypeError(value)
-        if type(label) is not str or type(snapshot) is not bool:
+        if type(label) is not str or type(snapshot) is not bool or type(status) is not str:
             raise TypeError(label)
+        if (deadline is not None and type(deadline) is not int) or type(data) is not bytes:
+            raise TypeError(deadline)
     except (ValueError, TypeError, msgpack.UnpackException) as exc:
         raise _corrupt(path, at, f"its meta does not decode ({exc})") from None
-    meta = CheckpointMeta(seq, super_step, label, timestamp_ms)
-    return _Entry(at, end, frame_len, meta, snapshot)
+    info = FrameInfo(seq, super_step, label, timestamp_ms, snapshot, frame_len)
+    return info, (status, updated_ms, deadline, data)
 
 
 def _read_header(path: str, fd: int) -> tuple[tuple[str, str], int]:
@@ -1072,3 +1412,78 @@ def _corrupt(path: str, at: int, why: str) -> CorruptCheckpointError:
 def _os_error(exc: OSError, path: str | Path) -> CheckpointError:
     msg = f"checkpoint store cannot use {str(path)!r}: {exc.strerror or exc}"
     return CheckpointError(msg)
+
+
+def _sized(info: FrameInfo, size: int) -> FrameInfo:
+    """``info`` with ``size`` set to the frame's real length."""
+    if info.size == size:
+        return info
+    return FrameInfo(info.seq, info.super_step, info.label, info.timestamp_ms, info.snapshot, size)
+
+
+class FileCheckpointer(StoreCheckpointer):
+    """Keeps checkpoints in files under ``root``; they outlive the process.
+
+    ::
+
+        runner = Runner(graph, FileCheckpointer("runs"))
+
+    A ``StoreCheckpointer`` over a ``FileStore(root)``. ``save`` appends
+    without ``fsync``; ``sync`` (which the ``Runner`` calls before an effect
+    runs and before a call returns) fsyncs what this handle appended since.
+    A process killed anywhere leaves each run as if a save never started or
+    as if it finished; a power loss loses at most what was saved since the
+    last ``sync``. ``save`` is conditional across threads and processes (see
+    ``Checkpointer``). Any number of handles, in any number of processes, may
+    share one ``root``. Each run is one append-only log that stores each
+    super-step's changes, with a full snapshot every so often;
+    ``docs/storage.md`` describes the format.
+
+    A handle keeps the logs it last used open (at most 64), so that a run's
+    next save or load does not open its file again; ``close()`` (or dropping
+    the handle) closes them. It keeps the index of at most 1024 runs (the
+    most recently used); others are read again from their files as needed.
+
+    ``runs()`` lists runs from ``root/index.sqlite3`` and skips a log it
+    cannot read; ``damaged()`` says which logs it skipped and why.
+
+    ``root`` is created if missing; an existing directory must be empty or a
+    store made by ``FileCheckpointer``.
+    """
+
+    store: FileStore
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        super().__init__(FileStore(root))
+
+    def __repr__(self) -> str:
+        return f"<FileCheckpointer {str(self.root)!r}>"
+
+    @property
+    def root(self) -> Path:
+        """The store's directory."""
+        return self.store.root
+
+    def close(self) -> None:
+        """Close the files this handle keeps open; it reopens them if used again."""
+        self.store.close()
+
+    def damaged(self) -> builtins.list[tuple[str, str]]:
+        """``(file name, reason)`` for each log ``runs()`` leaves out (``FileStore.damaged``)."""
+        return self.store.damaged()
+
+    def _decode(self, workflow_id: str, run_id: str, seq: int, data: bytes) -> Frame:  # type: ignore[override]
+        """Decode a checked frame; one that does not decode is an error naming its file."""
+        try:
+            frame = decode_frame(data)
+        except Exception as exc:  # cattrs and msgpack raise many kinds for bad bytes
+            why = f"it does not decode ({type(exc).__name__})"
+            raise self.store.corrupt_frame(workflow_id, run_id, seq, why) from None
+        info = self.store.info_of(workflow_id, run_id, seq)
+        if frame.seq != seq or (info is not None and frame.is_snapshot != info.snapshot):
+            why = "its frame does not match its meta"
+            raise self.store.corrupt_frame(workflow_id, run_id, seq, why)
+        if frame.seq == 1 and frame.structure is None:
+            why = "the run's first frame has no graph structure"
+            raise self.store.corrupt_frame(workflow_id, run_id, seq, why)
+        return frame
