@@ -691,7 +691,7 @@ def _report(
             f"run {render.shown(run_id)} of workflow {runner.graph.name!r} is done "
             f"(super-step {outcome.super_step})"
         )
-        print(render.dumps(outcome.state, indent=2))
+        _emit(render.dumps(outcome.state, indent=2) + "\n")
     elif shown:
         print(f"end of input: the run stays paused; {_hint_line(args, run_id, outcome)}")
     else:
@@ -715,7 +715,7 @@ def _print_paused(
     if isinstance(reason, DynamicInterrupt):
         print(f"{where}: {len(outcome.interrupts)} interrupt(s) wait for an answer", file=out)
         rows = [(i.id, i.step_id, render.dumps(i.payload)) for i in outcome.interrupts]
-        out.write(_indent(render.table(("INTERRUPT", "STEP", "PAYLOAD"), rows)))
+        _emit(_indent(render.table(("INTERRUPT", "STEP", "PAYLOAD"), rows)), out)
     else:
         side = "before" if isinstance(reason, Before) else "after"
         print(f"{where}: breakpoint {side} step {reason.step_id!r}", file=out)
@@ -773,7 +773,29 @@ def _print_json(value: Any) -> None:
         text.encode(sys.stdout.encoding or "utf-8")
     except (UnicodeEncodeError, LookupError):
         text = json.dumps(value)
-    print(text)
+    _emit(text + "\n")
+
+
+def _emit(text: str, out: TextIO | None = None) -> None:
+    """Write ``text`` to ``out`` (stdout), all of it or a ``BrokenPipeError``.
+
+    CPython's buffered stdout counts a large write to a pipe as done when the
+    OS took only part of it and the reader then went away: the rest is
+    dropped with no error, and ``pausegraph runs | head -1`` on a big store
+    would exit 0. On a real file descriptor the bytes go out with
+    ``os.write`` until all are taken, so the write after a closed pipe
+    fails with ``EPIPE`` like any other.
+    """
+    out = sys.stdout if out is None else out
+    try:
+        fd = out.fileno()
+    except (OSError, ValueError, AttributeError):  # a StringIO, pytest's capture
+        out.write(text)
+        return
+    out.flush()
+    data = memoryview(text.encode(out.encoding or "utf-8", out.errors or "strict"))
+    while data:
+        data = data[os.write(fd, data) :]
 
 
 def _indent(text: str) -> str:
@@ -852,7 +874,7 @@ def _cmd_runs(args: argparse.Namespace) -> int:
             for summary, status, data in rows
         ]
         header = ("WORKFLOW", "RUN", "STATUS", "SUPER-STEP", "LAST CHECKPOINT", "WAITS FOR")
-        sys.stdout.write(render.table(header, table))
+        _emit(render.table(header, table))
     return 1 if unreadable else 0
 
 
@@ -889,7 +911,7 @@ def _cmd_inbox(args: argparse.Namespace) -> int:
             for w in found
         ]
         header = ("SINCE (UTC)", "WORKFLOW", "RUN", "INTERRUPT", "STEP", "PAYLOAD")
-        sys.stdout.write(render.table(header, rows))
+        _emit(render.table(header, rows))
     return 0
 
 
@@ -975,16 +997,16 @@ def _cmd_show(args: argparse.Namespace) -> int:
         print(f"{key.ljust(width)}  {value}")
     print("values:")
     values = [(name, render.dumps(value)) for name, value in latest.values.items()]
-    sys.stdout.write(_indent(render.table(("CHANNEL", "VALUE"), values)))
+    _emit(_indent(render.table(("CHANNEL", "VALUE"), values)))
     journal = _journal_rows(latest)
     if journal:
         print("journal of the layer under way (who answered what, what effects returned):")
-        sys.stdout.write(_indent(render.table(("STEP", "KIND", "WHAT", "RESULT"), journal)))
+        _emit(_indent(render.table(("STEP", "KIND", "WHAT", "RESULT"), journal)))
     point = render.breakpoint_of(latest)
     if pending:
         print("interrupts:")
         rows2 = [(i.id, i.step_id, render.dumps(i.payload)) for i in pending]
-        sys.stdout.write(_indent(render.table(("INTERRUPT", "STEP", "PAYLOAD"), rows2)))
+        _emit(_indent(render.table(("INTERRUPT", "STEP", "PAYLOAD"), rows2)))
         how = (
             ["--value", "JSON"]
             if len(pending) == 1
@@ -1065,7 +1087,7 @@ def _cmd_history(args: argparse.Namespace) -> int:
         (m.seq, m.super_step, m.label, _time(m.timestamp_ms), _recorded_text(r))
         for m, r in zip(metas, recorded, strict=True)
     ]
-    sys.stdout.write(render.table(("SEQ", "SUPER-STEP", "LABEL", "TIME (UTC)", "RECORDED"), rows))
+    _emit(render.table(("SEQ", "SUPER-STEP", "LABEL", "TIME (UTC)", "RECORDED"), rows))
     return 0
 
 
@@ -1102,7 +1124,7 @@ def _time(timestamp_ms: int) -> str:
 def _cmd_graph(args: argparse.Namespace) -> int:
     graph = load_graph(args.workflow)
     graph.layers()  # a cycle or an empty graph is a GraphError, not a picture
-    sys.stdout.write(graph.to_mermaid())
+    _emit(graph.to_mermaid())
     return 0
 
 
