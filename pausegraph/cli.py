@@ -59,7 +59,9 @@ from ._commands import (
     Goto,
     Outcome,
     Paused,
+    PendingInterrupt,
     Resume,
+    RunInfo,
     Status,
     Update,
 )
@@ -329,25 +331,33 @@ def _main(argv: Sequence[str] | None) -> int:
         _log_to_stderr(args)
         return int(_COMMANDS[args.command](args))
     except _Failure as exc:
+        _traceback(exc)
         return _fail(str(exc), exc.code)
     except PausegraphError as exc:
-        _LOG.info("traceback:", exc_info=exc)
+        _traceback(exc)
         return _fail(f"{type(exc).__name__}: {_cli_terms(args, str(exc))}", 1)
     except BrokenPipeError:
         raise
     except OSError as exc:
+        _traceback(exc)
         return _fail(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), 1)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        _traceback(exc)
         return _fail("interrupted", 130)
     except Exception as exc:
         if os.environ.get("PAUSEGRAPH_TRACEBACK"):
             raise
-        _LOG.info("traceback:", exc_info=exc)
+        _traceback(exc)
         return _fail(
             f"unexpected {type(exc).__name__}: {exc} "
             "(a bug: set PAUSEGRAPH_TRACEBACK=1 to see where)",
             1,
         )
+
+
+def _traceback(exc: BaseException) -> None:
+    """With ``-v``, the traceback of the error about to be printed (and of its cause)."""
+    _LOG.info("traceback:", exc_info=exc)
 
 
 def _fail(message: str, code: int) -> int:
@@ -530,7 +540,9 @@ def _naming_the_run(args: argparse.Namespace, runner: Runner, run_id: str) -> It
     try:
         yield
     except (StepError, NondeterminismError, SerializationError) as exc:
-        _LOG.info("traceback:", exc_info=exc)
+        if args.json:  # what the run is now, as `show --json` prints it
+            with contextlib.suppress(PausegraphError):  # the step's error is the one to report
+                _print_json(render.run_object(runner.graph.name, run_id, runner.state(run_id)))
         retry = render.with_positionals(
             [*_prefix(args), "run"],
             [*render.option("--run-id", run_id), *_breakpoint_options(args)],
@@ -680,10 +692,7 @@ def _report(
 ) -> None:
     """Print the outcome; ``shown``: the pause was printed already, add the hint only."""
     if args.json:
-        info = runner.state(run_id)
-        obj = render.run_object(
-            runner.graph.name, run_id, info.status, info.super_step, info.values, info.interrupts
-        )
+        obj = render.run_object(runner.graph.name, run_id, runner.state(run_id))
         obj["reason"] = render.reason_of(outcome) if isinstance(outcome, Paused) else None
         _print_json(obj)
     elif isinstance(outcome, Done):
@@ -714,8 +723,8 @@ def _print_paused(
     )
     if isinstance(reason, DynamicInterrupt):
         print(f"{where}: {len(outcome.interrupts)} interrupt(s) wait for an answer", file=out)
-        rows = [(i.id, i.step_id, render.dumps(i.payload)) for i in outcome.interrupts]
-        _emit(_indent(render.table(("INTERRUPT", "STEP", "PAYLOAD"), rows)), out)
+        _emit(_indent(_interrupt_table(outcome.interrupts)), out)
+        _print_edits(runner.state(run_id).edits, out)
     else:
         side = "before" if isinstance(reason, Before) else "after"
         print(f"{where}: breakpoint {side} step {reason.step_id!r}", file=out)
@@ -723,13 +732,38 @@ def _print_paused(
         print(_hint_line(args, run_id, outcome), file=out)
 
 
+def _interrupt_table(interrupts: Sequence[PendingInterrupt]) -> str:
+    """The pending interrupts, with a DEADLINE column when one of them has a deadline."""
+    if all(i.deadline_ms is None for i in interrupts):
+        rows = [(i.id, i.step_id, render.dumps(i.payload)) for i in interrupts]
+        return render.table(("INTERRUPT", "STEP", "PAYLOAD"), rows)
+    now = system_clock()
+    timed = [
+        (i.id, i.step_id, render.deadline_text(i.deadline_ms, now), render.dumps(i.payload))
+        for i in interrupts
+    ]
+    return render.table(("INTERRUPT", "STEP", "DEADLINE (UTC)", "PAYLOAD"), timed)
+
+
+def _print_edits(edits: Sequence[dict[str, Any]], out: TextIO) -> None:
+    """The ``Update`` edits kept at this pause, applied when the interrupted layer ends."""
+    if edits:
+        print("edits kept for the end of the layer:", file=out)
+        _emit(_indent("".join(render.dumps(e) + "\n" for e in edits)), out)
+
+
 def _how(outcome: Paused) -> list[str]:
     """The ``resume`` options that answer this pause, with ``JSON`` for the values."""
     if not isinstance(outcome.reason, DynamicInterrupt):
         return ["--continue"]
-    if len(outcome.interrupts) == 1:
+    return _answer_options(outcome.interrupts)
+
+
+def _answer_options(interrupts: Sequence[PendingInterrupt]) -> list[str]:
+    """``--value JSON`` for the only pending interrupt, else ``--answer ID=JSON`` for each."""
+    if len(interrupts) == 1:
         return ["--value", "JSON"]
-    return [a for i in outcome.interrupts for a in ("--answer", f"{i.id}=JSON")]
+    return [a for i in interrupts for a in ("--answer", f"{i.id}=JSON")]
 
 
 def _hint_line(args: argparse.Namespace, run_id: str, outcome: Paused) -> str:
@@ -868,14 +902,25 @@ def _cmd_runs(args: argparse.Namespace) -> int:
                 str(status),
                 data.super_step,
                 data.label,
-                ", ".join(i[0] for i in data.interrupts)
-                or ("--continue" if status is Status.PAUSED else ""),
+                _waits_for(status, data.label, data.interrupts),
             )
             for summary, status, data in rows
         ]
         header = ("WORKFLOW", "RUN", "STATUS", "SUPER-STEP", "LAST CHECKPOINT", "WAITS FOR")
         _emit(render.table(header, table))
     return 1 if unreadable else 0
+
+
+def _waits_for(status: Status, label: str, interrupts: Sequence[tuple[Any, ...]]) -> str:
+    """What a listed run waits for: interrupt ids, ``--continue``, a retry or a driver."""
+    if status is Status.PAUSED:
+        return ", ".join(i[0] for i in interrupts) or "--continue"
+    if status is Status.FAILED:
+        step = label.removeprefix("failed:")
+        return f"retry (step {step!r} failed)" if step != label else "retry"
+    if status is Status.QUEUED:
+        return "a driver"
+    return ""
 
 
 def _cmd_inbox(args: argparse.Namespace) -> int:
@@ -899,6 +944,7 @@ def _cmd_inbox(args: argparse.Namespace) -> int:
     elif not found:
         print(f"nothing waits for an answer in {args.store}", file=sys.stderr)
     else:
+        now = system_clock()
         rows = [
             (
                 _time(w.since_ms),
@@ -906,11 +952,20 @@ def _cmd_inbox(args: argparse.Namespace) -> int:
                 w.run_id,
                 w.interrupt.id,
                 w.interrupt.step_id,
+                render.deadline_text(w.interrupt.deadline_ms, now) or "-",
                 render.dumps(w.interrupt.payload),
             )
             for w in found
         ]
-        header = ("SINCE (UTC)", "WORKFLOW", "RUN", "INTERRUPT", "STEP", "PAYLOAD")
+        header = (
+            "SINCE (UTC)",
+            "WORKFLOW",
+            "RUN",
+            "INTERRUPT",
+            "STEP",
+            "DEADLINE (UTC)",
+            "PAYLOAD",
+        )
         _emit(render.table(header, rows))
     return 0
 
@@ -977,49 +1032,84 @@ def _cmd_show(args: argparse.Namespace) -> int:
     latest = store.latest(workflow, args.run_id)
     if latest is None:
         raise _Failure(f"run {args.run_id!r} has no checkpoint yet")
-    status = render.status_of(latest, store)
-    pending = render.pending_of(latest)
+    info = render.info_of(latest, store)
+    cancelled = render.cancel_reason_of(latest)
     if args.json:
-        obj = render.run_object(
-            workflow, args.run_id, status, latest.super_step, latest.values, pending
-        )
-        _print_json(obj)
+        _print_json(render.run_object(workflow, args.run_id, info, cancelled=cancelled))
         return 0
     rows = [
         ("workflow", render.shown(workflow)),
         ("run", render.shown(args.run_id)),
-        ("status", str(status)),
-        ("super-step", latest.super_step),
+        ("status", str(info.status)),
+        ("super-step", info.super_step),
         ("checkpoint", f"{latest.seq} ({latest.label})"),
     ]
+    if info.failure is not None:
+        failure = info.failure
+        rows.append(
+            ("failure", f"step {failure.step_id!r} raised {failure.error_type}: {failure.message}")
+        )
+    if cancelled is not None:
+        rows.append(("reason", cancelled or "(none given)"))
     width = max(len(key) for key, _ in rows)
     for key, value in rows:
         print(f"{key.ljust(width)}  {value}")
     print("values:")
-    values = [(name, render.dumps(value)) for name, value in latest.values.items()]
+    values = [(name, render.dumps(value)) for name, value in info.values.items()]
     _emit(_indent(render.table(("CHANNEL", "VALUE"), values)))
     journal = _journal_rows(latest)
     if journal:
         print("journal of the layer under way (who answered what, what effects returned):")
         _emit(_indent(render.table(("STEP", "KIND", "WHAT", "RESULT"), journal)))
-    point = render.breakpoint_of(latest)
-    if pending:
+    if info.interrupts:
         print("interrupts:")
-        rows2 = [(i.id, i.step_id, render.dumps(i.payload)) for i in pending]
-        _emit(_indent(render.table(("INTERRUPT", "STEP", "PAYLOAD"), rows2)))
-        how = (
-            ["--value", "JSON"]
-            if len(pending) == 1
-            else [a for i in pending for a in ("--answer", f"{i.id}=JSON")]
-        )
-    elif point is not None:
+        _emit(_indent(_interrupt_table(info.interrupts)))
+    _print_edits(info.edits, sys.stdout)
+    point = render.breakpoint_of(latest)
+    if point is not None:
         print(f"paused at a breakpoint {point[0]} step {point[1]!r}")
+    for n, (words, what) in enumerate(_show_hints(args, latest, info)):
+        lead = "go on with:" if n == 0 else "        or:"
+        print(f"{lead} {render.shell_join(words)}" + (f"  ({what})" if what else ""))
+    return 0
+
+
+def _show_hints(
+    args: argparse.Namespace, latest: Checkpoint, info: RunInfo
+) -> list[tuple[list[str], str]]:
+    """The commands that go on with the run ``show`` printed, each with what it does.
+
+    ``WORKFLOW`` stands for the spec, which the store does not know.
+    """
+    run_id: str = args.run_id
+    resume = [*_prefix(args), "resume"]
+    rerun = render.with_positionals(
+        [*_prefix(args), "run"], render.option("--run-id", run_id), ["WORKFLOW"]
+    )
+    if info.status is Status.FAILED:
+        hints = [
+            (rerun, "retries it"),
+            (render.with_positionals(resume, ["--update", "JSON"], ["WORKFLOW", run_id]),
+             "edits the values, then retries"),
+        ]  # fmt: skip
+        ids = [i.id for i in info.interrupts]
+        progress = progress_of(latest.stage)
+        ids += [i for i in (progress.claimed if progress else ()) if i not in ids]
+        if ids:
+            how = [a for i in ids for a in ("--answer", f"{i}=JSON")]
+            hints.append((render.with_positionals(resume, how, ["WORKFLOW", run_id]), "re-answers"))
+        return hints
+    if info.status is Status.QUEUED:
+        return [(rerun, "drives it")]
+    if info.status is not Status.PAUSED:
+        return []
+    if info.interrupts:
+        how = _answer_options(info.interrupts)
+    elif render.breakpoint_of(latest) is not None:
         how = ["--continue"]
     else:
-        return 0
-    words = render.with_positionals([*_prefix(args), "resume"], how, ["WORKFLOW", args.run_id])
-    print(f"go on with: {render.shell_join(words)}")
-    return 0
+        return []
+    return [(render.with_positionals(resume, how, ["WORKFLOW", run_id]), "")]
 
 
 def _recorded(checkpoint: Checkpoint) -> dict[str, Any] | None:
