@@ -72,7 +72,13 @@ from ._runner import Runner, system_clock
 from .checkpointers import Checkpointer, RunSummary
 from .checkpointers._checkpointer import summary_data
 from .checkpointers._open import open_checkpointer, parse_store_url
-from .errors import NondeterminismError, PausegraphError, SerializationError, StepError
+from .errors import (
+    NondeterminismError,
+    PausegraphError,
+    ResumeError,
+    SerializationError,
+    StepError,
+)
 
 __all__ = ["main"]
 
@@ -209,6 +215,20 @@ def _parser() -> _Parser:
         "--update",
         metavar="JSON",
         help="write a JSON object of channel values: alone, or with --value, --answer or --goto",
+    )
+
+    ticking = commands.add_parser(
+        "tick",
+        parents=[store, loudness, json_flag],
+        help="go on with every run whose deadline has passed",
+        description=(
+            "Go on with every paused run of the given workflows whose deadline has passed "
+            "(a timed-out interrupt or a finished sleep), and print where each moved run "
+            "paused or that it is done. A run whose step fails is logged and left failed."
+        ),
+    )
+    ticking.add_argument(
+        "workflows", metavar="WORKFLOW", nargs="+", help="module:attribute or file.py:attribute"
     )
 
     runs = commands.add_parser(
@@ -564,13 +584,41 @@ def _cmd_run(args: argparse.Namespace) -> int:
     _check_breakpoints(args, graph)
     runner = _runner(args, graph, _store(args))
     with _naming_the_run(args, runner, run_id):
-        outcome = runner.run(run_id, given)
+        try:
+            outcome = runner.run(run_id, given)
+        except ResumeError as exc:
+            paused = _paused_already(args, runner, run_id)
+            if paused is None:
+                raise
+            raise paused from exc
     if args.interactive:
         outcome, shown = _interact(args, runner, run_id, outcome)
         _report(args, runner, run_id, outcome, shown=shown)
     else:
         _report(args, runner, run_id, outcome)
     return 0
+
+
+def _paused_already(args: argparse.Namespace, runner: Runner, run_id: str) -> _Failure | None:
+    """For ``run`` of a paused run: the error giving the ``resume`` command that goes on.
+
+    ``None`` when the run is not paused (the engine's own message stands).
+    """
+    latest = runner.checkpointer.latest(runner.graph.name, run_id)
+    if latest is None or render.status_of(latest) is not Status.PAUSED:
+        return None
+    pending = render.pending_of(latest)
+    how = [a for i in pending for a in ("--answer", f"{i.id}=JSON")] or ["--continue"]
+    words = render.with_positionals(
+        [*_prefix(args), "resume"], [*_breakpoint_options(args), *how], [args.workflow, run_id]
+    )
+    waits = (
+        f"interrupts pending: {', '.join(i.id for i in pending)}" if pending else "at a breakpoint"
+    )
+    return _Failure(
+        f"run {run_id!r} of workflow {runner.graph.name!r} is paused ({waits}): "
+        f"go on with `{render.shell_join(words)}`"
+    )
 
 
 def _cmd_resume(args: argparse.Namespace) -> int:
@@ -1211,6 +1259,53 @@ def _time(timestamp_ms: int) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
 
 
+def _cmd_tick(args: argparse.Namespace) -> int:
+    """``Runner(graph, store).tick()`` for each WORKFLOW; one line (or object) per moved run.
+
+    A run whose step fails is logged by the engine and left ``failed``, not
+    raised: the command still exits 0 (``pausegraph runs --status failed``).
+    """
+    graphs = [(spec, load_graph(spec)) for spec in args.workflows]  # all import, or none runs
+    store = _existing_store(args)
+    moved: list[tuple[str, Runner, str, Outcome]] = []
+    for spec, graph in graphs if store is not None else ():
+        assert store is not None
+        runner = Runner(graph, store)
+        moved += [(spec, runner, r, o) for r, o in sorted(runner.tick().items())]
+    if args.json:
+        objs = []
+        for _, runner, run_id, outcome in moved:
+            obj = render.run_object(runner.graph.name, run_id, runner.state(run_id))
+            obj["reason"] = render.reason_of(outcome) if isinstance(outcome, Paused) else None
+            objs.append(obj)
+        _print_json(objs)
+    elif not moved:
+        print(f"no run's deadline has passed in {args.store}", file=sys.stderr)
+    for spec, runner, run_id, outcome in moved if not args.json else ():
+        print(_tick_line(args, spec, runner.graph, run_id, outcome))
+    return 0
+
+
+def _tick_line(
+    args: argparse.Namespace, spec: str, graph: Graph, run_id: str, outcome: Outcome
+) -> str:
+    """``run ID of workflow NAME ...``: done, or where it paused and the command that goes on."""
+    head = f"run {render.shown(run_id)} of workflow {graph.name!r}"
+    if isinstance(outcome, Done):
+        return f"{head} is done (super-step {outcome.super_step})"
+    reason = outcome.reason
+    if isinstance(reason, DynamicInterrupt):
+        where = "interrupt(s) " + ", ".join(i.id for i in outcome.interrupts) + " wait"
+    else:
+        side = "before" if isinstance(reason, Before) else "after"
+        where = f"breakpoint {side} step {reason.step_id!r}"
+    words = render.with_positionals([*_prefix(args), "resume"], _how(outcome), [spec, run_id])
+    return (
+        f"{head} paused at super-step {outcome.super_step}: {where}; "
+        f"go on with: {render.shell_join(words)}"
+    )
+
+
 def _cmd_graph(args: argparse.Namespace) -> int:
     graph = load_graph(args.workflow)
     graph.layers()  # a cycle or an empty graph is a GraphError, not a picture
@@ -1225,6 +1320,7 @@ _COMMANDS = {
     "show": _cmd_show,
     "history": _cmd_history,
     "inbox": _cmd_inbox,
+    "tick": _cmd_tick,
     "cancel": _cmd_cancel,
     "delete": _cmd_delete,
     "prune": _cmd_prune,
