@@ -6,6 +6,7 @@
     pausegraph resume examples/expense.py:graph RUN_ID --value '{"approved": true}'
     pausegraph runs --status paused
     pausegraph inbox
+    pausegraph tick examples/expense.py:graph
     pausegraph show RUN_ID
     pausegraph history RUN_ID
     pausegraph cancel RUN_ID --reason "duplicate"
@@ -169,7 +170,7 @@ def _parser() -> _Parser:
         "--verbose",
         action="count",
         default=0,
-        help="log more: -v info and tracebacks of step errors, -vv debug",
+        help="log more: -v info and the traceback of any error, -vv debug",
     )
     parser.add_argument(
         "-q", "--quiet", action="count", default=0, help="log errors only, no warnings"
