@@ -9,17 +9,19 @@ the human tables. It never writes to a store.
 from __future__ import annotations
 
 import base64
+import datetime
 import json
 import re
 import shlex
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from ._commands import After, Before, DynamicInterrupt, Paused, PendingInterrupt, Status
+from ._commands import After, Before, DynamicInterrupt, Paused, PendingInterrupt, RunInfo, Status
 from ._machine import driven
+from ._machine import info_of as _info_of
 from ._machine import pending_of as _pending_of
 from ._machine import status_of as _status_of
-from ._records import AtAfter, AtBefore, Checkpoint
+from ._records import AtAfter, AtBefore, Cancelled, Checkpoint
 from .checkpointers import Checkpointer
 
 BYTES_MARKER = "base64:"
@@ -69,6 +71,27 @@ def pending_of(checkpoint: Checkpoint) -> tuple[PendingInterrupt, ...]:
     return _pending_of(checkpoint.stage)
 
 
+def info_of(checkpoint: Checkpoint, store: Checkpointer | None = None) -> RunInfo:
+    """What ``Runner.state`` tells about the run (``_machine.info_of``), from the store alone."""
+    running = store is not None and driven(checkpoint, store.holder)
+    return _info_of(checkpoint, running=running)
+
+
+def cancel_reason_of(checkpoint: Checkpoint) -> str | None:
+    """The reason a cancelled run was given (``""`` when none), ``None`` if not cancelled."""
+    stage = checkpoint.stage
+    return stage.reason if type(stage) is Cancelled else None
+
+
+def deadline_text(deadline_ms: int | None, now_ms: int) -> str:
+    """An interrupt's deadline as a UTC time, ``(passed)`` once the clock is at or past it."""
+    if deadline_ms is None:
+        return ""
+    moment = datetime.datetime.fromtimestamp(deadline_ms / 1000, tz=datetime.timezone.utc)
+    text = moment.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    return f"{text} (passed)" if deadline_ms <= now_ms else text
+
+
 def breakpoint_of(checkpoint: Checkpoint) -> tuple[str, str] | None:
     """``("before"|"after", step_id)`` when the run is paused at a breakpoint."""
     stage = checkpoint.stage
@@ -86,23 +109,40 @@ def reason_of(outcome: Paused) -> dict[str, str]:
 
 
 def run_object(
-    workflow: str,
-    run_id: str,
-    status: str,
-    super_step: int,
-    values: dict[str, Any],
-    interrupts: Iterable[PendingInterrupt],
+    workflow: str, run_id: str, info: RunInfo, *, cancelled: str | None = None
 ) -> dict[str, Any]:
-    """The JSON object ``show --json`` prints (``run``/``resume`` add ``reason``)."""
+    """The JSON object ``show --json`` prints.
+
+    ``failure`` is why a failed run failed (else ``null``), ``edits`` the
+    ``Update`` edits kept at a dynamic pause, ``reason`` why a cancelled run
+    was cancelled (else ``null``). ``run``/``resume`` replace ``reason`` with
+    where the run paused.
+    """
+    failure = info.failure
     return {
         "workflow": workflow,
         "run_id": run_id,
-        "status": str(status),
-        "super_step": super_step,
-        "values": jsonable(values),
+        "status": str(info.status),
+        "super_step": info.super_step,
+        "values": jsonable(info.values),
         "interrupts": [
-            {"id": i.id, "step_id": i.step_id, "payload": jsonable(i.payload)} for i in interrupts
+            {
+                "id": i.id,
+                "step_id": i.step_id,
+                "payload": jsonable(i.payload),
+                "deadline_ms": i.deadline_ms,
+            }
+            for i in info.interrupts
         ],
+        "failure": None
+        if failure is None
+        else {
+            "step_id": failure.step_id,
+            "error_type": failure.error_type,
+            "message": failure.message,
+        },
+        "edits": [jsonable(e) for e in info.edits],
+        "reason": cancelled,
     }
 
 

@@ -6,6 +6,7 @@
     pausegraph resume examples/expense.py:graph RUN_ID --value '{"approved": true}'
     pausegraph runs --status paused
     pausegraph inbox
+    pausegraph tick examples/expense.py:graph
     pausegraph show RUN_ID
     pausegraph history RUN_ID
     pausegraph cancel RUN_ID --reason "duplicate"
@@ -59,7 +60,9 @@ from ._commands import (
     Goto,
     Outcome,
     Paused,
+    PendingInterrupt,
     Resume,
+    RunInfo,
     Status,
     Update,
 )
@@ -70,7 +73,13 @@ from ._runner import Runner, system_clock
 from .checkpointers import Checkpointer, RunSummary
 from .checkpointers._checkpointer import summary_data
 from .checkpointers._open import open_checkpointer, parse_store_url
-from .errors import NondeterminismError, PausegraphError, SerializationError, StepError
+from .errors import (
+    NondeterminismError,
+    PausegraphError,
+    ResumeError,
+    SerializationError,
+    StepError,
+)
 
 __all__ = ["main"]
 
@@ -161,7 +170,7 @@ def _parser() -> _Parser:
         "--verbose",
         action="count",
         default=0,
-        help="log more: -v info and tracebacks of step errors, -vv debug",
+        help="log more: -v info and the traceback of any error, -vv debug",
     )
     parser.add_argument(
         "-q", "--quiet", action="count", default=0, help="log errors only, no warnings"
@@ -207,6 +216,20 @@ def _parser() -> _Parser:
         "--update",
         metavar="JSON",
         help="write a JSON object of channel values: alone, or with --value, --answer or --goto",
+    )
+
+    ticking = commands.add_parser(
+        "tick",
+        parents=[store, loudness, json_flag],
+        help="go on with every run whose deadline has passed",
+        description=(
+            "Go on with every paused run of the given workflows whose deadline has passed "
+            "(a timed-out interrupt or a finished sleep), and print where each moved run "
+            "paused or that it is done. A run whose step fails is logged and left failed."
+        ),
+    )
+    ticking.add_argument(
+        "workflows", metavar="WORKFLOW", nargs="+", help="module:attribute or file.py:attribute"
     )
 
     runs = commands.add_parser(
@@ -329,25 +352,33 @@ def _main(argv: Sequence[str] | None) -> int:
         _log_to_stderr(args)
         return int(_COMMANDS[args.command](args))
     except _Failure as exc:
+        _traceback(exc)
         return _fail(str(exc), exc.code)
     except PausegraphError as exc:
-        _LOG.info("traceback:", exc_info=exc)
+        _traceback(exc)
         return _fail(f"{type(exc).__name__}: {_cli_terms(args, str(exc))}", 1)
     except BrokenPipeError:
         raise
     except OSError as exc:
+        _traceback(exc)
         return _fail(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), 1)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        _traceback(exc)
         return _fail("interrupted", 130)
     except Exception as exc:
         if os.environ.get("PAUSEGRAPH_TRACEBACK"):
             raise
-        _LOG.info("traceback:", exc_info=exc)
+        _traceback(exc)
         return _fail(
             f"unexpected {type(exc).__name__}: {exc} "
             "(a bug: set PAUSEGRAPH_TRACEBACK=1 to see where)",
             1,
         )
+
+
+def _traceback(exc: BaseException) -> None:
+    """With ``-v``, the traceback of the error about to be printed (and of its cause)."""
+    _LOG.info("traceback:", exc_info=exc)
 
 
 def _fail(message: str, code: int) -> int:
@@ -530,7 +561,9 @@ def _naming_the_run(args: argparse.Namespace, runner: Runner, run_id: str) -> It
     try:
         yield
     except (StepError, NondeterminismError, SerializationError) as exc:
-        _LOG.info("traceback:", exc_info=exc)
+        if args.json:  # what the run is now, as `show --json` prints it
+            with contextlib.suppress(PausegraphError):  # the step's error is the one to report
+                _print_json(render.run_object(runner.graph.name, run_id, runner.state(run_id)))
         retry = render.with_positionals(
             [*_prefix(args), "run"],
             [*render.option("--run-id", run_id), *_breakpoint_options(args)],
@@ -552,13 +585,41 @@ def _cmd_run(args: argparse.Namespace) -> int:
     _check_breakpoints(args, graph)
     runner = _runner(args, graph, _store(args))
     with _naming_the_run(args, runner, run_id):
-        outcome = runner.run(run_id, given)
+        try:
+            outcome = runner.run(run_id, given)
+        except ResumeError as exc:
+            paused = _paused_already(args, runner, run_id)
+            if paused is None:
+                raise
+            raise paused from exc
     if args.interactive:
         outcome, shown = _interact(args, runner, run_id, outcome)
         _report(args, runner, run_id, outcome, shown=shown)
     else:
         _report(args, runner, run_id, outcome)
     return 0
+
+
+def _paused_already(args: argparse.Namespace, runner: Runner, run_id: str) -> _Failure | None:
+    """For ``run`` of a paused run: the error giving the ``resume`` command that goes on.
+
+    ``None`` when the run is not paused (the engine's own message stands).
+    """
+    latest = runner.checkpointer.latest(runner.graph.name, run_id)
+    if latest is None or render.status_of(latest) is not Status.PAUSED:
+        return None
+    pending = render.pending_of(latest)
+    how = [a for i in pending for a in ("--answer", f"{i.id}=JSON")] or ["--continue"]
+    words = render.with_positionals(
+        [*_prefix(args), "resume"], [*_breakpoint_options(args), *how], [args.workflow, run_id]
+    )
+    waits = (
+        f"interrupts pending: {', '.join(i.id for i in pending)}" if pending else "at a breakpoint"
+    )
+    return _Failure(
+        f"run {run_id!r} of workflow {runner.graph.name!r} is paused ({waits}): "
+        f"go on with `{render.shell_join(words)}`"
+    )
 
 
 def _cmd_resume(args: argparse.Namespace) -> int:
@@ -680,10 +741,7 @@ def _report(
 ) -> None:
     """Print the outcome; ``shown``: the pause was printed already, add the hint only."""
     if args.json:
-        info = runner.state(run_id)
-        obj = render.run_object(
-            runner.graph.name, run_id, info.status, info.super_step, info.values, info.interrupts
-        )
+        obj = render.run_object(runner.graph.name, run_id, runner.state(run_id))
         obj["reason"] = render.reason_of(outcome) if isinstance(outcome, Paused) else None
         _print_json(obj)
     elif isinstance(outcome, Done):
@@ -691,7 +749,7 @@ def _report(
             f"run {render.shown(run_id)} of workflow {runner.graph.name!r} is done "
             f"(super-step {outcome.super_step})"
         )
-        print(render.dumps(outcome.state, indent=2))
+        _emit(render.dumps(outcome.state, indent=2) + "\n")
     elif shown:
         print(f"end of input: the run stays paused; {_hint_line(args, run_id, outcome)}")
     else:
@@ -714,8 +772,8 @@ def _print_paused(
     )
     if isinstance(reason, DynamicInterrupt):
         print(f"{where}: {len(outcome.interrupts)} interrupt(s) wait for an answer", file=out)
-        rows = [(i.id, i.step_id, render.dumps(i.payload)) for i in outcome.interrupts]
-        out.write(_indent(render.table(("INTERRUPT", "STEP", "PAYLOAD"), rows)))
+        _emit(_indent(_interrupt_table(outcome.interrupts)), out)
+        _print_edits(runner.state(run_id).edits, out)
     else:
         side = "before" if isinstance(reason, Before) else "after"
         print(f"{where}: breakpoint {side} step {reason.step_id!r}", file=out)
@@ -723,13 +781,38 @@ def _print_paused(
         print(_hint_line(args, run_id, outcome), file=out)
 
 
+def _interrupt_table(interrupts: Sequence[PendingInterrupt]) -> str:
+    """The pending interrupts, with a DEADLINE column when one of them has a deadline."""
+    if all(i.deadline_ms is None for i in interrupts):
+        rows = [(i.id, i.step_id, render.dumps(i.payload)) for i in interrupts]
+        return render.table(("INTERRUPT", "STEP", "PAYLOAD"), rows)
+    now = system_clock()
+    timed = [
+        (i.id, i.step_id, render.deadline_text(i.deadline_ms, now), render.dumps(i.payload))
+        for i in interrupts
+    ]
+    return render.table(("INTERRUPT", "STEP", "DEADLINE (UTC)", "PAYLOAD"), timed)
+
+
+def _print_edits(edits: Sequence[dict[str, Any]], out: TextIO) -> None:
+    """The ``Update`` edits kept at this pause, applied when the interrupted layer ends."""
+    if edits:
+        print("edits kept for the end of the layer:", file=out)
+        _emit(_indent("".join(render.dumps(e) + "\n" for e in edits)), out)
+
+
 def _how(outcome: Paused) -> list[str]:
     """The ``resume`` options that answer this pause, with ``JSON`` for the values."""
     if not isinstance(outcome.reason, DynamicInterrupt):
         return ["--continue"]
-    if len(outcome.interrupts) == 1:
+    return _answer_options(outcome.interrupts)
+
+
+def _answer_options(interrupts: Sequence[PendingInterrupt]) -> list[str]:
+    """``--value JSON`` for the only pending interrupt, else ``--answer ID=JSON`` for each."""
+    if len(interrupts) == 1:
         return ["--value", "JSON"]
-    return [a for i in outcome.interrupts for a in ("--answer", f"{i.id}=JSON")]
+    return [a for i in interrupts for a in ("--answer", f"{i.id}=JSON")]
 
 
 def _hint_line(args: argparse.Namespace, run_id: str, outcome: Paused) -> str:
@@ -773,7 +856,29 @@ def _print_json(value: Any) -> None:
         text.encode(sys.stdout.encoding or "utf-8")
     except (UnicodeEncodeError, LookupError):
         text = json.dumps(value)
-    print(text)
+    _emit(text + "\n")
+
+
+def _emit(text: str, out: TextIO | None = None) -> None:
+    """Write ``text`` to ``out`` (stdout), all of it or a ``BrokenPipeError``.
+
+    CPython's buffered stdout counts a large write to a pipe as done when the
+    OS took only part of it and the reader then went away: the rest is
+    dropped with no error, and ``pausegraph runs | head -1`` on a big store
+    would exit 0. On a real file descriptor the bytes go out with
+    ``os.write`` until all are taken, so the write after a closed pipe
+    fails with ``EPIPE`` like any other.
+    """
+    out = sys.stdout if out is None else out
+    try:
+        fd = out.fileno()
+    except (OSError, ValueError, AttributeError):  # a StringIO, pytest's capture
+        out.write(text)
+        return
+    out.flush()
+    data = memoryview(text.encode(out.encoding or "utf-8", out.errors or "strict"))
+    while data:
+        data = data[os.write(fd, data) :]
 
 
 def _indent(text: str) -> str:
@@ -850,14 +955,25 @@ def _cmd_runs(args: argparse.Namespace) -> int:
                 str(status),
                 data.super_step,
                 data.label,
-                ", ".join(i[0] for i in data.interrupts)
-                or ("--continue" if status is Status.PAUSED else ""),
+                _waits_for(status, data.label, data.interrupts),
             )
             for summary, status, data in rows
         ]
         header = ("WORKFLOW", "RUN", "STATUS", "SUPER-STEP", "LAST CHECKPOINT", "WAITS FOR")
-        sys.stdout.write(render.table(header, table))
+        _emit(render.table(header, table))
     return 1 if unreadable else 0
+
+
+def _waits_for(status: Status, label: str, interrupts: Sequence[tuple[Any, ...]]) -> str:
+    """What a listed run waits for: interrupt ids, ``--continue``, a retry or a driver."""
+    if status is Status.PAUSED:
+        return ", ".join(i[0] for i in interrupts) or "--continue"
+    if status is Status.FAILED:
+        step = label.removeprefix("failed:")
+        return f"retry (step {step!r} failed)" if step != label else "retry"
+    if status is Status.QUEUED:
+        return "a driver"
+    return ""
 
 
 def _cmd_inbox(args: argparse.Namespace) -> int:
@@ -881,6 +997,7 @@ def _cmd_inbox(args: argparse.Namespace) -> int:
     elif not found:
         print(f"nothing waits for an answer in {args.store}", file=sys.stderr)
     else:
+        now = system_clock()
         rows = [
             (
                 _time(w.since_ms),
@@ -888,12 +1005,21 @@ def _cmd_inbox(args: argparse.Namespace) -> int:
                 w.run_id,
                 w.interrupt.id,
                 w.interrupt.step_id,
+                render.deadline_text(w.interrupt.deadline_ms, now) or "-",
                 render.dumps(w.interrupt.payload),
             )
             for w in found
         ]
-        header = ("SINCE (UTC)", "WORKFLOW", "RUN", "INTERRUPT", "STEP", "PAYLOAD")
-        sys.stdout.write(render.table(header, rows))
+        header = (
+            "SINCE (UTC)",
+            "WORKFLOW",
+            "RUN",
+            "INTERRUPT",
+            "STEP",
+            "DEADLINE (UTC)",
+            "PAYLOAD",
+        )
+        _emit(render.table(header, rows))
     return 0
 
 
@@ -959,49 +1085,84 @@ def _cmd_show(args: argparse.Namespace) -> int:
     latest = store.latest(workflow, args.run_id)
     if latest is None:
         raise _Failure(f"run {args.run_id!r} has no checkpoint yet")
-    status = render.status_of(latest, store)
-    pending = render.pending_of(latest)
+    info = render.info_of(latest, store)
+    cancelled = render.cancel_reason_of(latest)
     if args.json:
-        obj = render.run_object(
-            workflow, args.run_id, status, latest.super_step, latest.values, pending
-        )
-        _print_json(obj)
+        _print_json(render.run_object(workflow, args.run_id, info, cancelled=cancelled))
         return 0
     rows = [
         ("workflow", render.shown(workflow)),
         ("run", render.shown(args.run_id)),
-        ("status", str(status)),
-        ("super-step", latest.super_step),
+        ("status", str(info.status)),
+        ("super-step", info.super_step),
         ("checkpoint", f"{latest.seq} ({latest.label})"),
     ]
+    if info.failure is not None:
+        failure = info.failure
+        rows.append(
+            ("failure", f"step {failure.step_id!r} raised {failure.error_type}: {failure.message}")
+        )
+    if cancelled is not None:
+        rows.append(("reason", cancelled or "(none given)"))
     width = max(len(key) for key, _ in rows)
     for key, value in rows:
         print(f"{key.ljust(width)}  {value}")
     print("values:")
-    values = [(name, render.dumps(value)) for name, value in latest.values.items()]
-    sys.stdout.write(_indent(render.table(("CHANNEL", "VALUE"), values)))
+    values = [(name, render.dumps(value)) for name, value in info.values.items()]
+    _emit(_indent(render.table(("CHANNEL", "VALUE"), values)))
     journal = _journal_rows(latest)
     if journal:
         print("journal of the layer under way (who answered what, what effects returned):")
-        sys.stdout.write(_indent(render.table(("STEP", "KIND", "WHAT", "RESULT"), journal)))
-    point = render.breakpoint_of(latest)
-    if pending:
+        _emit(_indent(render.table(("STEP", "KIND", "WHAT", "RESULT"), journal)))
+    if info.interrupts:
         print("interrupts:")
-        rows2 = [(i.id, i.step_id, render.dumps(i.payload)) for i in pending]
-        sys.stdout.write(_indent(render.table(("INTERRUPT", "STEP", "PAYLOAD"), rows2)))
-        how = (
-            ["--value", "JSON"]
-            if len(pending) == 1
-            else [a for i in pending for a in ("--answer", f"{i.id}=JSON")]
-        )
-    elif point is not None:
+        _emit(_indent(_interrupt_table(info.interrupts)))
+    _print_edits(info.edits, sys.stdout)
+    point = render.breakpoint_of(latest)
+    if point is not None:
         print(f"paused at a breakpoint {point[0]} step {point[1]!r}")
+    for n, (words, what) in enumerate(_show_hints(args, latest, info)):
+        lead = "go on with:" if n == 0 else "        or:"
+        print(f"{lead} {render.shell_join(words)}" + (f"  ({what})" if what else ""))
+    return 0
+
+
+def _show_hints(
+    args: argparse.Namespace, latest: Checkpoint, info: RunInfo
+) -> list[tuple[list[str], str]]:
+    """The commands that go on with the run ``show`` printed, each with what it does.
+
+    ``WORKFLOW`` stands for the spec, which the store does not know.
+    """
+    run_id: str = args.run_id
+    resume = [*_prefix(args), "resume"]
+    rerun = render.with_positionals(
+        [*_prefix(args), "run"], render.option("--run-id", run_id), ["WORKFLOW"]
+    )
+    if info.status is Status.FAILED:
+        hints = [
+            (rerun, "retries it"),
+            (render.with_positionals(resume, ["--update", "JSON"], ["WORKFLOW", run_id]),
+             "edits the values, then retries"),
+        ]  # fmt: skip
+        ids = [i.id for i in info.interrupts]
+        progress = progress_of(latest.stage)
+        ids += [i for i in (progress.claimed if progress else ()) if i not in ids]
+        if ids:
+            how = [a for i in ids for a in ("--answer", f"{i}=JSON")]
+            hints.append((render.with_positionals(resume, how, ["WORKFLOW", run_id]), "re-answers"))
+        return hints
+    if info.status is Status.QUEUED:
+        return [(rerun, "drives it")]
+    if info.status is not Status.PAUSED:
+        return []
+    if info.interrupts:
+        how = _answer_options(info.interrupts)
+    elif render.breakpoint_of(latest) is not None:
         how = ["--continue"]
     else:
-        return 0
-    words = render.with_positionals([*_prefix(args), "resume"], how, ["WORKFLOW", args.run_id])
-    print(f"go on with: {render.shell_join(words)}")
-    return 0
+        return []
+    return [(render.with_positionals(resume, how, ["WORKFLOW", run_id]), "")]
 
 
 def _recorded(checkpoint: Checkpoint) -> dict[str, Any] | None:
@@ -1069,7 +1230,7 @@ def _cmd_history(args: argparse.Namespace) -> int:
         (m.seq, m.super_step, m.label, _time(m.timestamp_ms), _recorded_text(r))
         for m, r in zip(metas, recorded, strict=True)
     ]
-    sys.stdout.write(render.table(("SEQ", "SUPER-STEP", "LABEL", "TIME (UTC)", "RECORDED"), rows))
+    _emit(render.table(("SEQ", "SUPER-STEP", "LABEL", "TIME (UTC)", "RECORDED"), rows))
     return 0
 
 
@@ -1103,10 +1264,57 @@ def _time(timestamp_ms: int) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
 
 
+def _cmd_tick(args: argparse.Namespace) -> int:
+    """``Runner(graph, store).tick()`` for each WORKFLOW; one line (or object) per moved run.
+
+    A run whose step fails is logged by the engine and left ``failed``, not
+    raised: the command still exits 0 (``pausegraph runs --status failed``).
+    """
+    graphs = [(spec, load_graph(spec)) for spec in args.workflows]  # all import, or none runs
+    store = _existing_store(args)
+    moved: list[tuple[str, Runner, str, Outcome]] = []
+    for spec, graph in graphs if store is not None else ():
+        assert store is not None
+        runner = Runner(graph, store)
+        moved += [(spec, runner, r, o) for r, o in sorted(runner.tick().items())]
+    if args.json:
+        objs = []
+        for _, runner, run_id, outcome in moved:
+            obj = render.run_object(runner.graph.name, run_id, runner.state(run_id))
+            obj["reason"] = render.reason_of(outcome) if isinstance(outcome, Paused) else None
+            objs.append(obj)
+        _print_json(objs)
+    elif not moved:
+        print(f"no run's deadline has passed in {args.store}", file=sys.stderr)
+    for spec, runner, run_id, outcome in moved if not args.json else ():
+        print(_tick_line(args, spec, runner.graph, run_id, outcome))
+    return 0
+
+
+def _tick_line(
+    args: argparse.Namespace, spec: str, graph: Graph, run_id: str, outcome: Outcome
+) -> str:
+    """``run ID of workflow NAME ...``: done, or where it paused and the command that goes on."""
+    head = f"run {render.shown(run_id)} of workflow {graph.name!r}"
+    if isinstance(outcome, Done):
+        return f"{head} is done (super-step {outcome.super_step})"
+    reason = outcome.reason
+    if isinstance(reason, DynamicInterrupt):
+        where = "interrupt(s) " + ", ".join(i.id for i in outcome.interrupts) + " wait"
+    else:
+        side = "before" if isinstance(reason, Before) else "after"
+        where = f"breakpoint {side} step {reason.step_id!r}"
+    words = render.with_positionals([*_prefix(args), "resume"], _how(outcome), [spec, run_id])
+    return (
+        f"{head} paused at super-step {outcome.super_step}: {where}; "
+        f"go on with: {render.shell_join(words)}"
+    )
+
+
 def _cmd_graph(args: argparse.Namespace) -> int:
     graph = load_graph(args.workflow)
     graph.layers()  # a cycle or an empty graph is a GraphError, not a picture
-    sys.stdout.write(graph.to_mermaid())
+    _emit(graph.to_mermaid())
     return 0
 
 
@@ -1117,6 +1325,7 @@ _COMMANDS = {
     "show": _cmd_show,
     "history": _cmd_history,
     "inbox": _cmd_inbox,
+    "tick": _cmd_tick,
     "cancel": _cmd_cancel,
     "delete": _cmd_delete,
     "prune": _cmd_prune,

@@ -95,7 +95,11 @@ def test_a_run_pauses_and_finishes_across_separate_invocations(tmp_path: Path) -
     assert second["reason"] == {"kind": "before", "step_id": "pay"}
     assert second["interrupts"] == []
     shown = ok_json("show", "e1", store=store)
-    assert set(shown) == {"workflow", "run_id", "status", "super_step", "values", "interrupts"}
+    assert set(shown) == {
+        "workflow", "run_id", "status", "super_step", "values", "interrupts", "failure", "edits",
+        "reason",
+    }  # fmt: skip
+    assert (shown["failure"], shown["edits"], shown["reason"]) == (None, [], None)
     assert (shown["workflow"], shown["run_id"], shown["status"]) == ("expense", "e1", "paused")
     assert shown["values"]["paid"] is None
 

@@ -14,7 +14,7 @@ import pytest
 from test_cli import EXPENSE, PG, REVIEW, ok, ok_json, pg, tree_digest
 
 import pausegraph
-from pausegraph import FileCheckpointer, ResumeError, Runner
+from pausegraph import FileCheckpointer, Resume, ResumeError, Runner
 from pausegraph._cli_render import cli_terms, shell_word
 from pausegraph.checkpointers.file import _log_name
 from pausegraph.cli import PIPE_CLOSED, load_graph, main
@@ -82,6 +82,38 @@ def test_head_of_a_long_listing_is_quiet(tmp_path: Path) -> None:
     )
     assert done.stderr == ""
     assert done.stdout.startswith("WORKFLOW")
+
+
+@pytest.fixture(scope="module")
+def big_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    store = tmp_path_factory.mktemp("big") / "store"
+    runner = Runner(load_graph(REVIEW), FileCheckpointer(store))
+    big = "x" * 100_000
+    for k in range(3):
+        runner.run(f"big-{k}", {"document": big})
+    for k in range(150):
+        runner.run(f"run-{k:04d}-{'y' * 2000}", {"document": "memo"})
+    runner.resume("big-0", Resume(answers={"2.1.0": {"ok": True, "note": big}}))
+    return store
+
+
+@pytest.mark.parametrize("args", [["runs"], ["show", "big-0"], ["history", "big-0"], ["inbox"]])
+def test_a_pipe_closed_in_the_middle_of_a_big_output_ends_with_141(
+    big_store: Path, args: list[str]
+) -> None:
+    # Each output is far bigger than a pipe holds, so the reader goes away in the
+    # middle of one large write (buffered stdout used to drop the rest silently, exit 0).
+    store = big_store
+    done = subprocess.run(
+        ["bash", "-c", f"'{PG}' --store '{store}' {' '.join(args)} | head -c 10 >/dev/null; "
+         'echo "${PIPESTATUS[0]}"'],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )  # fmt: skip
+    assert done.stderr == ""
+    assert done.stdout == f"{PIPE_CLOSED}\n"
 
 
 # --- --interactive --------------------------------------------------------------
