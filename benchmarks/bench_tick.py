@@ -4,6 +4,7 @@ Run it from the repository root::
 
     python benchmarks/bench_tick.py               # memory and file stores
     python benchmarks/bench_tick.py --kinds memory --repeats 5
+    python benchmarks/bench_tick.py --quick       # a tenth of the runs: a smoke run
 
 A worker calls ``tick()`` every few seconds or minutes, over a store where
 most runs wait for a person with a deadline days away, and a few have
@@ -127,7 +128,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--scale", type=int, default=1, help="divide the run counts by this")
     parser.add_argument("--dir", help="where to build the file stores (default: a temp dir)")
+    parser.add_argument("--quick", action="store_true", help="--scale 10 --repeats 2")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.scale, args.repeats = 10, 2
     rows = []
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         for kind in args.kinds:
