@@ -94,12 +94,16 @@ def driven(checkpoint: Checkpoint, holder: Callable[[str, str], object | None]) 
 
 def pending_of(stage: Stage) -> tuple[PendingInterrupt, ...]:
     """The interrupts still waiting for an answer, in step order."""
-    if type(stage) is not AtInterrupt and type(stage) is not Failed:
+    if type(stage) is AtInterrupt:
+        pending = stage.progress.pending()
+    elif type(stage) is Failed:
+        # a timeout that failed the step waits for an answer that replaces it
+        pending = stage.progress.pending(with_timeouts=True)
+    else:
         return ()
-    progress: Progress = stage.progress
     return tuple(
         PendingInterrupt(entry.id, step_id, thaw(entry.payload), entry.deadline_ms)
-        for step_id, entry in progress.pending()
+        for step_id, entry in pending
     )
 
 

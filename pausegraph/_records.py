@@ -108,14 +108,18 @@ class Progress:
     claimed: tuple[str, ...] = ()
     timeouts: tuple[str, ...] = ()
 
-    def pending(self) -> list[tuple[str, Asked]]:
-        """``(step_id, entry)`` of every interrupt waiting for an answer, in journal order."""
+    def pending(self, *, with_timeouts: bool = False) -> list[tuple[str, Asked]]:
+        """``(step_id, entry)`` of every interrupt waiting for an answer, in journal order.
+
+        An interrupt that timed out waits no more, unless ``with_timeouts``
+        (on a failed run, an answer may replace its timeout).
+        """
         out = []
-        answers = self.answers
+        answers, timeouts = self.answers, () if with_timeouts else self.timeouts
         for step_id, journal in self.journals.items():
             if journal:
                 last = journal[-1]
-                if type(last) is Asked and last.id not in answers and last.id not in self.timeouts:
+                if type(last) is Asked and last.id not in answers and last.id not in timeouts:
                     out.append((step_id, last))
         return out
 

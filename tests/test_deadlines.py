@@ -127,6 +127,7 @@ def test_an_uncaught_timeout_fails_the_run_and_an_answer_replaces_it(store: Chec
     assert info.status == "failed"
     assert info.failure is not None
     assert info.failure.error_type == "InterruptTimeout"
+    assert [i.id for i in info.interrupts] == [pending.id]  # its answer may replace the timeout
     assert runner.tick() == {}  # tick never retries a failed run on its own
     done = runner.resume("r", Resume(answers={pending.id: "late yes"}))
     assert done == Done({"decision": "late yes"}, 1)

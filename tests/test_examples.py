@@ -17,7 +17,7 @@ from pausegraph import Graph
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 PG = Path(sys.executable).parent / "pausegraph"
-NAMES = ["expense", "review", "interview"]
+NAMES = ["expense", "review", "interview", "escalation"]
 
 
 def load(name: str) -> ModuleType:
@@ -33,6 +33,11 @@ FINAL: dict[str, dict[str, Any]] = {
     "expense": {"paid": 120, "approved": True},
     "review": {"verdict": "published"},
     "interview": {"summary": "ada is on pro, receipt ch-4242-25"},
+    "escalation": {  # decisions by run
+        "taxi": "approved by lead",
+        "hotel": "approved by manager",
+        "laptop": "rejected by the deadline (a week without an answer)",
+    },
 }
 
 
@@ -62,6 +67,24 @@ def test_the_readme_demo_pauses_and_resumes_cold() -> None:
     assert out.count("interrupt 2.") == 2
     assert "Done(state=" in out
     assert "'verdict': 'published'" in out
+
+
+def test_the_escalation_example_escalates_after_a_day_and_rejects_after_a_week() -> None:
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / "escalation.py")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr
+    out = done.stdout.splitlines()
+    assert out.count("   -> notice to manager: hotel waits for you since yesterday") == 1
+    assert out.count("   -> notice to manager: laptop waits for you since yesterday") == 1
+    assert "   hotel: now waits for manager" in out
+    assert "day 3: tick -> nothing due" in out
+    assert out[-1] == "laptop: rejected by the deadline (a week without an answer)"
 
 
 _NODE = re.compile(r'^    (s\d+)\["([^"]*)"\]$')

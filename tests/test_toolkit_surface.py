@@ -19,9 +19,11 @@ from pausegraph._values import normalize
 from pausegraph.testing import Schedule, answer_functions, drive, graphs, schedules
 
 PUBLIC = [
+    "TIMEOUT",
     "Answered",
     "CheckpointerConformance",
     "Edited",
+    "FakeClock",
     "RunTrace",
     "Schedule",
     "Went",

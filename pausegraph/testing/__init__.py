@@ -7,6 +7,8 @@
   between checkpoints);
 - ``drive`` runs a workflow to its end, answering every interrupt, as a
   ``Schedule`` says; ``memory_store()`` is a checkpointer factory for it;
+  ``FakeClock`` is the time its runners read, and an answer of ``TIMEOUT``
+  lets a deadline pass instead (the driver moves the clock and ticks);
 - ready-made properties to call inside your ``@given`` tests:
   ``assert_path_independent``, ``assert_store_independent``,
   ``assert_effects_run_once``, ``assert_same_as_answers_up_front``;
@@ -33,6 +35,7 @@ except ImportError as exc:
     )
     raise ImportError(msg, name=__name__) from exc
 
+from ._clock import TIMEOUT, FakeClock
 from ._conformance import CheckpointerConformance
 from ._driver import Schedule, drive, memory_store
 from ._machine import Answered, Edited, RunTrace, Went, WorkflowMachine
@@ -76,9 +79,11 @@ def __getattr__(name: str) -> object:
 
 
 __all__ = [
+    "TIMEOUT",
     "Answered",
     "CheckpointerConformance",
     "Edited",
+    "FakeClock",
     "RunTrace",
     "Schedule",
     "Went",

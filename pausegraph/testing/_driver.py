@@ -7,6 +7,12 @@ handle at a pause (a cold resume: the next process replays the suspended
 steps from their journals) or kills the "process" just before a save and
 recovers the run with ``Runner.run(run_id)`` on a new ``Runner``.
 
+Time is a ``FakeClock`` the driver owns (or the one it is given): it moves
+only when the schedule lets time pass at a pause (``Schedule.waits``) or
+when an interrupt is waited out (its answer is ``TIMEOUT``, or
+``wait_out=True``): then the driver moves the clock to the earliest such
+deadline and calls ``Runner.tick()``, as a worker would.
+
 A store is given as a *checkpointer factory*: a callable that returns a new
 handle on one and the same store each time it is called, as a new process
 would open it. For a file store that is ``lambda: FileCheckpointer(root)``;
@@ -31,6 +37,7 @@ from .._runner import Runner
 from ..checkpointers import Checkpointer, MemoryCheckpointer
 from ..checkpointers._lock import Holder
 from ..errors import ResumeError
+from ._clock import TIMEOUT, FakeClock
 
 CheckpointerFactory = Callable[[], Checkpointer]
 
@@ -64,13 +71,25 @@ class Schedule:
     interrupt at the i-th pause (the others stay pending and the run pauses
     again). ``crashes``: the process dies just before these saves (counting
     every save attempt of the drive from 1), so the work since the previous
-    save is lost and the run is recovered from the store. Pauses past the end
-    of a tuple are resumed hot with every answer at once.
+    save is lost and the run is recovered from the store. ``waits[i]``:
+    seconds the clock moves at the i-th pause before it is answered (an
+    answer after a deadline, before any tick, is still taken; to let a
+    deadline fire, answer ``TIMEOUT``). Pauses past the end of a tuple are
+    resumed hot, at once, with every answer.
     """
 
     cold: bool | tuple[bool, ...] = ()
     one_by_one: tuple[bool, ...] = ()
     crashes: frozenset[int] = frozenset()
+    waits: tuple[float, ...] = ()
+
+    def __repr__(self) -> str:
+        # waits show only when set, so a schedule without time reads as it always did
+        waits = f", waits={self.waits!r}" if self.waits else ""
+        return (
+            f"Schedule(cold={self.cold!r}, one_by_one={self.one_by_one!r}, "
+            f"crashes={self.crashes!r}{waits})"
+        )
 
     def is_cold(self, pause: int) -> bool:
         if isinstance(self.cold, bool):
@@ -79,6 +98,9 @@ class Schedule:
 
     def answers_one(self, pause: int) -> bool:
         return pause < len(self.one_by_one) and self.one_by_one[pause]
+
+    def wait(self, pause: int) -> float:
+        return self.waits[pause] if pause < len(self.waits) else 0
 
 
 class _SimulatedCrash(BaseException):
@@ -170,6 +192,8 @@ def drive(
     interrupt_before: Iterable[str] = (),
     interrupt_after: Iterable[str] = (),
     max_commands: int = 10_000,
+    clock: FakeClock | None = None,
+    wait_out: bool = False,
 ) -> Done:
     """Run ``graph`` to its end and return its ``Done``.
 
@@ -184,6 +208,20 @@ def drive(
 
         done = drive(graph, answer=lambda p: p["amount"] < 100, cold=True)
         assert done.state["approved"] is True
+
+    Deadlines: the runners read ``clock`` (default: a new ``FakeClock``,
+    which stands still unless the drive moves it). An interrupt whose
+    answer is ``TIMEOUT`` is waited out: once every pending interrupt is
+    answered or waited out, the clock moves to the earliest waited-out
+    deadline and ``Runner.tick()`` goes on with the run. ``wait_out=True``
+    waits out every interrupt that has a deadline (``Sleep`` included)
+    without asking ``answer``. ::
+
+        late = lambda p: TIMEOUT if p == "approve?" else p
+        done = drive(graph, answer=late, clock=FakeClock())
+
+    A run that a tick leaves ``"failed"`` (an uncaught ``InterruptTimeout``)
+    is run again with ``run(run_id)``, which raises its ``StepError``.
 
     Errors the engine raises (``NondeterminismError``, ``StepError``, ...)
     propagate unchanged. ``max_commands`` stops a run that never ends with
@@ -200,6 +238,8 @@ def drive(
         interrupt_after=tuple(interrupt_after),
         max_commands=max_commands,
         log=None,
+        clock=clock,
+        wait_out=wait_out,
     )
     assert trace.done is not None
     return trace.done
@@ -226,13 +266,20 @@ def _drive(
     interrupt_after: tuple[str, ...],
     max_commands: int,
     log: Sequence[Hashable] | None,
+    clock: FakeClock | None = None,
+    wait_out: bool = False,
 ) -> Trace:
     trace = Trace()
+    time = FakeClock() if clock is None else clock
 
     def open_runner() -> Runner:
         handle = _CrashingCheckpointer(factory(), trace, schedule.crashes, log)
         return Runner(
-            graph, handle, interrupt_before=interrupt_before, interrupt_after=interrupt_after
+            graph,
+            handle,
+            interrupt_before=interrupt_before,
+            interrupt_after=interrupt_after,
+            clock=time,
         )
 
     runner = open_runner()
@@ -252,8 +299,12 @@ def _drive(
         trace.pauses += 1
         if schedule.is_cold(pause):
             runner = open_runner()
-        command = _command(pending, answer, one=schedule.answers_one(pause))
-        call = lambda r, c=command: r.resume(run_id, c)  # type: ignore[misc]  # noqa: E731
+        wait = schedule.wait(pause)
+        if wait:
+            time.advance(wait)
+        call = _next(
+            pending, answer, run_id, time, one=schedule.answers_one(pause), wait_out=wait_out
+        )
     msg = f"run {run_id!r} of {graph.name!r} did not finish after {max_commands} commands"
     raise AssertionError(msg)
 
@@ -273,12 +324,68 @@ def _recovery(runner: Runner, run_id: str, input: Mapping[str, Any] | None) -> _
     return lambda r: info.interrupts  # paused: answer what the store says is pending
 
 
+def _next(
+    pending: tuple[PendingInterrupt, ...],
+    answer: Callable[[Any], Any],
+    run_id: str,
+    clock: FakeClock,
+    *,
+    one: bool,
+    wait_out: bool,
+) -> _Call:
+    """The drive's next command at a pause: answers, or (all waited out) a tick."""
+    given: dict[str, Any] = {}
+    waited: list[int] = []
+    for interrupt in pending:
+        if interrupt.deadline_ms is None:
+            continue
+        value = TIMEOUT if wait_out else answer(interrupt.payload)
+        if value is TIMEOUT:
+            waited.append(interrupt.deadline_ms)
+        else:
+            given[interrupt.id] = value
+    if pending and len(waited) == len(pending):
+        clock.advance_to(min(waited))
+        return lambda r: _tick(r, run_id)
+    command = _command(pending, answer, given, one=one)
+    return lambda r: r.resume(run_id, command)
+
+
 def _command(
-    pending: tuple[PendingInterrupt, ...], answer: Callable[[Any], Any], *, one: bool
+    pending: tuple[PendingInterrupt, ...],
+    answer: Callable[[Any], Any],
+    given: dict[str, Any],
+    *,
+    one: bool,
 ) -> Continue | Resume:
     if not pending:
         return Continue()
+    answered = [i for i in pending if i.deadline_ms is None or i.id in given]
+    chosen = answered[:1] if one else answered
+    values = {i.id: given[i.id] if i.id in given else _answer(answer, i) for i in chosen}
     if len(pending) == 1:
-        return Resume(answer(pending[0].payload))
-    chosen = pending[:1] if one else pending
-    return Resume(answers={i.id: answer(i.payload) for i in chosen})
+        return Resume(values[pending[0].id])
+    return Resume(answers=values)
+
+
+def _answer(answer: Callable[[Any], Any], interrupt: PendingInterrupt) -> Any:
+    value = answer(interrupt.payload)
+    if value is TIMEOUT:
+        msg = (
+            f"answer returned TIMEOUT for interrupt {interrupt.id!r} of step "
+            f"{interrupt.step_id!r}, which has no deadline and would wait forever: "
+            "answer it, or give it Interrupt(..., timeout=...)"
+        )
+        raise ValueError(msg)
+    return value
+
+
+def _tick(runner: Runner, run_id: str) -> Outcome | tuple[PendingInterrupt, ...]:
+    """What a worker does once the clock passed a deadline: tick, then look at the run."""
+    moved = runner.tick()
+    if run_id in moved:
+        return moved[run_id]
+    info = runner.state(run_id)
+    if info.status is Status.FAILED:  # tick never raises a run's error: run it to get it
+        return runner.run(run_id)
+    return info.interrupts
