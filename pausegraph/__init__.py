@@ -26,6 +26,7 @@ from ._inbox import Waiting, inbox
 from ._instructions import Effect, Interrupt, Sleep
 from ._records import Checkpoint, CheckpointMeta, Failure
 from ._runner import Runner
+from ._worker import Worker
 from .checkpointers import (
     Checkpointer,
     FileCheckpointer,
@@ -88,6 +89,7 @@ __all__ = [
     "StepError",
     "Update",
     "Waiting",
+    "Worker",
     "inbox",
     "open_checkpointer",
 ]

@@ -35,6 +35,7 @@ from ._commands import (
 )
 from ._graph import Graph
 from ._held import HeldPauses, close
+from ._inbox import run_summaries
 from ._machine import (
     Claim,
     Shape,
@@ -343,21 +344,11 @@ class Runner:
 
     def _due(self, now: int) -> list[str]:
         """The ids of this graph's paused runs with a deadline at or before ``now``."""
-        summaries = getattr(self.checkpointer, "summaries", None)
-        if summaries is not None:
-            return [
-                s.run_id
-                for s in summaries(workflow_id=self._workflow, status="paused")
-                if s.deadline_ms is not None and s.deadline_ms <= now
-            ]
-        due = []
-        for workflow, run_id in self.checkpointer.runs():  # a store without summaries
-            if workflow != self._workflow:
-                continue
-            latest = self.checkpointer.latest(workflow, run_id)
-            if latest is not None and decide_tick(latest, now) is not None:
-                due.append(run_id)
-        return due
+        return [
+            s.run_id
+            for s in run_summaries(self.checkpointer, workflow_id=self._workflow, status="paused")
+            if s.deadline_ms is not None and s.deadline_ms <= now
+        ]
 
     def _tick_run(self, run_id: str, now: int) -> Outcome | None:
         with self._driving(run_id):

@@ -42,7 +42,9 @@ import io
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -70,6 +72,7 @@ from ._graph import Graph
 from ._inbox import inbox, listed_status, run_summaries
 from ._records import Asked, Checkpoint, Raised, Returned, progress_of
 from ._runner import Runner, system_clock
+from ._worker import Worker
 from .checkpointers import Checkpointer, RunSummary
 from .checkpointers._checkpointer import summary_data
 from .checkpointers._open import open_checkpointer, parse_store_url
@@ -229,6 +232,21 @@ def _parser() -> _Parser:
         ),
     )
     ticking.add_argument(
+        "workflows", metavar="WORKFLOW", nargs="+", help="module:attribute or file.py:attribute"
+    )
+
+    working = commands.add_parser(
+        "worker",
+        parents=[store, loudness],
+        help="drive queued runs and passed deadlines until interrupted",
+        description=(
+            "Serve the given workflows from the store: drive every queued run (started, "
+            "submitted, or left by a process that died) to its next pause or end, and go on "
+            "with runs whose deadline passed, until SIGINT or SIGTERM. The run in hand "
+            "finishes first. Any number of workers may serve one store."
+        ),
+    )
+    working.add_argument(
         "workflows", metavar="WORKFLOW", nargs="+", help="module:attribute or file.py:attribute"
     )
 
@@ -1291,6 +1309,23 @@ def _cmd_tick(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_worker(args: argparse.Namespace) -> int:
+    """``Worker(store, graphs).serve()`` until SIGINT or SIGTERM; the run in hand finishes."""
+    graphs = [load_graph(spec) for spec in args.workflows]
+    worker = Worker(_store(args), graphs)
+    stop = threading.Event()
+
+    def stop_serving(signum: int, frame: object) -> None:
+        stop.set()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, stop_serving)
+    names = ", ".join(repr(g.name) for g in graphs)
+    print(f"serving {names} from {args.store}; SIGINT or SIGTERM stops", file=sys.stderr)
+    worker.serve(stop)
+    return 0
+
+
 def _tick_line(
     args: argparse.Namespace, spec: str, graph: Graph, run_id: str, outcome: Outcome
 ) -> str:
@@ -1326,6 +1361,7 @@ _COMMANDS = {
     "history": _cmd_history,
     "inbox": _cmd_inbox,
     "tick": _cmd_tick,
+    "worker": _cmd_worker,
     "cancel": _cmd_cancel,
     "delete": _cmd_delete,
     "prune": _cmd_prune,

@@ -1,0 +1,117 @@
+"""Worker: drives the queued, crashed and due runs of some graphs from a shared store.
+
+A worker is a loop around two calls every ``Runner`` already has: ``run``
+on each queued run (one recorded by ``start``, a command claimed by
+``submit``, or a run whose process died) and ``tick`` for passed deadlines.
+Exclusion comes from the store's live lock, not from the worker: ``run`` on
+a run another worker holds is a ``ConflictError``, which the worker takes as
+"someone else has it" and skips. So any number of workers, in any number of
+processes (on any number of machines, with a shared PostgreSQL store), may
+serve the same graphs; a worker that is killed leaves its run ``"queued"``
+(its lock dies with it) for another one.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable
+
+from ._graph import Graph
+from ._inbox import run_summaries
+from ._runner import Runner
+from .checkpointers import Checkpointer
+from .errors import (
+    ConflictError,
+    GraphError,
+    NondeterminismError,
+    ResumeError,
+    SerializationError,
+    StepError,
+)
+
+logger = logging.getLogger("pausegraph")
+
+#: Seconds an idle ``serve`` waits before it polls again.
+IDLE_WAIT_S = 0.5
+
+
+class Worker:
+    """Drives every queued run of ``graphs`` in ``checkpointer``, and their passed deadlines.
+
+    ::
+
+        worker = Worker(FileCheckpointer("runs"), [expense.graph])
+        worker.serve()            # until interrupted; or worker.poll() once
+
+    ``graphs`` is an iterable of ``Graph`` (distinct names). ``clock``
+    (epoch ms) is passed to each ``Runner``. ``poll`` and ``serve`` never
+    raise a run's own error: a run whose step fails is left ``"failed"`` and
+    logged (WARNING), as ``tick`` does.
+    """
+
+    def __init__(
+        self,
+        checkpointer: Checkpointer,
+        graphs: Iterable[Graph],
+        *,
+        clock: Callable[[], int] | None = None,
+    ) -> None:
+        self.checkpointer = checkpointer
+        self.runners: dict[str, Runner] = {}
+        for graph in graphs:
+            if not isinstance(graph, Graph):
+                msg = f"Worker(checkpointer, graphs) takes Graphs, got {graph!r}"
+                raise GraphError(msg)
+            if graph.name in self.runners:
+                msg = f"Worker got two graphs named {graph.name!r}: give each workflow once"
+                raise GraphError(msg)
+            self.runners[graph.name] = Runner(graph, checkpointer, clock=clock)
+        if not self.runners:
+            msg = "Worker(checkpointer, graphs) needs at least one graph to serve"
+            raise GraphError(msg)
+
+    def __repr__(self) -> str:
+        return f"<Worker of {', '.join(map(repr, self.runners))} on {self.checkpointer!r}>"
+
+    def poll(self) -> int:
+        """Go once over the store; return how many runs were moved.
+
+        Drives every queued run of the graphs to its next pause or end, one
+        run at a time, then ticks each graph's passed deadlines. A run held
+        by another driver is skipped.
+        """
+        moved = 0
+        for name, runner in self.runners.items():
+            for summary in run_summaries(self.checkpointer, workflow_id=name, status="queued"):
+                if self._drive(runner, summary.run_id):
+                    moved += 1
+            moved += len(runner.tick())
+        return moved
+
+    def _drive(self, runner: Runner, run_id: str) -> bool:
+        try:
+            runner.run(run_id)
+        except (ConflictError, ResumeError):
+            return False  # another driver has it, or it moved on since the listing
+        except (StepError, NondeterminismError, SerializationError) as error:
+            logger.warning(
+                "run %r of workflow %r failed: %s",
+                run_id,
+                runner.graph.name,
+                error,
+                extra={"workflow": runner.graph.name, "run_id": run_id},
+            )
+        return True
+
+    def serve(self, stop: threading.Event | None = None) -> None:
+        """Poll until ``stop`` is set, waiting ``IDLE_WAIT_S`` whenever a poll moved nothing.
+
+        The run in hand when ``stop`` is set is finished to its next pause or
+        end first. Without ``stop`` it serves until the process is
+        interrupted (``KeyboardInterrupt``).
+        """
+        stop = threading.Event() if stop is None else stop
+        while not stop.is_set():
+            if not self.poll():
+                stop.wait(IDLE_WAIT_S)

@@ -1,0 +1,215 @@
+"""Worker: queued runs, claims submitted by others, deadlines, and several workers at once."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pausegraph import (
+    Effect,
+    FileCheckpointer,
+    Graph,
+    GraphError,
+    Interrupt,
+    InterruptTimeout,
+    LastWriteWins,
+    MemoryCheckpointer,
+    Resume,
+    Runner,
+    SqliteCheckpointer,
+    Worker,
+)
+from pausegraph.checkpointers import Checkpointer
+
+CALLS: list[Any] = []
+
+
+def charge(run: Any) -> str:
+    CALLS.append(run)
+    return f"paid {run}"
+
+
+def order(state: Any) -> Any:
+    receipt = yield Effect(charge, state["order"])
+    ok = yield Interrupt({"ship": state["order"]}, timeout=60)
+    return {"receipt": receipt, "shipped": ok}
+
+
+def graph() -> Graph:
+    channels = {"order": LastWriteWins(), "receipt": LastWriteWins(), "shipped": LastWriteWins()}
+    return Graph("orders", channels).step("o", order)
+
+
+@pytest.fixture(params=["memory", "file", "sqlite"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Checkpointer:
+    if request.param == "memory":
+        return MemoryCheckpointer()
+    if request.param == "file":
+        return FileCheckpointer(tmp_path / "store")
+    return SqliteCheckpointer(tmp_path / "runs.db")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_calls() -> None:
+    CALLS.clear()
+
+
+def test_poll_drives_queued_runs_and_submitted_answers(store: Checkpointer) -> None:
+    web = Runner(graph(), store)  # what a web handler would hold: it never runs a step
+    for n in range(3):
+        assert web.start(f"r{n}", {"order": n}).status == "queued"
+    worker = Worker(store, [graph()])
+    assert worker.poll() == 3
+    assert all(web.state(f"r{n}").status == "paused" for n in range(3))
+    assert web.submit("r1", Resume(True)).status == "queued"
+    assert worker.poll() == 1
+    assert web.state("r1").values == {"order": 1, "receipt": "paid 1", "shipped": True}
+    assert worker.poll() == 0
+    assert sorted(CALLS) == [0, 1, 2]
+
+
+def test_poll_skips_a_run_another_driver_holds(store: Checkpointer) -> None:
+    Runner(graph(), store).start("r", {"order": 1})
+    worker = Worker(store, [graph()])
+    with store.lock("orders", "r"):
+        held = threading.Thread(target=lambda: moved.append(worker.poll()))
+        moved: list[int] = []
+        held.start()
+        held.join()
+    assert moved == [0]
+    assert worker.poll() == 1
+
+
+def test_poll_never_raises_a_runs_own_error(
+    store: Checkpointer, caplog: pytest.LogCaptureFixture
+) -> None:
+    def boom(state: Any) -> Any:
+        raise RuntimeError("no stock")
+
+    failing = Graph("orders", {"order": LastWriteWins()}).step("o", boom)
+    Runner(failing, store).start("r", {"order": 1})
+    with caplog.at_level(logging.WARNING, logger="pausegraph"):
+        assert Worker(store, [failing]).poll() == 1
+    assert Runner(failing, store).state("r").status == "failed"
+    assert "no stock" in caplog.text
+
+
+def test_poll_ticks_passed_deadlines(store: Checkpointer) -> None:
+    now = [1_700_000_000_000]
+
+    def late(state: Any) -> Any:
+        try:
+            yield Interrupt("ship?", timeout=60)
+        except InterruptTimeout:
+            return {"order": "cancelled by the clock"}
+        return {}
+
+    timed = Graph("orders", {"order": LastWriteWins()}).step("o", late)
+    Runner(timed, store).start("r")
+    worker = Worker(store, [timed], clock=lambda: now[0])
+    assert worker.poll() == 1  # driven to its pause
+    assert worker.poll() == 0
+    now[0] += 60_000
+    assert worker.poll() == 1
+    assert Runner(timed, store).state("r").values == {"order": "cancelled by the clock"}
+
+
+def test_serve_stops_when_told(store: Checkpointer) -> None:
+    Runner(graph(), store).start("r", {"order": 7})
+    stop = threading.Event()
+    worker = Worker(store, [graph()])
+    serving = threading.Thread(target=worker.serve, args=(stop,))
+    serving.start()
+    deadline = time.monotonic() + 10
+    while Runner(graph(), store).state("r").status != "paused" and time.monotonic() < deadline:
+        time.sleep(0.01)
+    stop.set()
+    serving.join(10)
+    assert not serving.is_alive()
+    assert Runner(graph(), store).state("r").status == "paused"
+
+
+def test_a_worker_needs_distinct_graphs() -> None:
+    with pytest.raises(GraphError, match=r"two graphs named 'orders'"):
+        Worker(MemoryCheckpointer(), [graph(), graph()])
+    with pytest.raises(GraphError, match=r"at least one graph"):
+        Worker(MemoryCheckpointer(), [])
+
+
+FLOW = textwrap.dedent(
+    """
+    import os
+    from pausegraph import Effect, Graph, Interrupt, LastWriteWins
+
+    def pay(run):
+        with open(os.environ["PG_CALLS"], "a") as log:
+            log.write(run + "\\n")
+        return run
+
+    def step(state):
+        yield Effect(pay, state["order"])
+        ok = yield Interrupt("ship?")
+        return {"shipped": ok}
+
+    graph = Graph("orders", {"order": LastWriteWins(), "shipped": LastWriteWins()})
+    graph.step("s", step)
+    """
+)
+
+
+@pytest.mark.parametrize("url", ["file", "sqlite"])
+def test_several_worker_processes_finish_every_run_each_effect_once(
+    tmp_path: Path, url: str
+) -> None:
+    flow = tmp_path / "flow.py"
+    flow.write_text(FLOW)
+    calls = tmp_path / "calls.txt"
+    location = str(tmp_path / "store") if url == "file" else f"sqlite:{tmp_path / 'runs.db'}"
+    env = {**os.environ, "PG_CALLS": str(calls)}
+    pg = str(Path(sys.executable).parent / "pausegraph")
+    workers = [
+        subprocess.Popen(
+            [pg, "--store", location, "worker", f"{flow}:graph"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(3)
+    ]
+    try:
+        from pausegraph import open_checkpointer
+        from pausegraph.cli import load_graph
+
+        store = open_checkpointer(location)
+        web = Runner(load_graph(f"{flow}:graph"), store)
+        for n in range(30):
+            web.start(f"r{n}", {"order": f"o{n}"})
+        wait_for(lambda: all(web.state(f"r{n}").status == "paused" for n in range(30)))
+        for n in range(30):
+            web.submit(f"r{n}", Resume(True))
+        wait_for(lambda: all(web.state(f"r{n}").status == "done" for n in range(30)))
+    finally:
+        for worker in workers:
+            worker.send_signal(signal.SIGTERM)
+        codes = [worker.wait(30) for worker in workers]
+    assert codes == [0, 0, 0]
+    paid = calls.read_text().split()
+    assert sorted(paid) == sorted(f"o{n}" for n in range(30))  # each effect once
+
+
+def wait_for(condition: Any, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting for the workers")
+        time.sleep(0.05)
