@@ -10,7 +10,7 @@ corrupt record.
 from __future__ import annotations
 
 import operator
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn
 
 import cattrs
 import msgpack
@@ -66,30 +66,20 @@ for _union in (Entry, Stage):
     configure_tagged_union(_union, converter, tag_generator=_TAGS.__getitem__, tag_name="t")
 
 
-_BYTES_PER_CONTAINER = 1  # an empty array or map is one byte: at most one per byte
-_T = TypeVar("_T")
-
-
 def unpack_bounded(data: bytes, *, items: int | None = None) -> Any:
     """msgpack-decode ``data``, allocating at most a fixed multiple of its length.
 
-    Raises ``ValueError`` at more than one array or map per
-    ``_BYTES_PER_CONTAINER`` bytes, at an extension type (timestamps
-    included), at a container claiming items that are not there, and (given
-    ``items``, for the small fixed-shape meta and header) at an array or map
-    of more than ``items`` items. ``docs/storage.md`` ("Faults") says why
-    each limit is there.
+    Every array or map takes at least a byte, so once ``skip()`` has shown
+    that every item each container claims is really there, decoding builds
+    at most one container (and preallocates at most one slot) per byte:
+    about 64 bytes of Python objects per byte read, whatever the bytes say.
+    Raises ``ValueError`` at an extension type (timestamps included), at a
+    container claiming items that are not there, and (given ``items``, for
+    the small fixed-shape meta and header) at an array or map of more than
+    ``items`` items. ``docs/storage.md`` ("Faults") says why each limit is
+    there.
     """
     n = len(data)
-    budget = n // _BYTES_PER_CONTAINER + 1
-    left = [budget]
-
-    def count(container: _T) -> _T:
-        left[0] -= 1
-        if left[0] < 0:
-            raise ValueError(f"it holds more than {budget} arrays and maps in {n} bytes")
-        return container
-
     limit = n if items is None else items
     try:
         if items is None:
@@ -103,8 +93,8 @@ def unpack_bounded(data: bytes, *, items: int | None = None) -> Any:
             if skipper.tell() != n:
                 raise ValueError(f"{n - skipper.tell()} bytes follow the value")
         return msgpack.unpackb(
-            data, raw=False, strict_map_key=False, use_list=True, list_hook=count,
-            object_hook=count, ext_hook=_refuse_ext, max_ext_len=0, max_str_len=n,
+            data, raw=False, strict_map_key=False, use_list=True,
+            ext_hook=_refuse_ext, max_ext_len=0, max_str_len=n,
             max_bin_len=n, max_array_len=limit, max_map_len=limit,
         )  # fmt: skip
     except msgpack.OutOfData:

@@ -125,19 +125,9 @@ class Progress:
 
     def extend(self, more: Progress) -> Progress:
         """This progress with ``more`` (as made by ``additions``) added."""
-        journals = {s: j for s, j in self.journals.items() if s not in more.finished}
-        for step_id, entries in more.journals.items():
-            journals[step_id] = journals.get(step_id, ()) + entries
-        return Progress(
-            more.layer,
-            more.epoch,
-            {**self.finished, **more.finished},
-            journals,
-            {**self.answers, **more.answers},
-            self.edits + more.edits,
-            more.claimed,
-            self.timeouts + more.timeouts,
-        )
+        builder = ProgressBuilder(self)
+        builder.add(more)
+        return builder.build()
 
     def additions(self, base: Progress) -> Progress | None:
         """What this progress adds to ``base``, or ``None`` if it is not an extension.
@@ -190,6 +180,57 @@ class Progress:
             self.edits[n:],
             self.claimed,
             self.timeouts[t:],
+        )
+
+
+class ProgressBuilder:
+    """Adds many ``additions`` to a progress in time linear in their total size.
+
+    ``Progress.extend`` per frame would copy the whole journal every time:
+    loading a run that paused a thousand times in one layer is a thousand
+    additions.
+    """
+
+    __slots__ = (
+        "answers",
+        "claimed",
+        "edits",
+        "epoch",
+        "finished",
+        "journals",
+        "layer",
+        "timeouts",
+    )
+
+    def __init__(self, base: Progress) -> None:
+        self.layer, self.epoch, self.claimed = base.layer, base.epoch, base.claimed
+        self.finished = dict(base.finished)
+        self.journals: dict[str, list[Entry]] = {s: list(j) for s, j in base.journals.items()}
+        self.answers = dict(base.answers)
+        self.edits = list(base.edits)
+        self.timeouts = list(base.timeouts)
+
+    def add(self, more: Progress) -> None:
+        self.layer, self.epoch, self.claimed = more.layer, more.epoch, more.claimed
+        for step_id in more.finished:
+            self.journals.pop(step_id, None)
+        self.finished.update(more.finished)
+        for step_id, entries in more.journals.items():
+            self.journals.setdefault(step_id, []).extend(entries)
+        self.answers.update(more.answers)
+        self.edits.extend(more.edits)
+        self.timeouts.extend(more.timeouts)
+
+    def build(self) -> Progress:
+        return Progress(
+            self.layer,
+            self.epoch,
+            self.finished,
+            {s: tuple(j) for s, j in self.journals.items()},
+            self.answers,
+            tuple(self.edits),
+            self.claimed,
+            tuple(self.timeouts),
         )
 
 

@@ -13,7 +13,14 @@ from collections.abc import Sequence
 
 from .._channels import apply_change
 from .._codec import encode_frame
-from .._records import Breakpoints, Checkpoint, Frame, progress_of, with_progress
+from .._records import (
+    Breakpoints,
+    Checkpoint,
+    Frame,
+    ProgressBuilder,
+    progress_of,
+    with_progress,
+)
 from ..errors import CheckpointError, ConflictError
 
 SNAPSHOT_EVERY = 1000
@@ -103,18 +110,27 @@ def rebuild(workflow_id: str, run_id: str, first: Frame, frames: Sequence[Frame]
     assert first.structure is not None
     values = base.values
     stage = base.stage
+    builder: ProgressBuilder | None = None  # while frames extend a layer's progress
     for frame in frames[1:]:
         for change in frame.changes or ():
             apply_change(values, change)
         if frame.extends:
-            before = progress_of(stage)
             added = progress_of(frame.stage)
-            if before is None or added is None:
-                msg = f"checkpoint {frame.seq} extends a checkpoint with no layer under way"
+            if builder is None:
+                before = progress_of(stage)
+                if before is None or added is None:
+                    msg = f"checkpoint {frame.seq} extends a checkpoint with no layer under way"
+                    raise ValueError(msg)
+                builder = ProgressBuilder(before)
+            if added is None:
+                msg = f"checkpoint {frame.seq} extends a progress but carries none"
                 raise ValueError(msg)
-            stage = with_progress(frame.stage, before.extend(added))
+            builder.add(added)
         else:
-            stage = frame.stage
+            builder = None
+        stage = frame.stage
+    if builder is not None:
+        stage = with_progress(stage, builder.build())
     last = frames[-1]
     return Checkpoint(
         workflow_id=workflow_id,
