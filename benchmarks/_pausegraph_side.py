@@ -43,6 +43,22 @@ def file_store(path: Path) -> Store:
     return FileCheckpointer(path)
 
 
+def sqlite_store(path: Path) -> Store:
+    """A SQLite store in a database file inside ``path`` (a directory made for it)."""
+    from pausegraph import SqliteCheckpointer
+
+    path.mkdir(parents=True, exist_ok=True)
+    return SqliteCheckpointer(path / "runs.db")
+
+
+try:
+    from pausegraph import SqliteCheckpointer as _Sqlite  # noqa: F401 - is it there?
+except ImportError:  # an engine without its SQLite store: those rows are skipped
+    HAS_SQLITE_STORE = False
+else:
+    HAS_SQLITE_STORE = True
+
+
 def _expect_done(out: object, what: str) -> Done:
     if not isinstance(out, Done):
         raise RuntimeError(f"pausegraph {what} did not finish: {out!r}")

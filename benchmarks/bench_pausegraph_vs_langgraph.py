@@ -170,6 +170,9 @@ class Bench:
             if PG_FILES:
                 store = pg.file_store(self.scratch.new("pg-chain"))
                 plan["pg file"] = self.on_runner(graph, store, pg.chain(n))
+            if pg.HAS_SQLITE_STORE:
+                store = pg.sqlite_store(self.scratch.new("pg-chain-sqlite"))
+                plan["pg sqlite"] = self.on_runner(graph, store, pg.chain(n))
         plan["fsync"] = self.fsync_floor(msgpack.packb(SMALL_WRITES), floors)
         try:
             t = self.measure(plan)
@@ -188,6 +191,21 @@ class Bench:
         table = Table(f"1. chain of {n} trivial steps: time per step", ("pausegraph", "LangGraph"))
         _step_targets(table, per)
         table.add(faster("file store vs SqliteSaver on a file", per("pg file"), per("lg sqlite")))
+        table.add(faster("SQLite store vs SqliteSaver", per("pg sqlite"), per("lg sqlite")))
+        # a whole chain on a durable store: at most 2x the memory chain plus one fsync
+        fsync_s = t["fsync"]
+        for kind in ("file", "sqlite"):
+            durable = t.get(f"pg {kind}")
+            memory = t.get("pg memory")
+            if durable is not None and memory is not None:
+                table.add(
+                    within(
+                        f"{kind} store: whole chain vs 2x memory chain + one fsync",
+                        durable,
+                        2 * memory + fsync_s,
+                        limit=1,
+                    )
+                )
         return table
 
     # -- 2. layer ----------------------------------------------------------------
@@ -221,6 +239,8 @@ class Bench:
             plan["lg memory"] = self.each_run(lg.approval(lg.memory_saver()))
             plan["lg file"] = self.each_run(lg.approval(self.sqlite("lg-approval", savers)))
         kinds = ["memory", "file"] if PG_FILES else ["memory"] if PG_MISSING is None else []
+        if PG_FILES and pg.HAS_SQLITE_STORE:
+            kinds.append("sqlite")
         for kind in kinds:
             plan.update(self._pg_cycles(kind))
         try:
@@ -234,9 +254,10 @@ class Bench:
         )
         for kind, target, saver_name in (
             ("memory", 25, "InMemorySaver"),
-            ("file", 4, "SqliteSaver"),
+            ("file", 8, "SqliteSaver"),
+            ("sqlite", 8, "SqliteSaver"),
         ):
-            theirs = t.get(f"lg {kind}")
+            theirs = t.get(f"lg {'memory' if kind == 'memory' else 'file'}")
             table.add(
                 faster(
                     f"{kind} store, hot resume, vs {saver_name}",
@@ -270,10 +291,11 @@ class Bench:
         """
         graph = pg.approval_graph()
         root = self.scratch.new(f"pg-approval-{kind}")
-        store = pg.memory_store() if kind == "memory" else pg.file_store(root)
+        opener = {"memory": pg.memory_store, "file": pg.file_store, "sqlite": pg.sqlite_store}
+        store = opener[kind](root)
 
         def fresh_runner() -> Any:
-            return Runner(graph, store if kind == "memory" else pg.file_store(root))
+            return Runner(graph, store if kind == "memory" else opener[kind](root))
 
         hot_runner = Runner(graph, store)
 
