@@ -213,3 +213,87 @@ def wait_for(condition: Any, seconds: float = 60) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("timed out waiting for the workers")
         time.sleep(0.05)
+
+
+CHAOS_FLOW = textwrap.dedent(
+    """
+    import os
+    from pausegraph import Effect, Graph, Interrupt, LastWriteWins
+
+    def effect(name, order):
+        with open(os.environ["PG_CALLS"], "a") as log:
+            log.write(f"{name}:{order}\\n")
+            log.flush()
+        return name
+
+    def step(state):
+        yield Effect(effect, "reserve", state["order"])
+        ok = yield Interrupt("ship?")
+        yield Effect(effect, "ship", state["order"])
+        return {"shipped": ok}
+
+    graph = Graph("orders", {"order": LastWriteWins(), "shipped": LastWriteWins()})
+    graph.step("s", step)
+    """
+)
+
+
+@pytest.mark.parametrize("url", ["file", "sqlite"])
+def test_chaos_a_killed_worker_leaves_its_runs_to_the_others(tmp_path: Path, url: str) -> None:
+    flow = tmp_path / "chaos.py"
+    flow.write_text(CHAOS_FLOW)
+    calls = tmp_path / "calls.txt"
+    location = str(tmp_path / "store") if url == "file" else f"sqlite:{tmp_path / 'runs.db'}"
+    env = {**os.environ, "PG_CALLS": str(calls)}
+    pg = str(Path(sys.executable).parent / "pausegraph")
+    logs = [tmp_path / f"worker{n}.err" for n in range(4)]
+
+    def spawn(n: int) -> subprocess.Popen[bytes]:
+        with logs[n].open("ab") as err:  # the child keeps its own copy of the descriptor
+            return subprocess.Popen(
+                [pg, "--store", location, "worker", f"{flow}:graph"],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+            )
+
+    workers = [spawn(n) for n in range(3)]
+    runs = [f"r{n}" for n in range(200)]
+    kills = 0
+    try:
+        from pausegraph import open_checkpointer
+        from pausegraph.cli import load_graph
+
+        web = Runner(load_graph(f"{flow}:graph"), open_checkpointer(location))
+        for n, run_id in enumerate(runs):
+            web.start(run_id, {"order": n})
+            if n == 60:  # a worker dies at a moment of its own choosing
+                workers[0].kill()
+                workers[0].wait()
+                kills += 1
+                workers[0] = spawn(3)  # and is restarted
+        answered: set[str] = set()
+        deadline = time.monotonic() + 120
+        while len(answered) < len(runs):  # a separate process answers what waits
+            for run_id in runs:
+                if run_id not in answered and web.state(run_id).status == "paused":
+                    web.submit(run_id, Resume(True))
+                    answered.add(run_id)
+            assert time.monotonic() < deadline, "runs did not reach their pause"
+            time.sleep(0.05)
+        wait_for(lambda: all(web.state(r).status == "done" for r in runs), 120)
+    finally:
+        for worker in workers:
+            worker.send_signal(signal.SIGTERM)
+        for worker in workers:
+            worker.wait(30)
+    lines = calls.read_text().split()
+    for name in ("reserve", "ship"):
+        done = [line for line in lines if line.startswith(name + ":")]
+        assert set(done) == {f"{name}:{n}" for n in range(200)}
+        # each effect once, but for one repeat per killed worker (its crash window)
+        assert len(done) - 200 <= kills
+    for log in logs[:3] + logs[3:]:
+        text = log.read_text() if log.exists() else ""
+        assert "Traceback" not in text
+        assert "ConflictError" not in text
