@@ -177,15 +177,20 @@ def test_several_worker_processes_finish_every_run_each_effect_once(
     location = str(tmp_path / "store") if url == "file" else f"sqlite:{tmp_path / 'runs.db'}"
     env = {**os.environ, "PG_CALLS": str(calls)}
     pg = str(Path(sys.executable).parent / "pausegraph")
-    workers = [
-        subprocess.Popen(
-            [pg, "--store", location, "worker", f"{flow}:graph"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for _ in range(3)
-    ]
+    logs = [tmp_path / f"worker{n}.err" for n in range(3)]
+    workers = []
+    for log in logs:
+        with log.open("ab") as err:  # the child keeps its own copy of the descriptor
+            workers.append(
+                subprocess.Popen(
+                    [pg, "--store", location, "worker", f"{flow}:graph"],
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=err,
+                )
+            )
+    for log in logs:  # signals stop a worker cleanly once it says it serves
+        wait_for(lambda log=log: "serving" in log.read_text())
     try:
         from pausegraph import open_checkpointer
         from pausegraph.cli import load_graph
@@ -258,6 +263,8 @@ def test_chaos_a_killed_worker_leaves_its_runs_to_the_others(tmp_path: Path, url
             )
 
     workers = [spawn(n) for n in range(3)]
+    for log in logs[:3]:
+        wait_for(lambda log=log: log.exists() and "serving" in log.read_text())
     runs = [f"r{n}" for n in range(200)]
     kills = 0
     try:
@@ -272,6 +279,7 @@ def test_chaos_a_killed_worker_leaves_its_runs_to_the_others(tmp_path: Path, url
                 workers[0].wait()
                 kills += 1
                 workers[0] = spawn(3)  # and is restarted
+                wait_for(lambda: logs[3].exists() and "serving" in logs[3].read_text())
         answered: set[str] = set()
         deadline = time.monotonic() + 120
         while len(answered) < len(runs):  # a separate process answers what waits
