@@ -447,8 +447,7 @@ class Runner:
         """The run's latest checkpoint: the held pause if it still is, else from the store."""
         held = self._held.peek(run_id)
         if held is not None:
-            metas = self.checkpointer.list(self._workflow, run_id)
-            if metas and metas[-1] == held.checkpoint.meta:
+            if self.checkpointer.last(self._workflow, run_id) == held.checkpoint.meta:
                 return held.checkpoint
             self._held.drop(run_id)  # the run moved on elsewhere
         latest = self.checkpointer.latest(self._workflow, run_id)

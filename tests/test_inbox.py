@@ -79,6 +79,9 @@ class _Plain:
     def list(self, workflow_id: str, run_id: str) -> builtins.list[CheckpointMeta]:
         return self.inner.list(workflow_id, run_id)
 
+    def last(self, workflow_id: str, run_id: str) -> CheckpointMeta | None:
+        return self.inner.last(workflow_id, run_id)
+
     def runs(self) -> builtins.list[tuple[str, str]]:
         return self.inner.runs()
 

@@ -53,6 +53,10 @@ class Checkpointer(Protocol):
 
     def runs(self) -> builtins.list[tuple[str, str]]: ...
 
+    def last(self, workflow_id: str, run_id: str) -> CheckpointMeta | None:
+        """The meta of the run's latest checkpoint (``None`` if none), reading no frame."""
+        ...
+
     def delete(self, workflow_id: str, run_id: str) -> None: ...
 
     def lock(self, workflow_id: str, run_id: str) -> contextlib.AbstractContextManager[None]:

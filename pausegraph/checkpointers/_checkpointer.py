@@ -196,6 +196,14 @@ class StoreCheckpointer:
             for i in self.store.frames(workflow_id, run_id)
         ]
 
+    def last(self, workflow_id: str, run_id: str) -> CheckpointMeta | None:
+        """The meta of the run's latest checkpoint, or ``None``: a look that reads no frame."""
+        infos = self.store.frames(workflow_id, run_id)
+        if not infos:
+            return None
+        i = infos[-1]
+        return CheckpointMeta(i.seq, i.super_step, i.label, i.timestamp_ms)
+
     def runs(self) -> builtins.list[tuple[str, str]]:
         """Every ``(workflow_id, run_id)`` in the store."""
         return [(s.workflow_id, s.run_id) for s in self.store.runs()]

@@ -178,6 +178,9 @@ class _CrashingCheckpointer:
     def sync(self) -> None:
         self._inner.sync()
 
+    def last(self, workflow_id: str, run_id: str) -> CheckpointMeta | None:
+        return self._inner.last(workflow_id, run_id)
+
 
 def drive(
     graph: Graph,
