@@ -12,8 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-pytest.importorskip("starlette")
 from _web_flows import GO, approval, waiting
 from starlette.testclient import TestClient
 

@@ -13,6 +13,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import uvicorn
+from _web_flows import approval
+from selenium import webdriver
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.wait import WebDriverWait
+
+from pausegraph import MemoryCheckpointer, Runner
+from pausegraph.checkpointers import Checkpointer
+from pausegraph.web import app
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -22,16 +32,6 @@ pytestmark = pytest.mark.skipif(
     reason="needs /usr/bin/chromium (apt-get install chromium chromium-driver)",
 )
 
-uvicorn = pytest.importorskip("uvicorn")
-webdriver = pytest.importorskip("selenium.webdriver")
-from _web_flows import approval
-from selenium.webdriver.common.by import By
-from selenium.webdriver.support import expected_conditions
-from selenium.webdriver.support.wait import WebDriverWait
-
-from pausegraph import MemoryCheckpointer, Runner
-from pausegraph.checkpointers import Checkpointer
-from pausegraph.web import app
 
 XSS = "<script>document.title='pwned'</script>"
 
