@@ -34,7 +34,7 @@ from .._runner import Runner, system_clock
 from .._worker import IDLE_WAIT_S, Worker
 from ..checkpointers import Checkpointer
 from ..checkpointers._checkpointer import summary_data
-from ..errors import ConflictError, GraphError, PausegraphError, ResumeError, SerializationError
+from ..errors import ConflictError, GraphError, ResumeError, SerializationError
 from . import _views as views
 from ._guard import SESSION_COOKIE, Guard, host_name, is_loopback
 
@@ -82,7 +82,7 @@ class _Driver:
                 break
             try:
                 self.worker.poll()
-            except PausegraphError:
+            except Exception:  # a dead driver thread would leave every answer queued
                 logger.exception("the driver thread could not poll the store")
             with self._moved:
                 self._moved.notify_all()
