@@ -21,7 +21,7 @@ from ._machine import driven
 from ._machine import info_of as _info_of
 from ._machine import pending_of as _pending_of
 from ._machine import status_of as _status_of
-from ._records import AtAfter, AtBefore, Cancelled, Checkpoint
+from ._records import AtAfter, AtBefore, Cancelled, Checkpoint, Raised, Returned, progress_of
 from .checkpointers import Checkpointer
 
 BYTES_MARKER = "base64:"
@@ -144,6 +144,44 @@ def run_object(
         "edits": [jsonable(e) for e in info.edits],
         "reason": cancelled,
     }
+
+
+def recorded_of(checkpoint: Checkpoint) -> dict[str, Any] | None:
+    """What a checkpoint recorded: the answers a ``resume`` carried, an effect's result.
+
+    From the checkpoint's own stage: a ``resume`` claim lists the interrupt
+    ids it answered (``Progress.claimed``); an ``effect:<step>`` checkpoint
+    ends that step's journal with the effect's ``Returned`` or ``Raised``.
+    """
+    progress = progress_of(checkpoint.stage)
+    label = checkpoint.label
+    if progress is None:
+        return None
+    if label == "resume" and progress.claimed:
+        return {
+            "answers": {
+                i: jsonable(progress.answers[i]) for i in progress.claimed if i in progress.answers
+            }
+        }
+    if label.startswith("effect:"):
+        journal = progress.journals.get(label.removeprefix("effect:"), ())
+        last = journal[-1] if journal else None
+        if type(last) is Returned:
+            return {"effect": last.effect, "result": jsonable(last.value)}
+        if type(last) is Raised:
+            return {"effect": last.effect, "error": last.error}
+    return None
+
+
+def recorded_text(recorded: dict[str, Any] | None) -> str:
+    """What a checkpoint recorded (``recorded_of``), in one line of ``pausegraph history``."""
+    if recorded is None:
+        return ""
+    if "answers" in recorded:
+        return "answered " + ", ".join(f"{i}={dumps(v)}" for i, v in recorded["answers"].items())
+    if "result" in recorded:
+        return f"{recorded['effect']} returned {dumps(recorded['result'])}"
+    return f"{recorded['effect']} raised {recorded['error']}"
 
 
 def shown(text: str) -> str:

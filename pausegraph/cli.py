@@ -7,6 +7,7 @@
     pausegraph runs --status paused
     pausegraph inbox
     pausegraph tick examples/expense.py:graph
+    pausegraph serve examples/expense.py:graph --port 8000
     pausegraph show RUN_ID
     pausegraph history RUN_ID
     pausegraph cancel RUN_ID --reason "duplicate"
@@ -43,6 +44,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 import uuid
@@ -248,6 +250,49 @@ def _parser() -> _Parser:
     )
     working.add_argument(
         "workflows", metavar="WORKFLOW", nargs="+", help="module:attribute or file.py:attribute"
+    )
+
+    serving = commands.add_parser(
+        "serve",
+        parents=[store, loudness],
+        help="serve the web inbox and HTTP API (the web extra)",
+        description=(
+            "Serve the web inbox (answer interrupts in a browser) and the JSON API (answer "
+            "them from webhooks) for the given workflows, and drive answered runs to their "
+            "next pause. Without a token it binds loopback only and refuses other Host and "
+            "Origin headers; with --token (or PAUSEGRAPH_TOKEN) every request needs "
+            "Authorization: Bearer TOKEN. Needs: pip install 'pausegraph[web]'."
+        ),
+    )
+    serving.add_argument(
+        "workflows", metavar="WORKFLOW", nargs="+", help="module:attribute or file.py:attribute"
+    )
+    serving.add_argument(
+        "--host", default="127.0.0.1", help="the address to bind (default: 127.0.0.1)"
+    )
+    serving.add_argument(
+        "--port",
+        type=int,
+        default=8000,
+        help="the port to bind; 0 picks a free one (default: 8000)",
+    )
+    serving.add_argument(
+        "--token",
+        default=argparse.SUPPRESS,
+        help="require Authorization: Bearer TOKEN (default: $PAUSEGRAPH_TOKEN, else none)",
+    )
+    serving.add_argument(
+        "--wait",
+        metavar="S",
+        type=float,
+        default=10.0,
+        help="seconds a request waits for the run's next pause before replying (default: 10)",
+    )
+    serving.add_argument(
+        "--no-drive",
+        dest="drive",
+        action="store_false",
+        help="only claim answers; leave driving runs to a separate pausegraph worker",
     )
 
     runs = commands.add_parser(
@@ -1183,54 +1228,13 @@ def _show_hints(
     return [(render.with_positionals(resume, how, ["WORKFLOW", run_id]), "")]
 
 
-def _recorded(checkpoint: Checkpoint) -> dict[str, Any] | None:
-    """What a checkpoint recorded: the answers a ``resume`` carried, an effect's result.
-
-    From the checkpoint's own stage: a ``resume`` claim lists the interrupt
-    ids it answered (``Progress.claimed``); an ``effect:<step>`` checkpoint
-    ends that step's journal with the effect's ``Returned`` or ``Raised``.
-    """
-    progress = progress_of(checkpoint.stage)
-    label = checkpoint.label
-    if progress is None:
-        return None
-    if label == "resume" and progress.claimed:
-        return {
-            "answers": {
-                i: render.jsonable(progress.answers[i])
-                for i in progress.claimed
-                if i in progress.answers
-            }
-        }
-    if label.startswith("effect:"):
-        journal = progress.journals.get(label.removeprefix("effect:"), ())
-        last = journal[-1] if journal else None
-        if type(last) is Returned:
-            return {"effect": last.effect, "result": render.jsonable(last.value)}
-        if type(last) is Raised:
-            return {"effect": last.effect, "error": last.error}
-    return None
-
-
-def _recorded_text(recorded: dict[str, Any] | None) -> str:
-    if recorded is None:
-        return ""
-    if "answers" in recorded:
-        return "answered " + ", ".join(
-            f"{i}={render.dumps(v)}" for i, v in recorded["answers"].items()
-        )
-    if "result" in recorded:
-        return f"{recorded['effect']} returned {render.dumps(recorded['result'])}"
-    return f"{recorded['effect']} raised {recorded['error']}"
-
-
 def _cmd_history(args: argparse.Namespace) -> int:
     store, workflow = _find(args)
     metas = store.list(workflow, args.run_id)
     recorded = []
     for m in metas:
         checkpoint = store.load(workflow, args.run_id, m.seq)
-        recorded.append(None if checkpoint is None else _recorded(checkpoint))
+        recorded.append(None if checkpoint is None else render.recorded_of(checkpoint))
     if args.json:
         objs = [
             {
@@ -1245,7 +1249,7 @@ def _cmd_history(args: argparse.Namespace) -> int:
         _print_json(objs)
         return 0
     rows = [
-        (m.seq, m.super_step, m.label, _time(m.timestamp_ms), _recorded_text(r))
+        (m.seq, m.super_step, m.label, _time(m.timestamp_ms), render.recorded_text(r))
         for m, r in zip(metas, recorded, strict=True)
     ]
     _emit(render.table(("SEQ", "SUPER-STEP", "LABEL", "TIME (UTC)", "RECORDED"), rows))
@@ -1326,6 +1330,50 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    """Serve ``pausegraph.web.app`` with uvicorn on a socket bound here (so ``--port 0`` works).
+
+    The first line on stdout is ``serving on http://HOST:PORT``, with the
+    port the system gave.
+    """
+    token = getattr(args, "token", None) or os.environ.get("PAUSEGRAPH_TOKEN") or None
+    if args.wait < 0:
+        raise _usage(f"--wait takes seconds >= 0, got {args.wait!r}")
+    try:
+        import uvicorn
+
+        from .web import app
+        from .web._guard import is_loopback
+    except ImportError as exc:
+        raise _Failure(
+            f"pausegraph serve needs the web extra ({exc.name} is missing): "
+            "pip install 'pausegraph[web]'"
+        ) from None
+    if token is None and not is_loopback(args.host):
+        raise _usage(
+            f"--host {args.host} is not a loopback address: without a token only this machine "
+            "may connect; give --token TOKEN (or set PAUSEGRAPH_TOKEN) to serve others"
+        )
+    graphs = [load_graph(spec) for spec in args.workflows]
+    asgi = app(graphs, _store(args), token=token, drive=args.drive, wait_s=args.wait)
+    family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((args.host, args.port))
+    except OSError as exc:
+        sock.close()
+        raise _Failure(f"cannot bind {args.host}:{args.port}: {exc.strerror or exc}") from None
+    sock.listen(128)
+    sock.set_inheritable(True)
+    host, port = sock.getsockname()[:2]
+    shown_host = f"[{host}]" if ":" in host else host
+    print(f"serving on http://{shown_host}:{port}", flush=True)
+    config = uvicorn.Config(asgi, log_level="warning", access_log=False, lifespan="on")
+    uvicorn.Server(config).run(sockets=[sock])
+    return 0
+
+
 def _tick_line(
     args: argparse.Namespace, spec: str, graph: Graph, run_id: str, outcome: Outcome
 ) -> str:
@@ -1362,6 +1410,7 @@ _COMMANDS = {
     "inbox": _cmd_inbox,
     "tick": _cmd_tick,
     "worker": _cmd_worker,
+    "serve": _cmd_serve,
     "cancel": _cmd_cancel,
     "delete": _cmd_delete,
     "prune": _cmd_prune,

@@ -1,0 +1,543 @@
+"""The Starlette app: the inbox and run pages, the JSON API, and the thread that drives runs.
+
+A request never runs step code. It checks a command and claims it with
+``Runner.submit`` (or records a run with ``Runner.start``), wakes the
+server's driver thread, which runs ``Worker.poll()``, and waits until the
+run reaches its next pause or end, or ``wait_s`` passes; the reply is the
+run as it is then. So a slow step cannot hold a request past ``wait_s``,
+and a crash while driving leaves the run ``"queued"`` for any worker.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+from urllib.parse import parse_qs, quote
+
+import jinja2
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from .. import _cli_render as render
+from .._commands import Command, Continue, Resume, Status
+from .._graph import Graph
+from .._inbox import inbox, listed_status, run_summaries
+from .._runner import Runner, system_clock
+from .._worker import IDLE_WAIT_S, Worker
+from ..checkpointers import Checkpointer
+from ..checkpointers._checkpointer import summary_data
+from ..errors import ConflictError, GraphError, ResumeError, SerializationError
+from . import _views as views
+from ._guard import SESSION_COOKIE, Guard, host_name, is_loopback
+
+logger = logging.getLogger("pausegraph.web")
+
+#: The largest request body read, in bytes; a bigger one is refused (413).
+MAX_BODY = 1 << 20
+_MOVING = (Status.QUEUED, Status.RUNNING)
+
+
+class _Refused(Exception):
+    """A request refused before it changed anything: status and message."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class _Driver:
+    """One background thread that runs ``Worker.poll()`` when woken (and every idle wait)."""
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._moved = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def wake(self) -> None:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._loop, name="pausegraph-web-driver", daemon=True
+                )
+                self._thread.start()
+        self._wake.set()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(IDLE_WAIT_S)
+            self._wake.clear()
+            if self._stop.is_set():
+                break
+            try:
+                self.worker.poll()
+            except Exception:  # a dead driver thread would leave every answer queued
+                logger.exception("the driver thread could not poll the store")
+            with self._moved:
+                self._moved.notify_all()
+
+    def wait_moved(self, timeout: float) -> None:
+        with self._moved:
+            self._moved.wait(timeout)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        with self._lock:
+            thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join()
+
+
+class _Server:
+    """What the handlers share: graphs, store, runners (never driving), guard, driver."""
+
+    def __init__(
+        self,
+        graphs: Iterable[Graph],
+        checkpointer: Checkpointer,
+        *,
+        token: str | None,
+        drive: bool,
+        wait_s: float,
+    ) -> None:
+        graphs = list(graphs)
+        self.store = checkpointer
+        self.runners: dict[str, Runner] = {}
+        for graph in graphs:
+            if not isinstance(graph, Graph):
+                msg = f"app(graphs, checkpointer) takes Graphs, got {graph!r}"
+                raise GraphError(msg)
+            if graph.name in self.runners:
+                msg = f"app() got two graphs named {graph.name!r}: give each workflow once"
+                raise GraphError(msg)
+            self.runners[graph.name] = Runner(graph, checkpointer)
+        if not self.runners:
+            raise GraphError("app(graphs, checkpointer) needs at least one graph to serve")
+        self.guard = Guard(token)
+        self.driver = _Driver(Worker(checkpointer, graphs)) if drive else None
+        self.wait_s = wait_s
+        self.templates = jinja2.Environment(
+            loader=jinja2.PackageLoader("pausegraph.web", "templates"),
+            autoescape=True,
+            undefined=jinja2.StrictUndefined,
+        )
+        self.templates.filters["path"] = lambda text: quote(str(text), safe="")
+
+    # --- reading ----------------------------------------------------------------
+
+    def runner(self, workflow: str) -> Runner:
+        runner = self.runners.get(workflow)
+        if runner is None:
+            served = ", ".join(map(repr, self.runners))
+            raise _Refused(404, f"no workflow {workflow!r} is served here (served: {served})")
+        return runner
+
+    def detail(self, workflow: str, run_id: str, *, history: bool) -> dict[str, Any]:
+        self.runner(workflow)
+        latest = self.store.latest(workflow, run_id)
+        if latest is None:
+            raise _Refused(404, f"no run {run_id!r} of workflow {workflow!r}")
+        if history:
+            return views.run_detail(workflow, run_id, self.store, latest)
+        return views.run_object(workflow, run_id, self.store, latest)
+
+    def waiting(self, workflow: str | None) -> list[dict[str, Any]]:
+        if workflow is not None:
+            self.runner(workflow)
+        return [
+            {
+                "workflow": w.workflow_id,
+                "run_id": w.run_id,
+                "id": w.interrupt.id,
+                "step_id": w.interrupt.step_id,
+                "payload": render.jsonable(w.interrupt.payload),
+                "since_ms": w.since_ms,
+                "deadline_ms": w.interrupt.deadline_ms,
+            }
+            for w in inbox(self.store, workflow=workflow)
+            if w.workflow_id in self.runners
+        ]
+
+    def breakpoints(self) -> list[dict[str, Any]]:
+        """Paused runs that wait at a breakpoint (for ``Continue``), oldest first."""
+        found = []
+        for name in self.runners:
+            for summary in run_summaries(self.store, workflow_id=name, status="paused"):
+                data = summary_data(summary)
+                if not data.interrupts:
+                    found.append(
+                        {
+                            "workflow": name,
+                            "run_id": summary.run_id,
+                            "label": data.label,
+                            "since_ms": summary.updated_ms,
+                        }
+                    )
+        return sorted(found, key=lambda b: (b["since_ms"], b["run_id"], b["workflow"]))
+
+    def runs(self, workflow: str | None, status: str | None) -> list[dict[str, Any]]:
+        if status is not None and status not in {s.value for s in Status}:
+            raise _Refused(400, f"unknown status {status!r}: one of {[s.value for s in Status]}")
+        names = [workflow] if workflow is not None else list(self.runners)
+        found = []
+        for name in names:
+            self.runner(name)
+            for summary in run_summaries(self.store, workflow_id=name):
+                listed = listed_status(summary, self.store)
+                if status is None or listed.value == status:
+                    found.append(
+                        {
+                            "workflow": name,
+                            "run_id": summary.run_id,
+                            "status": listed.value,
+                            "super_step": summary_data(summary).super_step,
+                        }
+                    )
+        return found
+
+    # --- changing ---------------------------------------------------------------
+
+    def start(self, workflow: str, run_id: str, given: Mapping[str, Any]) -> tuple[bool, Any]:
+        runner = self.runner(workflow)
+        created = self.store.latest(workflow, run_id) is None
+        self._engine(lambda: runner.start(run_id, given))
+        return created, self._drive(workflow, run_id)
+
+    def submit(self, workflow: str, run_id: str, command: Command) -> dict[str, Any]:
+        runner = self.runner(workflow)
+        self.detail(workflow, run_id, history=False)  # 404 for an unknown run
+        self._engine(lambda: runner.submit(run_id, command))
+        return self._drive(workflow, run_id)
+
+    @staticmethod
+    def _engine(call: Callable[[], Any]) -> None:
+        try:
+            call()
+        except ConflictError as exc:
+            raise _Refused(409, str(exc)) from None
+        except (ResumeError, GraphError, SerializationError) as exc:
+            raise _Refused(400, str(exc)) from None
+
+    def _drive(self, workflow: str, run_id: str) -> dict[str, Any]:
+        """Wake the driver and wait for the run's next pause or end, at most ``wait_s``."""
+        if self.driver is not None:
+            self.driver.wake()
+            deadline = time.monotonic() + self.wait_s
+            while True:
+                obj = self.detail(workflow, run_id, history=False)
+                remaining = deadline - time.monotonic()
+                if Status(obj["status"]) not in _MOVING or remaining <= 0:
+                    return obj
+                self.driver.wait_moved(min(remaining, 0.1))
+        return self.detail(workflow, run_id, history=False)
+
+    # --- checks -----------------------------------------------------------------
+
+    def check(self, request: Request, *, html: bool) -> str:
+        """Refuse a request the rules forbid; return its session (``""`` without a cookie)."""
+        if self.guard.token is None:
+            host = request.headers.get("host", "")
+            if not is_loopback(host_name(host)):
+                msg = f"Host {host!r} is not a loopback name: without a token only this machine may"
+                raise _Refused(403, msg + " connect (start serve with --token to allow others)")
+            origin = request.headers.get("origin")
+            own = f"{request.url.scheme}://{host}"
+            if origin is not None and origin != own:
+                raise _Refused(403, f"Origin {origin!r} is not this server's ({own!r})")
+            return ""
+        session = self.guard.session_of(request.cookies.get(SESSION_COOKIE)) if html else None
+        if session is not None:
+            return session
+        if not self.guard.token_ok(request.headers.get("authorization")):
+            raise _Refused(401, "this server needs Authorization: Bearer TOKEN")
+        return ""
+
+    def page(self, name: str, code: int = 200, /, **context: Any) -> HTMLResponse:
+        text = self.templates.get_template(name).render(**context)
+        return HTMLResponse(text, status_code=code)
+
+
+async def _body(request: Request) -> bytes:
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY:
+            raise _Refused(413, f"the request body is over {MAX_BODY} bytes")
+    return body
+
+
+async def _json_body(request: Request) -> Any:
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind != "application/json":
+        raise _Refused(415, "send the body as JSON with Content-Type: application/json")
+    try:
+        return json.loads(await _body(request))
+    except ValueError as exc:
+        raise _Refused(400, f"the body is not valid JSON: {exc}") from None
+
+
+async def _form(request: Request) -> dict[str, str]:
+    text = (await _body(request)).decode("utf-8", "replace")
+    return {k: v[0] for k, v in parse_qs(text, keep_blank_values=True).items()}
+
+
+Handler = Callable[[_Server, Request, str], Awaitable[Response]]
+
+
+def app(
+    graphs: Iterable[Graph],
+    checkpointer: Checkpointer,
+    *,
+    token: str | None = None,
+    drive: bool = True,
+    wait_s: float = 10.0,
+) -> Starlette:
+    """The web inbox and JSON API for ``graphs`` over ``checkpointer``, as an ASGI app.
+
+    ::
+
+        import uvicorn
+        from pausegraph import open_checkpointer
+        from pausegraph.web import app
+        uvicorn.run(app([expense.graph], open_checkpointer("runs")), host="127.0.0.1")
+
+    ``token``: every request must carry ``Authorization: Bearer TOKEN`` (the
+    pages also take it once through ``/login``). Without it the app refuses
+    requests whose ``Host`` is not a loopback name: serve it on loopback
+    only. ``drive``: run a driver thread that takes answered runs to their
+    next pause (``False``: answers are only claimed, for a separate
+    ``pausegraph worker``). ``wait_s``: how long a request waits for that.
+    """
+    server = _Server(graphs, checkpointer, token=token, drive=drive, wait_s=wait_s)
+
+    def guarded(handler: Handler, *, html: bool) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            try:
+                session = await run_in_threadpool(server.check, request, html=html)
+                return await handler(server, request, session)
+            except _Refused as refused:
+                if html and refused.status == 401:
+                    return _login_page(server, "", status=401)
+                if html:
+                    return server.page(
+                        "error.html", refused.status, status=refused.status, message=refused.message
+                    )
+                return JSONResponse({"error": refused.message}, status_code=refused.status)
+
+        return endpoint
+
+    @asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        yield
+        if server.driver is not None:
+            await run_in_threadpool(server.driver.stop)
+
+    routes = [
+        Route("/", guarded(_inbox_page, html=True), methods=["GET"]),
+        Route("/login", _login_get(server), methods=["GET"]),
+        Route("/login", _login_post(server), methods=["POST"]),
+        Route("/runs/{workflow}/{run_id}", guarded(_run_page, html=True), methods=["GET"]),
+        Route(
+            "/runs/{workflow}/{run_id}/answer", guarded(_answer_form, html=True), methods=["POST"]
+        ),
+        Route("/api/inbox", guarded(_api_inbox, html=False), methods=["GET"]),
+        Route("/api/runs", guarded(_api_runs, html=False), methods=["GET"]),
+        Route("/api/runs/{workflow}/{run_id}", guarded(_api_run, html=False), methods=["GET"]),
+        Route("/api/runs/{workflow}/{run_id}", guarded(_api_start, html=False), methods=["POST"]),
+        Route(
+            "/api/runs/{workflow}/{run_id}/resume",
+            guarded(_api_resume, html=False),
+            methods=["POST"],
+        ),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan)
+
+
+# --- JSON API ---------------------------------------------------------------------
+
+
+def _path(request: Request) -> tuple[str, str]:
+    return request.path_params["workflow"], request.path_params["run_id"]
+
+
+async def _api_inbox(server: _Server, request: Request, _: str) -> Response:
+    workflow = request.query_params.get("workflow")
+    return JSONResponse(await run_in_threadpool(server.waiting, workflow))
+
+
+async def _api_runs(server: _Server, request: Request, _: str) -> Response:
+    params = request.query_params
+    found = await run_in_threadpool(server.runs, params.get("workflow"), params.get("status"))
+    return JSONResponse(found)
+
+
+async def _api_run(server: _Server, request: Request, _: str) -> Response:
+    workflow, run_id = _path(request)
+    return JSONResponse(await run_in_threadpool(server.detail, workflow, run_id, history=True))
+
+
+async def _api_start(server: _Server, request: Request, _: str) -> Response:
+    workflow, run_id = _path(request)
+    body = await _json_body(request)
+    if not isinstance(body, dict) or set(body) - {"input"}:
+        raise _Refused(400, 'the body must be {"input": {...}}')
+    given = body.get("input", {})
+    if not isinstance(given, dict):
+        raise _Refused(400, f"'input' must be an object of channel: value, got {given!r}")
+    created, obj = await run_in_threadpool(server.start, workflow, run_id, given)
+    return JSONResponse(obj, status_code=201 if created else 200)
+
+
+async def _api_resume(server: _Server, request: Request, _: str) -> Response:
+    workflow, run_id = _path(request)
+    body = await _json_body(request)
+    try:
+        command = views.command_of(body)
+    except views.BadRequest as exc:
+        raise _Refused(400, str(exc)) from None
+    return JSONResponse(await run_in_threadpool(server.submit, workflow, run_id, command))
+
+
+# --- HTML pages -------------------------------------------------------------------
+
+
+def _inbox_context(server: _Server, session: str) -> dict[str, Any]:
+    now = system_clock()
+    items = server.waiting(None)
+    for item in items:
+        item["payload_text"] = render.dumps(item["payload"], indent=2)
+        item["age"] = views.age_text(item["since_ms"], now)
+        item["deadline"] = render.deadline_text(item["deadline_ms"], now)
+    stops = server.breakpoints()
+    for stop in stops:
+        stop["age"] = views.age_text(stop["since_ms"], now)
+    return {
+        "items": items,
+        "stops": stops,
+        "csrf": server.guard.csrf_token(session),
+        "errors": {},
+        "given": {},
+        "workflows": list(server.runners),
+    }
+
+
+async def _inbox_page(server: _Server, request: Request, session: str) -> Response:
+    context = await run_in_threadpool(_inbox_context, server, session)
+    return server.page("inbox.html", **context)
+
+
+def _run_context(server: _Server, workflow: str, run_id: str) -> dict[str, Any]:
+    obj = server.detail(workflow, run_id, history=True)
+    graph = server.runners[workflow].graph
+    latest = server.store.latest(workflow, run_id)
+    assert latest is not None
+    info = render.info_of(latest, server.store)
+    steps = views.step_views(graph, info, latest)
+    for entry in obj["history"]:
+        entry["time"] = views.time_text(entry["timestamp_ms"])
+        entry["recorded_text"] = render.recorded_text(entry["recorded"])
+    return {
+        "run": obj,
+        "values": [(k, render.dumps(v, indent=2)) for k, v in obj["values"].items()],
+        "steps": steps,
+        "mermaid": views.mermaid(graph, steps),
+        "payloads": [render.dumps(i["payload"], indent=2) for i in obj["interrupts"]],
+    }
+
+
+async def _run_page(server: _Server, request: Request, session: str) -> Response:
+    workflow, run_id = _path(request)
+    context = await run_in_threadpool(_run_context, server, workflow, run_id)
+    return server.page("run.html", **context)
+
+
+async def _answer_form(server: _Server, request: Request, session: str) -> Response:
+    workflow, run_id = _path(request)
+    form = await _form(request)
+    if not server.guard.csrf_ok(session, form.get("csrf", "")):
+        raise _Refused(403, "the form's CSRF token is missing or stale: reload the page")
+    interrupt_id = form.get("interrupt_id", "")
+    command: Command
+    if "continue" in form:
+        command = Continue()
+    else:
+        try:
+            value = json.loads(form.get("answer", ""))
+        except ValueError as exc:
+            return await _inbox_with_error(
+                server, session, (workflow, run_id, interrupt_id), form, f"not JSON: {exc}", 400
+            )
+        command = Resume(answers={interrupt_id: value})
+    try:
+        await run_in_threadpool(server.submit, workflow, run_id, command)
+    except _Refused as refused:
+        if refused.status == 404:
+            raise
+        key = (workflow, run_id, interrupt_id)
+        return await _inbox_with_error(server, session, key, form, refused.message, refused.status)
+    target = f"/runs/{quote(workflow, safe='')}/{quote(run_id, safe='')}"
+    return RedirectResponse(target, status_code=303)
+
+
+async def _inbox_with_error(
+    server: _Server,
+    session: str,
+    key: tuple[str, str, str],
+    form: Mapping[str, str],
+    message: str,
+    status: int,
+) -> Response:
+    context = await run_in_threadpool(_inbox_context, server, session)
+    context["errors"] = {key: message}
+    context["given"] = {key: form.get("answer", "")}
+    return server.page("inbox.html", status, **context)
+
+
+def _login_page(server: _Server, error: str, *, status: int = 200) -> HTMLResponse:
+    return server.page("login.html", status, error=error, csrf=server.guard.csrf_token(""))
+
+
+def _login_get(server: _Server) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        return _login_page(server, "")
+
+    return endpoint
+
+
+def _login_post(server: _Server) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        try:
+            form = await _form(request)
+        except _Refused as refused:
+            return server.page(
+                "error.html", refused.status, status=refused.status, message=refused.message
+            )
+        if not server.guard.csrf_ok("", form.get("csrf", "")):
+            return server.page(
+                "error.html", 403, status=403, message="the login form's CSRF token is missing"
+            )
+        if not server.guard.login_ok(form.get("token", "")):
+            return _login_page(server, "that is not the token", status=401)
+        response = RedirectResponse("/", status_code=303)
+        response.set_cookie(
+            SESSION_COOKIE,
+            server.guard.new_session(),
+            httponly=True,
+            samesite="strict",
+            secure=request.url.scheme == "https",
+        )
+        return response
+
+    return endpoint

@@ -1,0 +1,43 @@
+"""Workflows the web tests serve: one question, a breakpoint, a step that waits for a signal."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Generator, Mapping
+from typing import Any
+
+from pausegraph import Graph, Interrupt, LastWriteWins
+
+GO = threading.Event()  # ``slow`` waits for it, so a test can hold a run "running"
+
+
+def ask(state: Mapping[str, Any]) -> Generator[Any, Any, dict[str, Any]]:
+    answer = yield Interrupt({"question": state["question"], "amount": state["amount"]})
+    return {"answer": answer}
+
+
+def book(state: Mapping[str, Any]) -> dict[str, Any]:
+    return {"booked": f"booked after {state['answer']!r}"}
+
+
+def slow(state: Mapping[str, Any]) -> dict[str, Any]:
+    GO.wait(10)
+    return {"booked": "slow"}
+
+
+def approval() -> Graph:
+    channels = {
+        "question": LastWriteWins(),
+        "amount": LastWriteWins(),
+        "answer": LastWriteWins(),
+        "booked": LastWriteWins(),
+    }
+    return Graph("approval", channels).step("ask", ask).step("book", book).edge("ask", "book")
+
+
+def waiting() -> Graph:
+    channels = {"booked": LastWriteWins()}
+    return Graph("waiting", channels).step("slow", slow)
+
+
+approval_graph = approval()

@@ -1,0 +1,401 @@
+"""The web inbox and JSON API (``pausegraph serve``): every route, every refusal, escaping."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from _web_flows import GO, approval, waiting
+from starlette.testclient import TestClient
+
+from pausegraph import MemoryCheckpointer, Runner
+from pausegraph.checkpointers import Checkpointer
+from pausegraph.web import app
+
+LOCAL = "http://127.0.0.1"
+JSON_HEADERS = {"Content-Type": "application/json"}
+XSS = "<script>alert('pwned')</script>"
+
+
+@pytest.fixture
+def store() -> Checkpointer:
+    return MemoryCheckpointer()
+
+
+@pytest.fixture
+def client(store: Checkpointer) -> Iterator[TestClient]:
+    with TestClient(app([approval(), waiting()], store, wait_s=5), base_url=LOCAL) as c:
+        yield c
+
+
+def start(client: TestClient, run_id: str, question: str = "ok?", amount: int = 5) -> Any:
+    body = {"input": {"question": question, "amount": amount}}
+    return client.post(f"/api/runs/approval/{run_id}", json=body)
+
+
+def history(store: Checkpointer, run_id: str, workflow: str = "approval") -> Any:
+    return store.list(workflow, run_id)
+
+
+def csrf_of(page: str) -> str:
+    match = re.search(r'name="csrf" value="([0-9a-f]+)"', page)
+    assert match is not None
+    return match.group(1)
+
+
+# --- JSON API -------------------------------------------------------------------
+
+
+def test_import_pausegraph_imports_no_web_package() -> None:
+    code = (
+        "import sys, pausegraph; "
+        "print(sorted(m for m in ('starlette', 'jinja2', 'uvicorn') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_post_run_starts_it_drives_it_and_replies_201_at_its_pause(client: TestClient) -> None:
+    reply = start(client, "r1")
+    assert reply.status_code == 201
+    obj = reply.json()
+    assert obj["status"] == "paused"
+    assert obj["interrupts"][0]["payload"] == {"question": "ok?", "amount": 5}
+    assert set(obj) >= {"workflow", "run_id", "status", "super_step", "values", "interrupts"}
+    again = start(client, "r1")
+    assert again.status_code == 200
+    assert start(client, "r1", amount=6).status_code == 400  # a different input
+
+
+def test_inbox_lists_each_waiting_interrupt_oldest_first(client: TestClient) -> None:
+    start(client, "a")
+    start(client, "b")
+    items = client.get("/api/inbox").json()
+    assert [i["run_id"] for i in items] == ["a", "b"]
+    assert set(items[0]) == {
+        "workflow", "run_id", "id", "step_id", "payload", "since_ms", "deadline_ms"
+    }  # fmt: skip
+    assert client.get("/api/inbox?workflow=approval").json() == items
+    assert client.get("/api/inbox?workflow=waiting").json() == []
+    missing = client.get("/api/inbox?workflow=nope")
+    assert missing.status_code == 404
+    assert "nope" in missing.json()["error"]
+
+
+def test_runs_lists_and_filters_by_status_and_workflow(client: TestClient) -> None:
+    start(client, "a")
+    start(client, "b")
+    client.post("/api/runs/approval/b/resume", json={"value": 1})
+    runs = client.get("/api/runs").json()
+    assert sorted((r["run_id"], r["status"]) for r in runs) == [("a", "paused"), ("b", "done")]
+    assert [r["run_id"] for r in client.get("/api/runs?status=done").json()] == ["b"]
+    assert client.get("/api/runs?workflow=waiting").json() == []
+    assert client.get("/api/runs?status=sleepy").status_code == 400
+    assert client.get("/api/runs?workflow=nope").status_code == 404
+
+
+def test_run_detail_is_show_json_plus_history(client: TestClient, store: Checkpointer) -> None:
+    start(client, "r1")
+    client.post("/api/runs/approval/r1/resume", json={"value": "yes"})
+    obj = client.get("/api/runs/approval/r1").json()
+    assert obj["status"] == "done"
+    assert obj["values"]["booked"] == "booked after 'yes'"
+    labels = [h["label"] for h in obj["history"]]
+    assert labels == [m.label for m in history(store, "r1")]
+    assert "resume" in labels
+    recorded = [h["recorded"] for h in obj["history"] if h["recorded"] is not None]
+    assert recorded
+    assert all(list(r["answers"].values()) == ["yes"] for r in recorded)
+    assert set(obj["history"][0]) >= {"seq", "super_step", "label", "timestamp_ms"}
+    assert client.get("/api/runs/approval/nope").status_code == 404
+    assert client.get("/api/runs/nope/r1").status_code == 404
+
+
+def test_resume_with_answers_and_an_update_beside(client: TestClient) -> None:
+    interrupt = start(client, "r1").json()["interrupts"][0]["id"]
+    body = {"answers": {interrupt: "fine"}, "update": {"amount": 7}}
+    obj = client.post("/api/runs/approval/r1/resume", json=body).json()
+    assert obj["status"] == "done"
+    assert obj["values"]["amount"] == 7
+    assert obj["values"]["answer"] == "fine"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"value": 1, "goto": "ask"},
+        {"value": 1, "continue": True},
+        {},
+        {"continue": False},
+        {"continue": True, "update": {"amount": 1}},
+        {"answers": []},
+        {"goto": 3},
+        {"update": [1]},
+        {"valu": 1},
+        [1],
+    ],
+)
+def test_resume_refuses_a_body_that_is_not_exactly_one_command(
+    client: TestClient, store: Checkpointer, body: Any
+) -> None:
+    start(client, "r1")
+    before = history(store, "r1")
+    reply = client.post("/api/runs/approval/r1/resume", json=body)
+    assert reply.status_code == 400
+    assert reply.json()["error"]
+    assert history(store, "r1") == before
+
+
+def test_resume_refusals_change_nothing(client: TestClient, store: Checkpointer) -> None:
+    start(client, "r1")
+    before = history(store, "r1")
+    url = "/api/runs/approval/r1/resume"
+    bad_json = client.post(url, content=b"{nope", headers=JSON_HEADERS)
+    assert bad_json.status_code == 400
+    unknown_id = client.post(url, json={"answers": {"x.y.z": 1}})
+    assert unknown_id.status_code == 400
+    assert "x.y.z" in unknown_id.json()["error"]
+    plain = client.post(url, content=b'{"value": 1}', headers={"Content-Type": "text/plain"})
+    assert plain.status_code == 415
+    form = client.post(url, data={"value": "1"})
+    assert form.status_code == 415
+    assert client.post("/api/runs/approval/nope/resume", json={"value": 1}).status_code == 404
+    assert client.post("/api/runs/nope/r1/resume", json={"value": 1}).status_code == 404
+    assert history(store, "r1") == before
+
+
+def test_a_run_held_by_another_driver_is_409(client: TestClient, store: Checkpointer) -> None:
+    start(client, "r1")
+    before = history(store, "r1")
+    with store.lock("approval", "r1"):
+        reply = client.post("/api/runs/approval/r1/resume", json={"value": 1})
+    assert reply.status_code == 409
+    assert reply.json()["error"]
+    assert history(store, "r1") == before
+
+
+def test_without_driving_an_answer_is_claimed_and_a_second_one_is_409(store: Checkpointer) -> None:
+    Runner(approval(), store).run("r1", {"question": "q", "amount": 1})
+    with TestClient(app([approval()], store, drive=False), base_url=LOCAL) as client:
+        first = client.post("/api/runs/approval/r1/resume", json={"value": 1})
+        assert first.status_code == 200
+        assert first.json()["status"] == "queued"
+        second = client.post("/api/runs/approval/r1/resume", json={"value": 2})
+        assert second.status_code == 409
+
+
+def test_the_reply_comes_after_wait_s_when_the_run_is_still_running(store: Checkpointer) -> None:
+    GO.clear()
+    try:
+        with TestClient(app([waiting()], store, wait_s=0.3), base_url=LOCAL) as client:
+            reply = client.post("/api/runs/waiting/w1", json={"input": {}})
+            assert reply.status_code == 201
+            assert reply.json()["status"] in ("queued", "running")
+            GO.set()
+    finally:
+        GO.set()
+
+
+# --- who may ask ------------------------------------------------------------------
+
+
+def test_without_a_token_a_foreign_host_or_origin_is_refused(
+    client: TestClient, store: Checkpointer
+) -> None:
+    start(client, "r1")
+    before = history(store, "r1")
+    evil = {"Host": "evil.example"}
+    assert client.get("/api/inbox", headers=evil).status_code == 403
+    assert client.get("/", headers=evil).status_code == 403
+    reply = client.post(
+        "/api/runs/approval/r1/resume",
+        json={"value": 1},
+        headers={"Origin": "http://evil.example"},
+    )
+    assert reply.status_code == 403
+    own = client.get("/api/inbox", headers={"Origin": LOCAL})
+    assert own.status_code == 200
+    assert client.get("/api/inbox", headers={"Host": "localhost:8000"}).status_code == 200
+    assert history(store, "r1") == before
+
+
+def test_with_a_token_every_request_needs_it(store: Checkpointer) -> None:
+    Runner(approval(), store).run("r1", {"question": "q", "amount": 1})
+    before = history(store, "r1")
+    served = app([approval()], store, token="s3cret")
+    with TestClient(served, base_url="http://pausegraph.example.com") as client:
+        assert client.get("/api/inbox").status_code == 401
+        bad = {"Authorization": "Bearer wrong"}
+        assert client.get("/api/inbox", headers=bad).status_code == 401
+        refused = client.post("/api/runs/approval/r1/resume", json={"value": 1}, headers=bad)
+        assert refused.status_code == 401
+        assert refused.json() == {"error": "this server needs Authorization: Bearer TOKEN"}
+        assert history(store, "r1") == before
+        page = client.get("/")
+        assert page.status_code == 401
+        assert 'name="token"' in page.text
+        good = {"Authorization": "Bearer s3cret"}
+        assert client.get("/api/inbox", headers=good).status_code == 200
+        assert client.get("/", headers=good).status_code == 200
+
+
+def test_the_login_form_sets_an_httponly_strict_cookie_for_pages_only(store: Checkpointer) -> None:
+    Runner(approval(), store).run("r1", {"question": "q", "amount": 1})
+    with TestClient(app([approval()], store, token="s3cret"), base_url=LOCAL) as client:
+        login = client.get("/login")
+        csrf = csrf_of(login.text)
+        wrong = client.post("/login", data={"csrf": csrf, "token": "nope"})
+        assert wrong.status_code == 401
+        no_csrf = client.post("/login", data={"token": "s3cret"}, follow_redirects=False)
+        assert no_csrf.status_code == 403
+        ok = client.post("/login", data={"csrf": csrf, "token": "s3cret"}, follow_redirects=False)
+        assert ok.status_code == 303
+        cookie = ok.headers["set-cookie"].lower()
+        assert "httponly" in cookie
+        assert "samesite=strict" in cookie
+        assert client.get("/").status_code == 200
+        assert client.get("/runs/approval/r1").status_code == 200
+        assert client.get("/api/inbox").status_code == 401  # the API takes the bearer only
+
+
+# --- pages --------------------------------------------------------------------------
+
+
+def test_the_inbox_page_answers_with_the_form_and_redirects_to_the_finished_run(
+    client: TestClient,
+) -> None:
+    start(client, "r1")
+    page = client.get("/")
+    assert page.status_code == 200
+    interrupt = client.get("/api/inbox").json()[0]["id"]
+    form = {"csrf": csrf_of(page.text), "interrupt_id": interrupt, "answer": '"sure"'}
+    reply = client.post("/runs/approval/r1/answer", data=form, follow_redirects=False)
+    assert reply.status_code == 303
+    assert reply.headers["location"] == "/runs/approval/r1"
+    run = client.get("/runs/approval/r1")
+    assert re.search(r'id="status"[^>]*>done<', run.text)
+    assert "booked after &#39;sure&#39;" in run.text
+
+
+def test_a_form_post_without_the_csrf_token_is_403_and_changes_nothing(
+    client: TestClient, store: Checkpointer
+) -> None:
+    start(client, "r1")
+    before = history(store, "r1")
+    interrupt = client.get("/api/inbox").json()[0]["id"]
+    for csrf in ("", "0" * 64):
+        form = {"csrf": csrf, "interrupt_id": interrupt, "answer": "1"}
+        reply = client.post("/runs/approval/r1/answer", data=form)
+        assert reply.status_code == 403
+    assert history(store, "r1") == before
+
+
+def test_a_wrong_answer_shows_its_error_next_to_the_field(
+    client: TestClient, store: Checkpointer
+) -> None:
+    start(client, "r1")
+    before = history(store, "r1")
+    csrf = csrf_of(client.get("/").text)
+    interrupt = client.get("/api/inbox").json()[0]["id"]
+    form = {"csrf": csrf, "interrupt_id": interrupt, "answer": "{not json"}
+    reply = client.post("/runs/approval/r1/answer", data=form)
+    assert reply.status_code == 400
+    assert re.search(r"</textarea>\s*<p class=\"error\" role=\"alert\">not JSON", reply.text)
+    assert "{not json</textarea>" in reply.text
+    form = {"csrf": csrf, "interrupt_id": "x.y.z", "answer": "1"}
+    refused = client.post("/runs/approval/r1/answer", data=form)
+    assert refused.status_code == 400
+    assert history(store, "r1") == before
+
+
+def test_everything_from_a_run_is_escaped(client: TestClient) -> None:
+    run_id = "r<b>1"
+    reply = client.post(
+        f"/api/runs/approval/{run_id}", json={"input": {"question": XSS, "amount": 1}}
+    )
+    assert reply.status_code == 201
+    for url in ("/", "/runs/approval/r%3Cb%3E1"):
+        page = client.get(url)
+        assert page.status_code == 200
+        assert XSS not in page.text
+        assert "<b>1" not in page.text
+        assert "&lt;script&gt;alert(&#39;pwned&#39;)&lt;/script&gt;" in page.text
+
+
+def test_the_run_page_shows_the_graph_with_step_states_and_the_history(client: TestClient) -> None:
+    start(client, "r1")
+    page = client.get("/runs/approval/r1").text
+    assert '<pre class="mermaid">' in page
+    assert "class s0 paused" in page
+    assert "class s1" not in page  # not reached yet
+    client.post("/api/runs/approval/r1/resume", json={"value": 1})
+    page = client.get("/runs/approval/r1").text
+    assert "class s0 done" in page
+    assert "class s1 done" in page
+    assert "answered " in page
+    assert client.get("/runs/approval/nope").status_code == 404
+
+
+def test_a_breakpoint_gets_a_continue_button(store: Checkpointer) -> None:
+    Runner(approval(), store, interrupt_before={"ask"}).run("r1", {"question": "q", "amount": 1})
+    with TestClient(app([approval()], store), base_url=LOCAL) as client:
+        page = client.get("/")
+        assert "Continue</button>" in page.text
+        form = {"csrf": csrf_of(page.text), "continue": "1"}
+        reply = client.post("/runs/approval/r1/answer", data=form, follow_redirects=False)
+        assert reply.status_code == 303
+        assert client.get("/api/runs/approval/r1").json()["interrupts"][0]["step_id"] == "ask"
+
+
+# --- pausegraph serve ----------------------------------------------------------------
+
+
+def _serve(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    flows = Path(__file__).with_name("_web_flows.py")
+    script = str(Path(sys.executable).with_name("pausegraph"))
+    command = [script, "--store", str(tmp_path / "s"), "serve"]
+    return subprocess.Popen(
+        [*command, f"{flows}:approval_graph", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_serve_prints_where_it_listens_and_refuses_a_public_host_without_a_token(
+    tmp_path: Path,
+) -> None:
+    import httpx
+
+    refused = _serve(tmp_path, "--host", "0.0.0.0")
+    _, err = refused.communicate(timeout=30)
+    assert refused.returncode == 2
+    assert "not a loopback address" in err
+    server = _serve(tmp_path, "--port", "0", env={"PAUSEGRAPH_TOKEN": "t0k"})
+    try:
+        assert server.stdout is not None
+        line = server.stdout.readline()
+        match = re.fullmatch(r"serving on (http://127\.0\.0\.1:(\d+))\n", line)
+        assert match, line
+        url = match.group(1)
+        assert int(match.group(2)) > 0
+        assert httpx.get(f"{url}/api/runs").status_code == 401
+        good = {"Authorization": "Bearer t0k"}
+        created = httpx.post(
+            f"{url}/api/runs/approval/c1",
+            content=json.dumps({"input": {"question": "q", "amount": 1}}),
+            headers={**good, **JSON_HEADERS},
+        )
+        assert created.status_code == 201
+        assert created.json()["status"] == "paused"
+    finally:
+        server.terminate()
+        server.communicate(timeout=30)
