@@ -211,7 +211,11 @@ class PostgresStore:
         self._open: list[tuple[int, psycopg.Connection[Any]]] = []  # (pid, connection)
         self._session: _LockSession | None = None
         self._namespace = b""
-        self._guarded(self._create_schema)
+        try:
+            self._guarded(self._create_schema)
+        except BaseException:
+            self.close()
+            raise
 
     def __repr__(self) -> str:
         return f"<PostgresStore {self.where!r}>"
