@@ -189,6 +189,10 @@ def test_a_driver_whose_lock_session_dropped_fails_its_next_save(
         assert session is not None
         with psycopg.connect(postgres.url, autocommit=True) as admin:
             admin.execute("SELECT pg_terminate_backend(%s)", (session.backend_pid,))
+        with store.lock("wf", "other"):  # the handle finds its lock session gone, opens another
+            assert store.holder("wf", "other") is not None
+            with pytest.raises(CheckpointError, match=r"^run 'r' of workflow 'wf': this process"):
+                store.append(_info(3), b"3", _summary(3))
         with pytest.raises(CheckpointError, match=r"^run 'r' of workflow 'wf': this process lost"):
             store.append(_info(3), b"3", _summary(3))
     assert [f.seq for f in store.frames("wf", "r")] == [1, 2]
@@ -272,3 +276,9 @@ def test_without_psycopg_open_checkpointer_says_how_to_install_it(
     with pytest.raises(CheckpointError, match=r"pip install pausegraph\[postgres\]") as e:
         open_checkpointer("postgresql://app:s3cret@db/app")
     assert "s3cret" not in str(e.value)
+
+
+def test_import_pausegraph_does_not_import_psycopg() -> None:
+    code = "import sys, pausegraph, pausegraph.checkpointers; print('psycopg' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"

@@ -194,7 +194,7 @@ class _LockSession:
         self.connection = connection
         self.backend_pid = backend_pid
         self.pid = os.getpid()
-        self.held: dict[tuple[str, str], int] = {}
+        self.broken = False  # the connection failed (not a pooler): another may be opened
 
 
 class PostgresStore:
@@ -210,6 +210,8 @@ class PostgresStore:
         self._mutex = threading.RLock()  # guards _open and the lock session
         self._open: list[tuple[int, psycopg.Connection[Any]]] = []  # (pid, connection)
         self._session: _LockSession | None = None
+        # the runs whose lock a ``with`` of this handle holds: (key, the session holding it)
+        self._holding: dict[tuple[str, str], tuple[int, _LockSession]] = {}
         self._namespace = b""
         try:
             self._guarded(self._create_schema)
@@ -432,16 +434,21 @@ class PostgresStore:
         name = (workflow_id, run_id)
         ids = (_id(workflow_id), _id(run_id))
         key = self._key(*ids)
+        take = "SELECT pg_try_advisory_lock(%s), pg_backend_pid()"
         with self._mutex:
-            session = self._lock_session()
-            if name in session.held:  # session locks are re-entrant: refuse it here
+            if self._held(*name) is not None:  # session locks are re-entrant: refuse it here
                 raise ConflictError(held_message(workflow_id, run_id, self.holder(*name)))
-            (got,) = self._on_session(
-                session, "SELECT pg_try_advisory_lock(%s), pg_backend_pid()", (key,)
-            )
+            session = self._lock_session()
+            try:
+                (got,) = self._on_session(session, take, (key,))
+            except CheckpointError:
+                if not session.broken:
+                    raise
+                session = self._lock_session()  # it had dropped: once more, on a new one
+                (got,) = self._on_session(session, take, (key,))
             if not got:
                 raise ConflictError(held_message(workflow_id, run_id, self.holder(*name)))
-            session.held[name] = key
+            self._holding[name] = (key, session)
             me = Holder.here()
             try:
                 self._on_session(
@@ -466,7 +473,8 @@ class PostgresStore:
     def _release(
         self, session: _LockSession, name: tuple[str, str], ids: tuple[bytes, bytes], key: int
     ) -> None:
-        session.held.pop(name, None)
+        if self._holding.get(name, (0, None))[1] is session:
+            del self._holding[name]
         if session.connection.closed or session is not self._session:
             return  # the session ended: the server released its locks
         # an error there closed a broken lock session, and its locks went with it
@@ -506,13 +514,12 @@ class PostgresStore:
         except psycopg.Error as exc:
             if session.connection.broken or session.connection.closed:
                 session.connection.close()
-                session.held.clear()
+                session.broken = True
             raise self._failed(exc) from exc
         assert row is not None
         *values, backend = row
         if backend != session.backend_pid:
             session.connection.close()
-            session.held.clear()
             msg = (
                 f"PostgreSQL store {self.where}: the live-lock connection moved from server "
                 f"process {session.backend_pid} to {backend}; {_POOLING}"
@@ -522,11 +529,10 @@ class PostgresStore:
 
     def _held(self, workflow_id: str, run_id: str) -> tuple[int, int] | None:
         """The (key, backend pid) of the run's lock if this handle holds it in this process."""
-        session = self._session
-        if session is None or session.pid != os.getpid():
-            return None
-        key = session.held.get((workflow_id, run_id))
-        return None if key is None else (key, session.backend_pid)
+        held = self._holding.get((workflow_id, run_id))
+        if held is None or held[1].pid != os.getpid():
+            return None  # a forked child does not hold its parent's locks
+        return held[0], held[1].backend_pid
 
     def holder(self, workflow_id: str, run_id: str) -> Holder | None:
         ids = (_id(workflow_id), _id(run_id))
