@@ -185,10 +185,14 @@ def test_a_driver_whose_lock_session_dropped_fails_its_next_save(
     store.append(_info(1), b"1", _summary(1))
     with store.lock("wf", "r"):
         store.append(_info(2), b"2", _summary(2))
+        store.sync()
         session = store._session
         assert session is not None
         with psycopg.connect(postgres.url, autocommit=True) as admin:
             admin.execute("SELECT pg_terminate_backend(%s)", (session.backend_pid,))
+        # sync() comes before every effect: the driver stops there
+        with pytest.raises(CheckpointError, match=r"lost its live lock .* before its next effect"):
+            store.sync()
         with store.lock("wf", "other"):  # the handle finds its lock session gone, opens another
             assert store.holder("wf", "other") is not None
             with pytest.raises(CheckpointError, match=r"^run 'r' of workflow 'wf': this process"):

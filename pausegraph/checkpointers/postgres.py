@@ -34,7 +34,8 @@ append rolls back and leaves nothing.
 default) returns only after the WAL record is flushed to disk, so every
 append is durable when it returns and ``sync()`` does nothing. A
 connection whose ``synchronous_commit`` is ``off`` (a server or role
-default) is set back to ``on`` when the store opens it.
+default) is set back to ``on`` when the store opens it. (``sync()`` only
+checks the live locks: see below.)
 
 **The live lock** of a run is a session-level advisory lock,
 ``pg_try_advisory_lock(key)``, where ``key`` is 64 bits of a SHA-256 of
@@ -54,7 +55,9 @@ would only make them exclude each other.
 **Every save checks the lock.** When the handle holds the run's lock,
 ``append`` checks in its transaction that the lock connection's backend
 still holds it in ``pg_locks``: a driver whose lock session dropped fails
-its next save with ``CheckpointError`` (and its effects stop with it).
+its next save with ``CheckpointError``. ``sync()``, which the engine calls
+before each effect, has nothing to flush (see Durability) and checks the
+handle's locks the same way, so such a driver calls no further effect.
 
 **Poolers.** A transaction-pooling proxy (PgBouncer in transaction mode)
 hands each transaction to any server session, so a session lock is taken
@@ -362,13 +365,14 @@ class PostgresStore:
         run_id: str,
         key: int,
         backend_pid: int,
+        then: str = "nothing was saved",
     ) -> None:
         found = connection.execute(_HELD + " AND pid = %s", (*_halves(key), backend_pid))
         if found.fetchone() is None:
             msg = (
                 f"run {run_id!r} of workflow {workflow_id!r}: this process lost its live lock "
                 f"(its database session {backend_pid} ended, or a pooler moved it: {_POOLING}); "
-                "nothing was saved. Another driver may have taken the run over"
+                f"{then}. Another driver may have taken the run over"
             )
             raise CheckpointError(msg)
 
@@ -548,7 +552,33 @@ class PostgresStore:
         return Holder(0, "?", 0) if pid is None else Holder(pid, host, since)
 
     def sync(self) -> None:
-        """Nothing to do: every append committed with ``synchronous_commit`` on is durable."""
+        """Check the live locks this handle holds; appends are durable already.
+
+        Every append committed with ``synchronous_commit`` on is on disk, so
+        there is nothing to flush. But the engine calls ``sync()`` before each
+        effect: a driver whose lock session dropped is stopped here, with
+        ``CheckpointError``, before the effect runs (one query per held lock).
+        """
+        mine = [
+            (name, key, session.backend_pid)
+            for name, (key, session) in list(self._holding.items())
+            if session.pid == os.getpid()
+        ]
+        if not mine:
+            return
+
+        def check(connection: psycopg.Connection[Any]) -> None:
+            for (workflow_id, run_id), key, backend_pid in mine:
+                self._check_held(
+                    connection,
+                    workflow_id,
+                    run_id,
+                    key,
+                    backend_pid,
+                    "stopped before its next effect",
+                )
+
+        self._guarded(check)
 
     # --- helpers --------------------------------------------------------------------
 
