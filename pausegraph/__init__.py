@@ -6,6 +6,8 @@ super-steps and checkpoints after each one, so a paused run resumes, in this
 process or another, exactly where it stopped.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from ._channels import Append, LastWriteWins, MergeMap, Reducer
 from ._commands import (
     After,
@@ -77,6 +79,7 @@ __all__ = [
     "Paused",
     "PausegraphError",
     "PendingInterrupt",
+    "PostgresCheckpointer",
     "Reducer",
     "Resume",
     "ResumeError",
@@ -96,6 +99,20 @@ __all__ = [
 
 __version__ = "0.1.0"
 
+if TYPE_CHECKING:
+    from .checkpointers.postgres import PostgresCheckpointer
+
+
+def __getattr__(name: str) -> Any:
+    # imported on first use only: the PostgreSQL store imports psycopg (the
+    # ``pausegraph[postgres]`` extra), which ``import pausegraph`` must not need
+    if name == "PostgresCheckpointer":
+        from .checkpointers.postgres import PostgresCheckpointer
+
+        return PostgresCheckpointer
+    msg = f"module {__name__!r} has no attribute {name!r}"
+    raise AttributeError(msg)
+
 
 def _rehome() -> None:
     # Show public classes as ``pausegraph.Paused`` in reprs, tracebacks and docs,
@@ -106,7 +123,7 @@ def _rehome() -> None:
     import attrs
 
     for name in __all__:
-        obj = globals()[name]
+        obj = globals().get(name)
         if isinstance(obj, type) and obj.__module__.startswith("pausegraph._"):
             if attrs.has(obj):
                 attrs.resolve_types(obj)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import PostgresSchema
 
 from pausegraph import (
     Checkpoint,
@@ -66,6 +67,21 @@ class TestFileCheckpointer(CheckpointerConformance):
 class TestSqliteCheckpointer(CheckpointerConformance):
     def make_checkpointer(self, tmp_path: Path) -> Checkpointer:
         return SqliteCheckpointer(tmp_path / "store.db")
+
+
+class TestPostgresCheckpointer(CheckpointerConformance):
+    """The suite on PostgreSQL: a fresh schema per test (skipped without a server).
+
+    The size test measures ``tmp_path``, where this store keeps nothing;
+    ``tests/test_postgres_store.py`` measures the frames in the database.
+    """
+
+    @pytest.fixture(autouse=True)
+    def _schema(self, postgres: PostgresSchema) -> None:
+        self.postgres = postgres
+
+    def make_checkpointer(self, tmp_path: Path) -> Checkpointer:
+        return self.postgres.checkpointer()  # type: ignore[no-any-return]
 
 
 class ForgotTheHook(CheckpointerConformance):

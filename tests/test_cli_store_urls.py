@@ -7,6 +7,7 @@ read and write the store alone, so no subprocess is needed to pin them.
 from __future__ import annotations
 
 import json
+import sys
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -49,11 +50,14 @@ def test_sqlite_url_opens_a_sqlite_store(tmp_path: Path) -> None:
     assert isinstance(store, SqliteCheckpointer)
 
 
-def test_postgresql_url_says_what_to_install_and_that_it_is_not_there_yet() -> None:
+def test_postgresql_url_without_psycopg_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # import psycopg: ImportError
     with pytest.raises(
         CheckpointError,
-        match=r"^store URL 'postgresql://db/runs': PostgreSQL stores need "
-        r"`pip install pausegraph\[postgres\]` and are not available in this version yet",
+        match=r"^store URL 'postgresql://db/runs': PostgreSQL stores need psycopg 3: "
+        r"`pip install pausegraph\[postgres\]`$",
     ):
         open_checkpointer("postgresql://db/runs")
 
@@ -118,10 +122,13 @@ def test_store_takes_a_sqlite_url(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert [w["run_id"] for w in cli_json(capsys, "--store", store, "inbox")] == ["r1", "r1"]
 
 
-def test_a_bad_store_url_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_bad_store_url_is_one_line(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     err = cli(capsys, "--store", "redis://x", "runs", code=1)
     assert err.startswith("pausegraph: error: CheckpointError: unknown store URL 'redis://x'")
     assert len(err.splitlines()) == 1
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # without the postgres extra
     err = cli(capsys, "--store", "postgresql://db", "inbox", code=1)
     assert "pip install pausegraph[postgres]" in err
 

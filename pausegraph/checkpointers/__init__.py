@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .._records import Checkpoint, CheckpointMeta
 from ._checkpointer import StoreCheckpointer
@@ -15,6 +15,9 @@ from .file import FileCheckpointer, FileStore
 from .memory import MemoryCheckpointer, MemoryStore
 from .sqlite import SqliteCheckpointer, SqliteStore
 
+if TYPE_CHECKING:
+    from .postgres import PostgresCheckpointer, PostgresStore
+
 __all__ = [
     "Checkpointer",
     "FileCheckpointer",
@@ -23,6 +26,8 @@ __all__ = [
     "Holder",
     "MemoryCheckpointer",
     "MemoryStore",
+    "PostgresCheckpointer",
+    "PostgresStore",
     "RunSummary",
     "SqliteCheckpointer",
     "SqliteStore",
@@ -30,6 +35,17 @@ __all__ = [
     "StoreCheckpointer",
     "open_checkpointer",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # the PostgreSQL store imports psycopg: only when it is asked for, so that
+    # ``import pausegraph`` works (and stays fast) without the postgres extra
+    if name in ("PostgresCheckpointer", "PostgresStore"):
+        from . import postgres
+
+        return getattr(postgres, name)
+    msg = f"module {__name__!r} has no attribute {name!r}"
+    raise AttributeError(msg)
 
 
 class Checkpointer(Protocol):

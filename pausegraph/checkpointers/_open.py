@@ -61,11 +61,14 @@ def open_checkpointer(url: str) -> StoreCheckpointer | FileCheckpointer:
         open_checkpointer("runs")               # FileCheckpointer("runs")
         open_checkpointer("file:runs")          # the same
         open_checkpointer("sqlite:runs.db")     # SqliteCheckpointer("runs.db")
+        open_checkpointer("postgresql://app@db/app")  # PostgresCheckpointer(url)
 
-    ``postgresql://...`` needs the ``pausegraph[postgres]`` extra, which is
-    not available yet: it is a ``CheckpointError`` saying so, as is any
-    other form. A file store's directory is created if it does not exist
-    (see ``FileCheckpointer``).
+    ``postgresql://...`` (or ``postgres://``) is passed to psycopg as it is;
+    it needs the ``pausegraph[postgres]`` extra: without it, a
+    ``CheckpointError`` saying ``pip install pausegraph[postgres]``. Any
+    other form is a ``CheckpointError`` naming the accepted ones. A file
+    store's directory is created if it does not exist (see
+    ``FileCheckpointer``).
     """
     parsed = parse_store_url(url)
     if parsed.kind == "memory":
@@ -74,8 +77,19 @@ def open_checkpointer(url: str) -> StoreCheckpointer | FileCheckpointer:
         return FileCheckpointer(Path(parsed.target))
     if parsed.kind == "sqlite":
         return SqliteCheckpointer(parsed.target)
-    msg = (
-        f"store URL {url!r}: PostgreSQL stores need `pip install pausegraph[postgres]` "
-        "and are not available in this version yet; use 'sqlite:PATH' or a directory"
-    )
-    raise CheckpointError(msg)
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        msg = (
+            f"store URL {describe_url(url)!r}: PostgreSQL stores need psycopg 3: "
+            "`pip install pausegraph[postgres]`"
+        )
+        raise CheckpointError(msg) from None
+    from .postgres import PostgresCheckpointer
+
+    return PostgresCheckpointer(parsed.target)
+
+
+def describe_url(url: str) -> str:
+    """``url`` without a password (``postgresql://user:secret@host`` loses ``:secret``)."""
+    return re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://[^:@/]*):[^@/]*@", r"\1@", url)

@@ -1,0 +1,614 @@
+"""PostgresCheckpointer: every run in one PostgreSQL database, for processes on any machines.
+
+Theory of operation
+-------------------
+
+psycopg 3 (the ``pausegraph[postgres]`` extra) talks to the server. The
+store keeps every run in four tables of the connection's current schema
+(the first schema of ``search_path``), made on first use::
+
+    pausegraph_schema(version)                      -- one row: this layout's version
+    pausegraph_frames(workflow, run, seq, super_step, label, timestamp_ms, snapshot,
+                      frame, PRIMARY KEY (workflow, run, seq))
+    pausegraph_runs(workflow, run, seq, status, updated_ms, deadline_ms, data,
+                    PRIMARY KEY (workflow, run))    -- plus indexes on status, deadline_ms
+    pausegraph_holders(workflow, run, backend_pid, pid, host, since_ms,
+                       PRIMARY KEY (workflow, run)) -- who holds a live lock, for people
+
+as the SQLite store keeps its ``frames`` and ``runs``. **Ids and labels are
+``bytea``** (UTF-8 with ``surrogatepass``), not ``text``: PostgreSQL text
+cannot hold a NUL or a lone surrogate, and workflow ids are graph names,
+which pausegraph does not restrict; as bytes every id is stored and
+compared exactly. The tables are made in one transaction under a
+transaction-level advisory lock, so processes opening a new database at
+once do not race; a schema of a newer version is refused.
+
+**An append** is one transaction: look up the run's ``max(seq)``, refuse a
+seq it has (``ConflictError``) or a gap (``CheckpointError``), insert the
+frame, upsert the summary, commit. The primary key is the claim: of two
+transactions inserting the same seq, the second waits for the first and
+then fails with a unique violation, which is a ``ConflictError``. A failed
+append rolls back and leaves nothing.
+
+**Durability.** A commit with ``synchronous_commit`` ``on`` (PostgreSQL's
+default) returns only after the WAL record is flushed to disk, so every
+append is durable when it returns and ``sync()`` does nothing. A
+connection whose ``synchronous_commit`` is ``off`` (a server or role
+default) is set back to ``on`` when the store opens it. (``sync()`` only
+checks the live locks: see below.)
+
+**The live lock** of a run is a session-level advisory lock,
+``pg_try_advisory_lock(key)``, where ``key`` is 64 bits of a SHA-256 of
+(current schema, workflow id, run id). It is taken on a connection the
+handle opens for its locks only (one per handle and process, holding every
+lock the handle holds) and released by ``pg_advisory_unlock`` when the
+``with`` exits, or by the server when the session ends: the process died
+and the kernel closed its socket, or TCP keepalive found its host gone.
+Session locks are re-entrant within a session, so the handle also keeps
+the locks it holds and refuses a second holder in another thread itself.
+Beside the lock, ``pausegraph_holders`` says who holds it (pid, host,
+since) and the backend that holds it; ``holder()`` joins that row with
+``pg_locks``, so a row left by a dead session, or the row of another run
+whose key collides, names nobody. A collision of two runs' keys (2^-64)
+would only make them exclude each other.
+
+**Every save checks the lock.** When the handle holds the run's lock,
+``append`` checks in its transaction that the lock connection's backend
+still holds it in ``pg_locks``: a driver whose lock session dropped fails
+its next save with ``CheckpointError``. ``sync()``, which the engine calls
+before each effect, has nothing to flush (see Durability) and checks the
+handle's locks the same way, so such a driver calls no further effect.
+
+**Poolers.** A transaction-pooling proxy (PgBouncer in transaction mode)
+hands each transaction to any server session, so a session lock is taken
+by one backend and looked for on another. The lock connection checks
+``pg_backend_pid()`` with every statement; a backend that changed is a
+``CheckpointError`` saying a direct connection or session pooling is
+needed.
+
+**Threads and processes.** Each thread has its own data connection (in
+autocommit mode, with explicit transactions; nothing is left open while
+idle); a forked child opens its own connections and never touches (nor
+closes) its parent's, whose sessions belong to the parent.
+
+**Errors.** A server that cannot be reached, or any error it reports, is a
+``CheckpointError`` naming the database (never its password) and what the
+server said; a broken connection is dropped and opened again on next use.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import hashlib
+import os
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any, TypeVar
+
+from .._values import pack
+from ..errors import CheckpointError, ConflictError
+from ._checkpointer import StoreCheckpointer
+from ._lock import Holder, held_message
+from ._log import refuse_seq
+from ._store import FrameInfo, RunSummary
+
+try:
+    import psycopg
+    import psycopg.errors
+    from psycopg.conninfo import conninfo_to_dict
+except ImportError as exc:  # pragma: no cover - the extra is installed in the tests
+    msg = f"PostgreSQL stores need psycopg 3: `pip install pausegraph[postgres]` ({exc})"
+    raise CheckpointError(msg) from exc
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE pausegraph_schema (version integer NOT NULL);
+CREATE TABLE pausegraph_frames (
+    workflow bytea NOT NULL,
+    run bytea NOT NULL,
+    seq integer NOT NULL,
+    super_step integer NOT NULL,
+    label bytea NOT NULL,
+    timestamp_ms bigint NOT NULL,
+    snapshot boolean NOT NULL,
+    frame bytea NOT NULL,
+    PRIMARY KEY (workflow, run, seq)
+);
+CREATE TABLE pausegraph_runs (
+    workflow bytea NOT NULL,
+    run bytea NOT NULL,
+    seq integer NOT NULL,
+    status text NOT NULL,
+    updated_ms bigint NOT NULL,
+    deadline_ms bigint,
+    data bytea NOT NULL,
+    PRIMARY KEY (workflow, run)
+);
+CREATE INDEX pausegraph_runs_by_status ON pausegraph_runs (status);
+CREATE INDEX pausegraph_runs_by_deadline ON pausegraph_runs (deadline_ms);
+CREATE TABLE pausegraph_holders (
+    workflow bytea NOT NULL,
+    run bytea NOT NULL,
+    backend_pid integer NOT NULL,
+    pid integer NOT NULL,
+    host text NOT NULL,
+    since_ms bigint NOT NULL,
+    PRIMARY KEY (workflow, run)
+)
+"""
+
+# an advisory lock on one bigint shows in pg_locks as classid (high 32 bits),
+# objid (low 32 bits) and objsubid 1
+_HELD = (
+    "SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted "
+    "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+    "AND classid = %s::bigint::oid AND objid = %s::bigint::oid AND objsubid = 1"
+)
+
+_POOLING = (
+    "a direct connection or session pooling is needed: a transaction-pooling proxy "
+    "(PgBouncer in transaction mode) moves a session lock between clients"
+)
+
+_T = TypeVar("_T")
+
+# connections a forked child inherited: kept referenced so that they are never
+# finalized (closed) there, which would end the parent's sessions
+_INHERITED: list[Any] = []
+
+
+def _id(value: str) -> bytes:
+    return value.encode("utf-8", "surrogatepass")
+
+
+def _str(value: bytes) -> str:
+    return bytes(value).decode("utf-8", "surrogatepass")
+
+
+def describe(conninfo: str) -> str:
+    """``conninfo`` as ``postgresql://user@host:port/dbname``, without its password."""
+    try:
+        parts = conninfo_to_dict(conninfo)
+    except Exception:
+        return "postgresql://?"
+    user = f"{parts['user']}@" if parts.get("user") else ""
+    host = parts.get("host") or parts.get("hostaddr") or ""
+    port = f":{parts['port']}" if parts.get("port") else ""
+    return f"postgresql://{user}{host}{port}/{parts.get('dbname', '')}"
+
+
+def _halves(key: int) -> tuple[int, int]:
+    unsigned = key & 0xFFFF_FFFF_FFFF_FFFF
+    return unsigned >> 32, unsigned & 0xFFFF_FFFF
+
+
+class _Local(threading.local):
+    pid: int = -1
+    connection: psycopg.Connection[Any] | None = None
+
+
+class _LockSession:
+    """The connection that holds this handle's live locks, in one process."""
+
+    def __init__(self, connection: psycopg.Connection[Any], backend_pid: int) -> None:
+        self.connection = connection
+        self.backend_pid = backend_pid
+        self.pid = os.getpid()
+        self.broken = False  # the connection failed (not a pooler): another may be opened
+
+
+class PostgresStore:
+    """The PostgreSQL store: every run in one database (see the module documentation)."""
+
+    def __init__(self, conninfo: str) -> None:
+        if not isinstance(conninfo, str) or not conninfo:
+            msg = f"PostgresStore(conninfo) takes a libpq URL or conninfo string, got {conninfo!r}"
+            raise CheckpointError(msg)
+        self.conninfo = conninfo
+        self.where = describe(conninfo)
+        self._local = _Local()
+        self._mutex = threading.RLock()  # guards _open and the lock session
+        self._open: list[tuple[int, psycopg.Connection[Any]]] = []  # (pid, connection)
+        self._session: _LockSession | None = None
+        # the runs whose lock a ``with`` of this handle holds: (key, the session holding it)
+        self._holding: dict[tuple[str, str], tuple[int, _LockSession]] = {}
+        self._namespace = b""
+        try:
+            self._guarded(self._create_schema)
+        except BaseException:
+            self.close()
+            raise
+
+    def __repr__(self) -> str:
+        return f"<PostgresStore {self.where!r}>"
+
+    def close(self) -> None:
+        """Close this handle's connections (releasing its live locks); used again, it reopens.
+
+        Call it when no other thread is using the handle. In a forked child it
+        leaves the parent's connections alone.
+        """
+        with self._mutex:
+            connections, self._open = self._open, []
+            session, self._session = self._session, None
+        if session is not None:
+            connections.append((session.pid, session.connection))
+        for pid, connection in connections:
+            if pid == os.getpid():
+                connection.close()
+            else:
+                _INHERITED.append(connection)
+        self._local = _Local()
+
+    # --- connections and errors -----------------------------------------------------
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        try:
+            connection = psycopg.connect(self.conninfo, autocommit=True)
+        except psycopg.Error as exc:
+            msg = f"PostgreSQL store {self.where} cannot connect: {exc}".rstrip()
+            raise CheckpointError(msg) from None
+        try:
+            mode = connection.execute("SHOW synchronous_commit").fetchone()
+            if mode is not None and mode[0] == "off":
+                connection.execute("SET synchronous_commit = on")
+        except BaseException:
+            connection.close()
+            raise
+        return connection
+
+    def _connection(self) -> psycopg.Connection[Any]:
+        local = self._local
+        connection = local.connection
+        if connection is not None and local.pid == os.getpid() and not connection.closed:
+            return connection
+        connection = self._connect()
+        local.pid, local.connection = os.getpid(), connection
+        with self._mutex:
+            self._open.append((os.getpid(), connection))
+        return connection
+
+    def _failed(self, exc: psycopg.Error) -> CheckpointError:
+        return CheckpointError(f"PostgreSQL store {self.where} failed: {exc}".rstrip())
+
+    def _guarded(self, work: Callable[[psycopg.Connection[Any]], _T]) -> _T:
+        """Run ``work`` on this thread's connection; psycopg's errors become ours."""
+        connection = self._connection()
+        try:
+            return work(connection)
+        except psycopg.Error as exc:
+            if connection.closed or connection.broken:
+                self._drop(connection)
+            raise self._failed(exc) from exc
+
+    def _drop(self, connection: psycopg.Connection[Any]) -> None:
+        with self._mutex:
+            self._open = [(p, c) for p, c in self._open if c is not connection]
+        if self._local.connection is connection:
+            self._local.connection = None
+        connection.close()
+
+    def _create_schema(self, connection: psycopg.Connection[Any]) -> None:
+        with connection.transaction():
+            row = connection.execute("SELECT current_schema()").fetchone()
+            if row is None or row[0] is None:
+                msg = (
+                    f"PostgreSQL store {self.where}: no schema of the search_path exists "
+                    "to make the store's tables in; create one or set search_path"
+                )
+                raise CheckpointError(msg)
+            self._namespace = _id(row[0])
+            connection.execute("SELECT pg_advisory_xact_lock(%s)", (self._key(b"schema", b""),))
+            found = connection.execute("SELECT to_regclass('pausegraph_schema')").fetchone()
+            if found is None or found[0] is None:
+                for statement in _SCHEMA.split(";"):
+                    connection.execute(statement.encode())
+                connection.execute("INSERT INTO pausegraph_schema VALUES (%s)", (SCHEMA_VERSION,))
+                return
+            version = connection.execute("SELECT max(version) FROM pausegraph_schema").fetchone()
+            if version is not None and (version[0] or 0) > SCHEMA_VERSION:
+                msg = (
+                    f"PostgreSQL store {self.where} has schema version {version[0]}, newer "
+                    f"than this pausegraph's {SCHEMA_VERSION}: upgrade pausegraph to open it"
+                )
+                raise CheckpointError(msg)
+
+    def _key(self, workflow: bytes, run: bytes) -> int:
+        digest = hashlib.sha256(pack([b"pausegraph", self._namespace, workflow, run])).digest()
+        return int.from_bytes(digest[:8], "big", signed=True)
+
+    # --- the Store protocol ---------------------------------------------------------
+
+    def append(self, info: FrameInfo, frame: bytes, summary: RunSummary) -> None:
+        workflow_id, run_id = summary.workflow_id, summary.run_id
+        ids = (_id(workflow_id), _id(run_id))
+        held = self._held(workflow_id, run_id)
+
+        def append(connection: psycopg.Connection[Any]) -> None:
+            with connection.transaction():
+                if held is not None:
+                    self._check_held(connection, workflow_id, run_id, *held)
+                row = connection.execute(
+                    "SELECT max(seq) FROM pausegraph_frames WHERE workflow = %s AND run = %s",
+                    ids,
+                ).fetchone()
+                count = 0 if row is None or row[0] is None else int(row[0])
+                if info.seq != count + 1:
+                    refuse_seq(workflow_id, run_id, info.seq, count)
+                try:
+                    with connection.transaction():  # a savepoint: the conflict is ours to say
+                        connection.execute(
+                            "INSERT INTO pausegraph_frames VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                            (*ids, info.seq, info.super_step, _id(info.label), info.timestamp_ms,
+                             info.snapshot, frame),
+                        )  # fmt: skip
+                except psycopg.errors.UniqueViolation:  # the primary key: the seq is taken
+                    refuse_seq(workflow_id, run_id, info.seq, info.seq)
+                connection.execute(
+                    "INSERT INTO pausegraph_runs VALUES (%s, %s, %s, %s, %s, %s, %s) "
+                    "ON CONFLICT (workflow, run) DO UPDATE SET seq = EXCLUDED.seq, "
+                    "status = EXCLUDED.status, updated_ms = EXCLUDED.updated_ms, "
+                    "deadline_ms = EXCLUDED.deadline_ms, data = EXCLUDED.data",
+                    (*ids, summary.seq, summary.status, summary.updated_ms, summary.deadline_ms,
+                     summary.data),
+                )  # fmt: skip
+
+        self._guarded(append)
+
+    def _check_held(
+        self,
+        connection: psycopg.Connection[Any],
+        workflow_id: str,
+        run_id: str,
+        key: int,
+        backend_pid: int,
+        then: str = "nothing was saved",
+    ) -> None:
+        found = connection.execute(_HELD + " AND pid = %s", (*_halves(key), backend_pid))
+        if found.fetchone() is None:
+            msg = (
+                f"run {run_id!r} of workflow {workflow_id!r}: this process lost its live lock "
+                f"(its database session {backend_pid} ended, or a pooler moved it: {_POOLING}); "
+                f"{then}. Another driver may have taken the run over"
+            )
+            raise CheckpointError(msg)
+
+    def frames(self, workflow_id: str, run_id: str) -> builtins.list[FrameInfo]:
+        rows = self._rows(
+            "SELECT seq, super_step, label, timestamp_ms, snapshot, octet_length(frame) "
+            "FROM pausegraph_frames WHERE workflow = %s AND run = %s ORDER BY seq",
+            (_id(workflow_id), _id(run_id)),
+        )
+        return [
+            FrameInfo(s, step, _str(label), t, bool(snap), n) for s, step, label, t, snap, n in rows
+        ]
+
+    def read(self, workflow_id: str, run_id: str, first: int, last: int) -> builtins.list[bytes]:
+        rows = self._rows(
+            "SELECT frame FROM pausegraph_frames WHERE workflow = %s AND run = %s "
+            "AND seq BETWEEN %s AND %s ORDER BY seq",
+            (_id(workflow_id), _id(run_id), first, last),
+        )
+        return [bytes(frame) for (frame,) in rows]
+
+    def runs(
+        self, *, workflow_id: str | None = None, status: str | None = None
+    ) -> builtins.list[RunSummary]:
+        where: builtins.list[str] = []
+        args: builtins.list[bytes | str] = []
+        if workflow_id is not None:
+            where.append("workflow = %s")
+            args.append(_id(workflow_id))
+        if status is not None:
+            where.append("status = %s")
+            args.append(status)
+        query = (
+            "SELECT workflow, run, seq, status, updated_ms, deadline_ms, data FROM pausegraph_runs"
+        )
+        if where:
+            query += " WHERE " + " AND ".join(where)
+        return [
+            RunSummary(_str(w), _str(r), seq, st, updated, deadline, bytes(data))
+            for w, r, seq, st, updated, deadline, data in self._rows(query, tuple(args))
+        ]
+
+    def delete(self, workflow_id: str, run_id: str) -> None:
+        ids = (_id(workflow_id), _id(run_id))
+
+        def delete(connection: psycopg.Connection[Any]) -> None:
+            with connection.transaction():
+                connection.execute(
+                    "DELETE FROM pausegraph_frames WHERE workflow = %s AND run = %s", ids
+                )
+                connection.execute(
+                    "DELETE FROM pausegraph_runs WHERE workflow = %s AND run = %s", ids
+                )
+
+        self._guarded(delete)
+
+    def lock(self, workflow_id: str, run_id: str) -> AbstractContextManager[None]:
+        """Hold the run's live lock: a session advisory lock on this handle's lock connection."""
+        return self._hold(workflow_id, run_id)
+
+    @contextmanager
+    def _hold(self, workflow_id: str, run_id: str) -> Iterator[None]:
+        name = (workflow_id, run_id)
+        ids = (_id(workflow_id), _id(run_id))
+        key = self._key(*ids)
+        take = "SELECT pg_try_advisory_lock(%s), pg_backend_pid()"
+        with self._mutex:
+            if self._held(*name) is not None:  # session locks are re-entrant: refuse it here
+                raise ConflictError(held_message(workflow_id, run_id, self.holder(*name)))
+            session = self._lock_session()
+            try:
+                (got,) = self._on_session(session, take, (key,))
+            except CheckpointError:
+                if not session.broken:
+                    raise
+                session = self._lock_session()  # it had dropped: once more, on a new one
+                (got,) = self._on_session(session, take, (key,))
+            if not got:
+                raise ConflictError(held_message(workflow_id, run_id, self.holder(*name)))
+            self._holding[name] = (key, session)
+            me = Holder.here()
+            try:
+                self._on_session(
+                    session,
+                    "WITH noted AS (INSERT INTO pausegraph_holders "
+                    "VALUES (%s, %s, pg_backend_pid(), %s, %s, %s) "
+                    "ON CONFLICT (workflow, run) DO UPDATE SET backend_pid = "
+                    "EXCLUDED.backend_pid, pid = EXCLUDED.pid, host = EXCLUDED.host, "
+                    "since_ms = EXCLUDED.since_ms RETURNING 1) "
+                    "SELECT count(*), pg_backend_pid() FROM noted",
+                    (*ids, me.pid, me.host, me.since_ms),
+                )
+            except BaseException:
+                self._release(session, name, ids, key)
+                raise
+        try:
+            yield
+        finally:
+            with self._mutex:
+                self._release(session, name, ids, key)
+
+    def _release(
+        self, session: _LockSession, name: tuple[str, str], ids: tuple[bytes, bytes], key: int
+    ) -> None:
+        if self._holding.get(name, (0, None))[1] is session:
+            del self._holding[name]
+        if session.connection.closed or session is not self._session:
+            return  # the session ended: the server released its locks
+        # an error there closed a broken lock session, and its locks went with it
+        with contextlib.suppress(CheckpointError):
+            self._on_session(
+                session,
+                "WITH gone AS (DELETE FROM pausegraph_holders WHERE workflow = %s AND run = %s "
+                "AND backend_pid = pg_backend_pid()) "
+                "SELECT pg_advisory_unlock(%s), pg_backend_pid()",
+                (*ids, key),
+            )
+
+    def _lock_session(self) -> _LockSession:
+        """This handle's lock connection in this process (call it under ``_mutex``)."""
+        session = self._session
+        if session is not None and session.pid == os.getpid() and not session.connection.closed:
+            return session
+        if session is not None and session.pid != os.getpid():
+            _INHERITED.append(session.connection)  # the parent's: never close it here
+        connection = self._connect()
+        try:
+            row = connection.execute("SELECT pg_backend_pid()").fetchone()
+        except psycopg.Error as exc:
+            connection.close()
+            raise self._failed(exc) from exc
+        assert row is not None
+        self._session = _LockSession(connection, int(row[0]))
+        return self._session
+
+    def _on_session(self, session: _LockSession, query: str, args: tuple[Any, ...]) -> Any:
+        """Run ``query`` (its last column ``pg_backend_pid()``) on the lock connection.
+
+        A backend other than the session's is a transaction-pooling proxy at work.
+        """
+        try:
+            row = session.connection.execute(query, args).fetchone()
+        except psycopg.Error as exc:
+            if session.connection.broken or session.connection.closed:
+                session.connection.close()
+                session.broken = True
+            raise self._failed(exc) from exc
+        assert row is not None
+        *values, backend = row
+        if backend != session.backend_pid:
+            session.connection.close()
+            msg = (
+                f"PostgreSQL store {self.where}: the live-lock connection moved from server "
+                f"process {session.backend_pid} to {backend}; {_POOLING}"
+            )
+            raise CheckpointError(msg)
+        return values
+
+    def _held(self, workflow_id: str, run_id: str) -> tuple[int, int] | None:
+        """The (key, backend pid) of the run's lock if this handle holds it in this process."""
+        held = self._holding.get((workflow_id, run_id))
+        if held is None or held[1].pid != os.getpid():
+            return None  # a forked child does not hold its parent's locks
+        return held[0], held[1].backend_pid
+
+    def holder(self, workflow_id: str, run_id: str) -> Holder | None:
+        ids = (_id(workflow_id), _id(run_id))
+        rows = self._rows(
+            "SELECT h.pid, h.host, h.since_ms FROM (" + _HELD.replace("SELECT 1", "SELECT pid")
+            + ") AS l LEFT JOIN pausegraph_holders AS h ON h.backend_pid = l.pid "
+            "AND h.workflow = %s AND h.run = %s",
+            (*_halves(self._key(*ids)), *ids),
+        )  # fmt: skip
+        if not rows:
+            return None
+        pid, host, since = rows[0]
+        return Holder(0, "?", 0) if pid is None else Holder(pid, host, since)
+
+    def sync(self) -> None:
+        """Check the live locks this handle holds; appends are durable already.
+
+        Every append committed with ``synchronous_commit`` on is on disk, so
+        there is nothing to flush. But the engine calls ``sync()`` before each
+        effect: a driver whose lock session dropped is stopped here, with
+        ``CheckpointError``, before the effect runs (one query per held lock).
+        """
+        mine = [
+            (name, key, session.backend_pid)
+            for name, (key, session) in list(self._holding.items())
+            if session.pid == os.getpid()
+        ]
+        if not mine:
+            return
+
+        def check(connection: psycopg.Connection[Any]) -> None:
+            for (workflow_id, run_id), key, backend_pid in mine:
+                self._check_held(
+                    connection,
+                    workflow_id,
+                    run_id,
+                    key,
+                    backend_pid,
+                    "stopped before its next effect",
+                )
+
+        self._guarded(check)
+
+    # --- helpers --------------------------------------------------------------------
+
+    def _rows(self, query: str, args: tuple[Any, ...]) -> builtins.list[Any]:
+        return self._guarded(lambda connection: connection.execute(query, args).fetchall())
+
+
+class PostgresCheckpointer(StoreCheckpointer):
+    """Checkpoints in a PostgreSQL database, shared by processes on any number of machines.
+
+    ::
+
+        runner = Runner(graph, PostgresCheckpointer("postgresql://app@db/app"))
+
+    Needs the ``pausegraph[postgres]`` extra (psycopg 3). ``save`` is
+    conditional on the seq (the table's primary key); the live lock of a
+    running run is a session-level advisory lock on a connection the store
+    owns, released when that session ends, so it needs a direct connection
+    or session pooling, not a transaction-pooling proxy. Every commit is
+    synchronous, hence durable. See docs/storage.md, "The PostgreSQL store".
+    """
+
+    store: PostgresStore
+
+    def __init__(self, conninfo: str) -> None:
+        super().__init__(PostgresStore(conninfo))
+
+    def __repr__(self) -> str:
+        return f"<PostgresCheckpointer {self.store.where!r}>"
+
+    def close(self) -> None:
+        """Close the database connections (the store opens new ones if used again)."""
+        self.store.close()

@@ -1,0 +1,288 @@
+"""The PostgreSQL store across processes: racing resumers, killed lock holders, poolers.
+
+The workflow is ``tests/_durable_flows.py``'s, run in real subprocesses by its
+``--sqlite`` driver with ``PostgresCheckpointer`` in place of
+``SqliteCheckpointer`` (ROOT is then the store's URL). Every test gets a fresh
+schema from the ``postgres`` fixture (``tests/conftest.py``), which skips
+without ``PAUSEGRAPH_TEST_POSTGRES`` and fails if it is set and the server is
+down.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from conftest import PostgresSchema
+
+from pausegraph import (
+    CheckpointError,
+    ConflictError,
+    PostgresCheckpointer,
+    Runner,
+    Status,
+    open_checkpointer,
+)
+from pausegraph.checkpointers import FrameInfo, RunSummary
+from pausegraph.checkpointers.postgres import SCHEMA_VERSION
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _durable_flows
+from test_durability import effects, environment, uninterrupted
+
+COMMAND = [
+    sys.executable,
+    "-c",
+    "import sys, _durable_flows, pausegraph; "
+    "_durable_flows.SqliteCheckpointer = pausegraph.PostgresCheckpointer; "
+    "_durable_flows.main(['--sqlite', *sys.argv[1:]])",
+]
+
+HOLD = """
+import sys, time
+from pausegraph import PostgresCheckpointer
+store = PostgresCheckpointer(sys.argv[1])
+with store.lock("orders", "r"):
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+def flow(
+    pg: PostgresSchema, tmp_path: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*COMMAND, pg.url, *args],
+        capture_output=True, text=True, env=environment(tmp_path / "db", env), check=False,
+        timeout=120,
+    )  # fmt: skip
+
+
+def ok(result: subprocess.CompletedProcess[str]) -> Any:
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def labels(pg: PostgresSchema) -> list[str]:
+    history = pg.checkpointer().list("orders", "r")
+    assert [m.seq for m in history] == list(range(1, len(history) + 1))
+    return [m.label for m in history]
+
+
+def test_of_8_processes_resuming_one_paused_run_on_postgres_exactly_one_wins(
+    postgres: PostgresSchema, tmp_path: Path
+) -> None:
+    assert "paused" in ok(flow(postgres, tmp_path, "step", "r"))
+    pause_seq = len(labels(postgres))
+    before = effects(tmp_path / "db")
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    racers = [
+        subprocess.Popen(
+            [*COMMAND, postgres.url, "race", "r", str(gate)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=environment(tmp_path / "db"),
+        )
+        for _ in range(8)
+    ]
+    while len(list(gate.glob("ready.*"))) < 8 and all(p.poll() is None for p in racers):
+        threading.Event().wait(0.01)
+    (gate / "start").touch()
+    results = []
+    for p in racers:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+        results.append(json.loads(out))
+    assert sorted(results) == ["conflict"] * 7 + ["won"]
+    # one linear history: a single resume after the pause
+    assert labels(postgres)[pause_seq:].count("resume") == 1
+    # the winner's effects ran once: ship and audit, after the pause
+    ran = effects(tmp_path / "db") - before
+    assert ran == {"ship": 1, "audit": 1}, ran
+    final = ok(flow(postgres, tmp_path, "drive", "r"))
+    assert final["done"] == uninterrupted()
+    assert effects(tmp_path / "db") == {"charge": 1, "ship": 1, "audit": 1}
+
+
+def _wait_for(predicate: Any, what: str, seconds: float = 30) -> None:
+    end = time.monotonic() + seconds
+    while not predicate():
+        assert time.monotonic() < end, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def test_a_lock_holder_killed_with_sigkill_releases_the_lock_and_the_run_is_queued(
+    postgres: PostgresSchema, tmp_path: Path
+) -> None:
+    runner = Runner(_durable_flows.GRAPH, postgres.checkpointer())
+    assert runner.start("r", _durable_flows.INPUT).status is Status.QUEUED
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD, postgres.url],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=environment(tmp_path / "db"),
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline() == "held\n"
+        assert runner.state("r").status is Status.RUNNING
+        who = runner.checkpointer.holder("orders", "r")
+        assert who is not None
+        assert who.pid == holder.pid
+        with pytest.raises(ConflictError, match=rf" is running: process {holder.pid} on host "):
+            runner.run("r")
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(60)
+        if holder.stdout is not None:
+            holder.stdout.close()
+    assert holder.returncode == -signal.SIGKILL
+    # the kernel closes the socket; the server ends the session and its locks
+    _wait_for(lambda: runner.state("r").status is Status.QUEUED, "the run to be queued")
+    assert runner.checkpointer.holder("orders", "r") is None
+    with runner.checkpointer.lock("orders", "r"):
+        assert runner.state("r").status is Status.RUNNING
+
+
+@pytest.mark.parametrize("crash", [{"PG_CRASH_STEP": "ship"}, {"PG_CRASH_AFTER_SAVE": "4"}])
+def test_a_run_killed_with_sigkill_on_postgres_recovers_with_run(
+    postgres: PostgresSchema, tmp_path: Path, crash: dict[str, str]
+) -> None:
+    first = flow(postgres, tmp_path, "drive", "r", env={**crash, "PG_CRASH_KILL": "1"})
+    assert first.returncode == -signal.SIGKILL, first.stderr
+    store = postgres.checkpointer()
+    _wait_for(lambda: store.holder("orders", "r") is None, "the server to release the lock")
+    final = ok(flow(postgres, tmp_path, "drive", "r"))  # recovers through run(run_id)
+    assert final["done"] == uninterrupted()
+    counts = effects(tmp_path / "db")
+    assert set(counts) == {"charge", "ship", "audit"}
+    assert all(n <= 2 for n in counts.values()), counts
+    labels(postgres)
+
+
+def _summary(seq: int) -> RunSummary:
+    return RunSummary("wf", "r", seq, "queued", seq, None, b"")
+
+
+def _info(seq: int) -> FrameInfo:
+    return FrameInfo(seq, seq - 1, "l", seq, True, 1)
+
+
+def test_a_driver_whose_lock_session_dropped_fails_its_next_save(
+    postgres: PostgresSchema,
+) -> None:
+    store = postgres.checkpointer().store
+    store.append(_info(1), b"1", _summary(1))
+    with store.lock("wf", "r"):
+        store.append(_info(2), b"2", _summary(2))
+        store.sync()
+        session = store._session
+        assert session is not None
+        with psycopg.connect(postgres.url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (session.backend_pid,))
+        # sync() comes before every effect: the driver stops there
+        with pytest.raises(CheckpointError, match=r"lost its live lock .* before its next effect"):
+            store.sync()
+        with store.lock("wf", "other"):  # the handle finds its lock session gone, opens another
+            assert store.holder("wf", "other") is not None
+            with pytest.raises(CheckpointError, match=r"^run 'r' of workflow 'wf': this process"):
+                store.append(_info(3), b"3", _summary(3))
+        with pytest.raises(CheckpointError, match=r"^run 'r' of workflow 'wf': this process lost"):
+            store.append(_info(3), b"3", _summary(3))
+    assert [f.seq for f in store.frames("wf", "r")] == [1, 2]
+    assert store.holder("wf", "r") is None
+    with store.lock("wf", "r"):  # a new lock session
+        store.append(_info(3), b"3", _summary(3))
+
+
+def test_a_lock_connection_moved_between_server_sessions_is_a_pooler_and_refused(
+    postgres: PostgresSchema,
+) -> None:
+    store = postgres.checkpointer().store
+    with store.lock("wf", "a"):
+        session = store._session
+        assert session is not None
+        session.backend_pid += 1  # as a transaction-pooling proxy would show it
+        with pytest.raises(
+            CheckpointError, match=r"a direct connection or session pooling is needed"
+        ):
+            store.lock("wf", "b").__enter__()
+    with store.lock("wf", "b"):  # a new lock connection
+        assert store.holder("wf", "b") is not None
+
+
+def test_a_database_of_a_newer_schema_is_refused(postgres: PostgresSchema) -> None:
+    postgres.checkpointer()
+    with psycopg.connect(postgres.url, autocommit=True) as admin:
+        admin.execute("UPDATE pausegraph_schema SET version = %s", (SCHEMA_VERSION + 1,))
+    with pytest.raises(
+        CheckpointError,
+        match=rf"has schema version {SCHEMA_VERSION + 1}, newer than this pausegraph's "
+        rf"{SCHEMA_VERSION}: upgrade pausegraph to open it$",
+    ):
+        postgres.checkpointer()
+
+
+def test_open_checkpointer_opens_a_postgres_url_and_never_shows_the_password(
+    postgres: PostgresSchema,
+) -> None:
+    opened = open_checkpointer(postgres.url)
+    postgres.opened.append(opened)
+    assert isinstance(opened, PostgresCheckpointer)
+    password = psycopg.conninfo.conninfo_to_dict(postgres.url).get("password")
+    if password:
+        assert f":{password}@" not in repr(opened)
+
+
+def test_many_processes_may_make_the_tables_at_once(postgres: PostgresSchema) -> None:
+    threads = [threading.Thread(target=postgres.checkpointer) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert postgres.checkpointer().runs() == []
+
+
+def test_what_200_small_appends_store_grows_with_the_changes(postgres: PostgresSchema) -> None:
+    from pausegraph.testing._conformance import copy_run, recorded_run, same
+
+    store = postgres.checkpointer()
+    history = recorded_run([{"log": [f"{i:04d}" * 256]} for i in range(200)])
+    copy_run(store, history, "r")
+    assert same(store.latest("wf", "r"), history[-1])
+    with psycopg.connect(postgres.url) as admin:
+        row = admin.execute("SELECT sum(octet_length(frame)) FROM pausegraph_frames").fetchone()
+    assert row is not None
+    assert row[0] < 400_000, f"{row[0]} bytes of frames for 200 KB of changes"
+
+
+def test_an_unreachable_server_is_a_checkpoint_error_without_the_password() -> None:
+    url = "postgresql://someone:s3cret@127.0.0.1:1/nothing?connect_timeout=5"
+    with pytest.raises(CheckpointError, match=r"^PostgreSQL store postgresql://someone@") as e:
+        PostgresCheckpointer(url)
+    assert "s3cret" not in str(e.value)
+
+
+def test_without_psycopg_open_checkpointer_says_how_to_install_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # import psycopg: ImportError
+    with pytest.raises(CheckpointError, match=r"pip install pausegraph\[postgres\]") as e:
+        open_checkpointer("postgresql://app:s3cret@db/app")
+    assert "s3cret" not in str(e.value)
+
+
+def test_import_pausegraph_does_not_import_psycopg() -> None:
+    code = "import sys, pausegraph, pausegraph.checkpointers; print('psycopg' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
