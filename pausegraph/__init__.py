@@ -23,7 +23,7 @@ from ._commands import (
 )
 from ._graph import Graph
 from ._inbox import Waiting, inbox
-from ._instructions import Effect, Interrupt, Sleep
+from ._instructions import All, Effect, Interrupt, Sleep
 from ._records import Checkpoint, CheckpointMeta, Failure
 from ._runner import Runner
 from .checkpointers import (
@@ -49,6 +49,7 @@ from .errors import (
 
 __all__ = [
     "After",
+    "All",
     "Append",
     "Before",
     "Checkpoint",

@@ -59,6 +59,7 @@ from ._records import (
     Raised,
     Stage,
     Start,
+    skipped_of,
 )
 from ._values import normalize, thaw
 from .errors import ConflictError, ResumeError
@@ -169,9 +170,9 @@ class Claim:
     keep_live: bool = False
 
 
-def _after_layer(shape: Shape, k: int) -> Stage:
+def _after_layer(shape: Shape, k: int, skipped: tuple[str, ...] = ()) -> Stage:
     """Where a run goes once layer ``k`` and its After breakpoint are behind it."""
-    return Finished() if k + 1 == len(shape.layers) else Start(k + 1)
+    return Finished(skipped) if k + 1 == len(shape.layers) else Start(k + 1, skipped=skipped)
 
 
 def decide_run(latest: Checkpoint, *, shape: Shape) -> Claim | Done:
@@ -294,7 +295,8 @@ def decide_cancel(latest: Checkpoint, reason: str) -> Claim:
     if status is Status.DONE or status is Status.CANCELLED:
         msg = f"run {run_id!r} is {status.value}: there is nothing to cancel"
         raise ResumeError(msg)
-    return Claim("cancelled", latest.super_step, Cancelled(reason), drive=False)
+    stage = Cancelled(reason, skipped_of(latest.stage))
+    return Claim("cancelled", latest.super_step, stage, drive=False)
 
 
 def queued_message(run_id: str) -> str:
@@ -309,9 +311,10 @@ def _past_breakpoint(
     stage: Stage, shape: Shape, label: str, edits: tuple[Mapping[str, Any], ...]
 ) -> Claim:
     if type(stage) is AtBefore:
-        return Claim(label, stage.layer, Start(stage.layer, past_before=True), edits)
+        start = Start(stage.layer, True, stage.skipped, stage.forced)
+        return Claim(label, stage.layer, start, edits)
     assert type(stage) is AtAfter
-    follow = _after_layer(shape, stage.layer)
+    follow = _after_layer(shape, stage.layer, stage.skipped)
     if type(follow) is Finished and label == "resume":
         label = "done"
     return Claim(label, stage.layer + 1, follow, edits)
@@ -335,7 +338,11 @@ def _goto(latest: Checkpoint, command: Goto, shape: Shape) -> Claim:
     if command.update:
         edits.append(command.update)
     k = shape.layer_of[target]
-    return Claim("resume", k, Start(k, past_before=True), tuple(edits))
+    # the layers before the target's keep what they skipped; the target's and later ones choose
+    # afresh, and the target itself runs
+    layer_of = shape.layer_of
+    skipped = tuple(s for s in skipped_of(stage) if layer_of.get(s, k) < k)
+    return Claim("resume", k, Start(k, True, skipped, (target,)), tuple(edits))
 
 
 def _retry(latest: Checkpoint, failure: Failure, progress: Progress, label: str) -> Claim:
@@ -397,7 +404,9 @@ def _answers(
     run_id: str, progress: Progress, command: Resume, *, reanswerable: Sequence[str]
 ) -> dict[str, Any]:
     pending = [entry.id for _, entry in progress.pending()]
-    allowed = [*pending, *(i for i in reanswerable if i not in pending)]
+    pending_set = set(pending)
+    allowed = [*pending, *(i for i in reanswerable if i not in pending_set)]
+    allowed_set = set(allowed)
     waits = ", ".join(allowed) or "nothing"
     if not allowed:  # only a failed run gets here: a paused one has a pending interrupt
         msg = (
@@ -426,7 +435,7 @@ def _answers(
             msg = f"Resume(answers={{}}) answers nothing; run {run_id!r} waits on {waits}"
             raise ResumeError(msg)
     for interrupt_id in given:
-        if interrupt_id in allowed:
+        if interrupt_id in allowed_set:
             continue
         known = interrupt_id in progress.answers or _earlier(interrupt_id, progress.epoch)
         state = "was already answered (the run has moved on past it)" if known else "is unknown"
