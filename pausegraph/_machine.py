@@ -355,9 +355,18 @@ def _retry(latest: Checkpoint, failure: Failure, progress: Progress, label: str)
             n for n, e in enumerate(journal) if type(e) is Raised and e.error == failure.message
         ]
         if raised:
-            journals = {**progress.journals, step_id: journal[: raised[-1]]}
+            cut = raised[-1]
+            path = journal[cut].branch
+            # entries the other branches recorded after it (results saved together) stay
+            kept = tuple(e for e in journal[cut + 1 :] if not _on_path(e.branch, path))
+            journals = {**progress.journals, step_id: journal[:cut] + kept}
             progress = attrs.evolve(progress, journals=journals)
     return Claim(label, latest.super_step, InLayer(progress))
+
+
+def _on_path(branch: str, path: str) -> bool:
+    """Whether ``branch`` is the branch ``path`` of a step or one of its ancestors."""
+    return not branch or branch == path or path.startswith(branch + ".")
 
 
 def _on_failed(latest: Checkpoint, command: Continue | Resume | Update) -> Claim:
