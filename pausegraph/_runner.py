@@ -133,6 +133,13 @@ class Runner:
     ``clock`` returns the time in epoch milliseconds (checkpoint timestamps,
     deadlines); tests pass a fake one.
 
+    ``executor`` (any ``concurrent.futures.Executor``): effects ready at the
+    same time (the steps of a layer, the branches of an ``All``) are
+    submitted to it together and awaited together; their results are
+    recorded and sent back in step order, then branch order, so the journal
+    is the same as without one. Without it effects run one by one in the
+    calling thread.
+
     A ``Runner`` keeps the generators of steps suspended at an interrupt, so
     that resuming in the same process just sends the answer; any other
     ``Runner`` (another process, a restart) replays the steps from their

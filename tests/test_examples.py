@@ -17,7 +17,7 @@ from pausegraph import Graph
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 PG = Path(sys.executable).parent / "pausegraph"
-NAMES = ["expense", "review", "interview"]
+NAMES = ["expense", "review", "interview", "expense_conditional"]
 
 
 def load(name: str) -> ModuleType:
@@ -33,6 +33,7 @@ FINAL: dict[str, dict[str, Any]] = {
     "expense": {"paid": 120, "approved": True},
     "review": {"verdict": "published"},
     "interview": {"summary": "ada is on pro, receipt ch-4242-25"},
+    "expense_conditional": {"paid": 4200, "approved": True},
 }
 
 
@@ -65,7 +66,7 @@ def test_the_readme_demo_pauses_and_resumes_cold() -> None:
 
 
 _NODE = re.compile(r'^    (s\d+)\["([^"]*)"\]$')
-_EDGE = re.compile(r"^    (s\d+) --> (s\d+)$")
+_EDGE = re.compile(r"^    (s\d+) -->(?:\|[^|]*\|)? (s\d+)$")
 
 
 @pytest.mark.parametrize("name", NAMES)
