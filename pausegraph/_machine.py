@@ -50,6 +50,7 @@ from ._records import (
     AtInterrupt,
     Cancelled,
     Checkpoint,
+    Entry,
     Failed,
     Failure,
     Finished,
@@ -369,6 +370,11 @@ def _on_path(branch: str, path: str) -> bool:
     return not branch or branch == path or path.startswith(branch + ".")
 
 
+def _related(branch: str, path: str) -> bool:
+    """Whether ``branch`` is ``path``, one of its ancestors or one of its descendants."""
+    return _on_path(branch, path) or not path or branch.startswith(path + ".")
+
+
 def _on_failed(latest: Checkpoint, command: Continue | Resume | Update) -> Claim:
     stage = latest.stage
     assert type(stage) is Failed
@@ -390,8 +396,18 @@ def _on_failed(latest: Checkpoint, command: Continue | Resume | Update) -> Claim
     again = [i for i in answers if i in reanswerable]
     if again:
         cut = min(asked[i] for i in again)
-        journals = {**journals, failure.step_id: journal[: cut + 1]}
-        dropped = {e.id for e in journal[cut + 1 :] if type(e) is Asked}
+        # what followed a re-answered interrupt in its branch (its callers and the branches
+        # it forked after it included) goes; what sibling branches recorded stays
+        points = [(asked[i], journal[asked[i]].branch) for i in again]
+        kept: list[Entry] = []
+        dropped = set()
+        for n, e in enumerate(journal[cut + 1 :], cut + 1):
+            if any(n > at and _related(e.branch, path) for at, path in points):
+                if type(e) is Asked:
+                    dropped.add(e.id)
+            else:
+                kept.append(e)
+        journals = {**journals, failure.step_id: journal[: cut + 1] + tuple(kept)}
         base = {k: v for k, v in progress.answers.items() if k not in dropped}
         # new interrupts of this layer get ids never used before
         epoch = latest.epoch_base + latest.seq + 1

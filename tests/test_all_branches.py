@@ -245,3 +245,35 @@ def test_an_uncaught_branch_error_fails_the_step_and_a_retry_calls_only_that_eff
     done = runner.run("r")
     assert done.state["out"] == [70, 1]
     assert CALLED == [7, ("flaky", 1), ("flaky", 1)]
+
+
+def check(answer):
+    CALLED.append(("check", answer))
+    if answer == "bad":
+        raise KeyError(answer)
+    return answer
+
+
+def reanswer_step(state):
+    def asks(name):
+        answer = yield Interrupt(name)
+        return (yield Effect(check, answer))
+
+    def side():
+        return (yield Effect(fetch, 5))
+
+    results = yield All(asks("a"), side())
+    return {"out": results}
+
+
+def test_reanswering_a_branch_after_a_failure_keeps_the_other_branches_results():
+    CALLED.clear()
+    runner = Runner(one_step(reanswer_step))
+    paused = runner.run("r", {})
+    (pending,) = paused.interrupts
+    assert CALLED == [5]
+    with pytest.raises(EffectError):
+        runner.resume("r", Resume("bad"))
+    done = runner.resume("r", Resume(answers={pending.id: "good"}))
+    assert done.state["out"] == ["good", 50]
+    assert CALLED == [5, ("check", "bad"), ("check", "good")]
