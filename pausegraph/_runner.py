@@ -168,6 +168,7 @@ class Runner:
         )
         self._clock = clock or system_clock
         self._executor = executor
+        self._conditional = bool(graph.when)
         layer_of = {step: k for k, layer in enumerate(self._layers) for step in layer}
         self._shape = Shape(self._workflow, self._layers, layer_of)
         self._breakpoints = Breakpoints(
@@ -520,21 +521,22 @@ class Runner:
                 k = stage.layer  # type: ignore[union-attr]
                 gone, forced = stage.skipped, stage.forced  # type: ignore[union-attr]
                 epoch = cursor.epoch_base + cursor.seq
-                progress: Progress | None
-                progress = Progress(k, epoch, skipped=gone, decided=False, forced=forced)
-                try:
-                    progress = self._choose(progress, state)
-                except LayerFailed as failed:
-                    self._fail(cursor, k, failed.progress, failed.failure)
-                    raise failed.error from failed.error.__cause__
+                progress: Progress | None = None
                 hits = before_hits[k]
-                if hits and progress.skipped:
-                    hits = tuple(s for s in hits if s not in progress.skipped)
+                if self._conditional or gone or forced:
+                    progress = Progress(k, epoch, skipped=gone, decided=False, forced=forced)
+                    try:
+                        progress = self._choose(progress, state)
+                    except LayerFailed as failed:
+                        self._fail(cursor, k, failed.progress, failed.failure)
+                        raise failed.error from failed.error.__cause__
+                    if hits and progress.skipped:
+                        hits = tuple(s for s in hits if s not in progress.skipped)
+                    if not (progress.skipped or forced):
+                        progress = None
                 if hits and not stage.past_before:  # type: ignore[union-attr]
                     at = AtBefore(k, hits, gone, forced)
                     return self._pause(cursor, f"before:{hits[0]}", k + 1, at, {})
-                if not (progress.skipped or forced):
-                    progress = None
             else:
                 assert kind is InLayer, stage
                 progress = stage.progress  # type: ignore[union-attr]
