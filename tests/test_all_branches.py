@@ -277,3 +277,31 @@ def test_reanswering_a_branch_after_a_failure_keeps_the_other_branches_results()
     done = runner.resume("r", Resume(answers={pending.id: "good"}))
     assert done.state["out"] == ["good", 50]
     assert CALLED == [5, ("check", "bad"), ("check", "good")]
+
+
+def test_deadlines_in_branches_time_out_or_wake_each_branch_alone():
+    from pausegraph import InterruptTimeout, Sleep
+
+    now = [1_000_000]
+
+    def timed():
+        try:
+            return (yield Interrupt("late", timeout=10))
+        except InterruptTimeout:
+            return "timed out"
+
+    def sleeper():
+        yield Sleep(5)
+        return "woke"
+
+    def step(state):
+        return {"out": (yield All(timed(), sleeper(), ask("z")))}
+
+    runner = Runner(one_step(step), clock=lambda: now[0])
+    paused = runner.run("r", {})
+    assert len(paused.interrupts) == 3
+    now[0] += 20_000
+    moved = runner.tick()
+    assert [i.step_id for i in moved["r"].interrupts] == ["s"]
+    done = runner.resume("r", Resume(4))
+    assert done.state["out"] == ["timed out", "woke", ["z", 40]]

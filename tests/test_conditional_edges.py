@@ -261,3 +261,22 @@ def test_goto_on_a_cancelled_run_keeps_what_earlier_layers_skipped():
     assert paused.interrupts[0].step_id == "wait"
     done = runner.resume("r", Resume(3))
     assert done.state["log"] == ["submit", "pay", "wait:3", "end"]
+
+
+def test_a_retry_after_a_step_failure_does_not_ask_the_predicate_again(store_factory):
+    CALLS.clear()
+    state = {"fail": True}
+
+    def finance(s):
+        if state["fail"]:
+            raise RuntimeError("finance down")
+        return {"log": "finance"}
+
+    runner = Runner(expense_graph(finance=finance), store_factory())
+    with pytest.raises(StepError):
+        runner.run("r", {"amount": 5000})
+    assert CALLS == ["big"]
+    state["fail"] = False
+    done = Runner(expense_graph(finance=finance), store_factory()).run("r")
+    assert done.state["log"] == ["submit", "finance", "pay"]
+    assert CALLS == ["big"]
