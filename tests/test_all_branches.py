@@ -305,3 +305,39 @@ def test_deadlines_in_branches_time_out_or_wake_each_branch_alone():
     assert [i.step_id for i in moved["r"].interrupts] == ["s"]
     done = runner.resume("r", Resume(4))
     assert done.state["out"] == ["timed out", "woke", ["z", 40]]
+
+
+class Crash(BaseException):
+    """Stands for the process dying in the middle of an effect."""
+
+
+CRASH = {"on": True}
+
+
+def maybe_crash(x):
+    CALLED.append(("crash?", x))
+    if CRASH["on"]:
+        raise Crash
+    return x
+
+
+def two_rounds(state):
+    def one(n):
+        first = yield Effect(fetch, n)
+        second = yield Effect(maybe_crash, n)
+        return [first, second]
+
+    return {"out": (yield All(one(1), one(2)))}
+
+
+def test_a_crash_in_a_later_round_keeps_the_saved_results_of_earlier_rounds(store_factory):
+    CALLED.clear()
+    CRASH["on"] = True
+    runner = Runner(one_step(two_rounds), store_factory())
+    with pytest.raises(Crash):
+        runner.run("r", {})
+    assert runner.state("r").status.value == "queued"
+    CRASH["on"] = False
+    done = Runner(one_step(two_rounds), store_factory()).run("r")
+    assert done.state["out"] == [[10, 1], [20, 2]]
+    assert CALLED == [1, 2, ("crash?", 1), ("crash?", 1), ("crash?", 2)]
