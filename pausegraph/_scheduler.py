@@ -21,6 +21,15 @@ Theory of operation
 8. A step that fails ends the layer: the steps not finished are not advanced
    further (their live generators are closed), and what the layer did so far
    is kept for a retry.
+9. Conditional edges: before a layer runs, ``skipped_in`` asks the
+   predicates of the edges into it on the state it reads; the steps it
+   skips do not run at all. The caller saves that choice with the layer and
+   never asks again for it (only a predicate that raised is asked again).
+10. A step is a tree of branches (``All``): each advances until it finishes,
+   suspends or waits on an effect; the effects waiting at once are called
+   (one by one, or submitted to an executor together), recorded in step
+   order then branch order, saved, and only then sent in. With an executor
+   the steps of the layer take these rounds together.
 
 This module calls step code and effect functions and nothing else. It never
 encodes, stores, or decides what the run does next; ``_runner`` does.
