@@ -25,7 +25,7 @@ from ._commands import (
 )
 from ._graph import Graph
 from ._inbox import Waiting, inbox
-from ._instructions import Effect, Interrupt, Sleep
+from ._instructions import All, Effect, Interrupt, Sleep
 from ._records import Checkpoint, CheckpointMeta, Failure
 from ._runner import Runner
 from ._worker import Worker
@@ -52,6 +52,7 @@ from .errors import (
 
 __all__ = [
     "After",
+    "All",
     "Append",
     "Before",
     "Checkpoint",

@@ -58,6 +58,7 @@ class Graph:
         self._steps: dict[str, StepFn] = {}
         self._preds: dict[str, list[str]] = {}
         self._edges: list[tuple[str, str]] = []
+        self.when: dict[tuple[str, str], Callable[[Mapping[str, Any]], Any]] = {}
         self._layers: tuple[tuple[str, ...], ...] | None = None
         self.step_index: dict[str, int] = {}
 
@@ -100,8 +101,25 @@ class Graph:
         self._preds[step_id] = []
         return self
 
-    def edge(self, src: str, dst: str) -> Graph:
-        """Make ``dst`` run in a later layer than ``src``."""
+    @property
+    def preds(self) -> Mapping[str, list[str]]:
+        """The steps with an edge into each step, in the order the edges were added."""
+        return self._preds
+
+    def edge(
+        self,
+        src: str,
+        dst: str,
+        *,
+        when: Callable[[Mapping[str, Any]], Any] | None = None,
+    ) -> Graph:
+        """Make ``dst`` run in a later layer than ``src``.
+
+        With ``when``, the edge is conditional: ``when(state) -> bool`` is
+        asked on the state ``dst``'s layer reads, and ``dst`` runs only if
+        some edge into it comes from a step that ran and has no ``when`` or
+        a true one (see "Conditional edges" in the guide).
+        """
         self._check_open(f".edge({src!r}, {dst!r})")
         unknown = [s for s in (src, dst) if s not in self._steps]
         if unknown:
@@ -113,9 +131,14 @@ class Graph:
         if src == dst:
             msg = f"self edge {src!r} -> {dst!r}: a step cannot wait for itself"
             raise GraphError(msg)
+        if when is not None and not callable(when):
+            msg = f"edge {src!r} -> {dst!r} needs a callable when=predicate(state), got {when!r}"
+            raise GraphError(msg)
         if src not in self._preds[dst]:
             self._preds[dst].append(src)
             self._edges.append((src, dst))
+            if when is not None:
+                self.when[(src, dst)] = when
         return self
 
     def layers(self) -> list[list[str]]:
@@ -147,7 +170,8 @@ class Graph:
         return self._layers
 
     def structure(self) -> Structure:
-        return Structure(tuple(self._steps), tuple(self._edges))
+        conditional = tuple(e for e in self._edges if e in self.when)
+        return Structure(tuple(self._steps), tuple(self._edges), conditional)
 
     def to_mermaid(self) -> str:
         """A Mermaid ``flowchart`` of the steps and edges, one subgraph-free line each."""
@@ -156,7 +180,12 @@ class Graph:
         for step, node in ids.items():
             lines.append(f'    {node}["{_mermaid_text(step)}"]')
         for src, dst in self._edges:
-            lines.append(f"    {ids[src]} --> {ids[dst]}")
+            when = self.when.get((src, dst))
+            if when is None:
+                lines.append(f"    {ids[src]} --> {ids[dst]}")
+            else:
+                name = getattr(when, "__name__", None) or type(when).__name__
+                lines.append(f"    {ids[src]} -->|{_mermaid_text(name)}| {ids[dst]}")
         return "\n".join(lines) + "\n"
 
 

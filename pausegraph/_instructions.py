@@ -1,4 +1,4 @@
-"""What a generator step may yield to the scheduler: ``Interrupt`` and ``Effect``.
+"""What a generator step may yield to the scheduler: ``Interrupt``, ``Effect``, ``All``.
 
 A step may also yield a generator object, which the trampoline runs as a
 sub-call; that needs no class of its own.
@@ -19,7 +19,7 @@ import reprlib
 import sys
 import warnings
 from collections.abc import Callable
-from types import CodeType
+from types import CodeType, GeneratorType
 from typing import Any
 
 import attrs
@@ -219,3 +219,48 @@ class Effect(_Instruction):
 _set_fn: Callable[[Effect, Any], None] = Effect.__dict__["fn"].__set__
 _set_args: Callable[[Effect, Any], None] = Effect.__dict__["args"].__set__
 _set_kwargs: Callable[[Effect, Any], None] = Effect.__dict__["kwargs"].__set__
+
+
+@attrs.frozen(init=False)
+class All(_Instruction):
+    """Yield this from a step to run sub-generators side by side; get their return values.
+
+    ::
+
+        def review(state):
+            verdicts = yield All(*(ask_reviewer(name) for name in state["reviewers"]))
+            return {"verdicts": verdicts}
+
+    Each branch is a generator object and may yield anything a step may
+    (``Interrupt``, ``Effect``, ``Sleep``, a sub-call, another ``All``). An
+    interrupt pauses its branch only; the others run on to their end or to
+    their own interrupt, and each interrupt has its own id. The ``yield``
+    gets the list of the branches' return values, in the order given. A
+    branch that raises closes the others, and its exception is raised at
+    the ``yield All(...)``. With a ``Runner(executor=...)``, the effects
+    the branches wait on at the same time run together.
+    """
+
+    generators: tuple[Any, ...]
+    _fix = "results = yield All(...)"
+
+    def __init__(self, *generators: Any) -> None:
+        for n, gen in enumerate(generators):
+            if not isinstance(gen, GeneratorType):
+                hint = ""
+                if callable(gen) and getattr(gen, "__code__", None) is not None:
+                    hint = " (call the generator function: All(f(x)), not All(f))"
+                msg = f"All(...) takes generator objects, got {gen!r} as branch {n}{hint}"
+                raise TypeError(msg)
+        _set_generators(self, generators)
+        frame = _getframe(1)
+        _mark(self, (frame.f_code, frame.f_lasti))
+
+    def __repr__(self) -> str:
+        return f"All(<{len(self.generators)} branches>)"
+
+    def _describe(self) -> str:
+        return f"All(<{len(self.generators)} branches>)"
+
+
+_set_generators: Callable[[All, Any], None] = All.__dict__["generators"].__set__

@@ -50,6 +50,7 @@ from ._records import (
     AtInterrupt,
     Cancelled,
     Checkpoint,
+    Entry,
     Failed,
     Failure,
     Finished,
@@ -59,6 +60,7 @@ from ._records import (
     Raised,
     Stage,
     Start,
+    skipped_of,
 )
 from ._values import normalize, thaw
 from .errors import ConflictError, ResumeError
@@ -173,9 +175,9 @@ class Claim:
     keep_live: bool = False
 
 
-def _after_layer(shape: Shape, k: int) -> Stage:
+def _after_layer(shape: Shape, k: int, skipped: tuple[str, ...] = ()) -> Stage:
     """Where a run goes once layer ``k`` and its After breakpoint are behind it."""
-    return Finished() if k + 1 == len(shape.layers) else Start(k + 1)
+    return Finished(skipped) if k + 1 == len(shape.layers) else Start(k + 1, skipped=skipped)
 
 
 def decide_run(latest: Checkpoint, *, shape: Shape) -> Claim | Done:
@@ -298,7 +300,8 @@ def decide_cancel(latest: Checkpoint, reason: str) -> Claim:
     if status is Status.DONE or status is Status.CANCELLED:
         msg = f"run {run_id!r} is {status.value}: there is nothing to cancel"
         raise ResumeError(msg)
-    return Claim("cancelled", latest.super_step, Cancelled(reason), drive=False)
+    stage = Cancelled(reason, skipped_of(latest.stage))
+    return Claim("cancelled", latest.super_step, stage, drive=False)
 
 
 def queued_message(run_id: str) -> str:
@@ -313,9 +316,10 @@ def _past_breakpoint(
     stage: Stage, shape: Shape, label: str, edits: tuple[Mapping[str, Any], ...]
 ) -> Claim:
     if type(stage) is AtBefore:
-        return Claim(label, stage.layer, Start(stage.layer, past_before=True), edits)
+        start = Start(stage.layer, True, stage.skipped, stage.forced)
+        return Claim(label, stage.layer, start, edits)
     assert type(stage) is AtAfter
-    follow = _after_layer(shape, stage.layer)
+    follow = _after_layer(shape, stage.layer, stage.skipped)
     if type(follow) is Finished and label == "resume":
         label = "done"
     return Claim(label, stage.layer + 1, follow, edits)
@@ -339,7 +343,11 @@ def _goto(latest: Checkpoint, command: Goto, shape: Shape) -> Claim:
     if command.update:
         edits.append(command.update)
     k = shape.layer_of[target]
-    return Claim("resume", k, Start(k, past_before=True), tuple(edits))
+    # the layers before the target's keep what they skipped; the target's and later ones choose
+    # afresh, and the target itself runs
+    layer_of = shape.layer_of
+    skipped = tuple(s for s in skipped_of(stage) if layer_of.get(s, k) < k)
+    return Claim("resume", k, Start(k, True, skipped, (target,)), tuple(edits))
 
 
 def _retry(latest: Checkpoint, failure: Failure, progress: Progress, label: str) -> Claim:
@@ -352,9 +360,23 @@ def _retry(latest: Checkpoint, failure: Failure, progress: Progress, label: str)
             n for n, e in enumerate(journal) if type(e) is Raised and e.error == failure.message
         ]
         if raised:
-            journals = {**progress.journals, step_id: journal[: raised[-1]]}
+            cut = raised[-1]
+            path = journal[cut].branch
+            # entries the other branches recorded after it (results saved together) stay
+            kept = tuple(e for e in journal[cut + 1 :] if not _on_path(e.branch, path))
+            journals = {**progress.journals, step_id: journal[:cut] + kept}
             progress = attrs.evolve(progress, journals=journals)
     return Claim(label, latest.super_step, InLayer(progress))
+
+
+def _on_path(branch: str, path: str) -> bool:
+    """Whether ``branch`` is the branch ``path`` of a step or one of its ancestors."""
+    return not branch or branch == path or path.startswith(branch + ".")
+
+
+def _related(branch: str, path: str) -> bool:
+    """Whether ``branch`` is ``path``, one of its ancestors or one of its descendants."""
+    return _on_path(branch, path) or not path or branch.startswith(path + ".")
 
 
 def _on_failed(latest: Checkpoint, command: Continue | Resume | Update) -> Claim:
@@ -378,8 +400,18 @@ def _on_failed(latest: Checkpoint, command: Continue | Resume | Update) -> Claim
     again = [i for i in answers if i in reanswerable]
     if again:
         cut = min(asked[i] for i in again)
-        journals = {**journals, failure.step_id: journal[: cut + 1]}
-        dropped = {e.id for e in journal[cut + 1 :] if type(e) is Asked}
+        # what followed a re-answered interrupt in its branch (its callers and the branches
+        # it forked after it included) goes; what sibling branches recorded stays
+        points = [(asked[i], journal[asked[i]].branch) for i in again]
+        kept: list[Entry] = []
+        dropped = set()
+        for n, e in enumerate(journal[cut + 1 :], cut + 1):
+            if any(n > at and _related(e.branch, path) for at, path in points):
+                if type(e) is Asked:
+                    dropped.add(e.id)
+            else:
+                kept.append(e)
+        journals = {**journals, failure.step_id: journal[: cut + 1] + tuple(kept)}
         base = {k: v for k, v in progress.answers.items() if k not in dropped}
         # new interrupts of this layer get ids never used before
         epoch = latest.epoch_base + latest.seq + 1
@@ -401,7 +433,9 @@ def _answers(
     run_id: str, progress: Progress, command: Resume, *, reanswerable: Sequence[str]
 ) -> dict[str, Any]:
     pending = [entry.id for _, entry in progress.pending()]
-    allowed = [*pending, *(i for i in reanswerable if i not in pending)]
+    pending_set = set(pending)
+    allowed = [*pending, *(i for i in reanswerable if i not in pending_set)]
+    allowed_set = set(allowed)
     waits = ", ".join(allowed) or "nothing"
     if not allowed:  # only a failed run gets here: a paused one has a pending interrupt
         msg = (
@@ -430,7 +464,7 @@ def _answers(
             msg = f"Resume(answers={{}}) answers nothing; run {run_id!r} waits on {waits}"
             raise ResumeError(msg)
     for interrupt_id in given:
-        if interrupt_id in allowed:
+        if interrupt_id in allowed_set:
             continue
         known = interrupt_id in progress.answers or _earlier(interrupt_id, progress.epoch)
         state = "was already answered (the run has moved on past it)" if known else "is unknown"

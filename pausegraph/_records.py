@@ -56,6 +56,7 @@ class Asked:
     payload: Value
     deadline_ms: int | None = None
     sleep: bool = False
+    branch: str = ""
 
 
 @attrs.frozen
@@ -64,6 +65,7 @@ class Returned:
 
     effect: str
     value: Value
+    branch: str = ""
 
 
 @attrs.frozen
@@ -72,9 +74,24 @@ class Raised:
 
     effect: str
     error: str
+    branch: str = ""
 
 
-Entry = Asked | Returned | Raised
+@attrs.frozen
+class Forked:
+    """The step (or branch) yielded ``All`` of ``count`` sub-generators.
+
+    Branch ``i`` of the ``All`` at position ``p`` of branch ``b`` has the
+    path ``f"{b}.{p}-{i}"`` (``f"{p}-{i}"`` under the step itself, whose
+    path is ``""``). Every entry carries the path of the branch that made it
+    (``branch``); a branch's entries, in journal order, are its own journal.
+    """
+
+    count: int
+    branch: str = ""
+
+
+Entry = Asked | Returned | Raised | Forked
 
 
 @attrs.frozen
@@ -98,6 +115,11 @@ class Progress:
     ``claimed`` lists the ids the latest claim answered (a failure may
     answer them again). ``timeouts`` lists the interrupts whose deadline
     passed: ``InterruptTimeout`` is thrown in at their ``yield``.
+    ``skipped`` lists the steps the run skipped (conditional edges) in its
+    layers so far, this one included once ``decided``: the steps of this
+    layer that run were chosen when it started and are never chosen again
+    (``decided`` is false only when a predicate raised). ``forced`` names a
+    ``Goto`` target, which runs whatever the predicates say.
     """
 
     layer: int
@@ -108,6 +130,9 @@ class Progress:
     edits: tuple[dict[str, Value], ...] = ()
     claimed: tuple[str, ...] = ()
     timeouts: tuple[str, ...] = ()
+    skipped: tuple[str, ...] = ()
+    decided: bool = True
+    forced: tuple[str, ...] = ()
 
     def pending(self, *, with_timeouts: bool = False) -> list[tuple[str, Asked]]:
         """``(step_id, entry)`` of every interrupt waiting for an answer, in journal order.
@@ -115,12 +140,15 @@ class Progress:
         An interrupt that timed out waits no more, unless ``with_timeouts``
         (on a failed run, an answer may replace its timeout).
         """
-        out = []
-        answers, timeouts = self.answers, () if with_timeouts else self.timeouts
+        out: list[tuple[str, Asked]] = []
+        answers = self.answers
+        timeouts = () if with_timeouts else self.timeouts
         for step_id, journal in self.journals.items():
             if journal:
                 last = journal[-1]
-                if type(last) is Asked and last.id not in answers and last.id not in timeouts:
+                if type(last) is Forked or last.branch:
+                    out.extend((step_id, e) for e in branch_pending(journal, answers, timeouts))
+                elif type(last) is Asked and last.id not in answers and last.id not in timeouts:
                     out.append((step_id, last))
         return out
 
@@ -138,6 +166,8 @@ class Progress:
         change, or another layer, gives ``None`` (store it whole).
         """
         if base.layer != self.layer or base.epoch != self.epoch:
+            return None
+        if (base.skipped, base.decided, base.forced) != (self.skipped, self.decided, self.forced):
             return None
         journals: dict[str, tuple[Entry, ...]] = {}
         for step_id, old in base.journals.items():
@@ -179,6 +209,9 @@ class Progress:
             self.edits[n:],
             self.claimed,
             self.timeouts[t:],
+            self.skipped,
+            self.decided,
+            self.forced,
         )
 
 
@@ -193,11 +226,14 @@ class ProgressBuilder:
     __slots__ = (
         "answers",
         "claimed",
+        "decided",
         "edits",
         "epoch",
         "finished",
+        "forced",
         "journals",
         "layer",
+        "skipped",
         "timeouts",
     )
 
@@ -208,6 +244,7 @@ class ProgressBuilder:
         self.answers = dict(base.answers)
         self.edits = list(base.edits)
         self.timeouts = list(base.timeouts)
+        self.skipped, self.decided, self.forced = base.skipped, base.decided, base.forced
 
     def add(self, more: Progress) -> None:
         self.layer, self.epoch, self.claimed = more.layer, more.epoch, more.claimed
@@ -219,6 +256,7 @@ class ProgressBuilder:
         self.answers.update(more.answers)
         self.edits.extend(more.edits)
         self.timeouts.extend(more.timeouts)
+        self.skipped, self.decided, self.forced = more.skipped, more.decided, more.forced
 
     def build(self) -> Progress:
         return Progress(
@@ -230,7 +268,23 @@ class ProgressBuilder:
             tuple(self.edits),
             self.claimed,
             tuple(self.timeouts),
+            self.skipped,
+            self.decided,
+            self.forced,
         )
+
+
+def branch_pending(
+    journal: tuple[Entry, ...], answers: dict[str, Value], timeouts: tuple[str, ...]
+) -> list[Asked]:
+    """The unanswered interrupts of a journal with branches: the last entry of each branch."""
+    last: dict[str, Entry] = {}
+    for entry in journal:
+        last[entry.branch] = entry
+    done = set(timeouts)
+    return [
+        e for e in last.values() if type(e) is Asked and e.id not in answers and e.id not in done
+    ]
 
 
 # --- stages -----------------------------------------------------------------
@@ -242,6 +296,8 @@ class Start:
 
     layer: int
     past_before: bool = False
+    skipped: tuple[str, ...] = ()
+    forced: tuple[str, ...] = ()
 
 
 @attrs.frozen
@@ -256,6 +312,7 @@ class OwesAfter:
     """``layer`` was applied and checkpointed; its After breakpoint is still due."""
 
     layer: int
+    skipped: tuple[str, ...] = ()
 
 
 @attrs.frozen
@@ -264,6 +321,8 @@ class AtBefore:
 
     layer: int
     step_ids: tuple[str, ...]
+    skipped: tuple[str, ...] = ()
+    forced: tuple[str, ...] = ()
 
 
 @attrs.frozen
@@ -272,6 +331,7 @@ class AtAfter:
 
     layer: int
     step_ids: tuple[str, ...]
+    skipped: tuple[str, ...] = ()
 
 
 @attrs.frozen
@@ -291,7 +351,9 @@ class Failed:
 
 @attrs.frozen
 class Finished:
-    """The run is done."""
+    """The run is done; ``skipped``: the steps it skipped (a ``Goto`` needs them)."""
+
+    skipped: tuple[str, ...] = ()
 
 
 @attrs.frozen
@@ -299,6 +361,7 @@ class Cancelled:
     """The run was cancelled for good (``Goto`` re-opens it)."""
 
     reason: str = ""
+    skipped: tuple[str, ...] = ()
 
 
 Stage = (
@@ -312,6 +375,14 @@ def progress_of(stage: Stage) -> Progress | None:
     if type(stage) in WithProgress:
         return stage.progress  # type: ignore[union-attr]
     return None
+
+
+def skipped_of(stage: Stage) -> tuple[str, ...]:
+    """The steps a run skipped so far (conditional edges), as its stage records them."""
+    progress = progress_of(stage)
+    if progress is not None:
+        return progress.skipped
+    return getattr(stage, "skipped", ())
 
 
 def with_progress(stage: Stage, progress: Progress) -> Stage:
@@ -329,6 +400,7 @@ class Structure:
 
     steps: tuple[str, ...]
     edges: tuple[tuple[str, str], ...]
+    conditional: tuple[tuple[str, str], ...] = ()
 
     def difference(self, other: Structure) -> str | None:
         """Describe how ``other`` differs from this one, or ``None`` if it does not."""
@@ -346,6 +418,13 @@ class Structure:
             parts.append("edges added: " + ", ".join(f"{a!r} -> {b!r}" for a, b in new_edges))
         if old_edges:
             parts.append("edges removed: " + ", ".join(f"{a!r} -> {b!r}" for a, b in old_edges))
+        kinds = set(self.conditional) ^ set(other.conditional)
+        changed = [e for e in other.edges if e in kinds and e in mine]
+        if changed:
+            parts.append(
+                "edges changed kind (conditional or not): "
+                + ", ".join(f"{a!r} -> {b!r}" for a, b in changed)
+            )
         if not parts and self.steps != other.steps:
             parts.append(f"step order changed from {list(self.steps)!r} to {list(other.steps)!r}")
         return "; ".join(parts) or None
@@ -435,9 +514,9 @@ class Frame:
 
 
 for _cls in (
-    Asked, Returned, Raised, Failure, Progress, Start, InLayer, OwesAfter, AtBefore, AtAfter,
-    AtInterrupt, Failed, Finished, Cancelled, Structure, Breakpoints, CheckpointMeta, Checkpoint,
-    Frame,
+    Asked, Returned, Raised, Forked, Failure, Progress, Start, InLayer, OwesAfter, AtBefore,
+    AtAfter, AtInterrupt, Failed, Finished, Cancelled, Structure, Breakpoints, CheckpointMeta,
+    Checkpoint, Frame,
 ):  # fmt: skip
     attrs.resolve_types(_cls, globals(), locals())
 attrs.resolve_types(Change)

@@ -15,6 +15,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import Executor
 from contextlib import contextmanager
 from typing import Any
 
@@ -65,7 +66,7 @@ from ._records import (
     progress_of,
     with_progress,
 )
-from ._scheduler import LayerFailed, LayerRun, failure_of
+from ._scheduler import LayerFailed, LayerRun, PredicateFailed, failure_of, skipped_in
 from ._trampoline import Trampoline
 from ._values import same, thaw
 from .checkpointers import Checkpointer, MemoryCheckpointer
@@ -133,6 +134,13 @@ class Runner:
     ``clock`` returns the time in epoch milliseconds (checkpoint timestamps,
     deadlines); tests pass a fake one.
 
+    ``executor`` (any ``concurrent.futures.Executor``): effects ready at the
+    same time (the steps of a layer, the branches of an ``All``) are
+    submitted to it together and awaited together; their results are
+    recorded and sent back in step order, then branch order, so the journal
+    is the same as without one. Without it effects run one by one in the
+    calling thread.
+
     A ``Runner`` keeps the generators of steps suspended at an interrupt, so
     that resuming in the same process just sends the answer; any other
     ``Runner`` (another process, a restart) replays the steps from their
@@ -148,6 +156,7 @@ class Runner:
         interrupt_before: Iterable[str] = (),
         interrupt_after: Iterable[str] = (),
         clock: Callable[[], int] | None = None,
+        executor: Executor | None = None,
     ) -> None:
         if not isinstance(graph, Graph):
             msg = f"Runner(graph, ...) takes a Graph, got {type(graph).__name__} {graph!r}"
@@ -159,6 +168,8 @@ class Runner:
             MemoryCheckpointer() if checkpointer is None else checkpointer
         )
         self._clock = clock or system_clock
+        self._executor = executor
+        self._conditional = bool(graph.when)
         layer_of = {step: k for k, layer in enumerate(self._layers) for step in layer}
         self._shape = Shape(self._workflow, self._layers, layer_of)
         self._breakpoints = Breakpoints(
@@ -492,26 +503,50 @@ class Runner:
                 return Done(thaw(cursor.channels.values), cursor.super_step)
             if kind is OwesAfter:
                 k = stage.layer  # type: ignore[union-attr]
-                return self._pause(
-                    cursor, f"after:{after_hits[k][0]}", k + 1, AtAfter(k, after_hits[k]), {}
-                )
+                gone = stage.skipped  # type: ignore[union-attr]
+                hits = tuple(s for s in after_hits[k] if s not in gone)
+                return self._pause(cursor, f"after:{hits[0]}", k + 1, AtAfter(k, hits, gone), {})
+            state = cursor.channels.values
             if kind is Start:
                 k = stage.layer  # type: ignore[union-attr]
+                gone, forced = stage.skipped, stage.forced  # type: ignore[union-attr]
+                epoch = cursor.epoch_base + cursor.seq
+                progress: Progress | None = None
                 hits = before_hits[k]
+                if self._conditional or gone or forced:
+                    progress = Progress(k, epoch, skipped=gone, decided=False, forced=forced)
+                    try:
+                        progress = self._choose(progress, state)
+                    except LayerFailed as failed:
+                        self._fail(cursor, k, failed.progress, failed.failure)
+                        raise failed.error from failed.error.__cause__
+                    if hits and progress.skipped:
+                        hits = tuple(s for s in hits if s not in progress.skipped)
+                    if not (progress.skipped or forced):
+                        progress = None
                 if hits and not stage.past_before:  # type: ignore[union-attr]
-                    return self._pause(cursor, f"before:{hits[0]}", k + 1, AtBefore(k, hits), {})
-                epoch, progress = cursor.epoch_base + cursor.seq, None
+                    at = AtBefore(k, hits, gone, forced)
+                    return self._pause(cursor, f"before:{hits[0]}", k + 1, at, {})
             else:
                 assert kind is InLayer, stage
                 progress = stage.progress  # type: ignore[union-attr]
                 k, epoch = progress.layer, progress.epoch
-            state = cursor.channels.values
-            layer = LayerRun(self.graph, layers[k], state, k, epoch, progress, live, self._clock)
+                if not progress.decided:
+                    try:
+                        progress = self._choose(progress, state)
+                    except LayerFailed as failed:
+                        self._fail(cursor, k, failed.progress, failed.failure)
+                        raise failed.error from failed.error.__cause__
+            steps = layers[k]
+            if progress is not None and progress.skipped:
+                gone_set = set(progress.skipped)
+                steps = tuple(s for s in steps if s not in gone_set)
+            layer = LayerRun(self.graph, steps, state, k, epoch, progress, live, self._clock)
             live = {}
             if debug:
                 _log(logging.DEBUG, f"super-step {k + 1} starts", cursor)
             try:
-                complete = layer.run(save_effect, sync)
+                complete = layer.run(save_effect, sync, self._executor)
             except LayerFailed as failed:
                 self._fail(cursor, k, failed.progress, failed.failure)
                 raise failed.error from failed.error.__cause__
@@ -526,9 +561,32 @@ class Runner:
             except StepError as error:
                 self._reducer_failed(cursor, k, layer.progress(), error)
                 raise
-            self._save(cursor, plan.labels[k], k + 1, plan.follows[k], changes)
+            follow = plan.follows[k]
+            if layer.skipped:
+                follow = self._follow(k, layer.skipped, after_hits[k])
+            self._save(cursor, plan.labels[k], k + 1, follow, changes)
             if debug:
                 _log(logging.DEBUG, f"super-step {k + 1} saved", cursor)
+
+    def _choose(self, progress: Progress, state: Mapping[str, Any]) -> Progress:
+        """Decide which steps of the progress's layer run (once: the decision is saved with it)."""
+        k = progress.layer
+        layer = self._layers[k]
+        try:
+            here = skipped_in(self.graph, layer, state, progress.skipped, progress.forced)
+        except PredicateFailed as failed:
+            failure = failure_of(failed.step_id, failed.error)
+            raise LayerFailed(failed.error, progress, failure) from failed.error
+        return attrs.evolve(progress, skipped=progress.skipped + here, decided=True)
+
+    def _follow(self, k: int, skipped: tuple[str, ...], after: tuple[str, ...]) -> Stage:
+        """The stage after layer ``k`` of a run that skipped ``skipped`` steps so far."""
+        hits = tuple(s for s in after if s not in skipped)
+        if hits:
+            return OwesAfter(k, skipped)
+        if k + 1 == len(self._layers):
+            return Finished(skipped)
+        return Start(k + 1, skipped=skipped)
 
     def _pause(
         self,

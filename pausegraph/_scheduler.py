@@ -21,6 +21,15 @@ Theory of operation
 8. A step that fails ends the layer: the steps not finished are not advanced
    further (their live generators are closed), and what the layer did so far
    is kept for a retry.
+9. Conditional edges: before a layer runs, ``skipped_in`` asks the
+   predicates of the edges into it on the state it reads; the steps it
+   skips do not run at all. The caller saves that choice with the layer and
+   never asks again for it (only a predicate that raised is asked again).
+10. A step is a tree of branches (``All``): each advances until it finishes,
+   suspends or waits on an effect; the effects waiting at once are called
+   (one by one, or submitted to an executor together), recorded in step
+   order then branch order, saved, and only then sent in. With an executor
+   the steps of the layer take these rounds together.
 
 This module calls step code and effect functions and nothing else. It never
 encodes, stores, or decides what the run does next; ``_runner`` does.
@@ -29,20 +38,89 @@ encodes, stores, or decides what the run does next; ``_runner`` does.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from concurrent.futures import Executor
+from typing import Any, NoReturn
 
 from ._channels import accept_writes
 from ._graph import Graph
-from ._instructions import Effect
 from ._records import Entry, Failure, Progress
-from ._trampoline import FINISHED, SUSPENDED, Trampoline, call_effect, no_clock, start
-from ._values import freeze, thaw
+from ._trampoline import (
+    FINISHED,
+    SUSPENDED,
+    Trampoline,
+    Waits,
+    call_effect,
+    effect_entry,
+    no_clock,
+    start,
+)
+from ._values import freeze
 from .errors import EffectError, NondeterminismError, SerializationError, StepError
 
 
 def id_prefix(epoch: int, step_index: int) -> str:
     """Interrupt ids are ``<epoch>.<step index>.<journal position>``: unique in a run."""
     return f"{epoch}.{step_index}."
+
+
+def skipped_in(
+    graph: Graph,
+    steps: tuple[str, ...],
+    state: Mapping[str, Any],
+    skipped: tuple[str, ...],
+    forced: tuple[str, ...] = (),
+) -> tuple[str, ...]:
+    """The steps of a layer that conditional edges skip, asking the predicates on ``state``.
+
+    A step runs if it has no incoming edge, or one from a step that ran
+    (not in ``skipped``) with no predicate or a true one; a ``forced`` step
+    (a ``Goto`` target) always runs. Predicates are asked in edge order, and
+    no more once one edge lets the step run. A predicate that raises is a
+    ``StepError`` of the destination step that chains it (see ``PredicateFailed``).
+    """
+    when = graph.when
+    if not when and not skipped:
+        return ()
+    gone = set(skipped)
+    preds = graph.preds
+    out = []
+    for step_id in steps:
+        sources = preds[step_id]
+        if not sources or step_id in forced:
+            continue
+        runs = False
+        for src in sources:
+            if src in gone:
+                continue
+            predicate = when.get((src, step_id))
+            if predicate is None:
+                runs = True
+                break
+            try:
+                runs = bool(predicate(state))
+            except Exception as exc:
+                name = getattr(predicate, "__qualname__", None) or repr(predicate)
+                msg = (
+                    f"the condition {name} of edge {src!r} -> {step_id!r} raised "
+                    f"{type(exc).__name__}: {exc}"
+                )
+                error = StepError(msg)
+                error.__cause__ = exc
+                raise PredicateFailed(step_id, error) from exc
+            if runs:
+                break
+        if not runs:
+            out.append(step_id)
+    return tuple(out)
+
+
+class PredicateFailed(Exception):
+    """The predicate of an edge into ``step_id`` raised: ``error`` is its ``StepError``."""
+
+    def __init__(self, step_id: str, error: StepError) -> None:
+        super().__init__(str(error))
+        self.step_id = step_id
+        self.error = error
 
 
 class LayerFailed(Exception):
@@ -96,8 +174,12 @@ class LayerRun:
         self.live: dict[str, Trampoline] = {}
         self.edits: tuple[dict[str, Any], ...] = ()
         self.claimed: tuple[str, ...] = ()
+        self.skipped: tuple[str, ...] = ()
+        self.forced: tuple[str, ...] = ()
         if progress is None:
             return  # a layer from its start
+        self.skipped = progress.skipped
+        self.forced = progress.forced
         self.edits = progress.edits
         self.claimed = progress.claimed
         self.answers = dict(progress.answers)
@@ -127,6 +209,9 @@ class LayerRun:
             self.edits,
             self.claimed,
             self.timeouts,
+            self.skipped,
+            True,
+            self.forced,
         )
 
     def writes(self) -> list[Mapping[str, Any]]:
@@ -138,23 +223,94 @@ class LayerRun:
         """The steps waiting on an interrupt, in step order."""
         return [s for s in self.steps if s not in self.finished]
 
-    def run(self, save: Callable[[LayerRun, str], None], before_effect: Callable[[], None]) -> bool:
+    def run(
+        self,
+        save: Callable[[LayerRun, str], None],
+        before_effect: Callable[[], None],
+        executor: Executor | None = None,
+    ) -> bool:
         """Advance every step; ``True`` if the layer is complete.
 
-        ``before_effect()`` is called before an effect's function (to make
-        what was saved durable first); ``save(layer, step_id)`` after an effect of
-        that step was called and recorded, before its result is sent in.
-        Raises ``LayerFailed``.
+        ``before_effect()`` is called before effects' functions (to make
+        what was saved durable first); ``save(layer, step_id)`` after the
+        effects a step waits on were called and recorded, before their
+        results are sent in. Without ``executor`` each step runs in turn
+        until it finishes or suspends, its effects called one by one; with
+        one, every step advances until it waits, and the effects that wait
+        together are submitted together (see ``_rounds``). Raises ``LayerFailed``.
         """
+        if executor is not None:
+            self._rounds(save, before_effect, executor)
+            return len(self.finished) == len(self.steps)
         for step_id in self.steps:
             if step_id in self.finished:
                 continue
             try:
-                self._advance(step_id, save, before_effect)
+                waits = self._advance(step_id)
+                while waits:
+                    trampoline = self.live[step_id]
+                    for branch, effect in waits:
+                        before_effect()
+                        entry, error = call_effect(step_id, effect, branch.path)
+                        trampoline.record(branch, entry, error)
+                    save(self, step_id)
+                    waits = self._go_on(step_id, trampoline)
             except (StepError, NondeterminismError, SerializationError) as error:
-                self.close()
-                raise LayerFailed(error, self.progress(), failure_of(step_id, error)) from error
+                self._failed(step_id, error)
         return len(self.finished) == len(self.steps)
+
+    def _rounds(
+        self,
+        save: Callable[[LayerRun, str], None],
+        before_effect: Callable[[], None],
+        executor: Executor,
+    ) -> None:
+        """Advance the steps in order until each waits; run the waiting effects together; repeat.
+
+        The results are recorded in step order, then branch order, and
+        saved before any is sent in, so the journals are those a run
+        without an executor makes.
+        """
+        waiting: list[tuple[str, Waits]] = []
+        for step_id in self.steps:
+            if step_id in self.finished:
+                continue
+            try:
+                waits = self._advance(step_id)
+            except (StepError, NondeterminismError, SerializationError) as error:
+                self._failed(step_id, error)
+            if waits:
+                waiting.append((step_id, waits))
+        while waiting:
+            before_effect()
+            submitted = [
+                (step_id, branch, effect, executor.submit(effect.fn, *effect.args, **effect.kwargs))
+                for step_id, waits in waiting
+                for branch, effect in waits
+            ]
+            for step_id, branch, effect, future in submitted:
+                try:
+                    result, exc = future.result(), None
+                except Exception as raised:
+                    result, exc = None, raised
+                try:
+                    entry, thrown = effect_entry(step_id, effect, branch.path, result, exc)
+                except SerializationError as bad:
+                    self._failed(step_id, bad)
+                self.live[step_id].record(branch, entry, thrown)
+            save(self, waiting[0][0])
+            going, waiting = waiting, []
+            for step_id, _ in going:
+                try:
+                    waits = self._go_on(step_id, self.live[step_id])
+                except (StepError, NondeterminismError, SerializationError) as error:
+                    self._failed(step_id, error)
+                if waits:
+                    waiting.append((step_id, waits))
+
+    def _failed(self, step_id: str, error: Exception) -> NoReturn:
+        self.close()
+        raise LayerFailed(error, self.progress(), failure_of(step_id, error)) from error
 
     def close(self) -> None:
         """Let every live generator go (the layer failed or is abandoned)."""
@@ -167,19 +323,10 @@ class LayerRun:
         live, self.live = self.live, {}
         return live
 
-    def _advance(
-        self,
-        step_id: str,
-        save: Callable[[LayerRun, str], None],
-        before_effect: Callable[[], None],
-    ) -> None:
+    def _advance(self, step_id: str) -> Waits:
+        """Start or go on with a step until it finishes, suspends or waits on effects."""
         trampoline = self.live.get(step_id) if self.live else None
-        if trampoline is not None:
-            outcome = trampoline.outcome(trampoline.pending)
-            if outcome is None:
-                return  # still waiting
-            status: bool | Effect = trampoline.advance(*outcome)
-        else:
+        if trampoline is None:
             graph = self.graph
             journal = self.journals.get(step_id)
             started = start(
@@ -194,23 +341,21 @@ class LayerRun:
             )
             if type(started) is not Trampoline:
                 self._finish(step_id, started)  # type: ignore[arg-type]
-                return
+                return []
             trampoline = started
             self.journals[step_id] = trampoline.journal
             self.live[step_id] = trampoline
-            status = trampoline.advance()
-        while type(status) is Effect:
-            before_effect()
-            entry, error = call_effect(step_id, status)
-            trampoline.record(entry)
-            save(self, step_id)
-            value = None if error is not None else _result(entry)
-            status = trampoline.advance(value, error)
+        return self._go_on(step_id, trampoline)
+
+    def _go_on(self, step_id: str, trampoline: Trampoline) -> Waits:
+        status = trampoline.run()
         if status is FINISHED:
             del self.live[step_id]
             self._finish(step_id, trampoline.writes)
-        else:
-            assert status is SUSPENDED
+            return []
+        if status is SUSPENDED:
+            return []
+        return status  # type: ignore[return-value]
 
     def _finish(self, step_id: str, writes: Mapping[str, Any]) -> None:
         try:
@@ -221,10 +366,6 @@ class LayerRun:
         self.finished[step_id] = accepted
         if self.journals:
             self.journals.pop(step_id, None)
-
-
-def _result(entry: Entry) -> Any:
-    return thaw(entry.value)  # type: ignore[union-attr]
 
 
 def replay_journals(
@@ -257,7 +398,7 @@ def replay_journals(
             )
             assert type(outcome) is Trampoline  # a plain step with a journal raises in start()
             trampoline = outcome
-            trampoline.advance()
+            trampoline.run()
         except Exception as error:
             failures.append((step_id, error))
         finally:

@@ -26,8 +26,8 @@ from collections.abc import Callable, Collection, Mapping
 from types import GeneratorType
 from typing import Any
 
-from ._instructions import Effect, Interrupt, Sleep, consumed
-from ._records import Asked, Entry, Raised, Returned
+from ._instructions import All, Effect, Interrupt, Sleep, consumed
+from ._records import Asked, Entry, Forked, Raised, Returned
 from ._values import normalize, same, thaw
 from .errors import (
     EffectError,
@@ -38,8 +38,8 @@ from .errors import (
 )
 
 _HINT = (
-    "a step may yield Interrupt(payload), Effect(fn, *args) or a generator object "
-    "(a call to another generator function)"
+    "a step may yield Interrupt(payload), Effect(fn, *args), Sleep(seconds), All(*generators) "
+    "or a generator object (a call to another generator function)"
 )
 _CLOSE_TRIES = 100  # yields a closing generator may make before it is given up on
 
@@ -72,18 +72,29 @@ def step_failed(step_id: str, exc: Exception) -> StepError:
     return error
 
 
-def call_effect(step_id: str, effect: Effect) -> tuple[Entry, BaseException | None]:
+def call_effect(
+    step_id: str, effect: Effect, branch: str = ""
+) -> tuple[Entry, BaseException | None]:
     """Call an effect's function once: its journal entry, and the error to throw in."""
-    name = effect.name
     try:
         result = effect.fn(*effect.args, **effect.kwargs)
     except Exception as exc:
+        return effect_entry(step_id, effect, branch, None, exc)
+    return effect_entry(step_id, effect, branch, result, None)
+
+
+def effect_entry(
+    step_id: str, effect: Effect, branch: str, result: Any, exc: BaseException | None
+) -> tuple[Entry, BaseException | None]:
+    """The journal entry of an effect that returned ``result`` or raised ``exc``."""
+    name = effect.name
+    if exc is not None:
         text = f"effect {name} in step {step_id!r} raised {type(exc).__name__}: {exc}"
         error = EffectError(text)
         error.__cause__ = exc
-        return Raised(name, text), error
+        return Raised(name, text, branch), error
     value = normalize(result, lambda: f"the result of effect {name} in step {step_id!r}")
-    return Returned(name, value), None
+    return Returned(name, value, branch), None
 
 
 def close_quietly(stack: list[GeneratorType[Any, Any, Any]]) -> None:
@@ -117,11 +128,54 @@ def no_clock() -> int:  # pragma: no cover - the scheduler always passes the Run
     raise RuntimeError(msg)
 
 
-class Trampoline:
-    """One step in progress: its generator stack and its journal."""
+class Branch:
+    """One generator stack of a step: the step itself (path ``""``) or a branch of an ``All``.
+
+    ``entries`` is its own journal (the step's entries made by this branch),
+    ``cursor`` how far it was replayed or recorded. It is *runnable* with
+    ``send`` (the value or error its ``yield`` gets next), *waiting* at
+    the interrupt ``waiting``, on the result of ``effect``, or on its
+    ``children`` (an ``All``), or ``done``.
+    """
 
     __slots__ = (
-        "answers", "clock", "cursor", "id_prefix", "journal", "stack", "step_id", "timeouts",
+        "children", "closed", "cursor", "done", "effect", "entries", "index", "left", "parent",
+        "path", "results", "send", "stack", "waiting",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        path: str,
+        gen: GeneratorType[Any, Any, Any],
+        entries: list[Entry],
+        parent: Branch | None,
+        index: int,
+    ) -> None:
+        self.path = path
+        self.stack: list[GeneratorType[Any, Any, Any]] = [gen]
+        self.entries = entries
+        self.cursor = 0
+        self.parent = parent
+        self.index = index
+        self.children: list[Branch] | None = None
+        self.results: list[Any] = []
+        self.left = 0
+        self.send: tuple[Any, BaseException | None] | None = (None, None)
+        self.waiting: Asked | None = None
+        self.effect: Effect | None = None
+        self.done = False
+        self.closed = False
+
+
+#: what ``Trampoline.run`` returns when effects wait: ``(branch, effect)`` in branch order
+Waits = list[tuple[Branch, Effect]]
+
+
+class Trampoline:
+    """One step in progress: its branches (generator stacks) and its journal."""
+
+    __slots__ = (
+        "answers", "by_path", "clock", "id_prefix", "journal", "root", "step_id", "timeouts",
         "writes",
     )  # fmt: skip
 
@@ -136,37 +190,72 @@ class Trampoline:
         clock: Callable[[], int] = no_clock,
     ) -> None:
         self.step_id = step_id
-        self.stack: list[GeneratorType[Any, Any, Any]] = [gen]
         self.journal = journal
         self.answers = answers  # the layer's answers by interrupt id, shared
         self.timeouts = timeouts  # the layer's timed-out interrupt ids, shared
         self.clock = clock  # epoch ms, for the deadline of a new interrupt
-        self.cursor = 0  # entries before this were replayed or recorded
         self.id_prefix = id_prefix
         self.writes: Mapping[str, Any] = {}
+        by_path: dict[str, list[Entry]] = {}
+        if journal and any(e.branch for e in journal):
+            for entry in journal:
+                by_path.setdefault(entry.branch, []).append(entry)
+            root = by_path.pop("", [])
+        else:
+            root = list(journal)
+        self.by_path = by_path  # the recorded entries of branches not made yet, by path
+        self.root = Branch("", gen, root, None, 0)
 
-    @property
-    def pending(self) -> Asked:
-        """The unanswered interrupt this step is suspended at."""
-        entry = self.journal[-1]
-        assert type(entry) is Asked
-        return entry
-
-    def record(self, entry: Entry) -> None:
-        """Add the entry of an effect this step waits on (called before it is saved)."""
+    def record(self, branch: Branch, entry: Entry, error: BaseException | None) -> None:
+        """Add the entry of an effect ``branch`` waits on (before it is saved)."""
         self.journal.append(entry)
-        self.cursor += 1
+        branch.entries.append(entry)
+        branch.cursor += 1
+        branch.effect = None
+        branch.send = (None if error is not None else _value(entry), error)
 
-    def advance(self, value: Any = None, error: BaseException | None = None) -> bool | Effect:
-        """Run until the step finishes, suspends, or yields a new effect.
+    def run(self) -> bool | Waits:
+        """Run every branch that can go on until each finishes, suspends or waits on an effect.
 
-        Returns ``FINISHED`` (see ``writes``), ``SUSPENDED`` (see ``pending``)
-        or the ``Effect`` to call (``record`` its entry, then ``advance``
-        with its result or error). Raises ``StepError`` (or ``EffectError``)
-        if the step fails, and ``NondeterminismError`` if it strays from its
-        journal.
+        Returns ``FINISHED`` (see ``writes``), ``SUSPENDED`` (every branch
+        left waits on an interrupt), or the effects to call, in branch
+        order: ``record`` each entry, save, then ``run`` again. Raises
+        ``StepError`` (or ``EffectError``) if the step fails, and
+        ``NondeterminismError`` if it strays from its journal.
         """
-        stack = self.stack
+        waits: Waits = []
+        self._visit(self.root, waits)
+        if self.root.done:
+            return FINISHED
+        waits = [w for w in waits if not w[0].closed]
+        return waits or SUSPENDED
+
+    def _visit(self, branch: Branch, waits: Waits) -> None:
+        if branch.done or branch.closed:
+            return
+        children = branch.children
+        if children is not None:
+            for child in children:
+                self._visit(child, waits)
+                if branch.send is not None:
+                    break  # all done, or one raised
+            if branch.send is None:
+                return
+        elif branch.waiting is not None:
+            outcome = self.outcome(branch.waiting)
+            if outcome is None:
+                return
+            branch.waiting = None
+            branch.send = outcome
+        elif branch.send is None:
+            return  # waits on its effect's result
+        self._drive(branch, waits)
+
+    def _drive(self, branch: Branch, waits: Waits) -> None:
+        assert branch.send is not None
+        value, error = branch.send
+        branch.send = None
+        stack = branch.stack
         while True:
             gen = stack[-1]
             try:
@@ -175,56 +264,126 @@ class Trampoline:
                 stack.pop()
                 value, error = stop.value, None
                 if not stack:
-                    return self._finish(value)
+                    self._branch_done(branch, value)
+                    return
                 continue
             except Exception as exc:
                 stack.pop()
                 if not stack:
-                    if isinstance(exc, (StepError, NondeterminismError, SerializationError)):
-                        raise
-                    raise step_failed(self.step_id, exc) from exc
+                    self._branch_failed(branch, exc)
+                    return
                 value, error = None, exc
                 continue
             error = None
             kind = type(msg)
-            if kind is Interrupt or kind is Effect or kind is Sleep:
-                consumed(msg)  # yielded: it must not warn that it never was
             if kind is Interrupt or kind is Sleep:
-                entry = self._interrupt(msg)
+                consumed(msg)  # yielded: it must not warn that it never was
+                entry = self._interrupt(branch, msg)
                 outcome = self.outcome(entry)
                 if outcome is None:
-                    if self.cursor != len(self.journal):  # pragma: no cover - never written
-                        why = f"step {self.step_id!r}: {entry.id!r} has no answer but is not last"
-                        raise NondeterminismError(why)
-                    return SUSPENDED
+                    branch.waiting = entry
+                    return
                 value, error = outcome
             elif kind is Effect:
-                if self.cursor == len(self.journal):
-                    effect: Effect = msg
-                    return effect
-                value, error = self._replay_effect(msg)
+                consumed(msg)
+                if branch.cursor == len(branch.entries):
+                    branch.effect = msg
+                    waits.append((branch, msg))
+                    return
+                value, error = self._replay_effect(branch, msg)
             elif kind is GeneratorType:
                 stack.append(msg)
                 value = None
+            elif kind is All:
+                consumed(msg)
+                self._fork(branch, msg)
+                children = branch.children
+                if children is not None:
+                    for child in children:
+                        self._visit(child, waits)
+                        if branch.send is not None:
+                            break
+                if branch.send is None:
+                    return  # waits on its branches
+                value, error = branch.send
+                branch.send = None
             else:
                 self.close()
                 raise StepError(self._bad_yield(msg))
 
-    def close(self) -> None:
-        """Let the step go unfinished: close its generators quietly."""
-        close_quietly(self.stack)
+    def _fork(self, branch: Branch, msg: All) -> None:
+        """Replay or record the ``Forked`` entry of ``msg`` and make its branches."""
+        gens = msg.generators
+        count = len(gens)
+        entries = branch.entries
+        position = branch.cursor
+        if position < len(entries):
+            recorded = entries[position]
+            if type(recorded) is not Forked or recorded.count != count:
+                for gen in gens:
+                    gen.close()
+                self._mismatch(branch, recorded, f"All(<{count} branches>)")
+        else:
+            entry = Forked(count, branch.path)
+            self.journal.append(entry)
+            entries.append(entry)
+        branch.cursor += 1
+        if not count:
+            branch.send = ([], None)
+            return
+        head = f"{branch.path}.{position}-" if branch.path else f"{position}-"
+        by_path = self.by_path
+        children = []
+        for i, gen in enumerate(gens):
+            path = f"{head}{i}"
+            recorded_entries = by_path.pop(path, None) if by_path else None
+            children.append(Branch(path, gen, recorded_entries or [], branch, i))
+        branch.children = children
+        branch.results = [None] * count
+        branch.left = count
 
-    def _finish(self, result: Any) -> bool:
-        if self.cursor < len(self.journal):
-            entry = self.journal[self.cursor]
+    def _branch_done(self, branch: Branch, result: Any) -> None:
+        if branch.cursor < len(branch.entries):
+            entry = branch.entries[branch.cursor]
+            where = self._where(branch)
             msg = (
-                f"step {self.step_id!r} returned at journal position {self.cursor}, "
+                f"step {self.step_id!r} returned{where} at journal position {branch.cursor}, "
                 f"but its journal recorded {describe_entry(entry)} there: it must repeat "
                 "every recorded interrupt and effect, in order, when replayed"
             )
+            self.close()
             raise NondeterminismError(msg)
-        self.writes = check_writes(self.step_id, result)
-        return FINISHED
+        branch.done = True
+        parent = branch.parent
+        if parent is None:
+            self.writes = check_writes(self.step_id, result)
+            return
+        parent.results[branch.index] = result
+        parent.left -= 1
+        if not parent.left:
+            results, parent.results = parent.results, []
+            parent.children = None
+            parent.send = (results, None)
+
+    def _branch_failed(self, branch: Branch, exc: Exception) -> None:
+        branch.done = True
+        parent = branch.parent
+        if parent is None:
+            if isinstance(exc, (StepError, NondeterminismError, SerializationError)):
+                raise exc
+            raise step_failed(self.step_id, exc) from exc
+        # the other branches of this All are closed; the error is raised at its yield
+        assert parent.children is not None
+        for other in parent.children:
+            if other is not branch:
+                _close_branch(other)
+        parent.children = None
+        parent.results = []
+        parent.send = (None, exc)
+
+    def close(self) -> None:
+        """Let the step go unfinished: close its generators quietly, innermost first."""
+        _close_branch(self.root)
 
     def outcome(self, entry: Asked) -> tuple[Any, BaseException | None] | None:
         """What the ``yield`` of ``entry`` gets: its answer, its timeout, or ``None`` (pending)."""
@@ -235,7 +394,7 @@ class Trampoline:
             return None, timed_out(self.step_id, entry)
         return None
 
-    def _interrupt(self, msg: Interrupt | Sleep) -> Asked:
+    def _interrupt(self, branch: Branch, msg: Interrupt | Sleep) -> Asked:
         """The journal entry of an interrupt just yielded: replayed, or recorded now."""
         timeout: float | None
         if type(msg) is Sleep:
@@ -244,40 +403,50 @@ class Trampoline:
             what = f"the interrupt payload of step {self.step_id!r}"
             payload = normalize(msg.payload, lambda: what)  # type: ignore[union-attr]
             timeout, sleep = msg.timeout, False  # type: ignore[union-attr]
-        journal = self.journal
-        if self.cursor < len(journal):
-            recorded = journal[self.cursor]
+        entries = branch.entries
+        position = branch.cursor
+        if position < len(entries):
+            recorded = entries[position]
             if (
                 type(recorded) is not Asked
                 or recorded.sleep is not sleep
                 or not same(recorded.payload, payload)
             ):
                 got = f"Sleep({timeout!r})" if sleep else f"Interrupt({payload!r})"
-                self._mismatch(recorded, got)
+                self._mismatch(branch, recorded, got)
             entry: Asked = recorded  # type: ignore[assignment]
         else:
             deadline = None if timeout is None else self.clock() + round(timeout * 1000)
-            entry = Asked(self.id_prefix + str(len(journal)), payload, deadline, sleep)
-            journal.append(entry)
-        self.cursor += 1
+            path = branch.path
+            if path:
+                entry = Asked(f"{self.id_prefix}{path}.{position}", payload, deadline, sleep, path)
+            else:
+                entry = Asked(self.id_prefix + str(position), payload, deadline, sleep)
+            self.journal.append(entry)
+            entries.append(entry)
+        branch.cursor += 1
         return entry
 
-    def _replay_effect(self, msg: Effect) -> tuple[Any, BaseException | None]:
-        entry = self.journal[self.cursor]
+    def _replay_effect(self, branch: Branch, msg: Effect) -> tuple[Any, BaseException | None]:
+        entry = branch.entries[branch.cursor]
         kind = type(entry)
-        if isinstance(entry, Asked) or entry.effect != msg.name:
-            self._mismatch(entry, f"Effect({msg.name})")
-        self.cursor += 1
+        if (kind is not Returned and kind is not Raised) or entry.effect != msg.name:  # type: ignore[union-attr]
+            self._mismatch(branch, entry, f"Effect({msg.name})")
+        branch.cursor += 1
         if kind is Raised:
             return None, EffectError(entry.error)  # type: ignore[union-attr]
         return thaw(entry.value), None  # type: ignore[union-attr]
 
-    def _mismatch(self, entry: Entry, got: str) -> None:
+    def _where(self, branch: Branch) -> str:
+        return f" in branch {branch.path!r}" if branch.path else ""
+
+    def _mismatch(self, branch: Branch, entry: Entry, got: str) -> None:
         self.close()
         msg = (
-            f"step {self.step_id!r} yielded {got} at journal position {self.cursor}, but its "
-            f"journal recorded {describe_entry(entry)} there: a step must repeat its interrupts "
-            "(same payloads) and effects (same functions) in the same order when it is replayed; "
+            f"step {self.step_id!r} yielded {got}{self._where(branch)} at journal position "
+            f"{branch.cursor}, but its journal recorded {describe_entry(entry)} there: a step "
+            "must repeat its interrupts (same payloads), effects (same functions) and All "
+            "(same number of branches) in the same order when it is replayed; "
             "deploy code that does, or Goto a step to run the layer afresh"
         )
         raise NondeterminismError(msg)
@@ -287,6 +456,26 @@ class Trampoline:
         if callable(msg) and getattr(msg, "__code__", None) is not None:
             hint = " (did you yield a generator function instead of calling it?)"
         return f"step {self.step_id!r} yielded {msg!r}, which is not an instruction{hint}: {_HINT}"
+
+
+def _close_branch(branch: Branch) -> None:
+    """Close a branch and every branch under it, innermost first (no recursion)."""
+    todo = [branch]
+    order = []
+    while todo:
+        b = todo.pop()
+        if b.done or b.closed:
+            continue
+        order.append(b)
+        if b.children:
+            todo.extend(b.children)
+    for b in reversed(order):
+        b.closed = True
+        close_quietly(b.stack)
+
+
+def _value(entry: Entry) -> Any:
+    return thaw(entry.value)  # type: ignore[union-attr]
 
 
 def timed_out(step_id: str, entry: Asked) -> InterruptTimeout:
@@ -300,6 +489,8 @@ def timed_out(step_id: str, entry: Asked) -> InterruptTimeout:
 
 
 def describe_entry(entry: Entry) -> str:
+    if isinstance(entry, Forked):
+        return f"All(<{entry.count} branches>)"
     if isinstance(entry, Asked):
         if entry.sleep:
             return "Sleep(...)"

@@ -17,7 +17,7 @@ from pausegraph import Graph
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 PG = Path(sys.executable).parent / "pausegraph"
-NAMES = ["expense", "review", "interview", "escalation"]
+NAMES = ["expense", "review", "interview", "escalation", "expense_conditional"]
 
 
 def load(name: str) -> ModuleType:
@@ -38,6 +38,7 @@ FINAL: dict[str, dict[str, Any]] = {
         "hotel": "approved by manager",
         "laptop": "rejected by the deadline (a week without an answer)",
     },
+    "expense_conditional": {"paid": 4200, "approved": True},
 }
 
 
@@ -88,7 +89,7 @@ def test_the_escalation_example_escalates_after_a_day_and_rejects_after_a_week()
 
 
 _NODE = re.compile(r'^    (s\d+)\["([^"]*)"\]$')
-_EDGE = re.compile(r"^    (s\d+) --> (s\d+)$")
+_EDGE = re.compile(r"^    (s\d+) -->(?:\|[^|]*\|)? (s\d+)$")
 
 
 @pytest.mark.parametrize("name", NAMES)

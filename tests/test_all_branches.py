@@ -1,0 +1,343 @@
+"""All(*generators): branches side by side inside a step, hot and cold, memory and file stores."""
+
+from __future__ import annotations
+
+import pytest
+
+from pausegraph import (
+    All,
+    Append,
+    Done,
+    Effect,
+    EffectError,
+    FileCheckpointer,
+    Graph,
+    Interrupt,
+    LastWriteWins,
+    MemoryCheckpointer,
+    NondeterminismError,
+    Paused,
+    Resume,
+    Runner,
+)
+
+CALLED: list[object] = []
+
+
+def fetch(x):
+    CALLED.append(x)
+    return x * 10
+
+
+def boom(x):
+    raise ValueError(f"no {x}")
+
+
+@pytest.fixture(params=["memory", "file"])
+def store_factory(request, tmp_path):
+    if request.param == "memory":
+        store = MemoryCheckpointer()
+        return lambda: store
+    return lambda: FileCheckpointer(tmp_path / "runs")
+
+
+def one_step(fn, name="g"):
+    return Graph(name, {"items": LastWriteWins(), "out": LastWriteWins(), "log": Append()}).step(
+        "s", fn
+    )
+
+
+def ask(name):
+    answer = yield Interrupt({"q": name})
+    got = yield Effect(fetch, answer)
+    return [name, got]
+
+
+def fanout(state):
+    results = yield All(*(ask(x) for x in state["items"]))
+    return {"out": results}
+
+
+@pytest.mark.parametrize("hot", [True, False])
+def test_each_branch_pauses_alone_with_its_own_id_and_results_come_back_in_order(
+    store_factory, hot
+):
+    CALLED.clear()
+    runner = Runner(one_step(fanout), store_factory())
+    paused = runner.run("r", {"items": ["a", "b", "c"]})
+    assert isinstance(paused, Paused)
+    ids = [i.id for i in paused.interrupts]
+    assert [i.payload for i in paused.interrupts] == [{"q": "a"}, {"q": "b"}, {"q": "c"}]
+    assert len(set(ids)) == 3
+    assert all("=" not in i and " " not in i for i in ids)
+    if not hot:
+        runner = Runner(one_step(fanout), store_factory())
+    paused = runner.resume("r", Resume(answers={ids[1]: 2}))
+    assert [i.id for i in paused.interrupts] == [ids[0], ids[2]]
+    assert CALLED == [2]
+    if not hot:
+        runner = Runner(one_step(fanout), store_factory())
+    done = runner.resume("r", Resume(answers={ids[0]: 1, ids[2]: 3}))
+    assert done == Done(
+        {"items": ["a", "b", "c"], "out": [["a", 10], ["b", 20], ["c", 30]], "log": []}, 1
+    )
+    assert CALLED == [2, 1, 3]  # no effect was called twice
+
+
+def nested(state):
+    def inner(tag):
+        pair = yield All(ask(tag + "1"), ask(tag + "2"))
+        return pair
+
+    outer = yield All(inner("x"), inner("y"))
+    last = yield Interrupt("last")
+    return {"out": [outer, last]}
+
+
+@pytest.mark.parametrize("hot", [True, False])
+def test_nested_all_ids_are_unique_and_replay(store_factory, hot):
+    runner = Runner(one_step(nested), store_factory())
+    paused = runner.run("r", {})
+    ids = [i.id for i in paused.interrupts]
+    assert len(ids) == 4 == len(set(ids))
+    if not hot:
+        runner = Runner(one_step(nested), store_factory())
+    paused = runner.resume("r", Resume(answers={i: n for n, i in enumerate(ids)}))
+    assert [i.payload for i in paused.interrupts] == ["last"]
+    assert paused.interrupts[0].id not in ids
+    if not hot:
+        runner = Runner(one_step(nested), store_factory())
+    done = runner.resume("r", Resume("end"))
+    assert done.state["out"] == [
+        [[["x1", 0], ["x2", 10]], [["y1", 20], ["y2", 30]]],
+        "end",
+    ]
+
+
+def test_ids_are_deterministic_across_runners():
+    a = Runner(one_step(nested)).run("r", {})
+    b = Runner(one_step(nested)).run("r", {})
+    assert [i.id for i in a.interrupts] == [i.id for i in b.interrupts]
+
+
+def failing_branch(state):
+    closed = []
+
+    def slow():
+        try:
+            yield Interrupt("never answered")
+        finally:
+            closed.append("slow")
+
+    def bad():
+        yield Effect(boom, 1)
+
+    try:
+        yield All(slow(), bad())
+    except EffectError as error:
+        return {"out": [str(error), closed]}
+    return {"out": "unreachable"}
+
+
+@pytest.mark.parametrize("hot", [True, False])
+def test_an_exception_in_a_branch_closes_the_others_and_is_raised_at_the_yield(store_factory, hot):
+    runner = Runner(one_step(failing_branch), store_factory())
+    done = runner.run("r", {})
+    assert isinstance(done, Done)
+    message, closed = done.state["out"]
+    assert "ValueError: no 1" in message
+    assert closed == ["slow"]
+
+
+def test_zero_branches_give_an_empty_list():
+    def step(state):
+        results = yield All()
+        return {"out": results}
+
+    assert Runner(one_step(step)).run("r", {}).state["out"] == []
+
+
+def test_a_changed_branch_count_on_replay_is_nondeterminism(store_factory):
+    runner = Runner(one_step(fanout), store_factory())
+    runner.run("r", {"items": ["a", "b"]})
+
+    def fewer(state):
+        results = yield All(ask("a"))
+        return {"out": results}
+
+    cold = Runner(one_step(fewer), store_factory())
+    with pytest.raises(NondeterminismError, match="All"):
+        cold.resume("r", Resume(answers={i.id: 1 for i in runner.state("r").interrupts}))
+
+
+def test_all_refuses_a_generator_function():
+    def gen():
+        yield Interrupt(1)
+
+    with pytest.raises(TypeError, match="generator objects"):
+        All(gen)
+
+
+def answer_once(n):
+    value = yield Interrupt(n)
+    return value + n
+
+
+def ten_thousand(state):
+    results = yield All(*(answer_once(n) for n in range(state["items"])))
+    return {"out": sum(results)}
+
+
+@pytest.mark.parametrize("kind", ["memory", "file"])
+def test_ten_thousand_branches_interrupt_once_and_resume_cold(tmp_path, kind):
+    n = 10_000
+
+    def store():
+        return MemoryCheckpointer() if kind == "memory" else FileCheckpointer(tmp_path / "r")
+
+    shared = store()
+    runner = Runner(one_step(ten_thousand), shared)
+    paused = runner.run("r", {"items": n})
+    assert len(paused.interrupts) == n
+    ids = [i.id for i in paused.interrupts]
+    assert len(set(ids)) == n
+    cold = Runner(one_step(ten_thousand), shared if kind == "memory" else store())
+    done = cold.resume("r", Resume(answers=dict.fromkeys(ids, 1)))
+    assert done.state["out"] == n + sum(range(n))
+
+
+FLAKY = {"fail": True}
+
+
+def flaky(x):
+    CALLED.append(("flaky", x))
+    if FLAKY["fail"]:
+        raise RuntimeError("down")
+    return x
+
+
+def uncaught(state):
+    def good():
+        return (yield Effect(fetch, 7))
+
+    def bad():
+        return (yield Effect(flaky, 1))
+
+    results = yield All(good(), bad())
+    return {"out": results}
+
+
+@pytest.mark.parametrize("hot", [True, False])
+def test_an_uncaught_branch_error_fails_the_step_and_a_retry_calls_only_that_effect(
+    store_factory, hot
+):
+    CALLED.clear()
+    FLAKY["fail"] = True
+    runner = Runner(one_step(uncaught), store_factory())
+    with pytest.raises(EffectError):
+        runner.run("r", {})
+    info = runner.state("r")
+    assert info.failure.step_id == "s"
+    assert info.failure.error_type == "EffectError"
+    FLAKY["fail"] = False
+    if not hot:
+        runner = Runner(one_step(uncaught), store_factory())
+    done = runner.run("r")
+    assert done.state["out"] == [70, 1]
+    assert CALLED == [7, ("flaky", 1), ("flaky", 1)]
+
+
+def check(answer):
+    CALLED.append(("check", answer))
+    if answer == "bad":
+        raise KeyError(answer)
+    return answer
+
+
+def reanswer_step(state):
+    def asks(name):
+        answer = yield Interrupt(name)
+        return (yield Effect(check, answer))
+
+    def side():
+        return (yield Effect(fetch, 5))
+
+    results = yield All(asks("a"), side())
+    return {"out": results}
+
+
+def test_reanswering_a_branch_after_a_failure_keeps_the_other_branches_results():
+    CALLED.clear()
+    runner = Runner(one_step(reanswer_step))
+    paused = runner.run("r", {})
+    (pending,) = paused.interrupts
+    assert CALLED == [5]
+    with pytest.raises(EffectError):
+        runner.resume("r", Resume("bad"))
+    done = runner.resume("r", Resume(answers={pending.id: "good"}))
+    assert done.state["out"] == ["good", 50]
+    assert CALLED == [5, ("check", "bad"), ("check", "good")]
+
+
+def test_deadlines_in_branches_time_out_or_wake_each_branch_alone():
+    from pausegraph import InterruptTimeout, Sleep
+
+    now = [1_000_000]
+
+    def timed():
+        try:
+            return (yield Interrupt("late", timeout=10))
+        except InterruptTimeout:
+            return "timed out"
+
+    def sleeper():
+        yield Sleep(5)
+        return "woke"
+
+    def step(state):
+        return {"out": (yield All(timed(), sleeper(), ask("z")))}
+
+    runner = Runner(one_step(step), clock=lambda: now[0])
+    paused = runner.run("r", {})
+    assert len(paused.interrupts) == 3
+    now[0] += 20_000
+    moved = runner.tick()
+    assert [i.step_id for i in moved["r"].interrupts] == ["s"]
+    done = runner.resume("r", Resume(4))
+    assert done.state["out"] == ["timed out", "woke", ["z", 40]]
+
+
+class Crash(BaseException):
+    """Stands for the process dying in the middle of an effect."""
+
+
+CRASH = {"on": True}
+
+
+def maybe_crash(x):
+    CALLED.append(("crash?", x))
+    if CRASH["on"]:
+        raise Crash
+    return x
+
+
+def two_rounds(state):
+    def one(n):
+        first = yield Effect(fetch, n)
+        second = yield Effect(maybe_crash, n)
+        return [first, second]
+
+    return {"out": (yield All(one(1), one(2)))}
+
+
+def test_a_crash_in_a_later_round_keeps_the_saved_results_of_earlier_rounds(store_factory):
+    CALLED.clear()
+    CRASH["on"] = True
+    runner = Runner(one_step(two_rounds), store_factory())
+    with pytest.raises(Crash):
+        runner.run("r", {})
+    assert runner.state("r").status.value == "queued"
+    CRASH["on"] = False
+    done = Runner(one_step(two_rounds), store_factory()).run("r")
+    assert done.state["out"] == [[10, 1], [20, 2]]
+    assert CALLED == [1, 2, ("crash?", 1), ("crash?", 1), ("crash?", 2)]

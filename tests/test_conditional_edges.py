@@ -1,0 +1,282 @@
+"""Conditional edges: Graph.edge(src, dst, when=predicate), hot and cold, memory and file stores."""
+
+from __future__ import annotations
+
+import pytest
+
+from pausegraph import (
+    After,
+    Append,
+    Before,
+    Continue,
+    Done,
+    FileCheckpointer,
+    Goto,
+    Graph,
+    GraphError,
+    Interrupt,
+    LastWriteWins,
+    MemoryCheckpointer,
+    Paused,
+    Resume,
+    ResumeError,
+    Runner,
+    StepError,
+    Update,
+)
+
+CALLS: list[str] = []
+
+
+def big(state):
+    CALLS.append("big")
+    return state["amount"] > 1000
+
+
+def small(state):
+    return state["amount"] <= 1000
+
+
+def writer(name):
+    def step(state):
+        return {"log": name}
+
+    return step
+
+
+def asking(name):
+    def step(state):
+        answer = yield Interrupt(name)
+        return {"log": f"{name}:{answer}"}
+
+    return step
+
+
+def expense_graph(finance=None):
+    graph = Graph("expense", {"amount": LastWriteWins(), "log": Append()})
+    graph.step("submit", writer("submit"))
+    graph.step("finance", finance or writer("finance"))
+    graph.step("pay", writer("pay"))
+    graph.edge("submit", "finance", when=big)
+    graph.edge("finance", "pay")
+    return graph
+
+
+@pytest.fixture(params=["memory", "file"])
+def store_factory(request, tmp_path):
+    if request.param == "memory":
+        store = MemoryCheckpointer()
+        return lambda: store
+    return lambda: FileCheckpointer(tmp_path / "runs")
+
+
+def test_true_predicate_runs_the_step_false_skips_it_and_what_it_alone_reaches():
+    runner = Runner(expense_graph())
+    done = runner.run("big", {"amount": 5000})
+    assert done == Done({"amount": 5000, "log": ["submit", "finance", "pay"]}, 3)
+    done = runner.run("small", {"amount": 10})
+    assert done == Done({"amount": 10, "log": ["submit"]}, 3)
+
+
+def test_a_step_runs_if_any_incoming_edge_lets_it():
+    graph = Graph("g", {"amount": LastWriteWins(), "log": Append()})
+    for name in ("a", "b", "c", "d"):
+        graph.step(name, writer(name))
+    graph.edge("a", "b", when=big).edge("a", "c", when=small)
+    graph.edge("b", "d").edge("c", "d")
+    runner = Runner(graph)
+    assert runner.run("r1", {"amount": 1}).state["log"] == ["a", "c", "d"]
+    assert runner.run("r2", {"amount": 2000}).state["log"] == ["a", "b", "d"]
+
+
+def test_predicate_sees_the_state_of_the_layer_and_edits_made_before_it(store_factory):
+    runner = Runner(expense_graph(), store_factory(), interrupt_before={"finance"})
+    paused = runner.run("r", {"amount": 10})
+    # finance is skipped: its Before breakpoint does not fire
+    assert isinstance(paused, Done)
+    assert paused.state["log"] == ["submit"]
+    graph = expense_graph()
+    graph.step("gate", writer("gate"))  # no edges: layer 0 with submit
+    runner = Runner(graph, store_factory(), interrupt_after={"gate"})
+    paused = runner.run("e", {"amount": 10})
+    assert paused == Paused(1, After("gate"))
+    runner = Runner(graph, store_factory())  # cold
+    done = runner.resume("e", Update({"amount": 2000}))
+    assert isinstance(done, Done)
+    assert done.state["log"] == ["submit", "gate", "finance", "pay"]
+
+
+def test_before_breakpoint_fires_only_for_steps_that_run(store_factory):
+    runner = Runner(expense_graph(), store_factory(), interrupt_before={"finance", "pay"})
+    paused = runner.run("r", {"amount": 5000})
+    assert paused == Paused(2, Before("finance"))
+    cold = Runner(expense_graph(), store_factory())
+    paused = cold.resume("r", Continue())
+    assert paused == Paused(3, Before("pay"))
+    done = Runner(expense_graph(), store_factory()).resume("r", Continue())
+    assert done.state["log"] == ["submit", "finance", "pay"]
+
+
+def test_after_breakpoint_of_a_skipped_step_does_not_fire():
+    runner = Runner(expense_graph(), interrupt_after={"finance"})
+    done = runner.run("r", {"amount": 1})
+    assert isinstance(done, Done)
+
+
+@pytest.mark.parametrize("hot", [True, False])
+def test_the_decision_is_saved_replay_never_asks_the_predicate_again(store_factory, hot):
+    CALLS.clear()
+    graph = expense_graph(finance=asking("finance"))
+    runner = Runner(graph, store_factory())
+    paused = runner.run("r", {"amount": 5000})
+    assert isinstance(paused, Paused)
+    assert CALLS == ["big"]
+    if not hot:
+        runner = Runner(expense_graph(finance=asking("finance")), store_factory())
+    assert runner.state("r").interrupts[0].step_id == "finance"
+    done = runner.resume("r", Resume("ok"))
+    assert done.state["log"] == ["submit", "finance:ok", "pay"]
+    assert CALLS == ["big"]  # neither resume nor status asked it again
+
+
+def test_skipped_steps_are_remembered_across_a_crash_and_a_cold_runner(store_factory):
+    graph = expense_graph()
+    graph.step("wait", asking("wait"))
+    graph.edge("submit", "wait")
+    graph.step("after", writer("after"))
+    graph.edge("wait", "after")
+    graph.edge("finance", "after")
+    runner = Runner(graph, store_factory())
+    paused = runner.run("r", {"amount": 1})
+    assert isinstance(paused, Paused)
+    cold = Runner(graph, store_factory())
+    done = cold.resume("r", Resume(1))
+    assert done.state["log"] == ["submit", "wait:1", "after"]
+
+
+def test_a_predicate_that_raises_fails_the_run_as_the_destination_and_a_retry_asks_again(
+    store_factory,
+):
+    flaky = {"fail": True}
+
+    def approve_big(state):
+        if flaky["fail"]:
+            raise KeyError("missing")
+        return True
+
+    graph = expense_graph()
+    graph2 = Graph("g", {"amount": LastWriteWins(), "log": Append()})
+    graph2.step("a", writer("a")).step("b", writer("b")).edge("a", "b", when=approve_big)
+    runner = Runner(graph2, store_factory())
+    with pytest.raises(StepError) as caught:
+        runner.run("r", {"amount": 1})
+    assert isinstance(caught.value.__cause__, KeyError)
+    info = runner.state("r")
+    assert info.status.value == "failed"
+    assert info.failure.step_id == "b"
+    assert info.failure.error_type == "KeyError"
+    assert runner.history("r")[-1].label == "failed:b"
+    flaky["fail"] = False
+    done = Runner(graph2, store_factory()).run("r")
+    assert done.state["log"] == ["a", "b"]
+    assert graph is not None
+
+
+def test_goto_a_skipped_step_runs_it_and_later_layers_choose_afresh(store_factory):
+    runner = Runner(expense_graph(), store_factory())
+    done = runner.run("r", {"amount": 1})
+    assert done.state["log"] == ["submit"]
+    done = Runner(expense_graph(), store_factory()).resume("r", Goto("finance"))
+    assert done.state["log"] == ["submit", "finance", "pay"]
+    done = Runner(expense_graph(), store_factory()).resume("r", Goto("submit"))
+    assert done.state["log"] == ["submit", "finance", "pay", "submit"]
+
+
+def test_goto_on_a_finished_run_keeps_what_earlier_layers_skipped(store_factory):
+    graph = expense_graph()
+    graph.step("last", asking("last"))
+    graph.edge("pay", "last")
+    graph.step("tail", writer("tail"))
+    graph.edge("last", "tail")
+    graph.step("other", writer("other"))
+    graph.edge("finance", "other")
+    runner = Runner(graph, store_factory(), interrupt_before={"submit"})
+    runner.run("r", {"amount": 1})
+    runner.resume("r", Continue())
+    assert runner.state("r").values["log"] == ["submit"]
+    runner = Runner(graph, store_factory())
+    done = runner.resume("r", Goto("pay"))
+    assert isinstance(done, Paused)  # pay forced, last runs because pay ran
+    done = runner.resume("r", Resume(2))
+    assert done.state["log"] == ["submit", "pay", "last:2", "tail"]  # not other: finance skipped
+
+
+def test_mermaid_names_the_predicate_and_escapes_it():
+    graph = expense_graph()
+    graph.step("x", writer("x")).edge("submit", "x", when=lambda s: True)
+    text = graph.to_mermaid()
+    assert "s0 -->|big| s1" in text
+    assert "s1 --> s2" in text
+    assert "s0 -->|#60;lambda#62;| s3" in text
+
+
+def test_structure_records_conditional_edges_and_a_changed_kind_is_a_difference():
+    store = MemoryCheckpointer()
+    Runner(expense_graph(), store).run("r", {"amount": 1})
+    other = Graph("expense", {"amount": LastWriteWins(), "log": Append()})
+    for name in ("submit", "finance", "pay"):
+        other.step(name, writer(name))
+    other.edge("submit", "finance").edge("finance", "pay")
+    with pytest.raises(ResumeError, match="changed kind"):
+        Runner(other, store).resume("r", Goto("submit"))
+    changed = Graph("expense", {"amount": LastWriteWins(), "log": Append()})
+    for name in ("submit", "finance", "pay"):
+        changed.step(name, writer(name))
+    changed.edge("submit", "finance", when=small).edge("finance", "pay")
+    done = Runner(changed, store).resume("r", Goto("submit"))  # another predicate is allowed
+    assert done.state["log"] == ["submit", "submit", "finance", "pay"]
+
+
+def test_edge_validation_is_unchanged_and_when_must_be_callable():
+    graph = Graph("g", {"x": LastWriteWins()}).step("a", writer("a"))
+    with pytest.raises(GraphError, match="unknown step"):
+        graph.edge("a", "zz", when=big)
+    with pytest.raises(GraphError, match="self edge"):
+        graph.edge("a", "a", when=big)
+    graph.step("b", writer("b"))
+    with pytest.raises(GraphError, match="callable"):
+        graph.edge("a", "b", when=3)  # type: ignore[arg-type]
+
+
+def test_goto_on_a_cancelled_run_keeps_what_earlier_layers_skipped():
+    graph = expense_graph()
+    graph.step("wait", asking("wait")).edge("pay", "wait")
+    graph.step("side", asking("side")).edge("submit", "side")
+    graph.step("end", writer("end")).edge("side", "end").edge("wait", "end")
+    runner = Runner(graph)
+    paused = runner.run("r", {"amount": 1})
+    assert paused.interrupts[0].step_id == "side"
+    runner.cancel("r")
+    paused = runner.resume("r", Goto("pay"))
+    assert paused.interrupts[0].step_id == "wait"
+    done = runner.resume("r", Resume(3))
+    assert done.state["log"] == ["submit", "pay", "wait:3", "end"]
+
+
+def test_a_retry_after_a_step_failure_does_not_ask_the_predicate_again(store_factory):
+    CALLS.clear()
+    state = {"fail": True}
+
+    def finance(s):
+        if state["fail"]:
+            raise RuntimeError("finance down")
+        return {"log": "finance"}
+
+    runner = Runner(expense_graph(finance=finance), store_factory())
+    with pytest.raises(StepError):
+        runner.run("r", {"amount": 5000})
+    assert CALLS == ["big"]
+    state["fail"] = False
+    done = Runner(expense_graph(finance=finance), store_factory()).run("r")
+    assert done.state["log"] == ["submit", "finance", "pay"]
+    assert CALLS == ["big"]

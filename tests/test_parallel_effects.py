@@ -1,0 +1,163 @@
+"""Runner(executor=...): effects ready together run together; same journal as without one."""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+
+import pytest
+
+from pausegraph import (
+    All,
+    Append,
+    Done,
+    Effect,
+    EffectError,
+    FileCheckpointer,
+    Graph,
+    Interrupt,
+    LastWriteWins,
+    MemoryCheckpointer,
+    Paused,
+    Resume,
+    Runner,
+)
+
+
+def square(x):
+    return x * x
+
+
+def slow_square(x):
+    time.sleep(0.05 * (3 - x % 3))  # later branches finish first
+    return x * x
+
+
+def fails(x):
+    raise ValueError(f"bad {x}")
+
+
+def branch(n):
+    a = yield Effect(slow_square, n)
+    b = yield Effect(square, a)
+    if n == 1:
+        try:
+            yield Effect(fails, n)
+        except EffectError:
+            b = -b
+    answer = yield Interrupt(n)
+    return [a, b, answer]
+
+
+def fan(state):
+    results = yield All(*(branch(n) for n in range(state["n"])))
+    return {"out": results}
+
+
+def plain_effects(state):
+    first = yield Effect(slow_square, 2)
+    second = yield Effect(square, first)
+    return {"log": [first, second]}
+
+
+def make_graph():
+    graph = Graph("par", {"n": LastWriteWins(), "out": LastWriteWins(), "log": Append()})
+    graph.step("fan", fan).step("plain", plain_effects).step("flat", lambda s: {"log": "flat"})
+    return graph
+
+
+def journals(runner, run_id):
+    stage = runner.checkpointer.latest("par", run_id).stage
+    return stage.progress.journals
+
+
+@pytest.fixture(params=["memory", "file"])
+def store_factory(request, tmp_path):
+    if request.param == "memory":
+        store = MemoryCheckpointer()
+        return lambda: store
+    return lambda: FileCheckpointer(tmp_path / "runs")
+
+
+@pytest.mark.parametrize("pool", ["threads", "processes"])
+@pytest.mark.parametrize("hot", [True, False])
+def test_same_journal_and_outcome_with_and_without_an_executor(store_factory, pool, hot):
+    if pool == "threads":
+        executor = ThreadPoolExecutor(4)
+    else:
+        # not fork: a worker forked while the run's lock is held would keep holding it
+        executor = ProcessPoolExecutor(4, mp_context=multiprocessing.get_context("forkserver"))
+    with executor:
+        alone = Runner(make_graph(), MemoryCheckpointer())
+        together = Runner(make_graph(), store_factory(), executor=executor)
+        paused_alone = alone.run("r", {"n": 4})
+        paused_together = together.run("r", {"n": 4})
+        assert isinstance(paused_together, Paused)
+        assert paused_alone == paused_together
+        assert journals(alone, "r") == journals(together, "r")
+        if not hot:
+            together = Runner(make_graph(), store_factory(), executor=executor)
+        answers = {i.id: i.payload for i in paused_together.interrupts}
+        done_alone = alone.resume("r", Resume(answers=answers))
+        done = together.resume("r", Resume(answers=answers))
+    assert isinstance(done, Done)
+    assert done == done_alone
+    assert done.state["out"] == [[0, 0, 0], [1, -1, 1], [4, 16, 2], [9, 81, 3]]
+    assert done.state["log"] == [4, 16, "flat"]
+
+
+def test_effects_ready_together_are_submitted_together():
+    seen = []
+    lock = threading.Lock()
+    gate = threading.Barrier(3, timeout=5)
+
+    def meet(x):
+        with lock:
+            seen.append(x)
+        gate.wait()  # only passes if all three run at the same time
+        return x
+
+    def step(state):
+        return {"out": (yield All(*(one(x) for x in range(3))))}
+
+    def one(x):
+        return (yield Effect(meet, x))
+
+    graph = Graph("par", {"out": LastWriteWins()}).step("s", step)
+    with ThreadPoolExecutor(3) as executor:
+        done = Runner(graph, executor=executor).run("r", {})
+    assert done.state["out"] == [0, 1, 2]
+    assert sorted(seen) == [0, 1, 2]
+
+
+def test_steps_of_a_layer_wait_on_effects_together():
+    gate = threading.Barrier(2, timeout=5)
+
+    def meet(x):
+        gate.wait()
+        return x
+
+    def step(name):
+        def run(state):
+            return {"log": (yield Effect(meet, name))}
+
+        return run
+
+    graph = Graph("par", {"log": Append()}).step("a", step("a")).step("b", step("b"))
+    with ThreadPoolExecutor(2) as executor:
+        done = Runner(graph, executor=executor).run("r", {})
+    assert done.state["log"] == ["a", "b"]
+
+
+def test_an_effect_error_under_an_executor_is_recorded_as_without_one():
+    def step(state):
+        yield Effect(fails, 3)
+
+    graph = Graph("par", {"log": Append()}).step("s", step)
+    with ThreadPoolExecutor(2) as executor:
+        runner = Runner(graph, executor=executor)
+        with pytest.raises(EffectError, match="ValueError: bad 3"):
+            runner.run("r", {})
+    assert runner.state("r").failure.error_type == "EffectError"
