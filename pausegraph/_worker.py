@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterable
+from concurrent.futures import Executor
 
 from ._graph import Graph
 from ._inbox import run_summaries
@@ -44,8 +45,9 @@ class Worker:
         worker = Worker(FileCheckpointer("runs"), [expense.graph])
         worker.serve()            # until interrupted; or worker.poll() once
 
-    ``graphs`` is an iterable of ``Graph`` (distinct names). ``clock``
-    (epoch ms) is passed to each ``Runner``. ``poll`` and ``serve`` never
+    ``graphs`` is an iterable of ``Graph`` (distinct names). ``executor``
+    (a ``concurrent.futures.Executor`` for effects) and ``clock`` (epoch ms)
+    are passed to each ``Runner``. ``poll`` and ``serve`` never
     raise a run's own error: a run whose step fails is left ``"failed"`` and
     logged (WARNING), as ``tick`` does.
     """
@@ -55,6 +57,7 @@ class Worker:
         checkpointer: Checkpointer,
         graphs: Iterable[Graph],
         *,
+        executor: Executor | None = None,
         clock: Callable[[], int] | None = None,
     ) -> None:
         self.checkpointer = checkpointer
@@ -66,7 +69,7 @@ class Worker:
             if graph.name in self.runners:
                 msg = f"Worker got two graphs named {graph.name!r}: give each workflow once"
                 raise GraphError(msg)
-            self.runners[graph.name] = Runner(graph, checkpointer, clock=clock)
+            self.runners[graph.name] = Runner(graph, checkpointer, executor=executor, clock=clock)
         if not self.runners:
             msg = "Worker(checkpointer, graphs) needs at least one graph to serve"
             raise GraphError(msg)

@@ -305,3 +305,13 @@ def test_chaos_a_killed_worker_leaves_its_runs_to_the_others(tmp_path: Path, url
         text = log.read_text() if log.exists() else ""
         assert "Traceback" not in text
         assert "ConflictError" not in text
+
+
+def test_a_worker_runs_effects_on_its_executor(store: Checkpointer) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    Runner(graph(), store).start("r", {"order": 5})
+    with ThreadPoolExecutor(2) as pool:
+        assert Worker(store, [graph()], executor=pool).poll() == 1
+    assert CALLS == [5]
+    assert Runner(graph(), store).state("r").status == "paused"
