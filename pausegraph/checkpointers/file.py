@@ -610,6 +610,8 @@ class FileStore:
         # logs appended to since the last sync() -> the end of the log before the first
         self._unsynced: dict[_RunLog, int] = {}
         self._lock = threading.Lock()  # guards the four dicts
+        # the damaged logs of the last runs() listing, for damaged() right after it
+        self._damaged: builtins.list[tuple[str, str]] | None = None
         self._open_store()
         self._index = _Index(str(self.root / _INDEX_NAME))
         weakref.finalize(self, _close_logs, self._open, self._lock)
@@ -858,7 +860,7 @@ class FileStore:
         hides the others: ``damaged()`` lists those, and reading such a run
         raises the error that says why.
         """
-        found = self._listing()[0]
+        found, self._damaged = self._listing()
         return [
             s
             for s in found
@@ -877,9 +879,12 @@ class FileStore:
         A log is damaged when it cannot be opened or read, is not a regular
         file (a directory, a FIFO, a symbolic link), has a header or a record
         that fails its checks, or is named for another run than the one its
-        header holds (a copy of another run's log).
+        header holds (a copy of another run's log). Right after ``runs()``
+        it answers from that listing (one pass over the logs for both);
+        otherwise it lists afresh.
         """
-        return self._listing()[1]
+        damaged, self._damaged = self._damaged, None
+        return self._listing()[1] if damaged is None else damaged
 
     def _listing(self) -> tuple[builtins.list[RunSummary], builtins.list[tuple[str, str]]]:
         """Each run's summary, by log name, and the logs that could not be listed, with why."""
