@@ -37,6 +37,33 @@ logger = logging.getLogger("pausegraph")
 IDLE_WAIT_S = 0.5
 
 
+def runners_for(
+    checkpointer: Checkpointer,
+    graphs: Iterable[Graph],
+    what: str,
+    *,
+    executor: Executor | None = None,
+    clock: Callable[[], int] | None = None,
+) -> dict[str, Runner]:
+    """A ``Runner`` per graph, by workflow name; ``GraphError`` naming ``what`` for bad graphs.
+
+    The graphs must be ``Graph`` objects with distinct names, at least one.
+    """
+    runners: dict[str, Runner] = {}
+    for graph in graphs:
+        if not isinstance(graph, Graph):
+            msg = f"{what} takes Graphs, got {graph!r}"
+            raise GraphError(msg)
+        if graph.name in runners:
+            msg = f"{what} got two graphs named {graph.name!r}: give each workflow once"
+            raise GraphError(msg)
+        runners[graph.name] = Runner(graph, checkpointer, executor=executor, clock=clock)
+    if not runners:
+        msg = f"{what} needs at least one graph to serve"
+        raise GraphError(msg)
+    return runners
+
+
 class Worker:
     """Drives every queued run of ``graphs`` in ``checkpointer``, and their passed deadlines.
 
@@ -61,18 +88,9 @@ class Worker:
         clock: Callable[[], int] | None = None,
     ) -> None:
         self.checkpointer = checkpointer
-        self.runners: dict[str, Runner] = {}
-        for graph in graphs:
-            if not isinstance(graph, Graph):
-                msg = f"Worker(checkpointer, graphs) takes Graphs, got {graph!r}"
-                raise GraphError(msg)
-            if graph.name in self.runners:
-                msg = f"Worker got two graphs named {graph.name!r}: give each workflow once"
-                raise GraphError(msg)
-            self.runners[graph.name] = Runner(graph, checkpointer, executor=executor, clock=clock)
-        if not self.runners:
-            msg = "Worker(checkpointer, graphs) needs at least one graph to serve"
-            raise GraphError(msg)
+        self.runners = runners_for(
+            checkpointer, graphs, "Worker(checkpointer, graphs)", executor=executor, clock=clock
+        )
 
     def __repr__(self) -> str:
         return f"<Worker of {', '.join(map(repr, self.runners))} on {self.checkpointer!r}>"

@@ -31,7 +31,7 @@ from .._commands import Command, Continue, Resume, Status
 from .._graph import Graph
 from .._inbox import inbox, listed_status, run_summaries
 from .._runner import Runner, system_clock
-from .._worker import IDLE_WAIT_S, Worker
+from .._worker import IDLE_WAIT_S, Worker, runners_for
 from ..checkpointers import Checkpointer
 from ..checkpointers._checkpointer import summary_data
 from ..errors import ConflictError, GraphError, ResumeError, SerializationError
@@ -114,17 +114,7 @@ class _Server:
     ) -> None:
         graphs = list(graphs)
         self.store = checkpointer
-        self.runners: dict[str, Runner] = {}
-        for graph in graphs:
-            if not isinstance(graph, Graph):
-                msg = f"app(graphs, checkpointer) takes Graphs, got {graph!r}"
-                raise GraphError(msg)
-            if graph.name in self.runners:
-                msg = f"app() got two graphs named {graph.name!r}: give each workflow once"
-                raise GraphError(msg)
-            self.runners[graph.name] = Runner(graph, checkpointer)
-        if not self.runners:
-            raise GraphError("app(graphs, checkpointer) needs at least one graph to serve")
+        self.runners = runners_for(checkpointer, graphs, "app(graphs, checkpointer)")
         self.guard = Guard(token)
         self.driver = _Driver(Worker(checkpointer, graphs)) if drive else None
         self.wait_s = wait_s
