@@ -25,6 +25,7 @@ from pausegraph import (
     Resume,
     Runner,
     Sleep,
+    SqliteCheckpointer,
     StepError,
 )
 from pausegraph.checkpointers import Checkpointer
@@ -42,10 +43,12 @@ class Clock:
         return self.now
 
 
-@pytest.fixture(params=["memory", "file"])
+@pytest.fixture(params=["memory", "file", "sqlite"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Checkpointer:
     if request.param == "memory":
         return MemoryCheckpointer()
+    if request.param == "sqlite":
+        return SqliteCheckpointer(tmp_path / "runs.db")
     return FileCheckpointer(tmp_path / "store")
 
 
