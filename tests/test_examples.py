@@ -17,7 +17,7 @@ from pausegraph import Graph
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 PG = Path(sys.executable).parent / "pausegraph"
-NAMES = ["expense", "review", "interview", "escalation", "expense_conditional"]
+NAMES = ["expense", "review", "interview", "escalation", "expense_conditional", "summaries"]
 
 
 def load(name: str) -> ModuleType:
@@ -39,6 +39,11 @@ FINAL: dict[str, dict[str, Any]] = {
         "laptop": "rejected by the deadline (a week without an answer)",
     },
     "expense_conditional": {"paid": 4200, "approved": True},
+    "summaries": {
+        "report": "- Q3 report: Revenue grew 12%. (model)\n"
+        "- Hiring plan: We hire four engineers. (model)\n"
+        "- Incident 42: a stalled queue, fixed. (reviewer)"
+    },
 }
 
 
