@@ -399,3 +399,25 @@ def test_serve_prints_where_it_listens_and_refuses_a_public_host_without_a_token
     finally:
         server.terminate()
         server.communicate(timeout=30)
+
+
+def test_the_inbox_page_shows_a_hundred_interrupts_a_page_oldest_first(
+    store: Checkpointer,
+) -> None:
+    from pausegraph import Runner
+
+    runner = Runner(approval(), store)
+    for n in range(150):
+        runner.run(f"r{n:03d}", {"question": f"q{n}", "amount": n})
+    with TestClient(app([approval()], store, drive=False), base_url=LOCAL) as client:
+        first = client.get("/")
+        second = client.get("/?page=2")
+        beyond = client.get("/?page=9")  # past the end: the last page
+        bad = client.get("/?page=two")
+    assert first.text.count('class="card interrupt"') == 100
+    assert "150 interrupts wait, oldest first; page 1 of 2" in first.text
+    assert second.text.count('class="card interrupt"') == 50
+    assert 'data-run="r149"' in second.text
+    assert 'data-run="r149"' not in first.text
+    assert beyond.text.count('class="card interrupt"') == 50
+    assert bad.status_code == 400

@@ -160,22 +160,41 @@ class _Server:
             if w.workflow_id in self.runners
         ]
 
-    def breakpoints(self) -> list[dict[str, Any]]:
-        """Paused runs that wait at a breakpoint (for ``Continue``), oldest first."""
-        found = []
-        for name in self.runners:
-            for summary in run_summaries(self.store, workflow_id=name, status="paused"):
-                data = summary_data(summary)
-                if not data.interrupts:
-                    found.append(
-                        {
-                            "workflow": name,
-                            "run_id": summary.run_id,
-                            "label": data.label,
-                            "since_ms": summary.updated_ms,
-                        }
-                    )
-        return sorted(found, key=lambda b: (b["since_ms"], b["run_id"], b["workflow"]))
+    def paused(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """From one listing of the store: the waiting interrupts and the runs at a breakpoint.
+
+        Both oldest first, in the order ``inbox()`` and ``breakpoints`` give.
+        """
+        waiting: list[tuple[Any, ...]] = []
+        stops = []
+        for summary in run_summaries(self.store, status="paused"):
+            name = summary.workflow_id
+            if name not in self.runners:
+                continue
+            data = summary_data(summary)
+            for n, (interrupt_id, step_id, payload, deadline_ms) in enumerate(data.interrupts):
+                item = {
+                    "workflow": name,
+                    "run_id": summary.run_id,
+                    "id": interrupt_id,
+                    "step_id": step_id,
+                    "payload": render.jsonable(payload),
+                    "since_ms": summary.updated_ms,
+                    "deadline_ms": deadline_ms,
+                }
+                waiting.append((summary.updated_ms, summary.run_id, name, n, item))
+            if not data.interrupts:
+                stops.append(
+                    {
+                        "workflow": name,
+                        "run_id": summary.run_id,
+                        "label": data.label,
+                        "since_ms": summary.updated_ms,
+                    }
+                )
+        waiting.sort(key=lambda w: w[:4])
+        stops.sort(key=lambda b: (b["since_ms"], b["run_id"], b["workflow"]))
+        return [w[4] for w in waiting], stops
 
     def runs(self, workflow: str | None, status: str | None) -> list[dict[str, Any]]:
         if status is not None and status not in {s.value for s in Status}:
@@ -403,18 +422,37 @@ async def _api_resume(server: _Server, request: Request, _: str) -> Response:
 # --- HTML pages -------------------------------------------------------------------
 
 
-def _inbox_context(server: _Server, session: str) -> dict[str, Any]:
+#: Waiting interrupts shown on one page of the inbox (oldest first); ``?page=N`` for more.
+PAGE_SIZE = 100
+
+
+def _inbox_context(
+    server: _Server, session: str, page: int = 1, focus: tuple[str, str, str] | None = None
+) -> dict[str, Any]:
+    """The inbox page's context: one listing of the store, one page of it rendered.
+
+    ``focus`` (workflow, run id, interrupt id) picks the page that shows it.
+    """
     now = system_clock()
-    items = server.waiting(None)
+    everything, stops = server.paused()
+    pages = max(1, -(-len(everything) // PAGE_SIZE))
+    if focus is not None:
+        keys = [(i["workflow"], i["run_id"], i["id"]) for i in everything]
+        page = keys.index(focus) // PAGE_SIZE + 1 if focus in keys else 1
+    page = min(max(page, 1), pages)
+    items = everything[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
     for item in items:
         item["payload_text"] = render.dumps(item["payload"], indent=2)
         item["age"] = views.age_text(item["since_ms"], now)
         item["deadline"] = render.deadline_text(item["deadline_ms"], now)
-    stops = server.breakpoints()
+    stops = stops if page == 1 else []
     for stop in stops:
         stop["age"] = views.age_text(stop["since_ms"], now)
     return {
         "items": items,
+        "total": len(everything),
+        "page": page,
+        "pages": pages,
         "stops": stops,
         "csrf": server.guard.csrf_token(session),
         "errors": {},
@@ -424,7 +462,11 @@ def _inbox_context(server: _Server, session: str) -> dict[str, Any]:
 
 
 async def _inbox_page(server: _Server, request: Request, session: str) -> Response:
-    context = await run_in_threadpool(_inbox_context, server, session)
+    try:
+        page = int(request.query_params.get("page", "1"))
+    except ValueError:
+        raise _Refused(400, "page must be a whole number (?page=2)") from None
+    context = await run_in_threadpool(_inbox_context, server, session, page)
     return server.page("inbox.html", **context)
 
 
@@ -489,7 +531,7 @@ async def _inbox_with_error(
     message: str,
     status: int,
 ) -> Response:
-    context = await run_in_threadpool(_inbox_context, server, session)
+    context = await run_in_threadpool(_inbox_context, server, session, 1, key)
     context["errors"] = {key: message}
     context["given"] = {key: form.get("answer", "")}
     return server.page("inbox.html", status, **context)
