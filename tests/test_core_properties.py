@@ -96,6 +96,20 @@ def test_layers_follow_insertion_order_and_are_deterministic(dag):
     assert build(order, list(reversed(edges))).layers() == layers
 
 
+@given(dags(), st.data())
+def test_conditional_edges_do_not_change_the_layers(dag, data):
+    order, edges = dag
+    graph = Graph("g", {})
+    for step in order:
+        graph.step(step, noop)
+    for src, dst in edges:
+        if data.draw(st.booleans()):
+            graph.edge(src, dst, when=lambda state: False)
+        else:
+            graph.edge(src, dst)
+    assert graph.layers() == build(order, edges).layers()
+
+
 # --- reducers against a model --------------------------------------------------------
 
 maps = st.dictionaries(st.text(max_size=3), values, max_size=4)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
 from pausegraph import Checkpointer, FileCheckpointer, Paused, Resume, Runner
@@ -150,5 +150,44 @@ def test_paused_runs_replay_with_the_code_that_paused_them_and_the_check_saves_n
             assert_paused_runs_replay(graph, factory())
             after = {run: checkpointer.list(*run) for run in checkpointer.runs()}
             assert after == before
+
+    check()
+
+
+def test_the_properties_above_draw_conditional_edges_and_all_fan_outs() -> None:
+    """The graphs these properties draw include both new shapes, together."""
+    drawn: list[GeneratedGraph] = []
+
+    @settings(max_examples=300, phases=[Phase.generate], database=None)
+    @given(graph=graphs(max_steps=5))
+    def collect(graph: GeneratedGraph) -> None:
+        drawn.append(graph)
+
+    collect()
+    both = [g for g in drawn if g.when and g.plan.has_fan() and g.plan.interrupt_count()]
+    assert both, "no drawn graph had a conditional edge and an All"
+    graph = both[0]
+    assert all(w.name in graph.to_mermaid() for _, _, w in graph.plan.when)
+
+
+@store_names
+def test_conditional_edges_and_fan_outs_are_hot_cold_and_crash_independent(store: str) -> None:
+    """Every example has a conditional edge and an All whose branches interrupt."""
+
+    @limit(store)
+    @given(
+        graph=graphs(max_steps=4).filter(lambda g: bool(g.when) and g.plan.has_fan()),
+        schedule=schedules(),
+        seed=answers(),
+    )
+    def check(graph: GeneratedGraph, schedule: Any, seed: Any) -> None:
+        with STORES[store]() as factory:
+            assert_path_independent(
+                graph, schedule=schedule, answer=answer_with(seed), checkpointer_factory=factory
+            )
+        with STORES[store]() as factory:  # a fresh store: the run above has ended
+            assert_effects_run_once(
+                graph, schedule=schedule, answer=answer_with(seed), checkpointer_factory=factory
+            )
 
     check()

@@ -50,11 +50,15 @@ from pausegraph.testing import (
 )
 from pausegraph.testing._replay import find_replay_failures
 from pausegraph.testing.generated import (
+    Ask,
     Call,
     ChannelPlan,
+    Fan,
     GeneratedGraph,
     StepPlan,
+    When,
     WorkflowPlan,
+    digest,
     plans,
 )
 
@@ -431,3 +435,32 @@ def test_machine_reports_a_run_that_finished_unlike_the_model() -> None:
     with pytest.raises(AssertionError, match=r"^run 'run0' finished unlike the model") as info:
         run_state_machine_as_test(WrongModelMachine, settings=MACHINE_SETTINGS)
     assert "channel 'total'" in str(info.value)
+
+
+def test_a_conditional_plan_expects_the_effects_of_the_steps_that_run() -> None:
+    channels = (ChannelPlan("last0", "last"),)
+    steps = (StepPlan("s0", (Ask("ask1"),), ("last0",)), StepPlan("s1", (Call("effect1"),)))
+    odd = When("last0", even=False)
+    plan = WorkflowPlan("g", channels, steps, (("s0", "s1"),), (("s0", "s1", odd),))
+    with pytest.raises(ValueError, match="answer="):
+        plan.expected_effects()
+    runs = plan.expected_effects(lambda payload: 1)
+    skips = plan.expected_effects(lambda payload: 2)
+    assert {digest({"by": "s0", "acc": [a]}) % 2 for a in (1, 2)} == {0, 1}
+    assert sorted([runs, skips]) == [[], [("s1", "effect1")]]
+    assert "last0_is_odd" in GeneratedGraph(plan).to_mermaid()
+
+
+def test_a_fan_runs_its_branches_with_all_and_keeps_their_results() -> None:
+    channels = (ChannelPlan("last0", "last"),)
+    fan = Fan(((Ask("ask1"), Call("effect2")), (Call("effect3"),), (Ask("ask4"),)))
+    plan = WorkflowPlan("g", channels, (StepPlan("s0", (fan,), ("last0",)),))
+    assert plan.has_fan()
+    assert plan.interrupt_count() == 2
+    assert plan.expected_effects() == [("s0", "effect2"), ("s0", "effect3")]
+    paused = Runner(GeneratedGraph(plan)).run("r")
+    assert isinstance(paused, Paused)
+    assert [i.payload["ask"] for i in paused.interrupts] == ["ask1", "ask4"]
+    assert drive(GeneratedGraph(plan), answer=repr) == Runner(
+        GeneratedGraph(plan, answer=repr)
+    ).run("r")

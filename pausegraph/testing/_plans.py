@@ -25,7 +25,7 @@ import attrs
 
 from .._channels import AnyReducer, Append, LastWriteWins, MergeMap, Reducer
 from .._graph import Graph
-from .._instructions import Effect, Interrupt
+from .._instructions import All, Effect, Interrupt
 from .._values import normalize
 from ..errors import EffectError
 
@@ -69,7 +69,45 @@ class Nest:
     actions: tuple[Action, ...]
 
 
-Action = Ask | Call | Read | Nest
+@attrs.frozen
+class Fan:
+    """``results = yield All(*branches)``: each branch's actions as a sub-generator.
+
+    Every branch starts from a copy of the accumulator; the step keeps a
+    digest of the list of their results. Branches may interrupt and call
+    effects, so their pauses and effects interleave inside one step.
+    """
+
+    branches: tuple[tuple[Action, ...], ...]
+
+
+Action = Ask | Call | Read | Nest | Fan
+
+
+@attrs.frozen
+class When:
+    """An edge's predicate: the digest of ``channel``'s value has the parity ``even``.
+
+    A deterministic function of the state the destination's layer reads;
+    built as a function named ``<channel>_is_even`` (or ``_is_odd``), so
+    Mermaid labels the edge with it.
+    """
+
+    channel: str
+    even: bool
+
+    @property
+    def name(self) -> str:
+        return f"{self.channel}_is_{'even' if self.even else 'odd'}"
+
+    def predicate(self) -> Callable[[Mapping[str, Any]], bool]:
+        channel, parity = self.channel, 0 if self.even else 1
+
+        def when(state: Mapping[str, Any]) -> bool:
+            return digest(state[channel]) % 2 == parity
+
+        when.__qualname__ = when.__name__ = self.name
+        return when
 
 
 @attrs.frozen
@@ -102,13 +140,34 @@ class WorkflowPlan:
     channels: tuple[ChannelPlan, ...]
     steps: tuple[StepPlan, ...]
     edges: tuple[tuple[str, str], ...] = ()
+    when: tuple[tuple[str, str, When], ...] = ()
+    """Predicates of some of ``edges``: ``(src, dst, When(...))``; the others are plain."""
 
-    def expected_effects(self) -> list[tuple[str, str]]:
-        """Every ``(step_id, label)`` a complete run calls ``recorded_effect`` with."""
-        return [(s.step_id, label) for s in self.steps for label in _effect_labels(s.actions)]
+    def expected_effects(self, answer: AnswerFn | None = None) -> list[tuple[str, str]]:
+        """Every ``(step_id, label)`` a complete run calls ``recorded_effect`` with.
+
+        With conditional edges, which steps run depends on the state, so on
+        the answers: pass ``answer`` and the effects are those of a reference
+        run (in memory, the interrupts answered up front with ``answer``).
+        """
+        if not self.when:
+            return [(s.step_id, label) for s in self.steps for label in _effect_labels(s.actions)]
+        if answer is None:
+            msg = "a plan with conditional edges needs answer= to know which steps run"
+            raise ValueError(msg)
+        from .._runner import Runner  # the reference run; imported late: it is heavy
+
+        with recording_effects() as log:
+            Runner(GeneratedGraph(self, answer=answer)).run("expected-effects")
+        return list(log)
 
     def interrupt_count(self) -> int:
+        """Interrupts of a complete run if every step runs (an upper bound with ``when``)."""
         return sum(_count_asks(s.actions) for s in self.steps)
+
+    def has_fan(self) -> bool:
+        """Whether some step fans out with ``All``."""
+        return any(_has_fan(s.actions) for s in self.steps)
 
 
 def _effect_labels(actions: tuple[Action, ...]) -> Iterator[str]:
@@ -117,6 +176,9 @@ def _effect_labels(actions: tuple[Action, ...]) -> Iterator[str]:
             yield action.label
         elif type(action) is Nest:
             yield from _effect_labels(action.actions)
+        elif type(action) is Fan:
+            for branch in action.branches:
+                yield from _effect_labels(branch)
 
 
 def _count_asks(actions: tuple[Action, ...]) -> int:
@@ -126,7 +188,18 @@ def _count_asks(actions: tuple[Action, ...]) -> int:
             total += 1
         elif type(action) is Nest:
             total += _count_asks(action.actions)
+        elif type(action) is Fan:
+            total += sum(_count_asks(branch) for branch in action.branches)
     return total
+
+
+def _has_fan(actions: tuple[Action, ...]) -> bool:
+    for action in actions:
+        if type(action) is Fan:
+            return True
+        if type(action) is Nest and _has_fan(action.actions):
+            return True
+    return False
 
 
 def _yields(actions: tuple[Action, ...]) -> bool:
@@ -243,10 +316,15 @@ def _run_actions(
             acc.append(result)
         elif type(action) is Read:
             acc.append(digest(state[action.channel]))
-        else:
-            assert type(action) is Nest
+        elif type(action) is Nest:
             inner = yield _run_actions(step_id, action.actions, state, list(acc), answer)
             acc.append(digest(inner))
+        else:
+            assert type(action) is Fan
+            results = yield All(
+                *(_run_actions(step_id, b, state, list(acc), answer) for b in action.branches)
+            )
+            acc.append(digest(results))
     return acc
 
 
@@ -292,8 +370,9 @@ class GeneratedGraph(Graph):
         super().__init__(plan.name, {c.name: _reducer(c.kind) for c in plan.channels})
         for step in plan.steps:
             self.step(step.step_id, _make_step(step, kinds, answer))
+        when = {(src, dst): w.predicate() for src, dst, w in plan.when}
         for src, dst in plan.edges:
-            self.edge(src, dst)
+            self.edge(src, dst, when=when.get((src, dst)))
         self.plan = plan
         self.answered_up_front = answer is not None
 

@@ -78,7 +78,7 @@ def _watched_run(
     for step_id, fn in graph.steps.items():
         probe.step(step_id, _watch(step_id, fn, record))
     for src, dst in graph.edges:
-        probe.edge(src, dst)
+        probe.edge(src, dst, when=graph.when.get((src, dst)))
     _drive(
         probe,
         answer=answer,

@@ -201,7 +201,7 @@ def assert_effects_run_once(
     }
     if log is None:
         if expected is None and isinstance(graph, GeneratedGraph):
-            expected = graph.plan.expected_effects()
+            expected = graph.plan.expected_effects(answer)
         with recording_effects() as recorded:
             trace = _run(graph, log=recorded, **options)
         calls: list[Hashable] = list(recorded)

@@ -15,10 +15,12 @@ from ._plans import (
     Call,
     ChannelKind,
     ChannelPlan,
+    Fan,
     GeneratedGraph,
     Nest,
     Read,
     StepPlan,
+    When,
     WorkflowPlan,
     digest,
 )
@@ -103,6 +105,7 @@ def _actions(
     depth: int,
     interrupts: bool,
     effects: bool,
+    fans: bool = True,
 ) -> tuple[Action, ...]:
     kinds = ["read"]
     if interrupts:
@@ -111,6 +114,8 @@ def _actions(
         kinds += ["call", "fail"]
     if depth > 0:
         kinds.append("nest")
+        if fans:
+            kinds.append("fan")
     chosen = draw(st.lists(st.sampled_from(kinds), max_size=max_actions))
     out: list[Action] = []
     for kind in chosen:
@@ -121,16 +126,18 @@ def _actions(
         elif kind == "read":
             out.append(Read(draw(st.sampled_from(channels))))
         else:
-            inner = draw(
-                _actions(
-                    channels,
-                    max_actions=max(1, max_actions // 2),
-                    depth=depth - 1,
-                    interrupts=interrupts,
-                    effects=effects,
-                )
+            inner = _actions(
+                channels,
+                max_actions=max(1, max_actions // 2),
+                depth=depth - 1,
+                interrupts=interrupts,
+                effects=effects,
+                fans=fans,
             )
-            out.append(Nest(inner))
+            if kind == "nest":
+                out.append(Nest(draw(inner)))
+            else:
+                out.append(Fan(tuple(draw(st.lists(inner, min_size=1, max_size=3)))))
     return tuple(out)
 
 
@@ -140,6 +147,8 @@ def _label(actions: tuple[Action, ...], counter: list[int]) -> tuple[Action, ...
     for action in actions:
         if type(action) is Nest:
             out.append(Nest(_label(action.actions, counter)))
+        elif type(action) is Fan:
+            out.append(Fan(tuple(_label(branch, counter) for branch in action.branches)))
         elif type(action) is Ask:
             counter[0] += 1
             out.append(Ask(f"ask{counter[0]}"))
@@ -179,6 +188,8 @@ def plans(
     interrupts: bool = True,
     effects: bool = True,
     shape: Shape = "dag",
+    fans: bool = True,
+    conditions: bool = True,
 ) -> WorkflowPlan:
     """Random ``WorkflowPlan``s: the data ``GeneratedGraph`` builds a workflow from.
 
@@ -188,8 +199,12 @@ def plans(
     a last step). Every plan declares one channel of each reducer kind
     (``LastWriteWins``, ``MergeMap``, ``Append`` and a custom ``Reducer``)
     and maybe more. Steps read channels, interrupt (``interrupts=False``
-    leaves that out), call effects that succeed or raise (``effects``), and
-    nest sub-generators up to ``max_depth`` deep.
+    leaves that out), call effects that succeed or raise (``effects``),
+    nest sub-generators up to ``max_depth`` deep and fan out with ``All``
+    over one to three sub-generators that do the same (``fans=False`` leaves
+    that out). Some edges are conditional (``conditions=False`` leaves that
+    out): their ``When`` predicate is the parity of a digest of a channel's
+    value, so which steps run depends on the state, and so on the answers.
     """
     extra = draw(st.lists(st.sampled_from(_KINDS), max_size=2))
     kinds = (*_KINDS, *extra)
@@ -205,13 +220,21 @@ def plans(
                 depth=max_depth,
                 interrupts=interrupts,
                 effects=effects,
+                fans=fans,
             )
         )
         writes = draw(st.lists(st.sampled_from(names), unique=True, max_size=3))
         plain = draw(st.booleans())
         steps.append(StepPlan(f"s{i}", _label(actions, [0]), tuple(writes), plain))
     edges = tuple((f"s{a}", f"s{b}") for a, b in draw(_edges(n, shape)))
-    return WorkflowPlan("generated", channels, tuple(steps), edges)
+    when: list[tuple[str, str, When]] = []
+    if conditions:
+        predicates = st.none() | st.builds(When, st.sampled_from(names), st.booleans())
+        for src, dst in edges:
+            predicate = draw(predicates)
+            if predicate is not None:
+                when.append((src, dst, predicate))
+    return WorkflowPlan("generated", channels, tuple(steps), edges, tuple(when))
 
 
 def graphs(
@@ -222,6 +245,8 @@ def graphs(
     interrupts: bool = True,
     effects: bool = True,
     shape: Shape = "dag",
+    fans: bool = True,
+    conditions: bool = True,
 ) -> st.SearchStrategy[GeneratedGraph]:
     """Random valid workflows, ready to run: ``plans(...)`` built by ``GeneratedGraph``.
 
@@ -231,8 +256,10 @@ def graphs(
         def test_resumes_do_not_change_the_result(graph, schedule):
             assert_path_independent(graph, answer=repr, schedule=schedule)
 
-    Each drawn graph is a fresh object, so a ``Runner`` freezing it does not
-    affect other examples; ``graph.plan`` is the plan it was built from.
+    The keywords are those of ``plans()``: by default some steps fan out
+    with ``All`` and some edges are conditional. Each drawn graph is a
+    fresh object, so a ``Runner`` freezing it does not affect other
+    examples; ``graph.plan`` is the plan it was built from.
     """
     return plans(
         max_steps=max_steps,
@@ -241,6 +268,8 @@ def graphs(
         interrupts=interrupts,
         effects=effects,
         shape=shape,
+        fans=fans,
+        conditions=conditions,
     ).map(GeneratedGraph)
 
 

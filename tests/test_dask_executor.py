@@ -1,0 +1,52 @@
+"""Runner(executor=...) on a local Dask cluster: the same journal as without an executor.
+
+The effect journals, the pauses and the final state equal those of a run
+without an executor. History labels equal those of a run on a thread pool:
+with any executor the effects ready together are saved together, so the
+history has fewer ``effect:`` checkpoints than a run without one.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from test_parallel_effects import journals, make_graph
+
+from pausegraph import Done, FileCheckpointer, MemoryCheckpointer, Paused, Resume, Runner
+
+distributed = pytest.importorskip("distributed")
+
+
+def test_same_journal_on_a_dask_clusters_executor(tmp_path):
+    # no dashboard: it would warn when its port is taken; the cluster warns of nothing else
+    with (
+        distributed.Client(
+            processes=False, n_workers=1, threads_per_worker=4, dashboard_address=None
+        ) as client,
+        ThreadPoolExecutor(4) as threads,
+    ):
+        executor = client.get_executor()
+        alone = Runner(make_graph(), MemoryCheckpointer())
+        threaded = Runner(make_graph(), MemoryCheckpointer(), executor=threads)
+        together = Runner(make_graph(), FileCheckpointer(tmp_path / "runs"), executor=executor)
+        paused_alone = alone.run("r", {"n": 4})
+        paused = together.run("r", {"n": 4})
+        threaded.run("r", {"n": 4})
+        assert isinstance(paused, Paused)
+        assert paused == paused_alone
+        assert journals(together, "r") == journals(alone, "r")
+        # a cold resume: a new Runner on a new handle, on the same cluster
+        together = Runner(make_graph(), FileCheckpointer(tmp_path / "runs"), executor=executor)
+        answers = {i.id: i.payload for i in paused.interrupts}
+        done_alone = alone.resume("r", Resume(answers=answers))
+        done = together.resume("r", Resume(answers=answers))
+        threaded.resume("r", Resume(answers=answers))
+        labels = [m.label for m in together.history("r")]
+        assert labels == [m.label for m in threaded.history("r")]
+        assert labels[0] == "input"
+        assert labels[-2:] == ["resume", "layer:1"]
+    assert isinstance(done, Done)
+    assert done == done_alone
+    assert done.state["out"] == [[0, 0, 0], [1, -1, 1], [4, 16, 2], [9, 81, 3]]
+    assert done.state["log"] == [4, 16, "flat"]
