@@ -10,6 +10,7 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -167,14 +168,14 @@ FLOW = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("url", ["file", "sqlite"])
+@pytest.mark.parametrize("url", ["file", "sqlite", "postgres"])
 def test_several_worker_processes_finish_every_run_each_effect_once(
-    tmp_path: Path, url: str
+    tmp_path: Path, url: str, request: pytest.FixtureRequest
 ) -> None:
     flow = tmp_path / "flow.py"
     flow.write_text(FLOW)
     calls = tmp_path / "calls.txt"
-    location = str(tmp_path / "store") if url == "file" else f"sqlite:{tmp_path / 'runs.db'}"
+    location = location_of(url, tmp_path, request)
     env = {**os.environ, "PG_CALLS": str(calls)}
     pg = str(Path(sys.executable).parent / "pausegraph")
     logs = [tmp_path / f"worker{n}.err" for n in range(3)]
@@ -195,7 +196,7 @@ def test_several_worker_processes_finish_every_run_each_effect_once(
         from pausegraph import open_checkpointer
         from pausegraph.cli import load_graph
 
-        store = open_checkpointer(location)
+        store = closing(open_checkpointer(location))
         web = Runner(load_graph(f"{flow}:graph"), store)
         for n in range(30):
             web.start(f"r{n}", {"order": f"o{n}"})
@@ -210,6 +211,33 @@ def test_several_worker_processes_finish_every_run_each_effect_once(
     assert codes == [0, 0, 0]
     paid = calls.read_text().split()
     assert sorted(paid) == sorted(f"o{n}" for n in range(30))  # each effect once
+
+
+OPENED: list[Any] = []
+
+
+def closing(store: Any) -> Any:
+    """Remember a store the test opened, to close it (a PostgreSQL one holds connections)."""
+    OPENED.append(store)
+    return store
+
+
+@pytest.fixture(autouse=True)
+def _close_opened() -> Iterator[None]:
+    yield
+    while OPENED:
+        close = getattr(OPENED.pop(), "close", None)
+        if close is not None:
+            close()
+
+
+def location_of(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """A store URL of ``kind`` for worker processes (PostgreSQL: a fresh schema)."""
+    if kind == "file":
+        return str(tmp_path / "store")
+    if kind == "sqlite":
+        return f"sqlite:{tmp_path / 'runs.db'}"
+    return str(request.getfixturevalue("postgres").url)
 
 
 def wait_for(condition: Any, seconds: float = 60) -> None:
@@ -243,12 +271,14 @@ CHAOS_FLOW = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("url", ["file", "sqlite"])
-def test_chaos_a_killed_worker_leaves_its_runs_to_the_others(tmp_path: Path, url: str) -> None:
+@pytest.mark.parametrize("url", ["file", "sqlite", "postgres"])
+def test_chaos_a_killed_worker_leaves_its_runs_to_the_others(
+    tmp_path: Path, url: str, request: pytest.FixtureRequest
+) -> None:
     flow = tmp_path / "chaos.py"
     flow.write_text(CHAOS_FLOW)
     calls = tmp_path / "calls.txt"
-    location = str(tmp_path / "store") if url == "file" else f"sqlite:{tmp_path / 'runs.db'}"
+    location = location_of(url, tmp_path, request)
     env = {**os.environ, "PG_CALLS": str(calls)}
     pg = str(Path(sys.executable).parent / "pausegraph")
     logs = [tmp_path / f"worker{n}.err" for n in range(4)]
@@ -271,7 +301,7 @@ def test_chaos_a_killed_worker_leaves_its_runs_to_the_others(tmp_path: Path, url
         from pausegraph import open_checkpointer
         from pausegraph.cli import load_graph
 
-        web = Runner(load_graph(f"{flow}:graph"), open_checkpointer(location))
+        web = Runner(load_graph(f"{flow}:graph"), closing(open_checkpointer(location)))
         for n, run_id in enumerate(runs):
             web.start(run_id, {"order": n})
             if n == 60:  # a worker dies at a moment of its own choosing
