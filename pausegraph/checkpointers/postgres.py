@@ -215,6 +215,7 @@ class PostgresStore:
         self._session: _LockSession | None = None
         # the runs whose lock a ``with`` of this handle holds: (key, the session holding it)
         self._holding: dict[tuple[str, str], tuple[int, _LockSession]] = {}
+        self._unsynced = False  # appended with synchronous_commit off since the last sync()
         self._namespace = b""
         try:
             self._guarded(self._create_schema)
@@ -329,6 +330,9 @@ class PostgresStore:
 
         def append(connection: psycopg.Connection[Any]) -> None:
             with connection.transaction():
+                # durable at the next sync(), not at this commit: a kill loses nothing
+                # (the server has it), a power loss only what no call returned
+                connection.execute("SET LOCAL synchronous_commit TO OFF")
                 if held is not None:
                     self._check_held(connection, workflow_id, run_id, *held)
                 row = connection.execute(
@@ -357,6 +361,7 @@ class PostgresStore:
                 )  # fmt: skip
 
         self._guarded(append)
+        self._unsynced = True
 
     def _check_held(
         self,
@@ -552,13 +557,28 @@ class PostgresStore:
         return Holder(0, "?", 0) if pid is None else Holder(pid, host, since)
 
     def sync(self) -> None:
-        """Check the live locks this handle holds; appends are durable already.
+        """Make the appends durable, and check the live locks this handle holds.
 
-        Every append committed with ``synchronous_commit`` on is on disk, so
-        there is nothing to flush. But the engine calls ``sync()`` before each
-        effect: a driver whose lock session dropped is stopped here, with
-        ``CheckpointError``, before the effect runs (one query per held lock).
+        Appends commit with ``synchronous_commit`` off (the server has them; a
+        crash of the server may lose the last ones). One synchronous commit
+        here flushes the write-ahead log up to it, so every earlier commit is
+        on disk too: one flush per call instead of one per checkpoint. The
+        engine calls ``sync()`` before each effect too: a driver whose lock
+        session dropped is stopped here, with ``CheckpointError``, before the
+        effect runs (one query per held lock).
         """
+        if self._unsynced:
+            self._unsynced = False
+
+            def flush(connection: psycopg.Connection[Any]) -> None:
+                with connection.transaction():  # an xid, so its commit is flushed
+                    connection.execute("SELECT txid_current()")
+
+            try:
+                self._guarded(flush)
+            except BaseException:
+                self._unsynced = True
+                raise
         mine = [
             (name, key, session.backend_pid)
             for name, (key, session) in list(self._holding.items())
@@ -597,8 +617,10 @@ class PostgresCheckpointer(StoreCheckpointer):
     conditional on the seq (the table's primary key); the live lock of a
     running run is a session-level advisory lock on a connection the store
     owns, released when that session ends, so it needs a direct connection
-    or session pooling, not a transaction-pooling proxy. Every commit is
-    synchronous, hence durable. See docs/storage.md, "The PostgreSQL store".
+    or session pooling, not a transaction-pooling proxy. Appends commit
+    without waiting for the disk; ``sync()`` (called by the engine before
+    every effect and before a call returns) flushes them with one
+    synchronous commit. See docs/storage.md, "The PostgreSQL store".
     """
 
     store: PostgresStore
