@@ -75,14 +75,14 @@ def main(argv: list[str] | None = None) -> int:
         try:
             runner = Runner(pg.approval_graph(), store)
             chain_runner = Runner(pg.chain_graph(CHAIN), store)
+
+            def pausegraph_cycle() -> None:
+                run_id = next(ids)
+                pg.approval_run(runner, run_id)
+                pg.approval_resume(runner, run_id)
+
             work: dict[str, Callable[[], None]] = {
-                "pausegraph cycle": lambda: (
-                    (
-                        pg.approval_run(runner, rid := next(ids)),
-                        pg.approval_resume(runner, rid),
-                    )
-                    and None
-                ),
+                "pausegraph cycle": pausegraph_cycle,
                 "pausegraph chain": lambda: pg.chain(CHAIN)(chain_runner, next(ids)),
             }
             if saver is not None:
