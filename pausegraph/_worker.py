@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Executor
 
@@ -35,6 +36,9 @@ logger = logging.getLogger("pausegraph")
 
 #: Seconds an idle ``serve`` waits before it polls again.
 IDLE_WAIT_S = 0.5
+
+#: Seconds a ``serve`` waiting on its store's ``wait_for_work`` may take to see ``stop``.
+WAKE_SLICE_S = 0.25
 
 
 def runners_for(
@@ -130,9 +134,30 @@ class Worker:
 
         The run in hand when ``stop`` is set is finished to its next pause or
         end first. Without ``stop`` it serves until the process is
-        interrupted (``KeyboardInterrupt``).
+        interrupted (``KeyboardInterrupt``). On a store that can say when
+        work may be queued (a checkpointer with ``wait_for_work(timeout_s)``,
+        such as ``PostgresCheckpointer``), an idle worker wakes as soon as it
+        does instead of at the end of its wait.
         """
         stop = threading.Event() if stop is None else stop
+        wait_for_work: Callable[[float], bool] | None = getattr(
+            self.checkpointer, "wait_for_work", None
+        )
+        if wait_for_work is not None:
+            wait_for_work(0)  # listen from now on: what is queued after this poll wakes us
         while not stop.is_set():
             if not self.poll():
-                stop.wait(IDLE_WAIT_S)
+                self._idle(stop, wait_for_work)
+
+    @staticmethod
+    def _idle(stop: threading.Event, wait_for_work: Callable[[float], bool] | None) -> None:
+        """Wait ``IDLE_WAIT_S``, or less if the store says work may be queued or ``stop`` is set."""
+        if wait_for_work is None:
+            stop.wait(IDLE_WAIT_S)
+            return
+        until = time.monotonic() + IDLE_WAIT_S
+        while not stop.is_set():
+            left = until - time.monotonic()
+            # in slices, so that a stop is seen within WAKE_SLICE_S
+            if left <= 0 or wait_for_work(min(left, WAKE_SLICE_S)):
+                return

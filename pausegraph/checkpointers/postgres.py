@@ -82,7 +82,9 @@ import builtins
 import contextlib
 import hashlib
 import os
+import select
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, TypeVar
@@ -146,6 +148,63 @@ _HELD = (
     "SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted "
     "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
     "AND classid = %s::bigint::oid AND objid = %s::bigint::oid AND objsubid = 1"
+)
+
+# sync()'s statements, each one round trip in autocommit: txid_current() gives the
+# statement's transaction an xid, so its commit (synchronous: the session's setting)
+# flushes the WAL up to it; the array says, lock by lock, whether the backend that
+# took it still holds it
+_STILL_HELD = (
+    "ARRAY(SELECT EXISTS (SELECT 1 FROM pg_locks AS l WHERE l.locktype = 'advisory' "
+    "AND l.granted AND l.database = (SELECT oid FROM pg_database "
+    "WHERE datname = current_database()) AND l.classid = k.c::oid AND l.objid = k.o::oid "
+    "AND l.objsubid = 1 AND l.pid = k.p) "
+    "FROM unnest(%s::bigint[], %s::bigint[], %s::integer[]) WITH ORDINALITY AS k(c, o, p, n) "
+    "ORDER BY k.n)"
+)
+_FLUSH = "SELECT txid_current()"
+_FLUSH_AND_CHECK = "SELECT txid_current(), " + _STILL_HELD
+_CHECK = "SELECT " + _STILL_HELD
+
+# an append is this one statement (its own transaction, in autocommit): the insert
+# happens only if the run's last seq is the one before (``last``), and a seq another
+# transaction took meanwhile is skipped by ON CONFLICT after waiting for it; the
+# summary is written only with the frame. The commit does not wait for the disk.
+_APPEND = (
+    "WITH last AS (SELECT coalesce(max(seq), 0) AS n FROM pausegraph_frames "
+    "WHERE workflow = %(w)s AND run = %(r)s), "
+    "added AS (INSERT INTO pausegraph_frames SELECT %(w)s, %(r)s, %(seq)s::integer, "
+    "%(step)s::integer, %(label)s, %(t)s::bigint, %(snap)s::boolean, %(frame)s FROM last "
+    "WHERE last.n = %(seq)s::integer - 1 ON CONFLICT DO NOTHING RETURNING 1), "
+    "summed AS (INSERT INTO pausegraph_runs SELECT %(w)s, %(r)s, %(sseq)s::integer, "
+    "%(status)s::text, %(updated)s::bigint, %(deadline)s::bigint, %(data)s FROM added "
+    "ON CONFLICT (workflow, run) DO UPDATE SET seq = EXCLUDED.seq, "
+    "status = EXCLUDED.status, updated_ms = EXCLUDED.updated_ms, "
+    "deadline_ms = EXCLUDED.deadline_ms, data = EXCLUDED.data RETURNING 1) "
+    "SELECT (SELECT n FROM last), (SELECT count(*) FROM added), (SELECT count(*) FROM summed), "
+    "set_config('synchronous_commit', 'off', true)"
+)
+
+# taking a run's lock and noting its holder: one statement on the lock connection
+_TAKE = (
+    "WITH got AS MATERIALIZED (SELECT pg_try_advisory_lock(%(key)s) AS ok), "
+    "noted AS (INSERT INTO pausegraph_holders SELECT %(w)s, %(r)s, pg_backend_pid(), "
+    "%(pid)s::integer, %(host)s::text, %(since)s::bigint FROM got WHERE ok "
+    "ON CONFLICT (workflow, run) DO UPDATE SET backend_pid = EXCLUDED.backend_pid, "
+    "pid = EXCLUDED.pid, host = EXCLUDED.host, since_ms = EXCLUDED.since_ms RETURNING 1) "
+    "SELECT (SELECT ok FROM got), (SELECT count(*) FROM noted), "
+    "set_config('synchronous_commit', 'off', true), pg_backend_pid()"
+)
+
+# letting it go; with %(channel)s, telling the workers listening that work is queued
+_RELEASE = (
+    "WITH gone AS (DELETE FROM pausegraph_holders WHERE workflow = %(w)s AND run = %(r)s "
+    "AND backend_pid = pg_backend_pid()) "
+    "SELECT pg_advisory_unlock(%(key)s), set_config('synchronous_commit', 'off', true), "
+    "pg_backend_pid()"
+)
+_RELEASE_AND_NOTIFY = _RELEASE.replace(
+    "SELECT pg_advisory_unlock", "SELECT pg_notify(%(channel)s, ''), pg_advisory_unlock"
 )
 
 _POOLING = (
@@ -216,6 +275,9 @@ class PostgresStore:
         # the runs whose lock a ``with`` of this handle holds: (key, the session holding it)
         self._holding: dict[tuple[str, str], tuple[int, _LockSession]] = {}
         self._unsynced = False  # appended with synchronous_commit off since the last sync()
+        # runs held whose last append left them queued: their release notifies
+        self._queued: dict[tuple[str, str], bool] = {}
+        self._listener: tuple[int, psycopg.Connection[Any]] | None = None  # wait_for_work's
         self._namespace = b""
         try:
             self._guarded(self._create_schema)
@@ -235,8 +297,11 @@ class PostgresStore:
         with self._mutex:
             connections, self._open = self._open, []
             session, self._session = self._session, None
+            listener, self._listener = self._listener, None
         if session is not None:
             connections.append((session.pid, session.connection))
+        if listener is not None:
+            connections.append(listener)
         for pid, connection in connections:
             if pid == os.getpid():
                 connection.close()
@@ -327,59 +392,46 @@ class PostgresStore:
         workflow_id, run_id = summary.workflow_id, summary.run_id
         ids = (_id(workflow_id), _id(run_id))
         held = self._held(workflow_id, run_id)
+        if held is not None:
+            self._check_session(workflow_id, run_id, held[1])
+        args = {
+            "w": ids[0], "r": ids[1], "seq": info.seq, "step": info.super_step,
+            "label": _id(info.label), "t": info.timestamp_ms, "snap": info.snapshot,
+            "frame": frame, "sseq": summary.seq, "status": summary.status,
+            "updated": summary.updated_ms, "deadline": summary.deadline_ms, "data": summary.data,
+        }  # fmt: skip
+        row = self._guarded(lambda connection: connection.execute(_APPEND, args).fetchone())
+        assert row is not None
+        last, added = int(row[0]), int(row[1])
+        if not added:  # the seq is taken (by a writer that committed meanwhile), or a gap
+            refuse_seq(workflow_id, run_id, info.seq, info.seq if last == info.seq - 1 else last)
+        self._unsynced = True  # on the server, durable at the next sync() (see Durability)
+        if held is not None:
+            self._queued[(workflow_id, run_id)] = summary.status == "queued"
 
-        def append(connection: psycopg.Connection[Any]) -> None:
-            with connection.transaction():
-                # durable at the next sync(), not at this commit: a kill loses nothing
-                # (the server has it), a power loss only what no call returned
-                connection.execute("SET LOCAL synchronous_commit TO OFF")
-                if held is not None:
-                    self._check_held(connection, workflow_id, run_id, *held)
-                row = connection.execute(
-                    "SELECT max(seq) FROM pausegraph_frames WHERE workflow = %s AND run = %s",
-                    ids,
-                ).fetchone()
-                count = 0 if row is None or row[0] is None else int(row[0])
-                if info.seq != count + 1:
-                    refuse_seq(workflow_id, run_id, info.seq, count)
-                try:
-                    with connection.transaction():  # a savepoint: the conflict is ours to say
-                        connection.execute(
-                            "INSERT INTO pausegraph_frames VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-                            (*ids, info.seq, info.super_step, _id(info.label), info.timestamp_ms,
-                             info.snapshot, frame),
-                        )  # fmt: skip
-                except psycopg.errors.UniqueViolation:  # the primary key: the seq is taken
-                    refuse_seq(workflow_id, run_id, info.seq, info.seq)
-                connection.execute(
-                    "INSERT INTO pausegraph_runs VALUES (%s, %s, %s, %s, %s, %s, %s) "
-                    "ON CONFLICT (workflow, run) DO UPDATE SET seq = EXCLUDED.seq, "
-                    "status = EXCLUDED.status, updated_ms = EXCLUDED.updated_ms, "
-                    "deadline_ms = EXCLUDED.deadline_ms, data = EXCLUDED.data",
-                    (*ids, summary.seq, summary.status, summary.updated_ms, summary.deadline_ms,
-                     summary.data),
-                )  # fmt: skip
+    def _check_session(self, workflow_id: str, run_id: str, session: _LockSession) -> None:
+        """Refuse to save for a run whose lock session this process knows, or sees, is gone.
 
-        self._guarded(append)
-        self._unsynced = True
-
-    def _check_held(
-        self,
-        connection: psycopg.Connection[Any],
-        workflow_id: str,
-        run_id: str,
-        key: int,
-        backend_pid: int,
-        then: str = "nothing was saved",
-    ) -> None:
-        found = connection.execute(_HELD + " AND pid = %s", (*_halves(key), backend_pid))
-        if found.fetchone() is None:
-            msg = (
-                f"run {run_id!r} of workflow {workflow_id!r}: this process lost its live lock "
-                f"(its database session {backend_pid} ended, or a pooler moved it: {_POOLING}); "
-                f"{then}. Another driver may have taken the run over"
-            )
-            raise CheckpointError(msg)
+        No round trip while the lock connection is idle and quiet: a session
+        the server ended sends its goodbye (or a closed socket) to the client,
+        and only then is the session asked. ``sync()`` checks with the server.
+        """
+        if session is self._session and not session.connection.closed:
+            try:
+                quiet = not select.select([session.connection.fileno()], [], [], 0)[0]
+            except (OSError, ValueError, psycopg.Error):
+                quiet = False
+            if quiet:
+                return
+            with self._mutex, contextlib.suppress(CheckpointError):
+                self._on_session(session, "SELECT pg_backend_pid()", ())
+                return
+        msg = (
+            f"run {run_id!r} of workflow {workflow_id!r}: this process lost its live lock "
+            f"(its database session {session.backend_pid} ended, or a pooler moved it: "
+            f"{_POOLING}); nothing was saved. Another driver may have taken the run over"
+        )
+        raise CheckpointError(msg)
 
     def frames(self, workflow_id: str, run_id: str) -> builtins.list[FrameInfo]:
         rows = self._rows(
@@ -443,58 +495,56 @@ class PostgresStore:
         name = (workflow_id, run_id)
         ids = (_id(workflow_id), _id(run_id))
         key = self._key(*ids)
-        take = "SELECT pg_try_advisory_lock(%s), pg_backend_pid()"
+        me = Holder.here()
+        args = {"key": key, "w": ids[0], "r": ids[1], "pid": me.pid, "host": me.host,
+                "since": me.since_ms}  # fmt: skip
         with self._mutex:
             if self._held(*name) is not None:  # session locks are re-entrant: refuse it here
                 raise ConflictError(held_message(workflow_id, run_id, self.holder(*name)))
             session = self._lock_session()
             try:
-                (got,) = self._on_session(session, take, (key,))
+                got = self._take(session, args)
             except CheckpointError:
                 if not session.broken:
                     raise
                 session = self._lock_session()  # it had dropped: once more, on a new one
-                (got,) = self._on_session(session, take, (key,))
+                got = self._take(session, args)
             if not got:
                 raise ConflictError(held_message(workflow_id, run_id, self.holder(*name)))
             self._holding[name] = (key, session)
-            me = Holder.here()
-            try:
-                self._on_session(
-                    session,
-                    "WITH noted AS (INSERT INTO pausegraph_holders "
-                    "VALUES (%s, %s, pg_backend_pid(), %s, %s, %s) "
-                    "ON CONFLICT (workflow, run) DO UPDATE SET backend_pid = "
-                    "EXCLUDED.backend_pid, pid = EXCLUDED.pid, host = EXCLUDED.host, "
-                    "since_ms = EXCLUDED.since_ms RETURNING 1) "
-                    "SELECT count(*), pg_backend_pid() FROM noted",
-                    (*ids, me.pid, me.host, me.since_ms),
-                )
-            except BaseException:
-                self._release(session, name, ids, key)
-                raise
+            self._queued.pop(name, None)
         try:
             yield
         finally:
             with self._mutex:
                 self._release(session, name, ids, key)
 
+    def _take(self, session: _LockSession, args: dict[str, Any]) -> bool:
+        """Try the lock and note its holder, in one statement; ``True`` if taken."""
+        try:
+            got, _noted, _mode = self._on_session(session, _TAKE, args)
+        except CheckpointError:
+            # the lock outlives a failed statement: give it back if the session lives
+            if not session.connection.closed:
+                with contextlib.suppress(psycopg.Error):
+                    session.connection.execute("SELECT pg_advisory_unlock(%s)", (args["key"],))
+            raise
+        return bool(got)
+
     def _release(
         self, session: _LockSession, name: tuple[str, str], ids: tuple[bytes, bytes], key: int
     ) -> None:
+        queued = self._queued.pop(name, False)
         if self._holding.get(name, (0, None))[1] is session:
             del self._holding[name]
         if session.connection.closed or session is not self._session:
             return  # the session ended: the server released its locks
+        args = {"w": ids[0], "r": ids[1], "key": key}
+        if queued:  # the hold left the run queued: a driver is wanted
+            args["channel"] = self._channel
         # an error there closed a broken lock session, and its locks went with it
         with contextlib.suppress(CheckpointError):
-            self._on_session(
-                session,
-                "WITH gone AS (DELETE FROM pausegraph_holders WHERE workflow = %s AND run = %s "
-                "AND backend_pid = pg_backend_pid()) "
-                "SELECT pg_advisory_unlock(%s), pg_backend_pid()",
-                (*ids, key),
-            )
+            self._on_session(session, _RELEASE_AND_NOTIFY if queued else _RELEASE, args)
 
     def _lock_session(self) -> _LockSession:
         """This handle's lock connection in this process (call it under ``_mutex``)."""
@@ -513,7 +563,9 @@ class PostgresStore:
         self._session = _LockSession(connection, int(row[0]))
         return self._session
 
-    def _on_session(self, session: _LockSession, query: str, args: tuple[Any, ...]) -> Any:
+    def _on_session(
+        self, session: _LockSession, query: str, args: tuple[Any, ...] | dict[str, Any]
+    ) -> Any:
         """Run ``query`` (its last column ``pg_backend_pid()``) on the lock connection.
 
         A backend other than the session's is a transaction-pooling proxy at work.
@@ -536,12 +588,12 @@ class PostgresStore:
             raise CheckpointError(msg)
         return values
 
-    def _held(self, workflow_id: str, run_id: str) -> tuple[int, int] | None:
-        """The (key, backend pid) of the run's lock if this handle holds it in this process."""
+    def _held(self, workflow_id: str, run_id: str) -> tuple[int, _LockSession] | None:
+        """The (key, lock session) of the run's lock if this handle holds it in this process."""
         held = self._holding.get((workflow_id, run_id))
         if held is None or held[1].pid != os.getpid():
             return None  # a forked child does not hold its parent's locks
-        return held[0], held[1].backend_pid
+        return held
 
     def holder(self, workflow_id: str, run_id: str) -> Holder | None:
         ids = (_id(workflow_id), _id(run_id))
@@ -565,40 +617,101 @@ class PostgresStore:
         on disk too: one flush per call instead of one per checkpoint. The
         engine calls ``sync()`` before each effect too: a driver whose lock
         session dropped is stopped here, with ``CheckpointError``, before the
-        effect runs (one query per held lock).
+        effect runs. Flush and check are one statement: one round trip, none
+        with nothing to flush and no lock held.
         """
-        if self._unsynced:
-            self._unsynced = False
-
-            def flush(connection: psycopg.Connection[Any]) -> None:
-                with connection.transaction():  # an xid, so its commit is flushed
-                    connection.execute("SELECT txid_current()")
-
-            try:
-                self._guarded(flush)
-            except BaseException:
-                self._unsynced = True
-                raise
         mine = [
             (name, key, session.backend_pid)
             for name, (key, session) in list(self._holding.items())
             if session.pid == os.getpid()
         ]
-        if not mine:
+        flush, self._unsynced = self._unsynced, False
+        if not flush and not mine:
             return
-
-        def check(connection: psycopg.Connection[Any]) -> None:
-            for (workflow_id, run_id), key, backend_pid in mine:
-                self._check_held(
-                    connection,
-                    workflow_id,
-                    run_id,
-                    key,
-                    backend_pid,
-                    "stopped before its next effect",
+        query = (_FLUSH_AND_CHECK if mine else _FLUSH) if flush else _CHECK
+        halves = [_halves(key) for _, key, _ in mine]
+        args = ([h[0] for h in halves], [h[1] for h in halves], [pid for *_, pid in mine])
+        try:
+            row = self._guarded(
+                lambda connection: connection.execute(query, args if mine else ()).fetchone()
+            )
+        except BaseException:
+            self._unsynced = self._unsynced or flush
+            raise
+        assert row is not None
+        for ((workflow_id, run_id), _, backend_pid), still in zip(mine, row[-1], strict=True):
+            if not still:
+                msg = (
+                    f"run {run_id!r} of workflow {workflow_id!r}: this process lost its live "
+                    f"lock (its database session {backend_pid} ended, or a pooler moved it: "
+                    f"{_POOLING}); stopped before its next effect. Another driver may have "
+                    "taken the run over"
                 )
+                raise CheckpointError(msg)
 
-        self._guarded(check)
+    # --- waking workers -------------------------------------------------------------
+
+    @property
+    def _channel(self) -> str:
+        """The NOTIFY channel of this store's schema (notifications are database-wide)."""
+        return "pausegraph_" + hashlib.sha256(self._namespace).hexdigest()[:16]
+
+    def wait_for_work(self, timeout_s: float) -> bool:
+        """Block up to ``timeout_s`` seconds for a sign that a run may be queued.
+
+        ``True`` when a hold of a run that left it ``"queued"`` (``start``,
+        ``submit``, a claim) ended since the last call, in any process:
+        PostgreSQL's LISTEN/NOTIFY on a connection this method opens (one per
+        handle and process) and listens on from its first call, so work queued
+        after that first call is never missed. ``False`` after the timeout.
+        Runs left queued by a driver that died send nothing: a worker still
+        polls. Raises ``CheckpointError`` if the server cannot be reached.
+        """
+        connection = self._listening()
+        deadline = time.monotonic() + max(timeout_s, 0.0)
+        try:
+            while True:
+                if self._heard(connection):
+                    return True
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                select.select([connection.fileno()], [], [], left)
+        except (OSError, ValueError, psycopg.Error) as exc:
+            with self._mutex:
+                if self._listener is not None and self._listener[1] is connection:
+                    self._listener = None
+            connection.close()
+            msg = f"PostgreSQL store {self.where} failed to listen: {exc}".rstrip()
+            raise CheckpointError(msg) from None
+
+    def _listening(self) -> psycopg.Connection[Any]:
+        with self._mutex:
+            listener = self._listener
+            if listener is not None and listener[0] == os.getpid() and not listener[1].closed:
+                return listener[1]
+            if listener is not None and listener[0] != os.getpid():
+                _INHERITED.append(listener[1])  # the parent's: never close it here
+            connection = self._connect()
+            try:
+                connection.execute(f'LISTEN "{self._channel}"')
+            except psycopg.Error as exc:
+                connection.close()
+                raise self._failed(exc) from exc
+            self._listener = (os.getpid(), connection)
+            return connection
+
+    @staticmethod
+    def _heard(connection: psycopg.Connection[Any]) -> bool:
+        """Whether notifications came: they are read (all of them) with an empty query."""
+        heard: list[object] = []
+        connection.add_notify_handler(heard.append)
+        try:
+            if select.select([connection.fileno()], [], [], 0)[0]:
+                connection.execute("")
+        finally:
+            connection.remove_notify_handler(heard.append)
+        return bool(heard)
 
     # --- helpers --------------------------------------------------------------------
 
