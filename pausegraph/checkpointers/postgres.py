@@ -150,10 +150,12 @@ _HELD = (
     "AND classid = %s::bigint::oid AND objid = %s::bigint::oid AND objsubid = 1"
 )
 
-# sync()'s statements, each one round trip in autocommit: txid_current() gives the
-# statement's transaction an xid, so its commit (synchronous: the session's setting)
-# flushes the WAL up to it; the array says, lock by lock, whether the backend that
-# took it still holds it
+# sync()'s statements, each one round trip in autocommit. A commit waits for the
+# disk only if its transaction wrote WAL (an xid alone, as txid_current() gives, is
+# committed without waiting): a transactional logical message writes a small WAL
+# record, so the statement's commit (synchronous: the session's setting) flushes
+# the WAL up to it, and every append committed before with it. The array says,
+# lock by lock, whether the backend that took it still holds it.
 _STILL_HELD = (
     "ARRAY(SELECT EXISTS (SELECT 1 FROM pg_locks AS l WHERE l.locktype = 'advisory' "
     "AND l.granted AND l.database = (SELECT oid FROM pg_database "
@@ -162,8 +164,8 @@ _STILL_HELD = (
     "FROM unnest(%s::bigint[], %s::bigint[], %s::integer[]) WITH ORDINALITY AS k(c, o, p, n) "
     "ORDER BY k.n)"
 )
-_FLUSH = "SELECT txid_current()"
-_FLUSH_AND_CHECK = "SELECT txid_current(), " + _STILL_HELD
+_FLUSH = "SELECT pg_logical_emit_message(true, 'pausegraph', 'sync')"
+_FLUSH_AND_CHECK = _FLUSH + ", " + _STILL_HELD
 _CHECK = "SELECT " + _STILL_HELD
 
 # an append is this one statement (its own transaction, in autocommit): the insert
@@ -639,7 +641,9 @@ class PostgresStore:
             self._unsynced = self._unsynced or flush
             raise
         assert row is not None
-        for ((workflow_id, run_id), _, backend_pid), still in zip(mine, row[-1], strict=True):
+        for ((workflow_id, run_id), _, backend_pid), still in zip(
+            mine, row[-1] if mine else [], strict=True
+        ):
             if not still:
                 msg = (
                     f"run {run_id!r} of workflow {workflow_id!r}: this process lost its live "
@@ -747,3 +751,15 @@ class PostgresCheckpointer(StoreCheckpointer):
     def close(self) -> None:
         """Close the database connections (the store opens new ones if used again)."""
         self.store.close()
+
+    def wait_for_work(self, timeout_s: float) -> bool:
+        """Block up to ``timeout_s`` seconds for a sign that a run may be queued.
+
+        ``True`` as soon as a ``start``, ``submit`` or other call leaves a run
+        ``"queued"`` (in any process, on this database and schema) after
+        this handle's first call, ``False`` at the timeout: ``Worker.serve``
+        waits with it instead of sleeping its poll interval. Raises
+        ``CheckpointError`` if the server cannot be reached. See
+        ``PostgresStore.wait_for_work``.
+        """
+        return self.store.wait_for_work(timeout_s)
