@@ -1,0 +1,230 @@
+"""The PostgreSQL store's round trips, its exact claim under them, and workers woken by NOTIFY.
+
+Every test gets a fresh schema from the ``postgres`` fixture
+(``tests/conftest.py``), which skips without ``PAUSEGRAPH_TEST_POSTGRES``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import psycopg
+import pytest
+from conftest import PostgresSchema
+
+from pausegraph import (
+    CheckpointError,
+    ConflictError,
+    Graph,
+    Interrupt,
+    LastWriteWins,
+    Resume,
+    Runner,
+    Worker,
+    _worker,
+)
+from pausegraph.checkpointers import FrameInfo, RunSummary
+
+
+def _info(seq: int) -> FrameInfo:
+    return FrameInfo(seq, seq - 1, "l", seq, True, 1)
+
+
+def _summary(seq: int, run: str = "r", status: str = "queued") -> RunSummary:
+    return RunSummary("wf", run, seq, status, seq, None, b"")
+
+
+class Statements:
+    """Counts the statements every psycopg connection sends (each is one round trip)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.sent: list[str] = []
+        execute = psycopg.Connection.execute
+
+        def counted(connection: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+            self.sent.append(str(query))
+            return execute(connection, query, *args, **kwargs)
+
+        monkeypatch.setattr(psycopg.Connection, "execute", counted)
+
+    def take(self) -> list[str]:
+        sent, self.sent = self.sent, []
+        return sent
+
+
+@pytest.fixture
+def statements(monkeypatch: pytest.MonkeyPatch) -> Statements:
+    return Statements(monkeypatch)
+
+
+def test_a_held_save_is_one_statement_and_sync_lock_and_release_one_each(
+    postgres: PostgresSchema, statements: Statements
+) -> None:
+    store = postgres.checkpointer().store
+    with store.lock("wf", "warm"):  # the lock connection is opened once, then kept
+        pass
+    statements.take()
+    with store.lock("wf", "r"):
+        assert len(statements.take()) == 1  # take the lock and note the holder
+        for seq in (1, 2, 3):
+            store.append(_info(seq), b"x", _summary(seq))
+            assert len(statements.take()) == 1
+        store.sync()  # flush and check the lock
+        assert len(statements.take()) == 1
+        store.sync()  # nothing to flush: the lock check alone
+        assert len(statements.take()) == 1
+    assert len(statements.take()) == 1  # release
+    store.sync()  # nothing appended, no lock held: nothing to ask
+    assert statements.take() == []
+    assert [f.seq for f in store.frames("wf", "r")] == [1, 2, 3]
+    assert store.runs()[0].seq == 3
+
+
+def test_two_handles_appending_the_same_seq_at_once_exactly_one_wins(
+    postgres: PostgresSchema,
+) -> None:
+    stores = [postgres.checkpointer().store for _ in range(2)]
+    for n in range(25):
+        run = f"r{n}"
+        stores[0].append(_info(1), b"1", _summary(1, run))
+        barrier = threading.Barrier(2)
+        outcomes: list[object] = [None, None]
+
+        def write(
+            k: int,
+            run: str = run,
+            barrier: threading.Barrier = barrier,
+            outcomes: list[object] = outcomes,
+        ) -> None:
+            barrier.wait()
+            try:
+                stores[k].append(_info(2), bytes([k]), _summary(2, run, f"s{k}"))
+                outcomes[k] = "won"
+            except ConflictError as exc:
+                outcomes[k] = exc
+
+        threads = [threading.Thread(target=write, args=(k,)) for k in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert sorted(map(str, outcomes)).count("won") == 1, outcomes
+        winner = outcomes.index("won")
+        assert stores[1].read("wf", run, 1, 2) == [b"1", bytes([winner])]
+        statuses = {s.run_id: s.status for s in stores[1].runs(workflow_id="wf")}
+        assert statuses[run] == f"s{winner}"  # the loser wrote no summary either
+
+
+def test_an_append_refuses_a_gap_and_a_taken_seq_and_leaves_nothing(
+    postgres: PostgresSchema,
+) -> None:
+    store = postgres.checkpointer().store
+    store.append(_info(1), b"1", _summary(1, status="paused"))
+    with pytest.raises(CheckpointError, match="has 1 checkpoints; the next must be seq 2, not 3"):
+        store.append(_info(3), b"3", _summary(3, status="done"))
+    with pytest.raises(ConflictError, match="already has checkpoint 1"):
+        store.append(_info(1), b"x", _summary(1, status="done"))
+    assert store.read("wf", "r", 1, 1) == [b"1"]
+    assert [s.status for s in store.runs()] == ["paused"]
+
+
+def test_appends_commit_without_waiting_and_sync_flushes_the_wal_past_them(
+    postgres: PostgresSchema,
+) -> None:
+    store = postgres.checkpointer().store
+    connection = store._connection()
+    store.append(_info(1), b"1", _summary(1))
+    (mode,) = connection.execute("SHOW synchronous_commit").fetchone()
+    assert mode == "on"  # the session stays synchronous: only the append's commit is not
+    (written,) = connection.execute("SELECT pg_current_wal_insert_lsn()").fetchone()
+    store.sync()
+    (flushed,) = connection.execute(
+        "SELECT pg_current_wal_flush_lsn() >= %s::pg_lsn", (written,)
+    ).fetchone()
+    assert flushed
+
+
+# --- workers woken by NOTIFY ------------------------------------------------------
+
+
+def _ask(state: Any) -> Any:
+    ok = yield Interrupt("ship?")
+    return {"shipped": ok}
+
+
+def _graph() -> Graph:
+    return Graph("orders", {"shipped": LastWriteWins()}).step("ask", _ask)
+
+
+def _until(check: Any, within_s: float) -> float:
+    started = time.monotonic()
+    while not check():
+        if time.monotonic() - started > within_s:
+            raise AssertionError(f"not within {within_s} s")
+        time.sleep(0.01)
+    return time.monotonic() - started
+
+
+def _submitted(runner: Runner, run_id: str) -> bool:
+    try:
+        runner.submit(run_id, Resume(True))
+    except ConflictError:
+        return False
+    return True
+
+
+def test_a_worker_polling_every_30_s_wakes_on_a_start_and_an_answer_at_once(
+    postgres: PostgresSchema, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_worker, "IDLE_WAIT_S", 30.0)
+    worker = Worker(postgres.checkpointer(), [_graph()])
+    web = Runner(_graph(), postgres.checkpointer())
+    stop = threading.Event()
+    serving = threading.Thread(target=worker.serve, args=(stop,))
+    serving.start()
+    try:
+        time.sleep(0.5)  # the worker polled, found nothing, and waits its 30 s
+        web.start("r1")
+        assert _until(lambda: web.state("r1").status == "paused", 2.0) < 2.0
+        _until(lambda: _submitted(web, "r1"), 2.0)  # once the worker let go of it
+        assert _until(lambda: web.state("r1").status == "done", 2.0) < 2.0
+        assert web.state("r1").values["shipped"] is True
+    finally:
+        stop.set()
+        serving.join(5)
+    assert not serving.is_alive()  # stop is seen within a slice, not after 30 s
+
+
+def test_wait_for_work_hears_a_start_elsewhere_and_times_out_otherwise(
+    postgres: PostgresSchema,
+) -> None:
+    mine = postgres.checkpointer()
+    assert mine.wait_for_work(0) is False  # listening from here on
+    started = time.monotonic()
+    assert mine.wait_for_work(0.2) is False
+    assert time.monotonic() - started >= 0.2
+    web = Runner(_graph(), postgres.checkpointer())
+    web.start("r1")  # a hold that leaves the run queued: notified at its release
+    assert mine.wait_for_work(5) is True
+    assert mine.wait_for_work(0) is False  # heard once, not again
+    web.run("r1")  # a hold that leaves it paused: nobody is woken
+    assert mine.wait_for_work(0.2) is False
+    web.submit("r1", Resume(True))
+    assert mine.wait_for_work(5) is True
+
+
+def test_work_queued_in_another_schema_wakes_nobody_here(postgres: PostgresSchema) -> None:
+    mine = postgres.checkpointer()
+    assert mine.wait_for_work(0) is False
+    elsewhere = PostgresSchema(postgres.server, postgres.schema + "_other")
+    with psycopg.connect(postgres.server, autocommit=True) as admin:
+        admin.execute(f"CREATE SCHEMA {elsewhere.schema}")
+        try:
+            Runner(_graph(), elsewhere.checkpointer()).start("r1")
+            assert mine.wait_for_work(0.3) is False
+        finally:
+            for opened in elsewhere.opened:
+                opened.close()
+            admin.execute(f"DROP SCHEMA {elsewhere.schema} CASCADE")
