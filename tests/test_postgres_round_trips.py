@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg
@@ -37,17 +39,33 @@ def _summary(seq: int, run: str = "r", status: str = "queued") -> RunSummary:
 
 
 class Statements:
-    """Counts the statements every psycopg connection sends (each is one round trip)."""
+    """Counts the round trips of every psycopg connection: a statement, or a pipeline of them."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.sent: list[str] = []
+        self.piped = False
         execute = psycopg.Connection.execute
+        pipeline = psycopg.Connection.pipeline
 
         def counted(connection: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
-            self.sent.append(str(query))
+            if self.piped:
+                self.sent[-1] += f"; {query}"
+            else:
+                self.sent.append(str(query))
             return execute(connection, query, *args, **kwargs)
 
+        @contextmanager
+        def piped(connection: Any) -> Iterator[Any]:
+            self.sent.append("pipeline:")
+            self.piped = True
+            try:
+                with pipeline(connection) as pipe:
+                    yield pipe
+            finally:
+                self.piped = False
+
         monkeypatch.setattr(psycopg.Connection, "execute", counted)
+        monkeypatch.setattr(psycopg.Connection, "pipeline", piped)
 
     def take(self) -> list[str]:
         sent, self.sent = self.sent, []
@@ -67,7 +85,9 @@ def test_a_held_save_is_one_statement_and_sync_lock_and_release_one_each(
         pass
     statements.take()
     with store.lock("wf", "r"):
-        assert len(statements.take()) == 1  # take the lock and note the holder
+        assert len(statements.take()) == 1  # take the lock, note the holder, list the frames
+        assert store.frames("wf", "r") == []  # as listed with the lock
+        assert statements.take() == []
         for seq in (1, 2, 3):
             store.append(_info(seq), b"x", _summary(seq))
             assert len(statements.take()) == 1
@@ -80,6 +100,31 @@ def test_a_held_save_is_one_statement_and_sync_lock_and_release_one_each(
     assert statements.take() == []
     assert [f.seq for f in store.frames("wf", "r")] == [1, 2, 3]
     assert store.runs()[0].seq == 3
+
+
+def test_the_frames_listed_with_the_lock_are_the_runs_then_and_serve_one_call(
+    postgres: PostgresSchema, statements: Statements
+) -> None:
+    store, other = postgres.checkpointer().store, postgres.checkpointer().store
+    other.append(_info(1), b"1", _summary(1))
+    with store.lock("wf", "r"):
+        statements.take()
+        assert [f.seq for f in store.frames("wf", "r")] == [1]  # what the other handle saved
+        assert statements.take() == []
+        assert [f.seq for f in store.frames("wf", "r")] == [1]  # once: then from the server
+        assert len(statements.take()) == 1
+    with store.lock("wf", "r"):
+        store.append(_info(2), b"2", _summary(2))  # a save forgets the listing
+        assert [f.seq for f in store.frames("wf", "r")] == [1, 2]
+    with store.lock("wf", "r"):
+        seen: list[list[FrameInfo]] = []
+        elsewhere = threading.Thread(target=lambda: seen.append(store.frames("wf", "r")))
+        statements.take()
+        elsewhere.start()
+        elsewhere.join()
+        assert statements.take()[-1].startswith("SELECT seq")  # another thread asks the server
+        assert [f.seq for f in seen[0]] == [1, 2]
+        assert [f.seq for f in store.frames("wf", "r")] == [1, 2]
 
 
 def test_two_handles_appending_the_same_seq_at_once_exactly_one_wins(
@@ -228,3 +273,28 @@ def test_work_queued_in_another_schema_wakes_nobody_here(postgres: PostgresSchem
             for opened in elsewhere.opened:
                 opened.close()
             admin.execute(f"DROP SCHEMA {elsewhere.schema} CASCADE")
+
+
+def test_a_save_after_the_lock_session_ended_fails_without_asking_pg_locks(
+    postgres: PostgresSchema, statements: Statements
+) -> None:
+    store = postgres.checkpointer().store
+    with store.lock("wf", "r"):
+        store.append(_info(1), b"1", _summary(1))
+        session = store._session
+        assert session is not None
+        with psycopg.connect(postgres.url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (session.backend_pid,))
+            while admin.execute(
+                "SELECT 1 FROM pg_stat_activity WHERE pid = %s", (session.backend_pid,)
+            ).fetchone():
+                time.sleep(0.01)
+        statements.take()
+        # the ended session's goodbye waits on its socket: the save asks that session
+        with pytest.raises(CheckpointError, match=r"^run 'r' of workflow 'wf': this process lost"):
+            store.append(_info(2), b"2", _summary(2))
+        assert statements.take() == ["SELECT pg_backend_pid()"]
+        with pytest.raises(CheckpointError, match=r"lost its live lock"):  # known now: no asking
+            store.append(_info(2), b"2", _summary(2))
+        assert statements.take() == []
+    assert [f.seq for f in store.frames("wf", "r")] == [1]

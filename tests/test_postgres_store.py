@@ -190,6 +190,11 @@ def test_a_driver_whose_lock_session_dropped_fails_its_next_save(
         assert session is not None
         with psycopg.connect(postgres.url, autocommit=True) as admin:
             admin.execute("SELECT pg_terminate_backend(%s)", (session.backend_pid,))
+            # the backend ends a moment after it is told to (and holds its locks until then)
+            while admin.execute(
+                "SELECT 1 FROM pg_stat_activity WHERE pid = %s", (session.backend_pid,)
+            ).fetchone():
+                time.sleep(0.01)
         # sync() comes before every effect: the driver stops there
         with pytest.raises(CheckpointError, match=r"lost its live lock .* before its next effect"):
             store.sync()

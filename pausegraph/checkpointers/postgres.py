@@ -187,6 +187,11 @@ _APPEND = (
     "set_config('synchronous_commit', 'off', true)"
 )
 
+_FRAMES = (
+    "SELECT seq, super_step, label, timestamp_ms, snapshot, octet_length(frame) "
+    "FROM pausegraph_frames WHERE workflow = %s AND run = %s ORDER BY seq"
+)
+
 # taking a run's lock and noting its holder: one statement on the lock connection
 _TAKE = (
     "WITH got AS MATERIALIZED (SELECT pg_try_advisory_lock(%(key)s) AS ok), "
@@ -227,6 +232,12 @@ def _id(value: str) -> bytes:
 
 def _str(value: bytes) -> str:
     return bytes(value).decode("utf-8", "surrogatepass")
+
+
+def _infos(rows: list[Any]) -> list[FrameInfo]:
+    return [
+        FrameInfo(s, step, _str(label), t, bool(snap), n) for s, step, label, t, snap, n in rows
+    ]
 
 
 def describe(conninfo: str) -> str:
@@ -280,6 +291,9 @@ class PostgresStore:
         # runs held whose last append left them queued: their release notifies
         self._queued: dict[tuple[str, str], bool] = {}
         self._listener: tuple[int, psycopg.Connection[Any]] | None = None  # wait_for_work's
+        # a held run's frame list as read when its lock was taken, by the thread that
+        # took it: the next frames() of that run in that thread returns it (once)
+        self._listed: dict[tuple[str, str], tuple[int, builtins.list[FrameInfo]]] = {}
         self._namespace = b""
         try:
             self._guarded(self._create_schema)
@@ -393,6 +407,7 @@ class PostgresStore:
     def append(self, info: FrameInfo, frame: bytes, summary: RunSummary) -> None:
         workflow_id, run_id = summary.workflow_id, summary.run_id
         ids = (_id(workflow_id), _id(run_id))
+        self._listed.pop((workflow_id, run_id), None)
         held = self._held(workflow_id, run_id)
         if held is not None:
             self._check_session(workflow_id, run_id, held[1])
@@ -436,14 +451,10 @@ class PostgresStore:
         raise CheckpointError(msg)
 
     def frames(self, workflow_id: str, run_id: str) -> builtins.list[FrameInfo]:
-        rows = self._rows(
-            "SELECT seq, super_step, label, timestamp_ms, snapshot, octet_length(frame) "
-            "FROM pausegraph_frames WHERE workflow = %s AND run = %s ORDER BY seq",
-            (_id(workflow_id), _id(run_id)),
-        )
-        return [
-            FrameInfo(s, step, _str(label), t, bool(snap), n) for s, step, label, t, snap, n in rows
-        ]
+        listed = self._listed.pop((workflow_id, run_id), None)
+        if listed is not None and listed[0] == threading.get_ident():
+            return listed[1]
+        return _infos(self._rows(_FRAMES, (_id(workflow_id), _id(run_id))))
 
     def read(self, workflow_id: str, run_id: str, first: int, last: int) -> builtins.list[bytes]:
         rows = self._rows(
@@ -475,6 +486,7 @@ class PostgresStore:
         ]
 
     def delete(self, workflow_id: str, run_id: str) -> None:
+        self._listed.pop((workflow_id, run_id), None)
         ids = (_id(workflow_id), _id(run_id))
 
         def delete(connection: psycopg.Connection[Any]) -> None:
@@ -522,21 +534,32 @@ class PostgresStore:
                 self._release(session, name, ids, key)
 
     def _take(self, session: _LockSession, args: dict[str, Any]) -> bool:
-        """Try the lock and note its holder, in one statement; ``True`` if taken."""
+        """Try the lock and note its holder, in one statement; ``True`` if taken.
+
+        The run's frame list comes back in the same round trip, read after
+        the lock is taken: the engine's next call is ``frames()``, which
+        gets it once from ``_listed`` (see there).
+        """
         try:
-            got, _noted, _mode = self._on_session(session, _TAKE, args)
+            (got, _noted, _mode), rows = self._on_session(
+                session, _TAKE, args, (_FRAMES, (args["w"], args["r"]))
+            )
         except CheckpointError:
             # the lock outlives a failed statement: give it back if the session lives
             if not session.connection.closed:
                 with contextlib.suppress(psycopg.Error):
                     session.connection.execute("SELECT pg_advisory_unlock(%s)", (args["key"],))
             raise
+        if got:
+            name = (_str(args["w"]), _str(args["r"]))
+            self._listed[name] = (threading.get_ident(), _infos(rows))
         return bool(got)
 
     def _release(
         self, session: _LockSession, name: tuple[str, str], ids: tuple[bytes, bytes], key: int
     ) -> None:
         queued = self._queued.pop(name, False)
+        self._listed.pop(name, None)
         if self._holding.get(name, (0, None))[1] is session:
             del self._holding[name]
         if session.connection.closed or session is not self._session:
@@ -566,29 +589,43 @@ class PostgresStore:
         return self._session
 
     def _on_session(
-        self, session: _LockSession, query: str, args: tuple[Any, ...] | dict[str, Any]
+        self,
+        session: _LockSession,
+        query: str,
+        args: tuple[Any, ...] | dict[str, Any],
+        then: tuple[str, tuple[Any, ...]] | None = None,
     ) -> Any:
         """Run ``query`` (its last column ``pg_backend_pid()``) on the lock connection.
 
-        A backend other than the session's is a transaction-pooling proxy at work.
+        A backend other than the session's is a transaction-pooling proxy at
+        work. With ``then`` (a query and its arguments), that one is sent in
+        the same round trip (psycopg's pipeline mode), run after ``query``
+        with a snapshot of its own, and ``(values, its rows)`` is returned.
         """
+        connection = session.connection
         try:
-            row = session.connection.execute(query, args).fetchone()
+            if then is None:
+                row = connection.execute(query, args).fetchone()
+            else:
+                with connection.pipeline():
+                    first = connection.execute(query, args)
+                    second = connection.execute(*then)
+                row, rows = first.fetchone(), second.fetchall()
         except psycopg.Error as exc:
-            if session.connection.broken or session.connection.closed:
-                session.connection.close()
+            if connection.broken or connection.closed:
+                connection.close()
                 session.broken = True
             raise self._failed(exc) from exc
         assert row is not None
         *values, backend = row
         if backend != session.backend_pid:
-            session.connection.close()
+            connection.close()
             msg = (
                 f"PostgreSQL store {self.where}: the live-lock connection moved from server "
                 f"process {session.backend_pid} to {backend}; {_POOLING}"
             )
             raise CheckpointError(msg)
-        return values
+        return values if then is None else (values, rows)
 
     def _held(self, workflow_id: str, run_id: str) -> tuple[int, _LockSession] | None:
         """The (key, lock session) of the run's lock if this handle holds it in this process."""
