@@ -23,19 +23,22 @@ compared exactly. The tables are made in one transaction under a
 transaction-level advisory lock, so processes opening a new database at
 once do not race; a schema of a newer version is refused.
 
-**An append** is one transaction: look up the run's ``max(seq)``, refuse a
-seq it has (``ConflictError``) or a gap (``CheckpointError``), insert the
-frame, upsert the summary, commit. The primary key is the claim: of two
-transactions inserting the same seq, the second waits for the first and
-then fails with a unique violation, which is a ``ConflictError``. A failed
-append rolls back and leaves nothing.
+**An append** is one statement (one round trip, its own transaction in
+autocommit; ``_APPEND``): insert the frame if the run's ``max(seq)`` is the
+one before, ``ON CONFLICT DO NOTHING``, and upsert the summary only with
+the frame. The primary key is the claim: of two statements inserting the
+same seq, the second waits for the first and then inserts nothing, which
+is a ``ConflictError`` (a gap is a ``CheckpointError``); a failed append
+leaves nothing.
 
-**Durability.** A commit with ``synchronous_commit`` ``on`` (PostgreSQL's
-default) returns only after the WAL record is flushed to disk, so every
-append is durable when it returns and ``sync()`` does nothing. A
-connection whose ``synchronous_commit`` is ``off`` (a server or role
-default) is set back to ``on`` when the store opens it. (``sync()`` only
-checks the live locks: see below.)
+**Durability.** An append commits with ``synchronous_commit`` off for its
+own transaction (the session's setting stays ``on``; a connection whose
+default is ``off`` is set back to ``on`` when the store opens it): the
+server has it, a crash of the server may lose it. ``sync()`` commits one
+statement that writes WAL (a transactional logical message: a commit that
+wrote none does not wait for the disk) and so waits for the WAL to be
+flushed up to it, every earlier append included, and checks the live locks
+in the same statement.
 
 **The live lock** of a run is a session-level advisory lock,
 ``pg_try_advisory_lock(key)``, where ``key`` is 64 bits of a SHA-256 of
@@ -52,12 +55,20 @@ since) and the backend that holds it; ``holder()`` joins that row with
 whose key collides, names nobody. A collision of two runs' keys (2^-64)
 would only make them exclude each other.
 
-**Every save checks the lock.** When the handle holds the run's lock,
-``append`` checks in its transaction that the lock connection's backend
-still holds it in ``pg_locks``: a driver whose lock session dropped fails
-its next save with ``CheckpointError``. ``sync()``, which the engine calls
-before each effect, has nothing to flush (see Durability) and checks the
-handle's locks the same way, so such a driver calls no further effect.
+Taking the lock, noting the holder, and listing the run's frames (which
+the engine asks for next) is one round trip; so is letting go, which also
+sends ``NOTIFY`` on the schema's channel when the hold left the run
+``"queued"``, for ``wait_for_work``.
+
+**Saves and the lock.** When the handle holds the run's lock, ``append``
+looks at the lock connection first: a session known to be gone, or one
+whose socket has something to read (a session the server ends says so
+before it closes), is asked, and a save on a lost lock fails with
+``CheckpointError`` before anything is written. A quiet socket costs no
+round trip. ``sync()``, which the engine calls before each effect, checks
+each held lock in ``pg_locks``, so a driver whose lock session dropped
+unheard calls no further effect (and the primary key keeps one writer per
+seq meanwhile).
 
 **Poolers.** A transaction-pooling proxy (PgBouncer in transaction mode)
 hands each transaction to any server session, so a session lock is taken
@@ -67,9 +78,9 @@ by one backend and looked for on another. The lock connection checks
 needed.
 
 **Threads and processes.** Each thread has its own data connection (in
-autocommit mode, with explicit transactions; nothing is left open while
-idle); a forked child opens its own connections and never touches (nor
-closes) its parent's, whose sessions belong to the parent.
+autocommit mode; nothing is left open while idle); a forked child opens
+its own connections and never touches (nor closes) its parent's, whose
+sessions belong to the parent.
 
 **Errors.** A server that cannot be reached, or any error it reports, is a
 ``CheckpointError`` naming the database (never its password) and what the
@@ -774,7 +785,9 @@ class PostgresCheckpointer(StoreCheckpointer):
     or session pooling, not a transaction-pooling proxy. Appends commit
     without waiting for the disk; ``sync()`` (called by the engine before
     every effect and before a call returns) flushes them with one
-    synchronous commit. See docs/storage.md, "The PostgreSQL store".
+    synchronous commit. ``wait_for_work`` lets a ``Worker`` wake on
+    LISTEN/NOTIFY when a run is queued. See docs/storage.md, "The
+    PostgreSQL store".
     """
 
     store: PostgresStore
