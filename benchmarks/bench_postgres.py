@@ -4,7 +4,8 @@ Two workloads, each sampled round-robin (one of ours, one of theirs, again)
 so a busy moment slows both: a pause/resume cycle (start, pause at an
 interrupt, resume, finish: the approval graph of the other benchmarks) and a
 chain of 20 trivial steps (time per step). Each side gets a fresh schema.
-Target (issue "PostgreSQL and workers"): at least 4x per cycle.
+Target (issue "PostgreSQL and workers"): at least 4x per cycle. It also
+prints each side's round trips to the server per cycle (``round_trips``).
 
     PAUSEGRAPH_TEST_POSTGRES=postgresql://... python benchmarks/bench_postgres.py
     python benchmarks/bench_postgres.py --url postgresql://... [--samples 15]
@@ -16,6 +17,7 @@ column is skipped without it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import os
 import statistics
@@ -59,6 +61,64 @@ def median_of(samples: list[float]) -> float:
     return statistics.median(samples)
 
 
+def round_trips(job: Callable[[], None], times: int = 10) -> float:
+    """Round trips to the server per ``job()``, from every psycopg connection of the process.
+
+    A statement is one, and so is a pipeline (its statements and one Sync go
+    out together); ``executemany`` outside a pipeline is one (psycopg
+    pipelines it); ``transaction()`` is two (``BEGIN`` or ``SAVEPOINT``,
+    then ``COMMIT``, ``RELEASE`` or ``ROLLBACK``). Connecting is not counted.
+    """
+    count = 0
+    depth = 0
+    execute, executemany = psycopg.Cursor.execute, psycopg.Cursor.executemany
+    pipeline = psycopg.Connection.pipeline
+    transaction = psycopg.Connection.transaction
+
+    @contextlib.contextmanager
+    def transacted(connection: Any, *args: Any, **kwargs: Any) -> Any:
+        nonlocal count
+        count += depth == 0
+        try:
+            with transaction(connection, *args, **kwargs) as tx:
+                yield tx
+        finally:
+            count += depth == 0
+
+    def counted(method: Any) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            nonlocal count
+            count += depth == 0
+            return method(*args, **kwargs)
+
+        return call
+
+    @contextlib.contextmanager
+    def piped(connection: Any, *args: Any, **kwargs: Any) -> Any:
+        nonlocal count, depth
+        count += depth == 0
+        depth += 1
+        try:
+            with pipeline(connection, *args, **kwargs) as pipe:
+                yield pipe
+        finally:
+            depth -= 1
+
+    psycopg.Cursor.execute = counted(execute)  # type: ignore[method-assign]
+    psycopg.Cursor.executemany = counted(executemany)  # type: ignore[method-assign]
+    psycopg.Connection.pipeline = piped  # type: ignore[method-assign,assignment]
+    psycopg.Connection.transaction = transacted  # type: ignore[method-assign,assignment]
+    try:
+        for _ in range(times):
+            job()
+    finally:
+        psycopg.Cursor.execute = execute  # type: ignore[method-assign]
+        psycopg.Cursor.executemany = executemany  # type: ignore[method-assign]
+        psycopg.Connection.pipeline = pipeline  # type: ignore[method-assign]
+        psycopg.Connection.transaction = transaction  # type: ignore[method-assign]
+    return count / times
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", default=os.environ.get("PAUSEGRAPH_TEST_POSTGRES"))
@@ -90,8 +150,10 @@ def main(argv: list[str] | None = None) -> int:
                 chain = lg.chain(CHAIN, saver)
                 work["langgraph cycle"] = lambda: cycle(next(ids))
                 work["langgraph chain"] = lambda: chain(next(ids))
-            for job in work.values():  # warm up
-                job()
+            for job in work.values():  # warm up (psycopg prepares after 5 uses)
+                for _ in range(6):
+                    job()
+            trips = {name: round_trips(job) for name, job in work.items() if "cycle" in name}
             samples: dict[str, list[float]] = {name: [] for name in work}
             for _ in range(args.samples):
                 for name, job in work.items():
@@ -106,7 +168,12 @@ def main(argv: list[str] | None = None) -> int:
             admin.execute(f"DROP SCHEMA {theirs_schema} CASCADE")
     t = {name: median_of(s) for name, s in samples.items()}
     print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    print(f"medians of {args.samples} round-robin samples\n")
+    print(f"medians of {args.samples} round-robin samples")
+    print(
+        "round trips per cycle: "
+        + ", ".join(f"{name.split()[0]} {n:g}" for name, n in trips.items())
+        + "\n"
+    )
     print("| workload | pausegraph | LangGraph PostgresSaver | ratio | target | result |")
     print("|---|---|---|---|---|---|")
     for kind, per, target in (("cycle", 1, 4.0), ("chain", CHAIN, None)):
