@@ -245,6 +245,15 @@ def _str(value: bytes) -> str:
     return bytes(value).decode("utf-8", "surrogatepass")
 
 
+def _readable(fd: int, timeout_s: float) -> bool:
+    """Whether ``fd`` has something to read, waiting up to ``timeout_s`` seconds."""
+    if hasattr(select, "poll"):  # no limit on descriptor numbers, unlike select()
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        return bool(poller.poll(max(0, int(timeout_s * 1000 + 0.999))))
+    return bool(select.select([fd], [], [], timeout_s)[0])
+
+
 def _infos(rows: list[Any]) -> list[FrameInfo]:
     return [
         FrameInfo(s, step, _str(label), t, bool(snap), n) for s, step, label, t, snap, n in rows
@@ -446,7 +455,7 @@ class PostgresStore:
         """
         if session is self._session and not session.connection.closed:
             try:
-                quiet = not select.select([session.connection.fileno()], [], [], 0)[0]
+                quiet = not _readable(session.connection.fileno(), 0)
             except (OSError, ValueError, psycopg.Error):
                 quiet = False
             if quiet:
@@ -728,7 +737,7 @@ class PostgresStore:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
-                select.select([connection.fileno()], [], [], left)
+                _readable(connection.fileno(), left)
         except (OSError, ValueError, psycopg.Error) as exc:
             with self._mutex:
                 if self._listener is not None and self._listener[1] is connection:
@@ -759,7 +768,7 @@ class PostgresStore:
         heard: list[object] = []
         connection.add_notify_handler(heard.append)
         try:
-            if select.select([connection.fileno()], [], [], 0)[0]:
+            if _readable(connection.fileno(), 0):
                 connection.execute("")
         finally:
             connection.remove_notify_handler(heard.append)
