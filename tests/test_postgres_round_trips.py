@@ -298,3 +298,20 @@ def test_a_save_after_the_lock_session_ended_fails_without_asking_pg_locks(
             store.append(_info(2), b"2", _summary(2))
         assert statements.take() == []
     assert [f.seq for f in store.frames("wf", "r")] == [1]
+
+
+def test_without_pipeline_mode_the_lock_and_the_listing_take_two_round_trips(
+    postgres: PostgresSchema, statements: Statements, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pausegraph.checkpointers import postgres as module
+
+    monkeypatch.setattr(module, "_PIPELINES", False)  # as with a libpq before 14
+    store, other = postgres.checkpointer().store, postgres.checkpointer().store
+    other.append(_info(1), b"1", _summary(1))
+    with store.lock("wf", "warm"):
+        pass
+    statements.take()
+    with store.lock("wf", "r"):
+        assert len(statements.take()) == 2
+        assert [f.seq for f in store.frames("wf", "r")] == [1]
+        assert statements.take() == []

@@ -117,6 +117,9 @@ except ImportError as exc:  # pragma: no cover - the extra is installed in the t
 
 SCHEMA_VERSION = 1
 
+# psycopg's pipeline mode needs libpq 14 or later (the binary package bundles one)
+_PIPELINES = psycopg.Pipeline.is_supported()
+
 _SCHEMA = """
 CREATE TABLE pausegraph_schema (version integer NOT NULL);
 CREATE TABLE pausegraph_frames (
@@ -626,11 +629,14 @@ class PostgresStore:
         try:
             if then is None:
                 row = connection.execute(query, args).fetchone()
-            else:
+            elif _PIPELINES:
                 with connection.pipeline():
                     first = connection.execute(query, args)
                     second = connection.execute(*then)
                 row, rows = first.fetchone(), second.fetchall()
+            else:  # a libpq before 14 has no pipeline mode: one after the other
+                row = connection.execute(query, args).fetchone()
+                rows = connection.execute(*then).fetchall()
         except psycopg.Error as exc:
             if connection.broken or connection.closed:
                 connection.close()
