@@ -314,9 +314,9 @@ class PostgresStore:
         # runs held whose last append left them queued: their release notifies
         self._queued: dict[tuple[str, str], bool] = {}
         self._listener: tuple[int, psycopg.Connection[Any]] | None = None  # wait_for_work's
-        # a held run's frame list as read when its lock was taken, by the thread that
-        # took it: the next frames() of that run in that thread returns it (once)
-        self._listed: dict[tuple[str, str], tuple[int, builtins.list[FrameInfo]]] = {}
+        # a held run's frame list as read when its lock was taken, by the (process,
+        # thread) that took it: the next frames() of that run in that thread returns it (once)
+        self._listed: dict[tuple[str, str], tuple[tuple[int, int], builtins.list[FrameInfo]]] = {}
         self._namespace = b""
         try:
             self._guarded(self._create_schema)
@@ -475,7 +475,7 @@ class PostgresStore:
 
     def frames(self, workflow_id: str, run_id: str) -> builtins.list[FrameInfo]:
         listed = self._listed.pop((workflow_id, run_id), None)
-        if listed is not None and listed[0] == threading.get_ident():
+        if listed is not None and listed[0] == (os.getpid(), threading.get_ident()):
             return listed[1]
         return _infos(self._rows(_FRAMES, (_id(workflow_id), _id(run_id))))
 
@@ -575,7 +575,7 @@ class PostgresStore:
             raise
         if got:
             name = (_str(args["w"]), _str(args["r"]))
-            self._listed[name] = (threading.get_ident(), _infos(rows))
+            self._listed[name] = ((os.getpid(), threading.get_ident()), _infos(rows))
         return bool(got)
 
     def _release(
