@@ -26,9 +26,9 @@ from collections.abc import Callable, Collection, Mapping
 from types import GeneratorType
 from typing import Any
 
-from ._instructions import All, Effect, Interrupt, Sleep, consumed
+from ._instructions import All, Effect, Interrupt, Sleep, _mark, consumed
 from ._records import Asked, Entry, Forked, Raised, Returned
-from ._values import normalize, same, thaw
+from ._values import normalize, pack, same, thaw
 from .errors import (
     EffectError,
     InterruptTimeout,
@@ -47,6 +47,10 @@ _CLOSE_TRIES = 100  # yields a closing generator may make before it is given up 
 class _Abandoned(BaseException):
     """Thrown into a step that keeps yielding while it is closed, to end it for good."""
 
+
+_NOT_FAST: Any = object()  # what ``Trampoline._replay_answered`` returns to say "general path"
+# answers of these types are sent in as they are: nothing can change them
+_IMMUTABLE = frozenset((int, float, str, bytes, bool, type(None)))
 
 FINISHED = True
 SUSPENDED = False
@@ -276,6 +280,12 @@ class Trampoline:
                 continue
             error = None
             kind = type(msg)
+            if kind is Interrupt and branch.cursor < len(branch.entries):
+                # the common replay: an interrupt its journal recorded, answered
+                replayed = self._replay_answered(branch, msg)
+                if replayed is not _NOT_FAST:
+                    value = replayed
+                    continue
             if kind is Interrupt or kind is Sleep:
                 consumed(msg)  # yielded: it must not warn that it never was
                 entry = self._interrupt(branch, msg)
@@ -393,6 +403,33 @@ class Trampoline:
         if entry.id in self.timeouts:
             return None, timed_out(self.step_id, entry)
         return None
+
+    def _replay_answered(self, branch: Branch, msg: Interrupt) -> Any:
+        """Replay ``msg`` against its recorded ``Asked`` if it was answered: its answer.
+
+        The fast path of a cold resume, taken once per earlier round of a
+        loop: the payload is encoded once and its bytes compared with the
+        recorded payload's (what ``same`` does, without a second normalise),
+        and an immutable answer is sent as it is. Anything else (another
+        kind of entry, a payload that differs or does not encode, an
+        interrupt not answered) returns ``_NOT_FAST``, and the general path
+        (``_interrupt``) decides, raising the errors it raises.
+        """
+        recorded = branch.entries[branch.cursor]
+        if type(recorded) is not Asked or recorded.sleep:
+            return _NOT_FAST
+        answer = self.answers.get(recorded.id, _NOT_FAST)
+        if answer is _NOT_FAST:
+            return _NOT_FAST
+        try:
+            mine = pack(msg.payload)
+        except (TypeError, ValueError, OverflowError):
+            return _NOT_FAST
+        if mine != pack(recorded.payload):
+            return _NOT_FAST
+        _mark(msg, None)  # consumed: it was yielded
+        branch.cursor += 1
+        return answer if type(answer) in _IMMUTABLE else thaw(answer)
 
     def _interrupt(self, branch: Branch, msg: Interrupt | Sleep) -> Asked:
         """The journal entry of an interrupt just yielded: replayed, or recorded now."""
