@@ -28,7 +28,7 @@ from typing import Any
 
 from ._instructions import All, Effect, Interrupt, Sleep, _mark, consumed
 from ._records import Asked, Entry, Forked, Raised, Returned
-from ._values import normalize, pack, same, thaw
+from ._values import normalize, packer, same, thaw
 from .errors import (
     EffectError,
     InterruptTimeout,
@@ -48,7 +48,7 @@ class _Abandoned(BaseException):
     """Thrown into a step that keeps yielding while it is closed, to end it for good."""
 
 
-_NOT_FAST: Any = object()  # what ``Trampoline._replay_answered`` returns to say "general path"
+_NOT_FAST: Any = object()  # no answer (``None`` is one)
 # answers of these types are sent in as they are: nothing can change them
 _IMMUTABLE = frozenset((int, float, str, bytes, bool, type(None)))
 
@@ -260,6 +260,9 @@ class Trampoline:
         value, error = branch.send
         branch.send = None
         stack = branch.stack
+        entries = branch.entries  # only ever appended to
+        answers_get = self.answers.get
+        encode = packer().pack
         while True:
             gen = stack[-1]
             try:
@@ -280,12 +283,27 @@ class Trampoline:
                 continue
             error = None
             kind = type(msg)
-            if kind is Interrupt and branch.cursor < len(branch.entries):
-                # the common replay: an interrupt its journal recorded, answered
-                replayed = self._replay_answered(branch, msg)
-                if replayed is not _NOT_FAST:
-                    value = replayed
-                    continue
+            if kind is Interrupt and branch.cursor < len(entries):
+                # The common replay, once per earlier round of a loop: an interrupt
+                # its journal recorded, and answered. The payload is encoded once and
+                # its bytes compared with the recorded payload's (what ``same`` does,
+                # without normalising it first), and an immutable answer is sent as
+                # it is. Anything else (another entry, a payload that differs or
+                # does not encode, no answer yet) takes the general path below,
+                # which decides and raises what it raises.
+                recorded = entries[branch.cursor]
+                if type(recorded) is Asked and not recorded.sleep:
+                    answer = answers_get(recorded.id, _NOT_FAST)
+                    if answer is not _NOT_FAST:
+                        try:
+                            fast = encode(msg.payload) == encode(recorded.payload)
+                        except (TypeError, ValueError, OverflowError):
+                            fast = False
+                        if fast:
+                            _mark(msg, None)  # consumed: it was yielded
+                            branch.cursor += 1
+                            value = answer if type(answer) in _IMMUTABLE else thaw(answer)
+                            continue
             if kind is Interrupt or kind is Sleep:
                 consumed(msg)  # yielded: it must not warn that it never was
                 entry = self._interrupt(branch, msg)
@@ -403,33 +421,6 @@ class Trampoline:
         if entry.id in self.timeouts:
             return None, timed_out(self.step_id, entry)
         return None
-
-    def _replay_answered(self, branch: Branch, msg: Interrupt) -> Any:
-        """Replay ``msg`` against its recorded ``Asked`` if it was answered: its answer.
-
-        The fast path of a cold resume, taken once per earlier round of a
-        loop: the payload is encoded once and its bytes compared with the
-        recorded payload's (what ``same`` does, without a second normalise),
-        and an immutable answer is sent as it is. Anything else (another
-        kind of entry, a payload that differs or does not encode, an
-        interrupt not answered) returns ``_NOT_FAST``, and the general path
-        (``_interrupt``) decides, raising the errors it raises.
-        """
-        recorded = branch.entries[branch.cursor]
-        if type(recorded) is not Asked or recorded.sleep:
-            return _NOT_FAST
-        answer = self.answers.get(recorded.id, _NOT_FAST)
-        if answer is _NOT_FAST:
-            return _NOT_FAST
-        try:
-            mine = pack(msg.payload)
-        except (TypeError, ValueError, OverflowError):
-            return _NOT_FAST
-        if mine != pack(recorded.payload):
-            return _NOT_FAST
-        _mark(msg, None)  # consumed: it was yielded
-        branch.cursor += 1
-        return answer if type(answer) in _IMMUTABLE else thaw(answer)
 
     def _interrupt(self, branch: Branch, msg: Interrupt | Sleep) -> Asked:
         """The journal entry of an interrupt just yielded: replayed, or recorded now."""

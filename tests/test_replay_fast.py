@@ -1,9 +1,9 @@
 """The fast replay of answered interrupts agrees with the general path, error for error.
 
 A cold resume replays a step through every interrupt its journal recorded;
-``Trampoline._replay_answered`` takes the common case (an ``Asked`` entry,
-answered, whose payload encodes to the same bytes) without normalising the
-payload, and hands everything else to the general path. These tests run
+``Trampoline._drive`` takes the common case (an ``Asked`` entry, answered,
+whose payload encodes to the same bytes) without normalising the payload,
+and hands everything else to the general path. These tests run
 the same replays with the fast path switched off and check that nothing
 differs: the answers each ``yield`` gets, where the step stops, and the
 ``NondeterminismError`` (its message names both payloads and the position).
@@ -31,7 +31,6 @@ from pausegraph import (
     Runner,
     Sleep,
 )
-from pausegraph import _trampoline as trampoline_module
 from pausegraph._records import Asked, Entry, Returned
 from pausegraph._trampoline import SUSPENDED, Trampoline, start
 from pausegraph._values import freeze, pack
@@ -52,6 +51,13 @@ values = st.recursive(
 )
 
 
+class _GeneralPathOnly(dict[str, Any]):
+    """Answers the fast path never finds (it looks them up with ``get``): the general path."""
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        return default
+
+
 def _replay(
     journal: list[Entry], answers: dict[str, Any], yielded: list[Any], *, fast: bool
 ) -> tuple[list[Any], str]:
@@ -62,20 +68,15 @@ def _replay(
         for payload in yielded:
             got.append((yield Interrupt(payload)))
 
-    original = Trampoline._replay_answered
-    if not fast:
-        Trampoline._replay_answered = lambda self, branch, msg: trampoline_module._NOT_FAST  # type: ignore[method-assign]
+    given = answers if fast else _GeneralPathOnly(answers)
+    tramp = start("s", step, {}, list(journal), given, "1.0.", clock=lambda: 0)
+    assert type(tramp) is Trampoline
     try:
-        tramp = start("s", step, {}, list(journal), answers, "1.0.", clock=lambda: 0)
-        assert type(tramp) is Trampoline
-        try:
-            status = tramp.run()
-        except NondeterminismError as exc:
-            return got, f"NondeterminismError: {exc}"
-        finally:
-            tramp.close()
+        status = tramp.run()
+    except NondeterminismError as exc:
+        return got, f"NondeterminismError: {exc}"
     finally:
-        Trampoline._replay_answered = original  # type: ignore[method-assign]
+        tramp.close()
     return got, "finished" if status is not SUSPENDED else f"suspended at {len(tramp.journal)}"
 
 
