@@ -66,9 +66,7 @@ converter: cattrs.Converter = make_converter(detailed_validation=False, omit_if_
 converter.register_unstructure_hook(Value, lambda v: v)
 converter.register_structure_hook(Value, lambda v, _: v)
 converter.register_unstructure_hook(Op, operator.attrgetter("_value_"))
-for _union in (Entry, Stage):
-    configure_tagged_union(_union, converter, tag_generator=_TAGS.__getitem__, tag_name="t")
-
+configure_tagged_union(Entry, converter, tag_generator=_TAGS.__getitem__, tag_name="t")
 _structure_entry = converter.get_structure_hook(Entry)
 
 
@@ -90,6 +88,8 @@ def _structure_journal(obj: Any, _: Any) -> tuple[Entry, ...]:
 
 
 converter.register_structure_hook_func(lambda t: t == tuple[Entry, ...], _structure_journal)
+# only now: configuring the stages generates Progress's hook, which takes the journal's then
+configure_tagged_union(Stage, converter, tag_generator=_TAGS.__getitem__, tag_name="t")
 
 
 # --- the fast path of a load: the delta of a layer under way ---------------------

@@ -176,3 +176,24 @@ def test_the_journal_hook_structures_each_entry_as_the_tagged_union_does(raw: An
     if isinstance(got, tuple):
         assert [type(e) for e in got] == [type(e) for e in expected]
         assert all(type(e) in (Asked, Returned, Raised, Forked) for e in got)
+
+
+def test_a_snapshots_plain_entries_take_the_journal_hook(monkeypatch: Any) -> None:
+    # the hook must be registered before the stages' hooks are generated, or a
+    # snapshot's journal silently goes through the tagged union entry by entry
+    from pausegraph import _codec
+
+    built: list[str] = []
+    asked = _codec._asked
+
+    def counting(entry_id: str, payload: Any) -> Asked:
+        built.append(entry_id)
+        return asked(entry_id, payload)
+
+    monkeypatch.setattr(_codec, "_asked", counting)
+    progress = Progress(0, 1, journals={"s": (Asked("1.0.0", 1), Asked("1.0.1", [2]))})
+    snapshot = Frame(3, 1, "interrupt:s", 5, AtInterrupt(progress), values={})
+    raw = converter.unstructure(snapshot, Frame)
+    assert _fast_delta(raw) is None  # a snapshot: not the delta fast path
+    assert structure_frame(raw) == snapshot
+    assert built == ["1.0.0", "1.0.1"]
