@@ -20,6 +20,14 @@ target says how much. Each sample resumes its own copy of the store as it
 stood after that round (copied outside the timed region), so every sample
 answers the same round of the same log; samples of the two rounds are taken
 round-robin.
+
+The rows below it break the late resume down: a new handle's ``latest()``
+(index the log, read and decode the frames from the last snapshot on), of
+which the file store's indexing alone; the engine replaying the journal on
+a checkpoint already loaded (no I/O); and the floor no engine can go under,
+the step's own loop run bare (its ``Interrupt`` made and the generator sent
+each answer). The last row is the engine's replay cost per round above
+that floor.
 """
 
 from __future__ import annotations
@@ -50,6 +58,9 @@ from _harness import (
 )
 
 from pausegraph import FileCheckpointer, Graph, Interrupt, LastWriteWins, Paused, Resume, Runner
+from pausegraph._instructions import consumed
+from pausegraph._records import progress_of
+from pausegraph._scheduler import replay_journals
 
 EARLY = 10
 """The round the late cold resume is compared with."""
@@ -127,6 +138,61 @@ def cold_load(template: Path, scratch: Scratch, n: int) -> Callable[[], Any]:
     return prepare
 
 
+def cold_index(template: Path, scratch: Scratch, n: int) -> Callable[[], Any]:
+    """A prepare: copy the store after ``n`` rounds, then (timed) a new handle's
+    ``frames``: the file store indexing the run's log, one record at a time."""
+
+    def prepare() -> Callable[[], None]:
+        copy = scratch.new(f"index-{n}")
+        shutil.copytree(template, copy)
+
+        def work() -> None:
+            if not FileCheckpointer(copy).store.frames("loop", "loop"):
+                raise RuntimeError("pausegraph loop: the copied store has no frame")
+
+        return work
+
+    return prepare
+
+
+def replay(graph: Graph, template: Path, n: int) -> Callable[[], Any]:
+    """A prepare: (timed) the engine replaying the step through its journal after ``n``
+    rounds, as a cold resume does, but with no I/O: the checkpoint is loaded outside."""
+    checkpoint = FileCheckpointer(template).latest("loop", "loop")
+    progress = None if checkpoint is None else progress_of(checkpoint.stage)
+    if progress is None or len(progress.journals["loop"]) != n + 1:
+        raise RuntimeError(f"pausegraph loop: no journal of {n + 1} entries after {n} rounds")
+
+    def prepare() -> Callable[[], None]:
+        def work() -> None:
+            if replay_journals(graph, {}, progress):
+                raise RuntimeError("pausegraph loop: the journal does not replay")
+
+        return work
+
+    return prepare
+
+
+def bare(n: int) -> Callable[[], Any]:
+    """A prepare: (timed) the user's own code a replay cannot avoid, with no engine: the
+    loop's generator sent ``n`` answers (``n + 1`` ``Interrupt`` made, each marked taken
+    as the engine marks it, so none warns)."""
+
+    def prepare() -> Callable[[], None]:
+        def work() -> None:
+            gen = _loop({})
+            msg = next(gen)
+            for answer in range(n):
+                consumed(msg)
+                msg = gen.send(answer)
+            consumed(msg)
+            gen.close()
+
+        return work
+
+    return prepare
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args("a long interrupt loop on the file store", argv)
     rounds = 100 if args.quick else 1000
@@ -145,11 +211,16 @@ def main(argv: list[str] | None = None) -> int:
         hot = build(graph, root, rounds, keep)
         build_s = time.perf_counter() - build_start
         size = tree_bytes(root)
-        early, late, early_load, late_load = median_many(
+        early, late, early_load, late_load, early_index, late_index = median_many(
             [
                 *(cold_resume(graph, keep[n], scratch, n) for n in (EARLY, rounds)),
                 *(cold_load(keep[n], scratch, n) for n in (EARLY, rounds)),
+                *(cold_index(keep[n], scratch, n) for n in (EARLY, rounds)),
             ],
+            args.repeats,
+        )
+        early_replay, late_replay, early_bare, late_bare = median_many(
+            [*(replay(graph, keep[n], n) for n in (EARLY, rounds)), bare(EARLY), bare(rounds)],
             args.repeats,
         )
         table = Table(
@@ -178,6 +249,31 @@ def main(argv: list[str] | None = None) -> int:
                 late_load,
                 early_load,
             )
+        )
+        table.add(
+            within(
+                "of which: the file store indexing the log (frames()), no target",
+                late_index,
+                early_index,
+            )
+        )
+        table.add(
+            within(
+                "of which: the engine replaying the journal (no I/O), no target",
+                late_replay,
+                early_replay,
+            )
+        )
+        table.add(
+            within(
+                "the floor: the step's own loop, bare (no engine), no target",
+                late_bare,
+                early_bare,
+            )
+        )
+        over = (late_replay - late_bare) / rounds
+        table.add(
+            Row(f"engine replay cost per round above the floor (over {rounds})", f"{over:.0f} ns")
         )
         tables.append(table)
         print_tables(tables)

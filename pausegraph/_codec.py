@@ -12,6 +12,7 @@ from __future__ import annotations
 import operator
 from typing import Any, NoReturn
 
+import attrs
 import cattrs
 import msgpack
 from cattrs.gen import make_dict_unstructure_fn, override
@@ -33,6 +34,7 @@ from ._records import (
     Frame,
     InLayer,
     OwesAfter,
+    Progress,
     Raised,
     Returned,
     Stage,
@@ -64,8 +66,157 @@ converter: cattrs.Converter = make_converter(detailed_validation=False, omit_if_
 converter.register_unstructure_hook(Value, lambda v: v)
 converter.register_structure_hook(Value, lambda v, _: v)
 converter.register_unstructure_hook(Op, operator.attrgetter("_value_"))
-for _union in (Entry, Stage):
-    configure_tagged_union(_union, converter, tag_generator=_TAGS.__getitem__, tag_name="t")
+configure_tagged_union(Entry, converter, tag_generator=_TAGS.__getitem__, tag_name="t")
+_structure_entry = converter.get_structure_hook(Entry)
+
+
+def _structure_journal(obj: Any, _: Any) -> tuple[Entry, ...]:
+    """A journal as cattrs would structure it, but its plainest entries without cattrs.
+
+    A snapshot of a layer that looped over a thousand interrupts holds a
+    thousand ``Asked`` entries with nothing but an id and a payload: those
+    are built here directly; any other entry goes through the tagged union.
+    """
+    entries: list[Entry] = []
+    append = entries.append
+    for o in obj:
+        if type(o) is dict and _plain_ask(o):
+            append(_asked(o["id"], o["payload"]))
+        else:
+            append(_structure_entry(o, Entry))
+    return tuple(entries)
+
+
+converter.register_structure_hook_func(lambda t: t == tuple[Entry, ...], _structure_journal)
+# only now: configuring the stages generates Progress's hook, which takes the journal's then
+configure_tagged_union(Stage, converter, tag_generator=_TAGS.__getitem__, tag_name="t")
+
+
+# --- the fast path of a load: the delta of a layer under way ---------------------
+#
+# Loading a run paused deep in a loop decodes hundreds of deltas (one per
+# claim, one per pause), each a Frame holding a stage holding a Progress
+# holding a journal entry or an answer. cattrs builds those through a
+# dispatch per field and attrs' frozen ``__init__`` (a ``__setattr__`` call
+# per field): about 7 us a delta. ``_fast_delta`` builds the same records
+# for that one shape, with exact types only, through the slots' own setters
+# (as ``_instructions`` does); anything else, or anything odd (a key it does
+# not know, a value of another type), returns ``None`` and cattrs decides,
+# raising what it raises. ``tests/test_codec_fast.py`` checks that both give
+# equal records, and that the fast one is never taken for a frame cattrs refuses.
+
+
+def _setters(cls: type) -> tuple[Any, ...]:
+    fields = attrs.fields(cls)
+    # a validator or converter would be skipped by setting the slots directly
+    assert all(f.validator is None and f.converter is None for f in fields), cls
+    return tuple(cls.__dict__[f.name].__set__ for f in fields)
+
+
+_new = object.__new__
+_ASKED = _setters(Asked)
+_PROGRESS = _setters(Progress)
+_FRAME = _setters(Frame)
+_IN_LAYER = _setters(InLayer)[0]
+_AT_INTERRUPT = _setters(AtInterrupt)[0]
+_PLAIN_ASK = frozenset(("t", "id", "payload"))
+_DELTA_KEYS = frozenset(
+    ("seq", "super_step", "label", "timestamp_ms", "stage", "epoch_base", "extends", "changes")
+)
+_PROGRESS_KEYS = frozenset(("layer", "epoch", "journals", "answers", "claimed"))
+_STAGE_KEYS = frozenset(("t", "progress"))
+
+
+def _plain_ask(o: dict[Any, Any]) -> bool:
+    return len(o) == 3 and o.keys() == _PLAIN_ASK and o["t"] == "ask" and type(o["id"]) is str
+
+
+def _asked(entry_id: str, payload: Any) -> Asked:
+    entry = _new(Asked)
+    s = _ASKED
+    s[0](entry, entry_id)
+    s[1](entry, payload)
+    s[2](entry, None)
+    s[3](entry, False)
+    s[4](entry, "")
+    return entry
+
+
+def _fast_delta(o: Any) -> Frame | None:
+    """The delta of a layer under way (journal entries, answers), or ``None``: ask cattrs."""
+    if type(o) is not dict or not o.keys() <= _DELTA_KEYS:
+        return None
+    stage = o.get("stage")
+    if type(stage) is not dict or stage.keys() != _STAGE_KEYS:
+        return None
+    tag = stage["t"]
+    if tag == "interrupt":
+        set_stage = _AT_INTERRUPT
+        stage_cls: type = AtInterrupt
+    elif tag == "layer":
+        set_stage, stage_cls = _IN_LAYER, InLayer
+    else:
+        return None
+    p = stage["progress"]
+    if type(p) is not dict or not p.keys() <= _PROGRESS_KEYS:
+        return None
+    layer, epoch = p.get("layer"), p.get("epoch")
+    journals = p.get("journals", {})
+    answers = p.get("answers", {})
+    claimed = p.get("claimed", ())
+    if type(layer) is not int or type(epoch) is not int or type(journals) is not dict:
+        return None
+    if type(answers) is not dict or not all(type(k) is str for k in answers):
+        return None
+    if type(claimed) not in (list, tuple) or not all(type(c) is str for c in claimed):
+        return None
+    built: dict[str, tuple[Entry, ...]] = {}
+    for step_id, raw in journals.items():
+        if type(step_id) is not str or type(raw) is not list:
+            return None
+        for e in raw:
+            if type(e) is not dict or not _plain_ask(e):
+                return None
+        built[step_id] = tuple([_asked(e["id"], e["payload"]) for e in raw])
+    seq, super_step, timestamp_ms = o.get("seq"), o.get("super_step"), o.get("timestamp_ms")
+    label, epoch_base = o.get("label"), o.get("epoch_base", 0)
+    extends, changes = o.get("extends", False), o.get("changes")
+    if type(seq) is not int or type(super_step) is not int or type(timestamp_ms) is not int:
+        return None
+    if type(label) is not str or type(epoch_base) is not int or type(extends) is not bool:
+        return None
+    if changes is not None and changes != []:
+        return None
+    progress = _new(Progress)
+    p0, p1, p2, p3, p4, p5, p6, p7, p8, p9, p10 = _PROGRESS
+    p0(progress, layer)
+    p1(progress, epoch)
+    p2(progress, {})
+    p3(progress, built)
+    p4(progress, answers)
+    p5(progress, ())
+    p6(progress, tuple(claimed))
+    p7(progress, ())
+    p8(progress, ())
+    p9(progress, True)
+    p10(progress, ())
+    stage_obj: Stage = _new(stage_cls)
+    set_stage(stage_obj, progress)
+    frame = _new(Frame)
+    f0, f1, f2, f3, f4, f5, f6, f7, f8, f9, f10, f11 = _FRAME
+    f0(frame, seq)
+    f1(frame, super_step)
+    f2(frame, label)
+    f3(frame, timestamp_ms)
+    f4(frame, stage_obj)
+    f5(frame, epoch_base)
+    f6(frame, extends)
+    f7(frame, None if changes is None else ())
+    f8(frame, None)
+    f9(frame, None)
+    f10(frame, None)
+    f11(frame, None)
+    return frame
 
 
 def unpack_bounded(data: bytes, *, items: int | None = None) -> Any:
@@ -180,7 +331,8 @@ def decode_frame(data: bytes) -> Frame:
 
 
 def structure_frame(obj: Any) -> Frame:
-    return converter.structure(obj, Frame)
+    """A decoded frame's records: the fast path for a layer's delta, else cattrs."""
+    return _fast_delta(obj) or converter.structure(obj, Frame)
 
 
 def _why_not_encodable(value: Any) -> str | None:

@@ -92,6 +92,11 @@ class _Packers(threading.local):
 _packers = _Packers()
 
 
+def packer() -> msgpack.Packer:
+    """This thread's reused ``Packer``: a loop that packs many values binds its ``pack`` once."""
+    return _packers.packer
+
+
 def pack(obj: Any) -> bytes:
     """Encode msgpack-native data; raises TypeError/ValueError/OverflowError."""
     return _packers.packer.pack(obj)
