@@ -1,4 +1,21 @@
-"""MemoryCheckpointer: checkpoints in this process, encoded with msgpack."""
+"""MemoryCheckpointer: checkpoints in this process, encoded with msgpack.
+
+The store keeps bytes like any other (``MemoryStore`` speaks the ``Store``
+protocol), but ``MemoryCheckpointer`` talks to its own store directly, as
+the hot loop of tests and scripts wants it:
+
+- a save checks the seq, encodes and appends under one lock, with the run's
+  snapshot policy kept beside its frames (no per-handle cache to learn);
+- the run's summary is derived from the latest checkpoint's stage only when
+  someone lists runs (a store in this process needs no second copy for a
+  reader elsewhere);
+- frames this handle encoded itself are decoded without the bounded
+  reader's pre-pass (``unpack_bounded``): that bound is there for bytes
+  that come from outside the process, and these never did. A frame put in
+  through ``MemoryStore.append`` (a user's own ``StoreCheckpointer`` over
+  this store) marks its run as foreign, and that run's frames are read
+  through the bounded reader again.
+"""
 
 from __future__ import annotations
 
@@ -6,20 +23,41 @@ import builtins
 import threading
 import time
 
-from ..errors import ConflictError
-from ._checkpointer import StoreCheckpointer
+import attrs
+import msgpack
+
+from .._codec import structure_frame
+from .._records import Checkpoint, CheckpointMeta, Frame
+from ..errors import CheckpointError, ConflictError, CorruptCheckpointError
+from ._checkpointer import StoreCheckpointer, summary_of
 from ._lock import Holder, held_message
-from ._log import refuse_seq
+from ._log import SnapshotPolicy, rebuild, refuse_seq
 from ._store import FrameInfo, RunSummary
 
 
 class _Run:
-    __slots__ = ("frames", "infos", "summary")
+    """One run's frames, their infos, its snapshot policy, and where its summary comes from."""
 
-    def __init__(self, summary: RunSummary) -> None:
+    __slots__ = ("first", "foreign", "frames", "head", "infos", "policy", "summary")
+
+    def __init__(self) -> None:
         self.infos: list[FrameInfo] = []
         self.frames: list[bytes] = []
-        self.summary = summary
+        self.policy = SnapshotPolicy()
+        # the summary as appended, or None: derive it from ``head`` when listed
+        self.summary: RunSummary | None = None
+        self.head: Checkpoint | None = None  # the latest checkpoint, saved by this process
+        self.foreign = False  # a frame came in through append(): read with the bound
+        self.first: Frame | None = None  # frame 1 decoded, without its values
+
+    def listed(self) -> RunSummary:
+        """The run's summary, derived from its latest checkpoint the first time it is asked."""
+        summary = self.summary
+        if summary is None:
+            assert self.head is not None
+            summary = self.summary = summary_of(self.head)
+            self.head = None
+        return summary
 
 
 class MemoryStore:
@@ -46,10 +84,11 @@ class MemoryStore:
             if info.seq != count + 1:
                 refuse_seq(key[0], key[1], info.seq, count)
             if run is None:
-                run = self._runs[key] = _Run(summary)
+                run = self._runs[key] = _Run()
             run.infos.append(info)
             run.frames.append(bytes(frame))
-            run.summary = summary
+            run.policy.saved(info.size, info.snapshot)
+            run.summary, run.head, run.foreign = summary, None, True
 
     def frames(self, workflow_id: str, run_id: str) -> builtins.list[FrameInfo]:
         with self._lock:
@@ -65,12 +104,12 @@ class MemoryStore:
         self, *, workflow_id: str | None = None, status: str | None = None
     ) -> builtins.list[RunSummary]:
         with self._lock:
-            return [
-                r.summary
+            listed = (
+                r.listed()
                 for (w, _), r in self._runs.items()
-                if (workflow_id is None or w == workflow_id)
-                and (status is None or r.summary.status == status)
-            ]
+                if workflow_id is None or w == workflow_id
+            )
+            return [s for s in listed if status is None or s.status == status]
 
     def delete(self, workflow_id: str, run_id: str) -> None:
         with self._lock:
@@ -110,6 +149,16 @@ class _LiveLock:
             del self.store._holders[self.key]
 
 
+def decode_own(data: bytes) -> Frame:
+    """Decode a frame this process encoded itself: no bounded pre-pass.
+
+    The same msgpack options as ``unpack_bounded`` (so the same objects come
+    back), without its ``skip()`` pass and size limits, which guard against
+    bytes from outside. Never use it on bytes read from a file or a database.
+    """
+    return structure_frame(msgpack.unpackb(data, raw=False, strict_map_key=False, use_list=True))
+
+
 class MemoryCheckpointer(StoreCheckpointer):
     """Keeps checkpoints in memory, for tests, scripts and hot loops.
 
@@ -120,8 +169,104 @@ class MemoryCheckpointer(StoreCheckpointer):
     conditional. Lost when the process ends.
     """
 
+    store: MemoryStore
+
     def __init__(self) -> None:
         super().__init__(MemoryStore())
 
     def __repr__(self) -> str:
-        return f"<MemoryCheckpointer: {len(self.store.runs())} runs>"
+        return f"<MemoryCheckpointer: {len(self.store._runs)} runs>"
+
+    def save(self, checkpoint: Checkpoint) -> None:
+        """Append ``checkpoint`` as a snapshot or a delta, conditionally on its seq.
+
+        Raises ``ConflictError`` if the run already has that seq (nothing is
+        written), ``CheckpointError`` for a seq that is not the next one,
+        ``SerializationError`` for a value msgpack cannot encode (nothing is
+        written).
+        """
+        store = self.store
+        key = (checkpoint.workflow_id, checkpoint.run_id)
+        with store._lock:
+            run = store._runs.get(key)
+            count = 0 if run is None else len(run.frames)
+            if checkpoint.seq != count + 1:
+                refuse_seq(key[0], key[1], checkpoint.seq, count)
+            policy = SnapshotPolicy() if run is None else run.policy
+            frame, snapshot = policy.encode(checkpoint)
+            if run is None:
+                run = store._runs[key] = _Run()
+                run.policy = policy
+            run.infos.append(
+                FrameInfo(
+                    checkpoint.seq,
+                    checkpoint.super_step,
+                    checkpoint.label,
+                    checkpoint.timestamp_ms,
+                    snapshot,
+                    len(frame),
+                )
+            )
+            run.frames.append(frame)
+            policy.saved(len(frame), snapshot)
+            run.summary, run.head = None, checkpoint
+
+    def load(self, workflow_id: str, run_id: str, seq: int) -> Checkpoint | None:
+        """Checkpoint ``seq`` of a run, or ``None`` if there is none."""
+        return self._load_own(workflow_id, run_id, seq)
+
+    def latest(self, workflow_id: str, run_id: str) -> Checkpoint | None:
+        """The run's checkpoint with the highest seq, or ``None``."""
+        return self._load_own(workflow_id, run_id, None)
+
+    def last(self, workflow_id: str, run_id: str) -> CheckpointMeta | None:
+        """The meta of the run's latest checkpoint, or ``None``: a look that reads no frame."""
+        store = self.store
+        with store._lock:
+            run = store._runs.get((workflow_id, run_id))
+            if run is None or not run.infos:
+                return None
+            i = run.infos[-1]
+        return CheckpointMeta(i.seq, i.super_step, i.label, i.timestamp_ms)
+
+    def _load_own(self, workflow_id: str, run_id: str, seq: int | None) -> Checkpoint | None:
+        store = self.store
+        with store._lock:
+            run = store._runs.get((workflow_id, run_id))
+            if run is None:
+                return None
+            infos = run.infos
+            if seq is None:
+                seq = len(infos)
+            if not 1 <= seq <= len(infos):
+                return None
+            base = seq
+            while not infos[base - 1].snapshot:
+                base -= 1
+                if base == 0:
+                    msg = f"run {run_id!r} of workflow {workflow_id!r} has no snapshot before {seq}"
+                    raise CorruptCheckpointError(msg)
+            datas = run.frames[base - 1 : seq]
+            first, foreign = run.first, run.foreign
+            head = None if base == 1 or first is not None else run.frames[0]
+        if foreign:  # bytes that came in through append(): read them with the bound
+            frames = [self._decode(workflow_id, run_id, base + n, d) for n, d in enumerate(datas)]
+        else:
+            frames = [decode_own(d) for d in datas]
+        if base == 1:
+            first = frames[0]
+        elif first is None:
+            assert head is not None
+            decoded = self._decode(workflow_id, run_id, 1, head) if foreign else decode_own(head)
+            first = attrs.evolve(decoded, values=None, input=None, changes=None)
+            with store._lock:
+                if store._runs.get((workflow_id, run_id)) is run:
+                    run.first = first
+        if len(frames) != seq - base + 1:  # pragma: no cover - the lock makes it impossible
+            msg = f"the store returned {len(frames)} frames of run {run_id!r} for {base}..{seq}"
+            raise CheckpointError(msg)
+        try:
+            return rebuild(workflow_id, run_id, first, frames)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            msg = f"checkpoint {seq} of run {run_id!r} does not rebuild: {exc}"
+            raise CorruptCheckpointError(msg) from None
