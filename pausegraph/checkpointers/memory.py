@@ -6,9 +6,12 @@ the hot loop of tests and scripts wants it:
 
 - a save checks the seq, encodes and appends under one lock, with the run's
   snapshot policy kept beside its frames (no per-handle cache to learn);
-- the run's summary is derived from the latest checkpoint's stage only when
-  someone lists runs (a store in this process needs no second copy for a
-  reader elsewhere);
+- the run's summary is derived from the latest frame's info and stage only
+  when someone lists runs (a store in this process needs no second copy for
+  a reader elsewhere);
+- a frame's info is kept as a plain tuple, a ``FrameInfo`` only when listed
+  (a hot loop's store holds many runs: plain tuples are cheaper to keep and
+  the garbage collector stops scanning them);
 - frames this handle encoded itself are decoded without the bounded
   reader's pre-pass (``unpack_bounded``): that bound is there for bytes
   that come from outside the process, and these never did. A frame put in
@@ -27,36 +30,42 @@ import attrs
 import msgpack
 
 from .._codec import structure_frame
-from .._records import Checkpoint, CheckpointMeta, Frame
+from .._records import Checkpoint, CheckpointMeta, Frame, Stage
 from ..errors import CheckpointError, ConflictError, CorruptCheckpointError
-from ._checkpointer import StoreCheckpointer, summary_of
+from ._checkpointer import StoreCheckpointer, summary_from
 from ._lock import Holder, held_message
 from ._log import SnapshotPolicy, rebuild, refuse_seq
 from ._store import FrameInfo, RunSummary
+
+# A FrameInfo's fields as a tuple, in its order: seq, super_step, label,
+# timestamp_ms, snapshot, size.
+_Info = tuple[int, int, str, int, bool, int]
 
 
 class _Run:
     """One run's frames, their infos, its snapshot policy, and where its summary comes from."""
 
-    __slots__ = ("first", "foreign", "frames", "head", "infos", "policy", "summary")
+    __slots__ = ("first", "foreign", "frames", "infos", "policy", "stage", "summary")
 
     def __init__(self) -> None:
-        self.infos: list[FrameInfo] = []
+        self.infos: list[_Info] = []
         self.frames: list[bytes] = []
         self.policy = SnapshotPolicy()
-        # the summary as appended, or None: derive it from ``head`` when listed
+        # the summary as appended, or None: derive it from the last info and ``stage``
         self.summary: RunSummary | None = None
-        self.head: Checkpoint | None = None  # the latest checkpoint, saved by this process
+        self.stage: Stage | None = None  # the latest checkpoint's, saved by this process
         self.foreign = False  # a frame came in through append(): read with the bound
         self.first: Frame | None = None  # frame 1 decoded, without its values
 
-    def listed(self) -> RunSummary:
-        """The run's summary, derived from its latest checkpoint the first time it is asked."""
+    def listed(self, workflow_id: str, run_id: str) -> RunSummary:
+        """The run's summary, derived from its latest frame the first time it is asked."""
         summary = self.summary
         if summary is None:
-            assert self.head is not None
-            summary = self.summary = summary_of(self.head)
-            self.head = None
+            assert self.stage is not None
+            seq, super_step, label, timestamp_ms, _, _ = self.infos[-1]
+            head = (seq, super_step, label, timestamp_ms)
+            summary = self.summary = summary_from(workflow_id, run_id, head, self.stage)
+            self.stage = None
         return summary
 
 
@@ -85,15 +94,16 @@ class MemoryStore:
                 refuse_seq(key[0], key[1], info.seq, count)
             if run is None:
                 run = self._runs[key] = _Run()
-            run.infos.append(info)
+            i = info
+            run.infos.append((i.seq, i.super_step, i.label, i.timestamp_ms, i.snapshot, i.size))
             run.frames.append(bytes(frame))
             run.policy.saved(info.size, info.snapshot)
-            run.summary, run.head, run.foreign = summary, None, True
+            run.summary, run.stage, run.foreign = summary, None, True
 
     def frames(self, workflow_id: str, run_id: str) -> builtins.list[FrameInfo]:
         with self._lock:
             run = self._runs.get((workflow_id, run_id))
-            return [] if run is None else list(run.infos)
+            return [] if run is None else [FrameInfo(*i) for i in run.infos]
 
     def read(self, workflow_id: str, run_id: str, first: int, last: int) -> builtins.list[bytes]:
         with self._lock:
@@ -105,8 +115,8 @@ class MemoryStore:
     ) -> builtins.list[RunSummary]:
         with self._lock:
             listed = (
-                r.listed()
-                for (w, _), r in self._runs.items()
+                r.listed(w, i)
+                for (w, i), r in self._runs.items()
                 if workflow_id is None or w == workflow_id
             )
             return [s for s in listed if status is None or s.status == status]
@@ -197,19 +207,11 @@ class MemoryCheckpointer(StoreCheckpointer):
             if run is None:
                 run = store._runs[key] = _Run()
                 run.policy = policy
-            run.infos.append(
-                FrameInfo(
-                    checkpoint.seq,
-                    checkpoint.super_step,
-                    checkpoint.label,
-                    checkpoint.timestamp_ms,
-                    snapshot,
-                    len(frame),
-                )
-            )
+            c = checkpoint
+            run.infos.append((c.seq, c.super_step, c.label, c.timestamp_ms, snapshot, len(frame)))
             run.frames.append(frame)
             policy.saved(len(frame), snapshot)
-            run.summary, run.head = None, checkpoint
+            run.summary, run.stage = None, c.stage
 
     def load(self, workflow_id: str, run_id: str, seq: int) -> Checkpoint | None:
         """Checkpoint ``seq`` of a run, or ``None`` if there is none."""
@@ -226,8 +228,8 @@ class MemoryCheckpointer(StoreCheckpointer):
             run = store._runs.get((workflow_id, run_id))
             if run is None or not run.infos:
                 return None
-            i = run.infos[-1]
-        return CheckpointMeta(i.seq, i.super_step, i.label, i.timestamp_ms)
+            seq, super_step, label, timestamp_ms, _, _ = run.infos[-1]
+        return CheckpointMeta(seq, super_step, label, timestamp_ms)
 
     def _load_own(self, workflow_id: str, run_id: str, seq: int | None) -> Checkpoint | None:
         store = self.store
@@ -241,7 +243,7 @@ class MemoryCheckpointer(StoreCheckpointer):
             if not 1 <= seq <= len(infos):
                 return None
             base = seq
-            while not infos[base - 1].snapshot:
+            while not infos[base - 1][4]:  # not a snapshot
                 base -= 1
                 if base == 0:
                     msg = f"run {run_id!r} of workflow {workflow_id!r} has no snapshot before {seq}"
