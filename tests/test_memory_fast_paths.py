@@ -26,6 +26,7 @@ from strategies import values
 from pausegraph import (
     Append,
     Checkpointer,
+    ConflictError,
     CorruptCheckpointError,
     Done,
     Graph,
@@ -235,3 +236,24 @@ def test_concurrent_saves_to_one_run_keep_one_history() -> None:
         t.join()
     assert sorted(outcomes) == ["ConflictError"] * 7 + ["saved"]
     assert [m.seq for m in store.list(WORKFLOW, "r")] == list(range(1, nxt.seq + 1))
+
+
+def test_the_live_lock_refuses_a_second_holder_and_is_free_once_let_go() -> None:
+    store = MemoryCheckpointer()
+    first = store.lock(WORKFLOW, "r")
+    with first:
+        held = store.holder(WORKFLOW, "r")
+        assert held is not None
+        with pytest.raises(ConflictError, match="is running"):
+            store.lock(WORKFLOW, "r").__enter__()
+        with pytest.raises(ConflictError):
+            first.__enter__()  # the same lock, entered again: not a second free hold
+        assert store.holder(WORKFLOW, "r") == held
+        with store.lock(WORKFLOW, "other"):  # another run's lock is its own
+            pass
+    assert store.holder(WORKFLOW, "r") is None
+    with store.lock(WORKFLOW, "r"):
+        assert store.holder(WORKFLOW, "r") is not None
+    with first:  # a lock let go may be taken again
+        pass
+    assert store.holder(WORKFLOW, "r") is None

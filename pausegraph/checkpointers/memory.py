@@ -79,7 +79,7 @@ class MemoryStore:
 
     def __init__(self) -> None:
         self._runs: dict[tuple[str, str], _Run] = {}
-        self._holders: dict[tuple[str, str], int] = {}  # held runs: since (epoch ms)
+        self._holders: dict[tuple[str, str], _LiveLock] = {}  # the live lock of each held run
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -129,34 +129,40 @@ class MemoryStore:
         return _LiveLock(self, (workflow_id, run_id))
 
     def holder(self, workflow_id: str, run_id: str) -> Holder | None:
-        with self._lock:
-            since = self._holders.get((workflow_id, run_id))
-        return None if since is None else Holder.here(since)
+        held = self._holders.get((workflow_id, run_id))
+        return None if held is None else Holder.here(held.since)
 
     def sync(self) -> None:
         pass  # nothing outlives the process: nothing to make durable
 
 
 class _LiveLock:
-    """A run's live lock in a ``MemoryStore``: held by this process, one holder at a time."""
+    """A run's live lock in a ``MemoryStore``: held by this process, one holder at a time.
 
-    __slots__ = ("key", "store")
+    Taking it is one ``dict.setdefault`` (atomic: the keys are tuples of
+    strings, whose hashing and comparing run no Python code), so it needs no
+    store-wide lock: the first to put itself in the table holds the run.
+    """
+
+    __slots__ = ("holders", "key", "since")
 
     def __init__(self, store: MemoryStore, key: tuple[str, str]) -> None:
-        self.store, self.key = store, key
+        self.holders, self.key = store._holders, key
+        self.since = 0  # epoch ms, set when taken
 
     def __enter__(self) -> None:
-        store, key = self.store, self.key
-        with store._lock:
-            since = store._holders.get(key)
-            if since is None:
-                store._holders[key] = time.time_ns() // 1_000_000
-                return
-        raise ConflictError(held_message(key[0], key[1], Holder.here(since)))
+        key = self.key
+        if self.since:  # this very lock is held already: a second holder all the same
+            raise ConflictError(held_message(key[0], key[1], Holder.here(self.since)))
+        self.since = time.time_ns() // 1_000_000
+        holder = self.holders.setdefault(key, self)
+        if holder is not self:
+            self.since = 0
+            raise ConflictError(held_message(key[0], key[1], Holder.here(holder.since)))
 
     def __exit__(self, *exc: object) -> None:
-        with self.store._lock:
-            del self.store._holders[self.key]
+        del self.holders[self.key]
+        self.since = 0
 
 
 def decode_own(data: bytes) -> Frame:
@@ -186,6 +192,13 @@ class MemoryCheckpointer(StoreCheckpointer):
 
     def __repr__(self) -> str:
         return f"<MemoryCheckpointer: {len(self.store._runs)} runs>"
+
+    def lock(self, workflow_id: str, run_id: str) -> _LiveLock:
+        """Hold the run's live lock; ``ConflictError`` naming the holder if another has it."""
+        return _LiveLock(self.store, (workflow_id, run_id))
+
+    def sync(self) -> None:
+        """Nothing to do: nothing outlives the process."""
 
     def save(self, checkpoint: Checkpoint) -> None:
         """Append ``checkpoint`` as a snapshot or a delta, conditionally on its seq.
