@@ -27,6 +27,7 @@ from pausegraph import (
     Append,
     Checkpointer,
     ConflictError,
+    Continue,
     CorruptCheckpointError,
     Done,
     Graph,
@@ -36,6 +37,7 @@ from pausegraph import (
     MergeMap,
     Paused,
     Resume,
+    ResumeError,
     Runner,
     StepError,
 )
@@ -257,3 +259,62 @@ def test_the_live_lock_refuses_a_second_holder_and_is_free_once_let_go() -> None
     with first:  # a lock let go may be taken again
         pass
     assert store.holder(WORKFLOW, "r") is None
+
+
+class _Watched(MemoryCheckpointer):
+    """A memory store that records the order of lock, sync and unlock, and can fail sync."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.events: list[str] = []
+        self.fail_sync = False
+
+    @contextmanager
+    def _watched(self, workflow_id: str, run_id: str) -> Iterator[None]:
+        with super().lock(workflow_id, run_id):
+            self.events.append("locked")
+            try:
+                yield
+            finally:
+                self.events.append("unlocked")
+
+    def lock(self, workflow_id: str, run_id: str) -> Any:
+        return self._watched(workflow_id, run_id)
+
+    def sync(self) -> None:
+        self.events.append("sync")
+        if self.fail_sync:
+            msg = "the disk is gone"
+            raise OSError(msg)
+
+
+def test_a_call_syncs_before_it_lets_the_run_go_even_when_it_fails() -> None:
+    store = _Watched()
+    graph = _graph([("ask", None)])
+    runner = Runner(graph, store)
+    assert isinstance(runner.run("r", {"n": 0}), Paused)
+    assert store.events == ["locked", "sync", "unlocked"]
+    store.events.clear()
+    with pytest.raises(ResumeError):  # refused by the machine: still synced, still let go
+        runner.resume("r", Continue())
+    assert store.events == ["locked", "sync", "unlocked"]
+    store.events.clear()
+    store.fail_sync = True
+    with pytest.raises(OSError, match="the disk is gone"):
+        runner.resume("r", Resume(1))
+    assert store.events == ["locked", "sync", "unlocked"]
+    assert store.holder(WORKFLOW, "r") is None  # a failed sync does not keep the run held
+    store.fail_sync = False
+    assert isinstance(Runner(graph, store).run("r"), Done)
+
+
+def test_runners_with_different_breakpoints_on_one_graph_keep_their_own() -> None:
+    graph = _graph([("write", {"x": 1}), ("write", {"x": 2})])
+    store = MemoryCheckpointer()
+    plain = Runner(graph, store)
+    stops = Runner(graph, store, interrupt_before={"s1"})
+    assert isinstance(plain.run("a", {"n": 0}), Done)
+    assert isinstance(stops.run("b", {"n": 0}), Paused)
+    assert isinstance(plain.run("c", {"n": 0}), Done)
+    assert isinstance(plain.resume("b", Continue()), Done)  # the run's own breakpoints
+    assert isinstance(Runner(graph, store).run("d", {"n": 0}), Done)
