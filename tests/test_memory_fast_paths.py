@@ -126,6 +126,12 @@ def test_own_frames_decode_as_the_bounded_reader_decodes_them(
         assert decode_own(data) == decode_frame(data)
 
 
+def _unchanged(checkpoint: Any) -> Any:
+    """A loaded checkpoint without ``changes``, which only a delta frame keeps."""
+    assert checkpoint is not None
+    return attrs.evolve(checkpoint, changes=None)
+
+
 @contextmanager
 def _twin_stores() -> Iterator[tuple[MemoryCheckpointer, StoreCheckpointer]]:
     """A memory checkpointer and a protocol-only one that every save goes to as well."""
@@ -151,14 +157,21 @@ def test_the_fast_store_keeps_and_loads_what_the_protocol_path_does(
         count = len(general.list(WORKFLOW, "r"))
         assert fast.list(WORKFLOW, "r") == general.list(WORKFLOW, "r")
         assert fast.last(WORKFLOW, "r") == general.last(WORKFLOW, "r")
-        assert fast.store.frames(WORKFLOW, "r") == general.store.frames(WORKFLOW, "r")
-        assert all(type(i) is FrameInfo for i in fast.store.frames(WORKFLOW, "r"))
-        assert fast.store.read(WORKFLOW, "r", 1, count) == general.store.read(
-            WORKFLOW, "r", 1, count
-        )
-        for seq in range(1, count + 1):
-            assert fast.load(WORKFLOW, "r", seq) == general.load(WORKFLOW, "r", seq)
-        assert fast.latest(WORKFLOW, "r") == general.latest(WORKFLOW, "r")
+        infos = fast.store.frames(WORKFLOW, "r")
+        assert all(type(i) is FrameInfo for i in infos)
+        assert [i.size for i in infos] == [len(d) for d in fast.store.read(WORKFLOW, "r", 1, count)]
+        # the same frames up to the first snapshot the general policy's budget
+        # refuses: the memory store keeps that one (and the policies part there)
+        for f, g in zip(infos, general.store.frames(WORKFLOW, "r"), strict=True):
+            if f != g:
+                assert f.snapshot
+                assert not g.snapshot
+                break
+        for seq in range(1, count + 1):  # a snapshot keeps no changes: not compared
+            assert _unchanged(fast.load(WORKFLOW, "r", seq)) == _unchanged(
+                general.load(WORKFLOW, "r", seq)
+            )
+        assert _unchanged(fast.latest(WORKFLOW, "r")) == _unchanged(general.latest(WORKFLOW, "r"))
         assert fast.summaries() == general.summaries()
 
 
@@ -318,3 +331,30 @@ def test_runners_with_different_breakpoints_on_one_graph_keep_their_own() -> Non
     assert isinstance(plain.run("c", {"n": 0}), Done)
     assert isinstance(plain.resume("b", Continue()), Done)  # the run's own breakpoints
     assert isinstance(Runner(graph, store).run("d", {"n": 0}), Done)
+
+
+def test_the_memory_store_keeps_the_snapshot_it_tries_and_encodes_each_frame_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pausegraph.checkpointers import _log
+
+    encoded: list[int] = []
+    real = _log.encode_frame
+
+    def counted(checkpoint: Any, *, snapshot: bool) -> bytes:
+        encoded.append(checkpoint.seq)
+        return real(checkpoint, snapshot=snapshot)
+
+    monkeypatch.setattr(_log, "encode_frame", counted)
+    with _twin_stores() as (fast, general):
+        graph = _graph([("write", {"x": 1}), ("ask", None), ("write", {"x": 2})])
+        _drive(Runner(graph, fast), "r", [True])
+        fast_infos = fast.store.frames(WORKFLOW, "r")
+        general_infos = general.store.frames(WORKFLOW, "r")
+    # the durable stores' policy tries a snapshot at frame 5, finds it over its
+    # budget and encodes the frame again as a delta (its snapshot comes at 6);
+    # the memory store keeps the one it tried
+    assert [i.snapshot for i in general_infos] == [True, False, False, False, False, True]
+    assert [i.snapshot for i in fast_infos] == [True, False, False, False, True, False]
+    assert len(encoded) == 6 + 7  # once per frame in memory; general: frame 5 twice
+    assert _unchanged(fast.latest(WORKFLOW, "r")) == _unchanged(general.latest(WORKFLOW, "r"))

@@ -5,7 +5,10 @@ protocol), but ``MemoryCheckpointer`` talks to its own store directly, as
 the hot loop of tests and scripts wants it:
 
 - a save checks the seq, encodes and appends under one lock, with the run's
-  snapshot policy kept beside its frames (no per-handle cache to learn);
+  snapshot policy kept beside its frames (no per-handle cache to learn); the
+  policy keeps every snapshot it tries (``_KeepWhole``), as a store that may
+  keep whole values can, instead of encoding a refused one a second time as
+  a delta;
 - the run's summary is derived from the latest frame's info and stage only
   when someone lists runs (a store in this process needs no second copy for
   a reader elsewhere);
@@ -37,6 +40,24 @@ from ._lock import Holder, held_message
 from ._log import SnapshotPolicy, rebuild, refuse_seq
 from ._store import FrameInfo, RunSummary
 
+
+class _KeepWhole(SnapshotPolicy):
+    """The durable stores' snapshot policy without its budget: a snapshot tried is kept.
+
+    The budget keeps a durable store within a small multiple of the writes
+    on disk; the memory store may keep whole values (SPEC, "Size"), so the
+    snapshot the policy encodes to weigh it is stored rather than thrown
+    away and followed by a second encode as a delta. Loading still reads at
+    most ``SNAPSHOT_EVERY`` deltas after a snapshot, and snapshots come no
+    oftener than the deltas since the last one outweigh it twice.
+    """
+
+    __slots__ = ()
+
+    def _affordable(self, size: int) -> bool:
+        return True
+
+
 # A FrameInfo's fields as a tuple, in its order: seq, super_step, label,
 # timestamp_ms, snapshot, size.
 _Info = tuple[int, int, str, int, bool, int]
@@ -50,7 +71,7 @@ class _Run:
     def __init__(self) -> None:
         self.infos: list[_Info] = []
         self.frames: list[bytes] = []
-        self.policy = SnapshotPolicy()
+        self.policy: SnapshotPolicy = _KeepWhole()
         # the summary as appended, or None: derive it from the last info and ``stage``
         self.summary: RunSummary | None = None
         self.stage: Stage | None = None  # the latest checkpoint's, saved by this process
@@ -215,7 +236,7 @@ class MemoryCheckpointer(StoreCheckpointer):
             count = 0 if run is None else len(run.frames)
             if checkpoint.seq != count + 1:
                 refuse_seq(key[0], key[1], checkpoint.seq, count)
-            policy = SnapshotPolicy() if run is None else run.policy
+            policy = _KeepWhole() if run is None else run.policy
             frame, snapshot = policy.encode(checkpoint)
             if run is None:
                 run = store._runs[key] = _Run()
