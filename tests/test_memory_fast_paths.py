@@ -358,3 +358,14 @@ def test_the_memory_store_keeps_the_snapshot_it_tries_and_encodes_each_frame_onc
     assert [i.snapshot for i in fast_infos] == [True, False, False, False, True, False]
     assert len(encoded) == 6 + 7  # once per frame in memory; general: frame 5 twice
     assert _unchanged(fast.latest(WORKFLOW, "r")) == _unchanged(general.latest(WORKFLOW, "r"))
+
+
+def test_listing_run_ids_derives_no_summary() -> None:
+    store = MemoryCheckpointer()
+    runner = Runner(_graph([("ask", None)]), store)
+    for run_id in ("a", "b"):
+        runner.run(run_id, {"n": 0})
+    assert sorted(store.runs()) == [(WORKFLOW, "a"), (WORKFLOW, "b")]
+    assert all(run.summary is None for run in store.store._runs.values())
+    assert [s.status for s in store.summaries()] == ["paused", "paused"]
+    assert all(run.summary is not None for run in store.store._runs.values())

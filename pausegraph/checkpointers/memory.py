@@ -255,6 +255,11 @@ class MemoryCheckpointer(StoreCheckpointer):
         """The run's checkpoint with the highest seq, or ``None``."""
         return self._load_own(workflow_id, run_id, None)
 
+    def runs(self) -> builtins.list[tuple[str, str]]:
+        """Every ``(workflow_id, run_id)`` in the store (no summary is derived for it)."""
+        with self.store._lock:
+            return list(self.store._runs)
+
     def last(self, workflow_id: str, run_id: str) -> CheckpointMeta | None:
         """The meta of the run's latest checkpoint, or ``None``: a look that reads no frame."""
         store = self.store
