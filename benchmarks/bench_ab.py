@@ -16,7 +16,10 @@ whole runs of the other scripts, which may each meet a different neighbour.
 
 The ratio is new / old, and each pausegraph workload passes when the new
 commit is at most ``--limit`` (default 1.10: "not slower by more than 10%")
-times the old one.
+times the old one. Each workload is called ``WARMUP`` times first and its
+batch size (``median_many``) judged from the last of those calls, which no
+first-call cost (codec hooks built, caches filled) inflates: a batch judged
+from a cold first call is too small, and its samples are noisier.
 """
 
 from __future__ import annotations
@@ -52,6 +55,9 @@ from _harness import (
 
 HERE = Path(__file__).resolve().parent
 Work = Callable[[], object]
+# calls of each workload before timing: the batch size is judged from the last,
+# so a first call that builds codec hooks or fills caches does not shrink it
+WARMUP = 3
 
 
 def export(commit: str, name: str, into: Path) -> str:
@@ -164,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
         plans = Plans(50 if args.quick else 200, 100 if args.quick else 1000, scratch)
         a, b = plans.build(*side("pg_a")), plans.build(*side("pg_b"))
         try:
-            t = median_many([p for key in a for p in (a[key][0], b[key][0])], repeats)
+            prepares = [p for key in a for p in (a[key][0], b[key][0])]
+            t = median_many(prepares, repeats, warmup=WARMUP)
         finally:
             scratch.close()
     table = Table(

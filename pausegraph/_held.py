@@ -57,7 +57,9 @@ class HeldPauses:
         self._pauses: OrderedDict[str, Held] = OrderedDict()
         self._lock = threading.Lock()
         self._limit = limit
-        weakref.finalize(owner, _close_all, self._pauses, self._lock)
+        # the finalizer is registered with the first pause held: a Runner made
+        # for one call that never pauses (a cold resume) costs no finalizer
+        self._owner: weakref.ref[object] | None = weakref.ref(owner)
 
     def __len__(self) -> int:
         return len(self._pauses)
@@ -79,6 +81,12 @@ class HeldPauses:
     def hold(self, checkpoint: Checkpoint, live: dict[str, Trampoline]) -> None:
         """Keep a pause just saved (replacing any older one of the run)."""
         evicted: list[Held] = []
+        owner = self._owner
+        if owner is not None:
+            self._owner = None
+            alive = owner()
+            if alive is not None:
+                weakref.finalize(alive, _close_all, self._pauses, self._lock)
         with self._lock:
             old = self._pauses.pop(checkpoint.run_id, None)
             if old is not None:

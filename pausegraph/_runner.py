@@ -14,9 +14,11 @@ import functools
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+import weakref
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Executor
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
+from types import TracebackType
 from typing import Any
 
 import attrs
@@ -63,6 +65,7 @@ from ._records import (
     Progress,
     Stage,
     Start,
+    Structure,
     progress_of,
     with_progress,
 )
@@ -103,6 +106,36 @@ class _Cursor:
     progress: Progress | None = None
 
 
+class _Driving:
+    """A call's hold on a run: its live lock, and a ``sync`` before the lock is let go.
+
+    What ``with lock: try: ... finally: sync()`` does, as a plain context
+    manager (every call of a hot loop enters one).
+    """
+
+    __slots__ = ("lock", "sync")
+
+    def __init__(self, lock: AbstractContextManager[None], sync: Callable[[], None]) -> None:
+        self.lock, self.sync = lock, sync
+
+    def __enter__(self) -> None:
+        self.lock.__enter__()
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        try:
+            self.sync()
+        except BaseException as failed:
+            if not self.lock.__exit__(type(failed), failed, failed.__traceback__):
+                raise
+            return True
+        return self.lock.__exit__(kind, error, tb)
+
+
 @attrs.frozen
 class _Plan:
     """Per layer: its Before and After breakpoint steps, the stage after it, its label."""
@@ -111,6 +144,34 @@ class _Plan:
     after: list[tuple[str, ...]]
     follows: list[Stage]
     labels: list[str]
+
+
+@attrs.frozen
+class _Facts:
+    """What every Runner of one graph derives from it alike, computed once per graph.
+
+    A graph is frozen once a Runner uses it, so its layers and structure do
+    not change; ``plans`` fills up per set of breakpoints as runs need them.
+    """
+
+    workflow: str
+    shape: Shape
+    structure: Structure
+    plans: dict[Breakpoints, _Plan]
+
+
+_FACTS: weakref.WeakKeyDictionary[Graph, _Facts] = weakref.WeakKeyDictionary()
+
+
+def _facts_of(graph: Graph) -> _Facts:
+    """The graph's ``_Facts``, derived the first time a Runner is made on it."""
+    facts = _FACTS.get(graph)
+    if facts is None or facts.workflow != graph.name:
+        layers = graph.freeze()
+        layer_of = {step: k for k, layer in enumerate(layers) for step in layer}
+        shape = Shape(graph.name, layers, layer_of)
+        facts = _FACTS[graph] = _Facts(graph.name, shape, graph.structure(), {})
+    return facts
 
 
 class Runner:
@@ -162,22 +223,22 @@ class Runner:
             msg = f"Runner(graph, ...) takes a Graph, got {type(graph).__name__} {graph!r}"
             raise GraphError(msg)
         self.graph = graph
+        facts = _facts_of(graph)
         self._workflow = graph.name
-        self._layers = graph.freeze()
+        self._layers = facts.shape.layers
         self.checkpointer: Checkpointer = (
             MemoryCheckpointer() if checkpointer is None else checkpointer
         )
         self._clock = clock or system_clock
         self._executor = executor
         self._conditional = bool(graph.when)
-        layer_of = {step: k for k, layer in enumerate(self._layers) for step in layer}
-        self._shape = Shape(self._workflow, self._layers, layer_of)
+        self._shape = facts.shape
         self._breakpoints = Breakpoints(
             self._breakpoint_steps("interrupt_before", interrupt_before),
             self._breakpoint_steps("interrupt_after", interrupt_after),
         )
-        self._plans: dict[Breakpoints, _Plan] = {}
-        self._structure = graph.structure()
+        self._plans = facts.plans
+        self._structure = facts.structure
         self._held = HeldPauses(self)
 
     def __repr__(self) -> str:
@@ -187,6 +248,8 @@ class Runner:
         if isinstance(steps, str):
             steps = (steps,)
         wanted = set(steps)
+        if not wanted:
+            return ()
         layer_of = self._shape.layer_of
         unknown = sorted(wanted - set(layer_of))
         if unknown:
@@ -441,18 +504,14 @@ class Runner:
 
     # --- claims ---------------------------------------------------------------
 
-    @contextmanager
-    def _driving(self, run_id: str) -> Iterator[None]:
+    def _driving(self, run_id: str) -> _Driving:
         """Hold the run's live lock; make what was saved durable before letting go.
 
         Durability: whatever a call saved is on disk (``sync``) before it
         returns or raises, and before any effect's function runs.
         """
-        with self.checkpointer.lock(self._workflow, run_id):
-            try:
-                yield
-            finally:
-                self.checkpointer.sync()
+        checkpointer = self.checkpointer
+        return _Driving(checkpointer.lock(self._workflow, run_id), checkpointer.sync)
 
     def _latest(self, run_id: str) -> Checkpoint:
         """The run's latest checkpoint: the held pause if it still is, else from the store."""

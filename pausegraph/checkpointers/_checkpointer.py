@@ -21,7 +21,7 @@ import attrs
 
 from .._codec import decode_frame, unpack_bounded
 from .._machine import pending_of, status_of
-from .._records import AtInterrupt, Checkpoint, CheckpointMeta, Failed, Frame
+from .._records import AtInterrupt, Checkpoint, CheckpointMeta, Failed, Frame, Stage
 from .._values import pack
 from ..errors import CheckpointError, CorruptCheckpointError
 from ._lock import Holder
@@ -43,20 +43,35 @@ class SummaryData:
 
 def summary_of(checkpoint: Checkpoint) -> RunSummary:
     """The summary a store keeps for a run whose latest checkpoint is ``checkpoint``."""
-    stage = checkpoint.stage
+    c = checkpoint
+    return summary_from(
+        c.workflow_id, c.run_id, (c.seq, c.super_step, c.label, c.timestamp_ms), c.stage
+    )
+
+
+def summary_from(
+    workflow_id: str, run_id: str, head: tuple[int, int, str, int], stage: Stage
+) -> RunSummary:
+    """The summary of a run whose latest checkpoint has ``head`` and ``stage``.
+
+    ``head`` is that checkpoint's (seq, super_step, label, timestamp_ms): all
+    of it a summary reads besides the stage, so a store may keep just these
+    and derive the summary when runs are listed.
+    """
+    seq, super_step, label, timestamp_ms = head
     if type(stage) is AtInterrupt or type(stage) is Failed:
         pending = pending_of(stage)
         interrupts = [[i.id, i.step_id, i.payload, i.deadline_ms] for i in pending]
         deadlines = [i.deadline_ms for i in pending if i.deadline_ms is not None]
     else:  # the hot path of a layer: nothing pending
         interrupts, deadlines = [], []
-    data = pack([checkpoint.super_step, checkpoint.label, interrupts])
+    data = pack([super_step, label, interrupts])
     return RunSummary(
-        checkpoint.workflow_id,
-        checkpoint.run_id,
-        checkpoint.seq,
-        status_of(checkpoint.stage, running=False).value,
-        checkpoint.timestamp_ms,
+        workflow_id,
+        run_id,
+        seq,
+        status_of(stage, running=False).value,
+        timestamp_ms,
         min(deadlines) if deadlines else None,
         data,
     )
