@@ -644,7 +644,9 @@ class _Journal:
     def _open(self) -> int:
         """The journal's descriptor (``self._cond`` held); the journal is made if missing."""
         if self._fd >= 0 and self._pid == os.getpid():
-            return self._fd
+            if self._shared or os.fstat(self._fd).st_nlink:
+                return self._fd
+            self.close_fd()  # removed by hand: lines written there would go nowhere
         self._fd = -1  # one inherited through fork would share the parent's flock
         flags = os.O_RDWR | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
         try:
@@ -708,9 +710,9 @@ class _Journal:
         with self._cond:
             while self._shared:
                 self._cond.wait()
+            fd = self._open()
             self._shared = -1  # no thread of this handle writes meanwhile
             try:
-                fd = self._open()
                 fcntl.flock(fd, fcntl.LOCK_EX)
                 try:
                     return self._consume(fd, tag, offset)
@@ -744,10 +746,14 @@ class _Journal:
 
     def close(self) -> None:
         with self._cond:
-            if self._fd >= 0 and self._pid == os.getpid():
-                with contextlib.suppress(OSError):
-                    os.close(self._fd)
-            self._fd = -1
+            self.close_fd()
+
+    def close_fd(self) -> None:
+        """Close the descriptor (``self._cond`` held, no ``flock`` of this handle on it)."""
+        if self._fd >= 0 and self._pid == os.getpid():
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+        self._fd = -1
 
     def settled(self, tag: str, offset: int) -> bool:
         """Whether the journal is ``tag``'s and holds nothing past ``offset`` (no lock taken)."""
