@@ -396,3 +396,18 @@ def test_a_damaged_log_is_reported_at_every_listing_until_it_is_removed(
     fresh = FileStore(tmp_path)
     listed(tmp_path, fresh)
     assert fresh.damaged() == []
+
+
+def test_a_journal_no_listing_reads_stops_growing_and_the_next_listing_checks_every_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(file_store, "_JOURNAL_CAP", 1_000)
+    store = FileStore(tmp_path)
+    save(store, "r", 1)
+    listed(tmp_path)
+    for seq in range(2, 200):
+        save(store, "r", seq)
+    assert (tmp_path / "touched").stat().st_size < 2_000
+    spy = Spy(monkeypatch)
+    assert listed(tmp_path) == {"r": (199, "paused")}
+    assert spy.full_checks == 1

@@ -15,6 +15,7 @@ A store is a directory::
     root/runs/<sha256>.log   one append-only log per run
     root/runs/<sha256>.lock  the run's live lock (``_lock.hold_file``)
     root/index.sqlite3       each log's latest summary, for runs() (derived, rebuildable)
+    root/touched             the journal: logs changed in place since listings last looked
     root/tmp/                scratch space for files being created
 
 A run's file name is the SHA-256 of its (workflow id, run id), never the ids
@@ -116,23 +117,34 @@ unless someone appended to it meanwhile. The next save of the same seq then
 simply succeeds. No syscall is added to an append that succeeds.
 
 ``runs()`` reads ``root/index.sqlite3``, one row per log: its name, a
-*stamp* (inode, size and mtime of the log when the row was taken) and the
-summary its last record holds. It lists the logs (one ``stat`` each,
-relative to ``runs/``) and trusts a row only if the stamp matches the file;
-any other log (changed since, new, restored, or whose row is missing) is
-read again, checked as a save would check it, and its row rewritten; rows
-whose log is gone are dropped. The stamp is taken *before* the records are
-read, so a row never claims a file state newer than its summary. A row
-taken within ``_RACY_NS`` of the log's mtime gets no stamp (a rewrite of the
-same size inside one timestamp tick would leave the stamp unchanged) and is
-checked again at the next listing; an index written before the machine's
-last boot (``/proc/sys/kernel/random/boot_id``) is checked whole once, since
-a power loss may have cut logs back without changing their mtime. Saves
-write no row: one taken at the append would always be within the log's
-mtime tick, so it could never be trusted, and the save path stays free of
+*stamp* (inode, size and mtime of the log when the row was taken), its
+inode and the summary its last record holds. Every change of a log in
+place (an append, a cut, a delete) first writes the log's name to the
+journal ``root/touched`` (``_Journal``: one ``os.write``, no ``fsync``)
+and holds the journal's shared ``flock`` until it is done. A listing reads
+the names written since the offset the index consumed, under the
+journal's exclusive ``flock`` (so every change named is finished), reads
+those logs again and, if ``runs/`` changed, the logs whose name or inode
+the index lacks; rows, offset and the directory's stamp are written in one
+SQLite write transaction, so listings take turns and none writes a row
+older than another's. A listing with nothing new reads the rows and
+nothing else. After a reboot (``/proc/sys/kernel/random/boot_id``: a power
+loss may have cut logs back and lost journal lines), or with a journal it
+cannot trust (missing, damaged, another tag), it checks every log as it
+did before the journal: one ``stat`` each; a row whose stamp matches is
+kept, any other log (changed since, new, restored, or whose row is
+missing) is read again, checked as a save would check it, and its row
+rewritten; rows whose log is gone are dropped. The stamp is taken
+*before* the records are read, so a row never claims a file state newer
+than its summary. A row taken within ``_RACY_NS`` of the log's mtime gets
+no stamp (a rewrite of the same size inside one timestamp tick would leave
+the stamp unchanged). Saves write no row, and the save path stays free of
 SQLite. The index is derived data, so it is written with
-``synchronous=OFF``; one that cannot be read is removed and rebuilt from the
-logs; errors there never fail a save or a listing.
+``synchronous=OFF``; one that cannot be read is removed and rebuilt from
+the logs; one that cannot be written (busy, read-only) makes the listing
+check every log's stamp and write nothing; errors there never fail a save
+or a listing. ``docs/storage.md`` ("Listing runs") says why no listing
+shows a status older than a save that returned before it began.
 
 A handle keeps the descriptors of the logs it last used open (at most
 ``_MAX_OPEN_LOGS``), so a save costs no ``open``, and the index of the runs
@@ -165,6 +177,7 @@ import contextlib
 import errno
 import fcntl
 import hashlib
+import itertools
 import os
 import sqlite3
 import stat
@@ -433,6 +446,7 @@ def _boot_id() -> str:
 _Row = tuple[str, str, int, "str | bytes", "str | bytes", int, str, int, "int | None", bytes]
 _SCHEMA = 3  # PRAGMA user_version of an index this pausegraph writes
 _DAMAGED = -1  # the seq of a damaged log's row
+_BYTES_IDS = "SELECT 1 FROM runs WHERE typeof(workflow_id) = 'blob' OR typeof(run_id) = 'blob'"
 
 
 def _stamp(st: os.stat_result, now_ns: int) -> str:
@@ -613,6 +627,7 @@ _JOURNAL_MAGIC = b"PGTOUCHED 1 "
 _JOURNAL_HEAD = len(_JOURNAL_MAGIC) + 33  # the magic, a random hex tag, a newline
 _ENTRY = 64 + len(".log\n")  # one log name a line
 _JOURNAL_MAX = 1 << 20  # bytes past which a listing empties the journal
+_JOURNAL_CAP = 64 << 20  # past which a writer does, and the next listing checks every log
 _HEX = frozenset(b"0123456789abcdef")
 
 
@@ -639,12 +654,17 @@ class _Journal:
         self._fd = -1
         self._pid = 0
         self._shared = 0
+        self._size = 0  # the journal's size when the descriptor was last checked
         self._cond = threading.Condition()
 
     def _open(self) -> int:
         """The journal's descriptor (``self._cond`` held); the journal is made if missing."""
         if self._fd >= 0 and self._pid == os.getpid():
-            if self._shared or os.fstat(self._fd).st_nlink:
+            if self._shared:
+                return self._fd
+            st = os.fstat(self._fd)
+            self._size = st.st_size
+            if st.st_nlink:
                 return self._fd
             self.close_fd()  # removed by hand: lines written there would go nowhere
         self._fd = -1  # one inherited through fork would share the parent's flock
@@ -686,6 +706,8 @@ class _Journal:
             try:
                 if os.write(fd, line) != len(line):
                     raise OSError(errno.EIO, "short write")
+                if self._size > _JOURNAL_CAP:  # no listing for a long while: stop the growth
+                    raise OSError(errno.EFBIG, "the journal is full")
             except OSError:
                 os.ftruncate(fd, 0)  # no header: the next listing checks every log
             yield
@@ -1196,7 +1218,10 @@ class FileStore:
         if status is not None:
             query += " AND status = ?"
             args.append(status)
-        return [_summary_of_row(row) for row in db.execute(query + " ORDER BY name", args)]
+        rows = db.execute(query + " ORDER BY name", args).fetchall()
+        if db.execute(_BYTES_IDS).fetchone() is None:  # every id is TEXT: no decoding
+            return builtins.list(itertools.starmap(RunSummary, rows))
+        return [_summary_of_row(row) for row in rows]
 
     def _checked_all(self, db: sqlite3.Connection) -> None:
         """Check every log as before the journal: a row is kept while its stamp matches."""

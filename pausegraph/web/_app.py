@@ -178,7 +178,7 @@ class _Server:
                     "run_id": summary.run_id,
                     "id": interrupt_id,
                     "step_id": step_id,
-                    "payload": render.jsonable(payload),
+                    "payload": payload,  # made JSON-ready for the page shown only
                     "since_ms": summary.updated_ms,
                     "deadline_ms": deadline_ms,
                 }
