@@ -59,10 +59,17 @@ def dumps(value: Any, *, indent: int | None = None) -> str:
     payloads) prints the same without the ``jsonable`` copy, so it is tried
     first; ``json`` raises ``TypeError`` at anything else.
     """
+    encoder = _ENCODERS.get(indent)
+    if encoder is None:
+        encoder = json.JSONEncoder(indent=indent, ensure_ascii=False)
     try:
-        return json.dumps(value, indent=indent, ensure_ascii=False)
+        return encoder.encode(value)
     except TypeError:
-        return json.dumps(jsonable(value), indent=indent, ensure_ascii=False)
+        return encoder.encode(jsonable(value))
+
+
+# what ``json.dumps(value, indent=indent, ensure_ascii=False)`` builds at each call
+_ENCODERS = {indent: json.JSONEncoder(indent=indent, ensure_ascii=False) for indent in (None, 2)}
 
 
 def status_of(checkpoint: Checkpoint, store: Checkpointer | None = None) -> Status:
@@ -214,7 +221,7 @@ def table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
         texts = [str(c) for c in row]
         # one check for the row: a joined string prints when every cell does
         cells.append(texts if "".join(texts).isprintable() else [shown(t) for t in texts])
-    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    widths = [max(map(len, column)) for column in zip(*cells, strict=False)]
     line = "  ".join(f"{{:<{w}}}" for w in widths)
     return "\n".join(line.format(*row).rstrip() for row in cells) + "\n"
 
