@@ -411,3 +411,33 @@ def test_a_journal_no_listing_reads_stops_growing_and_the_next_listing_checks_ev
     spy = Spy(monkeypatch)
     assert listed(tmp_path) == {"r": (199, "paused")}
     assert spy.full_checks == 1
+
+
+def test_a_handle_that_lists_again_sees_what_other_handles_listed_saved_and_deleted(
+    tmp_path: Path,
+) -> None:
+    worker = FileStore(tmp_path)  # a long-lived handle (a worker's tick, the web inbox)
+    other = FileStore(tmp_path)
+    for n in range(5):
+        save(other, f"r{n}", 1)
+    for _ in range(3):  # the second listing keeps every summary, the third reuses them
+        assert listed(tmp_path, worker) == {f"r{n}": (1, "paused") for n in range(5)}
+    save(other, "r1", 2, "done")
+    assert listed(tmp_path) == {**{f"r{n}": (1, "paused") for n in range(5)}, "r1": (2, "done")}
+    # another handle consumed the journal line: the worker reads the row it wrote
+    assert listed(tmp_path, worker)["r1"] == (2, "done")
+    save(other, "r9", 1, "queued")
+    assert listed(tmp_path, worker)["r9"] == (1, "queued")
+    assert list(listed(tmp_path, worker)) == sorted(listed(tmp_path, worker), key=by_log_name)
+    other.delete("wf", "r2")
+    assert "r2" not in listed(tmp_path)
+    assert "r2" not in listed(tmp_path, worker)
+    assert [s.run_id for s in worker.runs(status="done")] == ["r1"]
+    assert [s.run_id for s in worker.runs(workflow_id="other")] == []
+    (tmp_path / "index.sqlite3").unlink()  # another index: every row read again
+    save(other, "r3", 2, "failed")
+    assert listed(tmp_path, worker)["r3"] == (2, "failed")
+
+
+def by_log_name(run_id: str) -> str:
+    return file_store._log_name("wf", run_id)

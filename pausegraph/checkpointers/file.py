@@ -187,7 +187,7 @@ import time
 import uuid
 import weakref
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -444,8 +444,11 @@ def _boot_id() -> str:
 # failed its checks (status: why). An id is TEXT, or its UTF-8 (surrogatepass)
 # bytes if it is not valid Unicode.
 _Row = tuple[str, str, int, "str | bytes", "str | bytes", int, str, int, "int | None", bytes]
-_SCHEMA = 3  # PRAGMA user_version of an index this pausegraph writes
+_SCHEMA = 4  # PRAGMA user_version of an index this pausegraph writes
 _DAMAGED = -1  # the seq of a damaged log's row
+_SUMMARY_ROWS = (
+    "SELECT name, workflow_id, run_id, seq, status, updated_ms, deadline_ms, data FROM runs"
+)
 _BYTES_IDS = "SELECT 1 FROM runs WHERE typeof(workflow_id) = 'blob' OR typeof(run_id) = 'blob'"
 
 
@@ -540,9 +543,11 @@ class _Index:
                         conn.execute(
                             "CREATE TABLE runs (name TEXT PRIMARY KEY, stamp TEXT, ino INTEGER, "
                             "workflow_id, run_id, seq INTEGER, status TEXT, updated_ms INTEGER, "
-                            "deadline_ms INTEGER, data BLOB)"
+                            "deadline_ms INTEGER, data BLOB, gen INTEGER)"
                         )
                         conn.execute("CREATE TABLE facts (key TEXT PRIMARY KEY, value TEXT)")
+                        first = [("epoch", uuid.uuid4().hex), ("gen", "0"), ("drops", "0")]
+                        conn.executemany("INSERT INTO facts VALUES (?, ?)", first)
                         conn.execute(f"PRAGMA user_version={_SCHEMA}")
                     conn.execute("COMMIT")
                 except BaseException:
@@ -600,13 +605,28 @@ class _Index:
 
     @staticmethod
     def put(db: sqlite3.Connection, row: _Row) -> None:
-        """Write ``row`` in the write ``session`` ``db``."""
-        db.execute("INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?,?,?,?)", row)
+        """Write ``row`` in the write ``session`` ``db``, marked with the session's ``gen``."""
+        db.execute(
+            "INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,"
+            "(SELECT CAST(value AS INTEGER) FROM facts WHERE key = 'gen'))",
+            row,
+        )
+
+    @staticmethod
+    def delete(db: sqlite3.Connection, names: Iterable[str]) -> None:
+        """Drop the rows of ``names`` in the write ``session`` ``db``; count it in ``drops``."""
+        if db.executemany("DELETE FROM runs WHERE name = ?", [(n,) for n in names]).rowcount:
+            db.execute("UPDATE facts SET value = CAST(value AS INTEGER) + 1 WHERE key = 'drops'")
+
+    @staticmethod
+    def next_gen(db: sqlite3.Connection) -> None:
+        """Start a new ``gen`` in the write ``session`` ``db``: the rows it writes carry it."""
+        db.execute("UPDATE facts SET value = CAST(value AS INTEGER) + 1 WHERE key = 'gen'")
 
     def drop(self, names: builtins.list[str]) -> None:
         try:
             with self.session(write=True) as db:
-                db.executemany("DELETE FROM runs WHERE name = ?", [(n,) for n in names])
+                self.delete(db, names)
         except sqlite3.OperationalError:
             pass  # busy, locked, read-only: the journal entry makes the listing look
         except sqlite3.DatabaseError:
@@ -843,6 +863,10 @@ class FileStore:
         self._open_store()
         self._index = _Index(str(self.root / _INDEX_NAME))
         self._journal = _Journal(str(self.root / _JOURNAL_NAME), self._tmp_path)
+        # every summary of the index, once this handle lists a second time: (epoch and
+        # drops of the index, gen read up to, summaries by log name); see _selected
+        self._kept: tuple[tuple[str | None, str | None], int, dict[str, RunSummary]] | None = None
+        self._listed = False
         weakref.finalize(self, _close_logs, self._open, self._lock)
         weakref.finalize(self, self._journal.close)
 
@@ -1177,6 +1201,7 @@ class FileStore:
             ):
                 return self._selected(db, workflow_id, status), []
         with self._index.session(write=True) as db:
+            self._index.next_gen(db)
             facts = dict(db.execute("SELECT key, value FROM facts").fetchall())
             tag, _, offset = facts.get("journal", "").partition(":")
             try:
@@ -1192,8 +1217,7 @@ class FileStore:
                     listed = _listed_logs(runs_dir)
                     known = dict(db.execute("SELECT name, ino FROM runs").fetchall())
                     names.update(n for n, ino in listed.items() if known.get(n) != ino)
-                    gone = [(n,) for n in known if n not in listed]
-                    db.executemany("DELETE FROM runs WHERE name = ?", gone)
+                    self._index.delete(db, [n for n in known if n not in listed])
                 names.update(n for (n,) in db.execute("SELECT name FROM runs WHERE seq < 0"))
                 for name in sorted(names):
                     self._reindex(db, name)
@@ -1204,24 +1228,54 @@ class FileStore:
             damaged_logs = [(name, why) for name, why in damaged.fetchall()]
             return self._selected(db, workflow_id, status), damaged_logs
 
-    @staticmethod
     def _selected(
-        db: sqlite3.Connection, workflow_id: str | None, status: str | None
+        self, db: sqlite3.Connection, workflow_id: str | None, status: str | None
     ) -> builtins.list[RunSummary]:
-        """The summaries of the rows of runs with a checkpoint, filtered, by log name."""
-        query = "SELECT workflow_id, run_id, seq, status, updated_ms, deadline_ms, data FROM runs"
-        query += " WHERE seq > 0"
-        args: builtins.list[Any] = []
-        if workflow_id is not None:
-            query += " AND workflow_id = ?"
-            args.append(_id_cell(workflow_id))  # stored the same way, TEXT or bytes
-        if status is not None:
-            query += " AND status = ?"
-            args.append(status)
-        rows = db.execute(query + " ORDER BY name", args).fetchall()
-        if db.execute(_BYTES_IDS).fetchone() is None:  # every id is TEXT: no decoding
-            return builtins.list(itertools.starmap(RunSummary, rows))
-        return [_summary_of_row(row) for row in rows]
+        """The summaries of the rows of runs with a checkpoint, filtered, by log name.
+
+        A handle that lists again keeps every summary (``_kept``) and reads
+        only the rows written since (each carries the ``gen`` of the listing
+        that wrote it); rows dropped, or another index (``epoch``), make it
+        read them all again.
+        """
+        facts = dict(db.execute("SELECT key, value FROM facts").fetchall())
+        key, gen = (facts.get("epoch"), facts.get("drops")), int(facts.get("gen") or 0)
+        kept = self._kept
+        if kept is not None and kept[0] == key:
+            if kept[1] != gen:
+                by_name, grown = kept[2], False
+                for name, *cells in db.execute(_SUMMARY_ROWS + " WHERE gen > ?", (kept[1],)):
+                    if cells[2] > 0:
+                        grown |= name not in by_name
+                        by_name[name] = _summary_of_row(cells)
+                    else:
+                        by_name.pop(name, None)
+                if grown:
+                    by_name = dict(sorted(by_name.items()))
+                kept = self._kept = (key, gen, by_name)
+        elif self._listed:
+            rows = db.execute(_SUMMARY_ROWS + " WHERE seq > 0 ORDER BY name").fetchall()
+            kept = self._kept = (key, gen, {row[0]: _summary_of_row(row[1:]) for row in rows})
+        else:
+            self._listed = True  # a CLI call lists once: only the rows it shows
+            query = _SUMMARY_ROWS + " WHERE seq > 0"
+            args: builtins.list[Any] = []
+            if workflow_id is not None:
+                query += " AND workflow_id = ?"
+                args.append(_id_cell(workflow_id))  # stored the same way, TEXT or bytes
+            if status is not None:
+                query += " AND status = ?"
+                args.append(status)
+            rows = db.execute(query + " ORDER BY name", args).fetchall()
+            if db.execute(_BYTES_IDS).fetchone() is None:  # every id is TEXT: no decoding
+                return builtins.list(itertools.starmap(RunSummary, (row[1:] for row in rows)))
+            return [_summary_of_row(row[1:]) for row in rows]
+        return [
+            s
+            for s in kept[2].values()
+            if (workflow_id is None or s.workflow_id == workflow_id)
+            and (status is None or s.status == status)
+        ]
 
     def _checked_all(self, db: sqlite3.Connection) -> None:
         """Check every log as before the journal: a row is kept while its stamp matches."""
@@ -1236,7 +1290,7 @@ class FileStore:
             ):
                 continue
             self._reindex(db, name)
-        db.executemany("DELETE FROM runs WHERE name = ?", [(n,) for n in rows])
+        self._index.delete(db, rows)
 
     def _reindex(self, db: sqlite3.Connection, name: str) -> None:
         """Read the log ``name`` again and write its row (a damaged row, or none if it is gone)."""
@@ -1252,7 +1306,7 @@ class FileStore:
             else:
                 row = _damaged_row(name, str(exc))
         if row is None:
-            db.execute("DELETE FROM runs WHERE name = ?", (name,))
+            self._index.delete(db, [name])
         else:
             self._index.put(db, row)
 
@@ -1274,7 +1328,7 @@ class FileStore:
                 and stat.S_ISREG(st.st_mode)
             ):
                 if row[5] > 0:
-                    found.append(_summary_of_row(row[3:]))
+                    found.append(_summary_of_row(row[3:10]))
                 continue
             try:
                 read = self._verify(name)
