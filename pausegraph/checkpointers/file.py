@@ -128,7 +128,8 @@ those logs again and, if ``runs/`` changed, the logs whose name or inode
 the index lacks; rows, offset and the directory's stamp are written in one
 SQLite write transaction, so listings take turns and none writes a row
 older than another's. A listing with nothing new reads the rows and
-nothing else. After a reboot (``/proc/sys/kernel/random/boot_id``: a power
+nothing else; a handle that lists again keeps the summaries and reads
+only the rows written since (``_selected``). After a reboot (``/proc/sys/kernel/random/boot_id``: a power
 loss may have cut logs back and lost journal lines), or with a journal it
 cannot trust (missing, damaged, another tag), it checks every log as it
 did before the journal: one ``stat`` each; a row whose stamp matches is
