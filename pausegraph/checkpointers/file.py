@@ -122,30 +122,31 @@ inode and the summary its last record holds. Every change of a log in
 place (an append, a cut, a delete) first writes the log's name to the
 journal ``root/touched`` (``_Journal``: one ``os.write``, no ``fsync``)
 and holds the journal's shared ``flock`` until it is done. A listing reads
-the names written since the offset the index consumed, under the
-journal's exclusive ``flock`` (so every change named is finished), reads
-those logs again and, if ``runs/`` changed, the logs whose name or inode
-the index lacks; rows, offset and the directory's stamp are written in one
-SQLite write transaction, so listings take turns and none writes a row
-older than another's. A listing with nothing new reads the rows and
-nothing else; a handle that lists again keeps the summaries and reads
-only the rows written since (``_selected``). After a reboot (``/proc/sys/kernel/random/boot_id``: a power
-loss may have cut logs back and lost journal lines), or with a journal it
-cannot trust (missing, damaged, another tag), it checks every log as it
-did before the journal: one ``stat`` each; a row whose stamp matches is
-kept, any other log (changed since, new, restored, or whose row is
-missing) is read again, checked as a save would check it, and its row
-rewritten; rows whose log is gone are dropped. The stamp is taken
-*before* the records are read, so a row never claims a file state newer
-than its summary. A row taken within ``_RACY_NS`` of the log's mtime gets
-no stamp (a rewrite of the same size inside one timestamp tick would leave
-the stamp unchanged). Saves write no row, and the save path stays free of
-SQLite. The index is derived data, so it is written with
-``synchronous=OFF``; one that cannot be read is removed and rebuilt from
-the logs; one that cannot be written (busy, read-only) makes the listing
-check every log's stamp and write nothing; errors there never fail a save
-or a listing. ``docs/storage.md`` ("Listing runs") says why no listing
-shows a status older than a save that returned before it began.
+the names written since the offset the index consumed, under the journal's
+exclusive ``flock`` (so every change named is finished), reads those logs
+again and, if ``runs/`` changed, the logs whose name or inode the index
+lacks; rows, offset and the directory's stamp are written in one SQLite
+write transaction, so listings take turns and none writes a row older than
+another's. A listing with nothing new reads the rows and nothing else; a
+handle that lists again keeps the summaries and reads only the rows
+written since (``_selected``). After a reboot
+(``/proc/sys/kernel/random/boot_id``: a power loss may have cut logs back
+and lost journal lines), or with a journal it cannot trust (missing,
+damaged, another tag), it checks every log as it did before the journal:
+one ``stat`` each; a row whose stamp matches is kept, any other log
+(changed since, new, restored, or whose row is missing) is read again,
+checked as a save would check it, and its row rewritten; rows whose log is
+gone are dropped. The stamp is taken *before* the records are read, so a
+row never claims a file state newer than its summary. A row taken within
+``_RACY_NS`` of the log's mtime gets no stamp (a rewrite of the same size
+inside one timestamp tick would leave the stamp unchanged). Saves write no
+row, and the save path stays free of SQLite. The index is derived data, so
+it is written with ``synchronous=OFF``; one that cannot be read is removed
+and rebuilt from the logs; one that cannot be written (busy, read-only)
+makes the listing check every log's stamp and write nothing; errors there
+never fail a save or a listing. ``docs/storage.md`` ("Listing runs") says
+why no listing shows a status older than a save that returned before it
+began.
 
 A handle keeps the descriptors of the logs it last used open (at most
 ``_MAX_OPEN_LOGS``), so a save costs no ``open``, and the index of the runs
