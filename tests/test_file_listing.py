@@ -10,6 +10,7 @@ through every log, as before the journal.
 
 from __future__ import annotations
 
+import errno
 import multiprocessing
 import os
 import random
@@ -25,6 +26,7 @@ import pytest
 from pausegraph.checkpointers import FrameInfo, RunSummary
 from pausegraph.checkpointers import file as file_store
 from pausegraph.checkpointers.file import FileStore
+from pausegraph.errors import CheckpointError
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="forks processes")
 
@@ -441,3 +443,41 @@ def test_a_handle_that_lists_again_sees_what_other_handles_listed_saved_and_dele
 
 def by_log_name(run_id: str) -> str:
     return file_store._log_name("wf", run_id)
+
+
+def test_a_journal_line_that_cannot_be_written_sends_the_next_listing_through_every_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = FileStore(tmp_path)
+    save(store, "r", 1)
+    assert listed(tmp_path) == {"r": (1, "paused")}
+
+    def no_space(fd: int, data: bytes) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "write", no_space)
+    save(store, "r", 2, "done")  # the journal is emptied instead: the save goes on
+    monkeypatch.undo()
+    spy = Spy(monkeypatch)
+    assert listed(tmp_path) == {"r": (2, "done")}
+    assert spy.full_checks == 1
+
+
+def test_a_save_fails_before_it_changes_the_log_when_the_journal_refuses_everything(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = FileStore(tmp_path)
+    save(store, "r", 1)
+    before = log_path(tmp_path, "r").read_bytes()
+
+    def refused(*args: Any) -> Any:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "write", refused)
+    monkeypatch.setattr(os, "ftruncate", refused)
+    with pytest.raises(CheckpointError, match=r"cannot use '.*touched': Input/output error"):
+        save(store, "r", 2, "done")
+    monkeypatch.undo()
+    assert log_path(tmp_path, "r").read_bytes() == before
+    save(store, "r", 2, "done")  # the same seq again, once the disk is back
+    assert listed(tmp_path) == {"r": (2, "done")}

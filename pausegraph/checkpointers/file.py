@@ -1455,7 +1455,7 @@ class FileStore:
                     kept = False
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
-        except OSError:
+        except (OSError, CheckpointError):  # the flock, the journal or the cut failed: it stays
             pass
         log.file_id = (0, 0)  # index the file afresh before using it again
         return kept
