@@ -481,3 +481,28 @@ def test_a_save_fails_before_it_changes_the_log_when_the_journal_refuses_everyth
     assert log_path(tmp_path, "r").read_bytes() == before
     save(store, "r", 2, "done")  # the same seq again, once the disk is back
     assert listed(tmp_path) == {"r": (2, "done")}
+
+
+def test_a_file_system_whose_d_ino_is_not_st_ino_reads_only_the_new_logs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """overlayfs may give ``readdir`` inodes other than ``stat``'s: rows keep the former."""
+    listed_logs = file_store._listed_logs
+    monkeypatch.setattr(
+        file_store,
+        "_listed_logs",
+        lambda path: {name: ino + 10**9 for name, ino in listed_logs(path).items()},
+    )
+    store = FileStore(tmp_path)
+    for n in range(5):
+        save(store, f"r{n}", 1)
+    assert len(listed(tmp_path)) == 5
+    save(store, "r0", 2)
+    save(store, "new", 1)
+    assert len(listed(tmp_path)) == 6  # runs/ changed: the rows now hold d_ino
+    spy = Spy(monkeypatch)
+    save(store, "newer", 1)
+    save(store, "r1", 2)
+    time.sleep(file_store._RACY_NS / 1e9)
+    assert listed(tmp_path)["r1"] == (2, "paused")
+    assert sorted(spy.verified) == sorted(log_path(tmp_path, r).name for r in ("newer", "r1"))

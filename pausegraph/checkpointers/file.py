@@ -1212,17 +1212,19 @@ class FileStore:
                 raise _Unjournaled from None  # a read-only store, say: listed without the index
             # the directory's stamp is taken before it is listed: a change after is seen next time
             dir_st = _stat_dir(runs_dir)
+            inodes: dict[str, int] = {}  # of the logs runs/ has that the index has not
             if names is None or facts.get("boot") != boot:
                 self._checked_all(db)
             else:
                 if facts.get("dir") != _dir_stamp(dir_st, time.time_ns()) or not facts.get("dir"):
                     listed = _listed_logs(runs_dir)
                     known = dict(db.execute("SELECT name, ino FROM runs").fetchall())
-                    names.update(n for n, ino in listed.items() if known.get(n) != ino)
+                    inodes = {n: ino for n, ino in listed.items() if known.get(n) != ino}
+                    names.update(inodes)
                     self._index.delete(db, [n for n in known if n not in listed])
                 names.update(n for (n,) in db.execute("SELECT name FROM runs WHERE seq < 0"))
                 for name in sorted(names):
-                    self._reindex(db, name)
+                    self._reindex(db, name, inodes.get(name))
             fresh = {"boot": boot, "journal": f"{tag}:{end}"}
             fresh["dir"] = _dir_stamp(dir_st, time.time_ns())
             db.executemany("INSERT OR REPLACE INTO facts VALUES (?, ?)", fresh.items())
@@ -1293,9 +1295,17 @@ class FileStore:
                 continue
             self._reindex(db, name)
         self._index.delete(db, rows)
+        # the inodes the directory gives (d_ino), which the next listings compare with
+        inodes = [(ino, name) for name, ino in _listed_logs(self._runs_path).items()]
+        db.executemany("UPDATE runs SET ino = ? WHERE name = ? AND seq >= 0", inodes)
 
-    def _reindex(self, db: sqlite3.Connection, name: str) -> None:
-        """Read the log ``name`` again and write its row (a damaged row, or none if it is gone)."""
+    def _reindex(self, db: sqlite3.Connection, name: str, ino: int | None = None) -> None:
+        """Read the log ``name`` again and write its row (a damaged row, or none if it is gone).
+
+        The row keeps the inode ``runs/`` gave for the file (``ino``; else the
+        one it had; else ``fstat``'s): what the next listing compares with
+        ``d_ino``, which some file systems (overlayfs) give other than ``st_ino``.
+        """
         try:
             row = self._verify(name)
         except CheckpointError as exc:
@@ -1309,8 +1319,14 @@ class FileStore:
                 row = _damaged_row(name, str(exc))
         if row is None:
             self._index.delete(db, [name])
-        else:
-            self._index.put(db, row)
+            return
+        if row[5] >= 0:
+            if ino is None:
+                had = db.execute("SELECT ino FROM runs WHERE name = ? AND seq >= 0", (name,))
+                ino = next(iter(had.fetchone() or ()), None)
+            if ino is not None:
+                row = (*row[:2], ino, *row[3:])
+        self._index.put(db, row)
 
     def _scanned(self) -> tuple[builtins.list[RunSummary], builtins.list[tuple[str, str]]]:
         """The listing when the index cannot be written: one ``stat`` per log, nothing written.
