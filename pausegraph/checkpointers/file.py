@@ -1926,7 +1926,9 @@ class FileCheckpointer(StoreCheckpointer):
     most recently used); others are read again from their files as needed.
 
     ``runs()`` lists runs from ``root/index.sqlite3`` and skips a log it
-    cannot read; ``damaged()`` says which logs it skipped and why.
+    cannot read; ``damaged()`` says which logs it skipped and why. A handle
+    that lists more than once keeps every run's summary between listings
+    (about half a KB a run), so that the next reads only what changed.
 
     ``root`` is created if missing; an existing directory must be empty or a
     store made by ``FileCheckpointer``.
