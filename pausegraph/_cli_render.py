@@ -53,7 +53,23 @@ def _key(key: Any) -> Any:
 
 
 def dumps(value: Any, *, indent: int | None = None) -> str:
-    return json.dumps(jsonable(value), indent=indent, ensure_ascii=False)
+    """``value`` as JSON, through ``jsonable``.
+
+    A value ``json`` takes as it is (no bytes, no key it refuses: most
+    payloads) prints the same without the ``jsonable`` copy, so it is tried
+    first; ``json`` raises ``TypeError`` at anything else.
+    """
+    encoder = _ENCODERS.get(indent)
+    if encoder is None:
+        encoder = json.JSONEncoder(indent=indent, ensure_ascii=False)
+    try:
+        return encoder.encode(value)
+    except TypeError:
+        return encoder.encode(jsonable(value))
+
+
+# what ``json.dumps(value, indent=indent, ensure_ascii=False)`` builds at each call
+_ENCODERS = {indent: json.JSONEncoder(indent=indent, ensure_ascii=False) for indent in (None, 2)}
 
 
 def status_of(checkpoint: Checkpoint, store: Checkpointer | None = None) -> Status:
@@ -200,12 +216,14 @@ def table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
 
     Cells go through ``shown``, so no cell can break its row.
     """
-    cells = [list(header), *([shown(str(c)) for c in row] for row in rows)]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
-    lines = [
-        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)).rstrip() for row in cells
-    ]
-    return "\n".join(lines) + "\n"
+    cells = [list(header)]
+    for row in rows:
+        texts = [str(c) for c in row]
+        # one check for the row: a joined string prints when every cell does
+        cells.append(texts if "".join(texts).isprintable() else [shown(t) for t in texts])
+    widths = [max(map(len, column)) for column in zip(*cells, strict=False)]
+    line = "  ".join(f"{{:<{w}}}" for w in widths)
+    return "\n".join(line.format(*row).rstrip() for row in cells) + "\n"
 
 
 # --- command lines printed for the user to run ---------------------------------------

@@ -15,7 +15,9 @@ runs with work to do (asking costs a lock probe).
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable
+from typing import Any
 
 import attrs
 
@@ -105,13 +107,18 @@ def inbox(checkpointer: Checkpointer, *, workflow: str | None = None) -> list[Wa
     is not listed; a failed run's unanswered interrupts are not either
     (``Runner.state`` shows them).
     """
-    found: list[tuple[int, str, str, int, Waiting]] = []
+    # (since, run id, workflow, n: the sort key; then the interrupt), made objects once sorted
+    found: list[tuple[int, str, str, int, tuple[str, str, Any, int | None]]] = []
+    add = found.append
     for summary in run_summaries(checkpointer, workflow_id=workflow, status=Status.PAUSED.value):
-        data = summary_data(summary)
-        for n, (interrupt_id, step_id, payload, deadline_ms) in enumerate(data.interrupts):
-            pending = PendingInterrupt(interrupt_id, step_id, payload, deadline_ms)
-            waiting = Waiting(summary.workflow_id, summary.run_id, pending, summary.updated_ms)
-            key = (summary.updated_ms, summary.run_id, summary.workflow_id, n)
-            found.append((*key, waiting))
-    found.sort(key=lambda item: item[:4])
-    return [item[4] for item in found]
+        since, run_id, workflow_id = summary.updated_ms, summary.run_id, summary.workflow_id
+        for n, interrupt in enumerate(summary_data(summary).interrupts):
+            add((since, run_id, workflow_id, n, interrupt))
+    found.sort(key=_ORDER)
+    return [
+        Waiting(workflow_id, run_id, PendingInterrupt(*interrupt), since)
+        for since, run_id, workflow_id, _, interrupt in found
+    ]
+
+
+_ORDER = operator.itemgetter(0, 1, 2, 3)

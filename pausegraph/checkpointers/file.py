@@ -15,6 +15,7 @@ A store is a directory::
     root/runs/<sha256>.log   one append-only log per run
     root/runs/<sha256>.lock  the run's live lock (``_lock.hold_file``)
     root/index.sqlite3       each log's latest summary, for runs() (derived, rebuildable)
+    root/touched             the journal: logs changed in place since listings last looked
     root/tmp/                scratch space for files being created
 
 A run's file name is the SHA-256 of its (workflow id, run id), never the ids
@@ -116,23 +117,36 @@ unless someone appended to it meanwhile. The next save of the same seq then
 simply succeeds. No syscall is added to an append that succeeds.
 
 ``runs()`` reads ``root/index.sqlite3``, one row per log: its name, a
-*stamp* (inode, size and mtime of the log when the row was taken) and the
-summary its last record holds. It lists the logs (one ``stat`` each,
-relative to ``runs/``) and trusts a row only if the stamp matches the file;
-any other log (changed since, new, restored, or whose row is missing) is
-read again, checked as a save would check it, and its row rewritten; rows
-whose log is gone are dropped. The stamp is taken *before* the records are
-read, so a row never claims a file state newer than its summary. A row
-taken within ``_RACY_NS`` of the log's mtime gets no stamp (a rewrite of the
-same size inside one timestamp tick would leave the stamp unchanged) and is
-checked again at the next listing; an index written before the machine's
-last boot (``/proc/sys/kernel/random/boot_id``) is checked whole once, since
-a power loss may have cut logs back without changing their mtime. Saves
-write no row: one taken at the append would always be within the log's
-mtime tick, so it could never be trusted, and the save path stays free of
-SQLite. The index is derived data, so it is written with
-``synchronous=OFF``; one that cannot be read is removed and rebuilt from the
-logs; errors there never fail a save or a listing.
+*stamp* (inode, size and mtime of the log when the row was taken), its
+inode and the summary its last record holds. Every change of a log in
+place (an append, a cut, a delete) first writes the log's name to the
+journal ``root/touched`` (``_Journal``: one ``os.write``, no ``fsync``)
+and holds the journal's shared ``flock`` until it is done. A listing reads
+the names written since the offset the index consumed, under the journal's
+exclusive ``flock`` (so every change named is finished), reads those logs
+again and, if ``runs/`` changed, the logs whose name or inode the index
+lacks; rows, offset and the directory's stamp are written in one SQLite
+write transaction, so listings take turns and none writes a row older than
+another's. A listing with nothing new reads the rows and nothing else; a
+handle that lists again keeps the summaries and reads only the rows
+written since (``_selected``). After a reboot
+(``/proc/sys/kernel/random/boot_id``: a power loss may have cut logs back
+and lost journal lines), or with a journal it cannot trust (missing,
+damaged, another tag), it checks every log as it did before the journal:
+one ``stat`` each; a row whose stamp matches is kept, any other log
+(changed since, new, restored, or whose row is missing) is read again,
+checked as a save would check it, and its row rewritten; rows whose log is
+gone are dropped. The stamp is taken *before* the records are read, so a
+row never claims a file state newer than its summary. A row taken within
+``_RACY_NS`` of the log's mtime gets no stamp (a rewrite of the same size
+inside one timestamp tick would leave the stamp unchanged). Saves write no
+row, and the save path stays free of SQLite. The index is derived data, so
+it is written with ``synchronous=OFF``; one that cannot be read is removed
+and rebuilt from the logs; one that cannot be written (busy, read-only)
+makes the listing check every log's stamp and write nothing; errors there
+never fail a save or a listing. ``docs/storage.md`` ("Listing runs") says
+why no listing shows a status older than a save that returned before it
+began.
 
 A handle keeps the descriptors of the logs it last used open (at most
 ``_MAX_OPEN_LOGS``), so a save costs no ``open``, and the index of the runs
@@ -165,6 +179,7 @@ import contextlib
 import errno
 import fcntl
 import hashlib
+import itertools
 import os
 import sqlite3
 import stat
@@ -174,7 +189,7 @@ import time
 import uuid
 import weakref
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -426,11 +441,17 @@ def _boot_id() -> str:
         return ""
 
 
-# one row per log: (name, stamp, workflow_id, run_id, seq, status, updated_ms,
-# deadline_ms, data); seq 0 for a log with no checkpoint. An id is TEXT, or its
-# UTF-8 (surrogatepass) bytes if it is not valid Unicode.
-_Row = tuple[str, str, "str | bytes", "str | bytes", int, str, int, "int | None", bytes]
-_SCHEMA = 2  # PRAGMA user_version of an index this pausegraph writes
+# one row per log: (name, stamp, ino, workflow_id, run_id, seq, status, updated_ms,
+# deadline_ms, data); seq 0 for a log with no checkpoint, _DAMAGED for one that
+# failed its checks (status: why). An id is TEXT, or its UTF-8 (surrogatepass)
+# bytes if it is not valid Unicode.
+_Row = tuple[str, str, int, "str | bytes", "str | bytes", int, str, int, "int | None", bytes]
+_SCHEMA = 4  # PRAGMA user_version of an index this pausegraph writes
+_DAMAGED = -1  # the seq of a damaged log's row
+_SUMMARY_ROWS = (
+    "SELECT name, workflow_id, run_id, seq, status, updated_ms, deadline_ms, data FROM runs"
+)
+_BYTES_IDS = "SELECT 1 FROM runs WHERE typeof(workflow_id) = 'blob' OR typeof(run_id) = 'blob'"
 
 
 def _stamp(st: os.stat_result, now_ns: int) -> str:
@@ -446,6 +467,13 @@ def _stamp(st: os.stat_result, now_ns: int) -> str:
     return f"{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
 
 
+def _dir_stamp(st: os.stat_result, now_ns: int) -> str:
+    """What the index keeps of ``runs/``'s state (``""``: changed too recently to trust)."""
+    if now_ns - max(st.st_mtime_ns, st.st_ctime_ns) < _RACY_NS:
+        return ""
+    return f"{st.st_ino}:{st.st_mtime_ns}:{st.st_ctime_ns}"
+
+
 def _id_cell(value: str) -> str | bytes:
     try:
         value.encode("utf-8")
@@ -454,14 +482,41 @@ def _id_cell(value: str) -> str | bytes:
     return value
 
 
+def _row(log: _RunLog, st: os.stat_result) -> _Row:
+    """The index row for what ``log`` says now, read from the file state ``st``."""
+    summary = log.run_summary()
+    status, updated_ms, deadline_ms, data = log.summary or ("", 0, None, b"")
+    return (
+        log.name, _stamp(st, time.time_ns()), st.st_ino, _id_cell(log.ids[0]),
+        _id_cell(log.ids[1]), 0 if summary is None else summary.seq, status, updated_ms,
+        deadline_ms, data,
+    )  # fmt: skip
+
+
+def _damaged_row(name: str, why: str) -> _Row:
+    return (name, "", 0, "", "", _DAMAGED, why, 0, None, b"")
+
+
+def _summary_of_row(row: tuple[Any, ...]) -> RunSummary:
+    """The ``RunSummary`` of a row's columns from ``workflow_id`` on."""
+    wf, run, seq, status, updated_ms, deadline_ms, data = row
+    wf = wf if type(wf) is str else _id_str(wf)
+    run = run if type(run) is str else _id_str(run)
+    return RunSummary(wf, run, seq, status, updated_ms, deadline_ms, data)
+
+
 class _Index:
     """``root/index.sqlite3``: each log's latest summary, derived from the logs, for ``runs()``.
 
-    Nothing here is ever the truth: every row says which file state it was
-    taken from (inode, size, mtime), and ``runs()`` re-reads a log whose
-    state differs. So the database is written without ``fsync``
-    (``synchronous=OFF``) and, if it is damaged or unreadable, it is removed
-    and rebuilt from the logs. Errors here never fail a save.
+    Nothing here is ever the truth: every row was read from its log, and the
+    listing reads a log again whenever the journal (``_Journal``), the
+    directory or the row's stamp says it may have changed. So the database
+    is written without ``fsync`` (``synchronous=OFF``) and, if it is damaged
+    or unreadable, it is removed and rebuilt from the logs. Errors here never
+    fail a save. Rows are only written inside ``session(write=True)``, which
+    holds SQLite's write lock: listings that bring the index up to date take
+    turns, so one cannot write a row read before another consumed the
+    journal entry that made it stale.
     """
 
     def __init__(self, path: str) -> None:
@@ -478,95 +533,108 @@ class _Index:
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=OFF")
-            # keep the write-ahead log small: a row is rewritten at every append
+            # keep the write-ahead log small
             conn.execute("PRAGMA wal_autocheckpoint=64")
             conn.execute("PRAGMA journal_size_limit=262144")
             if conn.execute("PRAGMA user_version").fetchone()[0] != _SCHEMA:
-                conn.execute("DROP TABLE IF EXISTS runs")
-                conn.execute("DROP TABLE IF EXISTS facts")
-                conn.execute(f"PRAGMA user_version={_SCHEMA}")
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS runs (name TEXT PRIMARY KEY, stamp TEXT, "
-                "workflow_id, run_id, seq INTEGER, status TEXT, updated_ms INTEGER, "
-                "deadline_ms INTEGER, data BLOB)"
-            )
-            conn.execute("CREATE TABLE IF NOT EXISTS facts (key TEXT PRIMARY KEY, value TEXT)")
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    if conn.execute("PRAGMA user_version").fetchone()[0] != _SCHEMA:
+                        conn.execute("DROP TABLE IF EXISTS runs")
+                        conn.execute("DROP TABLE IF EXISTS facts")
+                        conn.execute(
+                            "CREATE TABLE runs (name TEXT PRIMARY KEY, stamp TEXT, ino INTEGER, "
+                            "workflow_id, run_id, seq INTEGER, status TEXT, updated_ms INTEGER, "
+                            "deadline_ms INTEGER, data BLOB, gen INTEGER)"
+                        )
+                        conn.execute("CREATE TABLE facts (key TEXT PRIMARY KEY, value TEXT)")
+                        first = [("epoch", uuid.uuid4().hex), ("gen", "0"), ("drops", "0")]
+                        conn.executemany("INSERT INTO facts VALUES (?, ?)", first)
+                        conn.execute(f"PRAGMA user_version={_SCHEMA}")
+                    conn.execute("COMMIT")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
         except BaseException:
             conn.close()
             raise
         self._conn, self._pid = conn, os.getpid()
         return conn
 
-    def _reset(self) -> None:
+    def reset(self) -> None:
         """Remove a damaged index; the next use builds it again from the logs."""
-        if self._conn is not None and self._pid == os.getpid():
-            with contextlib.suppress(sqlite3.Error):
-                self._conn.close()
-        self._conn = None
-        for suffix in ("", "-wal", "-shm"):
-            with contextlib.suppress(OSError):
-                os.unlink(self.path + suffix)
-
-    def put(self, log: _RunLog, st: os.stat_result) -> None:
-        """Record what ``log`` says now, for the file state ``st``, ignoring any error."""
-        summary = log.run_summary()
-        status, updated_ms, deadline_ms, data = log.summary or ("", 0, None, b"")
-        row = (
-            log.name, _stamp(st, time.time_ns()), _id_cell(log.ids[0]), _id_cell(log.ids[1]),
-            0 if summary is None else summary.seq, status, updated_ms, deadline_ms, data,
-        )  # fmt: skip
         with self._lock:
-            try:
-                self._db().execute("INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?,?,?)", row)
-            except sqlite3.OperationalError:
-                pass  # busy, locked, read-only: not damage; the logs are read instead
-            except sqlite3.DatabaseError:
-                self._reset()  # not a database, or a damaged one: rebuilt from the logs
-            except sqlite3.Error:
-                pass  # busy, read-only: the next runs() reads the log instead
+            if self._conn is not None and self._pid == os.getpid():
+                with contextlib.suppress(sqlite3.Error):
+                    self._conn.close()
+            self._conn = None
+            for suffix in ("", "-wal", "-shm"):
+                with contextlib.suppress(OSError):
+                    os.unlink(self.path + suffix)
 
-    def drop(self, names: builtins.list[str]) -> None:
+    @contextmanager
+    def session(self, *, write: bool) -> Iterator[sqlite3.Connection]:
+        """One transaction: a consistent snapshot, and SQLite's write lock if ``write``.
+
+        Raises ``sqlite3.Error`` as SQLite does (busy, damaged...): the caller
+        decides. Committed when the block ends, rolled back if it raises.
+        """
         with self._lock:
+            db = self._db()
+            db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
             try:
-                self._db().executemany("DELETE FROM runs WHERE name = ?", [(n,) for n in names])
-            except sqlite3.OperationalError:
-                pass  # busy, locked, read-only: not damage; the logs are read instead
-            except sqlite3.DatabaseError:
-                self._reset()  # not a database, or a damaged one: rebuilt from the logs
-            except sqlite3.Error:
-                pass
+                yield db
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
 
     def rows(self) -> tuple[dict[str, _Row], bool]:
         """Every row by log name, and whether they were written since this boot.
 
-        An index that cannot be read is removed and reads as empty.
+        For the listing that writes nothing (the index is busy): an index
+        that cannot be read reads as empty.
         """
         boot = _boot_id()
-        with self._lock:
-            try:
-                db = self._db()
+        try:
+            with self.session(write=False) as db:
                 rows = db.execute("SELECT * FROM runs").fetchall()
                 fact = db.execute("SELECT value FROM facts WHERE key = 'boot'").fetchone()
-                return {row[0]: row for row in rows}, fact is not None and fact[0] == boot
-            except sqlite3.OperationalError:
-                pass  # busy, locked, read-only: not damage; the logs are read instead
-            except sqlite3.DatabaseError:
-                self._reset()  # not a database, or a damaged one: rebuilt from the logs
-            except sqlite3.Error:
-                pass
-        return {}, False
+        except sqlite3.Error:
+            return {}, False
+        return {row[0]: row for row in rows}, fact is not None and fact[0] == boot
 
-    def checked_all(self) -> None:
-        """Say that every row was checked against its log during this boot."""
-        with self._lock:
-            try:
-                self._db().execute("INSERT OR REPLACE INTO facts VALUES ('boot', ?)", (_boot_id(),))
-            except sqlite3.OperationalError:
-                pass  # busy, locked, read-only: not damage; the logs are read instead
-            except sqlite3.DatabaseError:
-                self._reset()  # not a database, or a damaged one: rebuilt from the logs
-            except sqlite3.Error:
-                pass
+    @staticmethod
+    def put(db: sqlite3.Connection, row: _Row) -> None:
+        """Write ``row`` in the write ``session`` ``db``, marked with the session's ``gen``."""
+        db.execute(
+            "INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,"
+            "(SELECT CAST(value AS INTEGER) FROM facts WHERE key = 'gen'))",
+            row,
+        )
+
+    @staticmethod
+    def delete(db: sqlite3.Connection, names: Iterable[str]) -> None:
+        """Drop the rows of ``names`` in the write ``session`` ``db``; count it in ``drops``."""
+        if db.executemany("DELETE FROM runs WHERE name = ?", [(n,) for n in names]).rowcount:
+            db.execute("UPDATE facts SET value = CAST(value AS INTEGER) + 1 WHERE key = 'drops'")
+
+    @staticmethod
+    def next_gen(db: sqlite3.Connection) -> None:
+        """Start a new ``gen`` in the write ``session`` ``db``: the rows it writes carry it."""
+        db.execute("UPDATE facts SET value = CAST(value AS INTEGER) + 1 WHERE key = 'gen'")
+
+    def drop(self, names: builtins.list[str]) -> None:
+        try:
+            with self.session(write=True) as db:
+                self.delete(db, names)
+        except sqlite3.OperationalError:
+            pass  # busy, locked, read-only: the journal entry makes the listing look
+        except sqlite3.DatabaseError:
+            self.reset()  # not a database, or a damaged one: rebuilt from the logs
+        except sqlite3.Error:
+            pass
 
     def close(self) -> None:
         with self._lock:
@@ -574,6 +642,188 @@ class _Index:
                 with contextlib.suppress(sqlite3.Error):
                     self._conn.close()
             self._conn = None
+
+
+_JOURNAL_NAME = "touched"
+_JOURNAL_MAGIC = b"PGTOUCHED 1 "
+_JOURNAL_HEAD = len(_JOURNAL_MAGIC) + 33  # the magic, a random hex tag, a newline
+_ENTRY = 64 + len(".log\n")  # one log name a line
+_JOURNAL_MAX = 1 << 20  # bytes past which a listing empties the journal
+_JOURNAL_CAP = 64 << 20  # past which a writer does, and the next listing checks every log
+_HEX = frozenset(b"0123456789abcdef")
+
+
+class _Journal:
+    """``root/touched``: the names of the logs modified in place, so listings read only those.
+
+    A header line (magic and a random tag, new each time the journal is
+    emptied) then one line per modification: the log's file name. A writer
+    holds a shared ``flock`` on the journal from before it writes the line
+    until its modification of the log is done (``touching``); a listing
+    reads the lines under the exclusive ``flock`` (``exclusive``), so every
+    modification it reads of is finished and no other starts meanwhile.
+    Nothing is fsynced: a power loss changes the boot id, and the listing
+    then checks every log anyway.
+
+    One descriptor per handle (read-write, ``O_APPEND``); its ``flock`` is
+    shared by the handle's threads, so they count their shared holds here
+    and the exclusive one waits for none to be left.
+    """
+
+    def __init__(self, path: str, tmp_dir: str) -> None:
+        self.path = path
+        self._tmp_dir = tmp_dir
+        self._fd = -1
+        self._pid = 0
+        self._shared = 0
+        self._size = 0  # the journal's size when the descriptor was last checked
+        self._cond = threading.Condition()
+
+    def _open(self) -> int:
+        """The journal's descriptor (``self._cond`` held); the journal is made if missing."""
+        if self._fd >= 0 and self._pid == os.getpid():
+            if self._shared:
+                return self._fd
+            st = os.fstat(self._fd)
+            self._size = st.st_size
+            if st.st_nlink:
+                return self._fd
+            self.close_fd()  # removed by hand: lines written there would go nowhere
+        self._fd = -1  # one inherited through fork would share the parent's flock
+        flags = os.O_RDWR | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            fd = os.open(self.path, flags)
+        except FileNotFoundError:
+            # made whole in tmp/ and linked, so no one sees it without its header
+            tmp = os.path.join(self._tmp_dir, f"{uuid.uuid4().hex}.tmp")
+            new = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+            try:
+                os.write(new, _journal_head())
+                with contextlib.suppress(FileExistsError):
+                    os.link(tmp, self.path)
+            finally:
+                os.close(new)
+                os.unlink(tmp)
+            fd = os.open(self.path, flags)
+        self._fd, self._pid = fd, os.getpid()
+        return fd
+
+    @contextmanager
+    def touching(self, name: str) -> Iterator[None]:
+        """Write ``name`` to the journal and hold it shared until the block ends.
+
+        If the line cannot be written the journal is emptied, which sends the
+        next listing through every log; if even that fails, ``OSError``, and
+        the caller must not modify the log.
+        """
+        line = name.encode("ascii") + b"\n"
+        with self._cond:
+            while self._shared < 0:
+                self._cond.wait()
+            fd = self._open()
+            if self._shared == 0:
+                fcntl.flock(fd, fcntl.LOCK_SH)
+            self._shared += 1
+        try:
+            try:
+                if os.write(fd, line) != len(line):
+                    raise OSError(errno.EIO, "short write")
+                if self._size > _JOURNAL_CAP:  # no listing for a long while: stop the growth
+                    raise OSError(errno.EFBIG, "the journal is full")
+            except OSError:
+                os.ftruncate(fd, 0)  # no header: the next listing checks every log
+            yield
+        finally:
+            with self._cond:
+                self._shared -= 1
+                if self._shared == 0:
+                    with contextlib.suppress(OSError):
+                        fcntl.flock(fd, fcntl.LOCK_UN)
+                    self._cond.notify_all()
+
+    def consume(self, tag: str, offset: int) -> tuple[set[str] | None, str, int]:
+        """The log names written since ``offset`` if the journal is still ``tag``'s, else None.
+
+        Returns ``(names, tag, end)``: the listing records ``tag`` and ``end``
+        as what it consumed. Under the exclusive ``flock``: every modification
+        named up to ``end`` is finished. A journal that is damaged (a bad
+        header or line), missing or past ``_JOURNAL_MAX`` is emptied with a
+        new tag; names are ``None`` when they cannot be trusted, and the
+        listing then checks every log.
+        """
+        with self._cond:
+            while self._shared:
+                self._cond.wait()
+            fd = self._open()
+            self._shared = -1  # no thread of this handle writes meanwhile
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                try:
+                    return self._consume(fd, tag, offset)
+                finally:
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+            finally:
+                self._shared = 0
+                self._cond.notify_all()
+
+    def _consume(self, fd: int, tag: str, offset: int) -> tuple[set[str] | None, str, int]:
+        size = os.fstat(fd).st_size
+        head = os.pread(fd, _JOURNAL_HEAD, 0)
+        found = _journal_tag(head)
+        names: set[str] | None = None
+        if found == tag and _JOURNAL_HEAD <= offset <= size and (size - offset) % _ENTRY == 0:
+            data = os.pread(fd, size - offset, offset)
+            names = set()
+            for at in range(0, len(data), _ENTRY):
+                line = data[at : at + _ENTRY]
+                if len(line) != _ENTRY or not _HEX.issuperset(line[:64]) or line[64:] != b".log\n":
+                    names = None
+                    break
+                names.add(line[:-1].decode("ascii"))
+        if found is None or (names is None and found == tag) or size > _JOURNAL_MAX:
+            # emptied in place (writers' O_APPEND descriptors stay good) under the lock
+            os.ftruncate(fd, 0)
+            head = _journal_head()
+            os.write(fd, head)
+            return names, head[len(_JOURNAL_MAGIC) : -1].decode("ascii"), len(head)
+        return names, found, size
+
+    def close(self) -> None:
+        with self._cond:
+            self.close_fd()
+
+    def close_fd(self) -> None:
+        """Close the descriptor (``self._cond`` held, no ``flock`` of this handle on it)."""
+        if self._fd >= 0 and self._pid == os.getpid():
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+        self._fd = -1
+
+    def settled(self, tag: str, offset: int) -> bool:
+        """Whether the journal is ``tag``'s and holds nothing past ``offset`` (no lock taken)."""
+        with self._cond:
+            try:
+                fd = self._open()
+                size = os.fstat(fd).st_size
+                return size == offset and _journal_tag(os.pread(fd, _JOURNAL_HEAD, 0)) == tag
+            except OSError:
+                return False
+
+
+class _Unjournaled(Exception):
+    """The journal cannot be read or written: the listing does without the index."""
+
+
+def _journal_head() -> bytes:
+    return _JOURNAL_MAGIC + uuid.uuid4().hex.encode("ascii") + b"\n"
+
+
+def _journal_tag(head: bytes) -> str | None:
+    """The tag in a journal's header, ``None`` if it is not a good header."""
+    if len(head) != _JOURNAL_HEAD or not head.startswith(_JOURNAL_MAGIC) or head[-1:] != b"\n":
+        return None
+    tag = head[len(_JOURNAL_MAGIC) : -1]
+    return tag.decode("ascii") if _HEX.issuperset(tag) else None
 
 
 def _close_logs(open_logs: dict[_RunLog, None], lock: threading.Lock) -> None:
@@ -614,7 +864,13 @@ class FileStore:
         self._damaged: builtins.list[tuple[str, str]] | None = None
         self._open_store()
         self._index = _Index(str(self.root / _INDEX_NAME))
+        self._journal = _Journal(str(self.root / _JOURNAL_NAME), self._tmp_path)
+        # every summary of the index, once this handle lists a second time: (epoch and
+        # drops of the index, gen read up to, summaries by log name); see _selected
+        self._kept: tuple[tuple[str | None, str | None], int, dict[str, RunSummary]] | None = None
+        self._listed = False
         weakref.finalize(self, _close_logs, self._open, self._lock)
+        weakref.finalize(self, self._journal.close)
 
     def __repr__(self) -> str:
         return f"<FileStore {str(self.root)!r}>"
@@ -623,6 +879,7 @@ class FileStore:
         """Close the files this handle keeps open; it reopens them if used again."""
         _close_logs(self._open, self._lock)
         self._index.close()
+        self._journal.close()
 
     # --- the store --------------------------------------------------------------
 
@@ -741,7 +998,11 @@ class FileStore:
                 if self._create(ids, entry_info, summary, record, path):
                     return
                 log = self._known(path, ids)
-            with log.lock, self._locked(log, fcntl.LOCK_EX, write=True) as fd:
+            with (
+                log.lock,
+                self._locked(log, fcntl.LOCK_EX, write=True) as fd,
+                self._touching(log.name),
+            ):
                 size = self._refresh(log, fd)
                 count = len(log.entries)
                 if info.seq != count + 1:
@@ -788,6 +1049,9 @@ class FileStore:
         try:
             fd = self._publish(path, header + record)
         except _Unpublished as exc:
+            if not exc.kept:  # linked, then unlinked: a listing that saw it looks again
+                with contextlib.suppress(CheckpointError), self._touching(os.path.basename(path)):
+                    pass
             raise _unsaved(ids, (1, 1), path, exc.error, exc.kept) from exc.error
         if fd is None:
             return False
@@ -860,13 +1124,8 @@ class FileStore:
         hides the others: ``damaged()`` lists those, and reading such a run
         raises the error that says why.
         """
-        found, self._damaged = self._listing()
-        return [
-            s
-            for s in found
-            if (workflow_id is None or s.workflow_id == workflow_id)
-            and (status is None or s.status == status)
-        ]
+        found, self._damaged = self._listing(workflow_id, status)
+        return found
 
     def damaged(self) -> builtins.list[tuple[str, str]]:
         """``(file name, reason)`` for each log in ``runs/`` that ``runs()`` leaves out.
@@ -886,12 +1145,199 @@ class FileStore:
         damaged, self._damaged = self._damaged, None
         return self._listing()[1] if damaged is None else damaged
 
-    def _listing(self) -> tuple[builtins.list[RunSummary], builtins.list[tuple[str, str]]]:
-        """Each run's summary, by log name, and the logs that could not be listed, with why."""
+    def _listing(
+        self, workflow_id: str | None = None, status: str | None = None
+    ) -> tuple[builtins.list[RunSummary], builtins.list[tuple[str, str]]]:
+        """Each run's summary (filtered) and the logs that could not be listed, with why.
+
+        From the index, brought up to date first (``_indexed``); if the index
+        cannot be written (busy past SQLite's timeout, read-only), from every
+        log's ``stat`` and the rows whose stamp still matches (``_scanned``).
+        """
+        for _ in range(2):
+            try:
+                return self._indexed(workflow_id, status)
+            except sqlite3.OperationalError:
+                break  # busy, locked, read-only: not damage
+            except sqlite3.DatabaseError:
+                self._index.reset()  # not a database, or a damaged one: rebuilt from the logs
+            except sqlite3.Error:
+                break
+            except _Unjournaled:
+                break
+        found, damaged = self._scanned()
+        return [
+            s
+            for s in found
+            if (workflow_id is None or s.workflow_id == workflow_id)
+            and (status is None or s.status == status)
+        ], damaged
+
+    def _indexed(
+        self, workflow_id: str | None, status: str | None
+    ) -> tuple[builtins.list[RunSummary], builtins.list[tuple[str, str]]]:
+        """The listing from the index, after reading again each log that may have changed.
+
+        The index's ``facts`` say what it is up to date with: the boot, the
+        journal (its tag and the offset consumed) and ``runs/`` (a stamp of
+        the directory). When all three still hold, the rows are the truth
+        and nothing else is read. Otherwise, under SQLite's write lock: the
+        journal's new names are read again, and, if the directory changed,
+        every log whose name or inode the index does not have; if the
+        journal or the boot cannot be trusted, every log is checked as
+        before the journal (``_checked_all``). Damaged logs are checked at
+        every listing, as they were.
+        """
+        boot = _boot_id()
+        runs_dir = self._runs_path
+        with self._index.session(write=False) as db:
+            facts = dict(db.execute("SELECT key, value FROM facts").fetchall())
+            tag, _, offset = facts.get("journal", "").partition(":")
+            if (
+                facts.get("boot") == boot
+                and facts.get("dir")
+                and offset.isdigit()
+                and facts["dir"] == _dir_stamp(_stat_dir(runs_dir), time.time_ns())
+                and self._journal.settled(tag, int(offset))
+                and db.execute("SELECT 1 FROM runs WHERE seq < 0 LIMIT 1").fetchone() is None
+            ):
+                return self._selected(db, workflow_id, status), []
+        with self._index.session(write=True) as db:
+            self._index.next_gen(db)
+            facts = dict(db.execute("SELECT key, value FROM facts").fetchall())
+            tag, _, offset = facts.get("journal", "").partition(":")
+            try:
+                names, tag, end = self._journal.consume(tag, int(offset) if offset.isdigit() else 0)
+            except OSError:
+                raise _Unjournaled from None  # a read-only store, say: listed without the index
+            # the directory's stamp is taken before it is listed: a change after is seen next time
+            dir_st = _stat_dir(runs_dir)
+            inodes: dict[str, int] = {}  # of the logs runs/ has that the index has not
+            if names is None or facts.get("boot") != boot:
+                self._checked_all(db)
+            else:
+                if facts.get("dir") != _dir_stamp(dir_st, time.time_ns()) or not facts.get("dir"):
+                    listed = _listed_logs(runs_dir)
+                    known = dict(db.execute("SELECT name, ino FROM runs").fetchall())
+                    inodes = {n: ino for n, ino in listed.items() if known.get(n) != ino}
+                    names.update(inodes)
+                    self._index.delete(db, [n for n in known if n not in listed])
+                names.update(n for (n,) in db.execute("SELECT name FROM runs WHERE seq < 0"))
+                for name in sorted(names):
+                    self._reindex(db, name, inodes.get(name))
+            fresh = {"boot": boot, "journal": f"{tag}:{end}"}
+            fresh["dir"] = _dir_stamp(dir_st, time.time_ns())
+            db.executemany("INSERT OR REPLACE INTO facts VALUES (?, ?)", fresh.items())
+            damaged = db.execute("SELECT name, status FROM runs WHERE seq < 0 ORDER BY name")
+            damaged_logs = [(name, why) for name, why in damaged.fetchall()]
+            return self._selected(db, workflow_id, status), damaged_logs
+
+    def _selected(
+        self, db: sqlite3.Connection, workflow_id: str | None, status: str | None
+    ) -> builtins.list[RunSummary]:
+        """The summaries of the rows of runs with a checkpoint, filtered, by log name.
+
+        A handle that lists again keeps every summary (``_kept``) and reads
+        only the rows written since (each carries the ``gen`` of the listing
+        that wrote it); rows dropped, or another index (``epoch``), make it
+        read them all again.
+        """
+        facts = dict(db.execute("SELECT key, value FROM facts").fetchall())
+        key, gen = (facts.get("epoch"), facts.get("drops")), int(facts.get("gen") or 0)
+        kept = self._kept
+        if kept is not None and kept[0] == key:
+            if kept[1] != gen:
+                by_name, grown = kept[2], False
+                for name, *cells in db.execute(_SUMMARY_ROWS + " WHERE gen > ?", (kept[1],)):
+                    if cells[2] > 0:
+                        grown |= name not in by_name
+                        by_name[name] = _summary_of_row(cells)
+                    else:
+                        by_name.pop(name, None)
+                if grown:
+                    by_name = dict(sorted(by_name.items()))
+                kept = self._kept = (key, gen, by_name)
+        elif self._listed:
+            rows = db.execute(_SUMMARY_ROWS + " WHERE seq > 0 ORDER BY name").fetchall()
+            kept = self._kept = (key, gen, {row[0]: _summary_of_row(row[1:]) for row in rows})
+        else:
+            self._listed = True  # a CLI call lists once: only the rows it shows
+            query = _SUMMARY_ROWS + " WHERE seq > 0"
+            args: builtins.list[Any] = []
+            if workflow_id is not None:
+                query += " AND workflow_id = ?"
+                args.append(_id_cell(workflow_id))  # stored the same way, TEXT or bytes
+            if status is not None:
+                query += " AND status = ?"
+                args.append(status)
+            rows = db.execute(query + " ORDER BY name", args).fetchall()
+            if db.execute(_BYTES_IDS).fetchone() is None:  # every id is TEXT: no decoding
+                return builtins.list(itertools.starmap(RunSummary, (row[1:] for row in rows)))
+            return [_summary_of_row(row[1:]) for row in rows]
+        return [
+            s
+            for s in kept[2].values()
+            if (workflow_id is None or s.workflow_id == workflow_id)
+            and (status is None or s.status == status)
+        ]
+
+    def _checked_all(self, db: sqlite3.Connection) -> None:
+        """Check every log as before the journal: a row is kept while its stamp matches."""
+        rows = {row[0]: row for row in db.execute("SELECT name, stamp FROM runs")}
+        for name, st in self._stat_logs():
+            row = rows.pop(name, None)
+            if (
+                row is not None
+                and row[1]
+                and row[1] == f"{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
+                and stat.S_ISREG(st.st_mode)
+            ):
+                continue
+            self._reindex(db, name)
+        self._index.delete(db, rows)
+        # the inodes the directory gives (d_ino), which the next listings compare with
+        inodes = [(ino, name) for name, ino in _listed_logs(self._runs_path).items()]
+        db.executemany("UPDATE runs SET ino = ? WHERE name = ? AND seq >= 0", inodes)
+
+    def _reindex(self, db: sqlite3.Connection, name: str, ino: int | None = None) -> None:
+        """Read the log ``name`` again and write its row (a damaged row, or none if it is gone).
+
+        The row keeps the inode ``runs/`` gave for the file (``ino``; else the
+        one it had; else ``fstat``'s): what the next listing compares with
+        ``d_ino``, which some file systems (overlayfs) give other than ``st_ino``.
+        """
+        try:
+            row = self._verify(name)
+        except CheckpointError as exc:
+            try:
+                os.lstat(os.path.join(self._runs_path, name))
+            except FileNotFoundError:
+                row = None  # deleted meanwhile: no run, not damage
+            except OSError:
+                row = _damaged_row(name, str(exc))
+            else:
+                row = _damaged_row(name, str(exc))
+        if row is None:
+            self._index.delete(db, [name])
+            return
+        if row[5] >= 0:
+            if ino is None:
+                had = db.execute("SELECT ino FROM runs WHERE name = ? AND seq >= 0", (name,))
+                ino = next(iter(had.fetchone() or ()), None)
+            if ino is not None:
+                row = (*row[:2], ino, *row[3:])
+        self._index.put(db, row)
+
+    def _scanned(self) -> tuple[builtins.list[RunSummary], builtins.list[tuple[str, str]]]:
+        """The listing when the index cannot be written: one ``stat`` per log, nothing written.
+
+        A row is trusted only if it was written this boot and its stamp
+        matches the file; any other log is read again.
+        """
         rows, this_boot = self._index.rows()
         found, damaged = [], []
         for name, st in self._stat_logs():
-            row = rows.pop(name, None)
+            row = rows.get(name)
             if (
                 this_boot
                 and row is not None
@@ -899,25 +1345,16 @@ class FileStore:
                 and row[1] == f"{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
                 and stat.S_ISREG(st.st_mode)
             ):
-                if row[4]:
-                    wf, run = row[2], row[3]
-                    wf = wf if type(wf) is str else _id_str(wf)
-                    run = run if type(run) is str else _id_str(run)
-                    found.append(RunSummary(wf, run, row[4], row[5], row[6], row[7], row[8]))
+                if row[5] > 0:
+                    found.append(_summary_of_row(row[3:10]))
                 continue
             try:
-                summary = self._verify(name)
+                read = self._verify(name)
             except CheckpointError as exc:
                 damaged.append((name, str(exc)))
-                if row is not None:
-                    rows[name] = row  # dropped below
                 continue
-            if summary is not None:
-                found.append(summary)
-        if rows:
-            self._index.drop(builtins.list(rows))
-        if not this_boot:
-            self._index.checked_all()
+            if read is not None and read[5] > 0:
+                found.append(_summary_of_row(read[3:]))
         return found, damaged
 
     def _stat_logs(self) -> builtins.list[tuple[str, os.stat_result]]:
@@ -936,8 +1373,11 @@ class FileStore:
         except OSError as exc:
             raise _os_error(exc, self._runs_dir) from exc
 
-    def _verify(self, name: str) -> RunSummary | None:
-        """Read the log ``name`` (checking it as a save would), index it, return its summary."""
+    def _verify(self, name: str) -> _Row | None:
+        """Read the log ``name`` (checking it as a save would), index it, return its row.
+
+        ``None`` if it was deleted before it could be opened.
+        """
         path = os.path.join(self._runs_path, name)
         ids = self._headers.get(name)
         if ids is None:
@@ -950,15 +1390,18 @@ class FileStore:
             raise CorruptCheckpointError(msg)
         log = self._find(*ids)
         if log is None:
-            raise _os_error(FileNotFoundError(errno.ENOENT, "it was deleted"), path)
+            return None
 
-        def look() -> RunSummary | None:
+        def look() -> _Row:
             # the file's state is taken before its records are read, so a row never
             # claims a state newer than its summary (an append meanwhile: a mismatch)
             st = os.fstat(self._fd(log))
+            if st.st_size < log.end:  # cut back since this handle indexed it: start afresh
+                log.close()
+                log.file_id = (0, 0)
+                st = os.fstat(self._fd(log))
             self._catch_up(log)
-            self._index.put(log, st)
-            return log.run_summary()
+            return _row(log, st)
 
         with log.lock:
             return self._guarded(log, look)
@@ -1023,11 +1466,12 @@ class FileStore:
             fcntl.flock(fd, fcntl.LOCK_EX)
             try:
                 if self._current(log) and os.fstat(fd).st_size == log.end:
-                    os.ftruncate(fd, start)
+                    with self._touching(log.name):
+                        os.ftruncate(fd, start)
                     kept = False
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
-        except OSError:
+        except (OSError, CheckpointError):  # the flock, the journal or the cut failed: it stays
             pass
         log.file_id = (0, 0)  # index the file afresh before using it again
         return kept
@@ -1064,18 +1508,34 @@ class FileStore:
         if log is not None:
             with log.lock:
                 log.close()
-        for path in (os.path.join(self._runs_path, name), self._lock_path(workflow_id, run_id)):
-            try:
-                os.unlink(path)
-            except FileNotFoundError:
-                pass
-            except OSError as exc:
-                raise _os_error(exc, path) from exc
+        with self._touching(name):
+            for path in (os.path.join(self._runs_path, name), self._lock_path(workflow_id, run_id)):
+                try:
+                    os.unlink(path)
+                except FileNotFoundError:
+                    pass
+                except OSError as exc:
+                    raise _os_error(exc, path) from exc
         self._index.drop([name])
         try:
             _fsync_dir(self._runs_path)
         except OSError as exc:
             raise _os_error(exc, self._runs_dir) from exc
+
+    @contextmanager
+    def _touching(self, name: str) -> Iterator[None]:
+        """Name the log ``name`` in the journal while the block modifies it (``_Journal``).
+
+        Every change of a log's file other than its creation (which listings
+        see in ``runs/``) happens inside this block. Raises
+        ``CheckpointError`` (nothing modified) if the journal cannot say so.
+        """
+        with contextlib.ExitStack() as stack:
+            try:
+                stack.enter_context(self._journal.touching(name))
+            except OSError as exc:
+                raise _os_error(exc, self._journal.path) from exc
+            yield
 
     # --- reading --------------------------------------------------------------
 
@@ -1290,6 +1750,22 @@ class FileStore:
         return data
 
 
+def _stat_dir(path: str) -> os.stat_result:
+    try:
+        return os.stat(path)
+    except OSError as exc:
+        raise _os_error(exc, path) from exc
+
+
+def _listed_logs(path: str) -> dict[str, int]:
+    """Each log's name in the directory ``path`` and its inode (no ``stat``: ``d_ino``)."""
+    try:
+        with os.scandir(path) as entries:
+            return {e.name: e.inode() for e in entries if e.name.endswith(".log")}
+    except OSError as exc:
+        raise _os_error(exc, path) from exc
+
+
 def _exists(path: str) -> bool:
     try:
         os.lstat(path)  # a symbolic link is there, and refused when opened
@@ -1450,7 +1926,9 @@ class FileCheckpointer(StoreCheckpointer):
     most recently used); others are read again from their files as needed.
 
     ``runs()`` lists runs from ``root/index.sqlite3`` and skips a log it
-    cannot read; ``damaged()`` says which logs it skipped and why.
+    cannot read; ``damaged()`` says which logs it skipped and why. A handle
+    that lists more than once keeps every run's summary between listings
+    (about half a KB a run), so that the next reads only what changed.
 
     ``root`` is created if missing; an existing directory must be empty or a
     store made by ``FileCheckpointer``.

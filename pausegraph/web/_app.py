@@ -32,8 +32,8 @@ from .._graph import Graph
 from .._inbox import inbox, listed_status, run_summaries
 from .._runner import Runner, system_clock
 from .._worker import IDLE_WAIT_S, Worker, runners_for
-from ..checkpointers import Checkpointer
-from ..checkpointers._checkpointer import summary_data
+from ..checkpointers import Checkpointer, RunSummary
+from ..checkpointers._checkpointer import SummaryData, summary_data
 from ..errors import ConflictError, GraphError, ResumeError, SerializationError
 from . import _views as views
 from ._guard import SESSION_COOKIE, Guard, host_name, is_loopback
@@ -124,6 +124,9 @@ class _Server:
             undefined=jinja2.StrictUndefined,
         )
         self.templates.filters["path"] = lambda text: quote(str(text), safe="")
+        # each paused run's decoded summary data, from the last page: a summary (seq and
+        # data included) that has not changed is not decoded again
+        self._decoded: dict[RunSummary, SummaryData] = {}
 
     # --- reading ----------------------------------------------------------------
 
@@ -167,18 +170,22 @@ class _Server:
         """
         waiting: list[tuple[Any, ...]] = []
         stops = []
+        decoded, fresh = self._decoded, {}
         for summary in run_summaries(self.store, status="paused"):
             name = summary.workflow_id
             if name not in self.runners:
                 continue
-            data = summary_data(summary)
+            data = decoded.get(summary)
+            if data is None:
+                data = summary_data(summary)
+            fresh[summary] = data
             for n, (interrupt_id, step_id, payload, deadline_ms) in enumerate(data.interrupts):
                 item = {
                     "workflow": name,
                     "run_id": summary.run_id,
                     "id": interrupt_id,
                     "step_id": step_id,
-                    "payload": render.jsonable(payload),
+                    "payload": payload,  # made JSON-ready for the page shown only
                     "since_ms": summary.updated_ms,
                     "deadline_ms": deadline_ms,
                 }
@@ -192,6 +199,7 @@ class _Server:
                         "since_ms": summary.updated_ms,
                     }
                 )
+        self._decoded = fresh  # only the runs paused now: it never outgrows the store
         waiting.sort(key=lambda w: w[:4])
         stops.sort(key=lambda b: (b["since_ms"], b["run_id"], b["workflow"]))
         return [w[4] for w in waiting], stops
