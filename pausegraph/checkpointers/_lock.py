@@ -77,8 +77,8 @@ def _decode(data: bytes) -> Holder | None:
         return None
 
 
-def _open_locked(path: str, workflow_id: str, run_id: str) -> int:
-    """Open the lock file at ``path`` and take its ``flock``; the descriptor is returned.
+def _open_locked(path: str, workflow_id: str, run_id: str) -> tuple[int, int]:
+    """Open the lock file at ``path`` and take its ``flock``; the descriptor and file size.
 
     A lock file is removed when its run is deleted (or was never created):
     after taking the lock, check that the path still names the file locked,
@@ -100,15 +100,16 @@ def _open_locked(path: str, workflow_id: str, run_id: str) -> int:
                         holder = _decode(os.pread(fd, 4096, 0))
                         raise ConflictError(held_message(workflow_id, run_id, holder)) from None
                     time.sleep(_PAUSE_S)
+            st = os.fstat(fd)
             try:
-                same = os.stat(path, follow_symlinks=False).st_ino == os.fstat(fd).st_ino
+                same = os.stat(path, follow_symlinks=False).st_ino == st.st_ino
             except FileNotFoundError:
                 same = False
         except BaseException:
             os.close(fd)
             raise
         if same:
-            return fd
+            return fd, st.st_size
         os.close(fd)
 
 
@@ -121,17 +122,24 @@ def hold_file(
     ``exists`` says whether the run has a checkpoint: a lock file left by a
     call that created no run (a refused command, an unknown run) is removed,
     so that refusing changes nothing in the store.
+
+    The holder's note is written over the last one (the file is cut only when
+    the length differs, which is rare: the same process writes a note of the
+    same length) and left in place at release; ``file_holder`` tells a stale
+    note by probing the ``flock``. So holding the lock of a known run costs
+    no ``ftruncate``, a change to the file's metadata that would queue behind
+    other processes' journal commits.
     """
-    fd = _open_locked(path, workflow_id, run_id)
+    fd, size = _open_locked(path, workflow_id, run_id)
     try:
         note = _encode(Holder.here())
         os.pwrite(fd, note, 0)
-        os.ftruncate(fd, len(note))
+        if size != len(note):
+            os.ftruncate(fd, len(note))
         try:
             yield
         finally:
             try:
-                os.ftruncate(fd, 0)
                 if not exists() and _names(path, fd):  # never another holder's new file
                     os.unlink(path)
             except OSError:  # the note is for people only: the lock goes with the close
@@ -160,12 +168,12 @@ def file_holder(path: str) -> Holder | None:
     try:
         note = os.pread(fd, 4096, 0)
         if not note:
-            return None  # released cleanly
+            return None  # never held, or released by an earlier pausegraph
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
             return _decode(note) or Holder(0, "?", 0)
-        fcntl.flock(fd, fcntl.LOCK_UN)  # its holder died without a word
+        fcntl.flock(fd, fcntl.LOCK_UN)  # a note left at release, or by a holder that died
         return None
     finally:
         os.close(fd)
