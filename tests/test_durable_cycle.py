@@ -82,9 +82,8 @@ def test_a_file_store_cycle_costs_three_fsyncs_and_a_hot_resume_one(
     calls.reset()
     assert isinstance(runner.resume("r", Resume("yes")), Done)
     assert calls.fsyncs == ["file"]  # three checkpoints, one fsync
-    assert calls.truncated == []  # the live lock of a known run: no ftruncate
-    assert isinstance(runner.resume("warm", Resume("yes")), Done)
-    assert calls.truncated == []
+    lock = str(Path(runner.checkpointer.store._lock_path("cycle", "r")).resolve())
+    assert calls.truncated == [lock]  # the live lock: emptied at release, no more
 
 
 def test_a_file_store_resume_on_a_new_handle_syncs_runs_once_then_no_more(
@@ -111,21 +110,31 @@ def test_a_file_store_resume_on_a_new_handle_syncs_runs_once_then_no_more(
 
 
 @pytest.mark.parametrize("kind", ["file", "sqlite"])
-def test_a_released_live_lock_leaves_its_note_and_names_no_holder(
-    tmp_path: Path, kind: str
+def test_the_live_lock_costs_one_ftruncate_a_call_and_a_released_lock_file_is_empty(
+    tmp_path: Path, kind: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store = FileCheckpointer(tmp_path) if kind == "file" else SqliteCheckpointer(tmp_path / "r.db")
     runner = Runner(GRAPH, store)
     runner.run("r")
     lock = store.store._lock_path("cycle", "r")
-    assert os.path.getsize(lock) > 0  # the last holder's note, for people to read
+    assert os.path.getsize(lock) == 0  # released cleanly
     assert store.holder("cycle", "r") is None
-    assert runner.state("r").status == "paused"
+    calls = Syscalls(monkeypatch)
     with store.lock("cycle", "r"):
         holder = store.holder("cycle", "r")
         assert holder is not None
         assert holder.pid == os.getpid()
+        assert calls.truncated == []  # the note went into an empty file
+    assert calls.truncated == [str(Path(lock).resolve())]
+    assert os.path.getsize(lock) == 0
     assert store.holder("cycle", "r") is None
+    Path(lock).write_bytes(b"x" * 100)  # a longer note, as a dead holder could leave
+    calls.reset()
+    with store.lock("cycle", "r"):
+        holder = store.holder("cycle", "r")
+        assert holder is not None
+        assert holder.pid == os.getpid()
+    assert len(calls.truncated) == 2
 
 
 def test_the_sqlite_store_updates_a_runs_summary_in_place(tmp_path: Path) -> None:

@@ -123,23 +123,24 @@ def hold_file(
     call that created no run (a refused command, an unknown run) is removed,
     so that refusing changes nothing in the store.
 
-    The holder's note is written over the last one (the file is cut only when
-    the length differs, which is rare: the same process writes a note of the
-    same length) and left in place at release; ``file_holder`` tells a stale
-    note by probing the ``flock``. So holding the lock of a known run costs
-    no ``ftruncate``, a change to the file's metadata that would queue behind
-    other processes' journal commits.
+    The holder's note goes into the (normally empty) file with one
+    ``pwrite``; the file is cut to the note only if something longer is
+    there (a holder that died), and emptied at release, so a released lock
+    file is empty and a refused command leaves it as it was. One
+    ``ftruncate`` per call, not two: each is a change to the file's
+    metadata that may wait for another process's journal commit.
     """
     fd, size = _open_locked(path, workflow_id, run_id)
     try:
         note = _encode(Holder.here())
         os.pwrite(fd, note, 0)
-        if size != len(note):
+        if size > len(note):
             os.ftruncate(fd, len(note))
         try:
             yield
         finally:
             try:
+                os.ftruncate(fd, 0)
                 if not exists() and _names(path, fd):  # never another holder's new file
                     os.unlink(path)
             except OSError:  # the note is for people only: the lock goes with the close
@@ -168,12 +169,12 @@ def file_holder(path: str) -> Holder | None:
     try:
         note = os.pread(fd, 4096, 0)
         if not note:
-            return None  # never held, or released by an earlier pausegraph
+            return None  # released cleanly
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
             return _decode(note) or Holder(0, "?", 0)
-        fcntl.flock(fd, fcntl.LOCK_UN)  # a note left at release, or by a holder that died
+        fcntl.flock(fd, fcntl.LOCK_UN)  # its holder died without a word
         return None
     finally:
         os.close(fd)
