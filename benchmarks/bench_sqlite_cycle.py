@@ -11,7 +11,8 @@ is ``run`` (saves the input, the pause) then ``resume`` (saves the claim and
 two layers) on one ``Runner``, a new run id each time. Three stores, in
 round-robin so a busy machine slows them alike:
 
-- ``file``: ``FileCheckpointer``, an ``fsync`` per save;
+- ``file``: ``FileCheckpointer``, an ``fsync`` per call, and one of ``runs/``
+  for the call that creates a run (3 a cycle);
 - ``sqlite``: ``SqliteCheckpointer`` as shipped: appends commit with
   ``synchronous=NORMAL``, ``sync()`` commits once with ``FULL``;
 - ``sqlite FULL``: the design left out, every append committed with

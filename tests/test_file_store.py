@@ -8,6 +8,7 @@ import gc
 import itertools
 import os
 import re
+import stat
 import struct
 import subprocess
 import sys
@@ -34,6 +35,7 @@ from pausegraph import (
 )
 from pausegraph._channels import Change, Op
 from pausegraph._values import pack
+from pausegraph.checkpointers import file as file_store
 
 
 def save_run(store: FileCheckpointer, run_id: str, n: int) -> list[dict[str, Any]]:
@@ -421,15 +423,17 @@ def in_subprocess(root: Path, code: str) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
-def test_a_new_run_holds_its_first_checkpoint_as_soon_as_its_log_is_linked(
+def test_a_new_run_killed_while_its_save_is_synced_holds_its_first_checkpoint(
     tmp_path: Path,
 ) -> None:
     FileCheckpointer(tmp_path)  # the store's marker exists before the kill is armed
     killed = in_subprocess(
         tmp_path,
         """
-        file_store._fsync_dir = lambda path: os._exit(3)  # die right after the link
-        FileCheckpointer(root).save(make_checkpoint("r", 1, {"log": ["first"]}))
+        file_store._fsync_dir = lambda path: os._exit(3)  # die after the log's fsync
+        store = FileCheckpointer(root)
+        store.save(make_checkpoint("r", 1, {"log": ["first"]}))
+        store.sync()
         """,
     )
     assert killed.returncode == 3, killed.stderr
@@ -443,42 +447,88 @@ def test_a_new_run_holds_its_first_checkpoint_as_soon_as_its_log_is_linked(
     assert [m.seq for m in FileCheckpointer(tmp_path).list("wf", "r")] == [1, 2]
 
 
-def test_a_run_whose_log_was_never_linked_does_not_exist_and_can_be_created_again(
-    tmp_path: Path,
+@pytest.mark.parametrize("written", [0, 1, 5, 6, 20, 40, -1])
+def test_a_run_whose_creator_died_in_its_first_write_does_not_exist_and_can_be_created_again(
+    tmp_path: Path, written: int
 ) -> None:
+    """The log is created empty, then written: a kill in between, or inside the
+    write (``written`` bytes of it; -1: all but the last byte), leaves no run."""
     FileCheckpointer(tmp_path)
     killed = in_subprocess(
         tmp_path,
-        """
-        os.link = lambda *args, **kwargs: os._exit(3)  # die with the log written, not linked
-        FileCheckpointer(root).save(make_checkpoint("r", 1, {"log": ["lost"]}))
+        f"""
+        def die(fd, data, offset):
+            n = {written} if {written} >= 0 else len(data) - 1
+            os.pwrite(fd, data[:n], offset)
+            os._exit(3)
+        file_store._write_all = die
+        FileCheckpointer(root).save(make_checkpoint("r", 1, {{"log": ["lost"]}}))
         """,
     )
     assert killed.returncode == 3, killed.stderr
-    store = FileCheckpointer(tmp_path)
-    assert store.runs() == []
-    assert store.latest("wf", "r") is None
+    assert log_path(tmp_path).exists()
+    for store in (FileCheckpointer(tmp_path), FileCheckpointer(tmp_path)):
+        assert store.runs() == []
+        assert store.damaged() == []
+        assert store.latest("wf", "r") is None
+        assert store.list("wf", "r") == []
+        with pytest.raises(CheckpointError, match="the next must be seq 1"):
+            store.save(make_checkpoint("r", 2, {"log": ["no"]}))
     store.save(make_checkpoint("r", 1, {"log": ["again"]}))
-    latest = FileCheckpointer(tmp_path).latest("wf", "r")
+    store.sync()
+    fresh = FileCheckpointer(tmp_path)
+    latest = fresh.latest("wf", "r")
     assert latest is not None
     assert latest.values == {"log": ["again"]}
+    assert fresh.runs() == [("wf", "r")]
+    assert fresh.damaged() == []
 
 
-def test_creating_a_run_writes_the_header_and_first_record_in_one_file_before_linking(
+def test_a_log_of_zero_bytes_a_power_loss_left_reads_as_no_run(tmp_path: Path) -> None:
+    store = FileCheckpointer(tmp_path)
+    store.save(make_checkpoint("r", 1, {"x": 1}))
+    path = log_path(tmp_path)
+    path.write_bytes(bytes(len(path.read_bytes())))  # the size reached the disk, the data not
+    fresh = FileCheckpointer(tmp_path)
+    assert fresh.runs() == []
+    assert fresh.damaged() == []
+    assert fresh.latest("wf", "r") is None
+    fresh.save(make_checkpoint("r", 1, {"x": 2}))
+    latest = FileCheckpointer(tmp_path).latest("wf", "r")
+    assert latest is not None
+    assert latest.values == {"x": 2}
+
+
+def test_creating_a_run_is_one_write_in_place_and_its_sync_fsyncs_the_log_then_runs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store = FileCheckpointer(tmp_path)
-    linked: list[bytes] = []
-    real_link = os.link
+    writes: list[tuple[int, bytes]] = []
+    synced: list[str] = []
+    real_write_all, real_fsync = file_store._write_all, os.fsync
 
-    def link(src: str, dst: str) -> None:
-        linked.append(Path(src).read_bytes())
-        real_link(src, dst)
+    def write_all(fd: int, data: bytes, offset: int) -> None:
+        writes.append((offset, data))
+        real_write_all(fd, data, offset)
 
-    monkeypatch.setattr(os, "link", link)
+    def fsync(fd: int) -> None:
+        synced.append("dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "log")
+        real_fsync(fd)
+
+    monkeypatch.setattr(file_store, "_write_all", write_all)
+    monkeypatch.setattr(os, "fsync", fsync)
     store.save(make_checkpoint("r", 1, {"x": 1}))
-    assert linked == [log_path(tmp_path).read_bytes()]
-    (meta,) = FileCheckpointer(tmp_path).list("wf", "r")
+    assert writes == [(0, log_path(tmp_path).read_bytes())]
+    assert synced == []  # the save itself syncs nothing
+    store.save(make_checkpoint("r", 2, {"x": 2}, (Change("x", Op.SET, 2),)))
+    store.sync()
+    assert synced == ["log", "dir"]  # one fsync for both saves, and the new log's name
+    store.save(make_checkpoint("r", 3, {"x": 3}, (Change("x", Op.SET, 3),)))
+    store.sync()
+    store.sync()  # nothing new: nothing to sync
+    assert synced == ["log", "dir", "log"]  # no new file: no directory fsync
+    assert list((tmp_path / "tmp").iterdir()) == []
+    (meta, *_) = FileCheckpointer(tmp_path).list("wf", "r")
     assert meta.seq == 1
 
 
@@ -545,12 +595,12 @@ def test_a_handle_keeps_at_most_64_logs_open_and_close_releases_them(tmp_path: P
     store = FileCheckpointer(tmp_path)
     for n in range(100):
         store.save(make_checkpoint(f"r{n}", 1, {"x": n}))
-    assert open_descriptors() - before == 64
+    assert open_descriptors() - before == 64 + 1  # the logs, and the journal (root/touched)
     for n in range(100):  # every run still reads right, its log reopened as needed
         latest = store.latest("wf", f"r{n}")
         assert latest is not None
         assert latest.values == {"x": n}
-    assert open_descriptors() - before == 64
+    assert open_descriptors() - before == 64 + 1
     store.close()
     assert open_descriptors() == before
     store.save(make_checkpoint("r0", 2, {"x": 2}, (Change("x", Op.SET, 2),)))

@@ -77,8 +77,8 @@ def _decode(data: bytes) -> Holder | None:
         return None
 
 
-def _open_locked(path: str, workflow_id: str, run_id: str) -> int:
-    """Open the lock file at ``path`` and take its ``flock``; the descriptor is returned.
+def _open_locked(path: str, workflow_id: str, run_id: str) -> tuple[int, int]:
+    """Open the lock file at ``path`` and take its ``flock``; the descriptor and file size.
 
     A lock file is removed when its run is deleted (or was never created):
     after taking the lock, check that the path still names the file locked,
@@ -100,15 +100,16 @@ def _open_locked(path: str, workflow_id: str, run_id: str) -> int:
                         holder = _decode(os.pread(fd, 4096, 0))
                         raise ConflictError(held_message(workflow_id, run_id, holder)) from None
                     time.sleep(_PAUSE_S)
+            st = os.fstat(fd)
             try:
-                same = os.stat(path, follow_symlinks=False).st_ino == os.fstat(fd).st_ino
+                same = os.stat(path, follow_symlinks=False).st_ino == st.st_ino
             except FileNotFoundError:
                 same = False
         except BaseException:
             os.close(fd)
             raise
         if same:
-            return fd
+            return fd, st.st_size
         os.close(fd)
 
 
@@ -121,12 +122,20 @@ def hold_file(
     ``exists`` says whether the run has a checkpoint: a lock file left by a
     call that created no run (a refused command, an unknown run) is removed,
     so that refusing changes nothing in the store.
+
+    The holder's note goes into the (normally empty) file with one
+    ``pwrite``; the file is cut to the note only if something longer is
+    there (a holder that died), and emptied at release, so a released lock
+    file is empty and a refused command leaves it as it was. One
+    ``ftruncate`` per call, not two: each is a change to the file's
+    metadata that may wait for another process's journal commit.
     """
-    fd = _open_locked(path, workflow_id, run_id)
+    fd, size = _open_locked(path, workflow_id, run_id)
     try:
         note = _encode(Holder.here())
         os.pwrite(fd, note, 0)
-        os.ftruncate(fd, len(note))
+        if size > len(note):
+            os.ftruncate(fd, len(note))
         try:
             yield
         finally:

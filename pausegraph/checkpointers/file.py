@@ -16,7 +16,7 @@ A store is a directory::
     root/runs/<sha256>.lock  the run's live lock (``_lock.hold_file``)
     root/index.sqlite3       each log's latest summary, for runs() (derived, rebuildable)
     root/touched             the journal: logs changed in place since listings last looked
-    root/tmp/                scratch space for files being created
+    root/tmp/                scratch space for creating the marker
 
 A run's file name is the SHA-256 of its (workflow id, run id), never the ids
 themselves, so no id can name a path outside ``root``; the ids are kept in
@@ -89,18 +89,22 @@ in the page cache, which a killed process does not lose, so a kill -9
 anywhere still leaves each run as if an append never started or finished.
 ``sync()`` (which the ``Runner`` calls before an effect's function runs and
 before a call returns) fsyncs every log this handle appended to since its
-last ``sync``: durable before visible, and no sooner, so a pause/resume
-cycle costs one fsync per call and one per effect instead of one per
-checkpoint. Only a power loss can lose an unsynced append, and nothing
-outside the process has seen one.
+last ``sync``, then ``runs/`` once if one of them is new to this handle:
+durable before visible, and no sooner, so a pause/resume cycle costs one
+fsync per call (plus the directory's, for a new run) and one per effect
+instead of one per checkpoint. Only a power loss can lose an unsynced
+append, and nothing outside the process has seen one.
 
-A run's first append writes its whole log, header *and* first record, in
-``tmp/``, fsyncs it, hard-links it into ``runs/`` (which fails if it is
-already there) and fsyncs the directory: those two fsyncs stay in the
-append, so that even after a power loss a log file is never seen without
-its header and first record (the link could reach the disk before the
-file's data otherwise). Readers take a shared ``flock`` only while they look
-for new records, and not at all when the file has not grown past what they
+A run's first append creates its log in place (``O_CREAT | O_EXCL``, no
+temporary file, no fsync) and, under the exclusive ``flock``, writes the
+header and the first record with one ``pwrite`` from byte 0. A log with no
+complete header (empty, cut short inside the header, or all zero bytes,
+which a crash or a power loss before the ``sync`` can leave) reads as no
+run, and the next save of seq 1, in any process, cuts it to nothing and
+writes it again under the ``flock``: the claim is decided on the file's
+content, never by who created the file (docs/storage.md gives the whole
+argument). Readers take a shared ``flock`` only while they look for new
+records, and not at all when the file has not grown past what they
 indexed.
 
 An append that fails (a write refused for lack of space) leaves nothing of
@@ -111,10 +115,10 @@ error says the record may stay, and the handle indexes the file afresh
 before using it again). A ``sync`` whose ``fsync`` fails cuts each such log
 back to where it was before this handle's unsynced appends, under the
 exclusive ``flock`` and only if no one appended after them, and raises the
-same error naming the checkpoints. A new run's log that was linked but
-whose directory ``fsync`` failed is unlinked again under its ``flock``,
-unless someone appended to it meanwhile. The next save of the same seq then
-simply succeeds. No syscall is added to an append that succeeds.
+same error naming the checkpoints; a log whose header this handle wrote is
+removed instead (as is one whose first write failed), and so are they if
+the ``fsync`` of ``runs/`` fails. The next save of the same seq then simply
+succeeds. No syscall is added to an append that succeeds.
 
 ``runs()`` reads ``root/index.sqlite3``, one row per log: its name, a
 *stamp* (inode, size and mtime of the log when the row was taken), its
@@ -236,6 +240,10 @@ def _record(meta: bytes, frame: bytes) -> bytes:
 
 class _Torn(Exception):
     """The log ends in a record cut short: a save that never finished."""
+
+
+class _NoHeader(Exception):
+    """The log has no complete header: its creator's first write never finished (no run)."""
 
 
 def _read_record(
@@ -398,8 +406,8 @@ class _RunLog:
     """
 
     __slots__ = (
-        "end", "entries", "fd", "file_id", "ids", "lock", "name", "path", "pid", "summary",
-        "writable",
+        "dir_synced", "end", "entries", "fd", "file_id", "ids", "lock", "name", "path", "pid",
+        "summary", "writable",
     )  # fmt: skip
 
     def __init__(self, path: str, name: str, ids: tuple[str, str]) -> None:
@@ -411,6 +419,8 @@ class _RunLog:
         self.writable = False  # fd was opened read-write (a store we may only read is still read)
         self.pid = 0  # the process that opened fd: a forked child must not share its flock
         self.file_id = (0, 0)
+        # runs/ was fsynced since this handle opened the file: its name is durable
+        self.dir_synced = False
         self.reset(0)
 
     def reset(self, start: int) -> None:
@@ -995,9 +1005,7 @@ class FileStore:
         path = log.path if log is not None else os.path.join(self._runs_path, _log_name(*ids))
         try:
             if log is None:
-                if self._create(ids, entry_info, summary, record, path):
-                    return
-                log = self._known(path, ids)
+                log = self._create(ids, info.seq, path)
             with (
                 log.lock,
                 self._locked(log, fcntl.LOCK_EX, write=True) as fd,
@@ -1007,15 +1015,20 @@ class FileStore:
                 count = len(log.entries)
                 if info.seq != count + 1:
                     refuse_seq(ids[0], ids[1], info.seq, count)
-                if size > log.end:
-                    os.ftruncate(fd, log.end)  # a torn tail: a save that never finished
-                start = log.end
+                start = log.end  # 0: the log has no header yet (see _create)
+                header = b"" if start else _log_header(*ids)
+                if size > start:
+                    os.ftruncate(fd, start)  # a torn tail: a save that never finished
                 try:
-                    _write_all(fd, record, start)
+                    _write_all(fd, header + record, start)
                 except OSError as exc:
                     seqs = (info.seq, info.seq)
-                    raise _unsaved(ids, seqs, path, exc, _cut(fd, log)) from exc
-                self._add(log, _Entry(start, start + len(record), entry_info), summary)
+                    raise _unsaved(ids, seqs, path, exc, self._cut(fd, log)) from exc
+                if header:
+                    log.reset(len(header))
+                    self._remember_header(log.name, ids)
+                at = log.end
+                self._add(log, _Entry(at, at + len(record), entry_info), summary)
                 with self._lock:
                     self._unsynced.setdefault(log, start)
         except CheckpointError:
@@ -1023,38 +1036,30 @@ class FileStore:
         except OSError as exc:
             raise _os_error(exc, path) from exc
 
-    def _create(
-        self,
-        ids: tuple[str, str],
-        info: FrameInfo,
-        summary: RunSummary,
-        record: bytes,
-        path: str,
-    ) -> bool:
-        """Create the run's log holding its first frame; False if the log exists.
+    def _create(self, ids: tuple[str, str], seq: int, path: str) -> _RunLog:
+        """This handle's index of a run it has none of; for seq 1, its log is created if missing.
 
-        The header and the first record go into the new file together, which
-        is fsynced before it is linked and its directory after, so a log file
-        never appears without both, even after a power loss. (A log holding
-        only its header, which an earlier pausegraph could leave behind,
-        reads as a run with no checkpoint; the next save appends to it.)
+        The log is created empty, in place, with ``O_CREAT | O_EXCL``: no
+        temporary file, no ``fsync`` here. ``append`` then writes the header
+        and the first record with one write under the exclusive ``flock``,
+        and ``sync`` fsyncs the log and ``runs/``. A log with no complete
+        header (empty, cut short inside its header, or all zero bytes: its
+        creator died or lost power before its first write ended) reads as no
+        run, and the next save of seq 1 writes it from byte 0, so a crash
+        here never leaves a run with wrong content. A seq other than 1 for a
+        run with no log is refused.
         """
-        if info.seq != 1:
+        if seq != 1:
             if not _exists(path):
-                refuse_seq(ids[0], ids[1], info.seq, 0)
-            return False
-        if _exists(path):
-            return False
-        header = _log_header(*ids)
+                refuse_seq(ids[0], ids[1], seq, 0)
+            return self._known(path, ids)
+        flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
         try:
-            fd = self._publish(path, header + record)
-        except _Unpublished as exc:
-            if not exc.kept:  # linked, then unlinked: a listing that saw it looks again
-                with contextlib.suppress(CheckpointError), self._touching(os.path.basename(path)):
-                    pass
-            raise _unsaved(ids, (1, 1), path, exc.error, exc.kept) from exc.error
-        if fd is None:
-            return False
+            fd = os.open(path, flags, 0o644)
+        except FileExistsError:
+            return self._known(path, ids)  # someone else's, or a dead creator's: see append
+        except OSError as exc:
+            raise _unsaved(ids, (1, 1), path, exc, False) from exc
         log = _RunLog(path, os.path.basename(path), ids)
         with log.lock:
             try:
@@ -1064,15 +1069,40 @@ class FileStore:
                 raise
             log.fd, log.pid, log.file_id = fd, os.getpid(), (st.st_dev, st.st_ino)
             log.writable = True
-            log.reset(len(header))
-            self._add(log, _Entry(len(header), len(header) + len(record), info), summary)
             known = self._remember(ids, log)
-            self._remember_header(log.name, ids)
-            if known is not log:  # another thread of this handle found the new file first
+            if known is not log:  # another thread of this handle indexed the run first
                 log.close()
-                return True
+                return known
             self._opened(log)
-        return True
+        return log
+
+    def _cut(self, fd: int, log: _RunLog) -> bool:
+        """Take back a failed append (exclusive ``flock`` held); whether something stays.
+
+        A log that had no header yet is removed again (a new run leaves no
+        file behind); otherwise it is cut back to ``log.end``.
+        """
+        if log.end:
+            return _cut(fd, log)
+        try:
+            os.ftruncate(fd, 0)
+        except OSError:
+            log.file_id = (0, 0)
+            return True
+        try:
+            os.unlink(log.path)  # under the flock, and _locked checked it is this file
+        except OSError:
+            return False  # an empty log: no run
+        self._drop(log)
+        return False
+
+    def _drop(self, log: _RunLog) -> None:
+        """Forget ``log`` (its file was removed); its descriptor is closed among the open logs."""
+        log.file_id = (0, 0)
+        with self._lock:
+            if self._logs.get(log.ids) is log:
+                del self._logs[log.ids]
+            self._unsynced.pop(log, None)
 
     def frames(self, workflow_id: str, run_id: str) -> builtins.list[FrameInfo]:
         """Every frame's ``FrameInfo`` of a run, oldest first (``[]`` if none)."""
@@ -1381,7 +1411,10 @@ class FileStore:
         path = os.path.join(self._runs_path, name)
         ids = self._headers.get(name)
         if ids is None:
-            ids = self._header_of(path)
+            try:
+                ids = self._header_of(path)
+            except _NoHeader:
+                return None  # its creator's first write never finished: no run
         if _log_name(*ids) != name:
             msg = (
                 f"{path!r} is corrupt: its header names run {ids[1]!r} of workflow "
@@ -1424,40 +1457,67 @@ class FileStore:
     # --- durability -------------------------------------------------------------
 
     def sync(self) -> None:
-        """``fsync`` every log this handle appended to since its last ``sync``.
+        """``fsync`` every log this handle appended to since its last ``sync``; then ``runs/``.
 
-        A log whose ``fsync`` fails is cut back to where it was before this
-        handle's unsynced appends (unless another writer appended after them),
-        so nothing that may not be on disk stays readable, and
-        ``CheckpointError`` names the OS error. A new run's log was already
-        fsynced with its directory when it was created.
+        ``runs/`` is fsynced too (once) if one of those logs is new to this
+        handle since its last such ``fsync``: a log it created, or one another
+        handle created and may not have synced yet, so that the log's name is
+        as durable as its bytes. A log whose ``fsync`` fails is cut back to
+        where it was before this handle's unsynced appends (a log this handle
+        created is removed), unless another writer appended after them, so
+        nothing that may not be on disk stays readable, and
+        ``CheckpointError`` names the OS error.
         """
         with self._lock:
             pending, self._unsynced = self._unsynced, {}
         failure: CheckpointError | None = None
+        named: builtins.list[tuple[_RunLog, int]] = []  # logs whose name needs runs/ synced
         for log, start in pending.items():
             try:
-                self._sync_log(log, start)
+                if self._sync_log(log, start):
+                    named.append((log, start))
             except CheckpointError as exc:
                 failure = failure or exc
+        if named:
+            try:
+                _fsync_dir(self._runs_path)
+            except OSError as exc:
+                for log, start in named:
+                    with log.lock:
+                        error = self._unsynced_error(log, start, exc)
+                    failure = failure or error
+            else:
+                for log, _ in named:
+                    log.dir_synced = True
         if failure is not None:
             raise failure
 
-    def _sync_log(self, log: _RunLog, start: int) -> None:
+    def _sync_log(self, log: _RunLog, start: int) -> bool:
+        """``fsync`` the log; whether ``runs/`` needs an ``fsync`` for its name too."""
         with log.lock:
             try:
                 fd = self._fd(log, write=True)
             except FileNotFoundError:
-                return  # deleted since: nothing of it needs to last
+                return False  # deleted since: nothing of it needs to last
             except OSError as exc:
                 raise _os_error(exc, log.path) from exc
             try:
                 os.fsync(fd)
             except OSError as exc:
-                seqs = [e.info.seq for e in log.entries if e.at >= start] or [0]
-                kept = self._cut_unsynced(log, fd, start)
-                ids = log.ids
-                raise _unsaved(ids, (seqs[0], seqs[-1]), log.path, exc, kept) from exc
+                raise self._unsynced_error(log, start, exc) from exc
+            return not log.dir_synced
+
+    def _unsynced_error(self, log: _RunLog, start: int, exc: OSError) -> CheckpointError:
+        """Cut back the appends from ``start`` that failed to sync with ``exc``; the error.
+
+        ``log.lock`` held.
+        """
+        seqs = [e.info.seq for e in log.entries if e.at >= start] or [0]
+        try:
+            kept = self._cut_unsynced(log, self._fd(log, write=True), start)
+        except OSError:
+            kept = True
+        return _unsaved(log.ids, (seqs[0], seqs[-1]), log.path, exc, kept)
 
     def _cut_unsynced(self, log: _RunLog, fd: int, start: int) -> bool:
         """Cut the log back to ``start`` after a failed ``fsync``; whether something stays."""
@@ -1468,7 +1528,10 @@ class FileStore:
                 if self._current(log) and os.fstat(fd).st_size == log.end:
                     with self._touching(log.name):
                         os.ftruncate(fd, start)
-                    kept = False
+                        kept = False
+                        if not start:  # this handle created it: a new run leaves no file behind
+                            os.unlink(log.path)
+                            self._drop(log)
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
         except (OSError, CheckpointError):  # the flock, the journal or the cut failed: it stays
@@ -1643,21 +1706,29 @@ class FileStore:
         try:
             file_id = (st.st_dev, st.st_ino)
             if file_id != log.file_id:
-                ids, start = _read_header(log.path, fd)
-                if ids != log.ids:
-                    msg = (
-                        f"{log.path!r} is corrupt: its header names run {ids[1]!r} of workflow "
-                        f"{ids[0]!r}, not run {log.ids[1]!r} of workflow {log.ids[0]!r}"
-                    )
-                    raise CorruptCheckpointError(msg)
-                log.reset(start)
-                self._remember_header(log.name, ids)
+                log.reset(self._header_end(log, fd))
+                log.dir_synced = False
         except BaseException:
             os.close(fd)
             raise
         log.fd, log.pid, log.file_id, log.writable = fd, os.getpid(), file_id, writable
         self._opened(log)
         return fd
+
+    def _header_end(self, log: _RunLog, fd: int) -> int:
+        """Where the records of the log open on ``fd`` start; 0 if it has no header yet."""
+        try:
+            ids, start = _read_header(log.path, fd)
+        except _NoHeader:
+            return 0
+        if ids != log.ids:
+            msg = (
+                f"{log.path!r} is corrupt: its header names run {ids[1]!r} of workflow "
+                f"{ids[0]!r}, not run {log.ids[1]!r} of workflow {log.ids[0]!r}"
+            )
+            raise CorruptCheckpointError(msg)
+        self._remember_header(log.name, ids)
+        return start
 
     def _current(self, log: _RunLog) -> bool:
         """Whether ``log.path`` still names the file ``log.fd`` is open on (not a link to it)."""
@@ -1720,6 +1791,11 @@ class FileStore:
         """
         size = os.fstat(fd).st_size
         path = log.path
+        if not log.end and size:
+            start = self._header_end(log, fd)  # a log with no header may have one now
+            if not start:
+                return size
+            log.reset(start)
         while log.end < size:
             at = log.end
             seq = len(log.entries) + 1
@@ -1831,7 +1907,12 @@ def _read_header(path: str, fd: int) -> tuple[tuple[str, str], int]:
     """The ids in a log's header, and the offset of its first record."""
     start = len(_LOG_MAGIC) + 1
     head = os.pread(fd, start, 0)
+    size = os.fstat(fd).st_size
     if len(head) < start or not head.startswith(_LOG_MAGIC):
+        if (len(head) < start and _LOG_MAGIC.startswith(head[: len(_LOG_MAGIC)])) or _zeros_from(
+            fd, 0, size
+        ):
+            raise _NoHeader  # created, and its first write cut short or never made durable
         msg = f"{str(path)!r} is corrupt: it does not start with the log's magic tag {_LOG_MAGIC!r}"
         raise CorruptCheckpointError(msg)
     version = head[len(_LOG_MAGIC)]
@@ -1844,11 +1925,10 @@ def _read_header(path: str, fd: int) -> tuple[tuple[str, str], int]:
             f"this pausegraph reads format {FORMAT_VERSION} ({hint})"
         )
         raise CorruptCheckpointError(msg)
-    size = os.fstat(fd).st_size
     try:
         payload, _, frame_len = _read_record(path, fd, start, size, frame=True)
     except _Torn:
-        raise _corrupt(path, start, "the log header is cut short") from None
+        raise _NoHeader from None  # the header and first record are one write: cut short
     if frame_len:
         raise _corrupt(path, start, "the log header has a frame")
     try:

@@ -1,0 +1,156 @@
+"""What a pause/resume cycle costs a durable store, pinned by counting what it does.
+
+The durability rule asks for one sync at the end of each call (plus one per
+effect); these tests count the ``fsync`` calls, the ``ftruncate`` calls on
+lock files and the SQLite statements a cycle makes, so that a change that
+adds one shows up here rather than only in a benchmark.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pausegraph import (
+    Done,
+    FileCheckpointer,
+    Graph,
+    Interrupt,
+    LastWriteWins,
+    Paused,
+    Resume,
+    Runner,
+    SqliteCheckpointer,
+)
+
+
+def ask(state: Any) -> Iterator[Any]:
+    answer = yield Interrupt("ok?")
+    return {"answer": answer}
+
+
+def after(state: Any) -> dict[str, Any]:
+    return {"done": True}
+
+
+GRAPH = (
+    Graph("cycle", {"answer": LastWriteWins(), "done": LastWriteWins()})
+    .step("ask", ask)
+    .step("after", after)
+    .edge("ask", "after")
+)
+
+
+class Syscalls:
+    """Counts ``fsync`` calls (of a directory, of a file) and ``ftruncate`` calls."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.fsyncs: list[str] = []
+        self.truncated: list[str] = []
+        real_fsync, real_ftruncate = os.fsync, os.ftruncate
+
+        def fsync(fd: int) -> None:
+            self.fsyncs.append("dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file")
+            real_fsync(fd)
+
+        def ftruncate(fd: int, length: int) -> None:
+            self.truncated.append(os.readlink(f"/proc/self/fd/{fd}"))
+            real_ftruncate(fd, length)
+
+        monkeypatch.setattr(os, "fsync", fsync)
+        monkeypatch.setattr(os, "ftruncate", ftruncate)
+
+    def reset(self) -> None:
+        self.fsyncs.clear()
+        self.truncated.clear()
+
+
+def test_a_file_store_cycle_costs_three_fsyncs_and_a_hot_resume_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runner = Runner(GRAPH, FileCheckpointer(tmp_path))
+    assert isinstance(runner.run("warm"), Paused)  # the lock file of a known run exists after
+    calls = Syscalls(monkeypatch)
+    assert isinstance(runner.run("r"), Paused)
+    assert calls.fsyncs == ["file", "dir"]  # the new log, then its name in runs/
+    calls.reset()
+    assert isinstance(runner.resume("r", Resume("yes")), Done)
+    assert calls.fsyncs == ["file"]  # three checkpoints, one fsync
+    lock = str(Path(runner.checkpointer.store._lock_path("cycle", "r")).resolve())
+    assert calls.truncated == [lock]  # the live lock: emptied at release, no more
+
+
+def test_a_file_store_resume_on_a_new_handle_syncs_runs_once_then_no_more(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A handle that first writes to a log it did not create syncs ``runs/`` too: the
+    log's creator may not have synced it yet (it reads as no run then, never wrong)."""
+    graph = Graph("loop", {"n": LastWriteWins()})
+
+    def loop(state: Any) -> Iterator[Any]:
+        yield Interrupt(1)
+        yield Interrupt(2)
+        return {"n": 2}
+
+    graph.step("loop", loop)
+    Runner(graph, FileCheckpointer(tmp_path)).run("r")
+    calls = Syscalls(monkeypatch)
+    runner = Runner(graph, FileCheckpointer(tmp_path))
+    assert isinstance(runner.resume("r", Resume(1)), Paused)
+    assert calls.fsyncs == ["file", "dir"]
+    calls.reset()
+    assert isinstance(runner.resume("r", Resume(2)), Done)
+    assert calls.fsyncs == ["file"]
+
+
+@pytest.mark.parametrize("kind", ["file", "sqlite"])
+def test_the_live_lock_costs_one_ftruncate_a_call_and_a_released_lock_file_is_empty(
+    tmp_path: Path, kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = FileCheckpointer(tmp_path) if kind == "file" else SqliteCheckpointer(tmp_path / "r.db")
+    runner = Runner(GRAPH, store)
+    runner.run("r")
+    lock = store.store._lock_path("cycle", "r")
+    assert os.path.getsize(lock) == 0  # released cleanly
+    assert store.holder("cycle", "r") is None
+    calls = Syscalls(monkeypatch)
+    with store.lock("cycle", "r"):
+        holder = store.holder("cycle", "r")
+        assert holder is not None
+        assert holder.pid == os.getpid()
+        assert calls.truncated == []  # the note went into an empty file
+    assert calls.truncated == [str(Path(lock).resolve())]
+    assert os.path.getsize(lock) == 0
+    assert store.holder("cycle", "r") is None
+    Path(lock).write_bytes(b"x" * 100)  # a longer note, as a dead holder could leave
+    calls.reset()
+    with store.lock("cycle", "r"):
+        holder = store.holder("cycle", "r")
+        assert holder is not None
+        assert holder.pid == os.getpid()
+    assert len(calls.truncated) == 2
+
+
+def test_the_sqlite_store_updates_a_runs_summary_in_place(tmp_path: Path) -> None:
+    """The summary is upserted: the row keeps its rowid (``INSERT OR REPLACE`` would
+    delete it and insert a new one, rewriting every index of ``runs``)."""
+    db = tmp_path / "r.db"
+    runner = Runner(GRAPH, SqliteCheckpointer(db))
+
+    def rowid() -> int:
+        with sqlite3.connect(db) as connection:
+            (value,) = connection.execute("SELECT rowid FROM runs").fetchone()
+        return int(value)
+
+    runner.run("r")
+    before = rowid()
+    runner.resume("r", Resume("yes"))
+    assert rowid() == before
+    (summary,) = SqliteCheckpointer(db).summaries()
+    assert (summary.run_id, summary.status) == ("r", "done")
