@@ -1048,21 +1048,25 @@ def _cmd_inbox(args: argparse.Namespace) -> int:
     store = _existing_store(args)
     found = [] if store is None else waiting(store, workflow=args.workflow)
     if args.json:
-        _print_json(
-            [
-                {
-                    "workflow": workflow_id,
-                    "run_id": run_id,
-                    "id": interrupt_id,
-                    "step_id": step_id,
-                    "payload": render.jsonable(payload),
-                    "since_ms": since,
-                    "deadline_ms": deadline,
-                }
-                for since, run_id, workflow_id, _, interrupt in found
-                for interrupt_id, step_id, payload, deadline in (interrupt,)
-            ]
-        )
+        objs = [
+            {
+                "workflow": workflow_id,
+                "run_id": run_id,
+                "id": interrupt_id,
+                "step_id": step_id,
+                "payload": payload,
+                "since_ms": since,
+                "deadline_ms": deadline,
+            }
+            for since, run_id, workflow_id, _, interrupt in found
+            for interrupt_id, step_id, payload, deadline in (interrupt,)
+        ]
+        try:  # most payloads print as JSON as they are: no jsonable copy of each
+            _print_json(objs)
+        except TypeError:  # bytes, or a key JSON refuses: nothing printed yet
+            for obj in objs:
+                obj["payload"] = render.jsonable(obj["payload"])
+            _print_json(objs)
     elif not found:
         print(f"nothing waits for an answer in {args.store}", file=sys.stderr)
     else:

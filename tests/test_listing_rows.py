@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import tracemalloc
 from typing import Any
@@ -9,8 +10,8 @@ from typing import Any
 import msgpack
 import pytest
 
+from pausegraph import Graph, Interrupt, LastWriteWins, Runner, cli, open_checkpointer
 from pausegraph import _cli_render as render
-from pausegraph import cli
 from pausegraph._codec import unpack_bounded
 from pausegraph._commands import Status
 from pausegraph._inbox import listed_status
@@ -123,3 +124,27 @@ def test_times_agree_with_time_on_random_moments() -> None:
     for _ in range(20_000):
         ms = rng.randrange(-(2**32) * 1000, 2**32 * 1000)
         assert times(ms) == cli._time(ms), ms
+
+
+def _asks(state: Any) -> Any:
+    yield Interrupt(state["payload"])
+    return {}
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"question": "approve?", "amount": 3, "items": [1, 2.5, None, True]},
+        {"blob": b"\x00\x01", "nested": [b"a"]},
+        {b"key": 1, 2: "two"},
+    ],
+)
+def test_inbox_json_prints_payloads_as_jsonable_does(
+    tmp_path: Any, capsys: pytest.CaptureFixture[str], payload: Any
+) -> None:
+    graph = Graph("asks", {"payload": LastWriteWins()}).step("ask", _asks)
+    store = f"file:{tmp_path}/runs"
+    Runner(graph, open_checkpointer(store)).run("r1", {"payload": payload})
+    assert cli.main(["--store", store, "inbox", "--json"]) == 0
+    (printed,) = json.loads(capsys.readouterr().out)
+    assert printed["payload"] == json.loads(json.dumps(render.jsonable(payload)))
