@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import random
 import tracemalloc
@@ -148,3 +149,31 @@ def test_inbox_json_prints_payloads_as_jsonable_does(
     assert cli.main(["--store", store, "inbox", "--json"]) == 0
     (printed,) = json.loads(capsys.readouterr().out)
     assert printed["payload"] == json.loads(json.dumps(render.jsonable(payload)))
+
+
+def test_listings_run_without_the_cycle_collector_and_restore_it(
+    tmp_path: Any, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    graph = Graph("asks", {"payload": LastWriteWins()}).step("ask", _asks)
+    store = f"file:{tmp_path}/runs"
+    Runner(graph, open_checkpointer(store)).run("r1", {"payload": 1})
+    seen: list[bool] = []
+
+    def fields(summary: RunSummary) -> Any:
+        seen.append(gc.isenabled())
+        return summary_fields(summary)
+
+    monkeypatch.setattr(cli, "summary_fields", fields)
+    assert gc.isenabled()
+    assert cli.main(["--store", store, "runs"]) == 0
+    assert seen == [False]
+    assert gc.isenabled()
+    assert cli.main(["--store", store, "inbox"]) == 0
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        assert cli.main(["--store", store, "runs"]) == 0
+        assert not gc.isenabled()  # left as it was found
+    finally:
+        gc.enable()
+    assert "r1" in capsys.readouterr().out
