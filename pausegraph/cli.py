@@ -1176,6 +1176,7 @@ def _journal_rows(checkpoint: Checkpoint) -> list[tuple[str, str, str, str]]:
     return rows
 
 
+@_no_cycle_collection()
 def _cmd_show(args: argparse.Namespace) -> int:
     store, workflow = _find(args)
     latest = store.latest(workflow, args.run_id)
@@ -1261,6 +1262,7 @@ def _show_hints(
     return [(render.with_positionals(resume, how, ["WORKFLOW", run_id]), "")]
 
 
+@_no_cycle_collection()
 def _cmd_history(args: argparse.Namespace) -> int:
     store, workflow = _find(args)
     metas = store.list(workflow, args.run_id)

@@ -168,8 +168,9 @@ def test_listings_run_without_the_cycle_collector_and_restore_it(
     assert cli.main(["--store", store, "runs"]) == 0
     assert seen == [False]
     assert gc.isenabled()
-    assert cli.main(["--store", store, "inbox"]) == 0
-    assert gc.isenabled()
+    for words in (["inbox"], ["show", "r1"], ["history", "r1"]):
+        assert cli.main(["--store", store, *words]) == 0
+        assert gc.isenabled()
     gc.disable()
     try:
         assert cli.main(["--store", store, "runs"]) == 0
