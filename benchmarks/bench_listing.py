@@ -1,4 +1,4 @@
-"""Listing speed: ``pausegraph runs``, ``inbox`` and ``show ID`` on a store of 10,000 runs.
+"""Listing speed: ``pausegraph runs``, ``inbox``, ``show ID`` and ``history ID`` on 10,000 runs.
 
 Run it from the repository root::
 
@@ -12,7 +12,8 @@ sent to a buffer, best of ``--repeats``; the interpreter and the imports are
 paid once before timing.
 
 The store is built once per kind in a temporary directory (``--dir`` to
-choose the disk): a file store, and a SQLite store when
+choose the disk; ``--keep DIR`` builds the stores in DIR once and reuses
+them on the next run with the same ``--runs``): a file store, and a SQLite store when
 ``pausegraph.checkpointers.sqlite`` exists. A memory store is pointless
 here: the command line opens a new store each time. Two runs in three stay
 paused on an interrupt (so ``inbox`` lists 6,667 of them), one in three is
@@ -26,6 +27,7 @@ import argparse
 import contextlib
 import importlib.util
 import io
+import os
 import sys
 import tempfile
 import time
@@ -78,21 +80,35 @@ def main_(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=10_000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--dir", help="where to build the stores (default: a temp dir)")
+    parser.add_argument("--keep", help="build the stores here once, reuse them after")
     args = parser.parse_args(argv)
     kinds = ["file"]
     if importlib.util.find_spec("pausegraph.checkpointers.sqlite") is not None:
         kinds.append("sqlite")
     rows = []
     failed = False
-    with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
+    with contextlib.ExitStack() as stack:
+        if args.keep is None:
+            tmp = stack.enter_context(tempfile.TemporaryDirectory(dir=args.dir))
+        else:
+            tmp = os.path.join(args.keep, str(args.runs))
+            os.makedirs(tmp, exist_ok=True)
         for kind in kinds:
             url = f"file:{tmp}/files" if kind == "file" else f"sqlite:{tmp}/runs.db"
-            shown = build(url, args.runs)
+            built = os.path.join(tmp, f"{kind}.built")  # written once the store is whole
+            if os.path.exists(built):
+                shown = f"run-{args.runs // 2:05d}"
+            else:
+                shown = build(url, args.runs)
+                if args.keep is not None:
+                    with open(built, "w") as f:
+                        f.write(url + "\n")
             commands = (
                 ["runs"],
                 ["inbox"],
                 ["show", shown],
                 ["show", shown, "--workflow", "listing"],
+                ["history", shown],
             )
             for words in commands:
                 seconds = timed(["--store", url, *words], args.repeats)

@@ -226,6 +226,10 @@ def unpack_bounded(data: bytes, *, items: int | None = None) -> Any:
     that every item each container claims is really there, decoding builds
     at most one container (and preallocates at most one slot) per byte:
     about 64 bytes of Python objects per byte read, whatever the bytes say.
+    Small ``data`` (a run summary, a meta) is first decoded in one call that
+    refuses any container of more than 15 items: a header byte then
+    preallocates at most 15 slots, about 180 bytes per byte read, and only
+    what that call refuses pays for the ``skip()`` pre-pass.
     Raises ``ValueError`` at an extension type (timestamps included), at a
     container claiming items that are not there, and (given ``items``, for
     the small fixed-shape meta and header) at an array or map of more than
@@ -233,6 +237,20 @@ def unpack_bounded(data: bytes, *, items: int | None = None) -> Any:
     there.
     """
     n = len(data)
+    if n <= _SMALL:
+        # one msgpack call, no pre-pass: with no container of more than 15
+        # items, a header byte preallocates at most 15 slots (~180 bytes),
+        # whatever follows; anything else (more items, an error) is decided
+        # by the pre-pass below, so the value and the error are the same
+        small = _FIXED if items is None or items > _FIXED else items
+        try:
+            return msgpack.unpackb(
+                data, raw=False, strict_map_key=False, use_list=True,
+                ext_hook=_refuse_ext, max_ext_len=0, max_str_len=n,
+                max_bin_len=n, max_array_len=small, max_map_len=small,
+            )  # fmt: skip
+        except (ValueError, msgpack.UnpackException):
+            pass
     limit = n if items is None else items
     try:
         if items is None:
@@ -262,6 +280,8 @@ def unpack_bounded(data: bytes, *, items: int | None = None) -> Any:
 
 
 _EXT = "it holds a msgpack extension type, which pausegraph never stores"
+_SMALL = 4096  # bytes: up to this, ``unpack_bounded`` tries one call with fix-size limits
+_FIXED = 15  # the most items of a msgpack fixarray or fixmap (a one-byte header)
 
 
 def _refuse_ext(code: int, data: bytes) -> NoReturn:

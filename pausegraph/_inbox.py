@@ -23,10 +23,10 @@ import attrs
 
 from ._commands import PendingInterrupt, Status
 from .checkpointers import Checkpointer, RunSummary, StoreCheckpointer
-from .checkpointers._checkpointer import summary_data, summary_of
+from .checkpointers._checkpointer import summary_fields, summary_of
 from .errors import PausegraphError
 
-__all__ = ["Waiting", "inbox", "listed_status", "run_summaries"]
+__all__ = ["Waiting", "inbox", "listed_status", "run_summaries", "waiting"]
 
 #: Called with (workflow_id, run_id, error) for a run whose summary cannot be read.
 OnError = Callable[[str, str, PausegraphError], None]
@@ -85,7 +85,9 @@ def run_summaries(
 
 def listed_status(summary: RunSummary, checkpointer: Checkpointer) -> Status:
     """The status ``Runner.state`` gives: a queued run that a live process holds is running."""
-    status = Status(summary.status)
+    status = _STATUSES.get(summary.status)
+    if status is None:
+        status = Status(summary.status)  # not a status: the enum's own ValueError
     if status is Status.QUEUED and checkpointer.holder(summary.workflow_id, summary.run_id):
         return Status.RUNNING
     return status
@@ -107,18 +109,30 @@ def inbox(checkpointer: Checkpointer, *, workflow: str | None = None) -> list[Wa
     is not listed; a failed run's unanswered interrupts are not either
     (``Runner.state`` shows them).
     """
-    # (since, run id, workflow, n: the sort key; then the interrupt), made objects once sorted
-    found: list[tuple[int, str, str, int, tuple[str, str, Any, int | None]]] = []
-    add = found.append
-    for summary in run_summaries(checkpointer, workflow_id=workflow, status=Status.PAUSED.value):
-        since, run_id, workflow_id = summary.updated_ms, summary.run_id, summary.workflow_id
-        for n, interrupt in enumerate(summary_data(summary).interrupts):
-            add((since, run_id, workflow_id, n, interrupt))
-    found.sort(key=_ORDER)
     return [
         Waiting(workflow_id, run_id, PendingInterrupt(*interrupt), since)
-        for since, run_id, workflow_id, _, interrupt in found
+        for since, run_id, workflow_id, _, interrupt in waiting(checkpointer, workflow=workflow)
     ]
 
 
+#: (since_ms, run_id, workflow_id, n, (interrupt id, step id, payload, deadline_ms))
+Row = tuple[int, str, str, int, tuple[str, str, Any, int | None]]
+
+
+def waiting(checkpointer: Checkpointer, *, workflow: str | None = None) -> list[Row]:
+    """``inbox`` as plain tuples, in its order: what the command line prints from.
+
+    ``n`` is the interrupt's place in its run.
+    """
+    found: list[Row] = []
+    add = found.append
+    for summary in run_summaries(checkpointer, workflow_id=workflow, status=Status.PAUSED.value):
+        since, run_id, workflow_id = summary.updated_ms, summary.run_id, summary.workflow_id
+        for n, interrupt in enumerate(summary_fields(summary)[2]):
+            add((since, run_id, workflow_id, n, interrupt))
+    found.sort(key=_ORDER)
+    return found
+
+
 _ORDER = operator.itemgetter(0, 1, 2, 3)
+_STATUSES = {s.value: s for s in Status}  # Status(value) without the enum's own lookup

@@ -79,9 +79,33 @@ def summary_from(
 
 def summary_data(summary: RunSummary) -> SummaryData:
     """Decode ``summary.data``; ``CorruptCheckpointError`` if no engine wrote it."""
+    return SummaryData(*summary_fields(summary))
+
+
+#: (super_step, label, interrupts) of a summary: ``SummaryData``'s fields as a tuple
+Fields = tuple[int, str, tuple[tuple[str, str, Any, int | None], ...]]
+
+
+def summary_fields(summary: RunSummary) -> Fields:
+    """``summary_data(summary)`` as a plain tuple: what a listing of many runs reads.
+
+    ``CorruptCheckpointError`` if no engine wrote ``summary.data``.
+    """
     try:
         super_step, label, interrupts = unpack_bounded(summary.data)
-        return SummaryData(
+        if type(super_step) is int and type(label) is str and type(interrupts) is list:
+            if not interrupts:  # a run that waits for nothing: the common row
+                return super_step, label, ()
+            if all(
+                type(i) is list
+                and len(i) == 4
+                and type(i[0]) is str
+                and type(i[1]) is str
+                and (i[3] is None or type(i[3]) is int)
+                for i in interrupts
+            ):  # what the engine writes: nothing to convert
+                return super_step, label, tuple(map(tuple, interrupts))
+        return (
             int(super_step),
             str(label),
             tuple((str(i), str(s), p, None if d is None else int(d)) for i, s, p, d in interrupts),

@@ -327,8 +327,17 @@ class SqliteStore:
         query = "SELECT workflow, run, seq, status, updated_ms, deadline_ms, data FROM runs"
         if where:
             query += " WHERE " + " AND ".join(where)
+        # _str inlined: one call less per row of a listing of many runs
         return [
-            RunSummary(_str(w), _str(r), seq, st, updated, deadline, bytes(data))
+            RunSummary(
+                w.decode("utf-8", "surrogatepass"),
+                r.decode("utf-8", "surrogatepass"),
+                seq,
+                st,
+                updated,
+                deadline,
+                data if type(data) is bytes else bytes(data),
+            )
             for w, r, seq, st, updated, deadline, data in self._rows(query, tuple(args))
         ]
 
