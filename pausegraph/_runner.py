@@ -661,9 +661,16 @@ class Runner:
         return paused_of(stage)
 
     def _save_effect(self, cursor: _Cursor, layer: LayerRun, step_id: str) -> None:
-        """Save an effect's record (the layer's progress) before its result is sent in."""
+        """Save an effect's record (the layer's progress), durably, before its result is sent in.
+
+        The ``sync`` makes the record durable here, not at the end of the
+        call: a failure of that later sync (which cuts back what it could
+        not make durable) must never take back a result the step already
+        acted on, or recovery would call the effect's function again.
+        """
         progress = layer.progress()
         self._save(cursor, f"effect:{step_id}", progress.layer, InLayer(progress), ())
+        self.checkpointer.sync()
         if logger.isEnabledFor(logging.DEBUG):
             _log(logging.DEBUG, f"effect of step {step_id!r} recorded", cursor)
 

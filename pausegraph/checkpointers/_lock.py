@@ -51,6 +51,8 @@ class Holder:
         return cls(os.getpid(), _HOST, since_ms)
 
     def describe(self) -> str:
+        if not self.pid:
+            return "a live process that left no note of itself"
         since = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(self.since_ms / 1000))
         return f"process {self.pid} on host {self.host!r} since {since} UTC"
 
@@ -133,9 +135,15 @@ def hold_file(
     fd, size = _open_locked(path, workflow_id, run_id)
     try:
         note = _encode(Holder.here())
-        os.pwrite(fd, note, 0)
-        if size > len(note):
-            os.ftruncate(fd, len(note))
+        try:
+            os.pwrite(fd, note, 0)
+            if size > len(note):
+                os.ftruncate(fd, len(note))
+        except OSError:
+            # a full disk (or a failing one): the flock is the lock, the note only
+            # names its holder, and a store with no space left must still let
+            # people cancel and delete runs to make room
+            pass
         try:
             yield
         finally:
@@ -168,11 +176,10 @@ def file_holder(path: str) -> Holder | None:
         raise CheckpointError(exc.errno or errno.EIO, msg) from exc
     try:
         note = os.pread(fd, 4096, 0)
-        if not note:
-            return None  # released cleanly
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
+            # held; with no note yet (its holder just took it) or none it could write
             return _decode(note) or Holder(0, "?", 0)
         fcntl.flock(fd, fcntl.LOCK_UN)  # its holder died without a word
         return None
