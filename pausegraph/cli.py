@@ -18,7 +18,7 @@
 A WORKFLOW is ``module:attribute`` or ``path/to/file.py:attribute`` naming a
 ``Graph``. Runs live in a ``FileCheckpointer`` store, ``./.pausegraph`` unless
 ``--store URL`` names another (any ``open_checkpointer`` URL: a directory,
-``file:PATH``, ``sqlite:PATH``, ``memory:``). Values on the command line are
+``file:PATH``, ``sqlite:PATH``, ``postgresql://...``, ``memory:``). Values on the command line are
 JSON. The commands that need no WORKFLOW (``runs``, ``inbox``, ``show``,
 ``history``, ``cancel``, ``delete``, ``prune``) read the store alone: the
 stores' run summaries for listings, one run's checkpoints otherwise.
@@ -79,7 +79,14 @@ from ._runner import Runner, system_clock
 from ._worker import Worker
 from .checkpointers import Checkpointer, RunSummary
 from .checkpointers._checkpointer import summary_fields
-from .checkpointers._open import open_checkpointer, parse_store_url
+from .checkpointers._open import (
+    describe_url,
+    has_password,
+    is_sqlite_file,
+    open_checkpointer,
+    parse_store_url,
+    redact_url,
+)
 from .errors import (
     NondeterminismError,
     PausegraphError,
@@ -135,7 +142,9 @@ def _usage(message: str) -> _Failure:
 
 def _parser() -> _Parser:
     store_help = (
-        f"the store: a directory, file:PATH, sqlite:PATH or memory: (default: ./{DEFAULT_STORE})"
+        "the store: a directory, file:PATH, sqlite:PATH, postgresql://USER@HOST/DB "
+        f"or memory: (default: ./{DEFAULT_STORE}); a PostgreSQL password is best left "
+        "to PGPASSWORD or ~/.pgpass"
     )
     # --store is accepted before or after the command; the command's copy wins.
     store = _Parser(add_help=False)
@@ -556,11 +565,32 @@ def _import_file(path: Path) -> Any:
 
 def _store(args: argparse.Namespace) -> Checkpointer:
     """Open (creating if need be) the store: for commands that may start a run."""
+    _check_not_a_file(args)
     return open_checkpointer(args.store)
+
+
+def _check_not_a_file(args: argparse.Namespace) -> None:
+    """Refuse ``--store FILE`` (a store directory's path naming a regular file).
+
+    A SQLite database there most likely lost its ``sqlite:``: say so.
+    """
+    parsed = parse_store_url(args.store)
+    if parsed.kind != "file" or not os.path.isfile(parsed.target):
+        return
+    if is_sqlite_file(parsed.target):
+        raise _Failure(
+            f"--store {args.store!r} is a SQLite database, not a store directory: "
+            f"write --store {render.shell_join(['sqlite:' + parsed.target])}"
+        )
+    raise _Failure(
+        f"--store {args.store!r} is a file, not a store directory: give a directory "
+        "(it is created if need be), or sqlite:PATH for a SQLite database"
+    )
 
 
 def _existing_store(args: argparse.Namespace) -> Checkpointer | None:
     """Open the store for reading; ``None`` if there is none yet (nothing is created)."""
+    _check_not_a_file(args)
     parsed = parse_store_url(args.store)
     if parsed.kind in ("file", "sqlite"):
         where = Path(parsed.target)
@@ -693,7 +723,7 @@ def _cmd_resume(args: argparse.Namespace) -> int:
     _check_breakpoints(args, graph)
     store = _existing_store(args)
     if store is None:
-        raise _Failure(f"no run {args.run_id!r}: the store {args.store!r} has no runs yet")
+        raise _Failure(f"no run {args.run_id!r}: the store {_shown_store(args)!r} has no runs yet")
     runner = _runner(args, graph, store)
     with _naming_the_run(args, runner, args.run_id):
         outcome = runner.resume(args.run_id, command)
@@ -897,7 +927,21 @@ def _hint_line(args: argparse.Namespace, run_id: str, outcome: Paused) -> str:
 def _prefix(args: argparse.Namespace) -> list[str]:
     """``pausegraph`` and the ``--store`` this command was given, if not the default."""
     store: str = args.store
-    return [_PROG, *(render.option("--store", store) if store != DEFAULT_STORE else [])]
+    if store == DEFAULT_STORE:
+        return [_PROG]
+    if has_password(store) and not getattr(args, "password_noted", False):
+        args.password_noted = True
+        print(
+            f"{_PROG}: note: the commands shown leave the store's password out: "
+            "set PGPASSWORD or put it in ~/.pgpass (libpq reads both) before running them",
+            file=sys.stderr,
+        )
+    return [_PROG, *render.option("--store", describe_url(store))]
+
+
+def _shown_store(args: argparse.Namespace) -> str:
+    """The ``--store`` URL to print: a PostgreSQL password as ``***``."""
+    return redact_url(args.store)
 
 
 def _breakpoint_options(args: argparse.Namespace) -> list[str]:
@@ -1006,6 +1050,13 @@ def _no_cycle_collection() -> Iterator[None]:
             gc.enable()
 
 
+def _which_runs(args: argparse.Namespace) -> str:
+    """``runs``, ``queued runs``, ``paused runs of workflow 'W'``: what the listing looked for."""
+    status: str | None = args.status
+    which = "runs" if status is None else f"{status} runs"
+    return which if args.workflow is None else f"{which} of workflow {args.workflow!r}"
+
+
 @_no_cycle_collection()
 def _cmd_runs(args: argparse.Namespace) -> int:
     store = _existing_store(args)
@@ -1034,7 +1085,7 @@ def _cmd_runs(args: argparse.Namespace) -> int:
         ]
         _print_json(objs)
     elif not rows:
-        print(f"no runs in {args.store}", file=sys.stderr)
+        print(f"no {_which_runs(args)} in {_shown_store(args)}", file=sys.stderr)
     else:
         table = [
             (
@@ -1089,7 +1140,7 @@ def _cmd_inbox(args: argparse.Namespace) -> int:
                 obj["payload"] = render.jsonable(obj["payload"])
             _print_json(objs)
     elif not found:
-        print(f"nothing waits for an answer in {args.store}", file=sys.stderr)
+        print(f"nothing waits for an answer in {_shown_store(args)}", file=sys.stderr)
     else:
         now = system_clock()
         time_of = _Times()
@@ -1133,12 +1184,14 @@ def _find(args: argparse.Namespace) -> tuple[Checkpointer, str]:
     if args.workflow is not None:
         if args.workflow not in workflows:
             raise _Failure(
-                f"no run {run_id!r} of workflow {args.workflow!r} in {args.store!r}"
+                f"no run {run_id!r} of workflow {args.workflow!r} in {_shown_store(args)!r}"
                 + (f"; it exists in {', '.join(map(repr, workflows))}" if workflows else "")
             )
         workflows = [args.workflow]
     if not workflows or store is None:
-        raise _Failure(f"no run {run_id!r} in {args.store!r}: 'pausegraph runs' lists the runs")
+        raise _Failure(
+            f"no run {run_id!r} in {_shown_store(args)!r}: 'pausegraph runs' lists the runs"
+        )
     if len(workflows) > 1:
         raise _Failure(
             f"run {run_id!r} exists in workflows {', '.join(map(repr, workflows))}: "
@@ -1362,7 +1415,7 @@ def _cmd_tick(args: argparse.Namespace) -> int:
             objs.append(obj)
         _print_json(objs)
     elif not moved:
-        print(f"no run's deadline has passed in {args.store}", file=sys.stderr)
+        print(f"no run's deadline has passed in {_shown_store(args)}", file=sys.stderr)
     for spec, runner, run_id, outcome in moved if not args.json else ():
         print(_tick_line(args, spec, runner.graph, run_id, outcome))
     return 0
@@ -1380,7 +1433,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, stop_serving)
     names = ", ".join(repr(g.name) for g in graphs)
-    print(f"serving {names} from {args.store}; SIGINT or SIGTERM stops", file=sys.stderr)
+    print(f"serving {names} from {_shown_store(args)}; SIGINT or SIGTERM stops", file=sys.stderr)
     worker.serve(stop)
     return 0
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from .file import FileCheckpointer
 from .memory import MemoryCheckpointer
 from .sqlite import SqliteCheckpointer
 
+SQLITE_HEADER = b"SQLite format 3\0"  # the first 16 bytes of every SQLite database
 FORMS = "'memory:', a directory path, 'file:PATH', 'sqlite:PATH' or 'postgresql://...'"
 # A URL scheme; one letter is a Windows drive ("C:\\runs"), which is a path.
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):")
@@ -27,13 +29,17 @@ class StoreURL:
 
 
 def parse_store_url(url: str) -> StoreURL:
-    """Split ``url`` into its kind and target; ``CheckpointError`` naming the accepted forms."""
+    """Split ``url`` into its kind and target; ``CheckpointError`` naming the accepted forms.
+
+    A path's leading ``~`` or ``~user`` is expanded (``sqlite:~/runs.db`` is
+    in the home directory, not in a directory named ``~``).
+    """
     if not isinstance(url, str) or not url:
         msg = f"open_checkpointer(url) takes {FORMS}, got {url!r}"
         raise CheckpointError(msg)
     match = _SCHEME.match(url)
     if match is None:
-        return StoreURL("file", url)
+        return StoreURL("file", os.path.expanduser(url))
     scheme, rest = match.group(1).lower(), url[match.end() :]
     if scheme == "memory" and not rest:
         return StoreURL("memory", "")
@@ -42,7 +48,7 @@ def parse_store_url(url: str) -> StoreURL:
     if scheme in ("file", "sqlite"):
         path = rest[2:] if rest.startswith("//") else rest  # file:///abs and sqlite:///abs
         if path:
-            return StoreURL(scheme, path)
+            return StoreURL(scheme, os.path.expanduser(path))
         msg = f"store URL {url!r} names no path: write {scheme}:PATH"
         raise CheckpointError(msg)
     msg = (
@@ -68,12 +74,16 @@ def open_checkpointer(url: str) -> StoreCheckpointer | FileCheckpointer:
     ``CheckpointError`` saying ``pip install pausegraph[postgres]``. Any
     other form is a ``CheckpointError`` naming the accepted ones. A file
     store's directory is created if it does not exist (see
-    ``FileCheckpointer``).
+    ``FileCheckpointer``); a path naming a regular file is a
+    ``CheckpointError`` (a SQLite database's says to write ``sqlite:PATH``).
+    A path's leading ``~`` is expanded.
     """
     parsed = parse_store_url(url)
     if parsed.kind == "memory":
         return MemoryCheckpointer()
     if parsed.kind == "file":
+        if os.path.isfile(parsed.target):
+            raise CheckpointError(_a_file_is_no_directory(parsed.target))
         return FileCheckpointer(Path(parsed.target))
     if parsed.kind == "sqlite":
         return SqliteCheckpointer(parsed.target)
@@ -90,6 +100,75 @@ def open_checkpointer(url: str) -> StoreCheckpointer | FileCheckpointer:
     return PostgresCheckpointer(parsed.target)
 
 
+def is_sqlite_file(path: str) -> bool:
+    """Whether the file ``path`` starts with SQLite's header (``False`` if unreadable)."""
+    try:
+        with open(path, "rb") as file:
+            return file.read(len(SQLITE_HEADER)) == SQLITE_HEADER
+    except OSError:
+        return False
+
+
+def _a_file_is_no_directory(path: str) -> str:
+    """Why a file store cannot live at ``path``, a regular file; what to write instead."""
+    if is_sqlite_file(path):
+        return (
+            f"store path {path!r} is a SQLite database, not a store directory: "
+            f"open it as 'sqlite:{path}'"
+        )
+    return (
+        f"store path {path!r} is a file, not a store directory: give a directory "
+        "(it is created if need be), or 'sqlite:PATH' for a SQLite database"
+    )
+
+
+# The userinfo's password (postgresql://user:PASSWORD@host), and a password=... parameter
+_USERINFO_PASSWORD = re.compile(r"^(postgres(?:ql)?://[^:@/?#]*):[^@/?#]*@", re.IGNORECASE)
+
+
+def _without_password_parameter(url: str, replacement: str | None) -> str:
+    """``url`` with its ``password=`` query parameters dropped, or their values replaced."""
+    base, question, rest = url.partition("?")
+    if not question:
+        return url
+    query, hash_, fragment = rest.partition("#")
+    kept = []
+    for parameter in query.split("&"):
+        if parameter.partition("=")[0].lower() != "password":
+            kept.append(parameter)
+        elif replacement is not None:
+            kept.append(f"{parameter.partition('=')[0]}={replacement}")
+    return base + (f"?{'&'.join(kept)}" if kept else "") + hash_ + fragment
+
+
+def _is_postgres(url: str) -> bool:
+    return url[:13].lower().startswith(("postgresql://", "postgres://"))
+
+
 def describe_url(url: str) -> str:
-    """``url`` without a password (``postgresql://user:secret@host`` loses ``:secret``)."""
-    return re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://[^:@/]*):[^@/]*@", r"\1@", url)
+    """``url`` without a password (``postgresql://user:secret@host`` loses ``:secret``).
+
+    A ``password=`` query parameter goes too; the rest (user, host, port,
+    database, the other parameters) stays, so the result still connects
+    when libpq finds the password in ``PGPASSWORD`` or ``~/.pgpass``. Any
+    other store's URL is returned as it is.
+    """
+    if not _is_postgres(url):
+        return url
+    return _without_password_parameter(_USERINFO_PASSWORD.sub(r"\1@", url), None)
+
+
+def redact_url(url: str) -> str:
+    """``url`` to show: a PostgreSQL URL's password as ``***``, any other store as it is.
+
+    ``postgresql://app:secret@db/app?options=-csearch_path%3Dx`` becomes
+    ``postgresql://app:***@db/app?options=-csearch_path%3Dx``.
+    """
+    if not _is_postgres(url):
+        return url
+    return _without_password_parameter(_USERINFO_PASSWORD.sub(r"\1:***@", url), "***")
+
+
+def has_password(url: str) -> bool:
+    """Whether ``url`` holds a password (which ``describe_url`` leaves out)."""
+    return describe_url(url) != url

@@ -144,6 +144,7 @@ _T = TypeVar("_T")
 # SQLite's primary result codes for a file that is not, or no longer, a database
 _SQLITE_CORRUPT = 11
 _SQLITE_NOTADB = 26
+_SQLITE_HEADER = b"SQLite format 3\0"  # the first 16 bytes of every SQLite database
 
 
 def _id(value: str) -> bytes:
@@ -170,6 +171,7 @@ class SqliteStore:
         self._open: list[tuple[int, sqlite3.Connection]] = []  # (pid, connection)
         self._appended = 0  # appends by this handle, and how many of them a sync covered
         self._synced = 0
+        self._check_header()
         try:
             os.makedirs(self._locks_dir, exist_ok=True)
         except OSError as exc:
@@ -179,6 +181,28 @@ class SqliteStore:
 
     def __repr__(self) -> str:
         return f"<SqliteStore {self.path!r}>"
+
+    def _check_header(self) -> None:
+        """Refuse a file that is not a SQLite database at all (a path typed wrong).
+
+        An empty or missing file is a new database. Any other file starts
+        with SQLite's 16-byte header; one that does not is no damaged
+        store to restore but some other file, and nothing is created
+        beside it (no ``.locks`` directory).
+        """
+        if not os.path.isfile(self.path):
+            return  # missing, a directory: sqlite3 creates it or says what is wrong
+        try:
+            with open(self.path, "rb") as file:
+                head = file.read(len(_SQLITE_HEADER))
+        except OSError:
+            return  # unreadable: sqlite3 says so
+        if head and head != _SQLITE_HEADER:
+            msg = (
+                f"{self.path!r} is not a usable pausegraph SQLite store: "
+                "it is not a SQLite database (it lacks SQLite's header): check the path"
+            )
+            raise CorruptCheckpointError(msg)
 
     def close(self) -> None:
         """Close every connection this handle opened; it opens new ones if used again.

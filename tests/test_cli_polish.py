@@ -1,0 +1,255 @@
+"""What the ``pausegraph`` command prints about its store: no passwords, clear mistakes.
+
+A PostgreSQL store's password never reaches the terminal or a log: messages
+show it as ``***``, and the ``go on with:`` commands leave it out (libpq
+reads it from ``PGPASSWORD`` or ``~/.pgpass``). A ``--store`` naming the
+wrong kind of file says what to write instead.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pausegraph import CheckpointError, CorruptCheckpointError, SqliteCheckpointer
+from pausegraph.checkpointers._open import (
+    describe_url,
+    has_password,
+    open_checkpointer,
+    parse_store_url,
+    redact_url,
+)
+from pausegraph.cli import main
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+EXPENSE = f"{EXAMPLES}/expense.py:graph"
+SECRET = "s3cr3t-Pw"
+
+
+def cli(capsys: pytest.CaptureFixture[str], *args: str, code: int = 0) -> tuple[str, str]:
+    got = main(list(args))
+    out, err = capsys.readouterr()
+    assert got == code, err
+    return out, err
+
+
+# --- the redaction helpers ---------------------------------------------------------
+
+
+def test_redact_url_stars_the_password_and_keeps_the_rest() -> None:
+    url = f"postgresql://app:{SECRET}@db.example:5433/runs?options=-csearch_path%3Dtenant_a"
+    assert redact_url(url) == (
+        "postgresql://app:***@db.example:5433/runs?options=-csearch_path%3Dtenant_a"
+    )
+    assert describe_url(url) == (
+        "postgresql://app@db.example:5433/runs?options=-csearch_path%3Dtenant_a"
+    )
+    assert has_password(url)
+
+
+def test_a_password_parameter_is_hidden_too() -> None:
+    url = f"postgres://app@db/runs?password={SECRET}&sslmode=require"
+    assert redact_url(url) == "postgres://app@db/runs?password=***&sslmode=require"
+    assert describe_url(url) == "postgres://app@db/runs?sslmode=require"
+    assert describe_url(f"postgres://app@db/runs?password={SECRET}") == "postgres://app@db/runs"
+
+
+@pytest.mark.parametrize(
+    "url", ["postgresql://app@db/runs", "runs", "sqlite:a:b@c.db", "file:x?password=y"]
+)
+def test_urls_without_a_postgres_password_are_shown_as_they_are(url: str) -> None:
+    assert redact_url(url) == url
+    assert describe_url(url) == url
+    assert not has_password(url)
+
+
+# --- PostgreSQL stores on the command line --------------------------------------------
+
+
+def pausegraph(*args: str, code: int = 0, **env: str) -> tuple[str, str]:
+    """Run the command in a child process (its PostgreSQL connections end with it)."""
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "pausegraph"), *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == code, done.stderr
+    return done.stdout, done.stderr
+
+
+def password_of(url: str) -> str:
+    userinfo = url.split("://", 1)[1].split("@", 1)[0]
+    assert ":" in userinfo, "PAUSEGRAPH_TEST_POSTGRES must hold a password for these tests"
+    return userinfo.split(":", 1)[1]
+
+
+def test_show_of_an_unknown_run_stars_the_password(postgres: Any) -> None:
+    url: str = postgres.url
+    password = password_of(url)
+    _, err = pausegraph("--store", url, "show", "nosuch", code=1)
+    assert f":{password}@" not in err
+    assert f"in {redact_url(url)!r}" in err
+    assert f"options=-c%20search_path%3D{postgres.schema}" in err  # the schema shows
+
+
+def test_the_go_on_with_command_leaves_the_password_to_pgpassword(postgres: Any) -> None:
+    url: str = postgres.url
+    password = password_of(url)
+    out, err = pausegraph(
+        "--store", url, "run", EXPENSE, "--run-id", "e1",
+        "--input", '{"employee": "ada", "amount": 500}',
+    )  # fmt: skip
+    assert f":{password}@" not in out + err
+    (hint,) = [line for line in out.splitlines() if "go on with:" in line]
+    assert f"--store {shlex.quote(describe_url(url))} resume" in hint
+    assert err.count("PGPASSWORD") == 1  # the note, once
+    # the command shown works as it is, the password coming from the environment
+    words = shlex.split(hint.split("go on with:", 1)[1])
+    assert words[0] == "pausegraph"
+    answer = '{"approved": true, "by": "grace"}'
+    words = [answer if w == "JSON" else w.replace("=JSON", f"={answer}") for w in words[1:]]
+    pausegraph(*words, code=1, PGPASSWORD="wrong")  # the password does come from there
+    out, err = pausegraph(*words, PGPASSWORD=password)
+    assert "paused" in out or "done" in out, out + err
+
+
+def test_a_store_without_password_gets_no_note(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = str(tmp_path / "runs")
+    out, err = cli(
+        capsys, "--store", store, "run", EXPENSE, "--run-id", "e1",
+        "--input", '{"employee": "ada", "amount": 500}',
+    )  # fmt: skip
+    assert f"--store {store} resume" in out
+    assert "PGPASSWORD" not in err
+
+
+def test_the_worker_banner_stars_the_password(postgres: Any, tmp_path: Path) -> None:
+    url: str = postgres.url
+    log = tmp_path / "worker.err"
+    pg = str(Path(sys.executable).parent / "pausegraph")
+    password = password_of(url)
+    with log.open("wb") as err:
+        worker = subprocess.Popen(
+            [pg, "--store", url, "worker", EXPENSE], stdout=subprocess.DEVNULL, stderr=err
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while "serving" not in log.read_text():
+            assert worker.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, "the worker never said it serves"
+            time.sleep(0.05)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(timeout=60)
+    text = log.read_text()
+    assert f"from {redact_url(url)};" in text
+    assert f":{password}@" not in text
+
+
+def test_store_help_names_postgresql_on_every_command(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    commands = ["run", "resume", "runs", "show", "history", "inbox", "tick", "worker"]
+    commands += ["serve", "cancel", "delete", "prune"]
+    for command in [None, *commands]:
+        assert main(["--help"] if command is None else [command, "--help"]) == 0
+        out, _ = capsys.readouterr()
+        assert "postgresql://" in " ".join(out.split()), command
+
+
+# --- --store naming the wrong file ---------------------------------------------------
+
+
+def test_a_sqlite_file_without_sqlite_prefix_says_write_sqlite(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "s.db"
+    SqliteCheckpointer(db).close()
+    for command in (["runs"], ["run", EXPENSE, "--input", '{"employee": "a", "amount": 5}']):
+        _, err = cli(capsys, "--store", str(db), *command, code=1)
+        assert err == (
+            f"pausegraph: error: --store {str(db)!r} is a SQLite database, not a store "
+            f"directory: write --store sqlite:{db}\n"
+        )
+    with pytest.raises(CheckpointError, match=r"is a SQLite database, not a store directory"):
+        open_checkpointer(str(db))
+
+
+def test_another_file_as_a_store_directory_says_it_is_a_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    flow = tmp_path / "flow.py"
+    flow.write_text("print('hi')\n")
+    _, err = cli(capsys, "--store", str(flow), "runs", code=1)
+    assert f"--store {str(flow)!r} is a file, not a store directory" in err
+    assert "sqlite:PATH for a SQLite database" in err
+    with pytest.raises(CheckpointError, match=r"is a file, not a store directory"):
+        open_checkpointer(f"file:{flow}")
+
+
+def test_sqlite_on_a_file_that_is_no_database_says_so_not_restore(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    flow = tmp_path / "flow.py"
+    flow.write_text("print('hi')\n" * 20)
+    _, err = cli(capsys, "--store", f"sqlite:{flow}", "runs", code=1)
+    assert "is not a SQLite database" in err
+    assert "Restore" not in err
+    assert "backup" not in err
+    with pytest.raises(CorruptCheckpointError, match=r"is not a SQLite database"):
+        SqliteCheckpointer(flow)
+    assert not Path(f"{flow}.locks").exists()  # nothing made beside it
+    assert flow.read_text() == "print('hi')\n" * 20
+
+
+def test_an_empty_file_is_still_a_new_sqlite_database(tmp_path: Path) -> None:
+    db = tmp_path / "new.db"
+    db.touch()
+    store = SqliteCheckpointer(db)
+    assert store.store.runs() == []
+    store.close()
+
+
+@pytest.mark.parametrize("form", ["sqlite:~/x.db", "file:~/runs", "~/runs"])
+def test_a_tilde_in_a_store_path_is_the_home_directory(
+    form: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(tmp_path)
+    assert parse_store_url(form).target == str(home / form.split("~/", 1)[1])
+    cli(capsys, "--store", form, "run", EXPENSE, "--input", '{"employee": "a", "amount": 5}')
+    assert not (tmp_path / "~").exists()
+    assert (home / form.split("~/", 1)[1]).exists()
+
+
+# --- runs --status with nothing found ---------------------------------------------------
+
+
+def test_runs_with_a_status_and_none_found_names_the_status(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = str(tmp_path / "runs")
+    cli(capsys, "--store", store, "run", EXPENSE, "--input", '{"employee": "a", "amount": 5}')
+    _, err = cli(capsys, "--store", store, "runs", "--status", "queued")
+    assert err == f"no queued runs in {store}\n"
+    _, err = cli(capsys, "--store", store, "runs", "--status", "paused", "--workflow", "expense")
+    assert err == f"no paused runs of workflow 'expense' in {store}\n"
+    _, err = cli(capsys, "--store", store, "runs", "--workflow", "nosuch")
+    assert err == f"no runs of workflow 'nosuch' in {store}\n"
+    _, err = cli(capsys, "--store", str(tmp_path / "empty"), "runs")
+    assert err == f"no runs in {tmp_path / 'empty'}\n"
