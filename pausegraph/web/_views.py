@@ -16,7 +16,7 @@ import attrs
 from .. import _cli_render as render
 from .._commands import Command, Continue, Goto, Resume, RunInfo, Status, Update
 from .._graph import Graph
-from .._records import Checkpoint
+from .._records import Checkpoint, skipped_of
 from ..checkpointers import Checkpointer
 
 #: The state of a step on the run page; a step not reached yet has none.
@@ -116,11 +116,13 @@ class StepView:
 def step_views(graph: Graph, info: RunInfo, latest: Checkpoint) -> list[StepView]:
     """Each step of the graph, in the graph's order, with its state in this run.
 
-    Layers before the one under way are done. At an interrupt the steps
-    waiting are paused and the rest of their layer done; at a breakpoint
-    before a layer its steps are paused; a failed layer's failing step is
-    failed; a queued or running run's next layer is running; once a run is
-    over, the layers it never ran are skipped.
+    A step a conditional edge left out (the stage's ``skipped``, in any
+    layer decided so far) is skipped. Of the others, layers before the one
+    under way are done. At an interrupt the steps waiting are paused and the
+    rest of their layer done; at a breakpoint before a layer its steps are
+    paused; a failed layer's failing step is failed; a queued or running
+    run's next layer is running; once a run is over, the layers it never ran
+    are skipped.
     """
     status = info.status
     stop = render.breakpoint_of(latest)
@@ -131,12 +133,15 @@ def step_views(graph: Graph, info: RunInfo, latest: Checkpoint) -> list[StepView
     waiting = {i.step_id for i in info.interrupts}
     failed = info.failure.step_id if info.failure is not None else None
     over = status in (Status.DONE, Status.CANCELLED)
+    skipped = set(skipped_of(latest.stage))
     layer_of = {step: k for k, layer in enumerate(graph.layers()) for step in layer}
     views = []
     for n, step in enumerate(graph.steps):
         k = layer_of[step]
         state: str | None = None
-        if k < finished:
+        if step in skipped:
+            state = "skipped"
+        elif k < finished:
             state = "done"
         elif over:
             state = "skipped"
