@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Generator, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,6 +13,7 @@ from starlette.testclient import TestClient
 
 from pausegraph import Graph, Interrupt, LastWriteWins, MemoryCheckpointer
 from pausegraph.checkpointers import Checkpointer
+from pausegraph.cli import main
 from pausegraph.web import app
 
 LOCAL = "http://127.0.0.1"
@@ -265,3 +267,25 @@ def test_api_terms_rewrites_every_call_the_engine_names() -> None:
         said = api_terms(message, workflow="w/1", run_id="a b")
         assert said == expected
         assert not PYTHON_CALL.search(said)
+
+
+# --- pausegraph serve --port -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("port", "error"),
+    [
+        ("99999", "99999 is not a port number: a port is 0 to 65535 (0 picks a free one)"),
+        ("-1", "-1 is not a port number: a port is 0 to 65535 (0 picks a free one)"),
+        ("eighty", "'eighty' is not a port number (0 to 65535)"),
+    ],
+)
+def test_serve_refuses_a_port_out_of_range_as_a_usage_error(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, port: str, error: str
+) -> None:
+    flows = Path(__file__).with_name("_web_flows.py")
+    argv = ["--store", str(tmp_path / "s"), "serve", f"{flows}:approval_graph", f"--port={port}"]
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == f"pausegraph: error: argument --port: {error} (see 'pausegraph serve --help')\n"
