@@ -137,6 +137,18 @@ def _usage(message: str) -> _Failure:
     return _Failure(message, 2)
 
 
+def _port(text: str) -> int:
+    """``serve --port``: a TCP port number, 0 to 65535 (0 picks a free one)."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0 to 65535)") from None
+    if not 0 <= port <= 65535:
+        msg = f"{port} is not a port number: a port is 0 to 65535 (0 picks a free one)"
+        raise argparse.ArgumentTypeError(msg)
+    return port
+
+
 # --- the command line ----------------------------------------------------------
 
 
@@ -283,7 +295,7 @@ def _parser() -> _Parser:
     )
     serving.add_argument(
         "--port",
-        type=int,
+        type=_port,
         default=8000,
         help="the port to bind; 0 picks a free one (default: 8000)",
     )

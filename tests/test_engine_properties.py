@@ -147,7 +147,8 @@ def test_paused_runs_replay_with_the_code_that_paused_them_and_the_check_saves_n
                 first = outcome.interrupts[0]
                 outcome = runner.resume("paused", Resume(answers={first.id: first.id}))
             before = {run: checkpointer.list(*run) for run in checkpointer.runs()}
-            assert_paused_runs_replay(graph, factory())
+            # the run may have ended (no interrupt, or all answered): nothing to check then
+            assert_paused_runs_replay(graph, factory(), allow_empty=True)
             after = {run: checkpointer.list(*run) for run in checkpointer.runs()}
             assert after == before
 

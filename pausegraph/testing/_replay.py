@@ -16,7 +16,7 @@ from .._channels import Channels
 from .._graph import Graph
 from .._records import Checkpoint, progress_of
 from .._scheduler import replay_journals
-from ..checkpointers import Checkpointer
+from ..checkpointers import Checkpointer, FileCheckpointer
 from ..errors import PausegraphError
 
 
@@ -40,21 +40,42 @@ def find_replay_failures(graph: Graph, checkpointer: Checkpointer) -> list[Repla
     graph's name). A run recorded with a different graph structure, a step
     that raises, and a step that strays from its journal
     (``NondeterminismError``) are all failures. The store is only read.
+
+    The trap: ``[]`` also when nothing was checked (an empty store, a wrong
+    path, a store of other workflows). ``assert_paused_runs_replay`` fails
+    then; with this function, check the store's ``runs()`` yourself.
     """
+    return _check(graph, checkpointer).failures
+
+
+@attrs.frozen
+class _Checked:
+    failures: list[ReplayFailure]
+    paused: int  # the paused runs of the graph's workflow that were checked
+    others: int  # the other runs of the graph's workflow (not paused)
+    elsewhere: tuple[str, ...]  # the other workflows the store holds runs of
+
+
+def _check(graph: Graph, checkpointer: Checkpointer) -> _Checked:
     failures = []
+    paused = others = 0
+    elsewhere = set()
     for workflow_id, run_id in sorted(checkpointer.runs()):
         if workflow_id != graph.name:
+            elsewhere.add(workflow_id)
             continue
         latest = checkpointer.latest(workflow_id, run_id)
         if latest is None or progress_of(latest.stage) is None:
+            others += 1
             continue
+        paused += 1
         difference = latest.structure.difference(graph.structure())
         if difference is not None:
             error = f"recorded with a different graph structure: {difference}"
             failures.append(ReplayFailure(run_id, None, error))
             continue
         failures.extend(_replay_run(graph, latest))
-    return failures
+    return _Checked(failures, paused, others, tuple(sorted(elsewhere)))
 
 
 def _replay_run(graph: Graph, latest: Checkpoint) -> list[ReplayFailure]:
@@ -71,7 +92,9 @@ def _replay_run(graph: Graph, latest: Checkpoint) -> list[ReplayFailure]:
     return failures
 
 
-def assert_paused_runs_replay(graph: Graph, checkpointer: Checkpointer) -> None:
+def assert_paused_runs_replay(
+    graph: Graph, checkpointer: Checkpointer, *, allow_empty: bool = False
+) -> None:
     """Raise ``AssertionError`` listing every paused run that would not resume.
 
     Run it in CI before deploying changed step code while runs are paused::
@@ -81,9 +104,35 @@ def assert_paused_runs_replay(graph: Graph, checkpointer: Checkpointer) -> None:
 
     Every failure is reported at once, each with its run, step and error.
     The store is never written to.
+
+    A store with no paused run of ``graph.name`` also fails the assertion,
+    naming the store and the workflow: nothing was checked, which is most
+    often a wrong path (``FileCheckpointer`` makes an empty store at any
+    path, and a relative path depends on the working directory) or a graph
+    renamed since. Pass ``allow_empty=True`` when no paused run is a fine
+    outcome.
     """
-    failures = find_replay_failures(graph, checkpointer)
-    if failures:
-        lines = "\n".join(f"  {f}" for f in failures)
-        msg = f"{len(failures)} suspended step(s) of {graph.name!r} no longer replay:\n{lines}"
+    checked = _check(graph, checkpointer)
+    if checked.failures:
+        lines = "\n".join(f"  {f}" for f in checked.failures)
+        count = len(checked.failures)
+        msg = f"{count} suspended step(s) of {graph.name!r} no longer replay:\n{lines}"
         raise AssertionError(msg)
+    if checked.paused == 0 and not allow_empty:
+        raise AssertionError(_nothing_checked(graph, checkpointer, checked))
+
+
+def _nothing_checked(graph: Graph, checkpointer: Checkpointer, checked: _Checked) -> str:
+    store = repr(checkpointer)
+    if isinstance(checkpointer, FileCheckpointer) and not checkpointer.root.is_absolute():
+        store += f" (the directory {str(checkpointer.root.absolute())!r})"
+    held = []
+    if checked.others:
+        held.append(f"{checked.others} run(s) of {graph.name!r}, none paused")
+    if checked.elsewhere:
+        held.append(f"runs of {', '.join(map(repr, checked.elsewhere))}")
+    holds = f" (it holds {' and '.join(held)})" if held else " (it holds no run at all)"
+    return (
+        f"found no paused run of workflow {graph.name!r} in {store}{holds}: nothing was "
+        "checked; is the path right? Pass allow_empty=True if no paused run is expected"
+    )

@@ -22,8 +22,15 @@ from urllib.parse import parse_qs, quote
 import jinja2
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.responses import (
+    HTMLResponse,
+    JSONResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+)
 from starlette.routing import Route
 
 from .. import _cli_render as render
@@ -229,23 +236,24 @@ class _Server:
     def start(self, workflow: str, run_id: str, given: Mapping[str, Any]) -> tuple[bool, Any]:
         runner = self.runner(workflow)
         created = self.store.latest(workflow, run_id) is None
-        self._engine(lambda: runner.start(run_id, given))
+        self._engine(lambda: runner.start(run_id, given), workflow, run_id)
         return created, self._drive(workflow, run_id)
 
     def submit(self, workflow: str, run_id: str, command: Command) -> dict[str, Any]:
         runner = self.runner(workflow)
         self.detail(workflow, run_id, history=False)  # 404 for an unknown run
-        self._engine(lambda: runner.submit(run_id, command))
+        self._engine(lambda: runner.submit(run_id, command), workflow, run_id)
         return self._drive(workflow, run_id)
 
     @staticmethod
-    def _engine(call: Callable[[], Any]) -> None:
+    def _engine(call: Callable[[], Any], workflow: str, run_id: str) -> None:
+        """``call()``, its refusals as 409 or 400 with the engine's Python terms made the API's."""
         try:
             call()
-        except ConflictError as exc:
-            raise _Refused(409, str(exc)) from None
-        except (ResumeError, GraphError, SerializationError) as exc:
-            raise _Refused(400, str(exc)) from None
+        except (ConflictError, ResumeError, GraphError, SerializationError) as exc:
+            status = 409 if isinstance(exc, ConflictError) else 400
+            message = views.api_terms(str(exc), workflow=workflow, run_id=run_id)
+            raise _Refused(status, message) from None
 
     def _drive(self, workflow: str, run_id: str) -> dict[str, Any]:
         """Wake the driver and wait for the run's next pause or end, at most ``wait_s``."""
@@ -379,7 +387,29 @@ def app(
             methods=["POST"],
         ),
     ]
-    return Starlette(routes=routes, lifespan=lifespan)
+    handlers = {404: _no_route, 405: _no_route}
+    return Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)
+
+
+def _is_api(request: Request) -> bool:
+    return request.url.path == "/api" or request.url.path.startswith("/api/")
+
+
+async def _no_route(request: Request, exc: Exception) -> Response:
+    """A path no route takes (404) or a method its route does not (405): JSON under ``/api``."""
+    assert isinstance(exc, HTTPException)
+    if not _is_api(request):
+        return PlainTextResponse(exc.detail, status_code=exc.status_code, headers=exc.headers)
+    path = request.url.path
+    if exc.status_code == 405:
+        allowed = (exc.headers or {}).get("Allow", "")
+        message = f"{request.method} is not allowed on {path} (allowed: {allowed})"
+    else:
+        message = (
+            f"no API route {path}: the API serves /api/inbox, /api/runs, "
+            "/api/runs/WORKFLOW/RUN_ID and /api/runs/WORKFLOW/RUN_ID/resume"
+        )
+    return JSONResponse({"error": message}, status_code=exc.status_code, headers=exc.headers)
 
 
 # --- JSON API ---------------------------------------------------------------------
@@ -517,7 +547,7 @@ async def _answer_form(server: _Server, request: Request, session: str) -> Respo
             value = json.loads(form.get("answer", ""))
         except ValueError as exc:
             return await _inbox_with_error(
-                server, session, (workflow, run_id, interrupt_id), form, f"not JSON: {exc}", 400
+                server, session, (workflow, run_id, interrupt_id), form, _not_json(exc), 400
             )
         command = Resume(answers={interrupt_id: value})
     try:
@@ -529,6 +559,11 @@ async def _answer_form(server: _Server, request: Request, session: str) -> Respo
         return await _inbox_with_error(server, session, key, form, refused.message, refused.status)
     target = f"/runs/{quote(workflow, safe='')}/{quote(run_id, safe='')}"
     return RedirectResponse(target, status_code=303)
+
+
+def _not_json(exc: ValueError) -> str:
+    """The answer field's error for text that is not JSON, with how to send text."""
+    return f'not JSON: {exc}; to answer with text, put it in double quotes: "yes please"'
 
 
 async def _inbox_with_error(

@@ -9,14 +9,17 @@ entity-escaped by ``Graph.to_mermaid``.
 from __future__ import annotations
 
 import datetime
+import json
+import re
 from typing import Any
+from urllib.parse import quote
 
 import attrs
 
 from .. import _cli_render as render
 from .._commands import Command, Continue, Goto, Resume, RunInfo, Status, Update
 from .._graph import Graph
-from .._records import Checkpoint
+from .._records import Checkpoint, skipped_of
 from ..checkpointers import Checkpointer
 
 #: The state of a step on the run page; a step not reached yet has none.
@@ -116,11 +119,13 @@ class StepView:
 def step_views(graph: Graph, info: RunInfo, latest: Checkpoint) -> list[StepView]:
     """Each step of the graph, in the graph's order, with its state in this run.
 
-    Layers before the one under way are done. At an interrupt the steps
-    waiting are paused and the rest of their layer done; at a breakpoint
-    before a layer its steps are paused; a failed layer's failing step is
-    failed; a queued or running run's next layer is running; once a run is
-    over, the layers it never ran are skipped.
+    A step a conditional edge left out (the stage's ``skipped``, in any
+    layer decided so far) is skipped. Of the others, layers before the one
+    under way are done. At an interrupt the steps waiting are paused and the
+    rest of their layer done; at a breakpoint before a layer its steps are
+    paused; a failed layer's failing step is failed; a queued or running
+    run's next layer is running; once a run is over, the layers it never ran
+    are skipped.
     """
     status = info.status
     stop = render.breakpoint_of(latest)
@@ -131,12 +136,15 @@ def step_views(graph: Graph, info: RunInfo, latest: Checkpoint) -> list[StepView
     waiting = {i.step_id for i in info.interrupts}
     failed = info.failure.step_id if info.failure is not None else None
     over = status in (Status.DONE, Status.CANCELLED)
+    skipped = set(skipped_of(latest.stage))
     layer_of = {step: k for k, layer in enumerate(graph.layers()) for step in layer}
     views = []
     for n, step in enumerate(graph.steps):
         k = layer_of[step]
         state: str | None = None
-        if k < finished:
+        if step in skipped:
+            state = "skipped"
+        elif k < finished:
             state = "done"
         elif over:
             state = "skipped"
@@ -178,3 +186,71 @@ def age_text(since_ms: int, now_ms: int) -> str:
 def time_text(timestamp_ms: int) -> str:
     moment = datetime.datetime.fromtimestamp(timestamp_ms / 1000, tz=datetime.timezone.utc)
     return moment.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"
+
+
+# --- engine messages in the API's terms ------------------------------------------
+
+# The engine's messages name Python calls (``Resume(answers={id: value, ...})``,
+# ``Goto('nope')``, ``Update(edits)``, ``run(run_id)``); ``pausegraph`` rewrites them
+# into its options (``render.cli_terms``). The API rewrites them the same way, found
+# by the same scan (name and balanced brackets), into the JSON bodies and requests it
+# takes. A few phrases about ``run(run_id)`` mean something else over HTTP, where
+# the server's driver does what ``run`` does: they are reworded first, whole.
+_PHRASES = {
+    "retry it with Continue() or run(run_id)": "retry it with Continue()",
+    "run(run_id) without input goes on with it": "the server's driver goes on with it",
+    "run(run_id) without input retries it": "Continue() retries it",
+    "run(run_id) without input returns its result": "state(run_id) shows its result",
+}
+_STEP_LITERAL = re.compile(r"(?:step_id=)?'([^'\\]*)'")
+
+
+def api_terms(message: str, *, workflow: str, run_id: str) -> str:
+    """``message`` with each Python call it names replaced by the request or body that does it.
+
+    ``Resume(answers=...)`` reads ``{"answers": {ID: VALUE}}``, ``Goto('x')``
+    ``{"goto": "x"}``, ``resume(run_id, command)`` ``POST
+    /api/runs/WORKFLOW/RUN_ID/resume``, and so on, for the run the request named.
+    """
+    for phrase, reworded in _PHRASES.items():
+        message = message.replace(phrase, reworded)
+    run = f"/api/runs/{quote(workflow, safe='')}/{quote(run_id, safe='')}"
+    out: list[str] = []
+    pos = 0
+    for match in render._CALL.finditer(message):
+        if match.start() < pos:
+            continue  # inside a call already replaced
+        end = render._call_end(message, match.end())
+        if end < 0:
+            break
+        name, inner = match.group(1), message[match.end() : end - 1].strip()
+        out.append(message[pos : match.start()])
+        out.append(_api_term(name, inner, run))
+        pos = end
+    out.append(message[pos:])
+    return re.sub(r"\bcall (?=(GET|POST) )", "send ", "".join(out))
+
+
+def _api_term(name: str, inner: str, run: str) -> str:
+    if inner.startswith("update=") or name == "Update":
+        return '{"update": {CHANNEL: VALUE}}'
+    if name == "Continue":
+        return '{"continue": true}'
+    if name == "Resume":
+        answers = "answers=" in inner and "answers=None" not in inner
+        return '{"answers": {ID: VALUE}}' if answers else '{"value": VALUE}'
+    if name == "Goto":
+        literal = _STEP_LITERAL.match(inner)
+        return f'{{"goto": {json.dumps(literal.group(1)) if literal else "STEP"}}}'
+    if name in ("Before", "After"):
+        return f"{name.lower()} step {inner.removeprefix('step_id=')}"
+    if name in ("state", "history"):
+        return f"GET {run}"
+    if name == "run":
+        if "input" in inner:
+            return f'POST {run} with {{"input": {{CHANNEL: VALUE}}}}'
+        return "the server's driver (or a pausegraph worker)"
+    return (
+        f'POST {run}/resume (with one of {{"value": VALUE}}, {{"answers": {{ID: VALUE}}}}, '
+        '{"continue": true}, {"update": {...}} or {"goto": STEP})'
+    )

@@ -1,0 +1,291 @@
+"""The web server's finish: skipped steps, JSON errors on every API path, messages in API terms."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Generator, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+from _web_flows import approval
+from starlette.testclient import TestClient
+
+from pausegraph import Graph, Interrupt, LastWriteWins, MemoryCheckpointer
+from pausegraph.checkpointers import Checkpointer
+from pausegraph.cli import main
+from pausegraph.web import app
+
+LOCAL = "http://127.0.0.1"
+
+
+def ask(state: Mapping[str, Any]) -> Generator[Any, Any, dict[str, Any]]:
+    amount = yield Interrupt("amount?")
+    return {"amount": amount}
+
+
+def is_big(state: Mapping[str, Any]) -> bool:
+    return bool(state["amount"] > 100)
+
+
+def escalate(state: Mapping[str, Any]) -> dict[str, Any]:
+    return {"log": "escalated"}
+
+
+def check(state: Mapping[str, Any]) -> Generator[Any, Any, dict[str, Any]]:
+    ok = yield Interrupt("ok?")
+    return {"log": f"checked {ok}"}
+
+
+def branchy() -> Graph:
+    """ask, then escalate (only when the amount is big) beside check, which asks again."""
+    channels = {"amount": LastWriteWins(), "log": LastWriteWins()}
+    return (
+        Graph("branchy", channels)
+        .step("ask", ask)
+        .step("escalate", escalate)
+        .step("check", check)
+        .edge("ask", "escalate", when=is_big)
+        .edge("ask", "check")
+    )
+
+
+@pytest.fixture
+def store() -> Checkpointer:
+    return MemoryCheckpointer()
+
+
+@pytest.fixture
+def client(store: Checkpointer) -> Iterator[TestClient]:
+    with TestClient(app([branchy(), approval()], store, wait_s=5), base_url=LOCAL) as c:
+        yield c
+
+
+def step_states(page: str) -> dict[str, str]:
+    rows = re.findall(r'<tr data-step="([^"]+)"><td>.*?</td><td class="state-(\w+)">', page)
+    return dict(rows)
+
+
+def mermaid_classes(page: str) -> dict[str, str]:
+    return dict(re.findall(r"^    class (s\d+) (\w+)$", page, re.MULTILINE))
+
+
+def answer_the_one_waiting(client: TestClient, run_id: str, value: Any) -> dict[str, Any]:
+    reply = client.post(f"/api/runs/branchy/{run_id}/resume", json={"value": value})
+    assert reply.status_code == 200, reply.text
+    result: dict[str, Any] = reply.json()
+    return result
+
+
+# --- skipped steps --------------------------------------------------------------------
+
+
+def test_a_step_a_false_conditional_edge_left_out_is_skipped_while_paused_and_when_done(
+    client: TestClient,
+) -> None:
+    assert client.post("/api/runs/branchy/r1", json={"input": {}}).status_code == 201
+    answer_the_one_waiting(client, "r1", 5)  # not big: escalate is skipped, check asks
+    page = client.get("/runs/branchy/r1").text
+    assert step_states(page) == {"ask": "done", "escalate": "skipped", "check": "paused"}
+    assert mermaid_classes(page) == {"s0": "done", "s1": "skipped", "s2": "paused"}
+    assert "    classDef skipped fill:#eeeeee" in page
+    assert answer_the_one_waiting(client, "r1", True)["status"] == "done"
+    page = client.get("/runs/branchy/r1").text
+    assert step_states(page) == {"ask": "done", "escalate": "skipped", "check": "done"}
+    assert mermaid_classes(page) == {"s0": "done", "s1": "skipped", "s2": "done"}
+
+
+def test_a_step_a_true_conditional_edge_chose_is_done(client: TestClient) -> None:
+    client.post("/api/runs/branchy/r1", json={"input": {}})
+    answer_the_one_waiting(client, "r1", 500)
+    answer_the_one_waiting(client, "r1", True)
+    page = client.get("/runs/branchy/r1").text
+    assert step_states(page) == {"ask": "done", "escalate": "done", "check": "done"}
+    assert "skipped" not in mermaid_classes(page).values()
+
+
+# --- every /api path answers JSON -----------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/api/nope", "/api", "/api/runs/approval/r1/resume/x"])
+def test_an_unknown_api_path_is_a_json_404(client: TestClient, path: str) -> None:
+    reply = client.get(path)
+    assert reply.status_code == 404
+    assert reply.headers["content-type"] == "application/json"
+    assert reply.json() == {
+        "error": f"no API route {path}: the API serves /api/inbox, /api/runs, "
+        "/api/runs/WORKFLOW/RUN_ID and /api/runs/WORKFLOW/RUN_ID/resume"
+    }
+
+
+def test_a_wrong_method_on_an_api_route_is_a_json_405_with_allow(client: TestClient) -> None:
+    reply = client.get("/api/runs/approval/r1/resume")
+    assert reply.status_code == 405
+    assert reply.headers["allow"] == "POST"
+    assert reply.json() == {
+        "error": "GET is not allowed on /api/runs/approval/r1/resume (allowed: POST)"
+    }
+    assert client.delete("/api/inbox").json()["error"].startswith("DELETE is not allowed on")
+
+
+def test_pages_keep_their_plain_404_and_405(client: TestClient) -> None:
+    missing = client.get("/nope")
+    assert (missing.status_code, missing.text) == (404, "Not Found")
+    assert client.put("/").status_code == 405
+
+
+# --- the answer form's hint -----------------------------------------------------------
+
+
+def csrf_of(page: str) -> str:
+    match = re.search(r'name="csrf" value="([0-9a-f]+)"', page)
+    assert match is not None
+    return match.group(1)
+
+
+def test_text_that_is_not_json_gets_a_hint_to_quote_it_and_quoted_text_is_taken(
+    client: TestClient,
+) -> None:
+    client.post("/api/runs/approval/r1", json={"input": {"question": "q", "amount": 1}})
+    csrf = csrf_of(client.get("/").text)
+    interrupt = client.get("/api/inbox").json()[0]["id"]
+    form = {"csrf": csrf, "interrupt_id": interrupt, "answer": "yes please"}
+    reply = client.post("/runs/approval/r1/answer", data=form)
+    assert reply.status_code == 400
+    assert re.search(
+        r'role="alert">not JSON: Expecting value: line 1 column 1 \(char 0\); to answer with '
+        r"text, put it in double quotes: &#34;yes please&#34;</p>",
+        reply.text,
+    )
+    form["answer"] = '"yes please"'
+    taken = client.post("/runs/approval/r1/answer", data=form, follow_redirects=False)
+    assert taken.status_code == 303
+    assert client.get("/api/runs/approval/r1").json()["values"]["answer"] == "yes please"
+
+
+# --- engine messages in the API's terms -----------------------------------------------
+
+
+def asks_a(state: Mapping[str, Any]) -> Generator[Any, Any, dict[str, Any]]:
+    return {"a": (yield Interrupt("a?"))}
+
+
+def asks_b(state: Mapping[str, Any]) -> Generator[Any, Any, dict[str, Any]]:
+    return {"b": (yield Interrupt("b?"))}
+
+
+def two_questions() -> Graph:
+    channels = {"a": LastWriteWins(), "b": LastWriteWins()}
+    return Graph("two", channels).step("a", asks_a).step("b", asks_b)
+
+
+PYTHON_CALL = re.compile(r"\b(Resume|Continue|Update|Goto|run|resume|state|history)\(")
+
+
+@pytest.fixture
+def two() -> Iterator[TestClient]:
+    with TestClient(app([two_questions()], MemoryCheckpointer()), base_url=LOCAL) as c:
+        assert c.post("/api/runs/two/r1", json={"input": {}}).status_code == 201
+        yield c
+
+
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        (
+            {"value": 1},
+            "run 'r1' has 2 pending interrupts (2.0.0, 2.1.0): "
+            'answer them by id with {"answers": {ID: VALUE}}',
+        ),
+        (
+            {"continue": True},
+            "run 'r1' waits for an answer to interrupt(s) 2.0.0, 2.1.0: "
+            'use {"value": VALUE} or {"answers": {ID: VALUE}}',
+        ),
+        (
+            {"goto": "nope"},
+            "{\"goto\": \"nope\"}: graph 'two' has no such step; its steps are 'a', 'b'",
+        ),
+        (
+            {"update": {"nope": 1}},
+            "{\"update\": {CHANNEL: VALUE}} names undeclared channel 'nope'; "
+            "the graph declares 'a', 'b'",
+        ),
+    ],
+    ids=["value", "continue", "goto", "update"],
+)
+def test_a_refused_command_is_explained_with_the_bodies_the_api_takes(
+    two: TestClient, body: dict[str, Any], error: str
+) -> None:
+    reply = two.post("/api/runs/two/r1/resume", json=body)
+    assert reply.status_code == 400
+    assert reply.json() == {"error": error}
+
+
+def test_a_finished_run_and_a_changed_input_are_explained_in_api_terms(two: TestClient) -> None:
+    two.post("/api/runs/two/r1/resume", json={"answers": {"2.0.0": 1, "2.1.0": 2}})
+    again = two.post("/api/runs/two/r1/resume", json={"value": 1}).json()["error"]
+    assert again == (
+        "run 'r1' is finished: {\"value\": VALUE} has nothing to go on with; "
+        '{"goto": STEP} re-opens it'
+    )
+    other = two.post("/api/runs/two/r1", json={"input": {"a": 5}}).json()["error"]
+    assert other == (
+        "run 'r1' already exists with input {}, not {'a': 5}; it is done: "
+        "GET /api/runs/two/r1 shows its result, or use a new run id"
+    )
+
+
+def test_api_terms_rewrites_every_call_the_engine_names() -> None:
+    from pausegraph.web._views import api_terms
+
+    messages = {
+        "run 'x' failed and waits for no answer: retry it with Continue() or run(run_id), fix "
+        "its state first with Update(edits), or Goto(step_id)": "run 'x' failed and waits for "
+        'no answer: retry it with {"continue": true}, fix its state first with '
+        '{"update": {CHANNEL: VALUE}}, or {"goto": STEP}',
+        "run 'x' is paused (y): use resume(run_id, command) to go on": "run 'x' is paused (y): "
+        'use POST /api/runs/w%2F1/a%20b/resume (with one of {"value": VALUE}, '
+        '{"answers": {ID: VALUE}}, {"continue": true}, {"update": {...}} or {"goto": STEP}) '
+        "to go on",
+        "run 'x' is queued: ...; run('x') drives it, then command it if it pauses": "run 'x' is "
+        "queued: ...; the server's driver (or a pausegraph worker) drives it, then command it "
+        "if it pauses",
+        "it is queued: run(run_id) without input goes on with it": "it is queued: the server's "
+        "driver goes on with it",
+        "it is failed: run(run_id) without input retries it": 'it is failed: {"continue": true} '
+        "retries it",
+        "no run 'x': start it with run(run_id, input)": "no run 'x': start it with "
+        'POST /api/runs/w%2F1/a%20b with {"input": {CHANNEL: VALUE}}',
+        "Resume(value=None, answers={'k': 'Goto(x)'}, update=None) is refused": '{"answers": '
+        "{ID: VALUE}} is refused",
+        "Goto(step_id='s', update={'c': 1})": '{"goto": "s"}',
+        "Goto(update=...) names undeclared channel 'q'": '{"update": {CHANNEL: VALUE}} names '
+        "undeclared channel 'q'",
+    }
+    for message, expected in messages.items():
+        said = api_terms(message, workflow="w/1", run_id="a b")
+        assert said == expected
+        assert not PYTHON_CALL.search(said)
+
+
+# --- pausegraph serve --port -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("port", "error"),
+    [
+        ("99999", "99999 is not a port number: a port is 0 to 65535 (0 picks a free one)"),
+        ("-1", "-1 is not a port number: a port is 0 to 65535 (0 picks a free one)"),
+        ("eighty", "'eighty' is not a port number (0 to 65535)"),
+    ],
+)
+def test_serve_refuses_a_port_out_of_range_as_a_usage_error(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, port: str, error: str
+) -> None:
+    flows = Path(__file__).with_name("_web_flows.py")
+    argv = ["--store", str(tmp_path / "s"), "serve", f"{flows}:approval_graph", f"--port={port}"]
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == f"pausegraph: error: argument --port: {error} (see 'pausegraph serve --help')\n"
