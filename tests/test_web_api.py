@@ -421,3 +421,20 @@ def test_the_inbox_page_shows_a_hundred_interrupts_a_page_oldest_first(
     assert 'data-run="r149"' not in first.text
     assert beyond.text.count('class="card interrupt"') == 50
     assert bad.status_code == 400
+
+
+def test_a_store_failure_is_503_with_a_json_error(store: Checkpointer) -> None:
+    from pausegraph.errors import CheckpointError
+
+    Runner(approval(), store).run("r1", {"question": "q", "amount": 1})
+
+    class Failing(MemoryCheckpointer):
+        def lock(self, workflow_id: str, run_id: str) -> Any:
+            raise CheckpointError("the connection to the store dropped")
+
+    failing = Failing()
+    failing.__dict__.update(store.__dict__)  # the same runs, a store that now fails
+    with TestClient(app([approval()], failing, drive=False), base_url=LOCAL) as client:
+        reply = client.post("/api/runs/approval/r1/resume", json={"value": 1})
+    assert reply.status_code == 503
+    assert "the connection to the store dropped" in reply.json()["error"]

@@ -41,7 +41,13 @@ from .._runner import Runner, system_clock
 from .._worker import IDLE_WAIT_S, Worker, runners_for
 from ..checkpointers import Checkpointer, RunSummary
 from ..checkpointers._checkpointer import SummaryData, summary_data
-from ..errors import ConflictError, GraphError, ResumeError, SerializationError
+from ..errors import (
+    CheckpointError,
+    ConflictError,
+    GraphError,
+    ResumeError,
+    SerializationError,
+)
 from . import _views as views
 from ._guard import SESSION_COOKIE, Guard, host_name, is_loopback
 
@@ -254,6 +260,9 @@ class _Server:
             status = 409 if isinstance(exc, ConflictError) else 400
             message = views.api_terms(str(exc), workflow=workflow, run_id=run_id)
             raise _Refused(status, message) from None
+        except CheckpointError as exc:  # the store failed (a dropped connection, a full disk)
+            logger.warning("the store failed on run %r of workflow %r: %s", run_id, workflow, exc)
+            raise _Refused(503, f"the store failed, try again: {exc}") from None
 
     def _drive(self, workflow: str, run_id: str) -> dict[str, Any]:
         """Wake the driver and wait for the run's next pause or end, at most ``wait_s``."""
