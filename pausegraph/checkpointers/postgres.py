@@ -68,7 +68,9 @@ before it closes), is asked, and a save on a lost lock fails with
 round trip. ``sync()``, which the engine calls before each effect, checks
 each held lock in ``pg_locks``, so a driver whose lock session dropped
 unheard calls no further effect (and the primary key keeps one writer per
-seq meanwhile).
+seq meanwhile). The locks of other threads sharing the handle are checked
+too (they share its session); one let go while the statement ran is
+removed from the handle's holds before its unlock, and so is no loss.
 
 **Poolers.** A transaction-pooling proxy (PgBouncer in transaction mode)
 hands each transaction to any server session, so a session lock is taken
@@ -685,17 +687,19 @@ class PostgresStore:
         effect runs. Flush and check are one statement: one round trip, none
         with nothing to flush and no lock held.
         """
+        # every lock of this process, whichever thread holds it; each with its entry, so
+        # that a lock let go meanwhile (its entry removed before it is unlocked) is no loss
         mine = [
-            (name, key, session.backend_pid)
-            for name, (key, session) in list(self._holding.items())
-            if session.pid == os.getpid()
+            (name, entry[0], entry[1].backend_pid, entry)
+            for name, entry in list(self._holding.items())
+            if entry[1].pid == os.getpid()
         ]
         flush, self._unsynced = self._unsynced, False
         if not flush and not mine:
             return
         query = (_FLUSH_AND_CHECK if mine else _FLUSH) if flush else _CHECK
-        halves = [_halves(key) for _, key, _ in mine]
-        args = ([h[0] for h in halves], [h[1] for h in halves], [pid for *_, pid in mine])
+        halves = [_halves(key) for _, key, _, _ in mine]
+        args = ([h[0] for h in halves], [h[1] for h in halves], [pid for _, _, pid, _ in mine])
         try:
             row = self._guarded(
                 lambda connection: connection.execute(query, args if mine else ()).fetchone()
@@ -704,10 +708,12 @@ class PostgresStore:
             self._unsynced = self._unsynced or flush
             raise
         assert row is not None
-        for ((workflow_id, run_id), _, backend_pid), still in zip(
+        for ((workflow_id, run_id), _, backend_pid, entry), still in zip(
             mine, row[-1] if mine else [], strict=True
         ):
-            if not still:
+            # another thread sharing the handle may have let its run go while the
+            # statement ran: a lock is lost only if the hold it was checked for goes on
+            if not still and self._holding.get((workflow_id, run_id)) is entry:
                 msg = (
                     f"run {run_id!r} of workflow {workflow_id!r}: this process lost its live "
                     f"lock (its database session {backend_pid} ended, or a pooler moved it: "
