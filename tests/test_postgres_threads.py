@@ -33,6 +33,7 @@ from pausegraph import (
     Runner,
     Status,
 )
+from pausegraph.checkpointers import FrameInfo, RunSummary
 from pausegraph.web import app
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -207,3 +208,46 @@ def test_sync_ignores_a_lock_let_go_while_it_checked_but_not_one_still_held(
         inner._on_session(session, "SELECT pg_advisory_unlock(%s), pg_backend_pid()", (key,))
         with pytest.raises(CheckpointError, match="'mine' of workflow 'pay': this process lost"):
             store.sync()
+
+
+def test_a_sync_flushes_its_thread_s_append_while_another_thread_s_flush_is_under_way(
+    postgres: PostgresSchema,
+) -> None:
+    """A sync() may not lean on a flush another thread sent but that has not finished.
+
+    Thread B's sync() has taken up the handle's appends and is held before its
+    flush reaches the server; this thread's sync() must flush its own append
+    itself (before, it found nothing left to flush and returned at once, so an
+    effect could run before the checkpoint claiming it was on disk).
+    """
+    inner = postgres.checkpointer().store
+    inner.append(
+        FrameInfo(1, 0, "l", 1, True, 1), b"x", RunSummary("wf", "r", 1, "queued", 1, None, b"")
+    )
+    guarded = inner._guarded
+    entered, release = threading.Event(), threading.Event()
+    calls: list[str] = []
+
+    def watched(work: Callable[[Any], _T]) -> _T:
+        if threading.current_thread() is other:
+            calls.append("other")
+            entered.set()
+            release.wait(30)  # its flush is sent only after this thread's sync()
+        else:
+            calls.append("this")
+        return guarded(work)
+
+    other = threading.Thread(target=inner.sync)
+    inner._guarded = watched  # type: ignore[method-assign]
+    try:
+        other.start()
+        assert entered.wait(30)
+        inner.sync()
+        assert calls == ["other", "this"]  # this thread flushed, not waiting for the other
+        release.set()
+        other.join(30)
+        inner.sync()  # everything is flushed now: no round trip
+        assert calls == ["other", "this"]
+    finally:
+        release.set()
+        inner._guarded = guarded  # type: ignore[method-assign]
