@@ -38,7 +38,10 @@ server has it, a crash of the server may lose it. ``sync()`` commits one
 statement that writes WAL (a transactional logical message: a commit that
 wrote none does not wait for the disk) and so waits for the WAL to be
 flushed up to it, every earlier append included, and checks the live locks
-in the same statement.
+in the same statement. The handle counts the appends committed and those a
+finished ``sync()`` covered: a ``sync()`` skips the flush only when every
+append committed before it is covered, never on the strength of another
+thread's flush still under way.
 
 **The live lock** of a run is a session-level advisory lock,
 ``pg_try_advisory_lock(key)``, where ``key`` is 64 bits of a SHA-256 of
@@ -68,7 +71,9 @@ before it closes), is asked, and a save on a lost lock fails with
 round trip. ``sync()``, which the engine calls before each effect, checks
 each held lock in ``pg_locks``, so a driver whose lock session dropped
 unheard calls no further effect (and the primary key keeps one writer per
-seq meanwhile).
+seq meanwhile). The locks of other threads sharing the handle are checked
+too (they share its session); one let go while the statement ran is
+removed from the handle's holds before its unlock, and so is no loss.
 
 **Poolers.** A transaction-pooling proxy (PgBouncer in transaction mode)
 hands each transaction to any server session, so a session lock is taken
@@ -310,7 +315,12 @@ class PostgresStore:
         self._session: _LockSession | None = None
         # the runs whose lock a ``with`` of this handle holds: (key, the session holding it)
         self._holding: dict[tuple[str, str], tuple[int, _LockSession]] = {}
-        self._unsynced = False  # appended with synchronous_commit off since the last sync()
+        # appends committed (with synchronous_commit off), and how many of them a finished
+        # sync() flushed: a sync() that finds all flushed has nothing to wait for, but one
+        # that another thread's flush, still under way, will cover must flush too
+        self._counts = threading.Lock()
+        self._appended = 0
+        self._flushed = 0
         # runs held whose last append left them queued: their release notifies
         self._queued: dict[tuple[str, str], bool] = {}
         self._listener: tuple[int, psycopg.Connection[Any]] | None = None  # wait_for_work's
@@ -445,7 +455,8 @@ class PostgresStore:
         last, added = int(row[0]), int(row[1])
         if not added:  # the seq is taken (by a writer that committed meanwhile), or a gap
             refuse_seq(workflow_id, run_id, info.seq, info.seq if last == info.seq - 1 else last)
-        self._unsynced = True  # on the server, durable at the next sync() (see Durability)
+        with self._counts:  # on the server, durable at the next sync() (see Durability)
+            self._appended += 1
         if held is not None:
             self._queued[(workflow_id, run_id)] = summary.status == "queued"
 
@@ -685,29 +696,34 @@ class PostgresStore:
         effect runs. Flush and check are one statement: one round trip, none
         with nothing to flush and no lock held.
         """
+        # every lock of this process, whichever thread holds it; each with its entry, so
+        # that a lock let go meanwhile (its entry removed before it is unlocked) is no loss
         mine = [
-            (name, key, session.backend_pid)
-            for name, (key, session) in list(self._holding.items())
-            if session.pid == os.getpid()
+            (name, entry[0], entry[1].backend_pid, entry)
+            for name, entry in list(self._holding.items())
+            if entry[1].pid == os.getpid()
         ]
-        flush, self._unsynced = self._unsynced, False
+        with self._counts:
+            covered = self._appended  # every append committed before the flush is sent
+            flush = covered > self._flushed
         if not flush and not mine:
             return
         query = (_FLUSH_AND_CHECK if mine else _FLUSH) if flush else _CHECK
-        halves = [_halves(key) for _, key, _ in mine]
-        args = ([h[0] for h in halves], [h[1] for h in halves], [pid for *_, pid in mine])
-        try:
-            row = self._guarded(
-                lambda connection: connection.execute(query, args if mine else ()).fetchone()
-            )
-        except BaseException:
-            self._unsynced = self._unsynced or flush
-            raise
+        halves = [_halves(key) for _, key, _, _ in mine]
+        args = ([h[0] for h in halves], [h[1] for h in halves], [pid for _, _, pid, _ in mine])
+        row = self._guarded(
+            lambda connection: connection.execute(query, args if mine else ()).fetchone()
+        )
         assert row is not None
-        for ((workflow_id, run_id), _, backend_pid), still in zip(
+        if flush:
+            with self._counts:
+                self._flushed = max(self._flushed, covered)
+        for ((workflow_id, run_id), _, backend_pid, entry), still in zip(
             mine, row[-1] if mine else [], strict=True
         ):
-            if not still:
+            # another thread sharing the handle may have let its run go while the
+            # statement ran: a lock is lost only if the hold it was checked for goes on
+            if not still and self._holding.get((workflow_id, run_id)) is entry:
                 msg = (
                     f"run {run_id!r} of workflow {workflow_id!r}: this process lost its live "
                     f"lock (its database session {backend_pid} ended, or a pooler moved it: "
