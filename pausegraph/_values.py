@@ -206,6 +206,40 @@ def normalize(value: Any, what: Callable[[], str]) -> Any:
         raise SerializationError(msg) from None
 
 
+def refused_part(value: Any) -> tuple[str, str] | None:
+    """Where in ``value`` msgpack refuses a value: its path and its type name.
+
+    The path is written as subscripts from the top (``"['at']"``, ``"[0]"``,
+    ``""`` for the value itself); a dict key msgpack refuses is named as
+    ``"<key of ...>"``. ``None`` if no single part is refused (the value is
+    only too deep, or encodes). Depth first, without recursion, at most
+    ``MAX_DEPTH`` levels down: for error messages only.
+    """
+    todo: list[tuple[str, Any, int]] = [("", value, 0)]
+    while todo:
+        path, part, depth = todo.pop()
+        if isinstance(part, dict):
+            if depth >= MAX_DEPTH:
+                continue
+            items = list(part.items())
+            for key, _ in items:
+                try:
+                    pack(key)
+                except (TypeError, ValueError, OverflowError):
+                    return f"<key of {path or 'the value'}>", type(key).__name__
+            todo.extend((f"{path}[{k!r}]", v, depth + 1) for k, v in reversed(items))
+        elif isinstance(part, (list, tuple)):
+            if depth >= MAX_DEPTH:
+                continue
+            todo.extend((f"{path}[{i}]", v, depth + 1) for i, v in reversed(list(enumerate(part))))
+        else:
+            try:
+                pack(part)
+            except (TypeError, ValueError, OverflowError):
+                return path, type(part).__name__
+    return None
+
+
 def thaw(value: Any) -> Any:
     """A plain, mutable deep copy of a msgpack-native value."""
     return msgpack.unpackb(pack(value), raw=False, strict_map_key=False)
