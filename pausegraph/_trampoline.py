@@ -114,13 +114,8 @@ def _refused_entry(
     at its ``yield``, as if the function had raised it, and a retry or a
     replay throws the same error in again without calling the function.
     """
-    part = refused_part(result)
-    if part is None:
-        where = ""
-    elif part[0]:
-        where = f" (the {part[1]} at result{part[0]})"
-    else:
-        where = f" (the result itself, a {part[1]})"
+    part = refused_part(result, "result")
+    where = "" if part is None else f" ({part})"
     cause = SerializationError(
         f"the result of effect {name} in step {step_id!r} cannot be stored{where}: {refused}; "
         "return msgpack-native values from the effect (dict, list, str, int, float, bool, "

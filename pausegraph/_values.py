@@ -206,16 +206,16 @@ def normalize(value: Any, what: Callable[[], str]) -> Any:
         raise SerializationError(msg) from None
 
 
-def refused_part(value: Any) -> tuple[str, str] | None:
-    """Where in ``value`` msgpack refuses a value: its path and its type name.
+def refused_part(value: Any, root: str) -> str | None:
+    """Which part of ``value`` msgpack refuses, in words, for an error message.
 
-    The path is written as subscripts from the top (``"['at']"``, ``"[0]"``,
-    ``""`` for the value itself); a dict key msgpack refuses is named as
-    ``"<key of ...>"``. ``None`` if no single part is refused (the value is
-    only too deep, or encodes). Depth first, without recursion, at most
-    ``MAX_DEPTH`` levels down: for error messages only.
+    ``root`` names the value (``"result"``); the part is named by its type
+    and its subscripts from there: ``"the datetime at result['at']"``,
+    ``"a key of type date in result[0]"``, ``"result itself, of type Decimal"``.
+    ``None`` if no single part is refused (the value is only too deep).
+    Depth first, without recursion, at most ``MAX_DEPTH`` levels down.
     """
-    todo: list[tuple[str, Any, int]] = [("", value, 0)]
+    todo: list[tuple[str, Any, int]] = [(root, value, 0)]
     while todo:
         path, part, depth = todo.pop()
         if isinstance(part, dict):
@@ -226,7 +226,7 @@ def refused_part(value: Any) -> tuple[str, str] | None:
                 try:
                     pack(key)
                 except (TypeError, ValueError, OverflowError):
-                    return f"<key of {path or 'the value'}>", type(key).__name__
+                    return f"a key of type {type(key).__name__} in {path}"
             todo.extend((f"{path}[{k!r}]", v, depth + 1) for k, v in reversed(items))
         elif isinstance(part, (list, tuple)):
             if depth >= MAX_DEPTH:
@@ -236,7 +236,8 @@ def refused_part(value: Any) -> tuple[str, str] | None:
             try:
                 pack(part)
             except (TypeError, ValueError, OverflowError):
-                return path, type(part).__name__
+                kind = type(part).__name__
+                return f"{root} itself, of type {kind}" if path == root else f"the {kind} at {path}"
     return None
 
 
