@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime
 import decimal
+import functools
 import subprocess
 import sys
 import textwrap
@@ -70,11 +71,11 @@ def test_an_effect_whose_result_cannot_be_stored_is_called_once_across_retries(
     for attempt in range(3):
         if how == "cold":
             runner = Runner(graph, FileCheckpointer(tmp_path / "store"))
+        go = functools.partial(runner.run, "r1", {})
+        if how == "continue" and attempt:
+            go = functools.partial(runner.resume, "r1", Continue())
         with pytest.raises(EffectError, match="ran, but its result was not stored") as info:
-            if how == "continue" and attempt:
-                runner.resume("r1", Continue())
-            else:
-                runner.run("r1", {})
+            go()
         if not attempt:
             assert isinstance(info.value.__cause__, SerializationError)
     assert calls == [1]
