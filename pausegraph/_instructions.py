@@ -183,10 +183,14 @@ class Effect(_Instruction):
 
     If ``fn`` raises, an ``EffectError`` naming the original type and message
     is thrown into the step at the ``yield``; a replay throws the same error.
+    If ``fn`` returns what msgpack cannot encode (a ``datetime``, a
+    ``Decimal``), the call is recorded as raising ``SerializationError``: the
+    step gets it as an ``EffectError``, and no retry calls ``fn`` again.
     An effect is recognised on replay by ``fn``'s module and qualified name,
-    not by its arguments. The result is normalised through msgpack, so a
-    tuple arrives as a list, the same on every path. An ``Effect`` never
-    yielded calls nothing, and warns like an ``Interrupt`` never yielded.
+    not by its arguments (see ``name`` for a script's functions). The
+    result is normalised through msgpack, so a tuple arrives as a list, the
+    same on every path. An ``Effect`` never yielded calls nothing, and warns
+    like an ``Interrupt`` never yielded.
     """
 
     fn: Callable[..., Any]
