@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import graphlib
+import inspect
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -83,7 +84,11 @@ class Graph:
             raise GraphError(msg)
 
     def step(self, step_id: str, fn: StepFn) -> Graph:
-        """Add a step: ``fn(state)`` returns its writes, or is a generator function."""
+        """Add a step: ``fn(state)`` returns its writes, or is a generator function.
+
+        Raises ``GraphError`` for an empty or duplicate id, a frozen graph,
+        or an ``fn`` that is not callable or is an ``async def`` function.
+        """
         self._check_open(f".step({step_id!r}, ...)")
         if not isinstance(step_id, str) or not step_id:
             msg = f"a step id is a non-empty string, got {step_id!r}"
@@ -95,6 +100,18 @@ class Graph:
             raise GraphError(msg)
         if not callable(fn):
             msg = f"step {step_id!r} needs a callable taking the state, got {fn!r}"
+            raise GraphError(msg)
+        call = fn if inspect.isfunction(fn) or inspect.ismethod(fn) else type(fn).__call__
+        if (
+            inspect.iscoroutinefunction(fn)
+            or inspect.isasyncgenfunction(fn)
+            or (inspect.iscoroutinefunction(call) or inspect.isasyncgenfunction(call))
+        ):
+            msg = (
+                f"step {step_id!r} is an async function ({fn!r}): a step is a plain function "
+                "returning its writes or a generator function (def, not async def); yield "
+                "Effect(fn, ...) to call slow or blocking work"
+            )
             raise GraphError(msg)
         self.step_index[step_id] = len(self._steps)
         self._steps[step_id] = fn

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime
 import math
+import os
 import reprlib
 import sys
 import warnings
@@ -182,10 +183,14 @@ class Effect(_Instruction):
 
     If ``fn`` raises, an ``EffectError`` naming the original type and message
     is thrown into the step at the ``yield``; a replay throws the same error.
+    If ``fn`` returns what msgpack cannot encode (a ``datetime``, a
+    ``Decimal``), the call is recorded as raising ``SerializationError``: the
+    step gets it as an ``EffectError``, and no retry calls ``fn`` again.
     An effect is recognised on replay by ``fn``'s module and qualified name,
-    not by its arguments. The result is normalised through msgpack, so a
-    tuple arrives as a list, the same on every path. An ``Effect`` never
-    yielded calls nothing, and warns like an ``Interrupt`` never yielded.
+    not by its arguments (see ``name`` for a script's functions). The
+    result is normalised through msgpack, so a tuple arrives as a list, the
+    same on every path. An ``Effect`` never yielded calls nothing, and warns
+    like an ``Interrupt`` never yielded.
     """
 
     fn: Callable[..., Any]
@@ -209,11 +214,64 @@ class Effect(_Instruction):
 
     @property
     def name(self) -> str:
-        """The name that identifies this effect in a journal: ``module.qualname``."""
+        """The name that identifies this effect in a journal: ``module.qualname``.
+
+        A function of the script Python runs (module ``__main__``) is named
+        under the module name that script has when imported (``main_name``),
+        so that a run started by ``python flow.py`` replays when
+        ``flow.py:graph`` is loaded by the command line or a worker.
+        """
         fn = self.fn
         module = getattr(fn, "__module__", None) or type(fn).__module__
         qualname = getattr(fn, "__qualname__", None) or type(fn).__qualname__
+        if module == "__main__":
+            module = main_name()
         return f"{module}.{qualname}"
+
+
+def main_name() -> str:
+    """The import name of the ``__main__`` module: how ``python -m`` or a file loader names it.
+
+    ``__main__.__spec__.name`` when it has one (``python -m pkg.flow``),
+    else the stem of its file (``python flow.py`` gives ``flow``, the
+    module the command line's ``flow.py:graph`` imports), else
+    ``"__main__"`` (an interactive session, ``python -c``).
+    """
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    file = getattr(main, "__file__", None)
+    seen = _main_seen
+    if seen and seen[0] is main and seen[1] is spec and seen[2] is file:
+        return seen[3]  # type: ignore[no-any-return]
+    found = "__main__"
+    name = getattr(spec, "name", None)
+    if isinstance(name, str) and name and name != "__main__":
+        found = name
+    elif isinstance(file, str) and file:
+        found = os.path.splitext(os.path.basename(file))[0] or found
+    _main_seen[:] = (main, spec, file, found)  # the answer for this __main__, until it changes
+    return found
+
+
+_main_seen: list[Any] = []
+
+
+def same_effect(recorded: str, effect: Effect) -> bool:
+    """Whether a journal's effect name ``recorded`` names ``effect``'s function.
+
+    Equal names, or the same qualified name where one side's module is
+    ``__main__`` (a journal written before ``__main__`` functions were named
+    by ``main_name``, or a process whose ``__main__`` has no file): the
+    function of the script and the same function of its module are one.
+    """
+    name = effect.name
+    if recorded == name:
+        return True
+    fn = effect.fn
+    qualname = getattr(fn, "__qualname__", None) or type(fn).__qualname__
+    if recorded == f"__main__.{qualname}":
+        return True
+    return name == f"__main__.{qualname}" and recorded.endswith(f".{qualname}")
 
 
 _set_fn: Callable[[Effect, Any], None] = Effect.__dict__["fn"].__set__

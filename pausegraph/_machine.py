@@ -351,13 +351,19 @@ def _goto(latest: Checkpoint, command: Goto, shape: Shape) -> Claim:
 
 
 def _retry(latest: Checkpoint, failure: Failure, progress: Progress, label: str) -> Claim:
-    """Go on with a failed layer: the effect error that failed it is dropped, and retried."""
+    """Go on with a failed layer: the effect error that failed it is dropped, and retried.
+
+    Not an error recording a result that could not be stored (``Raised.refused``):
+    that function ran, and is never called again.
+    """
     step_id = failure.step_id
     journal = progress.journals.get(step_id, ())
     if failure.error_type == "EffectError":
         # the error that failed the step, and what its `finally` did after it, go
         raised = [
-            n for n, e in enumerate(journal) if type(e) is Raised and e.error == failure.message
+            n
+            for n, e in enumerate(journal)
+            if type(e) is Raised and not e.refused and e.error == failure.message
         ]
         if raised:
             cut = raised[-1]

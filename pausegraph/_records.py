@@ -70,11 +70,17 @@ class Returned:
 
 @attrs.frozen
 class Raised:
-    """The step yielded an ``Effect`` whose function raised; ``error`` is the message."""
+    """The step yielded an ``Effect`` whose function raised; ``error`` is the message.
+
+    ``refused`` marks an effect whose function *returned*, but whose result
+    could not be stored (msgpack refused it): the function ran, so a retry
+    of the failed layer replays this error too and never calls it again.
+    """
 
     effect: str
     error: str
     branch: str = ""
+    refused: bool = False
 
 
 @attrs.frozen

@@ -293,10 +293,8 @@ class LayerRun:
                     result, exc = future.result(), None
                 except Exception as raised:
                     result, exc = None, raised
-                try:
-                    entry, thrown = effect_entry(step_id, effect, branch.path, result, exc)
-                except SerializationError as bad:
-                    self._failed(step_id, bad)
+                # a result msgpack refuses is recorded as an error too: the function ran
+                entry, thrown = effect_entry(step_id, effect, branch.path, result, exc)
                 self.live[step_id].record(branch, entry, thrown)
             save(self, waiting[0][0])
             going, waiting = waiting, []

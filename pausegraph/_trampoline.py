@@ -26,9 +26,9 @@ from collections.abc import Callable, Collection, Mapping
 from types import GeneratorType
 from typing import Any
 
-from ._instructions import All, Effect, Interrupt, Sleep, _mark, consumed
+from ._instructions import All, Effect, Interrupt, Sleep, _mark, consumed, same_effect
 from ._records import Asked, Entry, Forked, Raised, Returned
-from ._values import normalize, packer, same, thaw
+from ._values import MAX_DEPTH, freeze, normalize, packer, refused_part, same, thaw
 from .errors import (
     EffectError,
     InterruptTimeout,
@@ -97,8 +97,38 @@ def effect_entry(
         error = EffectError(text)
         error.__cause__ = exc
         return Raised(name, text, branch), error
-    value = normalize(result, lambda: f"the result of effect {name} in step {step_id!r}")
+    try:
+        value = freeze(result, max_depth=MAX_DEPTH)  # normalize, but the entry says why not
+    except (TypeError, ValueError, OverflowError) as refused:
+        return _refused_entry(step_id, name, branch, result, refused)
     return Returned(name, value, branch), None
+
+
+def _refused_entry(
+    step_id: str, name: str, branch: str, result: Any, refused: Exception
+) -> tuple[Entry, BaseException]:
+    """The entry of an effect that ran but returned what cannot be stored: an error, for good.
+
+    The function ran (money may have moved), so its call is recorded as
+    raising a ``SerializationError``: the step gets it as an ``EffectError``
+    at its ``yield``, as if the function had raised it, and a retry or a
+    replay throws the same error in again without calling the function.
+    """
+    part = refused_part(result, "result")
+    where = "" if part is None else f" ({part})"
+    cause = SerializationError(
+        f"the result of effect {name} in step {step_id!r} cannot be stored{where}: {refused}; "
+        "return msgpack-native values from the effect (dict, list, str, int, float, bool, "
+        "None, bytes), e.g. a datetime as its .isoformat() text, a Decimal as str"
+    )
+    text = (
+        f"effect {name} in step {step_id!r} ran, but its result was not stored: "
+        f"SerializationError: {cause}. It is not called again: a retry or replay throws "
+        "this error in at its yield"
+    )
+    error = EffectError(text)
+    error.__cause__ = cause
+    return Raised(name, text, branch, refused=True), error
 
 
 def close_quietly(stack: list[GeneratorType[Any, Any, Any]]) -> None:
@@ -458,8 +488,11 @@ class Trampoline:
     def _replay_effect(self, branch: Branch, msg: Effect) -> tuple[Any, BaseException | None]:
         entry = branch.entries[branch.cursor]
         kind = type(entry)
-        if (kind is not Returned and kind is not Raised) or entry.effect != msg.name:  # type: ignore[union-attr]
-            self._mismatch(branch, entry, f"Effect({msg.name})")
+        if (kind is not Returned and kind is not Raised) or (
+            entry.effect != msg.name  # type: ignore[union-attr]
+            and not same_effect(entry.effect, msg)  # type: ignore[union-attr]
+        ):
+            self._mismatch(branch, entry, f"Effect({msg.name})", _module_hint(entry, msg))
         branch.cursor += 1
         if kind is Raised:
             return None, EffectError(entry.error)  # type: ignore[union-attr]
@@ -468,12 +501,12 @@ class Trampoline:
     def _where(self, branch: Branch) -> str:
         return f" in branch {branch.path!r}" if branch.path else ""
 
-    def _mismatch(self, branch: Branch, entry: Entry, got: str) -> None:
+    def _mismatch(self, branch: Branch, entry: Entry, got: str, hint: str = "") -> None:
         self.close()
         msg = (
             f"step {self.step_id!r} yielded {got}{self._where(branch)} at journal position "
-            f"{branch.cursor}, but its journal recorded {describe_entry(entry)} there: a step "
-            "must repeat its interrupts (same payloads), effects (same functions) and All "
+            f"{branch.cursor}, but its journal recorded {describe_entry(entry)} there: {hint}a "
+            "step must repeat its interrupts (same payloads), effects (same functions) and All "
             "(same number of branches) in the same order when it is replayed; "
             "deploy code that does, or Goto a step to run the layer afresh"
         )
@@ -483,7 +516,29 @@ class Trampoline:
         hint = ""
         if callable(msg) and getattr(msg, "__code__", None) is not None:
             hint = " (did you yield a generator function instead of calling it?)"
+        elif isinstance(msg, Mapping):
+            hint = " (to write channels, `return {...}` from the step, do not yield it)"
         return f"step {self.step_id!r} yielded {msg!r}, which is not an instruction{hint}: {_HINT}"
+
+
+def _module_hint(entry: Entry, effect: Effect) -> str:
+    """What to say when a recorded effect differs from ``effect`` by its module's name only."""
+    if type(entry) is not Returned and type(entry) is not Raised:
+        return ""
+    fn = effect.fn
+    qualname = getattr(fn, "__qualname__", None) or type(fn).__qualname__
+    recorded = entry.effect
+    if not recorded.endswith(f".{qualname}"):
+        return ""
+    was = recorded[: -len(qualname) - 1]
+    now = effect.name[: -len(qualname) - 1]
+    return (
+        f"the function {qualname!r} was recorded under module {was!r} and is under module "
+        f"{now!r} now; if it is the same function, this is a module-name difference (an "
+        "effect is recorded by its module's import name): load the workflow under the "
+        f"module name it was started with ({was!r}; a file path 'dir/name.py:graph' is "
+        "imported as 'name'); otherwise "
+    )
 
 
 def _close_branch(branch: Branch) -> None:

@@ -206,6 +206,41 @@ def normalize(value: Any, what: Callable[[], str]) -> Any:
         raise SerializationError(msg) from None
 
 
+def refused_part(value: Any, root: str) -> str | None:
+    """Which part of ``value`` msgpack refuses, in words, for an error message.
+
+    ``root`` names the value (``"result"``); the part is named by its type
+    and its subscripts from there: ``"the datetime at result['at']"``,
+    ``"a key of type date in result[0]"``, ``"result itself, of type Decimal"``.
+    ``None`` if no single part is refused (the value is only too deep).
+    Depth first, without recursion, at most ``MAX_DEPTH`` levels down.
+    """
+    todo: list[tuple[str, Any, int]] = [(root, value, 0)]
+    while todo:
+        path, part, depth = todo.pop()
+        if isinstance(part, dict):
+            if depth >= MAX_DEPTH:
+                continue
+            items = list(part.items())
+            for key, _ in items:
+                try:
+                    pack(key)
+                except (TypeError, ValueError, OverflowError):
+                    return f"a key of type {type(key).__name__} in {path}"
+            todo.extend((f"{path}[{k!r}]", v, depth + 1) for k, v in reversed(items))
+        elif isinstance(part, (list, tuple)):
+            if depth >= MAX_DEPTH:
+                continue
+            todo.extend((f"{path}[{i}]", v, depth + 1) for i, v in reversed(list(enumerate(part))))
+        else:
+            try:
+                pack(part)
+            except (TypeError, ValueError, OverflowError):
+                kind = type(part).__name__
+                return f"{root} itself, of type {kind}" if path == root else f"the {kind} at {path}"
+    return None
+
+
 def thaw(value: Any) -> Any:
     """A plain, mutable deep copy of a msgpack-native value."""
     return msgpack.unpackb(pack(value), raw=False, strict_map_key=False)

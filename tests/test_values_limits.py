@@ -22,6 +22,7 @@ from pausegraph import (
     Append,
     Done,
     Effect,
+    EffectError,
     FileCheckpointer,
     Goto,
     Graph,
@@ -180,7 +181,12 @@ def _enter_write(deep: Any) -> tuple[Runner, int]:
 
 def _enter_effect_result(deep: Any) -> tuple[Runner, int]:
     runner, saved = _paused(_graph(payload="q", result=deep))
-    runner.resume("p", Resume("a"))
+    try:
+        runner.resume("p", Resume("a"))
+    except EffectError as exc:
+        # the function ran, so its refused result is recorded as its error: the SerializationError
+        cause = exc.__cause__
+        raise cause if isinstance(cause, SerializationError) else exc from None
     return runner, saved + 1
 
 

@@ -1,0 +1,436 @@
+"""Edges of effects and steps: a result that cannot be stored, ``__main__`` functions, misuse.
+
+- An effect whose function returned what msgpack cannot encode *ran*: it is
+  recorded as raising, the step gets an ``EffectError`` at its ``yield``,
+  and no retry (hot or cold, with or without an executor) calls it again.
+- A run started by ``python flow.py`` records its effects under the
+  script's import name, so the command line (``flow.py:graph``) resumes it.
+- ``yield {...}`` and ``async def`` steps are refused with a message that
+  says what to do instead.
+"""
+
+from __future__ import annotations
+
+import datetime
+import decimal
+import functools
+import subprocess
+import sys
+import textwrap
+import types
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_cli import pg
+
+from pausegraph import (
+    Continue,
+    Effect,
+    EffectError,
+    FileCheckpointer,
+    Graph,
+    GraphError,
+    Interrupt,
+    LastWriteWins,
+    MemoryCheckpointer,
+    NondeterminismError,
+    Resume,
+    Runner,
+    SerializationError,
+    StepError,
+)
+from pausegraph.cli import load_graph
+
+# --- an effect whose result cannot be stored ---------------------------------------
+
+
+def _charging(calls: list[int], result: Callable[[], Any]) -> Graph:
+    def charge(n: int) -> Any:
+        calls.append(n)
+        return result()
+
+    def step(state: Any) -> Any:
+        r = yield Effect(charge, 1)
+        return {"out": str(r)}
+
+    return Graph("charging", {"out": LastWriteWins()}).step("s", step)
+
+
+@pytest.mark.parametrize("how", ["hot", "cold", "continue"])
+def test_an_effect_whose_result_cannot_be_stored_is_called_once_across_retries(
+    tmp_path: Path, how: str
+) -> None:
+    calls: list[int] = []
+    graph = _charging(calls, lambda: {"at": datetime.datetime(2026, 1, 1), "n": 1})
+    checkpointer = FileCheckpointer(tmp_path / "store")
+    runner = Runner(graph, checkpointer)
+    for attempt in range(3):
+        if how == "cold":
+            runner = Runner(graph, FileCheckpointer(tmp_path / "store"))
+        go = functools.partial(runner.run, "r1", {})
+        if how == "continue" and attempt:
+            go = functools.partial(runner.resume, "r1", Continue())
+        with pytest.raises(EffectError, match="ran, but its result was not stored") as info:
+            go()
+        if not attempt:
+            assert isinstance(info.value.__cause__, SerializationError)
+    assert calls == [1]
+    info_ = runner.state("r1")
+    assert info_.status == "failed"
+    assert info_.failure is not None
+    assert info_.failure.error_type == "EffectError"
+    assert "SerializationError" in info_.failure.message
+
+
+def test_the_message_names_the_effect_the_step_the_part_refused_and_what_to_do() -> None:
+    calls: list[int] = []
+    graph = _charging(calls, lambda: {"at": datetime.datetime(2026, 1, 1)})
+    with pytest.raises(EffectError) as info:
+        Runner(graph, MemoryCheckpointer()).run("r", {})
+    text = str(info.value)
+    assert text.startswith("effect ")
+    assert ".charge in step 's' ran, but its result was not stored: SerializationError: " in text
+    assert "(the datetime at result['at'])" in text
+    assert "isoformat()" in text
+    assert "msgpack-native" in text
+    assert "not called again" in text
+
+
+def test_a_part_deep_inside_the_result_is_named_by_its_path() -> None:
+    graph = _charging([], lambda: [{"ok": 1}, {"amount": decimal.Decimal("1.50")}])
+    with pytest.raises(EffectError, match=r"\(the Decimal at result\[1\]\['amount'\]\)"):
+        Runner(graph, MemoryCheckpointer()).run("r", {})
+    graph = _charging([], lambda: {datetime.date(2026, 1, 1): "x"})
+    with pytest.raises(EffectError, match=r"\(a key of type date in result\)"):
+        Runner(graph, MemoryCheckpointer()).run("r", {})
+    graph = _charging([], lambda: decimal.Decimal("2"))
+    with pytest.raises(EffectError, match=r"\(result itself, of type Decimal\)"):
+        Runner(graph, MemoryCheckpointer()).run("r", {})
+
+
+def test_a_step_that_catches_the_error_goes_on_and_replays_it_without_calling_again(
+    tmp_path: Path,
+) -> None:
+    calls: list[int] = []
+
+    def charge() -> Any:
+        calls.append(1)
+        return datetime.datetime(2026, 1, 1)
+
+    def step(state: Any) -> Any:
+        try:
+            receipt = yield Effect(charge)
+        except EffectError as exc:
+            receipt = f"unknown: {exc}"
+        ok = yield Interrupt("ship?")
+        return {"out": receipt, "ok": ok}
+
+    graph = Graph("caught", {"out": LastWriteWins(), "ok": LastWriteWins()}).step("s", step)
+    paused = Runner(graph, FileCheckpointer(tmp_path / "store")).run("r", {})
+    assert paused.interrupts
+    # a cold resume replays the recorded error into the step's `except`
+    done = Runner(graph, FileCheckpointer(tmp_path / "store")).resume("r", Resume(True))
+    assert done.state["ok"] is True
+    assert done.state["out"].startswith("unknown: effect ")
+    assert "ran, but its result was not stored" in done.state["out"]
+    assert calls == [1]
+
+
+def test_with_an_executor_the_refused_result_and_its_neighbours_are_kept() -> None:
+    good_calls: list[int] = []
+    bad_calls: list[int] = []
+
+    def good() -> int:
+        good_calls.append(1)
+        return 7
+
+    def bad() -> Any:
+        bad_calls.append(1)
+        return {1, 2}  # a set: msgpack refuses it
+
+    def a(state: Any) -> Any:
+        return {"a": (yield Effect(good))}
+
+    def b(state: Any) -> Any:
+        return {"b": (yield Effect(bad))}
+
+    graph = Graph("pair", {"a": LastWriteWins(), "b": LastWriteWins()})
+    graph.step("a", a).step("b", b)
+    checkpointer = MemoryCheckpointer()
+    with ThreadPoolExecutor(2) as pool:
+        runner = Runner(graph, checkpointer, executor=pool)
+        for _ in range(3):
+            with pytest.raises(EffectError, match=r"\(result itself, of type set\)"):
+                runner.run("r", {})
+    assert good_calls == [1]
+    assert bad_calls == [1]
+    failure = runner.state("r").failure
+    assert failure is not None
+    assert (failure.step_id, failure.error_type) == ("b", "EffectError")
+
+
+def test_an_effect_that_raised_is_still_called_again_on_a_retry() -> None:
+    """The refused result is the one exception kept: an effect's own error is retried."""
+    calls: list[int] = []
+
+    def flaky() -> str:
+        calls.append(1)
+        if len(calls) == 1:
+            raise ConnectionError("host down")
+        return "ok"
+
+    def step(state: Any) -> Any:
+        return {"out": (yield Effect(flaky))}
+
+    graph = Graph("flaky", {"out": LastWriteWins()}).step("s", step)
+    runner = Runner(graph, MemoryCheckpointer())
+    with pytest.raises(EffectError, match="host down"):
+        runner.run("r", {})
+    assert runner.run("r").state == {"out": "ok"}
+    assert calls == [1, 1]
+
+
+# --- __main__ functions --------------------------------------------------------------
+
+FLOW = """\
+from pausegraph import Effect, FileCheckpointer, Graph, Interrupt, LastWriteWins, Runner
+
+
+def lookup(x):
+    return x * 2
+
+
+def other(x):
+    return x * 3
+
+
+WHICH = lookup
+
+
+def step(state):
+    v = yield Effect(WHICH, 21)
+    ok = yield Interrupt({"v": v})
+    return {"out": [v, ok]}
+
+
+graph = Graph("mainflow", {"out": LastWriteWins()}).step("s", step)
+
+if __name__ == "__main__":
+    import sys
+
+    Runner(graph, FileCheckpointer(sys.argv[1])).run("m1", {})
+"""
+
+
+@pytest.fixture
+def script(tmp_path: Path) -> Iterator[Path]:
+    """The flow as a file with a name no other test imports; forgotten afterwards."""
+    path = tmp_path / f"mainflow_{uuid.uuid4().hex[:8]}.py"
+    path.write_text(FLOW)
+    yield path
+    sys.modules.pop(path.stem, None)
+
+
+def _run_as_main(path: Path, store: Path, *, exec_source: bool = False) -> None:
+    if exec_source:  # a __main__ with no file: recorded under the name "__main__"
+        code = (
+            f"import sys; sys.argv[1:] = [{str(store)!r}]; "
+            f"exec(compile(open({str(path)!r}).read(), {str(path)!r}, 'exec'))"
+        )
+        words = [sys.executable, "-c", code]
+    else:
+        words = [sys.executable, str(path), str(store)]
+    done = subprocess.run(words, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+
+
+def test_a_run_started_as_a_script_resumes_from_the_command_line(
+    tmp_path: Path, script: Path
+) -> None:
+    store = tmp_path / "store"
+    _run_as_main(script, store)
+    done = pg("resume", f"{script}:graph", "m1", "--value", "true", store=store)
+    assert done.returncode == 0, done.stderr
+    assert '"out": [\n    42,\n    true\n  ]' in done.stdout
+
+
+@pytest.mark.parametrize("exec_source", [False, True], ids=["file", "no-file"])
+def test_a_run_started_as_a_script_resumes_through_load_graph(
+    tmp_path: Path, script: Path, exec_source: bool
+) -> None:
+    store = tmp_path / "store"
+    _run_as_main(script, store, exec_source=exec_source)
+    graph = load_graph(f"{script}:graph")
+    done = Runner(graph, FileCheckpointer(store)).resume("m1", Resume(True))
+    assert done.state == {"out": [42, True]}
+
+
+@pytest.mark.parametrize("exec_source", [False, True], ids=["file", "no-file"])
+def test_a_different_function_of_the_script_is_still_refused(
+    tmp_path: Path, script: Path, exec_source: bool
+) -> None:
+    store = tmp_path / "store"
+    _run_as_main(script, store, exec_source=exec_source)
+    graph = load_graph(f"{script}:graph")
+    module = sys.modules[script.stem]
+    module.WHICH = module.other  # type: ignore[attr-defined]
+    with pytest.raises(NondeterminismError, match=r"yielded Effect\(.*\.other\)") as info:
+        Runner(graph, FileCheckpointer(store)).resume("m1", Resume(True))
+    assert "module-name difference" not in str(info.value)
+
+
+def _named(fn: Callable[..., Any], module: str, qualname: str) -> Callable[..., Any]:
+    copy = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__)
+    copy.__module__ = module
+    copy.__qualname__ = qualname
+    return copy
+
+
+def _looking_up(fn: Callable[..., Any]) -> Graph:
+    def step(state: Any) -> Any:
+        v = yield Effect(fn, 1)
+        ok = yield Interrupt("ok?")
+        return {"out": [v, ok]}
+
+    return Graph("lookups", {"out": LastWriteWins()}).step("s", step)
+
+
+def test_a_module_name_difference_is_named_as_such() -> None:
+    def lookup(x: int) -> int:
+        return x
+
+    checkpointer = MemoryCheckpointer()
+    Runner(_looking_up(_named(lookup, "flows", "lookup")), checkpointer).run("r", {})
+    moved = _looking_up(_named(lookup, "app.flows", "lookup"))
+    with pytest.raises(NondeterminismError) as info:
+        Runner(moved, checkpointer).resume("r", Resume(True))
+    text = str(info.value)
+    assert "recorded under module 'flows' and is under module 'app.flows' now" in text
+    assert "module-name difference" in text
+
+
+def _fileless_main(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make ``__main__`` a module with no file or spec (``python -c``, a notebook)."""
+    fake = types.ModuleType("__main__")
+    fake.__spec__ = None
+    monkeypatch.setitem(sys.modules, "__main__", fake)
+
+
+def test_a_main_record_matches_the_same_qualname_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    def lookup(x: int) -> int:
+        return x
+
+    in_main = _named(lookup, "__main__", "lookup")
+    with monkeypatch.context() as patch:
+        _fileless_main(patch)
+        checkpointer = MemoryCheckpointer()
+        Runner(_looking_up(in_main), checkpointer).run("r", {})  # records "__main__.lookup"
+        again = MemoryCheckpointer()
+        Runner(_looking_up(in_main), again).run("r", {})
+    wrong = _looking_up(_named(lookup, "flows", "lookup2"))
+    with pytest.raises(NondeterminismError, match=r"recorded Effect\(__main__\.lookup\)"):
+        Runner(wrong, checkpointer).resume("r", Resume(True))
+    same = _looking_up(_named(lookup, "flows", "lookup"))
+    assert Runner(same, again).resume("r", Resume(True)).state == {"out": [1, True]}
+
+
+def test_a_fileless_main_replays_a_record_of_its_module(monkeypatch: pytest.MonkeyPatch) -> None:
+    def lookup(x: int) -> int:
+        return x
+
+    checkpointer = MemoryCheckpointer()
+    Runner(_looking_up(_named(lookup, "flows", "lookup")), checkpointer).run("r", {})
+    _fileless_main(monkeypatch)
+    same = _looking_up(_named(lookup, "__main__", "lookup"))
+    assert Runner(same, checkpointer).resume("r", Resume(True)).state == {"out": [1, True]}
+
+
+def test_main_name_is_the_spec_name_else_the_file_stem_else_main(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pausegraph._instructions import main_name
+
+    fake = types.ModuleType("__main__")
+    fake.__spec__ = types.SimpleNamespace(name="pkg.flow")  # type: ignore[assignment]
+    fake.__file__ = "/somewhere/pkg/flow.py"
+    monkeypatch.setitem(sys.modules, "__main__", fake)
+    assert main_name() == "pkg.flow"
+    fake = types.ModuleType("__main__")
+    fake.__spec__ = None
+    fake.__file__ = "/somewhere/my-flow.py"
+    monkeypatch.setitem(sys.modules, "__main__", fake)
+    assert main_name() == "my-flow"
+    fake = types.ModuleType("__main__")
+    fake.__spec__ = None
+    monkeypatch.setitem(sys.modules, "__main__", fake)
+    assert main_name() == "__main__"
+
+
+# --- misuse: yielding writes, async steps --------------------------------------------
+
+
+def test_yielding_a_dict_says_to_return_it() -> None:
+    def step(state: Any) -> Any:
+        yield {"a": 1}
+
+    graph = Graph("writes", {"a": LastWriteWins()}).step("s", step)
+    with pytest.raises(StepError, match=r"to write channels, `return \{\.\.\.\}` from the step"):
+        Runner(graph, MemoryCheckpointer()).run("r", {})
+
+
+def test_yielding_something_else_gives_no_such_hint() -> None:
+    def step(state: Any) -> Any:
+        yield 5
+
+    graph = Graph("five", {"a": LastWriteWins()}).step("s", step)
+    with pytest.raises(StepError, match="which is not an instruction") as info:
+        Runner(graph, MemoryCheckpointer()).run("r", {})
+    assert "to write channels" not in str(info.value)
+
+
+async def _async_step(state: Any) -> Any:
+    return {"a": 1}
+
+
+async def _async_gen_step(state: Any) -> Any:
+    yield {"a": 1}
+
+
+class _AsyncCall:
+    async def __call__(self, state: Any) -> Any:
+        return {"a": 1}
+
+
+@pytest.mark.parametrize("fn", [_async_step, _async_gen_step, _AsyncCall()])
+def test_async_steps_are_refused_when_added(fn: Any) -> None:
+    graph = Graph("async", {"a": LastWriteWins()})
+    with pytest.raises(GraphError, match=r"plain function .* or a generator function"):
+        graph.step("s", fn)
+    assert "s" not in graph.steps
+
+
+def test_plain_and_generator_steps_and_callables_are_still_accepted() -> None:
+    class Call:
+        def __call__(self, state: Any) -> Any:
+            return {"a": 1}
+
+    def gen(state: Any) -> Any:
+        yield from ()
+        return {"a": 2}
+
+    graph = Graph("fine", {"a": LastWriteWins()})
+    graph.step("p", lambda state: {"a": 0}).step("g", gen).step("c", Call())
+    assert list(graph.steps) == ["p", "g", "c"]
+
+
+def test_async_step_message_in_full() -> None:
+    graph = Graph("async", {"a": LastWriteWins()})
+    with pytest.raises(GraphError) as info:
+        graph.step("s", _async_step)
+    text = textwrap.shorten(str(info.value), 400)
+    assert text.startswith("step 's' is an async function")
+    assert "def, not async def" in text
