@@ -1388,12 +1388,11 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         stop.set()
         in_hand = worker._in_hand
         if in_hand is None:
-            doing = "no run in hand"
-        else:
-            doing = f"finishing run {render.shown(in_hand[1])} of workflow {in_hand[0]!r} first"
+            _say_in_handler("stopping: no run in hand")
+            return
         _say_in_handler(
-            f"stopping: {doing}; {signal.Signals(signum).name} again exits at once, "
-            "leaving it queued"
+            f"stopping: finishing run {render.shown(in_hand[1])} of workflow {in_hand[0]!r} "
+            f"first; {signal.Signals(signum).name} again exits at once, leaving it queued"
         )
 
     for signum in (signal.SIGINT, signal.SIGTERM):

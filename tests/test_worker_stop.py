@@ -1,4 +1,4 @@
-"""Stopping a worker: only the run in hand finishes; the CLI says so, and a second signal ends it."""
+"""Stopping a worker: only the run in hand finishes; the CLI says so; a second signal ends it."""
 
 from __future__ import annotations
 
@@ -152,9 +152,9 @@ SLOW = textwrap.dedent(
 
 
 def worker_process(
-    tmp_path: Path, effect_s: float
+    tmp_path: Path, effect_s: float, runs: int = 4
 ) -> tuple[subprocess.Popen[bytes], Path, Path, Runner]:
-    """A ``pausegraph worker`` on 4 queued runs whose effect takes ``effect_s``, once it started one."""
+    """A ``pausegraph worker`` on 4 queued runs of an ``effect_s`` effect, once it started one."""
     flow = tmp_path / "slow.py"
     flow.write_text(SLOW)
     calls = tmp_path / "calls.txt"
@@ -163,7 +163,7 @@ def worker_process(
     from pausegraph.cli import load_graph
 
     web = Runner(load_graph(f"{flow}:graph"), open_checkpointer(location))
-    for n in range(4):
+    for n in range(runs):
         web.start(f"q{n}", {"n": n})
     env = {**os.environ, "PG_CALLS": str(calls), "PG_EFFECT_S": str(effect_s)}
     err = tmp_path / "worker.err"
@@ -175,7 +175,10 @@ def worker_process(
             stdout=subprocess.DEVNULL,
             stderr=stderr,
         )
-    wait_for(lambda: calls.exists() and "start" in calls.read_text(), worker)
+    if runs:
+        wait_for(lambda: calls.exists() and "start" in calls.read_text(), worker)
+    else:  # the signal handlers are in place once it says it serves
+        wait_for(lambda: "serving" in err.read_text(), worker)
     return worker, calls, err, web
 
 
@@ -220,3 +223,11 @@ def test_a_second_signal_stops_the_worker_command_at_once(
     monkeypatch.setenv("PG_EFFECT_S", "0")
     assert Worker(web.checkpointer, [web.graph]).poll() == 4
     assert [web.state(f"q{n}").status for n in range(4)] == ["done"] * 4
+
+
+def test_an_idle_worker_command_says_it_has_no_run_in_hand(tmp_path: Path) -> None:
+    worker, calls, err, _ = worker_process(tmp_path, 0.0, runs=0)
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(10) == 0
+    assert "stopping: no run in hand\n" in err.read_text()
+    assert not calls.exists()
