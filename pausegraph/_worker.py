@@ -95,26 +95,41 @@ class Worker:
         self.runners = runners_for(
             checkpointer, graphs, "Worker(checkpointer, graphs)", executor=executor, clock=clock
         )
+        #: (workflow, run id) of the run being driven, for messages (the CLI's on a signal)
+        self._in_hand: tuple[str, str] | None = None
 
     def __repr__(self) -> str:
         return f"<Worker of {', '.join(map(repr, self.runners))} on {self.checkpointer!r}>"
 
-    def poll(self) -> int:
+    def poll(self, *, stop: threading.Event | None = None) -> int:
         """Go once over the store; return how many runs were moved.
 
         Drives every queued run of the graphs to its next pause or end, one
         run at a time, then ticks each graph's passed deadlines. A run held
-        by another driver is skipped.
+        by another driver is skipped. ``stop`` (a ``threading.Event``), when
+        set, ends the poll early: it is looked at before each run, before
+        each graph's tick and before each graph, so once it is set only the
+        run in hand (or a tick under way) goes on to its end, and every
+        other queued run stays queued. A store that cannot be listed raises
+        its own error (such as ``CheckpointError``); a run's own error is
+        never raised.
         """
         moved = 0
         for name, runner in self.runners.items():
+            if stop is not None and stop.is_set():
+                return moved
             for summary in run_summaries(self.checkpointer, workflow_id=name, status="queued"):
+                if stop is not None and stop.is_set():
+                    return moved
                 if self._drive(runner, summary.run_id):
                     moved += 1
+            if stop is not None and stop.is_set():
+                return moved
             moved += len(runner.tick())
         return moved
 
     def _drive(self, runner: Runner, run_id: str) -> bool:
+        self._in_hand = (runner.graph.name, run_id)
         try:
             runner.run(run_id)
         except (ConflictError, ResumeError):
@@ -127,14 +142,18 @@ class Worker:
                 error,
                 extra={"workflow": runner.graph.name, "run_id": run_id},
             )
+        finally:
+            self._in_hand = None
         return True
 
     def serve(self, stop: threading.Event | None = None) -> None:
-        """Poll until ``stop`` is set, waiting ``IDLE_WAIT_S`` whenever a poll moved nothing.
+        """Poll until ``stop`` is set, waiting ``IDLE_WAIT_S`` seconds when a poll moved nothing.
 
-        The run in hand when ``stop`` is set is finished to its next pause or
-        end first. Without ``stop`` it serves until the process is
-        interrupted (``KeyboardInterrupt``). On a store that can say when
+        Once ``stop`` is set, the run in hand is driven to its next pause or
+        end (a tick under way goes on with the runs it found due) and
+        ``serve`` returns; no other run is taken, and the queued ones stay
+        queued for another worker. Without ``stop`` it serves until the
+        process is interrupted (``KeyboardInterrupt``). On a store that can say when
         work may be queued (a checkpointer with ``wait_for_work(timeout_s)``,
         such as ``PostgresCheckpointer``), an idle worker wakes as soon as it
         does instead of at the end of its wait.
@@ -146,7 +165,7 @@ class Worker:
         if wait_for_work is not None:
             wait_for_work(0)  # listen from now on: what is queued after this poll wakes us
         while not stop.is_set():
-            if not self.poll():
+            if not self.poll(stop=stop):
                 self._idle(stop, wait_for_work)
 
     @staticmethod

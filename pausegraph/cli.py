@@ -1434,20 +1434,55 @@ def _cmd_tick(args: argparse.Namespace) -> int:
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
-    """``Worker(store, graphs).serve()`` until SIGINT or SIGTERM; the run in hand finishes."""
+    """``Worker(store, graphs).serve()`` until SIGINT or SIGTERM; the run in hand finishes.
+
+    The first signal says on stderr which run it waits for and sets the
+    stop; a second one exits at once with 128 + its number (130 for
+    SIGINT, 143 for SIGTERM), leaving the run in hand queued: its live lock
+    dies with the process.
+    """
     graphs = [load_graph(spec) for spec in args.workflows]
     worker = Worker(_store(args), graphs)
     stop = threading.Event()
+    forced: list[int] = []
 
     def stop_serving(signum: int, frame: object) -> None:
+        if stop.is_set():
+            forced.append(signum)
+            raise KeyboardInterrupt
         stop.set()
+        in_hand = worker._in_hand
+        if in_hand is None:
+            _say_in_handler("stopping: no run in hand")
+            return
+        _say_in_handler(
+            f"stopping: finishing run {render.shown(in_hand[1])} of workflow {in_hand[0]!r} "
+            f"first; {signal.Signals(signum).name} again exits at once, leaving it queued"
+        )
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, stop_serving)
     names = ", ".join(repr(g.name) for g in graphs)
     print(f"serving {names} from {_shown_store(args)}; SIGINT or SIGTERM stops", file=sys.stderr)
-    worker.serve(stop)
-    return 0
+    try:
+        worker.serve(stop)
+    except KeyboardInterrupt:
+        if not forced:
+            raise
+        name = signal.Signals(forced[0]).name
+        print(f"stopped at once by a second {name}: the run in hand stays queued", file=sys.stderr)
+        return 128 + forced[0]
+    return 128 + forced[0] if forced else 0  # a step that swallowed the KeyboardInterrupt
+
+
+def _say_in_handler(line: str) -> None:
+    """Print ``line`` on stderr from a signal handler, dropping it if stderr is busy or closed.
+
+    The handler runs between two bytecodes of the main thread, which may be
+    inside a write to stderr itself (a log line): writing again there raises.
+    """
+    with contextlib.suppress(RuntimeError, OSError, ValueError):
+        print(line, file=sys.stderr, flush=True)
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
