@@ -16,14 +16,16 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor
+from contextlib import contextmanager
 
 from ._graph import Graph
 from ._inbox import run_summaries
 from ._runner import Runner
 from .checkpointers import Checkpointer
 from .errors import (
+    CheckpointError,
     ConflictError,
     GraphError,
     NondeterminismError,
@@ -142,6 +144,15 @@ class Worker:
                 error,
                 extra={"workflow": runner.graph.name, "run_id": run_id},
             )
+        except CheckpointError as error:  # this run's store failed (a lost lock, a damaged log)
+            logger.warning(
+                "run %r of workflow %r left as it was: the store failed: %s",
+                run_id,
+                runner.graph.name,
+                error,
+                extra={"workflow": runner.graph.name, "run_id": run_id},
+            )
+            return False
         finally:
             self._in_hand = None
         return True
@@ -163,10 +174,15 @@ class Worker:
             self.checkpointer, "wait_for_work", None
         )
         if wait_for_work is not None:
-            wait_for_work(0)  # listen from now on: what is queued after this poll wakes us
+            with _store_failures(stop):
+                wait_for_work(0)  # listen from now on: what is queued after this poll wakes us
         while not stop.is_set():
-            if not self.poll(stop=stop):
-                self._idle(stop, wait_for_work)
+            moved = 0
+            with _store_failures(stop):
+                moved = self.poll(stop=stop)
+            if not moved:
+                with _store_failures(stop):
+                    self._idle(stop, wait_for_work)
 
     @staticmethod
     def _idle(stop: threading.Event, wait_for_work: Callable[[float], bool] | None) -> None:
@@ -180,3 +196,18 @@ class Worker:
             # in slices, so that a stop is seen within WAKE_SLICE_S
             if left <= 0 or wait_for_work(min(left, WAKE_SLICE_S)):
                 return
+
+
+@contextmanager
+def _store_failures(stop: threading.Event) -> Iterator[None]:
+    """Log a failure of the store (a dropped connection, a full disk) and wait, not die.
+
+    A worker outlives a store that fails for a while: the next poll tries
+    again after ``IDLE_WAIT_S`` (a run whose driver failed is ``"queued"``
+    again once its lock is gone, so nothing is lost by waiting).
+    """
+    try:
+        yield
+    except CheckpointError as error:
+        logger.warning("worker: the store failed, trying again in %s s: %s", IDLE_WAIT_S, error)
+        stop.wait(IDLE_WAIT_S)
