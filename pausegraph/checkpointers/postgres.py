@@ -115,25 +115,31 @@ except ImportError as exc:  # pragma: no cover - the extra is installed in the t
     msg = f"PostgreSQL stores need psycopg 3: `pip install pausegraph[postgres]` ({exc})"
     raise CheckpointError(msg) from exc
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # psycopg's pipeline mode needs libpq 14 or later (the binary package bundles one)
 _PIPELINES = psycopg.Pipeline.is_supported()
 
+# Ids are never indexed: a B-tree entry holds at most 2704 bytes, and any index
+# entry at most 8191 after compression, while an id may be 10,000 random
+# characters. Rows are keyed by fixed-size digests the server computes from the
+# ids (``_RUN_DIGEST``, ``_WORKFLOW_DIGEST``); the ids themselves are kept
+# beside them, exactly, for listing.
 _SCHEMA = """
 CREATE TABLE pausegraph_schema (version integer NOT NULL);
 CREATE TABLE pausegraph_frames (
-    workflow bytea NOT NULL,
-    run bytea NOT NULL,
+    run_digest bytea NOT NULL,
     seq integer NOT NULL,
     super_step integer NOT NULL,
     label bytea NOT NULL,
     timestamp_ms bigint NOT NULL,
     snapshot boolean NOT NULL,
     frame bytea NOT NULL,
-    PRIMARY KEY (workflow, run, seq)
+    PRIMARY KEY (run_digest, seq)
 );
 CREATE TABLE pausegraph_runs (
+    run_digest bytea NOT NULL,
+    workflow_digest bytea NOT NULL,
     workflow bytea NOT NULL,
     run bytea NOT NULL,
     seq integer NOT NULL,
@@ -141,20 +147,46 @@ CREATE TABLE pausegraph_runs (
     updated_ms bigint NOT NULL,
     deadline_ms bigint,
     data bytea NOT NULL,
-    PRIMARY KEY (workflow, run)
+    PRIMARY KEY (run_digest)
 );
+CREATE INDEX pausegraph_runs_by_workflow ON pausegraph_runs (workflow_digest);
 CREATE INDEX pausegraph_runs_by_status ON pausegraph_runs (status);
 CREATE INDEX pausegraph_runs_by_deadline ON pausegraph_runs (deadline_ms);
 CREATE TABLE pausegraph_holders (
+    run_digest bytea NOT NULL,
     workflow bytea NOT NULL,
     run bytea NOT NULL,
     backend_pid integer NOT NULL,
     pid integer NOT NULL,
     host text NOT NULL,
     since_ms bigint NOT NULL,
-    PRIMARY KEY (workflow, run)
+    PRIMARY KEY (run_digest)
 )
 """
+
+# the digests that key the rows: SHA-256 of the workflow id, and SHA-256 of the two
+# ids' SHA-256s (fixed-size parts, so no two pairs of ids share an encoding), made
+# by the server from the ids sent as parameters (each parameter appears once)
+_WORKFLOW_DIGEST = "sha256({w}::bytea)"
+_RUN_DIGEST = "sha256(sha256({w}::bytea) || sha256({r}::bytea))"
+_NAMED_RUN = _RUN_DIGEST.format(w="%(w)s", r="%(r)s")
+_RUN_ARGS = _RUN_DIGEST.format(w="%s", r="%s")  # positional: (workflow, run)
+
+# version 1 (never released) keyed its tables by the ids themselves: its rows
+# are copied aside, its tables made again keyed by digests, and the rows put back,
+# in the transaction that makes the tables. Its holders' rows (a note for people)
+# are dropped: a live lock is the advisory lock, which the upgrade leaves alone.
+_UPGRADE_FROM_1 = (
+    "CREATE TEMP TABLE pausegraph_v1_frames ON COMMIT DROP AS SELECT * FROM pausegraph_frames",
+    "CREATE TEMP TABLE pausegraph_v1_runs ON COMMIT DROP AS SELECT * FROM pausegraph_runs",
+    "DROP TABLE pausegraph_frames, pausegraph_runs, pausegraph_holders, pausegraph_schema",
+    *_SCHEMA.split(";"),
+    f"INSERT INTO pausegraph_frames SELECT {_RUN_DIGEST.format(w='workflow', r='run')}, seq, "
+    "super_step, label, timestamp_ms, snapshot, frame FROM pausegraph_v1_frames",
+    f"INSERT INTO pausegraph_runs SELECT {_RUN_DIGEST.format(w='workflow', r='run')}, "
+    f"{_WORKFLOW_DIGEST.format(w='workflow')}, workflow, run, seq, status, updated_ms, "
+    "deadline_ms, data FROM pausegraph_v1_runs",
+)
 
 # an advisory lock on one bigint shows in pg_locks as classid (high 32 bits),
 # objid (low 32 bits) and objsubid 1
@@ -188,13 +220,14 @@ _CHECK = "SELECT " + _STILL_HELD
 # summary is written only with the frame. The commit does not wait for the disk.
 _APPEND = (
     "WITH last AS (SELECT coalesce(max(seq), 0) AS n FROM pausegraph_frames "
-    "WHERE workflow = %(w)s AND run = %(r)s), "
-    "added AS (INSERT INTO pausegraph_frames SELECT %(w)s, %(r)s, %(seq)s::integer, "
+    f"WHERE run_digest = {_NAMED_RUN}), "
+    f"added AS (INSERT INTO pausegraph_frames SELECT {_NAMED_RUN}, %(seq)s::integer, "
     "%(step)s::integer, %(label)s, %(t)s::bigint, %(snap)s::boolean, %(frame)s FROM last "
     "WHERE last.n = %(seq)s::integer - 1 ON CONFLICT DO NOTHING RETURNING 1), "
-    "summed AS (INSERT INTO pausegraph_runs SELECT %(w)s, %(r)s, %(sseq)s::integer, "
+    f"summed AS (INSERT INTO pausegraph_runs SELECT {_NAMED_RUN}, "
+    f"{_WORKFLOW_DIGEST.format(w='%(w)s')}, %(w)s, %(r)s, %(sseq)s::integer, "
     "%(status)s::text, %(updated)s::bigint, %(deadline)s::bigint, %(data)s FROM added "
-    "ON CONFLICT (workflow, run) DO UPDATE SET seq = EXCLUDED.seq, "
+    "ON CONFLICT (run_digest) DO UPDATE SET seq = EXCLUDED.seq, "
     "status = EXCLUDED.status, updated_ms = EXCLUDED.updated_ms, "
     "deadline_ms = EXCLUDED.deadline_ms, data = EXCLUDED.data RETURNING 1) "
     "SELECT (SELECT n FROM last), (SELECT count(*) FROM added), (SELECT count(*) FROM summed), "
@@ -203,15 +236,15 @@ _APPEND = (
 
 _FRAMES = (
     "SELECT seq, super_step, label, timestamp_ms, snapshot, octet_length(frame) "
-    "FROM pausegraph_frames WHERE workflow = %s AND run = %s ORDER BY seq"
+    f"FROM pausegraph_frames WHERE run_digest = {_RUN_ARGS} ORDER BY seq"
 )
 
 # taking a run's lock and noting its holder: one statement on the lock connection
 _TAKE = (
     "WITH got AS MATERIALIZED (SELECT pg_try_advisory_lock(%(key)s) AS ok), "
-    "noted AS (INSERT INTO pausegraph_holders SELECT %(w)s, %(r)s, pg_backend_pid(), "
-    "%(pid)s::integer, %(host)s::text, %(since)s::bigint FROM got WHERE ok "
-    "ON CONFLICT (workflow, run) DO UPDATE SET backend_pid = EXCLUDED.backend_pid, "
+    f"noted AS (INSERT INTO pausegraph_holders SELECT {_NAMED_RUN}, %(w)s, %(r)s, "
+    "pg_backend_pid(), %(pid)s::integer, %(host)s::text, %(since)s::bigint FROM got WHERE ok "
+    "ON CONFLICT (run_digest) DO UPDATE SET backend_pid = EXCLUDED.backend_pid, "
     "pid = EXCLUDED.pid, host = EXCLUDED.host, since_ms = EXCLUDED.since_ms RETURNING 1) "
     "SELECT (SELECT ok FROM got), (SELECT count(*) FROM noted), "
     "set_config('synchronous_commit', 'off', true), pg_backend_pid()"
@@ -219,7 +252,7 @@ _TAKE = (
 
 # letting it go; with %(channel)s, telling the workers listening that work is queued
 _RELEASE = (
-    "WITH gone AS (DELETE FROM pausegraph_holders WHERE workflow = %(w)s AND run = %(r)s "
+    f"WITH gone AS (DELETE FROM pausegraph_holders WHERE run_digest = {_NAMED_RUN} "
     "AND backend_pid = pg_backend_pid()) "
     "SELECT pg_advisory_unlock(%(key)s), set_config('synchronous_commit', 'off', true), "
     "pg_backend_pid()"
@@ -413,11 +446,23 @@ class PostgresStore:
                     connection.execute(statement.encode())
                 connection.execute("INSERT INTO pausegraph_schema VALUES (%s)", (SCHEMA_VERSION,))
                 return
-            version = connection.execute("SELECT max(version) FROM pausegraph_schema").fetchone()
-            if version is not None and (version[0] or 0) > SCHEMA_VERSION:
+            row = connection.execute("SELECT max(version) FROM pausegraph_schema").fetchone()
+            version = 0 if row is None or row[0] is None else int(row[0])
+            if version > SCHEMA_VERSION:
                 msg = (
-                    f"PostgreSQL store {self.where} has schema version {version[0]}, newer "
+                    f"PostgreSQL store {self.where} has schema version {version}, newer "
                     f"than this pausegraph's {SCHEMA_VERSION}: upgrade pausegraph to open it"
+                )
+                raise CheckpointError(msg)
+            if version == 1:  # ids as keys: upgraded in place (see _UPGRADE_FROM_1)
+                for statement in _UPGRADE_FROM_1:
+                    connection.execute(statement.encode())
+                connection.execute("INSERT INTO pausegraph_schema VALUES (%s)", (SCHEMA_VERSION,))
+            elif version != SCHEMA_VERSION:
+                msg = (
+                    f"PostgreSQL store {self.where} has schema version {version}, which "
+                    f"this pausegraph ({SCHEMA_VERSION}) does not know; pausegraph_schema "
+                    "should hold one row, the layout's version"
                 )
                 raise CheckpointError(msg)
 
@@ -481,7 +526,7 @@ class PostgresStore:
 
     def read(self, workflow_id: str, run_id: str, first: int, last: int) -> builtins.list[bytes]:
         rows = self._rows(
-            "SELECT frame FROM pausegraph_frames WHERE workflow = %s AND run = %s "
+            f"SELECT frame FROM pausegraph_frames WHERE run_digest = {_RUN_ARGS} "
             "AND seq BETWEEN %s AND %s ORDER BY seq",
             (_id(workflow_id), _id(run_id), first, last),
         )
@@ -493,8 +538,9 @@ class PostgresStore:
         where: builtins.list[str] = []
         args: builtins.list[bytes | str] = []
         if workflow_id is not None:
-            where.append("workflow = %s")
-            args.append(_id(workflow_id))
+            # the digest finds the rows (indexed); the id itself is compared too
+            where.append(f"workflow_digest = {_WORKFLOW_DIGEST.format(w='%s')} AND workflow = %s")
+            args += [_id(workflow_id), _id(workflow_id)]
         if status is not None:
             where.append("status = %s")
             args.append(status)
@@ -515,11 +561,9 @@ class PostgresStore:
         def delete(connection: psycopg.Connection[Any]) -> None:
             with connection.transaction():
                 connection.execute(
-                    "DELETE FROM pausegraph_frames WHERE workflow = %s AND run = %s", ids
+                    f"DELETE FROM pausegraph_frames WHERE run_digest = {_RUN_ARGS}", ids
                 )
-                connection.execute(
-                    "DELETE FROM pausegraph_runs WHERE workflow = %s AND run = %s", ids
-                )
+                connection.execute(f"DELETE FROM pausegraph_runs WHERE run_digest = {_RUN_ARGS}", ids)
 
         self._guarded(delete)
 
@@ -665,7 +709,7 @@ class PostgresStore:
         rows = self._rows(
             "SELECT h.pid, h.host, h.since_ms FROM (" + _HELD.replace("SELECT 1", "SELECT pid")
             + ") AS l LEFT JOIN pausegraph_holders AS h ON h.backend_pid = l.pid "
-            "AND h.workflow = %s AND h.run = %s",
+            f"AND h.run_digest = {_RUN_ARGS}",
             (*_halves(self._key(*ids)), *ids),
         )  # fmt: skip
         if not rows:
@@ -732,7 +776,12 @@ class PostgresStore:
         handle and process) and listens on from its first call, so work queued
         after that first call is never missed. ``False`` after the timeout.
         Runs left queued by a driver that died send nothing: a worker still
-        polls. Raises ``CheckpointError`` if the server cannot be reached.
+        polls. A listening connection that dropped (its session ended) is
+        closed and opened again, listening, and the call that saw it returns
+        ``True``: what was sent meanwhile is lost, so something may be
+        queued. Raises ``CheckpointError`` if the server cannot be reached
+        to listen (a dropped connection that could not be opened again is
+        tried again, and so reported, by the next call).
         """
         connection = self._listening()
         deadline = time.monotonic() + max(timeout_s, 0.0)
@@ -744,13 +793,16 @@ class PostgresStore:
                 if left <= 0:
                     return False
                 _readable(connection.fileno(), left)
-        except (OSError, ValueError, psycopg.Error) as exc:
+        except (OSError, ValueError, psycopg.Error):
             with self._mutex:
                 if self._listener is not None and self._listener[1] is connection:
                     self._listener = None
             connection.close()
-            msg = f"PostgreSQL store {self.where} failed to listen: {exc}".rstrip()
-            raise CheckpointError(msg) from None
+        # listen again now, before the caller looks for work, so that nothing queued
+        # after its look is missed; if the server is not there, the next call says so
+        with contextlib.suppress(CheckpointError):
+            self._listening()
+        return True
 
     def _listening(self) -> psycopg.Connection[Any]:
         with self._mutex:
