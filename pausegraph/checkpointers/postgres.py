@@ -563,7 +563,9 @@ class PostgresStore:
                 connection.execute(
                     f"DELETE FROM pausegraph_frames WHERE run_digest = {_RUN_ARGS}", ids
                 )
-                connection.execute(f"DELETE FROM pausegraph_runs WHERE run_digest = {_RUN_ARGS}", ids)
+                connection.execute(
+                    f"DELETE FROM pausegraph_runs WHERE run_digest = {_RUN_ARGS}", ids
+                )
 
         self._guarded(delete)
 
