@@ -7,26 +7,42 @@ psycopg 3 (the ``pausegraph[postgres]`` extra) talks to the server. The
 store keeps every run in four tables of the connection's current schema
 (the first schema of ``search_path``), made on first use::
 
-    pausegraph_schema(version)                      -- one row: this layout's version
-    pausegraph_frames(workflow, run, seq, super_step, label, timestamp_ms, snapshot,
-                      frame, PRIMARY KEY (workflow, run, seq))
-    pausegraph_runs(workflow, run, seq, status, updated_ms, deadline_ms, data,
-                    PRIMARY KEY (workflow, run))    -- plus indexes on status, deadline_ms
-    pausegraph_holders(workflow, run, backend_pid, pid, host, since_ms,
-                       PRIMARY KEY (workflow, run)) -- who holds a live lock, for people
+    pausegraph_schema(version)                      -- one row: this layout's version, 2
+    pausegraph_frames(run_digest, seq, super_step, label, timestamp_ms, snapshot,
+                      frame, PRIMARY KEY (run_digest, seq))
+    pausegraph_runs(run_digest, workflow_digest, workflow, run, seq, status,
+                    updated_ms, deadline_ms, data, PRIMARY KEY (run_digest))
+                    -- plus indexes on workflow_digest, status, deadline_ms
+    pausegraph_holders(run_digest, workflow, run, backend_pid, pid, host, since_ms,
+                       PRIMARY KEY (run_digest)) -- who holds a live lock, for people
 
 as the SQLite store keeps its ``frames`` and ``runs``. **Ids and labels are
 ``bytea``** (UTF-8 with ``surrogatepass``), not ``text``: PostgreSQL text
 cannot hold a NUL or a lone surrogate, and workflow ids are graph names,
 which pausegraph does not restrict; as bytes every id is stored and
-compared exactly. The tables are made in one transaction under a
-transaction-level advisory lock, so processes opening a new database at
-once do not race; a schema of a newer version is refused.
+compared exactly. **No index holds an id**: an index entry holds at most
+2704 bytes (B-tree) or 8191 after compression, and an id may be 10,000
+random characters. Rows are keyed by digests the server computes from the
+ids: ``workflow_digest`` is SHA-256 of the workflow id, ``run_digest``
+SHA-256 of the two ids' SHA-256s (two fixed-size parts: no two pairs of
+ids share an input). The ids are kept beside them, in ``pausegraph_runs``
+(and ``pausegraph_holders``), for listing; a frame has only its run's
+digest. A listing by workflow finds rows by ``workflow_digest`` and compares
+the id too.
+
+The tables are made in one transaction under a transaction-level advisory
+lock, so processes opening a new database at once do not race; a schema of
+a newer version is refused. Version 1 (never released: it keyed rows by the
+ids, and refused long ones) is upgraded in that transaction: its runs and
+frames are copied aside, the tables made again, the rows put back with
+their digests; its holders' notes are dropped (the live locks are advisory
+locks, untouched). Processes of the older layout then fail their statements
+(``CheckpointError``) rather than write anything.
 
 **An append** is one statement (one round trip, its own transaction in
 autocommit; ``_APPEND``): insert the frame if the run's ``max(seq)`` is the
 one before, ``ON CONFLICT DO NOTHING``, and upsert the summary only with
-the frame. The primary key is the claim: of two statements inserting the
+the frame. The primary key ``(run_digest, seq)`` is the claim: of two statements inserting the
 same seq, the second waits for the first and then inserts nothing, which
 is a ``ConflictError`` (a gap is a ``CheckpointError``); a failed append
 leaves nothing.
@@ -877,8 +893,9 @@ class PostgresCheckpointer(StoreCheckpointer):
         ``True`` as soon as a ``start``, ``submit`` or other call leaves a run
         ``"queued"`` (in any process, on this database and schema) after
         this handle's first call, ``False`` at the timeout: ``Worker.serve``
-        waits with it instead of sleeping its poll interval. Raises
-        ``CheckpointError`` if the server cannot be reached. See
-        ``PostgresStore.wait_for_work``.
+        waits with it instead of sleeping its poll interval. ``True`` too
+        when the listening connection dropped (it is opened again, listening:
+        a notification may have been lost). Raises ``CheckpointError`` if the
+        server cannot be reached to listen. See ``PostgresStore.wait_for_work``.
         """
         return self.store.wait_for_work(timeout_s)
