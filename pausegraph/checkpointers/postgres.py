@@ -42,10 +42,10 @@ locks, untouched). Processes of the older layout then fail their statements
 **An append** is one statement (one round trip, its own transaction in
 autocommit; ``_APPEND``): insert the frame if the run's ``max(seq)`` is the
 one before, ``ON CONFLICT DO NOTHING``, and upsert the summary only with
-the frame. The primary key ``(run_digest, seq)`` is the claim: of two statements inserting the
-same seq, the second waits for the first and then inserts nothing, which
-is a ``ConflictError`` (a gap is a ``CheckpointError``); a failed append
-leaves nothing.
+the frame. The primary key ``(run_digest, seq)`` is the claim: of two
+statements inserting the same seq, the second waits for the first and then
+inserts nothing, which is a ``ConflictError`` (a gap is a
+``CheckpointError``); a failed append leaves nothing.
 
 **Durability.** An append commits with ``synchronous_commit`` off for its
 own transaction (the session's setting stays ``on``; a connection whose
