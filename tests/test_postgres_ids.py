@@ -30,7 +30,7 @@ from pausegraph import (
     Runner,
     Worker,
 )
-from pausegraph.checkpointers.postgres import SCHEMA_VERSION
+from pausegraph.checkpointers.postgres import SCHEMA_VERSION, _digests
 
 LETTERS = "".join(random.Random(0).choices(string.ascii_letters, k=10_000))
 CJK = "".join(map(chr, random.Random(1).choices(range(0x4E00, 0xA000), k=3_000)))
@@ -102,6 +102,20 @@ def test_workflow_ids_that_share_a_prefix_or_a_digest_input_are_kept_apart(
     for i, (workflow_id, run_id) in enumerate(pairs):
         assert Runner(_graph(workflow_id), store).state(run_id).values == {"v": i}
         assert [s.run_id for s in store.summaries(workflow_id=workflow_id)] == [run_id]
+
+
+def test_an_appends_digests_made_here_are_the_servers(postgres: PostgresSchema) -> None:
+    # appends send the digests made in Python; every other statement has the server make them
+    pairs = [(b"wf", b"r"), (b"", b""), (b"a", b"bc"), (b"ab", b"c")]
+    pairs += [(LETTERS.encode(), CJK.encode()), (NULS.encode(), b"\x00")]
+    with psycopg.connect(postgres.url, autocommit=True) as admin:
+        for workflow, run in pairs:
+            row = admin.execute(
+                "SELECT sha256(%s::bytea), sha256(sha256(%s::bytea) || sha256(%s::bytea))",
+                (workflow, workflow, run),
+            ).fetchone()
+            assert row is not None
+            assert _digests(workflow, run) == {"wd": bytes(row[0]), "rd": bytes(row[1])}
 
 
 def test_no_index_holds_an_id_and_a_workflow_filter_uses_an_index(
