@@ -7,29 +7,46 @@ psycopg 3 (the ``pausegraph[postgres]`` extra) talks to the server. The
 store keeps every run in four tables of the connection's current schema
 (the first schema of ``search_path``), made on first use::
 
-    pausegraph_schema(version)                      -- one row: this layout's version
-    pausegraph_frames(workflow, run, seq, super_step, label, timestamp_ms, snapshot,
-                      frame, PRIMARY KEY (workflow, run, seq))
-    pausegraph_runs(workflow, run, seq, status, updated_ms, deadline_ms, data,
-                    PRIMARY KEY (workflow, run))    -- plus indexes on status, deadline_ms
-    pausegraph_holders(workflow, run, backend_pid, pid, host, since_ms,
-                       PRIMARY KEY (workflow, run)) -- who holds a live lock, for people
+    pausegraph_schema(version)                      -- one row: this layout's version, 2
+    pausegraph_frames(run_digest, seq, super_step, label, timestamp_ms, snapshot,
+                      frame, PRIMARY KEY (run_digest, seq))
+    pausegraph_runs(run_digest, workflow_digest, workflow, run, seq, status,
+                    updated_ms, deadline_ms, data, PRIMARY KEY (run_digest))
+                    -- plus indexes on workflow_digest, status, deadline_ms
+    pausegraph_holders(run_digest, workflow, run, backend_pid, pid, host, since_ms,
+                       PRIMARY KEY (run_digest)) -- who holds a live lock, for people
 
 as the SQLite store keeps its ``frames`` and ``runs``. **Ids and labels are
 ``bytea``** (UTF-8 with ``surrogatepass``), not ``text``: PostgreSQL text
 cannot hold a NUL or a lone surrogate, and workflow ids are graph names,
 which pausegraph does not restrict; as bytes every id is stored and
-compared exactly. The tables are made in one transaction under a
-transaction-level advisory lock, so processes opening a new database at
-once do not race; a schema of a newer version is refused.
+compared exactly. **No index holds an id**: an index entry holds at most
+2704 bytes (B-tree) or 8191 after compression, and an id may be 10,000
+random characters. Rows are keyed by digests the server computes from the
+ids (an append, the hot statement, sends them made: a tenth less time a
+cycle): ``workflow_digest`` is SHA-256 of the workflow id, ``run_digest``
+SHA-256 of the two ids' SHA-256s (two fixed-size parts: no two pairs of
+ids share an input). The ids are kept beside them, in ``pausegraph_runs``
+(and ``pausegraph_holders``), for listing; a frame has only its run's
+digest. A listing by workflow finds rows by ``workflow_digest`` and compares
+the id too.
+
+The tables are made in one transaction under a transaction-level advisory
+lock, so processes opening a new database at once do not race; a schema of
+a newer version is refused. Version 1 (never released: it keyed rows by the
+ids, and refused long ones) is upgraded in that transaction: its runs and
+frames are copied aside, the tables made again, the rows put back with
+their digests; its holders' notes are dropped (the live locks are advisory
+locks, untouched). Processes of the older layout then fail their statements
+(``CheckpointError``) rather than write anything.
 
 **An append** is one statement (one round trip, its own transaction in
 autocommit; ``_APPEND``): insert the frame if the run's ``max(seq)`` is the
 one before, ``ON CONFLICT DO NOTHING``, and upsert the summary only with
-the frame. The primary key is the claim: of two statements inserting the
-same seq, the second waits for the first and then inserts nothing, which
-is a ``ConflictError`` (a gap is a ``CheckpointError``); a failed append
-leaves nothing.
+the frame. The primary key ``(run_digest, seq)`` is the claim: of two
+statements inserting the same seq, the second waits for the first and then
+inserts nothing, which is a ``ConflictError`` (a gap is a
+``CheckpointError``); a failed append leaves nothing.
 
 **Durability.** An append commits with ``synchronous_commit`` off for its
 own transaction (the session's setting stays ``on``; a connection whose
@@ -120,25 +137,31 @@ except ImportError as exc:  # pragma: no cover - the extra is installed in the t
     msg = f"PostgreSQL stores need psycopg 3: `pip install pausegraph[postgres]` ({exc})"
     raise CheckpointError(msg) from exc
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # psycopg's pipeline mode needs libpq 14 or later (the binary package bundles one)
 _PIPELINES = psycopg.Pipeline.is_supported()
 
+# Ids are never indexed: a B-tree entry holds at most 2704 bytes, and any index
+# entry at most 8191 after compression, while an id may be 10,000 random
+# characters. Rows are keyed by fixed-size digests the server computes from the
+# ids (``_RUN_DIGEST``, ``_WORKFLOW_DIGEST``); the ids themselves are kept
+# beside them, exactly, for listing.
 _SCHEMA = """
 CREATE TABLE pausegraph_schema (version integer NOT NULL);
 CREATE TABLE pausegraph_frames (
-    workflow bytea NOT NULL,
-    run bytea NOT NULL,
+    run_digest bytea NOT NULL,
     seq integer NOT NULL,
     super_step integer NOT NULL,
     label bytea NOT NULL,
     timestamp_ms bigint NOT NULL,
     snapshot boolean NOT NULL,
     frame bytea NOT NULL,
-    PRIMARY KEY (workflow, run, seq)
+    PRIMARY KEY (run_digest, seq)
 );
 CREATE TABLE pausegraph_runs (
+    run_digest bytea NOT NULL,
+    workflow_digest bytea NOT NULL,
     workflow bytea NOT NULL,
     run bytea NOT NULL,
     seq integer NOT NULL,
@@ -146,20 +169,57 @@ CREATE TABLE pausegraph_runs (
     updated_ms bigint NOT NULL,
     deadline_ms bigint,
     data bytea NOT NULL,
-    PRIMARY KEY (workflow, run)
+    PRIMARY KEY (run_digest)
 );
+CREATE INDEX pausegraph_runs_by_workflow ON pausegraph_runs (workflow_digest);
 CREATE INDEX pausegraph_runs_by_status ON pausegraph_runs (status);
 CREATE INDEX pausegraph_runs_by_deadline ON pausegraph_runs (deadline_ms);
 CREATE TABLE pausegraph_holders (
+    run_digest bytea NOT NULL,
     workflow bytea NOT NULL,
     run bytea NOT NULL,
     backend_pid integer NOT NULL,
     pid integer NOT NULL,
     host text NOT NULL,
     since_ms bigint NOT NULL,
-    PRIMARY KEY (workflow, run)
+    PRIMARY KEY (run_digest)
 )
 """
+
+# the digests that key the rows: SHA-256 of the workflow id, and SHA-256 of the two
+# ids' SHA-256s (fixed-size parts, so no two pairs of ids share an encoding), made
+# by the server from the ids sent as parameters (each parameter appears once), or,
+# for an append (the hot statement), sent made (``_digests``)
+_WORKFLOW_DIGEST = "sha256({w}::bytea)"
+_RUN_DIGEST = "sha256(sha256({w}::bytea) || sha256({r}::bytea))"
+_NAMED_RUN = _RUN_DIGEST.format(w="%(w)s", r="%(r)s")
+_RUN_ARGS = _RUN_DIGEST.format(w="%s", r="%s")  # positional: (workflow, run)
+
+
+def _digests(workflow: bytes, run: bytes) -> dict[str, bytes]:
+    """The two digests, made here as the server makes them: ``wd`` and ``rd`` (appends)."""
+    of_workflow = hashlib.sha256(workflow).digest()
+    return {
+        "wd": of_workflow,
+        "rd": hashlib.sha256(of_workflow + hashlib.sha256(run).digest()).digest(),
+    }
+
+
+# version 1 (never released) keyed its tables by the ids themselves: its rows
+# are copied aside, its tables made again keyed by digests, and the rows put back,
+# in the transaction that makes the tables. Its holders' rows (a note for people)
+# are dropped: a live lock is the advisory lock, which the upgrade leaves alone.
+_UPGRADE_FROM_1 = (
+    "CREATE TEMP TABLE pausegraph_v1_frames ON COMMIT DROP AS SELECT * FROM pausegraph_frames",
+    "CREATE TEMP TABLE pausegraph_v1_runs ON COMMIT DROP AS SELECT * FROM pausegraph_runs",
+    "DROP TABLE pausegraph_frames, pausegraph_runs, pausegraph_holders, pausegraph_schema",
+    *_SCHEMA.split(";"),
+    f"INSERT INTO pausegraph_frames SELECT {_RUN_DIGEST.format(w='workflow', r='run')}, seq, "
+    "super_step, label, timestamp_ms, snapshot, frame FROM pausegraph_v1_frames",
+    f"INSERT INTO pausegraph_runs SELECT {_RUN_DIGEST.format(w='workflow', r='run')}, "
+    f"{_WORKFLOW_DIGEST.format(w='workflow')}, workflow, run, seq, status, updated_ms, "
+    "deadline_ms, data FROM pausegraph_v1_runs",
+)
 
 # an advisory lock on one bigint shows in pg_locks as classid (high 32 bits),
 # objid (low 32 bits) and objsubid 1
@@ -193,13 +253,14 @@ _CHECK = "SELECT " + _STILL_HELD
 # summary is written only with the frame. The commit does not wait for the disk.
 _APPEND = (
     "WITH last AS (SELECT coalesce(max(seq), 0) AS n FROM pausegraph_frames "
-    "WHERE workflow = %(w)s AND run = %(r)s), "
-    "added AS (INSERT INTO pausegraph_frames SELECT %(w)s, %(r)s, %(seq)s::integer, "
+    "WHERE run_digest = %(rd)s::bytea), "
+    "added AS (INSERT INTO pausegraph_frames SELECT %(rd)s::bytea, %(seq)s::integer, "
     "%(step)s::integer, %(label)s, %(t)s::bigint, %(snap)s::boolean, %(frame)s FROM last "
     "WHERE last.n = %(seq)s::integer - 1 ON CONFLICT DO NOTHING RETURNING 1), "
-    "summed AS (INSERT INTO pausegraph_runs SELECT %(w)s, %(r)s, %(sseq)s::integer, "
+    "summed AS (INSERT INTO pausegraph_runs SELECT %(rd)s::bytea, %(wd)s::bytea, "
+    "%(w)s, %(r)s, %(sseq)s::integer, "
     "%(status)s::text, %(updated)s::bigint, %(deadline)s::bigint, %(data)s FROM added "
-    "ON CONFLICT (workflow, run) DO UPDATE SET seq = EXCLUDED.seq, "
+    "ON CONFLICT (run_digest) DO UPDATE SET seq = EXCLUDED.seq, "
     "status = EXCLUDED.status, updated_ms = EXCLUDED.updated_ms, "
     "deadline_ms = EXCLUDED.deadline_ms, data = EXCLUDED.data RETURNING 1) "
     "SELECT (SELECT n FROM last), (SELECT count(*) FROM added), (SELECT count(*) FROM summed), "
@@ -208,15 +269,15 @@ _APPEND = (
 
 _FRAMES = (
     "SELECT seq, super_step, label, timestamp_ms, snapshot, octet_length(frame) "
-    "FROM pausegraph_frames WHERE workflow = %s AND run = %s ORDER BY seq"
+    f"FROM pausegraph_frames WHERE run_digest = {_RUN_ARGS} ORDER BY seq"
 )
 
 # taking a run's lock and noting its holder: one statement on the lock connection
 _TAKE = (
     "WITH got AS MATERIALIZED (SELECT pg_try_advisory_lock(%(key)s) AS ok), "
-    "noted AS (INSERT INTO pausegraph_holders SELECT %(w)s, %(r)s, pg_backend_pid(), "
-    "%(pid)s::integer, %(host)s::text, %(since)s::bigint FROM got WHERE ok "
-    "ON CONFLICT (workflow, run) DO UPDATE SET backend_pid = EXCLUDED.backend_pid, "
+    f"noted AS (INSERT INTO pausegraph_holders SELECT {_NAMED_RUN}, %(w)s, %(r)s, "
+    "pg_backend_pid(), %(pid)s::integer, %(host)s::text, %(since)s::bigint FROM got WHERE ok "
+    "ON CONFLICT (run_digest) DO UPDATE SET backend_pid = EXCLUDED.backend_pid, "
     "pid = EXCLUDED.pid, host = EXCLUDED.host, since_ms = EXCLUDED.since_ms RETURNING 1) "
     "SELECT (SELECT ok FROM got), (SELECT count(*) FROM noted), "
     "set_config('synchronous_commit', 'off', true), pg_backend_pid()"
@@ -224,7 +285,7 @@ _TAKE = (
 
 # letting it go; with %(channel)s, telling the workers listening that work is queued
 _RELEASE = (
-    "WITH gone AS (DELETE FROM pausegraph_holders WHERE workflow = %(w)s AND run = %(r)s "
+    f"WITH gone AS (DELETE FROM pausegraph_holders WHERE run_digest = {_NAMED_RUN} "
     "AND backend_pid = pg_backend_pid()) "
     "SELECT pg_advisory_unlock(%(key)s), set_config('synchronous_commit', 'off', true), "
     "pg_backend_pid()"
@@ -423,11 +484,23 @@ class PostgresStore:
                     connection.execute(statement.encode())
                 connection.execute("INSERT INTO pausegraph_schema VALUES (%s)", (SCHEMA_VERSION,))
                 return
-            version = connection.execute("SELECT max(version) FROM pausegraph_schema").fetchone()
-            if version is not None and (version[0] or 0) > SCHEMA_VERSION:
+            row = connection.execute("SELECT max(version) FROM pausegraph_schema").fetchone()
+            version = 0 if row is None or row[0] is None else int(row[0])
+            if version > SCHEMA_VERSION:
                 msg = (
-                    f"PostgreSQL store {self.where} has schema version {version[0]}, newer "
+                    f"PostgreSQL store {self.where} has schema version {version}, newer "
                     f"than this pausegraph's {SCHEMA_VERSION}: upgrade pausegraph to open it"
+                )
+                raise CheckpointError(msg)
+            if version == 1:  # ids as keys: upgraded in place (see _UPGRADE_FROM_1)
+                for statement in _UPGRADE_FROM_1:
+                    connection.execute(statement.encode())
+                connection.execute("INSERT INTO pausegraph_schema VALUES (%s)", (SCHEMA_VERSION,))
+            elif version != SCHEMA_VERSION:
+                msg = (
+                    f"PostgreSQL store {self.where} has schema version {version}, which "
+                    f"this pausegraph ({SCHEMA_VERSION}) does not know; pausegraph_schema "
+                    "should hold one row, the layout's version"
                 )
                 raise CheckpointError(msg)
 
@@ -445,7 +518,7 @@ class PostgresStore:
         if held is not None:
             self._check_session(workflow_id, run_id, held[1])
         args = {
-            "w": ids[0], "r": ids[1], "seq": info.seq, "step": info.super_step,
+            "w": ids[0], "r": ids[1], **_digests(*ids), "seq": info.seq, "step": info.super_step,
             "label": _id(info.label), "t": info.timestamp_ms, "snap": info.snapshot,
             "frame": frame, "sseq": summary.seq, "status": summary.status,
             "updated": summary.updated_ms, "deadline": summary.deadline_ms, "data": summary.data,
@@ -492,7 +565,7 @@ class PostgresStore:
 
     def read(self, workflow_id: str, run_id: str, first: int, last: int) -> builtins.list[bytes]:
         rows = self._rows(
-            "SELECT frame FROM pausegraph_frames WHERE workflow = %s AND run = %s "
+            f"SELECT frame FROM pausegraph_frames WHERE run_digest = {_RUN_ARGS} "
             "AND seq BETWEEN %s AND %s ORDER BY seq",
             (_id(workflow_id), _id(run_id), first, last),
         )
@@ -504,8 +577,9 @@ class PostgresStore:
         where: builtins.list[str] = []
         args: builtins.list[bytes | str] = []
         if workflow_id is not None:
-            where.append("workflow = %s")
-            args.append(_id(workflow_id))
+            # the digest finds the rows (indexed); the id itself is compared too
+            where.append(f"workflow_digest = {_WORKFLOW_DIGEST.format(w='%s')} AND workflow = %s")
+            args += [_id(workflow_id), _id(workflow_id)]
         if status is not None:
             where.append("status = %s")
             args.append(status)
@@ -526,10 +600,10 @@ class PostgresStore:
         def delete(connection: psycopg.Connection[Any]) -> None:
             with connection.transaction():
                 connection.execute(
-                    "DELETE FROM pausegraph_frames WHERE workflow = %s AND run = %s", ids
+                    f"DELETE FROM pausegraph_frames WHERE run_digest = {_RUN_ARGS}", ids
                 )
                 connection.execute(
-                    "DELETE FROM pausegraph_runs WHERE workflow = %s AND run = %s", ids
+                    f"DELETE FROM pausegraph_runs WHERE run_digest = {_RUN_ARGS}", ids
                 )
 
         self._guarded(delete)
@@ -676,7 +750,7 @@ class PostgresStore:
         rows = self._rows(
             "SELECT h.pid, h.host, h.since_ms FROM (" + _HELD.replace("SELECT 1", "SELECT pid")
             + ") AS l LEFT JOIN pausegraph_holders AS h ON h.backend_pid = l.pid "
-            "AND h.workflow = %s AND h.run = %s",
+            f"AND h.run_digest = {_RUN_ARGS}",
             (*_halves(self._key(*ids)), *ids),
         )  # fmt: skip
         if not rows:
@@ -748,7 +822,12 @@ class PostgresStore:
         handle and process) and listens on from its first call, so work queued
         after that first call is never missed. ``False`` after the timeout.
         Runs left queued by a driver that died send nothing: a worker still
-        polls. Raises ``CheckpointError`` if the server cannot be reached.
+        polls. A listening connection that dropped (its session ended) is
+        closed and opened again, listening, and the call that saw it returns
+        ``True``: what was sent meanwhile is lost, so something may be
+        queued. Raises ``CheckpointError`` if the server cannot be reached
+        to listen (a dropped connection that could not be opened again is
+        tried again, and so reported, by the next call).
         """
         connection = self._listening()
         deadline = time.monotonic() + max(timeout_s, 0.0)
@@ -760,13 +839,16 @@ class PostgresStore:
                 if left <= 0:
                     return False
                 _readable(connection.fileno(), left)
-        except (OSError, ValueError, psycopg.Error) as exc:
+        except (OSError, ValueError, psycopg.Error):
             with self._mutex:
                 if self._listener is not None and self._listener[1] is connection:
                     self._listener = None
             connection.close()
-            msg = f"PostgreSQL store {self.where} failed to listen: {exc}".rstrip()
-            raise CheckpointError(msg) from None
+        # listen again now, before the caller looks for work, so that nothing queued
+        # after its look is missed; if the server is not there, the next call says so
+        with contextlib.suppress(CheckpointError):
+            self._listening()
+        return True
 
     def _listening(self) -> psycopg.Connection[Any]:
         with self._mutex:
@@ -839,8 +921,9 @@ class PostgresCheckpointer(StoreCheckpointer):
         ``True`` as soon as a ``start``, ``submit`` or other call leaves a run
         ``"queued"`` (in any process, on this database and schema) after
         this handle's first call, ``False`` at the timeout: ``Worker.serve``
-        waits with it instead of sleeping its poll interval. Raises
-        ``CheckpointError`` if the server cannot be reached. See
-        ``PostgresStore.wait_for_work``.
+        waits with it instead of sleeping its poll interval. ``True`` too
+        when the listening connection dropped (it is opened again, listening:
+        a notification may have been lost). Raises ``CheckpointError`` if the
+        server cannot be reached to listen. See ``PostgresStore.wait_for_work``.
         """
         return self.store.wait_for_work(timeout_s)

@@ -29,8 +29,10 @@ import contextlib
 import itertools
 import multiprocessing
 import os
+import random
 import re
 import signal
+import string
 import threading
 import time
 import unittest
@@ -245,6 +247,9 @@ _HOSTILE_IDS = [
     "a/b",
     "nul\x00byte",
     "x" * 10_000,
+    # long ids that do not compress: no store may need an id to fit in an index entry
+    "".join(random.Random(0).choices(string.ascii_letters, k=10_000)),
+    "".join(map(chr, random.Random(1).choices(range(0x4E00, 0xA000), k=3_000))),
     "ünïcødé ✓ 日本",
     ".",
     "..",
@@ -445,7 +450,7 @@ class CheckpointerConformance:
     def test_awkward_ids_are_kept_apart_and_round_trip(self, tmp_path: Path) -> None:
         store = self.make_checkpointer(tmp_path)
         history = recorded_run()
-        pairs = [(w, r) for w in ("wf", "../x", "a/b") for r in _HOSTILE_IDS]
+        pairs = [(w, r) for w in ("wf", "../x", "a/b", _HOSTILE_IDS[6]) for r in _HOSTILE_IDS]
         for i, (workflow_id, run_id) in enumerate(pairs):
             store.save(
                 attrs.evolve(
