@@ -1784,15 +1784,25 @@ class FileStore:
         """
         if log.fd >= 0 and log.pid == os.getpid() and (log.writable or not write):
             return log.fd
-        log.close()  # a descriptor inherited through fork shares the parent's flock
+        # a descriptor inherited through fork shares the parent's flock, and one opened
+        # read-only cannot write: replaced by a new one, opened while the old still pins
+        # the inode, so that an equal file_id is the same file (see _RunLog)
+        pinned = log.fd
         try:
-            (fd, st), writable = _open_log(log.path, os.O_RDWR), True
-        except CheckpointError:
-            raise
-        except OSError as exc:
-            if write or exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+            try:
+                (fd, st), writable = _open_log(log.path, os.O_RDWR), True
+            except CheckpointError:
                 raise
-            (fd, st), writable = _open_log(log.path, os.O_RDONLY), False  # we may only read
+            except OSError as exc:
+                if write or exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+                    raise
+                (fd, st), writable = _open_log(log.path, os.O_RDONLY), False  # we may only read
+        except BaseException:
+            log.close()
+            raise
+        if pinned >= 0:
+            log.fd = -1
+            os.close(pinned)  # in a forked child this closes only the child's copy
         try:
             file_id = (st.st_dev, st.st_ino)
             if file_id != log.file_id:
@@ -1800,6 +1810,7 @@ class FileStore:
                 log.dir_synced = False
         except BaseException:
             os.close(fd)
+            log.close()
             raise
         log.fd, log.pid, log.file_id, log.writable = fd, os.getpid(), file_id, writable
         self._opened(log)
