@@ -403,6 +403,12 @@ class _RunLog:
     the file it was opened on, so that a log deleted or replaced behind the
     handle's back is noticed instead of written to. ``summary`` is what the
     last record says of the run. Everything here is used with ``lock`` held.
+
+    Closing the descriptor forgets the file (``close``): an inode number is
+    the file's identity only while a descriptor pins the inode. Once closed,
+    the log may be deleted and a new one (the same run id started again)
+    given the same inode number, with the same size even; the next open
+    must therefore read the header and every record again.
     """
 
     __slots__ = (
@@ -437,6 +443,9 @@ class _RunLog:
         return RunSummary(self.ids[0], self.ids[1], seq, status, updated_ms, deadline_ms, data)
 
     def close(self) -> None:
+        """Close the descriptor and forget the file: the next open indexes it afresh."""
+        self.file_id = (0, 0)
+        self.reset(0)
         if self.fd >= 0:
             fd, self.fd = self.fd, -1
             os.close(fd)  # in a forked child this closes only the child's copy
@@ -700,7 +709,9 @@ class _Journal:
                 return self._fd
             self.close_fd()  # removed by hand: lines written there would go nowhere
         self._fd = -1  # one inherited through fork would share the parent's flock
-        flags = os.O_RDWR | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
+        # O_NONBLOCK: a FIFO in the journal's place cannot block the open (nor, once
+        # refused below, a write); it does nothing to a regular file
+        flags = os.O_RDWR | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
         try:
             fd = os.open(self.path, flags)
         except FileNotFoundError:
@@ -715,6 +726,18 @@ class _Journal:
                 os.close(new)
                 os.unlink(tmp)
             fd = os.open(self.path, flags)
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                # it cannot be emptied either, so no save may go on (see touching);
+                # replacing it here could race a writer of a journal made meanwhile
+                why = (
+                    "it is not a regular file (a FIFO, a socket or a device stands where the "
+                    "journal belongs); remove it, and the next save makes a new journal"
+                )
+                raise OSError(errno.EINVAL, why)
+        except BaseException:
+            os.close(fd)
+            raise
         self._fd, self._pid = fd, os.getpid()
         return fd
 
@@ -869,7 +892,8 @@ class FileStore:
         self._open: dict[_RunLog, None] = {}  # logs with an open fd, oldest first
         # logs appended to since the last sync() -> the end of the log before the first
         self._unsynced: dict[_RunLog, int] = {}
-        self._lock = threading.Lock()  # guards the four dicts
+        self._lock = threading.Lock()  # guards the four dicts and _deletes
+        self._deletes = 0  # deletes through this handle: see _find
         # the damaged logs of the last runs() listing, for damaged() right after it
         self._damaged: builtins.list[tuple[str, str]] | None = None
         self._open_store()
@@ -1004,37 +1028,56 @@ class FileStore:
         log = self._used(ids)
         path = log.path if log is not None else os.path.join(self._runs_path, _log_name(*ids))
         try:
-            if log is None:
-                log = self._create(ids, info.seq, path)
-            with (
-                log.lock,
-                self._locked(log, fcntl.LOCK_EX, write=True) as fd,
-                self._touching(log.name),
-            ):
-                size = self._refresh(log, fd)
-                count = len(log.entries)
-                if info.seq != count + 1:
-                    refuse_seq(ids[0], ids[1], info.seq, count)
-                start = log.end  # 0: the log has no header yet (see _create)
-                header = b"" if start else _log_header(*ids)
-                if size > start:
-                    os.ftruncate(fd, start)  # a torn tail: a save that never finished
+            for again in (False, True):
+                if log is None:
+                    log = self._create(ids, info.seq, path)
                 try:
-                    _write_all(fd, header + record, start)
-                except OSError as exc:
-                    seqs = (info.seq, info.seq)
-                    raise _unsaved(ids, seqs, path, exc, self._cut(fd, log)) from exc
-                if header:
-                    log.reset(len(header))
-                    self._remember_header(log.name, ids)
-                at = log.end
-                self._add(log, _Entry(at, at + len(record), entry_info), summary)
-                with self._lock:
-                    self._unsynced.setdefault(log, start)
+                    self._append_to(log, record, entry_info, summary)
+                    return
+                except FileNotFoundError as exc:
+                    # the log was deleted behind this handle's back: no run. The handle
+                    # forgets it, and a save of seq 1 starts the run again (O_EXCL)
+                    with log.lock:
+                        self._forget(log)
+                    if again or info.seq != 1:
+                        raise _os_error(exc, path) from exc
+                    log = None
         except CheckpointError:
             raise
         except OSError as exc:
             raise _os_error(exc, path) from exc
+
+    def _append_to(self, log: _RunLog, record: bytes, info: FrameInfo, summary: RunSummary) -> None:
+        """``append``'s work on the run's log, under its exclusive ``flock``.
+
+        ``FileNotFoundError`` (nothing written) if the log is gone.
+        """
+        ids, path = log.ids, log.path
+        with (
+            log.lock,
+            self._locked(log, fcntl.LOCK_EX, write=True) as fd,
+            self._touching(log.name),
+        ):
+            size = self._refresh(log, fd)
+            count = len(log.entries)
+            if info.seq != count + 1:
+                refuse_seq(ids[0], ids[1], info.seq, count)
+            start = log.end  # 0: the log has no header yet (see _create)
+            header = b"" if start else _log_header(*ids)
+            if size > start:
+                os.ftruncate(fd, start)  # a torn tail: a save that never finished
+            try:
+                _write_all(fd, header + record, start)
+            except OSError as exc:
+                seqs = (info.seq, info.seq)
+                raise _unsaved(ids, seqs, path, exc, self._cut(fd, log)) from exc
+            if header:
+                log.reset(len(header))
+                self._remember_header(log.name, ids)
+            at = log.end
+            self._add(log, _Entry(at, at + len(record), info), summary)
+            with self._lock:
+                self._unsynced.setdefault(log, start)
 
     def _create(self, ids: tuple[str, str], seq: int, path: str) -> _RunLog:
         """This handle's index of a run it has none of; for seq 1, its log is created if missing.
@@ -1096,6 +1139,15 @@ class FileStore:
         self._drop(log)
         return False
 
+    def _forget(self, log: _RunLog) -> None:
+        """Forget ``log`` and close its descriptor: its file is gone (``log.lock`` held)."""
+        log.close()
+        with self._lock:
+            if self._logs.get(log.ids) is log:
+                del self._logs[log.ids]
+            self._open.pop(log, None)
+            self._unsynced.pop(log, None)
+
     def _drop(self, log: _RunLog) -> None:
         """Forget ``log`` (its file was removed); its descriptor is closed among the open logs."""
         log.file_id = (0, 0)
@@ -1110,7 +1162,8 @@ class FileStore:
         if log is None:
             return []
         with log.lock:
-            self._guarded(log, lambda: self._catch_up(log))
+            if self._guarded(log, lambda: self._catch_up(log), gone=lambda: -1) < 0:
+                return []  # deleted behind this handle's back: no run
             return [entry.info for entry in log.entries]
 
     def read(self, workflow_id: str, run_id: str, first: int, last: int) -> builtins.list[bytes]:
@@ -1388,20 +1441,26 @@ class FileStore:
         return found, damaged
 
     def _stat_logs(self) -> builtins.list[tuple[str, os.stat_result]]:
-        """Each log's name and ``lstat``, by name (one ``stat`` each, relative to ``runs/``)."""
+        """Each log's name and ``lstat``, by name (one ``stat`` each, relative to ``runs/``).
+
+        A log removed between the listing of ``runs/`` and its ``lstat`` (a
+        run deleted meanwhile) is no run any more, and is left out.
+        """
+        found = []
         try:
             dir_fd = os.open(self._runs_path, os.O_RDONLY | os.O_DIRECTORY)
             try:
                 lstat = os.stat
-                return sorted(
-                    (name, lstat(name, dir_fd=dir_fd, follow_symlinks=False))
-                    for name in os.listdir(dir_fd)
-                    if name.endswith(".log")
-                )
+                for name in os.listdir(dir_fd):
+                    if name.endswith(".log"):
+                        with contextlib.suppress(FileNotFoundError):
+                            found.append((name, lstat(name, dir_fd=dir_fd, follow_symlinks=False)))
             finally:
                 os.close(dir_fd)
         except OSError as exc:
             raise _os_error(exc, self._runs_dir) from exc
+        found.sort()
+        return found
 
     def _verify(self, name: str) -> _Row | None:
         """Read the log ``name`` (checking it as a save would), index it, return its row.
@@ -1421,23 +1480,30 @@ class FileStore:
                 f"{ids[0]!r}, whose log is another file"
             )
             raise CorruptCheckpointError(msg)
-        log = self._find(*ids)
+        log = self._find(*ids, listing=True)
         if log is None:
             return None
 
-        def look() -> _Row:
+        def look() -> _Row | None:
             # the file's state is taken before its records are read, so a row never
             # claims a state newer than its summary (an append meanwhile: a mismatch)
             st = os.fstat(self._fd(log))
             if st.st_size < log.end:  # cut back since this handle indexed it: start afresh
                 log.close()
-                log.file_id = (0, 0)
                 st = os.fstat(self._fd(log))
             self._catch_up(log)
             return _row(log, st)
 
         with log.lock:
-            return self._guarded(log, look)
+            try:
+                return self._guarded(log, look, gone=lambda: None)
+            finally:
+                with self._lock:
+                    kept = self._logs.get(ids) is log or log in self._unsynced
+                    if not kept:  # the listing's own (see _find): closed now
+                        self._open.pop(log, None)
+                if not kept:
+                    log.close()
 
     def _header_of(self, path: str) -> tuple[str, str]:
         """The ids in the header of the log at ``path``, remembered for ``runs()``."""
@@ -1563,6 +1629,7 @@ class FileStore:
         """Remove a run's log (nothing if it has none); its lock file and index row go too."""
         name = _log_name(workflow_id, run_id)
         with self._lock:
+            self._deletes += 1  # a listing that looked before does not remember the run again
             log = self._logs.pop((workflow_id, run_id), None)
             self._headers.pop(name, None)
             if log is not None:
@@ -1602,12 +1669,23 @@ class FileStore:
 
     # --- reading --------------------------------------------------------------
 
-    def _guarded(self, log: _RunLog, read: Callable[[], _T]) -> _T:
-        """Run ``read`` with OS errors turned into ``CheckpointError`` naming the log."""
+    def _guarded(
+        self, log: _RunLog, read: Callable[[], _T], *, gone: Callable[[], _T] | None = None
+    ) -> _T:
+        """Run ``read`` with OS errors turned into ``CheckpointError`` naming the log.
+
+        If the log is gone (deleted behind this handle's back), the handle
+        forgets it, and returns ``gone()`` if given (``log.lock`` held).
+        """
         try:
             return read()
         except CheckpointError:
             raise
+        except FileNotFoundError as exc:
+            self._forget(log)
+            if gone is None:
+                raise _os_error(exc, log.path) from exc
+            return gone()
         except OSError as exc:
             raise _os_error(exc, log.path) from exc
 
@@ -1628,19 +1706,26 @@ class FileStore:
 
     # --- the index ------------------------------------------------------------
 
-    def _find(self, workflow_id: str, run_id: str) -> _RunLog | None:
-        """This handle's index of a run, ``None`` if the run has no log."""
+    def _find(self, workflow_id: str, run_id: str, *, listing: bool = False) -> _RunLog | None:
+        """This handle's index of a run, ``None`` if the run has no log.
+
+        For a ``listing``, a run this handle deletes meanwhile is not
+        remembered again: the index returned is then the listing's own, kept
+        by no one, and the caller closes it when done.
+        """
         ids = (workflow_id, run_id)
         log = self._used(ids)
         if log is not None:
             return log
         path = os.path.join(self._runs_path, _log_name(workflow_id, run_id))
+        deletes = self._deletes
         try:
             if not _exists(path):
                 return None
         except OSError as exc:
             raise _os_error(exc, path) from exc
-        return self._known(path, ids)
+        log = _RunLog(path, os.path.basename(path), ids)
+        return self._remember(ids, log, deletes if listing else None)
 
     def _known(self, path: str, ids: tuple[str, str]) -> _RunLog:
         """The index of the run whose log is at ``path`` (made, empty, if new to this handle)."""
@@ -1654,8 +1739,11 @@ class FileStore:
                 self._logs[ids] = log
         return log
 
-    def _remember(self, ids: tuple[str, str], log: _RunLog) -> _RunLog:
+    def _remember(self, ids: tuple[str, str], log: _RunLog, deletes: int | None = None) -> _RunLog:
         """Keep ``log`` as the run's index unless there is one; forget the oldest beyond the limit.
+
+        Not kept if ``deletes`` is given and this handle deleted a run since
+        it was counted (``_find``).
 
         A forgotten index is rebuilt from the file when its run is used again.
         One still in use by another thread stays valid for that thread (the
@@ -1665,6 +1753,8 @@ class FileStore:
         """
         forgotten = []
         with self._lock:
+            if deletes is not None and deletes != self._deletes:
+                return log
             known = self._logs.setdefault(ids, log)
             while len(self._logs) > _MAX_INDEXED:
                 forgotten.append(self._logs.pop(next(iter(self._logs))))
@@ -1694,15 +1784,25 @@ class FileStore:
         """
         if log.fd >= 0 and log.pid == os.getpid() and (log.writable or not write):
             return log.fd
-        log.close()  # a descriptor inherited through fork shares the parent's flock
+        # a descriptor inherited through fork shares the parent's flock, and one opened
+        # read-only cannot write: replaced by a new one, opened while the old still pins
+        # the inode, so that an equal file_id is the same file (see _RunLog)
+        pinned = log.fd
         try:
-            (fd, st), writable = _open_log(log.path, os.O_RDWR), True
-        except CheckpointError:
-            raise
-        except OSError as exc:
-            if write or exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+            try:
+                (fd, st), writable = _open_log(log.path, os.O_RDWR), True
+            except CheckpointError:
                 raise
-            (fd, st), writable = _open_log(log.path, os.O_RDONLY), False  # we may only read
+            except OSError as exc:
+                if write or exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+                    raise
+                (fd, st), writable = _open_log(log.path, os.O_RDONLY), False  # we may only read
+        except BaseException:
+            log.close()
+            raise
+        if pinned >= 0:
+            log.fd = -1
+            os.close(pinned)  # in a forked child this closes only the child's copy
         try:
             file_id = (st.st_dev, st.st_ino)
             if file_id != log.file_id:
@@ -1710,6 +1810,7 @@ class FileStore:
                 log.dir_synced = False
         except BaseException:
             os.close(fd)
+            log.close()
             raise
         log.fd, log.pid, log.file_id, log.writable = fd, os.getpid(), file_id, writable
         self._opened(log)
