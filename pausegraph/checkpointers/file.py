@@ -161,8 +161,10 @@ indexed again from its file when it is used; since every save re-reads the
 log under the exclusive ``flock``, a save after that still sees every record
 and refuses a seq already there. Under the ``flock`` a handle checks with an
 ``lstat`` that the log's path still names the file the descriptor is on: a
-log deleted behind its back is an error, never a silent write to an
+log deleted behind its back reads as no run, never a silent write to an
 unlinked file, and one replaced (restored from a backup) is indexed afresh.
+Closing a descriptor forgets what the handle knew of its file: with no
+descriptor pinning the inode, its number may be reused by a new log.
 A forked child opens its own descriptors, since an inherited one would share
 the parent's ``flock``.
 
