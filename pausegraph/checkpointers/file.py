@@ -488,6 +488,15 @@ def _stamp(st: os.stat_result, now_ns: int) -> str:
     return f"{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
 
 
+def _stamp_holds(stamp: str | None, st: os.stat_result) -> bool:
+    """Whether a row's ``stamp`` (``_stamp``; ``""`` is never trusted) fits the file ``st``."""
+    return (
+        bool(stamp)
+        and stat.S_ISREG(st.st_mode)
+        and stamp == f"{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
+    )
+
+
 def _dir_stamp(st: os.stat_result, now_ns: int) -> str:
     """What the index keeps of ``runs/``'s state (``""``: changed too recently to trust)."""
     if now_ns - max(st.st_mtime_ns, st.st_ctime_ns) < _RACY_NS:
@@ -1142,13 +1151,11 @@ class FileStore:
         return False
 
     def _forget(self, log: _RunLog) -> None:
-        """Forget ``log`` and close its descriptor: its file is gone (``log.lock`` held)."""
+        """``_drop`` ``log`` and close its descriptor now: its file is gone (``log.lock`` held)."""
         log.close()
         with self._lock:
-            if self._logs.get(log.ids) is log:
-                del self._logs[log.ids]
             self._open.pop(log, None)
-            self._unsynced.pop(log, None)
+        self._drop(log)
 
     def _drop(self, log: _RunLog) -> None:
         """Forget ``log`` (its file was removed); its descriptor is closed among the open logs."""
@@ -1371,12 +1378,7 @@ class FileStore:
         rows = {row[0]: row for row in db.execute("SELECT name, stamp FROM runs")}
         for name, st in self._stat_logs():
             row = rows.pop(name, None)
-            if (
-                row is not None
-                and row[1]
-                and row[1] == f"{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
-                and stat.S_ISREG(st.st_mode)
-            ):
+            if row is not None and _stamp_holds(row[1], st):
                 continue
             self._reindex(db, name)
         self._index.delete(db, rows)
@@ -1423,13 +1425,7 @@ class FileStore:
         found, damaged = [], []
         for name, st in self._stat_logs():
             row = rows.get(name)
-            if (
-                this_boot
-                and row is not None
-                and row[1]
-                and row[1] == f"{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
-                and stat.S_ISREG(st.st_mode)
-            ):
+            if this_boot and row is not None and _stamp_holds(row[1], st):
                 if row[5] > 0:
                     found.append(_summary_of_row(row[3:10]))
                 continue
