@@ -15,28 +15,41 @@ from __future__ import annotations
 from typing import Any
 
 import attrs
-from hypothesis import example, given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from pausegraph import Graph, Interrupt, LastWriteWins, MemoryCheckpointer, Resume, Runner
+from pausegraph._channels import Change, Op
 from pausegraph._codec import (
     _fast_delta,
+    _fast_frame,
     _structure_entry,
     converter,
     decode_frame,
     encode_frame,
+    frame_of,
     structure_frame,
 )
 from pausegraph._records import (
     Asked,
+    AtAfter,
+    AtBefore,
     AtInterrupt,
+    Breakpoints,
+    Cancelled,
     Checkpoint,
     Entry,
+    Failed,
+    Failure,
+    Finished,
     Forked,
     Frame,
     InLayer,
+    OwesAfter,
     Progress,
     Raised,
     Returned,
+    Start,
     Structure,
 )
 from pausegraph._values import pack
@@ -197,3 +210,133 @@ def test_a_snapshots_plain_entries_take_the_journal_hook(monkeypatch: Any) -> No
     assert _fast_delta(raw) is None  # a snapshot: not the delta fast path
     assert structure_frame(raw) == snapshot
     assert built == ["1.0.0", "1.0.1"]
+
+
+# --- the save side: ``_fast_frame`` writes the bytes cattrs writes -------------
+
+maybe_odd = st.sampled_from([0, 1, True, False, "", "b", None, ()])
+names = st.lists(st.text(max_size=3), max_size=2).map(tuple)
+
+
+@st.composite
+def entries(draw: st.DrawFn) -> Entry:
+    branch = draw(st.sampled_from(["", "", "0", "1.2"]))
+    kind = draw(st.sampled_from([0, 0, 0, 1, 1, 2, 3]))  # the fast path's own, mostly
+    if kind == 0:
+        return Asked(
+            draw(ids), draw(payloads), draw(st.none() | st.integers(0, 2**45)),
+            draw(st.booleans()), branch,
+        )  # fmt: skip
+    if kind == 1:
+        return Returned(draw(ids), draw(payloads), branch)
+    if kind == 2:
+        return Raised(draw(ids), draw(st.text(max_size=4)), branch, draw(st.booleans()))
+    return Forked(draw(st.integers(0, 3)), branch)
+
+
+@st.composite
+def progresses(draw: st.DrawFn) -> Progress:
+    return Progress(
+        draw(st.integers(0, 3)),
+        draw(st.integers(0, 3)),
+        finished=draw(st.dictionaries(ids, st.dictionaries(ids, payloads, max_size=2), max_size=2)),
+        journals=draw(st.dictionaries(ids, st.lists(entries(), max_size=3).map(tuple), max_size=2)),
+        answers=draw(st.dictionaries(ids, payloads, max_size=2)),
+        edits=draw(st.lists(st.dictionaries(ids, payloads, max_size=2), max_size=2).map(tuple)),
+        claimed=draw(names),
+        timeouts=draw(names),
+        skipped=draw(names),
+        decided=draw(st.booleans()),
+        forced=draw(names),
+    )
+
+
+@st.composite
+def stages(draw: st.DrawFn) -> Any:
+    kind = draw(st.sampled_from([0, 1, 2, 2, 3, 3, 4, 5, 6, 7, 8]))
+    if kind == 0:
+        return Start(draw(st.integers(0, 3)), draw(st.booleans()), draw(names), draw(names))
+    if kind == 1:
+        return Finished(draw(names))
+    if kind == 2:
+        return InLayer(draw(progresses()))
+    if kind == 3:
+        return AtInterrupt(draw(progresses()))
+    if kind == 4:
+        return OwesAfter(draw(st.integers(0, 3)), draw(names))
+    if kind == 5:
+        return AtBefore(draw(st.integers(0, 3)), draw(names), draw(names), draw(names))
+    if kind == 6:
+        return AtAfter(draw(st.integers(0, 3)), draw(names), draw(names))
+    if kind == 7:
+        return Cancelled(draw(st.text(max_size=3)), draw(names))
+    return Failed(draw(progresses()), Failure("s", "ValueError", draw(st.text(max_size=3))))
+
+
+@st.composite
+def checkpoints(draw: st.DrawFn) -> tuple[Checkpoint, bool]:
+    stage = draw(stages())
+    changes = draw(
+        st.none()
+        | st.lists(st.builds(Change, ids, st.sampled_from(list(Op)), payloads), max_size=3).map(
+            tuple
+        )
+    )
+    added = None
+    if type(stage) in (InLayer, AtInterrupt, *()) and draw(st.booleans()):
+        added = draw(progresses())
+    checkpoint = Checkpoint(
+        "w", "r",
+        draw(st.integers(1, 3) | st.integers(1, 2**40)),
+        draw(st.integers(0, 5)),
+        draw(st.text(max_size=8)),
+        draw(st.integers(0, 2**45)),
+        draw(st.dictionaries(ids, payloads, max_size=3)),
+        stage,
+        Structure(
+            draw(names), draw(st.lists(st.tuples(ids, ids), max_size=2).map(tuple)),
+            draw(st.lists(st.tuples(ids, ids), max_size=2).map(tuple)),
+        ),
+        Breakpoints(draw(names), draw(names)),
+        changes,
+        added,
+        draw(st.none() | payloads),
+        draw(st.integers(0, 3)),
+    )  # fmt: skip
+    return checkpoint, draw(st.booleans())
+
+
+@settings(max_examples=400)  # cheap; and each shape must come up
+@given(checkpoints())
+def test_the_fast_frame_encodes_the_bytes_cattrs_encodes(drawn: tuple[Checkpoint, bool]) -> None:
+    checkpoint, snapshot = drawn
+    expected = pack(converter.unstructure(frame_of(checkpoint, snapshot=snapshot), Frame))
+    assert encode_frame(checkpoint, snapshot=snapshot) == expected
+    fast = _fast_frame(checkpoint, snapshot)
+    if fast is not None:
+        assert pack(fast) == expected
+
+
+def test_the_fast_frame_takes_every_frame_of_a_pause_resume_cycle() -> None:
+    def ask(state: Any) -> Any:
+        answer = yield Interrupt({"n": state["n"]})
+        return {"n": answer}
+
+    graph = Graph("g", {"n": LastWriteWins()}).step("ask", ask).step("end", lambda s: {"n": 0})
+    graph = graph.edge("ask", "end")
+    saved: list[Checkpoint] = []
+
+    class Watched(MemoryCheckpointer):
+        def save(self, checkpoint: Checkpoint) -> None:
+            saved.append(checkpoint)
+            super().save(checkpoint)
+
+    runner = Runner(graph, Watched())
+    runner.run("r", {"n": 1})
+    runner.resume("r", Resume(2))
+    assert [c.label for c in saved] == [
+        "input", "interrupt:ask", "resume", "layer:1", "layer:2",
+    ]  # fmt: skip
+    assert [c.added is not None for c in saved] == [False, False, True, False, False]
+    for c in saved:
+        assert _fast_frame(c, c.seq == 1) is not None, c.label
