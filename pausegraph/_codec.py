@@ -18,12 +18,13 @@ import msgpack
 from cattrs.preconf.msgpack import make_converter
 from cattrs.strategies import configure_tagged_union
 
-from ._channels import Op
+from ._channels import Change, Op
 from ._records import (
     Asked,
     AtAfter,
     AtBefore,
     AtInterrupt,
+    Breakpoints,
     Cancelled,
     Checkpoint,
     Entry,
@@ -38,6 +39,7 @@ from ._records import (
     Returned,
     Stage,
     Start,
+    Structure,
     Value,
     progress_of,
     with_progress,
@@ -479,8 +481,178 @@ def decode_frame(data: bytes) -> Frame:
 
 
 def structure_frame(obj: Any) -> Frame:
-    """A decoded frame's records: the fast path for a layer's delta, else cattrs."""
-    return _fast_delta(obj) or converter.structure(obj, Frame)
+    """A decoded frame's records: the fast paths for the common frames, else cattrs."""
+    return _fast_delta(obj) or _fast_plain(obj) or converter.structure(obj, Frame)
+
+
+# --- the fast path of a load: a frame between layers ------------------------------
+#
+# The frames a layer's end saves (a delta of channel changes, or a snapshot
+# of the values, with the run's first frame also holding its structure,
+# breakpoints and input) have a stage with no progress: ``Start`` or
+# ``Finished``. ``_fast_plain`` builds those with exact types only, as
+# ``_fast_delta`` does, and returns ``None`` for anything else.
+
+_PLAIN_KEYS = frozenset(
+    (
+        "seq", "super_step", "label", "timestamp_ms", "stage", "epoch_base", "changes",
+        "values", "structure", "breakpoints", "input",
+    )
+)  # fmt: skip
+_START_KEYS = frozenset(("t", "layer", "past_before", "skipped", "forced"))
+_DONE_KEYS = frozenset(("t", "skipped"))
+_CHANGE_KEYS = frozenset(("channel", "op", "value"))
+_STRUCTURE_KEYS = frozenset(("steps", "edges", "conditional"))
+_BREAKPOINT_KEYS = frozenset(("before", "after"))
+_OPS = {op.value: op for op in Op}
+_START = _setters(Start)
+_FINISHED = _setters(Finished)[0]
+_CHANGE = _setters(Change)
+_STRUCTURE = _setters(Structure)
+_BREAKPOINTS = _setters(Breakpoints)
+
+
+def _names(o: Any) -> tuple[str, ...] | None:
+    if type(o) is not list or not all(type(x) is str for x in o):
+        return None
+    return tuple(o)
+
+
+def _pairs(o: Any) -> tuple[tuple[str, str], ...] | None:
+    if type(o) is not list:
+        return None
+    for pair in o:
+        if type(pair) is not list or len(pair) != 2:
+            return None
+        if type(pair[0]) is not str or type(pair[1]) is not str:
+            return None
+    return tuple([(a, b) for a, b in o])
+
+
+def _plain_stage(o: Any) -> Stage | None:
+    if type(o) is not dict:
+        return None
+    tag = o.get("t")
+    if tag == "start" and o.keys() <= _START_KEYS:
+        layer, past_before = o.get("layer"), o.get("past_before", False)
+        skipped, forced = _names(o.get("skipped", [])), _names(o.get("forced", []))
+        if type(layer) is not int or type(past_before) is not bool:
+            return None
+        if skipped is None or forced is None:
+            return None
+        start = _new(Start)
+        s0, s1, s2, s3 = _START
+        s0(start, layer)
+        s1(start, past_before)
+        s2(start, skipped)
+        s3(start, forced)
+        return start
+    if tag == "done" and o.keys() <= _DONE_KEYS:
+        skipped = _names(o.get("skipped", []))
+        if skipped is None:
+            return None
+        done = _new(Finished)
+        _FINISHED(done, skipped)
+        return done
+    return None
+
+
+def _plain_changes(o: Any) -> tuple[Change, ...] | None:
+    if type(o) is not list:
+        return None
+    built = []
+    c0, c1, c2 = _CHANGE
+    for raw in o:
+        if type(raw) is not dict or raw.keys() != _CHANGE_KEYS:
+            return None
+        channel, op = raw["channel"], _OPS.get(raw["op"]) if type(raw["op"]) is str else None
+        if type(channel) is not str or op is None:
+            return None
+        change = _new(Change)
+        c0(change, channel)
+        c1(change, op)
+        c2(change, raw["value"])
+        built.append(change)
+    return tuple(built)
+
+
+def _plain_structure(o: Any) -> Structure | None:
+    if type(o) is not dict or not o.keys() <= _STRUCTURE_KEYS or "steps" not in o:
+        return None
+    if "edges" not in o:
+        return None
+    steps, edges = _names(o["steps"]), _pairs(o["edges"])
+    conditional = _pairs(o.get("conditional", []))
+    if steps is None or edges is None or conditional is None:
+        return None
+    structure = _new(Structure)
+    s0, s1, s2 = _STRUCTURE
+    s0(structure, steps)
+    s1(structure, edges)
+    s2(structure, conditional)
+    return structure
+
+
+def _plain_breakpoints(o: Any) -> Breakpoints | None:
+    if type(o) is not dict or not o.keys() <= _BREAKPOINT_KEYS:
+        return None
+    before, after = _names(o.get("before", [])), _names(o.get("after", []))
+    if before is None or after is None:
+        return None
+    breakpoints = _new(Breakpoints)
+    _BREAKPOINTS[0](breakpoints, before)
+    _BREAKPOINTS[1](breakpoints, after)
+    return breakpoints
+
+
+def _fast_plain(o: Any) -> Frame | None:
+    """A frame whose stage has no progress (a layer's end, a run's start), or ``None``."""
+    if type(o) is not dict or not o.keys() <= _PLAIN_KEYS:
+        return None
+    stage = _plain_stage(o.get("stage"))
+    if stage is None:
+        return None
+    seq, super_step, timestamp_ms = o.get("seq"), o.get("super_step"), o.get("timestamp_ms")
+    label, epoch_base = o.get("label"), o.get("epoch_base", 0)
+    if type(seq) is not int or type(super_step) is not int or type(timestamp_ms) is not int:
+        return None
+    if type(label) is not str or type(epoch_base) is not int:
+        return None
+    changes: tuple[Change, ...] | None = None
+    if "changes" in o:
+        changes = _plain_changes(o["changes"])
+        if changes is None:
+            return None
+    values = o.get("values")
+    if values is not None:
+        if type(values) is not dict or not all(type(k) is str for k in values):
+            return None
+        values = dict(values)
+    structure: Structure | None = None
+    if "structure" in o:
+        structure = _plain_structure(o["structure"])
+        if structure is None:
+            return None
+    breakpoints: Breakpoints | None = None
+    if "breakpoints" in o:
+        breakpoints = _plain_breakpoints(o["breakpoints"])
+        if breakpoints is None:
+            return None
+    frame = _new(Frame)
+    f0, f1, f2, f3, f4, f5, f6, f7, f8, f9, f10, f11 = _FRAME
+    f0(frame, seq)
+    f1(frame, super_step)
+    f2(frame, label)
+    f3(frame, timestamp_ms)
+    f4(frame, stage)
+    f5(frame, epoch_base)
+    f6(frame, False)
+    f7(frame, changes)
+    f8(frame, values)
+    f9(frame, structure)
+    f10(frame, breakpoints)
+    f11(frame, o.get("input"))
+    return frame
 
 
 def _why_not_encodable(value: Any) -> str | None:
