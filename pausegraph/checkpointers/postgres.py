@@ -267,6 +267,19 @@ _APPEND = (
     "set_config('synchronous_commit', 'off', true)"
 )
 
+# the append of a checkpoint that ends a call (a run left paused, done, failed or
+# cancelled: the engine's sync() comes next) commits synchronously, the session's
+# setting, so it flushes the WAL up to it, every earlier append included; the last
+# column says whether the backend that took the run's lock still holds it (true
+# when the handle holds no lock for the run), which spares that sync() its round trip
+_APPEND_ENDING = _APPEND.replace(
+    "set_config('synchronous_commit', 'off', true)",
+    "%(kc)s::bigint IS NULL OR EXISTS (" + _HELD + " AND pid = %(kp)s::integer)",
+).replace(
+    "classid = %s::bigint::oid AND objid = %s::bigint::oid",
+    "classid = %(kc)s::bigint::oid AND objid = %(ko)s::bigint::oid",
+)
+
 _FRAMES = (
     "SELECT seq, super_step, label, timestamp_ms, snapshot, octet_length(frame) "
     f"FROM pausegraph_frames WHERE run_digest = {_RUN_ARGS} ORDER BY seq"
@@ -349,6 +362,9 @@ def _halves(key: int) -> tuple[int, int]:
 class _Local(threading.local):
     pid: int = -1
     connection: psycopg.Connection[Any] | None = None
+    # after an append that ended a call (committed synchronously): the handle's append
+    # count then, and the (key, session) of the run's lock it found still held (or None)
+    checked: tuple[int, tuple[int, _LockSession] | None] | None = None
 
 
 class _LockSession:
@@ -523,13 +539,26 @@ class PostgresStore:
             "frame": frame, "sseq": summary.seq, "status": summary.status,
             "updated": summary.updated_ms, "deadline": summary.deadline_ms, "data": summary.data,
         }  # fmt: skip
-        row = self._guarded(lambda connection: connection.execute(_APPEND, args).fetchone())
+        ending = summary.status != "queued"  # a call's last checkpoint: sync() comes next
+        if ending:
+            halves = (None, None) if held is None else _halves(held[0])
+            args.update(kc=halves[0], ko=halves[1], kp=None if held is None else held[1].backend_pid)
+        self._local.checked = None
+        with self._counts:
+            covered = self._appended  # committed before this statement is sent
+        query = _APPEND_ENDING if ending else _APPEND
+        row = self._guarded(lambda connection: connection.execute(query, args).fetchone())
         assert row is not None
         last, added = int(row[0]), int(row[1])
         if not added:  # the seq is taken (by a writer that committed meanwhile), or a gap
             refuse_seq(workflow_id, run_id, info.seq, info.seq if last == info.seq - 1 else last)
-        with self._counts:  # on the server, durable at the next sync() (see Durability)
+        with self._counts:  # on the server; durable now if ending, else at the next sync()
             self._appended += 1
+            if ending:  # flushed: every append committed before it was sent, and itself
+                alone = self._appended == covered + 1  # no other thread's append counted since
+                self._flushed = max(self._flushed, self._appended if alone else covered)
+                if row[-1]:  # and the run's lock (if held) was still held: sync() may trust it
+                    self._local.checked = (self._appended, held)
         if held is not None:
             self._queued[(workflow_id, run_id)] = summary.status == "queued"
 
@@ -777,10 +806,16 @@ class PostgresStore:
             for name, entry in list(self._holding.items())
             if entry[1].pid == os.getpid()
         ]
+        checked, self._local.checked = self._local.checked, None
         with self._counts:
             covered = self._appended  # every append committed before the flush is sent
             flush = covered > self._flushed
+            # this thread's last append ended its call: it flushed, and checked the lock
+            # it held; trusted if no append came after it and no other lock is held
+            trusted = checked is not None and checked[0] == covered
         if not flush and not mine:
+            return
+        if not flush and trusted and all(entry is checked[1] for *_, entry in mine):  # type: ignore[index]
             return
         query = (_FLUSH_AND_CHECK if mine else _FLUSH) if flush else _CHECK
         halves = [_halves(key) for _, key, _, _ in mine]
