@@ -15,6 +15,7 @@ store keeps every run in four tables of the connection's current schema
                     -- plus indexes on workflow_digest, status, deadline_ms
     pausegraph_holders(run_digest, workflow, run, backend_pid, pid, host, since_ms,
                        PRIMARY KEY (run_digest)) -- who holds a live lock, for people
+                       -- (UNLOGGED: see The live lock)
 
 as the SQLite store keeps its ``frames`` and ``runs``. **Ids and labels are
 ``bytea``** (UTF-8 with ``surrogatepass``), not ``text``: PostgreSQL text
