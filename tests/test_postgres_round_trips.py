@@ -6,6 +6,7 @@ Every test gets a fresh schema from the ``postgres`` fixture
 
 from __future__ import annotations
 
+import select
 import threading
 import time
 from collections.abc import Iterator
@@ -460,3 +461,33 @@ def test_a_logged_holders_table_of_an_earlier_release_is_made_unlogged_on_open(
             "SELECT relpersistence::text FROM pg_class WHERE oid = 'pausegraph_holders'::regclass"
         ).fetchone()
     assert persistence == "u"
+
+
+def test_a_hot_statement_interrupted_half_way_closes_its_connection(
+    postgres: PostgresSchema, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = postgres.checkpointer().store
+    store.append(_info(1), b"1", _summary(1))
+    wait = postgres_module._wait
+
+    def interrupted(fd: int, event: int) -> None:
+        if event == select.POLLIN:
+            raise KeyboardInterrupt
+        wait(fd, event)
+
+    connection = store._connection()
+    monkeypatch.setattr(postgres_module, "_wait", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        store.append(_info(2), b"2", _summary(2))
+    assert connection.closed  # it cannot be read to its end any more
+    monkeypatch.setattr(postgres_module, "_wait", wait)
+    frames = store.frames("wf", "r")  # a new connection; the append may have committed
+    store.append(_info(len(frames) + 1), b"3", _summary(len(frames) + 1))
+    with store.lock("wf", "r"):
+        monkeypatch.setattr(postgres_module, "_wait", interrupted)
+        with pytest.raises(KeyboardInterrupt):  # on the lock connection: the locks end
+            store._on_session(store._session, postgres_module._BACKEND, {})
+        monkeypatch.setattr(postgres_module, "_wait", wait)
+        seq = len(store.frames("wf", "r")) + 1
+        with pytest.raises(CheckpointError, match="this process lost its live lock"):
+            store.append(_info(seq), b"x", _summary(seq))
