@@ -6,6 +6,7 @@ Every test gets a fresh schema from the ``postgres`` fixture
 
 from __future__ import annotations
 
+import select
 import threading
 import time
 from collections.abc import Iterator
@@ -28,6 +29,7 @@ from pausegraph import (
     _worker,
 )
 from pausegraph.checkpointers import FrameInfo, RunSummary
+from pausegraph.checkpointers import postgres as postgres_module
 
 
 def _info(seq: int) -> FrameInfo:
@@ -64,8 +66,18 @@ class Statements:
             finally:
                 self.piped = False
 
+        exchange = postgres_module._exchange
+
+        def exchanged(wire: Any, calls: list[tuple[Any, Any]]) -> Any:
+            # the hot statements, sent through libpq: one round trip in pipeline mode
+            sql = [statement.sql.decode() for statement, _ in calls]
+            piped = postgres_module._PIPELINES and len(sql) > 1
+            self.sent += ["pipeline: " + "; ".join(sql)] if piped else sql
+            return exchange(wire, calls)
+
         monkeypatch.setattr(psycopg.Connection, "execute", counted)
         monkeypatch.setattr(psycopg.Connection, "pipeline", piped)
+        monkeypatch.setattr(postgres_module, "_exchange", exchanged)
 
     def take(self) -> list[str]:
         sent, self.sent = self.sent, []
@@ -315,3 +327,167 @@ def test_without_pipeline_mode_the_lock_and_the_listing_take_two_round_trips(
         assert len(statements.take()) == 2
         assert [f.seq for f in store.frames("wf", "r")] == [1]
         assert statements.take() == []
+
+
+# --- the append that ends a call, the hot statements, the holders' notes ------------------
+
+
+def test_the_append_that_ends_a_call_flushes_and_checks_so_its_sync_sends_nothing(
+    postgres: PostgresSchema, statements: Statements
+) -> None:
+    store = postgres.checkpointer().store
+    connection = store._connection()
+    with store.lock("wf", "r"):
+        store.append(_info(1), b"1", _summary(1))  # queued: the call goes on, no flush
+        (written,) = connection.execute("SELECT pg_current_wal_insert_lsn()").fetchone()
+        statements.take()
+        store.append(_info(2), b"2", _summary(2, status="paused"))  # the call's last
+        (sent,) = statements.take()
+        assert "synchronous_commit" not in sent  # the session's setting: on
+        assert "pg_locks" in sent
+        (flushed,) = connection.execute(
+            "SELECT pg_current_wal_flush_lsn() >= %s::pg_lsn", (written,)
+        ).fetchone()
+        assert flushed  # the first append's WAL is on disk with the second's commit
+        statements.take()
+        store.sync()  # flushed and checked by that append: nothing to ask
+        assert statements.take() == []
+        store.sync()  # once only: a second sync checks the lock again
+        assert len(statements.take()) == 1
+    assert len(statements.take()) == 1  # the release
+
+
+def test_a_sync_asks_again_after_an_append_since_or_in_another_thread(
+    postgres: PostgresSchema, statements: Statements
+) -> None:
+    store = postgres.checkpointer().store
+    with store.lock("wf", "r"):
+        store.append(_info(1), b"1", _summary(1, status="paused"))
+        store.append(_info(2), b"2", _summary(2))  # queued, after it: not flushed
+        statements.take()
+        store.sync()
+        assert len(statements.take()) == 1
+        store.append(_info(3), b"3", _summary(3, status="done"))
+        statements.take()
+        elsewhere = threading.Thread(target=store.sync)  # not the thread that appended
+        elsewhere.start()
+        elsewhere.join()
+        asked = [s for s in statements.take() if not s.startswith("SHOW")]  # its connection's
+        assert len(asked) == 1
+        store.sync()  # this thread's own sync trusts its append
+        assert statements.take() == []
+
+
+def test_an_ending_append_that_finds_its_lock_gone_leaves_its_sync_to_fail(
+    postgres: PostgresSchema,
+) -> None:
+    store = postgres.checkpointer().store
+    with store.lock("wf", "r"):
+        key, session = store._holding[("wf", "r")]
+        session.connection.execute("SELECT pg_advisory_unlock(%s)", (key,))  # the lock, gone
+        store.append(_info(1), b"1", _summary(1, status="paused"))  # saved: the seq decides
+        with pytest.raises(CheckpointError, match="'r' of workflow 'wf': this process lost"):
+            store.sync()
+    assert [f.seq for f in store.frames("wf", "r")] == [1]
+
+
+def test_a_runner_cycle_takes_ten_round_trips(
+    postgres: PostgresSchema, statements: Statements
+) -> None:
+    runner = Runner(_graph(), postgres.checkpointer())
+    runner.run("warm")
+    runner.resume("warm", Resume(True))
+    statements.take()
+    runner.run("r1")  # the lock and the frames, input, the pause (flushed), the release
+    assert len(statements.take()) == 4
+    runner.resume("r1", Resume(True))  # the lock and the frames, the claim, the end, release
+    sent = statements.take()
+    assert len(sent) == 4, sent
+    assert runner.state("r1").values["shipped"] is True
+
+
+@pytest.mark.parametrize("piped", [True, False], ids=["pipeline", "no-pipeline"])
+def test_the_hot_statements_report_server_errors_and_survive_them(
+    postgres: PostgresSchema, monkeypatch: pytest.MonkeyPatch, piped: bool
+) -> None:
+    monkeypatch.setattr(postgres_module, "_PIPELINES", piped)  # False: as with a libpq before 14
+    store = postgres.checkpointer().store
+    store.append(_info(1), b"1", _summary(1))
+    wire = store._local.wire
+    boom = postgres_module._Statement("pausegraph_test_boom", "SELECT 1 / %(seq)s::integer")
+    with pytest.raises(psycopg.errors.DivisionByZero):
+        postgres_module._exchange(wire, [(boom, {"seq": 0})])
+    with pytest.raises(psycopg.errors.DivisionByZero):  # a pipeline stops at the error
+        postgres_module._exchange(wire, [(boom, {"seq": 0}), (boom, {"seq": 1})])
+    assert postgres_module._exchange(wire, [(boom, {"seq": 1})]) == [[(1,)]]
+    store.append(_info(2), b"2", _summary(2))  # the connection goes on
+    assert [f.seq for f in store.frames("wf", "r")] == [1, 2]
+
+
+def test_the_holders_notes_are_unlogged_left_at_release_and_gone_with_the_run(
+    postgres: PostgresSchema,
+) -> None:
+    store = postgres.checkpointer().store
+    with psycopg.connect(postgres.url, autocommit=True) as admin:
+
+        def notes() -> list[Any]:
+            return admin.execute("SELECT run FROM pausegraph_holders").fetchall()
+
+        (persistence,) = admin.execute(
+            "SELECT relpersistence::text FROM pg_class WHERE oid = 'pausegraph_holders'::regclass"
+        ).fetchone()
+        assert persistence == "u"  # no WAL: the notes die with the server, as the locks do
+        with store.lock("wf", "r"):
+            store.append(_info(1), b"1", _summary(1))
+            assert store.holder("wf", "r") is not None
+        assert notes() == [(b"r",)]  # left at release: the next taker overwrites it
+        assert store.holder("wf", "r") is None  # its session holds no lock: names nobody
+        with store.lock("wf", "r"):
+            store.delete("wf", "r")  # a live hold's note stays
+            assert notes() == [(b"r",)]
+            assert store.holder("wf", "r") is not None
+        store.delete("wf", "r")
+        assert notes() == []
+
+
+def test_a_logged_holders_table_of_an_earlier_release_is_made_unlogged_on_open(
+    postgres: PostgresSchema,
+) -> None:
+    postgres.checkpointer().close()
+    with psycopg.connect(postgres.url, autocommit=True) as admin:
+        admin.execute("ALTER TABLE pausegraph_holders SET LOGGED")
+        postgres.checkpointer()
+        (persistence,) = admin.execute(
+            "SELECT relpersistence::text FROM pg_class WHERE oid = 'pausegraph_holders'::regclass"
+        ).fetchone()
+    assert persistence == "u"
+
+
+def test_a_hot_statement_interrupted_half_way_closes_its_connection(
+    postgres: PostgresSchema, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = postgres.checkpointer().store
+    store.append(_info(1), b"1", _summary(1))
+    wait = postgres_module._wait
+
+    def interrupted(fd: int, event: int) -> None:
+        if event == select.POLLIN:
+            raise KeyboardInterrupt
+        wait(fd, event)
+
+    connection = store._connection()
+    monkeypatch.setattr(postgres_module, "_wait", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        store.append(_info(2), b"2", _summary(2))
+    assert connection.closed  # it cannot be read to its end any more
+    monkeypatch.setattr(postgres_module, "_wait", wait)
+    frames = store.frames("wf", "r")  # a new connection; the append may have committed
+    store.append(_info(len(frames) + 1), b"3", _summary(len(frames) + 1))
+    with store.lock("wf", "r"):
+        monkeypatch.setattr(postgres_module, "_wait", interrupted)
+        with pytest.raises(KeyboardInterrupt):  # on the lock connection: the locks end
+            store._on_session(store._session, postgres_module._BACKEND, {})
+        monkeypatch.setattr(postgres_module, "_wait", wait)
+        seq = len(store.frames("wf", "r")) + 1
+        with pytest.raises(CheckpointError, match="this process lost its live lock"):
+            store.append(_info(seq), b"x", _summary(seq))

@@ -205,7 +205,7 @@ def test_sync_ignores_a_lock_let_go_while_it_checked_but_not_one_still_held(
             inner._guarded = guarded  # type: ignore[method-assign]
         # a lock gone while its hold goes on is a loss
         key, session = inner._holding[("pay", "mine")]
-        inner._on_session(session, "SELECT pg_advisory_unlock(%s), pg_backend_pid()", (key,))
+        session.connection.execute("SELECT pg_advisory_unlock(%s)", (key,))
         with pytest.raises(CheckpointError, match="'mine' of workflow 'pay': this process lost"):
             store.sync()
 
