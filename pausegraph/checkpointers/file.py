@@ -40,9 +40,12 @@ the log is the truth about the run's latest summary, written in the same
 refused with a message (the marker says ``format 1``).
 
 Integers are big-endian, checksums CRC-32 (ids are kept as UTF-8 bytes).
-Indexing a log reads each record's 20-byte head and meta and skips its frame,
-so a new handle learns a long run without reading its values; a frame's
-checksum is checked when it is loaded. The lengths have a checksum of their
+Indexing a log checks each record's 20-byte head and meta and skips its frame
+(a frame's checksum is checked when it is loaded); the log is read
+``_WINDOW`` bytes at a time, and a record that does not fit in a window is
+read on its own, so a new handle learns a long run of small records in a few
+reads without reading its big values. Loading reads a run's consecutive
+frames the same way. The lengths have a checksum of their
 own, so a damaged length is told apart from a record cut short:
 
 - a *torn tail* (fewer than 20 bytes left, good lengths that run past the end
@@ -200,6 +203,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+import attrs
 import msgpack
 
 from .._codec import decode_frame
@@ -223,6 +227,7 @@ _LENGTHS = struct.Struct(">II")  # meta length, frame length
 _HEAD = struct.Struct(">IIIII")  # the lengths, their crc, the meta's crc, the frame's crc
 _MAX_LEN = 0xFFFFFFFF
 _META_ITEMS = 9
+_WINDOW = 1 << 18  # bytes a log is read at a time when indexed (records that fit)
 _MAX_OPEN_LOGS = 64  # descriptors a handle keeps open, one per recently used run
 _MAX_INDEXED = 1024  # runs whose index a handle keeps, the most recently used
 # an index row is trusted only if it was written this long after the log's mtime:
@@ -1184,7 +1189,7 @@ class FileStore:
         def read() -> builtins.list[bytes]:
             fd = self._catch_up(log)
             entries = log.entries[max(first, 1) - 1 : max(last, 0)]
-            return [self._read_frame(log.path, fd, entry) for entry in entries]
+            return _read_frames(log.path, fd, entries)
 
         with log.lock:
             return self._guarded(log, read)
@@ -1887,6 +1892,11 @@ class FileStore:
         """Index the records appended since ``log.end``; return the file size.
 
         Stops at a torn tail; raises ``CorruptCheckpointError`` at a bad record.
+        The records are read a window (``_WINDOW`` bytes) at a time and checked
+        in memory; a record that does not fit in the window (a big frame, or
+        one that runs past the end of the file) is read on its own by
+        ``_read_record``, which also decides every torn or damaged record, so
+        both ways check the same things and give the same errors.
         """
         size = os.fstat(fd).st_size
         path = log.path
@@ -1895,22 +1905,46 @@ class FileStore:
             if not start:
                 return size
             log.reset(start)
+        entries = log.entries
+        buf, buf_at = b"", log.end
+        head_size, crc = _HEAD.size, zlib.crc32
         while log.end < size:
             at = log.end
-            seq = len(log.entries) + 1
-            try:
-                meta, _, frame_len = _read_record(path, fd, at, size, frame=False)
-            except _Torn:
-                break
-            end = at + _HEAD.size + len(meta) + frame_len
+            seq = len(entries) + 1
+            pos = at - buf_at
+            if pos + head_size > len(buf):
+                buf, buf_at, pos = os.pread(fd, min(size - at, _WINDOW), at), at, 0
+            frame_at = -1  # where the frame starts in buf, if the whole record is there
+            if pos + head_size <= len(buf):
+                meta_len, frame_len, lengths_crc, meta_crc, frame_crc = _HEAD.unpack_from(buf, pos)
+                meta_at = pos + head_size
+                if meta_at + meta_len + frame_len <= len(buf) and lengths_crc == crc(
+                    buf[pos : pos + _LENGTHS.size]
+                ):
+                    frame_at = meta_at + meta_len
+            if frame_at >= 0:
+                meta = buf[meta_at:frame_at]
+                if crc(meta) != meta_crc:
+                    raise _corrupt(path, at, "its meta fails its checksum")
+            else:  # torn, damaged, or past the window: decided record by record
+                try:
+                    meta, _, frame_len = _read_record(path, fd, at, size, frame=False)
+                except _Torn:
+                    break
+            end = at + head_size + len(meta) + frame_len
             info, summary = _decode_meta(path, at, meta, frame_len)
             if info.seq != seq or (seq == 1 and not info.snapshot):
                 raise _corrupt(path, at, f"it holds seq {info.seq} where {seq} belongs")
             if end == size:
                 # the last record's frame is checked too: a damaged one must not
                 # pass for a torn tail and be cut off by the next save
-                _read_record(path, fd, at, size, frame=True)
-            self._add(log, _Entry(at, end, info), summary)
+                if frame_at < 0:
+                    _read_record(path, fd, at, size, frame=True)
+                elif crc(memoryview(buf)[frame_at : frame_at + frame_len]) != frame_crc:
+                    raise _corrupt(path, at, "its frame fails its checksum")
+            entries.append(_Entry(at, end, info))
+            log.summary = summary
+            log.end = end
         return size
 
     @staticmethod
@@ -1923,6 +1957,44 @@ class FileStore:
         if len(data) != entry.info.size:
             raise _corrupt(path, entry.at, "it was altered after it was indexed")
         return data
+
+
+def _read_frames(path: str, fd: int, entries: builtins.list[_Entry]) -> builtins.list[bytes]:
+    """The frames of ``entries`` (consecutive records), each checked as ``_read_frame`` does.
+
+    The records are read a window (``_WINDOW`` bytes, or one record if it is
+    bigger) at a time and checked in memory: the lengths, the meta's and the
+    frame's checksums and the frame's length as indexed. A record that fails
+    any of these is read again on its own by ``_read_frame``, which says why.
+    """
+    frames: builtins.list[bytes] = []
+    buf, buf_at = b"", 0
+    head_size, lengths_size, crc = _HEAD.size, _LENGTHS.size, zlib.crc32
+    for n, entry in enumerate(entries):
+        at, end = entry.at, entry.end
+        pos = at - buf_at
+        if pos < 0 or end - buf_at > len(buf):
+            stop = end  # this record, and as many after it as fit in the window
+            for later in itertools.islice(entries, n + 1, None):
+                if later.end - at > _WINDOW:
+                    break
+                stop = later.end
+            buf, buf_at, pos = os.pread(fd, stop - at, at), at, 0
+        data = None
+        if end - buf_at <= len(buf):
+            meta_len, frame_len, lengths_crc, meta_crc, frame_crc = _HEAD.unpack_from(buf, pos)
+            frame_at = pos + head_size + meta_len
+            if (
+                at + head_size + meta_len + frame_len == end
+                and frame_len == entry.info.size
+                and lengths_crc == crc(buf[pos : pos + lengths_size])
+                and meta_crc == crc(memoryview(buf)[pos + head_size : frame_at])
+            ):
+                data = buf[frame_at : frame_at + frame_len]
+                if crc(data) != frame_crc:
+                    data = None
+        frames.append(FileStore._read_frame(path, fd, entry) if data is None else data)
+    return frames
 
 
 def _stat_dir(path: str) -> os.stat_result:
@@ -1998,8 +2070,28 @@ def _decode_meta(
             raise TypeError(deadline)
     except (ValueError, TypeError, msgpack.UnpackException) as exc:
         raise _corrupt(path, at, f"its meta does not decode ({exc})") from None
-    info = FrameInfo(seq, super_step, label, timestamp_ms, snapshot, frame_len)
+    # FrameInfo(seq, super_step, label, timestamp_ms, snapshot, frame_len), built
+    # through its slots: a cold handle builds one per record of the log
+    info = _new_info(FrameInfo)
+    set_seq, set_step, set_label, set_time, set_snapshot, set_size = _INFO_SLOTS
+    set_seq(info, seq)
+    set_step(info, super_step)
+    set_label(info, label)
+    set_time(info, timestamp_ms)
+    set_snapshot(info, snapshot)
+    set_size(info, frame_len)
     return info, (status, updated_ms, deadline, data)
+
+
+def _slot_setters(cls: type) -> tuple[Any, ...]:
+    """The setters of ``cls``'s slots in field order (it has no validator or converter)."""
+    fields = attrs.fields(cls)
+    assert all(f.validator is None and f.converter is None for f in fields), cls
+    return tuple(cls.__dict__[f.name].__set__ for f in fields)
+
+
+_new_info = object.__new__
+_INFO_SLOTS = _slot_setters(FrameInfo)
 
 
 def _read_header(path: str, fd: int) -> tuple[tuple[str, str], int]:
