@@ -189,9 +189,7 @@ class StoreCheckpointer:
                     return state
         state = _RunState()
         if seq != 1:  # another handle saved since: learn the run's frames
-            for info in self.store.frames(*key):
-                state.policy.saved(info.size, info.snapshot)
-                state.count = info.seq
+            state.count = state.policy.learn(self.store.frames(*key))
         with self._lock:
             self._states[key] = state
             while len(self._states) > _MAX_RUNS:

@@ -22,6 +22,7 @@ from .._records import (
     with_progress,
 )
 from ..errors import CheckpointError, ConflictError
+from ._store import FrameInfo
 
 SNAPSHOT_EVERY = 1000
 SNAPSHOT_RATIO = 2
@@ -85,6 +86,27 @@ class SnapshotPolicy:
                 return data, True
             self.refused_bytes = len(data)
         return encode_frame(c, snapshot=False), False
+
+    def learn(self, infos: Sequence[FrameInfo]) -> int:
+        """Take in a run's frames saved so far, oldest first; return how many there are.
+
+        The same as ``saved`` for each frame in turn, in one pass (a handle
+        that saves to a run another handle saved to learns its whole log).
+        """
+        deltas, delta_bytes, snapshot_bytes = self.deltas, self.delta_bytes, self.snapshot_bytes
+        all_deltas, all_snapshots, refused = self.all_deltas, self.all_snapshots, self.refused_bytes
+        for info in infos:
+            size = info.size
+            if info.snapshot:
+                deltas, delta_bytes, snapshot_bytes, refused = 0, 0, size, 0
+                all_snapshots += size
+            else:
+                deltas += 1
+                delta_bytes += size
+                all_deltas += size
+        self.deltas, self.delta_bytes, self.snapshot_bytes = deltas, delta_bytes, snapshot_bytes
+        self.all_deltas, self.all_snapshots, self.refused_bytes = all_deltas, all_snapshots, refused
+        return infos[-1].seq if infos else 0
 
     def saved(self, size: int, snapshot: bool) -> None:
         if snapshot:

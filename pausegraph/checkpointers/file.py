@@ -1196,7 +1196,9 @@ class FileStore:
 
     def info_of(self, workflow_id: str, run_id: str, seq: int) -> FrameInfo | None:
         """Frame ``seq``'s ``FrameInfo`` as this handle last indexed it, if it has."""
-        log = self._find(workflow_id, run_id)
+        # a peek, once per frame a load decodes: the run was just used, so it is not
+        # made the most recently used again, nor looked for on disk
+        log = self._logs.get((workflow_id, run_id))
         if log is None:
             return None
         with log.lock:
