@@ -17,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pausegraph import CorruptCheckpointError
+from pausegraph._values import pack
 from pausegraph.checkpointers import file as file_store
 from pausegraph.checkpointers._store import FrameInfo, RunSummary
 from pausegraph.checkpointers.file import FileStore
@@ -156,3 +157,23 @@ def test_a_record_altered_after_indexing_is_refused_through_the_window(
     with pytest.raises(CorruptCheckpointError, match="is corrupt"):
         store.read(WF, RUN, 1, len(infos))
     store.close()
+
+
+@pytest.mark.parametrize(
+    ("fields", "why"),
+    [
+        (1, "it holds 1 fields, not 9"),
+        ([1] * 8, "it holds 8 fields, not 9"),
+        ([1, 1, 2, 1, True, "s", 1, None, b""], "field 2 is of type int, not str"),
+        ([1, 1, "l", 1, 1, "s", 1, None, b""], "field 4 is of type int, not bool"),
+        ([1, 1, "l", 1, True, "s", 1, "x", b""], "field 7 is of type str, not int"),
+        ([1, 1, "l", 1, True, "s", 1, 5, "d"], "field 8 is of type str, not bytes"),
+    ],
+)
+def test_a_meta_of_the_wrong_shape_is_corrupt_naming_the_field(fields: object, why: str) -> None:
+    with pytest.raises(CorruptCheckpointError, match=f"its meta does not decode \\({why}\\)"):
+        file_store._decode_meta("log", 0, pack(fields), 1)
+    good = [1, 2, "l", 3, True, "s", 4, None, b"d"]
+    info, summary = file_store._decode_meta("log", 0, pack(good), 5)
+    assert info == FrameInfo(1, 2, "l", 3, True, 5)
+    assert summary == ("s", 4, None, b"d")

@@ -2060,29 +2060,45 @@ def _decode_meta(
     """A record's ``FrameInfo`` and what it says of the run, checked field by field."""
     try:
         fields = _unpack_bounded(meta_bytes, items=_META_ITEMS)
-        if type(fields) is not list or len(fields) != _META_ITEMS:
-            raise TypeError(f"it holds {len(fields)} fields, not {_META_ITEMS}")
-        seq, super_step, label, timestamp_ms, snapshot, status, updated_ms, deadline, data = fields
-        for value in (seq, super_step, timestamp_ms, updated_ms):
-            if type(value) is not int:
-                raise TypeError(value)
-        if type(label) is not str or type(snapshot) is not bool or type(status) is not str:
-            raise TypeError(label)
-        if (deadline is not None and type(deadline) is not int) or type(data) is not bytes:
-            raise TypeError(deadline)
     except (ValueError, TypeError, msgpack.UnpackException) as exc:
         raise _corrupt(path, at, f"its meta does not decode ({exc})") from None
-    # FrameInfo(seq, super_step, label, timestamp_ms, snapshot, frame_len), built
-    # through its slots: a cold handle builds one per record of the log
-    info = _new_info(FrameInfo)
-    set_seq, set_step, set_label, set_time, set_snapshot, set_size = _INFO_SLOTS
-    set_seq(info, seq)
-    set_step(info, super_step)
-    set_label(info, label)
-    set_time(info, timestamp_ms)
-    set_snapshot(info, snapshot)
-    set_size(info, frame_len)
-    return info, (status, updated_ms, deadline, data)
+    if type(fields) is list and len(fields) == _META_ITEMS:
+        seq, super_step, label, timestamp_ms, snapshot, status, updated_ms, deadline, data = fields
+        if (
+            type(seq) is int
+            and type(super_step) is int
+            and type(timestamp_ms) is int
+            and type(updated_ms) is int
+            and type(label) is str
+            and type(snapshot) is bool
+            and type(status) is str
+            and (deadline is None or type(deadline) is int)
+            and type(data) is bytes
+        ):
+            # FrameInfo(seq, super_step, label, timestamp_ms, snapshot, frame_len), built
+            # through its slots: a cold handle builds one per record of the log
+            info = _new_info(FrameInfo)
+            set_seq, set_step, set_label, set_time, set_snapshot, set_size = _INFO_SLOTS
+            set_seq(info, seq)
+            set_step(info, super_step)
+            set_label(info, label)
+            set_time(info, timestamp_ms)
+            set_snapshot(info, snapshot)
+            set_size(info, frame_len)
+            return info, (status, updated_ms, deadline, data)
+    raise _corrupt(path, at, f"its meta does not decode ({_meta_fault(fields)})")
+
+
+def _meta_fault(fields: Any) -> str:
+    """Why decoded meta ``fields`` are not a record's meta: the first field of a wrong type."""
+    if type(fields) is not list or len(fields) != _META_ITEMS:
+        count = len(fields) if type(fields) in (list, dict, str, bytes) else 1
+        return f"it holds {count} fields, not {_META_ITEMS}"
+    kinds = (int, int, str, int, bool, str, int, int, bytes)
+    for n, (value, kind) in enumerate(zip(fields, kinds, strict=True)):
+        if type(value) is not kind and not (n == 7 and value is None):
+            return f"field {n} is of type {type(value).__name__}, not {kind.__name__}"
+    return "it is not a record's meta"  # pragma: no cover - every field checked above
 
 
 def _slot_setters(cls: type) -> tuple[Any, ...]:
