@@ -166,10 +166,14 @@ def _fast_delta(o: Any) -> Frame | None:
     claimed = p.get("claimed", ())
     if type(layer) is not int or type(epoch) is not int or type(journals) is not dict:
         return None
-    if type(answers) is not dict or not all(type(k) is str for k in answers):
+    if type(answers) is not dict or type(claimed) not in (list, tuple):
         return None
-    if type(claimed) not in (list, tuple) or not all(type(c) is str for c in claimed):
-        return None
+    for key in answers:  # loops, not all(...): these hold one or two items
+        if type(key) is not str:
+            return None
+    for c in claimed:
+        if type(c) is not str:
+            return None
     built: dict[str, tuple[Entry, ...]] = {}
     for step_id, raw in journals.items():
         if type(step_id) is not str or type(raw) is not list:
