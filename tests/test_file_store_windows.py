@@ -56,17 +56,22 @@ def _look(root: Path) -> tuple[str, object]:
 
 
 def _both(root: Path, monkeypatch: pytest.MonkeyPatch, window: int) -> tuple[object, object]:
+    """What a new handle sees through ``window`` (a probe of an eighth of it after a
+    frame of a quarter of it), and record by record."""
     with monkeypatch.context() as m:
         m.setattr(file_store, "_WINDOW", window)
+        m.setattr(file_store, "_BIG", window // 4)
+        m.setattr(file_store, "_PROBE", max(window // 8, 1))
         windowed = _look(root)
     with monkeypatch.context() as m:
         m.setattr(file_store, "_WINDOW", ONE_BY_ONE)
+        m.setattr(file_store, "_PROBE", ONE_BY_ONE)
         alone = _look(root)
     return windowed, alone
 
 
 sizes = st.lists(st.sampled_from([0, 1, 30, 200, 900, 5000]), min_size=1, max_size=12)
-windows = st.sampled_from([64, 300, 1000, 4096, 1 << 18])
+windows = st.sampled_from([64, 300, 1000, 4096, 20_000, 1 << 18])
 
 
 @settings(max_examples=40, deadline=None)
@@ -107,7 +112,7 @@ def _record_bytes(log: Path) -> list[int]:
     return offsets
 
 
-@pytest.mark.parametrize("window", [300, 1 << 18])
+@pytest.mark.parametrize("window", [300, 8000, 1 << 18])
 def test_a_damaged_byte_anywhere_gives_the_same_outcome_through_a_window(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, window: int
 ) -> None:
@@ -177,3 +182,22 @@ def test_a_meta_of_the_wrong_shape_is_corrupt_naming_the_field(fields: object, w
     info, summary = file_store._decode_meta("log", 0, pack(good), 5)
     assert info == FrameInfo(1, 2, "l", 3, True, 5)
     assert summary == ("s", 4, None, b"d")
+
+
+def test_a_log_of_big_frames_is_indexed_without_reading_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _fill(tmp_path, [200_000] * 12)
+    read = []
+    real = file_store.os.pread
+
+    def pread(fd: int, n: int, at: int) -> bytes:
+        read.append(n)
+        return real(fd, n, at)
+
+    monkeypatch.setattr(file_store.os, "pread", pread)
+    store = FileStore(tmp_path)
+    assert [i.size for i in store.frames(WF, RUN)] == [200_000] * 12
+    # the first window, a probe at each record after it, and the last frame's check
+    assert sum(read) < file_store._WINDOW + 12 * file_store._PROBE + 2 * 200_000
+    store.close()

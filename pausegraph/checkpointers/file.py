@@ -42,11 +42,12 @@ refused with a message (the marker says ``format 1``).
 Integers are big-endian, checksums CRC-32 (ids are kept as UTF-8 bytes).
 Indexing a log checks each record's 20-byte head and meta and skips its frame
 (a frame's checksum is checked when it is loaded); the log is read
-``_WINDOW`` bytes at a time, and a record that does not fit in a window is
-read on its own, so a new handle learns a long run of small records in a few
-reads without reading its big values. Loading reads a run's consecutive
-frames the same way. The lengths have a checksum of their
-own, so a damaged length is told apart from a record cut short:
+``_WINDOW`` bytes at a time (``_PROBE`` after a big frame), and a record
+whose head and meta are not in the window is read on its own, so a new
+handle learns a long run of small records in a few reads without reading
+its big values. Loading reads a run's consecutive frames in windows too.
+The lengths have a checksum of their own, so a damaged length is told apart
+from a record cut short:
 
 - a *torn tail* (fewer than 20 bytes left, good lengths that run past the end
   of the file, or nothing but zero bytes from the record on) is a save that
@@ -227,7 +228,9 @@ _LENGTHS = struct.Struct(">II")  # meta length, frame length
 _HEAD = struct.Struct(">IIIII")  # the lengths, their crc, the meta's crc, the frame's crc
 _MAX_LEN = 0xFFFFFFFF
 _META_ITEMS = 9
-_WINDOW = 1 << 18  # bytes a log is read at a time when indexed (records that fit)
+_WINDOW = 1 << 18  # bytes a log is read at a time when indexed or loaded
+_BIG = 1 << 14  # a frame past which indexing reads only _PROBE bytes at the next record
+_PROBE = 1 << 12  # bytes read at a record after a big frame: its head and meta, usually
 _MAX_OPEN_LOGS = 64  # descriptors a handle keeps open, one per recently used run
 _MAX_INDEXED = 1024  # runs whose index a handle keeps, the most recently used
 # an index row is trusted only if it was written this long after the log's mtime:
@@ -1894,10 +1897,13 @@ class FileStore:
         """Index the records appended since ``log.end``; return the file size.
 
         Stops at a torn tail; raises ``CorruptCheckpointError`` at a bad record.
-        The records are read a window (``_WINDOW`` bytes) at a time and checked
-        in memory; a record that does not fit in the window (a big frame, or
-        one that runs past the end of the file) is read on its own by
-        ``_read_record``, which also decides every torn or damaged record, so
+        The log is read a window at a time and each record whose head and meta
+        are in the window is checked in memory, its frame skipped. The window
+        is ``_WINDOW`` bytes, or ``_PROBE`` after a record whose frame is
+        bigger than ``_BIG``: a log of big frames is not read whole, just
+        each record's start. A record that does not check, runs past the end
+        of the file or has a meta past the window is read on its own by
+        ``_read_record``, which decides every torn or damaged record, so
         both ways check the same things and give the same errors.
         """
         size = os.fstat(fd).st_size
@@ -1908,20 +1914,22 @@ class FileStore:
                 return size
             log.reset(start)
         entries = log.entries
-        buf, buf_at = b"", log.end
+        buf, buf_at, window = b"", log.end, _WINDOW
         head_size, crc = _HEAD.size, zlib.crc32
         while log.end < size:
             at = log.end
             seq = len(entries) + 1
             pos = at - buf_at
             if pos + head_size > len(buf):
-                buf, buf_at, pos = os.pread(fd, min(size - at, _WINDOW), at), at, 0
-            frame_at = -1  # where the frame starts in buf, if the whole record is there
+                buf, buf_at, pos = os.pread(fd, min(size - at, window), at), at, 0
+            frame_at = -1  # where the frame starts in buf, if the head and meta are there
             if pos + head_size <= len(buf):
                 meta_len, frame_len, lengths_crc, meta_crc, frame_crc = _HEAD.unpack_from(buf, pos)
                 meta_at = pos + head_size
-                if meta_at + meta_len + frame_len <= len(buf) and lengths_crc == crc(
-                    buf[pos : pos + _LENGTHS.size]
+                if (
+                    meta_at + meta_len <= len(buf)
+                    and at + head_size + meta_len + frame_len <= size
+                    and lengths_crc == crc(buf[pos : pos + _LENGTHS.size])
                 ):
                     frame_at = meta_at + meta_len
             if frame_at >= 0:
@@ -1940,13 +1948,14 @@ class FileStore:
             if end == size:
                 # the last record's frame is checked too: a damaged one must not
                 # pass for a torn tail and be cut off by the next save
-                if frame_at < 0:
+                if frame_at < 0 or frame_at + frame_len > len(buf):
                     _read_record(path, fd, at, size, frame=True)
                 elif crc(memoryview(buf)[frame_at : frame_at + frame_len]) != frame_crc:
                     raise _corrupt(path, at, "its frame fails its checksum")
             entries.append(_Entry(at, end, info))
             log.summary = summary
             log.end = end
+            window = _PROBE if frame_len > _BIG else _WINDOW
         return size
 
     @staticmethod
