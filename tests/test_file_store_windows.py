@@ -167,7 +167,8 @@ def test_a_record_altered_after_indexing_is_refused_through_the_window(
 @pytest.mark.parametrize(
     ("fields", "why"),
     [
-        (1, "it holds 1 fields, not 9"),
+        (1, "it holds one int, not a list of 9 fields"),
+        ({"a": 1}, "it holds one dict, not a list of 9 fields"),
         ([1] * 8, "it holds 8 fields, not 9"),
         ([1, 1, 2, 1, True, "s", 1, None, b""], "field 2 is of type int, not str"),
         ([1, 1, "l", 1, 1, "s", 1, None, b""], "field 4 is of type int, not bool"),

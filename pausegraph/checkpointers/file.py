@@ -2100,9 +2100,10 @@ def _decode_meta(
 
 def _meta_fault(fields: Any) -> str:
     """Why decoded meta ``fields`` are not a record's meta: the first field of a wrong type."""
-    if type(fields) is not list or len(fields) != _META_ITEMS:
-        count = len(fields) if type(fields) in (list, dict, str, bytes) else 1
-        return f"it holds {count} fields, not {_META_ITEMS}"
+    if type(fields) is not list:
+        return f"it holds one {type(fields).__name__}, not a list of {_META_ITEMS} fields"
+    if len(fields) != _META_ITEMS:
+        return f"it holds {len(fields)} fields, not {_META_ITEMS}"
     kinds = (int, int, str, int, bool, str, int, int, bytes)
     for n, (value, kind) in enumerate(zip(fields, kinds, strict=True)):
         if type(value) is not kind and not (n == 7 and value is None):
