@@ -28,6 +28,7 @@ from ._records import (
     Cancelled,
     Checkpoint,
     Entry,
+    Extension,
     Failed,
     Finished,
     Forked,
@@ -143,8 +144,12 @@ def _asked(entry_id: str, payload: Any) -> Asked:
     return entry
 
 
-def _fast_delta(o: Any) -> Frame | None:
-    """The delta of a layer under way (journal entries, answers), or ``None``: ask cattrs."""
+def _delta_parts(o: Any) -> tuple[Any, ...] | None:
+    """The checked parts of a layer's delta (journal entries, answers), or ``None``.
+
+    For ``_fast_delta``, which builds its records, and ``extension_of``, which
+    does not: both take exactly the same frames.
+    """
     if type(o) is not dict or not o.keys() <= _DELTA_KEYS:
         return None
     stage = o.get("stage")
@@ -167,10 +172,14 @@ def _fast_delta(o: Any) -> Frame | None:
     claimed = p.get("claimed", ())
     if type(layer) is not int or type(epoch) is not int or type(journals) is not dict:
         return None
-    if type(answers) is not dict or not all(type(k) is str for k in answers):
+    if type(answers) is not dict or type(claimed) not in (list, tuple):
         return None
-    if type(claimed) not in (list, tuple) or not all(type(c) is str for c in claimed):
-        return None
+    for key in answers:  # loops, not all(...): these hold one or two items
+        if type(key) is not str:
+            return None
+    for c in claimed:
+        if type(c) is not str:
+            return None
     built: dict[str, tuple[Entry, ...]] = {}
     for step_id, raw in journals.items():
         if type(step_id) is not str or type(raw) is not list:
@@ -188,6 +197,21 @@ def _fast_delta(o: Any) -> Frame | None:
         return None
     if changes is not None and changes != []:
         return None
+    return (
+        seq, super_step, label, timestamp_ms, epoch_base, extends, changes, set_stage,
+        stage_cls, layer, epoch, built, answers, claimed,
+    )  # fmt: skip
+
+
+def _fast_delta(o: Any) -> Frame | None:
+    """The delta of a layer under way (journal entries, answers), or ``None``: ask cattrs."""
+    parts = _delta_parts(o)
+    if parts is None:
+        return None
+    (
+        seq, super_step, label, timestamp_ms, epoch_base, extends, changes, set_stage,
+        stage_cls, layer, epoch, built, answers, claimed,
+    ) = parts  # fmt: skip
     progress = _new(Progress)
     p0, p1, p2, p3, p4, p5, p6, p7, p8, p9, p10 = _PROGRESS
     p0(progress, layer)
@@ -218,6 +242,35 @@ def _fast_delta(o: Any) -> Frame | None:
     f10(frame, None)
     f11(frame, None)
     return frame
+
+
+_EXTENDS = b"\xa7extends\xc3"  # "extends": true, as msgpack writes it
+
+
+def extension_of(data: bytes, seq: int) -> Extension | None:
+    """Frame ``seq`` as an ``Extension`` if it is a layer's plain delta that extends, else None.
+
+    Loading a run paused deep in a loop folds hundreds of such deltas into one
+    progress (``_log.rebuild``); an ``Extension`` holds just what the fold
+    reads, with no ``Frame``, stage or ``Progress`` built. The frame must be
+    exactly what ``_fast_delta`` takes, with ``extends`` set, no changes and
+    ``seq`` as its own; anything else (or bytes that do not decode) is
+    ``None``, and the caller decodes the frame as usual, which raises what it
+    raises. A frame that does not hold ``"extends": true`` is not unpacked.
+    """
+    if _EXTENDS not in data:
+        return None
+    try:
+        parts = _delta_parts(unpack_bounded(data))
+    except Exception:  # bytes that do not decode: the caller's decode says why
+        return None
+    if parts is None:
+        return None
+    frame_seq, extends, changes = parts[0], parts[5], parts[6]
+    if frame_seq != seq or extends is not True or changes:
+        return None
+    layer, epoch, built, answers, claimed = parts[9:]
+    return Extension(seq, layer, epoch, built, answers, tuple(claimed))
 
 
 def unpack_bounded(data: bytes, *, items: int | None = None) -> Any:

@@ -27,7 +27,7 @@ records into bytes.
 from __future__ import annotations
 
 import itertools
-from typing import TYPE_CHECKING, Any, NewType
+from typing import TYPE_CHECKING, Any, NamedTuple, NewType
 
 import attrs
 
@@ -221,6 +221,22 @@ class Progress:
         )
 
 
+class Extension(NamedTuple):
+    """What loading reads of a layer's plain delta that extends the progress before it.
+
+    The progress such a frame adds (its journal entries, answers and claim),
+    without the ``Frame``, stage and ``Progress`` decoding would build:
+    ``_codec.extension_of`` makes one, ``ProgressBuilder.extend`` folds it in.
+    """
+
+    seq: int
+    layer: int
+    epoch: int
+    journals: dict[str, tuple[Entry, ...]]
+    answers: dict[str, Value]
+    claimed: tuple[str, ...]
+
+
 class ProgressBuilder:
     """Adds many ``additions`` to a progress in time linear in their total size.
 
@@ -263,6 +279,20 @@ class ProgressBuilder:
         self.edits.extend(more.edits)
         self.timeouts.extend(more.timeouts)
         self.skipped, self.decided, self.forced = more.skipped, more.decided, more.forced
+
+    def extend(self, more: Extension) -> None:
+        """``add`` the progress of a layer's plain delta, held as an ``Extension``.
+
+        What ``add`` does with the ``Progress`` that delta decodes to: no
+        step finished, no edit and no timeout added, nothing skipped or
+        forced, the layer decided.
+        """
+        self.layer, self.epoch, self.claimed = more.layer, more.epoch, more.claimed
+        journals = self.journals
+        for step_id, entries in more.journals.items():
+            journals.setdefault(step_id, []).extend(entries)
+        self.answers.update(more.answers)
+        self.skipped, self.decided, self.forced = (), True, ()
 
     def build(self) -> Progress:
         return Progress(

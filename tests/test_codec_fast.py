@@ -28,6 +28,7 @@ from pausegraph._codec import (
     converter,
     decode_frame,
     encode_frame,
+    extension_of,
     frame_of,
     structure_frame,
 )
@@ -48,10 +49,12 @@ from pausegraph._records import (
     InLayer,
     OwesAfter,
     Progress,
+    ProgressBuilder,
     Raised,
     Returned,
     Start,
     Structure,
+    progress_of,
 )
 from pausegraph._values import pack
 
@@ -453,3 +456,47 @@ def test_odd_plain_frames_are_built_as_cattrs_builds_them_or_left_to_it() -> Non
             converter.unstructure(slow, Frame)
         ), (path, value)
     assert _fast_plain(_PLAIN) == _cattrs(_PLAIN)
+
+
+# --- a layer's plain delta folded without its records (extension_of) ------------------
+
+
+@given(raw_deltas(), st.integers(0, 2))
+@example(
+    {
+        "seq": 2,
+        "super_step": 1,
+        "label": "interrupt:s",
+        "timestamp_ms": 5,
+        "stage": {"t": "layer", "progress": {"layer": 0, "epoch": 1, "answers": {"a": 1}}},
+        "extends": True,
+    },
+    0,
+)
+def test_an_extension_is_folded_as_its_frame_is_added_or_not_taken(raw: Any, off: int) -> None:
+    try:
+        data = pack(raw)
+    except (TypeError, ValueError, OverflowError):
+        return  # msgpack cannot write it: no store holds it
+    seq = raw.get("seq") if type(raw) is dict and type(raw.get("seq")) is int else 7
+    extension = extension_of(data, seq + off)
+    frame = _fast_delta(raw)
+    if frame is None or not frame.extends or frame.changes or off:
+        assert extension is None
+        return
+    assert extension is not None
+    before = Progress(3, 0, {"done": {"c": 1}}, {"s": (Asked("0", 1),)}, {"0": 2}, claimed=("0",))
+    added, folded = ProgressBuilder(before), ProgressBuilder(before)
+    progress = progress_of(frame.stage)
+    assert progress is not None
+    added.add(progress)
+    folded.extend(extension)
+    assert folded.build() == added.build()
+    assert pack(converter.unstructure(folded.build(), Progress)) == pack(
+        converter.unstructure(added.build(), Progress)
+    )
+
+
+def test_a_frame_that_does_not_decode_is_not_an_extension() -> None:
+    assert extension_of(b"\xa7extends\xc3", 1) is None
+    assert extension_of(b"\xdd\xff\xff\xff\xff" + b"\xa7extends\xc3", 1) is None

@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 from pausegraph import Append, Graph, LastWriteWins, MemoryCheckpointer, Runner
 from pausegraph.checkpointers._log import SNAPSHOT_BUDGET, SNAPSHOT_EVERY, SnapshotPolicy
+from pausegraph.checkpointers._store import FrameInfo
 
 
 def _frames(graph: Graph, input: dict[str, object]) -> list[tuple[int, bool]]:
@@ -53,3 +54,24 @@ def test_a_small_overwritten_state_is_snapshotted_long_before_the_hard_bound() -
         longest = max(longest, run)
     assert sum(snap for _, snap in frames) > 10
     assert longest < SNAPSHOT_EVERY // 5
+
+
+@given(
+    before=st.lists(st.tuples(st.integers(0, 5000), st.booleans()), max_size=20),
+    frames=st.lists(st.tuples(st.integers(0, 5000), st.booleans()), max_size=60),
+)
+def test_learning_a_runs_frames_at_once_is_saving_them_one_by_one(
+    before: list[tuple[int, bool]], frames: list[tuple[int, bool]]
+) -> None:
+    one_by_one, at_once = SnapshotPolicy(), SnapshotPolicy()
+    for size, snapshot in before:  # a policy that already saw frames
+        one_by_one.saved(size, snapshot)
+        at_once.saved(size, snapshot)
+    one_by_one.refused_bytes = at_once.refused_bytes = 77
+    infos = [FrameInfo(n, 0, "", 0, snap, size) for n, (size, snap) in enumerate(frames, 1)]
+    for size, snapshot in frames:
+        one_by_one.saved(size, snapshot)
+    assert at_once.learn(infos) == len(frames)
+    assert [getattr(at_once, name) for name in SnapshotPolicy.__slots__] == [
+        getattr(one_by_one, name) for name in SnapshotPolicy.__slots__
+    ]

@@ -19,9 +19,9 @@ from typing import Any
 
 import attrs
 
-from .._codec import decode_frame, unpack_bounded
+from .._codec import decode_frame, extension_of, unpack_bounded
 from .._machine import pending_of, status_of
-from .._records import AtInterrupt, Checkpoint, CheckpointMeta, Failed, Frame, Stage
+from .._records import AtInterrupt, Checkpoint, CheckpointMeta, Extension, Failed, Frame, Stage
 from .._values import pack
 from ..errors import CheckpointError, CorruptCheckpointError
 from ._lock import Holder
@@ -189,9 +189,7 @@ class StoreCheckpointer:
                     return state
         state = _RunState()
         if seq != 1:  # another handle saved since: learn the run's frames
-            for info in self.store.frames(*key):
-                state.policy.saved(info.size, info.snapshot)
-                state.count = info.seq
+            state.count = state.policy.learn(self.store.frames(*key))
         with self._lock:
             self._states[key] = state
             while len(self._states) > _MAX_RUNS:
@@ -268,8 +266,19 @@ class StoreCheckpointer:
         if len(datas) != seq - base + 1:
             msg = f"the store returned {len(datas)} frames of run {run_id!r} for {base}..{seq}"
             raise CheckpointError(msg)
-        frames = [self._decode(workflow_id, run_id, base + n, d) for n, d in enumerate(datas)]
-        first = frames[0] if base == 1 else self._first(workflow_id, run_id, infos[0])
+        snapshot = self._decode(workflow_id, run_id, base, datas[0])
+        frames: builtins.list[Frame | Extension] = [snapshot]
+        for at, data in enumerate(datas[1:], start=base + 1):
+            # a delta before the last that only extends a layer's progress is folded
+            # in without its records being built (_codec.extension_of)
+            extension = None
+            if at < seq and not infos[at - 1].snapshot:
+                extension = extension_of(data, at)
+            if extension is None:
+                frames.append(self._decode(workflow_id, run_id, at, data))
+            else:
+                frames.append(extension)
+        first = snapshot if base == 1 else self._first(workflow_id, run_id, infos[0])
         try:
             return rebuild(workflow_id, run_id, first, frames)
         except (ValueError, TypeError, KeyError, AttributeError) as exc:

@@ -16,12 +16,14 @@ from .._codec import encode_frame
 from .._records import (
     Breakpoints,
     Checkpoint,
+    Extension,
     Frame,
     ProgressBuilder,
     progress_of,
     with_progress,
 )
 from ..errors import CheckpointError, ConflictError
+from ._store import FrameInfo
 
 SNAPSHOT_EVERY = 1000
 SNAPSHOT_RATIO = 2
@@ -86,6 +88,27 @@ class SnapshotPolicy:
             self.refused_bytes = len(data)
         return encode_frame(c, snapshot=False), False
 
+    def learn(self, infos: Sequence[FrameInfo]) -> int:
+        """Take in a run's frames saved so far, oldest first; return how many there are.
+
+        The same as ``saved`` for each frame in turn, in one pass (a handle
+        that saves to a run another handle saved to learns its whole log).
+        """
+        deltas, delta_bytes, snapshot_bytes = self.deltas, self.delta_bytes, self.snapshot_bytes
+        all_deltas, all_snapshots, refused = self.all_deltas, self.all_snapshots, self.refused_bytes
+        for info in infos:
+            size = info.size
+            if info.snapshot:
+                deltas, delta_bytes, snapshot_bytes, refused = 0, 0, size, 0
+                all_snapshots += size
+            else:
+                deltas += 1
+                delta_bytes += size
+                all_deltas += size
+        self.deltas, self.delta_bytes, self.snapshot_bytes = deltas, delta_bytes, snapshot_bytes
+        self.all_deltas, self.all_snapshots, self.refused_bytes = all_deltas, all_snapshots, refused
+        return infos[-1].seq if infos else 0
+
     def saved(self, size: int, snapshot: bool) -> None:
         if snapshot:
             self.deltas, self.delta_bytes, self.snapshot_bytes = 0, 0, size
@@ -97,21 +120,38 @@ class SnapshotPolicy:
             self.all_deltas += size
 
 
-def rebuild(workflow_id: str, run_id: str, first: Frame, frames: Sequence[Frame]) -> Checkpoint:
+def rebuild(
+    workflow_id: str, run_id: str, first: Frame, frames: Sequence[Frame | Extension]
+) -> Checkpoint:
     """The checkpoint of ``frames[-1]``, from a snapshot ``frames[0]`` and the deltas after it.
 
     ``first`` is the run's first frame, which holds the graph's structure
     and the run's breakpoints (it may be ``frames[0]`` itself). The frames
     must be freshly decoded: their values are updated in place. A frame that
-    ``extends`` adds its stage's progress to the previous frame's.
+    ``extends`` adds its stage's progress to the previous frame's. A delta
+    between the first and the last may come as an ``Extension`` (a layer's
+    plain delta that extends, decoded without its records): it is folded in
+    as its frame would be.
     """
-    base = frames[0]
+    base, last = frames[0], frames[-1]
+    assert type(base) is Frame
+    assert type(last) is Frame
     assert base.values is not None
     assert first.structure is not None
     values = base.values
     stage = base.stage
     builder: ProgressBuilder | None = None  # while frames extend a layer's progress
     for frame in frames[1:]:
+        if type(frame) is Extension:
+            if builder is None:
+                before = progress_of(stage)
+                if before is None:
+                    msg = f"checkpoint {frame.seq} extends a checkpoint with no layer under way"
+                    raise ValueError(msg)
+                builder = ProgressBuilder(before)
+            builder.extend(frame)
+            continue  # its stage is never the last: the last frame is a Frame
+        assert type(frame) is Frame
         for change in frame.changes or ():
             apply_change(values, change)
         if frame.extends:
@@ -131,7 +171,6 @@ def rebuild(workflow_id: str, run_id: str, first: Frame, frames: Sequence[Frame]
         stage = frame.stage
     if builder is not None:
         stage = with_progress(stage, builder.build())
-    last = frames[-1]
     return Checkpoint(
         workflow_id=workflow_id,
         run_id=run_id,

@@ -40,10 +40,14 @@ the log is the truth about the run's latest summary, written in the same
 refused with a message (the marker says ``format 1``).
 
 Integers are big-endian, checksums CRC-32 (ids are kept as UTF-8 bytes).
-Indexing a log reads each record's 20-byte head and meta and skips its frame,
-so a new handle learns a long run without reading its values; a frame's
-checksum is checked when it is loaded. The lengths have a checksum of their
-own, so a damaged length is told apart from a record cut short:
+Indexing a log checks each record's 20-byte head and meta and skips its frame
+(a frame's checksum is checked when it is loaded); the log is read
+``_WINDOW`` bytes at a time (``_PROBE`` after a big frame), and a record
+whose head and meta are not in the window is read on its own, so a new
+handle learns a long run of small records in a few reads without reading
+its big values. Loading reads a run's consecutive frames in windows too.
+The lengths have a checksum of their own, so a damaged length is told apart
+from a record cut short:
 
 - a *torn tail* (fewer than 20 bytes left, good lengths that run past the end
   of the file, or nothing but zero bytes from the record on) is a save that
@@ -200,6 +204,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+import attrs
 import msgpack
 
 from .._codec import decode_frame
@@ -223,6 +228,9 @@ _LENGTHS = struct.Struct(">II")  # meta length, frame length
 _HEAD = struct.Struct(">IIIII")  # the lengths, their crc, the meta's crc, the frame's crc
 _MAX_LEN = 0xFFFFFFFF
 _META_ITEMS = 9
+_WINDOW = 1 << 18  # bytes a log is read at a time when indexed or loaded
+_BIG = 1 << 14  # a frame past which indexing reads only _PROBE bytes at the next record
+_PROBE = 1 << 12  # bytes read at a record after a big frame: its head and meta, usually
 _MAX_OPEN_LOGS = 64  # descriptors a handle keeps open, one per recently used run
 _MAX_INDEXED = 1024  # runs whose index a handle keeps, the most recently used
 # an index row is trusted only if it was written this long after the log's mtime:
@@ -1184,14 +1192,16 @@ class FileStore:
         def read() -> builtins.list[bytes]:
             fd = self._catch_up(log)
             entries = log.entries[max(first, 1) - 1 : max(last, 0)]
-            return [self._read_frame(log.path, fd, entry) for entry in entries]
+            return _read_frames(log.path, fd, entries)
 
         with log.lock:
             return self._guarded(log, read)
 
     def info_of(self, workflow_id: str, run_id: str, seq: int) -> FrameInfo | None:
         """Frame ``seq``'s ``FrameInfo`` as this handle last indexed it, if it has."""
-        log = self._find(workflow_id, run_id)
+        # a peek, once per frame a load decodes: the run was just used, so it is not
+        # made the most recently used again, nor looked for on disk
+        log = self._logs.get((workflow_id, run_id))
         if log is None:
             return None
         with log.lock:
@@ -1887,6 +1897,14 @@ class FileStore:
         """Index the records appended since ``log.end``; return the file size.
 
         Stops at a torn tail; raises ``CorruptCheckpointError`` at a bad record.
+        The log is read a window at a time and each record whose head and meta
+        are in the window is checked in memory, its frame skipped. The window
+        is ``_WINDOW`` bytes, or ``_PROBE`` after a record whose frame is
+        bigger than ``_BIG``: a log of big frames is not read whole, just
+        each record's start. A record that does not check, runs past the end
+        of the file or has a meta past the window is read on its own by
+        ``_read_record``, which decides every torn or damaged record, so
+        both ways check the same things and give the same errors.
         """
         size = os.fstat(fd).st_size
         path = log.path
@@ -1895,22 +1913,49 @@ class FileStore:
             if not start:
                 return size
             log.reset(start)
+        entries = log.entries
+        buf, buf_at, window = b"", log.end, _WINDOW
+        head_size, crc = _HEAD.size, zlib.crc32
         while log.end < size:
             at = log.end
-            seq = len(log.entries) + 1
-            try:
-                meta, _, frame_len = _read_record(path, fd, at, size, frame=False)
-            except _Torn:
-                break
-            end = at + _HEAD.size + len(meta) + frame_len
+            seq = len(entries) + 1
+            pos = at - buf_at
+            if pos + head_size > len(buf):
+                buf, buf_at, pos = os.pread(fd, min(size - at, window), at), at, 0
+            frame_at = -1  # where the frame starts in buf, if the head and meta are there
+            if pos + head_size <= len(buf):
+                meta_len, frame_len, lengths_crc, meta_crc, frame_crc = _HEAD.unpack_from(buf, pos)
+                meta_at = pos + head_size
+                if (
+                    meta_at + meta_len <= len(buf)
+                    and at + head_size + meta_len + frame_len <= size
+                    and lengths_crc == crc(buf[pos : pos + _LENGTHS.size])
+                ):
+                    frame_at = meta_at + meta_len
+            if frame_at >= 0:
+                meta = buf[meta_at:frame_at]
+                if crc(meta) != meta_crc:
+                    raise _corrupt(path, at, "its meta fails its checksum")
+            else:  # torn, damaged, or past the window: decided record by record
+                try:
+                    meta, _, frame_len = _read_record(path, fd, at, size, frame=False)
+                except _Torn:
+                    break
+            end = at + head_size + len(meta) + frame_len
             info, summary = _decode_meta(path, at, meta, frame_len)
             if info.seq != seq or (seq == 1 and not info.snapshot):
                 raise _corrupt(path, at, f"it holds seq {info.seq} where {seq} belongs")
             if end == size:
                 # the last record's frame is checked too: a damaged one must not
                 # pass for a torn tail and be cut off by the next save
-                _read_record(path, fd, at, size, frame=True)
-            self._add(log, _Entry(at, end, info), summary)
+                if frame_at < 0 or frame_at + frame_len > len(buf):
+                    _read_record(path, fd, at, size, frame=True)
+                elif crc(memoryview(buf)[frame_at : frame_at + frame_len]) != frame_crc:
+                    raise _corrupt(path, at, "its frame fails its checksum")
+            entries.append(_Entry(at, end, info))
+            log.summary = summary
+            log.end = end
+            window = _PROBE if frame_len > _BIG else _WINDOW
         return size
 
     @staticmethod
@@ -1923,6 +1968,44 @@ class FileStore:
         if len(data) != entry.info.size:
             raise _corrupt(path, entry.at, "it was altered after it was indexed")
         return data
+
+
+def _read_frames(path: str, fd: int, entries: builtins.list[_Entry]) -> builtins.list[bytes]:
+    """The frames of ``entries`` (consecutive records), each checked as ``_read_frame`` does.
+
+    The records are read a window (``_WINDOW`` bytes, or one record if it is
+    bigger) at a time and checked in memory: the lengths, the meta's and the
+    frame's checksums and the frame's length as indexed. A record that fails
+    any of these is read again on its own by ``_read_frame``, which says why.
+    """
+    frames: builtins.list[bytes] = []
+    buf, buf_at = b"", 0
+    head_size, lengths_size, crc = _HEAD.size, _LENGTHS.size, zlib.crc32
+    for n, entry in enumerate(entries):
+        at, end = entry.at, entry.end
+        pos = at - buf_at
+        if pos < 0 or end - buf_at > len(buf):
+            stop = end  # this record, and as many after it as fit in the window
+            for later in itertools.islice(entries, n + 1, None):
+                if later.end - at > _WINDOW:
+                    break
+                stop = later.end
+            buf, buf_at, pos = os.pread(fd, stop - at, at), at, 0
+        data = None
+        if end - buf_at <= len(buf):
+            meta_len, frame_len, lengths_crc, meta_crc, frame_crc = _HEAD.unpack_from(buf, pos)
+            frame_at = pos + head_size + meta_len
+            if (
+                at + head_size + meta_len + frame_len == end
+                and frame_len == entry.info.size
+                and lengths_crc == crc(buf[pos : pos + lengths_size])
+                and meta_crc == crc(memoryview(buf)[pos + head_size : frame_at])
+            ):
+                data = buf[frame_at : frame_at + frame_len]
+                if crc(data) != frame_crc:
+                    data = None
+        frames.append(FileStore._read_frame(path, fd, entry) if data is None else data)
+    return frames
 
 
 def _stat_dir(path: str) -> os.stat_result:
@@ -1986,20 +2069,57 @@ def _decode_meta(
     """A record's ``FrameInfo`` and what it says of the run, checked field by field."""
     try:
         fields = _unpack_bounded(meta_bytes, items=_META_ITEMS)
-        if type(fields) is not list or len(fields) != _META_ITEMS:
-            raise TypeError(f"it holds {len(fields)} fields, not {_META_ITEMS}")
-        seq, super_step, label, timestamp_ms, snapshot, status, updated_ms, deadline, data = fields
-        for value in (seq, super_step, timestamp_ms, updated_ms):
-            if type(value) is not int:
-                raise TypeError(value)
-        if type(label) is not str or type(snapshot) is not bool or type(status) is not str:
-            raise TypeError(label)
-        if (deadline is not None and type(deadline) is not int) or type(data) is not bytes:
-            raise TypeError(deadline)
     except (ValueError, TypeError, msgpack.UnpackException) as exc:
         raise _corrupt(path, at, f"its meta does not decode ({exc})") from None
-    info = FrameInfo(seq, super_step, label, timestamp_ms, snapshot, frame_len)
-    return info, (status, updated_ms, deadline, data)
+    if type(fields) is list and len(fields) == _META_ITEMS:
+        seq, super_step, label, timestamp_ms, snapshot, status, updated_ms, deadline, data = fields
+        if (
+            type(seq) is int
+            and type(super_step) is int
+            and type(timestamp_ms) is int
+            and type(updated_ms) is int
+            and type(label) is str
+            and type(snapshot) is bool
+            and type(status) is str
+            and (deadline is None or type(deadline) is int)
+            and type(data) is bytes
+        ):
+            # FrameInfo(seq, super_step, label, timestamp_ms, snapshot, frame_len), built
+            # through its slots: a cold handle builds one per record of the log
+            info = _new_info(FrameInfo)
+            set_seq, set_step, set_label, set_time, set_snapshot, set_size = _INFO_SLOTS
+            set_seq(info, seq)
+            set_step(info, super_step)
+            set_label(info, label)
+            set_time(info, timestamp_ms)
+            set_snapshot(info, snapshot)
+            set_size(info, frame_len)
+            return info, (status, updated_ms, deadline, data)
+    raise _corrupt(path, at, f"its meta does not decode ({_meta_fault(fields)})")
+
+
+def _meta_fault(fields: Any) -> str:
+    """Why decoded meta ``fields`` are not a record's meta: the first field of a wrong type."""
+    if type(fields) is not list:
+        return f"it holds one {type(fields).__name__}, not a list of {_META_ITEMS} fields"
+    if len(fields) != _META_ITEMS:
+        return f"it holds {len(fields)} fields, not {_META_ITEMS}"
+    kinds = (int, int, str, int, bool, str, int, int, bytes)
+    for n, (value, kind) in enumerate(zip(fields, kinds, strict=True)):
+        if type(value) is not kind and not (n == 7 and value is None):
+            return f"field {n} is of type {type(value).__name__}, not {kind.__name__}"
+    return "it is not a record's meta"  # pragma: no cover - every field checked above
+
+
+def _slot_setters(cls: type) -> tuple[Any, ...]:
+    """The setters of ``cls``'s slots in field order (it has no validator or converter)."""
+    fields = attrs.fields(cls)
+    assert all(f.validator is None and f.converter is None for f in fields), cls
+    return tuple(cls.__dict__[f.name].__set__ for f in fields)
+
+
+_new_info = object.__new__
+_INFO_SLOTS = _slot_setters(FrameInfo)
 
 
 def _read_header(path: str, fd: int) -> tuple[tuple[str, str], int]:
