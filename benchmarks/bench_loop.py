@@ -33,6 +33,7 @@ that floor.
 from __future__ import annotations
 
 import shutil
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Generator, Mapping
@@ -115,6 +116,57 @@ def cold_resume(graph: Graph, template: Path, scratch: Scratch, n: int) -> Calla
 
         def work() -> None:
             _expect_round(Runner(graph, FileCheckpointer(copy)).resume("loop", Resume(n)), n + 1)
+
+        return work
+
+    return prepare
+
+
+FLOW = f"""\
+from pausegraph import Graph, Interrupt, LastWriteWins
+
+PAD = {PAD!r}
+
+
+def _loop(state):
+    n = 0
+    while True:
+        _x = yield Interrupt({{"round": n, "pad": PAD}})
+        n += 1
+
+
+graph = Graph("loop", {{"last": LastWriteWins()}}).step("loop", _loop)
+"""
+
+
+def cold_process(scratch: Scratch, template: Path, n: int) -> Callable[[], Any]:
+    """A prepare: copy the store after ``n`` rounds, then (timed) a cold resume as a user
+    makes one from another process: ``pausegraph resume flow.py:graph loop --value n``
+    (the console script's own ``main``),
+    a new interpreter that imports pausegraph and the workflow, opens the store, loads,
+    replays, saves the answer and the next pause, and prints it."""
+    flow = scratch.root / "loopflow.py"
+    if not flow.exists():
+        flow.write_text(FLOW)
+    expected = f'"round": {n + 1},'
+
+    def prepare() -> Callable[[], None]:
+        copy = scratch.new(f"process-{n}")
+        shutil.copytree(template, copy)
+        command = [
+            *(
+                sys.executable,
+                "-c",
+                "import sys; from pausegraph.cli import main; sys.exit(main())",
+            ),
+            *("resume", f"{flow}:graph", "loop"),
+            *("--value", str(n), "--store", str(copy)),
+        ]
+
+        def work() -> None:
+            done = subprocess.run(command, capture_output=True, text=True, check=False)
+            if done.returncode != 0 or expected not in done.stdout:
+                raise RuntimeError(f"pausegraph resume failed: {done.stdout}{done.stderr}")
 
         return work
 
@@ -219,6 +271,10 @@ def main(argv: list[str] | None = None) -> int:
             ],
             args.repeats,
         )
+        early_process, late_process = median_many(
+            [cold_process(scratch, keep[n], n) for n in (EARLY, rounds)],
+            max(3, args.repeats // 2),
+        )
         early_replay, late_replay, early_bare, late_bare = median_many(
             [*(replay(graph, keep[n], n) for n in (EARLY, rounds)), bare(EARLY), bare(rounds)],
             args.repeats,
@@ -240,6 +296,14 @@ def main(argv: list[str] | None = None) -> int:
                 f"cold resume at round {rounds} vs round {EARLY}",
                 late,
                 early,
+                limit=FLAT_LIMIT,
+            )
+        )
+        table.add(
+            within(
+                f"cold resume from a new process (`pausegraph resume`), round {rounds} vs {EARLY}",
+                late_process,
+                early_process,
                 limit=FLAT_LIMIT,
             )
         )
