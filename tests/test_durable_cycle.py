@@ -154,3 +154,24 @@ def test_the_sqlite_store_updates_a_runs_summary_in_place(tmp_path: Path) -> Non
     assert rowid() == before
     (summary,) = SqliteCheckpointer(db).summaries()
     assert (summary.run_id, summary.status) == ("r", "done")
+
+
+def test_a_sqlite_append_is_four_statements_and_a_sync_is_none(tmp_path: Path) -> None:
+    """An append checks the seq and inserts the frame in one statement; ``sync`` syncs
+    the WAL file itself (one ``fdatasync``) rather than committing a transaction."""
+    store = SqliteCheckpointer(tmp_path / "r.db")
+    runner = Runner(GRAPH, store)
+    assert isinstance(runner.run("warm"), Paused)
+    statements: list[str] = []
+    store.store._connection().set_trace_callback(lambda sql: statements.append(sql.split()[0]))
+    assert isinstance(runner.run("r"), Paused)
+    run = statements[:]
+    statements.clear()
+    assert isinstance(runner.resume("r", Resume("yes")), Done)
+    # each checkpoint: BEGIN, INSERT (the frame, if the seq is the next), INSERT (the
+    # summary, upserted), COMMIT; besides, only reads (the run looked up, and whether
+    # it exists when the lock is let go); no transaction, no PRAGMA for the syncs
+    for call, saved in ((run, 2), (statements, 3)):
+        appends = " ".join(call).count("BEGIN INSERT INSERT COMMIT")
+        rest = " ".join(call).replace("BEGIN INSERT INSERT COMMIT", "").split()
+        assert (appends, set(rest)) == (saved, {"SELECT"}), call

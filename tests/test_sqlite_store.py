@@ -8,6 +8,8 @@ file store.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -17,11 +19,17 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 
 from pausegraph import (
     CheckpointError,
     CorruptCheckpointError,
+    Done,
+    Effect,
+    Graph,
+    Interrupt,
+    LastWriteWins,
     Paused,
     Resume,
     Runner,
@@ -211,3 +219,72 @@ def test_a_writer_waits_for_another_writers_transaction_to_end(
         assert isinstance(runner.run("r", _durable_flows.INPUT), Paused)
     finally:
         other.close()
+
+
+class WalDisk:
+    """What a power loss would keep of the WAL: its size at the last ``fdatasync`` of it."""
+
+    def __init__(self, db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.wal = Path(f"{db}-wal")
+        self.synced = 0
+        real = os.fdatasync
+
+        def fdatasync(fd: int) -> None:
+            real(fd)
+            if os.path.samestat(os.fstat(fd), self.wal.stat()):
+                self.synced = os.fstat(fd).st_size
+
+        monkeypatch.setattr(os, "fdatasync", fdatasync)
+
+    def unsynced(self) -> int:
+        """Bytes of the WAL that no ``fdatasync`` made durable."""
+        return self.wal.stat().st_size - self.synced
+
+    def power_loss(self, db: Path, into: Path) -> Path:
+        """The database as a power loss now would leave it, copied to ``into``."""
+        into.mkdir()
+        shutil.copyfile(db, into / db.name)
+        with self.wal.open("rb") as wal:
+            Path(f"{into / db.name}-wal").write_bytes(wal.read(self.synced))
+        return into / db.name
+
+
+def test_a_power_loss_keeps_what_calls_returned_and_what_each_effect_saw_on_sqlite(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``sync`` syncs the WAL itself: before an effect runs and before a call returns,
+    every frame committed so far is durable, and nothing else is synced."""
+    db = tmp_path / "runs.db"
+    disk = WalDisk(db, monkeypatch)
+    ran: list[str] = []
+
+    def effect(name: str) -> str:
+        assert disk.unsynced() == 0, f"effect {name} ran before its checkpoints were durable"
+        ran.append(name)
+        return name.upper()
+
+    def work(state: Any) -> Any:
+        first = yield Effect(effect, "one")
+        answer = yield Interrupt({"first": first})
+        return {"log": [first, answer]}
+
+    graph = Graph("power", {"log": LastWriteWins()}).step("work", work)
+    store = SqliteCheckpointer(db)
+    runner = Runner(graph, store)
+    assert isinstance(runner.run("r"), Paused)
+    assert disk.unsynced() == 0
+    done = runner.resume("r", Resume("yes"))
+    assert isinstance(done, Done)
+    assert disk.unsynced() == 0
+    assert isinstance(runner.run("s"), Paused)
+    paused = store.latest("power", "s")
+    assert paused is not None
+    # appended, never synced: the process dies before a call returns on it
+    store.save(attrs.evolve(paused, seq=paused.seq + 1, label="lost", changes=None))
+    assert disk.unsynced() > 0
+    after = SqliteCheckpointer(disk.power_loss(db, tmp_path / "after"))
+    assert Runner(graph, after).run("r") == done
+    recovered = after.latest("power", "s")
+    assert recovered is not None
+    assert (recovered.seq, recovered.label) == (paused.seq, paused.label)
+    assert ran == ["one", "one"]

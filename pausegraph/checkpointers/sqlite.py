@@ -20,11 +20,13 @@ schema's version is ``PRAGMA user_version``; a database made by a newer
 pausegraph is refused rather than misread.
 
 **An append** is one transaction: ``BEGIN IMMEDIATE`` (the write lock, taken
-up front, so two writers never deadlock upgrading a read), look up the run's
-last seq, refuse a seq it has (``ConflictError``) or a gap
-(``CheckpointError``), insert the frame, upsert the summary, ``COMMIT``.
-The primary key makes the claim safe even without the lookup: a second frame
-with the same seq cannot exist. A failed append rolls back and leaves
+up front, so two writers never deadlock upgrading a read), insert the frame
+only if the run's last seq in ``runs`` is the one before it (the check and
+the insert in one statement), upsert the summary, ``COMMIT``. If no frame
+went in, the run's last seq says which refusal it is: ``ConflictError`` for
+a seq it has, ``CheckpointError`` for a gap. The primary key makes the
+claim safe even without the check: a second frame with the same seq cannot
+exist. A failed append (a failed ``COMMIT`` included) rolls back and leaves
 nothing of itself. A writer that finds the database locked waits up to
 ``BUSY_TIMEOUT_S`` (SQLite's busy timeout), then fails with
 ``CheckpointError``.
@@ -45,19 +47,23 @@ process killed at any instant lose nothing. SQLite documents
 - with ``synchronous=FULL`` "an additional sync operation of the WAL file
   happens after each transaction commit".
 
-``synchronous`` is a per-connection setting, and syncing the WAL file syncs
-every frame in it, whoever wrote them. So appends commit with ``NORMAL``
-(no sync: a killed process loses nothing; a power loss may lose them,
-which the rule allows while nothing outside has seen them), and ``sync()``
-commits one tiny transaction (a counter in the ``meta`` table) with
-``FULL``: its sync of the WAL makes every earlier commit durable too. What a
-checkpoint moves out of the WAL is durable already: it syncs the WAL
-before copying and the database file after, and the WAL is reset only
-after a completed one. ``sync()`` does nothing if
-this handle appended nothing since the last one. A pause/resume cycle
-saves five checkpoints and syncs twice: two ``fdatasync`` calls rather than
-five, and ``FULL`` on every append measured about 1.4 times slower
-(``benchmarks/bench_sqlite_cycle.py``, docs/storage.md).
+So appends commit with ``NORMAL`` (no sync: a killed process loses
+nothing; a power loss may lose them, which the rule allows while nothing
+outside has seen them), and ``sync()`` does what ``FULL`` would have added
+to the last of them: one ``fdatasync`` of the WAL file (``<path>-wal``),
+through a descriptor of its own. The WAL file holds every frame committed
+since the last checkpoint, whoever wrote it, so that one sync makes every
+earlier commit durable. What a checkpoint moved out of the WAL is durable
+already: it syncs the WAL before copying and the database file after, and
+the WAL is reset, or removed when the last connection closes, only after
+a completed one; so a WAL file that is missing has nothing to sync. As
+SQLite does for a WAL file it creates, the first ``sync`` of a WAL file
+(by inode) also syncs its directory. ``sync()`` does nothing if this handle
+appended nothing since the last one. A pause/resume cycle saves five
+checkpoints and syncs twice: two ``fdatasync`` calls rather than five, and
+no transaction of its own (before, ``sync()`` committed a counter in the
+``meta`` table with ``FULL``, which the table still holds for older
+versions; ``benchmarks/bench_sqlite_cycle.py``, docs/storage.md).
 
 **No reader pins the WAL.** Connections are in autocommit mode
 (``isolation_level=None``) with explicit ``BEGIN IMMEDIATE``/``COMMIT``;
@@ -89,7 +95,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from .._values import pack
 from ..errors import CheckpointError, CorruptCheckpointError
@@ -139,12 +145,29 @@ _UPSERT_SUMMARY = (
     "deadline_ms = excluded.deadline_ms, data = excluded.data"
 )
 
+# The frame, inserted only if the run's last seq (0 for a new run) is the one before
+# it: the check and the insert in one statement. No row inserted means a seq the run
+# has or a gap, told apart by _LAST_SEQ; the primary key refuses a taken seq anyway.
+_INSERT_NEXT_FRAME = (
+    "INSERT INTO frames SELECT ?, ?, ?, ?, ?, ?, ?, ? "
+    "WHERE coalesce((SELECT seq FROM runs WHERE workflow = ? AND run = ?), 0) = ?"
+)
+_LAST_SEQ = "SELECT seq FROM runs WHERE workflow = ? AND run = ?"
+
 _T = TypeVar("_T")
 
 # SQLite's primary result codes for a file that is not, or no longer, a database
 _SQLITE_CORRUPT = 11
 _SQLITE_NOTADB = 26
 _SQLITE_HEADER = b"SQLite format 3\0"  # the first 16 bytes of every SQLite database
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _id(value: str) -> bytes:
@@ -171,6 +194,7 @@ class SqliteStore:
         self._open: list[tuple[int, sqlite3.Connection]] = []  # (pid, connection)
         self._appended = 0  # appends by this handle, and how many of them a sync covered
         self._synced = 0
+        self._wal_synced = (0, 0)  # (device, inode) of the WAL file whose directory was synced
         self._check_header()
         try:
             os.makedirs(self._locks_dir, exist_ok=True)
@@ -250,15 +274,19 @@ class SqliteStore:
         try:
             return work(self._connection())
         except sqlite3.Error as exc:
-            code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
-            if code in (_SQLITE_CORRUPT, _SQLITE_NOTADB):
-                msg = (
-                    f"{self.path!r} is not a usable pausegraph SQLite store: {exc}. "
-                    "Restore it from a backup"
-                )
-                raise CorruptCheckpointError(msg) from None
-            msg = f"SQLite store {self.path!r} failed: {exc}"
-            raise CheckpointError(msg) from exc
+            self._raise(exc)
+
+    def _raise(self, exc: sqlite3.Error) -> NoReturn:
+        """Raise SQLite's error as ours: ``CorruptCheckpointError`` for a damaged file."""
+        code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+        if code in (_SQLITE_CORRUPT, _SQLITE_NOTADB):
+            msg = (
+                f"{self.path!r} is not a usable pausegraph SQLite store: {exc}. "
+                "Restore it from a backup"
+            )
+            raise CorruptCheckpointError(msg) from None
+        msg = f"SQLite store {self.path!r} failed: {exc}"
+        raise CheckpointError(msg) from exc
 
     @staticmethod
     @contextmanager
@@ -273,6 +301,10 @@ class SqliteStore:
         connection.execute("COMMIT")
 
     def _create_schema(self, connection: sqlite3.Connection) -> None:
+        # user_version moves from 0 only in the transaction that creates the tables:
+        # a database that has them is opened without taking the write lock
+        if connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
+            return
         with self._transaction(connection):
             version = connection.execute("PRAGMA user_version").fetchone()[0]
             if version == 0:
@@ -292,30 +324,35 @@ class SqliteStore:
 
     def append(self, info: FrameInfo, frame: bytes, summary: RunSummary) -> None:
         ids = (_id(summary.workflow_id), _id(summary.run_id))
-
-        def append(connection: sqlite3.Connection) -> None:
-            with self._transaction(connection):
-                row = connection.execute(
-                    "SELECT seq FROM runs WHERE workflow = ? AND run = ?", ids
-                ).fetchone()
-                count = 0 if row is None else int(row[0])
-                if info.seq != count + 1:
-                    refuse_seq(summary.workflow_id, summary.run_id, info.seq, count)
+        row = (*ids, info.seq, info.super_step, _id(info.label), info.timestamp_ms,
+               int(info.snapshot), frame, *ids, info.seq - 1)  # fmt: skip
+        # written out rather than through _guarded and _transaction: four statements
+        # a checkpoint, and the wrappers' calls cost about as much as one of them
+        try:
+            connection = self._connection()
+            connection.execute("BEGIN IMMEDIATE")
+            try:
                 try:
-                    connection.execute(
-                        "INSERT INTO frames VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                        (*ids, info.seq, info.super_step, _id(info.label), info.timestamp_ms,
-                         int(info.snapshot), frame),
-                    )  # fmt: skip
+                    # the frame goes in only if the run's last seq is the one before it
+                    inserted = connection.execute(_INSERT_NEXT_FRAME, row).rowcount
                 except sqlite3.IntegrityError:  # the primary key: the seq is taken
                     refuse_seq(summary.workflow_id, summary.run_id, info.seq, info.seq)
+                if inserted != 1:  # a seq the run has, or a gap: which one says the count
+                    found = connection.execute(_LAST_SEQ, ids).fetchone()
+                    count = 0 if found is None else int(found[0])
+                    refuse_seq(summary.workflow_id, summary.run_id, info.seq, count)
                 connection.execute(
                     _UPSERT_SUMMARY,
                     (*ids, summary.seq, summary.status, summary.updated_ms, summary.deadline_ms,
                      summary.data),
                 )  # fmt: skip
-
-        self._guarded(append)
+                connection.execute("COMMIT")
+            except BaseException:
+                if connection.in_transaction:
+                    connection.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            self._raise(exc)
         with self._lock:
             self._appended += 1
 
@@ -400,21 +437,42 @@ class SqliteStore:
         return file_holder(self._lock_path(workflow_id, run_id))
 
     def sync(self) -> None:
-        """Make every append of this handle durable: one commit with ``synchronous=FULL``."""
+        """Make every append of this handle durable: one ``fdatasync`` of the WAL file.
+
+        What ``synchronous=FULL`` adds to a commit in WAL mode, done once for
+        all the commits since the last ``sync``: the WAL file holds every
+        frame committed since the last checkpoint, whoever wrote it, and a
+        completed checkpoint has synced what it moved out of the WAL. The
+        first ``sync`` of a WAL file (a new one, or one new to this handle)
+        also syncs its directory, as SQLite does for a WAL it creates. Raises
+        ``CheckpointError`` naming the OS error.
+        """
         with self._lock:
             target = self._appended
             if self._synced >= target:
                 return
-
-        def sync(connection: sqlite3.Connection) -> None:
-            connection.execute("PRAGMA synchronous=FULL")
+        wal = self.path + "-wal"
+        try:
+            fd = os.open(wal, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            # no WAL: the last connection closed after a completed checkpoint, which
+            # synced the database file (with NORMAL as with FULL) and then removed it
+            fd = -1
+        except OSError as exc:
+            msg = f"SQLite store cannot open {wal!r} to sync it: {exc.strerror or exc}"
+            raise CheckpointError(msg) from exc
+        if fd >= 0:
             try:
-                with self._transaction(connection):
-                    connection.execute("UPDATE meta SET value = value + 1 WHERE key = 'syncs'")
+                os.fdatasync(fd)
+                st = os.fstat(fd)
+                if (st.st_dev, st.st_ino) != self._wal_synced:
+                    _fsync_dir(os.path.dirname(os.path.abspath(wal)))
+                    self._wal_synced = (st.st_dev, st.st_ino)
+            except OSError as exc:
+                msg = f"SQLite store cannot sync {wal!r}: {exc.strerror or exc}"
+                raise CheckpointError(msg) from exc
             finally:
-                connection.execute("PRAGMA synchronous=NORMAL")
-
-        self._guarded(sync)
+                os.close(fd)
         with self._lock:
             self._synced = max(self._synced, target)
 
