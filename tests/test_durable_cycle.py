@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 
 from pausegraph import (
@@ -28,6 +29,7 @@ from pausegraph import (
     Runner,
     SqliteCheckpointer,
 )
+from pausegraph._records import Start
 
 
 def ask(state: Any) -> Iterator[Any]:
@@ -157,7 +159,8 @@ def test_the_sqlite_store_updates_a_runs_summary_in_place(tmp_path: Path) -> Non
 
 
 def test_a_sqlite_append_is_four_statements_and_a_sync_is_none(tmp_path: Path) -> None:
-    """An append checks the seq and inserts the frame in one statement; ``sync`` syncs
+    """An append checks the seq and inserts the frame in one statement; a summary whose
+    status and deadline stay is updated without touching their indexes; ``sync`` syncs
     the WAL file itself (one ``fdatasync``) rather than committing a transaction."""
     store = SqliteCheckpointer(tmp_path / "r.db")
     runner = Runner(GRAPH, store)
@@ -165,13 +168,38 @@ def test_a_sqlite_append_is_four_statements_and_a_sync_is_none(tmp_path: Path) -
     statements: list[str] = []
     store.store._connection().set_trace_callback(lambda sql: statements.append(sql.split()[0]))
     assert isinstance(runner.run("r"), Paused)
-    run = statements[:]
+    run = " ".join(statements)
     statements.clear()
     assert isinstance(runner.resume("r", Resume("yes")), Done)
-    # each checkpoint: BEGIN, INSERT (the frame, if the seq is the next), INSERT (the
-    # summary, upserted), COMMIT; besides, only reads (the run looked up, and whether
-    # it exists when the lock is let go); no transaction, no PRAGMA for the syncs
-    for call, saved in ((run, 2), (statements, 3)):
-        appends = " ".join(call).count("BEGIN INSERT INSERT COMMIT")
-        rest = " ".join(call).replace("BEGIN INSERT INSERT COMMIT", "").split()
-        assert (appends, set(rest)) == (saved, {"SELECT"}), call
+    resume = " ".join(statements)
+    new, same = "BEGIN INSERT INSERT COMMIT", "BEGIN INSERT UPDATE COMMIT"
+    # run: the run looked up, its input (queued), its pause (paused), and whether
+    # it exists when the lock is let go; no transaction, no PRAGMA for the syncs
+    assert run == f"SELECT {new} {new} SELECT"
+    # resume: the run looked up, the claim (queued again), a layer (still queued: the
+    # row alone), done, and the lock
+    assert resume == f"SELECT {new} {same} {new} SELECT"
+    (summary,) = [s for s in store.summaries() if s.run_id == "r"]
+    assert (summary.seq, summary.status) == (5, "done")
+
+
+def test_a_sqlite_summary_another_handle_changed_is_upserted_whatever_this_one_wrote(
+    tmp_path: Path,
+) -> None:
+    """What a handle last wrote to a run's summary is a hint: the update applies only
+    where the row still has that status and deadline, else the summary is upserted."""
+    db = tmp_path / "r.db"
+    mine, theirs = SqliteCheckpointer(db), SqliteCheckpointer(db)
+    assert isinstance(Runner(GRAPH, mine).run("r"), Paused)
+    checkpoint = mine.latest("cycle", "r")
+    assert checkpoint is not None
+    # another handle deletes the run and starts it again, up to the same seq
+    theirs.delete("cycle", "r")
+    for seq in range(1, checkpoint.seq + 1):
+        theirs.save(attrs.evolve(checkpoint, seq=seq, stage=Start(seq), changes=None))
+    (summary,) = theirs.summaries()
+    assert summary.status == "queued"
+    # this handle last wrote "paused" with no deadline; a paused checkpoint again
+    mine.save(attrs.evolve(checkpoint, seq=checkpoint.seq + 1, changes=None))
+    (summary,) = SqliteCheckpointer(db).summaries()
+    assert (summary.seq, summary.status) == (checkpoint.seq + 1, "paused")

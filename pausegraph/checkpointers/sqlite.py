@@ -22,7 +22,10 @@ pausegraph is refused rather than misread.
 **An append** is one transaction: ``BEGIN IMMEDIATE`` (the write lock, taken
 up front, so two writers never deadlock upgrading a read), insert the frame
 only if the run's last seq in ``runs`` is the one before it (the check and
-the insert in one statement), upsert the summary, ``COMMIT``. If no frame
+the insert in one statement), write the summary, ``COMMIT``. The summary
+is upserted, or, when this handle last wrote the run the same status and
+deadline, updated with a ``WHERE`` on them (the row alone changes, not the
+indexes on those columns; no row matched means the upsert). If no frame
 went in, the run's last seq says which refusal it is: ``ConflictError`` for
 a seq it has, ``CheckpointError`` for a gap. The primary key makes the
 claim safe even without the check: a second frame with the same seq cannot
@@ -154,6 +157,17 @@ _INSERT_NEXT_FRAME = (
 )
 _LAST_SEQ = "SELECT seq FROM runs WHERE workflow = ? AND run = ?"
 
+# The summary of a run whose status and deadline stay as they are: only the row
+# changes, not the indexes on status and deadline (the upsert sets those columns, and
+# SQLite rewrites the index entries of every column an UPDATE sets, changed or not:
+# two WAL pages of the five an append writes). Tried when this handle last wrote that
+# status and deadline; the WHERE decides, and nothing updated means the upsert.
+_UPDATE_SUMMARY = (
+    "UPDATE runs SET seq = ?, updated_ms = ?, data = ? "
+    "WHERE workflow = ? AND run = ? AND status = ? AND deadline_ms IS ?"
+)
+_MAX_KEPT = 1024  # runs whose last written status and deadline a handle remembers
+
 _T = TypeVar("_T")
 
 # SQLite's primary result codes for a file that is not, or no longer, a database
@@ -195,6 +209,9 @@ class SqliteStore:
         self._appended = 0  # appends by this handle, and how many of them a sync covered
         self._synced = 0
         self._wal_synced = (0, 0)  # (device, inode) of the WAL file whose directory was synced
+        # (status, deadline_ms) this handle last wrote to each run's summary, most recent
+        # last: a hint only (see _UPDATE_SUMMARY)
+        self._kept: dict[tuple[bytes, bytes], tuple[str, int | None]] = {}
         self._check_header()
         try:
             os.makedirs(self._locks_dir, exist_ok=True)
@@ -341,20 +358,35 @@ class SqliteStore:
                     found = connection.execute(_LAST_SEQ, ids).fetchone()
                     count = 0 if found is None else int(found[0])
                     refuse_seq(summary.workflow_id, summary.run_id, info.seq, count)
-                connection.execute(
-                    _UPSERT_SUMMARY,
-                    (*ids, summary.seq, summary.status, summary.updated_ms, summary.deadline_ms,
-                     summary.data),
-                )  # fmt: skip
+                kept = (summary.status, summary.deadline_ms)
+                updated = self._kept.get(ids) == kept and connection.execute(
+                    _UPDATE_SUMMARY, (summary.seq, summary.updated_ms, summary.data, *ids, *kept)
+                ).rowcount == 1  # fmt: skip
+                if not updated:
+                    connection.execute(
+                        _UPSERT_SUMMARY,
+                        (*ids, summary.seq, summary.status, summary.updated_ms,
+                         summary.deadline_ms, summary.data),
+                    )  # fmt: skip
                 connection.execute("COMMIT")
             except BaseException:
                 if connection.in_transaction:
                     connection.execute("ROLLBACK")
                 raise
         except sqlite3.Error as exc:
+            with self._lock:
+                self._kept.pop(ids, None)
             self._raise(exc)
+        except BaseException:
+            with self._lock:
+                self._kept.pop(ids, None)
+            raise
         with self._lock:
             self._appended += 1
+            self._kept.pop(ids, None)
+            self._kept[ids] = kept
+            if len(self._kept) > _MAX_KEPT:
+                del self._kept[next(iter(self._kept))]
 
     def frames(self, workflow_id: str, run_id: str) -> builtins.list[FrameInfo]:
         rows = self._rows(
