@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import sqlite3
+import stat
 import subprocess
 import sys
 import threading
@@ -288,3 +289,37 @@ def test_a_power_loss_keeps_what_calls_returned_and_what_each_effect_saw_on_sqli
     assert recovered is not None
     assert (recovered.seq, recovered.label) == (paused.seq, paused.label)
     assert ran == ["one", "one"]
+
+
+def test_a_wal_files_directory_is_synced_once_per_file_and_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As SQLite syncs the directory of a WAL file it creates, ``sync`` syncs the WAL's
+    directory the first time it syncs that file; a handle opened later in the same
+    process (a cold resume) does not again, and a new WAL file (the old one removed
+    when the last connection closed) is synced with its directory again."""
+    db = tmp_path / "runs.db"
+    dirs: list[str] = []
+    real = os.fsync
+
+    def fsync(fd: int) -> None:
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            dirs.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    graph = Graph("wal", {"log": LastWriteWins()}).step("ask", lambda s: {"log": 1})
+    first = SqliteCheckpointer(db)
+    Runner(graph, first).run("a")
+    assert dirs == [str(tmp_path)]
+    Runner(graph, first).run("b")
+    second = SqliteCheckpointer(db)
+    Runner(graph, second).run("c")
+    assert dirs == [str(tmp_path)]  # the same WAL file: its name is durable already
+    first.close()
+    second.close()
+    assert not Path(f"{db}-wal").exists()  # the last connection checkpointed and removed it
+    third = SqliteCheckpointer(db)
+    Runner(graph, third).run("d")
+    assert dirs == [str(tmp_path)] * 2
+    assert [s.run_id for s in third.summaries()] == ["a", "b", "c", "d"]

@@ -60,8 +60,11 @@ earlier commit durable. What a checkpoint moved out of the WAL is durable
 already: it syncs the WAL before copying and the database file after, and
 the WAL is reset, or removed when the last connection closes, only after
 a completed one; so a WAL file that is missing has nothing to sync. As
-SQLite does for a WAL file it creates, the first ``sync`` of a WAL file
-(by inode) also syncs its directory. ``sync()`` does nothing if this handle
+SQLite does for a WAL file it creates, the first ``sync`` of a WAL file in
+a process also syncs its directory; the process then keeps a descriptor
+of that file (at most ``_MAX_NAMED`` of them), so that its inode number
+cannot pass to a new file, and a handle opened later (a cold resume) finds
+the same file there and skips the directory. ``sync()`` does nothing if this handle
 appended nothing since the last one. A pause/resume cycle saves five
 checkpoints and syncs twice: two ``fdatasync`` calls rather than five, and
 no transaction of its own (before, ``sync()`` committed a counter in the
@@ -92,10 +95,12 @@ an ``flock`` that the kernel releases when the process dies, however it dies.
 from __future__ import annotations
 
 import builtins
+import contextlib
 import hashlib
 import os
 import sqlite3
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, NoReturn, TypeVar
@@ -184,6 +189,48 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
+# WAL files whose directory this process synced: absolute path -> (pid, a descriptor
+# of the file, its (device, inode)). The descriptor is held only so that the inode
+# cannot be freed and its number given to a new file: while it is open, a file at
+# that path with that (device, inode) is the one whose name was synced.
+_NAMED: OrderedDict[str, tuple[int, int, tuple[int, int]]] = OrderedDict()
+_NAMED_LOCK = threading.Lock()
+_MAX_NAMED = 16  # WAL files a process keeps a descriptor of
+
+
+def _named_durably(wal: str, fd: int) -> int:
+    """Make the name of the WAL file open on ``fd`` durable, once per file and process.
+
+    Syncs the directory unless this process did so for this very file (the
+    inode it pins is the one open on ``fd``). Returns the descriptor the
+    caller still has to close: ``fd``, or ``-1`` once ``fd`` is kept as the
+    pin. Raises ``OSError`` if the directory's sync fails (nothing is
+    remembered then).
+    """
+    st = os.fstat(fd)
+    file_id = (st.st_dev, st.st_ino)
+    pid = os.getpid()
+    with _NAMED_LOCK:
+        known = _NAMED.get(wal)
+        if known is not None and known[0] == pid and known[2] == file_id:
+            _NAMED.move_to_end(wal)
+            return fd
+    _fsync_dir(os.path.dirname(wal))
+    closing = []
+    with _NAMED_LOCK:
+        old = _NAMED.pop(wal, None)
+        _NAMED[wal] = (pid, fd, file_id)
+        if old is not None:
+            closing.append(old)
+        while len(_NAMED) > _MAX_NAMED:
+            closing.append(_NAMED.popitem(last=False)[1])
+    for old_pid, old_fd, _ in closing:
+        if old_pid == pid:  # an inherited one is the parent's to close
+            with contextlib.suppress(OSError):
+                os.close(old_fd)
+    return -1
+
+
 def _id(value: str) -> bytes:
     return value.encode("utf-8", "surrogatepass")
 
@@ -208,7 +255,7 @@ class SqliteStore:
         self._open: list[tuple[int, sqlite3.Connection]] = []  # (pid, connection)
         self._appended = 0  # appends by this handle, and how many of them a sync covered
         self._synced = 0
-        self._wal_synced = (0, 0)  # (device, inode) of the WAL file whose directory was synced
+        self._wal = os.path.abspath(self.path + "-wal")
         # (status, deadline_ms) this handle last wrote to each run's summary, most recent
         # last: a hint only (see _UPDATE_SUMMARY)
         self._kept: dict[tuple[bytes, bytes], tuple[str, int | None]] = {}
@@ -475,15 +522,15 @@ class SqliteStore:
         all the commits since the last ``sync``: the WAL file holds every
         frame committed since the last checkpoint, whoever wrote it, and a
         completed checkpoint has synced what it moved out of the WAL. The
-        first ``sync`` of a WAL file (a new one, or one new to this handle)
-        also syncs its directory, as SQLite does for a WAL it creates. Raises
+        first ``sync`` of a WAL file in this process also syncs its directory,
+        as SQLite does for a WAL it creates (``_named_durably``). Raises
         ``CheckpointError`` naming the OS error.
         """
         with self._lock:
             target = self._appended
             if self._synced >= target:
                 return
-        wal = self.path + "-wal"
+        wal = self._wal
         try:
             fd = os.open(wal, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
@@ -496,15 +543,13 @@ class SqliteStore:
         if fd >= 0:
             try:
                 os.fdatasync(fd)
-                st = os.fstat(fd)
-                if (st.st_dev, st.st_ino) != self._wal_synced:
-                    _fsync_dir(os.path.dirname(os.path.abspath(wal)))
-                    self._wal_synced = (st.st_dev, st.st_ino)
+                fd = _named_durably(wal, fd)
             except OSError as exc:
                 msg = f"SQLite store cannot sync {wal!r}: {exc.strerror or exc}"
                 raise CheckpointError(msg) from exc
             finally:
-                os.close(fd)
+                if fd >= 0:
+                    os.close(fd)
         with self._lock:
             self._synced = max(self._synced, target)
 
