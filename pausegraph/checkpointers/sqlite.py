@@ -181,6 +181,12 @@ _SQLITE_NOTADB = 26
 _SQLITE_HEADER = b"SQLite format 3\0"  # the first 16 bytes of every SQLite database
 
 
+def _sync_data(fd: int) -> None:
+    """``fdatasync`` where the system has it (as SQLite syncs its WAL), else ``fsync``."""
+    sync = getattr(os, "fdatasync", None)
+    (sync or os.fsync)(fd)
+
+
 def _fsync_dir(path: str) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
@@ -532,7 +538,9 @@ class SqliteStore:
                 return
         wal = self._wal
         try:
-            fd = os.open(wal, os.O_RDONLY | os.O_CLOEXEC)
+            # read-write: some systems refuse to sync a read-only descriptor; a handle
+            # that appended may write the WAL anyway
+            fd = os.open(wal, os.O_RDWR | os.O_CLOEXEC)
         except FileNotFoundError:
             # no WAL: the last connection closed after a completed checkpoint, which
             # synced the database file (with NORMAL as with FULL) and then removed it
@@ -542,7 +550,7 @@ class SqliteStore:
             raise CheckpointError(msg) from exc
         if fd >= 0:
             try:
-                os.fdatasync(fd)
+                _sync_data(fd)
                 fd = _named_durably(wal, fd)
             except OSError as exc:
                 msg = f"SQLite store cannot sync {wal!r}: {exc.strerror or exc}"
