@@ -173,12 +173,12 @@ def test_a_sqlite_append_is_four_statements_and_a_sync_is_none(tmp_path: Path) -
     assert isinstance(runner.resume("r", Resume("yes")), Done)
     resume = " ".join(statements)
     new, same = "BEGIN INSERT INSERT COMMIT", "BEGIN INSERT UPDATE COMMIT"
-    # run: the run looked up, its input (queued), its pause (paused), and whether
-    # it exists when the lock is let go; no transaction, no PRAGMA for the syncs
-    assert run == f"SELECT {new} {new} SELECT"
+    # run: the run looked up, its input (queued), its pause (paused); no transaction,
+    # no PRAGMA for the syncs, and no query at the lock's release (the call appended)
+    assert run == f"SELECT {new} {new}"
     # resume: the run looked up, the claim (queued again), a layer (still queued: the
-    # row alone), done, and the lock
-    assert resume == f"SELECT {new} {same} {new} SELECT"
+    # row alone), done
+    assert resume == f"SELECT {new} {same} {new}"
     (summary,) = [s for s in store.summaries() if s.run_id == "r"]
     assert (summary.seq, summary.status) == (5, "done")
 
@@ -203,3 +203,34 @@ def test_a_sqlite_summary_another_handle_changed_is_upserted_whatever_this_one_w
     mine.save(attrs.evolve(checkpoint, seq=checkpoint.seq + 1, changes=None))
     (summary,) = SqliteCheckpointer(db).summaries()
     assert (summary.seq, summary.status) == (checkpoint.seq + 1, "paused")
+
+
+def test_a_sqlite_lock_asks_whether_the_run_exists_only_if_it_appended_nothing(
+    tmp_path: Path,
+) -> None:
+    """The release of a live lock removes a lock file left by a call that created no
+    run; a hold in which the handle appended knows the run exists without a query."""
+    store = SqliteCheckpointer(tmp_path / "r.db")
+    runner = Runner(GRAPH, store)
+    statements: list[str] = []
+    store.store._connection().set_trace_callback(lambda sql: statements.append(sql.split()[0]))
+    lock = Path(store.store._lock_path("cycle", "r"))
+    with store.lock("cycle", "r"):  # an unknown run: nothing saved
+        assert lock.exists()
+    assert statements == ["SELECT"]
+    assert not lock.exists()
+    assert isinstance(runner.run("r"), Paused)
+    assert lock.exists()
+    assert os.path.getsize(lock) == 0
+    checkpoint = store.latest("cycle", "r")
+    assert checkpoint is not None
+    with store.lock("cycle", "r"):  # the run deleted inside the hold: it asks again
+        store.delete("cycle", "r")
+        statements.clear()
+    assert statements == ["SELECT"]
+    assert not lock.exists()
+    with store.lock("cycle", "r"):  # saved again inside the hold: no query
+        store.save(attrs.evolve(checkpoint, seq=1, changes=None))
+        statements.clear()
+    assert statements == []
+    assert lock.exists()

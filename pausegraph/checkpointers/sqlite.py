@@ -86,6 +86,9 @@ processes.
 block every other writer): it is ``_lock.hold_file`` on a lock file per run
 in a directory beside the database, ``<path>.locks/<sha256 of the ids>.lock``,
 an ``flock`` that the kernel releases when the process dies, however it dies.
+Its release removes a lock file left by a call that created no run, asking
+the database whether the run exists only if the handle appended nothing to
+it during the hold (``_Hold``).
 
 **Errors.** A file that is not a database, or a damaged one, is
 ``CorruptCheckpointError`` naming the file; any other SQLite error is
@@ -103,6 +106,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
+from types import TracebackType
 from typing import Any, NoReturn, TypeVar
 
 from .._values import pack
@@ -265,6 +269,7 @@ class SqliteStore:
         # (status, deadline_ms) this handle last wrote to each run's summary, most recent
         # last: a hint only (see _UPDATE_SUMMARY)
         self._kept: dict[tuple[bytes, bytes], tuple[str, int | None]] = {}
+        self._holds: dict[tuple[bytes, bytes], _Hold] = {}  # live locks this handle holds
         self._check_header()
         try:
             os.makedirs(self._locks_dir, exist_ok=True)
@@ -436,6 +441,9 @@ class SqliteStore:
             raise
         with self._lock:
             self._appended += 1
+            hold = self._holds.get(ids)
+            if hold is not None:
+                hold.appended = True
             self._kept.pop(ids, None)
             self._kept[ids] = kept
             if len(self._kept) > _MAX_KEPT:
@@ -498,6 +506,9 @@ class SqliteStore:
         self._guarded(delete)
         with self._lock:
             self._appended += 1
+            hold = self._holds.get(ids)
+            if hold is not None:  # the run is gone: the release asks again
+                hold.appended = False
         self.sync()
         try:
             os.unlink(self._lock_path(workflow_id, run_id))
@@ -509,14 +520,10 @@ class SqliteStore:
 
     def lock(self, workflow_id: str, run_id: str) -> AbstractContextManager[None]:
         """Hold the run's live lock: an ``flock`` on ``<path>.locks/<hash>.lock``."""
-        return hold_file(
-            self._lock_path(workflow_id, run_id),
-            workflow_id,
-            run_id,
-            lambda: bool(self._rows(
-                "SELECT 1 FROM runs WHERE workflow = ? AND run = ?", (_id(workflow_id), _id(run_id))
-            )),
-        )  # fmt: skip
+        return _Hold(self, workflow_id, run_id)
+
+    def _exists(self, ids: tuple[bytes, bytes]) -> bool:
+        return bool(self._rows("SELECT 1 FROM runs WHERE workflow = ? AND run = ?", ids))
 
     def holder(self, workflow_id: str, run_id: str) -> Holder | None:
         return file_holder(self._lock_path(workflow_id, run_id))
@@ -570,6 +577,47 @@ class SqliteStore:
     def _lock_path(self, workflow_id: str, run_id: str) -> str:
         name = hashlib.sha256(pack([_id(workflow_id), _id(run_id)])).hexdigest()
         return os.path.join(self._locks_dir, name + ".lock")
+
+
+class _Hold:
+    """``SqliteStore.lock``: ``hold_file``, and whether this handle appended to the run in it.
+
+    At release ``hold_file`` asks whether the run exists (a lock file left by a
+    call that created no run is removed). An append of this handle during the
+    hold says yes without a query: the run existed then, and a ``delete`` since
+    removed the lock file's name, so there is nothing of this hold to remove.
+    """
+
+    __slots__ = ("appended", "held", "ids", "store")
+
+    def __init__(self, store: SqliteStore, workflow_id: str, run_id: str) -> None:
+        self.store = store
+        self.ids = (_id(workflow_id), _id(run_id))
+        self.appended = False
+        self.held = hold_file(
+            store._lock_path(workflow_id, run_id), workflow_id, run_id, self._exists
+        )
+
+    def _exists(self) -> bool:
+        return self.appended or self.store._exists(self.ids)
+
+    def __enter__(self) -> None:
+        self.held.__enter__()  # ConflictError: nothing registered
+        with self.store._lock:
+            self.store._holds[self.ids] = self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        try:
+            return self.held.__exit__(kind, error, tb)
+        finally:
+            with self.store._lock:
+                if self.store._holds.get(self.ids) is self:
+                    del self.store._holds[self.ids]
 
 
 class SqliteCheckpointer(StoreCheckpointer):
