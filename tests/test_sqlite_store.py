@@ -323,3 +323,43 @@ def test_a_wal_files_directory_is_synced_once_per_file_and_process(
     Runner(graph, third).run("d")
     assert dirs == [str(tmp_path)] * 2
     assert [s.run_id for s in third.summaries()] == ["a", "b", "c", "d"]
+
+
+def test_a_database_opened_through_a_symbolic_link_has_its_wal_synced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite keeps the WAL beside the real database file, not beside the link:
+    ``sync`` syncs that file."""
+    real = tmp_path / "real"
+    real.mkdir()
+    (real / "runs.db").touch()  # an empty file is a new database
+    db = tmp_path / "link.db"
+    db.symlink_to(real / "runs.db")
+    disk = WalDisk(real / "runs.db", monkeypatch)
+    graph = Graph("link", {"log": LastWriteWins()}).step("ask", lambda s: {"log": 1})
+    assert isinstance(Runner(graph, SqliteCheckpointer(db)).run("r"), Done)
+    assert disk.synced > 0
+    assert disk.unsynced() == 0
+
+
+def test_a_sync_that_finds_no_wal_file_commits_with_full_synchronous(tmp_path: Path) -> None:
+    """No WAL file where the handle looks (a path it did not foresee): ``sync`` lets
+    SQLite sync whatever WAL it writes, with a commit under ``synchronous=FULL``."""
+    db = tmp_path / "runs.db"
+    store = SqliteCheckpointer(db)
+    graph = Graph("lost", {"log": LastWriteWins()}).step("ask", lambda s: {"log": 1})
+    assert isinstance(Runner(graph, store).run("r"), Done)
+    done = store.latest("lost", "r")
+    assert done is not None
+    store.store._wal = str(tmp_path / "elsewhere.db-wal")
+    statements: list[str] = []
+    store.store._connection().set_trace_callback(statements.append)
+    store.save(attrs.evolve(done, seq=done.seq + 1, changes=None))
+    statements.clear()
+    store.sync()
+    assert statements[0] == "PRAGMA synchronous=FULL"
+    assert "UPDATE meta SET value = value + 1 WHERE key = 'syncs'" in statements
+    assert statements[-1] == "PRAGMA synchronous=NORMAL"
+    latest = SqliteCheckpointer(db).latest("lost", "r")
+    assert latest is not None
+    assert latest.seq == done.seq + 1

@@ -59,17 +59,20 @@ since the last checkpoint, whoever wrote it, so that one sync makes every
 earlier commit durable. What a checkpoint moved out of the WAL is durable
 already: it syncs the WAL before copying and the database file after, and
 the WAL is reset, or removed when the last connection closes, only after
-a completed one; so a WAL file that is missing has nothing to sync. As
+a completed one. The WAL file is where SQLite keeps it, beside the
+database file with symbolic links resolved; if none is there (the last
+connection closed, or a path not foreseen), ``sync()`` commits a small
+transaction with ``synchronous=FULL`` instead, and SQLite syncs its WAL. As
 SQLite does for a WAL file it creates, the first ``sync`` of a WAL file in
 a process also syncs its directory; the process then keeps a descriptor
 of that file (at most ``_MAX_NAMED`` of them), so that its inode number
 cannot pass to a new file, and a handle opened later (a cold resume) finds
-the same file there and skips the directory. ``sync()`` does nothing if this handle
-appended nothing since the last one. A pause/resume cycle saves five
-checkpoints and syncs twice: two ``fdatasync`` calls rather than five, and
-no transaction of its own (before, ``sync()`` committed a counter in the
-``meta`` table with ``FULL``, which the table still holds for older
-versions; ``benchmarks/bench_sqlite_cycle.py``, docs/storage.md).
+the same file there and skips the directory. ``sync()`` does nothing if
+this handle appended nothing since the last one. A pause/resume cycle
+saves five checkpoints and syncs twice: two ``fdatasync`` calls rather
+than five, and no transaction of its own (before, ``sync()`` always
+committed the ``meta`` counter with ``FULL``;
+``benchmarks/bench_sqlite_cycle.py``, docs/storage.md).
 
 **No reader pins the WAL.** Connections are in autocommit mode
 (``isolation_level=None``) with explicit ``BEGIN IMMEDIATE``/``COMMIT``;
@@ -265,7 +268,6 @@ class SqliteStore:
         self._open: list[tuple[int, sqlite3.Connection]] = []  # (pid, connection)
         self._appended = 0  # appends by this handle, and how many of them a sync covered
         self._synced = 0
-        self._wal = os.path.abspath(self.path + "-wal")
         # (status, deadline_ms) this handle last wrote to each run's summary, most recent
         # last: a hint only (see _UPDATE_SUMMARY)
         self._kept: dict[tuple[bytes, bytes], tuple[str, int | None]] = {}
@@ -277,6 +279,8 @@ class SqliteStore:
             msg = f"SQLite store cannot create {self._locks_dir!r}: {exc.strerror or exc}"
             raise CheckpointError(msg) from exc
         self._guarded(self._create_schema)
+        # where SQLite keeps the WAL: beside the database file, symbolic links resolved
+        self._wal = os.path.realpath(self.path) + "-wal"
 
     def __repr__(self) -> str:
         return f"<SqliteStore {self.path!r}>"
@@ -549,13 +553,15 @@ class SqliteStore:
             # that appended may write the WAL anyway
             fd = os.open(wal, os.O_RDWR | os.O_CLOEXEC)
         except FileNotFoundError:
-            # no WAL: the last connection closed after a completed checkpoint, which
-            # synced the database file (with NORMAL as with FULL) and then removed it
-            fd = -1
+            # no WAL where SQLite keeps it: removed when the last connection closed
+            # (after a checkpoint that synced it), or a path this handle did not
+            # foresee. Either way, let SQLite sync whatever WAL it writes: a commit
+            # with synchronous=FULL, as before this handle synced the WAL itself
+            self._guarded(self._sync_by_commit)
         except OSError as exc:
             msg = f"SQLite store cannot open {wal!r} to sync it: {exc.strerror or exc}"
             raise CheckpointError(msg) from exc
-        if fd >= 0:
+        else:
             try:
                 _sync_data(fd)
                 fd = _named_durably(wal, fd)
@@ -567,6 +573,15 @@ class SqliteStore:
                     os.close(fd)
         with self._lock:
             self._synced = max(self._synced, target)
+
+    def _sync_by_commit(self, connection: sqlite3.Connection) -> None:
+        """A transaction committed with ``synchronous=FULL``: SQLite syncs its WAL file."""
+        connection.execute("PRAGMA synchronous=FULL")
+        try:
+            with self._transaction(connection):
+                connection.execute("UPDATE meta SET value = value + 1 WHERE key = 'syncs'")
+        finally:
+            connection.execute("PRAGMA synchronous=NORMAL")
 
     # --- helpers --------------------------------------------------------------------
 
