@@ -7,6 +7,7 @@ file store.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -319,6 +320,11 @@ def test_a_wal_files_directory_is_synced_once_per_file_and_process(
     first.close()
     second.close()
     assert not Path(f"{db}-wal").exists()  # the last connection checkpointed and removed it
+    open_files = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            open_files.append(os.readlink(f"/proc/self/fd/{fd}"))
+    assert not [f for f in open_files if f.startswith(f"{db}-wal")]  # close() let it go
     third = SqliteCheckpointer(db)
     Runner(graph, third).run("d")
     assert dirs == [str(tmp_path)] * 2

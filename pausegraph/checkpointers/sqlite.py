@@ -244,6 +244,15 @@ def _named_durably(wal: str, fd: int) -> int:
     return -1
 
 
+def _unpin(wal: str) -> None:
+    """Close this process's descriptor of the WAL file ``wal``, if it keeps one."""
+    with _NAMED_LOCK:
+        known = _NAMED.pop(wal, None)
+    if known is not None and known[0] == os.getpid():
+        with contextlib.suppress(OSError):
+            os.close(known[1])
+
+
 def _id(value: str) -> bytes:
     return value.encode("utf-8", "surrogatepass")
 
@@ -310,6 +319,8 @@ class SqliteStore:
     def close(self) -> None:
         """Close every connection this handle opened; it opens new ones if used again.
 
+        The process's descriptor of the WAL file (see ``sync``) is closed too.
+
         Call it when no other thread is using the handle. In a forked child it
         leaves the parent's connections alone (closing them there would touch
         what SQLite keeps for them; SQLite forbids carrying a connection across
@@ -321,6 +332,7 @@ class SqliteStore:
             if pid == os.getpid():
                 connection.close()
         self._local = _Local()
+        _unpin(self._wal)
 
     # --- connections and errors -----------------------------------------------------
 
