@@ -14,7 +14,7 @@ round-robin so a busy machine slows them alike:
 - ``file``: ``FileCheckpointer``, an ``fsync`` per call, and one of ``runs/``
   for the call that creates a run (3 a cycle);
 - ``sqlite``: ``SqliteCheckpointer`` as shipped: appends commit with
-  ``synchronous=NORMAL``, ``sync()`` commits once with ``FULL``;
+  ``synchronous=NORMAL``, ``sync()`` is one ``fdatasync`` of the WAL file;
 - ``sqlite FULL``: the design left out, every append committed with
   ``synchronous=FULL`` and ``sync()`` doing nothing.
 

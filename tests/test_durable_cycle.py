@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 
 from pausegraph import (
@@ -28,6 +29,7 @@ from pausegraph import (
     Runner,
     SqliteCheckpointer,
 )
+from pausegraph._records import Start
 
 
 def ask(state: Any) -> Iterator[Any]:
@@ -154,3 +156,81 @@ def test_the_sqlite_store_updates_a_runs_summary_in_place(tmp_path: Path) -> Non
     assert rowid() == before
     (summary,) = SqliteCheckpointer(db).summaries()
     assert (summary.run_id, summary.status) == ("r", "done")
+
+
+def test_a_sqlite_append_is_four_statements_and_a_sync_is_none(tmp_path: Path) -> None:
+    """An append checks the seq and inserts the frame in one statement; a summary whose
+    status and deadline stay is updated without touching their indexes; ``sync`` syncs
+    the WAL file itself (one ``fdatasync``) rather than committing a transaction."""
+    store = SqliteCheckpointer(tmp_path / "r.db")
+    runner = Runner(GRAPH, store)
+    assert isinstance(runner.run("warm"), Paused)
+    statements: list[str] = []
+    store.store._connection().set_trace_callback(lambda sql: statements.append(sql.split()[0]))
+    assert isinstance(runner.run("r"), Paused)
+    run = " ".join(statements)
+    statements.clear()
+    assert isinstance(runner.resume("r", Resume("yes")), Done)
+    resume = " ".join(statements)
+    new, same = "BEGIN INSERT INSERT COMMIT", "BEGIN INSERT UPDATE COMMIT"
+    # run: the run looked up, its input (queued), its pause (paused); no transaction,
+    # no PRAGMA for the syncs, and no query at the lock's release (the call appended)
+    assert run == f"SELECT {new} {new}"
+    # resume: the run looked up, the claim (queued again), a layer (still queued: the
+    # row alone), done
+    assert resume == f"SELECT {new} {same} {new}"
+    (summary,) = [s for s in store.summaries() if s.run_id == "r"]
+    assert (summary.seq, summary.status) == (5, "done")
+
+
+def test_a_sqlite_summary_another_handle_changed_is_upserted_whatever_this_one_wrote(
+    tmp_path: Path,
+) -> None:
+    """What a handle last wrote to a run's summary is a hint: the update applies only
+    where the row still has that status and deadline, else the summary is upserted."""
+    db = tmp_path / "r.db"
+    mine, theirs = SqliteCheckpointer(db), SqliteCheckpointer(db)
+    assert isinstance(Runner(GRAPH, mine).run("r"), Paused)
+    checkpoint = mine.latest("cycle", "r")
+    assert checkpoint is not None
+    # another handle deletes the run and starts it again, up to the same seq
+    theirs.delete("cycle", "r")
+    for seq in range(1, checkpoint.seq + 1):
+        theirs.save(attrs.evolve(checkpoint, seq=seq, stage=Start(seq), changes=None))
+    (summary,) = theirs.summaries()
+    assert summary.status == "queued"
+    # this handle last wrote "paused" with no deadline; a paused checkpoint again
+    mine.save(attrs.evolve(checkpoint, seq=checkpoint.seq + 1, changes=None))
+    (summary,) = SqliteCheckpointer(db).summaries()
+    assert (summary.seq, summary.status) == (checkpoint.seq + 1, "paused")
+
+
+def test_a_sqlite_lock_asks_whether_the_run_exists_only_if_it_appended_nothing(
+    tmp_path: Path,
+) -> None:
+    """The release of a live lock removes a lock file left by a call that created no
+    run; a hold in which the handle appended knows the run exists without a query."""
+    store = SqliteCheckpointer(tmp_path / "r.db")
+    runner = Runner(GRAPH, store)
+    statements: list[str] = []
+    store.store._connection().set_trace_callback(lambda sql: statements.append(sql.split()[0]))
+    lock = Path(store.store._lock_path("cycle", "r"))
+    with store.lock("cycle", "r"):  # an unknown run: nothing saved
+        assert lock.exists()
+    assert statements == ["SELECT"]
+    assert not lock.exists()
+    assert isinstance(runner.run("r"), Paused)
+    assert lock.exists()
+    assert os.path.getsize(lock) == 0
+    checkpoint = store.latest("cycle", "r")
+    assert checkpoint is not None
+    with store.lock("cycle", "r"):  # the run deleted inside the hold: it asks again
+        store.delete("cycle", "r")
+        statements.clear()
+    assert statements == ["SELECT"]
+    assert not lock.exists()
+    with store.lock("cycle", "r"):  # saved again inside the hold: no query
+        store.save(attrs.evolve(checkpoint, seq=1, changes=None))
+        statements.clear()
+    assert statements == []
+    assert lock.exists()

@@ -7,9 +7,13 @@ file store.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import shutil
 import signal
 import sqlite3
+import stat
 import subprocess
 import sys
 import threading
@@ -17,11 +21,17 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 
 from pausegraph import (
     CheckpointError,
     CorruptCheckpointError,
+    Done,
+    Effect,
+    Graph,
+    Interrupt,
+    LastWriteWins,
     Paused,
     Resume,
     Runner,
@@ -211,3 +221,151 @@ def test_a_writer_waits_for_another_writers_transaction_to_end(
         assert isinstance(runner.run("r", _durable_flows.INPUT), Paused)
     finally:
         other.close()
+
+
+class WalDisk:
+    """What a power loss would keep of the WAL: its size at the last ``fdatasync`` of it."""
+
+    def __init__(self, db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.wal = Path(f"{db}-wal")
+        self.synced = 0
+        real = os.fdatasync
+
+        def fdatasync(fd: int) -> None:
+            real(fd)
+            if os.path.samestat(os.fstat(fd), self.wal.stat()):
+                self.synced = os.fstat(fd).st_size
+
+        monkeypatch.setattr(os, "fdatasync", fdatasync)
+
+    def unsynced(self) -> int:
+        """Bytes of the WAL that no ``fdatasync`` made durable."""
+        return self.wal.stat().st_size - self.synced
+
+    def power_loss(self, db: Path, into: Path) -> Path:
+        """The database as a power loss now would leave it, copied to ``into``."""
+        into.mkdir()
+        shutil.copyfile(db, into / db.name)
+        with self.wal.open("rb") as wal:
+            Path(f"{into / db.name}-wal").write_bytes(wal.read(self.synced))
+        return into / db.name
+
+
+def test_a_power_loss_keeps_what_calls_returned_and_what_each_effect_saw_on_sqlite(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``sync`` syncs the WAL itself: before an effect runs and before a call returns,
+    every frame committed so far is durable, and nothing else is synced."""
+    db = tmp_path / "runs.db"
+    disk = WalDisk(db, monkeypatch)
+    ran: list[str] = []
+
+    def effect(name: str) -> str:
+        assert disk.unsynced() == 0, f"effect {name} ran before its checkpoints were durable"
+        ran.append(name)
+        return name.upper()
+
+    def work(state: Any) -> Any:
+        first = yield Effect(effect, "one")
+        answer = yield Interrupt({"first": first})
+        return {"log": [first, answer]}
+
+    graph = Graph("power", {"log": LastWriteWins()}).step("work", work)
+    store = SqliteCheckpointer(db)
+    runner = Runner(graph, store)
+    assert isinstance(runner.run("r"), Paused)
+    assert disk.unsynced() == 0
+    done = runner.resume("r", Resume("yes"))
+    assert isinstance(done, Done)
+    assert disk.unsynced() == 0
+    assert isinstance(runner.run("s"), Paused)
+    paused = store.latest("power", "s")
+    assert paused is not None
+    # appended, never synced: the process dies before a call returns on it
+    store.save(attrs.evolve(paused, seq=paused.seq + 1, label="lost", changes=None))
+    assert disk.unsynced() > 0
+    after = SqliteCheckpointer(disk.power_loss(db, tmp_path / "after"))
+    assert Runner(graph, after).run("r") == done
+    recovered = after.latest("power", "s")
+    assert recovered is not None
+    assert (recovered.seq, recovered.label) == (paused.seq, paused.label)
+    assert ran == ["one", "one"]
+
+
+def test_a_wal_files_directory_is_synced_once_per_file_and_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As SQLite syncs the directory of a WAL file it creates, ``sync`` syncs the WAL's
+    directory the first time it syncs that file; a handle opened later in the same
+    process (a cold resume) does not again, and a new WAL file (the old one removed
+    when the last connection closed) is synced with its directory again."""
+    db = tmp_path / "runs.db"
+    dirs: list[str] = []
+    real = os.fsync
+
+    def fsync(fd: int) -> None:
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            dirs.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    graph = Graph("wal", {"log": LastWriteWins()}).step("ask", lambda s: {"log": 1})
+    first = SqliteCheckpointer(db)
+    Runner(graph, first).run("a")
+    assert dirs == [str(tmp_path)]
+    Runner(graph, first).run("b")
+    second = SqliteCheckpointer(db)
+    Runner(graph, second).run("c")
+    assert dirs == [str(tmp_path)]  # the same WAL file: its name is durable already
+    first.close()
+    second.close()
+    assert not Path(f"{db}-wal").exists()  # the last connection checkpointed and removed it
+    open_files = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            open_files.append(os.readlink(f"/proc/self/fd/{fd}"))
+    assert not [f for f in open_files if f.startswith(f"{db}-wal")]  # close() let it go
+    third = SqliteCheckpointer(db)
+    Runner(graph, third).run("d")
+    assert dirs == [str(tmp_path)] * 2
+    assert [s.run_id for s in third.summaries()] == ["a", "b", "c", "d"]
+
+
+def test_a_database_opened_through_a_symbolic_link_has_its_wal_synced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite keeps the WAL beside the real database file, not beside the link:
+    ``sync`` syncs that file."""
+    real = tmp_path / "real"
+    real.mkdir()
+    (real / "runs.db").touch()  # an empty file is a new database
+    db = tmp_path / "link.db"
+    db.symlink_to(real / "runs.db")
+    disk = WalDisk(real / "runs.db", monkeypatch)
+    graph = Graph("link", {"log": LastWriteWins()}).step("ask", lambda s: {"log": 1})
+    assert isinstance(Runner(graph, SqliteCheckpointer(db)).run("r"), Done)
+    assert disk.synced > 0
+    assert disk.unsynced() == 0
+
+
+def test_a_sync_that_finds_no_wal_file_commits_with_full_synchronous(tmp_path: Path) -> None:
+    """No WAL file where the handle looks (a path it did not foresee): ``sync`` lets
+    SQLite sync whatever WAL it writes, with a commit under ``synchronous=FULL``."""
+    db = tmp_path / "runs.db"
+    store = SqliteCheckpointer(db)
+    graph = Graph("lost", {"log": LastWriteWins()}).step("ask", lambda s: {"log": 1})
+    assert isinstance(Runner(graph, store).run("r"), Done)
+    done = store.latest("lost", "r")
+    assert done is not None
+    store.store._wal = str(tmp_path / "elsewhere.db-wal")
+    statements: list[str] = []
+    store.store._connection().set_trace_callback(statements.append)
+    store.save(attrs.evolve(done, seq=done.seq + 1, changes=None))
+    statements.clear()
+    store.sync()
+    assert statements[0] == "PRAGMA synchronous=FULL"
+    assert "UPDATE meta SET value = value + 1 WHERE key = 'syncs'" in statements
+    assert statements[-1] == "PRAGMA synchronous=NORMAL"
+    latest = SqliteCheckpointer(db).latest("lost", "r")
+    assert latest is not None
+    assert latest.seq == done.seq + 1

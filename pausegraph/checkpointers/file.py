@@ -768,6 +768,17 @@ class _Journal:
         next listing through every log; if even that fails, ``OSError``, and
         the caller must not modify the log.
         """
+        fd = self.enter(name)
+        try:
+            yield
+        finally:
+            self.leave(fd)
+
+    def enter(self, name: str) -> int:
+        """``touching``'s start: the line written, the shared hold taken; its descriptor.
+
+        Every ``enter`` that returns is followed by one ``leave`` of what it returned.
+        """
         line = name.encode("ascii") + b"\n"
         with self._cond:
             while self._shared < 0:
@@ -784,14 +795,19 @@ class _Journal:
                     raise OSError(errno.EFBIG, "the journal is full")
             except OSError:
                 os.ftruncate(fd, 0)  # no header: the next listing checks every log
-            yield
-        finally:
-            with self._cond:
-                self._shared -= 1
-                if self._shared == 0:
-                    with contextlib.suppress(OSError):
-                        fcntl.flock(fd, fcntl.LOCK_UN)
-                    self._cond.notify_all()
+        except BaseException:
+            self.leave(fd)
+            raise
+        return fd
+
+    def leave(self, fd: int) -> None:
+        """``touching``'s end: the shared hold that ``enter`` took is let go."""
+        with self._cond:
+            self._shared -= 1
+            if self._shared == 0:
+                with contextlib.suppress(OSError):
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+                self._cond.notify_all()
 
     def consume(self, tag: str, offset: int) -> tuple[set[str] | None, str, int]:
         """The log names written since ``offset`` if the journal is still ``tag``'s, else None.
@@ -1069,27 +1085,38 @@ class FileStore:
     def _append_to(self, log: _RunLog, record: bytes, info: FrameInfo, summary: RunSummary) -> None:
         """``append``'s work on the run's log, under its exclusive ``flock``.
 
-        ``FileNotFoundError`` (nothing written) if the log is gone.
+        ``FileNotFoundError`` (nothing written) if the log is gone. What
+        ``_locked`` and ``_touching`` do, written out: every save goes
+        through here, and their context managers cost more than the
+        syscalls they make.
         """
         ids, path = log.ids, log.path
-        with (
-            log.lock,
-            self._locked(log, fcntl.LOCK_EX, write=True) as fd,
-            self._touching(log.name),
-        ):
-            size = self._refresh(log, fd)
-            count = len(log.entries)
-            if info.seq != count + 1:
-                refuse_seq(ids[0], ids[1], info.seq, count)
-            start = log.end  # 0: the log has no header yet (see _create)
-            header = b"" if start else _log_header(*ids)
-            if size > start:
-                os.ftruncate(fd, start)  # a torn tail: a save that never finished
+        journal = self._journal
+        with log.lock:
+            fd = self._flocked(log, fcntl.LOCK_EX, write=True)
             try:
-                _write_all(fd, header + record, start)
-            except OSError as exc:
-                seqs = (info.seq, info.seq)
-                raise _unsaved(ids, seqs, path, exc, self._cut(fd, log)) from exc
+                try:
+                    held = journal.enter(log.name)
+                except OSError as exc:
+                    raise _os_error(exc, journal.path) from exc
+                try:
+                    size = self._refresh(log, fd)
+                    count = len(log.entries)
+                    if info.seq != count + 1:
+                        refuse_seq(ids[0], ids[1], info.seq, count)
+                    start = log.end  # 0: the log has no header yet (see _create)
+                    header = b"" if start else _log_header(*ids)
+                    if size > start:
+                        os.ftruncate(fd, start)  # a torn tail: a save that never finished
+                    try:
+                        _write_all(fd, header + record, start)
+                    except OSError as exc:
+                        seqs = (info.seq, info.seq)
+                        raise _unsaved(ids, seqs, path, exc, self._cut(fd, log)) from exc
+                finally:
+                    journal.leave(held)
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
             if header:
                 log.reset(len(header))
                 self._remember_header(log.name, ids)
@@ -1870,21 +1897,25 @@ class FileStore:
         is reopened and indexed afresh, so nothing is ever appended to a file
         that no longer has the log's name.
         """
+        fd = self._flocked(log, how, write=write)
+        try:
+            yield fd
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def _flocked(self, log: _RunLog, how: int, *, write: bool = False) -> int:
+        """``_locked``'s ``flock`` and check, taken; the caller releases the ``flock``."""
         while True:
             fd = self._fd(log, write=write)
             fcntl.flock(fd, how)
             try:
                 if self._current(log):
-                    break
+                    return fd
             except BaseException:
                 fcntl.flock(fd, fcntl.LOCK_UN)
                 raise
             fcntl.flock(fd, fcntl.LOCK_UN)
             log.close()
-        try:
-            yield fd
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
 
     def _add(self, log: _RunLog, entry: _Entry, summary: RunSummary | _Summary) -> None:
         if isinstance(summary, RunSummary):

@@ -20,11 +20,16 @@ schema's version is ``PRAGMA user_version``; a database made by a newer
 pausegraph is refused rather than misread.
 
 **An append** is one transaction: ``BEGIN IMMEDIATE`` (the write lock, taken
-up front, so two writers never deadlock upgrading a read), look up the run's
-last seq, refuse a seq it has (``ConflictError``) or a gap
-(``CheckpointError``), insert the frame, upsert the summary, ``COMMIT``.
-The primary key makes the claim safe even without the lookup: a second frame
-with the same seq cannot exist. A failed append rolls back and leaves
+up front, so two writers never deadlock upgrading a read), insert the frame
+only if the run's last seq in ``runs`` is the one before it (the check and
+the insert in one statement), write the summary, ``COMMIT``. The summary
+is upserted, or, when this handle last wrote the run the same status and
+deadline, updated with a ``WHERE`` on them (the row alone changes, not the
+indexes on those columns; no row matched means the upsert). If no frame
+went in, the run's last seq says which refusal it is: ``ConflictError`` for
+a seq it has, ``CheckpointError`` for a gap. The primary key makes the
+claim safe even without the check: a second frame with the same seq cannot
+exist. A failed append (a failed ``COMMIT`` included) rolls back and leaves
 nothing of itself. A writer that finds the database locked waits up to
 ``BUSY_TIMEOUT_S`` (SQLite's busy timeout), then fails with
 ``CheckpointError``.
@@ -45,19 +50,29 @@ process killed at any instant lose nothing. SQLite documents
 - with ``synchronous=FULL`` "an additional sync operation of the WAL file
   happens after each transaction commit".
 
-``synchronous`` is a per-connection setting, and syncing the WAL file syncs
-every frame in it, whoever wrote them. So appends commit with ``NORMAL``
-(no sync: a killed process loses nothing; a power loss may lose them,
-which the rule allows while nothing outside has seen them), and ``sync()``
-commits one tiny transaction (a counter in the ``meta`` table) with
-``FULL``: its sync of the WAL makes every earlier commit durable too. What a
-checkpoint moves out of the WAL is durable already: it syncs the WAL
-before copying and the database file after, and the WAL is reset only
-after a completed one. ``sync()`` does nothing if
+So appends commit with ``NORMAL`` (no sync: a killed process loses
+nothing; a power loss may lose them, which the rule allows while nothing
+outside has seen them), and ``sync()`` does what ``FULL`` would have added
+to the last of them: one ``fdatasync`` of the WAL file (``<path>-wal``),
+through a descriptor of its own. The WAL file holds every frame committed
+since the last checkpoint, whoever wrote it, so that one sync makes every
+earlier commit durable. What a checkpoint moved out of the WAL is durable
+already: it syncs the WAL before copying and the database file after, and
+the WAL is reset, or removed when the last connection closes, only after
+a completed one. The WAL file is where SQLite keeps it, beside the
+database file with symbolic links resolved; if none is there (the last
+connection closed, or a path not foreseen), ``sync()`` commits a small
+transaction with ``synchronous=FULL`` instead, and SQLite syncs its WAL. As
+SQLite does for a WAL file it creates, the first ``sync`` of a WAL file in
+a process also syncs its directory; the process then keeps a descriptor
+of that file (at most ``_MAX_NAMED`` of them), so that its inode number
+cannot pass to a new file, and a handle opened later (a cold resume) finds
+the same file there and skips the directory. ``sync()`` does nothing if
 this handle appended nothing since the last one. A pause/resume cycle
-saves five checkpoints and syncs twice: two ``fdatasync`` calls rather than
-five, and ``FULL`` on every append measured about 1.4 times slower
-(``benchmarks/bench_sqlite_cycle.py``, docs/storage.md).
+saves five checkpoints and syncs twice: two ``fdatasync`` calls rather
+than five, and no transaction of its own (before, ``sync()`` always
+committed the ``meta`` counter with ``FULL``;
+``benchmarks/bench_sqlite_cycle.py``, docs/storage.md).
 
 **No reader pins the WAL.** Connections are in autocommit mode
 (``isolation_level=None``) with explicit ``BEGIN IMMEDIATE``/``COMMIT``;
@@ -74,6 +89,9 @@ processes.
 block every other writer): it is ``_lock.hold_file`` on a lock file per run
 in a directory beside the database, ``<path>.locks/<sha256 of the ids>.lock``,
 an ``flock`` that the kernel releases when the process dies, however it dies.
+Its release removes a lock file left by a call that created no run, asking
+the database whether the run exists only if the handle appended nothing to
+it during the hold (``_Hold``).
 
 **Errors.** A file that is not a database, or a damaged one, is
 ``CorruptCheckpointError`` naming the file; any other SQLite error is
@@ -83,13 +101,16 @@ an ``flock`` that the kernel releases when the process dies, however it dies.
 from __future__ import annotations
 
 import builtins
+import contextlib
 import hashlib
 import os
 import sqlite3
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from typing import Any, TypeVar
+from types import TracebackType
+from typing import Any, NoReturn, TypeVar
 
 from .._values import pack
 from ..errors import CheckpointError, CorruptCheckpointError
@@ -139,12 +160,97 @@ _UPSERT_SUMMARY = (
     "deadline_ms = excluded.deadline_ms, data = excluded.data"
 )
 
+# The frame, inserted only if the run's last seq (0 for a new run) is the one before
+# it: the check and the insert in one statement. No row inserted means a seq the run
+# has or a gap, told apart by _LAST_SEQ; the primary key refuses a taken seq anyway.
+_INSERT_NEXT_FRAME = (
+    "INSERT INTO frames SELECT ?, ?, ?, ?, ?, ?, ?, ? "
+    "WHERE coalesce((SELECT seq FROM runs WHERE workflow = ? AND run = ?), 0) = ?"
+)
+_LAST_SEQ = "SELECT seq FROM runs WHERE workflow = ? AND run = ?"
+
+# The summary of a run whose status and deadline stay as they are: only the row
+# changes, not the indexes on status and deadline (the upsert sets those columns, and
+# SQLite rewrites the index entries of every column an UPDATE sets, changed or not:
+# two WAL pages of the five an append writes). Tried when this handle last wrote that
+# status and deadline; the WHERE decides, and nothing updated means the upsert.
+_UPDATE_SUMMARY = (
+    "UPDATE runs SET seq = ?, updated_ms = ?, data = ? "
+    "WHERE workflow = ? AND run = ? AND status = ? AND deadline_ms IS ?"
+)
+_MAX_KEPT = 1024  # runs whose last written status and deadline a handle remembers
+
 _T = TypeVar("_T")
 
 # SQLite's primary result codes for a file that is not, or no longer, a database
 _SQLITE_CORRUPT = 11
 _SQLITE_NOTADB = 26
 _SQLITE_HEADER = b"SQLite format 3\0"  # the first 16 bytes of every SQLite database
+
+
+def _sync_data(fd: int) -> None:
+    """``fdatasync`` where the system has it (as SQLite syncs its WAL), else ``fsync``."""
+    sync = getattr(os, "fdatasync", None)
+    (sync or os.fsync)(fd)
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# WAL files whose directory this process synced: absolute path -> (pid, a descriptor
+# of the file, its (device, inode)). The descriptor is held only so that the inode
+# cannot be freed and its number given to a new file: while it is open, a file at
+# that path with that (device, inode) is the one whose name was synced.
+_NAMED: OrderedDict[str, tuple[int, int, tuple[int, int]]] = OrderedDict()
+_NAMED_LOCK = threading.Lock()
+_MAX_NAMED = 16  # WAL files a process keeps a descriptor of
+
+
+def _named_durably(wal: str, fd: int) -> int:
+    """Make the name of the WAL file open on ``fd`` durable, once per file and process.
+
+    Syncs the directory unless this process did so for this very file (the
+    inode it pins is the one open on ``fd``). Returns the descriptor the
+    caller still has to close: ``fd``, or ``-1`` once ``fd`` is kept as the
+    pin. Raises ``OSError`` if the directory's sync fails (nothing is
+    remembered then).
+    """
+    st = os.fstat(fd)
+    file_id = (st.st_dev, st.st_ino)
+    pid = os.getpid()
+    with _NAMED_LOCK:
+        known = _NAMED.get(wal)
+        if known is not None and known[0] == pid and known[2] == file_id:
+            _NAMED.move_to_end(wal)
+            return fd
+    _fsync_dir(os.path.dirname(wal))
+    closing = []
+    with _NAMED_LOCK:
+        old = _NAMED.pop(wal, None)
+        _NAMED[wal] = (pid, fd, file_id)
+        if old is not None:
+            closing.append(old)
+        while len(_NAMED) > _MAX_NAMED:
+            closing.append(_NAMED.popitem(last=False)[1])
+    for old_pid, old_fd, _ in closing:
+        if old_pid == pid:  # an inherited one is the parent's to close
+            with contextlib.suppress(OSError):
+                os.close(old_fd)
+    return -1
+
+
+def _unpin(wal: str) -> None:
+    """Close this process's descriptor of the WAL file ``wal``, if it keeps one."""
+    with _NAMED_LOCK:
+        known = _NAMED.pop(wal, None)
+    if known is not None and known[0] == os.getpid():
+        with contextlib.suppress(OSError):
+            os.close(known[1])
 
 
 def _id(value: str) -> bytes:
@@ -171,6 +277,10 @@ class SqliteStore:
         self._open: list[tuple[int, sqlite3.Connection]] = []  # (pid, connection)
         self._appended = 0  # appends by this handle, and how many of them a sync covered
         self._synced = 0
+        # (status, deadline_ms) this handle last wrote to each run's summary, most recent
+        # last: a hint only (see _UPDATE_SUMMARY)
+        self._kept: dict[tuple[bytes, bytes], tuple[str, int | None]] = {}
+        self._holds: dict[tuple[bytes, bytes], _Hold] = {}  # live locks this handle holds
         self._check_header()
         try:
             os.makedirs(self._locks_dir, exist_ok=True)
@@ -178,6 +288,8 @@ class SqliteStore:
             msg = f"SQLite store cannot create {self._locks_dir!r}: {exc.strerror or exc}"
             raise CheckpointError(msg) from exc
         self._guarded(self._create_schema)
+        # where SQLite keeps the WAL: beside the database file, symbolic links resolved
+        self._wal = os.path.realpath(self.path) + "-wal"
 
     def __repr__(self) -> str:
         return f"<SqliteStore {self.path!r}>"
@@ -207,6 +319,8 @@ class SqliteStore:
     def close(self) -> None:
         """Close every connection this handle opened; it opens new ones if used again.
 
+        The process's descriptor of the WAL file (see ``sync``) is closed too.
+
         Call it when no other thread is using the handle. In a forked child it
         leaves the parent's connections alone (closing them there would touch
         what SQLite keeps for them; SQLite forbids carrying a connection across
@@ -218,6 +332,7 @@ class SqliteStore:
             if pid == os.getpid():
                 connection.close()
         self._local = _Local()
+        _unpin(self._wal)
 
     # --- connections and errors -----------------------------------------------------
 
@@ -250,15 +365,19 @@ class SqliteStore:
         try:
             return work(self._connection())
         except sqlite3.Error as exc:
-            code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
-            if code in (_SQLITE_CORRUPT, _SQLITE_NOTADB):
-                msg = (
-                    f"{self.path!r} is not a usable pausegraph SQLite store: {exc}. "
-                    "Restore it from a backup"
-                )
-                raise CorruptCheckpointError(msg) from None
-            msg = f"SQLite store {self.path!r} failed: {exc}"
-            raise CheckpointError(msg) from exc
+            self._raise(exc)
+
+    def _raise(self, exc: sqlite3.Error) -> NoReturn:
+        """Raise SQLite's error as ours: ``CorruptCheckpointError`` for a damaged file."""
+        code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+        if code in (_SQLITE_CORRUPT, _SQLITE_NOTADB):
+            msg = (
+                f"{self.path!r} is not a usable pausegraph SQLite store: {exc}. "
+                "Restore it from a backup"
+            )
+            raise CorruptCheckpointError(msg) from None
+        msg = f"SQLite store {self.path!r} failed: {exc}"
+        raise CheckpointError(msg) from exc
 
     @staticmethod
     @contextmanager
@@ -273,6 +392,10 @@ class SqliteStore:
         connection.execute("COMMIT")
 
     def _create_schema(self, connection: sqlite3.Connection) -> None:
+        # user_version moves from 0 only in the transaction that creates the tables:
+        # a database that has them is opened without taking the write lock
+        if connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
+            return
         with self._transaction(connection):
             version = connection.execute("PRAGMA user_version").fetchone()[0]
             if version == 0:
@@ -292,32 +415,55 @@ class SqliteStore:
 
     def append(self, info: FrameInfo, frame: bytes, summary: RunSummary) -> None:
         ids = (_id(summary.workflow_id), _id(summary.run_id))
-
-        def append(connection: sqlite3.Connection) -> None:
-            with self._transaction(connection):
-                row = connection.execute(
-                    "SELECT seq FROM runs WHERE workflow = ? AND run = ?", ids
-                ).fetchone()
-                count = 0 if row is None else int(row[0])
-                if info.seq != count + 1:
-                    refuse_seq(summary.workflow_id, summary.run_id, info.seq, count)
+        row = (*ids, info.seq, info.super_step, _id(info.label), info.timestamp_ms,
+               int(info.snapshot), frame, *ids, info.seq - 1)  # fmt: skip
+        # written out rather than through _guarded and _transaction: four statements
+        # a checkpoint, and the wrappers' calls cost about as much as one of them
+        try:
+            connection = self._connection()
+            connection.execute("BEGIN IMMEDIATE")
+            try:
                 try:
-                    connection.execute(
-                        "INSERT INTO frames VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                        (*ids, info.seq, info.super_step, _id(info.label), info.timestamp_ms,
-                         int(info.snapshot), frame),
-                    )  # fmt: skip
+                    # the frame goes in only if the run's last seq is the one before it
+                    inserted = connection.execute(_INSERT_NEXT_FRAME, row).rowcount
                 except sqlite3.IntegrityError:  # the primary key: the seq is taken
                     refuse_seq(summary.workflow_id, summary.run_id, info.seq, info.seq)
-                connection.execute(
-                    _UPSERT_SUMMARY,
-                    (*ids, summary.seq, summary.status, summary.updated_ms, summary.deadline_ms,
-                     summary.data),
-                )  # fmt: skip
-
-        self._guarded(append)
+                if inserted != 1:  # a seq the run has, or a gap: which one says the count
+                    found = connection.execute(_LAST_SEQ, ids).fetchone()
+                    count = 0 if found is None else int(found[0])
+                    refuse_seq(summary.workflow_id, summary.run_id, info.seq, count)
+                kept = (summary.status, summary.deadline_ms)
+                updated = self._kept.get(ids) == kept and connection.execute(
+                    _UPDATE_SUMMARY, (summary.seq, summary.updated_ms, summary.data, *ids, *kept)
+                ).rowcount == 1  # fmt: skip
+                if not updated:
+                    connection.execute(
+                        _UPSERT_SUMMARY,
+                        (*ids, summary.seq, summary.status, summary.updated_ms,
+                         summary.deadline_ms, summary.data),
+                    )  # fmt: skip
+                connection.execute("COMMIT")
+            except BaseException:
+                if connection.in_transaction:
+                    connection.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            with self._lock:
+                self._kept.pop(ids, None)
+            self._raise(exc)
+        except BaseException:
+            with self._lock:
+                self._kept.pop(ids, None)
+            raise
         with self._lock:
             self._appended += 1
+            hold = self._holds.get(ids)
+            if hold is not None:
+                hold.appended = True
+            self._kept.pop(ids, None)
+            self._kept[ids] = kept
+            if len(self._kept) > _MAX_KEPT:
+                del self._kept[next(iter(self._kept))]
 
     def frames(self, workflow_id: str, run_id: str) -> builtins.list[FrameInfo]:
         rows = self._rows(
@@ -376,6 +522,9 @@ class SqliteStore:
         self._guarded(delete)
         with self._lock:
             self._appended += 1
+            hold = self._holds.get(ids)
+            if hold is not None:  # the run is gone: the release asks again
+                hold.appended = False
         self.sync()
         try:
             os.unlink(self._lock_path(workflow_id, run_id))
@@ -387,36 +536,64 @@ class SqliteStore:
 
     def lock(self, workflow_id: str, run_id: str) -> AbstractContextManager[None]:
         """Hold the run's live lock: an ``flock`` on ``<path>.locks/<hash>.lock``."""
-        return hold_file(
-            self._lock_path(workflow_id, run_id),
-            workflow_id,
-            run_id,
-            lambda: bool(self._rows(
-                "SELECT 1 FROM runs WHERE workflow = ? AND run = ?", (_id(workflow_id), _id(run_id))
-            )),
-        )  # fmt: skip
+        return _Hold(self, workflow_id, run_id)
+
+    def _exists(self, ids: tuple[bytes, bytes]) -> bool:
+        return bool(self._rows("SELECT 1 FROM runs WHERE workflow = ? AND run = ?", ids))
 
     def holder(self, workflow_id: str, run_id: str) -> Holder | None:
         return file_holder(self._lock_path(workflow_id, run_id))
 
     def sync(self) -> None:
-        """Make every append of this handle durable: one commit with ``synchronous=FULL``."""
+        """Make every append of this handle durable: one ``fdatasync`` of the WAL file.
+
+        What ``synchronous=FULL`` adds to a commit in WAL mode, done once for
+        all the commits since the last ``sync``: the WAL file holds every
+        frame committed since the last checkpoint, whoever wrote it, and a
+        completed checkpoint has synced what it moved out of the WAL. The
+        first ``sync`` of a WAL file in this process also syncs its directory,
+        as SQLite does for a WAL it creates (``_named_durably``). Raises
+        ``CheckpointError`` naming the OS error.
+        """
         with self._lock:
             target = self._appended
             if self._synced >= target:
                 return
-
-        def sync(connection: sqlite3.Connection) -> None:
-            connection.execute("PRAGMA synchronous=FULL")
+        wal = self._wal
+        try:
+            # read-write: some systems refuse to sync a read-only descriptor; a handle
+            # that appended may write the WAL anyway
+            fd = os.open(wal, os.O_RDWR | os.O_CLOEXEC)
+        except FileNotFoundError:
+            # no WAL where SQLite keeps it: removed when the last connection closed
+            # (after a checkpoint that synced it), or a path this handle did not
+            # foresee. Either way, let SQLite sync whatever WAL it writes: a commit
+            # with synchronous=FULL, as before this handle synced the WAL itself
+            self._guarded(self._sync_by_commit)
+        except OSError as exc:
+            msg = f"SQLite store cannot open {wal!r} to sync it: {exc.strerror or exc}"
+            raise CheckpointError(msg) from exc
+        else:
             try:
-                with self._transaction(connection):
-                    connection.execute("UPDATE meta SET value = value + 1 WHERE key = 'syncs'")
+                _sync_data(fd)
+                fd = _named_durably(wal, fd)
+            except OSError as exc:
+                msg = f"SQLite store cannot sync {wal!r}: {exc.strerror or exc}"
+                raise CheckpointError(msg) from exc
             finally:
-                connection.execute("PRAGMA synchronous=NORMAL")
-
-        self._guarded(sync)
+                if fd >= 0:
+                    os.close(fd)
         with self._lock:
             self._synced = max(self._synced, target)
+
+    def _sync_by_commit(self, connection: sqlite3.Connection) -> None:
+        """A transaction committed with ``synchronous=FULL``: SQLite syncs its WAL file."""
+        connection.execute("PRAGMA synchronous=FULL")
+        try:
+            with self._transaction(connection):
+                connection.execute("UPDATE meta SET value = value + 1 WHERE key = 'syncs'")
+        finally:
+            connection.execute("PRAGMA synchronous=NORMAL")
 
     # --- helpers --------------------------------------------------------------------
 
@@ -427,6 +604,47 @@ class SqliteStore:
     def _lock_path(self, workflow_id: str, run_id: str) -> str:
         name = hashlib.sha256(pack([_id(workflow_id), _id(run_id)])).hexdigest()
         return os.path.join(self._locks_dir, name + ".lock")
+
+
+class _Hold:
+    """``SqliteStore.lock``: ``hold_file``, and whether this handle appended to the run in it.
+
+    At release ``hold_file`` asks whether the run exists (a lock file left by a
+    call that created no run is removed). An append of this handle during the
+    hold says yes without a query: the run existed then, and a ``delete`` since
+    removed the lock file's name, so there is nothing of this hold to remove.
+    """
+
+    __slots__ = ("appended", "held", "ids", "store")
+
+    def __init__(self, store: SqliteStore, workflow_id: str, run_id: str) -> None:
+        self.store = store
+        self.ids = (_id(workflow_id), _id(run_id))
+        self.appended = False
+        self.held = hold_file(
+            store._lock_path(workflow_id, run_id), workflow_id, run_id, self._exists
+        )
+
+    def _exists(self) -> bool:
+        return self.appended or self.store._exists(self.ids)
+
+    def __enter__(self) -> None:
+        self.held.__enter__()  # ConflictError: nothing registered
+        with self.store._lock:
+            self.store._holds[self.ids] = self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        try:
+            return self.held.__exit__(kind, error, tb)
+        finally:
+            with self.store._lock:
+                if self.store._holds.get(self.ids) is self:
+                    del self.store._holds[self.ids]
 
 
 class SqliteCheckpointer(StoreCheckpointer):
