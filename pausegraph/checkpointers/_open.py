@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import re
+import sqlite3
+import urllib.parse
 from pathlib import Path
 
 import attrs
@@ -14,7 +16,6 @@ from .file import FileCheckpointer
 from .memory import MemoryCheckpointer
 from .sqlite import SqliteCheckpointer
 
-SQLITE_HEADER = b"SQLite format 3\0"  # the first 16 bytes of every SQLite database
 FORMS = "'memory:', a directory path, 'file:PATH', 'sqlite:PATH' or 'postgresql://...'"
 # A URL scheme; one letter is a Windows drive ("C:\\runs"), which is a path.
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):")
@@ -101,12 +102,28 @@ def open_checkpointer(url: str) -> StoreCheckpointer | FileCheckpointer:
 
 
 def is_sqlite_file(path: str) -> bool:
-    """Whether the file ``path`` starts with SQLite's header (``False`` if unreadable)."""
+    """Whether ``path`` is a SQLite database with something in it (``False`` if unreadable).
+
+    Asked through SQLite, read-only, never by opening the file: closing a
+    descriptor of a database file drops every POSIX lock this process holds
+    on it, those of SQLite's own connections included, and this process may
+    have a store open on that very file. SQLite's own descriptors share its
+    locks and are closed with care.
+    """
     try:
-        with open(path, "rb") as file:
-            return file.read(len(SQLITE_HEADER)) == SQLITE_HEADER
-    except OSError:
+        if os.path.getsize(path) == 0:
+            return False  # an empty file is no database yet (SQLite would take it as one)
+        uri = "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro"
+        connection = sqlite3.connect(uri, uri=True)
+    except (OSError, sqlite3.Error):
         return False
+    try:
+        connection.execute("PRAGMA schema_version").fetchall()
+    except sqlite3.Error:
+        return False
+    finally:
+        connection.close()
+    return True
 
 
 def _a_file_is_no_directory(path: str) -> str:

@@ -188,6 +188,23 @@ _SQLITE_NOTADB = 26
 _SQLITE_HEADER = b"SQLite format 3\0"  # the first 16 bytes of every SQLite database
 
 
+def _not_sqlite(path: str) -> bool:
+    """Whether ``path`` is a file that does not start with SQLite's header.
+
+    Asked only once SQLite has said the file is not a database: closing a
+    descriptor of a database file drops every POSIX lock this process holds
+    on it, the ones SQLite's connections keep included (in WAL mode, the
+    shared lock that tells another process's closing connection not to
+    delete the WAL), so nothing here opens a database file SQLite may be using.
+    """
+    try:
+        with open(path, "rb") as file:
+            head = file.read(len(_SQLITE_HEADER))
+    except OSError:
+        return False
+    return bool(head) and head != _SQLITE_HEADER
+
+
 def _sync_data(fd: int) -> None:
     """``fdatasync`` where the system has it (as SQLite syncs its WAL), else ``fsync``."""
     sync = getattr(os, "fdatasync", None)
@@ -281,40 +298,20 @@ class SqliteStore:
         # last: a hint only (see _UPDATE_SUMMARY)
         self._kept: dict[tuple[bytes, bytes], tuple[str, int | None]] = {}
         self._holds: dict[tuple[bytes, bytes], _Hold] = {}  # live locks this handle holds
-        self._check_header()
+        # SQLite opens the file first: a file that is no database is refused before
+        # anything is made beside it (see _raise); this handle never opens the file
+        # itself (see _not_sqlite)
+        self._guarded(self._create_schema)
         try:
             os.makedirs(self._locks_dir, exist_ok=True)
         except OSError as exc:
             msg = f"SQLite store cannot create {self._locks_dir!r}: {exc.strerror or exc}"
             raise CheckpointError(msg) from exc
-        self._guarded(self._create_schema)
         # where SQLite keeps the WAL: beside the database file, symbolic links resolved
         self._wal = os.path.realpath(self.path) + "-wal"
 
     def __repr__(self) -> str:
         return f"<SqliteStore {self.path!r}>"
-
-    def _check_header(self) -> None:
-        """Refuse a file that is not a SQLite database at all (a path typed wrong).
-
-        An empty or missing file is a new database. Any other file starts
-        with SQLite's 16-byte header; one that does not is no damaged
-        store to restore but some other file, and nothing is created
-        beside it (no ``.locks`` directory).
-        """
-        if not os.path.isfile(self.path):
-            return  # missing, a directory: sqlite3 creates it or says what is wrong
-        try:
-            with open(self.path, "rb") as file:
-                head = file.read(len(_SQLITE_HEADER))
-        except OSError:
-            return  # unreadable: sqlite3 says so
-        if head and head != _SQLITE_HEADER:
-            msg = (
-                f"{self.path!r} is not a usable pausegraph SQLite store: "
-                "it is not a SQLite database (it lacks SQLite's header): check the path"
-            )
-            raise CorruptCheckpointError(msg)
 
     def close(self) -> None:
         """Close every connection this handle opened; it opens new ones if used again.
@@ -370,6 +367,12 @@ class SqliteStore:
     def _raise(self, exc: sqlite3.Error) -> NoReturn:
         """Raise SQLite's error as ours: ``CorruptCheckpointError`` for a damaged file."""
         code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+        if code == _SQLITE_NOTADB and _not_sqlite(self.path):
+            msg = (
+                f"{self.path!r} is not a usable pausegraph SQLite store: "
+                "it is not a SQLite database (it lacks SQLite's header): check the path"
+            )
+            raise CorruptCheckpointError(msg) from None
         if code in (_SQLITE_CORRUPT, _SQLITE_NOTADB):
             msg = (
                 f"{self.path!r} is not a usable pausegraph SQLite store: {exc}. "
