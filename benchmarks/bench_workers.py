@@ -20,6 +20,7 @@ import sys
 import tempfile
 import textwrap
 import time
+import uuid
 from pathlib import Path
 
 from pausegraph import Runner, open_checkpointer
@@ -51,10 +52,19 @@ FLOW = textwrap.dedent(
 
 def measure(location: str, flow: Path, runs: int, workers: int) -> float:
     """Seconds for ``workers`` processes to finish ``runs`` runs started beforehand."""
-    web = Runner(load_graph(f"{flow}:graph"), open_checkpointer(location))
-    prefix = f"w{workers}-"
+    store = open_checkpointer(location)
+    waiting = store.summaries(workflow_id="bench", status="queued")
+    if waiting:  # the workers would drive those too, and the figures would be wrong
+        msg = f"{location} already holds {len(waiting)} queued runs of workflow 'bench'"
+        raise SystemExit(f"{msg}: give an empty store (a PostgreSQL schema of its own)")
+    web = Runner(load_graph(f"{flow}:graph"), store)
+    # ids of this measurement only: a store kept from an earlier one (a PostgreSQL
+    # database) holds runs of the same ids already done, which no worker would drive
+    prefix = f"w{workers}-{uuid.uuid4().hex[:8]}-"
     for n in range(runs):
-        web.start(f"{prefix}{n}", {"order": n})
+        info = web.start(f"{prefix}{n}", {"order": n})
+        if info.status != "queued":
+            raise SystemExit(f"run {prefix}{n} is {info.status!r}, not queued: a fresh store?")
     pg = str(Path(sys.executable).parent / "pausegraph")
     started = time.perf_counter()
     procs = [
