@@ -21,8 +21,18 @@ from ._machine import driven
 from ._machine import info_of as _info_of
 from ._machine import pending_of as _pending_of
 from ._machine import status_of as _status_of
-from ._records import AtAfter, AtBefore, Cancelled, Checkpoint, Raised, Returned, progress_of
+from ._records import (
+    AtAfter,
+    AtBefore,
+    Cancelled,
+    Checkpoint,
+    CheckpointMeta,
+    Raised,
+    Returned,
+    progress_of,
+)
 from .checkpointers import Checkpointer
+from .checkpointers._checkpointer import StoreCheckpointer
 
 BYTES_MARKER = "base64:"
 PROG = "pausegraph"
@@ -170,18 +180,66 @@ def recorded_of(checkpoint: Checkpoint) -> dict[str, Any] | None:
     ends that step's journal with the effect's ``Returned`` or ``Raised``.
     """
     progress = progress_of(checkpoint.stage)
-    label = checkpoint.label
     if progress is None:
         return None
-    if label == "resume" and progress.claimed:
-        return {
-            "answers": {
-                i: jsonable(progress.answers[i]) for i in progress.claimed if i in progress.answers
-            }
-        }
+    lasts = {s: j[-1] for s, j in progress.journals.items() if j}
+    return _recorded(checkpoint.label, progress.claimed, progress.answers, lasts)
+
+
+def history_of(
+    store: Checkpointer, workflow: str, run_id: str
+) -> list[tuple[CheckpointMeta, dict[str, Any] | None]]:
+    """Each checkpoint's meta and what it recorded (``recorded_of``), oldest first.
+
+    On a ``StoreCheckpointer`` the run's frames are read and decoded once,
+    oldest first, following what ``recorded_of`` reads of a rebuilt
+    checkpoint as ``rebuild`` would fold it (the layer's answers so far,
+    each step's last journal entry, the latest claim), so no checkpoint is
+    rebuilt: a run of n checkpoints costs O(n), where loading each one
+    cost up to a snapshot's deltas apiece (quadratic in a long loop).
+    Raises ``CorruptCheckpointError`` for a frame that does not decode.
+    """
+    metas = store.list(workflow, run_id)
+    if isinstance(store, StoreCheckpointer) and metas:
+        datas = store.store.read(workflow, run_id, 1, len(metas))
+        if len(datas) == len(metas):
+            history: list[tuple[CheckpointMeta, dict[str, Any] | None]] = []
+            answers: dict[str, Any] = {}
+            lasts: dict[str, Any] = {}
+            for meta, data in zip(metas, datas, strict=True):
+                frame = store._decode(workflow, run_id, meta.seq, data)
+                progress = progress_of(frame.stage)
+                if progress is None:
+                    answers, lasts = {}, {}
+                    history.append((meta, None))
+                    continue
+                if not frame.extends:  # the frame holds the layer's whole progress
+                    answers, lasts = {}, {}
+                for step_id in progress.finished:  # as ProgressBuilder.add drops them
+                    lasts.pop(step_id, None)
+                for step_id, entries in progress.journals.items():
+                    if entries:
+                        lasts[step_id] = entries[-1]
+                answers.update(progress.answers)
+                history.append((meta, _recorded(meta.label, progress.claimed, answers, lasts)))
+            return history
+    loaded: list[tuple[CheckpointMeta, dict[str, Any] | None]] = []
+    for meta in metas:
+        checkpoint = None
+        if meta.label == "resume" or meta.label.startswith("effect:"):
+            checkpoint = store.load(workflow, run_id, meta.seq)
+        loaded.append((meta, None if checkpoint is None else recorded_of(checkpoint)))
+    return loaded
+
+
+def _recorded(
+    label: str, claimed: tuple[str, ...], answers: dict[str, Any], lasts: dict[str, Any]
+) -> dict[str, Any] | None:
+    """What ``recorded_of`` says, from a layer's claim, answers and steps' last entries."""
+    if label == "resume" and claimed:
+        return {"answers": {i: jsonable(answers[i]) for i in claimed if i in answers}}
     if label.startswith("effect:"):
-        journal = progress.journals.get(label.removeprefix("effect:"), ())
-        last = journal[-1] if journal else None
+        last = lasts.get(label.removeprefix("effect:"))
         if type(last) is Returned:
             return {"effect": last.effect, "result": jsonable(last.value)}
         if type(last) is Raised:

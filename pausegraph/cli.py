@@ -1330,11 +1330,9 @@ def _show_hints(
 @_no_cycle_collection()
 def _cmd_history(args: argparse.Namespace) -> int:
     store, workflow = _find(args)
-    metas = store.list(workflow, args.run_id)
-    recorded = []
-    for m in metas:
-        checkpoint = store.load(workflow, args.run_id, m.seq)
-        recorded.append(None if checkpoint is None else render.recorded_of(checkpoint))
+    history = render.history_of(store, workflow, args.run_id)
+    metas = [m for m, _ in history]
+    recorded = [r for _, r in history]
     if args.json:
         objs = [
             {

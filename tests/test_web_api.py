@@ -112,7 +112,7 @@ def test_run_detail_is_show_json_plus_history(client: TestClient, store: Checkpo
     assert "resume" in labels
     recorded = [h["recorded"] for h in obj["history"] if h["recorded"] is not None]
     assert recorded
-    assert all(list(r["answers"].values()) == ["yes"] for r in recorded)
+    assert all(list(r["answers"].values()) == ["yes"] for r in recorded), recorded
     assert set(obj["history"][0]) >= {"seq", "super_step", "label", "timestamp_ms"}
     assert client.get("/api/runs/approval/nope").status_code == 404
     assert client.get("/api/runs/nope/r1").status_code == 404

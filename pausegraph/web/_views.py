@@ -42,18 +42,16 @@ def run_detail(
 ) -> dict[str, Any]:
     """``show --json``'s object plus ``history`` (each checkpoint and what it recorded)."""
     obj = run_object(workflow, run_id, store, latest)
-    history = []
-    for meta in store.list(workflow, run_id):
-        checkpoint = store.load(workflow, run_id, meta.seq)
-        history.append(
-            {
-                "seq": meta.seq,
-                "super_step": meta.super_step,
-                "label": meta.label,
-                "timestamp_ms": meta.timestamp_ms,
-                "recorded": None if checkpoint is None else render.recorded_of(checkpoint),
-            }
-        )
+    history = [
+        {
+            "seq": meta.seq,
+            "super_step": meta.super_step,
+            "label": meta.label,
+            "timestamp_ms": meta.timestamp_ms,
+            "recorded": recorded,
+        }
+        for meta, recorded in render.history_of(store, workflow, run_id)
+    ]
     obj["history"] = history
     return obj
 
