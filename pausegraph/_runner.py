@@ -106,20 +106,35 @@ class _Cursor:
     progress: Progress | None = None
 
 
+#: Seconds a command on a paused (failed, cancelled, done) run waits for a driver
+#: that saved that checkpoint and is only finishing its call (its sync, letting go
+#: of the live lock), before the ``ConflictError`` naming it.
+FINISHING_WAIT_S = 2.0
+
+
 class _Driving:
     """A call's hold on a run: its live lock, and a ``sync`` before the lock is let go.
 
     What ``with lock: try: ... finally: sync()`` does, as a plain context
-    manager (every call of a hot loop enters one).
+    manager (every call of a hot loop enters one). A lock another process
+    holds is asked for again through ``again`` (see ``Runner._after_finishing``).
     """
 
-    __slots__ = ("lock", "sync")
+    __slots__ = ("again", "lock", "sync")
 
-    def __init__(self, lock: AbstractContextManager[None], sync: Callable[[], None]) -> None:
-        self.lock, self.sync = lock, sync
+    def __init__(
+        self,
+        lock: AbstractContextManager[None],
+        sync: Callable[[], None],
+        again: Callable[[ConflictError], AbstractContextManager[None]],
+    ) -> None:
+        self.lock, self.sync, self.again = lock, sync, again
 
     def __enter__(self) -> None:
-        self.lock.__enter__()
+        try:
+            self.lock.__enter__()
+        except ConflictError as busy:
+            self.lock = self.again(busy)
 
     def __exit__(
         self,
@@ -511,7 +526,39 @@ class Runner:
         returns or raises, and before any effect's function runs.
         """
         checkpointer = self.checkpointer
-        return _Driving(checkpointer.lock(self._workflow, run_id), checkpointer.sync)
+        return _Driving(
+            checkpointer.lock(self._workflow, run_id),
+            checkpointer.sync,
+            functools.partial(self._after_finishing, run_id),
+        )
+
+    def _after_finishing(self, run_id: str, busy: ConflictError) -> AbstractContextManager[None]:
+        """The run's live lock, taken once a driver only finishing its call lets go.
+
+        A driver saves a pause (or a failure, a cancel, the end) and then
+        syncs and lets go of the lock: a command sent in that moment, by a
+        client that saw the run ``"paused"`` (its status reads the latest
+        checkpoint, not the lock), waits for it, up to ``FINISHING_WAIT_S``,
+        instead of failing. A run whose latest checkpoint leaves work to do
+        is being driven: ``busy`` is raised at once, as it is when the wait
+        runs out. Returns the lock, entered.
+        """
+        latest = self.checkpointer.latest(self._workflow, run_id)
+        if latest is None or type(latest.stage) in (Start, InLayer, OwesAfter):
+            raise busy
+        deadline = time.monotonic() + FINISHING_WAIT_S
+        pause = 0.001
+        while True:
+            time.sleep(pause)
+            lock = self.checkpointer.lock(self._workflow, run_id)
+            try:
+                lock.__enter__()
+            except ConflictError:
+                if time.monotonic() >= deadline:
+                    raise
+                pause = min(2 * pause, 0.02)
+            else:
+                return lock
 
     def _latest(self, run_id: str) -> Checkpoint:
         """The run's latest checkpoint: the held pause if it still is, else from the store."""
