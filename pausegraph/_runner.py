@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 import time
 import uuid
 import weakref
@@ -118,23 +119,29 @@ class _Driving:
     What ``with lock: try: ... finally: sync()`` does, as a plain context
     manager (every call of a hot loop enters one). A lock another process
     holds is asked for again through ``again`` (see ``Runner._after_finishing``).
+    While it is held, ``key`` (the workflow and run) is in this thread's
+    ``_DRIVING``: a call that re-enters its own run from the same thread (a
+    log handler, a step's ``finally`` run by a close) must not wait for
+    itself.
     """
 
-    __slots__ = ("again", "lock", "sync")
+    __slots__ = ("again", "key", "lock", "sync")
 
     def __init__(
         self,
         lock: AbstractContextManager[None],
         sync: Callable[[], None],
         again: Callable[[ConflictError], AbstractContextManager[None]],
+        key: tuple[str, str],
     ) -> None:
-        self.lock, self.sync, self.again = lock, sync, again
+        self.lock, self.sync, self.again, self.key = lock, sync, again, key
 
     def __enter__(self) -> None:
         try:
             self.lock.__enter__()
         except ConflictError as busy:
             self.lock = self.again(busy)
+        _driving_here().append(self.key)
 
     def __exit__(
         self,
@@ -142,6 +149,7 @@ class _Driving:
         error: BaseException | None,
         tb: TracebackType | None,
     ) -> bool | None:
+        _driving_here().pop()  # calls nest: this one is the innermost
         try:
             self.sync()
         except BaseException as failed:
@@ -149,6 +157,19 @@ class _Driving:
                 raise
             return True
         return self.lock.__exit__(kind, error, tb)
+
+
+class _DrivingHere(threading.local):
+    def __init__(self) -> None:
+        self.keys: list[tuple[str, str]] = []
+
+
+_DRIVING = _DrivingHere()
+
+
+def _driving_here() -> list[tuple[str, str]]:
+    """The (workflow, run) of every call this thread is inside, innermost last."""
+    return _DRIVING.keys
 
 
 @attrs.frozen
@@ -530,6 +551,7 @@ class Runner:
             checkpointer.lock(self._workflow, run_id),
             checkpointer.sync,
             functools.partial(self._after_finishing, run_id),
+            (self._workflow, run_id),
         )
 
     def _after_finishing(self, run_id: str, busy: ConflictError) -> AbstractContextManager[None]:
@@ -539,10 +561,18 @@ class Runner:
         syncs and lets go of the lock: a command sent in that moment, by a
         client that saw the run ``"paused"`` (its status reads the latest
         checkpoint, not the lock), waits for it, up to ``FINISHING_WAIT_S``,
-        instead of failing. A run whose latest checkpoint leaves work to do
-        is being driven: ``busy`` is raised at once, as it is when the wait
-        runs out. Returns the lock, entered.
+        instead of failing. Only for that checkpoint: if the run moved on
+        while the command waited (another command claimed it first), it is
+        a ``ConflictError``, as it was before the wait, so a ``Resume(value)``
+        meant for that pause never answers the next one. ``busy`` is raised
+        at once for a run whose latest checkpoint leaves work to do (it is
+        being driven) and for a call this thread is already inside (it
+        would wait for itself), and when the wait runs out. Returns the
+        lock, entered.
         """
+        key = (self._workflow, run_id)
+        if key in _driving_here():
+            raise busy
         latest = self.checkpointer.latest(self._workflow, run_id)
         if latest is None or type(latest.stage) in (Start, InLayer, OwesAfter):
             raise busy
@@ -557,8 +587,23 @@ class Runner:
                 if time.monotonic() >= deadline:
                     raise
                 pause = min(2 * pause, 0.02)
-            else:
+                continue
+            try:
+                now = self.checkpointer.last(self._workflow, run_id)
+            except BaseException:
+                lock.__exit__(None, None, None)
+                raise
+            if now == latest.meta:
                 return lock
+            lock.__exit__(None, None, None)
+            msg = (
+                f"run {run_id!r} of workflow {self._workflow!r} moved on while this "
+                f"command waited for the driver that saved checkpoint {latest.seq} "
+                f"({latest.label}) to let go of it: it is at checkpoint "
+                f"{'none' if now is None else f'{now.seq} ({now.label})'} now. "
+                "Read its state again and answer what is pending now"
+            )
+            raise ConflictError(msg) from busy
 
     def _latest(self, run_id: str) -> Checkpoint:
         """The run's latest checkpoint: the held pause if it still is, else from the store."""

@@ -11,6 +11,7 @@ latest checkpoint leaves work to do is being driven, and refused at once.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Generator
@@ -111,3 +112,71 @@ def test_a_run_with_work_to_do_is_refused_at_once(kind: str, tmp_path: Path) -> 
     waited = time.monotonic() - started
     thread.join()
     assert waited < 0.5
+
+
+def _twice(state: Any) -> Generator[Any, Any, dict[str, Any]]:
+    first = yield Interrupt("first?")
+    second = yield Interrupt("second?")
+    return {"answer": [first, second]}
+
+
+@pytest.mark.parametrize("kind", sorted(STORES))
+def test_of_two_waiting_answers_the_second_never_answers_the_next_pause(
+    kind: str, tmp_path: Path
+) -> None:
+    mine, theirs = STORES[kind](tmp_path)
+    graph = Graph("g", {"answer": LastWriteWins()}).step("ask", _twice)
+    Runner(graph, mine).run("r")
+    held = threading.Event()
+    thread = _hold(theirs, 0.3, held)
+    outcomes: dict[str, Any] = {}
+
+    def answer(who: str) -> None:
+        try:
+            outcomes[who] = Runner(graph, mine).resume("r", Resume(f"{who} to first"))
+        except ConflictError as exc:
+            outcomes[who] = exc
+
+    clients = [threading.Thread(target=answer, args=(who,)) for who in ("b", "c")]
+    for client in clients:
+        client.start()
+    for client in clients:
+        client.join()
+    thread.join()
+    refused = [o for o in outcomes.values() if isinstance(o, ConflictError)]
+    assert len(refused) == 1, outcomes
+    assert "moved on while this command waited" in str(refused[0])
+    state = Runner(graph, mine).state("r")
+    assert state.status == "paused"
+    assert [i.payload for i in state.interrupts] == ["second?"]  # nobody answered it
+
+
+@pytest.mark.parametrize("kind", sorted(STORES))
+def test_a_call_that_re_enters_its_own_run_is_refused_at_once(kind: str, tmp_path: Path) -> None:
+    mine, _ = STORES[kind](tmp_path)
+    runner = Runner(_graph(), mine)
+    seen: list[BaseException] = []
+
+    class Answering(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "paused" in record.getMessage():
+                started = time.monotonic()
+                try:
+                    runner.submit("r", Resume("from the log"))
+                except ConflictError as exc:
+                    seen.append(exc)
+                seen.append(TimeoutError(time.monotonic() - started))
+
+    handler = Answering(level=logging.INFO)
+    log = logging.getLogger("pausegraph")
+    level = log.level
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    try:
+        runner.run("r")
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)
+    assert isinstance(seen[0], ConflictError)
+    assert seen[1].args[0] < 0.5  # no wait for itself
+    assert runner.state("r").status == "paused"
