@@ -12,7 +12,6 @@ from __future__ import annotations
 import operator
 from typing import Any, NoReturn
 
-import attrs
 import cattrs
 import msgpack
 from cattrs.preconf.msgpack import make_converter
@@ -43,6 +42,7 @@ from ._records import (
     Structure,
     Value,
     progress_of,
+    slot_setters,
     with_progress,
 )
 from ._values import NATIVE, pack
@@ -108,19 +108,12 @@ configure_tagged_union(Stage, converter, tag_generator=_TAGS.__getitem__, tag_na
 # equal records, and that the fast one is never taken for a frame cattrs refuses.
 
 
-def _setters(cls: type) -> tuple[Any, ...]:
-    fields = attrs.fields(cls)
-    # a validator or converter would be skipped by setting the slots directly
-    assert all(f.validator is None and f.converter is None for f in fields), cls
-    return tuple(cls.__dict__[f.name].__set__ for f in fields)
-
-
 _new = object.__new__
-_ASKED = _setters(Asked)
-_PROGRESS = _setters(Progress)
-_FRAME = _setters(Frame)
-_IN_LAYER = _setters(InLayer)[0]
-_AT_INTERRUPT = _setters(AtInterrupt)[0]
+_ASKED = slot_setters(Asked)
+_PROGRESS = slot_setters(Progress)
+_FRAME = slot_setters(Frame)
+_IN_LAYER = slot_setters(InLayer)[0]
+_AT_INTERRUPT = slot_setters(AtInterrupt)[0]
 _PLAIN_ASK = frozenset(("t", "id", "payload"))
 _DELTA_KEYS = frozenset(
     ("seq", "super_step", "label", "timestamp_ms", "stage", "epoch_base", "extends", "changes")
@@ -131,6 +124,45 @@ _STAGE_KEYS = frozenset(("t", "progress"))
 
 def _plain_ask(o: dict[Any, Any]) -> bool:
     return len(o) == 3 and o.keys() == _PLAIN_ASK and o["t"] == "ask" and type(o["id"]) is str
+
+
+def _head(o: dict[Any, Any]) -> tuple[int, int, str, int, int] | None:
+    """A frame's seq, super-step, label, timestamp and epoch base, if of exact types."""
+    seq, super_step, timestamp_ms = o.get("seq"), o.get("super_step"), o.get("timestamp_ms")
+    label, epoch_base = o.get("label"), o.get("epoch_base", 0)
+    if type(seq) is not int or type(super_step) is not int or type(timestamp_ms) is not int:
+        return None
+    if type(label) is not str or type(epoch_base) is not int:
+        return None
+    return seq, super_step, label, timestamp_ms, epoch_base
+
+
+def _frame(
+    head: tuple[int, int, str, int, int],
+    stage: Stage,
+    extends: bool,
+    changes: tuple[Change, ...] | None,
+    values: dict[str, Any] | None = None,
+    structure: Structure | None = None,
+    breakpoints: Breakpoints | None = None,
+    input: Any = None,
+) -> Frame:
+    """A ``Frame`` built through its slots (see ``slot_setters``)."""
+    frame = _new(Frame)
+    f0, f1, f2, f3, f4, f5, f6, f7, f8, f9, f10, f11 = _FRAME
+    f0(frame, head[0])
+    f1(frame, head[1])
+    f2(frame, head[2])
+    f3(frame, head[3])
+    f4(frame, stage)
+    f5(frame, head[4])
+    f6(frame, extends)
+    f7(frame, changes)
+    f8(frame, values)
+    f9(frame, structure)
+    f10(frame, breakpoints)
+    f11(frame, input)
+    return frame
 
 
 def _asked(entry_id: str, payload: Any) -> Asked:
@@ -188,19 +220,13 @@ def _delta_parts(o: Any) -> tuple[Any, ...] | None:
             if type(e) is not dict or not _plain_ask(e):
                 return None
         built[step_id] = tuple([_asked(e["id"], e["payload"]) for e in raw])
-    seq, super_step, timestamp_ms = o.get("seq"), o.get("super_step"), o.get("timestamp_ms")
-    label, epoch_base = o.get("label"), o.get("epoch_base", 0)
+    head = _head(o)
     extends, changes = o.get("extends", False), o.get("changes")
-    if type(seq) is not int or type(super_step) is not int or type(timestamp_ms) is not int:
-        return None
-    if type(label) is not str or type(epoch_base) is not int or type(extends) is not bool:
+    if head is None or type(extends) is not bool:
         return None
     if changes is not None and changes != []:
         return None
-    return (
-        seq, super_step, label, timestamp_ms, epoch_base, extends, changes, set_stage,
-        stage_cls, layer, epoch, built, answers, claimed,
-    )  # fmt: skip
+    return (head, extends, changes, set_stage, stage_cls, layer, epoch, built, answers, claimed)
 
 
 def _fast_delta(o: Any) -> Frame | None:
@@ -208,10 +234,7 @@ def _fast_delta(o: Any) -> Frame | None:
     parts = _delta_parts(o)
     if parts is None:
         return None
-    (
-        seq, super_step, label, timestamp_ms, epoch_base, extends, changes, set_stage,
-        stage_cls, layer, epoch, built, answers, claimed,
-    ) = parts  # fmt: skip
+    head, extends, changes, set_stage, stage_cls, layer, epoch, built, answers, claimed = parts
     progress = _new(Progress)
     p0, p1, p2, p3, p4, p5, p6, p7, p8, p9, p10 = _PROGRESS
     p0(progress, layer)
@@ -227,21 +250,7 @@ def _fast_delta(o: Any) -> Frame | None:
     p10(progress, ())
     stage_obj: Stage = _new(stage_cls)
     set_stage(stage_obj, progress)
-    frame = _new(Frame)
-    f0, f1, f2, f3, f4, f5, f6, f7, f8, f9, f10, f11 = _FRAME
-    f0(frame, seq)
-    f1(frame, super_step)
-    f2(frame, label)
-    f3(frame, timestamp_ms)
-    f4(frame, stage_obj)
-    f5(frame, epoch_base)
-    f6(frame, extends)
-    f7(frame, None if changes is None else ())
-    f8(frame, None)
-    f9(frame, None)
-    f10(frame, None)
-    f11(frame, None)
-    return frame
+    return _frame(head, stage_obj, extends, None if changes is None else ())
 
 
 _EXTENDS = b"\xa7extends\xc3"  # "extends": true, as msgpack writes it
@@ -266,10 +275,9 @@ def extension_of(data: bytes, seq: int) -> Extension | None:
         return None
     if parts is None:
         return None
-    frame_seq, extends, changes = parts[0], parts[5], parts[6]
-    if frame_seq != seq or extends is not True or changes:
+    head, extends, changes, _, _, layer, epoch, built, answers, claimed = parts
+    if head[0] != seq or extends is not True or changes:
         return None
-    layer, epoch, built, answers, claimed = parts[9:]
     return Extension(seq, layer, epoch, built, answers, tuple(claimed))
 
 
@@ -462,11 +470,14 @@ def _fast_stage(stage: Stage) -> dict[str, Any] | None:
         skipped = stage.skipped  # type: ignore[union-attr]
         return {"skipped": skipped, "t": "done"} if skipped != () else {"t": "done"}
     if kind is InLayer or kind is AtInterrupt:
-        progress = _fast_progress(stage.progress)  # type: ignore[union-attr]
-        if progress is None:
-            return None
-        return {"progress": progress, "t": _TAGS[kind]}
+        return _progress_stage(kind, stage.progress)  # type: ignore[union-attr]
     return None
+
+
+def _progress_stage(kind: type, progress: Progress) -> dict[str, Any] | None:
+    """The dict of an ``InLayer`` or ``AtInterrupt`` (``kind``) holding ``progress``."""
+    d = _fast_progress(progress)
+    return None if d is None else {"progress": d, "t": _TAGS[kind]}
 
 
 def _fast_frame(c: Checkpoint, snapshot: bool) -> dict[str, Any] | None:
@@ -477,8 +488,7 @@ def _fast_frame(c: Checkpoint, snapshot: bool) -> dict[str, Any] | None:
         kind = type(c.stage)
         if kind is not InLayer and kind is not AtInterrupt:
             return None
-        progress = _fast_progress(c.added)  # type: ignore[arg-type]
-        s = None if progress is None else {"progress": progress, "t": _TAGS[kind]}
+        s = _progress_stage(kind, c.added)  # type: ignore[arg-type]
     else:
         s = _fast_stage(c.stage)
     if s is None:
@@ -504,16 +514,19 @@ def _fast_frame(c: Checkpoint, snapshot: bool) -> dict[str, Any] | None:
         d["values"] = c.values
     if c.seq == 1:
         d["structure"] = _structure_dict(c.structure)
-        b = c.breakpoints
-        if b is not None:
-            bd: dict[str, Any] = {}
-            if b.before != ():
-                bd["before"] = b.before
-            if b.after != ():
-                bd["after"] = b.after
-            d["breakpoints"] = bd
+        if c.breakpoints is not None:
+            d["breakpoints"] = _breakpoints_dict(c.breakpoints)
         if c.input is not None:
             d["input"] = c.input
+    return d
+
+
+def _breakpoints_dict(b: Breakpoints) -> dict[str, Any]:
+    d: dict[str, Any] = {}
+    if b.before != ():
+        d["before"] = b.before
+    if b.after != ():
+        d["after"] = b.after
     return d
 
 
@@ -558,11 +571,11 @@ _CHANGE_KEYS = frozenset(("channel", "op", "value"))
 _STRUCTURE_KEYS = frozenset(("steps", "edges", "conditional"))
 _BREAKPOINT_KEYS = frozenset(("before", "after"))
 _OPS = {op.value: op for op in Op}
-_START = _setters(Start)
-_FINISHED = _setters(Finished)[0]
-_CHANGE = _setters(Change)
-_STRUCTURE = _setters(Structure)
-_BREAKPOINTS = _setters(Breakpoints)
+_START = slot_setters(Start)
+_FINISHED = slot_setters(Finished)[0]
+_CHANGE = slot_setters(Change)
+_STRUCTURE = slot_setters(Structure)
+_BREAKPOINTS = slot_setters(Breakpoints)
 
 
 def _names(o: Any) -> tuple[str, ...] | None:
@@ -665,11 +678,8 @@ def _fast_plain(o: Any) -> Frame | None:
     stage = _plain_stage(o.get("stage"))
     if stage is None:
         return None
-    seq, super_step, timestamp_ms = o.get("seq"), o.get("super_step"), o.get("timestamp_ms")
-    label, epoch_base = o.get("label"), o.get("epoch_base", 0)
-    if type(seq) is not int or type(super_step) is not int or type(timestamp_ms) is not int:
-        return None
-    if type(label) is not str or type(epoch_base) is not int:
+    head = _head(o)
+    if head is None:
         return None
     changes: tuple[Change, ...] | None = None
     if "changes" in o:
@@ -691,21 +701,7 @@ def _fast_plain(o: Any) -> Frame | None:
         breakpoints = _plain_breakpoints(o["breakpoints"])
         if breakpoints is None:
             return None
-    frame = _new(Frame)
-    f0, f1, f2, f3, f4, f5, f6, f7, f8, f9, f10, f11 = _FRAME
-    f0(frame, seq)
-    f1(frame, super_step)
-    f2(frame, label)
-    f3(frame, timestamp_ms)
-    f4(frame, stage)
-    f5(frame, epoch_base)
-    f6(frame, False)
-    f7(frame, changes)
-    f8(frame, values)
-    f9(frame, structure)
-    f10(frame, breakpoints)
-    f11(frame, o.get("input"))
-    return frame
+    return _frame(head, stage, False, changes, values, structure, breakpoints, o.get("input"))
 
 
 def _why_not_encodable(value: Any) -> str | None:

@@ -61,6 +61,20 @@ class PostgresSchema:
         self.opened.append(opened)
         return opened
 
+    def terminate(self, pid: int) -> None:
+        """``pg_terminate_backend`` on server process ``pid``; returns once it is gone.
+
+        The backend ends a moment after it is told to, and holds its locks until then.
+        """
+        import time
+
+        import psycopg
+
+        with psycopg.connect(self.server, autocommit=True) as admin:
+            assert admin.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone() == (True,)
+            while admin.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone():
+                time.sleep(0.01)
+
 
 @pytest.fixture
 def postgres() -> Iterator[PostgresSchema]:

@@ -51,11 +51,7 @@ def _terminate_listener(pg: PostgresSchema, checkpointer: PostgresCheckpointer) 
     """``pg_terminate_backend`` on the handle's listening connection; waits until it is gone."""
     listener = checkpointer.store._listener
     assert listener is not None
-    pid = listener[1].info.backend_pid
-    with psycopg.connect(pg.server, autocommit=True) as admin:
-        assert admin.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone() == (True,)
-        while admin.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone():
-            time.sleep(0.01)
+    pg.terminate(listener[1].info.backend_pid)
 
 
 # a run id may not hold a NUL (the Runner refuses control characters), a workflow id may

@@ -295,12 +295,7 @@ def test_a_save_after_the_lock_session_ended_fails_without_asking_pg_locks(
         store.append(_info(1), b"1", _summary(1))
         session = store._session
         assert session is not None
-        with psycopg.connect(postgres.url, autocommit=True) as admin:
-            admin.execute("SELECT pg_terminate_backend(%s)", (session.backend_pid,))
-            while admin.execute(
-                "SELECT 1 FROM pg_stat_activity WHERE pid = %s", (session.backend_pid,)
-            ).fetchone():
-                time.sleep(0.01)
+        postgres.terminate(session.backend_pid)
         statements.take()
         # the ended session's goodbye waits on its socket: the save asks that session
         with pytest.raises(CheckpointError, match=r"^run 'r' of workflow 'wf': this process lost"):

@@ -188,13 +188,7 @@ def test_a_driver_whose_lock_session_dropped_fails_its_next_save(
         store.sync()
         session = store._session
         assert session is not None
-        with psycopg.connect(postgres.url, autocommit=True) as admin:
-            admin.execute("SELECT pg_terminate_backend(%s)", (session.backend_pid,))
-            # the backend ends a moment after it is told to (and holds its locks until then)
-            while admin.execute(
-                "SELECT 1 FROM pg_stat_activity WHERE pid = %s", (session.backend_pid,)
-            ).fetchone():
-                time.sleep(0.01)
+        postgres.terminate(session.backend_pid)  # returns once the backend is gone
         # sync() comes before every effect: the driver stops there
         with pytest.raises(CheckpointError, match=r"lost its live lock .* before its next effect"):
             store.sync()

@@ -19,6 +19,7 @@ from .._records import (
     Extension,
     Frame,
     ProgressBuilder,
+    Stage,
     progress_of,
     with_progress,
 )
@@ -143,12 +144,7 @@ def rebuild(
     builder: ProgressBuilder | None = None  # while frames extend a layer's progress
     for frame in frames[1:]:
         if type(frame) is Extension:
-            if builder is None:
-                before = progress_of(stage)
-                if before is None:
-                    msg = f"checkpoint {frame.seq} extends a checkpoint with no layer under way"
-                    raise ValueError(msg)
-                builder = ProgressBuilder(before)
+            builder = builder or _builder(stage, frame.seq)
             builder.extend(frame)
             continue  # its stage is never the last: the last frame is a Frame
         assert type(frame) is Frame
@@ -156,12 +152,7 @@ def rebuild(
             apply_change(values, change)
         if frame.extends:
             added = progress_of(frame.stage)
-            if builder is None:
-                before = progress_of(stage)
-                if before is None or added is None:
-                    msg = f"checkpoint {frame.seq} extends a checkpoint with no layer under way"
-                    raise ValueError(msg)
-                builder = ProgressBuilder(before)
+            builder = builder or _builder(stage, frame.seq)
             if added is None:
                 msg = f"checkpoint {frame.seq} extends a progress but carries none"
                 raise ValueError(msg)
@@ -203,3 +194,15 @@ def refuse_seq(workflow_id: str, run_id: str, seq: int, count: int) -> None:
         raise ConflictError(msg)
     msg = f"{where} has {count} checkpoints; the next must be seq {count + 1}, not {seq}"
     raise CheckpointError(msg)
+
+
+def _builder(stage: Stage, seq: int) -> ProgressBuilder:
+    """A builder over the progress of ``stage``, which frame ``seq`` extends.
+
+    Raises ``ValueError`` if that stage has no layer under way.
+    """
+    before = progress_of(stage)
+    if before is None:
+        msg = f"checkpoint {seq} extends a checkpoint with no layer under way"
+        raise ValueError(msg)
+    return ProgressBuilder(before)

@@ -204,12 +204,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-import attrs
 import msgpack
 
 from .._codec import decode_frame
 from .._codec import unpack_bounded as _unpack_bounded
-from .._records import Frame
+from .._records import Frame, slot_setters
 from .._values import pack
 from ..errors import CheckpointError, CorruptCheckpointError
 from ._checkpointer import StoreCheckpointer
@@ -2142,15 +2141,8 @@ def _meta_fault(fields: Any) -> str:
     return "it is not a record's meta"  # pragma: no cover - every field checked above
 
 
-def _slot_setters(cls: type) -> tuple[Any, ...]:
-    """The setters of ``cls``'s slots in field order (it has no validator or converter)."""
-    fields = attrs.fields(cls)
-    assert all(f.validator is None and f.converter is None for f in fields), cls
-    return tuple(cls.__dict__[f.name].__set__ for f in fields)
-
-
 _new_info = object.__new__
-_INFO_SLOTS = _slot_setters(FrameInfo)
+_INFO_SLOTS = slot_setters(FrameInfo)
 
 
 def _read_header(path: str, fd: int) -> tuple[tuple[str, str], int]:

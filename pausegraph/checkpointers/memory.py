@@ -78,6 +78,12 @@ class _Run:
         self.foreign = False  # a frame came in through append(): read with the bound
         self.first: Frame | None = None  # frame 1 decoded, without its values
 
+    def keep(self, info: _Info, frame: bytes) -> None:
+        """Add a frame and its info (``(seq, super_step, label, timestamp_ms, snapshot, size)``)."""
+        self.infos.append(info)
+        self.frames.append(frame)
+        self.policy.saved(info[5], info[4])
+
     def listed(self, workflow_id: str, run_id: str) -> RunSummary:
         """The run's summary, derived from its latest frame the first time it is asked."""
         summary = self.summary
@@ -106,19 +112,27 @@ class MemoryStore:
     def __repr__(self) -> str:
         return f"<MemoryStore: {len(self._runs)} runs>"
 
+    def _next(self, key: tuple[str, str], seq: int) -> _Run | None:
+        """The run ``seq`` would be appended to (``None``: a new run); the lock is held.
+
+        Raises what ``refuse_seq`` raises for a seq that is not the next one.
+        """
+        run = self._runs.get(key)
+        count = 0 if run is None else len(run.frames)
+        if seq != count + 1:
+            refuse_seq(key[0], key[1], seq, count)
+        return run
+
     def append(self, info: FrameInfo, frame: bytes, summary: RunSummary) -> None:
         key = (summary.workflow_id, summary.run_id)
         with self._lock:
-            run = self._runs.get(key)
-            count = 0 if run is None else len(run.frames)
-            if info.seq != count + 1:
-                refuse_seq(key[0], key[1], info.seq, count)
+            run = self._next(key, info.seq)
             if run is None:
                 run = self._runs[key] = _Run()
             i = info
-            run.infos.append((i.seq, i.super_step, i.label, i.timestamp_ms, i.snapshot, i.size))
-            run.frames.append(bytes(frame))
-            run.policy.saved(info.size, info.snapshot)
+            run.keep(
+                (i.seq, i.super_step, i.label, i.timestamp_ms, i.snapshot, i.size), bytes(frame)
+            )
             run.summary, run.stage, run.foreign = summary, None, True
 
     def frames(self, workflow_id: str, run_id: str) -> builtins.list[FrameInfo]:
@@ -232,19 +246,14 @@ class MemoryCheckpointer(StoreCheckpointer):
         store = self.store
         key = (checkpoint.workflow_id, checkpoint.run_id)
         with store._lock:
-            run = store._runs.get(key)
-            count = 0 if run is None else len(run.frames)
-            if checkpoint.seq != count + 1:
-                refuse_seq(key[0], key[1], checkpoint.seq, count)
+            run = store._next(key, checkpoint.seq)
             policy = _KeepWhole() if run is None else run.policy
             frame, snapshot = policy.encode(checkpoint)
             if run is None:
                 run = store._runs[key] = _Run()
                 run.policy = policy
             c = checkpoint
-            run.infos.append((c.seq, c.super_step, c.label, c.timestamp_ms, snapshot, len(frame)))
-            run.frames.append(frame)
-            policy.saved(len(frame), snapshot)
+            run.keep((c.seq, c.super_step, c.label, c.timestamp_ms, snapshot, len(frame)), frame)
             run.summary, run.stage = None, c.stage
 
     def load(self, workflow_id: str, run_id: str, seq: int) -> Checkpoint | None:
