@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import datetime
 import json
+import math
 import re
 import shlex
 from collections.abc import Iterable, Sequence
@@ -41,9 +42,11 @@ PROG = "pausegraph"
 def jsonable(value: Any) -> Any:
     """Turn a msgpack-native value into something ``json.dumps`` prints faithfully.
 
-    JSON has no bytes: ``bytes`` become the string ``"<bytes base64:...>"``, a
-    marker meant for reading, not for parsing back. Dict keys that are not
-    strings are printed with ``json.dumps`` rules (``1`` becomes ``"1"``).
+    JSON has no bytes and no NaN or infinities: ``bytes`` become the string
+    ``"<bytes base64:...>"`` and a float that is not finite ``"<float nan>"``,
+    ``"<float inf>"`` or ``"<float -inf>"``, markers meant for reading, not for
+    parsing back. Dict keys that are not strings are printed with
+    ``json.dumps`` rules (``1`` becomes ``"1"``).
     """
     if isinstance(value, (bytes, bytearray)):
         return f"<bytes {BYTES_MARKER}{base64.b64encode(bytes(value)).decode('ascii')}>"
@@ -51,12 +54,31 @@ def jsonable(value: Any) -> Any:
         return {_key(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [jsonable(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"<float {value!r}>"
     if value is None or isinstance(value, (str, int, float, bool)):
         return value
     return repr(value)  # msgpack ExtType and the like: shown, not parsed
 
 
+def loads(text: str | bytes) -> Any:
+    """Parse standard JSON: ``NaN``, ``Infinity`` and ``-Infinity`` are refused.
+
+    Raises ``ValueError`` (``json.JSONDecodeError`` for text that is not JSON).
+    Python's ``json`` takes those three words by default, but no other JSON
+    parser does, and a value holding one could not be shown back as JSON.
+    """
+    return json.loads(text, parse_constant=_not_a_number)
+
+
+def _not_a_number(word: str) -> Any:
+    msg = f"{word} is not a JSON number (JSON has no NaN or infinities)"
+    raise ValueError(msg)
+
+
 def _key(key: Any) -> Any:
+    if isinstance(key, float) and not math.isfinite(key):
+        return f"<float {key!r}>"
     if isinstance(key, (str, int, float, bool)) or key is None:
         return key
     return json.dumps(jsonable(key))
@@ -65,21 +87,26 @@ def _key(key: Any) -> Any:
 def dumps(value: Any, *, indent: int | None = None) -> str:
     """``value`` as JSON, through ``jsonable``.
 
-    A value ``json`` takes as it is (no bytes, no key it refuses: most
-    payloads) prints the same without the ``jsonable`` copy, so it is tried
-    first; ``json`` raises ``TypeError`` at anything else.
+    A value ``json`` takes as it is (no bytes, no key it refuses, no NaN:
+    most payloads) prints the same without the ``jsonable`` copy, so it is
+    tried first; ``json`` raises ``TypeError`` or ``ValueError`` at anything
+    else.
     """
     encoder = _ENCODERS.get(indent)
     if encoder is None:
-        encoder = json.JSONEncoder(indent=indent, ensure_ascii=False)
+        encoder = _encoder(indent)
     try:
         return encoder.encode(value)
-    except TypeError:
+    except (TypeError, ValueError):
         return encoder.encode(jsonable(value))
 
 
+def _encoder(indent: int | None) -> json.JSONEncoder:
+    return json.JSONEncoder(indent=indent, ensure_ascii=False, allow_nan=False)
+
+
 # what ``json.dumps(value, indent=indent, ensure_ascii=False)`` builds at each call
-_ENCODERS = {indent: json.JSONEncoder(indent=indent, ensure_ascii=False) for indent in (None, 2)}
+_ENCODERS = {indent: _encoder(indent) for indent in (None, 2)}
 
 
 def status_of(checkpoint: Checkpoint, store: Checkpointer | None = None) -> Status:

@@ -472,8 +472,15 @@ def _answers(
     for interrupt_id in given:
         if interrupt_id in allowed_set:
             continue
-        known = interrupt_id in progress.answers or _earlier(interrupt_id, progress.epoch)
-        state = "was already answered (the run has moved on past it)" if known else "is unknown"
+        if interrupt_id in progress.answers:
+            state = "was already answered (the run has moved on past it)"
+        elif _earlier(interrupt_id, progress.epoch):  # answered, or dropped by a Goto
+            state = (
+                "is from an earlier layer (the run has moved on past it: it was answered, "
+                "or a Goto dropped it)"
+            )
+        else:
+            state = "is unknown"
         msg = f"interrupt id {interrupt_id!r} {state} in run {run_id!r}; pending: {waits}"
         raise ResumeError(msg)
     return {

@@ -613,7 +613,7 @@ def _existing_store(args: argparse.Namespace) -> Checkpointer | None:
 
 def _parse_json(text: str, what: str) -> Any:
     try:
-        return json.loads(text)
+        return render.loads(text)
     except ValueError as exc:
         raise _usage(f"{what} is not valid JSON ({exc}): {text!r}") from None
 
@@ -972,7 +972,11 @@ def _print_json(value: Any) -> None:
     character the stream's encoding lacks would otherwise come out as a
     backslash escape that is not valid JSON.
     """
-    text = json.dumps(value, ensure_ascii=False)
+    try:  # most values print as JSON as they are: no jsonable copy
+        text = json.dumps(value, ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError):  # bytes, a key JSON refuses, a NaN: shown as markers
+        value = render.jsonable(value)
+        text = json.dumps(value, ensure_ascii=False)
     try:
         text.encode(sys.stdout.encoding or "utf-8")
     except (UnicodeEncodeError, LookupError):
@@ -1145,12 +1149,7 @@ def _cmd_inbox(args: argparse.Namespace) -> int:
             for since, run_id, workflow_id, _, interrupt in found
             for interrupt_id, step_id, payload, deadline in (interrupt,)
         ]
-        try:  # most payloads print as JSON as they are: no jsonable copy of each
-            _print_json(objs)
-        except TypeError:  # bytes, or a key JSON refuses: nothing printed yet
-            for obj in objs:
-                obj["payload"] = render.jsonable(obj["payload"])
-            _print_json(objs)
+        _print_json(objs)
     elif not found:
         print(f"nothing waits for an answer in {_shown_store(args)}", file=sys.stderr)
     else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import logging
 import os
 import re
@@ -429,3 +430,36 @@ def test_shell_words_round_trip_through_bash() -> None:
     )
     got = done.stdout.decode("utf-8", "surrogateescape").split("\0")[:-1]
     assert got == words
+
+
+# --- JSON has no NaN -------------------------------------------------------------------
+
+
+def test_nan_and_infinities_are_refused_as_json_and_change_nothing(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    ok("run", REVIEW, "--run-id", "r1", "--input", '{"document": "memo"}', store=store)
+    before = tree_digest(store)
+    for word in ("NaN", "Infinity", "-Infinity"):
+        done = pg("resume", REVIEW, "r1", "--answer", f"2.1.0={word}", store=store)
+        assert done.returncode == 2, done.stderr
+        assert f"{word} is not a JSON number" in done.stderr
+        started = pg("run", REVIEW, "--run-id", "r2", "--input", f'{{"document": {word}}}',
+                     store=store)  # fmt: skip
+        assert started.returncode == 2, started.stderr
+    assert tree_digest(store) == before
+
+
+def test_a_nan_saved_from_python_is_printed_as_valid_json_with_a_marker(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    ok("run", REVIEW, "--run-id", "r1", "--input", '{"document": "memo"}', store=store)
+    graph = load_graph(REVIEW)
+    runner = Runner(graph, FileCheckpointer(store))
+    first, second = (i.id for i in runner.state("r1").interrupts)
+    nan, inf = {"ok": True, "score": float("nan")}, {"ok": True, "score": float("inf")}
+    runner.resume("r1", Resume(answers={first: nan, second: inf}))
+    text = ok("show", "r1", "--json", store=store)  # json.loads would take a bare NaN
+    assert "NaN" not in text
+    assert "Infinity" not in text
+    scores = sorted(r["score"] for r in json.loads(text)["values"]["reviews"].values())
+    assert scores == ["<float inf>", "<float nan>"]
+    assert "NaN" not in ok("history", "r1", "--json", store=store)

@@ -106,6 +106,22 @@ def test_predicate_sees_the_state_of_the_layer_and_edits_made_before_it(store_fa
     assert done.state["log"] == ["submit", "gate", "finance", "pay"]
 
 
+def test_an_update_at_a_layers_before_pause_decides_its_steps_again_and_runs_it(store_factory):
+    # guide, section 15: predicates see the edits; the layer's Before breakpoints
+    # are not checked a second time, even for a step the edited state now chooses
+    graph = Graph("pick", {"amount": LastWriteWins(), "log": Append()})
+    graph.step("submit", writer("submit")).step("finance", writer("finance"))
+    graph.step("quick", writer("quick"))
+    graph.edge("submit", "finance", when=big).edge("submit", "quick", when=small)
+    runner = Runner(graph, store_factory(), interrupt_before={"finance", "quick"})
+    assert runner.run("r", {"amount": 5000}) == Paused(2, Before("finance"))
+    done = Runner(graph, store_factory()).resume("r", Update({"amount": 1}))
+    assert isinstance(done, Done)
+    assert done.state["log"] == ["submit", "quick"]
+    labels = [m.label for m in Runner(graph, store_factory()).history("r")]
+    assert labels == ["input", "layer:1", "before:finance", "update", "layer:2"]
+
+
 def test_before_breakpoint_fires_only_for_steps_that_run(store_factory):
     runner = Runner(expense_graph(), store_factory(), interrupt_before={"finance", "pay"})
     paused = runner.run("r", {"amount": 5000})

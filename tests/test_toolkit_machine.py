@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Generator, Mapping
 from typing import Any
 
+import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import run_state_machine_as_test
@@ -121,3 +123,30 @@ def test_a_fork_with_edits_leaves_its_source_alone_and_runs_to_the_end() -> None
 
 def test_the_machine_with_crash_and_fork_rules_passes_a_correct_workflow() -> None:
     run_state_machine_as_test(Approval, settings=settings(max_examples=25, stateful_step_count=8))
+
+
+def test_runs_are_offered_in_the_order_made_whatever_their_random_fork_ids(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # a draw is an index into the list offered: sorted ids, which end in random hex
+    # for forks, made the same draws pick other runs when hypothesis replayed them
+    # (FlakyStrategyDefinition: "Inconsistent data generation")
+    machine, _ = started()
+    ids = iter([uuid.UUID(c * 32) for c in "f0abcde"])
+    monkeypatch.setattr(uuid, "uuid4", lambda: next(ids))
+    machine.fork(Scripted("run0", 1, None, False))
+    machine.fork(Scripted("run0", 1, None, False))
+    made = list(machine._runs)
+    assert made == ["run0", "run0.fork1.ffffffff", "run0.fork1.00000000"]
+    offered: list[list[Any]] = []
+    sampled_from = st.sampled_from
+
+    def recording(elements: Any) -> Any:
+        offered.append(list(elements))
+        return sampled_from(elements)
+
+    monkeypatch.setattr(st, "sampled_from", recording)
+    machine.goto(Scripted("run0", "amount"))
+    machine.fork(Scripted("run0", 1, None, False))
+    assert offered[0] == made
+    assert offered[2] == made

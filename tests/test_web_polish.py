@@ -289,3 +289,60 @@ def test_serve_refuses_a_port_out_of_range_as_a_usage_error(
     out, err = capsys.readouterr()
     assert out == ""
     assert err == f"pausegraph: error: argument --port: {error} (see 'pausegraph serve --help')\n"
+
+
+# --- answers the run no longer waits for; JSON without NaN ------------------------------
+
+
+def test_a_stale_form_answer_is_said_at_the_top_of_the_inbox_with_what_was_written(
+    two: TestClient,
+) -> None:
+    csrf = csrf_of(two.get("/").text)
+    assert two.post("/api/runs/two/r1/resume", json={"answers": {"2.0.0": "api"}}).status_code
+    form = {"csrf": csrf, "interrupt_id": "2.0.0", "answer": '"from the page"'}
+    reply = two.post("/runs/two/r1/answer", data=form)
+    assert reply.status_code == 400
+    notice = re.search(
+        r'<section class="card notice" id="notice" role="alert">(.*?)</section>', reply.text, re.S
+    )
+    assert notice is not None, reply.text
+    assert "Your answer to interrupt <code>2.0.0</code>" in notice.group(1)
+    assert "was not taken: interrupt id &#39;2.0.0&#39;" in notice.group(1)
+    assert "&#34;from the page&#34;" in notice.group(1)
+    # the interrupt still waiting keeps its own form, with no error under it
+    assert 'data-interrupt="2.1.0"' in reply.text
+    assert reply.text.count('class="error"') == 1
+    assert [i["id"] for i in two.get("/api/runs/two/r1").json()["interrupts"]] == ["2.1.0"]
+    done = two.post("/api/runs/two/r1/resume", json={"answers": {"2.1.0": "b"}}).json()
+    assert done["values"] == {"a": "api", "b": "b"}  # the page's answer was not taken
+
+
+@pytest.mark.parametrize("word", ["NaN", "Infinity", "-Infinity"])
+def test_the_api_and_the_form_refuse_nan_and_infinities_and_save_nothing(
+    two: TestClient, word: str
+) -> None:
+    body = '{"answers": {"2.0.0": ' + word + "}}"
+    reply = two.post(
+        "/api/runs/two/r1/resume", content=body, headers={"content-type": "application/json"}
+    )
+    assert reply.status_code == 400
+    assert f"{word} is not a JSON number" in reply.json()["error"]
+    form = {"csrf": csrf_of(two.get("/").text), "interrupt_id": "2.0.0", "answer": word}
+    page = two.post("/runs/two/r1/answer", data=form)
+    assert page.status_code == 400
+    assert f"{word} is not a JSON number" in page.text
+    assert two.get("/api/runs/two/r1").json()["interrupts"][0]["id"] == "2.0.0"
+
+
+def test_a_nan_given_in_python_is_shown_by_the_api_as_a_marker(tmp_path: Path) -> None:
+    from pausegraph import Resume, Runner
+
+    store = MemoryCheckpointer()
+    runner = Runner(two_questions(), store)
+    a, b = (i.id for i in runner.run("r1", {}).interrupts)
+    runner.resume("r1", Resume(answers={a: float("nan"), b: [float("-inf")]}))
+    with TestClient(app([two_questions()], store), base_url=LOCAL) as c:
+        reply = c.get("/api/runs/two/r1")
+        assert reply.status_code == 200, reply.text
+        assert reply.json()["values"] == {"a": "<float nan>", "b": ["<float -inf>"]}
+        assert c.get("/runs/two/r1").status_code == 200

@@ -261,7 +261,7 @@ class WorkflowMachine(RuleBasedStateMachine):
     @precondition(lambda self: bool(self._runs))
     @rule(data=st.data())
     def goto(self, data: st.DataObject) -> None:
-        run_id = data.draw(st.sampled_from(sorted(self._runs)), label="run_id")
+        run_id = data.draw(st.sampled_from(list(self._runs)), label="run_id")
         targets = list(self.graph.steps) if self.goto_targets is None else self.goto_targets
         step_id = data.draw(st.sampled_from(targets), label="step_id")
         outcome = self.runner.resume(run_id, Goto(step_id))
@@ -270,7 +270,7 @@ class WorkflowMachine(RuleBasedStateMachine):
     @precondition(lambda self: bool(self._runs) and len(self._runs) < self.max_runs)
     @rule(data=st.data())
     def fork(self, data: st.DataObject) -> None:
-        source_id = data.draw(st.sampled_from(sorted(self._runs)), label="run_id")
+        source_id = data.draw(st.sampled_from(list(self._runs)), label="run_id")
         source = self._runs[source_id]
         seq = data.draw(st.integers(1, len(source.history)), label="seq")
         edits = None

@@ -10,7 +10,6 @@ and a crash while driving leaves the run ``"queued"`` for any worker.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -317,7 +316,7 @@ async def _json_body(request: Request) -> Any:
     if kind != "application/json":
         raise _Refused(415, "send the body as JSON with Content-Type: application/json")
     try:
-        return json.loads(await _body(request))
+        return render.loads(await _body(request))
     except ValueError as exc:
         raise _Refused(400, f"the body is not valid JSON: {exc}") from None
 
@@ -504,6 +503,7 @@ def _inbox_context(
         "csrf": server.guard.csrf_token(session),
         "errors": {},
         "given": {},
+        "notice": None,
         "workflows": list(server.runners),
     }
 
@@ -553,7 +553,7 @@ async def _answer_form(server: _Server, request: Request, session: str) -> Respo
         command = Continue()
     else:
         try:
-            value = json.loads(form.get("answer", ""))
+            value = render.loads(form.get("answer", ""))
         except ValueError as exc:
             return await _inbox_with_error(
                 server, session, (workflow, run_id, interrupt_id), form, _not_json(exc), 400
@@ -584,8 +584,20 @@ async def _inbox_with_error(
     status: int,
 ) -> Response:
     context = await run_in_threadpool(_inbox_context, server, session, 1, key)
-    context["errors"] = {key: message}
-    context["given"] = {key: form.get("answer", "")}
+    shown = {(i["workflow"], i["run_id"], i["id"]) for i in context["items"]}
+    shown.update((s["workflow"], s["run_id"], "") for s in context["stops"])
+    if key in shown:  # under its field, the answer kept there
+        context["errors"] = {key: message}
+        context["given"] = {key: form.get("answer", "")}
+    else:  # answered meanwhile, or the run moved on: said at the top, with what was given
+        workflow, run_id, interrupt_id = key
+        context["notice"] = {
+            "workflow": workflow,
+            "run_id": run_id,
+            "interrupt_id": interrupt_id,
+            "message": message,
+            "given": form.get("answer", ""),
+        }
     return server.page("inbox.html", status, **context)
 
 
