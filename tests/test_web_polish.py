@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import threading
+import time
 from collections.abc import Generator, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -346,3 +348,43 @@ def test_a_nan_given_in_python_is_shown_by_the_api_as_a_marker(tmp_path: Path) -
         assert reply.status_code == 200, reply.text
         assert reply.json()["values"] == {"a": "<float nan>", "b": ["<float -inf>"]}
         assert c.get("/runs/two/r1").status_code == 200
+
+
+# --- two people answering two interrupts of one run at once ----------------------------
+
+
+def slow_a(state: Mapping[str, Any]) -> Generator[Any, Any, dict[str, Any]]:
+    answer = yield Interrupt("a?")
+    time.sleep(0.4)  # the driver is busy with this answer for a while
+    return {"a": answer}
+
+
+def slow_two() -> Graph:
+    channels = {"a": LastWriteWins(), "b": LastWriteWins()}
+    return Graph("slow", channels).step("a", slow_a).step("b", asks_b)
+
+
+def test_an_answer_by_id_meeting_the_run_moving_waits_for_it_and_is_taken() -> None:
+    with TestClient(app([slow_two()], MemoryCheckpointer(), wait_s=5), base_url=LOCAL) as c:
+        first, second = (
+            i["id"] for i in c.post("/api/runs/slow/r1", json={"input": {}}).json()["interrupts"]
+        )
+        replies: dict[str, Any] = {}
+
+        def answer_a() -> None:
+            replies["a"] = c.post("/api/runs/slow/r1/resume", json={"answers": {first: "A"}})
+
+        thread = threading.Thread(target=answer_a)
+        thread.start()
+        deadline = time.monotonic() + 5
+        while c.get("/api/runs/slow/r1").json()["status"] not in ("queued", "running"):
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        by_value = c.post("/api/runs/slow/r1/resume", json={"value": "B"})  # no id: no wait
+        assert by_value.status_code == 409, by_value.text
+        by_id = c.post("/api/runs/slow/r1/resume", json={"answers": {second: "B"}})
+        thread.join()
+        assert replies["a"].status_code == 200, replies["a"].text
+        assert by_id.status_code == 200, by_id.text
+        assert by_id.json()["status"] == "done"
+        assert by_id.json()["values"] == {"a": "A", "b": "B"}

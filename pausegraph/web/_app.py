@@ -245,9 +245,26 @@ class _Server:
         return created, self._drive(workflow, run_id)
 
     def submit(self, workflow: str, run_id: str, command: Command) -> dict[str, Any]:
+        """Save ``command``'s claim and drive the run (see ``_drive``).
+
+        An answer by interrupt id that meets the run moving (this server's
+        driver is on another answer: two people answering two interrupts of
+        one run at once) waits for the run to pause again, at most
+        ``wait_s``, and is tried once more: it either still answers a
+        pending interrupt or is refused as usual. An answer without an id,
+        or another command, is refused at once (409), since after the wait
+        it could land on a pause its sender never saw.
+        """
         runner = self.runner(workflow)
         self.detail(workflow, run_id, history=False)  # 404 for an unknown run
-        self._engine(lambda: runner.submit(run_id, command), workflow, run_id)
+        try:
+            self._engine(lambda: runner.submit(run_id, command), workflow, run_id)
+        except _Refused as refused:
+            by_id = type(command) is Resume and command.answers is not None
+            if refused.status != 409 or not by_id or self.driver is None:
+                raise
+            self._drive(workflow, run_id)
+            self._engine(lambda: runner.submit(run_id, command), workflow, run_id)
         return self._drive(workflow, run_id)
 
     @staticmethod
