@@ -64,11 +64,16 @@ def jsonable(value: Any) -> Any:
 def loads(text: str | bytes) -> Any:
     """Parse standard JSON: ``NaN``, ``Infinity`` and ``-Infinity`` are refused.
 
-    Raises ``ValueError`` (``json.JSONDecodeError`` for text that is not JSON).
+    Raises ``ValueError`` (``json.JSONDecodeError`` for text that is not JSON,
+    and for arrays or objects nested deeper than Python's recursion limit).
     Python's ``json`` takes those three words by default, but no other JSON
     parser does, and a value holding one could not be shown back as JSON.
     """
-    return json.loads(text, parse_constant=_not_a_number)
+    try:
+        return json.loads(text, parse_constant=_not_a_number)
+    except RecursionError:
+        msg = "arrays or objects nested too deeply to parse"
+        raise ValueError(msg) from None
 
 
 def _not_a_number(word: str) -> Any:
@@ -224,6 +229,10 @@ def history_of(
     each step's last journal entry, the latest claim), so no checkpoint is
     rebuilt: a run of n checkpoints costs O(n), where loading each one
     cost up to a snapshot's deltas apiece (quadratic in a long loop).
+    An answer is said once, at the claim that gave it: a driver that takes
+    up a queued claim (a worker, a recovery) claims again with the same
+    answers, and that claim records nothing new (nor does a re-answer of a
+    failed step with the very value it had).
     Raises ``CorruptCheckpointError`` for a frame that does not decode.
     """
     metas = store.list(workflow, run_id)
@@ -240,6 +249,7 @@ def history_of(
                     answers, lasts = {}, {}
                     history.append((meta, None))
                     continue
+                previous = answers  # what the run had answered up to the frame before
                 if not frame.extends:  # the frame holds the layer's whole progress
                     answers, lasts = {}, {}
                 for step_id in progress.finished:  # as ProgressBuilder.add drops them
@@ -247,15 +257,32 @@ def history_of(
                 for step_id, entries in progress.journals.items():
                     if entries:
                         lasts[step_id] = entries[-1]
+                claimed = progress.claimed
+                if claimed and meta.label == "resume":
+                    # a driver taking up a queued claim (a worker, a recovery) claims again
+                    # with the same answers: each answer is said where it was given
+                    given = progress.answers
+                    claimed = tuple(
+                        i
+                        for i in claimed
+                        if i in given and (i not in previous or previous[i] != given[i])
+                    )
                 answers.update(progress.answers)
-                history.append((meta, _recorded(meta.label, progress.claimed, answers, lasts)))
+                history.append((meta, _recorded(meta.label, claimed, answers, lasts)))
             return history
     loaded: list[tuple[CheckpointMeta, dict[str, Any] | None]] = []
+    said = None  # the last claim's answers
     for meta in metas:
-        checkpoint = None
+        recorded = None
         if meta.label == "resume" or meta.label.startswith("effect:"):
             checkpoint = store.load(workflow, run_id, meta.seq)
-        loaded.append((meta, None if checkpoint is None else recorded_of(checkpoint)))
+            recorded = None if checkpoint is None else recorded_of(checkpoint)
+        if recorded is not None and "answers" in recorded:
+            if recorded == said:  # a driver taking up the claim before it
+                recorded = None
+            else:
+                said = recorded
+        loaded.append((meta, recorded))
     return loaded
 
 

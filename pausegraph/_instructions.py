@@ -28,6 +28,10 @@ import attrs
 #: A timeout: seconds as an ``int`` or ``float``, or a ``timedelta``.
 Timeout = int | float | datetime.timedelta
 
+#: The longest timeout or sleep, in seconds: 100 years. A deadline is kept as
+#: epoch milliseconds in a 64-bit integer (msgpack, SQLite, PostgreSQL's bigint).
+MAX_TIMEOUT_S = 100 * 365.25 * 86_400
+
 
 class _Instruction:
     """What ``Interrupt`` and ``Effect`` share: the never-yielded warning.
@@ -155,7 +159,11 @@ _set_seconds: Callable[[Sleep, Any], None] = Sleep.__dict__["seconds"].__set__
 
 
 def seconds_of(value: Any, what: str) -> float:
-    """A timeout in seconds from an ``int``, ``float`` or ``timedelta``; refuses anything else."""
+    """A timeout in seconds from an ``int``, ``float`` or ``timedelta``; refuses anything else.
+
+    Raises ``TypeError`` for another type and ``ValueError`` for a value
+    that is not finite, is negative or is over ``MAX_TIMEOUT_S`` (100 years).
+    """
     if isinstance(value, datetime.timedelta):
         seconds = value.total_seconds()
     elif isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -165,6 +173,12 @@ def seconds_of(value: Any, what: str) -> float:
         raise TypeError(msg)
     if not math.isfinite(seconds) or seconds < 0:
         msg = f"{what} takes a finite number of seconds, 0 or more, got {value!r}"
+        raise ValueError(msg)
+    if seconds > MAX_TIMEOUT_S:
+        msg = (
+            f"{what} takes at most 100 years ({MAX_TIMEOUT_S:.0f} seconds), got {value!r}: "
+            "for no deadline, leave the timeout out"
+        )
         raise ValueError(msg)
     return seconds
 

@@ -398,7 +398,7 @@ def _on_failed(latest: Checkpoint, command: Continue | Resume | Update) -> Claim
     journal = progress.journals.get(failure.step_id, ())
     asked = {e.id: i for i, e in enumerate(journal) if type(e) is Asked}
     # what the failing claim answered, and timeouts that failed the step, take a new answer
-    again_ok = (*progress.claimed, *progress.timeouts)
+    again_ok = dict.fromkeys((*progress.claimed, *progress.timeouts))  # a tick claims its own
     reanswerable = tuple(i for i in again_ok if i in asked)
     answers = _answers(latest.run_id, progress, command, reanswerable=reanswerable)
     journals = progress.journals

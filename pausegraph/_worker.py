@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor
 from contextlib import contextmanager
 
+from ._commands import Status
 from ._graph import Graph
 from ._inbox import run_summaries
 from ._runner import Runner
@@ -29,6 +30,7 @@ from .errors import (
     ConflictError,
     GraphError,
     NondeterminismError,
+    PausegraphError,
     ResumeError,
     SerializationError,
     StepError,
@@ -99,6 +101,8 @@ class Worker:
         )
         #: (workflow, run id) of the run being driven, for messages (the CLI's on a signal)
         self._in_hand: tuple[str, str] | None = None
+        #: runs this worker found it cannot move, and why: each is logged once
+        self._stuck: dict[tuple[str, str], str] = {}
 
     def __repr__(self) -> str:
         return f"<Worker of {', '.join(map(repr, self.runners))} on {self.checkpointer!r}>"
@@ -134,8 +138,11 @@ class Worker:
         self._in_hand = (runner.graph.name, run_id)
         try:
             runner.run(run_id)
-        except (ConflictError, ResumeError):
-            return False  # another driver has it, or it moved on since the listing
+        except ConflictError:
+            return False  # another driver has it
+        except ResumeError as error:  # it moved on since the listing, or this graph refuses it
+            self._if_still_queued(runner, run_id, error)
+            return False
         except (StepError, NondeterminismError, SerializationError) as error:
             logger.warning(
                 "run %r of workflow %r failed: %s",
@@ -144,6 +151,9 @@ class Worker:
                 error,
                 extra={"workflow": runner.graph.name, "run_id": run_id},
             )
+            # a failure that could not be saved leaves the run queued: not moved, or the
+            # worker would take it again at once, poll after poll
+            return not self._if_still_queued(runner, run_id, error)
         except CheckpointError as error:  # this run's store failed (a lost lock, a damaged log)
             logger.warning(
                 "run %r of workflow %r left as it was: the store failed: %s",
@@ -156,6 +166,29 @@ class Worker:
         finally:
             self._in_hand = None
         return True
+
+    def _if_still_queued(self, runner: Runner, run_id: str, error: Exception) -> bool:
+        """Whether the run is still queued after ``error``; if so, say so once per run and error.
+
+        Such a run needs a person: a graph whose structure changed since the
+        run started (deploy the old one, or ``Goto``/``delete`` the run), or
+        a failure the store could not save.
+        """
+        try:
+            queued = runner.state(run_id).status is Status.QUEUED
+        except (PausegraphError, OSError):  # deleted meanwhile, or the store is failing
+            return False
+        key = (runner.graph.name, run_id)
+        if queued and self._stuck.get(key) != str(error):
+            self._stuck[key] = str(error)
+            logger.warning(
+                "run %r of workflow %r is left queued: this worker cannot drive it: %s",
+                run_id,
+                runner.graph.name,
+                error,
+                extra={"workflow": runner.graph.name, "run_id": run_id},
+            )
+        return queued
 
     def serve(self, stop: threading.Event | None = None) -> None:
         """Poll until ``stop`` is set, waiting ``IDLE_WAIT_S`` seconds when a poll moved nothing.

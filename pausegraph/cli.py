@@ -615,13 +615,20 @@ def _parse_json(text: str, what: str) -> Any:
     try:
         return render.loads(text)
     except ValueError as exc:
-        raise _usage(f"{what} is not valid JSON ({exc}): {text!r}") from None
+        raise _usage(f"{what} is not valid JSON ({exc}): {_shown(text)}") from None
+
+
+def _shown(text: str, limit: int = 200) -> str:
+    """``text`` as a Python literal for a message, cut to ``limit`` characters."""
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}... ({len(text)} characters)"
 
 
 def _parse_object(text: str, what: str) -> dict[str, Any]:
     value = _parse_json(text, what)
     if not isinstance(value, dict):
-        raise _usage(f"{what} must be a JSON object of channel values, got {text!r}")
+        raise _usage(f"{what} must be a JSON object of channel values, got {_shown(text)}")
     return value
 
 
@@ -1368,10 +1375,16 @@ def _cmd_delete(args: argparse.Namespace) -> int:
     return 0
 
 
+_MAX_PRUNE_DAYS = 36_525
+
+
 def _cmd_prune(args: argparse.Namespace) -> int:
     days: float = args.finished_before
-    if not days >= 0:
-        raise _usage(f"--finished-before takes a number of days >= 0, got {days!r}")
+    if not 0 <= days <= _MAX_PRUNE_DAYS:  # NaN too; a cutoff before year 1 has no date
+        raise _usage(
+            f"--finished-before takes a number of days from 0 to {_MAX_PRUNE_DAYS} "
+            f"(100 years), got {days!r}"
+        )
     store = _existing_store(args)
     before_ms = system_clock() - int(days * 86_400_000)
     deleted = [] if store is None else prune(store, before_ms=before_ms, workflow_id=args.workflow)

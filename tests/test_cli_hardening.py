@@ -463,3 +463,18 @@ def test_a_nan_saved_from_python_is_printed_as_valid_json_with_a_marker(tmp_path
     scores = sorted(r["score"] for r in json.loads(text)["values"]["reviews"].values())
     assert scores == ["<float inf>", "<float nan>"]
     assert "NaN" not in ok("history", "r1", "--json", store=store)
+
+
+def test_json_nested_too_deeply_is_one_short_usage_line_and_changes_nothing(
+    tmp_path: Path,
+) -> None:
+    store = tmp_path / "store"
+    ok("run", REVIEW, "--run-id", "r1", "--input", '{"document": "memo"}', store=store)
+    before = tree_digest(store)
+    deep = "[" * 30_000 + "]" * 30_000
+    done = pg("resume", REVIEW, "r1", "--answer", f"2.1.0={deep}", store=store)
+    assert done.returncode == 2, done.stderr
+    assert "nested too deeply" in done.stderr
+    assert "bug" not in done.stderr
+    assert len(done.stderr) < 600
+    assert tree_digest(store) == before

@@ -227,9 +227,20 @@ def test_prune_deletes_old_finished_runs_and_says_how_many(
     assert [r["run_id"] for r in cli_json(capsys, "--store", populated, "runs")] == ["e1"]
 
 
-def test_prune_refuses_a_negative_age(populated: str, capsys: pytest.CaptureFixture[str]) -> None:
-    err = cli(capsys, "--store", populated, "prune", "--finished-before", "-1", code=2)
-    assert "--finished-before takes a number of days >= 0" in err
+@pytest.mark.parametrize("days", ["-1", "nan", "inf", "1e308", "99999999999999999999", "36526"])
+def test_prune_refuses_an_age_out_of_range_and_deletes_nothing(
+    populated: str, capsys: pytest.CaptureFixture[str], days: str
+) -> None:
+    cli(capsys, "--store", populated, "cancel", "r1")
+    err = cli(capsys, "--store", populated, "prune", f"--finished-before={days}", code=2)
+    assert "--finished-before takes a number of days from 0 to 36525 (100 years)" in err
+    assert "bug" not in err
+    assert len(cli_json(capsys, "--store", populated, "runs")) == 3
+
+
+def test_prune_takes_100_years(populated: str, capsys: pytest.CaptureFixture[str]) -> None:
+    out = cli(capsys, "--store", populated, "prune", "--finished-before", "36525")
+    assert out.startswith("deleted 0 run(s) finished before 1926-")
 
 
 WITH_EFFECT = """

@@ -28,6 +28,7 @@ from pausegraph import (
     SqliteCheckpointer,
     StepError,
 )
+from pausegraph._instructions import MAX_TIMEOUT_S, seconds_of
 from pausegraph.checkpointers import Checkpointer
 
 DAY = 24 * 3600 * 1000
@@ -134,6 +135,19 @@ def test_an_uncaught_timeout_fails_the_run_and_an_answer_replaces_it(store: Chec
     assert runner.tick() == {}  # tick never retries a failed run on its own
     done = runner.resume("r", Resume(answers={pending.id: "late yes"}))
     assert done == Done({"decision": "late yes"}, 1)
+
+
+def test_the_one_timed_out_interrupt_of_a_failed_run_is_answered_by_a_plain_value(
+    store: Checkpointer,
+) -> None:
+    # the tick's claim and the timeout name the same interrupt: it is one, not two
+    clock = Clock()
+    runner = Runner(graph_of(strict), store, clock=clock)
+    runner.run("r")
+    clock.now += 60_000
+    runner.tick()
+    assert len(runner.state("r").interrupts) == 1
+    assert runner.resume("r", Resume("late yes")) == Done({"decision": "late yes"}, 1)
 
 
 def test_a_passed_sleep_returns_none_and_answering_it_ends_it_early(store: Checkpointer) -> None:
@@ -254,6 +268,34 @@ def test_a_timeout_is_seconds_as_a_number_or_timedelta(bad: Any) -> None:
         Sleep(bad)
     with pytest.raises(TypeError, match=r"^Sleep\(seconds\) takes seconds"):
         Sleep(None)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "huge", [1e300, 10**30, 2**63 // 1000, datetime.timedelta.max, MAX_TIMEOUT_S + 1]
+)
+def test_a_timeout_over_100_years_is_refused(huge: Any) -> None:
+    # its deadline (epoch ms) must fit the stores' 64-bit integers
+    with pytest.raises(ValueError, match=r"takes at most 100 years"):
+        Interrupt("q", timeout=huge)
+    with pytest.raises(ValueError, match=r"takes at most 100 years"):
+        Sleep(huge)
+    assert seconds_of(MAX_TIMEOUT_S, "Interrupt(timeout=...)") == MAX_TIMEOUT_S
+
+
+def test_a_step_asking_with_a_huge_timeout_fails_its_run_on_a_durable_store(
+    tmp_path: Path,
+) -> None:
+    def asks(state: Any) -> Any:
+        return {"decision": (yield Interrupt("q", timeout=1e300))}
+
+    store = SqliteCheckpointer(tmp_path / "runs.db")
+    runner = Runner(graph_of(asks), store)
+    with pytest.raises(StepError, match=r"at most 100 years"):
+        runner.run("r")
+    info = runner.state("r")
+    assert info.status == "failed"  # not left queued, which only delete could end
+    assert info.failure is not None
+    assert info.failure.error_type == "ValueError"
 
 
 @given(

@@ -28,6 +28,7 @@ from pausegraph import (
     Runner,
     SqliteCheckpointer,
     Update,
+    Worker,
 )
 from pausegraph._cli_render import history_of, recorded_of
 from pausegraph.checkpointers import Checkpointer
@@ -127,3 +128,36 @@ def test_history_of_rebuilds_no_checkpoint(
     history = history_of(store, "h", "r")
     assert [m.seq for m, _ in history] == list(range(1, len(history) + 1))
     assert history[-1][0].label.startswith("layer:")
+
+
+@pytest.mark.parametrize("kind", sorted(STORES))
+def test_an_answer_a_worker_takes_up_is_said_once_where_it_was_given(
+    kind: str, tmp_path: Path
+) -> None:
+    # submit saves the claim, the worker claims again with the same answers
+    store = STORES[kind](tmp_path)
+    runner = Runner(_graph(), store)
+    runner.start("r", {})
+    Worker(store, [_graph()]).poll()
+    given = []
+    for n in range(3):
+        answers = {i.id: n for i in runner.state("r").interrupts}
+        runner.submit("r", Resume(answers=answers))
+        Worker(store, [_graph()]).poll()
+        given.append(answers)
+    history = history_of(store, "h", "r")
+    assert [r["answers"] for _, r in history if r and "answers" in r] == given
+    claims = [m.label for m, _ in history if m.label == "resume"]
+    assert len(claims) == 7  # the worker's first, then two of each answer: one says it
+    # a checkpointer off the protocol (loading each checkpoint) says the same
+    assert history_of(_Loaded(store), "h", "r") == history
+
+
+class _Loaded:
+    """A checkpointer that is not a ``StoreCheckpointer``: ``history_of`` loads each claim."""
+
+    def __init__(self, store: Checkpointer) -> None:
+        self._store = store
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)

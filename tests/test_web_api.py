@@ -226,6 +226,40 @@ def test_without_a_token_a_foreign_host_or_origin_is_refused(
     assert history(store, "r1") == before
 
 
+@pytest.mark.parametrize(
+    "host",
+    [
+        "127.0.0.1.evil.example:8000",  # DNS may point it at 127.0.0.1: a rebinding page
+        "127.evil.example",
+        "localhost.evil.example",
+        "0x7f.0.0.1",
+        "127.1",
+        "[::2]",
+        "10.0.0.1",
+    ],
+)
+def test_without_a_token_a_name_that_only_looks_like_loopback_is_refused(
+    client: TestClient, store: Checkpointer, host: str
+) -> None:
+    start(client, "r1")
+    before = history(store, "r1")
+    origin = {"Host": host, "Origin": f"http://{host}"}  # the page's own origin, matching
+    assert client.get("/api/inbox", headers=origin).status_code == 403
+    reply = client.post("/api/runs/approval/r1/resume", json={"value": 1}, headers=origin)
+    assert reply.status_code == 403
+    assert history(store, "r1") == before
+
+
+@pytest.mark.parametrize(
+    "host", ["127.0.0.1:8000", "127.0.0.2", "localhost", "LOCALHOST:1", "[::1]:8000",
+             "[::ffff:127.0.0.1]"],
+)  # fmt: skip
+def test_without_a_token_loopback_addresses_and_localhost_are_served(
+    client: TestClient, host: str
+) -> None:
+    assert client.get("/api/inbox", headers={"Host": host}).status_code == 200
+
+
 def test_with_a_token_every_request_needs_it(store: Checkpointer) -> None:
     Runner(approval(), store).run("r1", {"question": "q", "amount": 1})
     before = history(store, "r1")

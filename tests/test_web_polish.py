@@ -388,3 +388,25 @@ def test_an_answer_by_id_meeting_the_run_moving_waits_for_it_and_is_taken() -> N
         assert by_id.status_code == 200, by_id.text
         assert by_id.json()["status"] == "done"
         assert by_id.json()["values"] == {"a": "A", "b": "B"}
+
+
+def test_json_nested_too_deeply_to_parse_is_a_400_and_saves_nothing(two: TestClient) -> None:
+    body = '{"answers": {"2.0.0": ' + "[" * 100_000 + "]" * 100_000 + "}}"
+    reply = two.post(
+        "/api/runs/two/r1/resume", content=body, headers={"content-type": "application/json"}
+    )
+    assert reply.status_code == 400
+    assert "nested too deeply" in reply.json()["error"]
+    assert [i["id"] for i in two.get("/api/runs/two/r1").json()["interrupts"]] == ["2.0.0", "2.1.0"]
+
+
+@pytest.mark.parametrize("escaped", ["%ff", "%C0%AF", "r%80"])
+def test_a_url_whose_escapes_are_not_utf8_is_a_400(two: TestClient, escaped: str) -> None:
+    for reply in (
+        two.get(f"/api/runs/two/{escaped}"),
+        two.post(f"/api/runs/two/{escaped}", json={"input": {}}),
+        two.get(f"/runs/two/{escaped}"),
+    ):
+        assert reply.status_code == 400, reply.text
+    assert [r["run_id"] for r in two.get("/api/runs").json()] == ["r1"]
+    assert two.get("/api/runs/two/%C3%A9").status_code == 404  # "é": UTF-8, and no such run

@@ -29,6 +29,7 @@ from pausegraph import (
     Resume,
     Runner,
     SqliteCheckpointer,
+    StepError,
     Worker,
 )
 from pausegraph.checkpointers import Checkpointer
@@ -104,6 +105,40 @@ def test_poll_never_raises_a_runs_own_error(
         assert Worker(store, [failing]).poll() == 1
     assert Runner(failing, store).state("r").status == "failed"
     assert "no stock" in caplog.text
+
+
+def test_a_run_this_graph_refuses_is_left_queued_and_said_once(
+    store: Checkpointer, caplog: pytest.LogCaptureFixture
+) -> None:
+    Runner(graph(), store).start("r", {"order": "o-1"})
+    changed = graph().step("audit", lambda state: None)  # a step added since the run started
+    worker = Worker(store, [changed])
+    with caplog.at_level(logging.WARNING, logger="pausegraph"):
+        assert worker.poll() == 0  # not moved: an idle worker waits instead of spinning
+        assert worker.poll() == 0
+    said = [r.getMessage() for r in caplog.records if "is left queued" in r.getMessage()]
+    assert len(said) == 1, said
+    assert "'r' of workflow 'orders' is left queued: this worker cannot drive it" in said[0]
+    assert Runner(graph(), store).state("r").status == "queued"
+    assert CALLS == []
+
+
+def test_a_failure_that_left_the_run_queued_is_not_counted_as_moved(
+    store: Checkpointer, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a step error whose failed checkpoint could not be saved: the worker must not take
+    # the run again at once, poll after poll (it spun at 93% CPU on such a run)
+    Runner(graph(), store).start("r", {"order": "o-1"})
+    worker = Worker(store, [graph()])
+
+    def unsaved(run_id: str, *args: Any) -> Any:
+        raise StepError("step 'o' raised ValueError: its failure could not be saved")
+
+    monkeypatch.setattr(worker.runners["orders"], "run", unsaved)
+    with caplog.at_level(logging.WARNING, logger="pausegraph"):
+        assert worker.poll() == 0
+        assert worker.poll() == 0
+    assert caplog.text.count("is left queued") == 1
 
 
 def test_poll_ticks_passed_deadlines(store: Checkpointer) -> None:

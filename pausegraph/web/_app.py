@@ -16,7 +16,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
-from urllib.parse import parse_qs, quote
+from urllib.parse import parse_qs, quote, unquote_to_bytes
 
 import jinja2
 from starlette.applications import Starlette
@@ -441,6 +441,18 @@ async def _no_route(request: Request, exc: Exception) -> Response:
 
 
 def _path(request: Request) -> tuple[str, str]:
+    """The workflow and run id of the URL; 400 if its escapes are not UTF-8.
+
+    The server decodes a path's ``%xx`` escapes leniently (a byte that is
+    not UTF-8 becomes U+FFFD), so two different URLs would name one run.
+    """
+    raw = request.scope.get("raw_path")
+    if raw is not None:
+        try:
+            unquote_to_bytes(raw).decode("utf-8")
+        except UnicodeDecodeError:
+            msg = "the URL's path is not UTF-8: percent-escape the UTF-8 bytes of each id"
+            raise _Refused(400, msg) from None
     return request.path_params["workflow"], request.path_params["run_id"]
 
 

@@ -17,17 +17,29 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import secrets
 from urllib.parse import urlsplit
 
-LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 SESSION_COOKIE = "pausegraph_session"
 
 
 def is_loopback(host: str) -> bool:
-    """Whether ``host`` (a name or address, without port) is this machine only."""
+    """Whether ``host`` (a name or address, without port) is this machine only.
+
+    ``localhost``, or an IP address in ``127.0.0.0/8`` or ``::1`` written out
+    in full (``[::1]``, ``::ffff:127.0.0.1``); never a name that only starts
+    like one (``127.0.0.1.example.com``, which DNS may point anywhere).
+    """
     host = host.strip("[]").lower()
-    return host in LOOPBACK_NAMES or host.startswith("127.")
+    if host == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return (mapped or address).is_loopback
 
 
 def host_name(host_header: str) -> str:
