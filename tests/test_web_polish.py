@@ -410,3 +410,24 @@ def test_a_url_whose_escapes_are_not_utf8_is_a_400(two: TestClient, escaped: str
         assert reply.status_code == 400, reply.text
     assert [r["run_id"] for r in two.get("/api/runs").json()] == ["r1"]
     assert two.get("/api/runs/two/%C3%A9").status_code == 404  # "é": UTF-8, and no such run
+
+
+def slower_a(state: Mapping[str, Any]) -> Generator[Any, Any, dict[str, Any]]:
+    answer = yield Interrupt("a?")
+    time.sleep(1.5)
+    return {"a": answer}
+
+
+def test_an_answer_by_id_waits_at_most_wait_in_all_then_is_a_409() -> None:
+    graph = Graph("slower", {"a": LastWriteWins(), "b": LastWriteWins()})
+    graph.step("a", slower_a).step("b", asks_b)
+    with TestClient(app([graph], MemoryCheckpointer(), wait_s=0.3), base_url=LOCAL) as c:
+        first, second = (
+            i["id"] for i in c.post("/api/runs/slower/r1", json={"input": {}}).json()["interrupts"]
+        )
+        moving = c.post("/api/runs/slower/r1/resume", json={"answers": {first: "A"}}).json()
+        assert moving["status"] in ("queued", "running")  # the reply did not wait past 0.3 s
+        started = time.monotonic()
+        reply = c.post("/api/runs/slower/r1/resume", json={"answers": {second: "B"}})
+        assert time.monotonic() - started < 1.0
+        assert reply.status_code == 409, reply.text

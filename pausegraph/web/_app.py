@@ -257,15 +257,16 @@ class _Server:
         """
         runner = self.runner(workflow)
         self.detail(workflow, run_id, history=False)  # 404 for an unknown run
+        deadline = time.monotonic() + self.wait_s  # one wait in all, whatever happens
         try:
             self._engine(lambda: runner.submit(run_id, command), workflow, run_id)
         except _Refused as refused:
             by_id = type(command) is Resume and command.answers is not None
             if refused.status != 409 or not by_id or self.driver is None:
                 raise
-            self._drive(workflow, run_id)
+            self._drive(workflow, run_id, deadline)
             self._engine(lambda: runner.submit(run_id, command), workflow, run_id)
-        return self._drive(workflow, run_id)
+        return self._drive(workflow, run_id, deadline)
 
     @staticmethod
     def _engine(call: Callable[[], Any], workflow: str, run_id: str) -> None:
@@ -280,11 +281,15 @@ class _Server:
             logger.warning("the store failed on run %r of workflow %r: %s", run_id, workflow, exc)
             raise _Refused(503, f"the store failed, try again: {exc}") from None
 
-    def _drive(self, workflow: str, run_id: str) -> dict[str, Any]:
-        """Wake the driver and wait for the run's next pause or end, at most ``wait_s``."""
+    def _drive(self, workflow: str, run_id: str, deadline: float | None = None) -> dict[str, Any]:
+        """Wake the driver and wait for the run's next pause or end, at most ``wait_s``.
+
+        ``deadline`` (``time.monotonic()`` seconds) ends the wait sooner.
+        """
         if self.driver is not None:
             self.driver.wake()
-            deadline = time.monotonic() + self.wait_s
+            if deadline is None:
+                deadline = time.monotonic() + self.wait_s
             while True:
                 obj = self.detail(workflow, run_id, history=False)
                 remaining = deadline - time.monotonic()
