@@ -475,10 +475,7 @@ def _answers(
         if interrupt_id in progress.answers:
             state = "was already answered (the run has moved on past it)"
         elif _earlier(interrupt_id, progress.epoch):  # answered, or dropped by a Goto
-            state = (
-                "is from an earlier layer (the run has moved on past it: it was answered, "
-                "or a Goto dropped it)"
-            )
+            state = "was already answered or dropped by a Goto (the run has moved on past it)"
         else:
             state = "is unknown"
         msg = f"interrupt id {interrupt_id!r} {state} in run {run_id!r}; pending: {waits}"
