@@ -32,6 +32,7 @@ from ._records import (
     Returned,
     progress_of,
 )
+from ._values import same
 from .checkpointers import Checkpointer
 from .checkpointers._checkpointer import StoreCheckpointer
 
@@ -62,7 +63,7 @@ def jsonable(value: Any) -> Any:
 
 
 def loads(text: str | bytes) -> Any:
-    """Parse standard JSON: ``NaN``, ``Infinity`` and ``-Infinity`` are refused.
+    """Parse standard JSON: ``NaN``, ``Infinity``, ``-Infinity`` and ``1e400`` are refused.
 
     Raises ``ValueError`` (``json.JSONDecodeError`` for text that is not JSON,
     and for arrays or objects nested deeper than Python's recursion limit).
@@ -70,10 +71,18 @@ def loads(text: str | bytes) -> Any:
     parser does, and a value holding one could not be shown back as JSON.
     """
     try:
-        return json.loads(text, parse_constant=_not_a_number)
+        return json.loads(text, parse_constant=_not_a_number, parse_float=_finite)
     except RecursionError:
         msg = "arrays or objects nested too deeply to parse"
         raise ValueError(msg) from None
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400: too big for a float, read as an infinity
+        msg = f"{text} is too big for a JSON number here (a float goes up to about 1.8e308)"
+        raise ValueError(msg)
+    return value
 
 
 def _not_a_number(word: str) -> Any:
@@ -231,8 +240,8 @@ def history_of(
     cost up to a snapshot's deltas apiece (quadratic in a long loop).
     An answer is said once, at the claim that gave it: a driver that takes
     up a queued claim (a worker, a recovery) claims again with the same
-    answers, and that claim records nothing new (nor does a re-answer of a
-    failed step with the very value it had).
+    answers in the same epoch, and that claim records nothing new (a
+    re-answer of a failed step starts a new epoch, and is said).
     Raises ``CorruptCheckpointError`` for a frame that does not decode.
     """
     metas = store.list(workflow, run_id)
@@ -242,14 +251,16 @@ def history_of(
             history: list[tuple[CheckpointMeta, dict[str, Any] | None]] = []
             answers: dict[str, Any] = {}
             lasts: dict[str, Any] = {}
+            epoch = -1
             for meta, data in zip(metas, datas, strict=True):
                 frame = store._decode(workflow, run_id, meta.seq, data)
                 progress = progress_of(frame.stage)
                 if progress is None:
-                    answers, lasts = {}, {}
+                    answers, lasts, epoch = {}, {}, -1
                     history.append((meta, None))
                     continue
                 previous = answers  # what the run had answered up to the frame before
+                previous_epoch, epoch = epoch, progress.epoch
                 if not frame.extends:  # the frame holds the layer's whole progress
                     answers, lasts = {}, {}
                 for step_id in progress.finished:  # as ProgressBuilder.add drops them
@@ -258,14 +269,15 @@ def history_of(
                     if entries:
                         lasts[step_id] = entries[-1]
                 claimed = progress.claimed
-                if claimed and meta.label == "resume":
+                if claimed and meta.label == "resume" and epoch == previous_epoch:
                     # a driver taking up a queued claim (a worker, a recovery) claims again
-                    # with the same answers: each answer is said where it was given
+                    # with the same answers, in the same epoch (a re-answer of a failed
+                    # step starts a new one, and is said even with the same value)
                     given = progress.answers
                     claimed = tuple(
                         i
                         for i in claimed
-                        if i in given and (i not in previous or previous[i] != given[i])
+                        if i in given and not (i in previous and same(previous[i], given[i]))
                     )
                 answers.update(progress.answers)
                 history.append((meta, _recorded(meta.label, claimed, answers, lasts)))
@@ -278,7 +290,7 @@ def history_of(
             checkpoint = store.load(workflow, run_id, meta.seq)
             recorded = None if checkpoint is None else recorded_of(checkpoint)
         if recorded is not None and "answers" in recorded:
-            if recorded == said:  # a driver taking up the claim before it
+            if said is not None and same(recorded, said):  # a driver taking up that claim
                 recorded = None
             else:
                 said = recorded

@@ -52,6 +52,7 @@ from ._trampoline import (
     call_effect,
     effect_entry,
     no_clock,
+    said,
     start,
 )
 from ._values import freeze
@@ -98,7 +99,7 @@ def skipped_in(
                 break
             try:
                 runs = bool(predicate(state))
-            except Exception as exc:
+            except (Exception, SystemExit) as exc:
                 name = getattr(predicate, "__qualname__", None) or repr(predicate)
                 msg = (
                     f"the condition {name} of edge {src!r} -> {step_id!r} raised "
@@ -137,8 +138,8 @@ def failure_of(step_id: str, error: BaseException) -> Failure:
     """The ``Failure`` a run records for ``error`` raised by ``step_id``."""
     cause = error.__cause__
     if isinstance(error, EffectError) or type(error) is not StepError or cause is None:
-        return Failure(step_id, type(error).__name__, str(error))
-    return Failure(step_id, type(cause).__name__, str(cause))
+        return Failure(step_id, type(error).__name__, said(error))
+    return Failure(step_id, type(cause).__name__, said(cause))
 
 
 class LayerRun:
@@ -291,7 +292,7 @@ class LayerRun:
             for step_id, branch, effect, future in submitted:
                 try:
                     result, exc = future.result(), None
-                except Exception as raised:
+                except (Exception, SystemExit) as raised:
                     result, exc = None, raised
                 # a result msgpack refuses is recorded as an error too: the function ran
                 entry, thrown = effect_entry(step_id, effect, branch.path, result, exc)
@@ -368,7 +369,7 @@ class LayerRun:
 
 def replay_journals(
     graph: Graph, state: Mapping[str, Any], progress: Progress
-) -> list[tuple[str, Exception]]:
+) -> list[tuple[str, BaseException]]:
     """Replay every journal of a layer under way, as a cold resume would, but stop at its end.
 
     Each step with a journal is called again on ``state`` and fed its
@@ -376,7 +377,7 @@ def replay_journals(
     interrupt or finish) the dry run stops. Nothing is saved and no effect
     runs. Returns ``(step_id, error)`` for each step that fails to replay.
     """
-    failures: list[tuple[str, Exception]] = []
+    failures: list[tuple[str, BaseException]] = []
     for step_id, journal in progress.journals.items():
         if not journal:
             continue
@@ -397,7 +398,7 @@ def replay_journals(
             assert type(outcome) is Trampoline  # a plain step with a journal raises in start()
             trampoline = outcome
             trampoline.run()
-        except Exception as error:
+        except (Exception, SystemExit) as error:  # sys.exit() in a step fails it
             failures.append((step_id, error))
         finally:
             if trampoline is not None:

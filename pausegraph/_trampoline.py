@@ -69,8 +69,23 @@ def check_writes(step_id: str, result: Any) -> Mapping[str, Any]:
     raise StepError(msg)
 
 
-def step_failed(step_id: str, exc: Exception) -> StepError:
-    msg = f"step {step_id!r} raised {type(exc).__name__}: {exc}"
+def said(exc: BaseException) -> str:
+    """``str(exc)`` as text every store keeps: lone surrogates escaped, a broken ``__str__`` named.
+
+    A message may hold what no store can encode as UTF-8 (a file name from
+    ``os.listdir`` that is not UTF-8, a surrogate): the failure or effect
+    error recording it could then not be saved, and its run would stay
+    queued, driven again and again.
+    """
+    try:
+        text = str(exc)
+    except Exception:
+        return f"<{type(exc).__name__} whose str() raised>"
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def step_failed(step_id: str, exc: BaseException) -> StepError:
+    msg = f"step {step_id!r} raised {type(exc).__name__}: {said(exc)}"
     error = StepError(msg)
     error.__cause__ = exc
     return error
@@ -82,7 +97,7 @@ def call_effect(
     """Call an effect's function once: its journal entry, and the error to throw in."""
     try:
         result = effect.fn(*effect.args, **effect.kwargs)
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # sys.exit() in an effect is its error too
         return effect_entry(step_id, effect, branch, None, exc)
     return effect_entry(step_id, effect, branch, result, None)
 
@@ -93,7 +108,7 @@ def effect_entry(
     """The journal entry of an effect that returned ``result`` or raised ``exc``."""
     name = effect.name
     if exc is not None:
-        text = f"effect {name} in step {step_id!r} raised {type(exc).__name__}: {exc}"
+        text = f"effect {name} in step {step_id!r} raised {type(exc).__name__}: {said(exc)}"
         error = EffectError(text)
         error.__cause__ = exc
         return Raised(name, text, branch), error
@@ -304,7 +319,7 @@ class Trampoline:
                     self._branch_done(branch, value)
                     return
                 continue
-            except Exception as exc:
+            except (Exception, SystemExit) as exc:  # sys.exit() in a step fails it
                 stack.pop()
                 if not stack:
                     self._branch_failed(branch, exc)
@@ -423,7 +438,7 @@ class Trampoline:
             parent.children = None
             parent.send = (results, None)
 
-    def _branch_failed(self, branch: Branch, exc: Exception) -> None:
+    def _branch_failed(self, branch: Branch, exc: BaseException) -> None:
         branch.done = True
         parent = branch.parent
         if parent is None:
@@ -598,7 +613,7 @@ def start(
     """
     try:
         result = fn(state)
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # sys.exit() in a step fails it
         if isinstance(exc, (StepError, SerializationError)):
             raise
         raise step_failed(step_id, exc) from exc

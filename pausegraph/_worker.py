@@ -101,8 +101,9 @@ class Worker:
         )
         #: (workflow, run id) of the run being driven, for messages (the CLI's on a signal)
         self._in_hand: tuple[str, str] | None = None
-        #: runs this worker found it cannot move, and why: each is logged once
-        self._stuck: dict[tuple[str, str], str] = {}
+        #: runs this worker found it cannot move: why, and their last seq then. Each is
+        #: logged once and not taken again until something saves to it
+        self._stuck: dict[tuple[str, str], tuple[str, int]] = {}
 
     def __repr__(self) -> str:
         return f"<Worker of {', '.join(map(repr, self.runners))} on {self.checkpointer!r}>"
@@ -127,6 +128,9 @@ class Worker:
             for summary in run_summaries(self.checkpointer, workflow_id=name, status="queued"):
                 if stop is not None and stop.is_set():
                     return moved
+                stuck = self._stuck.get((name, summary.run_id))
+                if stuck is not None and stuck[1] == summary.seq:
+                    continue  # nothing saved to it since this worker could not move it
                 if self._drive(runner, summary.run_id):
                     moved += 1
             if stop is not None and stop.is_set():
@@ -163,32 +167,42 @@ class Worker:
                 extra={"workflow": runner.graph.name, "run_id": run_id},
             )
             return False
+        except BaseException as error:  # KeyboardInterrupt: a signal, or step code raising it
+            self._if_still_queued(runner, run_id, error)
+            raise
         finally:
             self._in_hand = None
         return True
 
-    def _if_still_queued(self, runner: Runner, run_id: str, error: Exception) -> bool:
+    def _if_still_queued(self, runner: Runner, run_id: str, error: BaseException) -> bool:
         """Whether the run is still queued after ``error``; if so, say so once per run and error.
 
         Such a run needs a person: a graph whose structure changed since the
-        run started (deploy the old one, or ``Goto``/``delete`` the run), or
-        a failure the store could not save.
+        run started (deploy the old one, or ``Goto``/``delete`` the run), a
+        failure the store could not save, or step code raising
+        ``KeyboardInterrupt``. This worker does not take it again until
+        something saves to it (a command, another driver).
         """
+        name = runner.graph.name
         try:
             queued = runner.state(run_id).status is Status.QUEUED
+            last = self.checkpointer.last(name, run_id)
         except (PausegraphError, OSError):  # deleted meanwhile, or the store is failing
             return False
-        key = (runner.graph.name, run_id)
-        if queued and self._stuck.get(key) != str(error):
-            self._stuck[key] = str(error)
+        if not queued or last is None:
+            return False
+        key = (name, run_id)
+        said = self._stuck.get(key)
+        self._stuck[key] = (f"{type(error).__name__}: {error}", last.seq)
+        if said is None or said[0] != self._stuck[key][0]:
             logger.warning(
                 "run %r of workflow %r is left queued: this worker cannot drive it: %s",
                 run_id,
-                runner.graph.name,
-                error,
-                extra={"workflow": runner.graph.name, "run_id": run_id},
+                name,
+                self._stuck[key][0],
+                extra={"workflow": name, "run_id": run_id},
             )
-        return queued
+        return True
 
     def serve(self, stop: threading.Event | None = None) -> None:
         """Poll until ``stop`` is set, waiting ``IDLE_WAIT_S`` seconds when a poll moved nothing.

@@ -439,10 +439,11 @@ def test_nan_and_infinities_are_refused_as_json_and_change_nothing(tmp_path: Pat
     store = tmp_path / "store"
     ok("run", REVIEW, "--run-id", "r1", "--input", '{"document": "memo"}', store=store)
     before = tree_digest(store)
-    for word in ("NaN", "Infinity", "-Infinity"):
+    for word in ("NaN", "Infinity", "-Infinity", "1e400"):
         done = pg("resume", REVIEW, "r1", "--answer", f"2.1.0={word}", store=store)
         assert done.returncode == 2, done.stderr
-        assert f"{word} is not a JSON number" in done.stderr
+        assert f"{word} is " in done.stderr
+        assert "JSON number" in done.stderr
         started = pg("run", REVIEW, "--run-id", "r2", "--input", f'{{"document": {word}}}',
                      store=store)  # fmt: skip
         assert started.returncode == 2, started.stderr

@@ -9,6 +9,7 @@ effects; what it finds must be what loading each checkpoint finds.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from pausegraph import (
     Resume,
     Runner,
     SqliteCheckpointer,
+    StepError,
     Update,
     Worker,
 )
@@ -161,3 +163,29 @@ class _Loaded:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
+
+
+def _strict(state: Any) -> Generator[Any, Any, dict[str, Any]]:
+    got = yield Interrupt("exactly true?")
+    if got is not True:
+        raise ValueError(f"need true, got {got!r}")
+    return {"note": got}
+
+
+@pytest.mark.parametrize("kind", sorted(STORES))
+@pytest.mark.parametrize("again", [True, 1], ids=["true-after-1", "1-after-1"])
+def test_a_re_answer_of_a_failed_step_is_said_even_when_python_calls_it_equal(
+    kind: str, again: Any, tmp_path: Path
+) -> None:
+    # 1 == True in Python, and a re-sent 1 re-runs the step: both are said
+    store = STORES[kind](tmp_path)
+    graph = Graph("strict", {"note": LastWriteWins()}).step("s", _strict)
+    runner = Runner(graph, store)
+    asked = runner.run("r").interrupts[0].id  # type: ignore[union-attr]
+    with pytest.raises(StepError):
+        runner.resume("r", Resume(answers={asked: 1}))
+    with contextlib.suppress(StepError):
+        runner.resume("r", Resume(answers={asked: again}))
+    said = [r["answers"] for _, r in history_of(store, "strict", "r") if r and "answers" in r]
+    assert said == [{asked: 1}, {asked: again}]
+    assert type(said[1][asked]) is type(again)

@@ -3,7 +3,9 @@ failures wrapped in StepError, and effects inside one process."""
 
 from __future__ import annotations
 
+import os
 import sys
+from typing import Any
 
 import pytest
 
@@ -11,6 +13,7 @@ from pausegraph import (
     Append,
     Effect,
     EffectError,
+    FileCheckpointer,
     Graph,
     Interrupt,
     LastWriteWins,
@@ -294,3 +297,67 @@ def test_effect_error_is_replayed_without_calling_fn():
 def test_effect_needs_a_callable():
     with pytest.raises(TypeError, match=r"callable"):
         Effect(3)  # type: ignore[arg-type]
+
+
+def _refuse_file(name: str) -> None:
+    raise OSError(f"cannot read {name}")
+
+
+@pytest.mark.parametrize("where", ["step", "effect"])
+def test_an_error_whose_message_no_store_can_encode_still_fails_the_run(
+    tmp_path: Any, where: str
+) -> None:
+    # a file name from os.listdir that is not UTF-8 arrives as a lone surrogate: the
+    # failure recording it must still be saved, or the run stays queued, driven forever
+    name = os.fsdecode(b"report-\xff.csv")
+
+    def read(state: Any) -> Any:
+        if where == "effect":
+            yield Effect(_refuse_file, name)
+        raise ValueError(f"cannot parse {name}")
+
+    runner = Runner(
+        Graph("g", {"x": LastWriteWins()}).step("read", read), FileCheckpointer(tmp_path)
+    )
+    with pytest.raises(StepError):
+        runner.run("r")
+    cold = Runner(Graph("g", {"x": LastWriteWins()}).step("read", read), FileCheckpointer(tmp_path))
+    info = cold.state("r")
+    assert info.status == "failed"
+    assert info.failure is not None
+    assert "report-\\udcff.csv" in info.failure.message
+
+
+def _exit_effect() -> None:
+    sys.exit(5)
+
+
+@pytest.mark.parametrize("how", ["plain", "generator", "effect"])
+def test_sys_exit_in_a_step_fails_the_run_instead_of_leaving_it_queued(
+    tmp_path: Any, how: str
+) -> None:
+    # a worker or the web server's driver would otherwise die on the run, again and again
+    def plain(state: Any) -> None:
+        sys.exit(3)
+
+    def generator(state: Any) -> Any:
+        yield Interrupt("go?")
+        sys.exit(4)
+
+    def effect(state: Any) -> Any:
+        yield Effect(_exit_effect)
+
+    step = {"plain": plain, "generator": generator, "effect": effect}[how]
+    graph = Graph("g", {"x": LastWriteWins()}).step("s", step)
+    runner = Runner(graph, FileCheckpointer(tmp_path))
+    if how == "generator":
+        paused = runner.run("r")
+        with pytest.raises(StepError, match=r"SystemExit"):
+            runner.resume("r", Resume(answers={paused.interrupts[0].id: 1}))  # type: ignore[union-attr]
+    else:
+        with pytest.raises(StepError, match=r"SystemExit"):
+            runner.run("r")
+    info = Runner(graph, FileCheckpointer(tmp_path)).state("r")
+    assert info.status == "failed"
+    assert info.failure is not None
+    assert info.failure.error_type == ("EffectError" if how == "effect" else "SystemExit")

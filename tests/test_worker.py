@@ -141,6 +141,29 @@ def test_a_failure_that_left_the_run_queued_is_not_counted_as_moved(
     assert caplog.text.count("is left queued") == 1
 
 
+def test_a_keyboard_interrupt_from_step_code_names_the_run_and_is_not_taken_again(
+    store: Checkpointer, caplog: pytest.LogCaptureFixture
+) -> None:
+    calls = []
+
+    def interrupting(state: Any) -> Any:
+        calls.append(1)
+        raise KeyboardInterrupt
+
+    graph = Graph("orders", {"order": LastWriteWins()}).step("o", interrupting)
+    Runner(graph, store).start("r", {"order": 1})
+    worker = Worker(store, [graph])
+    with caplog.at_level(logging.WARNING, logger="pausegraph"):
+        with pytest.raises(KeyboardInterrupt):
+            worker.poll()
+        assert worker.poll() == 0  # the same worker (serve's driver) goes on without it
+    assert calls == [1]
+    assert "'r' of workflow 'orders' is left queued" in caplog.text
+    assert "KeyboardInterrupt" in caplog.text
+    fixed = Graph("orders", {"order": LastWriteWins()}).step("o", lambda state: {"order": 2})
+    assert Runner(fixed, store).run("r").state == {"order": 2}  # a person drives it on
+
+
 def test_poll_ticks_passed_deadlines(store: Checkpointer) -> None:
     now = [1_700_000_000_000]
 

@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qs, quote, unquote_to_bytes
 
 import jinja2
@@ -55,6 +55,7 @@ logger = logging.getLogger("pausegraph.web")
 #: The largest request body read, in bytes; a bigger one is refused (413).
 MAX_BODY = 1 << 20
 _MOVING = (Status.QUEUED, Status.RUNNING)
+_T = TypeVar("_T")
 
 
 class _Refused(Exception):
@@ -94,7 +95,9 @@ class _Driver:
                 break
             try:
                 self.worker.poll()
-            except Exception:  # a dead driver thread would leave every answer queued
+            except BaseException:  # a dead driver thread would leave every answer queued:
+                # a store failure, or step code raising KeyboardInterrupt (signals go to the
+                # main thread; the run is left queued and the worker skips it until changed)
                 logger.exception("the driver thread could not poll the store")
             with self._moved:
                 self._moved.notify_all()
@@ -251,9 +254,11 @@ class _Server:
         driver is on another answer: two people answering two interrupts of
         one run at once) waits for the run to pause again, at most
         ``wait_s``, and is tried once more: it either still answers a
-        pending interrupt or is refused as usual. An answer without an id,
-        or another command, is refused at once (409), since after the wait
-        it could land on a pause its sender never saw.
+        pending interrupt of the paused run or is refused (409: a duplicate
+        answer never becomes a re-answer of a step that failed meanwhile).
+        An answer without an id, or another command, is refused at once
+        (409), since after the wait it could land on a pause its sender
+        never saw.
         """
         runner = self.runner(workflow)
         self.detail(workflow, run_id, history=False)  # 404 for an unknown run
@@ -261,18 +266,28 @@ class _Server:
         try:
             self._engine(lambda: runner.submit(run_id, command), workflow, run_id)
         except _Refused as refused:
-            by_id = type(command) is Resume and command.answers is not None
-            if refused.status != 409 or not by_id or self.driver is None:
+            answers = command.answers if isinstance(command, Resume) else None
+            if refused.status != 409 or answers is None or self.driver is None:
                 raise
             self._drive(workflow, run_id, deadline)
+            info = self._engine(lambda: runner.state(run_id), workflow, run_id)
+            pending = {i.id for i in info.interrupts} if info.status is Status.PAUSED else set()
+            gone = sorted(i for i in answers if i not in pending)
+            if gone:  # answered meanwhile (a duplicate), or the run failed or moved on
+                msg = (
+                    f"run {run_id!r} moved on while this answer waited for it: interrupt(s) "
+                    f"{', '.join(gone)} no longer pending (it is {info.status}); "
+                    f"GET /api/runs/{workflow}/{run_id} shows where it is"
+                )
+                raise _Refused(409, msg) from None
             self._engine(lambda: runner.submit(run_id, command), workflow, run_id)
         return self._drive(workflow, run_id, deadline)
 
     @staticmethod
-    def _engine(call: Callable[[], Any], workflow: str, run_id: str) -> None:
+    def _engine(call: Callable[[], _T], workflow: str, run_id: str) -> _T:
         """``call()``, its refusals as 409 or 400 with the engine's Python terms made the API's."""
         try:
-            call()
+            return call()
         except (ConflictError, ResumeError, GraphError, SerializationError) as exc:
             status = 409 if isinstance(exc, ConflictError) else 400
             message = views.api_terms(str(exc), workflow=workflow, run_id=run_id)
