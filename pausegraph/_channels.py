@@ -16,7 +16,7 @@ from typing import Any
 
 import attrs
 
-from ._values import MAX_DEPTH, FrozenDict, FrozenList, freeze, normalize
+from ._values import MAX_DEPTH, FrozenDict, FrozenList, freeze, normalize, said
 from .errors import PausegraphError, StepError
 
 
@@ -224,8 +224,8 @@ class Channels:
         for channel, bucket in incoming.items():
             try:
                 new, op, delta = reducers[channel].fold(values[channel], bucket)
-            except Exception as exc:
-                msg = f"the reducer of channel {channel!r} raised {type(exc).__name__}: {exc}"
+            except (Exception, SystemExit) as exc:  # sys.exit() in a reducer fails the layer
+                msg = f"the reducer of channel {channel!r} raised {type(exc).__name__}: {said(exc)}"
                 error = StepError(msg)
                 error.channel = channel  # type: ignore[attr-defined]
                 raise error from exc

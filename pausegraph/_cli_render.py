@@ -283,17 +283,18 @@ def history_of(
                 history.append((meta, _recorded(meta.label, claimed, answers, lasts)))
             return history
     loaded: list[tuple[CheckpointMeta, dict[str, Any] | None]] = []
-    said = None  # the last claim's answers
+    said: tuple[int, dict[str, Any]] | None = None  # the last claim's epoch and answers
     for meta in metas:
         recorded = None
         if meta.label == "resume" or meta.label.startswith("effect:"):
             checkpoint = store.load(workflow, run_id, meta.seq)
             recorded = None if checkpoint is None else recorded_of(checkpoint)
-        if recorded is not None and "answers" in recorded:
-            if said is not None and same(recorded, said):  # a driver taking up that claim
-                recorded = None
-            else:
-                said = recorded
+            progress = None if checkpoint is None else progress_of(checkpoint.stage)
+            if recorded is not None and "answers" in recorded and progress is not None:
+                if said is not None and said[0] == progress.epoch and same(recorded, said[1]):
+                    recorded = None  # a driver taking up the claim before it
+                else:
+                    said = (progress.epoch, recorded)
         loaded.append((meta, recorded))
     return loaded
 

@@ -52,10 +52,9 @@ from ._trampoline import (
     call_effect,
     effect_entry,
     no_clock,
-    said,
     start,
 )
-from ._values import freeze
+from ._values import freeze, said
 from .errors import EffectError, NondeterminismError, SerializationError, StepError
 
 
@@ -103,7 +102,7 @@ def skipped_in(
                 name = getattr(predicate, "__qualname__", None) or repr(predicate)
                 msg = (
                     f"the condition {name} of edge {src!r} -> {step_id!r} raised "
-                    f"{type(exc).__name__}: {exc}"
+                    f"{type(exc).__name__}: {said(exc)}"
                 )
                 error = StepError(msg)
                 error.__cause__ = exc

@@ -28,7 +28,17 @@ from typing import Any
 
 from ._instructions import All, Effect, Interrupt, Sleep, _mark, consumed, same_effect
 from ._records import Asked, Entry, Forked, Raised, Returned
-from ._values import MAX_DEPTH, freeze, normalize, packer, refused_part, same, thaw
+from ._values import (
+    MAX_DEPTH,
+    freeze,
+    normalize,
+    packer,
+    refused_part,
+    said,
+    same,
+    storable,
+    thaw,
+)
 from .errors import (
     EffectError,
     InterruptTimeout,
@@ -67,21 +77,6 @@ def check_writes(step_id: str, result: Any) -> Mapping[str, Any]:
         "return a dict of channel writes, or None"
     )
     raise StepError(msg)
-
-
-def said(exc: BaseException) -> str:
-    """``str(exc)`` as text every store keeps: lone surrogates escaped, a broken ``__str__`` named.
-
-    A message may hold what no store can encode as UTF-8 (a file name from
-    ``os.listdir`` that is not UTF-8, a surrogate): the failure or effect
-    error recording it could then not be saved, and its run would stay
-    queued, driven again and again.
-    """
-    try:
-        text = str(exc)
-    except Exception:
-        return f"<{type(exc).__name__} whose str() raised>"
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def step_failed(step_id: str, exc: BaseException) -> StepError:
@@ -141,6 +136,7 @@ def _refused_entry(
         f"SerializationError: {cause}. It is not called again: a retry or replay throws "
         "this error in at its yield"
     )
+    text = storable(text)
     error = EffectError(text)
     error.__cause__ = cause
     return Raised(name, text, branch, refused=True), error
@@ -160,7 +156,7 @@ def close_quietly(stack: list[GeneratorType[Any, Any, Any]]) -> None:
                 dropped = gen.throw(GeneratorExit)
             except (GeneratorExit, StopIteration):
                 break
-            except Exception:  # a cleanup that fails has nowhere to report to
+            except (Exception, SystemExit):  # a cleanup that fails has nowhere to report to
                 break
             if type(dropped) is Interrupt or type(dropped) is Effect:
                 consumed(dropped)  # dropped on purpose: no "never yielded" warning

@@ -78,8 +78,45 @@ class FrozenList(list[Any]):
 
 
 def _refuse_type(obj: object) -> object:
-    msg = f"msgpack cannot encode {type(obj).__name__} {obj!r}"
+    msg = f"msgpack cannot encode {type(obj).__name__} {shown(obj)}"
     raise TypeError(msg)
+
+
+def shown(obj: object, limit: int = 200) -> str:
+    """``repr(obj)`` for a message that will be stored: cut to ``limit``, never raising.
+
+    A ``__repr__`` may raise, or return what no store can encode (a lone
+    surrogate): the message recording it must still be saved.
+    """
+    try:
+        text = repr(obj)
+    except Exception:
+        return f"<{type(obj).__name__} whose repr() raised>"
+    if len(text) > limit:
+        text = text[:limit] + "..."
+    return storable(text)
+
+
+def storable(text: str) -> str:
+    """``text`` with what UTF-8 cannot encode (lone surrogates) escaped: ``\\udcff``."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def said(exc: BaseException) -> str:
+    """``str(exc)`` as text every store keeps: lone surrogates escaped, a broken ``__str__`` named.
+
+    A message may hold what no store can encode as UTF-8 (a file name from
+    ``os.listdir`` that is not UTF-8, a surrogate): the failure or effect
+    error recording it could then not be saved, and its run would stay
+    queued, driven again and again.
+    """
+    try:
+        text = str(exc)
+    except Exception:
+        return f"<{type(exc).__name__} whose str() raised>"
+    if type(text) is not str:  # a __str__ returning something else: str() raised already
+        text = str(text)
+    return storable(text)
 
 
 class _Packers(threading.local):
@@ -227,7 +264,7 @@ def refused_part(value: Any, root: str) -> str | None:
                     pack(key)
                 except (TypeError, ValueError, OverflowError):
                     return f"a key of type {type(key).__name__} in {path}"
-            todo.extend((f"{path}[{k!r}]", v, depth + 1) for k, v in reversed(items))
+            todo.extend((f"{path}[{shown(k)}]", v, depth + 1) for k, v in reversed(items))
         elif isinstance(part, (list, tuple)):
             if depth >= MAX_DEPTH:
                 continue

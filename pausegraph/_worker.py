@@ -38,6 +38,9 @@ from .errors import (
 
 logger = logging.getLogger("pausegraph")
 
+#: How long a worker leaves a run it could not move (seconds), unless it changes.
+STUCK_RETRY_S = 60.0
+
 #: Seconds an idle ``serve`` waits before it polls again.
 IDLE_WAIT_S = 0.5
 
@@ -101,9 +104,10 @@ class Worker:
         )
         #: (workflow, run id) of the run being driven, for messages (the CLI's on a signal)
         self._in_hand: tuple[str, str] | None = None
-        #: runs this worker found it cannot move: why, and their last seq then. Each is
-        #: logged once and not taken again until something saves to it
-        self._stuck: dict[tuple[str, str], tuple[str, int]] = {}
+        #: runs this worker found it cannot move: why, their last seq then, and until
+        #: when (``time.monotonic()``) it leaves them be while that seq stays; each is
+        #: logged once
+        self._stuck: dict[tuple[str, str], tuple[str, int, float]] = {}
 
     def __repr__(self) -> str:
         return f"<Worker of {', '.join(map(repr, self.runners))} on {self.checkpointer!r}>"
@@ -129,7 +133,7 @@ class Worker:
                 if stop is not None and stop.is_set():
                     return moved
                 stuck = self._stuck.get((name, summary.run_id))
-                if stuck is not None and stuck[1] == summary.seq:
+                if stuck is not None and stuck[1] == summary.seq and time.monotonic() < stuck[2]:
                     continue  # nothing saved to it since this worker could not move it
                 if self._drive(runner, summary.run_id):
                     moved += 1
@@ -180,8 +184,10 @@ class Worker:
         Such a run needs a person: a graph whose structure changed since the
         run started (deploy the old one, or ``Goto``/``delete`` the run), a
         failure the store could not save, or step code raising
-        ``KeyboardInterrupt``. This worker does not take it again until
-        something saves to it (a command, another driver).
+        ``KeyboardInterrupt``. This worker takes it again once something
+        saves to it (another driver), or after ``STUCK_RETRY_S`` seconds
+        (what it read may be a moment off: a claim saved just after the
+        failure, a run deleted and started again at the same seq).
         """
         name = runner.graph.name
         try:
@@ -193,7 +199,8 @@ class Worker:
             return False
         key = (name, run_id)
         said = self._stuck.get(key)
-        self._stuck[key] = (f"{type(error).__name__}: {error}", last.seq)
+        why = f"{type(error).__name__}: {error}"
+        self._stuck[key] = (why, last.seq, time.monotonic() + STUCK_RETRY_S)
         if said is None or said[0] != self._stuck[key][0]:
             logger.warning(
                 "run %r of workflow %r is left queued: this worker cannot drive it: %s",

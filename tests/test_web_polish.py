@@ -491,3 +491,45 @@ def test_the_driver_thread_outlives_a_step_raising_keyboard_interrupt() -> None:
         good = c.post("/api/runs/kb/good", json={"input": {"a": "fine"}})
         assert good.status_code == 201
         assert good.json()["status"] == "done", good.text
+
+
+def asks_c(state: Mapping[str, Any]) -> Generator[Any, Any, dict[str, Any]]:
+    return {"c": (yield Interrupt("c?"))}
+
+
+def test_answers_that_wait_together_take_turns_and_copies_are_taken_once() -> None:
+    CHARGES.clear()
+
+    def charges_c(state: Mapping[str, Any]) -> Generator[Any, Any, dict[str, Any]]:
+        answer = yield Interrupt("c?")
+        yield Effect(_charge, answer)
+        return {"c": answer}
+
+    channels = {"a": LastWriteWins(), "b": LastWriteWins(), "c": LastWriteWins()}
+    graph = Graph("three", channels).step("a", slow_a).step("b", asks_b).step("c", charges_c)
+    with TestClient(app([graph], MemoryCheckpointer(), wait_s=10), base_url=LOCAL) as c:
+        ids = [
+            i["id"] for i in c.post("/api/runs/three/r1", json={"input": {}}).json()["interrupts"]
+        ]
+        replies: list[Any] = []
+
+        def answer(interrupt_id: str, value: str) -> None:
+            body = {"answers": {interrupt_id: value}}
+            replies.append((value, c.post("/api/runs/three/r1/resume", json=body)))
+
+        first = threading.Thread(target=answer, args=(ids[0], "A"))
+        first.start()
+        deadline = time.monotonic() + 5
+        while c.get("/api/runs/three/r1").json()["status"] not in ("queued", "running"):
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        others = [threading.Thread(target=answer, args=(ids[1], "B"))]
+        others += [threading.Thread(target=answer, args=(ids[2], "C")) for _ in range(5)]
+        for thread in others:
+            thread.start()
+        for thread in [first, *others]:
+            thread.join()
+        codes = sorted((value, reply.status_code) for value, reply in replies)
+        assert codes == [("A", 200), ("B", 200), *[("C", 200)], *[("C", 409)] * 4], codes
+        assert c.get("/api/runs/three/r1").json()["values"] == {"a": "A", "b": "B", "c": "C"}
+        assert CHARGES == ["C"]

@@ -31,6 +31,7 @@ from pausegraph import (
     SqliteCheckpointer,
     StepError,
     Worker,
+    _worker,
 )
 from pausegraph.checkpointers import Checkpointer
 
@@ -142,7 +143,7 @@ def test_a_failure_that_left_the_run_queued_is_not_counted_as_moved(
 
 
 def test_a_keyboard_interrupt_from_step_code_names_the_run_and_is_not_taken_again(
-    store: Checkpointer, caplog: pytest.LogCaptureFixture
+    store: Checkpointer, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls = []
 
@@ -160,6 +161,12 @@ def test_a_keyboard_interrupt_from_step_code_names_the_run_and_is_not_taken_agai
     assert calls == [1]
     assert "'r' of workflow 'orders' is left queued" in caplog.text
     assert "KeyboardInterrupt" in caplog.text
+    later = time.monotonic() + _worker.STUCK_RETRY_S + 1  # what it read may be a moment off:
+    monkeypatch.setattr(time, "monotonic", lambda: later)
+    with pytest.raises(KeyboardInterrupt):  # it tries such a run again after a while
+        worker.poll()
+    assert calls == [1, 1]
+    assert caplog.text.count("is left queued") == 1  # the same reason is not said twice
     fixed = Graph("orders", {"order": LastWriteWins()}).step("o", lambda state: {"order": 2})
     assert Runner(fixed, store).run("r").state == {"order": 2}  # a person drives it on
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, quote, unquote_to_bytes
 
@@ -33,7 +33,7 @@ from starlette.responses import (
 from starlette.routing import Route
 
 from .. import _cli_render as render
-from .._commands import Command, Continue, Resume, Status
+from .._commands import Command, Continue, Resume, RunInfo, Status
 from .._graph import Graph
 from .._inbox import inbox, listed_status, run_summaries
 from .._runner import Runner, system_clock
@@ -46,6 +46,7 @@ from ..errors import (
     GraphError,
     ResumeError,
     SerializationError,
+    StepError,
 )
 from . import _views as views
 from ._guard import SESSION_COOKIE, Guard, host_name, is_loopback
@@ -142,6 +143,9 @@ class _Server:
         # each paused run's decoded summary data, from the last page: a summary (seq and
         # data included) that has not changed is not decoded again
         self._decoded: dict[RunSummary, SummaryData] = {}
+        # the locks of runs whose waiting answers take turns (``_turn``), and their users
+        self._turns: dict[tuple[str, str], tuple[threading.Lock, int]] = {}
+        self._turns_lock = threading.Lock()
 
     # --- reading ----------------------------------------------------------------
 
@@ -269,26 +273,61 @@ class _Server:
             answers = command.answers if isinstance(command, Resume) else None
             if refused.status != 409 or answers is None or self.driver is None:
                 raise
-            self._drive(workflow, run_id, deadline)
-            info = self._engine(lambda: runner.state(run_id), workflow, run_id)
-            pending = {i.id for i in info.interrupts} if info.status is Status.PAUSED else set()
-            gone = sorted(i for i in answers if i not in pending)
-            if gone:  # answered meanwhile (a duplicate), or the run failed or moved on
-                msg = (
-                    f"run {run_id!r} moved on while this answer waited for it: interrupt(s) "
-                    f"{', '.join(gone)} no longer pending (it is {info.status}); "
-                    f"GET /api/runs/{workflow}/{run_id} shows where it is"
-                )
-                raise _Refused(409, msg) from None
-            self._engine(lambda: runner.submit(run_id, command), workflow, run_id)
+            while True:
+                self._drive(workflow, run_id, deadline)
+                # answers that waited take turns: a claim leaves the run queued again, so
+                # the next one waits for the pause after it, and a copy of an answer finds
+                # its interrupt no longer pending
+                with self._turn(workflow, run_id):
+                    info = self._engine(lambda: runner.state(run_id), workflow, run_id)
+                    moving = info.status in _MOVING
+                    if not moving or time.monotonic() >= deadline:
+                        self._answer_if_pending(workflow, run_id, answers, info)
+                        self._engine(lambda: runner.submit(run_id, command), workflow, run_id)
+                        break
         return self._drive(workflow, run_id, deadline)
+
+    @staticmethod
+    def _answer_if_pending(
+        workflow: str, run_id: str, answers: Mapping[str, Any], info: RunInfo
+    ) -> None:
+        """Refuse (409) answers to interrupts not pending on the run, paused as ``info`` says."""
+        paused = info.status is Status.PAUSED
+        pending = {i.id for i in info.interrupts} if paused else set()
+        gone = sorted(i for i in answers if i not in pending)
+        if gone:  # answered meanwhile (a duplicate), or the run failed, moved on or still moves
+            msg = (
+                f"run {run_id!r} moved on while this answer waited for it: "
+                f"interrupt(s) {', '.join(gone)} no longer pending (it is "
+                f"{info.status}); GET /api/runs/{workflow}/{run_id} shows where it is"
+            )
+            raise _Refused(409, msg)
+
+    @contextmanager
+    def _turn(self, workflow: str, run_id: str) -> Iterator[None]:
+        """Hold this server's lock of one run (made on first use, dropped when unused)."""
+        key = (workflow, run_id)
+        with self._turns_lock:
+            lock, users = self._turns.get(key, (threading.Lock(), 0))
+            self._turns[key] = (lock, users + 1)
+        try:
+            with lock:
+                yield
+        finally:
+            with self._turns_lock:
+                lock, users = self._turns[key]
+                if users == 1:
+                    del self._turns[key]
+                else:
+                    self._turns[key] = (lock, users - 1)
 
     @staticmethod
     def _engine(call: Callable[[], _T], workflow: str, run_id: str) -> _T:
         """``call()``, its refusals as 409 or 400 with the engine's Python terms made the API's."""
         try:
             return call()
-        except (ConflictError, ResumeError, GraphError, SerializationError) as exc:
+        except (ConflictError, ResumeError, GraphError, SerializationError, StepError) as exc:
+            # a StepError here is a reducer refusing the input or an edit
             status = 409 if isinstance(exc, ConflictError) else 400
             message = views.api_terms(str(exc), workflow=workflow, run_id=run_id)
             raise _Refused(status, message) from None
