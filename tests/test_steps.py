@@ -361,3 +361,27 @@ def test_sys_exit_in_a_step_fails_the_run_instead_of_leaving_it_queued(
     assert info.status == "failed"
     assert info.failure is not None
     assert info.failure.error_type == ("EffectError" if how == "effect" else "SystemExit")
+
+
+def test_sys_exit_in_a_finally_run_while_closing_a_step_is_dropped_like_any_error(
+    tmp_path: Any,
+) -> None:
+    def exits_on_close(state: Any) -> Any:
+        try:
+            yield Interrupt("go?")
+        finally:
+            sys.exit(7)
+
+    def fails(state: Any) -> Any:
+        yield Interrupt("go?")
+        raise RuntimeError("the sibling fails")
+
+    graph = Graph("g", {"x": LastWriteWins()}).step("a", exits_on_close).step("b", fails)
+    runner = Runner(graph, FileCheckpointer(tmp_path))
+    paused = runner.run("r")
+    b_id = paused.interrupts[1].id  # type: ignore[union-attr]
+    with pytest.raises(StepError, match=r"the sibling fails"):  # a is closed: its finally exits
+        runner.resume("r", Resume(answers={b_id: 1}))
+    assert runner.state("r").status == "failed"
+    runner.cancel("r")  # closes what it holds again: no SystemExit escapes
+    assert runner.state("r").status == "cancelled"

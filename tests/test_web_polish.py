@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 import threading
 import time
 from collections.abc import Generator, Iterator, Mapping
@@ -13,7 +14,7 @@ import pytest
 from _web_flows import approval
 from starlette.testclient import TestClient
 
-from pausegraph import Effect, Graph, Interrupt, LastWriteWins, MemoryCheckpointer
+from pausegraph import Effect, Graph, Interrupt, LastWriteWins, MemoryCheckpointer, Reducer
 from pausegraph.checkpointers import Checkpointer
 from pausegraph.cli import main
 from pausegraph.web import app
@@ -533,3 +534,21 @@ def test_answers_that_wait_together_take_turns_and_copies_are_taken_once() -> No
         assert codes == [("A", 200), ("B", 200), *[("C", 200)], *[("C", 409)] * 4], codes
         assert c.get("/api/runs/three/r1").json()["values"] == {"a": "A", "b": "B", "c": "C"}
         assert CHARGES == ["C"]
+
+
+def _strict_fold(total: Any, value: Any) -> Any:
+    if value == "exit":
+        sys.exit(4)
+    if not isinstance(value, int):
+        raise ValueError(f"not a number: {value!r}")
+    return total + value
+
+
+@pytest.mark.parametrize("given", ["bad", "exit"])
+def test_an_input_a_reducer_refuses_is_a_400_and_saves_nothing(given: str) -> None:
+    graph = Graph("sum", {"total": Reducer(_strict_fold, 0)}).step("s", lambda state: None)
+    with TestClient(app([graph], MemoryCheckpointer()), base_url=LOCAL) as c:
+        reply = c.post("/api/runs/sum/r1", json={"input": {"total": given}})
+        assert reply.status_code == 400, reply.text
+        assert "the reducer of channel 'total' raised" in reply.json()["error"]
+        assert c.get("/api/runs").json() == []
