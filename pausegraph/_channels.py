@@ -16,8 +16,8 @@ from typing import Any
 
 import attrs
 
-from ._values import MAX_DEPTH, FrozenDict, FrozenList, freeze, normalize, said
-from .errors import PausegraphError, StepError
+from ._values import MAX_DEPTH, NATIVE, FrozenDict, FrozenList, freeze, normalize, said
+from .errors import PausegraphError, SerializationError, StepError
 
 
 class Op(enum.Enum):
@@ -161,8 +161,13 @@ def accept_writes(
     every value, read-only to everyone else. A value msgpack cannot encode is
     a ``SerializationError`` naming the channel.
     """
+    try:  # a mapping of the user's own may raise anything as it is read
+        items = list(writes.items())
+    except Exception as exc:
+        msg = f"the writes of {what} cannot be read: {type(exc).__name__}: {said(exc)}. {NATIVE}"
+        raise SerializationError(msg) from None
     accepted = {}
-    for channel, value in writes.items():
+    for channel, value in items:
         reducer = reducers.get(channel)
         if reducer is None:
             declared = ", ".join(map(repr, reducers)) or "no channels"
@@ -173,13 +178,17 @@ def accept_writes(
         except TypeError as exc:
             msg = f"{what} {verb} channel {channel!r}: {exc}"
             raise error(msg) from None
+        except Exception as exc:  # a value whose own methods raise
+            msg = f"{what} {verb} channel {channel!r}: {type(exc).__name__}: {said(exc)}"
+            raise SerializationError(msg) from None
     try:
         # one level more: the channel names; a value too deep is named below
         return freeze(accepted, max_depth=MAX_DEPTH + 1)  # type: ignore[no-any-return]
-    except (TypeError, ValueError, OverflowError):
+    except Exception as exc:  # msgpack's refusal, or a value whose own methods raise
         for channel, value in accepted.items():  # which channel: for the message
             normalize(value, lambda c=channel: f"channel {c!r} (written by {what})")  # type: ignore[misc]
-        raise
+        msg = f"the writes of {what} cannot be stored: {type(exc).__name__}: {said(exc)}"
+        raise SerializationError(msg) from None
 
 
 class Channels:

@@ -51,7 +51,7 @@ class Graph:
                 raise GraphError(msg)
             try:
                 reducer.initial()
-            except (TypeError, ValueError, OverflowError) as exc:
+            except Exception as exc:
                 msg = f"the default of channel {channel!r} cannot be stored: {exc}"
                 raise GraphError(msg) from None
         self.name = name

@@ -324,6 +324,15 @@ class All(_Instruction):
                     hint = " (call the generator function: All(f(x)), not All(f))"
                 msg = f"All(...) takes generator objects, got {gen!r} as branch {n}{hint}"
                 raise TypeError(msg)
+        seen: dict[int, int] = {}
+        for n, gen in enumerate(generators):
+            first = seen.setdefault(id(gen), n)
+            if first != n:  # one generator runs once: a second branch would get nothing
+                msg = (
+                    f"All(...) got the same generator object as branches {first} and {n}: "
+                    "make one per branch (All(f(x), f(x)), not g = f(x); All(g, g))"
+                )
+                raise ValueError(msg)
         _set_generators(self, generators)
         frame = _getframe(1)
         _mark(self, (frame.f_code, frame.f_lasti))

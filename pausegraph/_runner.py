@@ -398,6 +398,11 @@ class Runner:
         if not isinstance(reason, str):
             msg = f"cancel(run_id, reason) takes a str reason, got {reason!r}"
             raise ResumeError(msg)
+        try:
+            reason.encode("utf-8")
+        except UnicodeEncodeError as exc:  # a lone surrogate: checked before anything is done
+            msg = f"cancel(run_id, reason): the reason cannot be stored: {exc}"
+            raise SerializationError(msg) from None
         with self._driving(run_id):
             latest = self._latest(run_id)
             claim = decide_cancel(latest, reason)

@@ -141,6 +141,17 @@ def failure_of(step_id: str, error: BaseException) -> Failure:
     return Failure(step_id, type(cause).__name__, said(cause))
 
 
+def _executor_refused(step_id: str, cause: Exception) -> StepError:
+    msg = (
+        f"the executor refused an effect of step {step_id!r} "
+        f"({type(cause).__name__}: {said(cause)}); the effects it ran are saved, and a "
+        "retry calls only those it did not run"
+    )
+    error = StepError(msg)
+    error.__cause__ = cause
+    return error
+
+
 class LayerRun:
     """One layer under way: where each of its steps stands.
 
@@ -283,11 +294,16 @@ class LayerRun:
                 waiting.append((step_id, waits))
         while waiting:
             before_effect()
-            submitted = [
-                (step_id, branch, effect, executor.submit(effect.fn, *effect.args, **effect.kwargs))
-                for step_id, waits in waiting
-                for branch, effect in waits
-            ]
+            submitted = []
+            refused: tuple[str, Exception] | None = None
+            for step_id, waits in waiting:
+                for branch, effect in waits:
+                    try:
+                        future = executor.submit(effect.fn, *effect.args, **effect.kwargs)
+                    except Exception as not_run:  # a pool shut down: this function never ran
+                        refused = refused or (step_id, not_run)
+                        continue
+                    submitted.append((step_id, branch, effect, future))
             for step_id, branch, effect, future in submitted:
                 try:
                     result, exc = future.result(), None
@@ -297,6 +313,8 @@ class LayerRun:
                 entry, thrown = effect_entry(step_id, effect, branch.path, result, exc)
                 self.live[step_id].record(branch, entry, thrown)
             save(self, waiting[0][0])
+            if refused is not None:  # the effects that ran are saved; a retry calls the rest
+                self._failed(refused[0], _executor_refused(*refused))
             going, waiting = waiting, []
             for step_id, _ in going:
                 try:

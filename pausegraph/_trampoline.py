@@ -109,7 +109,7 @@ def effect_entry(
         return Raised(name, text, branch), error
     try:
         value = freeze(result, max_depth=MAX_DEPTH)  # normalize, but the entry says why not
-    except (TypeError, ValueError, OverflowError) as refused:
+    except Exception as refused:  # msgpack's refusal, or a value whose own methods raise
         return _refused_entry(step_id, name, branch, result, refused)
     return Returned(name, value, branch), None
 
@@ -124,10 +124,14 @@ def _refused_entry(
     at its ``yield``, as if the function had raised it, and a retry or a
     replay throws the same error in again without calling the function.
     """
-    part = refused_part(result, "result")
+    try:
+        part = refused_part(result, "result")
+    except Exception:  # a value whose own methods raise as it is walked
+        part = None
     where = "" if part is None else f" ({part})"
     cause = SerializationError(
-        f"the result of effect {name} in step {step_id!r} cannot be stored{where}: {refused}; "
+        f"the result of effect {name} in step {step_id!r} cannot be stored{where}: "
+        f"{type(refused).__name__}: {said(refused)}; "
         "return msgpack-native values from the effect (dict, list, str, int, float, bool, "
         "None, bytes), e.g. a datetime as its .isoformat() text, a Decimal as str"
     )
@@ -338,7 +342,7 @@ class Trampoline:
                     if answer is not _NOT_FAST:
                         try:
                             fast = encode(msg.payload) == encode(recorded.payload)
-                        except (TypeError, ValueError, OverflowError):
+                        except Exception:  # the general path says what is wrong
                             fast = False
                         if fast:
                             _mark(msg, None)  # consumed: it was yielded

@@ -238,8 +238,13 @@ def normalize(value: Any, what: Callable[[], str]) -> Any:
     except TooDeep as exc:
         msg = f"{what()} cannot be stored: {exc}"
         raise SerializationError(msg) from None
-    except (TypeError, ValueError, OverflowError) as exc:
-        msg = f"{what()} cannot be stored: {exc}. {NATIVE}"
+    except Exception as exc:  # msgpack's refusal, or a value whose own methods raise
+        why = (
+            said(exc)
+            if isinstance(exc, (TypeError, ValueError, OverflowError))
+            else (f"{type(exc).__name__}: {said(exc)}")
+        )
+        msg = f"{what()} cannot be stored: {why}. {NATIVE}"
         raise SerializationError(msg) from None
 
 
@@ -262,7 +267,7 @@ def refused_part(value: Any, root: str) -> str | None:
             for key, _ in items:
                 try:
                     pack(key)
-                except (TypeError, ValueError, OverflowError):
+                except Exception:
                     return f"a key of type {type(key).__name__} in {path}"
             todo.extend((f"{path}[{shown(k)}]", v, depth + 1) for k, v in reversed(items))
         elif isinstance(part, (list, tuple)):
@@ -272,7 +277,7 @@ def refused_part(value: Any, root: str) -> str | None:
         else:
             try:
                 pack(part)
-            except (TypeError, ValueError, OverflowError):
+            except Exception:
                 kind = type(part).__name__
                 return f"{root} itself, of type {kind}" if path == root else f"the {kind} at {path}"
     return None

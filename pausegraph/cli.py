@@ -675,9 +675,17 @@ def _naming_the_run(args: argparse.Namespace, runner: Runner, run_id: str) -> It
     try:
         yield
     except (StepError, NondeterminismError, SerializationError) as exc:
-        if args.json:  # what the run is now, as `show --json` prints it
-            with contextlib.suppress(PausegraphError):  # the step's error is the one to report
-                _print_json(render.run_object(runner.graph.name, run_id, runner.state(run_id)))
+        info = None
+        with contextlib.suppress(PausegraphError):  # the step's error is the one to report
+            info = runner.state(run_id)
+        if info is not None and info.status is not Status.FAILED:
+            # refused before anything was saved (an answer or an edit no store can keep)
+            said = _cli_terms(args, str(exc)).rstrip(".")
+            raise _Failure(
+                f"{type(exc).__name__}: {said}; nothing was saved (run {run_id!r} is {info.status})"
+            ) from exc
+        if args.json and info is not None:  # what the run is now, as `show --json` prints it
+            _print_json(render.run_object(runner.graph.name, run_id, info))
         retry = render.with_positionals(
             [*_prefix(args), "run"],
             [*render.option("--run-id", run_id), *_breakpoint_options(args)],

@@ -178,6 +178,16 @@ def test_all_refuses_a_generator_function():
         All(gen)
 
 
+def test_all_refuses_one_generator_object_given_twice():
+    def ask(n):
+        yield Interrupt(n)
+
+    one = ask(1)
+    with pytest.raises(ValueError, match=r"the same generator object as branches 0 and 2"):
+        All(one, ask(2), one)
+    one.close()
+
+
 def answer_once(n):
     value = yield Interrupt(n)
     return value + n

@@ -479,3 +479,18 @@ def test_json_nested_too_deeply_is_one_short_usage_line_and_changes_nothing(
     assert "bug" not in done.stderr
     assert len(done.stderr) < 600
     assert tree_digest(store) == before
+
+
+def test_an_answer_no_store_can_keep_is_refused_without_calling_the_run_failed(
+    tmp_path: Path,
+) -> None:
+    store = tmp_path / "store"
+    ok("run", REVIEW, "--run-id", "r1", "--input", '{"document": "memo"}', store=store)
+    before = tree_digest(store)
+    done = pg("resume", REVIEW, "r1", "--answer", '2.1.0="\\ud800"', store=store)
+    assert done.returncode == 1, done.stderr
+    assert "SerializationError" in done.stderr
+    assert "nothing was saved (run 'r1' is paused)" in done.stderr
+    assert "failed" not in done.stderr
+    assert "retries it" not in done.stderr
+    assert tree_digest(store) == before

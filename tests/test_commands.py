@@ -365,3 +365,18 @@ def test_death_after_the_last_layer_checkpoint_still_pauses_after_it():
     assert fresh.run("r") == Paused(2, After("b"))
     assert fresh.resume("r", Continue()) == Done({"log": ["a", "b"], "note": None}, 2)
     assert fresh.history("r")[-1].label == "done"
+
+
+def test_a_cancel_reason_no_store_can_keep_is_refused_before_anything_is_done():
+    from pausegraph import SerializationError
+
+    def ask(state):
+        yield Interrupt("go?")
+
+    runner = Runner(Graph("g", {"x": LastWriteWins()}).step("s", ask))
+    runner.run("r")
+    before = runner.history("r")
+    with pytest.raises(SerializationError, match=r"the reason cannot be stored"):
+        runner.cancel("r", "bad \ud800")
+    assert runner.history("r") == before
+    assert runner.state("r").status == "paused"

@@ -434,3 +434,42 @@ def test_async_step_message_in_full() -> None:
     text = textwrap.shorten(str(info.value), 400)
     assert text.startswith("step 's' is an async function")
     assert "def, not async def" in text
+
+
+class _ListThatBreaks(list):  # type: ignore[type-arg]
+    """A value whose own methods raise something other than TypeError or ValueError."""
+
+    def __iter__(self) -> Any:
+        raise RuntimeError("boom in __iter__")
+
+
+odd_calls: list[str] = []
+
+
+def _odd_result() -> Any:
+    odd_calls.append("called")
+    return _ListThatBreaks([1])
+
+
+@pytest.mark.parametrize("where", ["effect result", "step write", "payload"])
+def test_a_value_whose_methods_raise_fails_the_run_and_no_effect_is_called_again(
+    tmp_path: Path, where: str
+) -> None:
+    odd_calls.clear()
+
+    def step(state: Any) -> Any:
+        if where == "effect result":
+            yield Effect(_odd_result)
+        if where == "payload":
+            yield Interrupt(_ListThatBreaks([1]))
+        return {"x": _ListThatBreaks([1])}
+
+    graph = Graph("g", {"x": LastWriteWins()}).step("s", step)
+    for _ in range(3):  # each a retry, from a new process as far as the store knows
+        runner = Runner(graph, FileCheckpointer(tmp_path))
+        with pytest.raises((EffectError, SerializationError, StepError)):
+            runner.run("r", {}) if not (tmp_path / "started").exists() else runner.run("r")
+        (tmp_path / "started").touch()
+        assert runner.state("r").status == "failed"
+    expected = ["called"] if where == "effect result" else []
+    assert odd_calls == expected

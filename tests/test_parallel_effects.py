@@ -6,6 +6,7 @@ import multiprocessing
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from typing import Any
 
 import pytest
 
@@ -23,6 +24,7 @@ from pausegraph import (
     Paused,
     Resume,
     Runner,
+    StepError,
 )
 
 
@@ -161,3 +163,45 @@ def test_an_effect_error_under_an_executor_is_recorded_as_without_one():
         with pytest.raises(EffectError, match="ValueError: bad 3"):
             runner.run("r", {})
     assert runner.state("r").failure.error_type == "EffectError"
+
+
+class _RefusesTheSecond(ThreadPoolExecutor):
+    """An executor that turns down its second job, as a pool shut down meanwhile would."""
+
+    def __init__(self) -> None:
+        super().__init__(2)
+        self.jobs = 0
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+        self.jobs += 1
+        if self.jobs == 2:
+            raise RuntimeError("cannot schedule new futures after shutdown")
+        return super().submit(fn, *args, **kwargs)
+
+
+def test_an_effect_the_executor_refuses_fails_the_step_and_the_ones_it_ran_are_kept(
+    tmp_path: Any,
+) -> None:
+    ran: list[str] = []
+
+    def effect(name: str) -> str:
+        ran.append(name)
+        return name
+
+    def step(name: str) -> Any:
+        def run(state: Any) -> Any:
+            return {name: (yield Effect(effect, name))}
+
+        return run
+
+    graph = Graph("g", {"a": LastWriteWins(), "b": LastWriteWins()})
+    graph.step("a", step("a")).step("b", step("b"))
+    with _RefusesTheSecond() as pool:
+        runner = Runner(graph, FileCheckpointer(tmp_path), executor=pool)
+        with pytest.raises(StepError, match=r"the executor refused an effect of step 'b'"):
+            runner.run("r", {})
+    assert runner.state("r").status == "failed"
+    with ThreadPoolExecutor(2) as pool:
+        done = Runner(graph, FileCheckpointer(tmp_path), executor=pool).run("r")
+    assert done.state == {"a": "a", "b": "b"}
+    assert ran == ["a", "b"]  # a ran once: its result was saved before the step failed

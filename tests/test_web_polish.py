@@ -14,7 +14,15 @@ import pytest
 from _web_flows import approval
 from starlette.testclient import TestClient
 
-from pausegraph import Effect, Graph, Interrupt, LastWriteWins, MemoryCheckpointer, Reducer
+from pausegraph import (
+    Effect,
+    Graph,
+    Interrupt,
+    LastWriteWins,
+    MemoryCheckpointer,
+    Reducer,
+    Runner,
+)
 from pausegraph.checkpointers import Checkpointer
 from pausegraph.cli import main
 from pausegraph.web import app
@@ -552,3 +560,15 @@ def test_an_input_a_reducer_refuses_is_a_400_and_saves_nothing(given: str) -> No
         assert reply.status_code == 400, reply.text
         assert "the reducer of channel 'total' raised" in reply.json()["error"]
         assert c.get("/api/runs").json() == []
+
+
+def test_a_server_started_again_drives_what_was_left_queued_without_a_request() -> None:
+    store = MemoryCheckpointer()
+    graph = Graph("kb", {"a": LastWriteWins(), "b": LastWriteWins()})
+    graph.step("s", interrupts_the_driver)
+    Runner(graph, store).start("left", {"a": "fine"})  # as a server killed mid-answer leaves it
+    with TestClient(app([graph], store, wait_s=2), base_url=LOCAL) as c:
+        deadline = time.monotonic() + 5
+        while c.get("/api/runs/kb/left").json()["status"] != "done":  # a GET wakes nothing
+            assert time.monotonic() < deadline, "the driver never took the queued run"
+            time.sleep(0.05)

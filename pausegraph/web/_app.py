@@ -449,6 +449,8 @@ def app(
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        if server.driver is not None:  # from the start: runs a dead server left queued, and
+            server.driver.wake()  # deadlines that passed while it was down, need no request
         yield
         if server.driver is not None:
             await run_in_threadpool(server.driver.stop)
