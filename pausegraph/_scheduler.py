@@ -261,10 +261,12 @@ class LayerRun:
                 while waits:
                     trampoline = self.live[step_id]
                     for branch, effect in waits:
-                        before_effect()
+                        before_effect()  # syncs the record saved just before, if any
                         entry, error = call_effect(step_id, effect, branch.path)
                         trampoline.record(branch, entry, error)
-                    save(self, step_id)
+                        # each record saved before the next call: a process that dies in
+                        # a sibling branch's effect repeats only that one (the crash window)
+                        save(self, step_id)
                     waits = self._go_on(step_id, trampoline)
             except (StepError, NondeterminismError, SerializationError) as error:
                 self._failed(step_id, error)

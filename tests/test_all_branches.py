@@ -351,3 +351,25 @@ def test_a_crash_in_a_later_round_keeps_the_saved_results_of_earlier_rounds(stor
     done = Runner(one_step(two_rounds), store_factory()).run("r")
     assert done.state["out"] == [[10, 1], [20, 2]]
     assert CALLED == [1, 2, ("crash?", 1), ("crash?", 1), ("crash?", 2)]
+
+
+def test_each_branch_effect_is_saved_before_the_next_branch_effect_is_called():
+    # without an executor the branches' effects run one after another: a process dying
+    # in the second must not repeat the first, whose result it already had
+    store = MemoryCheckpointer()
+    seen = []
+
+    def look(name):
+        seen.append((name, len(store.list("g", "r"))))
+        return name
+
+    def branch(name):
+        return (yield Effect(look, name))
+
+    def step(state):
+        return {"x": (yield All(branch("a"), branch("b")))}
+
+    Runner(Graph("g", {"x": LastWriteWins()}).step("s", step), store).run("r")
+    (a, saved_before_a), (b, saved_before_b) = seen
+    assert (a, b) == ("a", "b")
+    assert saved_before_b == saved_before_a + 1  # a's record, saved before b was called
