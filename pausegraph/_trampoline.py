@@ -38,6 +38,7 @@ from ._values import (
     same,
     storable,
     thaw,
+    unstorable,
 )
 from .errors import (
     EffectError,
@@ -131,7 +132,7 @@ def _refused_entry(
     where = "" if part is None else f" ({part})"
     cause = SerializationError(
         f"the result of effect {name} in step {step_id!r} cannot be stored{where}: "
-        f"{type(refused).__name__}: {said(refused)}; "
+        f"{unstorable(refused)}; "
         "return msgpack-native values from the effect (dict, list, str, int, float, bool, "
         "None, bytes), e.g. a datetime as its .isoformat() text, a Decimal as str"
     )

@@ -239,13 +239,15 @@ def normalize(value: Any, what: Callable[[], str]) -> Any:
         msg = f"{what()} cannot be stored: {exc}"
         raise SerializationError(msg) from None
     except Exception as exc:  # msgpack's refusal, or a value whose own methods raise
-        why = (
-            said(exc)
-            if isinstance(exc, (TypeError, ValueError, OverflowError))
-            else (f"{type(exc).__name__}: {said(exc)}")
-        )
-        msg = f"{what()} cannot be stored: {why}. {NATIVE}"
+        msg = f"{what()} cannot be stored: {unstorable(exc)}. {NATIVE}"
         raise SerializationError(msg) from None
+
+
+def unstorable(exc: Exception) -> str:
+    """Why a value cannot be stored: msgpack's refusal as it says it, anything else named."""
+    if isinstance(exc, (TypeError, ValueError, OverflowError)):
+        return said(exc)
+    return f"{type(exc).__name__}: {said(exc)}"
 
 
 def refused_part(value: Any, root: str) -> str | None:
