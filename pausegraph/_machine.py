@@ -476,6 +476,12 @@ def _answers(
             state = "was already answered (the run has moved on past it)"
         elif _earlier(interrupt_id, progress.epoch):  # answered, or dropped by a Goto
             state = "was already answered or dropped by a Goto (the run has moved on past it)"
+        elif any(
+            type(e) is Asked and e.id == interrupt_id
+            for journal in progress.journals.values()
+            for e in journal
+        ):  # asked in this layer, neither pending nor answered: its deadline passed
+            state = "timed out (the step was told so and went on)"
         else:
             state = "is unknown"
         msg = f"interrupt id {interrupt_id!r} {state} in run {run_id!r}; pending: {waits}"

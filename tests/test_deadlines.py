@@ -23,6 +23,7 @@ from pausegraph import (
     MemoryCheckpointer,
     Paused,
     Resume,
+    ResumeError,
     Runner,
     Sleep,
     SqliteCheckpointer,
@@ -349,3 +350,22 @@ def test_a_step_failure_after_a_timeout_is_left_failed_not_raised() -> None:
     assert runner.state("r").failure is not None
     with pytest.raises(StepError, match=r"escalation service down"):
         runner.run("r")
+
+
+def test_a_late_answer_to_an_interrupt_that_timed_out_says_so(store: Checkpointer) -> None:
+    def escalate(state: Any) -> Any:
+        try:
+            answer = yield Interrupt("manager?", timeout=60)
+        except InterruptTimeout:
+            answer = yield Interrupt("director?")
+        return {"decision": answer}
+
+    clock = Clock()
+    runner = Runner(graph_of(escalate), store, clock=clock)
+    manager = runner.run("r").interrupts[0].id  # type: ignore[union-attr]
+    clock.now += 60_000
+    runner.tick()
+    before = runner.history("r")
+    with pytest.raises(ResumeError, match=rf"interrupt id '{manager}' timed out"):
+        runner.resume("r", Resume(answers={manager: "yes"}))
+    assert runner.history("r") == before

@@ -247,6 +247,20 @@ def test_a_finished_run_and_a_changed_input_are_explained_in_api_terms(two: Test
     )
 
 
+def test_without_a_driver_the_api_names_a_worker_as_what_drives_a_queued_run() -> None:
+    from pausegraph.web._views import api_terms
+
+    queued = "run 'x' is queued: ...; run('x') drives it, then command it if it pauses"
+    said = api_terms(queued, workflow="w", run_id="x", driving=False)
+    assert (
+        said
+        == "run 'x' is queued: ...; a pausegraph worker drives it, then command it if it pauses"
+    )
+    going = api_terms("it is queued: run(run_id) without input goes on with it", workflow="w",
+                      run_id="x", driving=False)  # fmt: skip
+    assert going == "it is queued: a pausegraph worker goes on with it"
+
+
 def test_api_terms_rewrites_every_call_the_engine_names() -> None:
     from pausegraph.web._views import api_terms
 

@@ -321,15 +321,16 @@ class _Server:
                 else:
                     self._turns[key] = (lock, users - 1)
 
-    @staticmethod
-    def _engine(call: Callable[[], _T], workflow: str, run_id: str) -> _T:
+    def _engine(self, call: Callable[[], _T], workflow: str, run_id: str) -> _T:
         """``call()``, its refusals as 409 or 400 with the engine's Python terms made the API's."""
         try:
             return call()
         except (ConflictError, ResumeError, GraphError, SerializationError, StepError) as exc:
             # a StepError here is a reducer refusing the input or an edit
             status = 409 if isinstance(exc, ConflictError) else 400
-            message = views.api_terms(str(exc), workflow=workflow, run_id=run_id)
+            message = views.api_terms(
+                str(exc), workflow=workflow, run_id=run_id, driving=self.driver is not None
+            )
             raise _Refused(status, message) from None
         except CheckpointError as exc:  # the store failed (a dropped connection, a full disk)
             logger.warning("the store failed on run %r of workflow %r: %s", run_id, workflow, exc)

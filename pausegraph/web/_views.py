@@ -203,14 +203,19 @@ _PHRASES = {
 _STEP_LITERAL = re.compile(r"(?:step_id=)?'([^'\\]*)'")
 
 
-def api_terms(message: str, *, workflow: str, run_id: str) -> str:
+def api_terms(message: str, *, workflow: str, run_id: str, driving: bool = True) -> str:
     """``message`` with each Python call it names replaced by the request or body that does it.
+
+    ``driving`` says whether the server drives runs itself (not ``--no-drive``):
+    ``run(run_id)`` reads as its driver, or a worker's, else a worker's alone.
 
     ``Resume(answers=...)`` reads ``{"answers": {ID: VALUE}}``, ``Goto('x')``
     ``{"goto": "x"}``, ``resume(run_id, command)`` ``POST
     /api/runs/WORKFLOW/RUN_ID/resume``, and so on, for the run the request named.
     """
     for phrase, reworded in _PHRASES.items():
+        if not driving:
+            reworded = reworded.replace("the server's driver", "a pausegraph worker")
         message = message.replace(phrase, reworded)
     run = f"/api/runs/{quote(workflow, safe='')}/{quote(run_id, safe='')}"
     out: list[str] = []
@@ -223,13 +228,13 @@ def api_terms(message: str, *, workflow: str, run_id: str) -> str:
             break
         name, inner = match.group(1), message[match.end() : end - 1].strip()
         out.append(message[pos : match.start()])
-        out.append(_api_term(name, inner, run))
+        out.append(_api_term(name, inner, run, driving))
         pos = end
     out.append(message[pos:])
     return re.sub(r"\bcall (?=(GET|POST) )", "send ", "".join(out))
 
 
-def _api_term(name: str, inner: str, run: str) -> str:
+def _api_term(name: str, inner: str, run: str, driving: bool) -> str:
     if inner.startswith("update=") or name == "Update":
         return '{"update": {CHANNEL: VALUE}}'
     if name == "Continue":
@@ -247,7 +252,7 @@ def _api_term(name: str, inner: str, run: str) -> str:
     if name == "run":
         if "input" in inner:
             return f'POST {run} with {{"input": {{CHANNEL: VALUE}}}}'
-        return "the server's driver (or a pausegraph worker)"
+        return "the server's driver (or a pausegraph worker)" if driving else "a pausegraph worker"
     return (
         f'POST {run}/resume (with one of {{"value": VALUE}}, {{"answers": {{ID: VALUE}}}}, '
         '{"continue": true}, {"update": {...}} or {"goto": STEP})'
