@@ -261,12 +261,14 @@ class LayerRun:
                 while waits:
                     trampoline = self.live[step_id]
                     for branch, effect in waits:
-                        before_effect()  # syncs the record saved just before, if any
+                        before_effect()
                         entry, error = call_effect(step_id, effect, branch.path)
                         trampoline.record(branch, entry, error)
-                        # each record saved before the next call: a process that dies in
-                        # a sibling branch's effect repeats only that one (the crash window)
-                        save(self, step_id)
+                    # the effects that waited together are saved together: a replay then
+                    # meets them as the live run did (saving each alone let a branch whose
+                    # record was saved run ahead of a sibling's unsaved one on recovery,
+                    # calling effects the live run never calls)
+                    save(self, step_id)
                     waits = self._go_on(step_id, trampoline)
             except (StepError, NondeterminismError, SerializationError) as error:
                 self._failed(step_id, error)

@@ -353,9 +353,9 @@ def test_a_crash_in_a_later_round_keeps_the_saved_results_of_earlier_rounds(stor
     assert CALLED == [1, 2, ("crash?", 1), ("crash?", 1), ("crash?", 2)]
 
 
-def test_each_branch_effect_is_saved_before_the_next_branch_effect_is_called():
-    # without an executor the branches' effects run one after another: a process dying
-    # in the second must not repeat the first, whose result it already had
+def test_effects_that_wait_together_are_saved_together_so_recovery_meets_them_as_live():
+    # saved one by one, a branch whose record was saved ran ahead of a sibling whose
+    # effect the process died in, and called an effect the live run never calls
     store = MemoryCheckpointer()
     seen = []
 
@@ -372,4 +372,4 @@ def test_each_branch_effect_is_saved_before_the_next_branch_effect_is_called():
     Runner(Graph("g", {"x": LastWriteWins()}).step("s", step), store).run("r")
     (a, saved_before_a), (b, saved_before_b) = seen
     assert (a, b) == ("a", "b")
-    assert saved_before_b == saved_before_a + 1  # a's record, saved before b was called
+    assert saved_before_b == saved_before_a  # a's record waits for b's: one effect: save
