@@ -312,7 +312,9 @@ class CheckpointerConformance:
 
     Set ``durable = False`` for a store that keeps runs in the process's
     memory: the tests of what outlives a process (a holder killed with
-    ``SIGKILL``, bytes on disk) are then skipped. A durable store keeps
+    ``SIGKILL``, a saver killed with ``SIGKILL`` whose checkpoints a new
+    handle must read back through ``reopen``, bytes on disk) are then
+    skipped. A durable store keeps
     everything under ``tmp_path``; if it has a ``close()`` method, the size
     test calls it before measuring the files there.
     """
@@ -326,6 +328,16 @@ class CheckpointerConformance:
             "to return a new, empty checkpointer"
         )
         raise TypeError(msg)
+
+    def reopen(self, tmp_path: Path) -> Checkpointer:
+        """Another handle on the store ``make_checkpointer(tmp_path)`` made, as a process opens it.
+
+        By default ``make_checkpointer(tmp_path)`` again, which reaches the
+        same store when the store lives at a path under ``tmp_path`` (or
+        at one database per test); override it if ``make_checkpointer``
+        makes a store of its own at each call.
+        """
+        return self.make_checkpointer(tmp_path)
 
     # --- save and load ------------------------------------------------------------
 
@@ -611,6 +623,34 @@ class CheckpointerConformance:
             assert mine is not None
             assert mine.pid == os.getpid()
         assert same(store.latest(WORKFLOW, "r"), saved[-1])
+
+    def test_a_process_killed_with_sigkill_loses_nothing_it_saved(self, tmp_path: Path) -> None:
+        if not self.durable:
+            raise unittest.SkipTest("an in-memory store's runs die with its one process")
+        self.make_checkpointer(tmp_path)  # the store, made here as every test makes it
+        run = recorded_run([{"x": [1, "two"]}, {"log": [3]}, {"x": [4]}])
+        context = multiprocessing.get_context("fork")
+        saved = context.Event()
+
+        def save_then_wait() -> None:  # a new process, its own handle; saved, never synced
+            copy_run(self.reopen(tmp_path), run, "r")
+            saved.set()
+            time.sleep(600)
+
+        child = context.Process(target=save_then_wait, daemon=True)
+        child.start()
+        try:
+            assert saved.wait(60), "the child never saved"
+        finally:
+            assert child.pid is not None
+            os.kill(child.pid, signal.SIGKILL)
+            child.join(60)
+        store = self.reopen(tmp_path)
+        assert [m.seq for m in store.list(WORKFLOW, "r")] == [c.seq for c in run]
+        for checkpoint in run:
+            loaded = store.load(WORKFLOW, "r", checkpoint.seq)
+            assert loaded is not None
+            assert same(loaded, attrs.evolve(checkpoint, workflow_id=WORKFLOW, run_id="r"))
 
     def test_summaries_filter_runs_by_workflow_and_status(self, tmp_path: Path) -> None:
         store = self.make_checkpointer(tmp_path)
