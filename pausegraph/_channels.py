@@ -16,7 +16,7 @@ from typing import Any
 
 import attrs
 
-from ._values import MAX_DEPTH, NATIVE, FrozenDict, FrozenList, freeze, normalize, said
+from ._values import MAX_DEPTH, NATIVE, FrozenDict, FrozenList, freeze, named, normalize
 from .errors import PausegraphError, SerializationError, StepError
 
 
@@ -161,10 +161,10 @@ def accept_writes(
     every value, read-only to everyone else. A value msgpack cannot encode is
     a ``SerializationError`` naming the channel.
     """
-    try:  # a mapping of the user's own may raise anything as it is read
-        items = list(writes.items())
+    try:  # a mapping of the user's own may raise anything as it is read; a dict cannot
+        items = writes.items() if type(writes) is dict else list(writes.items())
     except Exception as exc:
-        msg = f"the writes of {what} cannot be read: {type(exc).__name__}: {said(exc)}. {NATIVE}"
+        msg = f"the writes of {what} cannot be read: {named(exc)}. {NATIVE}"
         raise SerializationError(msg) from None
     accepted = {}
     for channel, value in items:
@@ -179,7 +179,7 @@ def accept_writes(
             msg = f"{what} {verb} channel {channel!r}: {exc}"
             raise error(msg) from None
         except Exception as exc:  # a value whose own methods raise
-            msg = f"{what} {verb} channel {channel!r}: {type(exc).__name__}: {said(exc)}"
+            msg = f"{what} {verb} channel {channel!r}: {named(exc)}"
             raise SerializationError(msg) from None
     try:
         # one level more: the channel names; a value too deep is named below
@@ -187,7 +187,7 @@ def accept_writes(
     except Exception as exc:  # msgpack's refusal, or a value whose own methods raise
         for channel, value in accepted.items():  # which channel: for the message
             normalize(value, lambda c=channel: f"channel {c!r} (written by {what})")  # type: ignore[misc]
-        msg = f"the writes of {what} cannot be stored: {type(exc).__name__}: {said(exc)}"
+        msg = f"the writes of {what} cannot be stored: {named(exc)}"
         raise SerializationError(msg) from None
 
 
@@ -234,7 +234,7 @@ class Channels:
             try:
                 new, op, delta = reducers[channel].fold(values[channel], bucket)
             except (Exception, SystemExit) as exc:  # sys.exit() in a reducer fails the layer
-                msg = f"the reducer of channel {channel!r} raised {type(exc).__name__}: {said(exc)}"
+                msg = f"the reducer of channel {channel!r} raised {named(exc)}"
                 error = StepError(msg)
                 error.channel = channel  # type: ignore[attr-defined]
                 raise error from exc

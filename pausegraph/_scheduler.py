@@ -54,7 +54,7 @@ from ._trampoline import (
     no_clock,
     start,
 )
-from ._values import freeze, said
+from ._values import freeze, named, said
 from .errors import EffectError, NondeterminismError, SerializationError, StepError
 
 
@@ -100,10 +100,7 @@ def skipped_in(
                 runs = bool(predicate(state))
             except (Exception, SystemExit) as exc:
                 name = getattr(predicate, "__qualname__", None) or repr(predicate)
-                msg = (
-                    f"the condition {name} of edge {src!r} -> {step_id!r} raised "
-                    f"{type(exc).__name__}: {said(exc)}"
-                )
+                msg = f"the condition {name} of edge {src!r} -> {step_id!r} raised {named(exc)}"
                 error = StepError(msg)
                 error.__cause__ = exc
                 raise PredicateFailed(step_id, error) from exc
@@ -144,7 +141,7 @@ def failure_of(step_id: str, error: BaseException) -> Failure:
 def _executor_refused(step_id: str, cause: Exception) -> StepError:
     msg = (
         f"the executor refused an effect of step {step_id!r} "
-        f"({type(cause).__name__}: {said(cause)}); the effects it ran are saved, and a "
+        f"({named(cause)}); the effects it ran are saved, and a "
         "retry calls only those it did not run"
     )
     error = StepError(msg)

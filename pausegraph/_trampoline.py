@@ -31,10 +31,10 @@ from ._records import Asked, Entry, Forked, Raised, Returned
 from ._values import (
     MAX_DEPTH,
     freeze,
+    named,
     normalize,
     packer,
     refused_part,
-    said,
     same,
     storable,
     thaw,
@@ -81,7 +81,7 @@ def check_writes(step_id: str, result: Any) -> Mapping[str, Any]:
 
 
 def step_failed(step_id: str, exc: BaseException) -> StepError:
-    msg = f"step {step_id!r} raised {type(exc).__name__}: {said(exc)}"
+    msg = f"step {step_id!r} raised {named(exc)}"
     error = StepError(msg)
     error.__cause__ = exc
     return error
@@ -104,7 +104,7 @@ def effect_entry(
     """The journal entry of an effect that returned ``result`` or raised ``exc``."""
     name = effect.name
     if exc is not None:
-        text = f"effect {name} in step {step_id!r} raised {type(exc).__name__}: {said(exc)}"
+        text = f"effect {name} in step {step_id!r} raised {named(exc)}"
         error = EffectError(text)
         error.__cause__ = exc
         return Raised(name, text, branch), error

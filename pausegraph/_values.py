@@ -119,6 +119,11 @@ def said(exc: BaseException) -> str:
     return storable(text)
 
 
+def named(exc: BaseException) -> str:
+    """``"ValueError: boom"``: the exception's class and ``said(exc)``, for a message."""
+    return f"{type(exc).__name__}: {said(exc)}"
+
+
 class _Packers(threading.local):
     # msgpack.packb builds a Packer per call, which costs more than packing a
     # small write; a Packer is not thread-safe, so each thread keeps its own.
@@ -247,7 +252,7 @@ def unstorable(exc: Exception) -> str:
     """Why a value cannot be stored: msgpack's refusal as it says it, anything else named."""
     if isinstance(exc, (TypeError, ValueError, OverflowError)):
         return said(exc)
-    return f"{type(exc).__name__}: {said(exc)}"
+    return named(exc)
 
 
 def refused_part(value: Any, root: str) -> str | None:

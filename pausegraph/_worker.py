@@ -24,6 +24,7 @@ from ._commands import Status
 from ._graph import Graph
 from ._inbox import run_summaries
 from ._runner import Runner
+from ._values import named
 from .checkpointers import Checkpointer
 from .errors import (
     CheckpointError,
@@ -197,16 +198,15 @@ class Worker:
             return False
         if not queued or last is None:
             return False
-        key = (name, run_id)
-        said = self._stuck.get(key)
-        why = f"{type(error).__name__}: {error}"
+        key, why = (name, run_id), named(error)
+        before = self._stuck.get(key)
         self._stuck[key] = (why, last.seq, time.monotonic() + STUCK_RETRY_S)
-        if said is None or said[0] != self._stuck[key][0]:
+        if before is None or before[0] != why:
             logger.warning(
                 "run %r of workflow %r is left queued: this worker cannot drive it: %s",
                 run_id,
                 name,
-                self._stuck[key][0],
+                why,
                 extra={"workflow": name, "run_id": run_id},
             )
         return True

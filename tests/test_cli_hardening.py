@@ -435,10 +435,15 @@ def test_shell_words_round_trip_through_bash() -> None:
 # --- JSON has no NaN -------------------------------------------------------------------
 
 
-def test_nan_and_infinities_are_refused_as_json_and_change_nothing(tmp_path: Path) -> None:
+def _paused_review(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """A file store holding review run r1, paused at its two reviewers; and its digest."""
     store = tmp_path / "store"
     ok("run", REVIEW, "--run-id", "r1", "--input", '{"document": "memo"}', store=store)
-    before = tree_digest(store)
+    return store, tree_digest(store)
+
+
+def test_nan_and_infinities_are_refused_as_json_and_change_nothing(tmp_path: Path) -> None:
+    store, before = _paused_review(tmp_path)
     for word in ("NaN", "Infinity", "-Infinity", "1e400"):
         done = pg("resume", REVIEW, "r1", "--answer", f"2.1.0={word}", store=store)
         assert done.returncode == 2, done.stderr
@@ -469,9 +474,7 @@ def test_a_nan_saved_from_python_is_printed_as_valid_json_with_a_marker(tmp_path
 def test_json_nested_too_deeply_is_one_short_usage_line_and_changes_nothing(
     tmp_path: Path,
 ) -> None:
-    store = tmp_path / "store"
-    ok("run", REVIEW, "--run-id", "r1", "--input", '{"document": "memo"}', store=store)
-    before = tree_digest(store)
+    store, before = _paused_review(tmp_path)
     deep = "[" * 30_000 + "]" * 30_000
     done = pg("resume", REVIEW, "r1", "--answer", f"2.1.0={deep}", store=store)
     assert done.returncode == 2, done.stderr
@@ -484,9 +487,7 @@ def test_json_nested_too_deeply_is_one_short_usage_line_and_changes_nothing(
 def test_an_answer_no_store_can_keep_is_refused_without_calling_the_run_failed(
     tmp_path: Path,
 ) -> None:
-    store = tmp_path / "store"
-    ok("run", REVIEW, "--run-id", "r1", "--input", '{"document": "memo"}', store=store)
-    before = tree_digest(store)
+    store, before = _paused_review(tmp_path)
     done = pg("resume", REVIEW, "r1", "--answer", '2.1.0="\\ud800"', store=store)
     assert done.returncode == 1, done.stderr
     assert "SerializationError" in done.stderr

@@ -172,6 +172,17 @@ def _strict(state: Any) -> Generator[Any, Any, dict[str, Any]]:
     return {"note": got}
 
 
+def _fail_then_reanswer(store: Checkpointer, again: Any) -> str:
+    """Answer 1, which fails the strict step, then answer ``again``; the interrupt's id."""
+    runner = Runner(Graph("strict", {"note": LastWriteWins()}).step("s", _strict), store)
+    asked = runner.run("r").interrupts[0].id  # type: ignore[union-attr]
+    with pytest.raises(StepError):
+        runner.resume("r", Resume(answers={asked: 1}))
+    with contextlib.suppress(StepError):
+        runner.resume("r", Resume(answers={asked: again}))
+    return asked
+
+
 @pytest.mark.parametrize("kind", sorted(STORES))
 @pytest.mark.parametrize("again", [True, 1], ids=["true-after-1", "1-after-1"])
 def test_a_re_answer_of_a_failed_step_is_said_even_when_python_calls_it_equal(
@@ -179,13 +190,7 @@ def test_a_re_answer_of_a_failed_step_is_said_even_when_python_calls_it_equal(
 ) -> None:
     # 1 == True in Python, and a re-sent 1 re-runs the step: both are said
     store = STORES[kind](tmp_path)
-    graph = Graph("strict", {"note": LastWriteWins()}).step("s", _strict)
-    runner = Runner(graph, store)
-    asked = runner.run("r").interrupts[0].id  # type: ignore[union-attr]
-    with pytest.raises(StepError):
-        runner.resume("r", Resume(answers={asked: 1}))
-    with contextlib.suppress(StepError):
-        runner.resume("r", Resume(answers={asked: again}))
+    asked = _fail_then_reanswer(store, again)
     said = [r["answers"] for _, r in history_of(store, "strict", "r") if r and "answers" in r]
     assert said == [{asked: 1}, {asked: again}]
     assert type(said[1][asked]) is type(again)
@@ -194,13 +199,7 @@ def test_a_re_answer_of_a_failed_step_is_said_even_when_python_calls_it_equal(
 @pytest.mark.parametrize("again", [True, 1], ids=["true-after-1", "1-after-1"])
 def test_off_the_protocol_a_re_answer_is_said_too(again: Any) -> None:
     store = MemoryCheckpointer()
-    graph = Graph("strict", {"note": LastWriteWins()}).step("s", _strict)
-    runner = Runner(graph, store)
-    asked = runner.run("r").interrupts[0].id  # type: ignore[union-attr]
-    with pytest.raises(StepError):
-        runner.resume("r", Resume(answers={asked: 1}))
-    with contextlib.suppress(StepError):
-        runner.resume("r", Resume(answers={asked: again}))
+    asked = _fail_then_reanswer(store, again)
     history = history_of(_Loaded(store), "strict", "r")
     assert [r["answers"] for _, r in history if r and "answers" in r] == [
         {asked: 1},

@@ -377,6 +377,14 @@ def test_a_nan_given_in_python_is_shown_by_the_api_as_a_marker(tmp_path: Path) -
 # --- two people answering two interrupts of one run at once ----------------------------
 
 
+def _until_moving(client: TestClient, path: str) -> None:
+    """Wait (at most 5 s) until the run at ``path`` is queued or running: an answer is in hand."""
+    deadline = time.monotonic() + 5
+    while client.get(path).json()["status"] not in ("queued", "running"):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+
+
 def slow_a(state: Mapping[str, Any]) -> Generator[Any, Any, dict[str, Any]]:
     answer = yield Interrupt("a?")
     time.sleep(0.4)  # the driver is busy with this answer for a while
@@ -400,10 +408,7 @@ def test_an_answer_by_id_meeting_the_run_moving_waits_for_it_and_is_taken() -> N
 
         thread = threading.Thread(target=answer_a)
         thread.start()
-        deadline = time.monotonic() + 5
-        while c.get("/api/runs/slow/r1").json()["status"] not in ("queued", "running"):
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        _until_moving(c, "/api/runs/slow/r1")
         by_value = c.post("/api/runs/slow/r1/resume", json={"value": "B"})  # no id: no wait
         assert by_value.status_code == 409, by_value.text
         by_id = c.post("/api/runs/slow/r1/resume", json={"answers": {second: "B"}})
@@ -485,10 +490,7 @@ def test_a_duplicate_answer_meeting_the_run_moving_never_re_answers_a_step_that_
             target=lambda: replies.append(c.post("/api/runs/charge/r1/resume", json=body))
         )
         first.start()
-        deadline = time.monotonic() + 5
-        while c.get("/api/runs/charge/r1").json()["status"] not in ("queued", "running"):
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        _until_moving(c, "/api/runs/charge/r1")
         copy = c.post("/api/runs/charge/r1/resume", json=body)
         first.join()
         assert replies[0].status_code == 200, replies[0].text
@@ -542,10 +544,7 @@ def test_answers_that_wait_together_take_turns_and_copies_are_taken_once() -> No
 
         first = threading.Thread(target=answer, args=(ids[0], "A"))
         first.start()
-        deadline = time.monotonic() + 5
-        while c.get("/api/runs/three/r1").json()["status"] not in ("queued", "running"):
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        _until_moving(c, "/api/runs/three/r1")
         others = [threading.Thread(target=answer, args=(ids[1], "B"))]
         others += [threading.Thread(target=answer, args=(ids[2], "C")) for _ in range(5)]
         for thread in others:

@@ -157,6 +157,15 @@ def hold_file(
         os.close(fd)
 
 
+def fsync_dir(path: str) -> None:
+    """``fsync`` the directory ``path``, making the names in it durable (both file stores)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _names(path: str, fd: int) -> bool:
     """Whether ``path`` still names the file open on ``fd``."""
     try:

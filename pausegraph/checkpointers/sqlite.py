@@ -115,7 +115,7 @@ from typing import Any, NoReturn, TypeVar
 from .._values import pack
 from ..errors import CheckpointError, CorruptCheckpointError
 from ._checkpointer import StoreCheckpointer
-from ._lock import Holder, file_holder, hold_file
+from ._lock import Holder, file_holder, fsync_dir, hold_file
 from ._log import refuse_seq
 from ._store import FrameInfo, RunSummary
 
@@ -211,14 +211,6 @@ def _sync_data(fd: int) -> None:
     (sync or os.fsync)(fd)
 
 
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 # WAL files whose directory this process synced: absolute path -> (pid, a descriptor
 # of the file, its (device, inode)). The descriptor is held only so that the inode
 # cannot be freed and its number given to a new file: while it is open, a file at
@@ -245,7 +237,7 @@ def _named_durably(wal: str, fd: int) -> int:
         if known is not None and known[0] == pid and known[2] == file_id:
             _NAMED.move_to_end(wal)
             return fd
-    _fsync_dir(os.path.dirname(wal))
+    fsync_dir(os.path.dirname(wal))
     closing = []
     with _NAMED_LOCK:
         old = _NAMED.pop(wal, None)

@@ -13,8 +13,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, quote, unquote_to_bytes
 
@@ -143,9 +143,8 @@ class _Server:
         # each paused run's decoded summary data, from the last page: a summary (seq and
         # data included) that has not changed is not decoded again
         self._decoded: dict[RunSummary, SummaryData] = {}
-        # the locks of runs whose waiting answers take turns (``_turn``), and their users
-        self._turns: dict[tuple[str, str], tuple[threading.Lock, int]] = {}
-        self._turns_lock = threading.Lock()
+        # what answers that waited for their run hold while they check it and claim
+        self._turns = threading.Lock()
 
     # --- reading ----------------------------------------------------------------
 
@@ -277,8 +276,9 @@ class _Server:
                 self._drive(workflow, run_id, deadline)
                 # answers that waited take turns: a claim leaves the run queued again, so
                 # the next one waits for the pause after it, and a copy of an answer finds
-                # its interrupt no longer pending
-                with self._turn(workflow, run_id):
+                # its interrupt no longer pending (one lock for all runs: such turns are
+                # rare and short, a state read and a claim)
+                with self._turns:
                     info = self._engine(lambda: runner.state(run_id), workflow, run_id)
                     moving = info.status in _MOVING
                     if not moving or time.monotonic() >= deadline:
@@ -302,24 +302,6 @@ class _Server:
                 f"{info.status}); GET /api/runs/{workflow}/{run_id} shows where it is"
             )
             raise _Refused(409, msg)
-
-    @contextmanager
-    def _turn(self, workflow: str, run_id: str) -> Iterator[None]:
-        """Hold this server's lock of one run (made on first use, dropped when unused)."""
-        key = (workflow, run_id)
-        with self._turns_lock:
-            lock, users = self._turns.get(key, (threading.Lock(), 0))
-            self._turns[key] = (lock, users + 1)
-        try:
-            with lock:
-                yield
-        finally:
-            with self._turns_lock:
-                lock, users = self._turns[key]
-                if users == 1:
-                    del self._turns[key]
-                else:
-                    self._turns[key] = (lock, users - 1)
 
     def _engine(self, call: Callable[[], _T], workflow: str, run_id: str) -> _T:
         """``call()``, its refusals as 409 or 400 with the engine's Python terms made the API's."""
