@@ -188,7 +188,8 @@ def decide_run(latest: Checkpoint, *, shape: Shape) -> Claim | Done:
     if kind is Finished:
         return Done(thaw(latest.values), latest.super_step)
     if kind is Failed:
-        return _retry(latest, stage.failure, stage.progress, "resume")  # type: ignore[union-attr]
+        failed: Failed = stage  # type: ignore[assignment]
+        return _retry(latest, failed.failure, failed.progress, "resume", _raised_at(failed))
     if kind is Cancelled:
         msg = f"run {run_id!r} was cancelled: Goto(step_id) re-opens it, or use a new run id"
         raise ResumeError(msg)
@@ -350,29 +351,52 @@ def _goto(latest: Checkpoint, command: Goto, shape: Shape) -> Claim:
     return Claim("resume", k, Start(k, True, skipped, (target,)), tuple(edits))
 
 
-def _retry(latest: Checkpoint, failure: Failure, progress: Progress, label: str) -> Claim:
+def _retry(
+    latest: Checkpoint,
+    failure: Failure,
+    progress: Progress,
+    label: str,
+    raised_at: int | None,
+) -> Claim:
     """Go on with a failed layer: the effect error that failed it is dropped, and retried.
 
-    Not an error recording a result that could not be stored (``Raised.refused``):
-    that function ran, and is never called again.
+    ``raised_at`` is where that error is in the failing step's journal in
+    ``progress`` (``_raised_at``; ``None``: nothing to drop). Never an error
+    recording a result that could not be stored (``Raised.refused``): that
+    function ran, and is never called again.
     """
-    step_id = failure.step_id
-    journal = progress.journals.get(step_id, ())
-    if failure.error_type == "EffectError":
+    if raised_at is not None:
+        step_id = failure.step_id
+        journal = progress.journals.get(step_id, ())
         # the error that failed the step, and what its `finally` did after it, go
-        raised = [
-            n
-            for n, e in enumerate(journal)
-            if type(e) is Raised and not e.refused and e.error == failure.message
-        ]
-        if raised:
-            cut = raised[-1]
-            path = journal[cut].branch
-            # entries the other branches recorded after it (results saved together) stay
-            kept = tuple(e for e in journal[cut + 1 :] if not _on_path(e.branch, path))
-            journals = {**progress.journals, step_id: journal[:cut] + kept}
-            progress = attrs.evolve(progress, journals=journals)
+        path = journal[raised_at].branch
+        # entries the other branches recorded after it (results saved together) stay
+        kept = tuple(e for e in journal[raised_at + 1 :] if not _on_path(e.branch, path))
+        journals = {**progress.journals, step_id: journal[:raised_at] + kept}
+        progress = attrs.evolve(progress, journals=journals)
     return Claim(label, latest.super_step, InLayer(progress))
+
+
+def _raised_at(stage: Failed) -> int | None:
+    """Where the effect error that failed the step is in its journal, or ``None``.
+
+    The failed checkpoint says where (``Failed.raised_at``). One saved before
+    it did is matched by its message: the last error recorded with it.
+    """
+    failure = stage.failure
+    if failure.error_type != "EffectError":
+        return None
+    journal = stage.progress.journals.get(failure.step_id, ())
+    at = stage.raised_at
+    if at is not None:
+        entry = journal[at] if 0 <= at < len(journal) else None
+        return at if type(entry) is Raised and not entry.refused else None
+    raised = [
+        n
+        for n, e in enumerate(journal)
+        if type(e) is Raised and not e.refused and e.error == failure.message
+    ]
+    return raised[-1] if raised else None
 
 
 def _on_path(branch: str, path: str) -> bool:
@@ -389,10 +413,11 @@ def _on_failed(latest: Checkpoint, command: Continue | Resume | Update) -> Claim
     stage = latest.stage
     assert type(stage) is Failed
     progress, failure = stage.progress, stage.failure
+    raised_at = _raised_at(stage)
     if type(command) is Continue:
-        return _retry(latest, failure, progress, "resume")
+        return _retry(latest, failure, progress, "resume", raised_at)
     if type(command) is Update:
-        claim = _retry(latest, failure, progress, "update")
+        claim = _retry(latest, failure, progress, "update", raised_at)
         return attrs.evolve(claim, edits=(command.edits,))
     assert isinstance(command, Resume)
     journal = progress.journals.get(failure.step_id, ())
@@ -411,12 +436,16 @@ def _on_failed(latest: Checkpoint, command: Continue | Resume | Update) -> Claim
         points = [(asked[i], journal[asked[i]].branch) for i in again]
         kept: list[Entry] = []
         dropped = set()
+        moved = None if raised_at is None or raised_at > cut else raised_at
         for n, e in enumerate(journal[cut + 1 :], cut + 1):
             if any(n > at and _related(e.branch, path) for at, path in points):
                 if type(e) is Asked:
                     dropped.add(e.id)
             else:
+                if n == raised_at:  # the failing error stays (its branch was not re-answered)
+                    moved = cut + 1 + len(kept)
                 kept.append(e)
+        raised_at = moved  # None if it went with what followed a re-answered interrupt
         journals = {**journals, failure.step_id: journal[: cut + 1] + tuple(kept)}
         base = {k: v for k, v in progress.answers.items() if k not in dropped}
         # new interrupts of this layer get ids never used before
@@ -432,7 +461,7 @@ def _on_failed(latest: Checkpoint, command: Continue | Resume | Update) -> Claim
         edits=(*progress.edits, command.update) if command.update else progress.edits,
         claimed=tuple(answers),
     )
-    return _retry(latest, failure, claimed, "resume")
+    return _retry(latest, failure, claimed, "resume", raised_at)
 
 
 def _answers(

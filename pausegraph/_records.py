@@ -379,10 +379,18 @@ class AtInterrupt:
 
 @attrs.frozen
 class Failed:
-    """A step of the layer in ``progress`` failed."""
+    """A step of the layer in ``progress`` failed.
+
+    ``raised_at`` is where, in the failing step's journal, the effect error
+    that failed it is recorded (``None``: the step raised something else, or
+    a record saved before this field). A retry drops that entry, so that
+    effect is called again, and keeps every other recorded error, a
+    sibling branch's error with the same message included.
+    """
 
     progress: Progress
     failure: Failure
+    raised_at: int | None = None
 
 
 @attrs.frozen

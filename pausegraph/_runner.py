@@ -704,7 +704,7 @@ class Runner:
             try:
                 complete = layer.run(save_effect, sync, self._executor)
             except LayerFailed as failed:
-                self._fail(cursor, k, failed.progress, failed.failure)
+                self._fail(cursor, k, failed.progress, failed.failure, failed.raised_at)
                 raise failed.error from failed.error.__cause__
             if not complete:
                 first = layer.suspended()[0]
@@ -771,8 +771,16 @@ class Runner:
         if logger.isEnabledFor(logging.DEBUG):
             _log(logging.DEBUG, f"effect of step {step_id!r} recorded", cursor)
 
-    def _fail(self, cursor: _Cursor, k: int, progress: Progress, failure: Any) -> None:
-        saved = self._save(cursor, f"failed:{failure.step_id}", k, Failed(progress, failure), ())
+    def _fail(
+        self,
+        cursor: _Cursor,
+        k: int,
+        progress: Progress,
+        failure: Any,
+        raised_at: int | None = None,
+    ) -> None:
+        stage = Failed(progress, failure, raised_at)
+        saved = self._save(cursor, f"failed:{failure.step_id}", k, stage, ())
         _log(logging.INFO, f"run failed in step {failure.step_id!r}: {failure.message}", saved)
 
     def _reducer_failed(

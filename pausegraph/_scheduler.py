@@ -52,6 +52,7 @@ from ._trampoline import (
     call_effect,
     effect_entry,
     no_clock,
+    raised_entry,
     start,
 )
 from ._values import freeze, named, said
@@ -123,11 +124,14 @@ class PredicateFailed(Exception):
 class LayerFailed(Exception):
     """A step of the layer failed; ``progress`` is what the layer did until then."""
 
-    def __init__(self, error: Exception, progress: Progress, failure: Failure) -> None:
+    def __init__(
+        self, error: Exception, progress: Progress, failure: Failure, raised_at: int | None = None
+    ) -> None:
         super().__init__(str(error))
         self.error = error
         self.progress = progress
         self.failure = failure
+        self.raised_at = raised_at  # see ``Failed.raised_at``
 
 
 def failure_of(step_id: str, error: BaseException) -> Failure:
@@ -327,7 +331,10 @@ class LayerRun:
 
     def _failed(self, step_id: str, error: Exception) -> NoReturn:
         self.close()
-        raise LayerFailed(error, self.progress(), failure_of(step_id, error)) from error
+        entry = raised_entry(error)
+        journal = self.journals.get(step_id, ()) if entry is not None else ()
+        at = next((n for n, e in enumerate(journal) if e is entry), None)
+        raise LayerFailed(error, self.progress(), failure_of(step_id, error), at) from error
 
     def close(self) -> None:
         """Let every live generator go (the layer failed or is abandoned)."""

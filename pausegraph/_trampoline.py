@@ -107,12 +107,31 @@ def effect_entry(
         text = f"effect {name} in step {step_id!r} raised {named(exc)}"
         error = EffectError(text)
         error.__cause__ = exc
-        return Raised(name, text, branch), error
+        return _thrown_for(Raised(name, text, branch), error)
     try:
         value = freeze(result, max_depth=MAX_DEPTH)  # normalize, but the entry says why not
     except Exception as refused:  # msgpack's refusal, or a value whose own methods raise
         return _refused_entry(step_id, name, branch, result, refused)
     return Returned(name, value, branch), None
+
+
+def _thrown_for(entry: Raised, error: EffectError) -> tuple[Raised, EffectError]:
+    """``(entry, error)``, the error marked as thrown in for that journal entry.
+
+    A step that fails by letting it propagate failed at that entry
+    (``raised_entry``), which a retry drops, and no other: two branches'
+    errors may read alike.
+    """
+    setattr(error, _ENTRY, entry)  # a private mark on the exception
+    return entry, error
+
+
+def raised_entry(error: BaseException) -> Entry | None:
+    """The journal entry an ``EffectError`` was thrown in for, if ``error`` is one."""
+    return getattr(error, _ENTRY, None)
+
+
+_ENTRY = "_pausegraph_entry"
 
 
 def _refused_entry(
@@ -144,7 +163,7 @@ def _refused_entry(
     text = storable(text)
     error = EffectError(text)
     error.__cause__ = cause
-    return Raised(name, text, branch, refused=True), error
+    return _thrown_for(Raised(name, text, branch, refused=True), error)
 
 
 def close_quietly(stack: list[GeneratorType[Any, Any, Any]]) -> None:
@@ -511,7 +530,8 @@ class Trampoline:
             self._mismatch(branch, entry, f"Effect({msg.name})", _module_hint(entry, msg))
         branch.cursor += 1
         if kind is Raised:
-            return None, EffectError(entry.error)  # type: ignore[union-attr]
+            raised: Raised = entry  # type: ignore[assignment]
+            return None, _thrown_for(raised, EffectError(raised.error))[1]
         return thaw(entry.value), None  # type: ignore[union-attr]
 
     def _where(self, branch: Branch) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 
 from pausegraph import (
@@ -373,3 +375,100 @@ def test_effects_that_wait_together_are_saved_together_so_recovery_meets_them_as
     (a, saved_before_a), (b, saved_before_b) = seen
     assert (a, b) == ("a", "b")
     assert saved_before_b == saved_before_a  # a's record waits for b's: one effect: save
+
+
+# Two branches whose effects fail with the same message (the same function raising
+# the same error): a retry must drop the error that failed the step, not the
+# sibling's, whose branch caught it and finished.
+
+TWINS: dict[str, int] = {}
+TWIN_FAILS = {"a": True}
+
+
+def twin(who, answer=None):
+    TWINS[who] = TWINS.get(who, 0) + 1
+    if who == "b" or TWIN_FAILS["a"] or answer == "bad":
+        raise ValueError("boom")
+    return f"{who}-ok"
+
+
+def twins_step(state):
+    def a():
+        return (yield Effect(twin, "a"))
+
+    def b():
+        try:
+            return (yield Effect(twin, "b"))
+        except EffectError:
+            return "b-caught"
+
+    return {"out": (yield All(a(), b()))}
+
+
+@pytest.mark.parametrize("threads", [False, True])
+@pytest.mark.parametrize("hot", [True, False])
+def test_a_retry_drops_the_failing_branchs_error_when_a_sibling_failed_with_the_same_message(
+    store_factory, hot, threads
+):
+    TWINS.clear()
+    TWIN_FAILS["a"] = True
+    pool = ThreadPoolExecutor(2) if threads else None
+    runner = Runner(one_step(twins_step), store_factory(), executor=pool)
+    with pytest.raises(EffectError):
+        runner.run("r", {})
+    assert TWINS == {"a": 1, "b": 1}
+    TWIN_FAILS["a"] = False
+    if not hot:
+        runner = Runner(one_step(twins_step), store_factory(), executor=pool)
+    done = runner.run("r")
+    assert done.state["out"] == ["a-ok", "b-caught"]
+    assert TWINS == {"a": 2, "b": 1}  # b's effect ran once: its recorded error stays
+
+
+def twins_asking_step(state):
+    def a():
+        answer = yield Interrupt("a")
+        return (yield Effect(twin, "a", answer))
+
+    def b():
+        try:
+            return (yield Effect(twin, "b"))
+        except EffectError:
+            return "b-caught"
+
+    return {"out": (yield All(a(), b()))}
+
+
+@pytest.mark.parametrize("hot", [True, False])
+def test_a_reanswer_that_drops_the_failing_error_keeps_a_siblings_error_with_the_same_message(
+    store_factory, hot
+):
+    TWINS.clear()
+    TWIN_FAILS["a"] = False
+    runner = Runner(one_step(twins_asking_step), store_factory())
+    paused = runner.run("r", {})
+    assert TWINS == {"b": 1}
+    with pytest.raises(EffectError):
+        runner.resume("r", Resume("bad"))
+    assert TWINS == {"a": 1, "b": 1}
+    if not hot:
+        runner = Runner(one_step(twins_asking_step), store_factory())
+    done = runner.resume("r", Resume(answers={paused.interrupts[0].id: "good"}))
+    assert done.state["out"] == ["a-ok", "b-caught"]
+    assert TWINS == {"a": 2, "b": 1}
+
+
+def test_a_failure_saved_without_where_its_error_is_falls_back_to_the_last_error_with_its_message():
+    from pausegraph._machine import _raised_at
+    from pausegraph._records import Failed, Failure, Forked, Progress, Raised
+
+    said = "effect twin in step 's' raised ValueError: boom"
+    journal = (Forked(2), Raised("twin", said, "0-0"), Raised("twin", said, "0-1"))
+    progress = Progress(0, 1, journals={"s": journal})
+    failure = Failure("s", "EffectError", said)
+    assert _raised_at(Failed(progress, failure)) == 2  # a record from before raised_at
+    assert _raised_at(Failed(progress, failure, 1)) == 1
+    refused = Raised("twin", said, "0-0", refused=True)
+    kept = Progress(0, 1, journals={"s": (Forked(2), refused)})
+    assert _raised_at(Failed(kept, failure, 1)) is None  # a refused result is never retried
+    assert _raised_at(Failed(progress, Failure("s", "ValueError", said), 1)) is None

@@ -280,7 +280,8 @@ def stages(draw: st.DrawFn) -> Any:
         return AtAfter(draw(st.integers(0, 3)), draw(names), draw(names))
     if kind == 7:
         return Cancelled(draw(st.text(max_size=3)), draw(names))
-    return Failed(draw(progresses()), Failure("s", "ValueError", draw(st.text(max_size=3))))
+    failure = Failure("s", "EffectError", draw(st.text(max_size=3)))
+    return Failed(draw(progresses()), failure, draw(st.none() | st.integers(0, 5)))
 
 
 @st.composite
