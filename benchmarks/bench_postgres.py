@@ -111,10 +111,10 @@ def round_trips(job: Callable[[], None], times: int = 10) -> float:
     store_module: Any = importlib.import_module("pausegraph.checkpointers.postgres")
     exchange = getattr(store_module, "_exchange", None)  # not in stores before libpq exchanges
 
-    def exchanged(wire: Any, calls: list[Any]) -> Any:
+    def exchanged(wire: Any, calls: list[Any], **how: Any) -> Any:
         nonlocal count
         count += 1 if store_module._PIPELINES else len(calls)
-        return exchange(wire, calls)  # type: ignore[misc]
+        return exchange(wire, calls, **how)  # type: ignore[misc]
 
     if exchange is not None:
         store_module._exchange = exchanged

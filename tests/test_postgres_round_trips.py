@@ -68,12 +68,12 @@ class Statements:
 
         exchange = postgres_module._exchange
 
-        def exchanged(wire: Any, calls: list[tuple[Any, Any]]) -> Any:
+        def exchanged(wire: Any, calls: list[tuple[Any, Any]], **how: Any) -> Any:
             # the hot statements, sent through libpq: one round trip in pipeline mode
             sql = [statement.sql.decode() for statement, _ in calls]
             piped = postgres_module._PIPELINES and len(sql) > 1
             self.sent += ["pipeline: " + "; ".join(sql)] if piped else sql
-            return exchange(wire, calls)
+            return exchange(wire, calls, **how)
 
         monkeypatch.setattr(psycopg.Connection, "execute", counted)
         monkeypatch.setattr(psycopg.Connection, "pipeline", piped)
@@ -327,7 +327,7 @@ def test_without_pipeline_mode_the_lock_and_the_listing_take_two_round_trips(
 # --- the append that ends a call, the hot statements, the holders' notes ------------------
 
 
-def test_the_append_that_ends_a_call_flushes_and_checks_so_its_sync_sends_nothing(
+def test_the_append_that_ends_a_call_flushes_and_lets_the_run_go_in_one_round_trip(
     postgres: PostgresSchema, statements: Statements
 ) -> None:
     store = postgres.checkpointer().store
@@ -338,18 +338,63 @@ def test_the_append_that_ends_a_call_flushes_and_checks_so_its_sync_sends_nothin
         statements.take()
         store.append(_info(2), b"2", _summary(2, status="paused"))  # the call's last
         (sent,) = statements.take()
+        assert sent.startswith("pipeline: ")  # the append, then the unlock: one round trip
         assert "synchronous_commit" not in sent  # the session's setting: on
-        assert "pg_locks" in sent
+        assert sent.endswith("SELECT pg_advisory_unlock($1), pg_backend_pid()")
         (flushed,) = connection.execute(
             "SELECT pg_current_wal_flush_lsn() >= %s::pg_lsn", (written,)
         ).fetchone()
         assert flushed  # the first append's WAL is on disk with the second's commit
+        assert store.holder("wf", "r") is None  # let go: the run is paused, not running
         statements.take()
-        store.sync()  # flushed and checked by that append: nothing to ask
+        store.sync()  # flushed by that append, and no lock held: nothing to ask
         assert statements.take() == []
-        store.sync()  # once only: a second sync checks the lock again
+        with postgres.checkpointer().store.lock("wf", "r"):  # anyone may take it now
+            pass
+        statements.take()
+    assert statements.take() == []  # nothing left to release
+    assert [f.seq for f in store.frames("wf", "r")] == [1, 2]
+
+
+def test_a_save_after_the_run_was_let_go_takes_the_lock_again_or_is_refused(
+    postgres: PostgresSchema, statements: Statements
+) -> None:
+    store, other = postgres.checkpointer().store, postgres.checkpointer().store
+    with store.lock("wf", "r"):
+        store.append(_info(1), b"1", _summary(1, status="paused"))  # let go
+        statements.take()
+        store.append(_info(2), b"2", _summary(2))  # the hold goes on: the lock again first
+        assert len(statements.take()) == 2  # take the lock (with its listing), the append
+        assert store.holder("wf", "r") is not None
+        with pytest.raises(ConflictError):
+            other.lock("wf", "r").__enter__()
+        statements.take()
+        store.sync()  # flush and check the lock taken again
         assert len(statements.take()) == 1
-    assert len(statements.take()) == 1  # the release
+    assert store.holder("wf", "r") is None  # released when the hold ended
+    with store.lock("wf", "r"):
+        store.append(_info(3), b"3", _summary(3, status="done"))  # let go
+        # taken meanwhile: the hold's next save is refused
+        with other.lock("wf", "r"), pytest.raises(ConflictError, match="'r' of workflow 'wf'"):
+            store.append(_info(4), b"4", _summary(4))
+    assert [f.seq for f in store.frames("wf", "r")] == [1, 2, 3]
+    with store.lock("wf", "r"):  # nothing held or left behind by the refused hold
+        pass
+
+
+def test_the_run_is_let_go_even_when_the_append_that_ends_the_call_is_refused(
+    postgres: PostgresSchema,
+) -> None:
+    store, other = postgres.checkpointer().store, postgres.checkpointer().store
+    with store.lock("wf", "r"):
+        store.append(_info(1), b"1", _summary(1))
+        other.append(_info(2), b"x", _summary(2))  # a writer without the lock took seq 2
+        with pytest.raises(ConflictError):
+            store.append(_info(2), b"2", _summary(2, status="paused"))
+        assert store.holder("wf", "r") is None
+    with other.lock("wf", "r"):
+        assert [f.seq for f in other.frames("wf", "r")] == [1, 2]
+    assert store.read("wf", "r", 2, 2) == [b"x"]
 
 
 def test_a_sync_asks_again_after_an_append_since_or_in_another_thread(
@@ -357,19 +402,22 @@ def test_a_sync_asks_again_after_an_append_since_or_in_another_thread(
 ) -> None:
     store = postgres.checkpointer().store
     with store.lock("wf", "r"):
-        store.append(_info(1), b"1", _summary(1, status="paused"))
-        store.append(_info(2), b"2", _summary(2))  # queued, after it: not flushed
+        store.append(_info(1), b"1", _summary(1))
         statements.take()
-        store.sync()
+        store.sync()  # an append not flushed, and a lock held: one statement
         assert len(statements.take()) == 1
-        store.append(_info(3), b"3", _summary(3, status="done"))
+        store.append(_info(2), b"2", _summary(2))
         statements.take()
         elsewhere = threading.Thread(target=store.sync)  # not the thread that appended
         elsewhere.start()
         elsewhere.join()
         asked = [s for s in statements.take() if not s.startswith("SHOW")]  # its connection's
-        assert len(asked) == 1
-        store.sync()  # this thread's own sync trusts its append
+        assert len(asked) == 1  # flushes for every thread, and checks this thread's lock
+        store.sync()  # flushed by the other thread's sync: the lock check alone
+        assert len(statements.take()) == 1
+        store.append(_info(3), b"3", _summary(3, status="done"))  # flushed, let go
+        statements.take()
+        store.sync()
         assert statements.take() == []
 
 
@@ -383,21 +431,22 @@ def test_an_ending_append_that_finds_its_lock_gone_leaves_its_sync_to_fail(
         store.append(_info(1), b"1", _summary(1, status="paused"))  # saved: the seq decides
         with pytest.raises(CheckpointError, match="'r' of workflow 'wf': this process lost"):
             store.sync()
+        store.sync()  # said once
     assert [f.seq for f in store.frames("wf", "r")] == [1]
 
 
-def test_a_runner_cycle_takes_ten_round_trips(
+def test_a_runner_cycle_takes_six_round_trips(
     postgres: PostgresSchema, statements: Statements
 ) -> None:
     runner = Runner(_graph(), postgres.checkpointer())
     runner.run("warm")
     runner.resume("warm", Resume(True))
     statements.take()
-    runner.run("r1")  # the lock and the frames, input, the pause (flushed), the release
-    assert len(statements.take()) == 4
-    runner.resume("r1", Resume(True))  # the lock and the frames, the claim, the end, release
+    runner.run("r1")  # the lock and the frames, input, the pause (flushed) and the release
+    assert len(statements.take()) == 3
+    runner.resume("r1", Resume(True))  # the lock and the frames, the claim, the end and release
     sent = statements.take()
-    assert len(sent) == 4, sent
+    assert len(sent) == 3, sent
     assert runner.state("r1").values["shipped"] is True
 
 

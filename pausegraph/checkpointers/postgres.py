@@ -94,6 +94,14 @@ the engine asks for next) is one round trip; so is letting go, which also
 sends ``NOTIFY`` on the schema's channel when the hold left the run
 ``"queued"``, for ``wait_for_work``.
 
+**Letting go early.** The append that ends a call goes, when the handle
+holds the run's lock, on the lock connection with the unlock after it, in
+one round trip of two transactions (``_append_and_let_go``): the unlock
+runs once the append has committed, and even if it failed. The hold is
+over then (``_ended``): its ``with`` sends nothing on exit, and a later
+append of that hold takes the lock again first (``_retake``), or is a
+``ConflictError`` naming whoever took the run meanwhile.
+
 **The hot statements** (an append, taking a lock with the frame list,
 letting it go) go through psycopg's libpq wrapper, ``psycopg.pq``, rather
 than its cursors (``_exchange``): prepared once per connection under names
@@ -410,16 +418,20 @@ class _Wire:
 
 
 def _exchange(
-    wire: _Wire, calls: builtins.list[tuple[_Statement, dict[str, Any]]]
+    wire: _Wire, calls: builtins.list[tuple[_Statement, dict[str, Any]]], *, each: bool = False
 ) -> builtins.list[builtins.list[tuple[Any, ...]]]:
     """Send ``calls`` (statement, arguments) in one round trip; each one's rows.
 
     In pipeline mode (libpq 14 and later) the statements, and the first use
     of each on this connection (its ``PREPARE``), go out together, ended by
     one Sync: in autocommit they are one implicit transaction, each statement
-    with a snapshot of its own. Without pipeline mode, one round trip each.
-    An error the server reports is raised as ``psycopg.Error`` (the caller
-    makes it a ``CheckpointError``); a broken connection is closed.
+    with a snapshot of its own. With ``each``, a Sync follows every
+    statement: each is its own transaction, committed before the next one
+    runs, and runs even if the one before failed. Without pipeline mode, one
+    round trip each (each its own transaction). An error the server reports
+    is raised as ``psycopg.Error`` (the caller makes it a
+    ``CheckpointError``), once every statement's answer is read; a broken
+    connection is closed.
     """
     connection = wire.connection
     with connection.lock:
@@ -427,7 +439,7 @@ def _exchange(
         if _PIPELINES:
             pgconn.enter_pipeline_mode()
             try:
-                results = _pipelined(wire, pgconn, calls)
+                results = _pipelined(wire, pgconn, calls, each)
             finally:
                 if not connection.closed:
                     try:
@@ -447,7 +459,10 @@ def _exchange(
 
 
 def _pipelined(
-    wire: _Wire, pgconn: Any, calls: builtins.list[tuple[_Statement, dict[str, Any]]]
+    wire: _Wire,
+    pgconn: Any,
+    calls: builtins.list[tuple[_Statement, dict[str, Any]]],
+    each: bool,
 ) -> builtins.list[Any]:
     preparing = []
     for statement, _ in calls:  # first every PREPARE, whose answers come first
@@ -456,8 +471,12 @@ def _pipelined(
             preparing.append(statement.name)
     for statement, args in calls:
         pgconn.send_query_prepared(statement.name, *_params(statement, args), 1)
-    pgconn.pipeline_sync()
-    results = _answers(wire.connection, pgconn, len(preparing) + len(calls), piped=True)
+        if each:
+            pgconn.pipeline_sync()
+    if not each:
+        pgconn.pipeline_sync()
+    syncs = len(calls) if each else 1
+    results = _answers(wire.connection, pgconn, len(preparing) + len(calls), syncs=syncs)
     for name, result in zip(preparing, results, strict=False):
         if result.status == pq.ExecStatus.COMMAND_OK:  # prepared, whatever failed after it
             wire.prepared.add(name)
@@ -465,9 +484,12 @@ def _pipelined(
 
 
 def _answers(
-    connection: psycopg.Connection[Any], pgconn: Any, count: int, *, piped: bool = False
+    connection: psycopg.Connection[Any], pgconn: Any, count: int, *, syncs: int = 0
 ) -> builtins.list[Any]:
-    """Flush what was sent, then read ``count`` results (piped: up to the Sync), unchecked."""
+    """Flush what was sent, then read ``count`` results (piped: up to the ``syncs``-th Sync).
+
+    The results are returned unchecked.
+    """
     try:
         results: builtins.list[Any] = []
         fd = pgconn.socket
@@ -479,11 +501,14 @@ def _answers(
                 pgconn.consume_input()
             result = pgconn.get_result()
             if result is None:
-                if not piped and len(results) == count:
+                if not syncs and len(results) == count:
                     break
                 continue
             if result.status == pq.ExecStatus.PIPELINE_SYNC:
-                break
+                syncs -= 1
+                if not syncs:
+                    break
+                continue
             results.append(result)
     except BaseException:
         connection.close()  # a statement left half-read: the connection cannot be used again
@@ -586,6 +611,9 @@ class _Local(threading.local):
     # after an append that ended a call (committed synchronously): the handle's append
     # count then, and the (key, session) of the run's lock it found still held (or None)
     checked: tuple[int, tuple[int, _LockSession] | None] | None = None
+    # an append that ended a call and let its run go found the lock already lost: what
+    # the next sync() in this thread raises (the append itself was saved: the seq decides)
+    lost: str | None = None
 
 
 class _LockSession:
@@ -614,6 +642,9 @@ class PostgresStore:
         self._session: _LockSession | None = None
         # the runs whose lock a ``with`` of this handle holds: (key, the session holding it)
         self._holding: dict[tuple[str, str], tuple[int, _LockSession]] = {}
+        # holds whose lock went with the append that ended their call (see Letting go
+        # early): the hold's entry, until its ``with`` exits
+        self._ended: dict[tuple[str, str], tuple[int, _LockSession]] = {}
         # appends committed (with synchronous_commit off), and how many of them a finished
         # sync() flushed: a sync() that finds all flushed has nothing to wait for, but one
         # that another thread's flush, still under way, will cover must flush too
@@ -770,8 +801,11 @@ class PostgresStore:
     def append(self, info: FrameInfo, frame: bytes, summary: RunSummary) -> None:
         workflow_id, run_id = summary.workflow_id, summary.run_id
         ids = (_id(workflow_id), _id(run_id))
-        self._listed.pop((workflow_id, run_id), None)
+        name = (workflow_id, run_id)
+        self._listed.pop(name, None)
         held = self._held(workflow_id, run_id)
+        if held is None and name in self._ended:  # let go early, and saved to again
+            held = self._retake(name)
         if held is not None:
             self._check_session(workflow_id, run_id, held[1])
         args = {
@@ -790,7 +824,10 @@ class PostgresStore:
         self._local.checked = None
         with self._counts:
             covered = self._appended  # committed before this statement is sent
-        row = self._sent(_APPENDING_LAST if ending else _APPENDING, args)[0]
+        if ending and held is not None and _PIPELINES:
+            row = self._append_and_let_go(name, held, args)
+        else:
+            row = self._sent(_APPENDING_LAST if ending else _APPENDING, args)[0]
         last, added = int(row[0]), int(row[1])
         if not added:  # the seq is taken (by a writer that committed meanwhile), or a gap
             refuse_seq(workflow_id, run_id, info.seq, info.seq if last == info.seq - 1 else last)
@@ -801,8 +838,82 @@ class PostgresStore:
                 self._flushed = max(self._flushed, self._appended if alone else covered)
                 if row[-1]:  # and the run's lock (if held) was still held: sync() may trust it
                     self._local.checked = (self._appended, held)
+                elif held is not None and name in self._ended:  # let go: sync() cannot ask
+                    self._local.lost = self._lost_message(name, held[1].backend_pid)
         if held is not None:
-            self._queued[(workflow_id, run_id)] = summary.status == "queued"
+            self._queued[name] = summary.status == "queued"
+
+    def _append_and_let_go(
+        self, name: tuple[str, str], held: tuple[int, _LockSession], args: dict[str, Any]
+    ) -> tuple[Any, ...]:
+        """The append that ends a call, then the run's unlock: one round trip, two transactions.
+
+        Both go on the lock connection, each with its own Sync: the append
+        commits (synchronously) before the unlock runs, so nobody can take
+        the run before the checkpoint that ends the call is durable and
+        visible, and the unlock runs even if the append failed. The hold is
+        then over (``_ended``); its ``with`` sends nothing when it exits.
+        Returns the append's row.
+        """
+        key, session = held
+        release = {"key": key}
+        with self._mutex:
+            # out of the holds before the unlock is sent, as ``_release`` does: another
+            # thread's sync() checking the locks meanwhile takes it for let go, not lost
+            if self._holding.get(name) is held:
+                del self._holding[name]
+                self._ended[name] = held
+            try:
+                answers = _exchange(
+                    session.wire, [(_APPENDING_LAST, args), (_RELEASING, release)], each=True
+                )
+            except psycopg.Error as exc:
+                connection = session.connection
+                if connection.broken or connection.closed:
+                    connection.close()  # its locks went with its session
+                    session.broken = True
+                raise self._failed(exc) from exc
+            except BaseException:  # the unlock may not have been sent: send it now
+                if not session.connection.closed:
+                    with contextlib.suppress(psycopg.Error):
+                        session.connection.execute("SELECT pg_advisory_unlock(%s)", (key,))
+                raise
+            if answers[1][0][-1] != session.backend_pid:
+                session.connection.close()
+                msg = (
+                    f"PostgreSQL store {self.where}: the live-lock connection moved from server "
+                    f"process {session.backend_pid} to {answers[1][0][-1]}; {_POOLING}"
+                )
+                raise CheckpointError(msg)
+        return answers[0][0]
+
+    def _retake(self, name: tuple[str, str]) -> tuple[int, _LockSession]:
+        """Take again, for its hold, the lock of a run let go by an append that ended a call.
+
+        The engine saves nothing after such an append; a caller of the store
+        that does gets the lock back first, or ``ConflictError`` naming whoever
+        took the run meanwhile (nothing saved), or ``CheckpointError`` if the
+        lock session is gone.
+        """
+        workflow_id, run_id = name
+        with self._mutex:
+            entry = self._ended[name]
+            key, session = entry
+            if session is not self._session or session.connection.closed:
+                msg = (
+                    f"run {run_id!r} of workflow {workflow_id!r}: this process lost its live "
+                    f"lock (its database session {session.backend_pid} ended); nothing was saved"
+                )
+                raise CheckpointError(msg)
+            me = Holder.here()
+            args = {"key": key, "w": _id(workflow_id), "r": _id(run_id), "pid": me.pid,
+                    "host": me.host, "since": me.since_ms}  # fmt: skip
+            if not self._take(session, args):
+                raise ConflictError(held_message(workflow_id, run_id, self.holder(*name)))
+            self._listed.pop(name, None)
+            del self._ended[name]
+            self._holding[name] = entry
+        return entry
 
     def _check_session(self, workflow_id: str, run_id: str, session: _LockSession) -> None:
         """Refuse to save for a run whose lock session this process knows, or sees, is gone.
@@ -910,13 +1021,14 @@ class PostgresStore:
                 got = self._take(session, args)
             if not got:
                 raise ConflictError(held_message(workflow_id, run_id, self.holder(*name)))
-            self._holding[name] = (key, session)
+            entry = (key, session)
+            self._holding[name] = entry
             self._queued.pop(name, None)
         try:
             yield
         finally:
             with self._mutex:
-                self._release(session, name, ids, key)
+                self._release(entry, name, ids)
 
     def _take(self, session: _LockSession, args: dict[str, Any]) -> bool:
         """Try the lock and note its holder, in one statement; ``True`` if taken.
@@ -939,11 +1051,15 @@ class PostgresStore:
         return bool(got)
 
     def _release(
-        self, session: _LockSession, name: tuple[str, str], ids: tuple[bytes, bytes], key: int
+        self, entry: tuple[int, _LockSession], name: tuple[str, str], ids: tuple[bytes, bytes]
     ) -> None:
+        key, session = entry
         queued = self._queued.pop(name, False)
         self._listed.pop(name, None)
-        if self._holding.get(name, (0, None))[1] is session:
+        if self._ended.get(name) is entry:  # let go with the append that ended its call
+            del self._ended[name]
+            return
+        if self._holding.get(name) is entry:
             del self._holding[name]
         if session.connection.closed or session is not self._session:
             return  # the session ended: the server released its locks
@@ -1041,6 +1157,9 @@ class PostgresStore:
         that append committed synchronously and checked the run's lock in its
         own statement (see Durability in the module documentation).
         """
+        lost, self._local.lost = self._local.lost, None
+        if lost is not None:
+            raise CheckpointError(lost)
         # every lock of this process, whichever thread holds it; each with its entry, so
         # that a lock let go meanwhile (its entry removed before it is unlocked) is no loss
         mine = [
@@ -1076,13 +1195,17 @@ class PostgresStore:
             # another thread sharing the handle may have let its run go while the
             # statement ran: a lock is lost only if the hold it was checked for goes on
             if not still and self._holding.get((workflow_id, run_id)) is entry:
-                msg = (
-                    f"run {run_id!r} of workflow {workflow_id!r}: this process lost its live "
-                    f"lock (its database session {backend_pid} ended, or a pooler moved it: "
-                    f"{_POOLING}); stopped before its next effect. Another driver may have "
-                    "taken the run over"
-                )
-                raise CheckpointError(msg)
+                raise CheckpointError(self._lost_message((workflow_id, run_id), backend_pid))
+
+    @staticmethod
+    def _lost_message(name: tuple[str, str], backend_pid: int) -> str:
+        workflow_id, run_id = name
+        return (
+            f"run {run_id!r} of workflow {workflow_id!r}: this process lost its live "
+            f"lock (its database session {backend_pid} ended, or a pooler moved it: "
+            f"{_POOLING}); stopped before its next effect. Another driver may have "
+            "taken the run over"
+        )
 
     # --- waking workers -------------------------------------------------------------
 
