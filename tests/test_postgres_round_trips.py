@@ -397,6 +397,35 @@ def test_the_run_is_let_go_even_when_the_append_that_ends_the_call_is_refused(
     assert store.read("wf", "r", 2, 2) == [b"x"]
 
 
+def test_an_ending_append_the_server_refuses_saves_nothing_and_still_lets_the_run_go(
+    postgres: PostgresSchema,
+) -> None:
+    store = postgres.checkpointer().store
+    store.append(_info(1), b"1", _summary(1))
+    with psycopg.connect(postgres.url, autocommit=True) as admin:
+        admin.execute("ALTER TABLE pausegraph_frames ADD CONSTRAINT one_only CHECK (seq < 2)")
+    with store.lock("wf", "r"):
+        with pytest.raises(CheckpointError, match="one_only"):
+            store.append(_info(2), b"2", _summary(2, status="paused"))
+        assert store.holder("wf", "r") is None
+    assert [f.seq for f in store.frames("wf", "r")] == [1]
+    assert store.runs()[0].seq == 1  # the summary with it
+    with postgres.checkpointer().store.lock("wf", "r"):
+        pass
+
+
+def test_an_unlock_that_fails_after_the_ending_append_is_sent_again(
+    postgres: PostgresSchema, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = postgres.checkpointer().store
+    failing = postgres_module._Statement("pausegraph_test_release", "SELECT 1 / 0, %(key)s::bigint")
+    monkeypatch.setattr(postgres_module, "_RELEASING", failing)  # as if cancelled
+    with store.lock("wf", "r"):
+        store.append(_info(1), b"1", _summary(1, status="paused"))  # saved, and said so
+        assert store.holder("wf", "r") is None  # unlocked by the second try
+    assert [f.seq for f in store.frames("wf", "r")] == [1]
+
+
 def test_a_sync_asks_again_after_an_append_since_or_in_another_thread(
     postgres: PostgresSchema, statements: Statements
 ) -> None:

@@ -425,13 +425,14 @@ def _exchange(
     In pipeline mode (libpq 14 and later) the statements, and the first use
     of each on this connection (its ``PREPARE``), go out together, ended by
     one Sync: in autocommit they are one implicit transaction, each statement
-    with a snapshot of its own. With ``each``, a Sync follows every
-    statement: each is its own transaction, committed before the next one
-    runs, and runs even if the one before failed. Without pipeline mode, one
-    round trip each (each its own transaction). An error the server reports
-    is raised as ``psycopg.Error`` (the caller makes it a
-    ``CheckpointError``), once every statement's answer is read; a broken
-    connection is closed.
+    with a snapshot of its own. Without pipeline mode, one round trip each.
+    An error the server reports is raised as ``psycopg.Error`` (the caller
+    makes it a ``CheckpointError``); a broken connection is closed.
+
+    With ``each``, a Sync follows every statement: each is its own
+    transaction, committed before the next one runs, which runs even if the
+    one before failed; and each statement's outcome is returned, its rows or
+    the ``psycopg.Error`` it ended with (not raised).
     """
     connection = wire.connection
     with connection.lock:
@@ -454,8 +455,21 @@ def _exchange(
                     _succeeded(connection, _answers(connection, pgconn, 1))
                     wire.prepared.add(statement.name)
                 pgconn.send_query_prepared(statement.name, *_params(statement, args), 1)
-                results += _succeeded(connection, _answers(connection, pgconn, 1))
+                results += _answers(connection, pgconn, 1)
+                if not each:
+                    _succeeded(connection, results[-1:])
+    if each:
+        return [_outcome(connection, result) for result in results]
     return [_rows_of(result) for result in results]
+
+
+def _outcome(connection: psycopg.Connection[Any], result: Any) -> Any:
+    """A statement's rows, or the ``psycopg.Error`` it ended with (not raised)."""
+    try:
+        _succeeded(connection, [result])
+    except psycopg.Error as exc:
+        return exc
+    return _rows_of(result)
 
 
 def _pipelined(
@@ -480,6 +494,8 @@ def _pipelined(
     for name, result in zip(preparing, results, strict=False):
         if result.status == pq.ExecStatus.COMMAND_OK:  # prepared, whatever failed after it
             wire.prepared.add(name)
+    if each:  # a failed PREPARE or statement stops only its own transaction
+        return results[len(preparing) :]
     return _succeeded(wire.connection, results)[len(preparing) :]
 
 
@@ -863,29 +879,36 @@ class PostgresStore:
             if self._holding.get(name) is held:
                 del self._holding[name]
                 self._ended[name] = held
+            connection = session.connection
             try:
-                answers = _exchange(
+                appended, released = _exchange(
                     session.wire, [(_APPENDING_LAST, args), (_RELEASING, release)], each=True
                 )
-            except psycopg.Error as exc:
-                connection = session.connection
-                if connection.broken or connection.closed:
-                    connection.close()  # its locks went with its session
-                    session.broken = True
+            except psycopg.Error as exc:  # the connection broke: its locks went with it
+                connection.close()
+                session.broken = True
                 raise self._failed(exc) from exc
             except BaseException:  # the unlock may not have been sent: send it now
-                if not session.connection.closed:
-                    with contextlib.suppress(psycopg.Error):
-                        session.connection.execute("SELECT pg_advisory_unlock(%s)", (key,))
+                self._unlock_quietly(session, key)
                 raise
-            if answers[1][0][-1] != session.backend_pid:
-                session.connection.close()
+            if isinstance(released, psycopg.Error):  # cancelled, say: once more
+                self._unlock_quietly(session, key)
+            elif released[0][-1] != session.backend_pid:
+                connection.close()
                 msg = (
                     f"PostgreSQL store {self.where}: the live-lock connection moved from server "
-                    f"process {session.backend_pid} to {answers[1][0][-1]}; {_POOLING}"
+                    f"process {session.backend_pid} to {released[0][-1]}; {_POOLING}"
                 )
                 raise CheckpointError(msg)
-        return answers[0][0]
+        if isinstance(appended, psycopg.Error):  # nothing of it was saved
+            raise self._failed(appended)
+        return appended[0]
+
+    @staticmethod
+    def _unlock_quietly(session: _LockSession, key: int) -> None:
+        if not session.connection.closed:
+            with contextlib.suppress(psycopg.Error):
+                session.connection.execute("SELECT pg_advisory_unlock(%s)", (key,))
 
     def _retake(self, name: tuple[str, str]) -> tuple[int, _LockSession]:
         """Take again, for its hold, the lock of a run let go by an append that ended a call.
