@@ -356,6 +356,21 @@ def test_the_append_that_ends_a_call_flushes_and_lets_the_run_go_in_one_round_tr
     assert [f.seq for f in store.frames("wf", "r")] == [1, 2]
 
 
+def test_with_other_holds_the_ending_append_stays_on_the_threads_connection(
+    postgres: PostgresSchema, statements: Statements
+) -> None:
+    store = postgres.checkpointer().store
+    with store.lock("wf", "other"), store.lock("wf", "r"):  # two drivers in the process
+        statements.take()
+        store.append(_info(1), b"1", _summary(1, status="paused"))
+        (sent,) = statements.take()
+        assert "pg_advisory_unlock" not in sent  # flushes side by side with other threads'
+        assert store.holder("wf", "r") is not None  # released when the hold ends
+        statements.take()
+    assert len(statements.take()) == 2  # the two releases
+    assert store.holder("wf", "r") is None
+
+
 def test_a_save_after_the_run_was_let_go_takes_the_lock_again_or_is_refused(
     postgres: PostgresSchema, statements: Statements
 ) -> None:

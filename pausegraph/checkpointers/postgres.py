@@ -95,8 +95,11 @@ sends ``NOTIFY`` on the schema's channel when the hold left the run
 ``"queued"``, for ``wait_for_work``.
 
 **Letting go early.** The append that ends a call goes, when the handle
-holds the run's lock, on the lock connection with the unlock after it, in
-one round trip of two transactions (``_append_and_let_go``): the unlock
+holds that run's lock and no other, on the lock connection with the unlock
+after it, in one round trip of two transactions (``_append_and_let_go``;
+with other holds, threads driving runs side by side, it goes on the
+thread's own connection, so that their flushes are not queued on one
+connection, and the release follows when the hold ends): the unlock
 runs once the append has committed, and even if it failed. The hold is
 over then (``_ended``): its ``with`` sends nothing on exit, and a later
 append of that hold takes the lock again first (``_retake``), or is a
@@ -840,7 +843,10 @@ class PostgresStore:
         self._local.checked = None
         with self._counts:
             covered = self._appended  # committed before this statement is sent
-        if ending and held is not None and _PIPELINES:
+        # alone on the lock connection (one hold in the process): the ending append goes there,
+        # with the unlock; with other holds, on this thread's connection, so that the threads'
+        # flushes run side by side (the server commits them together) instead of in a queue
+        if ending and held is not None and _PIPELINES and len(self._holding) == 1:
             row = self._append_and_let_go(name, held, args)
         else:
             row = self._sent(_APPENDING_LAST if ending else _APPENDING, args)[0]
