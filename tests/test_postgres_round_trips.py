@@ -397,6 +397,81 @@ def test_a_save_after_the_run_was_let_go_takes_the_lock_again_or_is_refused(
         pass
 
 
+def _in_thread(work: Any) -> None:
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            work()
+        except BaseException as exc:  # reported to the test
+            errors.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    assert errors == []
+
+
+def test_a_hold_let_go_early_never_unlocks_a_later_hold_of_the_run_in_another_thread(
+    postgres: PostgresSchema,
+) -> None:
+    store, other = postgres.checkpointer().store, postgres.checkpointer().store
+    with store.lock("wf", "r"):  # A: its call ends, its `with` stays open
+        store.append(_info(1), b"1", _summary(1, status="paused"))
+
+        def b_then_c() -> None:
+            with store.lock("wf", "r"):  # B: takes the run, ends its call too
+                store.append(_info(2), b"2", _summary(2, status="paused"))
+
+        _in_thread(b_then_c)
+        c_lock = store.lock("wf", "r")  # C: takes the run and keeps it
+        _in_thread(c_lock.__enter__)
+    # A's `with` is over: C's lock stands
+    assert store.holder("wf", "r") is not None
+    with pytest.raises(ConflictError):
+        other.lock("wf", "r").__enter__()
+    _in_thread(lambda: c_lock.__exit__(None, None, None))
+    assert store.holder("wf", "r") is None
+
+
+def test_a_save_after_letting_go_is_refused_while_another_thread_of_the_process_holds_the_run(
+    postgres: PostgresSchema,
+) -> None:
+    store = postgres.checkpointer().store
+    with store.lock("wf", "r"):
+        store.append(_info(1), b"1", _summary(1, status="paused"))  # let go
+        b_lock = store.lock("wf", "r")
+        _in_thread(b_lock.__enter__)  # another thread takes the run
+        with pytest.raises(ConflictError, match="'r' of workflow 'wf'"):
+            store.append(_info(2), b"2", _summary(2))  # not under the other thread's hold
+        _in_thread(lambda: store.append(_info(2), b"b", _summary(2)))  # the holder saves
+        _in_thread(lambda: b_lock.__exit__(None, None, None))
+    assert store.read("wf", "r", 1, 2) == [b"1", b"b"]
+    assert store.holder("wf", "r") is None
+
+
+def test_a_ctrl_c_inside_a_query_drops_the_connection_and_the_handle_goes_on(
+    postgres: PostgresSchema, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = postgres.checkpointer().store
+    store.append(_info(1), b"1", _summary(1))
+    with store.lock("wf", "r"):
+        store.append(_info(2), b"2", _summary(2))
+        execute = psycopg.Connection.execute
+
+        def interrupted(connection: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+            connection.pgconn.send_query(b"SELECT pg_sleep(0.2)")  # a query under way...
+            raise KeyboardInterrupt  # ...and Ctrl-C before its answer is read
+
+        monkeypatch.setattr(psycopg.Connection, "execute", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            store.sync()
+        monkeypatch.setattr(psycopg.Connection, "execute", execute)
+        store.sync()  # a new connection: not "another command is already in progress"
+        store.append(_info(3), b"3", _summary(3))
+    assert [f.seq for f in store.frames("wf", "r")] == [1, 2, 3]
+
+
 def test_the_run_is_let_go_even_when_the_append_that_ends_the_call_is_refused(
     postgres: PostgresSchema,
 ) -> None:
@@ -470,7 +545,8 @@ def test_an_ending_append_that_finds_its_lock_gone_leaves_its_sync_to_fail(
 ) -> None:
     store = postgres.checkpointer().store
     with store.lock("wf", "r"):
-        key, session = store._holding[("wf", "r")]
+        hold = store._holding[("wf", "r")]
+        key, session = hold.key, hold.session
         session.connection.execute("SELECT pg_advisory_unlock(%s)", (key,))  # the lock, gone
         store.append(_info(1), b"1", _summary(1, status="paused"))  # saved: the seq decides
         with pytest.raises(CheckpointError, match="'r' of workflow 'wf': this process lost"):

@@ -204,7 +204,8 @@ def test_sync_ignores_a_lock_let_go_while_it_checked_but_not_one_still_held(
         finally:
             inner._guarded = guarded  # type: ignore[method-assign]
         # a lock gone while its hold goes on is a loss
-        key, session = inner._holding[("pay", "mine")]
+        hold = inner._holding[("pay", "mine")]
+        key, session = hold.key, hold.session
         session.connection.execute("SELECT pg_advisory_unlock(%s)", (key,))
         with pytest.raises(CheckpointError, match="'mine' of workflow 'pay': this process lost"):
             store.sync()

@@ -101,9 +101,10 @@ with other holds, threads driving runs side by side, it goes on the
 thread's own connection, so that their flushes are not queued on one
 connection, and the release follows when the hold ends): the unlock
 runs once the append has committed, and even if it failed. The hold is
-over then (``_ended``): its ``with`` sends nothing on exit, and a later
-append of that hold takes the lock again first (``_retake``), or is a
-``ConflictError`` naming whoever took the run meanwhile.
+over then (``_Hold.ended``): its ``with`` sends nothing on exit, and a later
+append of that hold (in its thread) takes the lock again first
+(``_retake``), or is a ``ConflictError`` naming whoever took the run
+meanwhile, another thread of the process included.
 
 **The hot statements** (an append, taking a lock with the frame list,
 letting it go) go through psycopg's libpq wrapper, ``psycopg.pq``, rather
@@ -629,10 +630,29 @@ class _Local(threading.local):
     wire: _Wire | None = None  # the connection's, for the hot statements
     # after an append that ended a call (committed synchronously): the handle's append
     # count then, and the (key, session) of the run's lock it found still held (or None)
-    checked: tuple[int, tuple[int, _LockSession] | None] | None = None
+    checked: tuple[int, _Hold | None] | None = None
     # an append that ended a call and let its run go found the lock already lost: what
     # the next sync() in this thread raises (the append itself was saved: the seq decides)
     lost: str | None = None
+
+    def __init__(self) -> None:
+        # the holds this thread has open, by run: a save belongs to its own thread's hold
+        self.holds: dict[tuple[str, str], _Hold] = {}
+
+
+class _Hold:
+    """One ``with lock(...)`` of a run: its lock's key and session, and whether it let go early.
+
+    ``ended`` turns true when the append that ended its call let the run go
+    (see Letting go early): its ``with`` then sends nothing on exit, and a
+    later append of the same thread takes the lock again first.
+    """
+
+    __slots__ = ("ended", "key", "name", "session")
+
+    def __init__(self, name: tuple[str, str], key: int, session: _LockSession) -> None:
+        self.name, self.key, self.session = name, key, session
+        self.ended = False
 
 
 class _LockSession:
@@ -659,11 +679,9 @@ class PostgresStore:
         self._mutex = threading.RLock()  # guards _open and the lock session
         self._open: list[tuple[int, psycopg.Connection[Any]]] = []  # (pid, connection)
         self._session: _LockSession | None = None
-        # the runs whose lock a ``with`` of this handle holds: (key, the session holding it)
-        self._holding: dict[tuple[str, str], tuple[int, _LockSession]] = {}
-        # holds whose lock went with the append that ended their call (see Letting go
-        # early): the hold's entry, until its ``with`` exits
-        self._ended: dict[tuple[str, str], tuple[int, _LockSession]] = {}
+        # the runs whose lock a ``with`` of this handle holds now, in any thread (a hold
+        # let go early is not here: see Letting go early)
+        self._holding: dict[tuple[str, str], _Hold] = {}
         # appends committed (with synchronous_commit off), and how many of them a finished
         # sync() flushed: a sync() that finds all flushed has nothing to wait for, but one
         # that another thread's flush, still under way, will cover must flush too
@@ -747,6 +765,9 @@ class PostgresStore:
             if connection.closed or connection.broken:
                 self._drop(connection)
             raise self._failed(exc) from exc
+        except BaseException:  # a Ctrl-C inside a query leaves the connection busy: drop it
+            self._drop(connection)
+            raise
 
     def _sent(self, statement: _Statement, args: dict[str, Any]) -> builtins.list[Any]:
         """Run a hot statement on this thread's connection (see ``_exchange``); its rows."""
@@ -760,6 +781,10 @@ class PostgresStore:
             if connection.closed or connection.broken:
                 self._drop(connection)
             raise self._failed(exc) from exc
+        except BaseException:  # interrupted: _exchange closed a connection left half-read
+            if connection.closed:
+                self._drop(connection)
+            raise
 
     def _drop(self, connection: psycopg.Connection[Any]) -> None:
         with self._mutex:
@@ -822,11 +847,12 @@ class PostgresStore:
         ids = (_id(workflow_id), _id(run_id))
         name = (workflow_id, run_id)
         self._listed.pop(name, None)
-        held = self._held(workflow_id, run_id)
-        if held is None and name in self._ended:  # let go early, and saved to again
-            held = self._retake(name)
+        own = self._local.holds.get(name)  # this thread's hold of the run, if any
+        if own is not None and own.ended:  # let go early, and saved to again
+            self._retake(own)
+        held = own if own is not None else self._held(workflow_id, run_id)
         if held is not None:
-            self._check_session(workflow_id, run_id, held[1])
+            self._check_session(workflow_id, run_id, held.session)
         args = {
             "w": ids[0], "r": ids[1], **_digests(*ids), "seq": info.seq, "step": info.super_step,
             "label": _id(info.label), "t": info.timestamp_ms, "snap": info.snapshot,
@@ -838,16 +864,16 @@ class PostgresStore:
             if held is None:
                 args.update(kc=None, ko=None, kp=None)
             else:
-                high, low = _halves(held[0])
-                args.update(kc=high, ko=low, kp=held[1].backend_pid)
+                high, low = _halves(held.key)
+                args.update(kc=high, ko=low, kp=held.session.backend_pid)
         self._local.checked = None
         with self._counts:
             covered = self._appended  # committed before this statement is sent
         # alone on the lock connection (one hold in the process): the ending append goes there,
         # with the unlock; with other holds, on this thread's connection, so that the threads'
         # flushes run side by side (the server commits them together) instead of in a queue
-        if ending and held is not None and _PIPELINES and len(self._holding) == 1:
-            row = self._append_and_let_go(name, held, args)
+        if ending and own is not None and _PIPELINES and len(self._holding) == 1:
+            row = self._append_and_let_go(own, args)
         else:
             row = self._sent(_APPENDING_LAST if ending else _APPENDING, args)[0]
         last, added = int(row[0]), int(row[1])
@@ -860,31 +886,29 @@ class PostgresStore:
                 self._flushed = max(self._flushed, self._appended if alone else covered)
                 if row[-1]:  # and the run's lock (if held) was still held: sync() may trust it
                     self._local.checked = (self._appended, held)
-                elif held is not None and name in self._ended:  # let go: sync() cannot ask
-                    self._local.lost = self._lost_message(name, held[1].backend_pid)
-        if held is not None:
+                elif held is not None and held.ended:  # let go: sync() cannot ask
+                    self._local.lost = self._lost_message(name, held.session.backend_pid)
+        if held is not None and not held.ended:
             self._queued[name] = summary.status == "queued"
 
-    def _append_and_let_go(
-        self, name: tuple[str, str], held: tuple[int, _LockSession], args: dict[str, Any]
-    ) -> tuple[Any, ...]:
+    def _append_and_let_go(self, hold: _Hold, args: dict[str, Any]) -> tuple[Any, ...]:
         """The append that ends a call, then the run's unlock: one round trip, two transactions.
 
         Both go on the lock connection, each with its own Sync: the append
         commits (synchronously) before the unlock runs, so nobody can take
         the run before the checkpoint that ends the call is durable and
         visible, and the unlock runs even if the append failed. The hold is
-        then over (``_ended``); its ``with`` sends nothing when it exits.
+        then over (``hold.ended``); its ``with`` sends nothing when it exits.
         Returns the append's row.
         """
-        key, session = held
+        key, session = hold.key, hold.session
         release = {"key": key}
         with self._mutex:
             # out of the holds before the unlock is sent, as ``_release`` does: another
             # thread's sync() checking the locks meanwhile takes it for let go, not lost
-            if self._holding.get(name) is held:
-                del self._holding[name]
-                self._ended[name] = held
+            if self._holding.get(hold.name) is hold:
+                del self._holding[hold.name]
+            hold.ended = True
             connection = session.connection
             try:
                 appended, released = _exchange(
@@ -916,33 +940,34 @@ class PostgresStore:
             with contextlib.suppress(psycopg.Error):
                 session.connection.execute("SELECT pg_advisory_unlock(%s)", (key,))
 
-    def _retake(self, name: tuple[str, str]) -> tuple[int, _LockSession]:
-        """Take again, for its hold, the lock of a run let go by an append that ended a call.
+    def _retake(self, hold: _Hold) -> None:
+        """Take again, for ``hold``, the lock of a run it let go with an append that ended a call.
 
         The engine saves nothing after such an append; a caller of the store
         that does gets the lock back first, or ``ConflictError`` naming whoever
-        took the run meanwhile (nothing saved), or ``CheckpointError`` if the
-        lock session is gone.
+        took the run meanwhile (another thread of this process included:
+        nothing saved), or ``CheckpointError`` if the lock session is gone.
         """
-        workflow_id, run_id = name
+        workflow_id, run_id = name = hold.name
         with self._mutex:
-            entry = self._ended[name]
-            key, session = entry
+            session = hold.session
             if session is not self._session or session.connection.closed:
                 msg = (
                     f"run {run_id!r} of workflow {workflow_id!r}: this process lost its live "
                     f"lock (its database session {session.backend_pid} ended); nothing was saved"
                 )
                 raise CheckpointError(msg)
+            # session locks are re-entrant: a hold of another thread is refused here
+            if self._held(*name) is not None:
+                raise ConflictError(held_message(workflow_id, run_id, self.holder(*name)))
             me = Holder.here()
-            args = {"key": key, "w": _id(workflow_id), "r": _id(run_id), "pid": me.pid,
+            args = {"key": hold.key, "w": _id(workflow_id), "r": _id(run_id), "pid": me.pid,
                     "host": me.host, "since": me.since_ms}  # fmt: skip
             if not self._take(session, args):
                 raise ConflictError(held_message(workflow_id, run_id, self.holder(*name)))
             self._listed.pop(name, None)
-            del self._ended[name]
-            self._holding[name] = entry
-        return entry
+            hold.ended = False
+            self._holding[name] = hold
 
     def _check_session(self, workflow_id: str, run_id: str, session: _LockSession) -> None:
         """Refuse to save for a run whose lock session this process knows, or sees, is gone.
@@ -1050,14 +1075,21 @@ class PostgresStore:
                 got = self._take(session, args)
             if not got:
                 raise ConflictError(held_message(workflow_id, run_id, self.holder(*name)))
-            entry = (key, session)
-            self._holding[name] = entry
+            hold = _Hold(name, key, session)
+            self._holding[name] = hold
             self._queued.pop(name, None)
+        mine = self._local.holds
+        outer = mine.get(name)  # this thread's earlier hold of the run, let go early, if any
+        mine[name] = hold
         try:
             yield
         finally:
+            if outer is None:
+                mine.pop(name, None)
+            else:
+                mine[name] = outer
             with self._mutex:
-                self._release(entry, name, ids)
+                self._release(hold, ids)
 
     def _take(self, session: _LockSession, args: dict[str, Any]) -> bool:
         """Try the lock and note its holder, in one statement; ``True`` if taken.
@@ -1079,17 +1111,14 @@ class PostgresStore:
             self._listed[name] = ((os.getpid(), threading.get_ident()), _infos(rows))
         return bool(got)
 
-    def _release(
-        self, entry: tuple[int, _LockSession], name: tuple[str, str], ids: tuple[bytes, bytes]
-    ) -> None:
-        key, session = entry
+    def _release(self, hold: _Hold, ids: tuple[bytes, bytes]) -> None:
+        """Let ``hold``'s lock go, unless the append that ended its call did (under ``_mutex``)."""
+        name, key, session = hold.name, hold.key, hold.session
+        if hold.ended or self._holding.get(name) is not hold:
+            return  # let go already: what is kept for the run now is another hold's
+        del self._holding[name]
         queued = self._queued.pop(name, False)
         self._listed.pop(name, None)
-        if self._ended.get(name) is entry:  # let go with the append that ended its call
-            del self._ended[name]
-            return
-        if self._holding.get(name) is entry:
-            del self._holding[name]
         if session.connection.closed or session is not self._session:
             return  # the session ended: the server released its locks
         args = {"w": ids[0], "r": ids[1], "key": key}
@@ -1150,10 +1179,10 @@ class PostgresStore:
             raise CheckpointError(msg)
         return values if then is None else (values, rows)
 
-    def _held(self, workflow_id: str, run_id: str) -> tuple[int, _LockSession] | None:
-        """The (key, lock session) of the run's lock if this handle holds it in this process."""
+    def _held(self, workflow_id: str, run_id: str) -> _Hold | None:
+        """The hold of the run's lock if this handle holds it in this process, in any thread."""
         held = self._holding.get((workflow_id, run_id))
-        if held is None or held[1].pid != os.getpid():
+        if held is None or held.session.pid != os.getpid():
             return None  # a forked child does not hold its parent's locks
         return held
 
@@ -1192,9 +1221,9 @@ class PostgresStore:
         # every lock of this process, whichever thread holds it; each with its entry, so
         # that a lock let go meanwhile (its entry removed before it is unlocked) is no loss
         mine = [
-            (name, entry[0], entry[1].backend_pid, entry)
-            for name, entry in list(self._holding.items())
-            if entry[1].pid == os.getpid()
+            (name, hold.key, hold.session.backend_pid, hold)
+            for name, hold in list(self._holding.items())
+            if hold.session.pid == os.getpid()
         ]
         checked, self._local.checked = self._local.checked, None
         with self._counts:
