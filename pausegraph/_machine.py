@@ -54,6 +54,7 @@ from ._records import (
     Failed,
     Failure,
     Finished,
+    Forked,
     InLayer,
     OwesAfter,
     Progress,
@@ -368,29 +369,69 @@ def _retry(
     if raised_at is not None:
         step_id = failure.step_id
         journal = progress.journals.get(step_id, ())
-        # the error that failed the step, and what its `finally` did after it, go
-        path = journal[raised_at].branch
-        # entries the other branches recorded after it (results saved together) stay
-        kept = tuple(e for e in journal[raised_at + 1 :] if not _on_path(e.branch, path))
-        journals = {**progress.journals, step_id: journal[:raised_at] + kept}
+        # the error that failed the step, and what its `except` and `finally` did after it
+        # (the branches they forked included), go; what the other branches recorded after
+        # it (results saved together) stays
+        kept, _, _ = _without_what_followed(journal, [(raised_at, journal[raised_at].branch)])
+        journals = {**progress.journals, step_id: kept[:raised_at] + kept[raised_at + 1 :]}
         progress = attrs.evolve(progress, journals=journals)
     return Claim(label, latest.super_step, InLayer(progress))
+
+
+def _without_what_followed(
+    journal: tuple[Entry, ...], points: list[tuple[int, str]]
+) -> tuple[tuple[Entry, ...], set[str], dict[int, int]]:
+    """The journal without what followed each point ``(index, branch path)`` in its branch.
+
+    After a point, the entries of its branch, of the branches it was called
+    from (which the error or the answer went back through) and of its own
+    branches go, and so do the branches that a fork dropped here had made:
+    forked again at the same place, they would get the same paths and replay
+    what the old ones recorded. The other branches' entries stay. Returns
+    the kept journal (the points themselves kept), the ids of the interrupts
+    that went, and where each kept entry moved (old index to new).
+    """
+    first = min(at for at, _ in points)
+    cursors: dict[str, int] = {}  # each branch's position, as its trampoline counted it
+    gone: list[str] = []  # the paths of branches made by forks that went
+    kept: list[Entry] = []
+    dropped: set[str] = set()
+    moved: dict[int, int] = {}
+    for n, e in enumerate(journal):
+        branch = e.branch
+        position = cursors.get(branch, 0)
+        cursors[branch] = position + 1
+        if n > first and (
+            any(n > at and _related(branch, path) for at, path in points)
+            or any(branch == g or branch.startswith(g + ".") for g in gone)
+        ):
+            if type(e) is Asked:
+                dropped.add(e.id)
+            elif type(e) is Forked:
+                head = f"{branch}.{position}-" if branch else f"{position}-"
+                gone.extend(f"{head}{i}" for i in range(e.count))
+            continue
+        moved[n] = len(kept)
+        kept.append(e)
+    return tuple(kept), dropped, moved
 
 
 def _raised_at(stage: Failed) -> int | None:
     """Where the effect error that failed the step is in its journal, or ``None``.
 
-    The failed checkpoint says where (``Failed.raised_at``). One saved before
-    it did is matched by its message: the last error recorded with it.
+    The failed checkpoint says where (``Failed.raised_at``: the step raised
+    that error, or raised its own from it). Otherwise an ``EffectError`` is
+    matched by its message, the last error recorded with it (a failure saved
+    before ``raised_at`` was, or an ``EffectError`` the step made itself).
     """
     failure = stage.failure
-    if failure.error_type != "EffectError":
-        return None
     journal = stage.progress.journals.get(failure.step_id, ())
     at = stage.raised_at
     if at is not None:
         entry = journal[at] if 0 <= at < len(journal) else None
         return at if type(entry) is Raised and not entry.refused else None
+    if failure.error_type != "EffectError":
+        return None
     raised = [
         n
         for n, e in enumerate(journal)
@@ -430,23 +471,13 @@ def _on_failed(latest: Checkpoint, command: Continue | Resume | Update) -> Claim
     epoch = progress.epoch
     again = [i for i in answers if i in reanswerable]
     if again:
-        cut = min(asked[i] for i in again)
         # what followed a re-answered interrupt in its branch (its callers and the branches
         # it forked after it included) goes; what sibling branches recorded stays
         points = [(asked[i], journal[asked[i]].branch) for i in again]
-        kept: list[Entry] = []
-        dropped = set()
-        moved = None if raised_at is None or raised_at > cut else raised_at
-        for n, e in enumerate(journal[cut + 1 :], cut + 1):
-            if any(n > at and _related(e.branch, path) for at, path in points):
-                if type(e) is Asked:
-                    dropped.add(e.id)
-            else:
-                if n == raised_at:  # the failing error stays (its branch was not re-answered)
-                    moved = cut + 1 + len(kept)
-                kept.append(e)
-        raised_at = moved  # None if it went with what followed a re-answered interrupt
-        journals = {**journals, failure.step_id: journal[: cut + 1] + tuple(kept)}
+        kept, dropped, moved = _without_what_followed(journal, points)
+        # the failing error stays where its branch was not re-answered; else it went
+        raised_at = None if raised_at is None else moved.get(raised_at)
+        journals = {**journals, failure.step_id: kept}
         base = {k: v for k, v in progress.answers.items() if k not in dropped}
         # new interrupts of this layer get ids never used before
         epoch = latest.epoch_base + latest.seq + 1

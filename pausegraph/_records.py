@@ -382,10 +382,11 @@ class Failed:
     """A step of the layer in ``progress`` failed.
 
     ``raised_at`` is where, in the failing step's journal, the effect error
-    that failed it is recorded (``None``: the step raised something else, or
-    a record saved before this field). A retry drops that entry, so that
-    effect is called again, and keeps every other recorded error, a
-    sibling branch's error with the same message included.
+    that failed it is recorded: the step let it through, or raised its own
+    error from it (``raise X from e``). ``None``: the step raised something
+    else, or the record was saved before this field. A retry drops that
+    entry, so that effect is called again, and keeps every other recorded
+    error, a sibling branch's error with the same message included.
     """
 
     progress: Progress

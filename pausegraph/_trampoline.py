@@ -127,8 +127,21 @@ def _thrown_for(entry: Raised, error: EffectError) -> tuple[Raised, EffectError]
 
 
 def raised_entry(error: BaseException) -> Entry | None:
-    """The journal entry an ``EffectError`` was thrown in for, if ``error`` is one."""
-    return getattr(error, _ENTRY, None)
+    """The journal entry of the effect error that ``error`` is, or was raised from.
+
+    ``error`` itself, then what it was explicitly raised from (``raise X from
+    e``, ``__cause__``), and so on: a step that wraps an effect's error in
+    its own still failed because of that effect. What was only being handled
+    when ``error`` was raised (``__context__``) does not count.
+    """
+    seen = 0
+    cause: BaseException | None = error
+    while cause is not None and seen < 100:  # a chain made into a loop ends too
+        entry = getattr(cause, _ENTRY, None)
+        if entry is not None:
+            return entry  # type: ignore[no-any-return]
+        cause, seen = cause.__cause__, seen + 1
+    return None
 
 
 _ENTRY = "_pausegraph_entry"

@@ -21,6 +21,7 @@ from pausegraph import (
     Paused,
     Resume,
     Runner,
+    StepError,
 )
 
 CALLED: list[object] = []
@@ -471,4 +472,125 @@ def test_a_failure_saved_without_where_its_error_is_falls_back_to_the_last_error
     refused = Raised("twin", said, "0-0", refused=True)
     kept = Progress(0, 1, journals={"s": (Forked(2), refused)})
     assert _raised_at(Failed(kept, failure, 1)) is None  # a refused result is never retried
-    assert _raised_at(Failed(progress, Failure("s", "ValueError", said), 1)) is None
+    assert _raised_at(Failed(progress, Failure("s", "ValueError", said))) is None
+    # a step that raised its own error from the effect's: where it is, whatever its type
+    assert _raised_at(Failed(progress, Failure("s", "RuntimeError", "gave up"), 2)) == 2
+
+
+# What a step's `except`/`finally` forked after the failing effect error goes with it: a
+# retry that forks again at the same place must not replay the old branches' records.
+
+ORDERED: dict[str, int] = {}
+STOCK = {"out": True}
+
+
+def _act(what):
+    ORDERED[what] = ORDERED.get(what, 0) + 1
+    if what == "reserve" and STOCK["out"]:
+        raise ValueError("no stock")
+    if what == "check bad":
+        raise ValueError("bad amount")
+    return what
+
+
+def _do(what):
+    return (yield Effect(_act, what))
+
+
+def _order():
+    try:
+        yield Effect(_act, "reserve")
+        return (yield All(_do("charge card"), _do("send mail")))
+    except EffectError:
+        yield All(_do("undo hold"), _do("notify ops"))  # compensate, then fail the step
+        raise
+
+
+def compensating_step(state):
+    return {"out": (yield All(_do("audit"), _order()))}
+
+
+@pytest.mark.parametrize("hot", [True, False])
+def test_a_retry_drops_the_branches_an_except_forked_after_the_failing_error(store_factory, hot):
+    ORDERED.clear()
+    STOCK["out"] = True
+    runner = Runner(one_step(compensating_step), store_factory())
+    with pytest.raises(EffectError):
+        runner.run("r", {})
+    STOCK["out"] = False
+    if not hot:
+        runner = Runner(one_step(compensating_step), store_factory())
+    done = runner.run("r")
+    assert done.state["out"] == ["audit", ["charge card", "send mail"]]
+    assert ORDERED == {
+        "audit": 1,  # a sibling's result, kept
+        "reserve": 2,  # the failing effect, called again
+        "undo hold": 1,
+        "notify ops": 1,
+        "charge card": 1,
+        "send mail": 1,
+    }
+
+
+def wrapping_step(state):
+    for _ in range(2):
+        try:
+            got = yield Effect(_act, "reserve")
+            break
+        except EffectError as e:
+            last = e
+    else:
+        raise RuntimeError(f"gave up after 2 attempts: {last}") from last
+    return {"out": got}
+
+
+@pytest.mark.parametrize("hot", [True, False])
+def test_a_step_that_raises_its_own_error_from_an_effects_retries_that_effect(store_factory, hot):
+    ORDERED.clear()
+    STOCK["out"] = True
+    runner = Runner(one_step(wrapping_step), store_factory())
+    with pytest.raises(StepError, match="gave up"):
+        runner.run("r", {})
+    assert runner.state("r").failure.error_type == "RuntimeError"
+    assert ORDERED == {"reserve": 2}
+    STOCK["out"] = False
+    if not hot:
+        runner = Runner(one_step(wrapping_step), store_factory())
+    assert runner.run("r").state["out"] == "reserve"
+    assert ORDERED == {"reserve": 3}  # the first attempt's error replayed, the second retried
+
+
+def _ask_and_check():
+    answer = yield Interrupt("amount")
+    return (yield Effect(_act, f"check {answer}"))
+
+
+def reanswered_step(state):
+    try:
+        yield All(_ask_and_check(), _do("side"))
+        return {"out": (yield All(_do("charge card"), _do("send mail")))}
+    except EffectError:
+        yield All(_do("undo hold"), _do("notify ops"))
+        raise
+
+
+@pytest.mark.parametrize("hot", [True, False])
+def test_a_reanswer_drops_the_branches_forked_after_the_failing_error_too(store_factory, hot):
+    ORDERED.clear()
+    runner = Runner(one_step(reanswered_step), store_factory())
+    (pending,) = runner.run("r", {}).interrupts
+    with pytest.raises(EffectError):
+        runner.resume("r", Resume("bad"))
+    if not hot:
+        runner = Runner(one_step(reanswered_step), store_factory())
+    done = runner.resume("r", Resume(answers={pending.id: "good"}))
+    assert done.state["out"] == ["charge card", "send mail"]
+    assert ORDERED == {
+        "side": 1,
+        "check bad": 1,
+        "undo hold": 1,
+        "notify ops": 1,
+        "check good": 1,
+        "charge card": 1,
+        "send mail": 1,
+    }
