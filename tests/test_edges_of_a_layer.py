@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from pausegraph import (
     After,
+    All,
     Append,
     ConflictError,
     Continue,
@@ -431,6 +432,85 @@ def test_retrying_one_shot_failures_gives_the_clean_result_and_each_effect_once(
     assert outcome == clean
     assert failures >= (1 if where else 0)
     assert calls == dict.fromkeys(clean_calls, 1)
+
+
+# --- 9b. property: compensations forked in `except`, then the error raised again ------
+
+
+@st.composite
+def compensating_branches(draw: st.DrawFn) -> tuple[list[int], set[str], list[int], bool]:
+    """Branches of effects (how many in each), which effects fail once, compensations."""
+    lengths = draw(st.lists(st.integers(1, 2), min_size=1, max_size=3))
+    names = [f"b{i}e{j}" for i, n in enumerate(lengths) for j in range(n)]
+    failing = draw(st.sets(st.sampled_from(names)))
+    comps = [draw(st.integers(0, 2)) for _ in lengths]
+    return lengths, failing, comps, draw(st.booleans())
+
+
+def _compensating(
+    lengths: list[int], failing: set[str], comps: list[int], calls: dict[str, int]
+) -> Graph:
+    def act(name: str) -> str:
+        calls[name] = calls.get(name, 0) + 1
+        if name in failing and calls[name] == 1:
+            msg = f"{name} is down"
+            raise ValueError(msg)
+        return name
+
+    def do(name: str) -> Any:
+        return (yield Effect(act, name))
+
+    def branch(i: int) -> Any:
+        try:
+            got = []
+            for j in range(lengths[i]):
+                got.append((yield Effect(act, f"b{i}e{j}")))
+            return got
+        except EffectError:
+            yield All(*(do(f"b{i}c{m}") for m in range(comps[i])))  # undo, then fail
+            raise
+
+    def step(state: Any) -> Any:
+        try:
+            return {"out": (yield All(*(branch(i) for i in range(len(lengths)))))}
+        except EffectError:
+            yield All(do("undo-all"))
+            raise
+
+    return Graph("comp", {"out": LastWriteWins()}).step("s", step)
+
+
+@given(compensating_branches())
+def test_retries_through_compensating_branches_call_each_effect_once_more_per_failure(
+    flow: tuple[list[int], set[str], list[int], bool],
+) -> None:
+    lengths, failing, comps, cold = flow
+    clean = Runner(_compensating(lengths, set(), comps, {}), MemoryCheckpointer()).run("r")
+    assert isinstance(clean, Done)
+    calls: dict[str, int] = {}
+    store = MemoryCheckpointer()
+    graph = _compensating(lengths, failing, comps, calls)
+    runner = Runner(graph, store)
+    failures = 0
+    outcome: Any = None
+    while outcome is None:
+        if cold:
+            runner = Runner(graph, store)
+        try:
+            outcome = runner.run("r")
+        except EffectError:
+            failures += 1
+            assert failures <= len(failing)
+    event(f"failures={failures}")
+    assert outcome == clean
+    assert failures == len(failing)  # each failing effect fails the run once, then is retried
+    for i, n in enumerate(lengths):
+        mine = {f"b{i}e{j}" for j in range(n)} & failing
+        for j in range(n):
+            assert calls[f"b{i}e{j}"] == 1 + (f"b{i}e{j}" in failing)
+        for m in range(comps[i]):  # a branch undoes once per error it was given
+            assert calls.get(f"b{i}c{m}", 0) == len(mine)
+    assert calls.get("undo-all", 0) == failures
 
 
 # --- 10. a long interrupt loop stays small on the file store -------------------------
