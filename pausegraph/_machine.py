@@ -372,9 +372,20 @@ def _retry(
         # the error that failed the step, and what its `except` and `finally` did after it
         # (the branches they forked included), go; what the other branches recorded after
         # it (results saved together) stays
-        kept, _, _ = _without_what_followed(journal, [(raised_at, journal[raised_at].branch)])
+        kept, dropped, _ = _without_what_followed(
+            journal, [(raised_at, journal[raised_at].branch)]
+        )
         journals = {**progress.journals, step_id: kept[:raised_at] + kept[raised_at + 1 :]}
         progress = attrs.evolve(progress, journals=journals)
+        if dropped:  # interrupts asked after the error go, answers and timeouts with them,
+            # and what the retry asks gets ids never used before
+            progress = attrs.evolve(
+                progress,
+                epoch=latest.epoch_base + latest.seq + 1,
+                answers={i: v for i, v in progress.answers.items() if i not in dropped},
+                timeouts=tuple(i for i in progress.timeouts if i not in dropped),
+                claimed=tuple(i for i in progress.claimed if i not in dropped),
+            )
     return Claim(label, latest.super_step, InLayer(progress))
 
 

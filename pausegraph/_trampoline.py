@@ -129,10 +129,11 @@ def _thrown_for(entry: Raised, error: EffectError) -> tuple[Raised, EffectError]
 def raised_entry(error: BaseException) -> Entry | None:
     """The journal entry of the effect error that ``error`` is, or was raised from.
 
-    ``error`` itself, then what it was explicitly raised from (``raise X from
-    e``, ``__cause__``), and so on: a step that wraps an effect's error in
-    its own still failed because of that effect. What was only being handled
-    when ``error`` was raised (``__context__``) does not count.
+    ``error`` itself, then the chain a traceback shows: what it was raised
+    from (``raise X from e``), or else what was being handled when it was
+    raised (``raise X`` in an ``except``), and so on; ``raise X from None``
+    ends the chain. A step that turns an effect's error into its own still
+    failed because of that effect.
     """
     seen = 0
     cause: BaseException | None = error
@@ -140,7 +141,12 @@ def raised_entry(error: BaseException) -> Entry | None:
         entry = getattr(cause, _ENTRY, None)
         if entry is not None:
             return entry  # type: ignore[no-any-return]
-        cause, seen = cause.__cause__, seen + 1
+        # the chain a traceback shows: the explicit cause, else what was being handled
+        if cause.__cause__ is not None or cause.__suppress_context__:
+            cause = cause.__cause__
+        else:
+            cause = cause.__context__
+        seen += 1
     return None
 
 
@@ -179,12 +185,16 @@ def _refused_entry(
     return _thrown_for(Raised(name, text, branch, refused=True), error)
 
 
+_DROPPED_QUIETLY = frozenset((Interrupt, Effect, Sleep, All))
+
+
 def close_quietly(stack: list[GeneratorType[Any, Any, Any]]) -> None:
     """Close a generator stack, innermost first, running its ``finally`` blocks.
 
-    Unlike ``generator.close()``, an ``Effect`` or ``Interrupt`` yielded
-    while closing is dropped, unrun and unsaved, and nothing is printed:
-    ``GeneratorExit`` is thrown in again at that ``yield``.
+    Unlike ``generator.close()``, an instruction (``Effect``, ``Interrupt``,
+    ``Sleep``, ``All``) yielded while closing is dropped, unrun and unsaved,
+    and nothing is printed: ``GeneratorExit`` is thrown in again at that
+    ``yield``.
     """
     while stack:
         gen = stack.pop()
@@ -195,7 +205,7 @@ def close_quietly(stack: list[GeneratorType[Any, Any, Any]]) -> None:
                 break
             except (Exception, SystemExit):  # a cleanup that fails has nowhere to report to
                 break
-            if type(dropped) is Interrupt or type(dropped) is Effect:
+            if type(dropped) in _DROPPED_QUIETLY:
                 consumed(dropped)  # dropped on purpose: no "never yielded" warning
         else:
             # it catches GeneratorExit and yields again, forever: end it with an

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -594,3 +595,100 @@ def test_a_reanswer_drops_the_branches_forked_after_the_failing_error_too(store_
         "charge card": 1,
         "send mail": 1,
     }
+
+
+def asking_compensation_step(state):
+    try:
+        charged = yield Effect(_act, "reserve")
+    except EffectError:
+        yield Interrupt("refund reason?")  # the compensation asks a person, then fails
+        raise
+    ship = yield Interrupt("ship to which address?")
+    return {"out": [charged, ship]}
+
+
+@pytest.mark.parametrize("hot", [True, False])
+def test_a_retry_asks_again_what_it_asks_and_never_reuses_an_answer_given_after_the_error(
+    store_factory, hot
+):
+    ORDERED.clear()
+    STOCK["out"] = True
+    runner = Runner(one_step(asking_compensation_step), store_factory())
+    (why,) = runner.run("r", {}).interrupts
+    assert why.payload == "refund reason?"
+    with pytest.raises(EffectError):
+        runner.resume("r", Resume("customer cancelled"))
+    STOCK["out"] = False
+    if not hot:
+        runner = Runner(one_step(asking_compensation_step), store_factory())
+    paused = runner.run("r")  # the retry: the effect again, then the next question
+    assert isinstance(paused, Paused)
+    (where,) = paused.interrupts
+    assert where.payload == "ship to which address?"
+    assert where.id != why.id
+    done = runner.resume("r", Resume("Main St"))
+    assert done.state["out"] == ["reserve", "Main St"]
+    assert ORDERED == {"reserve": 2}
+
+
+class PaymentFailed(Exception):
+    pass
+
+
+def converting_step(state):
+    try:
+        got = yield Effect(_act, "reserve")
+    except EffectError:
+        raise PaymentFailed("could not reserve")  # noqa: B904 - the usual idiom, no `from`
+    return {"out": got}
+
+
+def disowning_step(state):
+    try:
+        got = yield Effect(_act, "reserve")
+    except EffectError:
+        raise PaymentFailed("could not reserve") from None  # said: not because of it
+    return {"out": got}
+
+
+@pytest.mark.parametrize("hot", [True, False])
+def test_an_error_raised_while_handling_an_effects_error_retries_that_effect(store_factory, hot):
+    ORDERED.clear()
+    STOCK["out"] = True
+    runner = Runner(one_step(converting_step), store_factory())
+    with pytest.raises(StepError, match="could not reserve"):
+        runner.run("r", {})
+    STOCK["out"] = False
+    if not hot:
+        runner = Runner(one_step(converting_step), store_factory())
+    assert runner.run("r").state["out"] == "reserve"
+    assert ORDERED == {"reserve": 2}
+
+
+def test_raise_from_none_says_the_failure_is_not_the_effects_and_a_retry_replays_it():
+    ORDERED.clear()
+    STOCK["out"] = True
+    runner = Runner(one_step(disowning_step))
+    with pytest.raises(StepError):
+        runner.run("r", {})
+    STOCK["out"] = False
+    with pytest.raises(StepError):  # the recorded error is replayed: the step fails alike
+        runner.run("r")
+    assert ORDERED == {"reserve": 1}
+
+
+def closing_fork_step(state):
+    try:
+        yield Interrupt("wait")
+    finally:
+        yield All(_do("undo hold"))  # dropped, unrun, when the step is closed
+
+
+def test_an_all_yielded_while_a_step_is_closed_is_dropped_without_a_warning(recwarn):
+    ORDERED.clear()
+    runner = Runner(one_step(closing_fork_step))
+    runner.run("r", {})
+    runner.cancel("r")
+    gc.collect()
+    assert [str(w.message) for w in recwarn if "never yielded" in str(w.message)] == []
+    assert ORDERED == {}
