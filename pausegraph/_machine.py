@@ -372,9 +372,7 @@ def _retry(
         # the error that failed the step, and what its `except` and `finally` did after it
         # (the branches they forked included), go; what the other branches recorded after
         # it (results saved together) stays
-        kept, dropped, _ = _without_what_followed(
-            journal, [(raised_at, journal[raised_at].branch)]
-        )
+        kept, dropped, _ = _without_what_followed(journal, [(raised_at, journal[raised_at].branch)])
         journals = {**progress.journals, step_id: kept[:raised_at] + kept[raised_at + 1 :]}
         progress = attrs.evolve(progress, journals=journals)
         if dropped:  # interrupts asked after the error go, answers and timeouts with them,

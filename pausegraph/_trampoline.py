@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import os
 from collections.abc import Callable, Collection, Mapping
 from types import GeneratorType
 from typing import Any
@@ -90,10 +91,18 @@ def step_failed(step_id: str, exc: BaseException) -> StepError:
 def call_effect(
     step_id: str, effect: Effect, branch: str = ""
 ) -> tuple[Entry, BaseException | None]:
-    """Call an effect's function once: its journal entry, and the error to throw in."""
+    """Call an effect's function once: its journal entry, and the error to throw in.
+
+    A process the function forked that leaves it by raising (``sys.exit()``
+    in the child) is not the run's: the exception goes on up in that child,
+    and nothing is recorded there (end such a child with ``os._exit``).
+    """
+    pid = os.getpid()
     try:
         result = effect.fn(*effect.args, **effect.kwargs)
     except (Exception, SystemExit) as exc:  # sys.exit() in an effect is its error too
+        if os.getpid() != pid:
+            raise
         return effect_entry(step_id, effect, branch, None, exc)
     return effect_entry(step_id, effect, branch, result, None)
 

@@ -397,7 +397,7 @@ def test_a_save_after_the_run_was_let_go_takes_the_lock_again_or_is_refused(
         pass
 
 
-def _in_thread(work: Any) -> None:
+def _in_thread(work: Any, *, raising: bool = True) -> list[BaseException]:
     errors: list[BaseException] = []
 
     def run() -> None:
@@ -409,7 +409,9 @@ def _in_thread(work: Any) -> None:
     thread = threading.Thread(target=run)
     thread.start()
     thread.join()
-    assert errors == []
+    if raising:
+        assert errors == []
+    return errors
 
 
 def test_a_hold_let_go_early_never_unlocks_a_later_hold_of_the_run_in_another_thread(
@@ -470,6 +472,92 @@ def test_a_ctrl_c_inside_a_query_drops_the_connection_and_the_handle_goes_on(
         store.sync()  # a new connection: not "another command is already in progress"
         store.append(_info(3), b"3", _summary(3))
     assert [f.seq for f in store.frames("wf", "r")] == [1, 2, 3]
+
+
+def test_a_forked_child_leaving_its_parents_hold_leaves_the_lock_to_the_parent(
+    postgres: PostgresSchema,
+) -> None:
+    import os
+
+    store, other = postgres.checkpointer().store, postgres.checkpointer().store
+    pid = -1
+    try:
+        with store.lock("wf", "r"):
+            pid = os.fork()
+            if pid == 0:  # the child leaves its copy of the parent's `with` by raising
+                raise SystemExit(0)
+            os.waitpid(pid, 0)
+            assert store.holder("wf", "r") is not None  # still the parent's
+            with pytest.raises(ConflictError):
+                other.lock("wf", "r").__enter__()
+            store.append(_info(1), b"1", _summary(1))
+            store.sync()  # not "lost its live lock"
+    finally:
+        if pid == 0:
+            os._exit(0)  # the child, out of the `with`: gone without running more
+    assert store.holder("wf", "r") is None
+
+
+def test_a_ctrl_c_right_after_the_lock_is_taken_gives_it_back(
+    postgres: PostgresSchema, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, other = postgres.checkpointer().store, postgres.checkpointer().store
+    infos = postgres_module._infos
+
+    def interrupted(rows: Any) -> Any:
+        raise KeyboardInterrupt  # while the frame list is read, the lock just taken
+
+    monkeypatch.setattr(postgres_module, "_infos", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        store.lock("wf", "r").__enter__()
+    monkeypatch.setattr(postgres_module, "_infos", infos)
+    assert store.holder("wf", "r") is None
+    with other.lock("wf", "r"):
+        pass
+    with store.lock("wf", "r"):
+        pass
+
+
+def test_a_ctrl_c_while_a_hold_waits_to_let_go_ends_the_session_and_so_the_lock(
+    postgres: PostgresSchema, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, other = postgres.checkpointer().store, postgres.checkpointer().store
+    release = store._release
+
+    def interrupted(*args: Any) -> None:
+        raise KeyboardInterrupt  # as if it landed while the mutex was awaited
+
+    monkeypatch.setattr(store, "_release", interrupted)
+    with pytest.raises(KeyboardInterrupt), store.lock("wf", "r"):
+        pass
+    monkeypatch.setattr(store, "_release", release)
+    for _ in range(500):  # the server ends the closed session a moment later
+        if store.holder("wf", "r") is None:
+            break
+        time.sleep(0.01)
+    assert store.holder("wf", "r") is None
+    with other.lock("wf", "r"):
+        pass
+    with store.lock("wf", "r"):  # a new lock session
+        store.append(_info(1), b"1", _summary(1))
+        store.sync()
+
+
+def test_another_threads_lost_lock_does_not_stop_this_threads_driver(
+    postgres: PostgresSchema,
+) -> None:
+    store = postgres.checkpointer().store
+    b_lock = store.lock("wf", "b")
+    _in_thread(b_lock.__enter__)  # another thread's hold...
+    assert store._session is not None
+    postgres.terminate(store._session.backend_pid)  # ...whose lock session ends
+    with store.lock("wf", "d"):  # this thread's, on a new session
+        store.append(_info(1), b"1", _summary(1, run="d"))
+        store.sync()  # B's loss is B's driver's to hear of
+    (lost,) = _in_thread(lambda: store.append(_info(1), b"1", _summary(1, run="b")), raising=False)
+    assert isinstance(lost, CheckpointError)
+    assert "'b' of workflow 'wf': this process lost" in str(lost)
+    _in_thread(lambda: b_lock.__exit__(None, None, None))
 
 
 def test_the_run_is_let_go_even_when_the_append_that_ends_the_call_is_refused(
@@ -655,3 +743,27 @@ def test_a_hot_statement_interrupted_half_way_closes_its_connection(
         seq = len(store.frames("wf", "r")) + 1
         with pytest.raises(CheckpointError, match="this process lost its live lock"):
             store.append(_info(seq), b"x", _summary(seq))
+
+
+def test_a_threads_connection_is_closed_when_the_thread_ends(postgres: PostgresSchema) -> None:
+    """A web server's pool ends idle threads: their connections must not pile up."""
+    import gc
+
+    store = postgres.checkpointer().store
+    store.runs()
+    opened: list[Any] = []
+
+    def list_runs() -> None:
+        store.runs()
+        opened.append(store._local.connection)
+
+    for _ in range(3):
+        threads = [threading.Thread(target=list_runs) for _ in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    gc.collect()
+    assert len(store._open) == 1  # this thread's only
+    assert len(opened) == 18
+    assert all(connection.closed for connection in opened)

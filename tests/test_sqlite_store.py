@@ -369,3 +369,32 @@ def test_a_sync_that_finds_no_wal_file_commits_with_full_synchronous(tmp_path: P
     latest = SqliteCheckpointer(db).latest("lost", "r")
     assert latest is not None
     assert latest.seq == done.seq + 1
+
+
+def test_a_threads_connection_is_closed_when_the_thread_ends(tmp_path: Path) -> None:
+    """A web server's pool ends idle threads: their connections must not pile up."""
+    import gc
+
+    def descriptors() -> int:
+        opened = []
+        for fd in os.listdir("/proc/self/fd"):
+            with contextlib.suppress(OSError):  # the listing's own descriptor is gone
+                opened.append(os.readlink(f"/proc/self/fd/{fd}"))
+        return sum(path.endswith("runs.db") for path in opened)
+
+    store = SqliteCheckpointer(tmp_path / "runs.db")
+    store.runs()  # this thread's connection
+    counts = []
+    for _ in range(6):
+        threads = [threading.Thread(target=store.runs) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        gc.collect()
+        assert len(store.store._open) == 1  # this thread's only
+        counts.append(descriptors())
+    # SQLite keeps a closed connection's descriptor while the process holds locks on the
+    # file, and reuses it: bounded by the threads at once (8 and this one), not by the
+    # threads ever had (48)
+    assert max(counts) <= 9, counts

@@ -101,6 +101,28 @@ def test_runs_lists_and_filters_by_status_and_workflow(client: TestClient) -> No
     assert client.get("/api/runs?workflow=nope").status_code == 404
 
 
+def test_runs_by_status_reads_only_those_runs_from_the_store(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pausegraph.web import _app
+
+    start(client, "a")
+    start(client, "b")
+    client.post("/api/runs/approval/b/resume", json={"value": 1})
+    asked: list[str | None] = []
+    listed = _app.run_summaries
+
+    def spied(store: Any, **how: Any) -> Any:
+        asked.append(how.get("status"))
+        return listed(store, **how)
+
+    monkeypatch.setattr(_app, "run_summaries", spied)
+    assert [r["run_id"] for r in client.get("/api/runs?status=paused").json()] == ["a"]
+    assert client.get("/api/runs?status=running").json() == []
+    assert client.get("/api/runs?status=queued").json() == []
+    assert set(asked) == {"paused", "queued"}  # the store's index picks the rows
+
+
 def test_run_detail_is_show_json_plus_history(client: TestClient, store: Checkpointer) -> None:
     start(client, "r1")
     client.post("/api/runs/approval/r1/resume", json={"value": "yes"})

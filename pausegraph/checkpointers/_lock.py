@@ -20,6 +20,7 @@ import fcntl
 import os
 import socket
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -194,3 +195,30 @@ def file_holder(path: str) -> Holder | None:
         return None
     finally:
         os.close(fd)
+
+
+class _ThreadEnd:
+    """Kept in one thread's ``threading.local``: collected when that thread ends."""
+
+    __slots__ = ("__weakref__",)
+
+
+def at_thread_end(local: object, callback: Callable[[], None]) -> None:
+    """Call ``callback`` when the calling thread ends (or at exit), in this process only.
+
+    A store keeps a connection per thread; a thread pool that ends idle
+    threads (a web server's) would otherwise leave one open per thread it
+    ever had. ``local`` is the ``threading.local`` the connection is kept
+    in: a token stored there is collected with the thread's storage, and
+    its finalizer runs ``callback``. In a forked child the callback does
+    nothing: the connection is the parent's.
+    """
+    token = _ThreadEnd()
+    local._thread_end = token  # type: ignore[attr-defined]
+    pid = os.getpid()
+
+    def ended() -> None:
+        if os.getpid() == pid:
+            callback()
+
+    weakref.finalize(token, ended)

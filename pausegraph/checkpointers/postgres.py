@@ -121,11 +121,11 @@ whose socket has something to read (a session the server ends says so
 before it closes), is asked, and a save on a lost lock fails with
 ``CheckpointError`` before anything is written. A quiet socket costs no
 round trip. ``sync()``, which the engine calls before each effect, checks
-each held lock in ``pg_locks``, so a driver whose lock session dropped
-unheard calls no further effect (and the primary key keeps one writer per
-seq meanwhile). The locks of other threads sharing the handle are checked
-too (they share its session); one let go while the statement ran is
-removed from the handle's holds before its unlock, and so is no loss.
+in ``pg_locks`` each lock the calling thread holds, so a driver whose lock
+session dropped unheard calls no further effect (and the primary key keeps
+one writer per seq meanwhile). A hold (``_Hold``) belongs to the thread
+whose ``with`` took it: another thread's lost lock is that thread's to
+hear of, and a save belongs to its own thread's hold.
 
 **Poolers.** A transaction-pooling proxy (PgBouncer in transaction mode)
 hands each transaction to any server session, so a session lock is taken
@@ -137,7 +137,15 @@ needed.
 **Threads and processes.** Each thread has its own data connection (in
 autocommit mode; nothing is left open while idle); a forked child opens
 its own connections and never touches (nor closes) its parent's, whose
-sessions belong to the parent.
+sessions belong to the parent, and never lets go of (nor saves under) its
+parent's holds, even when it leaves the parent's ``with`` by raising.
+
+**Ctrl-C.** A ``KeyboardInterrupt`` inside a query closes its connection
+(it cannot be read to its end); one that lands after a lock was taken and
+before the hold is recorded gives the lock back; one that lands while a
+hold waits to let go (another thread on the lock connection) closes the
+lock connection, so that the server lets the lock go, and the handle's
+other holds learn they lost theirs before their next save or effect.
 
 **Errors.** A server that cannot be reached, or any error it reports, is a
 ``CheckpointError`` naming the database (never its password) and what the
@@ -148,12 +156,14 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import functools
 import hashlib
 import os
 import re
 import select
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, TypeVar
@@ -161,7 +171,7 @@ from typing import Any, TypeVar
 from .._values import pack
 from ..errors import CheckpointError, ConflictError
 from ._checkpointer import StoreCheckpointer
-from ._lock import Holder, held_message
+from ._lock import Holder, at_thread_end, held_message
 from ._log import refuse_seq
 from ._store import FrameInfo, RunSummary
 
@@ -624,6 +634,16 @@ def _halves(key: int) -> tuple[int, int]:
     return unsigned >> 32, unsigned & 0xFFFF_FFFF
 
 
+def _forget(store: weakref.ref[PostgresStore], connection: psycopg.Connection[Any]) -> None:
+    """Close a connection whose thread ended, and forget it (see ``at_thread_end``)."""
+    handle = store()
+    if handle is not None:
+        with handle._mutex:
+            handle._open = [(p, c) for p, c in handle._open if c is not connection]
+    with contextlib.suppress(Exception):
+        connection.close()
+
+
 class _Local(threading.local):
     pid: int = -1
     connection: psycopg.Connection[Any] | None = None
@@ -751,6 +771,7 @@ class PostgresStore:
         local.pid, local.connection, local.wire = os.getpid(), connection, _Wire(connection)
         with self._mutex:
             self._open.append((os.getpid(), connection))
+        at_thread_end(local, functools.partial(_forget, weakref.ref(self), connection))
         return connection
 
     def _failed(self, exc: psycopg.Error) -> CheckpointError:
@@ -848,6 +869,8 @@ class PostgresStore:
         name = (workflow_id, run_id)
         self._listed.pop(name, None)
         own = self._local.holds.get(name)  # this thread's hold of the run, if any
+        if own is not None and own.session.pid != os.getpid():
+            own = None  # a forked child: the hold is its parent's
         if own is not None and own.ended:  # let go early, and saved to again
             self._retake(own)
         held = own if own is not None else self._held(workflow_id, run_id)
@@ -1066,30 +1089,66 @@ class PostgresStore:
             if self._held(*name) is not None:  # session locks are re-entrant: refuse it here
                 raise ConflictError(held_message(workflow_id, run_id, self.holder(*name)))
             session = self._lock_session()
+            got: bool | None = None  # None: the lock may have been taken, unrecorded
+            hold: _Hold | None = None
             try:
-                got = self._take(session, args)
-            except CheckpointError:
-                if not session.broken:
-                    raise
-                session = self._lock_session()  # it had dropped: once more, on a new one
-                got = self._take(session, args)
-            if not got:
-                raise ConflictError(held_message(workflow_id, run_id, self.holder(*name)))
-            hold = _Hold(name, key, session)
-            self._holding[name] = hold
-            self._queued.pop(name, None)
+                try:
+                    got = self._take(session, args)
+                except CheckpointError:  # _take gave the lock back if its session lives
+                    got = False
+                    if not session.broken:
+                        raise
+                    session = self._lock_session()  # it had dropped: once more, on a new one
+                    got = None
+                    got = self._take(session, args)
+                if not got:
+                    raise ConflictError(held_message(workflow_id, run_id, self.holder(*name)))
+                hold = _Hold(name, key, session)
+                self._holding[name] = hold
+            except BaseException:
+                if got is not False:  # a Ctrl-C after the lock was taken: give it back
+                    if hold is not None and self._holding.get(name) is hold:
+                        del self._holding[name]
+                    self._unlock_quietly(session, key)
+                raise
         mine = self._local.holds
         outer = mine.get(name)  # this thread's earlier hold of the run, let go early, if any
-        mine[name] = hold
         try:
+            self._queued.pop(name, None)
+            mine[name] = hold
             yield
         finally:
             if outer is None:
                 mine.pop(name, None)
             else:
                 mine[name] = outer
+            self._let_go(hold, ids)
+
+    def _let_go(self, hold: _Hold, ids: tuple[bytes, bytes]) -> None:
+        """``_release`` under the mutex; interrupted before it let the lock go, end the session.
+
+        A Ctrl-C that lands while the hold waits for the mutex (another thread
+        is on the lock connection) would leave the lock held for as long as
+        the process lives: closing the lock connection ends the session, and
+        the server lets go of its locks (the handle's other holds learn they
+        lost theirs before their next save or effect).
+        """
+        try:
             with self._mutex:
                 self._release(hold, ids)
+        except BaseException:
+            session = hold.session
+            if (
+                not hold.ended
+                and self._holding.get(hold.name) is hold
+                and session.pid == os.getpid()
+            ):
+                with contextlib.suppress(KeyError):
+                    del self._holding[hold.name]
+                session.broken = True
+                with contextlib.suppress(BaseException):
+                    session.connection.close()
+            raise
 
     def _take(self, session: _LockSession, args: dict[str, Any]) -> bool:
         """Try the lock and note its holder, in one statement; ``True`` if taken.
@@ -1114,6 +1173,8 @@ class PostgresStore:
     def _release(self, hold: _Hold, ids: tuple[bytes, bytes]) -> None:
         """Let ``hold``'s lock go, unless the append that ended its call did (under ``_mutex``)."""
         name, key, session = hold.name, hold.key, hold.session
+        if session.pid != os.getpid():
+            return  # a forked child: the lock is its parent's
         if hold.ended or self._holding.get(name) is not hold:
             return  # let go already: what is kept for the run now is another hold's
         del self._holding[name]
@@ -1218,12 +1279,14 @@ class PostgresStore:
         lost, self._local.lost = self._local.lost, None
         if lost is not None:
             raise CheckpointError(lost)
-        # every lock of this process, whichever thread holds it; each with its entry, so
-        # that a lock let go meanwhile (its entry removed before it is unlocked) is no loss
+        # this thread's holds (another thread's lost lock is that thread's to hear of), each
+        # with its entry, so that one let go meanwhile (removed before its unlock) is no loss
         mine = [
             (name, hold.key, hold.session.backend_pid, hold)
-            for name, hold in list(self._holding.items())
-            if hold.session.pid == os.getpid()
+            for name, hold in list(self._local.holds.items())
+            if not hold.ended
+            and self._holding.get(name) is hold
+            and hold.session.pid == os.getpid()
         ]
         checked, self._local.checked = self._local.checked, None
         with self._counts:

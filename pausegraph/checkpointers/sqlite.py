@@ -102,10 +102,12 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import functools
 import hashlib
 import os
 import sqlite3
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -115,7 +117,7 @@ from typing import Any, NoReturn, TypeVar
 from .._values import pack
 from ..errors import CheckpointError, CorruptCheckpointError
 from ._checkpointer import StoreCheckpointer
-from ._lock import Holder, file_holder, fsync_dir, hold_file
+from ._lock import Holder, at_thread_end, file_holder, fsync_dir, hold_file
 from ._log import refuse_seq
 from ._store import FrameInfo, RunSummary
 
@@ -275,6 +277,16 @@ class _Local(threading.local):
     connection: sqlite3.Connection | None = None
 
 
+def _forget(store: weakref.ref[SqliteStore], connection: sqlite3.Connection) -> None:
+    """Close a connection whose thread ended, and forget it (see ``at_thread_end``)."""
+    handle = store()
+    if handle is not None:
+        with handle._lock:
+            handle._open = [(p, c) for p, c in handle._open if c is not connection]
+    with contextlib.suppress(sqlite3.Error):
+        connection.close()
+
+
 class SqliteStore:
     """The SQLite store: every run in one database file (see the module documentation)."""
 
@@ -347,6 +359,7 @@ class SqliteStore:
         local.pid, local.connection = os.getpid(), connection
         with self._lock:
             self._open.append((os.getpid(), connection))
+        at_thread_end(local, functools.partial(_forget, weakref.ref(self), connection))
         return connection
 
     def _guarded(self, work: Callable[[sqlite3.Connection], _T]) -> _T:

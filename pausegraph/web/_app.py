@@ -226,10 +226,13 @@ class _Server:
         if status is not None and status not in {s.value for s in Status}:
             raise _Refused(400, f"unknown status {status!r}: one of {[s.value for s in Status]}")
         names = [workflow] if workflow is not None else list(self.runners)
+        # a running run is stored queued (its live lock says running): the store's
+        # index picks the rows, the lock sorts queued from running
+        stored = Status.QUEUED.value if status == Status.RUNNING.value else status
         found = []
         for name in names:
             self.runner(name)
-            for summary in run_summaries(self.store, workflow_id=name):
+            for summary in run_summaries(self.store, workflow_id=name, status=stored):
                 listed = listed_status(summary, self.store)
                 if status is None or listed.value == status:
                     found.append(
