@@ -135,7 +135,8 @@ by one backend and looked for on another. The lock connection checks
 needed.
 
 **Threads and processes.** Each thread has its own data connection (in
-autocommit mode; nothing is left open while idle); a forked child opens
+autocommit mode; nothing is left open while idle), closed when the thread
+ends (``at_thread_end``); a forked child opens
 its own connections and never touches (nor closes) its parent's, whose
 sessions belong to the parent, and never lets go of (nor saves under) its
 parent's holds, even when it leaves the parent's ``with`` by raising.

@@ -81,8 +81,9 @@ read transaction and checkpoints can always reset the WAL. The WAL needs
 shared memory: the database must be on a local disk, not a network share.
 
 **Threads and processes.** Each thread has its own connection (a
-``threading.local``), opened on first use; a forked child opens its own
-rather than share its parent's. SQLite serialises the writers of all
+``threading.local``), opened on first use and closed when the thread ends
+(``at_thread_end``); a forked child opens its own rather than share its
+parent's. SQLite serialises the writers of all
 processes.
 
 **The live lock** is not in the database (a lock held in a transaction would
