@@ -484,7 +484,11 @@ def _on_failed(latest: Checkpoint, command: Continue | Resume | Update) -> Claim
         # it forked after it included) goes; what sibling branches recorded stays
         points = [(asked[i], journal[asked[i]].branch) for i in again]
         kept, dropped, moved = _without_what_followed(journal, points)
-        # the failing error stays where its branch was not re-answered; else it went
+        # the failing error stays where its branch was not re-answered; else it went. An
+        # answer to what was asked after it (in the `except` that caught it) is the
+        # answer to the failure: the error stays recorded, and that code runs again
+        if raised_at is not None and any(at > raised_at for at, _ in points):
+            raised_at = None
         raised_at = None if raised_at is None else moved.get(raised_at)
         journals = {**journals, failure.step_id: kept}
         base = {k: v for k, v in progress.answers.items() if k not in dropped}

@@ -692,3 +692,32 @@ def test_an_all_yielded_while_a_step_is_closed_is_dropped_without_a_warning(recw
     gc.collect()
     assert [str(w.message) for w in recwarn if "never yielded" in str(w.message)] == []
     assert ORDERED == {}
+
+
+def refund_step(state):
+    try:
+        yield Effect(_act, "reserve")
+    except EffectError:
+        how = yield Interrupt("reserve failed: refund how?")
+        if how != "manual":
+            raise RuntimeError(f"cannot refund by {how!r}")  # noqa: B904 - chained on purpose
+        return {"out": how}
+    return {"out": "reserved"}
+
+
+@pytest.mark.parametrize("hot", [True, False])
+def test_a_reanswer_of_what_an_except_asked_answers_the_failure_and_runs_only_what_followed(
+    store_factory, hot
+):
+    ORDERED.clear()
+    STOCK["out"] = True
+    runner = Runner(one_step(refund_step), store_factory())
+    (asked,) = runner.run("r", {}).interrupts
+    with pytest.raises(StepError, match="cannot refund by 'card'"):
+        runner.resume("r", Resume("card"))
+    if not hot:
+        runner = Runner(one_step(refund_step), store_factory())
+    done = runner.resume("r", Resume(answers={asked.id: "manual"}))
+    assert done.state["out"] == "manual"
+    assert ORDERED == {"reserve": 1}  # the effect before the interrupt is not called again
+

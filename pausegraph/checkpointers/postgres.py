@@ -453,11 +453,11 @@ def _exchange(
     with connection.lock:
         pgconn = connection.pgconn
         if _PIPELINES:
-            pgconn.enter_pipeline_mode()
             try:
+                pgconn.enter_pipeline_mode()  # in the try: a Ctrl-C here too leaves it
                 results = _pipelined(wire, pgconn, calls, each)
             finally:
-                if not connection.closed:
+                if not connection.closed and pgconn.pipeline_status != pq.PipelineStatus.OFF:
                     try:
                         pgconn.exit_pipeline_mode()
                     except psycopg.Error:  # left busy by a failure: unusable
@@ -534,6 +534,10 @@ def _answers(
             if result is None:
                 if not syncs and len(results) == count:
                     break
+                if connection.closed or pgconn.status == pq.ConnStatus.BAD:
+                    # closed under this thread (a Ctrl-C in another one ended the session)
+                    msg = "the connection was closed while its answer was awaited"
+                    raise psycopg.OperationalError(msg)
                 continue
             if result.status == pq.ExecStatus.PIPELINE_SYNC:
                 syncs -= 1
@@ -960,9 +964,15 @@ class PostgresStore:
 
     @staticmethod
     def _unlock_quietly(session: _LockSession, key: int) -> None:
-        if not session.connection.closed:
-            with contextlib.suppress(psycopg.Error):
-                session.connection.execute("SELECT pg_advisory_unlock(%s)", (key,))
+        connection = session.connection
+        if connection.closed:
+            return  # the session ended: the server let its locks go
+        if connection.pgconn.pipeline_status != pq.PipelineStatus.OFF:
+            session.broken = True  # left mid-exchange: it cannot be asked; end it instead
+            connection.close()
+            return
+        with contextlib.suppress(psycopg.Error):
+            connection.execute("SELECT pg_advisory_unlock(%s)", (key,))
 
     def _retake(self, hold: _Hold) -> None:
         """Take again, for ``hold``, the lock of a run it let go with an append that ended a call.
