@@ -720,4 +720,3 @@ def test_a_reanswer_of_what_an_except_asked_answers_the_failure_and_runs_only_wh
     done = runner.resume("r", Resume(answers={asked.id: "manual"}))
     assert done.state["out"] == "manual"
     assert ORDERED == {"reserve": 1}  # the effect before the interrupt is not called again
-

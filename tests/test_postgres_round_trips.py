@@ -767,4 +767,3 @@ def test_a_threads_connection_is_closed_when_the_thread_ends(postgres: PostgresS
     assert len(store._open) == 1  # this thread's only
     assert len(opened) == 18
     assert all(connection.closed for connection in opened)
-
