@@ -485,10 +485,12 @@ def _on_failed(latest: Checkpoint, command: Continue | Resume | Update) -> Claim
         points = [(asked[i], journal[asked[i]].branch) for i in again]
         kept, dropped, moved = _without_what_followed(journal, points)
         # the failing error stays where its branch was not re-answered; else it went. An
-        # answer to what was asked after it (in the `except` that caught it) is the
-        # answer to the failure: the error stays recorded, and that code runs again
-        if raised_at is not None and any(at > raised_at for at, _ in points):
-            raised_at = None
+        # answer to what its own branch asked after it (the `except` that caught it, or
+        # what that forked) is the answer to the failure: the error stays recorded
+        if raised_at is not None:
+            failed_in = journal[raised_at].branch
+            if any(at > raised_at and _related(path, failed_in) for at, path in points):
+                raised_at = None
         raised_at = None if raised_at is None else moved.get(raised_at)
         journals = {**journals, failure.step_id: kept}
         base = {k: v for k, v in progress.answers.items() if k not in dropped}

@@ -720,3 +720,39 @@ def test_a_reanswer_of_what_an_except_asked_answers_the_failure_and_runs_only_wh
     done = runner.resume("r", Resume(answers={asked.id: "manual"}))
     assert done.state["out"] == "manual"
     assert ORDERED == {"reserve": 1}  # the effect before the interrupt is not called again
+
+
+def _asks_in_except():
+    try:
+        yield Effect(_act, "reserve")
+    except EffectError:
+        how = yield Interrupt("QA")
+        raise RuntimeError(f"gave up ({how})")  # noqa: B904 - chained on purpose
+    return "reserved"
+
+
+def _asks_after_an_effect():
+    yield Effect(_act, "side")
+    return (yield Interrupt("QB"))
+
+
+def sibling_question_step(state):
+    return {"out": (yield All(_asks_in_except(), _asks_after_an_effect()))}
+
+
+@pytest.mark.parametrize("hot", [True, False])
+def test_a_reanswer_of_another_branchs_later_question_retries_the_failing_effect(
+    store_factory, hot
+):
+    ORDERED.clear()
+    STOCK["out"] = True
+    runner = Runner(one_step(sibling_question_step), store_factory())
+    ids = {i.payload: i.id for i in runner.run("r", {}).interrupts}
+    with pytest.raises(StepError):
+        runner.resume("r", Resume(answers={ids["QA"]: "a1", ids["QB"]: "b1"}))
+    STOCK["out"] = False
+    if not hot:
+        runner = Runner(one_step(sibling_question_step), store_factory())
+    done = runner.resume("r", Resume(answers={ids["QB"]: "b2"}))  # QB is not A's handling
+    assert done.state["out"] == ["reserved", "b2"]
+    assert ORDERED == {"reserve": 2, "side": 1}
