@@ -475,7 +475,7 @@ def _on_failed(latest: Checkpoint, command: Continue | Resume | Update) -> Claim
     # what the failing claim answered, and timeouts that failed the step, take a new answer
     again_ok = dict.fromkeys((*progress.claimed, *progress.timeouts))  # a tick claims its own
     reanswerable = tuple(i for i in again_ok if i in asked)
-    answers = _answers(latest.run_id, progress, command, reanswerable=reanswerable)
+    answers = _answers(latest.run_id, progress, command, reanswerable=reanswerable, failed=True)
     journals = progress.journals
     epoch = progress.epoch
     again = [i for i in answers if i in reanswerable]
@@ -511,13 +511,21 @@ def _on_failed(latest: Checkpoint, command: Continue | Resume | Update) -> Claim
 
 
 def _answers(
-    run_id: str, progress: Progress, command: Resume, *, reanswerable: Sequence[str]
+    run_id: str,
+    progress: Progress,
+    command: Resume,
+    *,
+    reanswerable: Sequence[str],
+    failed: bool = False,
 ) -> dict[str, Any]:
     pending = [entry.id for _, entry in progress.pending()]
     pending_set = set(pending)
-    allowed = [*pending, *(i for i in reanswerable if i not in pending_set)]
+    again = [i for i in reanswerable if i not in pending_set]
+    allowed = [*pending, *again]
     allowed_set = set(allowed)
-    waits = ", ".join(allowed) or "nothing"
+    waits = ", ".join(pending) or "nothing"
+    if again:  # a failed run: not pending, but the claim that failed answered them
+        waits += f" (answerable again, as the claim that failed answered them: {', '.join(again)})"
     if not allowed:  # only a failed run gets here: a paused one has a pending interrupt
         msg = (
             f"run {run_id!r} failed and waits for no answer: retry it with Continue() or "
@@ -547,7 +555,12 @@ def _answers(
     for interrupt_id in given:
         if interrupt_id in allowed_set:
             continue
-        if interrupt_id in progress.answers:
+        if interrupt_id in progress.answers and failed:
+            state = (
+                "was already answered and stands (only the failed step's interrupts that the "
+                "claim which failed answered may be answered again; Goto re-asks it)"
+            )
+        elif interrupt_id in progress.answers:
             state = "was already answered (the run has moved on past it)"
         elif _earlier(interrupt_id, progress.epoch):  # answered, or dropped by a Goto
             state = "was already answered or dropped by a Goto (the run has moved on past it)"

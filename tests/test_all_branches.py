@@ -21,6 +21,7 @@ from pausegraph import (
     NondeterminismError,
     Paused,
     Resume,
+    ResumeError,
     Runner,
     StepError,
 )
@@ -756,3 +757,17 @@ def test_a_reanswer_of_another_branchs_later_question_retries_the_failing_effect
     done = runner.resume("r", Resume(answers={ids["QB"]: "b2"}))  # QB is not A's handling
     assert done.state["out"] == ["reserved", "b2"]
     assert ORDERED == {"reserve": 2, "side": 1}
+
+
+def test_a_refused_reanswer_on_a_failed_run_says_what_may_be_answered_again():
+    CALLED.clear()
+    runner = Runner(one_step(reanswer_step))
+    (pending,) = runner.run("r", {}).interrupts
+    with pytest.raises(EffectError):
+        runner.resume("r", Resume("bad"))
+    with pytest.raises(ResumeError) as refused:
+        runner.resume("r", Resume(answers={"nope": 1}))
+    assert f"answerable again, as the claim that failed answered them: {pending.id}" in str(
+        refused.value
+    )
+    assert "pending: nothing" in str(refused.value)
