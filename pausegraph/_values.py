@@ -114,7 +114,7 @@ def said(exc: BaseException) -> str:
         text = str(exc)
     except Exception:
         return f"<{type(exc).__name__} whose str() raised>"
-    if type(text) is not str:  # a __str__ returning something else: str() raised already
+    if type(text) is not str:  # a str subclass from __str__: kept as a plain str
         text = str(text)
     return storable(text)
 

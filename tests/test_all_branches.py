@@ -46,6 +46,11 @@ def store_factory(request, tmp_path):
     return lambda: FileCheckpointer(tmp_path / "runs")
 
 
+def again(runner, step, store_factory, hot, executor=None):
+    """The runner to go on with: the same one (hot), or a new one on the store (cold)."""
+    return runner if hot else Runner(one_step(step), store_factory(), executor=executor)
+
+
 def one_step(fn, name="g"):
     return Graph(name, {"items": LastWriteWins(), "out": LastWriteWins(), "log": Append()}).step(
         "s", fn
@@ -75,13 +80,11 @@ def test_each_branch_pauses_alone_with_its_own_id_and_results_come_back_in_order
     assert [i.payload for i in paused.interrupts] == [{"q": "a"}, {"q": "b"}, {"q": "c"}]
     assert len(set(ids)) == 3
     assert all("=" not in i and " " not in i for i in ids)
-    if not hot:
-        runner = Runner(one_step(fanout), store_factory())
+    runner = again(runner, fanout, store_factory, hot)
     paused = runner.resume("r", Resume(answers={ids[1]: 2}))
     assert [i.id for i in paused.interrupts] == [ids[0], ids[2]]
     assert CALLED == [2]
-    if not hot:
-        runner = Runner(one_step(fanout), store_factory())
+    runner = again(runner, fanout, store_factory, hot)
     done = runner.resume("r", Resume(answers={ids[0]: 1, ids[2]: 3}))
     assert done == Done(
         {"items": ["a", "b", "c"], "out": [["a", 10], ["b", 20], ["c", 30]], "log": []}, 1
@@ -105,13 +108,11 @@ def test_nested_all_ids_are_unique_and_replay(store_factory, hot):
     paused = runner.run("r", {})
     ids = [i.id for i in paused.interrupts]
     assert len(ids) == 4 == len(set(ids))
-    if not hot:
-        runner = Runner(one_step(nested), store_factory())
+    runner = again(runner, nested, store_factory, hot)
     paused = runner.resume("r", Resume(answers={i: n for n, i in enumerate(ids)}))
     assert [i.payload for i in paused.interrupts] == ["last"]
     assert paused.interrupts[0].id not in ids
-    if not hot:
-        runner = Runner(one_step(nested), store_factory())
+    runner = again(runner, nested, store_factory, hot)
     done = runner.resume("r", Resume("end"))
     assert done.state["out"] == [
         [[["x1", 0], ["x2", 10]], [["y1", 20], ["y2", 30]]],
@@ -255,8 +256,7 @@ def test_an_uncaught_branch_error_fails_the_step_and_a_retry_calls_only_that_eff
     assert info.failure.step_id == "s"
     assert info.failure.error_type == "EffectError"
     FLAKY["fail"] = False
-    if not hot:
-        runner = Runner(one_step(uncaught), store_factory())
+    runner = again(runner, uncaught, store_factory, hot)
     done = runner.run("r")
     assert done.state["out"] == [70, 1]
     assert CALLED == [7, ("flaky", 1), ("flaky", 1)]
@@ -395,17 +395,18 @@ def twin(who, answer=None):
     return f"{who}-ok"
 
 
+def _caught_twin_b():
+    try:
+        return (yield Effect(twin, "b"))
+    except EffectError:
+        return "b-caught"
+
+
 def twins_step(state):
     def a():
         return (yield Effect(twin, "a"))
 
-    def b():
-        try:
-            return (yield Effect(twin, "b"))
-        except EffectError:
-            return "b-caught"
-
-    return {"out": (yield All(a(), b()))}
+    return {"out": (yield All(a(), _caught_twin_b()))}
 
 
 @pytest.mark.parametrize("threads", [False, True])
@@ -421,8 +422,7 @@ def test_a_retry_drops_the_failing_branchs_error_when_a_sibling_failed_with_the_
         runner.run("r", {})
     assert TWINS == {"a": 1, "b": 1}
     TWIN_FAILS["a"] = False
-    if not hot:
-        runner = Runner(one_step(twins_step), store_factory(), executor=pool)
+    runner = again(runner, twins_step, store_factory, hot, executor=pool)
     done = runner.run("r")
     assert done.state["out"] == ["a-ok", "b-caught"]
     assert TWINS == {"a": 2, "b": 1}  # b's effect ran once: its recorded error stays
@@ -433,13 +433,7 @@ def twins_asking_step(state):
         answer = yield Interrupt("a")
         return (yield Effect(twin, "a", answer))
 
-    def b():
-        try:
-            return (yield Effect(twin, "b"))
-        except EffectError:
-            return "b-caught"
-
-    return {"out": (yield All(a(), b()))}
+    return {"out": (yield All(a(), _caught_twin_b()))}
 
 
 @pytest.mark.parametrize("hot", [True, False])
@@ -454,8 +448,7 @@ def test_a_reanswer_that_drops_the_failing_error_keeps_a_siblings_error_with_the
     with pytest.raises(EffectError):
         runner.resume("r", Resume("bad"))
     assert TWINS == {"a": 1, "b": 1}
-    if not hot:
-        runner = Runner(one_step(twins_asking_step), store_factory())
+    runner = again(runner, twins_asking_step, store_factory, hot)
     done = runner.resume("r", Resume(answers={paused.interrupts[0].id: "good"}))
     assert done.state["out"] == ["a-ok", "b-caught"]
     assert TWINS == {"a": 2, "b": 1}
@@ -520,8 +513,7 @@ def test_a_retry_drops_the_branches_an_except_forked_after_the_failing_error(sto
     with pytest.raises(EffectError):
         runner.run("r", {})
     STOCK["out"] = False
-    if not hot:
-        runner = Runner(one_step(compensating_step), store_factory())
+    runner = again(runner, compensating_step, store_factory, hot)
     done = runner.run("r")
     assert done.state["out"] == ["audit", ["charge card", "send mail"]]
     assert ORDERED == {
@@ -556,8 +548,7 @@ def test_a_step_that_raises_its_own_error_from_an_effects_retries_that_effect(st
     assert runner.state("r").failure.error_type == "RuntimeError"
     assert ORDERED == {"reserve": 2}
     STOCK["out"] = False
-    if not hot:
-        runner = Runner(one_step(wrapping_step), store_factory())
+    runner = again(runner, wrapping_step, store_factory, hot)
     assert runner.run("r").state["out"] == "reserve"
     assert ORDERED == {"reserve": 3}  # the first attempt's error replayed, the second retried
 
@@ -583,8 +574,7 @@ def test_a_reanswer_drops_the_branches_forked_after_the_failing_error_too(store_
     (pending,) = runner.run("r", {}).interrupts
     with pytest.raises(EffectError):
         runner.resume("r", Resume("bad"))
-    if not hot:
-        runner = Runner(one_step(reanswered_step), store_factory())
+    runner = again(runner, reanswered_step, store_factory, hot)
     done = runner.resume("r", Resume(answers={pending.id: "good"}))
     assert done.state["out"] == ["charge card", "send mail"]
     assert ORDERED == {
@@ -620,8 +610,7 @@ def test_a_retry_asks_again_what_it_asks_and_never_reuses_an_answer_given_after_
     with pytest.raises(EffectError):
         runner.resume("r", Resume("customer cancelled"))
     STOCK["out"] = False
-    if not hot:
-        runner = Runner(one_step(asking_compensation_step), store_factory())
+    runner = again(runner, asking_compensation_step, store_factory, hot)
     paused = runner.run("r")  # the retry: the effect again, then the next question
     assert isinstance(paused, Paused)
     (where,) = paused.interrupts
@@ -660,8 +649,7 @@ def test_an_error_raised_while_handling_an_effects_error_retries_that_effect(sto
     with pytest.raises(StepError, match="could not reserve"):
         runner.run("r", {})
     STOCK["out"] = False
-    if not hot:
-        runner = Runner(one_step(converting_step), store_factory())
+    runner = again(runner, converting_step, store_factory, hot)
     assert runner.run("r").state["out"] == "reserve"
     assert ORDERED == {"reserve": 2}
 
@@ -716,8 +704,7 @@ def test_a_reanswer_of_what_an_except_asked_answers_the_failure_and_runs_only_wh
     (asked,) = runner.run("r", {}).interrupts
     with pytest.raises(StepError, match="cannot refund by 'card'"):
         runner.resume("r", Resume("card"))
-    if not hot:
-        runner = Runner(one_step(refund_step), store_factory())
+    runner = again(runner, refund_step, store_factory, hot)
     done = runner.resume("r", Resume(answers={asked.id: "manual"}))
     assert done.state["out"] == "manual"
     assert ORDERED == {"reserve": 1}  # the effect before the interrupt is not called again
@@ -752,8 +739,7 @@ def test_a_reanswer_of_another_branchs_later_question_retries_the_failing_effect
     with pytest.raises(StepError):
         runner.resume("r", Resume(answers={ids["QA"]: "a1", ids["QB"]: "b1"}))
     STOCK["out"] = False
-    if not hot:
-        runner = Runner(one_step(sibling_question_step), store_factory())
+    runner = again(runner, sibling_question_step, store_factory, hot)
     done = runner.resume("r", Resume(answers={ids["QB"]: "b2"}))  # QB is not A's handling
     assert done.state["out"] == ["reserved", "b2"]
     assert ORDERED == {"reserve": 2, "side": 1}

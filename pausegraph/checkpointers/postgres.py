@@ -639,6 +639,13 @@ def _halves(key: int) -> tuple[int, int]:
     return unsigned >> 32, unsigned & 0xFFFF_FFFF
 
 
+def _taking(key: int, ids: tuple[bytes, bytes]) -> dict[str, Any]:
+    """The arguments of taking a run's lock (``_TAKING``): its key, ids, and who takes it."""
+    me = Holder.here()
+    return {"key": key, "w": ids[0], "r": ids[1], "pid": me.pid, "host": me.host,
+            "since": me.since_ms}  # fmt: skip
+
+
 def _forget(store: weakref.ref[PostgresStore], connection: psycopg.Connection[Any]) -> None:
     """Close a connection whose thread ended, and forget it (see ``at_thread_end``)."""
     handle = store()
@@ -930,20 +937,18 @@ class PostgresStore:
         Returns the append's row.
         """
         key, session = hold.key, hold.session
-        release = {"key": key}
         with self._mutex:
             # out of the holds before the unlock is sent, as ``_release`` does: another
             # thread's sync() checking the locks meanwhile takes it for let go, not lost
             if self._holding.get(hold.name) is hold:
                 del self._holding[hold.name]
             hold.ended = True
-            connection = session.connection
             try:
                 appended, released = _exchange(
-                    session.wire, [(_APPENDING_LAST, args), (_RELEASING, release)], each=True
+                    session.wire, [(_APPENDING_LAST, args), (_RELEASING, {"key": key})], each=True
                 )
             except psycopg.Error as exc:  # the connection broke: its locks went with it
-                connection.close()
+                session.connection.close()
                 session.broken = True
                 raise self._failed(exc) from exc
             except BaseException:  # the unlock may not have been sent: send it now
@@ -951,13 +956,8 @@ class PostgresStore:
                 raise
             if isinstance(released, psycopg.Error):  # cancelled, say: once more
                 self._unlock_quietly(session, key)
-            elif released[0][-1] != session.backend_pid:
-                connection.close()
-                msg = (
-                    f"PostgreSQL store {self.where}: the live-lock connection moved from server "
-                    f"process {session.backend_pid} to {released[0][-1]}; {_POOLING}"
-                )
-                raise CheckpointError(msg)
+            else:
+                self._same_backend(session, released[0][-1])
         if isinstance(appended, psycopg.Error):  # nothing of it was saved
             raise self._failed(appended)
         return appended[0]
@@ -994,9 +994,7 @@ class PostgresStore:
             # session locks are re-entrant: a hold of another thread is refused here
             if self._held(*name) is not None:
                 raise ConflictError(held_message(workflow_id, run_id, self.holder(*name)))
-            me = Holder.here()
-            args = {"key": hold.key, "w": _id(workflow_id), "r": _id(run_id), "pid": me.pid,
-                    "host": me.host, "since": me.since_ms}  # fmt: skip
+            args = _taking(hold.key, (_id(workflow_id), _id(run_id)))
             if not self._take(session, args):
                 raise ConflictError(held_message(workflow_id, run_id, self.holder(*name)))
             self._listed.pop(name, None)
@@ -1093,9 +1091,7 @@ class PostgresStore:
         name = (workflow_id, run_id)
         ids = (_id(workflow_id), _id(run_id))
         key = self._key(*ids)
-        me = Holder.here()
-        args = {"key": key, "w": ids[0], "r": ids[1], "pid": me.pid, "host": me.host,
-                "since": me.since_ms}  # fmt: skip
+        args = _taking(key, ids)
         with self._mutex:
             if self._held(*name) is not None:  # session locks are re-entrant: refuse it here
                 raise ConflictError(held_message(workflow_id, run_id, self.holder(*name)))
@@ -1154,8 +1150,7 @@ class PostgresStore:
                 and self._holding.get(hold.name) is hold
                 and session.pid == os.getpid()
             ):
-                with contextlib.suppress(KeyError):
-                    del self._holding[hold.name]
+                self._holding.pop(hold.name, None)
                 session.broken = True
                 with contextlib.suppress(BaseException):
                     session.connection.close()
@@ -1172,9 +1167,7 @@ class PostgresStore:
             (got, _noted, _mode), rows = self._on_session(session, _TAKING, args, (_LISTING, args))
         except CheckpointError:
             # the lock outlives a failed statement: give it back if the session lives
-            if not session.connection.closed:
-                with contextlib.suppress(psycopg.Error):
-                    session.connection.execute("SELECT pg_advisory_unlock(%s)", (args["key"],))
+            self._unlock_quietly(session, args["key"])
             raise
         if got:
             name = (_str(args["w"]), _str(args["r"]))
@@ -1242,14 +1235,18 @@ class PostgresStore:
         row = answers[0][0]
         rows = answers[1] if then is not None else []
         *values, backend = row
+        self._same_backend(session, backend)
+        return values if then is None else (values, rows)
+
+    def _same_backend(self, session: _LockSession, backend: int) -> None:
+        """Refuse a lock connection whose server process changed: a pooler moved it."""
         if backend != session.backend_pid:
-            connection.close()
+            session.connection.close()
             msg = (
                 f"PostgreSQL store {self.where}: the live-lock connection moved from server "
                 f"process {session.backend_pid} to {backend}; {_POOLING}"
             )
             raise CheckpointError(msg)
-        return values if then is None else (values, rows)
 
     def _held(self, workflow_id: str, run_id: str) -> _Hold | None:
         """The hold of the run's lock if this handle holds it in this process, in any thread."""
