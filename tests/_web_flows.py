@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Generator, Mapping
 from typing import Any
 
@@ -25,6 +26,11 @@ def slow(state: Mapping[str, Any]) -> dict[str, Any]:
     return {"booked": "slow"}
 
 
+def nap(state: Mapping[str, Any]) -> dict[str, Any]:
+    time.sleep(1.5)  # long enough for a test to signal the server meanwhile
+    return {"booked": "after a nap"}
+
+
 def approval() -> Graph:
     channels = {
         "question": LastWriteWins(),
@@ -41,3 +47,17 @@ def waiting() -> Graph:
 
 
 approval_graph = approval()
+
+
+def napping() -> Graph:
+    """A step that sleeps, then ``ask``: a run that is running for a moment, then pauses."""
+    channels = {
+        "question": LastWriteWins(),
+        "amount": LastWriteWins(),
+        "answer": LastWriteWins(),
+        "booked": LastWriteWins(),
+    }
+    return Graph("napping", channels).step("nap", nap).step("ask", ask).edge("nap", "ask")
+
+
+napping_graph = napping()

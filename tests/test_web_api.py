@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -12,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _web_flows import GO, approval, waiting
+from _web_flows import GO, approval, napping_graph, waiting
 from starlette.testclient import TestClient
 
-from pausegraph import MemoryCheckpointer, Runner
+from pausegraph import MemoryCheckpointer, Runner, open_checkpointer
 from pausegraph.checkpointers import Checkpointer
 from pausegraph.web import app
 
@@ -424,6 +425,34 @@ def _serve(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> sub
         text=True,
         env={**os.environ, **(env or {})},
     )
+
+
+def test_sigterm_stops_serve_after_its_driver_takes_the_run_in_hand_to_its_pause(
+    tmp_path: Path,
+) -> None:
+    import httpx
+
+    flows = Path(__file__).with_name("_web_flows.py")
+    script = str(Path(sys.executable).with_name("pausegraph"))
+    store = str(tmp_path / "s")
+    command = [script, "--store", store, "serve", f"{flows}:napping_graph", "--port", "0"]
+    server = subprocess.Popen([*command, "--wait", "0"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None
+        url = server.stdout.readline().split()[-1]
+        body = json.dumps({"input": {"question": "q", "amount": 1}})
+        reply = httpx.post(f"{url}/api/runs/napping/n1", content=body, headers=JSON_HEADERS)
+        assert reply.json().get("status") in ("queued", "running"), reply.text  # napping
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=60) == -signal.SIGTERM  # uvicorn's exit: by the signal
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+        server.stdout.close()
+    runner = Runner(napping_graph, open_checkpointer(store))
+    info = runner.state("n1")
+    assert (info.status, info.values["booked"]) == ("paused", "after a nap")
 
 
 def test_serve_prints_where_it_listens_and_refuses_a_public_host_without_a_token(
