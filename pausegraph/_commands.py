@@ -40,7 +40,15 @@ def _as_dict(value: Any, what: str, error: type[Exception]) -> dict[str, Any] | 
 
 
 def _answers(value: Any) -> dict[str, Any] | None:
-    return _as_dict(value, "Resume(answers=...)", ResumeError)
+    answers = _as_dict(value, "Resume(answers=...)", ResumeError)
+    for key in answers or ():
+        if not isinstance(key, str):
+            msg = (
+                f"Resume(answers=...) is keyed by interrupt id, a str such as "
+                f"Paused.interrupts[0].id; got {type(key).__name__} {key!r}"
+            )
+            raise ResumeError(msg)
+    return answers
 
 
 def _update(value: Any) -> dict[str, Any] | None:

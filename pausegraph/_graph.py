@@ -39,6 +39,12 @@ class Graph:
         if not isinstance(name, str) or not name:
             msg = f"a graph needs a non-empty string name, got {name!r}"
             raise GraphError(msg)
+        if not isinstance(channels, Mapping):
+            msg = (
+                f"graph {name!r} needs its channels as a mapping of name to reducer, "
+                f"e.g. {{'total': LastWriteWins()}}; got {type(channels).__name__} {channels!r}"
+            )
+            raise GraphError(msg)
         for channel, reducer in channels.items():
             if not isinstance(channel, str) or not channel:
                 msg = f"channel names are non-empty strings, got {channel!r}"
@@ -47,6 +53,12 @@ class Graph:
                 msg = (
                     f"channel {channel!r} needs a reducer (LastWriteWins(), MergeMap(), Append() "
                     f"or Reducer(fn, default)), got {reducer!r}"
+                )
+                raise GraphError(msg)
+            if isinstance(reducer, Reducer) and not callable(reducer.fn):
+                msg = (
+                    f"channel {channel!r}: Reducer(fn, default) needs a callable fn(current, "
+                    f"incoming) -> new, got {reducer.fn!r}"
                 )
                 raise GraphError(msg)
             try:
@@ -191,7 +203,12 @@ class Graph:
         return Structure(tuple(self._steps), tuple(self._edges), conditional)
 
     def to_mermaid(self) -> str:
-        """A Mermaid ``flowchart`` of the steps and edges, one subgraph-free line each."""
+        """A Mermaid ``flowchart`` of the steps and edges, one subgraph-free line each.
+
+        Raises ``GraphError`` for an empty graph or a cycle, as ``layers()`` does.
+        """
+        if self._layers is None:
+            self._layering()
         ids = {step: f"s{i}" for i, step in enumerate(self._steps)}
         lines = ["flowchart TD"]
         for step, node in ids.items():

@@ -6,11 +6,11 @@ same thing the class subclasses it too, so ``except ValueError`` still works::
     PausegraphError
     ├── GraphError(ValueError)          the graph, a channel name or a breakpoint is wrong
     ├── StepError(RuntimeError)         a step failed, or returned/yielded something wrong
-    │   └── EffectError                 an Effect's function raised (thrown into the step)
+    │   ├── EffectError                 an Effect's function raised (thrown into the step)
+    │   └── NondeterminismError         a replayed step did not repeat its journal
     ├── ResumeError(ValueError)         a command does not fit the run's state
     ├── InterruptTimeout(TimeoutError)  an interrupt's deadline passed (thrown into the step)
     ├── SerializationError(TypeError)   a value msgpack cannot encode
-    ├── NondeterminismError(RuntimeError)  a replayed step did not repeat its journal
     └── CheckpointError(OSError)        the store failed
         ├── ConflictError               another writer saved that checkpoint first
         └── CorruptCheckpointError      a stored record is truncated or altered
@@ -80,8 +80,13 @@ class SerializationError(PausegraphError, TypeError):
     """A value that msgpack cannot encode: a channel value, a payload, an answer."""
 
 
-class NondeterminismError(PausegraphError, RuntimeError):
-    """A replayed step yielded something other than its journal recorded."""
+class NondeterminismError(StepError):
+    """A replayed step yielded something other than its journal recorded.
+
+    A ``StepError``, as the spec lists it among a layer's step errors: it
+    fails the run like any other (``Failure.error_type`` is
+    ``"NondeterminismError"``).
+    """
 
 
 class CheckpointError(PausegraphError, OSError):

@@ -105,6 +105,19 @@ def test_channel_needs_a_reducer():
         Graph("g", {"x": 3})  # type: ignore[dict-item]
 
 
+@pytest.mark.parametrize("channels", [None, ["x"], "x"])
+def test_channels_that_are_not_a_mapping_are_a_graph_error(channels):
+    with pytest.raises(GraphError, match=r"channels as a mapping of name to reducer"):
+        Graph("g", channels)
+
+
+def test_a_reducer_whose_fn_is_not_callable_is_a_graph_error_naming_the_channel():
+    from pausegraph import Reducer
+
+    with pytest.raises(GraphError, match=r"channel 'x': Reducer\(fn, default\) needs a callable"):
+        Graph("g", {"x": Reducer(5, 0)})  # type: ignore[arg-type]
+
+
 def test_steps_without_predecessors_are_layer_zero():
     assert graph_of("a", "b", "c").layers() == [["a", "b", "c"]]
 
@@ -159,6 +172,14 @@ def test_to_mermaid_draws_every_step_and_edge():
     assert "fetch" in text
     assert "approve" in text
     assert text.count("-->") == 1
+
+
+def test_to_mermaid_refuses_an_empty_graph_and_a_cycle_as_layers_does():
+    with pytest.raises(GraphError, match=r"no steps"):
+        Graph("g", {}).to_mermaid()
+    cyclic = graph_of("a", "b", edges=(("a", "b"), ("b", "a")))
+    with pytest.raises(GraphError, match=r"cycle: 'a' -> 'b' -> 'a'|cycle: 'b' -> 'a' -> 'b'"):
+        cyclic.to_mermaid()
 
 
 _LAYERS_SCRIPT = textwrap.dedent(

@@ -247,6 +247,16 @@ def test_unknown_interrupt_id_is_a_resume_error_and_nothing_is_saved():
     assert runner.history("r") == before
 
 
+@pytest.mark.parametrize("key", [0, None, b"1.0.0", ("1.0.0",)])
+def test_an_interrupt_id_that_is_not_a_str_is_a_resume_error_and_nothing_is_saved(key):
+    runner = Runner(fan_out("x"))
+    runner.run("r")
+    before = runner.history("r")
+    with pytest.raises(ResumeError, match=r"keyed by interrupt id, a str .* got "):
+        runner.resume("r", Resume(answers={key: 1}))
+    assert runner.history("r") == before
+
+
 def test_already_answered_interrupt_id_is_a_resume_error_and_nothing_is_saved():
     runner = Runner(fan_out("x", "y"))
     x, _ = runner.run("r").interrupts
