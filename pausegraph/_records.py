@@ -509,8 +509,10 @@ class Checkpoint:
     """One saved point of a run.
 
     ``values`` are the full channel values; ``stage`` says what the run
-    does next. ``changes`` turn the previous checkpoint's values into these,
-    and ``added`` is what ``stage``'s progress adds to the previous
+    does next. ``changes`` turn the previous checkpoint's values into these
+    (the engine's hint, so a store keeps a delta: a checkpoint loaded from a
+    store has none, and one saved with ``changes`` that do not lead to its
+    ``values`` is stored wrong), and ``added`` is what ``stage``'s progress adds to the previous
     checkpoint's (``None``: unknown, store the whole). ``input`` is the run's
     input, ``structure`` and ``breakpoints`` the graph's shape and the run's
     breakpoints, all recorded in checkpoint 1. ``epoch_base`` keeps

@@ -132,7 +132,7 @@ def rebuild(
     ``extends`` adds its stage's progress to the previous frame's. A delta
     between the first and the last may come as an ``Extension`` (a layer's
     plain delta that extends, decoded without its records): it is folded in
-    as its frame would be.
+    as its frame would be. The checkpoint has no ``changes`` (see ``Checkpoint``).
     """
     base, last = frames[0], frames[-1]
     assert type(base) is Frame
@@ -173,7 +173,8 @@ def rebuild(
         stage=stage,
         structure=first.structure,
         breakpoints=first.breakpoints or Breakpoints(),
-        changes=last.changes,
+        # no ``changes``: they describe how the engine built this checkpoint from the one
+        # before; a caller that saves a copy with other values must have them stored whole
         input=last.input if last.seq == 1 else None,
         epoch_base=last.epoch_base,
     )

@@ -348,6 +348,20 @@ class CheckpointerConformance:
             assert same(store.load(WORKFLOW, "r", checkpoint.seq), checkpoint)
         assert same(store.latest(WORKFLOW, "r"), saved[-1])
 
+    def test_a_loaded_checkpoint_saved_again_with_other_values_loads_back_with_them(
+        self, tmp_path: Path
+    ) -> None:
+        store = self.make_checkpointer(tmp_path)
+        saved = copy_run(store, recorded_run([{"x": [1]}, {"log": [4]}]), "r")
+        loaded = store.latest(WORKFLOW, "r")
+        assert loaded is not None
+        values = {**loaded.values, "x": "edited by hand"}
+        again = attrs.evolve(loaded, seq=loaded.seq + 1, label="by-hand", values=values)
+        store.save(again)
+        for got in (store.latest(WORKFLOW, "r"), store.load(WORKFLOW, "r", len(saved) + 1)):
+            assert got is not None
+            assert got.values == values, "a loaded checkpoint's changes were stored, not its values"
+
     def test_load_and_latest_are_none_for_what_is_not_there(self, tmp_path: Path) -> None:
         store = self.make_checkpointer(tmp_path)
         assert store.latest(WORKFLOW, "nope") is None
