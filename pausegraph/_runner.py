@@ -78,6 +78,7 @@ from .errors import (
     ConflictError,
     GraphError,
     NondeterminismError,
+    PausegraphError,
     ResumeError,
     SerializationError,
     StepError,
@@ -437,6 +438,10 @@ class Runner:
         a run whose step fails is left ``"failed"``, logged, and left out of
         the result. A deadline has passed when the clock is at or after it.
         """
+        return self._tick({})
+
+    def _tick(self, failed: dict[str, PausegraphError]) -> dict[str, Outcome]:
+        """``tick``, with each run whose step failed, and its error, put in ``failed``."""
         now = self._clock()
         moved: dict[str, Outcome] = {}
         for run_id in self._due(now):
@@ -452,6 +457,7 @@ class Runner:
                     error,
                     extra={"workflow": self._workflow, "run_id": run_id},
                 )
+                failed[run_id] = error
                 continue
             if outcome is not None:
                 moved[run_id] = outcome

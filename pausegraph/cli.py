@@ -1427,16 +1427,18 @@ class _Times:
 def _cmd_tick(args: argparse.Namespace) -> int:
     """``Runner(graph, store).tick()`` for each WORKFLOW; one line (or object) per moved run.
 
-    A run whose step fails is logged by the engine and left ``failed``, not
-    raised: the command still exits 0 (``pausegraph runs --status failed``).
+    A run whose step fails is left ``failed`` and said in one line on stderr
+    (the engine's warning, naming the run, the step and the error); the
+    others go on, and the command then exits 1.
     """
     graphs = [(spec, load_graph(spec)) for spec in args.workflows]  # all import, or none runs
     store = _existing_store(args)
     moved: list[tuple[str, Runner, str, Outcome]] = []
+    failed: dict[str, PausegraphError] = {}
     for spec, graph in graphs if store is not None else ():
         assert store is not None
         runner = Runner(graph, store)
-        moved += [(spec, runner, r, o) for r, o in sorted(runner.tick().items())]
+        moved += [(spec, runner, r, o) for r, o in sorted(runner._tick(failed).items())]
     if args.json:
         objs = []
         for _, runner, run_id, outcome in moved:
@@ -1444,11 +1446,11 @@ def _cmd_tick(args: argparse.Namespace) -> int:
             obj["reason"] = render.reason_of(outcome) if isinstance(outcome, Paused) else None
             objs.append(obj)
         _print_json(objs)
-    elif not moved:
+    elif not moved and not failed:
         print(f"no run's deadline has passed in {_shown_store(args)}", file=sys.stderr)
     for spec, runner, run_id, outcome in moved if not args.json else ():
         print(_tick_line(args, spec, runner.graph, run_id, outcome))
-    return 0
+    return 1 if failed else 0
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
