@@ -11,6 +11,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from _web_flows import GO, approval, napping_graph, waiting
@@ -339,6 +340,30 @@ def test_the_inbox_page_answers_with_the_form_and_redirects_to_the_finished_run(
     run = client.get("/runs/approval/r1")
     assert re.search(r'id="status"[^>]*>done<', run.text)
     assert "booked after &#39;sure&#39;" in run.text
+
+
+@pytest.mark.parametrize("run_id", ["a/b", "x/y%2Fz/", "/lead"])
+def test_a_run_id_holding_a_slash_is_started_shown_and_answered_by_api_and_form(
+    client: TestClient, store: Checkpointer, run_id: str
+) -> None:
+    path = "/api/runs/approval/" + quote(run_id, safe="")
+    body = {"input": {"question": "ok?", "amount": 5}}
+    assert client.post(path, json=body).status_code == 201
+    shown = client.get(path).json()
+    assert (shown["run_id"], shown["status"]) == (run_id, "paused")
+    page = client.get("/")
+    link = "/runs/approval/" + quote(run_id, safe="")
+    assert f'href="{link}"' in page.text
+    assert client.get(link).status_code == 200
+    interrupt = shown["interrupts"][0]["id"]
+    form = {"csrf": csrf_of(page.text), "interrupt_id": interrupt, "answer": '"sure"'}
+    reply = client.post(f"{link}/answer", data=form, follow_redirects=False)
+    assert (reply.status_code, reply.headers["location"]) == (303, link)
+    assert Runner(approval(), store).state(run_id).values["answer"] == "sure"
+    other = run_id + "-2"
+    client.post("/api/runs/approval/" + quote(other, safe=""), json=body)
+    done = client.post(f"/api/runs/approval/{quote(other, safe='')}/resume", json={"value": 1})
+    assert (done.status_code, done.json()["run_id"], done.json()["status"]) == (200, other, "done")
 
 
 def test_a_form_post_without_the_csrf_token_is_403_and_changes_nothing(

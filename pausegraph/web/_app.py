@@ -16,12 +16,13 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
-from urllib.parse import parse_qs, quote, unquote_to_bytes
+from urllib.parse import parse_qs, quote, unquote, unquote_to_bytes
 
 import jinja2
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import (
     HTMLResponse,
@@ -460,7 +461,37 @@ def app(
         ),
     ]
     handlers = {404: _no_route, 405: _no_route}
-    return Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)
+    middleware = [Middleware(_EscapedSlashes)]
+    return Starlette(
+        routes=routes, lifespan=lifespan, exception_handlers=handlers, middleware=middleware
+    )
+
+
+_ESCAPED = "pausegraph.escaped"  # the scope key: path parameters are still %-escaped
+
+
+class _EscapedSlashes:
+    """Route a URL whose ids hold an escaped ``/`` (``%2F``) by its escaped path.
+
+    The server decodes the path before routing, so ``/runs/w/a%2Fb`` would
+    have three segments and match no route. For such a URL the router sees
+    the path as sent, each id one segment, and ``_path`` unescapes the ids
+    once. Other URLs are routed as they are.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        raw = scope.get("raw_path") if scope["type"] == "http" else None
+        if raw and b"%2f" in raw.lower() and not scope.get("root_path"):
+            try:
+                path = raw.decode("ascii")
+            except UnicodeDecodeError:
+                path = None  # not as HTTP sends it: leave it to the server's decoding
+            if path is not None:
+                scope = {**scope, "path": path, _ESCAPED: True}
+        await self.app(scope, receive, send)
 
 
 def _is_api(request: Request) -> bool:
@@ -500,7 +531,10 @@ def _path(request: Request) -> tuple[str, str]:
         except UnicodeDecodeError:
             msg = "the URL's path is not UTF-8: percent-escape the UTF-8 bytes of each id"
             raise _Refused(400, msg) from None
-    return request.path_params["workflow"], request.path_params["run_id"]
+    workflow, run_id = request.path_params["workflow"], request.path_params["run_id"]
+    if request.scope.get(_ESCAPED):
+        return unquote(workflow, errors="strict"), unquote(run_id, errors="strict")
+    return workflow, run_id
 
 
 async def _api_inbox(server: _Server, request: Request, _: str) -> Response:
