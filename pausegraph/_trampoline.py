@@ -494,7 +494,7 @@ class Trampoline:
         branch.done = True
         parent = branch.parent
         if parent is None:
-            if isinstance(exc, (StepError, NondeterminismError, SerializationError)):
+            if hasattr(exc, _ENTRY):  # an effect's error the engine threw in: the run ends as it is
                 raise exc
             raise step_failed(self.step_id, exc) from exc
         # the other branches of this All are closed; the error is raised at its yield
@@ -667,8 +667,6 @@ def start(
     try:
         result = fn(state)
     except (Exception, SystemExit) as exc:  # sys.exit() in a step fails it
-        if isinstance(exc, (StepError, SerializationError)):
-            raise
         raise step_failed(step_id, exc) from exc
     if type(result) is GeneratorType:
         return Trampoline(step_id, result, journal, answers, id_prefix, timeouts, clock)

@@ -18,8 +18,11 @@ from pausegraph import (
     Interrupt,
     LastWriteWins,
     MemoryCheckpointer,
+    NondeterminismError,
     Resume,
+    ResumeError,
     Runner,
+    SerializationError,
     StepError,
 )
 
@@ -182,6 +185,32 @@ def test_generator_step_exception_is_a_step_error_chaining_it():
     with pytest.raises(StepError, match=r"'s'.*LookupError: gone") as info:
         run_single(boom)
     assert isinstance(info.value.__cause__, LookupError)
+
+
+@pytest.mark.parametrize(
+    "kind", [StepError, EffectError, NondeterminismError, SerializationError, ResumeError]
+)
+@pytest.mark.parametrize("generator", [False, True])
+def test_a_pausegraph_error_a_step_raises_itself_is_a_step_error_naming_the_step(
+    kind: type[Exception], generator: bool
+) -> None:
+    def plain(state):
+        raise kind("its own")
+
+    def gen(state):
+        yield from ()
+        raise kind("its own")
+
+    graph = Graph("g", {"x": LastWriteWins()}).step("mine", gen if generator else plain)
+    runner = Runner(graph)
+    pattern = rf"^step 'mine' raised {kind.__name__}: its own$"
+    with pytest.raises(StepError, match=pattern) as info:
+        runner.run("r")
+    assert type(info.value) is StepError
+    assert type(info.value.__cause__) is kind
+    failure = runner.state("r").failure
+    assert failure is not None
+    assert (failure.step_id, failure.error_type) == ("mine", kind.__name__)
 
 
 def test_failed_step_leaves_the_run_at_its_last_checkpoint_and_run_retries_the_layer():
