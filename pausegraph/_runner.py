@@ -438,10 +438,11 @@ class Runner:
         a run whose step fails is left ``"failed"``, logged, and left out of
         the result. A deadline has passed when the clock is at or after it.
         """
-        return self._tick({})
+        return self._tick(None)
 
-    def _tick(self, failed: dict[str, PausegraphError]) -> dict[str, Outcome]:
-        """``tick``, with each run whose step failed, and its error, put in ``failed``."""
+    def _tick(self, failed: dict[str, PausegraphError] | None) -> dict[str, Outcome]:
+        """``tick``; with ``failed``, each run whose step failed goes there with its error,
+        for the caller to report, instead of to the log."""
         now = self._clock()
         moved: dict[str, Outcome] = {}
         for run_id in self._due(now):
@@ -450,6 +451,9 @@ class Runner:
             except (ConflictError, ResumeError):
                 continue  # another ticker or driver got there first
             except (StepError, NondeterminismError, SerializationError) as error:
+                if failed is not None:
+                    failed[run_id] = error
+                    continue
                 logger.warning(
                     "run %r of workflow %r failed after its deadline: %s",
                     run_id,
@@ -457,7 +461,6 @@ class Runner:
                     error,
                     extra={"workflow": self._workflow, "run_id": run_id},
                 )
-                failed[run_id] = error
                 continue
             if outcome is not None:
                 moved[run_id] = outcome

@@ -1427,29 +1427,39 @@ class _Times:
 def _cmd_tick(args: argparse.Namespace) -> int:
     """``Runner(graph, store).tick()`` for each WORKFLOW; one line (or object) per moved run.
 
-    A run whose step fails is left ``failed`` and said in one line on stderr
-    (the engine's warning, naming the run, the step and the error); the
-    others go on, and the command then exits 1.
+    A run whose step fails is left ``failed`` and said in one error line on
+    stderr, naming the run, the step and the error (with ``--json``, its
+    object says ``"failed"`` and its ``failure``); the others go on, and the
+    command then exits 1.
     """
     graphs = [(spec, load_graph(spec)) for spec in args.workflows]  # all import, or none runs
     store = _existing_store(args)
     moved: list[tuple[str, Runner, str, Outcome]] = []
-    failed: dict[str, PausegraphError] = {}
+    failed: list[tuple[Runner, str, PausegraphError]] = []
     for spec, graph in graphs if store is not None else ():
         assert store is not None
         runner = Runner(graph, store)
-        moved += [(spec, runner, r, o) for r, o in sorted(runner._tick(failed).items())]
+        errors: dict[str, PausegraphError] = {}
+        moved += [(spec, runner, r, o) for r, o in sorted(runner._tick(errors).items())]
+        failed += [(runner, r, e) for r, e in sorted(errors.items())]
     if args.json:
         objs = []
         for _, runner, run_id, outcome in moved:
             obj = render.run_object(runner.graph.name, run_id, runner.state(run_id))
             obj["reason"] = render.reason_of(outcome) if isinstance(outcome, Paused) else None
             objs.append(obj)
+        for runner, run_id, _ in failed:
+            obj = render.run_object(runner.graph.name, run_id, runner.state(run_id))
+            obj["reason"] = None
+            objs.append(obj)
         _print_json(objs)
     elif not moved and not failed:
         print(f"no run's deadline has passed in {_shown_store(args)}", file=sys.stderr)
     for spec, runner, run_id, outcome in moved if not args.json else ():
         print(_tick_line(args, spec, runner.graph, run_id, outcome))
+    for runner, run_id, error in failed:
+        head = f"run {run_id!r} of workflow {runner.graph.name!r} failed after its deadline"
+        _fail(f"{head}: {type(error).__name__}: {_cli_terms(args, str(error))}", 1)
     return 1 if failed else 0
 
 

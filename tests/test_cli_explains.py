@@ -149,8 +149,10 @@ def test_tick_goes_on_with_runs_whose_deadline_passed(tmp_path: Path, flows: str
     assert line.endswith(f"go on with: pausegraph --store {store} resume {flows}:graph t1 "
                          "--value JSON")  # fmt: skip
     [said] = done.stderr.splitlines()  # one line, no traceback
-    assert said.startswith("pausegraph: warning: run 'x1' of workflow 'fragile' failed after ")
-    assert "step 'strict' raised InterruptTimeout" in said
+    assert said.startswith(
+        "pausegraph: error: run 'x1' of workflow 'fragile' failed after its deadline: StepError: "
+        "step 'strict' raised InterruptTimeout"
+    )
     assert ok_json("show", "x1", store=store)["status"] == "failed"
     [waiting] = ok_json("inbox", store=store)
     assert waiting["deadline_ms"] is not None
@@ -168,6 +170,19 @@ def test_tick_json_prints_each_moved_run(tmp_path: Path, flows: str) -> None:
         "t1", "paused", "timed out",
     )  # fmt: skip
     assert moved["reason"] == {"kind": "interrupt", "step_id": "later"}
+
+
+def test_tick_json_and_quiet_still_say_a_run_that_failed(tmp_path: Path, flows: str) -> None:
+    store = tmp_path / "store"
+    ok("run", f"{flows}:fragile", "--run-id", "x1", store=store)
+    done = pg("-q", "tick", f"{flows}:fragile", "--json", store=store)
+    assert done.returncode == 1
+    [failed] = json.loads(done.stdout)
+    assert (failed["run_id"], failed["status"], failed["failure"]["step_id"]) == (
+        "x1", "failed", "strict",
+    )  # fmt: skip
+    [said] = done.stderr.splitlines()
+    assert said.startswith("pausegraph: error: run 'x1' of workflow 'fragile' failed after its ")
 
 
 def test_run_of_a_paused_run_gives_the_resume_command_with_the_interrupt_ids(

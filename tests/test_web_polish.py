@@ -585,3 +585,16 @@ def test_a_server_started_again_drives_what_was_left_queued_without_a_request() 
         while c.get("/api/runs/kb/left").json()["status"] != "done":  # a GET wakes nothing
             assert time.monotonic() < deadline, "the driver never took the queued run"
             time.sleep(0.05)
+
+
+def test_a_409_for_an_answer_that_waited_names_the_run_url_escaped() -> None:
+    from pausegraph.web._app import _Refused, _Server
+
+    class Done:  # what the check reads of a RunInfo
+        status = "done"
+        interrupts = ()
+
+    with pytest.raises(_Refused) as info:
+        _Server._answer_if_pending("approval", "a/b c", {"2.0.0": 1}, Done())  # type: ignore[arg-type]
+    assert info.value.status == 409
+    assert "GET /api/runs/approval/a%2Fb%20c shows where it is" in info.value.message

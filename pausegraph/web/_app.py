@@ -303,7 +303,8 @@ class _Server:
             msg = (
                 f"run {run_id!r} moved on while this answer waited for it: "
                 f"interrupt(s) {', '.join(gone)} no longer pending (it is "
-                f"{info.status}); GET /api/runs/{workflow}/{run_id} shows where it is"
+                f"{info.status}); GET /api/runs/{quote(workflow, safe='')}/"
+                f"{quote(run_id, safe='')} shows where it is"
             )
             raise _Refused(409, msg)
 
@@ -476,7 +477,8 @@ class _EscapedSlashes:
     The server decodes the path before routing, so ``/runs/w/a%2Fb`` would
     have three segments and match no route. For such a URL the router sees
     the path as sent, each id one segment, and ``_path`` unescapes the ids
-    once. Other URLs are routed as they are.
+    once. Other URLs are routed as they are, and so is every URL of an app
+    mounted under a ``root_path`` (whose ``raw_path`` servers give alike).
     """
 
     def __init__(self, app: Any) -> None:
