@@ -548,3 +548,27 @@ def test_a_store_failure_is_503_with_a_json_error(store: Checkpointer) -> None:
         reply = client.post("/api/runs/approval/r1/resume", json={"value": 1})
     assert reply.status_code == 503
     assert "the connection to the store dropped" in reply.json()["error"]
+
+
+def test_a_damaged_run_is_a_500_with_a_json_error_on_every_route(tmp_path: Path) -> None:
+    from pausegraph import FileCheckpointer
+
+    store = FileCheckpointer(tmp_path)
+    Runner(approval(), store).run("r1", {"question": "q", "amount": 1})
+    [log] = (tmp_path / "runs").glob("*.log")
+    damaged = bytearray(log.read_bytes())
+    damaged[-20] ^= 0x55  # inside the last record's frame: its checksum fails
+    log.write_bytes(bytes(damaged))
+    served = app([approval()], FileCheckpointer(tmp_path), drive=False)
+    with TestClient(served, base_url=LOCAL, raise_server_exceptions=False) as client:
+        for reply in (
+            client.get("/api/runs/approval/r1"),
+            client.post("/api/runs/approval/r1/resume", json={"value": 1}),
+            client.post("/api/runs/approval/r1", json={"input": {"question": "q", "amount": 1}}),
+        ):
+            assert reply.status_code == 500
+            assert "damaged records" in reply.json()["error"]
+            assert "fails its checksum" in reply.json()["error"]
+        page = client.get("/runs/approval/r1")
+        assert page.status_code == 500
+        assert "fails its checksum" in page.text

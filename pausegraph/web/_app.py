@@ -44,6 +44,7 @@ from ..checkpointers._checkpointer import SummaryData, summary_data
 from ..errors import (
     CheckpointError,
     ConflictError,
+    CorruptCheckpointError,
     GraphError,
     ResumeError,
     SerializationError,
@@ -319,9 +320,8 @@ class _Server:
                 str(exc), workflow=workflow, run_id=run_id, driving=self.driver is not None
             )
             raise _Refused(status, message) from None
-        except CheckpointError as exc:  # the store failed (a dropped connection, a full disk)
-            logger.warning("the store failed on run %r of workflow %r: %s", run_id, workflow, exc)
-            raise _Refused(503, f"the store failed, try again: {exc}") from None
+        except CheckpointError as exc:
+            raise _store_failed(exc) from None
 
     def _drive(self, workflow: str, run_id: str, deadline: float | None = None) -> dict[str, Any]:
         """Wake the driver and wait for the run's next pause or end, at most ``wait_s``.
@@ -422,8 +422,11 @@ def app(
     def guarded(handler: Handler, *, html: bool) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
             try:
-                session = await run_in_threadpool(server.check, request, html=html)
-                return await handler(server, request, session)
+                try:
+                    session = await run_in_threadpool(server.check, request, html=html)
+                    return await handler(server, request, session)
+                except CheckpointError as exc:  # wherever the store was read
+                    raise _store_failed(exc) from None
             except _Refused as refused:
                 if html and refused.status == 401:
                     return _login_page(server, "", status=401)
@@ -466,6 +469,15 @@ def app(
     return Starlette(
         routes=routes, lifespan=lifespan, exception_handlers=handlers, middleware=middleware
     )
+
+
+def _store_failed(exc: CheckpointError) -> _Refused:
+    """The reply for a store that failed: 503 (try again), or 500 for damaged records."""
+    if isinstance(exc, CorruptCheckpointError):  # not passing: say what is damaged, and where
+        logger.error("the store holds damaged records: %s", exc)
+        return _Refused(500, f"the store holds damaged records: {exc}")
+    logger.warning("the store failed: %s", exc)  # a dropped connection, a full disk
+    return _Refused(503, f"the store failed, try again: {exc}")
 
 
 _ESCAPED = "pausegraph.escaped"  # the scope key: path parameters are still %-escaped
