@@ -17,7 +17,7 @@ import attrs
 
 from ._commands import RunInfo, Status
 from ._inbox import run_summaries
-from ._machine import decide_cancel, info_of
+from ._machine import check_reason, decide_cancel, info_of
 from ._records import Checkpoint
 from ._runner import system_clock
 from .checkpointers import Checkpointer
@@ -39,6 +39,7 @@ def cancel_run(
     clock: Callable[[], int] = system_clock,
 ) -> RunInfo:
     """``Runner.cancel`` without the graph: save a ``cancelled`` checkpoint on the latest one."""
+    check_reason(reason)
     with checkpointer.lock(workflow_id, run_id):
         try:
             latest = checkpointer.latest(workflow_id, run_id)

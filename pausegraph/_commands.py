@@ -193,8 +193,14 @@ class Update:
 class Goto:
     """Drop the pending interrupts and run from the layer that holds ``step_id``."""
 
-    step_id: str
+    step_id: str = attrs.field()
     update: dict[str, Any] | None = attrs.field(default=None, converter=_update)
+
+    @step_id.validator
+    def _a_step_id(self, _: Any, value: Any) -> None:
+        if not isinstance(value, str):
+            msg = f"Goto takes a step id (a str), got {type(value).__name__} {value!r:.80}"
+            raise ResumeError(msg)
 
 
 Command = Continue | Resume | Update | Goto

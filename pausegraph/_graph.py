@@ -9,6 +9,7 @@ from typing import Any
 
 from ._channels import AnyReducer, Append, LastWriteWins, MergeMap, Reducer
 from ._records import Structure
+from ._values import storable
 from .errors import GraphError
 
 StepFn = Callable[[Mapping[str, Any]], Any]
@@ -36,8 +37,8 @@ class Graph:
     """
 
     def __init__(self, name: str, channels: Mapping[str, AnyReducer]) -> None:
-        if not isinstance(name, str) or not name:
-            msg = f"a graph needs a non-empty string name, got {name!r}"
+        if not isinstance(name, str) or not name or name != storable(name):
+            msg = f"a graph needs a non-empty string name with no lone surrogate, got {name!r}"
             raise GraphError(msg)
         if not isinstance(channels, Mapping):
             msg = (
@@ -46,8 +47,8 @@ class Graph:
             )
             raise GraphError(msg)
         for channel, reducer in channels.items():
-            if not isinstance(channel, str) or not channel:
-                msg = f"channel names are non-empty strings, got {channel!r}"
+            if not isinstance(channel, str) or not channel or channel != storable(channel):
+                msg = f"channel names are non-empty strings with no lone surrogate, got {channel!r}"
                 raise GraphError(msg)
             if not isinstance(reducer, _REDUCER_TYPES):
                 msg = (
@@ -105,6 +106,9 @@ class Graph:
         if not isinstance(step_id, str) or not step_id:
             msg = f"a step id is a non-empty string, got {step_id!r}"
             raise GraphError(msg)
+        if step_id != storable(step_id):
+            msg = f"step id {step_id!r} holds a lone surrogate, which no store can keep"
+            raise GraphError(msg)
         if step_id in self._steps:
             msg = (
                 f"duplicate step id {step_id!r}: every step of graph {self.name!r} needs its own id"
@@ -150,7 +154,7 @@ class Graph:
         a true one (see "Conditional edges" in the guide).
         """
         self._check_open(f".edge({src!r}, {dst!r})")
-        unknown = [s for s in (src, dst) if s not in self._steps]
+        unknown = [s for s in (src, dst) if not isinstance(s, str) or s not in self._steps]
         if unknown:
             msg = (
                 f"edge {src!r} -> {dst!r} names unknown step {unknown[0]!r}: "

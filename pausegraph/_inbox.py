@@ -23,8 +23,8 @@ import attrs
 
 from ._commands import PendingInterrupt, Status
 from .checkpointers import Checkpointer, RunSummary, StoreCheckpointer
-from .checkpointers._checkpointer import summary_fields, summary_of
-from .errors import PausegraphError
+from .checkpointers._checkpointer import checked_checkpointer, summary_fields, summary_of
+from .errors import GraphError, PausegraphError
 
 __all__ = ["Waiting", "inbox", "listed_status", "run_summaries", "waiting"]
 
@@ -109,6 +109,10 @@ def inbox(checkpointer: Checkpointer, *, workflow: str | None = None) -> list[Wa
     is not listed; a failed run's unanswered interrupts are not either
     (``Runner.state`` shows them).
     """
+    checked_checkpointer(checkpointer, "inbox(checkpointer)")
+    if workflow is not None and not isinstance(workflow, str):
+        msg = f"inbox(workflow=...) takes a workflow name (a str), got {workflow!r:.80}"
+        raise GraphError(msg)
     return [
         Waiting(workflow_id, run_id, PendingInterrupt(*interrupt), since)
         for since, run_id, workflow_id, _, interrupt in waiting(checkpointer, workflow=workflow)

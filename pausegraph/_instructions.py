@@ -167,7 +167,10 @@ def seconds_of(value: Any, what: str) -> float:
     if isinstance(value, datetime.timedelta):
         seconds = value.total_seconds()
     elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:  # an int past any float: past the limit too
+            seconds = 2.0 * MAX_TIMEOUT_S if value > 0 else -1.0
     else:
         msg = f"{what} takes seconds as an int, float or timedelta, got {value!r}"
         raise TypeError(msg)
@@ -176,7 +179,7 @@ def seconds_of(value: Any, what: str) -> float:
         raise ValueError(msg)
     if seconds > MAX_TIMEOUT_S:
         msg = (
-            f"{what} takes at most 100 years ({MAX_TIMEOUT_S:.0f} seconds), got {value!r}: "
+            f"{what} takes at most 100 years ({MAX_TIMEOUT_S:.0f} seconds), got {value!r:.40}: "
             "for no deadline, leave the timeout out"
         )
         raise ValueError(msg)

@@ -63,8 +63,8 @@ from ._records import (
     Start,
     skipped_of,
 )
-from ._values import normalize, thaw
-from .errors import ConflictError, ResumeError
+from ._values import normalize, storable, thaw
+from .errors import ConflictError, ResumeError, SerializationError
 
 _STATUS: dict[type, Status] = {
     Finished: Status.DONE,
@@ -287,6 +287,23 @@ def decide_tick(latest: Checkpoint, now_ms: int) -> Claim | None:
         claimed=tuple(e.id for e in due),
     )
     return Claim("tick", latest.super_step - 1, InLayer(claimed), keep_live=True)
+
+
+def check_reason(reason: object) -> None:
+    """Refuse a cancel reason no store can keep, before anything is done.
+
+    ``ResumeError`` for one that is not a ``str``; ``SerializationError`` for
+    one holding a lone surrogate (text read as UTF-8 that was not).
+    """
+    if not isinstance(reason, str):
+        msg = f"a cancel reason is text (a str), got {type(reason).__name__} {reason!r:.80}"
+        raise ResumeError(msg)
+    if reason != storable(reason):
+        msg = (
+            f"the cancel reason {reason!r:.80} cannot be stored: it holds a lone surrogate "
+            "(text that was not UTF-8); give it as UTF-8 text"
+        )
+        raise SerializationError(msg)
 
 
 def decide_cancel(latest: Checkpoint, reason: str) -> Claim:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import threading
 import time
 import uuid
@@ -43,6 +44,7 @@ from ._inbox import run_summaries
 from ._machine import (
     Claim,
     Shape,
+    check_reason,
     decide,
     decide_cancel,
     decide_run,
@@ -74,6 +76,7 @@ from ._scheduler import LayerFailed, LayerRun, PredicateFailed, failure_of, skip
 from ._trampoline import Trampoline
 from ._values import same, thaw
 from .checkpointers import Checkpointer, MemoryCheckpointer
+from .checkpointers._checkpointer import checked_checkpointer
 from .errors import (
     ConflictError,
     GraphError,
@@ -85,6 +88,32 @@ from .errors import (
 )
 
 logger = logging.getLogger("pausegraph")
+
+
+def _checked_clock(clock: Callable[[], int]) -> Callable[[], int]:
+    """``clock``, each reading checked: epoch milliseconds as an ``int``, else ``GraphError``.
+
+    A finite ``float`` (``time.time() * 1000``) is taken as its ``int``. Any
+    other reading (``None``, text, NaN) would be saved as a checkpoint's time
+    and make the run unreadable: it is refused before anything is saved.
+    """
+    if not callable(clock):
+        msg = f"Runner(clock=...) takes a function returning epoch ms, got {clock!r:.80}"
+        raise GraphError(msg)
+
+    def checked() -> int:
+        now = clock()
+        if type(now) is int:
+            return now
+        if isinstance(now, (int, float)) and not isinstance(now, bool) and math.isfinite(now):
+            return int(now)
+        msg = (
+            "Runner(clock=...) must return epoch milliseconds as an int; it returned "
+            f"{type(now).__name__} {now!r:.80}"
+        )
+        raise GraphError(msg)
+
+    return checked
 
 
 def system_clock() -> int:
@@ -264,9 +293,17 @@ class Runner:
         self._workflow = graph.name
         self._layers = facts.shape.layers
         self.checkpointer: Checkpointer = (
-            MemoryCheckpointer() if checkpointer is None else checkpointer
+            MemoryCheckpointer()
+            if checkpointer is None
+            else checked_checkpointer(checkpointer, "Runner(graph, checkpointer)")
         )
-        self._clock = clock or system_clock
+        self._clock = system_clock if clock is None else _checked_clock(clock)
+        if executor is not None and not callable(getattr(executor, "submit", None)):
+            msg = (
+                "Runner(executor=...) takes a concurrent.futures.Executor (a thread or "
+                f"process pool), got {type(executor).__name__} {executor!r:.80}"
+            )
+            raise GraphError(msg)
         self._executor = executor
         self._conditional = bool(graph.when)
         self._shape = facts.shape
@@ -284,7 +321,13 @@ class Runner:
     def _breakpoint_steps(self, name: str, steps: Iterable[str]) -> tuple[str, ...]:
         if isinstance(steps, str):
             steps = (steps,)
-        wanted = set(steps)
+        try:
+            wanted = set(steps)
+        except TypeError:  # not iterable, or a step id that cannot be one (a list)
+            wanted = None
+        if wanted is None or not all(isinstance(step, str) for step in wanted):
+            msg = f"{name} takes step ids (a str or a list of them), got {steps!r:.80}"
+            raise GraphError(msg)
         if not wanted:
             return ()
         layer_of = self._shape.layer_of
@@ -396,14 +439,7 @@ class Runner:
         ``ResumeError``.
         """
         _check_run_id(run_id)
-        if not isinstance(reason, str):
-            msg = f"cancel(run_id, reason) takes a str reason, got {reason!r}"
-            raise ResumeError(msg)
-        try:
-            reason.encode("utf-8")
-        except UnicodeEncodeError as exc:  # a lone surrogate: checked before anything is done
-            msg = f"cancel(run_id, reason): the reason cannot be stored: {exc}"
-            raise SerializationError(msg) from None
+        check_reason(reason)
         with self._driving(run_id):
             latest = self._latest(run_id)
             claim = decide_cancel(latest, reason)

@@ -26,6 +26,7 @@ from ._inbox import run_summaries
 from ._runner import Runner
 from ._values import named
 from .checkpointers import Checkpointer
+from .checkpointers._checkpointer import checked_checkpointer
 from .errors import (
     CheckpointError,
     ConflictError,
@@ -61,6 +62,10 @@ def runners_for(
 
     The graphs must be ``Graph`` objects with distinct names, at least one.
     """
+    checked_checkpointer(checkpointer, what)  # None would make each Runner a memory store
+    if isinstance(graphs, Graph) or not isinstance(graphs, Iterable):
+        msg = f"{what} takes a list of Graphs, got {graphs!r:.80}"
+        raise GraphError(msg)
     runners: dict[str, Runner] = {}
     for graph in graphs:
         if not isinstance(graph, Graph):
@@ -126,6 +131,9 @@ class Worker:
         its own error (such as ``CheckpointError``); a run's own error is
         never raised.
         """
+        if stop is not None and not callable(getattr(stop, "is_set", None)):
+            msg = f"Worker.poll(stop=...) takes a threading.Event, got {stop!r:.80}"
+            raise GraphError(msg)
         moved = 0
         for name, runner in self.runners.items():
             if stop is not None and stop.is_set():

@@ -137,6 +137,18 @@ def _usage(message: str) -> _Failure:
     return _Failure(message, 2)
 
 
+def _served_graphs(args: argparse.Namespace) -> list[Graph]:
+    """The WORKFLOW... of ``serve`` and ``worker``, each once (a usage error if given twice)."""
+    graphs: dict[str, tuple[str, Graph]] = {}
+    for spec in args.workflows:
+        graph = load_graph(spec)
+        if graph.name in graphs:
+            first = graphs[graph.name][0]
+            raise _usage(f"{spec} and {first} are both workflow {graph.name!r}: give each once")
+        graphs[graph.name] = (spec, graph)
+    return [graph for _, graph in graphs.values()]
+
+
 def _port(text: str) -> int:
     """``serve --port``: a TCP port number, 0 to 65535 (0 picks a free one)."""
     try:
@@ -1471,7 +1483,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     SIGINT, 143 for SIGTERM), leaving the run in hand queued: its live lock
     dies with the process.
     """
-    graphs = [load_graph(spec) for spec in args.workflows]
+    graphs = _served_graphs(args)
     worker = Worker(_store(args), graphs)
     stop = threading.Event()
     forced: list[int] = []
@@ -1522,8 +1534,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     port the system gave.
     """
     token = getattr(args, "token", None) or os.environ.get("PAUSEGRAPH_TOKEN") or None
-    if args.wait < 0:
+    if not 0 <= args.wait < 1e9:  # NaN too
         raise _usage(f"--wait takes seconds >= 0, got {args.wait!r}")
+    if getattr(args, "token", None) == "":
+        raise _usage("--token is empty: give the token, or leave --token out")
     try:
         import uvicorn
 
@@ -1539,7 +1553,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             f"--host {args.host} is not a loopback address: without a token only this machine "
             "may connect; give --token TOKEN (or set PAUSEGRAPH_TOKEN) to serve others"
         )
-    graphs = [load_graph(spec) for spec in args.workflows]
+    graphs = _served_graphs(args)
     asgi = app(graphs, _store(args), token=token, drive=args.drive, wait_s=args.wait)
     family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)

@@ -316,6 +316,28 @@ def test_serve_refuses_a_port_out_of_range_as_a_usage_error(
     assert err == f"pausegraph: error: argument --port: {error} (see 'pausegraph serve --help')\n"
 
 
+@pytest.mark.parametrize(
+    ("option", "error"),
+    [
+        (["--wait", "nan"], "--wait takes seconds >= 0, got nan"),
+        (["--wait", "-1"], "--wait takes seconds >= 0, got -1.0"),
+        (["--token", ""], "--token is empty: give the token, or leave --token out"),
+        ([], "are both workflow 'approval': give each once"),
+    ],
+)
+def test_serve_refuses_a_bad_wait_an_empty_token_and_a_workflow_given_twice(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, option: list[str], error: str
+) -> None:
+    flows = Path(__file__).with_name("_web_flows.py")
+    workflows = [f"{flows}:approval_graph"] * (1 if option else 2)
+    argv = ["--store", str(tmp_path / "s"), "serve", *workflows, *option]
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert error in err
+    assert err.startswith("pausegraph: error: ")
+
+
 # --- answers the run no longer waits for; JSON without NaN ------------------------------
 
 

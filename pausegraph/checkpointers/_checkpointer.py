@@ -128,6 +128,25 @@ class _RunState:
         self.policy = SnapshotPolicy()
 
 
+def checked_checkpointer(obj: Any, what: str) -> Any:
+    """``obj`` if it looks like a checkpointer, else ``CheckpointError`` saying what ``what`` takes.
+
+    Only the shape is checked (the calls every command makes), so that a
+    wrong argument (``None``, a path, a URL) is refused where it is given,
+    not later, deep inside a call.
+    """
+    if not all(callable(getattr(obj, name, None)) for name in _CALLED):
+        msg = (
+            f"{what} takes a checkpointer (MemoryCheckpointer(), FileCheckpointer(path), "
+            f"open_checkpointer(url), ...), got {type(obj).__name__} {obj!r:.80}"
+        )
+        raise CheckpointError(msg)
+    return obj
+
+
+_CALLED = ("save", "latest", "last", "list", "lock", "sync")
+
+
 class StoreCheckpointer:
     """A checkpointer over a bytes-level ``Store``: give it your own store.
 

@@ -222,3 +222,19 @@ def at_thread_end(local: object, callback: Callable[[], None]) -> None:
             callback()
 
     weakref.finalize(token, ended)
+
+
+def store_path(path: object, what: str) -> str:
+    """``path`` (a ``str`` or ``os.PathLike`` naming a file system path) as a ``str``.
+
+    ``CheckpointError`` saying what ``what`` takes for anything else: bytes,
+    ``None``, a NUL character, a lone surrogate no file system name takes.
+    """
+    try:
+        text = os.fspath(path) if isinstance(path, (str, os.PathLike)) else None
+    except TypeError:
+        text = None
+    if not isinstance(text, str) or not text or "\0" in text:
+        msg = f"{what} takes a path (a str or pathlib.Path), got {path!r:.80}"
+        raise CheckpointError(msg)
+    return text

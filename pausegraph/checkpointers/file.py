@@ -212,7 +212,7 @@ from .._records import Frame, slot_setters
 from .._values import pack
 from ..errors import CheckpointError, CorruptCheckpointError
 from ._checkpointer import StoreCheckpointer
-from ._lock import Holder, file_holder, hold_file
+from ._lock import Holder, file_holder, hold_file, store_path
 from ._lock import fsync_dir as _fsync_dir  # a module name the fault tests replace
 from ._log import refuse_seq
 from ._store import FrameInfo, RunSummary
@@ -907,7 +907,7 @@ class FileStore:
     """
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
-        self.root = Path(root)
+        self.root = Path(store_path(root, "FileCheckpointer(root)"))
         self._runs_dir = self.root / "runs"
         self._tmp_dir = self.root / "tmp"
         self._runs_path = str(self._runs_dir)

@@ -169,7 +169,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, TypeVar
 
-from .._values import pack
+from .._values import pack, storable
 from ..errors import CheckpointError, ConflictError
 from ._checkpointer import StoreCheckpointer
 from ._lock import Holder, at_thread_end, held_message
@@ -702,7 +702,7 @@ class PostgresStore:
     """The PostgreSQL store: every run in one database (see the module documentation)."""
 
     def __init__(self, conninfo: str) -> None:
-        if not isinstance(conninfo, str) or not conninfo:
+        if not isinstance(conninfo, str) or not conninfo or conninfo != storable(conninfo):
             msg = f"PostgresStore(conninfo) takes a libpq URL or conninfo string, got {conninfo!r}"
             raise CheckpointError(msg)
         self.conninfo = conninfo

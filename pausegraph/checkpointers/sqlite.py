@@ -118,7 +118,7 @@ from typing import Any, NoReturn, TypeVar
 from .._values import pack
 from ..errors import CheckpointError, CorruptCheckpointError
 from ._checkpointer import StoreCheckpointer
-from ._lock import Holder, at_thread_end, file_holder, fsync_dir, hold_file
+from ._lock import Holder, at_thread_end, file_holder, fsync_dir, hold_file, store_path
 from ._log import refuse_seq
 from ._store import FrameInfo, RunSummary
 
@@ -292,7 +292,7 @@ class SqliteStore:
     """The SQLite store: every run in one database file (see the module documentation)."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = os.fspath(path)
+        self.path = store_path(path, "SqliteCheckpointer(path)")
         self._locks_dir = self.path + ".locks"
         self._local = _Local()
         self._lock = threading.Lock()

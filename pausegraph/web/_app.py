@@ -417,6 +417,12 @@ def app(
     next pause (``False``: answers are only claimed, for a separate
     ``pausegraph worker``). ``wait_s``: how long a request waits for that.
     """
+    if token is not None and (not isinstance(token, str) or not token):
+        msg = f"app(token=...) takes a non-empty str (or None: no token), got {token!r:.80}"
+        raise GraphError(msg)
+    if not isinstance(wait_s, (int, float)) or isinstance(wait_s, bool) or not 0 <= wait_s < 1e9:
+        msg = f"app(wait_s=...) takes seconds, a number >= 0, got {wait_s!r:.80}"
+        raise GraphError(msg)
     server = _Server(graphs, checkpointer, token=token, drive=drive, wait_s=wait_s)
 
     def guarded(handler: Handler, *, html: bool) -> Callable[[Request], Awaitable[Response]]:

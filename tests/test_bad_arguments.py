@@ -1,0 +1,119 @@
+"""Bad arguments to the public API: the right PausegraphError, naming what was wrong, nothing saved.
+
+Found by an audit that fed every public call wrong types; each of these
+raised a raw Python error from deep inside a call, or saved a value that
+made the run unreadable.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pausegraph import (
+    CheckpointError,
+    FileCheckpointer,
+    Goto,
+    Graph,
+    GraphError,
+    Interrupt,
+    LastWriteWins,
+    MemoryCheckpointer,
+    ResumeError,
+    Runner,
+    SerializationError,
+    Sleep,
+    SqliteCheckpointer,
+    Worker,
+    inbox,
+    open_checkpointer,
+)
+from pausegraph.web import app
+
+
+def ask(state: Any) -> Any:
+    answer = yield Interrupt({"q": 1})
+    return {"x": answer}
+
+
+def graph() -> Graph:
+    return Graph("g", {"x": LastWriteWins()}).step("ask", ask)
+
+
+@pytest.mark.parametrize("reading", [None, "", math.nan, math.inf, True, [1]])
+def test_a_clock_reading_that_is_no_epoch_ms_is_refused_and_nothing_is_saved(reading: Any) -> None:
+    store = MemoryCheckpointer()
+    with pytest.raises(GraphError, match=r"clock=\.\.\.\) must return epoch milliseconds"):
+        Runner(graph(), store, clock=lambda: reading).run("r")
+    assert store.runs() == []
+
+
+def test_a_finite_float_clock_reading_is_taken_as_its_int() -> None:
+    store = MemoryCheckpointer()
+    Runner(graph(), store, clock=lambda: 1_700_000_000_123.9).run("r")
+    [meta] = Runner(graph(), store).history("r")[-1:]
+    assert meta.timestamp_ms == 1_700_000_000_123
+
+
+def test_a_worker_with_a_bad_clock_leaves_the_run_queued_and_readable() -> None:
+    store = MemoryCheckpointer()
+    Runner(graph(), store).start("q")
+    with pytest.raises(GraphError, match=r"must return epoch milliseconds"):
+        Worker(store, [graph()], clock=lambda: math.nan).poll()
+    assert Runner(graph(), store).state("q").status == "queued"
+
+
+@pytest.mark.parametrize(
+    ("make", "kind", "says"),
+    [
+        (lambda: Runner(graph(), 5), CheckpointError, r"Runner\(graph, checkpointer\) takes a"),
+        (lambda: Runner(graph(), clock=5), GraphError, r"clock=\.\.\.\) takes a function"),
+        (lambda: Runner(graph(), executor=5), GraphError, r"executor=\.\.\.\) takes a"),
+        (lambda: Runner(graph(), interrupt_before=None), GraphError, r"interrupt_before takes"),
+        (lambda: Runner(graph(), interrupt_after=[["ask"]]), GraphError, r"interrupt_after takes"),
+        (lambda: inbox(None), CheckpointError, r"inbox\(checkpointer\) takes a checkpointer"),
+        (lambda: inbox(MemoryCheckpointer(), workflow=5), GraphError, r"workflow name"),
+        (lambda: Worker(MemoryCheckpointer(), None), GraphError, r"takes a list of Graphs"),
+        (lambda: Worker(None, [graph()]), CheckpointError, r"takes a checkpointer"),
+        (lambda: app([graph()], None), CheckpointError, r"takes a checkpointer"),
+        (lambda: app([graph()], MemoryCheckpointer(), token=5), GraphError, r"token=\.\.\.\)"),
+        (lambda: app([graph()], MemoryCheckpointer(), token=""), GraphError, r"token=\.\.\.\)"),
+        (lambda: app([graph()], MemoryCheckpointer(), wait_s="x"), GraphError, r"wait_s"),
+        (lambda: app([graph()], MemoryCheckpointer(), wait_s=math.nan), GraphError, r"wait_s"),
+        (lambda: FileCheckpointer(None), CheckpointError, r"FileCheckpointer\(root\) takes a path"),
+        (lambda: SqliteCheckpointer(b"x"), CheckpointError, r"SqliteCheckpointer\(path\) takes"),
+        (lambda: open_checkpointer("a\x00b"), CheckpointError, r"takes a path"),
+        (lambda: Graph("g", {}).step("\udcff", ask), GraphError, r"lone surrogate"),
+        (lambda: Graph("\udcff", {}), GraphError, r"lone surrogate"),
+        (lambda: graph().edge([1], "ask"), GraphError, r"names unknown step \[1\]"),
+        (lambda: Goto([1]), ResumeError, r"Goto takes a step id \(a str\)"),
+        (lambda: Sleep(10**400), ValueError, r"at most 100 years"),
+    ],
+)
+def test_a_wrong_argument_is_refused_where_it_is_given(make: Any, kind: Any, says: str) -> None:
+    with pytest.raises(kind, match=says):
+        make()
+
+
+def test_poll_refuses_a_stop_that_is_no_event() -> None:
+    worker = Worker(MemoryCheckpointer(), [graph()])
+    with pytest.raises(GraphError, match=r"poll\(stop=\.\.\.\) takes a threading.Event"):
+        worker.poll(stop=5)  # type: ignore[arg-type]
+    assert worker.poll(stop=threading.Event()) == 0
+
+
+def test_a_cancel_reason_that_is_not_text_is_refused_by_the_cli_path_too(tmp_path: Path) -> None:
+    from pausegraph._admin import cancel_run
+
+    store = FileCheckpointer(tmp_path)
+    Runner(graph(), store).run("p")
+    before = store.list("g", "p")
+    with pytest.raises(SerializationError, match=r"the cancel reason .* cannot be stored"):
+        cancel_run(store, "g", "p", "bad \udcff")
+    with pytest.raises(ResumeError, match=r"a cancel reason is text"):
+        cancel_run(store, "g", "p", 5)  # type: ignore[arg-type]
+    assert store.list("g", "p") == before
