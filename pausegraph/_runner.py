@@ -259,7 +259,12 @@ class Runner:
     ``GraphError``.
 
     ``clock`` returns the time in epoch milliseconds (checkpoint timestamps,
-    deadlines); tests pass a fake one.
+    deadlines); tests pass a fake one. A reading that is not a number of
+    milliseconds (``None``, NaN) is a ``GraphError`` before anything is saved.
+
+    Arguments it cannot use are refused here: ``GraphError`` for a graph,
+    breakpoints, ``clock`` or ``executor`` of the wrong kind,
+    ``CheckpointError`` for a ``checkpointer`` that is not one.
 
     ``executor`` (any ``concurrent.futures.Executor``): effects ready at the
     same time (the steps of a layer, the branches of an ``All``) are

@@ -128,6 +128,9 @@ class _RunState:
         self.policy = SnapshotPolicy()
 
 
+_CALLED = ("save", "latest", "last", "list", "lock", "sync")  # what every command calls
+
+
 def checked_checkpointer(obj: Any, what: str) -> Any:
     """``obj`` if it looks like a checkpointer, else ``CheckpointError`` saying what ``what`` takes.
 
@@ -142,9 +145,6 @@ def checked_checkpointer(obj: Any, what: str) -> Any:
         )
         raise CheckpointError(msg)
     return obj
-
-
-_CALLED = ("save", "latest", "last", "list", "lock", "sync")
 
 
 class StoreCheckpointer:

@@ -228,7 +228,7 @@ def store_path(path: object, what: str) -> str:
     """``path`` (a ``str`` or ``os.PathLike`` naming a file system path) as a ``str``.
 
     ``CheckpointError`` saying what ``what`` takes for anything else: bytes,
-    ``None``, a NUL character, a lone surrogate no file system name takes.
+    ``None``, an empty path, a NUL character (which no file name holds).
     """
     try:
         text = os.fspath(path) if isinstance(path, (str, os.PathLike)) else None
