@@ -535,7 +535,9 @@ def _answers(
     reanswerable: Sequence[str],
     failed: bool = False,
 ) -> dict[str, Any]:
-    pending = [entry.id for _, entry in progress.pending()]
+    # on a failed run, what RunInfo.interrupts lists: a timeout not yet thrown in (its step
+    # did not go on) waits for an answer that replaces it
+    pending = [entry.id for _, entry in progress.pending(with_timeouts=failed)]
     pending_set = set(pending)
     again = [i for i in reanswerable if i not in pending_set]
     allowed = [*pending, *again]
@@ -556,13 +558,15 @@ def _answers(
         )
         raise ResumeError(msg)
     if command.has_value:
-        if len(allowed) != 1:
+        # the one pending interrupt; on a failed run with none pending, the one to answer again
+        candidates = pending or allowed
+        if len(candidates) != 1:
             msg = (
-                f"run {run_id!r} has {len(allowed)} pending interrupts ({waits}): "
+                f"run {run_id!r} has {len(candidates)} pending interrupts ({waits}): "
                 "answer them by id with Resume(answers={id: value, ...})"
             )
             raise ResumeError(msg)
-        given = {allowed[0]: command.value}
+        given = {candidates[0]: command.value}
     else:
         assert command.answers is not None
         given = command.answers

@@ -369,3 +369,60 @@ def test_a_late_answer_to_an_interrupt_that_timed_out_says_so(store: Checkpointe
     with pytest.raises(ResumeError, match=rf"interrupt id '{manager}' timed out"):
         runner.resume("r", Resume(answers={manager: "yes"}))
     assert runner.history("r") == before
+
+
+def _asks_with_a_timeout(channel: str) -> Any:
+    def step(state: Any) -> Any:
+        answer = yield Interrupt(channel, timeout=5)
+        return {channel: answer}
+
+    return step
+
+
+@pytest.mark.parametrize("cold", [False, True])
+def test_every_timed_out_interrupt_a_failed_run_lists_may_be_answered(cold: bool) -> None:
+    # a tick times out both steps' interrupts; the run fails on a's, and b never got
+    # its timeout: its interrupt is listed, and an answer to it replaces the timeout
+    from pausegraph.testing import FakeClock
+
+    graph = (
+        Graph("g", {"a": LastWriteWins(), "b": LastWriteWins()})
+        .step("a", _asks_with_a_timeout("a"))
+        .step("b", _asks_with_a_timeout("b"))
+    )
+    clock, store = FakeClock(), MemoryCheckpointer()
+    runner = Runner(graph, store, clock=clock)
+    a, b = (i.id for i in runner.run("r").interrupts)
+    clock.advance(5)
+    assert runner.tick() == {}
+    info = runner.state("r")
+    assert (info.status, [i.id for i in info.interrupts]) == ("failed", [a, b])
+    runner = Runner(graph, store, clock=clock) if cold else runner
+    with pytest.raises(StepError, match=r"step 'a' raised InterruptTimeout"):
+        runner.resume("r", Resume(answers={b: "B"}))  # taken: a's timeout still fails it
+    assert [i.id for i in runner.state("r").interrupts] == [a]
+    done = runner.resume("r", Resume("A"))  # the one listed: a's
+    assert isinstance(done, Done)
+    assert done.state == {"a": "A", "b": "B"}
+
+
+def test_resume_value_on_a_failed_run_answers_the_one_interrupt_it_lists() -> None:
+    def fails_after_its_answer(state: Any) -> Any:
+        yield Interrupt("a?")
+        raise RuntimeError("boom")
+
+    def waits(state: Any) -> Any:
+        answer = yield Interrupt("b?")
+        return {"y": answer}
+
+    graph = (
+        Graph("g", {"y": LastWriteWins()}).step("a", fails_after_its_answer).step("b", waits)
+    )
+    runner = Runner(graph)
+    a, b = (i.id for i in runner.run("r").interrupts)
+    with pytest.raises(StepError, match="boom"):
+        runner.resume("r", Resume(answers={a: 1}))
+    assert [i.id for i in runner.state("r").interrupts] == [b]
+    with pytest.raises(StepError, match="boom"):  # b's answer taken; a fails again
+        runner.resume("r", Resume(7))
+    assert runner.state("r").interrupts == ()
