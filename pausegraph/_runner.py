@@ -373,7 +373,7 @@ class Runner:
             if type(decision) is Done:
                 return decision
             assert isinstance(decision, Claim)
-            return self._claim(latest, decision, self._held.take(run_id))
+            return self._claim(latest, decision, self._live_under(latest))
 
     def resume(self, run_id: str, command: Command) -> Outcome:
         """Go on with a paused or failed run: ``Continue``, ``Resume``, ``Update`` or ``Goto``.
@@ -420,8 +420,9 @@ class Runner:
 
         Returns the run's ``RunInfo``: ``"queued"`` until a driver
         (``run(run_id)``, a ``Worker``) goes on with it (``"paused"`` for an
-        ``Update`` kept at a dynamic pause). Raises what ``resume`` raises,
-        with nothing saved.
+        ``Update`` kept at a dynamic pause; ``"done"`` for ``Continue`` at an
+        ``After`` breakpoint of the last layer, which leaves no step to run).
+        Raises what ``resume`` raises, with nothing saved.
         """
         _check_run_id(run_id)
         command = self._checked(command)
@@ -659,6 +660,20 @@ class Runner:
                 "Read its state again and answer what is pending now"
             )
             raise ConflictError(msg) from busy
+
+    def _live_under(self, latest: Checkpoint) -> dict[str, Trampoline]:
+        """The live generators of the pause ``latest`` (a claim waiting for a driver) was saved on.
+
+        Only a pause held for the checkpoint right before ``latest`` is it (a
+        ``submit`` answered it); if the run went elsewhere since (another
+        handle's ``Goto``, ``cancel``, a claim driven by another process), the
+        held generators are at another point of the run: they are closed, and
+        the steps replay.
+        """
+        held = self._held.peek(latest.run_id)
+        if held is not None and held.checkpoint.seq != latest.seq - 1:
+            self._held.drop(latest.run_id)
+        return self._held.take(latest.run_id)
 
     def _latest(self, run_id: str) -> Checkpoint:
         """The run's latest checkpoint: the held pause if it still is, else from the store."""

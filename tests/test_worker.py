@@ -20,6 +20,7 @@ from pausegraph import (
     ConflictError,
     Effect,
     FileCheckpointer,
+    Goto,
     Graph,
     GraphError,
     Interrupt,
@@ -30,6 +31,7 @@ from pausegraph import (
     Runner,
     SqliteCheckpointer,
     StepError,
+    Update,
     Worker,
     _worker,
 )
@@ -416,3 +418,43 @@ def test_a_worker_runs_effects_on_its_executor(store: Checkpointer) -> None:
         assert Worker(store, [graph()], executor=pool).poll() == 1
     assert CALLS == [5]
     assert Runner(graph(), store).state("r").status == "paused"
+
+
+@pytest.mark.parametrize("elsewhere", ["goto", "cancel-goto", "update", "answer"])
+def test_a_worker_holding_a_pause_the_run_left_elsewhere_replays_instead(
+    tmp_path: Path, elsewhere: str
+) -> None:
+    # the worker drove the run to a pause and holds its generator; another handle moves the
+    # run (a Goto: new interrupt ids; an Update kept at the pause; an answer), a submit
+    # answers what is pending now, and the worker drives that claim
+    def ask2(state: Any) -> Any:
+        first = yield Interrupt("q0")
+        second = yield Interrupt("q1")
+        return {"x": [first, second]}
+
+    graph = Graph("g", {"x": LastWriteWins()}).step("s", ask2)
+    store = FileCheckpointer(tmp_path)
+    worker = Worker(store, [graph])
+    Runner(graph, store).start("r", {})
+    assert worker.poll() == 1
+    other = Runner(graph, store)
+    if elsewhere == "goto":
+        other.resume("r", Goto("s"))
+    elif elsewhere == "cancel-goto":
+        other.cancel("r")
+        other.resume("r", Goto("s"))
+    elif elsewhere == "update":
+        other.resume("r", Update({"x": "kept"}))
+    else:
+        other.resume("r", Resume("first"))
+    answers = ["first"] if elsewhere == "answer" else []
+    while (info := Runner(graph, store).state("r")).status == "paused":
+        [pending] = info.interrupts
+        answers.append(f"answer to {pending.payload}")
+        Runner(graph, store).submit("r", Resume(answers={pending.id: answers[-1]}))
+        assert worker.poll() == 1
+    assert info.status == "done"
+    # an Update kept at a dynamic pause is applied after the layer's writes
+    assert info.values["x"] == ("kept" if elsewhere == "update" else answers)
+    labels = [meta.label for meta in Runner(graph, store).history("r")]
+    assert labels[-1] == "layer:1"
