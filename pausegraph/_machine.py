@@ -446,9 +446,9 @@ def _raised_at(stage: Failed) -> int | None:
     """Where the effect error that failed the step is in its journal, or ``None``.
 
     The failed checkpoint says where (``Failed.raised_at``: the step raised
-    that error, or raised its own from it). Otherwise an ``EffectError`` is
-    matched by its message, the last error recorded with it (a failure saved
-    before ``raised_at`` was, or an ``EffectError`` the step made itself).
+    that error, or raised its own from it; ``-1``: none did). A failure saved
+    before ``raised_at`` was says nothing: its ``EffectError`` is matched by
+    its message, the last error recorded with it.
     """
     failure = stage.failure
     journal = stage.progress.journals.get(failure.step_id, ())

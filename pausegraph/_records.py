@@ -383,8 +383,9 @@ class Failed:
 
     ``raised_at`` is where, in the failing step's journal, the effect error
     that failed it is recorded: the step let it through, or raised its own
-    error from it (``raise X from e``). ``None``: the step raised something
-    else, or the record was saved before this field. A retry drops that
+    error from it (``raise X from e``). ``-1``: no recorded effect error
+    failed it (the step raised something else). ``None``: the record was
+    saved before this field (its effect error is found by its message). A retry drops that
     entry, so that effect is called again, and keeps every other recorded
     error, a sibling branch's error with the same message included.
     """

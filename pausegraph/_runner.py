@@ -668,12 +668,19 @@ class Runner:
         ``submit`` answered it); if the run went elsewhere since (another
         handle's ``Goto``, ``cancel``, a claim driven by another process), the
         held generators are at another point of the run: they are closed, and
-        the steps replay.
+        the steps replay. The held pause must be the store's checkpoint there
+        (its meta), not one of a run deleted and started again since.
         """
-        held = self._held.peek(latest.run_id)
-        if held is not None and held.checkpoint.seq != latest.seq - 1:
-            self._held.drop(latest.run_id)
-        return self._held.take(latest.run_id)
+        run_id = latest.run_id
+        held = self._held.peek(run_id)
+        if held is not None:
+            under = held.checkpoint.seq
+            metas = (
+                self.checkpointer.list(self._workflow, run_id) if under == latest.seq - 1 else []
+            )
+            if len(metas) < under or metas[under - 1] != held.checkpoint.meta:
+                self._held.drop(run_id)  # another pause (a run deleted and started again)
+        return self._held.take(run_id)
 
     def _latest(self, run_id: str) -> Checkpoint:
         """The run's latest checkpoint: the held pause if it still is, else from the store."""

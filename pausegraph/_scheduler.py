@@ -333,7 +333,9 @@ class LayerRun:
         self.close()
         entry = raised_entry(error)
         journal = self.journals.get(step_id, ()) if entry is not None else ()
-        at = next((n for n, e in enumerate(journal) if e is entry), None)
+        # -1: no effect error of this step's journal failed it (not even one with the same
+        # message: ``_raised_at`` matches messages only for failures saved before this field)
+        at = next((n for n, e in enumerate(journal) if e is entry), -1)
         raise LayerFailed(error, self.progress(), failure_of(step_id, error), at) from error
 
     def close(self) -> None:

@@ -494,9 +494,10 @@ class Trampoline:
         branch.done = True
         parent = branch.parent
         if parent is None:
-            if hasattr(exc, _ENTRY):  # an effect's error the engine threw in: the run ends as it is
-                raise exc
-            raise step_failed(self.step_id, exc) from exc
+            entry = getattr(exc, _ENTRY, None)
+            if entry is not None and any(e is entry for e in self.journal):
+                raise exc  # an effect's error this step's journal holds: the run ends as it is
+            raise step_failed(self.step_id, exc) from exc  # a Runner's inside it included
         # the other branches of this All are closed; the error is raised at its yield
         assert parent.children is not None
         for other in parent.children:

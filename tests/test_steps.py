@@ -414,3 +414,51 @@ def test_sys_exit_in_a_finally_run_while_closing_a_step_is_dropped_like_any_erro
     assert runner.state("r").status == "failed"
     runner.cancel("r")  # closes what it holds again: no SystemExit escapes
     assert runner.state("r").status == "cancelled"
+
+
+def _boom_inside() -> None:
+    raise ValueError("inner boom")
+
+
+def test_an_effect_error_from_a_runner_inside_a_step_is_that_steps_step_error() -> None:
+    def inner_step(state):
+        yield Effect(_boom_inside)
+        return {}
+
+    inner = Graph("inner", {"x": LastWriteWins()}).step("pay", inner_step)
+    calls = []
+
+    def outer(state):
+        calls.append(1)
+        yield from ()
+        Runner(inner).run(f"inner-{len(calls)}")  # its EffectError escapes this step
+        return {}
+
+    runner = Runner(Graph("outer", {"x": LastWriteWins()}).step("pay", outer))
+    with pytest.raises(StepError, match=r"^step 'pay' raised EffectError: effect ") as info:
+        runner.run("r")
+    assert type(info.value) is StepError
+    assert type(info.value.__cause__) is EffectError
+
+
+def test_an_effect_error_a_step_raises_of_its_own_from_none_is_not_that_effects_failure() -> None:
+    # guide §3: `raise ... from None` says the failure is not the effect's, so a retry
+    # replays the recorded error, even when the new error reads the same
+    calls = []
+
+    def charge():
+        calls.append(1)
+        raise ValueError("declined")
+
+    def pay(state):
+        try:
+            yield Effect(charge)
+        except EffectError as error:
+            raise EffectError(str(error)) from None
+        return {}
+
+    runner = Runner(Graph("g", {"x": LastWriteWins()}).step("pay", pay))
+    for _ in range(3):
+        with pytest.raises(StepError, match="declined"):
+            runner.run("r")
+    assert len(calls) == 1

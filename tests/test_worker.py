@@ -458,3 +458,27 @@ def test_a_worker_holding_a_pause_the_run_left_elsewhere_replays_instead(
     assert info.values["x"] == ("kept" if elsewhere == "update" else answers)
     labels = [meta.label for meta in Runner(graph, store).history("r")]
     assert labels[-1] == "layer:1"
+
+
+def test_a_worker_holding_a_pause_of_a_run_deleted_and_started_again_replays(
+    tmp_path: Path,
+) -> None:
+    # the new run pauses at the same seq as the old one: the held generator is the old
+    # run's, and must not get the new run's answer
+    def ask(state: Any) -> Any:
+        answer = yield Interrupt(f"for {state['who']}?")
+        return {"out": f"{state['who']}:{answer}"}
+
+    graph = Graph("g", {"who": LastWriteWins(), "out": LastWriteWins()}).step("s", ask)
+    store = FileCheckpointer(tmp_path)
+    worker = Worker(store, [graph])
+    Runner(graph, store).start("r", {"who": "alice"})
+    assert worker.poll() == 1  # it holds alice's generator
+    other = Runner(graph, store)
+    other.delete("r")
+    other.start("r", {"who": "bob"})
+    time.sleep(0.002)  # the new run's checkpoints have other times than the old one's
+    assert Worker(store, [graph]).poll() == 1  # bob's run pauses, at the same seq
+    other.submit("r", Resume("yes"))
+    assert worker.poll() == 1
+    assert other.state("r").values == {"who": "bob", "out": "bob:yes"}
