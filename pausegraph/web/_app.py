@@ -496,7 +496,8 @@ class _EscapedSlashes:
     have three segments and match no route. For such a URL the router sees
     the path as sent, each id one segment, and ``_path`` unescapes the ids
     once. Other URLs are routed as they are, and so is every URL of an app
-    mounted under a ``root_path`` (whose ``raw_path`` servers give alike).
+    mounted under a ``root_path`` (servers differ on whether ``raw_path``
+    then holds the prefix, so the path as sent cannot be trusted there).
     """
 
     def __init__(self, app: Any) -> None:
