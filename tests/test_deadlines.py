@@ -415,9 +415,7 @@ def test_resume_value_on_a_failed_run_answers_the_one_interrupt_it_lists() -> No
         answer = yield Interrupt("b?")
         return {"y": answer}
 
-    graph = (
-        Graph("g", {"y": LastWriteWins()}).step("a", fails_after_its_answer).step("b", waits)
-    )
+    graph = Graph("g", {"y": LastWriteWins()}).step("a", fails_after_its_answer).step("b", waits)
     runner = Runner(graph)
     a, b = (i.id for i in runner.run("r").interrupts)
     with pytest.raises(StepError, match="boom"):
