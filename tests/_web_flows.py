@@ -31,14 +31,12 @@ def nap(state: Mapping[str, Any]) -> dict[str, Any]:
     return {"booked": "after a nap"}
 
 
+def _asking() -> dict[str, LastWriteWins]:
+    return {name: LastWriteWins() for name in ("question", "amount", "answer", "booked")}
+
+
 def approval() -> Graph:
-    channels = {
-        "question": LastWriteWins(),
-        "amount": LastWriteWins(),
-        "answer": LastWriteWins(),
-        "booked": LastWriteWins(),
-    }
-    return Graph("approval", channels).step("ask", ask).step("book", book).edge("ask", "book")
+    return Graph("approval", _asking()).step("ask", ask).step("book", book).edge("ask", "book")
 
 
 def waiting() -> Graph:
@@ -51,13 +49,7 @@ approval_graph = approval()
 
 def napping() -> Graph:
     """A step that sleeps, then ``ask``: a run that is running for a moment, then pauses."""
-    channels = {
-        "question": LastWriteWins(),
-        "amount": LastWriteWins(),
-        "answer": LastWriteWins(),
-        "booked": LastWriteWins(),
-    }
-    return Graph("napping", channels).step("nap", nap).step("ask", ask).edge("nap", "ask")
+    return Graph("napping", _asking()).step("nap", nap).step("ask", ask).edge("nap", "ask")
 
 
 napping_graph = napping()
