@@ -25,6 +25,8 @@ from typing import Any
 
 import attrs
 
+from ._values import shown
+
 #: A timeout: seconds as an ``int`` or ``float``, or a ``timedelta``.
 Timeout = int | float | datetime.timedelta
 
@@ -172,15 +174,15 @@ def seconds_of(value: Any, what: str) -> float:
         except OverflowError:  # an int past any float: past the limit too
             seconds = 2.0 * MAX_TIMEOUT_S if value > 0 else -1.0
     else:
-        msg = f"{what} takes seconds as an int, float or timedelta, got {value!r}"
+        msg = f"{what} takes seconds as an int, float or timedelta, got {shown(value, 40)}"
         raise TypeError(msg)
     if not math.isfinite(seconds) or seconds < 0:
-        msg = f"{what} takes a finite number of seconds, 0 or more, got {value!r}"
+        msg = f"{what} takes a finite number of seconds, 0 or more, got {shown(value, 40)}"
         raise ValueError(msg)
     if seconds > MAX_TIMEOUT_S:
         msg = (
-            f"{what} takes at most 100 years ({MAX_TIMEOUT_S:.0f} seconds), got {value!r:.40}: "
-            "for no deadline, leave the timeout out"
+            f"{what} takes at most 100 years ({MAX_TIMEOUT_S:.0f} seconds), got "
+            f"{shown(value, 40)}: for no deadline, leave the timeout out"
         )
         raise ValueError(msg)
     return seconds

@@ -90,12 +90,16 @@ from .errors import (
 logger = logging.getLogger("pausegraph")
 
 
+_MIN_MS, _MAX_MS = -(2**63), 2**63 - 1  # what every store keeps: a 64-bit integer
+
+
 def _checked_clock(clock: Callable[[], int]) -> Callable[[], int]:
     """``clock``, each reading checked: epoch milliseconds as an ``int``, else ``GraphError``.
 
     A finite ``float`` (``time.time() * 1000``) is taken as its ``int``. Any
-    other reading (``None``, text, NaN) would be saved as a checkpoint's time
-    and make the run unreadable: it is refused before anything is saved.
+    other reading (``None``, text, NaN, one past a 64-bit integer) would be
+    saved as a checkpoint's time, or fail the save: it is refused before
+    anything is saved.
     """
     if not callable(clock):
         msg = f"Runner(clock=...) takes a function returning epoch ms, got {clock!r:.80}"
@@ -103,9 +107,14 @@ def _checked_clock(clock: Callable[[], int]) -> Callable[[], int]:
 
     def checked() -> int:
         now = clock()
-        if type(now) is int:
+        if type(now) is int and _MIN_MS <= now <= _MAX_MS:
             return now
-        if isinstance(now, (int, float)) and not isinstance(now, bool) and math.isfinite(now):
+        if (
+            isinstance(now, (int, float))
+            and not isinstance(now, bool)
+            and math.isfinite(now)
+            and _MIN_MS <= now <= _MAX_MS
+        ):
             return int(now)
         msg = (
             "Runner(clock=...) must return epoch milliseconds as an int; it returned "
@@ -303,10 +312,12 @@ class Runner:
             else checked_checkpointer(checkpointer, "Runner(graph, checkpointer)")
         )
         self._clock = system_clock if clock is None else _checked_clock(clock)
-        if executor is not None and not callable(getattr(executor, "submit", None)):
+        if executor is not None and (
+            isinstance(executor, type) or not callable(getattr(executor, "submit", None))
+        ):
             msg = (
-                "Runner(executor=...) takes a concurrent.futures.Executor (a thread or "
-                f"process pool), got {type(executor).__name__} {executor!r:.80}"
+                "Runner(executor=...) takes a concurrent.futures.Executor, made (a thread "
+                f"or process pool: ThreadPoolExecutor()), got {executor!r:.80}"
             )
             raise GraphError(msg)
         self._executor = executor

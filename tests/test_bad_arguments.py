@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,7 @@ def graph() -> Graph:
     return Graph("g", {"x": LastWriteWins()}).step("ask", ask)
 
 
-@pytest.mark.parametrize("reading", [None, "", math.nan, math.inf, True, [1]])
+@pytest.mark.parametrize("reading", [None, "", math.nan, math.inf, True, [1], 1e300, 2**63])
 def test_a_clock_reading_that_is_no_epoch_ms_is_refused_and_nothing_is_saved(reading: Any) -> None:
     store = MemoryCheckpointer()
     with pytest.raises(GraphError, match=r"clock=\.\.\.\) must return epoch milliseconds"):
@@ -92,6 +93,9 @@ def test_a_worker_with_a_bad_clock_leaves_the_run_queued_and_readable() -> None:
         (lambda: graph().edge([1], "ask"), GraphError, r"names unknown step \[1\]"),
         (lambda: Goto([1]), ResumeError, r"Goto takes a step id \(a str\)"),
         (lambda: Sleep(10**400), ValueError, r"at most 100 years"),
+        (lambda: Sleep(10**5000), ValueError, r"at most 100 years"),
+        (lambda: Sleep(-(10**5000)), ValueError, r"0 or more"),
+        (lambda: Runner(graph(), executor=ThreadPoolExecutor), GraphError, r"Executor, made"),
     ],
 )
 def test_a_wrong_argument_is_refused_where_it_is_given(make: Any, kind: Any, says: str) -> None:
@@ -117,3 +121,7 @@ def test_a_cancel_reason_that_is_not_text_is_refused_by_the_cli_path_too(tmp_pat
     with pytest.raises(ResumeError, match=r"a cancel reason is text"):
         cancel_run(store, "g", "p", 5)  # type: ignore[arg-type]
     assert store.list("g", "p") == before
+
+
+def test_an_unlimited_wait_is_a_wait_with_no_limit() -> None:
+    assert app([graph()], MemoryCheckpointer(), wait_s=math.inf) is not None

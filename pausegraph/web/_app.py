@@ -420,8 +420,8 @@ def app(
     if token is not None and (not isinstance(token, str) or not token):
         msg = f"app(token=...) takes a non-empty str (or None: no token), got {token!r:.80}"
         raise GraphError(msg)
-    if not isinstance(wait_s, (int, float)) or isinstance(wait_s, bool) or not 0 <= wait_s < 1e9:
-        msg = f"app(wait_s=...) takes seconds, a number >= 0, got {wait_s!r:.80}"
+    if not isinstance(wait_s, (int, float)) or isinstance(wait_s, bool) or not wait_s >= 0:
+        msg = f"app(wait_s=...) takes seconds, a number >= 0 (inf: no limit), got {wait_s!r:.80}"
         raise GraphError(msg)
     server = _Server(graphs, checkpointer, token=token, drive=drive, wait_s=wait_s)
 
