@@ -285,3 +285,18 @@ def test_import_pausegraph_does_not_import_psycopg() -> None:
     code = "import sys, pausegraph, pausegraph.checkpointers; print('psycopg' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
+
+
+def test_close_lets_the_handles_locks_go_before_it_returns(postgres: PostgresSchema) -> None:
+    # closing the socket alone ends the session when the server notices, a moment later;
+    # another handle looking right after close() found the run still "running"
+    reader = postgres.checkpointer()
+    for n in range(30):
+        holder = postgres.checkpointer()
+        run_id = f"r{n}"
+        holder.store.append(_info(1), b"1", RunSummary("wf", run_id, 1, "queued", 1, None, b""))
+        lock = holder.lock("wf", run_id)
+        lock.__enter__()  # held, and never let go but by close()
+        assert reader.holder("wf", run_id) is not None
+        holder.close()
+        assert reader.holder("wf", run_id) is None, n

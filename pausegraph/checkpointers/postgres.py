@@ -698,6 +698,24 @@ class _LockSession:
         self.broken = False  # the connection failed (not a pooler): another may be opened
 
 
+def _let_all_go(session: _LockSession) -> None:
+    """Unlock every lock of the lock session before it is closed.
+
+    Closing the socket ends the session, and its locks with it, only when
+    the server notices, a few milliseconds later: meanwhile another handle
+    would find the runs still held ("running"). An unlock answered first is
+    a release the caller can count on. Nothing is sent on a session of
+    another process, one that is broken or left mid-exchange.
+    """
+    connection = session.connection
+    if session.pid != os.getpid() or session.broken or connection.closed:
+        return
+    if connection.pgconn.pipeline_status != pq.PipelineStatus.OFF:
+        return
+    with contextlib.suppress(psycopg.Error):
+        connection.execute("SELECT pg_advisory_unlock_all()")
+
+
 class PostgresStore:
     """The PostgreSQL store: every run in one database (see the module documentation)."""
 
@@ -747,6 +765,7 @@ class PostgresStore:
             session, self._session = self._session, None
             listener, self._listener = self._listener, None
         if session is not None:
+            _let_all_go(session)
             connections.append((session.pid, session.connection))
         if listener is not None:
             connections.append(listener)
