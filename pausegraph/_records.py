@@ -27,6 +27,7 @@ records into bytes.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, NewType
 
 import attrs
@@ -313,14 +314,37 @@ class ProgressBuilder:
 def branch_pending(
     journal: tuple[Entry, ...], answers: dict[str, Value], timeouts: tuple[str, ...]
 ) -> list[Asked]:
-    """The unanswered interrupts of a journal with branches: the last entry of each branch."""
-    last: dict[str, Entry] = {}
+    """The unanswered interrupts of a journal with branches: the last entry of each live branch.
+
+    A branch is live while its parent waits in the ``All`` that made it: the
+    parent's last entry is that ``All``'s ``Forked`` (see ``Forked`` for the
+    paths). A parent that went on past it (a branch's exception closed the
+    others, and the step caught it) left its branches closed, their
+    interrupts asked no more.
+    """
+    entries: dict[str, list[Entry]] = {}
     for entry in journal:
-        last[entry.branch] = entry
+        entries.setdefault(entry.branch, []).append(entry)
     done = set(timeouts)
     return [
-        e for e in last.values() if type(e) is Asked and e.id not in answers and e.id not in done
+        own[-1]
+        for path, own in entries.items()
+        if type(own[-1]) is Asked
+        and own[-1].id not in answers
+        and own[-1].id not in done
+        and _live(path, entries)
     ]
+
+
+def _live(path: str, entries: Mapping[str, Sequence[Entry]]) -> bool:
+    """Whether branch ``path`` is live: each ancestor's last entry is the fork that made it."""
+    while path:
+        parent, _, fork = path.rpartition(".")
+        position = int(fork.partition("-")[0])
+        if len(entries.get(parent, ())) != position + 1:
+            return False
+        path = parent
+    return True
 
 
 # --- stages -----------------------------------------------------------------

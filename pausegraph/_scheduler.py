@@ -37,6 +37,8 @@ encodes, stores, or decides what the run does next; ``_runner`` does.
 
 from __future__ import annotations
 
+import itertools
+import uuid
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
 from typing import Any, NoReturn
@@ -132,6 +134,25 @@ class LayerFailed(Exception):
         self.progress = progress
         self.failure = failure
         self.raised_at = raised_at  # see ``Failed.raised_at``
+
+
+#: numbers each submission to an executor: a process's own prefix, then a count
+_submissions = map("{}-{}".format, itertools.repeat(uuid.uuid4().hex), itertools.count())
+
+
+def call_once(
+    fn: Callable[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any], _: str
+) -> Any:
+    """An effect's call as an executor runs it: ``fn(*args, **kwargs)``.
+
+    The last argument, unused, makes each submission a task of its own: a
+    Dask cluster's executor takes tasks as pure by default, so two effects
+    of the same function and arguments would be called once, and a failed
+    one's error kept for its retry; and the effect's keyword arguments stay
+    the function's (Dask's ``submit`` would read ``key=``, ``retries=``,
+    ``pure=`` ... as its own).
+    """
+    return fn(*args, **kwargs)
 
 
 def failure_of(step_id: str, error: BaseException) -> Failure:
@@ -304,7 +325,9 @@ class LayerRun:
             for step_id, waits in waiting:
                 for branch, effect in waits:
                     try:
-                        future = executor.submit(effect.fn, *effect.args, **effect.kwargs)
+                        future = executor.submit(
+                            call_once, effect.fn, effect.args, effect.kwargs, next(_submissions)
+                        )
                     except Exception as not_run:  # a pool shut down: this function never ran
                         refused = refused or (step_id, not_run)
                         continue

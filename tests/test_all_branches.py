@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 
@@ -757,3 +759,46 @@ def test_a_refused_reanswer_on_a_failed_run_says_what_may_be_answered_again():
         refused.value
     )
     assert "pending: nothing" in str(refused.value)
+
+
+def _works() -> int:
+    return 1
+
+
+@pytest.mark.parametrize("question", ["interrupt", "sleep"])
+@pytest.mark.parametrize("cold", [False, True])
+def test_a_branch_closed_by_a_siblings_error_asks_nothing_once_the_step_goes_on(
+    question: str, cold: bool
+) -> None:
+    # b1 waits at its question when b0 raises: the All closes b1 and raises at its yield;
+    # the step catches it and asks its next question inside another All
+    from pausegraph import Sleep
+    from pausegraph.testing import FakeClock
+
+    def b0() -> Any:
+        yield Effect(_works)
+        raise ValueError("b0 broke")
+
+    def b1() -> Any:
+        return (yield Interrupt("b1?") if question == "interrupt" else Sleep(5))
+
+    def ask() -> Any:
+        return (yield Interrupt("next?"))
+
+    def step(state: Any) -> Any:
+        with contextlib.suppress(ValueError):
+            yield All(b0(), b1())
+        [answer] = yield All(ask())
+        return {"x": answer}
+
+    graph = Graph("g", {"x": LastWriteWins()}).step("s", step)
+    clock, store = FakeClock(), MemoryCheckpointer()
+    first = Runner(graph, store, clock=clock)
+    paused = first.run("r")
+    assert [i.payload for i in paused.interrupts] == ["next?"]
+    runner = Runner(graph, store, clock=clock) if cold else first
+    assert [i.payload for i in runner.state("r").interrupts] == ["next?"]
+    clock.advance(10)
+    assert runner.tick() == {}  # the closed branch's Sleep has no deadline left to pass
+    done = runner.resume("r", Resume("ok"))  # the one question asked
+    assert done == Done({"x": "ok"}, 1)

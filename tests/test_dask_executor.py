@@ -50,3 +50,42 @@ def test_same_journal_on_a_dask_clusters_executor(tmp_path):
     assert done == done_alone
     assert done.state["out"] == [[0, 0, 0], [1, -1, 1], [4, 16, 2], [9, 81, 3]]
     assert done.state["log"] == [4, 16, "flat"]
+
+
+COUNTS: dict[str, int] = {}
+
+
+def counted(name: str, fail_first: bool = False) -> str:
+    COUNTS[name] = COUNTS.get(name, 0) + 1
+    if fail_first and COUNTS[name] == 1:
+        raise ValueError("first call fails")
+    return name
+
+
+def test_on_dask_each_effect_is_its_own_call_and_a_retry_calls_a_failed_one_again() -> None:
+    # Dask takes tasks as pure by default: effects of one function and arguments were
+    # merged into one call, and a failed one's error was kept for every retry
+    from pausegraph import All, Effect, Graph, LastWriteWins, StepError
+
+    def twice(state):
+        both = yield All(_one(), _one())
+        flaky = yield Effect(counted, "flaky", fail_first=True)
+        return {"x": [*both, flaky]}
+
+    COUNTS.clear()
+    graph = Graph("g", {"x": LastWriteWins()}).step("s", twice)
+    with distributed.Client(
+        processes=False, n_workers=1, threads_per_worker=2, dashboard_address=None
+    ) as client:
+        runner = Runner(graph, MemoryCheckpointer(), executor=client.get_executor())
+        with pytest.raises(StepError, match="first call fails"):
+            runner.run("r")
+        done = runner.run("r")
+    assert done.state == {"x": ["same", "same", "flaky"]}
+    assert COUNTS == {"same": 2, "flaky": 2}
+
+
+def _one():
+    from pausegraph import Effect
+
+    return (yield Effect(counted, "same"))
