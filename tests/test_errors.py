@@ -65,6 +65,25 @@ def test_effect_error_is_a_step_error():
     assert issubclass(EffectError, StepError)
 
 
+def test_a_replay_that_strays_is_a_step_error_of_the_layer():
+    # SPEC, Failures: "Any StepError of a layer (... replayed nondeterministically)"
+    assert issubclass(NondeterminismError, StepError)
+    asked = []
+
+    def strays(state):
+        asked.append(1)
+        yield pausegraph.Interrupt(f"question {len(asked)}")  # another payload on replay
+        return {}
+
+    graph = pausegraph.Graph("g", {"x": pausegraph.LastWriteWins()}).step("s", strays)
+    store = pausegraph.MemoryCheckpointer()
+    pausegraph.Runner(graph, store).run("r")
+    with pytest.raises(StepError) as info:  # a cold Runner replays the step
+        pausegraph.Runner(graph, store).resume("r", pausegraph.Resume(1))
+    assert type(info.value) is NondeterminismError
+    assert pausegraph.Runner(graph, store).state("r").failure.error_type == "NondeterminismError"
+
+
 @pytest.mark.parametrize("error", [ConflictError, CorruptCheckpointError], ids=lambda e: e.__name__)
 def test_store_errors_are_checkpoint_errors(error):
     assert issubclass(error, CheckpointError)
