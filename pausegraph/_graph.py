@@ -37,7 +37,7 @@ class Graph:
     """
 
     def __init__(self, name: str, channels: Mapping[str, AnyReducer]) -> None:
-        if not isinstance(name, str) or not name or name != storable(name):
+        if not _storable_id(name):
             msg = f"a graph needs a non-empty string name with no lone surrogate, got {name!r}"
             raise GraphError(msg)
         if not isinstance(channels, Mapping):
@@ -47,7 +47,7 @@ class Graph:
             )
             raise GraphError(msg)
         for channel, reducer in channels.items():
-            if not isinstance(channel, str) or not channel or channel != storable(channel):
+            if not _storable_id(channel):
                 msg = f"channel names are non-empty strings with no lone surrogate, got {channel!r}"
                 raise GraphError(msg)
             if not isinstance(reducer, _REDUCER_TYPES):
@@ -106,7 +106,7 @@ class Graph:
         if not isinstance(step_id, str) or not step_id:
             msg = f"a step id is a non-empty string, got {step_id!r}"
             raise GraphError(msg)
-        if step_id != storable(step_id):
+        if not _storable_id(step_id):
             msg = f"step id {step_id!r} holds a lone surrogate, which no store can keep"
             raise GraphError(msg)
         if step_id in self._steps:
@@ -225,6 +225,11 @@ class Graph:
                 name = getattr(when, "__name__", None) or type(when).__name__
                 lines.append(f"    {ids[src]} -->|{_mermaid_text(name)}| {ids[dst]}")
         return "\n".join(lines) + "\n"
+
+
+def _storable_id(value: object) -> bool:
+    """Whether ``value`` can name a graph, channel or step: non-empty text every store keeps."""
+    return isinstance(value, str) and bool(value) and value == storable(value)
 
 
 def layering(steps: Iterable[str], preds: Mapping[str, Iterable[str]]) -> list[list[str]]:

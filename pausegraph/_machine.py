@@ -61,6 +61,7 @@ from ._records import (
     Raised,
     Stage,
     Start,
+    fork_head,
     skipped_of,
 )
 from ._values import normalize, storable, thaw
@@ -434,7 +435,7 @@ def _without_what_followed(
             if type(e) is Asked:
                 dropped.add(e.id)
             elif type(e) is Forked:
-                head = f"{branch}.{position}-" if branch else f"{position}-"
+                head = fork_head(branch, position)
                 gone.extend(f"{head}{i}" for i in range(e.count))
             continue
         moved[n] = len(kept)

@@ -27,7 +27,7 @@ records into bytes.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple, NewType
 
 import attrs
@@ -322,26 +322,30 @@ def branch_pending(
     others, and the step caught it) left its branches closed, their
     interrupts asked no more.
     """
-    entries: dict[str, list[Entry]] = {}
+    last: dict[str, Entry] = {}
+    counts: dict[str, int] = {}
     for entry in journal:
-        entries.setdefault(entry.branch, []).append(entry)
+        last[entry.branch] = entry
+        counts[entry.branch] = counts.get(entry.branch, 0) + 1
     done = set(timeouts)
     return [
-        own[-1]
-        for path, own in entries.items()
-        if type(own[-1]) is Asked
-        and own[-1].id not in answers
-        and own[-1].id not in done
-        and _live(path, entries)
+        e
+        for path, e in last.items()
+        if type(e) is Asked and e.id not in answers and e.id not in done and _live(path, counts)
     ]
 
 
-def _live(path: str, entries: Mapping[str, Sequence[Entry]]) -> bool:
+def fork_head(branch: str, position: int) -> str:
+    """What the paths of the branches of an ``All`` start with (see ``Forked``)."""
+    return f"{branch}.{position}-" if branch else f"{position}-"
+
+
+def _live(path: str, counts: Mapping[str, int]) -> bool:
     """Whether branch ``path`` is live: each ancestor's last entry is the fork that made it."""
     while path:
         parent, _, fork = path.rpartition(".")
         position = int(fork.partition("-")[0])
-        if len(entries.get(parent, ())) != position + 1:
+        if counts.get(parent, 0) != position + 1:
             return False
         path = parent
     return True

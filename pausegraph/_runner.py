@@ -685,12 +685,12 @@ class Runner:
         run_id = latest.run_id
         held = self._held.peek(run_id)
         if held is not None:
-            under = held.checkpoint.seq
-            metas = (
-                self.checkpointer.list(self._workflow, run_id) if under == latest.seq - 1 else []
-            )
-            if len(metas) < under or metas[under - 1] != held.checkpoint.meta:
-                self._held.drop(run_id)  # another pause (a run deleted and started again)
+            seq = held.checkpoint.seq
+            if seq != latest.seq - 1 or (
+                self.checkpointer.list(self._workflow, run_id)[seq - 1 : seq]
+                != [held.checkpoint.meta]
+            ):
+                self._held.drop(run_id)
         return self._held.take(run_id)
 
     def _latest(self, run_id: str) -> Checkpoint:

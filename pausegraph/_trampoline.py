@@ -28,7 +28,7 @@ from types import GeneratorType
 from typing import Any
 
 from ._instructions import All, Effect, Interrupt, Sleep, _mark, consumed, same_effect
-from ._records import Asked, Entry, Forked, Raised, Returned
+from ._records import Asked, Entry, Forked, Raised, Returned, fork_head
 from ._values import (
     MAX_DEPTH,
     freeze,
@@ -456,7 +456,7 @@ class Trampoline:
         if not count:
             branch.send = ([], None)
             return
-        head = f"{branch.path}.{position}-" if branch.path else f"{position}-"
+        head = fork_head(branch.path, position)
         by_path = self.by_path
         children = []
         for i, gen in enumerate(gens):

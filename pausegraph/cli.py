@@ -1456,13 +1456,10 @@ def _cmd_tick(args: argparse.Namespace) -> int:
         failed += [(runner, r, e) for r, e in sorted(errors.items())]
     if args.json:
         objs = []
-        for _, runner, run_id, outcome in moved:
+        listed = [*((r, i, o) for _, r, i, o in moved), *((r, i, None) for r, i, _ in failed)]
+        for runner, run_id, outcome in listed:
             obj = render.run_object(runner.graph.name, run_id, runner.state(run_id))
             obj["reason"] = render.reason_of(outcome) if isinstance(outcome, Paused) else None
-            objs.append(obj)
-        for runner, run_id, _ in failed:
-            obj = render.run_object(runner.graph.name, run_id, runner.state(run_id))
-            obj["reason"] = None
             objs.append(obj)
         _print_json(objs)
     elif not moved and not failed:

@@ -15,6 +15,7 @@ dies, however it dies.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
@@ -22,7 +23,8 @@ import socket
 import time
 import weakref
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any
 
 import attrs
 import msgpack
@@ -222,6 +224,32 @@ def at_thread_end(local: object, callback: Callable[[], None]) -> None:
             callback()
 
     weakref.finalize(token, ended)
+
+
+def close_at_thread_end(
+    local: object,
+    owner: object,
+    lock: AbstractContextManager[Any],
+    connection: Any,
+    errors: type[BaseException],
+) -> None:
+    """When the calling thread ends, close its ``connection`` and drop it from ``owner``.
+
+    ``owner`` (a store handle, held weakly) keeps the ``(pid, connection)``
+    of every connection it opened in ``owner._open``, guarded by ``lock``;
+    closing ignores ``errors`` (the connection may be broken already).
+    """
+    ref = weakref.ref(owner)
+
+    def forget() -> None:
+        handle: Any = ref()
+        if handle is not None:
+            with lock:
+                handle._open = [(p, c) for p, c in handle._open if c is not connection]
+        with contextlib.suppress(errors):
+            connection.close()
+
+    at_thread_end(local, forget)
 
 
 def store_path(path: object, what: str) -> str:

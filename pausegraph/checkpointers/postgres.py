@@ -136,7 +136,7 @@ needed.
 
 **Threads and processes.** Each thread has its own data connection (in
 autocommit mode; nothing is left open while idle), closed when the thread
-ends (``at_thread_end``); a forked child opens
+ends (``close_at_thread_end``); a forked child opens
 its own connections and never touches (nor closes) its parent's, whose
 sessions belong to the parent, and never lets go of (nor saves under) its
 parent's holds, even when it leaves the parent's ``with`` by raising.
@@ -157,14 +157,12 @@ from __future__ import annotations
 
 import builtins
 import contextlib
-import functools
 import hashlib
 import os
 import re
 import select
 import threading
 import time
-import weakref
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, TypeVar
@@ -172,7 +170,7 @@ from typing import Any, TypeVar
 from .._values import pack, storable
 from ..errors import CheckpointError, ConflictError
 from ._checkpointer import StoreCheckpointer
-from ._lock import Holder, at_thread_end, held_message
+from ._lock import Holder, close_at_thread_end, held_message
 from ._log import refuse_seq
 from ._store import FrameInfo, RunSummary
 
@@ -646,16 +644,6 @@ def _taking(key: int, ids: tuple[bytes, bytes]) -> dict[str, Any]:
             "since": me.since_ms}  # fmt: skip
 
 
-def _forget(store: weakref.ref[PostgresStore], connection: psycopg.Connection[Any]) -> None:
-    """Close a connection whose thread ended, and forget it (see ``at_thread_end``)."""
-    handle = store()
-    if handle is not None:
-        with handle._mutex:
-            handle._open = [(p, c) for p, c in handle._open if c is not connection]
-    with contextlib.suppress(Exception):
-        connection.close()
-
-
 class _Local(threading.local):
     pid: int = -1
     connection: psycopg.Connection[Any] | None = None
@@ -698,22 +686,24 @@ class _LockSession:
         self.broken = False  # the connection failed (not a pooler): another may be opened
 
 
-def _let_all_go(session: _LockSession) -> None:
-    """Unlock every lock of the lock session before it is closed.
+def _unlock_quietly(session: _LockSession, key: int | None) -> None:
+    """Unlock the run's lock ``key`` (``None``: every lock) on the lock session, errors ignored.
 
-    Closing the socket ends the session, and its locks with it, only when
-    the server notices, a few milliseconds later: meanwhile another handle
-    would find the runs still held ("running"). An unlock answered first is
-    a release the caller can count on. Nothing is sent on a session of
-    another process, one that is broken or left mid-exchange.
+    A session that ended has let its locks go already; one left mid-exchange
+    cannot be asked, so it is ended instead (``broken``).
     """
     connection = session.connection
-    if session.pid != os.getpid() or session.broken or connection.closed:
-        return
+    if connection.closed:
+        return  # the session ended: the server let its locks go
     if connection.pgconn.pipeline_status != pq.PipelineStatus.OFF:
+        session.broken = True
+        connection.close()
         return
     with contextlib.suppress(psycopg.Error):
-        connection.execute("SELECT pg_advisory_unlock_all()")
+        if key is None:
+            connection.execute("SELECT pg_advisory_unlock_all()")
+        else:
+            connection.execute("SELECT pg_advisory_unlock(%s)", (key,))
 
 
 class PostgresStore:
@@ -765,7 +755,10 @@ class PostgresStore:
             session, self._session = self._session, None
             listener, self._listener = self._listener, None
         if session is not None:
-            _let_all_go(session)
+            # closing the socket ends the session, and its locks, only when the server
+            # notices, a moment later: another handle would find the runs still held
+            if session.pid == os.getpid() and not session.broken:
+                _unlock_quietly(session, None)
             connections.append((session.pid, session.connection))
         if listener is not None:
             connections.append(listener)
@@ -802,7 +795,7 @@ class PostgresStore:
         local.pid, local.connection, local.wire = os.getpid(), connection, _Wire(connection)
         with self._mutex:
             self._open.append((os.getpid(), connection))
-        at_thread_end(local, functools.partial(_forget, weakref.ref(self), connection))
+        close_at_thread_end(local, self, self._mutex, connection, Exception)
         return connection
 
     def _failed(self, exc: psycopg.Error) -> CheckpointError:
@@ -971,27 +964,15 @@ class PostgresStore:
                 session.broken = True
                 raise self._failed(exc) from exc
             except BaseException:  # the unlock may not have been sent: send it now
-                self._unlock_quietly(session, key)
+                _unlock_quietly(session, key)
                 raise
             if isinstance(released, psycopg.Error):  # cancelled, say: once more
-                self._unlock_quietly(session, key)
+                _unlock_quietly(session, key)
             else:
                 self._same_backend(session, released[0][-1])
         if isinstance(appended, psycopg.Error):  # nothing of it was saved
             raise self._failed(appended)
         return appended[0]
-
-    @staticmethod
-    def _unlock_quietly(session: _LockSession, key: int) -> None:
-        connection = session.connection
-        if connection.closed:
-            return  # the session ended: the server let its locks go
-        if connection.pgconn.pipeline_status != pq.PipelineStatus.OFF:
-            session.broken = True  # left mid-exchange: it cannot be asked; end it instead
-            connection.close()
-            return
-        with contextlib.suppress(psycopg.Error):
-            connection.execute("SELECT pg_advisory_unlock(%s)", (key,))
 
     def _retake(self, hold: _Hold) -> None:
         """Take again, for ``hold``, the lock of a run it let go with an append that ended a call.
@@ -1135,7 +1116,7 @@ class PostgresStore:
                 if got is not False:  # a Ctrl-C after the lock was taken: give it back
                     if hold is not None and self._holding.get(name) is hold:
                         del self._holding[name]
-                    self._unlock_quietly(session, key)
+                    _unlock_quietly(session, key)
                 raise
         mine = self._local.holds
         outer = mine.get(name)  # this thread's earlier hold of the run, let go early, if any
@@ -1186,7 +1167,7 @@ class PostgresStore:
             (got, _noted, _mode), rows = self._on_session(session, _TAKING, args, (_LISTING, args))
         except CheckpointError:
             # the lock outlives a failed statement: give it back if the session lives
-            self._unlock_quietly(session, args["key"])
+            _unlock_quietly(session, args["key"])
             raise
         if got:
             name = (_str(args["w"]), _str(args["r"]))

@@ -82,7 +82,7 @@ shared memory: the database must be on a local disk, not a network share.
 
 **Threads and processes.** Each thread has its own connection (a
 ``threading.local``), opened on first use and closed when the thread ends
-(``at_thread_end``); a forked child opens its own rather than share its
+(``close_at_thread_end``); a forked child opens its own rather than share its
 parent's. SQLite serialises the writers of all
 processes.
 
@@ -103,12 +103,10 @@ from __future__ import annotations
 
 import builtins
 import contextlib
-import functools
 import hashlib
 import os
 import sqlite3
 import threading
-import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -118,7 +116,7 @@ from typing import Any, NoReturn, TypeVar
 from .._values import pack
 from ..errors import CheckpointError, CorruptCheckpointError
 from ._checkpointer import StoreCheckpointer
-from ._lock import Holder, at_thread_end, file_holder, fsync_dir, hold_file, store_path
+from ._lock import Holder, close_at_thread_end, file_holder, fsync_dir, hold_file, store_path
 from ._log import refuse_seq
 from ._store import FrameInfo, RunSummary
 
@@ -278,16 +276,6 @@ class _Local(threading.local):
     connection: sqlite3.Connection | None = None
 
 
-def _forget(store: weakref.ref[SqliteStore], connection: sqlite3.Connection) -> None:
-    """Close a connection whose thread ended, and forget it (see ``at_thread_end``)."""
-    handle = store()
-    if handle is not None:
-        with handle._lock:
-            handle._open = [(p, c) for p, c in handle._open if c is not connection]
-    with contextlib.suppress(sqlite3.Error):
-        connection.close()
-
-
 class SqliteStore:
     """The SQLite store: every run in one database file (see the module documentation)."""
 
@@ -360,7 +348,7 @@ class SqliteStore:
         local.pid, local.connection = os.getpid(), connection
         with self._lock:
             self._open.append((os.getpid(), connection))
-        at_thread_end(local, functools.partial(_forget, weakref.ref(self), connection))
+        close_at_thread_end(local, self, self._lock, connection, sqlite3.Error)
         return connection
 
     def _guarded(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
