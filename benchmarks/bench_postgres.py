@@ -21,6 +21,7 @@ import contextlib
 import importlib
 import itertools
 import os
+import random
 import statistics
 import sys
 import time
@@ -171,8 +172,13 @@ def main(argv: list[str] | None = None) -> int:
                     job()
             trips = {name: round_trips(job) for name, job in work.items() if "cycle" in name}
             samples: dict[str, list[float]] = {name: [] for name in work}
+            # each round in a new order: a job run right after a heavy one pays for the
+            # caches it left cold, so a fixed order would tax whichever job follows it
+            shuffler = random.Random(12)
+            order = list(work.items())
             for _ in range(args.samples):
-                for name, job in work.items():
+                shuffler.shuffle(order)
+                for name, job in order:
                     started = time.perf_counter()
                     job()
                     samples[name].append(time.perf_counter() - started)

@@ -49,6 +49,22 @@ statements inserting the same seq, the second waits for the first and then
 inserts nothing, which is a ``ConflictError`` (a gap is a
 ``CheckpointError``); a failed append leaves nothing.
 
+**Appends sent without waiting.** While the handle holds the run's lock
+and no other, the appends of a call before the one that ends it go on the
+lock connection in pipeline mode, each with a Sync of its own, and
+``append`` returns once the statement is in the kernel's hands
+(``_send``): a kill -9 then loses nothing, the server commits it anyway.
+Their answers are read (``_read_unread``) by the next statement on the lock
+connection, by ``sync()``, and before any statement of the handle on
+another connection (``_caught_up``). A refused one becomes the hold's
+``failure``, raised by its next append, ``sync()`` or the end of its
+``with``. So that nothing after a refused append is saved, each one sent
+right after another of the same hold (``_Hold.chained``) is written only if
+that one was: every append leaves ``mark`` (the run's digest and its seq)
+or ``''`` in the session setting ``pausegraph.appended``, and the next
+checks it against ``after`` in its own statement. Without it, our seq N+1
+could follow a seq N another writer took under us: a fork.
+
 **Durability.** An append commits with ``synchronous_commit`` off for its
 own transaction (the session's setting stays ``on``; a connection whose
 default is ``off`` is set back to ``on`` when the store opens it): the
@@ -64,8 +80,9 @@ thread's flush still under way.
 The append of a checkpoint that ends a call (its summary's status is not
 ``"queued"``: the run is left paused, done, failed or cancelled, and the
 engine's ``sync()`` comes next) is the exception: it commits synchronously
-(``_APPEND_ENDING``), so it flushes the WAL up to itself, and its statement
-also says whether the backend holding the run's lock still holds it. The
+(``_APPEND_ENDING``), so it flushes the WAL up to itself, and says whether
+the backend holding the run's lock still holds it (in its statement, or,
+on the lock connection, by the answer of the unlock sent after it). The
 ``sync()`` that follows in the same thread, with nothing appended since and
 no other lock held in the process, then has nothing to ask: one round trip
 a call less, the flush riding on the append. Guessing "last" wrong costs
@@ -89,8 +106,12 @@ each other. The table is ``UNLOGGED`` (no WAL: its rows die with the
 server, as the locks do), and letting go leaves the row, which the next
 taker overwrites; ``delete`` removes it unless a live hold wrote it.
 
-Taking the lock, noting the holder, and listing the run's frames (which
-the engine asks for next) is one round trip; so is letting go, which also
+Taking the lock and listing the run's frames (which the engine asks for
+next) is one round trip; the note of the holder goes out in the same write
+and is answered later (``_exchange``'s ``after``), written only if the lock
+was taken (the setting ``pausegraph.taken`` carries the key from one
+statement to the other), so ``holder()`` waits up to ``_NOTE_WAIT_S`` for
+the note of a lock it finds. Letting go is one round trip, which also
 sends ``NOTIFY`` on the schema's channel when the hold left the run
 ``"queued"``, for ``wait_for_work``.
 
@@ -117,10 +138,11 @@ locks, which its drivers then see as lost.
 
 **Saves and the lock.** When the handle holds the run's lock, ``append``
 looks at the lock connection first: a session known to be gone, or one
-whose socket has something to read (a session the server ends says so
-before it closes), is asked, and a save on a lost lock fails with
-``CheckpointError`` before anything is written. A quiet socket costs no
-round trip. ``sync()``, which the engine calls before each effect, checks
+whose socket has something to read once the answers waiting there are
+read (a session the server ends says so before it closes), is asked, and
+a save on a lost lock fails with ``CheckpointError`` before anything is
+written (or, its goodbye still on the way, at the next ``sync()``). A quiet
+socket costs no round trip. ``sync()``, which the engine calls before each effect, checks
 in ``pg_locks`` each lock the calling thread holds, so a driver whose lock
 session dropped unheard calls no further effect (and the primary key keeps
 one writer per seq meanwhile). A hold (``_Hold``) belongs to the thread
