@@ -1336,9 +1336,8 @@ class PostgresStore:
         """
         if session is self._session and not session.connection.closed:
             quiet = self._quiet(session)
-            if not quiet and session.wire.unread:
-                self._settle_session(session)
-                quiet = self._quiet(session)
+            if not quiet and session.wire.unread:  # answers, most likely: taken in, unread
+                quiet = self._took_in(session)
             if quiet:
                 return
             with self._mutex, contextlib.suppress(CheckpointError):
@@ -1350,6 +1349,21 @@ class PostgresStore:
             f"{_POOLING}); nothing was saved. Another driver may have taken the run over"
         )
         raise CheckpointError(msg)
+
+    def _took_in(self, session: _LockSession) -> bool:
+        """Take in what the lock connection received, without waiting; ``True`` if it lives.
+
+        The answers of appends sent without waiting stay in libpq's buffer,
+        to be read in order later; a session the server ended shows here as
+        a connection that fails or closes.
+        """
+        connection = session.connection
+        with self._mutex, connection.lock:
+            try:
+                connection.pgconn.consume_input()
+            except psycopg.Error:
+                return False
+            return connection.pgconn.status == pq.ConnStatus.OK
 
     @staticmethod
     def _quiet(session: _LockSession) -> bool:
