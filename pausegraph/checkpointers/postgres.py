@@ -138,11 +138,12 @@ locks, which its drivers then see as lost.
 
 **Saves and the lock.** When the handle holds the run's lock, ``append``
 looks at the lock connection first: a session known to be gone, or one
-whose socket has something to read once the answers waiting there are
-read (a session the server ends says so before it closes), is asked, and
-a save on a lost lock fails with ``CheckpointError`` before anything is
-written (or, its goodbye still on the way, at the next ``sync()``). A quiet
-socket costs no round trip. ``sync()``, which the engine calls before each effect, checks
+whose socket has something to read (a session the server ends says so
+before it closes), is asked, and a save on a lost lock fails with
+``CheckpointError`` before anything is written (or, its goodbye still on
+the way, at the next ``sync()``). With answers due, what came is taken in
+without waiting (``_took_in``), and a connection that fails doing so is a
+session gone. A quiet socket costs no round trip. ``sync()``, which the engine calls before each effect, checks
 in ``pg_locks`` each lock the calling thread holds, so a driver whose lock
 session dropped unheard calls no further effect (and the primary key keeps
 one writer per seq meanwhile). A hold (``_Hold``) belongs to the thread
