@@ -19,6 +19,8 @@ import signal
 import subprocess
 import sys
 import threading
+import time
+from typing import Any
 
 import psycopg
 import pytest
@@ -39,6 +41,14 @@ def _info(seq: int) -> FrameInfo:
 
 def _summary(seq: int, status: str = "queued") -> RunSummary:
     return RunSummary("wf", "r", seq, status, seq, None, b"")
+
+
+def _until_let_go(store: Any, within_s: float = 30.0) -> None:
+    """Wait until nobody holds run ``r`` of ``wf`` (a killed holder's session has ended)."""
+    end = time.monotonic() + within_s
+    while store.holder("wf", "r") is not None:
+        assert time.monotonic() < end, "the killed process's session still holds the run"
+        time.sleep(0.02)
 
 
 def _seqs(schema: PostgresSchema) -> list[int]:
@@ -107,11 +117,12 @@ def test_appends_sent_after_a_refused_one_never_follow_another_writers_checkpoin
     store, other = postgres.checkpointer().store, postgres.checkpointer().store
     other.append(_info(1), b"theirs", _summary(1))
     with store.lock("wf", "r"):
-        for seq in (1, 2, 3):  # each sent before the answer to the one before is read
-            store.append(_info(seq), b"mine", _summary(seq))
+        store.append(_info(1), b"mine", _summary(1))  # refused, unanswered yet
         with pytest.raises(ConflictError, match="already has checkpoint 1"):
-            store.sync()
-    assert _seqs(postgres) == [1]
+            store.append(_info(2), b"mine", _summary(2))  # reads the refusal first
+        with pytest.raises(ConflictError, match="not the one this writer saved"):
+            store.append(_info(2), b"mine", _summary(2, status="paused"))  # said once: then
+    assert _seqs(postgres) == [1]  # the server's own check refuses it
     assert other.runs()[0].seq == 1
 
 
@@ -198,9 +209,44 @@ def test_a_process_killed_after_append_returned_loses_none_of_it(
                 stream.close()
     assert child.returncode == -signal.SIGKILL
     store = postgres.checkpointer().store
-    with store.lock("wf", "r"):  # once the server has ended the killed session
+    _until_let_go(store)  # the server ends the killed session
+    with store.lock("wf", "r"):
         assert [f.seq for f in store.frames("wf", "r")] == [1, 2, 3]
     assert store.runs()[0].seq == 3
+
+
+_KILLED_WITH_AN_ANSWER_DUE = """
+import os, signal, sys
+from pausegraph import PostgresCheckpointer
+from pausegraph.checkpointers import FrameInfo, RunSummary
+
+store = PostgresCheckpointer(sys.argv[1]).store
+with store.lock("wf", "r"):
+    for seq in (1, 2):  # 3 MB each, back to back: the first one's answer comes meanwhile
+        store.append(FrameInfo(seq, seq - 1, "l", seq, True, 1), bytes([seq]) * 3_000_000,
+                     RunSummary("wf", "r", seq, "queued", seq, None, b""))
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_process_killed_with_an_answer_unread_loses_no_append_it_returned_from(
+    postgres: PostgresSchema,
+) -> None:
+    """A socket closed with an answer unread is reset: the server drops what it had not read.
+
+    Before one exchange at most was in flight on the lock connection, the
+    second append was lost in every try of this test.
+    """
+    for attempt in range(3):
+        child = subprocess.run(
+            [sys.executable, "-c", _KILLED_WITH_AN_ANSWER_DUE, postgres.url], check=False
+        )
+        assert child.returncode == -signal.SIGKILL
+        store = postgres.checkpointer().store
+        _until_let_go(store)  # the server reads what was sent, then ends the session
+        with store.lock("wf", "r"):
+            assert [f.seq for f in store.frames("wf", "r")] == [1, 2], attempt
+        store.delete("wf", "r")
 
 
 def test_another_handle_finds_the_holder_named_as_soon_as_the_lock_is_taken(

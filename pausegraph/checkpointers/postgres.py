@@ -53,17 +53,20 @@ inserts nothing, which is a ``ConflictError`` (a gap is a
 and no other, the appends of a call before the one that ends it go on the
 lock connection in pipeline mode, each with a Sync of its own, and
 ``append`` returns once the statement is in the kernel's hands
-(``_send``): a kill -9 then loses nothing, the server commits it anyway.
-Their answers are read (``_read_unread``) by the next statement on the lock
-connection, by ``sync()``, and before any statement of the handle on
-another connection (``_caught_up``). A refused one becomes the hold's
-``failure``, raised by its next append, ``sync()`` or the end of its
-``with``. So that nothing after a refused append is saved, each one sent
-right after another of the same hold (``_Hold.chained``) is written only if
-that one was: every append leaves ``mark`` (the run's digest and its seq)
-or ``''`` in the session setting ``pausegraph.appended``, and the next
-checks it against ``after`` in its own statement. Without it, our seq N+1
-could follow a seq N another writer took under us: a fork.
+(``_send``), and the server commits it even if the process is killed then:
+the connection sends nothing new while an answer is due (one exchange in
+flight, see ``_read_unread``), since a socket closed with an answer unread
+is reset, and the server drops what it had not read. The answers are read
+by the next statement on the lock connection, by ``sync()``, and before any
+statement of the handle on another connection (``_caught_up``). A refused
+one becomes the hold's ``failure``, raised by its next append, ``sync()``
+or the end of its ``with``. So that nothing after a refused append is
+saved, each one sent right after another of the same hold
+(``_Hold.chained``) is written only if that one was: every append leaves
+``mark`` (its hold's random token and its seq) or ``''`` in the session
+setting ``pausegraph.appended``, and the next checks it against ``after``
+in its own statement. Without it, our seq N+1 could follow a seq N another
+writer took under us: a fork.
 
 **Durability.** An append commits with ``synchronous_commit`` off for its
 own transaction (the session's setting stays ``on``; a connection whose
@@ -143,12 +146,13 @@ before it closes), is asked, and a save on a lost lock fails with
 ``CheckpointError`` before anything is written (or, its goodbye still on
 the way, at the next ``sync()``). With answers due, what came is taken in
 without waiting (``_took_in``), and a connection that fails doing so is a
-session gone. A quiet socket costs no round trip. ``sync()``, which the engine calls before each effect, checks
-in ``pg_locks`` each lock the calling thread holds, so a driver whose lock
-session dropped unheard calls no further effect (and the primary key keeps
-one writer per seq meanwhile). A hold (``_Hold``) belongs to the thread
-whose ``with`` took it: another thread's lost lock is that thread's to
-hear of, and a save belongs to its own thread's hold.
+session gone. A quiet socket costs no round trip. ``sync()``, which the
+engine calls before each effect, checks in ``pg_locks`` each lock the
+calling thread holds, so a driver whose lock session dropped unheard calls
+no further effect (and the primary key keeps one writer per seq
+meanwhile). A hold (``_Hold``) belongs to the thread whose ``with`` took
+it: another thread's lost lock is that thread's to hear of, and a save
+belongs to its own thread's hold.
 
 **Poolers.** A transaction-pooling proxy (PgBouncer in transaction mode)
 hands each transaction to any server session, so a session lock is taken
@@ -323,7 +327,7 @@ _CHECK = "SELECT " + _STILL_HELD
 # With ``after`` (an append sent on the lock connection right after another of the
 # same hold, whose answer is not read yet), also only if that one was saved: each
 # append leaves in a setting of the session the mark of what it saved (``mark``:
-# the run's digest and the seq) or '' (see Appends sent without waiting)
+# its hold's token and the seq) or '' (see Appends sent without waiting)
 _APPEND = (
     "WITH last AS (SELECT coalesce(max(seq), 0) AS n, %(after)s::text IS NULL "
     "OR current_setting('pausegraph.appended', true) = %(after)s::text AS chained "
@@ -506,8 +510,8 @@ def _exchange(
     one before failed; and each statement's outcome is returned, its rows or
     the ``psycopg.Error`` it ended with (not raised).
 
-    Statements sent earlier without waiting (``_send``) run first, and
-    their answers are read, to their callbacks, before these. ``after``
+    The answers of statements sent earlier without waiting (``_send``) are
+    read, to their callbacks, before these are sent. ``after``
     (pipeline mode only), a statement, its arguments and a callback, goes
     out with these, with a Sync of its own, and is left unread as if sent
     by ``_send`` right after them, without waking the server again.
@@ -555,6 +559,7 @@ def _pipelined(
     each: bool,
     after: tuple[_Statement, dict[str, Any], Callable[[Any], None]] | None,
 ) -> builtins.list[Any]:
+    _read_unread(wire)  # one exchange in flight at a time (see _read_unread)
     preparing = []
     for statement, _ in calls:  # first every PREPARE, whose answers come first
         if statement.name not in wire.prepared and statement.name not in preparing:
@@ -577,7 +582,6 @@ def _pipelined(
         pgconn.send_query_prepared(statement.name, *_params(statement, args), 1)
         pgconn.pipeline_sync()
         later = (preparing_later, then)
-    _read_unread(wire)  # the answers of statements sent earlier come first
     syncs = len(calls) if each else 1
     try:
         results = _answers(wire.connection, pgconn, len(preparing) + len(calls), syncs=syncs)
@@ -611,6 +615,7 @@ def _send(
     connection = wire.connection
     with connection.lock:
         pgconn = connection.pgconn
+        _read_unread(wire)  # one exchange in flight at a time (see _read_unread)
         try:
             if pgconn.pipeline_status == pq.PipelineStatus.OFF:
                 pgconn.enter_pipeline_mode()
@@ -655,6 +660,13 @@ def _read_unread(wire: _Wire) -> None:
     Call it with the connection's lock held. A connection that breaks, or a
     read interrupted, closes it; the callbacks left get the error, which is
     raised.
+
+    Every send reads what is unread first, so that one exchange at most is
+    in flight: a process killed while an answer waits unread in its socket
+    has its socket reset, not closed, and the server then drops whatever it
+    had not read yet. With one exchange in flight, an answer waiting means
+    the server read (and committed) all that was sent; with none waiting,
+    the socket is closed in order and the server reads the rest.
     """
     connection = wire.connection
     pgconn = connection.pgconn
@@ -859,7 +871,7 @@ class _Hold:
     later append of the same thread takes the lock again first.
     """
 
-    __slots__ = ("chained", "ended", "failure", "key", "name", "session")
+    __slots__ = ("chained", "ended", "failure", "key", "name", "session", "token")
 
     def __init__(self, name: tuple[str, str], key: int, session: _LockSession) -> None:
         self.name, self.key, self.session = name, key, session
@@ -867,6 +879,9 @@ class _Hold:
         # the seq of this hold's last append sent without waiting (None: none since the
         # lock was taken): the next append on the lock connection is saved only after it
         self.chained: int | None = None
+        # what this hold's marks begin with (see Appends sent without waiting): a mark
+        # another hold left in the session never passes for one of this hold's
+        self.token = os.urandom(8).hex()
         # the first failure of an append of this hold sent without waiting (see Appends
         # sent without waiting): raised by the hold's next append, sync() or its exit
         self.failure: CheckpointError | None = None
@@ -1116,7 +1131,7 @@ class PostgresStore:
         if own is not None:
             self._raise_failure(own)
         digests = _digests(*ids)
-        mark = digests["rd"].hex() + ":"
+        mark = f"{own.token}:" if own is not None else ""
         chained = own is not None and own.chained == info.seq - 1
         args = {
             "w": ids[0], "r": ids[1], **digests, "seq": info.seq, "step": info.super_step,
@@ -1203,6 +1218,9 @@ class PostgresStore:
                 hold.failure = failure
 
         with self._mutex:
+            if session.wire.unread:  # the answer due first: a refusal stops this one here
+                self._settle_session(session)
+                self._raise_failure(hold)
             try:
                 _send(session.wire, _APPENDING, args, answered)
             except psycopg.Error as exc:  # the connection broke: its locks went with it
@@ -1266,11 +1284,15 @@ class PostgresStore:
         still held: the unlock's answer (it is true only if this session
         held the lock, and the append ran on this session before it), or
         ``None`` if the unlock failed (unknown). The appends sent before it
-        without waiting are answered first: one of them that failed is
-        raised (this append then found a gap and saved nothing).
+        without waiting are answered first: one of them that was refused is
+        raised, and this one is not sent (the hold goes on: its ``with``
+        lets the run go).
         """
         key, session = hold.key, hold.session
         args.update(kc=None, ko=None, kp=None)  # the unlock's answer tells (see above)
+        if session.wire.unread:  # the answer due first: a refusal stops this append here
+            self._settle_session(session)
+            self._raise_failure(hold)
         with self._mutex:
             # out of the holds before the unlock is sent, as ``_release`` does: another
             # thread's sync() checking the locks meanwhile takes it for let go, not lost
