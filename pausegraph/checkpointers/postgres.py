@@ -325,9 +325,10 @@ _CHECK = "SELECT " + _STILL_HELD
 # transaction took meanwhile is skipped by ON CONFLICT after waiting for it; the
 # summary is written only with the frame. The commit does not wait for the disk.
 # With ``after`` (an append sent on the lock connection right after another of the
-# same hold, whose answer is not read yet), also only if that one was saved: each
+# same hold that was sent without waiting), also only if that one was saved: each
 # append leaves in a setting of the session the mark of what it saved (``mark``:
-# its hold's token and the seq) or '' (see Appends sent without waiting)
+# its hold's token and the seq) or ''. The client reads that one's answer first and
+# stops on a refusal; this is the server's own guard (see Appends sent without waiting)
 _APPEND = (
     "WITH last AS (SELECT coalesce(max(seq), 0) AS n, %(after)s::text IS NULL "
     "OR current_setting('pausegraph.appended', true) = %(after)s::text AS chained "
@@ -1192,10 +1193,10 @@ class PostgresStore:
         The call's appends before the one that ends it go this way: the
         step code of the next layer runs while the server commits, and the
         answers are read with the next statement on the lock connection.
-        One that failed (a seq taken, a gap, the server's error) becomes
-        ``hold.failure``; every later append of the run then fails too (the
-        seq chain), and the failure is raised by the hold's next append,
-        ``sync()`` or the end of its ``with``.
+        The answer due before it is read first (one exchange in flight, see
+        ``_read_unread``). One that failed (a seq taken, a gap, the server's
+        error) becomes ``hold.failure``, raised by the hold's next append
+        (before it is sent), ``sync()`` or the end of its ``with``.
         """
         session = hold.session
 
@@ -1355,7 +1356,8 @@ class PostgresStore:
         the server ended sends its goodbye (or a closed socket) to the client,
         and only then is the session asked. ``sync()`` checks with the server.
         Answers to appends sent without waiting make the socket readable too:
-        they are read first (their failures go to their holds).
+        with answers due, what came is taken in (``_took_in``), to be read in
+        order later, and only a connection that fails doing so is a loss.
         """
         if session is self._session and not session.connection.closed:
             quiet = self._quiet(session)
