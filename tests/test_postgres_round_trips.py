@@ -75,27 +75,12 @@ class Statements:
             self.sent += ["pipeline: " + "; ".join(sql)] if piped else sql
             return exchange(wire, calls, **how)
 
-        send = postgres_module._send
-
-        def sent_alone(wire: Any, statement: Any, args: Any, then: Any) -> Any:
-            # sent without waiting for its answer: not a round trip of its own
-            self.unanswered.append(statement.sql.decode())
-            return send(wire, statement, args, then)
-
-        self.unanswered: list[str] = []
-        monkeypatch.setattr(postgres_module, "_send", sent_alone)
         monkeypatch.setattr(psycopg.Connection, "execute", counted)
         monkeypatch.setattr(psycopg.Connection, "pipeline", piped)
         monkeypatch.setattr(postgres_module, "_exchange", exchanged)
 
     def take(self) -> list[str]:
-        """The round trips since the last call."""
         sent, self.sent = self.sent, []
-        return sent
-
-    def take_unanswered(self) -> list[str]:
-        """The statements sent without waiting for their answers since the last call."""
-        sent, self.unanswered = self.unanswered, []
         return sent
 
 
@@ -115,11 +100,10 @@ def test_a_held_save_is_one_statement_and_sync_lock_and_release_one_each(
         assert len(statements.take()) == 1  # take the lock, note the holder, list the frames
         assert store.frames("wf", "r") == []  # as listed with the lock
         assert statements.take() == []
-        for seq in (1, 2, 3):  # sent on the lock connection, answers read later
+        for seq in (1, 2, 3):
             store.append(_info(seq), b"x", _summary(seq))
-            assert statements.take() == []
-            assert len(statements.take_unanswered()) == 1
-        store.sync()  # the appends' answers read; flush and check the lock
+            assert len(statements.take()) == 1
+        store.sync()  # flush and check the lock
         assert len(statements.take()) == 1
         store.sync()  # nothing to flush: the lock check alone
         assert len(statements.take()) == 1
@@ -313,16 +297,10 @@ def test_a_save_after_the_lock_session_ended_fails_without_asking_pg_locks(
         assert session is not None
         postgres.terminate(session.backend_pid)
         statements.take()
-
-        # the ended session's goodbye waits on its socket (the save asks that session), or
-        # is still on its way (the append, sent without waiting, finds it; sync() says so)
-        def save_and_sync() -> None:
-            store.append(_info(2), b"2", _summary(2))
-            store.sync()
-
+        # the ended session's goodbye waits on its socket: the save asks that session
         with pytest.raises(CheckpointError, match=r"^run 'r' of workflow 'wf': this process lost"):
-            save_and_sync()
-        assert statements.take() in (["SELECT pg_backend_pid()"], [])
+            store.append(_info(2), b"2", _summary(2))
+        assert statements.take() == ["SELECT pg_backend_pid()"]
         with pytest.raises(CheckpointError, match=r"lost its live lock"):  # known now: no asking
             store.append(_info(2), b"2", _summary(2))
         assert statements.take() == []
@@ -401,8 +379,7 @@ def test_a_save_after_the_run_was_let_go_takes_the_lock_again_or_is_refused(
         store.append(_info(1), b"1", _summary(1, status="paused"))  # let go
         statements.take()
         store.append(_info(2), b"2", _summary(2))  # the hold goes on: the lock again first
-        assert len(statements.take()) == 1  # take the lock (with its listing)
-        assert len(statements.take_unanswered()) == 1  # the append, sent after it
+        assert len(statements.take()) == 2  # take the lock (with its listing), the append
         assert store.holder("wf", "r") is not None
         with pytest.raises(ConflictError):
             other.lock("wf", "r").__enter__()
@@ -589,7 +566,6 @@ def test_the_run_is_let_go_even_when_the_append_that_ends_the_call_is_refused(
     store, other = postgres.checkpointer().store, postgres.checkpointer().store
     with store.lock("wf", "r"):
         store.append(_info(1), b"1", _summary(1))
-        store.sync()  # its answer read: on the server before the other writer comes
         other.append(_info(2), b"x", _summary(2))  # a writer without the lock took seq 2
         with pytest.raises(ConflictError):
             store.append(_info(2), b"2", _summary(2, status="paused"))
@@ -659,7 +635,6 @@ def test_an_ending_append_that_finds_its_lock_gone_leaves_its_sync_to_fail(
     with store.lock("wf", "r"):
         hold = store._holding[("wf", "r")]
         key, session = hold.key, hold.session
-        postgres_module._settle(session.wire)  # the holder's note, sent with the lock
         session.connection.execute("SELECT pg_advisory_unlock(%s)", (key,))  # the lock, gone
         store.append(_info(1), b"1", _summary(1, status="paused"))  # saved: the seq decides
         with pytest.raises(CheckpointError, match="'r' of workflow 'wf': this process lost"):
@@ -668,21 +643,18 @@ def test_an_ending_append_that_finds_its_lock_gone_leaves_its_sync_to_fail(
     assert [f.seq for f in store.frames("wf", "r")] == [1]
 
 
-def test_a_runner_cycle_takes_four_round_trips(
+def test_a_runner_cycle_takes_six_round_trips(
     postgres: PostgresSchema, statements: Statements
 ) -> None:
     runner = Runner(_graph(), postgres.checkpointer())
     runner.run("warm")
     runner.resume("warm", Resume(True))
     statements.take()
-    statements.take_unanswered()
-    runner.run("r1")  # the lock and the frames; the pause (flushed, the input's answer read
-    assert len(statements.take()) == 2  # before it) and the release
-    assert len(statements.take_unanswered()) == 1  # the input's checkpoint
-    runner.resume("r1", Resume(True))  # the lock and the frames; the end and the release
+    runner.run("r1")  # the lock and the frames, input, the pause (flushed) and the release
+    assert len(statements.take()) == 3
+    runner.resume("r1", Resume(True))  # the lock and the frames, the claim, the end and release
     sent = statements.take()
-    assert len(sent) == 2, sent
-    assert len(statements.take_unanswered()) == 1  # the claim
+    assert len(sent) == 3, sent
     assert runner.state("r1").values["shipped"] is True
 
 

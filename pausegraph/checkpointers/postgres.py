@@ -49,25 +49,6 @@ statements inserting the same seq, the second waits for the first and then
 inserts nothing, which is a ``ConflictError`` (a gap is a
 ``CheckpointError``); a failed append leaves nothing.
 
-**Appends sent without waiting.** While the handle holds the run's lock
-and no other, the appends of a call before the one that ends it go on the
-lock connection in pipeline mode, each with a Sync of its own, and
-``append`` returns once the statement is in the kernel's hands
-(``_send``), and the server commits it even if the process is killed then:
-the connection sends nothing new while an answer is due (one exchange in
-flight, see ``_read_unread``), since a socket closed with an answer unread
-is reset, and the server drops what it had not read. The answers are read
-by the next statement on the lock connection, by ``sync()``, and before any
-statement of the handle on another connection (``_caught_up``). A refused
-one becomes the hold's ``failure``, raised by its next append, ``sync()``
-or the end of its ``with``. So that nothing after a refused append is
-saved, each one sent right after another of the same hold
-(``_Hold.chained``) is written only if that one was: every append leaves
-``mark`` (its hold's random token and its seq) or ``''`` in the session
-setting ``pausegraph.appended``, and the next checks it against ``after``
-in its own statement. Without it, our seq N+1 could follow a seq N another
-writer took under us: a fork.
-
 **Durability.** An append commits with ``synchronous_commit`` off for its
 own transaction (the session's setting stays ``on``; a connection whose
 default is ``off`` is set back to ``on`` when the store opens it): the
@@ -84,8 +65,9 @@ The append of a checkpoint that ends a call (its summary's status is not
 ``"queued"``: the run is left paused, done, failed or cancelled, and the
 engine's ``sync()`` comes next) is the exception: it commits synchronously
 (``_APPEND_ENDING``), so it flushes the WAL up to itself, and says whether
-the backend holding the run's lock still holds it (in its statement, or,
-on the lock connection, by the answer of the unlock sent after it). The
+the backend holding the run's lock still holds it (its statement asks
+``pg_locks``; on the lock connection, the answer of the unlock sent after
+it tells instead). The
 ``sync()`` that follows in the same thread, with nothing appended since and
 no other lock held in the process, then has nothing to ask: one round trip
 a call less, the flush riding on the append. Guessing "last" wrong costs
@@ -109,12 +91,8 @@ each other. The table is ``UNLOGGED`` (no WAL: its rows die with the
 server, as the locks do), and letting go leaves the row, which the next
 taker overwrites; ``delete`` removes it unless a live hold wrote it.
 
-Taking the lock and listing the run's frames (which the engine asks for
-next) is one round trip; the note of the holder goes out in the same write
-and is answered later (``_exchange``'s ``after``), written only if the lock
-was taken (the setting ``pausegraph.taken`` carries the key from one
-statement to the other), so ``holder()`` waits up to ``_NOTE_WAIT_S`` for
-the note of a lock it finds. Letting go is one round trip, which also
+Taking the lock, noting the holder, and listing the run's frames (which
+the engine asks for next) is one round trip; so is letting go, which also
 sends ``NOTIFY`` on the schema's channel when the hold left the run
 ``"queued"``, for ``wait_for_work``.
 
@@ -143,16 +121,13 @@ locks, which its drivers then see as lost.
 looks at the lock connection first: a session known to be gone, or one
 whose socket has something to read (a session the server ends says so
 before it closes), is asked, and a save on a lost lock fails with
-``CheckpointError`` before anything is written (or, its goodbye still on
-the way, at the next ``sync()``). With answers due, what came is taken in
-without waiting (``_took_in``), and a connection that fails doing so is a
-session gone. A quiet socket costs no round trip. ``sync()``, which the
-engine calls before each effect, checks in ``pg_locks`` each lock the
-calling thread holds, so a driver whose lock session dropped unheard calls
-no further effect (and the primary key keeps one writer per seq
-meanwhile). A hold (``_Hold``) belongs to the thread whose ``with`` took
-it: another thread's lost lock is that thread's to hear of, and a save
-belongs to its own thread's hold.
+``CheckpointError`` before anything is written. A quiet socket costs no
+round trip. ``sync()``, which the engine calls before each effect, checks
+in ``pg_locks`` each lock the calling thread holds, so a driver whose lock
+session dropped unheard calls no further effect (and the primary key keeps
+one writer per seq meanwhile). A hold (``_Hold``) belongs to the thread
+whose ``with`` took it: another thread's lost lock is that thread's to
+hear of, and a save belongs to its own thread's hold.
 
 **Poolers.** A transaction-pooling proxy (PgBouncer in transaction mode)
 hands each transaction to any server session, so a session lock is taken
@@ -324,27 +299,19 @@ _CHECK = "SELECT " + _STILL_HELD
 # happens only if the run's last seq is the one before (``last``), and a seq another
 # transaction took meanwhile is skipped by ON CONFLICT after waiting for it; the
 # summary is written only with the frame. The commit does not wait for the disk.
-# With ``after`` (an append sent on the lock connection right after another of the
-# same hold that was sent without waiting), also only if that one was saved: each
-# append leaves in a setting of the session the mark of what it saved (``mark``:
-# its hold's token and the seq) or ''. The client reads that one's answer first and
-# stops on a refusal; this is the server's own guard (see Appends sent without waiting)
 _APPEND = (
-    "WITH last AS (SELECT coalesce(max(seq), 0) AS n, %(after)s::text IS NULL "
-    "OR current_setting('pausegraph.appended', true) = %(after)s::text AS chained "
-    "FROM pausegraph_frames WHERE run_digest = %(rd)s::bytea), "
+    "WITH last AS (SELECT coalesce(max(seq), 0) AS n FROM pausegraph_frames "
+    "WHERE run_digest = %(rd)s::bytea), "
     "added AS (INSERT INTO pausegraph_frames SELECT %(rd)s::bytea, %(seq)s::integer, "
     "%(step)s::integer, %(label)s, %(t)s::bigint, %(snap)s::boolean, %(frame)s FROM last "
-    "WHERE last.n = %(seq)s::integer - 1 AND last.chained ON CONFLICT DO NOTHING RETURNING 1), "
+    "WHERE last.n = %(seq)s::integer - 1 ON CONFLICT DO NOTHING RETURNING 1), "
     "summed AS (INSERT INTO pausegraph_runs SELECT %(rd)s::bytea, %(wd)s::bytea, "
     "%(w)s, %(r)s, %(sseq)s::integer, "
     "%(status)s::text, %(updated)s::bigint, %(deadline)s::bigint, %(data)s FROM added "
     "ON CONFLICT (run_digest) DO UPDATE SET seq = EXCLUDED.seq, "
     "status = EXCLUDED.status, updated_ms = EXCLUDED.updated_ms, "
     "deadline_ms = EXCLUDED.deadline_ms, data = EXCLUDED.data RETURNING 1) "
-    "SELECT (SELECT n FROM last), (SELECT count(*) FROM added), (SELECT chained FROM last), "
-    "set_config('pausegraph.appended', CASE WHEN (SELECT count(*) FROM added) > 0 "
-    "THEN %(mark)s::text ELSE '' END, false), "
+    "SELECT (SELECT n FROM last), (SELECT count(*) FROM added), (SELECT count(*) FROM summed), "
     "set_config('synchronous_commit', 'off', true)"
 )
 
@@ -377,23 +344,6 @@ _TAKE = (
     "set_config('synchronous_commit', 'off', true), pg_backend_pid()"
 )
 
-# in pipeline mode, the same in two: the lock alone (and the frame list) in the round
-# trip, then the note, sent with them but answered later; the lock's outcome goes from
-# one to the other in a setting of the session, the key of the lock taken or '' (the note
-# is written only if that lock was taken, by the statement before it)
-_TRY = (
-    "SELECT set_config('pausegraph.taken', CASE WHEN pg_try_advisory_lock(%(key)s) "
-    "THEN %(key)s::text ELSE '' END, false) <> '', pg_backend_pid()"
-)
-_NOTE = (
-    f"WITH noted AS (INSERT INTO pausegraph_holders SELECT {_NAMED_RUN}, %(w)s, %(r)s, "
-    "pg_backend_pid(), %(pid)s::integer, %(host)s::text, %(since)s::bigint "
-    "WHERE current_setting('pausegraph.taken') = %(key)s::text "
-    "ON CONFLICT (run_digest) DO UPDATE SET backend_pid = EXCLUDED.backend_pid, "
-    "pid = EXCLUDED.pid, host = EXCLUDED.host, since_ms = EXCLUDED.since_ms RETURNING 1) "
-    "SELECT (SELECT count(*) FROM noted), set_config('synchronous_commit', 'off', true)"
-)
-
 # letting it go; with %(channel)s, telling the workers listening that work is queued
 _RELEASE = "SELECT pg_advisory_unlock(%(key)s), pg_backend_pid()"
 _RELEASE_AND_NOTIFY = _RELEASE.replace(
@@ -416,7 +366,7 @@ _TYPES = {
     **dict.fromkeys(("seq", "step", "sseq", "pid", "kp"), _OIDS["int4"]),
     **dict.fromkeys(("t", "updated", "deadline", "key", "since", "kc", "ko"), _OIDS["int8"]),
     "snap": _OIDS["bool"],
-    **dict.fromkeys(("status", "host", "channel", "after", "mark"), _OIDS["text"]),
+    **dict.fromkeys(("status", "host", "channel"), _OIDS["text"]),
 }
 
 
@@ -473,29 +423,17 @@ def _value(data: bytes | None, oid: int) -> object:
 
 
 class _Wire:
-    """What the hot statements need of one connection.
+    """What the hot statements need of one connection: it, and the statements it prepared."""
 
-    The connection, the statements it prepared, and the statements sent on
-    it without waiting for their answers (``_send``), in order: each one's
-    name if its ``PREPARE`` went with it, and the callback its outcome goes
-    to. While any is unread the connection stays in pipeline mode, and it is
-    read (``_read_unread``) before anything else is.
-    """
-
-    __slots__ = ("connection", "prepared", "unread")
+    __slots__ = ("connection", "prepared")
 
     def __init__(self, connection: psycopg.Connection[Any]) -> None:
         self.connection = connection
         self.prepared: set[bytes] = set()
-        self.unread: builtins.list[tuple[bytes | None, Callable[[Any], None]]] = []
 
 
 def _exchange(
-    wire: _Wire,
-    calls: builtins.list[tuple[_Statement, dict[str, Any]]],
-    *,
-    each: bool = False,
-    after: tuple[_Statement, dict[str, Any], Callable[[Any], None]] | None = None,
+    wire: _Wire, calls: builtins.list[tuple[_Statement, dict[str, Any]]], *, each: bool = False
 ) -> builtins.list[builtins.list[tuple[Any, ...]]]:
     """Send ``calls`` (statement, arguments) in one round trip; each one's rows.
 
@@ -510,25 +448,21 @@ def _exchange(
     transaction, committed before the next one runs, which runs even if the
     one before failed; and each statement's outcome is returned, its rows or
     the ``psycopg.Error`` it ended with (not raised).
-
-    The answers of statements sent earlier without waiting (``_send``) are
-    read, to their callbacks, before these are sent. ``after``
-    (pipeline mode only), a statement, its arguments and a callback, goes
-    out with these, with a Sync of its own, and is left unread as if sent
-    by ``_send`` right after them, without waking the server again.
     """
     connection = wire.connection
     with connection.lock:
         pgconn = connection.pgconn
         if _PIPELINES:
             try:
-                if pgconn.pipeline_status == pq.PipelineStatus.OFF:  # on: answers unread
-                    pgconn.enter_pipeline_mode()  # in the try: a Ctrl-C here too leaves it
-                results = _pipelined(wire, pgconn, calls, each, after)
+                pgconn.enter_pipeline_mode()  # in the try: a Ctrl-C here too leaves it
+                results = _pipelined(wire, pgconn, calls, each)
             finally:
-                _leave_pipeline_mode(wire)
+                if not connection.closed and pgconn.pipeline_status != pq.PipelineStatus.OFF:
+                    try:
+                        pgconn.exit_pipeline_mode()
+                    except psycopg.Error:  # left busy by a failure: unusable
+                        connection.close()
         else:
-            assert after is None, "after needs pipeline mode"
             results = []
             for statement, args in calls:
                 if statement.name not in wire.prepared:
@@ -558,9 +492,7 @@ def _pipelined(
     pgconn: Any,
     calls: builtins.list[tuple[_Statement, dict[str, Any]]],
     each: bool,
-    after: tuple[_Statement, dict[str, Any], Callable[[Any], None]] | None,
 ) -> builtins.list[Any]:
-    _read_unread(wire)  # one exchange in flight at a time (see _read_unread)
     preparing = []
     for statement, _ in calls:  # first every PREPARE, whose answers come first
         if statement.name not in wire.prepared and statement.name not in preparing:
@@ -572,143 +504,14 @@ def _pipelined(
             pgconn.pipeline_sync()
     if not each:
         pgconn.pipeline_sync()
-    later = None
-    if after is not None:  # unread, after these: as _send does
-        statement, args, then = after
-        preparing_later = None
-        if statement.name not in wire.prepared and statement.name not in preparing:
-            pgconn.send_prepare(statement.name, statement.sql, statement.types)
-            wire.prepared.add(statement.name)
-            preparing_later = statement.name
-        pgconn.send_query_prepared(statement.name, *_params(statement, args), 1)
-        pgconn.pipeline_sync()
-        later = (preparing_later, then)
     syncs = len(calls) if each else 1
-    try:
-        results = _answers(wire.connection, pgconn, len(preparing) + len(calls), syncs=syncs)
-    except BaseException as exc:  # _answers closed the connection
-        if later is not None:
-            later[1](exc if isinstance(exc, psycopg.Error) else psycopg.OperationalError(str(exc)))
-        raise
-    if later is not None:
-        wire.unread.append(later)
+    results = _answers(wire.connection, pgconn, len(preparing) + len(calls), syncs=syncs)
     for name, result in zip(preparing, results, strict=False):
         if result.status == pq.ExecStatus.COMMAND_OK:  # prepared, whatever failed after it
             wire.prepared.add(name)
     if each:  # a failed PREPARE or statement stops only its own transaction
         return results[len(preparing) :]
     return _succeeded(wire.connection, results)[len(preparing) :]
-
-
-def _send(
-    wire: _Wire, statement: _Statement, args: dict[str, Any], then: Callable[[Any], None]
-) -> None:
-    """Send ``statement`` with a Sync of its own, and return without waiting for its answer.
-
-    The statement is in the kernel's hands when this returns (a process
-    killed then does not take it back: the server runs it and commits it
-    as its own transaction). Its outcome, its rows or the ``psycopg.Error``
-    it ended with, goes to ``then`` when the connection is next read: by
-    the next ``_exchange`` on it, or ``_settle``. A failure to send closes
-    the connection (it cannot be used again), gives every unread callback
-    the error, and raises it.
-    """
-    connection = wire.connection
-    with connection.lock:
-        pgconn = connection.pgconn
-        _read_unread(wire)  # one exchange in flight at a time (see _read_unread)
-        try:
-            if pgconn.pipeline_status == pq.PipelineStatus.OFF:
-                pgconn.enter_pipeline_mode()
-            preparing = None
-            if statement.name not in wire.prepared:  # a failed PREPARE takes it out again
-                pgconn.send_prepare(statement.name, statement.sql, statement.types)
-                wire.prepared.add(statement.name)
-                preparing = statement.name
-            pgconn.send_query_prepared(statement.name, *_params(statement, args), 1)
-            pgconn.pipeline_sync()
-            wire.unread.append((preparing, then))
-            fd = pgconn.socket
-            while pgconn.flush():
-                _wait(fd, select.POLLOUT)
-        except BaseException as exc:
-            connection.close()
-            _abandon(wire, exc)
-            raise
-
-
-def _ignored(outcome: Any) -> None:
-    """The callback of a statement whose outcome changes nothing (a holder's note)."""
-
-
-def _abandon(wire: _Wire, exc: BaseException) -> None:
-    """Give every unread callback of a connection that was closed the error that closed it."""
-    unread, wire.unread = wire.unread, []
-    error = (
-        exc
-        if isinstance(exc, psycopg.Error)
-        else psycopg.OperationalError(
-            f"the connection was closed before its answer was read ({type(exc).__name__})"
-        )
-    )
-    for _, then in unread:
-        then(error)
-
-
-def _read_unread(wire: _Wire) -> None:
-    """Read the answers of the statements ``_send`` sent on ``wire``, in order, to their callbacks.
-
-    Call it with the connection's lock held. A connection that breaks, or a
-    read interrupted, closes it; the callbacks left get the error, which is
-    raised.
-
-    Every send reads what is unread first, so that one exchange at most is
-    in flight: a process killed while an answer waits unread in its socket
-    has its socket reset, not closed, and the server then drops whatever it
-    had not read yet. With one exchange in flight, an answer waiting means
-    the server read (and committed) all that was sent; with none waiting,
-    the socket is closed in order and the server reads the rest.
-    """
-    connection = wire.connection
-    pgconn = connection.pgconn
-    while wire.unread:
-        preparing, then = wire.unread[0]
-        try:
-            results = _answers(connection, pgconn, 0, syncs=1)
-        except BaseException as exc:  # _answers closed the connection
-            _abandon(wire, exc)
-            raise
-        del wire.unread[0]
-        if preparing is not None:
-            prepared, *results = results
-            if prepared.status != pq.ExecStatus.COMMAND_OK:
-                wire.prepared.discard(preparing)
-        if results:
-            then(_outcome(connection, results[0]))
-        else:
-            then(psycopg.OperationalError("the server answered nothing to a statement"))
-
-
-def _leave_pipeline_mode(wire: _Wire) -> None:
-    """Out of pipeline mode, unless answers are unread (call it with the connection's lock)."""
-    connection = wire.connection
-    pgconn = connection.pgconn
-    if wire.unread or connection.closed or pgconn.pipeline_status == pq.PipelineStatus.OFF:
-        return
-    try:
-        pgconn.exit_pipeline_mode()
-    except psycopg.Error:  # left busy by a failure: unusable
-        connection.close()
-
-
-def _settle(wire: _Wire) -> None:
-    """Read every unread answer on ``wire`` (``_read_unread``), then leave pipeline mode."""
-    connection = wire.connection
-    with connection.lock:
-        try:
-            _read_unread(wire)
-        finally:
-            _leave_pipeline_mode(wire)
 
 
 def _answers(
@@ -769,8 +572,6 @@ def _rows_of(result: Any) -> builtins.list[tuple[Any, ...]]:
 _APPENDING = _Statement("pausegraph_append", _APPEND)
 _APPENDING_LAST = _Statement("pausegraph_append_last", _APPEND_ENDING)
 _TAKING = _Statement("pausegraph_take", _TAKE)
-_TRYING = _Statement("pausegraph_try", _TRY)
-_NOTING = _Statement("pausegraph_note", _NOTE)
 _LISTING = _Statement(
     "pausegraph_frames",
     _FRAMES.replace(_RUN_ARGS, _NAMED_RUN),
@@ -778,9 +579,6 @@ _LISTING = _Statement(
 _RELEASING = _Statement("pausegraph_release", _RELEASE)
 _RELEASING_NOTIFYING = _Statement("pausegraph_release_notify", _RELEASE_AND_NOTIFY)
 _BACKEND = _Statement("pausegraph_backend", "SELECT pg_backend_pid()")
-
-# how long holder() waits for the note of a lock it finds (see Taking a lock), in s
-_NOTE_WAIT_S = 0.1
 
 _POOLING = (
     "a direct connection or session pooling is needed: a transaction-pooling proxy "
@@ -872,20 +670,11 @@ class _Hold:
     later append of the same thread takes the lock again first.
     """
 
-    __slots__ = ("chained", "ended", "failure", "key", "name", "session", "token")
+    __slots__ = ("ended", "key", "name", "session")
 
     def __init__(self, name: tuple[str, str], key: int, session: _LockSession) -> None:
         self.name, self.key, self.session = name, key, session
         self.ended = False
-        # the seq of this hold's last append sent without waiting (None: none since the
-        # lock was taken): the next append on the lock connection is saved only after it
-        self.chained: int | None = None
-        # what this hold's marks begin with (see Appends sent without waiting): a mark
-        # another hold left in the session never passes for one of this hold's
-        self.token = os.urandom(8).hex()
-        # the first failure of an append of this hold sent without waiting (see Appends
-        # sent without waiting): raised by the hold's next append, sync() or its exit
-        self.failure: CheckpointError | None = None
 
 
 class _LockSession:
@@ -908,10 +697,7 @@ def _unlock_quietly(session: _LockSession, key: int | None) -> None:
     connection = session.connection
     if connection.closed:
         return  # the session ended: the server let its locks go
-    if session.wire.unread:  # appends sent without waiting: their answers first
-        with contextlib.suppress(psycopg.Error):
-            _settle(session.wire)
-    if connection.closed or connection.pgconn.pipeline_status != pq.PipelineStatus.OFF:
+    if connection.pgconn.pipeline_status != pq.PipelineStatus.OFF:
         session.broken = True
         connection.close()
         return
@@ -944,7 +730,6 @@ class PostgresStore:
         self._counts = threading.Lock()
         self._appended = 0
         self._flushed = 0
-        self._confirmed = 0  # of the appends counted, those sent without waiting
         # runs held whose last append left them queued: their release notifies
         self._queued: dict[tuple[str, str], bool] = {}
         self._listener: tuple[int, psycopg.Connection[Any]] | None = None  # wait_for_work's
@@ -1018,19 +803,8 @@ class PostgresStore:
     def _failed(self, exc: psycopg.Error) -> CheckpointError:
         return CheckpointError(f"PostgreSQL store {self.where} failed: {exc}".rstrip())
 
-    def _caught_up(self) -> None:
-        """Before a statement on a data connection: this handle's unread appends answered.
-
-        So that a read sees every append sent, and an append on another
-        connection does not find a gap before them.
-        """
-        session = self._session
-        if session is not None and session.wire.unread:
-            self._settle_session(session)
-
     def _guarded(self, work: Callable[[psycopg.Connection[Any]], _T]) -> _T:
         """Run ``work`` on this thread's connection; psycopg's errors become ours."""
-        self._caught_up()
         connection = self._connection()
         try:
             return work(connection)
@@ -1044,7 +818,6 @@ class PostgresStore:
 
     def _sent(self, statement: _Statement, args: dict[str, Any]) -> builtins.list[Any]:
         """Run a hot statement on this thread's connection (see ``_exchange``); its rows."""
-        self._caught_up()
         connection = self._connection()
         wire = self._local.wire
         assert wire is not None
@@ -1129,17 +902,11 @@ class PostgresStore:
         held = own if own is not None else self._held(workflow_id, run_id)
         if held is not None:
             self._check_session(workflow_id, run_id, held.session)
-        if own is not None:
-            self._raise_failure(own)
-        digests = _digests(*ids)
-        mark = f"{own.token}:" if own is not None else ""
-        chained = own is not None and own.chained == info.seq - 1
         args = {
-            "w": ids[0], "r": ids[1], **digests, "seq": info.seq, "step": info.super_step,
+            "w": ids[0], "r": ids[1], **_digests(*ids), "seq": info.seq, "step": info.super_step,
             "label": _id(info.label), "t": info.timestamp_ms, "snap": info.snapshot,
             "frame": frame, "sseq": summary.seq, "status": summary.status,
             "updated": summary.updated_ms, "deadline": summary.deadline_ms, "data": summary.data,
-            "mark": f"{mark}{info.seq}", "after": f"{mark}{info.seq - 1}" if chained else None,
         }  # fmt: skip
         ending = summary.status != "queued"  # a call's last checkpoint: sync() comes next
         if ending:  # the run's lock, to check with it (none: nothing to check)
@@ -1149,36 +916,22 @@ class PostgresStore:
                 high, low = _halves(held.key)
                 args.update(kc=high, ko=low, kp=held.session.backend_pid)
         self._local.checked = None
-        # alone on the lock connection (one hold in the process): the append goes there. One
-        # that ends a call goes with the unlock; any other is sent without waiting for its
-        # answer. With other holds, on this thread's connection, so that the threads'
-        # flushes run side by side (the server commits them together) instead of in a queue
-        alone_here = own is not None and _PIPELINES and len(self._holding) == 1
-        if alone_here and not ending and own is not None and own.session is self._session:
-            self._send_append(own, info.seq, args)
-            own.chained = info.seq
-            self._queued[name] = True
-            return
         with self._counts:
             covered = self._appended  # committed before this statement is sent
-            confirmed = self._confirmed
-        if ending and alone_here and own is not None:
+        # alone on the lock connection (one hold in the process): the ending append goes there,
+        # with the unlock; with other holds, on this thread's connection, so that the threads'
+        # flushes run side by side (the server commits them together) instead of in a queue
+        if ending and own is not None and _PIPELINES and len(self._holding) == 1:
             row = self._append_and_let_go(own, args)
         else:
-            if own is not None and own.session.wire.unread:  # its appends first, or a gap
-                self._settle_session(own.session)
-                self._raise_failure(own)
-            args["after"] = None  # another session: the answers read above tell
             row = self._sent(_APPENDING_LAST if ending else _APPENDING, args)[0]
-        if own is not None:
-            own.chained = None
-        self._refuse_unless_added(name, info.seq, row)
+        last, added = int(row[0]), int(row[1])
+        if not added:  # the seq is taken (by a writer that committed meanwhile), or a gap
+            refuse_seq(workflow_id, run_id, info.seq, info.seq if last == info.seq - 1 else last)
         with self._counts:  # on the server; durable now if ending, else at the next sync()
             self._appended += 1
             if ending:  # flushed: every append committed before it was sent, and itself
-                # no other thread's append counted since (those sent without waiting before
-                # it, on its connection, read meanwhile: committed before it)
-                alone = self._appended == covered + 1 + (self._confirmed - confirmed)
+                alone = self._appended == covered + 1  # no other thread's append counted since
                 self._flushed = max(self._flushed, self._appended if alone else covered)
                 if row[-1]:  # and the run's lock (if held) was still held: sync() may trust it
                     self._local.checked = (self._appended, held)
@@ -1186,92 +939,6 @@ class PostgresStore:
                     self._local.lost = self._lost_message(name, held.session.backend_pid)
         if held is not None and not held.ended:
             self._queued[name] = summary.status == "queued"
-
-    def _send_append(self, hold: _Hold, seq: int, args: dict[str, Any]) -> None:
-        """Send an append of ``hold``'s run on its lock connection without waiting (``_send``).
-
-        The call's appends before the one that ends it go this way: the
-        step code of the next layer runs while the server commits, and the
-        answers are read with the next statement on the lock connection.
-        The answer due before it is read first (one exchange in flight, see
-        ``_read_unread``). One that failed (a seq taken, a gap, the server's
-        error) becomes ``hold.failure``, raised by the hold's next append
-        (before it is sent), ``sync()`` or the end of its ``with``.
-        """
-        session = hold.session
-
-        def answered(outcome: Any) -> None:
-            if isinstance(outcome, psycopg.Error):
-                failure: CheckpointError = self._failed(outcome)
-                if session.connection.closed:  # the session ended, and the lock with it
-                    failure = CheckpointError(self._lost_message(hold.name, session.backend_pid))
-            else:
-                try:
-                    self._refuse_unless_added(hold.name, seq, outcome[0])
-                except CheckpointError as exc:
-                    failure = exc
-                else:
-                    with self._counts:
-                        self._appended += 1
-                        self._confirmed += 1
-                    return
-            if hold.failure is None:
-                hold.failure = failure
-
-        with self._mutex:
-            if session.wire.unread:  # the answer due first: a refusal stops this one here
-                self._settle_session(session)
-                self._raise_failure(hold)
-            try:
-                _send(session.wire, _APPENDING, args, answered)
-            except psycopg.Error as exc:  # the connection broke: its locks went with it
-                session.broken = True
-                self._raise_failure(hold)
-                raise self._failed(exc) from exc
-            except BaseException:
-                session.broken = True
-                raise
-
-    @staticmethod
-    def _refuse_unless_added(name: tuple[str, str], seq: int, row: tuple[Any, ...]) -> None:
-        """Raise unless the append's row (last seq, added, chained, ...) says it was saved.
-
-        A seq taken (by a writer that committed meanwhile) or an append sent
-        right after one of the same hold that was refused is a
-        ``ConflictError``; a gap is a ``CheckpointError``.
-        """
-        last, added, chained = int(row[0]), int(row[1]), row[2]
-        if added:
-            return
-        workflow_id, run_id = name
-        if not chained and last == seq - 1:
-            msg = (
-                f"run {run_id!r} of workflow {workflow_id!r}: checkpoint {last} is not the one "
-                "this writer saved before (another writer advanced the run); load the latest "
-                "checkpoint and decide again"
-            )
-            raise ConflictError(msg)
-        refuse_seq(workflow_id, run_id, seq, seq if last == seq - 1 else last)
-
-    def _raise_failure(self, hold: _Hold) -> None:
-        """Raise the failure of an append of ``hold`` sent without waiting, if one was read."""
-        failure, hold.failure = hold.failure, None
-        if failure is not None:
-            raise failure
-
-    def _settle_session(self, session: _LockSession) -> None:
-        """Read the answers of the appends sent without waiting on the lock connection.
-
-        Each goes to its hold (a failure to ``hold.failure``). A broken
-        connection ends the session (its holds get the error).
-        """
-        if not session.wire.unread or session.pid != os.getpid():
-            return
-        with self._mutex:
-            try:
-                _settle(session.wire)
-            except psycopg.Error:
-                session.broken = True
 
     def _append_and_let_go(self, hold: _Hold, args: dict[str, Any]) -> tuple[Any, ...]:
         """The append that ends a call, then the run's unlock: one round trip, two transactions.
@@ -1282,18 +949,13 @@ class PostgresStore:
         visible, and the unlock runs even if the append failed. The hold is
         then over (``hold.ended``); its ``with`` sends nothing when it exits.
         Returns the append's row, whose last value says whether the lock was
-        still held: the unlock's answer (it is true only if this session
-        held the lock, and the append ran on this session before it), or
-        ``None`` if the unlock failed (unknown). The appends sent before it
-        without waiting are answered first: one of them that was refused is
-        raised, and this one is not sent (the hold goes on: its ``with``
-        lets the run go).
+        still held: the unlock's answer, true only if this session held the
+        lock, on which the append ran just before it (the append itself
+        asks ``pg_locks`` only on another connection), or ``None`` if the
+        unlock failed (unknown).
         """
         key, session = hold.key, hold.session
         args.update(kc=None, ko=None, kp=None)  # the unlock's answer tells (see above)
-        if session.wire.unread:  # the answer due first: a refusal stops this append here
-            self._settle_session(session)
-            self._raise_failure(hold)
         with self._mutex:
             # out of the holds before the unlock is sent, as ``_release`` does: another
             # thread's sync() checking the locks meanwhile takes it for let go, not lost
@@ -1317,7 +979,6 @@ class PostgresStore:
             else:
                 self._same_backend(session, released[0][-1])
                 still = bool(released[0][0])
-        self._raise_failure(hold)
         if isinstance(appended, psycopg.Error):  # nothing of it was saved
             raise self._failed(appended)
         return (*appended[0][:-1], still)
@@ -1355,14 +1016,12 @@ class PostgresStore:
         No round trip while the lock connection is idle and quiet: a session
         the server ended sends its goodbye (or a closed socket) to the client,
         and only then is the session asked. ``sync()`` checks with the server.
-        Answers to appends sent without waiting make the socket readable too:
-        with answers due, what came is taken in (``_took_in``), to be read in
-        order later, and only a connection that fails doing so is a loss.
         """
         if session is self._session and not session.connection.closed:
-            quiet = self._quiet(session)
-            if not quiet and session.wire.unread:  # answers, most likely: taken in, unread
-                quiet = self._took_in(session)
+            try:
+                quiet = not _readable(session.connection.fileno(), 0)
+            except (OSError, ValueError, psycopg.Error):
+                quiet = False
             if quiet:
                 return
             with self._mutex, contextlib.suppress(CheckpointError):
@@ -1374,29 +1033,6 @@ class PostgresStore:
             f"{_POOLING}); nothing was saved. Another driver may have taken the run over"
         )
         raise CheckpointError(msg)
-
-    def _took_in(self, session: _LockSession) -> bool:
-        """Take in what the lock connection received, without waiting; ``True`` if it lives.
-
-        The answers of appends sent without waiting stay in libpq's buffer,
-        to be read in order later; a session the server ended shows here as
-        a connection that fails or closes.
-        """
-        connection = session.connection
-        with self._mutex, connection.lock:
-            try:
-                connection.pgconn.consume_input()
-            except psycopg.Error:
-                return False
-            return connection.pgconn.status == pq.ConnStatus.OK
-
-    @staticmethod
-    def _quiet(session: _LockSession) -> bool:
-        """Whether the lock connection is open with nothing to read."""
-        try:
-            return not session.connection.closed and not _readable(session.connection.fileno(), 0)
-        except (OSError, ValueError, psycopg.Error):
-            return False
 
     def frames(self, workflow_id: str, run_id: str) -> builtins.list[FrameInfo]:
         listed = self._listed.pop((workflow_id, run_id), None)
@@ -1503,9 +1139,6 @@ class PostgresStore:
             else:
                 mine[name] = outer
             self._let_go(hold, ids)
-        # an append sent without waiting and answered at the release failed: nothing
-        # after it was saved (left alone when the body raised: that error goes on)
-        self._raise_failure(hold)
 
     def _let_go(self, hold: _Hold, ids: tuple[bytes, bytes]) -> None:
         """``_release`` under the mutex; interrupted before it let the lock go, end the session.
@@ -1533,20 +1166,14 @@ class PostgresStore:
             raise
 
     def _take(self, session: _LockSession, args: dict[str, Any]) -> bool:
-        """Try the lock and note its holder; ``True`` if taken.
+        """Try the lock and note its holder, in one statement; ``True`` if taken.
 
         The run's frame list comes back in the same round trip, read after
         the lock is taken: the engine's next call is ``frames()``, which
-        gets it once from ``_listed`` (see there). In pipeline mode the note
-        is sent right after, without waiting for its answer (see Taking a
-        lock); without, the lock and the note are one statement.
+        gets it once from ``_listed`` (see there).
         """
         try:
-            if _PIPELINES:  # a note the server refuses leaves the hold be (holder() says "?")
-                note = (_NOTING, args, _ignored)
-                (got,), rows = self._on_session(session, _TRYING, args, (_LISTING, args), note)
-            else:
-                (got, _, _), rows = self._on_session(session, _TAKING, args, (_LISTING, args))
+            (got, _noted, _mode), rows = self._on_session(session, _TAKING, args, (_LISTING, args))
         except CheckpointError:
             # the lock outlives a failed statement: give it back if the session lives
             _unlock_quietly(session, args["key"])
@@ -1598,7 +1225,6 @@ class PostgresStore:
         statement: _Statement,
         args: dict[str, Any],
         then: tuple[_Statement, dict[str, Any]] | None = None,
-        after: tuple[_Statement, dict[str, Any], Callable[[Any], None]] | None = None,
     ) -> Any:
         """Run ``statement`` (its last column ``pg_backend_pid()``) on the lock connection.
 
@@ -1609,8 +1235,7 @@ class PostgresStore:
         """
         connection = session.connection
         try:
-            calls = [(statement, args)] + ([then] if then else [])
-            answers = _exchange(session.wire, calls, after=after)
+            answers = _exchange(session.wire, [(statement, args)] + ([then] if then else []))
         except psycopg.Error as exc:
             if connection.broken or connection.closed:
                 connection.close()
@@ -1641,25 +1266,16 @@ class PostgresStore:
 
     def holder(self, workflow_id: str, run_id: str) -> Holder | None:
         ids = (_id(workflow_id), _id(run_id))
-        query = (
+        rows = self._rows(
             "SELECT h.pid, h.host, h.since_ms FROM (" + _HELD.replace("SELECT 1", "SELECT pid")
             + ") AS l LEFT JOIN pausegraph_holders AS h ON h.backend_pid = l.pid "
-            f"AND h.run_digest = {_RUN_ARGS}"
+            f"AND h.run_digest = {_RUN_ARGS}",
+            (*_halves(self._key(*ids)), *ids),
         )  # fmt: skip
-        args = (*_halves(self._key(*ids)), *ids)
-        # a holder's note follows its lock within a moment (see Taking a lock): a lock
-        # found without one is asked about again for up to _NOTE_WAIT_S
-        waited_until = time.monotonic() + _NOTE_WAIT_S
-        while True:
-            rows = self._rows(query, args)
-            if not rows:
-                return None
-            pid, host, since = rows[0]
-            if pid is not None:
-                return Holder(pid, host, since)
-            if time.monotonic() >= waited_until:
-                return Holder(0, "?", 0)
-            time.sleep(0.002)
+        if not rows:
+            return None
+        pid, host, since = rows[0]
+        return Holder(0, "?", 0) if pid is None else Holder(pid, host, since)
 
     def sync(self) -> None:
         """Make the appends durable, and check the live locks this handle holds.
@@ -1680,11 +1296,6 @@ class PostgresStore:
         lost, self._local.lost = self._local.lost, None
         if lost is not None:
             raise CheckpointError(lost)
-        session = self._session
-        if session is not None:  # appends sent without waiting: committed (or failed) first
-            self._settle_session(session)
-        for hold in list(self._local.holds.values()):
-            self._raise_failure(hold)
         # this thread's holds (another thread's lost lock is that thread's to hear of), each
         # with its entry, so that one let go meanwhile (removed before its unlock) is no loss
         mine = [
