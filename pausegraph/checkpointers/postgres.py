@@ -67,12 +67,12 @@ engine's ``sync()`` comes next) is the exception: it commits synchronously
 (``_APPEND_ENDING``), so it flushes the WAL up to itself, and says whether
 the backend holding the run's lock still holds it (its statement asks
 ``pg_locks``; on the lock connection, the answer of the unlock sent after
-it tells instead). The
-``sync()`` that follows in the same thread, with nothing appended since and
-no other lock held in the process, then has nothing to ask: one round trip
-a call less, the flush riding on the append. Guessing "last" wrong costs
-only time (a synchronous append that was not last: a flush more; a last
-one that was queued: ``sync()`` flushes as before), never durability.
+it tells instead). The ``sync()`` that follows in the same thread, with
+nothing appended since and no other lock held in the process, then has
+nothing to ask: one round trip a call less, the flush riding on the
+append. Guessing "last" wrong costs only time (a synchronous append that
+was not last: a flush more; a last one that was queued: ``sync()``
+flushes as before), never durability.
 
 **The live lock** of a run is a session-level advisory lock,
 ``pg_try_advisory_lock(key)``, where ``key`` is 64 bits of a SHA-256 of
