@@ -62,6 +62,7 @@ from ._records import (
     Stage,
     Start,
     fork_head,
+    progress_of,
     skipped_of,
 )
 from ._values import normalize, storable, thaw
@@ -115,9 +116,8 @@ def info_of(checkpoint: Checkpoint, *, running: bool) -> RunInfo:
     """What ``Runner.state`` tells about a run."""
     stage = checkpoint.stage
     failure = stage.failure if type(stage) is Failed else None
-    edits: tuple[dict[str, Any], ...] = ()
-    if type(stage) is AtInterrupt or type(stage) is Failed:
-        edits = tuple(thaw(e) for e in stage.progress.edits)
+    progress = progress_of(stage)  # a pause, a failure, or a layer under way (a claim)
+    edits = () if progress is None else tuple(thaw(e) for e in progress.edits)
     return RunInfo(
         thaw(checkpoint.values),
         status_of(stage, running=running),

@@ -555,9 +555,11 @@ class Runner:
         """Start a new run from checkpoint ``seq`` of ``run_id``; return its id.
 
         ``edits`` go through the reducers. On a checkpoint with a layer under
-        way (a pause, a failure) they are kept like ``Update`` edits, so the
-        suspended steps replay on the state they first saw. The new run has
-        the source's breakpoints; the source is untouched.
+        way at a dynamic pause (or its claim) they are kept like ``Update``
+        edits, so the suspended steps replay on the state they first saw; on
+        a failed checkpoint they are applied before the retry, as
+        ``Update`` on a failed run does. The new run has the source's
+        breakpoints; the source is untouched.
         """
         _check_run_id(run_id)
         if type(seq) is not int:
@@ -580,7 +582,7 @@ class Runner:
         stage = source.stage
         progress = progress_of(stage)
         if new_edits:
-            if progress is not None:
+            if progress is not None and type(stage) is not Failed:
                 stage = with_progress(
                     stage, attrs.evolve(progress, edits=(*progress.edits, new_edits))
                 )

@@ -24,6 +24,7 @@ from pausegraph import (
     Runner,
     Status,
     StepError,
+    Update,
 )
 
 
@@ -265,6 +266,58 @@ def test_fork_of_a_pause_checkpoint_carries_the_pause_and_keeps_edits_like_updat
     assert done.state == {"log": ["original", "yes"], "note": "edited"}
     assert seen == ["original", "original"]
     assert runner.state("r").status == "paused"
+
+
+def test_fork_of_a_failed_checkpoint_applies_its_edits_before_the_retry_as_update_does():
+    """Fork edits go through the reducers, before the retry, as a failed run's ``Update``."""
+    seen = []
+
+    def check(state):
+        seen.append(state["bad"])
+        if state["bad"]:
+            raise ValueError("bad")
+        return {"out": "ok"}
+
+    def fine(state):
+        return {"log": "fine"}
+
+    graph = (
+        Graph("g", {"bad": LastWriteWins(), "out": LastWriteWins(), "log": Append()})
+        .step("check", check)
+        .step("fine", fine)
+    )
+    runner = Runner(graph)
+    with pytest.raises(StepError):
+        runner.run("r", {"bad": True})
+    seq = runner.history("r")[-1].seq
+    new_id = runner.fork("r", seq, {"bad": False})
+    info = runner.state(new_id)
+    assert info.status == "failed"
+    assert info.values["bad"] is False  # applied, not kept for after the layer
+    assert info.edits == ()
+    done = runner.run(new_id)  # the retry sees the edit
+    assert done.state == {"bad": False, "out": "ok", "log": ["fine"]}
+    assert seen == [True, False]
+    assert runner.state("r").status == "failed"  # the source is untouched
+
+
+def test_a_queued_claim_lists_the_update_edits_kept_at_its_pause():
+    """RunInfo.edits: ``Update`` edits saved at a dynamic pause and not yet applied."""
+
+    def ask(state):
+        answer = yield Interrupt("q")
+        return {"note": answer}
+
+    graph = Graph("g", {"log": Append(), "note": LastWriteWins()}).step("ask", ask)
+    runner = Runner(graph)
+    paused = runner.run("r")
+    runner.resume("r", Update({"log": "kept"}))
+    assert runner.state("r").edits == ({"log": ["kept"]},)
+    queued = runner.submit("r", Resume(answers={paused.interrupts[0].id: "yes"}))
+    assert queued.status == "queued"
+    assert queued.edits == runner.state("r").edits == ({"log": ["kept"]},)
+    assert runner.run("r").state == {"log": ["kept"], "note": "yes"}
+    assert runner.state("r").edits == ()
 
 
 def test_fork_of_a_breakpoint_pause_resumes_with_continue():
