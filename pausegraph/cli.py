@@ -1468,6 +1468,7 @@ def _cmd_tick(args: argparse.Namespace) -> int:
         print(_tick_line(args, spec, runner.graph, run_id, outcome))
     for runner, run_id, error in failed:
         head = f"run {run_id!r} of workflow {runner.graph.name!r} failed after its deadline"
+        _traceback(error)  # with -v, as for run and resume
         _fail(f"{head}: {type(error).__name__}: {_cli_terms(args, str(error))}", 1)
     return 1 if failed else 0
 

@@ -61,6 +61,12 @@ class PostgresSchema:
         self.opened.append(opened)
         return opened
 
+    def with_tables(self) -> Any:
+        """``checkpointer()`` with its tables made (a store makes them at its first write)."""
+        opened = self.checkpointer()
+        opened.store._tables(True)
+        return opened
+
     def terminate(self, pid: int) -> None:
         """``pg_terminate_backend`` on server process ``pid``; returns once it is gone.
 

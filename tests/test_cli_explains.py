@@ -185,6 +185,18 @@ def test_tick_json_and_quiet_still_say_a_run_that_failed(tmp_path: Path, flows: 
     assert said.startswith("pausegraph: error: run 'x1' of workflow 'fragile' failed after its ")
 
 
+def test_tick_v_adds_the_traceback_of_a_step_that_raised(tmp_path: Path, flows: str) -> None:
+    """SPEC, Command line: a step that raises during tick prints one line; -v adds the traceback."""
+    store = tmp_path / "store"
+    ok("run", f"{flows}:fragile", "--run-id", "x1", store=store)
+    done = pg("-v", "tick", f"{flows}:fragile", store=store)
+    assert done.returncode == 1
+    assert "Traceback (most recent call last)" in done.stderr
+    assert done.stderr.splitlines()[-1].startswith(
+        "pausegraph: error: run 'x1' of workflow 'fragile' failed after its deadline: "
+    )
+
+
 def test_run_of_a_paused_run_gives_the_resume_command_with_the_interrupt_ids(
     tmp_path: Path,
 ) -> None:

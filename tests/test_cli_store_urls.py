@@ -133,6 +133,22 @@ def test_a_bad_store_url_is_one_line(
     assert "pip install pausegraph[postgres]" in err
 
 
+@pytest.mark.parametrize(
+    "url", ["postgresql://u:secretpw@[bad/db", "postgresql://u:secret%ZZpw@127.0.0.1/db"]
+)
+def test_a_postgresql_url_libpq_cannot_read_is_refused_without_its_password(
+    url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("psycopg")
+    with pytest.raises(CheckpointError, match="cannot be read") as refused:
+        open_checkpointer(url)
+    assert "secret" not in str(refused.value)
+    assert main(["--store", url, "runs"]) == 1
+    err = capsys.readouterr().err
+    assert "cannot be read" in err
+    assert "secret" not in err
+
+
 def test_runs_filters_by_status_and_workflow(
     populated: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -117,7 +117,7 @@ def test_an_appends_digests_made_here_are_the_servers(postgres: PostgresSchema) 
 def test_no_index_holds_an_id_and_a_workflow_filter_uses_an_index(
     postgres: PostgresSchema,
 ) -> None:
-    postgres.checkpointer()
+    postgres.with_tables()
     with psycopg.connect(postgres.url, autocommit=True) as admin:
         indexed = admin.execute(
             "SELECT t.relname, a.attname FROM pg_index AS i "
@@ -203,7 +203,7 @@ def test_a_version_1_database_is_upgraded_in_place_with_its_runs(
 
 
 def test_a_schema_table_without_a_known_version_is_refused(postgres: PostgresSchema) -> None:
-    postgres.checkpointer()
+    postgres.with_tables()
     with psycopg.connect(postgres.url, autocommit=True) as admin:
         admin.execute("DELETE FROM pausegraph_schema")
     with pytest.raises(CheckpointError, match=r"has schema version 0, which this pausegraph"):

@@ -679,7 +679,7 @@ def test_the_hot_statements_report_server_errors_and_survive_them(
 def test_the_holders_notes_are_unlogged_left_at_release_and_gone_with_the_run(
     postgres: PostgresSchema,
 ) -> None:
-    store = postgres.checkpointer().store
+    store = postgres.with_tables().store
     with psycopg.connect(postgres.url, autocommit=True) as admin:
 
         def notes() -> list[Any]:
@@ -705,7 +705,7 @@ def test_the_holders_notes_are_unlogged_left_at_release_and_gone_with_the_run(
 def test_a_logged_holders_table_of_an_earlier_release_is_made_unlogged_on_open(
     postgres: PostgresSchema,
 ) -> None:
-    postgres.checkpointer().close()
+    postgres.with_tables().close()
     with psycopg.connect(postgres.url, autocommit=True) as admin:
         admin.execute("ALTER TABLE pausegraph_holders SET LOGGED")
         postgres.checkpointer()

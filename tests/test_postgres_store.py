@@ -27,6 +27,7 @@ from pausegraph import (
     CheckpointError,
     ConflictError,
     PostgresCheckpointer,
+    ResumeError,
     Runner,
     Status,
     open_checkpointer,
@@ -220,8 +221,40 @@ def test_a_lock_connection_moved_between_server_sessions_is_a_pooler_and_refused
         assert store.holder("wf", "b") is not None
 
 
+def test_reads_and_bad_input_on_an_empty_schema_make_no_tables(
+    postgres: PostgresSchema, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """SPEC, Command line: bad input never changes the store; the tables come with a write."""
+    from pausegraph.cli import main
+
+    def tables() -> list[Any]:
+        with psycopg.connect(postgres.url, autocommit=True) as admin:
+            return admin.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
+            ).fetchall()
+
+    store = postgres.checkpointer()
+    for words in (["show", "nope"], ["history", "nope"], ["cancel", "nope"], ["delete", "nope"]):
+        assert main(["--store", postgres.url, *words]) == 1
+        assert "no run 'nope'" in capsys.readouterr().err
+    assert main(["--store", postgres.url, "runs"]) == 0
+    assert main(["--store", postgres.url, "inbox"]) == 0
+    capsys.readouterr()
+    assert store.runs() == []
+    assert store.latest("wf", "r") is None
+    assert store.store.holder("wf", "r") is None
+    assert tables() == []
+    runner = Runner(_durable_flows.GRAPH, store)
+    with pytest.raises(ResumeError):
+        runner.state("nope")
+    assert tables() == []
+    assert runner.start("r", _durable_flows.INPUT).status is Status.QUEUED  # a write
+    assert len(tables()) == 4
+    assert [run for _, run in postgres.checkpointer().runs()] == ["r"]
+
+
 def test_a_database_of_a_newer_schema_is_refused(postgres: PostgresSchema) -> None:
-    postgres.checkpointer()
+    postgres.with_tables()
     with psycopg.connect(postgres.url, autocommit=True) as admin:
         admin.execute("UPDATE pausegraph_schema SET version = %s", (SCHEMA_VERSION + 1,))
     with pytest.raises(

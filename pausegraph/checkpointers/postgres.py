@@ -5,7 +5,7 @@ Theory of operation
 
 psycopg 3 (the ``pausegraph[postgres]`` extra) talks to the server. The
 store keeps every run in four tables of the connection's current schema
-(the first schema of ``search_path``), made on first use::
+(the first schema of ``search_path``), made by its first write::
 
     pausegraph_schema(version)                      -- one row: this layout's version, 2
     pausegraph_frames(run_digest, seq, super_step, label, timestamp_ms, snapshot,
@@ -33,12 +33,14 @@ digest. A listing by workflow finds rows by ``workflow_digest`` and compares
 the id too.
 
 The tables are made in one transaction under a transaction-level advisory
-lock, so processes opening a new database at once do not race; a schema of
-a newer version is refused. Version 1 (never released: it keyed rows by the
-ids, and refused long ones) is upgraded in that transaction: its runs and
-frames are copied aside, the tables made again, the rows put back with
-their digests; its holders' notes are dropped (the live locks are advisory
-locks, untouched). Processes of the older layout then fail their statements
+lock, so processes opening a new database at once do not race, by the
+first write (``_tables``): reads of an empty schema find nothing and make
+nothing. A schema of a newer version is refused when the store opens.
+Version 1 (never released: it keyed rows by the ids, and refused long
+ones) is upgraded in that transaction: its runs and frames are copied
+aside, the tables made again, the rows put back with their digests; its
+holders' notes are dropped (the live locks are advisory locks,
+untouched). Processes of the older layout then fail their statements
 (``CheckpointError``) rather than write anything.
 
 **An append** is one statement (one round trip, its own transaction in
@@ -715,6 +717,19 @@ class PostgresStore:
         if not isinstance(conninfo, str) or not conninfo or conninfo != storable(conninfo):
             msg = f"PostgresStore(conninfo) takes a libpq URL or conninfo string, got {conninfo!r}"
             raise CheckpointError(msg)
+        try:
+            conninfo_to_dict(conninfo)
+        except psycopg.Error as exc:  # libpq quotes the URL, password and all: not repeated
+            reason = re.sub(
+                r'"([^"]*)"',
+                lambda m: "(...)" if len(m[1]) > 1 and m[1] in conninfo else m[0],
+                str(exc),
+            ).strip()
+            msg = (
+                f"PostgreSQL store URL cannot be read ({reason}); write it as "
+                "postgresql://USER:PASSWORD@HOST:PORT/DBNAME (percent-encode special characters)"
+            )
+            raise CheckpointError(msg) from None
         self.conninfo = conninfo
         self.where = describe(conninfo)
         self._local = _Local()
@@ -737,8 +752,11 @@ class PostgresStore:
         # thread) that took it: the next frames() of that run in that thread returns it (once)
         self._listed: dict[tuple[str, str], tuple[tuple[int, int], builtins.list[FrameInfo]]] = {}
         self._namespace = b""
+        # whether the tables are there: a store opened on an empty schema makes them only
+        # with its first write, so that a read (a command given a wrong id) changes nothing
+        self._ready = False
         try:
-            self._guarded(self._create_schema)
+            self._ready = self._guarded(lambda connection: self._create_schema(connection, False))
         except BaseException:
             self.close()
             raise
@@ -840,7 +858,11 @@ class PostgresStore:
             self._local.connection = self._local.wire = None
         connection.close()
 
-    def _create_schema(self, connection: psycopg.Connection[Any]) -> None:
+    def _create_schema(self, connection: psycopg.Connection[Any], create: bool = True) -> bool:
+        """Check the tables' version (upgrading an old layout); make them if ``create``.
+
+        Returns whether they are there now.
+        """
         with connection.transaction():
             row = connection.execute("SELECT current_schema()").fetchone()
             if row is None or row[0] is None:
@@ -853,10 +875,12 @@ class PostgresStore:
             connection.execute("SELECT pg_advisory_xact_lock(%s)", (self._key(b"schema", b""),))
             found = connection.execute("SELECT to_regclass('pausegraph_schema')").fetchone()
             if found is None or found[0] is None:
+                if not create:
+                    return False
                 for statement in _SCHEMA.split(";"):
                     connection.execute(statement.encode())
                 connection.execute("INSERT INTO pausegraph_schema VALUES (%s)", (SCHEMA_VERSION,))
-                return
+                return True
             row = connection.execute(
                 "SELECT max(version), (SELECT relpersistence::text FROM pg_class "
                 "WHERE oid = to_regclass('pausegraph_holders')) FROM pausegraph_schema"
@@ -882,6 +906,13 @@ class PostgresStore:
                     "should hold one row, the layout's version"
                 )
                 raise CheckpointError(msg)
+        return True
+
+    def _tables(self, create: bool) -> bool:
+        """Whether the store's tables are there, made now if ``create`` (asked until they are)."""
+        if not self._ready:
+            self._ready = self._guarded(lambda connection: self._create_schema(connection, create))
+        return self._ready
 
     def _key(self, workflow: bytes, run: bytes) -> int:
         digest = hashlib.sha256(pack([b"pausegraph", self._namespace, workflow, run])).digest()
@@ -890,6 +921,8 @@ class PostgresStore:
     # --- the Store protocol ---------------------------------------------------------
 
     def append(self, info: FrameInfo, frame: bytes, summary: RunSummary) -> None:
+        if not self._ready:  # the first write to an empty schema makes the tables
+            self._tables(True)
         workflow_id, run_id = summary.workflow_id, summary.run_id
         ids = (_id(workflow_id), _id(run_id))
         name = (workflow_id, run_id)
@@ -1038,9 +1071,13 @@ class PostgresStore:
         listed = self._listed.pop((workflow_id, run_id), None)
         if listed is not None and listed[0] == (os.getpid(), threading.get_ident()):
             return listed[1]
+        if not self._tables(False):
+            return []
         return _infos(self._rows(_FRAMES, (_id(workflow_id), _id(run_id))))
 
     def read(self, workflow_id: str, run_id: str, first: int, last: int) -> builtins.list[bytes]:
+        if not self._tables(False):
+            return []
         rows = self._rows(
             f"SELECT frame FROM pausegraph_frames WHERE run_digest = {_RUN_ARGS} "
             "AND seq BETWEEN %s AND %s ORDER BY seq",
@@ -1051,6 +1088,8 @@ class PostgresStore:
     def runs(
         self, *, workflow_id: str | None = None, status: str | None = None
     ) -> builtins.list[RunSummary]:
+        if not self._tables(False):
+            return []
         where: builtins.list[str] = []
         args: builtins.list[bytes | str] = []
         if workflow_id is not None:
@@ -1072,6 +1111,8 @@ class PostgresStore:
 
     def delete(self, workflow_id: str, run_id: str) -> None:
         self._listed.pop((workflow_id, run_id), None)
+        if not self._tables(False):
+            return  # no tables, no run
         ids = (_id(workflow_id), _id(run_id))
 
         def delete(connection: psycopg.Connection[Any]) -> None:
@@ -1101,6 +1142,8 @@ class PostgresStore:
         ids = (_id(workflow_id), _id(run_id))
         key = self._key(*ids)
         args = _taking(key, ids)
+        if not self._ready:  # the holder's note needs the tables: a hold is for writing
+            self._tables(True)
         with self._mutex:
             if self._held(*name) is not None:  # session locks are re-entrant: refuse it here
                 raise ConflictError(held_message(workflow_id, run_id, self.holder(*name)))
@@ -1265,6 +1308,8 @@ class PostgresStore:
         return held
 
     def holder(self, workflow_id: str, run_id: str) -> Holder | None:
+        if not self._tables(False):
+            return None  # nothing was ever saved or held here
         ids = (_id(workflow_id), _id(run_id))
         rows = self._rows(
             "SELECT h.pid, h.host, h.since_ms FROM (" + _HELD.replace("SELECT 1", "SELECT pid")
