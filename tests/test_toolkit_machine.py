@@ -11,7 +11,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import run_state_machine_as_test
 
-from pausegraph import Append, Graph, Interrupt, LastWriteWins, Status
+from pausegraph import Append, Graph, GraphError, Interrupt, LastWriteWins, Status
 from pausegraph.testing import Answered, Edited, RunTrace, WorkflowMachine
 
 
@@ -150,3 +150,11 @@ def test_runs_are_offered_in_the_order_made_whatever_their_random_fork_ids(
     machine.fork(Scripted("run0", 1, None, False))
     assert offered[0] == made
     assert offered[2] == made
+
+
+def test_a_machine_without_its_graph_says_what_to_set() -> None:
+    class NoGraph(WorkflowMachine):
+        pass
+
+    with pytest.raises(GraphError, match=r"NoGraph needs its workflow: set the class attribute"):
+        NoGraph()

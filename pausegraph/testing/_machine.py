@@ -15,6 +15,7 @@ from .._graph import Graph
 from .._records import Checkpoint, CheckpointMeta
 from .._runner import Runner
 from ..checkpointers import Checkpointer
+from ..errors import GraphError
 from ._driver import CheckpointerFactory, _SimulatedCrash, memory_store
 from ._properties import diff_states
 from ._strategies import answers
@@ -150,6 +151,12 @@ class WorkflowMachine(RuleBasedStateMachine):
     max_runs: ClassVar[int] = 3
 
     def __init__(self) -> None:
+        if not isinstance(getattr(type(self), "graph", None), Graph):
+            msg = (
+                f"{type(self).__name__} needs its workflow: set the class attribute "
+                "`graph = <a Graph>` in the WorkflowMachine subclass"
+            )
+            raise GraphError(msg)
         super().__init__()
         self._factory = self.make_checkpointer_factory()
         self.runner = self._open()
