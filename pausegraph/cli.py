@@ -45,6 +45,7 @@ import json
 import logging
 import operator
 import os
+import re
 import signal
 import socket
 import sys
@@ -484,9 +485,20 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
+# a store as the engine's messages name it: its repr, ``<FileCheckpointer '...'>``
+_STORE_REPR = re.compile(r"<(?:Memory|File|Sqlite|Postgres)Checkpointer[ :][^>]*>")
+
+
 def _cli_terms(args: argparse.Namespace | None, message: str) -> str:
-    """An engine message with its Python calls spelled as options and commands."""
+    """An engine message with its Python calls spelled as options and commands.
+
+    A store is named as ``--store`` gave it (a password as ``***``), not by
+    the Python object's repr.
+    """
     driving = args is not None and args.command in ("run", "resume")
+    if args is not None and getattr(args, "store", None) is not None:
+        shown = repr(_shown_store(args))
+        message = _STORE_REPR.sub(lambda _: shown, message)
     return render.cli_terms(
         message,
         workflow=args.workflow if driving and args is not None else None,

@@ -218,3 +218,13 @@ def test_show_of_a_queued_run_says_run_drives_it(tmp_path: Path) -> None:
     assert f"go on with: pausegraph --store {store} run WORKFLOW --run-id q1  (drives it)" in out
     [row] = ok("runs", store=store).splitlines()[1:]
     assert row.endswith("a driver")
+
+
+def test_a_message_names_the_store_as_store_gave_it_not_by_a_python_repr(tmp_path: Path) -> None:
+    """SPEC, Command line: messages speak in command-line terms."""
+    store = tmp_path / "store"
+    ok("run", REVIEW, "--run-id", "r1", "--input", '{"document": "memo"}', store=store)
+    done = pg("resume", REVIEW, "nope", "--continue", store=store)
+    assert done.returncode == 1
+    assert f"in '{store}'" in done.stderr
+    assert "Checkpointer" not in done.stderr

@@ -170,6 +170,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 from .._values import pack, storable
 from ..errors import CheckpointError, ConflictError
@@ -625,7 +626,11 @@ def _infos(rows: list[Any]) -> list[FrameInfo]:
 
 
 def describe(conninfo: str) -> str:
-    """``conninfo`` as ``postgresql://user@host:port/dbname``, without its password."""
+    """``conninfo`` as ``postgresql://user@host:port/dbname``, without its password.
+
+    Its ``options`` (a ``search_path``, which says whose tables these are)
+    are kept, as ``?options=...``.
+    """
     try:
         parts = conninfo_to_dict(conninfo)
     except Exception:
@@ -633,7 +638,8 @@ def describe(conninfo: str) -> str:
     user = f"{parts['user']}@" if parts.get("user") else ""
     host = parts.get("host") or parts.get("hostaddr") or ""
     port = f":{parts['port']}" if parts.get("port") else ""
-    return f"postgresql://{user}{host}{port}/{parts.get('dbname', '')}"
+    options = f"?options={quote(str(parts['options']))}" if parts.get("options") else ""
+    return f"postgresql://{user}{host}{port}/{parts.get('dbname', '')}{options}"
 
 
 def _halves(key: int) -> tuple[int, int]:
