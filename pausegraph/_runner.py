@@ -800,7 +800,7 @@ class Runner:
             try:
                 changes = cursor.channels.apply(layer.writes())
             except StepError as error:
-                self._reducer_failed(cursor, k, layer.progress(), error)
+                self._reducer_failed(cursor, k, layer, error)
                 raise
             follow = plan.follows[k]
             if layer.skipped:
@@ -868,19 +868,33 @@ class Runner:
         saved = self._save(cursor, f"failed:{failure.step_id}", k, stage, ())
         _log(logging.INFO, f"run failed in step {failure.step_id!r}: {failure.message}", saved)
 
-    def _reducer_failed(
-        self, cursor: _Cursor, k: int, progress: Progress, error: StepError
-    ) -> None:
-        """A reducer raised folding the layer's writes: fail the step that wrote first."""
+    def _reducer_failed(self, cursor: _Cursor, k: int, layer: LayerRun, error: StepError) -> None:
+        """A reducer raised folding the layer's writes: fail the step that wrote first.
+
+        That step's writes were refused, so it counts as not finished: it
+        keeps its journal, a retry runs it again (replaying the journal),
+        and an answer its claim gave may be given again, as for a step that
+        raised itself.
+        """
         latest = self.checkpointer.latest(self._workflow, cursor.run_id)
         assert latest is not None
         cursor.channels = Channels(self.graph.channels, latest.values)  # undo the partial fold
+        progress = layer.progress()
         channel = getattr(error, "channel", None)
         culprit = next(
             (s for s, w in progress.finished.items() if channel in w),
             next(iter(progress.finished), self._layers[k][0]),
         )
-        self._fail(cursor, k, progress, failure_of(culprit, error))
+        journals = {
+            s: tuple(layer.done_journals.get(s) or layer.journals.get(s) or ())
+            if s == culprit
+            else progress.journals[s]
+            for s in layer.steps
+            if s == culprit or s in progress.journals
+        }
+        finished = {s: w for s, w in progress.finished.items() if s != culprit}
+        progress = attrs.evolve(progress, finished=finished, journals=journals)
+        self._fail(cursor, k, progress, failure_of(culprit, error), -1)
 
     # --- helpers --------------------------------------------------------------
 

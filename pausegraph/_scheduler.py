@@ -204,6 +204,9 @@ class LayerRun:
         self.answers: dict[str, Any] = {}
         self.finished: dict[str, Mapping[str, Any]] = {}
         self.journals: dict[str, list[Entry]] = {}
+        # the journals of steps that finished in this process, kept aside: a reducer that
+        # refuses a step's writes makes that step unfinished again (``Runner._reducer_failed``)
+        self.done_journals: dict[str, list[Entry]] = {}
         self.live: dict[str, Trampoline] = {}
         self.edits: tuple[dict[str, Any], ...] = ()
         self.claimed: tuple[str, ...] = ()
@@ -414,7 +417,9 @@ class LayerRun:
             raise StepError(msg) from None
         self.finished[step_id] = accepted
         if self.journals:
-            self.journals.pop(step_id, None)
+            journal = self.journals.pop(step_id, None)
+            if journal:
+                self.done_journals[step_id] = journal
 
 
 def replay_journals(

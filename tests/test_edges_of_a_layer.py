@@ -25,6 +25,7 @@ from pausegraph import (
     Done,
     Effect,
     EffectError,
+    Failure,
     FileCheckpointer,
     Goto,
     Graph,
@@ -33,6 +34,7 @@ from pausegraph import (
     LastWriteWins,
     MemoryCheckpointer,
     Paused,
+    Reducer,
     Resume,
     ResumeError,
     Runner,
@@ -183,6 +185,32 @@ def test_update_on_a_failed_run_is_applied_before_the_retry(store: Store) -> Non
     assert outcome == Done({"log": ["sibling", "fragile"], "fix": True}, 1)
     assert sibling_calls == [1]
     assert fragile_calls == [False, True]
+
+
+def test_a_step_whose_writes_a_reducer_refused_takes_its_answer_again(store: Store) -> None:
+    """SPEC, Failures: a failing step that had just been answered may be answered again."""
+
+    def strict(current: Any, value: Any) -> Any:
+        if value == "boom":
+            msg = "no boom"
+            raise ValueError(msg)
+        return value
+
+    def ask(state: Any) -> Any:
+        answer = yield Interrupt("n?")
+        return {"n": answer}
+
+    runner = Runner(Graph("red", {"n": Reducer(strict, 0)}).step("ask", ask), store)
+    [pending] = runner.run("r").interrupts
+    with pytest.raises(StepError, match="the reducer of channel 'n' raised ValueError"):
+        runner.resume("r", Resume("boom"))
+    failed = runner.state("r")
+    assert failed.failure == Failure("ask", "ValueError", "no boom")
+    with pytest.raises(StepError):  # a retry replays the same answer: the same refusal
+        runner.resume("r", Continue())
+    assert Runner(runner.graph, store).resume("r", Resume(answers={pending.id: 7})) == Done(
+        {"n": 7}, 1
+    )
 
 
 # --- 6. status is the same for every reader ------------------------------------------
