@@ -76,6 +76,25 @@ def test_post_run_starts_it_drives_it_and_replies_201_at_its_pause(client: TestC
     assert start(client, "r1", amount=6).status_code == 400  # a different input
 
 
+def test_post_run_without_input_leaves_an_existing_run_as_it_is(
+    client: TestClient, store: Checkpointer
+) -> None:
+    start(client, "r1")
+    before = history(store, "r1")
+    reply = client.post("/api/runs/approval/r1", json={})
+    assert reply.status_code == 200
+    assert reply.json()["status"] == "paused"
+    assert history(store, "r1") == before
+    assert client.post("/api/runs/approval/r2", json={}).status_code == 201  # a new run
+
+
+def test_a_wrong_method_is_405_naming_every_method_the_path_takes(client: TestClient) -> None:
+    for path in ("/api/runs/approval/r1", "/login"):
+        reply = client.put(path, json={})
+        assert reply.status_code == 405
+        assert {m.strip() for m in reply.headers["allow"].split(",")} >= {"GET", "POST"}
+
+
 def test_inbox_lists_each_waiting_interrupt_oldest_first(client: TestClient) -> None:
     start(client, "a")
     start(client, "b")

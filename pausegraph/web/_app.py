@@ -249,7 +249,9 @@ class _Server:
 
     # --- changing ---------------------------------------------------------------
 
-    def start(self, workflow: str, run_id: str, given: Mapping[str, Any]) -> tuple[bool, Any]:
+    def start(
+        self, workflow: str, run_id: str, given: Mapping[str, Any] | None
+    ) -> tuple[bool, Any]:
         runner = self.runner(workflow)
         created = self.store.latest(workflow, run_id) is None
         self._engine(lambda: runner.start(run_id, given), workflow, run_id)
@@ -452,18 +454,33 @@ def app(
         if server.driver is not None:
             await run_in_threadpool(server.driver.stop)
 
+    def by_method(
+        get: Callable[[Request], Awaitable[Response]],
+        post: Callable[[Request], Awaitable[Response]],
+    ) -> Callable[[Request], Awaitable[Response]]:
+        """One endpoint for a path that takes GET and POST, so a 405 names both in Allow."""
+
+        async def endpoint(request: Request) -> Response:
+            return await (post if request.method == "POST" else get)(request)
+
+        return endpoint
+
     routes = [
         Route("/", guarded(_inbox_page, html=True), methods=["GET"]),
-        Route("/login", _login_get(server), methods=["GET"]),
-        Route("/login", _login_post(server), methods=["POST"]),
+        Route(
+            "/login", by_method(_login_get(server), _login_post(server)), methods=["GET", "POST"]
+        ),
         Route("/runs/{workflow}/{run_id}", guarded(_run_page, html=True), methods=["GET"]),
         Route(
             "/runs/{workflow}/{run_id}/answer", guarded(_answer_form, html=True), methods=["POST"]
         ),
         Route("/api/inbox", guarded(_api_inbox, html=False), methods=["GET"]),
         Route("/api/runs", guarded(_api_runs, html=False), methods=["GET"]),
-        Route("/api/runs/{workflow}/{run_id}", guarded(_api_run, html=False), methods=["GET"]),
-        Route("/api/runs/{workflow}/{run_id}", guarded(_api_start, html=False), methods=["POST"]),
+        Route(
+            "/api/runs/{workflow}/{run_id}",
+            by_method(guarded(_api_run, html=False), guarded(_api_start, html=False)),
+            methods=["GET", "POST"],
+        ),
         Route(
             "/api/runs/{workflow}/{run_id}/resume",
             guarded(_api_resume, html=False),
@@ -579,8 +596,8 @@ async def _api_start(server: _Server, request: Request, _: str) -> Response:
     body = await _json_body(request)
     if not isinstance(body, dict) or set(body) - {"input"}:
         raise _Refused(400, 'the body must be {"input": {...}}')
-    given = body.get("input", {})
-    if not isinstance(given, dict):
+    given = body.get("input")  # none given: a new run starts empty, an existing one stays
+    if given is not None and not isinstance(given, dict):
         raise _Refused(400, f"'input' must be an object of channel: value, got {given!r}")
     created, obj = await run_in_threadpool(server.start, workflow, run_id, given)
     return JSONResponse(obj, status_code=201 if created else 200)
