@@ -253,6 +253,60 @@ def test_reads_and_bad_input_on_an_empty_schema_make_no_tables(
     assert [run for _, run in postgres.checkpointer().runs()] == ["r"]
 
 
+def test_a_first_write_waiting_while_another_process_makes_the_tables_uses_them(
+    postgres: PostgresSchema,
+) -> None:
+    """The connection that looked first takes them for missing until a new transaction."""
+    from pausegraph.checkpointers import postgres as postgres_module
+
+    store = postgres.checkpointer()  # opened on the empty schema: nothing made
+    with psycopg.connect(postgres.url, autocommit=True) as other:
+        other.execute("BEGIN")
+        other.execute("SELECT pg_advisory_xact_lock(%s)", (store.store._key(b"schema", b""),))
+
+        def make_tables() -> None:  # another process, while this one's first write waits
+            time.sleep(0.5)
+            for statement in postgres_module._SCHEMA.split(";"):
+                other.execute(statement.encode())
+            other.execute("INSERT INTO pausegraph_schema VALUES (%s)", (SCHEMA_VERSION,))
+            other.execute("COMMIT")
+
+        maker = threading.Thread(target=make_tables)
+        maker.start()
+        try:
+            assert Runner(_durable_flows.GRAPH, store).start("r", _durable_flows.INPUT).status
+        finally:
+            maker.join(30)
+    assert [run for _, run in postgres.checkpointer().runs()] == ["r"]
+
+
+def test_a_handle_whose_search_path_finds_the_tables_later_takes_their_schemas_locks(
+    postgres: PostgresSchema,
+) -> None:
+    """Two handles on the same tables take the same live-lock keys, whatever their search_path."""
+    first = f"{postgres.schema}_first"
+    with psycopg.connect(postgres.server, autocommit=True) as admin:
+        admin.execute(f"CREATE SCHEMA {first}")
+        try:
+            joiner = "&" if "?" in postgres.server else "?"
+            both = f"{postgres.server}{joiner}options=-c%20search_path%3D{first},{postgres.schema}"
+            wide = PostgresCheckpointer(both)  # its first schema is empty
+            try:
+                owner = postgres.checkpointer()
+                Runner(_durable_flows.GRAPH, owner).start("r", _durable_flows.INPUT)
+                assert [run for _, run in wide.runs()] == ["r"]  # the tables of the second
+                with owner.store.lock("orders", "r"), pytest.raises(ConflictError):
+                    wide.store.lock("orders", "r").__enter__()
+                tables = admin.execute(
+                    "SELECT count(*) FROM pg_tables WHERE schemaname = %s", (first,)
+                ).fetchone()
+                assert tables == (0,)
+            finally:
+                wide.close()
+        finally:
+            admin.execute(f"DROP SCHEMA {first} CASCADE")
+
+
 def test_a_database_of_a_newer_schema_is_refused(postgres: PostgresSchema) -> None:
     postgres.with_tables()
     with psycopg.connect(postgres.url, autocommit=True) as admin:

@@ -16,7 +16,6 @@ from collections.abc import Callable, Generator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-import psycopg
 import pytest
 from conftest import PostgresSchema
 from starlette.testclient import TestClient
@@ -172,8 +171,7 @@ def test_a_lock_session_ended_under_threads_is_still_a_lock_loss(
     held.wait(30)
     session = store.store._session
     assert session is not None
-    with psycopg.connect(postgres.server, autocommit=True) as admin:
-        admin.execute("SELECT pg_terminate_backend(%s)", (session.backend_pid,))
+    postgres.terminate(session.backend_pid)  # and wait until it is gone, its locks with it
     ended.set()
     holding.join(60)
     assert len(results) == 1

@@ -879,8 +879,15 @@ class PostgresStore:
                 raise CheckpointError(msg)
             self._namespace = _id(row[0])
             connection.execute("SELECT pg_advisory_xact_lock(%s)", (self._key(b"schema", b""),))
-            found = connection.execute("SELECT to_regclass('pausegraph_schema')").fetchone()
-            if found is None or found[0] is None:
+            # the schema holding the tables (the first of search_path that has them), whose
+            # name keys the live locks: every handle on these tables takes the same keys
+            found = connection.execute(
+                "SELECT n.nspname FROM pg_class AS c JOIN pg_namespace AS n "
+                "ON n.oid = c.relnamespace WHERE c.oid = to_regclass('pausegraph_schema')"
+            ).fetchone()
+            if found is not None and found[0] is not None:
+                self._namespace = _id(found[0])
+            else:
                 if not create:
                     return False
                 for statement in _SCHEMA.split(";"):
@@ -915,9 +922,22 @@ class PostgresStore:
         return True
 
     def _tables(self, create: bool) -> bool:
-        """Whether the store's tables are there, made now if ``create`` (asked until they are)."""
+        """Whether the store's tables are there, made now if ``create`` (asked until they are).
+
+        Another process may make them while this one waits for the lock that
+        guards their making: this connection, which looked before, may then
+        still take them for missing and fail to make them again ("already
+        exists"); a new transaction sees them, so it asks once more.
+        """
         if not self._ready:
-            self._ready = self._guarded(lambda connection: self._create_schema(connection, create))
+            for attempt in (1, 2):
+                try:
+                    self._ready = self._guarded(lambda c: self._create_schema(c, create))
+                    break
+                except CheckpointError as exc:
+                    raced = (psycopg.errors.DuplicateTable, psycopg.errors.UniqueViolation)
+                    if attempt == 2 or not isinstance(exc.__cause__, raced):
+                        raise
         return self._ready
 
     def _key(self, workflow: bytes, run: bytes) -> int:
