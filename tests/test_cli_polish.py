@@ -55,6 +55,13 @@ def test_redact_url_stars_the_password_and_keeps_the_rest() -> None:
     assert has_password(url)
 
 
+@pytest.mark.parametrize("typed", ["p@{}", "p/{}", "{}:x"])
+def test_a_password_holding_an_unencoded_at_or_slash_is_hidden_whole(typed: str) -> None:
+    url = f"postgresql://app:{typed.format(SECRET)}@db/runs"
+    assert redact_url(url) == "postgresql://app:***@db/runs"
+    assert SECRET not in describe_url(url)
+
+
 def test_a_password_parameter_is_hidden_too() -> None:
     url = f"postgres://app@db/runs?password={SECRET}&sslmode=require"
     assert redact_url(url) == "postgres://app@db/runs?password=***&sslmode=require"

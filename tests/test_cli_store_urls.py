@@ -134,7 +134,14 @@ def test_a_bad_store_url_is_one_line(
 
 
 @pytest.mark.parametrize(
-    "url", ["postgresql://u:secretpw@[bad/db", "postgresql://u:secret%ZZpw@127.0.0.1/db"]
+    "url",
+    [
+        "postgresql://u:secretpw@[bad/db",
+        "postgresql://u:secret%ZZpw@127.0.0.1/db",
+        'postgresql://u:ab"secret@[::1/db',  # a quote in the password
+        "postgresql://u:p@secret@127.0.0.1/db",  # an unencoded '@': read as part of the host
+        "postgresql://u:p/secret@127.0.0.1/db",  # an unencoded '/': read as the path
+    ],
 )
 def test_a_postgresql_url_libpq_cannot_read_is_refused_without_its_password(
     url: str, capsys: pytest.CaptureFixture[str]

@@ -140,7 +140,9 @@ def _a_file_is_no_directory(path: str) -> str:
 
 
 # The userinfo's password (postgresql://user:PASSWORD@host), and a password=... parameter
-_USERINFO_PASSWORD = re.compile(r"^(postgres(?:ql)?://[^:@/?#]*):[^@/?#]*@", re.IGNORECASE)
+# the password: from the user name's ':' to the last '@' (one with an unencoded '@' or '/'
+# in it is masked whole too)
+_USERINFO_PASSWORD = re.compile(r"^(postgres(?:ql)?://[^:@/?#]*):.*@", re.IGNORECASE)
 
 
 def _without_password_parameter(url: str, replacement: str | None) -> str:

@@ -625,6 +625,11 @@ def _infos(rows: list[Any]) -> list[FrameInfo]:
     ]
 
 
+# a URL whose part before the last '@' holds another '@' or a '/': an unencoded one in a
+# password, which libpq would read as part of the host or the path, and print
+_AMBIGUOUS_USERINFO = re.compile(r"^postgres(?:ql)?://[^@]*[@/][^@]*@", re.IGNORECASE)
+
+
 def describe(conninfo: str) -> str:
     """``conninfo`` as ``postgresql://user@host:port/dbname``, without its password.
 
@@ -723,18 +728,18 @@ class PostgresStore:
         if not isinstance(conninfo, str) or not conninfo or conninfo != storable(conninfo):
             msg = f"PostgresStore(conninfo) takes a libpq URL or conninfo string, got {conninfo!r}"
             raise CheckpointError(msg)
+        how = (
+            "write it as postgresql://USER:PASSWORD@HOST:PORT/DBNAME, with '@', '/', ':' "
+            "and '%' in the user name or password percent-encoded (%40, %2F, %3A, %25)"
+        )
+        if _AMBIGUOUS_USERINFO.match(conninfo):  # a password would be read as a host or path
+            msg = f"PostgreSQL store URL cannot be read (an '@' or '/' before its host); {how}"
+            raise CheckpointError(msg)
         try:
             conninfo_to_dict(conninfo)
         except psycopg.Error as exc:  # libpq quotes the URL, password and all: not repeated
-            reason = re.sub(
-                r'"([^"]*)"',
-                lambda m: "(...)" if len(m[1]) > 1 and m[1] in conninfo else m[0],
-                str(exc),
-            ).strip()
-            msg = (
-                f"PostgreSQL store URL cannot be read ({reason}); write it as "
-                "postgresql://USER:PASSWORD@HOST:PORT/DBNAME (percent-encode special characters)"
-            )
+            reason = str(exc).split('"', 1)[0].strip().rstrip(":").strip()
+            msg = f"PostgreSQL store URL cannot be read ({reason}); {how}"
             raise CheckpointError(msg) from None
         self.conninfo = conninfo
         self.where = describe(conninfo)
