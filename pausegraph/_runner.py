@@ -881,10 +881,16 @@ class Runner:
         cursor.channels = Channels(self.graph.channels, latest.values)  # undo the partial fold
         progress = layer.progress()
         channel = getattr(error, "channel", None)
-        culprit = next(
-            (s for s, w in progress.finished.items() if channel in w),
-            next(iter(progress.finished), self._layers[k][0]),
-        )
+        writers = [s for s, w in progress.finished.items() if channel in w]  # in step order
+        culprit = writers[0] if writers else next(iter(progress.finished), self._layers[k][0])
+        if channel is not None and len(writers) > 1:  # the first write refused, one at a time
+            reducer, value = cursor.channels.reducers[channel], cursor.channels.values[channel]
+            for step_id in writers:
+                try:
+                    value = reducer.fold(value, [progress.finished[step_id][channel]])[0]
+                except (Exception, SystemExit):
+                    culprit = step_id
+                    break
         journals = {
             s: tuple(layer.done_journals.get(s) or layer.journals.get(s) or ())
             if s == culprit

@@ -213,6 +213,32 @@ def test_a_step_whose_writes_a_reducer_refused_takes_its_answer_again(store: Sto
     )
 
 
+def test_of_two_writers_the_one_whose_write_a_reducer_refused_fails_and_is_answered_again(
+    store: Store,
+) -> None:
+    def strict(current: Any, value: Any) -> Any:
+        if value == "bad":
+            msg = "refused bad"
+            raise ValueError(msg)
+        return value
+
+    def asking(name: str) -> Any:
+        def step(state: Any) -> Any:
+            answer = yield Interrupt(name)
+            return {"tot": answer}
+
+        return step
+
+    graph = Graph("two", {"tot": Reducer(strict, "")}).step("a", asking("a")).step("b", asking("b"))
+    runner = Runner(graph, store)
+    ids = {i.step_id: i.id for i in runner.run("r").interrupts}
+    with pytest.raises(StepError):
+        runner.resume("r", Resume(answers={ids["a"]: "ok", ids["b"]: "bad"}))
+    assert runner.state("r").failure == Failure("b", "ValueError", "refused bad")
+    done = Runner(graph, store).resume("r", Resume(answers={ids["b"]: "good"}))
+    assert done == Done({"tot": "good"}, 1)
+
+
 # --- 6. status is the same for every reader ------------------------------------------
 
 
