@@ -16,7 +16,16 @@ from typing import Any
 
 import attrs
 
-from ._values import MAX_DEPTH, NATIVE, FrozenDict, FrozenList, freeze, named, normalize
+from ._values import (
+    MAX_DEPTH,
+    NATIVE,
+    FrozenDict,
+    FrozenList,
+    freeze,
+    named,
+    normalize,
+    thaw,
+)
 from .errors import PausegraphError, SerializationError, StepError
 
 
@@ -116,11 +125,14 @@ class Append(_Builtin):
 class Reducer(_Builtin):
     """Any other way to combine writes: ``fn(current, incoming) -> new``.
 
-    ``fn`` is called once per write, in step order, and returns a new value:
-    ``current`` is read-only (``current + [x]``, not ``current.append(x)``).
-    The result and ``default`` go through msgpack like any value, so they
-    must be msgpack-native. The whole new value is stored at every change, so
-    prefer the built-in reducers for large values::
+    ``fn`` is called once per write, in step order, and returns the new
+    value. ``current`` is the function's own copy: it may return a new value
+    (``current + [x]``) or change ``current`` and return it
+    (``current.append(x); return current``); the run's state is not touched
+    until the layer's writes are all folded. The result and ``default`` go
+    through msgpack like any value, so they must be msgpack-native. The whole
+    new value is stored at every change, so prefer the built-in reducers for
+    large values::
 
         Reducer(lambda total, n: total + n, 0)
     """
@@ -132,7 +144,7 @@ class Reducer(_Builtin):
         return freeze(self.default, max_depth=MAX_DEPTH)
 
     def fold(self, current: Any, incoming: list[Any]) -> tuple[Any, Op, Any]:
-        new = current
+        new = thaw(current)  # the function's own copy, which it may change in place
         for write in incoming:
             new = self.fn(new, write)
         new = freeze(new, max_depth=MAX_DEPTH)  # what a cold run would read back

@@ -177,6 +177,15 @@ class Resume:
             has_value,
         )
 
+    def __repr__(self) -> str:
+        """The call that makes this command, with what was given only."""
+        given = [f"value={self.value!r}"] if self.has_value else []
+        if self.answers is not None:
+            given.append(f"answers={self.answers!r}")
+        if self.update is not None:
+            given.append(f"update={self.update!r}")
+        return f"Resume({', '.join(given)})"
+
 
 @attrs.frozen
 class Update:
@@ -226,6 +235,9 @@ class Status(str, enum.Enum):
 
     def __str__(self) -> str:
         return self.value
+
+    def __repr__(self) -> str:  # a string, as the status compares: RunInfo(status='done', ...)
+        return repr(self.value)
 
 
 def _edits_tuple(items: Iterable[Mapping[str, Any]]) -> tuple[dict[str, Any], ...]:

@@ -486,7 +486,10 @@ def _fail(message: str, code: int) -> int:
 
 
 # a store as the engine's messages name it: its repr, ``<FileCheckpointer '...'>``
-_STORE_REPR = re.compile(r"<(?:Memory|File|Sqlite|Postgres)Checkpointer[ :][^>]*>")
+_STORE_REPR = re.compile(
+    r"<(?:File|Sqlite|Postgres)Checkpointer (?:'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\")>"
+    r"|<MemoryCheckpointer: \d+ runs>"
+)
 
 
 def _cli_terms(args: argparse.Namespace | None, message: str) -> str:

@@ -21,9 +21,12 @@ from pausegraph import (
     MemoryCheckpointer,
     MergeMap,
     Paused,
+    Reducer,
     Resume,
     ResumeError,
+    RunInfo,
     Runner,
+    Status,
     Update,
 )
 
@@ -380,3 +383,42 @@ def test_a_cancel_reason_no_store_can_keep_is_refused_before_anything_is_done():
         runner.cancel("r", "bad \ud800")
     assert runner.history("r") == before
     assert runner.state("r").status == "paused"
+
+
+def test_a_resume_prints_as_the_call_that_makes_it():
+    """SPEC: value types have readable reprs; Resume() and Resume(None) differ, and say so."""
+    shown = {
+        "Resume(value=7)": Resume(7),
+        "Resume(value={'a': 1})": Resume({"a": 1}),
+        "Resume(value=2, update={'x': 1})": Resume(2, update={"x": 1}),
+        "Resume(answers={'1.0.0': 1}, update={'x': 1})": Resume(
+            answers={"1.0.0": 1}, update={"x": 1}
+        ),
+    }
+    for text, command in shown.items():
+        assert repr(command) == text
+    assert repr(Resume(answers={"1.0.0": 1})) == "Resume(answers={'1.0.0': 1})"
+    assert repr(Resume(None)) == "Resume(value=None)"
+    assert repr(Resume()) == "Resume()"
+    assert Resume() != Resume(None)
+
+
+def test_a_run_info_prints_its_status_as_the_string_it_equals():
+    info = RunInfo({"x": 1}, Status.DONE, 1, ())
+    assert "status='done'" in repr(info)
+    assert info.status == "done"
+    assert repr(Status.PAUSED) == "'paused'"
+
+
+def test_a_reducer_may_change_its_current_value_in_place():
+    def add(current, item):
+        current.append(item)
+        return current
+
+    def fill(state):
+        return {"items": "b"}
+
+    graph = Graph("inplace", {"items": Reducer(add, [])}).step("fill", fill)
+    runner = Runner(graph)
+    assert runner.run("r", {"items": "a"}).state == {"items": ["a", "b"]}
+    assert runner.state("r").values == {"items": ["a", "b"]}

@@ -284,6 +284,8 @@ def test_api_terms_rewrites_every_call_the_engine_names() -> None:
         'POST /api/runs/w%2F1/a%20b with {"input": {CHANNEL: VALUE}}',
         "Resume(value=None, answers={'k': 'Goto(x)'}, update=None) is refused": '{"answers": '
         "{ID: VALUE}} is refused",
+        "Resume(answers={'k': 'Goto(x)'}) is refused": '{"answers": {ID: VALUE}} is refused',
+        "Resume(value=3) is refused": '{"value": VALUE} is refused',
         "Goto(step_id='s', update={'c': 1})": '{"goto": "s"}',
         "Goto(update=...) names undeclared channel 'q'": '{"update": {CHANNEL: VALUE}} names '
         "undeclared channel 'q'",

@@ -539,18 +539,21 @@ def _is_api(request: Request) -> bool:
 async def _no_route(request: Request, exc: Exception) -> Response:
     """A path no route takes (404) or a method its route does not (405): JSON under ``/api``."""
     assert isinstance(exc, HTTPException)
+    headers = dict(exc.headers or {})
+    if "Allow" in headers:  # in one order, whatever order the route's set of methods has
+        headers["Allow"] = ", ".join(sorted(m.strip() for m in headers["Allow"].split(",")))
     if not _is_api(request):
-        return PlainTextResponse(exc.detail, status_code=exc.status_code, headers=exc.headers)
+        return PlainTextResponse(exc.detail, status_code=exc.status_code, headers=headers)
     path = request.url.path
     if exc.status_code == 405:
-        allowed = (exc.headers or {}).get("Allow", "")
+        allowed = headers.get("Allow", "")
         message = f"{request.method} is not allowed on {path} (allowed: {allowed})"
     else:
         message = (
             f"no API route {path}: the API serves /api/inbox, /api/runs, "
             "/api/runs/WORKFLOW/RUN_ID and /api/runs/WORKFLOW/RUN_ID/resume"
         )
-    return JSONResponse({"error": message}, status_code=exc.status_code, headers=exc.headers)
+    return JSONResponse({"error": message}, status_code=exc.status_code, headers=headers)
 
 
 # --- JSON API ---------------------------------------------------------------------
