@@ -239,6 +239,31 @@ def test_of_two_writers_the_one_whose_write_a_reducer_refused_fails_and_is_answe
     assert done == Done({"tot": "good"}, 1)
 
 
+def test_a_value_for_a_failed_run_with_two_answers_to_give_again_says_so(store: Store) -> None:
+    def branch(state: Any, i: int) -> Any:
+        answer = yield Interrupt(f"b{i}")
+        if i == 1 and state["n"] is None:
+            msg = "branch 1 needs n"
+            raise RuntimeError(msg)
+        return answer
+
+    def both(state: Any) -> Any:
+        return {"o": (yield All(branch(state, 0), branch(state, 1)))}
+
+    runner = Runner(
+        Graph("all", {"n": LastWriteWins(), "o": LastWriteWins()}).step("a", both), store
+    )
+    ids = [i.id for i in runner.run("r").interrupts]
+    with pytest.raises(StepError):
+        runner.resume("r", Resume(answers={ids[0]: "x", ids[1]: "y"}))
+    with pytest.raises(ResumeError) as refused:
+        runner.resume("r", Resume("z"))
+    assert str(refused.value).startswith(
+        f"run 'r' has 2 interrupts to answer again (answerable again, as the claim that failed "
+        f"answered them: {ids[0]}, {ids[1]}): answer them by id"
+    )
+
+
 # --- 6. status is the same for every reader ------------------------------------------
 
 
