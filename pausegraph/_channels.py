@@ -126,8 +126,10 @@ class Reducer(_Builtin):
     """Any other way to combine writes: ``fn(current, incoming) -> new``.
 
     ``fn`` is called once per write, in step order, and returns the new
-    value. ``current`` is the function's own copy: it may return a new value
-    (``current + [x]``) or change ``current`` and return it
+    value (when it raises, the engine calls it again on the writes one at a
+    time, to find the step whose write it refuses). ``current`` is the
+    function's own copy: it may return a new value (``current + [x]``) or
+    change ``current`` and return it
     (``current.append(x); return current``); the run's state is not touched
     until the layer's writes are all folded. The result and ``default`` go
     through msgpack like any value, so they must be msgpack-native. The whole

@@ -456,6 +456,16 @@ def cli_terms(message: str, *, workflow: str | None, run_id: str | None) -> str:
     return re.sub(r"\bcall (?=`)", "use ", text)
 
 
+def resume_answers(inner: str) -> bool:
+    """Whether ``Resume(...)``'s printed arguments give answers by id (not a value).
+
+    A ``Resume`` prints what was given, a value first (``Resume(value=...)``);
+    so answers are given when the text starts with them (or, printed the old
+    way, after ``value=None``), whatever a value's text holds.
+    """
+    return inner.startswith(("answers=", "value=None, answers={"))
+
+
 def _term(name: str, inner: str, workflow: str | None, run_id: str | None) -> str:
     bare = inner.strip()
     if bare.startswith("update="):
@@ -465,8 +475,7 @@ def _term(name: str, inner: str, workflow: str | None, run_id: str | None) -> st
     if name == "Update":
         return "--update JSON"
     if name == "Resume":
-        answers = "answers=" in bare and "answers=None" not in bare
-        return "--answer ID=JSON" if answers else "--value JSON"
+        return "--answer ID=JSON" if resume_answers(bare) else "--value JSON"
     if name == "Goto":
         literal = re.match(r"(?:step_id=)?('[^']*'|\"[^\"]*\")", bare)
         return f"--goto {literal.group(1) if literal else 'STEP'}"

@@ -240,6 +240,7 @@ def test_each_python_call_of_the_engine_has_a_command_line_term() -> None:
         "Resume(value=1, answers=None, update=None) has": "--value JSON has",
         "Resume(value=None, answers={'a': 1}, update=None) has": "--answer ID=JSON has",
         "Resume(value=1) has": "--value JSON has",
+        "Resume(value='answers=yes') has": "--value JSON has",
         "Resume(answers={'a': 1}) has": "--answer ID=JSON has",
         "Update(edits={'a': (1)}) has": "--update JSON has",
         "Goto('x'): no such step": "--goto 'x': no such step",

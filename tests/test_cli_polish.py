@@ -62,6 +62,21 @@ def test_a_password_holding_an_unencoded_at_or_slash_is_hidden_whole(typed: str)
     assert SECRET not in describe_url(url)
 
 
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        (
+            f"postgresql://app:{SECRET}@db/runs?application_name=me@host",
+            "postgresql://app:***@db/runs?application_name=me@host",
+        ),
+        ("postgresql:///runs?host=/tmp&user=me@corp", "postgresql:///runs?host=/tmp&user=me@corp"),
+        (f"postgresql+psycopg://app:{SECRET}@db/runs", "postgresql+psycopg://app:***@db/runs"),
+    ],
+)
+def test_an_at_in_the_query_or_another_scheme_is_shown_rightly(url: str, shown: str) -> None:
+    assert redact_url(url) == shown
+
+
 def test_a_password_parameter_is_hidden_too() -> None:
     url = f"postgres://app@db/runs?password={SECRET}&sslmode=require"
     assert redact_url(url) == "postgres://app@db/runs?password=***&sslmode=require"

@@ -156,6 +156,22 @@ def test_a_postgresql_url_libpq_cannot_read_is_refused_without_its_password(
     assert "secret" not in err
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://u:p@127.0.0.1:9/db?application_name=me@host",
+        "postgresql://127.0.0.1:9/db?user=u&password=pa@ss",
+        "postgresql:///db?host=/nowhere&user=me@corp",
+    ],
+)
+def test_a_postgresql_url_with_an_at_in_its_query_is_read(url: str) -> None:
+    pytest.importorskip("psycopg")
+    with pytest.raises(CheckpointError) as refused:  # nothing listens there: it is read, then
+        open_checkpointer(url)
+    assert "cannot connect" in str(refused.value)
+    assert "cannot be read" not in str(refused.value)
+
+
 def test_runs_filters_by_status_and_workflow(
     populated: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -307,6 +307,29 @@ def test_a_handle_whose_search_path_finds_the_tables_later_takes_their_schemas_l
             admin.execute(f"DROP SCHEMA {first} CASCADE")
 
 
+def test_a_handle_opened_before_the_tables_exist_takes_their_schemas_keys_and_channel(
+    postgres: PostgresSchema,
+) -> None:
+    first = f"{postgres.schema}_first"
+    with psycopg.connect(postgres.server, autocommit=True) as admin:
+        admin.execute(f"CREATE SCHEMA {first}")
+        try:
+            joiner = "&" if "?" in postgres.server else "?"
+            both = f"{postgres.server}{joiner}options=-c%20search_path%3D{first},{postgres.schema}"
+            wide = PostgresCheckpointer(both)  # opened while no schema has the tables
+            try:
+                owner = postgres.checkpointer()
+                with owner.store.lock("orders", "r"), pytest.raises(ConflictError):
+                    wide.store.lock("orders", "r").__enter__()  # the same tables, the same key
+                assert not wide.wait_for_work(0)
+                Runner(_durable_flows.GRAPH, owner).start("q", _durable_flows.INPUT)
+                assert wide.wait_for_work(5)  # it listens on the channel of those tables
+            finally:
+                wide.close()
+        finally:
+            admin.execute(f"DROP SCHEMA {first} CASCADE")
+
+
 def test_a_database_of_a_newer_schema_is_refused(postgres: PostgresSchema) -> None:
     postgres.with_tables()
     with psycopg.connect(postgres.url, autocommit=True) as admin:

@@ -53,7 +53,7 @@ def parse_store_url(url: str) -> StoreURL:
         msg = f"store URL {url!r} names no path: write {scheme}:PATH"
         raise CheckpointError(msg)
     msg = (
-        f"unknown store URL {url!r}: a store is {FORMS} "
+        f"unknown store URL {redact_url(url)!r}: a store is {FORMS} "
         "(write ./NAME for a directory whose name holds a colon)"
     )
     raise CheckpointError(msg)
@@ -142,7 +142,9 @@ def _a_file_is_no_directory(path: str) -> str:
 # The userinfo's password (postgresql://user:PASSWORD@host), and a password=... parameter
 # the password: from the user name's ':' to the last '@' (one with an unencoded '@' or '/'
 # in it is masked whole too)
-_USERINFO_PASSWORD = re.compile(r"^(postgres(?:ql)?://[^:@/?#]*):.*@", re.IGNORECASE)
+_USERINFO_PASSWORD = re.compile(r"^(postgres(?:ql)?://[^:@/?#]*):[^?#]*@", re.IGNORECASE)
+# the same in a URL of any scheme (spaces allowed: a mistyped one is shown as a path)
+_ANY_USERINFO_PASSWORD = re.compile(r"^([A-Za-z][A-Za-z0-9+. -]*://[^:@/?#]*):[^?#]*@")
 
 
 def _without_password_parameter(url: str, replacement: str | None) -> str:
@@ -183,8 +185,8 @@ def redact_url(url: str) -> str:
     ``postgresql://app:secret@db/app?options=-csearch_path%3Dx`` becomes
     ``postgresql://app:***@db/app?options=-csearch_path%3Dx``.
     """
-    if not _is_postgres(url):
-        return url
+    if not _is_postgres(url):  # another scheme's (postgresql+psycopg://, a typo) too
+        return _ANY_USERINFO_PASSWORD.sub(r"\1:***@", url)
     return _without_password_parameter(_USERINFO_PASSWORD.sub(r"\1:***@", url), "***")
 
 

@@ -625,9 +625,9 @@ def _infos(rows: list[Any]) -> list[FrameInfo]:
     ]
 
 
-# a URL whose part before the last '@' holds another '@' or a '/': an unencoded one in a
-# password, which libpq would read as part of the host or the path, and print
-_AMBIGUOUS_USERINFO = re.compile(r"^postgres(?:ql)?://[^@]*[@/][^@]*@", re.IGNORECASE)
+# a URL whose part before its query, up to the last '@' there, holds another '@' or a
+# '/': an unencoded one in a password, which libpq would read as host or path, and print
+_AMBIGUOUS_USERINFO = re.compile(r"^postgres(?:ql)?://[^@?#]*[@/][^?#]*@", re.IGNORECASE)
 
 
 def describe(conninfo: str) -> str:
@@ -738,7 +738,11 @@ class PostgresStore:
         try:
             conninfo_to_dict(conninfo)
         except psycopg.Error as exc:  # libpq quotes the URL, password and all: not repeated
-            reason = str(exc).split('"', 1)[0].strip().rstrip(":").strip()
+            reason = re.sub(
+                r'"([^"]*)"',
+                lambda m: '"..."' if len(m[1]) > 1 and m[1] in conninfo else m[0],
+                str(exc).replace(conninfo, "(the URL)"),
+            ).strip()
             msg = f"PostgreSQL store URL cannot be read ({reason}); {how}"
             raise CheckpointError(msg) from None
         self.conninfo = conninfo
@@ -759,6 +763,7 @@ class PostgresStore:
         # runs held whose last append left them queued: their release notifies
         self._queued: dict[tuple[str, str], bool] = {}
         self._listener: tuple[int, psycopg.Connection[Any]] | None = None  # wait_for_work's
+        self._listened: set[str] = set()  # the channels it listens on
         # a held run's frame list as read when its lock was taken, by the (process,
         # thread) that took it: the next frames() of that run in that thread returns it (once)
         self._listed: dict[tuple[str, str], tuple[tuple[int, int], builtins.list[FrameInfo]]] = {}
@@ -1171,10 +1176,10 @@ class PostgresStore:
     def _hold(self, workflow_id: str, run_id: str) -> Iterator[None]:
         name = (workflow_id, run_id)
         ids = (_id(workflow_id), _id(run_id))
+        if not self._ready:  # the holder's note needs the tables (a hold is for writing), and
+            self._tables(True)  # their schema keys the lock (see _create_schema)
         key = self._key(*ids)
         args = _taking(key, ids)
-        if not self._ready:  # the holder's note needs the tables: a hold is for writing
-            self._tables(True)
         with self._mutex:
             if self._held(*name) is not None:  # session locks are re-entrant: refuse it here
                 raise ConflictError(held_message(workflow_id, run_id, self.holder(*name)))
@@ -1444,6 +1449,7 @@ class PostgresStore:
         to listen (a dropped connection that could not be opened again is
         tried again, and so reported, by the next call).
         """
+        self._tables(False)  # the tables' schema names the channel (see _create_schema)
         connection = self._listening()
         deadline = time.monotonic() + max(timeout_s, 0.0)
         try:
@@ -1466,18 +1472,25 @@ class PostgresStore:
         return True
 
     def _listening(self) -> psycopg.Connection[Any]:
+        """The listening connection, listening on the channel of the tables' schema now."""
         with self._mutex:
             listener = self._listener
+            channel = self._channel
             if listener is not None and listener[0] == os.getpid() and not listener[1].closed:
-                return listener[1]
-            if listener is not None and listener[0] != os.getpid():
-                _INHERITED.append(listener[1])  # the parent's: never close it here
-            connection = self._connect()
+                connection = listener[1]
+                if channel in self._listened:
+                    return connection
+            else:
+                if listener is not None and listener[0] != os.getpid():
+                    _INHERITED.append(listener[1])  # the parent's: never close it here
+                connection = self._connect()
+                self._listened = set()
             try:
-                connection.execute(f'LISTEN "{self._channel}"')
+                connection.execute(f'LISTEN "{channel}"')
             except psycopg.Error as exc:
                 connection.close()
                 raise self._failed(exc) from exc
+            self._listened.add(channel)  # a handle that found its tables later listens on both
             self._listener = (os.getpid(), connection)
             return connection
 

@@ -240,8 +240,8 @@ def _api_term(name: str, inner: str, run: str, driving: bool) -> str:
     if name == "Continue":
         return '{"continue": true}'
     if name == "Resume":
-        answers = "answers=" in inner and "answers=None" not in inner
-        return '{"answers": {ID: VALUE}}' if answers else '{"value": VALUE}'
+        answered = render.resume_answers(inner.strip())
+        return '{"answers": {ID: VALUE}}' if answered else '{"value": VALUE}'
     if name == "Goto":
         literal = _STEP_LITERAL.match(inner)
         return f'{{"goto": {json.dumps(literal.group(1)) if literal else "STEP"}}}'
