@@ -187,25 +187,31 @@ def test_update_on_a_failed_run_is_applied_before_the_retry(store: Store) -> Non
     assert fragile_calls == [False, True]
 
 
+def _refusing_bad(current: Any, value: Any) -> Any:
+    """A reducer that refuses the write "bad"."""
+    if value == "bad":
+        msg = "refused bad"
+        raise ValueError(msg)
+    return value
+
+
+def _asking(channel: str, question: str) -> Any:
+    def step(state: Any) -> Any:
+        answer = yield Interrupt(question)
+        return {channel: answer}
+
+    return step
+
+
 def test_a_step_whose_writes_a_reducer_refused_takes_its_answer_again(store: Store) -> None:
     """SPEC, Failures: a failing step that had just been answered may be answered again."""
-
-    def strict(current: Any, value: Any) -> Any:
-        if value == "boom":
-            msg = "no boom"
-            raise ValueError(msg)
-        return value
-
-    def ask(state: Any) -> Any:
-        answer = yield Interrupt("n?")
-        return {"n": answer}
-
-    runner = Runner(Graph("red", {"n": Reducer(strict, 0)}).step("ask", ask), store)
+    graph = Graph("red", {"n": Reducer(_refusing_bad, 0)}).step("ask", _asking("n", "n?"))
+    runner = Runner(graph, store)
     [pending] = runner.run("r").interrupts
     with pytest.raises(StepError, match="the reducer of channel 'n' raised ValueError"):
-        runner.resume("r", Resume("boom"))
+        runner.resume("r", Resume("bad"))
     failed = runner.state("r")
-    assert failed.failure == Failure("ask", "ValueError", "no boom")
+    assert failed.failure == Failure("ask", "ValueError", "refused bad")
     with pytest.raises(StepError):  # a retry replays the same answer: the same refusal
         runner.resume("r", Continue())
     assert Runner(runner.graph, store).resume("r", Resume(answers={pending.id: 7})) == Done(
@@ -216,20 +222,11 @@ def test_a_step_whose_writes_a_reducer_refused_takes_its_answer_again(store: Sto
 def test_of_two_writers_the_one_whose_write_a_reducer_refused_fails_and_is_answered_again(
     store: Store,
 ) -> None:
-    def strict(current: Any, value: Any) -> Any:
-        if value == "bad":
-            msg = "refused bad"
-            raise ValueError(msg)
-        return value
-
-    def asking(name: str) -> Any:
-        def step(state: Any) -> Any:
-            answer = yield Interrupt(name)
-            return {"tot": answer}
-
-        return step
-
-    graph = Graph("two", {"tot": Reducer(strict, "")}).step("a", asking("a")).step("b", asking("b"))
+    graph = (
+        Graph("two", {"tot": Reducer(_refusing_bad, "")})
+        .step("a", _asking("tot", "a"))
+        .step("b", _asking("tot", "b"))
+    )
     runner = Runner(graph, store)
     ids = {i.step_id: i.id for i in runner.run("r").interrupts}
     with pytest.raises(StepError):

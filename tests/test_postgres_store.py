@@ -10,12 +10,14 @@ down.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -280,54 +282,50 @@ def test_a_first_write_waiting_while_another_process_makes_the_tables_uses_them(
     assert [run for _, run in postgres.checkpointer().runs()] == ["r"]
 
 
-def test_a_handle_whose_search_path_finds_the_tables_later_takes_their_schemas_locks(
-    postgres: PostgresSchema,
-) -> None:
-    """Two handles on the same tables take the same live-lock keys, whatever their search_path."""
+@contextlib.contextmanager
+def _wider_search_path(postgres: PostgresSchema) -> Iterator[tuple[Any, Any]]:
+    """An admin connection, and a handle whose search_path puts an empty schema first."""
     first = f"{postgres.schema}_first"
     with psycopg.connect(postgres.server, autocommit=True) as admin:
         admin.execute(f"CREATE SCHEMA {first}")
         try:
             joiner = "&" if "?" in postgres.server else "?"
             both = f"{postgres.server}{joiner}options=-c%20search_path%3D{first},{postgres.schema}"
-            wide = PostgresCheckpointer(both)  # its first schema is empty
+            wide = PostgresCheckpointer(both)
             try:
-                owner = postgres.checkpointer()
-                Runner(_durable_flows.GRAPH, owner).start("r", _durable_flows.INPUT)
-                assert [run for _, run in wide.runs()] == ["r"]  # the tables of the second
-                with owner.store.lock("orders", "r"), pytest.raises(ConflictError):
-                    wide.store.lock("orders", "r").__enter__()
-                tables = admin.execute(
-                    "SELECT count(*) FROM pg_tables WHERE schemaname = %s", (first,)
-                ).fetchone()
-                assert tables == (0,)
+                yield admin, wide
             finally:
                 wide.close()
+            tables = admin.execute(
+                "SELECT count(*) FROM pg_tables WHERE schemaname = %s", (first,)
+            ).fetchone()
+            assert tables == (0,)  # nothing made in the empty first schema
         finally:
             admin.execute(f"DROP SCHEMA {first} CASCADE")
+
+
+def test_a_handle_whose_search_path_finds_the_tables_later_takes_their_schemas_locks(
+    postgres: PostgresSchema,
+) -> None:
+    """Two handles on the same tables take the same live-lock keys, whatever their search_path."""
+    with _wider_search_path(postgres) as (_, wide):
+        owner = postgres.checkpointer()
+        Runner(_durable_flows.GRAPH, owner).start("r", _durable_flows.INPUT)
+        assert [run for _, run in wide.runs()] == ["r"]  # the tables of the second schema
+        with owner.store.lock("orders", "r"), pytest.raises(ConflictError):
+            wide.store.lock("orders", "r").__enter__()
 
 
 def test_a_handle_opened_before_the_tables_exist_takes_their_schemas_keys_and_channel(
     postgres: PostgresSchema,
 ) -> None:
-    first = f"{postgres.schema}_first"
-    with psycopg.connect(postgres.server, autocommit=True) as admin:
-        admin.execute(f"CREATE SCHEMA {first}")
-        try:
-            joiner = "&" if "?" in postgres.server else "?"
-            both = f"{postgres.server}{joiner}options=-c%20search_path%3D{first},{postgres.schema}"
-            wide = PostgresCheckpointer(both)  # opened while no schema has the tables
-            try:
-                owner = postgres.checkpointer()
-                with owner.store.lock("orders", "r"), pytest.raises(ConflictError):
-                    wide.store.lock("orders", "r").__enter__()  # the same tables, the same key
-                assert not wide.wait_for_work(0)
-                Runner(_durable_flows.GRAPH, owner).start("q", _durable_flows.INPUT)
-                assert wide.wait_for_work(5)  # it listens on the channel of those tables
-            finally:
-                wide.close()
-        finally:
-            admin.execute(f"DROP SCHEMA {first} CASCADE")
+    with _wider_search_path(postgres) as (_, wide):  # opened while no schema has the tables
+        owner = postgres.checkpointer()
+        with owner.store.lock("orders", "r"), pytest.raises(ConflictError):
+            wide.store.lock("orders", "r").__enter__()  # the same tables, the same key
+        assert not wide.wait_for_work(0)
+        Runner(_durable_flows.GRAPH, owner).start("q", _durable_flows.INPUT)
+        assert wide.wait_for_work(5)  # it listens on the channel of those tables
 
 
 def test_a_database_of_a_newer_schema_is_refused(postgres: PostgresSchema) -> None:
