@@ -543,11 +543,10 @@ def _answers(
     again = [i for i in reanswerable if i not in pending_set]
     allowed = [*pending, *again]
     allowed_set = set(allowed)
-    waits = ", ".join(pending)
+    waits = ", ".join(pending) or "nothing"
+    answered = f"answerable again, as the claim that failed answered them: {', '.join(again)}"
     if again:  # a failed run: not pending, but the claim that failed answered them
-        answered = f"answerable again, as the claim that failed answered them: {', '.join(again)}"
-        waits = f"{waits} ({answered})" if waits else answered
-    waits = waits or "nothing"
+        waits += f" ({answered})"
     if not allowed:  # only a failed run gets here: a paused one has a pending interrupt
         msg = (
             f"run {run_id!r} failed and waits for no answer: retry it with Continue() or "
@@ -564,9 +563,13 @@ def _answers(
         # the one pending interrupt; on a failed run with none pending, the one to answer again
         candidates = pending or allowed
         if len(candidates) != 1:
-            kind = "pending interrupts" if pending else "interrupts to answer again"
+            kind, which = (
+                ("pending interrupts", waits)
+                if pending
+                else ("interrupts to answer again", answered)
+            )
             msg = (
-                f"run {run_id!r} has {len(candidates)} {kind} ({waits}): "
+                f"run {run_id!r} has {len(candidates)} {kind} ({which}): "
                 "answer them by id with Resume(answers={id: value, ...})"
             )
             raise ResumeError(msg)
