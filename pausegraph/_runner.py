@@ -869,12 +869,16 @@ class Runner:
         _log(logging.INFO, f"run failed in step {failure.step_id!r}: {failure.message}", saved)
 
     def _reducer_failed(self, cursor: _Cursor, k: int, layer: LayerRun, error: StepError) -> None:
-        """A reducer raised folding the layer's writes: fail the step that wrote first.
+        """A reducer raised folding the layer's writes: fail the step whose write it refused.
 
-        That step's writes were refused, so it counts as not finished: it
-        keeps its journal, a retry runs it again (replaying the journal),
-        and an answer its claim gave may be given again, as for a step that
-        raised itself.
+        The writes to the channel are folded again one at a time, in step
+        order, then the kept ``Update`` edits: the first refused is the
+        culprit (the first writer if none is refused alone). A step whose
+        write was refused counts as not finished: it keeps its journal, a
+        retry runs it again (replaying the journal), and an answer its claim
+        gave may be given again, as for a step that raised itself. An edit
+        that was refused is dropped from the failed checkpoint (a retry goes
+        on without it), and the failure names the layer's first step.
         """
         latest = self.checkpointer.latest(self._workflow, cursor.run_id)
         assert latest is not None
@@ -882,15 +886,28 @@ class Runner:
         progress = layer.progress()
         channel = getattr(error, "channel", None)
         writers = [s for s, w in progress.finished.items() if channel in w]  # in step order
-        culprit = writers[0] if writers else next(iter(progress.finished), self._layers[k][0])
-        if channel is not None and len(writers) > 1:  # the first write refused, one at a time
+        culprit: str | None = None
+        edits = progress.edits
+        if channel is not None:
             reducer, value = cursor.channels.reducers[channel], cursor.channels.values[channel]
-            for step_id in writers:
+            folds: list[tuple[str | int, Any]] = [
+                (s, progress.finished[s][channel]) for s in writers
+            ]
+            folds += [(i, e[channel]) for i, e in enumerate(edits) if channel in e]
+            for who, write in folds:
                 try:
-                    value = reducer.fold(value, [progress.finished[step_id][channel]])[0]
+                    value = reducer.fold(value, [write])[0]
                 except (Exception, SystemExit):
-                    culprit = step_id
+                    if isinstance(who, int):  # a kept edit: refused, so dropped
+                        edits = (*edits[:who], *edits[who + 1 :])
+                        progress = attrs.evolve(progress, edits=edits)
+                        first = next(iter(progress.finished), self._layers[k][0])
+                        self._fail(cursor, k, progress, failure_of(first, error), -1)
+                        return
+                    culprit = str(who)
                     break
+        if culprit is None:
+            culprit = writers[0] if writers else next(iter(progress.finished), self._layers[k][0])
         journals = {
             s: tuple(layer.done_journals.get(s) or layer.journals.get(s) or ())
             if s == culprit

@@ -236,6 +236,34 @@ def test_of_two_writers_the_one_whose_write_a_reducer_refused_fails_and_is_answe
     assert done == Done({"tot": "good"}, 1)
 
 
+def test_an_update_edit_a_reducer_refuses_at_the_end_of_the_layer_is_dropped(store: Store) -> None:
+    """The run is not stuck: the failed checkpoint drops the refused edit, and a retry goes on."""
+
+    def capped(total: Any, n: Any) -> Any:
+        if total + n > 10:
+            msg = f"cap: {total}+{n}"
+            raise ValueError(msg)
+        return total + n
+
+    def five(state: Any) -> Any:
+        return {"t": 5}
+
+    def ask(state: Any) -> Any:
+        yield Interrupt("ok?")
+        return {}
+
+    graph = Graph("cap", {"t": Reducer(capped, 0)}).step("a", five).step("b", ask)
+    runner = Runner(graph, store)
+    runner.run("r")
+    runner.resume("r", Update({"t": 8}))  # 0 + 8 fits: kept for the end of the layer
+    with pytest.raises(StepError, match="cap: 5"):
+        runner.resume("r", Resume(True))  # 5 + 8 does not
+    failed = runner.state("r")
+    assert failed.status == "failed"
+    assert failed.edits == ()  # refused, so dropped
+    assert Runner(graph, store).resume("r", Continue()) == Done({"t": 5}, 1)
+
+
 def test_a_value_for_a_failed_run_with_two_answers_to_give_again_says_so(store: Store) -> None:
     def branch(state: Any, i: int) -> Any:
         answer = yield Interrupt(f"b{i}")
