@@ -146,9 +146,9 @@ class Reducer(_Builtin):
         return freeze(self.default, max_depth=MAX_DEPTH)
 
     def fold(self, current: Any, incoming: list[Any]) -> tuple[Any, Op, Any]:
-        new = thaw(current)  # the function's own copy, which it may change in place
+        new = thaw(current)  # the function's own copies, which it may change in place
         for write in incoming:
-            new = self.fn(new, write)
+            new = self.fn(new, thaw(write))
         new = freeze(new, max_depth=MAX_DEPTH)  # what a cold run would read back
         return new, Op.SET, new
 

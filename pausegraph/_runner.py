@@ -876,7 +876,10 @@ class Runner:
         culprit (the first writer if none is refused alone). A step whose
         write was refused counts as not finished: it keeps its journal, a
         retry runs it again (replaying the journal), and an answer its claim
-        gave may be given again, as for a step that raised itself. An edit
+        gave may be given again, as for a step that raised itself; unless it
+        finished in an earlier claim, whose journal is gone (run again, it
+        would call its effects again): it stays finished, and a retry fails
+        the same way until an ``Update`` or a ``Goto``. An edit
         that was refused is dropped from the failed checkpoint (a retry goes
         on without it), and the failure names the layer's first step.
         """
@@ -902,12 +905,19 @@ class Runner:
                         edits = (*edits[:who], *edits[who + 1 :])
                         progress = attrs.evolve(progress, edits=edits)
                         first = next(iter(progress.finished), self._layers[k][0])
-                        self._fail(cursor, k, progress, failure_of(first, error), -1)
+                        failure = failure_of(first, error)
+                        dropped = f"{failure.message} (an Update edit, dropped: a retry goes on)"
+                        failure = attrs.evolve(failure, message=dropped)
+                        self._fail(cursor, k, progress, failure, -1)
                         return
                     culprit = str(who)
                     break
         if culprit is None:
             culprit = writers[0] if writers else next(iter(progress.finished), self._layers[k][0])
+        if culprit in layer.finished_before:  # finished in an earlier claim: its journal is
+            # gone, so running it again would call its effects again; it stays finished
+            self._fail(cursor, k, progress, failure_of(culprit, error), -1)
+            return
         journals = {
             s: tuple(layer.done_journals.get(s) or layer.journals.get(s) or ())
             if s == culprit

@@ -207,6 +207,7 @@ class LayerRun:
         # the journals of steps that finished in this process, kept aside: a reducer that
         # refuses a step's writes makes that step unfinished again (``Runner._reducer_failed``)
         self.done_journals: dict[str, list[Entry]] = {}
+        self.finished_before: frozenset[str] = frozenset()
         self.live: dict[str, Trampoline] = {}
         self.edits: tuple[dict[str, Any], ...] = ()
         self.claimed: tuple[str, ...] = ()
@@ -222,6 +223,8 @@ class LayerRun:
         self.timeouts = progress.timeouts
         if progress.finished:  # a finished step's writes may come from a store: freeze them
             self.finished = {s: freeze(w) for s, w in progress.finished.items()}
+        # steps that finished in an earlier claim: their journals were not kept
+        self.finished_before = frozenset(progress.finished)
         if progress.journals:
             self.journals = {s: list(j) for s, j in progress.journals.items()}
         for step_id, trampoline in (live or {}).items():

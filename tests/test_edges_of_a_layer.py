@@ -260,8 +260,59 @@ def test_an_update_edit_a_reducer_refuses_at_the_end_of_the_layer_is_dropped(sto
         runner.resume("r", Resume(True))  # 5 + 8 does not
     failed = runner.state("r")
     assert failed.status == "failed"
-    assert failed.edits == ()  # refused, so dropped
+    assert failed.edits == ()  # refused, so dropped, and the failure says so
+    assert failed.failure is not None
+    assert failed.failure.message.endswith("(an Update edit, dropped: a retry goes on)")
     assert Runner(graph, store).resume("r", Continue()) == Done({"t": 5}, 1)
+
+
+def test_a_refused_step_that_finished_in_an_earlier_claim_calls_its_effect_once(
+    store: Store,
+) -> None:
+    """Its journal was not kept when it finished: it stays finished rather than run again."""
+    calls: list[str] = []
+
+    def charge(who: str) -> str:
+        calls.append(who)
+        return who
+
+    def pays(state: Any) -> Any:
+        yield Effect(charge, "A")
+        return {"c": "bad"}  # refused, but only once "b" is answered and the layer folds
+
+    graph = (
+        Graph("early", {"c": Reducer(_refusing_bad, None), "d": LastWriteWins()})
+        .step("a", pays)
+        .step("b", _asking("d", "q"))
+    )
+    runner = Runner(graph, store)
+    runner.run("r")
+    with pytest.raises(StepError, match="refused bad"):
+        runner.resume("r", Resume(1))
+    for _ in range(2):
+        with pytest.raises(StepError, match="refused bad"):
+            Runner(graph, store).run("r")  # fails the same way until Update or Goto
+    assert calls == ["A"]
+    again = Runner(graph, store).resume("r", Goto("a"))
+    assert isinstance(again, Paused)  # b asks again
+    assert calls == ["A", "A"]  # Goto runs the layer again, on purpose
+
+
+def test_a_reducer_may_change_in_place_a_write_it_returned_earlier(store: Store) -> None:
+    def gather(current: Any, item: Any) -> Any:
+        if current is None:
+            return item  # the write itself becomes the value the next call changes
+        current.extend(item)
+        return current
+
+    def one(state: Any) -> Any:
+        return {"c": [1]}
+
+    def two(state: Any) -> Any:
+        return {"c": [2]}
+
+    graph = Graph("own", {"c": Reducer(gather, None)}).step("a", one).step("b", two)
+    assert Runner(graph, store).run("r") == Done({"c": [1, 2]}, 1)
 
 
 def test_a_value_for_a_failed_run_with_two_answers_to_give_again_says_so(store: Store) -> None:
