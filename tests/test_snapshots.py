@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pausegraph import Append, Graph, LastWriteWins, MemoryCheckpointer, Runner
-from pausegraph.checkpointers._log import SNAPSHOT_BUDGET, SNAPSHOT_EVERY, SnapshotPolicy
+from pausegraph.checkpointers._log import SNAPSHOT_CAP, SNAPSHOT_EVERY, SnapshotPolicy
 from pausegraph.checkpointers._store import FrameInfo
 
 
@@ -38,12 +38,29 @@ def _chain(n: int, channels, fn) -> Graph:
 
 
 @given(n=st.integers(20, 300), size=st.integers(100, 2000))
-def test_an_appended_state_is_not_snapshotted_beyond_half_the_deltas(n: int, size: int) -> None:
+def test_an_appended_state_is_not_snapshotted_again_and_again(n: int, size: int) -> None:
+    """Snapshots of a growing state grow geometrically: together a small multiple of the writes."""
     frames = _frames(_chain(n, {"log": Append()}, lambda s: {"log": "x" * size}), {})
     _first, *rest = frames
     snapshots = sum(b for b, snap in rest if snap)
     deltas = sum(b for b, snap in rest if not snap)
-    assert snapshots <= SNAPSHOT_BUDGET * deltas
+    assert snapshots <= 1.5 * deltas
+
+
+@given(n=st.integers(2, 300), size=st.integers(1, 2000), grows=st.booleans())
+def test_loading_reads_a_snapshot_and_a_bounded_multiple_of_it(
+    n: int, size: int, grows: bool
+) -> None:
+    """SPEC, Checkpoints (Size): one snapshot plus records totalling a constant multiple of it."""
+    channels = {"log": Append()} if grows else {"log": LastWriteWins()}
+    frames = _frames(_chain(n, channels, lambda s: {"log": "x" * size}), {})
+    biggest = max(b for b, _ in frames)
+    last = 0
+    for i, (_, snapshot) in enumerate(frames):
+        if snapshot:
+            last = i
+        read = sum(b for b, _ in frames[last : i + 1])
+        assert read <= (SNAPSHOT_CAP + 1) * frames[last][0] + biggest
 
 
 def test_a_small_overwritten_state_is_snapshotted_long_before_the_hard_bound() -> None:

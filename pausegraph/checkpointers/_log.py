@@ -29,6 +29,7 @@ from ._store import FrameInfo
 SNAPSHOT_EVERY = 1000
 SNAPSHOT_RATIO = 2
 SNAPSHOT_BUDGET = 0.5
+SNAPSHOT_CAP = 16
 
 
 class SnapshotPolicy:
@@ -45,7 +46,13 @@ class SnapshotPolicy:
       (an Append log) is then not copied again and again: the store stays
       within about 1.5 times the writes, plus one snapshot per
       ``SNAPSHOT_EVERY`` frames. A state overwritten in place (a counter)
-      stays small and is snapshotted often.
+      stays small and is snapshotted often;
+    - whatever the budget, a snapshot is due once the deltas since the last
+      one outweigh it ``SNAPSHOT_CAP`` times, so loading reads at most about
+      ``SNAPSHOT_CAP + 1`` times the snapshot it starts from (the SPEC's Size
+      rule). A growing state's snapshots then grow at least that many times
+      over each time, so together they stay within a small multiple of the
+      last one.
 
     The budget is checked against the snapshot's real size, which costs an
     encode of the state; a snapshot found too big is not tried again until
@@ -78,7 +85,12 @@ class SnapshotPolicy:
         Call ``saved`` once the frame is stored.
         """
         c = checkpoint
-        if c.changes is None or c.seq == 1 or self.deltas >= SNAPSHOT_EVERY:
+        if (
+            c.changes is None
+            or c.seq == 1
+            or self.deltas >= SNAPSHOT_EVERY
+            or self.delta_bytes > SNAPSHOT_CAP * self.snapshot_bytes
+        ):
             return encode_frame(c, snapshot=True), True
         if self.delta_bytes > SNAPSHOT_RATIO * self.snapshot_bytes and self._affordable(
             self.refused_bytes
