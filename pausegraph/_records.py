@@ -413,9 +413,10 @@ class Failed:
     that failed it is recorded: the step let it through, or raised its own
     error from it (``raise X from e``). ``-1``: no recorded effect error
     failed it (the step raised something else). ``None``: the record was
-    saved before this field (its effect error is found by its message). A retry drops that
-    entry, so that effect is called again, and keeps every other recorded
-    error, a sibling branch's error with the same message included.
+    saved before this field (its effect error is found by its message). A
+    retry drops that entry, so that effect is called again, and keeps every
+    other recorded error, a sibling branch's error with the same message
+    included.
     """
 
     progress: Progress

@@ -125,6 +125,28 @@ def _checked_clock(clock: Callable[[], int]) -> Callable[[], int]:
     return checked
 
 
+def _refused(channels: Channels, channel: str | None, progress: Progress) -> str | int | None:
+    """Whose write to ``channel`` its reducer refuses: a step id, or a kept edit's index.
+
+    The finished steps' writes are folded again one at a time, in step
+    order, then the kept ``Update`` edits; the first refused is the answer.
+    When none is refused alone, the first step that wrote to the channel
+    (``None`` when none did, or the channel is unknown).
+    """
+    if channel is None:
+        return None
+    writers = [s for s, w in progress.finished.items() if channel in w]  # in step order
+    folds: list[tuple[str | int, Any]] = [(s, progress.finished[s][channel]) for s in writers]
+    folds += [(i, e[channel]) for i, e in enumerate(progress.edits) if channel in e]
+    reducer, value = channels.reducers[channel], channels.values[channel]
+    for who, write in folds:
+        try:
+            value = reducer.fold(value, [write])[0]
+        except (Exception, SystemExit):
+            return who
+    return writers[0] if writers else None
+
+
 def system_clock() -> int:
     """The time now, in epoch milliseconds."""
     return time.time_ns() // 1_000_000
@@ -871,63 +893,42 @@ class Runner:
     def _reducer_failed(self, cursor: _Cursor, k: int, layer: LayerRun, error: StepError) -> None:
         """A reducer raised folding the layer's writes: fail the step whose write it refused.
 
-        The writes to the channel are folded again one at a time, in step
-        order, then the kept ``Update`` edits: the first refused is the
-        culprit (the first writer if none is refused alone). A step whose
-        write was refused counts as not finished: it keeps its journal, a
-        retry runs it again (replaying the journal), and an answer its claim
-        gave may be given again, as for a step that raised itself; unless it
-        finished in an earlier claim, whose journal is gone (run again, it
-        would call its effects again): it stays finished, and a retry fails
-        the same way until an ``Update`` or a ``Goto``. An edit
-        that was refused is dropped from the failed checkpoint (a retry goes
-        on without it), and the failure names the layer's first step.
+        The culprit is found by ``_refused``. A step whose write was refused
+        counts as not finished: it keeps its journal, a retry runs it again
+        (replaying the journal), and an answer its claim gave may be given
+        again, as for a step that raised itself; unless it finished in an
+        earlier claim, whose journal is gone (run again, it would call its
+        effects again): it stays finished, and a retry fails the same way
+        until an ``Update`` or a ``Goto``. An edit that was refused is dropped
+        from the failed checkpoint (a retry goes on without it), and the
+        failure names the layer's first step.
         """
         latest = self.checkpointer.latest(self._workflow, cursor.run_id)
         assert latest is not None
         cursor.channels = Channels(self.graph.channels, latest.values)  # undo the partial fold
         progress = layer.progress()
-        channel = getattr(error, "channel", None)
-        writers = [s for s, w in progress.finished.items() if channel in w]  # in step order
-        culprit: str | None = None
-        edits = progress.edits
-        if channel is not None:
-            reducer, value = cursor.channels.reducers[channel], cursor.channels.values[channel]
-            folds: list[tuple[str | int, Any]] = [
-                (s, progress.finished[s][channel]) for s in writers
-            ]
-            folds += [(i, e[channel]) for i, e in enumerate(edits) if channel in e]
-            for who, write in folds:
-                try:
-                    value = reducer.fold(value, [write])[0]
-                except (Exception, SystemExit):
-                    if isinstance(who, int):  # a kept edit: refused, so dropped
-                        edits = (*edits[:who], *edits[who + 1 :])
-                        progress = attrs.evolve(progress, edits=edits)
-                        first = next(iter(progress.finished), self._layers[k][0])
-                        failure = failure_of(first, error)
-                        dropped = f"{failure.message} (an Update edit, dropped: a retry goes on)"
-                        failure = attrs.evolve(failure, message=dropped)
-                        self._fail(cursor, k, progress, failure, -1)
-                        return
-                    culprit = str(who)
-                    break
-        if culprit is None:
-            culprit = writers[0] if writers else next(iter(progress.finished), self._layers[k][0])
-        if culprit in layer.finished_before:  # finished in an earlier claim: its journal is
-            # gone, so running it again would call its effects again; it stays finished
-            self._fail(cursor, k, progress, failure_of(culprit, error), -1)
-            return
-        journals = {
-            s: tuple(layer.done_journals.get(s) or layer.journals.get(s) or ())
-            if s == culprit
-            else progress.journals[s]
-            for s in layer.steps
-            if s == culprit or s in progress.journals
-        }
-        finished = {s: w for s, w in progress.finished.items() if s != culprit}
-        progress = attrs.evolve(progress, finished=finished, journals=journals)
-        self._fail(cursor, k, progress, failure_of(culprit, error), -1)
+        first = next(iter(progress.finished), self._layers[k][0])
+        refused = _refused(cursor.channels, getattr(error, "channel", None), progress)
+        if isinstance(refused, int):  # a kept edit: dropped, so that a retry goes on
+            edits = progress.edits
+            progress = attrs.evolve(progress, edits=(*edits[:refused], *edits[refused + 1 :]))
+            failure = failure_of(first, error)
+            dropped = f"{failure.message} (an Update edit, dropped: a retry goes on)"
+            failure = attrs.evolve(failure, message=dropped)
+        else:
+            culprit = refused or first
+            failure = failure_of(culprit, error)
+            if culprit not in layer.finished_before:  # its journal is at hand: not finished
+                journals = {
+                    s: tuple(layer.done_journals.get(s) or layer.journals.get(s) or ())
+                    if s == culprit
+                    else progress.journals[s]
+                    for s in layer.steps
+                    if s == culprit or s in progress.journals
+                }
+                finished = {s: w for s, w in progress.finished.items() if s != culprit}
+                progress = attrs.evolve(progress, finished=finished, journals=journals)
+        self._fail(cursor, k, progress, failure, -1)
 
     # --- helpers --------------------------------------------------------------
 

@@ -45,7 +45,6 @@ import json
 import logging
 import operator
 import os
-import re
 import signal
 import socket
 import sys
@@ -485,13 +484,6 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
-# a store as the engine's messages name it: its repr, ``<FileCheckpointer '...'>``
-_STORE_REPR = re.compile(
-    r"<(?:File|Sqlite|Postgres)Checkpointer (?:'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\")>"
-    r"|<MemoryCheckpointer: \d+ runs>"
-)
-
-
 def _cli_terms(args: argparse.Namespace | None, message: str) -> str:
     """An engine message with its Python calls spelled as options and commands.
 
@@ -499,9 +491,9 @@ def _cli_terms(args: argparse.Namespace | None, message: str) -> str:
     the Python object's repr.
     """
     driving = args is not None and args.command in ("run", "resume")
-    if args is not None and getattr(args, "store", None) is not None:
-        shown = repr(_shown_store(args))
-        message = _STORE_REPR.sub(lambda _: shown, message)
+    opened = getattr(args, "opened", None)  # the store the command opened (see _opening)
+    if args is not None and opened is not None:
+        message = message.replace(repr(opened), repr(_shown_store(args)))
     return render.cli_terms(
         message,
         workflow=args.workflow if driving and args is not None else None,
@@ -605,7 +597,13 @@ def _import_file(path: Path) -> Any:
 def _store(args: argparse.Namespace) -> Checkpointer:
     """Open (creating if need be) the store: for commands that may start a run."""
     _check_not_a_file(args)
-    return open_checkpointer(args.store)
+    return _opening(args)
+
+
+def _opening(args: argparse.Namespace) -> Checkpointer:
+    """Open ``--store``, kept as ``args.opened``: messages naming it get its ``--store`` form."""
+    opened = args.opened = open_checkpointer(args.store)
+    return opened
 
 
 def _check_not_a_file(args: argparse.Namespace) -> None:
@@ -635,7 +633,7 @@ def _existing_store(args: argparse.Namespace) -> Checkpointer | None:
         where = Path(parsed.target)
         if not where.exists() or (where.is_dir() and not any(where.iterdir())):
             return None
-    return open_checkpointer(args.store)
+    return _opening(args)
 
 
 def _parse_json(text: str, what: str) -> Any:

@@ -139,12 +139,10 @@ def _a_file_is_no_directory(path: str) -> str:
     )
 
 
-# The userinfo's password (postgresql://user:PASSWORD@host), and a password=... parameter
-# the password: from the user name's ':' to the last '@' (one with an unencoded '@' or '/'
-# in it is masked whole too)
-_USERINFO_PASSWORD = re.compile(r"^(postgres(?:ql)?://[^:@/?#]*):[^?#]*@", re.IGNORECASE)
-# the same in a URL of any scheme (spaces allowed: a mistyped one is shown as a path)
-_ANY_USERINFO_PASSWORD = re.compile(r"^([A-Za-z][A-Za-z0-9+. -]*://[^:@/?#]*):[^?#]*@")
+# The userinfo's password (scheme://user:PASSWORD@host), from the user name's ':' to the
+# last '@' before the query (one holding an unencoded '@' or '/' is masked whole), in a URL
+# of any scheme (postgresql+psycopg://, or a mistyped one with a space, shown as a path)
+_USERINFO_PASSWORD = re.compile(r"^([A-Za-z][A-Za-z0-9+. -]*://[^:@/?#]*):[^?#]*@")
 
 
 def _without_password_parameter(url: str, replacement: str | None) -> str:
@@ -185,9 +183,8 @@ def redact_url(url: str) -> str:
     ``postgresql://app:secret@db/app?options=-csearch_path%3Dx`` becomes
     ``postgresql://app:***@db/app?options=-csearch_path%3Dx``.
     """
-    if not _is_postgres(url):  # another scheme's (postgresql+psycopg://, a typo) too
-        return _ANY_USERINFO_PASSWORD.sub(r"\1:***@", url)
-    return _without_password_parameter(_USERINFO_PASSWORD.sub(r"\1:***@", url), "***")
+    shown = _USERINFO_PASSWORD.sub(r"\1:***@", url)  # another scheme's too: a typo
+    return _without_password_parameter(shown, "***") if _is_postgres(url) else shown
 
 
 def has_password(url: str) -> bool:

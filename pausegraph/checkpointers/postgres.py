@@ -772,7 +772,7 @@ class PostgresStore:
         # with its first write, so that a read (a command given a wrong id) changes nothing
         self._ready = False
         try:
-            self._ready = self._guarded(lambda connection: self._create_schema(connection, False))
+            self._tables(False)
         except BaseException:
             self.close()
             raise
@@ -957,8 +957,7 @@ class PostgresStore:
     # --- the Store protocol ---------------------------------------------------------
 
     def append(self, info: FrameInfo, frame: bytes, summary: RunSummary) -> None:
-        if not self._ready:  # the first write to an empty schema makes the tables
-            self._tables(True)
+        self._tables(True)  # the first write to an empty schema makes the tables
         workflow_id, run_id = summary.workflow_id, summary.run_id
         ids = (_id(workflow_id), _id(run_id))
         name = (workflow_id, run_id)
@@ -1176,8 +1175,8 @@ class PostgresStore:
     def _hold(self, workflow_id: str, run_id: str) -> Iterator[None]:
         name = (workflow_id, run_id)
         ids = (_id(workflow_id), _id(run_id))
-        if not self._ready:  # the holder's note needs the tables (a hold is for writing), and
-            self._tables(True)  # their schema keys the lock (see _create_schema)
+        # the holder's note needs the tables (a hold is for writing), and their schema keys
+        self._tables(True)  # the lock (see _create_schema)
         key = self._key(*ids)
         args = _taking(key, ids)
         with self._mutex:
