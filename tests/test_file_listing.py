@@ -10,11 +10,13 @@ through every log, as before the journal.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import multiprocessing
 import os
 import random
 import signal
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -26,7 +28,7 @@ import pytest
 from pausegraph.checkpointers import FrameInfo, RunSummary
 from pausegraph.checkpointers import file as file_store
 from pausegraph.checkpointers.file import FileStore
-from pausegraph.errors import CheckpointError
+from pausegraph.errors import CheckpointError, ConflictError
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="forks processes")
 
@@ -92,8 +94,91 @@ def test_a_listing_reads_only_the_logs_saved_to_since_the_last_one(
     assert len(listed(tmp_path)) == 20
     assert (spy.verified, spy.full_checks) == ([], 0)  # nothing changed: no log read
     save(store, "r3", 2, "done")
+    time.sleep(file_store._RACY_NS / 1e9)  # a log changed this recently is read, note or not
     assert listed(tmp_path)["r3"] == (2, "done")
-    assert (spy.verified, spy.full_checks) == ([log_path(tmp_path, "r3").name], 0)
+    assert (spy.verified, spy.full_checks) == ([], 0)  # the journal's note said it all
+    store.delete("wf", "r4")  # an entry with no note: that log is looked at
+    assert "r4" not in listed(tmp_path)
+    assert (spy.verified, spy.full_checks) == ([log_path(tmp_path, "r4").name], 0)
+
+
+def test_runs_another_handle_started_are_listed_from_the_journal_without_reading_a_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first listing after another handle wrote many new runs reads no log: notes say all."""
+    listed(tmp_path)
+    writer = FileStore(tmp_path)
+    odd = "run-\udc80"  # an id that is not valid Unicode is kept as bytes in the index
+    for n in range(200):
+        save(writer, f"r{n}", 1)
+        if n % 3 == 0:
+            save(writer, f"r{n}", 2, "done")
+    save(writer, odd, 1, "failed")
+    time.sleep(file_store._RACY_NS / 1e9)
+    spy = Spy(monkeypatch)
+    runs = FileStore(tmp_path).runs()
+    assert (spy.verified, spy.full_checks) == ([], 0)
+    expected = {f"r{n}": (2, "done") if n % 3 == 0 else (1, "paused") for n in range(200)}
+    assert {s.run_id: (s.seq, s.status) for s in runs} == {**expected, odd: (1, "failed")}
+    assert {s.workflow_id for s in runs} == {"wf"}
+    by_id = {s.run_id: s for s in runs}
+    assert (by_id["r3"].updated_ms, by_id["r3"].deadline_ms, by_id["r3"].data) == (1_002, None, b"")
+    # and a handle that checks every log agrees with the rows the notes wrote
+    (tmp_path / "touched").unlink()
+    assert listed(tmp_path) == {**expected, odd: (1, "failed")}
+
+
+def test_a_refused_append_leaves_no_note(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two handles append seq 2 with records of one length: the loser's note must not count."""
+    first, second = FileStore(tmp_path), FileStore(tmp_path)
+    save(first, "r", 1)
+    second.frames("wf", "r")  # the second handle has indexed seq 1
+    listed(tmp_path)
+    save(first, "r", 2, "failed")
+    with pytest.raises(ConflictError):
+        save(second, "r", 2, "paused")  # as long as "failed": the log's size fits its record
+    time.sleep(file_store._RACY_NS / 1e9)
+    spy = Spy(monkeypatch)
+    assert listed(tmp_path) == {"r": (2, "failed")}
+    assert spy.verified == []
+
+
+@pytest.mark.parametrize("when", ["at once", "later"])
+def test_a_log_changed_by_hand_after_its_note_is_read_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, when: str
+) -> None:
+    """The size is the note's, but the file was rewritten: right after the save, or later."""
+    listed(tmp_path)
+    save(FileStore(tmp_path), "r", 1)
+    path = log_path(tmp_path, "r")
+    if when == "later":
+        time.sleep(2 * file_store._RACY_NS / 1e9)
+    data = bytearray(path.read_bytes())
+    data[-2] ^= 0x40  # in the frame: the record no longer checks
+    path.write_bytes(bytes(data))
+    time.sleep(file_store._RACY_NS / 1e9)
+    spy = Spy(monkeypatch)
+    fresh = FileStore(tmp_path)
+    if when == "later":
+        assert listed(tmp_path, fresh) == {}
+        assert [name for name, _ in fresh.damaged()] == [path.name]
+        assert spy.verified == [path.name]
+    else:
+        # changed within _RACY_NS of its note, and listed only after: the note is taken,
+        # as the index's own stamps are (docs/storage.md); reading the run finds the damage
+        assert listed(tmp_path, fresh) == {"r": (1, "paused")}
+        assert spy.verified == []
+
+
+def test_an_append_with_a_big_meta_is_noted_without_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(file_store, "_NOTE_MAX", 10)
+    listed(tmp_path)
+    save(FileStore(tmp_path), "r", 1)
+    spy = Spy(monkeypatch)
+    assert listed(tmp_path) == {"r": (1, "paused")}
+    assert spy.verified == [log_path(tmp_path, "r").name]
 
 
 def test_a_writer_killed_after_its_append_is_listed_with_its_new_status(tmp_path: Path) -> None:
@@ -110,22 +195,27 @@ def test_a_writer_killed_after_its_append_is_listed_with_its_new_status(tmp_path
     assert listed(tmp_path) == {"r": (2, "done")}
 
 
+@pytest.mark.parametrize("written", [0, 1, 40])
 def test_a_writer_killed_between_its_journal_line_and_its_append_changes_nothing(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, written: int
 ) -> None:
+    """The note is written, then none or part of the record: the log is read, not the note."""
     store = FileStore(tmp_path)
     save(store, "r", 1)
     assert listed(tmp_path) == {"r": (1, "paused")}
 
     def writer() -> None:
         def die(fd: int, data: bytes, offset: int) -> None:
+            os.pwrite(fd, data[:written], offset)
             os.kill(os.getpid(), signal.SIGKILL)
 
-        file_store._write_all = die  # the journal line is written, the record never is
+        file_store._write_all = die
         save(FileStore(tmp_path), "r", 2, "done")
 
     assert in_child(writer) == -signal.SIGKILL
+    spy = Spy(monkeypatch)
     assert listed(tmp_path) == {"r": (1, "paused")}
+    assert spy.verified == [log_path(tmp_path, "r").name]
     save(store, "r", 2, "failed")  # and the run goes on
     assert listed(tmp_path) == {"r": (2, "failed")}
 
@@ -141,8 +231,8 @@ def test_a_lister_killed_while_it_writes_the_index_leaves_nothing_stale(tmp_path
     def lister() -> None:
         put = file_store._Index.put
 
-        def put_then_die(db: Any, row: Any) -> None:
-            put(db, row)  # one row written, the journal's offset not yet
+        def put_then_die(db: Any, *rows: Any) -> None:
+            put(db, *rows[:1])  # one row written, the journal's offset not yet
             os.kill(os.getpid(), signal.SIGKILL)
 
         file_store._Index.put = staticmethod(put_then_die)  # type: ignore[method-assign]
@@ -165,10 +255,10 @@ def test_a_slow_lister_cannot_write_a_row_older_than_a_later_listing(
     def slow_lister() -> None:
         put = file_store._Index.put
 
-        def stalled_put(db: Any, row: Any) -> None:
+        def stalled_put(db: Any, *rows: Any) -> None:
             read.set()  # the log is read (seq 2); the row is not written yet
             go.wait(30)
-            put(db, row)
+            put(db, *rows)
 
         file_store._Index.put = staticmethod(stalled_put)  # type: ignore[method-assign]
         FileStore(tmp_path).runs()
@@ -282,10 +372,11 @@ def test_an_index_from_before_the_emptying_checks_every_log(
         save(store, "r", seq)
 
     def lister() -> None:
-        def die(store: FileStore, name: str) -> Any:
+        def die(store: FileStore, name: str, *note: Any) -> Any:
             os.kill(os.getpid(), signal.SIGKILL)
 
         FileStore._verify = die  # type: ignore[method-assign]
+        FileStore._noted = die  # type: ignore[method-assign]
         FileStore(tmp_path).runs()
 
     assert in_child(lister) == -signal.SIGKILL
@@ -505,4 +596,18 @@ def test_a_file_system_whose_d_ino_is_not_st_ino_reads_only_the_new_logs(
     save(store, "r1", 2)
     time.sleep(file_store._RACY_NS / 1e9)
     assert listed(tmp_path)["r1"] == (2, "paused")
-    assert sorted(spy.verified) == sorted(log_path(tmp_path, r).name for r in ("newer", "r1"))
+    assert spy.verified == []  # both taken from the journal's notes
+    with contextlib.closing(sqlite3.connect(tmp_path / "index.sqlite3")) as db:
+        inos = dict(db.execute("SELECT name, ino FROM runs"))
+    for run_id in ("newer", "r1", "r2"):  # a noted new log, a noted one, an untouched one
+        path = log_path(tmp_path, run_id)
+        assert inos[path.name] == path.stat().st_ino + 10**9  # what readdir gives
+    del store  # the next listing finds runs/ as the index has it: no log read
+    time.sleep(file_store._RACY_NS / 1e9)
+    assert len(listed(tmp_path)) == 7
+    assert spy.verified == []
+    save(FileStore(tmp_path), "r3", 2)  # a note whose log keeps its inode
+    (tmp_path / "runs" / "x.tmp").write_bytes(b"")  # and runs/ changed meanwhile
+    time.sleep(file_store._RACY_NS / 1e9)
+    assert listed(tmp_path)["r3"] == (2, "paused")
+    assert spy.verified == []

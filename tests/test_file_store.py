@@ -484,11 +484,14 @@ def test_a_run_whose_creator_died_in_its_first_write_does_not_exist_and_can_be_c
     assert fresh.damaged() == []
 
 
-def test_a_log_of_zero_bytes_a_power_loss_left_reads_as_no_run(tmp_path: Path) -> None:
+def test_a_log_of_zero_bytes_a_power_loss_left_reads_as_no_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     store = FileCheckpointer(tmp_path)
     store.save(make_checkpoint("r", 1, {"x": 1}))
     path = log_path(tmp_path)
     path.write_bytes(bytes(len(path.read_bytes())))  # the size reached the disk, the data not
+    monkeypatch.setattr(file_store, "_boot_id", lambda: "the boot after the power loss")
     fresh = FileCheckpointer(tmp_path)
     assert fresh.runs() == []
     assert fresh.damaged() == []

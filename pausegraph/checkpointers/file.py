@@ -129,11 +129,18 @@ succeeds. No syscall is added to an append that succeeds.
 inode and the summary its last record holds. Every change of a log in
 place (an append, a cut, a delete) first writes the log's name to the
 journal ``root/touched`` (``_Journal``: one ``os.write``, no ``fsync``)
-and holds the journal's shared ``flock`` until it is done. A listing reads
-the names written since the offset the index consumed, under the journal's
-exclusive ``flock`` (so every change named is finished), reads those logs
-again and, if ``runs/`` changed, the logs whose name or inode the index
-lacks; rows, offset and the directory's stamp are written in one SQLite
+and holds the journal's shared ``flock`` until it is done. An append's
+entry also carries a *note*: the size the log will have once the record is
+written, the run's ids and the record's meta (its summary). A listing
+reads the entries written since the offset the index consumed, under the
+journal's exclusive ``flock`` (so every change named is finished). A log
+whose last entry is a note and whose size is the note's takes its row from
+the note, with no read of the log: the append it announced finished
+(an append killed part way, refused, cut back or followed by a cut or a
+delete leaves another size, or a later entry without a note). Every other
+log named is read again and, if ``runs/`` changed, so is each log whose
+name or inode the index lacks and that no note covers; rows, offset and
+the directory's stamp are written in one SQLite
 write transaction, so listings take turns and none writes a row older than
 another's. A listing with nothing new reads the rows and nothing else; a
 handle that lists again keeps the summaries and reads only the rows
@@ -354,14 +361,16 @@ def _unsaved(
     return CheckpointError(msg)
 
 
+def _packed_ids(workflow_id: str, run_id: str) -> bytes:
+    return pack([_id_bytes(workflow_id), _id_bytes(run_id)])
+
+
 def _log_name(workflow_id: str, run_id: str) -> str:
-    key = pack([_id_bytes(workflow_id), _id_bytes(run_id)])
-    return hashlib.sha256(key).hexdigest() + ".log"
+    return hashlib.sha256(_packed_ids(workflow_id, run_id)).hexdigest() + ".log"
 
 
-def _log_header(workflow_id: str, run_id: str) -> bytes:
-    ids = pack([_id_bytes(workflow_id), _id_bytes(run_id)])
-    return _LOG_MAGIC + bytes([FORMAT_VERSION]) + _record(ids, b"")
+def _log_header(packed_ids: bytes) -> bytes:
+    return _LOG_MAGIC + bytes([FORMAT_VERSION]) + _record(packed_ids, b"")
 
 
 def _meta(info: FrameInfo, summary: RunSummary) -> bytes:
@@ -414,14 +423,15 @@ class _RunLog:
     """
 
     __slots__ = (
-        "dir_synced", "end", "entries", "fd", "file_id", "ids", "lock", "name", "path", "pid",
-        "summary", "writable",
+        "dir_synced", "end", "entries", "fd", "file_id", "ids", "lock", "name", "packed_ids",
+        "path", "pid", "summary", "writable",
     )  # fmt: skip
 
     def __init__(self, path: str, name: str, ids: tuple[str, str]) -> None:
         self.path = path
         self.name = name
         self.ids = ids
+        self.packed_ids = _packed_ids(*ids)  # as the header holds them
         self.lock = threading.Lock()
         self.fd = -1
         self.writable = False  # fd was opened read-write (a store we may only read is still read)
@@ -636,12 +646,12 @@ class _Index:
         return {row[0]: row for row in rows}, fact is not None and fact[0] == boot
 
     @staticmethod
-    def put(db: sqlite3.Connection, row: _Row) -> None:
-        """Write ``row`` in the write ``session`` ``db``, marked with the session's ``gen``."""
-        db.execute(
+    def put(db: sqlite3.Connection, *rows: _Row) -> None:
+        """Write ``rows`` in the write ``session`` ``db``, marked with the session's ``gen``."""
+        db.executemany(
             "INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,"
             "(SELECT CAST(value AS INTEGER) FROM facts WHERE key = 'gen'))",
-            row,
+            rows,
         )
 
     @staticmethod
@@ -675,22 +685,78 @@ class _Index:
 
 
 _JOURNAL_NAME = "touched"
-_JOURNAL_MAGIC = b"PGTOUCHED 1 "
-_JOURNAL_HEAD = len(_JOURNAL_MAGIC) + 33  # the magic, a random hex tag, a newline
-_ENTRY = 64 + len(".log\n")  # one log name a line
+_JOURNAL_MAGIC = b"PGTOUCHED 2 "
+# the magic, a tag (32 random hex digits, 16 of the boot's hash: _journal_head), a newline
+_JOURNAL_HEAD = len(_JOURNAL_MAGIC) + 49
+_NAME_LEN = 64 + len(".log")  # a log's file name: a SHA-256 in hex, ".log"
+_ENTRY_HEAD = struct.Struct(">II")  # an entry's length after this head, and its crc
+_NOTE_HEAD = struct.Struct(">QQI")  # a note's log size, its time (ns), the length of its ids
+_NOTE_MAX = 1 << 12  # bytes of meta past which an append's entry carries no note
 _JOURNAL_MAX = 1 << 20  # bytes past which a listing empties the journal
 _JOURNAL_CAP = 64 << 20  # past which a writer does, and the next listing checks every log
 _HEX = frozenset(b"0123456789abcdef")
 
 
+# what an append's journal entry says of its log: its size once the record is
+# written, the time (ns) just before, the run's ids (packed as in the log's
+# header) and the record's meta
+_Note = tuple[int, int, bytes, bytes]
+
+
+def _journal_entry(name: str, note: _Note | None) -> bytes:
+    """One journal entry: its head (length, crc), the log's name and the note, if any."""
+    body = name.encode("ascii")
+    if note is not None:
+        size, time_ns, ids, meta = note
+        body += _NOTE_HEAD.pack(size, time_ns, len(ids)) + ids + meta
+    return _ENTRY_HEAD.pack(len(body), _crc(body)) + body
+
+
+def _journal_entries(data: bytes) -> dict[str, _Note | None] | None:
+    """Each log named in ``data`` (entries) with the note of its last entry; None if damaged."""
+    last: dict[bytes, tuple[int, int]] = {}  # each name's last entry: where its body is
+    at, end, head, crc32 = 0, len(data), _ENTRY_HEAD.size, zlib.crc32
+    unpack = _ENTRY_HEAD.unpack_from
+    while at < end:
+        if at + head > end:
+            return None
+        length, crc = unpack(data, at)
+        at += head
+        if length < _NAME_LEN or at + length > end or crc32(data[at : at + length]) != crc:
+            return None
+        last[data[at : at + _NAME_LEN]] = (at, length)
+        at += length
+    named: dict[str, _Note | None] = {}
+    for name, (at, length) in last.items():
+        if not _HEX.issuperset(name[:64]) or name[64:] != b".log":
+            return None
+        note: _Note | None = None
+        if length > _NAME_LEN:
+            ids_at = at + _NAME_LEN + _NOTE_HEAD.size
+            if length < _NAME_LEN + _NOTE_HEAD.size:
+                return None
+            size, time_ns, ids_len = _NOTE_HEAD.unpack_from(data, at + _NAME_LEN)
+            if ids_at + ids_len > at + length:
+                return None
+            note = (
+                size,
+                time_ns,
+                data[ids_at : ids_at + ids_len],
+                data[ids_at + ids_len : at + length],
+            )
+        named[name.decode("ascii")] = note
+    return named
+
+
 class _Journal:
-    """``root/touched``: the names of the logs modified in place, so listings read only those.
+    """``root/touched``: the logs modified in place, so listings read only those.
 
     A header line (magic and a random tag, new each time the journal is
-    emptied) then one line per modification: the log's file name. A writer
-    holds a shared ``flock`` on the journal from before it writes the line
-    until its modification of the log is done (``touching``); a listing
-    reads the lines under the exclusive ``flock`` (``exclusive``), so every
+    emptied) then one entry per modification (``_journal_entry``): the log's
+    file name and, for an append, a note of what it writes. A writer holds
+    a shared ``flock`` on the journal from before it writes the entry until
+    its modification of the log is done (``touching``); a listing reads the
+    entries under the exclusive ``flock`` (``exclusive``), so every
     modification it reads of is finished and no other starts meanwhile.
     Nothing is fsynced: a power loss changes the boot id, and the listing
     then checks every log anyway.
@@ -766,12 +832,12 @@ class _Journal:
         finally:
             self.leave(fd)
 
-    def enter(self, name: str) -> int:
-        """``touching``'s start: the line written, the shared hold taken; its descriptor.
+    def enter(self, name: str, note: _Note | None = None) -> int:
+        """``touching``'s start: the entry written, the shared hold taken; its descriptor.
 
         Every ``enter`` that returns is followed by one ``leave`` of what it returned.
         """
-        line = name.encode("ascii") + b"\n"
+        line = _journal_entry(name, note)
         with self._cond:
             while self._shared < 0:
                 self._cond.wait()
@@ -801,15 +867,19 @@ class _Journal:
                     fcntl.flock(fd, fcntl.LOCK_UN)
                 self._cond.notify_all()
 
-    def consume(self, tag: str, offset: int) -> tuple[set[str] | None, str, int]:
-        """The log names written since ``offset`` if the journal is still ``tag``'s, else None.
+    def consume(self, tag: str, offset: int) -> tuple[dict[str, _Note | None] | None, str, int]:
+        """The logs named since ``offset`` if the journal is still ``tag``'s, else None.
 
-        Returns ``(names, tag, end)``: the listing records ``tag`` and ``end``
-        as what it consumed. Under the exclusive ``flock``: every modification
-        named up to ``end`` is finished. A journal that is damaged (a bad
-        header or line), missing or past ``_JOURNAL_MAX`` is emptied with a
-        new tag; names are ``None`` when they cannot be trusted, and the
-        listing then checks every log.
+        Returns ``(named, tag, end)``: each log named, with the note of its
+        last entry (``None`` if that entry has none); the listing records
+        ``tag`` and ``end`` as what it consumed. Under the exclusive
+        ``flock``: every modification named up to ``end`` is finished. A
+        new index (``tag`` empty) reads the whole journal if its tag says it
+        was begun or emptied this boot (a power loss since may have cut logs
+        back behind it). A journal that is damaged (a bad header or entry),
+        missing or past ``_JOURNAL_MAX`` is emptied with a new tag;
+        ``named`` is ``None`` when it cannot be trusted, and the listing then
+        checks every log.
         """
         with self._cond:
             while self._shared:
@@ -826,20 +896,20 @@ class _Journal:
                 self._shared = 0
                 self._cond.notify_all()
 
-    def _consume(self, fd: int, tag: str, offset: int) -> tuple[set[str] | None, str, int]:
+    def _consume(
+        self, fd: int, tag: str, offset: int
+    ) -> tuple[dict[str, _Note | None] | None, str, int]:
         size = os.fstat(fd).st_size
         head = os.pread(fd, _JOURNAL_HEAD, 0)
         found = _journal_tag(head)
-        names: set[str] | None = None
-        if found == tag and _JOURNAL_HEAD <= offset <= size and (size - offset) % _ENTRY == 0:
-            data = os.pread(fd, size - offset, offset)
-            names = set()
-            for at in range(0, len(data), _ENTRY):
-                line = data[at : at + _ENTRY]
-                if len(line) != _ENTRY or not _HEX.issuperset(line[:64]) or line[64:] != b".log\n":
-                    names = None
-                    break
-                names.add(line[:-1].decode("ascii"))
+        names: dict[str, _Note | None] | None = None
+        if found is None or not found.endswith(_boot_tag()):
+            found = None  # damaged, missing, or begun before a power loss: emptied
+        elif not tag:
+            offset = _JOURNAL_HEAD  # a new index, and a journal begun this boot: read it all
+            tag = found
+        if found == tag and _JOURNAL_HEAD <= offset <= size:
+            names = _journal_entries(os.pread(fd, size - offset, offset))
         if found is None or (names is None and found == tag) or size > _JOURNAL_MAX:
             # emptied in place (writers' O_APPEND descriptors stay good) under the lock
             os.ftruncate(fd, 0)
@@ -875,7 +945,13 @@ class _Unjournaled(Exception):
 
 
 def _journal_head() -> bytes:
-    return _JOURNAL_MAGIC + uuid.uuid4().hex.encode("ascii") + b"\n"
+    """A new journal's header: the magic, a new tag ending in this boot's, a newline."""
+    return _JOURNAL_MAGIC + (uuid.uuid4().hex + _boot_tag()).encode("ascii") + b"\n"
+
+
+def _boot_tag() -> str:
+    """16 hex digits naming this boot, which end the tag of a journal emptied in it."""
+    return hashlib.sha256(_boot_id().encode()).hexdigest()[:16]
 
 
 def _journal_tag(head: bytes) -> str | None:
@@ -1050,7 +1126,8 @@ class FileStore:
         if len(frame) > _MAX_LEN:
             msg = f"checkpoint {info.seq} of run {ids[1]!r} is over 4 GiB encoded"
             raise CheckpointError(msg)
-        record = _record(_meta(info, summary), frame)
+        meta = _meta(info, summary)
+        record = _record(meta, frame)
         entry_info = _sized(info, len(frame))
         log = self._used(ids)
         path = log.path if log is not None else os.path.join(self._runs_path, _log_name(*ids))
@@ -1059,7 +1136,7 @@ class FileStore:
                 if log is None:
                     log = self._create(ids, info.seq, path)
                 try:
-                    self._append_to(log, record, entry_info, summary)
+                    self._append_to(log, record, meta, entry_info, summary)
                     return
                 except FileNotFoundError as exc:
                     # the log was deleted behind this handle's back: no run. The handle
@@ -1074,34 +1151,41 @@ class FileStore:
         except OSError as exc:
             raise _os_error(exc, path) from exc
 
-    def _append_to(self, log: _RunLog, record: bytes, info: FrameInfo, summary: RunSummary) -> None:
+    def _append_to(
+        self, log: _RunLog, record: bytes, meta: bytes, info: FrameInfo, summary: RunSummary
+    ) -> None:
         """``append``'s work on the run's log, under its exclusive ``flock``.
 
         ``FileNotFoundError`` (nothing written) if the log is gone. What
         ``_locked`` and ``_touching`` do, written out: every save goes
         through here, and their context managers cost more than the
-        syscalls they make.
+        syscalls they make. The seq is checked before the journal entry is
+        written, so a refused append leaves no note behind.
         """
         ids, path = log.ids, log.path
         journal = self._journal
         with log.lock:
             fd = self._flocked(log, fcntl.LOCK_EX, write=True)
             try:
+                size = self._refresh(log, fd)
+                count = len(log.entries)
+                if info.seq != count + 1:
+                    refuse_seq(ids[0], ids[1], info.seq, count)
+                start = log.end  # 0: the log has no header yet (see _create)
+                header = b"" if start else _log_header(log.packed_ids)
+                data = header + record
+                note = None
+                if len(meta) <= _NOTE_MAX:
+                    note = (start + len(data), time.time_ns(), log.packed_ids, meta)
                 try:
-                    held = journal.enter(log.name)
+                    held = journal.enter(log.name, note)
                 except OSError as exc:
                     raise _os_error(exc, journal.path) from exc
                 try:
-                    size = self._refresh(log, fd)
-                    count = len(log.entries)
-                    if info.seq != count + 1:
-                        refuse_seq(ids[0], ids[1], info.seq, count)
-                    start = log.end  # 0: the log has no header yet (see _create)
-                    header = b"" if start else _log_header(*ids)
                     if size > start:
                         os.ftruncate(fd, start)  # a torn tail: a save that never finished
                     try:
-                        _write_all(fd, header + record, start)
+                        _write_all(fd, data, start)
                     except OSError as exc:
                         seqs = (info.seq, info.seq)
                         raise _unsaved(ids, seqs, path, exc, self._cut(fd, log)) from exc
@@ -1334,17 +1418,36 @@ class FileStore:
             # the directory's stamp is taken before it is listed: a change after is seen next time
             dir_st = _stat_dir(runs_dir)
             inodes: dict[str, int] = {}  # of the logs runs/ has that the index has not
-            if names is None or facts.get("boot") != boot:
+            if names is None or (facts.get("journal") and facts.get("boot") != boot):
                 self._checked_all(db)
             else:
+                known: dict[str, int] | None = None
                 if facts.get("dir") != _dir_stamp(dir_st, time.time_ns()) or not facts.get("dir"):
                     listed = _listed_logs(runs_dir)
                     known = dict(db.execute("SELECT name, ino FROM runs").fetchall())
                     inodes = {n: ino for n, ino in listed.items() if known.get(n) != ino}
-                    names.update(inodes)
+                    for name in inodes:
+                        names.setdefault(name, None)
                     self._index.delete(db, [n for n in known if n not in listed])
-                names.update(n for (n,) in db.execute("SELECT name FROM runs WHERE seq < 0"))
-                for name in sorted(names):
+                for (name,) in db.execute("SELECT name FROM runs WHERE seq < 0"):
+                    names[name] = None  # a damaged log is read whole again, note or not
+                if known is None and any(note is not None for note in names.values()):
+                    known = dict(db.execute("SELECT name, ino FROM runs").fetchall())
+                noted, unnoted = [], []
+                with _opened_dir(runs_dir) as dir_fd:
+                    for name in sorted(names):
+                        note, ino = names[name], inodes.get(name)
+                        row = None
+                        if note is not None and known is not None:
+                            row = self._noted(
+                                dir_fd, name, note, known.get(name) if ino is None else ino
+                            )
+                        if row is None:
+                            unnoted.append(name)
+                        else:
+                            noted.append(row)
+                self._index.put(db, *noted)
+                for name in unnoted:
                     self._reindex(db, name, inodes.get(name))
             fresh = {"boot": boot, "journal": f"{tag}:{end}"}
             fresh["dir"] = _dir_stamp(dir_st, time.time_ns())
@@ -1443,6 +1546,44 @@ class FileStore:
             if ino is not None:
                 row = (*row[:2], ino, *row[3:])
         self._index.put(db, row)
+
+    @staticmethod
+    def _noted(dir_fd: int, name: str, note: _Note, ino: int | None) -> _Row | None:
+        """The row a journal note gives the log ``name``; ``None`` if it must be read instead.
+
+        The note holds only if the log is still a regular file of the size
+        the noted append gave it, last modified no later than ``_RACY_NS``
+        after the note was written and at least that long ago: an append
+        that did not finish, or any change after it, leaves another size (or
+        a later entry without a note), and a change by hand another mtime.
+        ``ino``: the inode ``runs/`` gave, or the row's (see ``_reindex``);
+        ``dir_fd``: ``runs/`` open.
+        """
+        size, time_ns, packed_ids, meta = note
+        try:
+            st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        except OSError:
+            return None
+        now = time.time_ns()
+        if (
+            not stat.S_ISREG(st.st_mode)
+            or st.st_size != size
+            or st.st_mtime_ns > time_ns + _RACY_NS
+            or now - st.st_mtime_ns < _RACY_NS
+        ):
+            return None
+        if hashlib.sha256(packed_ids).hexdigest() + ".log" != name:
+            return None  # not the ids the log is named for
+        try:
+            wf, run = _unpack_bounded(packed_ids, items=2)
+            ids = (_id_str(wf), _id_str(run))
+            info, (status, updated_ms, deadline_ms, data) = _decode_meta(name, 0, meta, 0)
+        except (ValueError, TypeError, msgpack.UnpackException, CorruptCheckpointError):
+            return None
+        return (
+            name, _stamp(st, now), st.st_ino if ino is None else ino, _id_cell(ids[0]),
+            _id_cell(ids[1]), info.seq, status, updated_ms, deadline_ms, data,
+        )  # fmt: skip
 
     def _scanned(self) -> tuple[builtins.list[RunSummary], builtins.list[tuple[str, str]]]:
         """The listing when the index cannot be written: one ``stat`` per log, nothing written.
@@ -2045,6 +2186,16 @@ def _listed_logs(path: str) -> dict[str, int]:
             return {e.name: e.inode() for e in entries if e.name.endswith(".log")}
     except OSError as exc:
         raise _os_error(exc, path) from exc
+
+
+@contextmanager
+def _opened_dir(path: str) -> Iterator[int]:
+    """The directory at ``path``, open (``OSError`` if it cannot be)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
 
 
 def _exists(path: str) -> bool:
