@@ -11,6 +11,7 @@ is what keeps a checkpoint as small as the writes that made it.
 from __future__ import annotations
 
 import enum
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -154,6 +155,8 @@ class Reducer(_Builtin):
 
 
 AnyReducer = LastWriteWins | MergeMap | Append | Reducer
+# the reducers that change a value in place, and how each copies one first
+_IN_PLACE: dict[type, Callable[[Any], Any]] = {MergeMap: FrozenDict, Append: FrozenList}
 
 
 _set = dict.__setitem__
@@ -205,6 +208,16 @@ def accept_writes(
         raise SerializationError(msg) from None
 
 
+def _owned_refs() -> int:
+    """What ``sys.getrefcount`` says in ``Channels.apply`` of a value only the values hold."""
+    values = {"c": FrozenList()}
+    current = values["c"]
+    return sys.getrefcount(current)
+
+
+_OWNED = _owned_refs()
+
+
 class Channels:
     """The channel values of one run, folded layer by layer.
 
@@ -212,7 +225,11 @@ class Channels:
     checkpoint, or a write, input or edit normalised when it arrived), so it
     is read-only to everyone else (see ``_values``) and belongs to the
     engine. So MergeMap and Append values are updated in place, and a step
-    that changes one key of a large map copies nothing.
+    that changes one key of a large map copies nothing: unless something
+    else still holds the value (a step kept ``state["log"]``, or a state
+    mapping from ``view`` that holds it is still alive), in which case it is
+    changed as a copy, so that what a step read keeps reading as it was when
+    its layer began (CPython's reference count says which).
     """
 
     __slots__ = ("reducers", "values")
@@ -226,6 +243,15 @@ class Channels:
     @classmethod
     def fresh(cls, reducers: Mapping[str, AnyReducer]) -> Channels:
         return cls(reducers, {name: r.initial() for name, r in reducers.items()})
+
+    def view(self) -> FrozenDict:
+        """The state as steps and predicates read it now: a mapping later layers leave alone.
+
+        The engine lets go of it before the layer's writes are folded
+        (``apply``), so that only a holder outside the engine makes a value
+        change as a copy.
+        """
+        return FrozenDict(self.values)
 
     def apply(self, writes: Iterable[Mapping[str, Any]]) -> list[Change]:
         """Fold every write, in order, into the values and return the changes.
@@ -244,9 +270,15 @@ class Channels:
         changes = []
         values = self.values
         reducers = self.reducers
+        getrefcount = sys.getrefcount
         for channel, bucket in incoming.items():
+            reducer = reducers[channel]
+            current = values[channel]
+            copy = _IN_PLACE.get(type(reducer))
+            if copy is not None and getrefcount(current) > _OWNED:
+                current = copy(current)  # held elsewhere: changed as a copy
             try:
-                new, op, delta = reducers[channel].fold(values[channel], bucket)
+                new, op, delta = reducer.fold(current, bucket)
             except (Exception, SystemExit) as exc:  # sys.exit() in a reducer fails the layer
                 msg = f"the reducer of channel {channel!r} raised {named(exc)}"
                 error = StepError(msg)

@@ -74,7 +74,7 @@ from ._records import (
 )
 from ._scheduler import LayerFailed, LayerRun, PredicateFailed, failure_of, skipped_in
 from ._trampoline import Trampoline
-from ._values import same, thaw
+from ._values import FrozenDict, same, thaw
 from .checkpointers import Checkpointer, MemoryCheckpointer
 from .checkpointers._checkpointer import checked_checkpointer
 from .errors import (
@@ -226,6 +226,7 @@ class _DrivingHere(threading.local):
 
 
 _DRIVING = _DrivingHere()
+_RELEASED: Mapping[str, Any] = FrozenDict()  # a finished layer's state, once the engine let go
 
 
 def _driving_here() -> list[tuple[str, str]]:
@@ -769,7 +770,7 @@ class Runner:
                 gone = stage.skipped  # type: ignore[union-attr]
                 hits = tuple(s for s in after_hits[k] if s not in gone)
                 return self._pause(cursor, f"after:{hits[0]}", k + 1, AtAfter(k, hits, gone), {})
-            state = cursor.channels.values
+            state: Mapping[str, Any] = cursor.channels.view()
             if kind is Start:
                 k = stage.layer  # type: ignore[union-attr]
                 gone, forced = stage.skipped, stage.forced  # type: ignore[union-attr]
@@ -819,8 +820,10 @@ class Runner:
                 return self._pause(
                     cursor, f"interrupt:{first}", k + 1, AtInterrupt(done), layer.take_live()
                 )
+            writes = layer.writes()
+            state = layer.state = _RELEASED  # only holders outside the engine keep it now
             try:
-                changes = cursor.channels.apply(layer.writes())
+                changes = cursor.channels.apply(writes)
             except StepError as error:
                 self._reducer_failed(cursor, k, layer, error)
                 raise

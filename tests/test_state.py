@@ -10,6 +10,7 @@ import pytest
 from pausegraph import (
     Append,
     Failure,
+    FileCheckpointer,
     Graph,
     GraphError,
     Interrupt,
@@ -134,6 +135,98 @@ def test_steps_of_a_layer_read_the_state_of_the_previous_super_step():
     graph = Graph("g", {"x": LastWriteWins()}).step("a", a).step("b", b)
     Runner(graph).run("r", {"x": "start"})
     assert seen == {"a": "start", "b": "start"}
+
+
+@pytest.mark.parametrize("keep", ["values", "mapping", "shallow copy"])
+def test_what_a_step_kept_of_the_state_stays_as_its_layer_began(keep, tmp_path):
+    """A step that keeps what it read (not a copy) sees later layers change nothing of it."""
+    kept = {}
+
+    def keeper(name):
+        def step(state):
+            if keep == "values":
+                kept[name] = {"log": state["log"], "map": state["map"], "x": state["x"]}
+            else:
+                kept[name] = state if keep == "mapping" else dict(state)
+            return {"log": [name], "map": {name: 1}, "x": name}
+
+        return step
+
+    def ask(state):
+        kept["ask"] = state if keep == "mapping" else dict(state)
+        answer = yield Interrupt("more?")
+        return {"log": [answer], "map": {"ask": answer}}
+
+    channels = {"log": Append(), "map": MergeMap(), "x": LastWriteWins()}
+    graph = (
+        Graph("g", channels)
+        .step("a", keeper("a"))
+        .step("b", keeper("b"))
+        .step("c", keeper("c"))
+        .step("ask", ask)
+        .step("d", keeper("d"))
+        .edge("a", "c")
+        .edge("b", "c")
+        .edge("c", "ask")
+        .edge("ask", "d")
+    )
+    runner = Runner(graph, FileCheckpointer(tmp_path))
+    runner.run("r", {"log": ["start"], "map": {"start": 0}})
+    done = runner.resume("r", Resume("yes"))
+    start = {"log": ["start"], "map": {"start": 0}, "x": None}
+    after_1 = {"log": ["start", "a", "b"], "map": {"start": 0, "a": 1, "b": 1}, "x": "b"}
+    after_2 = {**after_1, "log": [*after_1["log"], "c"], "map": {**after_1["map"], "c": 1}}
+    after_2["x"] = "c"
+    after_3 = {**after_2, "log": [*after_2["log"], "yes"], "map": {**after_2["map"], "ask": "yes"}}
+    assert {k: dict(v) for k, v in kept.items()} == {
+        "a": start,
+        "b": start,
+        "c": after_1,
+        "ask": after_2,
+        "d": after_3,
+    }
+    assert done.state["log"] == ["start", "a", "b", "c", "yes", "d"]
+    assert Runner(graph, FileCheckpointer(tmp_path)).state("r").values == done.state
+
+
+def test_what_a_step_kept_is_untouched_by_a_layer_whose_reducer_refused():
+    kept = {}
+
+    def a(state):
+        kept["a"] = state
+        kept["log"] = state["log"]
+        return {"log": ["a"], "total": 1}
+
+    def b(state):
+        return {"log": ["b"], "total": "not a number"}
+
+    channels = {"log": Append(), "total": Reducer(lambda t, n: t + n, 0)}
+    runner = Runner(Graph("g", channels).step("a", a).step("b", b))
+    with pytest.raises(StepError):
+        runner.run("r", {"log": ["start"]})
+    assert kept["log"] == ["start"]
+    assert dict(kept["a"]) == {"log": ["start"], "total": 0}
+    assert runner.state("r").values == {"log": ["start"], "total": 0}
+
+
+def test_a_predicate_that_kept_the_state_sees_it_as_its_layer_began():
+    kept = []
+
+    def when(state):
+        kept.append(state)
+        return True
+
+    channels = {"log": Append()}
+    graph = (
+        Graph("g", channels)
+        .step("a", lambda s: {"log": ["a"]})
+        .step("b", lambda s: {"log": ["b"]})
+        .step("c", lambda s: {"log": ["c"]})
+        .edge("a", "b", when=when)
+        .edge("b", "c")
+    )
+    assert Runner(graph).run("r", {}).state == {"log": ["a", "b", "c"]}
+    assert [dict(state) for state in kept] == [{"log": ["a"]}]
 
 
 def test_state_setitem_in_a_step_is_a_type_error_and_changes_nothing():
