@@ -170,6 +170,91 @@ def test_a_log_changed_by_hand_after_its_note_is_read_again(
         assert spy.verified == []
 
 
+def test_a_save_made_while_a_listing_reads_the_journal_cannot_pass_for_an_older_note(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A's save of seq 2 is killed part way; B saves seq 2 (same size) as a listing runs.
+
+    The listing stats the noted logs while it holds the journal, so B's save
+    (which writes its entry first) cannot land between the journal read and
+    the stat, where its file would pass for A's note (found by attack).
+    """
+    store = FileStore(tmp_path)
+    save(store, "r", 1)
+    listed(tmp_path)
+
+    def writer() -> None:
+        def die(fd: int, data: bytes, offset: int) -> None:
+            os.pwrite(fd, data[:20], offset)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        file_store._write_all = die
+        save(FileStore(tmp_path), "r", 2, "failed")
+
+    assert in_child(writer) == -signal.SIGKILL
+    consume = file_store._Journal.consume
+
+    def consume_then_let_b_save(journal: Any, *args: Any) -> Any:
+        found = consume(journal, *args)
+        save(FileStore(tmp_path), "r", 2, "paused")  # right after the journal was read
+        time.sleep(2 * file_store._RACY_NS / 1e9)
+        return found
+
+    monkeypatch.setattr(file_store._Journal, "consume", consume_then_let_b_save)
+    first = listed(tmp_path)
+    monkeypatch.undo()
+    # A's save never finished: never listed. B's may be, if the log is read after it
+    assert first["r"] in ((1, "paused"), (2, "paused"))
+    time.sleep(file_store._RACY_NS / 1e9)
+    assert listed(tmp_path) == {"r": (2, "paused")}
+
+
+def test_a_note_of_a_file_deleted_behind_its_writer_is_not_taken_for_the_new_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A appends to r's old file while r is deleted and started again at the same size."""
+    a = FileStore(tmp_path)
+    save(a, "r", 1)
+    listed(tmp_path)
+    enter = file_store._Journal.enter
+    once: list[bool] = []
+
+    def others_first(journal: Any, name: str, note: Any = None) -> Any:
+        if not once:
+            once.append(True)
+            other = FileStore(tmp_path)
+            other.delete("wf", "r")
+            save(other, "r", 1)
+            save(other, "r", 2, "failed")  # as long as A's "paused"
+        return enter(journal, name, note)
+
+    monkeypatch.setattr(file_store._Journal, "enter", others_first)
+    save(a, "r", 2, "paused")  # into the old, unlinked file: its note names that inode
+    monkeypatch.undo()
+    time.sleep(file_store._RACY_NS / 1e9)
+    assert listed(tmp_path) == {"r": (2, "failed")}
+
+
+def test_a_log_cut_back_behind_a_writer_is_read_afresh_and_the_save_refused(
+    tmp_path: Path,
+) -> None:
+    """A shorter copy restored in place: the writer must not write past its end (a hole)."""
+    store = FileStore(tmp_path)
+    save(store, "r", 1)
+    path = log_path(tmp_path, "r")
+    backup = path.read_bytes()
+    save(store, "r", 2)
+    save(store, "r", 3)
+    with open(path, "r+b") as f:  # the same inode, cut back to seq 1
+        f.truncate(0)
+        f.write(backup)
+    with pytest.raises(CheckpointError, match="seq"):
+        save(store, "r", 4)
+    assert path.read_bytes() == backup  # no hole of zeros, nothing written
+    save(store, "r", 2, "done")
+    assert listed(tmp_path) == {"r": (2, "done")}
+
+
 def test_an_append_with_a_big_meta_is_noted_without_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -690,7 +690,7 @@ _JOURNAL_MAGIC = b"PGTOUCHED 2 "
 _JOURNAL_HEAD = len(_JOURNAL_MAGIC) + 49
 _NAME_LEN = 64 + len(".log")  # a log's file name: a SHA-256 in hex, ".log"
 _ENTRY_HEAD = struct.Struct(">II")  # an entry's length after this head, and its crc
-_NOTE_HEAD = struct.Struct(">QQI")  # a note's log size, its time (ns), the length of its ids
+_NOTE_HEAD = struct.Struct(">QQQI")  # a note's log size, time (ns), inode, length of its ids
 _NOTE_MAX = 1 << 12  # bytes of meta past which an append's entry carries no note
 _JOURNAL_MAX = 1 << 20  # bytes past which a listing empties the journal
 _JOURNAL_CAP = 64 << 20  # past which a writer does, and the next listing checks every log
@@ -698,17 +698,19 @@ _HEX = frozenset(b"0123456789abcdef")
 
 
 # what an append's journal entry says of its log: its size once the record is
-# written, the time (ns) just before, the run's ids (packed as in the log's
-# header) and the record's meta
-_Note = tuple[int, int, bytes, bytes]
+# written, the time (ns) just before, its inode, the run's ids (packed as in
+# the log's header) and the record's meta
+_Note = tuple[int, int, int, bytes, bytes]
+# a note, and the log's lstat taken while the journal was held exclusively
+_Noted = tuple[_Note, os.stat_result]
 
 
 def _journal_entry(name: str, note: _Note | None) -> bytes:
     """One journal entry: its head (length, crc), the log's name and the note, if any."""
     body = name.encode("ascii")
     if note is not None:
-        size, time_ns, ids, meta = note
-        body += _NOTE_HEAD.pack(size, time_ns, len(ids)) + ids + meta
+        size, time_ns, ino, ids, meta = note
+        body += _NOTE_HEAD.pack(size, time_ns, ino, len(ids)) + ids + meta
     return _ENTRY_HEAD.pack(len(body), _crc(body)) + body
 
 
@@ -735,15 +737,11 @@ def _journal_entries(data: bytes) -> dict[str, _Note | None] | None:
             ids_at = at + _NAME_LEN + _NOTE_HEAD.size
             if length < _NAME_LEN + _NOTE_HEAD.size:
                 return None
-            size, time_ns, ids_len = _NOTE_HEAD.unpack_from(data, at + _NAME_LEN)
+            size, time_ns, ino, ids_len = _NOTE_HEAD.unpack_from(data, at + _NAME_LEN)
             if ids_at + ids_len > at + length:
                 return None
-            note = (
-                size,
-                time_ns,
-                data[ids_at : ids_at + ids_len],
-                data[ids_at + ids_len : at + length],
-            )
+            ids, meta = data[ids_at : ids_at + ids_len], data[ids_at + ids_len : at + length]
+            note = (size, time_ns, ino, ids, meta)
         named[name.decode("ascii")] = note
     return named
 
@@ -867,13 +865,19 @@ class _Journal:
                     fcntl.flock(fd, fcntl.LOCK_UN)
                 self._cond.notify_all()
 
-    def consume(self, tag: str, offset: int) -> tuple[dict[str, _Note | None] | None, str, int]:
+    def consume(
+        self, tag: str, offset: int, logs: str
+    ) -> tuple[dict[str, _Noted | None] | None, str, int]:
         """The logs named since ``offset`` if the journal is still ``tag``'s, else None.
 
         Returns ``(named, tag, end)``: each log named, with the note of its
-        last entry (``None`` if that entry has none); the listing records
-        ``tag`` and ``end`` as what it consumed. Under the exclusive
-        ``flock``: every modification named up to ``end`` is finished. A
+        last entry and the log's ``lstat`` (in the directory ``logs``), or
+        ``None`` if that entry has no note or the log cannot be looked at;
+        the listing records ``tag`` and ``end`` as what it consumed. Under
+        the exclusive ``flock``: every modification named up to ``end`` is
+        finished, and none that comes after has begun when the ``lstat``
+        are taken (a writer writes its entry first), so a note and its
+        ``lstat`` describe the same moment. A
         new index (``tag`` empty) reads the whole journal if its tag says it
         was begun or emptied this boot (a power loss since may have cut logs
         back behind it). A journal that is damaged (a bad header or entry),
@@ -889,7 +893,8 @@ class _Journal:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)
                 try:
-                    return self._consume(fd, tag, offset)
+                    named, tag, end = self._consume(fd, tag, offset)
+                    return None if named is None else _stat_noted(logs, named), tag, end
                 finally:
                     fcntl.flock(fd, fcntl.LOCK_UN)
             finally:
@@ -1176,7 +1181,8 @@ class FileStore:
                 data = header + record
                 note = None
                 if len(meta) <= _NOTE_MAX:
-                    note = (start + len(data), time.time_ns(), log.packed_ids, meta)
+                    ino = log.file_id[1]
+                    note = (start + len(data), time.time_ns(), ino, log.packed_ids, meta)
                 try:
                     held = journal.enter(log.name, note)
                 except OSError as exc:
@@ -1412,7 +1418,8 @@ class FileStore:
             facts = dict(db.execute("SELECT key, value FROM facts").fetchall())
             tag, _, offset = facts.get("journal", "").partition(":")
             try:
-                names, tag, end = self._journal.consume(tag, int(offset) if offset.isdigit() else 0)
+                start = int(offset) if offset.isdigit() else 0
+                names, tag, end = self._journal.consume(tag, start, runs_dir)
             except OSError:
                 raise _Unjournaled from None  # a read-only store, say: listed without the index
             # the directory's stamp is taken before it is listed: a change after is seen next time
@@ -1434,18 +1441,15 @@ class FileStore:
                 if known is None and any(note is not None for note in names.values()):
                     known = dict(db.execute("SELECT name, ino FROM runs").fetchall())
                 noted, unnoted = [], []
-                with _opened_dir(runs_dir) as dir_fd:
-                    for name in sorted(names):
-                        note, ino = names[name], inodes.get(name)
-                        row = None
-                        if note is not None and known is not None:
-                            row = self._noted(
-                                dir_fd, name, note, known.get(name) if ino is None else ino
-                            )
-                        if row is None:
-                            unnoted.append(name)
-                        else:
-                            noted.append(row)
+                for name in sorted(names):
+                    note, ino = names[name], inodes.get(name)
+                    row = None
+                    if note is not None and known is not None:
+                        row = self._noted(name, note, known.get(name) if ino is None else ino)
+                    if row is None:
+                        unnoted.append(name)
+                    else:
+                        noted.append(row)
                 self._index.put(db, *noted)
                 for name in unnoted:
                     self._reindex(db, name, inodes.get(name))
@@ -1548,26 +1552,24 @@ class FileStore:
         self._index.put(db, row)
 
     @staticmethod
-    def _noted(dir_fd: int, name: str, note: _Note, ino: int | None) -> _Row | None:
+    def _noted(name: str, noted: _Noted, ino: int | None) -> _Row | None:
         """The row a journal note gives the log ``name``; ``None`` if it must be read instead.
 
-        The note holds only if the log is still a regular file of the size
-        the noted append gave it, last modified no later than ``_RACY_NS``
-        after the note was written and at least that long ago: an append
-        that did not finish, or any change after it, leaves another size (or
-        a later entry without a note), and a change by hand another mtime.
-        ``ino``: the inode ``runs/`` gave, or the row's (see ``_reindex``);
-        ``dir_fd``: ``runs/`` open.
+        The note holds only if the log (its ``lstat`` taken with the journal
+        held: ``_Journal.consume``) is still the regular file the noted
+        append wrote to, of the size it gave it, last modified no later than
+        ``_RACY_NS`` after the note was written and at least that long ago:
+        an append that did not finish, or any change after it, leaves
+        another size or file (or a later entry without a note), and a change
+        by hand a later mtime. ``ino``: the inode ``runs/`` gave, or the
+        row's (see ``_reindex``).
         """
-        size, time_ns, packed_ids, meta = note
-        try:
-            st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-        except OSError:
-            return None
+        (size, time_ns, note_ino, packed_ids, meta), st = noted
         now = time.time_ns()
         if (
             not stat.S_ISREG(st.st_mode)
             or st.st_size != size
+            or st.st_ino != note_ino
             or st.st_mtime_ns > time_ns + _RACY_NS
             or now - st.st_mtime_ns < _RACY_NS
         ):
@@ -2072,6 +2074,8 @@ class FileStore:
         """
         size = os.fstat(fd).st_size
         path = log.path
+        if size < log.end:  # cut back behind this handle (a copy restored in place): afresh
+            log.reset(0)
         if not log.end and size:
             start = self._header_end(log, fd)  # a log with no header may have one now
             if not start:
@@ -2188,14 +2192,21 @@ def _listed_logs(path: str) -> dict[str, int]:
         raise _os_error(exc, path) from exc
 
 
-@contextmanager
-def _opened_dir(path: str) -> Iterator[int]:
-    """The directory at ``path``, open (``OSError`` if it cannot be)."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+def _stat_noted(logs: str, named: dict[str, _Note | None]) -> dict[str, _Noted | None]:
+    """``named`` with each noted log's ``lstat`` in the directory ``logs`` (None: not there)."""
+    looked: dict[str, _Noted | None] = dict.fromkeys(named)
     try:
-        yield fd
+        dir_fd = os.open(logs, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return looked
+    try:
+        for name, note in named.items():
+            if note is not None:
+                with contextlib.suppress(OSError):
+                    looked[name] = (note, os.stat(name, dir_fd=dir_fd, follow_symlinks=False))
     finally:
-        os.close(fd)
+        os.close(dir_fd)
+    return looked
 
 
 def _exists(path: str) -> bool:
