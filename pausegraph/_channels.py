@@ -208,14 +208,16 @@ def accept_writes(
         raise SerializationError(msg) from None
 
 
-def _owned_refs() -> int:
-    """What ``sys.getrefcount`` says in ``Channels.apply`` of a value only the values hold."""
-    values = {"c": FrozenList()}
+def _owned_refs() -> tuple[int, int]:
+    """What ``sys.getrefcount`` says in ``Channels.apply`` of what only the engine holds.
+
+    Of the values mapping (held by the ``Channels``), and of a value (held
+    by the mapping): the same references as there, counted the same way.
+    """
+    channels = Channels({}, {"c": FrozenList()})
+    values = channels.values
     current = values["c"]
-    return sys.getrefcount(current)
-
-
-_OWNED = _owned_refs()
+    return sys.getrefcount(values), sys.getrefcount(current)
 
 
 class Channels:
@@ -224,12 +226,14 @@ class Channels:
     Every value here went through msgpack on its way in (decoded from a
     checkpoint, or a write, input or edit normalised when it arrived), so it
     is read-only to everyone else (see ``_values``) and belongs to the
-    engine. So MergeMap and Append values are updated in place, and a step
-    that changes one key of a large map copies nothing: unless something
-    else still holds the value (a step kept ``state["log"]``, or a state
-    mapping from ``view`` that holds it is still alive), in which case it is
-    changed as a copy, so that what a step read keeps reading as it was when
-    its layer began (CPython's reference count says which).
+    engine. So the mapping and the MergeMap and Append values are updated
+    in place, and a step that changes one key of a large map copies nothing:
+    unless something outside the engine still holds the mapping (a step kept
+    ``state``) or the value (it kept ``state["log"]``, or a copy of the
+    mapping), in which case that is changed as a copy, so that what a step
+    read stays as it was when its layer began (CPython's reference count
+    says which: the engine lets go of the state it gave the steps before it
+    folds their writes).
     """
 
     __slots__ = ("reducers", "values")
@@ -239,19 +243,14 @@ class Channels:
         # what steps read; only ``apply`` changes it. Values from a store are
         # plain: freeze them; our own are frozen already: copy the top level
         self.values = FrozenDict(values) if isinstance(values, FrozenDict) else freeze(values)
+        if len(self.values) < len(reducers):  # a channel declared since: its default
+            for name, reducer in reducers.items():
+                if name not in self.values:
+                    _set(self.values, name, reducer.initial())
 
     @classmethod
     def fresh(cls, reducers: Mapping[str, AnyReducer]) -> Channels:
         return cls(reducers, {name: r.initial() for name, r in reducers.items()})
-
-    def view(self) -> FrozenDict:
-        """The state as steps and predicates read it now: a mapping later layers leave alone.
-
-        The engine lets go of it before the layer's writes are folded
-        (``apply``), so that only a holder outside the engine makes a value
-        change as a copy.
-        """
-        return FrozenDict(self.values)
 
     def apply(self, writes: Iterable[Mapping[str, Any]]) -> list[Change]:
         """Fold every write, in order, into the values and return the changes.
@@ -269,13 +268,15 @@ class Channels:
                     bucket.append(value)
         changes = []
         values = self.values
-        reducers = self.reducers
         getrefcount = sys.getrefcount
+        if getrefcount(values) > _OWNED_MAP:
+            values = self.values = FrozenDict(values)  # held elsewhere: changed as a copy
+        reducers = self.reducers
         for channel, bucket in incoming.items():
             reducer = reducers[channel]
             current = values[channel]
             copy = _IN_PLACE.get(type(reducer))
-            if copy is not None and getrefcount(current) > _OWNED:
+            if copy is not None and getrefcount(current) > _OWNED_VALUE:
                 current = copy(current)  # held elsewhere: changed as a copy
             try:
                 new, op, delta = reducer.fold(current, bucket)
@@ -287,3 +288,6 @@ class Channels:
             _set(values, channel, new)
             changes.append(Change(channel, op, delta))
         return changes
+
+
+_OWNED_MAP, _OWNED_VALUE = _owned_refs()

@@ -151,7 +151,9 @@ class Graph:
         With ``when``, the edge is conditional: ``when(state) -> bool`` is
         asked on the state ``dst``'s layer reads, and ``dst`` runs only if
         some edge into it comes from a step that ran and has no ``when`` or
-        a true one (see "Conditional edges" in the guide).
+        a true one (see "Conditional edges" in the guide). An edge given
+        again counts as one edge that holds if either does (one without
+        ``when`` always holds).
         """
         self._check_open(f".edge({src!r}, {dst!r})")
         unknown = [s for s in (src, dst) if not isinstance(s, str) or s not in self._steps]
@@ -167,11 +169,17 @@ class Graph:
         if when is not None and not callable(when):
             msg = f"edge {src!r} -> {dst!r} needs a callable when=predicate(state), got {when!r}"
             raise GraphError(msg)
+        edge = (src, dst)
         if src not in self._preds[dst]:
             self._preds[dst].append(src)
-            self._edges.append((src, dst))
+            self._edges.append(edge)
             if when is not None:
-                self.when[(src, dst)] = when
+                self.when[edge] = when
+        elif edge in self.when:  # given again: it holds if either holds
+            if when is None:
+                del self.when[edge]
+            elif when is not self.when[edge]:
+                self.when[edge] = _AnyOf(self.when[edge], when)
         return self
 
     def layers(self) -> list[list[str]]:
@@ -256,3 +264,20 @@ def _mermaid_text(text: str) -> str:
         else:
             out.append(f"#{ord(ch)};")
     return "".join(out)
+
+
+class _AnyOf:
+    """The ``when`` of an edge given more than once: true if any of its predicates is."""
+
+    __slots__ = ("__name__", "predicates")
+    predicates: tuple[Callable[[Mapping[str, Any]], Any], ...]
+
+    def __init__(self, *predicates: Callable[[Mapping[str, Any]], Any]) -> None:
+        flat: list[Callable[[Mapping[str, Any]], Any]] = []
+        for p in predicates:
+            flat.extend(p.predicates if isinstance(p, _AnyOf) else (p,))
+        self.predicates = tuple(flat)
+        self.__name__ = " or ".join(getattr(p, "__name__", None) or type(p).__name__ for p in flat)
+
+    def __call__(self, state: Mapping[str, Any]) -> bool:
+        return any(p(state) for p in self.predicates)

@@ -165,6 +165,8 @@ class Claim:
     """The checkpoint a command saves before any step runs.
 
     ``edits`` are folded into the values through the reducers first.
+    ``trial``: edits kept for later (an ``Update`` at a dynamic pause), folded
+    into a copy of the values only to see that the reducers take them.
     ``drive``: go on running from it (else the call returns ``paused``).
     ``keep_live``: the live generators of a held pause stay usable.
     """
@@ -175,6 +177,7 @@ class Claim:
     edits: tuple[Mapping[str, Any], ...] = ()
     drive: bool = True
     keep_live: bool = False
+    trial: tuple[Mapping[str, Any], ...] = ()
 
 
 def _after_layer(shape: Shape, k: int, skipped: tuple[str, ...] = ()) -> Stage:
@@ -232,10 +235,13 @@ def decide(latest: Checkpoint, command: Command, *, shape: Shape) -> Claim:
         if kind is AtInterrupt:
             progress = stage.progress  # type: ignore[union-attr]
             kept = attrs.evolve(progress, edits=(*progress.edits, edits))
+            stage = AtInterrupt(kept)
             return Claim(
-                "update", latest.super_step, AtInterrupt(kept), drive=False, keep_live=True
+                "update", latest.super_step, stage, drive=False, keep_live=True, trial=kept.edits
             )
-        return _past_breakpoint(stage, shape, "update", (edits,))
+        return _past_breakpoint(
+            stage, shape, "update", (edits,), latest.epoch_base + latest.seq + 1
+        )
     if type(command) is Continue:
         if kind is AtInterrupt:
             pending = ", ".join(i.id for i in pending_of(stage))
@@ -244,7 +250,7 @@ def decide(latest: Checkpoint, command: Command, *, shape: Shape) -> Claim:
                 "use Resume(value) or Resume(answers=...)"
             )
             raise ResumeError(msg)
-        return _past_breakpoint(stage, shape, "resume", ())
+        return _past_breakpoint(stage, shape, "resume", (), latest.epoch_base + latest.seq + 1)
     assert isinstance(command, Resume)
     if kind is not AtInterrupt:
         msg = (
@@ -260,7 +266,8 @@ def decide(latest: Checkpoint, command: Command, *, shape: Shape) -> Claim:
         edits=(*progress.edits, command.update) if command.update else progress.edits,
         claimed=tuple(answers),
     )
-    return Claim("resume", latest.super_step - 1, InLayer(claimed), keep_live=True)
+    trial = claimed.edits if command.update else ()
+    return Claim("resume", latest.super_step - 1, InLayer(claimed), keep_live=True, trial=trial)
 
 
 def decide_tick(latest: Checkpoint, now_ms: int) -> Claim | None:
@@ -321,7 +328,10 @@ def decide_cancel(latest: Checkpoint, reason: str) -> Claim:
         msg = f"run {run_id!r} is {status.value}: there is nothing to cancel"
         raise ResumeError(msg)
     stage = Cancelled(reason, skipped_of(latest.stage))
-    return Claim("cancelled", latest.super_step, stage, drive=False)
+    # its values are the pause's: at an interrupt or a Before breakpoint, those of
+    # the layers before the paused one, which the pause's super_step counts too
+    paused_in = type(latest.stage) in (AtInterrupt, AtBefore)
+    return Claim("cancelled", latest.super_step - paused_in, stage, drive=False)
 
 
 def queued_message(run_id: str) -> str:
@@ -333,9 +343,19 @@ def queued_message(run_id: str) -> str:
 
 
 def _past_breakpoint(
-    stage: Stage, shape: Shape, label: str, edits: tuple[Mapping[str, Any], ...]
+    stage: Stage, shape: Shape, label: str, edits: tuple[Mapping[str, Any], ...], epoch: int
 ) -> Claim:
+    """The claim past a breakpoint pause; ``epoch``: the new interrupt ids' (the claim's seq).
+
+    Past a ``Before`` pause whose layer's steps were chosen (``decided``)
+    and with no edits, the claim starts the layer as chosen (its progress
+    saved with the claim), so no predicate of that layer is asked again;
+    edits may change what the predicates say, so they choose again.
+    """
     if type(stage) is AtBefore:
+        if stage.decided is not None and not edits:
+            chosen = Progress(stage.layer, epoch, skipped=stage.decided, forced=stage.forced)
+            return Claim(label, stage.layer, InLayer(chosen), edits)
         start = Start(stage.layer, True, stage.skipped, stage.forced)
         return Claim(label, stage.layer, start, edits)
     assert type(stage) is AtAfter
@@ -596,8 +616,11 @@ def _answers(
             type(e) is Asked and e.id == interrupt_id
             for journal in progress.journals.values()
             for e in journal
-        ):  # asked in this layer, neither pending nor answered: its deadline passed
-            state = "timed out (the step was told so and went on)"
+        ):  # asked in this layer, neither pending nor answered
+            if interrupt_id in progress.timeouts:
+                state = "timed out (the step was told so and went on)"
+            else:  # its All branch was closed when a sibling raised
+                state = "no longer waits: its branch was closed when a sibling branch raised"
         else:
             state = "is unknown"
         msg = f"interrupt id {interrupt_id!r} {state} in run {run_id!r}; pending: {waits}"

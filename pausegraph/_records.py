@@ -381,12 +381,18 @@ class OwesAfter:
 
 @attrs.frozen
 class AtBefore:
-    """Paused before ``layer`` at the Before breakpoints of ``step_ids``."""
+    """Paused before ``layer`` at the Before breakpoints of ``step_ids``.
+
+    ``decided``: the steps the run skips with this layer's included, as its
+    predicates chose when the pause was made (``None`` if none was asked);
+    a ``Continue`` runs the layer as chosen, without asking them again.
+    """
 
     layer: int
     step_ids: tuple[str, ...]
     skipped: tuple[str, ...] = ()
     forced: tuple[str, ...] = ()
+    decided: tuple[str, ...] | None = None
 
 
 @attrs.frozen

@@ -25,7 +25,7 @@ from typing import Any
 
 import attrs
 
-from ._channels import Channels, accept_writes
+from ._channels import Change, Channels, accept_writes
 from ._commands import (
     Command,
     Continue,
@@ -74,7 +74,7 @@ from ._records import (
 )
 from ._scheduler import LayerFailed, LayerRun, PredicateFailed, failure_of, skipped_in
 from ._trampoline import Trampoline
-from ._values import FrozenDict, same, thaw
+from ._values import FrozenDict, normalize, same, thaw
 from .checkpointers import Checkpointer, MemoryCheckpointer
 from .checkpointers._checkpointer import checked_checkpointer
 from .errors import (
@@ -394,20 +394,21 @@ class Runner:
         (the run is then ``"failed"``).
         """
         _check_run_id(run_id)
-        given = None if input is None else self._edits(input, "the input")
+        given = self._input(input)
         with self._driving(run_id):
             latest = self.checkpointer.latest(self._workflow, run_id)
             if latest is None:
-                cursor = self._save_input(run_id, given or {})
+                cursor = self._save_input(run_id, given)
                 return self._drive(cursor, {})
             self._check_structure(latest)
             if given is not None:
-                self._check_input(latest, given)
+                self._check_input(latest, given[1])
             decision = decide_run(latest, shape=self._shape)
             if type(decision) is Done:
                 return decision
             assert isinstance(decision, Claim)
-            return self._claim(latest, decision, self._live_under(latest))
+            cursor, changes = self._edited(latest, decision)
+            return self._claim(cursor, decision, changes, self._live_under(latest))
 
     def resume(self, run_id: str, command: Command) -> Outcome:
         """Go on with a paused or failed run: ``Continue``, ``Resume``, ``Update`` or ``Goto``.
@@ -422,11 +423,12 @@ class Runner:
         with self._driving(run_id):
             latest = self._latest(run_id)
             claim = decide(latest, command, shape=self._shape)
+            cursor, changes = self._edited(latest, claim)  # a refused edit touches nothing
             live = self._held.take(run_id)
             if not claim.keep_live:
                 close(live)
                 live = {}
-            return self._claim(latest, claim, live)
+            return self._claim(cursor, claim, changes, live)
 
     def start(self, run_id: str, input: Mapping[str, Any] | None = None) -> RunInfo:
         """Record a new run with ``input`` as super-step 0, without running a step.
@@ -436,17 +438,17 @@ class Runner:
         ``RunInfo`` is returned as it is.
         """
         _check_run_id(run_id)
-        given = None if input is None else self._edits(input, "the input")
+        given = self._input(input)
         with self._driving(run_id):
             latest = self.checkpointer.latest(self._workflow, run_id)
             if latest is None:
-                self._save_input(run_id, given or {})
+                self._save_input(run_id, given)
                 latest = self.checkpointer.latest(self._workflow, run_id)
                 assert latest is not None
             else:
                 self._check_structure(latest)
                 if given is not None:
-                    self._check_input(latest, given)
+                    self._check_input(latest, given[1])
             return info_of(latest, running=False)
 
     def submit(self, run_id: str, command: Command) -> RunInfo:
@@ -463,9 +465,8 @@ class Runner:
         with self._driving(run_id):
             latest = self._latest(run_id)
             claim = decide(latest, command, shape=self._shape)
+            cursor, changes = self._edited(latest, claim)
             self._held.drop(run_id)
-            cursor = self._cursor(latest)
-            changes = cursor.channels.apply(claim.edits) if claim.edits else []
             saved = self._save(cursor, claim.label, claim.super_step, claim.stage, changes)
             self._log_claim(saved)
             return info_of(saved, running=False)
@@ -556,7 +557,8 @@ class Runner:
             claim = decide_tick(latest, now)
             if claim is None:
                 return None  # answered, or moved on, since it was listed
-            return self._claim(latest, claim, self._held.take(run_id))
+            cursor, changes = self._edited(latest, claim)
+            return self._claim(cursor, claim, changes, self._held.take(run_id))
 
     def state(self, run_id: str) -> RunInfo:
         """The latest values, status, super-step, pending interrupts, failure and edits."""
@@ -731,11 +733,23 @@ class Runner:
         self._check_structure(latest)
         return latest
 
-    def _claim(self, latest: Checkpoint, claim: Claim, live: dict[str, Trampoline]) -> Outcome:
-        """Save ``claim`` on top of ``latest``, then drive the run from it."""
+    def _edited(self, latest: Checkpoint, claim: Claim) -> tuple[_Cursor, list[Change]]:
+        """A cursor on ``latest`` with the claim's edits folded in, and their changes.
+
+        A reducer that refuses an edit raises here (``StepError``), before
+        anything is saved or a live generator is touched; so does one that
+        refuses an edit the claim keeps for later (``trial``), tried on a copy.
+        """
+        if claim.trial:
+            Channels(self.graph.channels, latest.values).apply(claim.trial)
         cursor = self._cursor(latest)
+        return cursor, cursor.channels.apply(claim.edits) if claim.edits else []
+
+    def _claim(
+        self, cursor: _Cursor, claim: Claim, changes: list[Change], live: dict[str, Trampoline]
+    ) -> Outcome:
+        """Save ``claim`` at ``cursor`` (edits folded in: ``_edited``), then drive the run."""
         try:
-            changes = cursor.channels.apply(claim.edits) if claim.edits else []
             saved = self._save(cursor, claim.label, claim.super_step, claim.stage, changes)
         except BaseException:
             close(live)
@@ -770,13 +784,14 @@ class Runner:
                 gone = stage.skipped  # type: ignore[union-attr]
                 hits = tuple(s for s in after_hits[k] if s not in gone)
                 return self._pause(cursor, f"after:{hits[0]}", k + 1, AtAfter(k, hits, gone), {})
-            state: Mapping[str, Any] = cursor.channels.view()
+            state = cursor.channels.values
             if kind is Start:
                 k = stage.layer  # type: ignore[union-attr]
                 gone, forced = stage.skipped, stage.forced  # type: ignore[union-attr]
                 epoch = cursor.epoch_base + cursor.seq
                 progress: Progress | None = None
                 hits = before_hits[k]
+                decided = None
                 if self._conditional or gone or forced:
                     progress = Progress(k, epoch, skipped=gone, decided=False, forced=forced)
                     try:
@@ -784,12 +799,13 @@ class Runner:
                     except LayerFailed as failed:
                         self._fail(cursor, k, failed.progress, failed.failure)
                         raise failed.error from failed.error.__cause__
+                    decided = progress.skipped
                     if hits and progress.skipped:
                         hits = tuple(s for s in hits if s not in progress.skipped)
                     if not (progress.skipped or forced):
                         progress = None
                 if hits and not stage.past_before:  # type: ignore[union-attr]
-                    at = AtBefore(k, hits, gone, forced)
+                    at = AtBefore(k, hits, gone, forced, decided)
                     return self._pause(cursor, f"before:{hits[0]}", k + 1, at, {})
             else:
                 assert kind is InLayer, stage
@@ -935,11 +951,24 @@ class Runner:
 
     # --- helpers --------------------------------------------------------------
 
-    def _save_input(self, run_id: str, given: dict[str, Any]) -> _Cursor:
+    def _input(self, input: Mapping[str, Any] | None) -> tuple[dict[str, Any], Any] | None:
+        """A run's ``input``: as the reducers take it, and as given (what is recorded).
+
+        Both are msgpack-normalised; the second is what a later call's input
+        is compared with (by encoding, as the SPEC says: an ``Append`` input
+        ``1`` is not ``[1]``, though both append one item).
+        """
+        if input is None:
+            return None
+        accepted = self._edits(input, "the input")
+        return accepted, normalize(dict(input), lambda: "the input")
+
+    def _save_input(self, run_id: str, given: tuple[dict[str, Any], Any] | None) -> _Cursor:
+        accepted, recorded = given or ({}, {})
         channels = Channels.fresh(self.graph.channels)
-        changes = channels.apply([given]) if given else []
+        changes = channels.apply([accepted]) if accepted else []
         cursor = _Cursor(self._workflow, run_id, 0, 0, Start(0), channels, 0, self._breakpoints)
-        saved = self._save(cursor, "input", 0, Start(0), changes, input=given)
+        saved = self._save(cursor, "input", 0, Start(0), changes, input=recorded)
         _log(logging.INFO, "run started", saved)
         return cursor
 
@@ -1043,7 +1072,7 @@ class Runner:
         )
         raise ResumeError(msg)
 
-    def _check_input(self, latest: Checkpoint, given: dict[str, Any]) -> None:
+    def _check_input(self, latest: Checkpoint, given: Any) -> None:
         first = (
             latest if latest.seq == 1 else self.checkpointer.load(self._workflow, latest.run_id, 1)
         )

@@ -802,3 +802,31 @@ def test_a_branch_closed_by_a_siblings_error_asks_nothing_once_the_step_goes_on(
     assert runner.tick() == {}  # the closed branch's Sleep has no deadline left to pass
     done = runner.resume("r", Resume("ok"))  # the one question asked
     assert done == Done({"x": "ok"}, 1)
+
+
+@pytest.mark.parametrize("cold", [False, True])
+def test_answering_a_branch_a_sibling_closed_says_so(cold: bool) -> None:
+    def branch(name: str) -> Any:
+        answer = yield Interrupt(name)
+        if answer == "raise":
+            raise RuntimeError(name)
+        return answer
+
+    def step(state: Any) -> Any:
+        try:
+            got = yield All(branch("i0"), branch("i1"))
+        except RuntimeError as exc:
+            got = ["caught", str(exc)]
+        last = yield Interrupt("after")
+        return {"out": [got, last]}
+
+    store = MemoryCheckpointer()
+    graph = Graph("g", {"out": LastWriteWins()}).step("s", step)
+    runner = Runner(graph, store)
+    first, second = (i.id for i in runner.run("r").interrupts)
+    runner.resume("r", Resume(answers={second: "raise"}))
+    if cold:
+        runner = Runner(graph, store)
+    with pytest.raises(ResumeError, match="no longer waits: its branch was closed when a sibling"):
+        runner.resume("r", Resume(answers={first: "late"}))
+    assert runner.resume("r", Resume("z")).state == {"out": [["caught", "i1"], "z"]}

@@ -89,6 +89,33 @@ def test_a_step_runs_if_any_incoming_edge_lets_it():
     assert runner.run("r2", {"amount": 2000}).state["log"] == ["a", "b", "d"]
 
 
+def never(state):
+    return False
+
+
+@pytest.mark.parametrize(
+    ("whens", "runs", "label"),
+    [
+        ((never, None), True, None),
+        ((None, never), True, None),
+        ((never, big), True, "never or big"),
+        ((never, never), False, "never"),
+        ((never, small, big), True, "never or small or big"),
+    ],
+)
+def test_an_edge_given_again_holds_if_either_does(whens, runs, label):
+    """SPEC: a step runs if at least one incoming edge has no when or a true one."""
+    graph = Graph("g", {"amount": LastWriteWins(), "log": Append()})
+    graph.step("a", writer("a")).step("b", writer("b"))
+    for when in whens:
+        graph.edge("a", "b", when=when)
+    assert graph.edges == (("a", "b"),)
+    log = Runner(graph).run("r", {"amount": 5000}).state["log"]
+    assert log == (["a", "b"] if runs else ["a"])
+    arrow = graph.to_mermaid().splitlines()[-1].strip()
+    assert arrow.endswith("-->|" + label + "| s1" if label else "--> s1")
+
+
 def test_predicate_sees_the_state_of_the_layer_and_edits_made_before_it(store_factory):
     runner = Runner(expense_graph(), store_factory(), interrupt_before={"finance"})
     paused = runner.run("r", {"amount": 10})
@@ -104,6 +131,33 @@ def test_predicate_sees_the_state_of_the_layer_and_edits_made_before_it(store_fa
     done = runner.resume("e", Update({"amount": 2000}))
     assert isinstance(done, Done)
     assert done.state["log"] == ["submit", "gate", "finance", "pay"]
+
+
+@pytest.mark.parametrize("how", ["resume", "submit then run", "claim then crash"])
+def test_continue_at_a_before_pause_runs_the_layer_its_predicates_chose(store_factory, how):
+    """SPEC: which steps a layer ran is saved with its claim; no predicate is asked again."""
+    asked: list[bool] = []
+
+    def flips(state):  # true the first time only: a second ask would skip b
+        asked.append(not asked)
+        return asked[-1]
+
+    graph = Graph("g", {"amount": LastWriteWins(), "log": Append()})
+    graph.step("a", writer("a")).step("b", writer("b")).step("c", writer("c"))
+    graph.edge("a", "b", when=flips).edge("a", "c", when=small)
+    store = store_factory()
+    runner = Runner(graph, store, interrupt_before={"b"})
+    assert runner.run("r", {"amount": 5000}) == Paused(2, Before("b"))
+    if how == "resume":
+        done = runner.resume("r", Continue())
+    else:
+        runner.submit("r", Continue())
+        if how == "claim then crash":  # another handle finds the claim: a recovery
+            runner = Runner(graph, store)
+        done = runner.run("r")
+    assert isinstance(done, Done)
+    assert done.state["log"] == ["a", "b"]
+    assert asked == [True]  # asked once, when the pause was made
 
 
 def test_an_update_at_a_layers_before_pause_decides_its_steps_again_and_runs_it(store_factory):

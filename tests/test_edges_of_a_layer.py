@@ -512,6 +512,60 @@ def test_a_refused_command_keeps_the_live_generator(store: Store) -> None:
     assert finals == [1]
 
 
+def _picky(current: Any, new: Any) -> Any:
+    if new == "bad":
+        raise ValueError("refused")
+    return new
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        Goto("b", update={"p": "bad"}),
+        Goto("a", update={"p": "bad"}),
+        Resume(1, update={"p": "bad"}),
+        Update({"p": "bad"}),
+        Update(
+            {"p": "fine"},
+        ),  # then a bad one kept after it
+    ],
+    ids=["goto-later", "goto-same", "resume", "update", "update-after-a-kept-one"],
+)
+@pytest.mark.parametrize("how", ["resume", "submit"])
+def test_a_command_whose_edit_a_reducer_refuses_keeps_the_live_generator(
+    store: Store, command: Any, how: str
+) -> None:
+    """Refused where given (StepError), nothing saved, the suspended step left as it was."""
+    calls: list[int] = []
+    finals: list[int] = []
+
+    def a(state: Any) -> Any:
+        calls.append(1)
+        try:
+            x = yield Interrupt("q")
+        finally:
+            finals.append(1)
+        return {"log": [x]}
+
+    channels = {"log": Append(), "p": Reducer(_picky, None)}
+    graph = Graph("g", channels).step("a", a).step("b", lambda s: {"log": ["b"]}).edge("a", "b")
+    runner = Runner(graph, store)
+    assert isinstance(runner.run("r"), Paused)
+    if isinstance(command, Update) and command.edits == {"p": "fine"}:
+        runner.resume("r", command)  # kept at the pause: the next one is tried after it
+        command = Update({"p": "bad"})
+    before = runner.history("r")
+    with pytest.raises(StepError, match="the reducer of channel 'p' raised ValueError: refused"):
+        getattr(runner, how)("r", command)
+    assert runner.history("r") == before
+    assert runner.state("r").status == "paused"
+    assert finals == []
+    done = runner.resume("r", Resume(1))
+    assert isinstance(done, Done)
+    assert done.state["log"] == [1, "b"]
+    assert (calls, finals) == ([1], [1])  # resumed hot: the step was not called again
+
+
 # --- 9. property: retries after one-shot failures give the clean result --------------
 
 
@@ -732,6 +786,35 @@ def test_a_cancelled_run_refuses_commands_but_goto_reopens_it(store: Store) -> N
     reopened = runner.resume("r", Goto("ask"))
     assert isinstance(reopened, Paused)
     assert runner.resume("r", Resume(2)) == Done({"out": 2}, 1)
+
+
+@pytest.mark.parametrize("where", ["interrupt", "before", "after", "failed"])
+def test_a_cancelled_checkpoint_counts_the_layers_its_values_hold(store: Store, where: str) -> None:
+    """super_step counts the layers whose writes the values include, as for every checkpoint."""
+
+    def ask(state: Any) -> Any:
+        if where == "failed":
+            raise RuntimeError("no")
+        x = yield Interrupt("q")
+        return {"out": x}
+
+    graph = (
+        Graph("g", {"n": LastWriteWins(), "out": LastWriteWins()})
+        .step("a", lambda s: {"n": 1})
+        .step("b", ask)
+        .edge("a", "b")
+    )
+    breakpoints = {"before": {"interrupt_before": ["b"]}, "after": {"interrupt_after": ["a"]}}
+    runner = Runner(graph, store, **breakpoints.get(where, {}))
+    if where == "failed":
+        with pytest.raises(StepError):
+            runner.run("r")
+    else:
+        assert isinstance(runner.run("r"), Paused)
+    info = runner.cancel("r", "stop")
+    last = runner.history("r")[-1]
+    assert (last.label, last.super_step, info.super_step) == ("cancelled", 1, 1)
+    assert info.values == {"n": 1, "out": None}
 
 
 def test_cancel_on_a_done_run_is_refused_and_delete_forgets_the_run(store: Store) -> None:

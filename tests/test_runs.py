@@ -12,6 +12,7 @@ from pausegraph import (
     CheckpointMeta,
     Continue,
     Done,
+    FileCheckpointer,
     Graph,
     GraphError,
     Interrupt,
@@ -100,6 +101,30 @@ def test_run_with_a_different_input_on_an_existing_run_is_a_resume_error():
     with pytest.raises(ResumeError, match=r"^run 'r' already exists with input"):
         runner.run("r", {"note": "two"})
     assert runner.history("r") == history
+
+
+@pytest.mark.parametrize(
+    ("first", "again", "equal"),
+    [(1, [1], False), ([1], 1, False), ((1, 2), [1, 2], True), ("x", "x", True)],
+)
+def test_an_append_input_is_compared_by_its_encoding_as_given(tmp_path, first, again, equal):
+    """SPEC: an equal input (compared by msgpack encoding) is ignored, a different one refused.
+
+    ``1`` and ``[1]`` append the same item but encode differently; ``(1, 2)``
+    and ``[1, 2]`` encode alike (a tuple is one item, a list two).
+    """
+    graph = Graph("g", {"l": Append()}).step("a", lambda s: None)
+    for runner in (Runner(graph), Runner(graph, FileCheckpointer(tmp_path))):
+        done = runner.run("r", {"l": first})
+        history = runner.history("r")
+        if equal:
+            assert runner.run("r", {"l": again}) == done
+            assert runner.start("r", {"l": again}).status == "done"
+        else:
+            for call in (runner.run, runner.start):
+                with pytest.raises(ResumeError, match=r"already exists with input"):
+                    call("r", {"l": again})
+        assert runner.history("r") == history
 
 
 def test_run_on_a_paused_run_is_a_resume_error_saying_to_use_resume():

@@ -399,3 +399,20 @@ def test_in_place_folding_leaves_a_value_written_to_another_channel_alone():
     assert hot.state["m"] == {"old": 0, "new": 1, "newer": 2}
     cold = Runner(graph, checkpointer).state("r").values
     assert cold == hot.state
+
+
+def test_a_channel_declared_after_the_run_began_reads_as_its_default(tmp_path):
+    """The structure is steps and edges: a new channel is allowed, and starts at its default."""
+
+    def ask(state):
+        answer = yield Interrupt("q")
+        return {"y": answer, "seen": [state["z"], state["log"]]}
+
+    old = Graph("g", {"y": LastWriteWins(), "seen": LastWriteWins()}).step("ask", ask)
+    new = Graph(
+        "g",
+        {"y": LastWriteWins(), "seen": LastWriteWins(), "z": LastWriteWins(), "log": Append()},
+    ).step("ask", ask)
+    Runner(old, FileCheckpointer(tmp_path)).run("r")
+    done = Runner(new, FileCheckpointer(tmp_path)).resume("r", Resume(1))
+    assert done.state == {"y": 1, "seen": [None, []], "z": None, "log": []}
