@@ -243,7 +243,7 @@ class Channels:
         # what steps read; only ``apply`` changes it. Values from a store are
         # plain: freeze them; our own are frozen already: copy the top level
         self.values = FrozenDict(values) if isinstance(values, FrozenDict) else freeze(values)
-        if len(self.values) < len(reducers):  # a channel declared since: its default
+        if not reducers.keys() <= self.values.keys():  # a channel declared since: its default
             for name, reducer in reducers.items():
                 if name not in self.values:
                     _set(self.values, name, reducer.initial())

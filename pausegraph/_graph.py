@@ -269,7 +269,7 @@ def _mermaid_text(text: str) -> str:
 class _AnyOf:
     """The ``when`` of an edge given more than once: true if any of its predicates is."""
 
-    __slots__ = ("__name__", "predicates")
+    __slots__ = ("__name__", "__qualname__", "predicates")
     predicates: tuple[Callable[[Mapping[str, Any]], Any], ...]
 
     def __init__(self, *predicates: Callable[[Mapping[str, Any]], Any]) -> None:
@@ -278,6 +278,9 @@ class _AnyOf:
             flat.extend(p.predicates if isinstance(p, _AnyOf) else (p,))
         self.predicates = tuple(flat)
         self.__name__ = " or ".join(getattr(p, "__name__", None) or type(p).__name__ for p in flat)
+        self.__qualname__ = " or ".join(
+            getattr(p, "__qualname__", None) or type(p).__qualname__ for p in flat
+        )
 
     def __call__(self, state: Mapping[str, Any]) -> bool:
         return any(p(state) for p in self.predicates)

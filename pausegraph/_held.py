@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections import OrderedDict
+from collections import Counter, OrderedDict
+from typing import Any
 
 import attrs
 
@@ -27,13 +28,29 @@ from ._trampoline import Trampoline
 
 MAX_HELD = 1024  # paused runs whose live generators a Runner keeps
 
+# Per checkpointer object, how many times each run (workflow, run id) was deleted by a
+# Runner of this process: a pause held from before a deletion is not the run's any more,
+# even if the run was started again and reached a checkpoint of the same seq, label and
+# time (which the store's list of checkpoints cannot tell apart under a fixed clock)
+_DELETIONS: weakref.WeakKeyDictionary[Any, Counter[tuple[str, str]]] = weakref.WeakKeyDictionary()
+
+
+def deletions(checkpointer: object) -> Counter[tuple[str, str]]:
+    """The deletion counts the Runners of this process share for ``checkpointer``."""
+    try:
+        return _DELETIONS.setdefault(checkpointer, Counter())
+    except TypeError:  # not weakly referable: deletions by other Runners go unseen
+        return Counter()
+
 
 @attrs.frozen
 class Held:
-    """A pause this Runner saved, and the live generators of its suspended steps."""
+    """A pause this Runner saved, the live generators of its suspended steps, and
+    how many times its run had been deleted when it was saved."""
 
     checkpoint: Checkpoint
     live: dict[str, Trampoline]
+    deleted: int = 0
 
 
 def _close_all(pauses: OrderedDict[str, Held], lock: threading.Lock) -> None:
@@ -53,8 +70,14 @@ def close(live: dict[str, Trampoline]) -> None:
 class HeldPauses:
     """A bounded map of run id to the pause held for it."""
 
-    def __init__(self, owner: object, limit: int = MAX_HELD) -> None:
+    def __init__(
+        self,
+        owner: object,
+        deleted: Counter[tuple[str, str]] | None = None,
+        limit: int = MAX_HELD,
+    ) -> None:
         self._pauses: OrderedDict[str, Held] = OrderedDict()
+        self._deleted: Counter[tuple[str, str]] = Counter() if deleted is None else deleted
         self._lock = threading.Lock()
         self._limit = limit
         # the finalizer is registered with the first pause held: a Runner made
@@ -65,14 +88,31 @@ class HeldPauses:
         return len(self._pauses)
 
     def peek(self, run_id: str) -> Held | None:
-        """The pause held for ``run_id``, left in place (a refused command keeps it)."""
-        return self._pauses.get(run_id)
+        """The pause held for ``run_id``, left in place (a refused command keeps it).
+
+        A pause of a run deleted since is let go, and ``None`` returned.
+        """
+        held = self._pauses.get(run_id)
+        if held is not None and self._gone(held):
+            self.drop(run_id)
+            return None
+        return held
 
     def take(self, run_id: str) -> dict[str, Trampoline]:
-        """Remove the pause held for ``run_id`` and hand over its live generators."""
+        """Remove the pause held for ``run_id`` and hand over its live generators.
+
+        Those of a run deleted since are closed instead (``{}``).
+        """
         with self._lock:
             held = self._pauses.pop(run_id, None)
+        if held is not None and self._gone(held):
+            close(held.live)
+            return {}
         return {} if held is None else held.live
+
+    def _gone(self, held: Held) -> bool:
+        checkpoint = held.checkpoint
+        return self._deleted[(checkpoint.workflow_id, checkpoint.run_id)] != held.deleted
 
     def drop(self, run_id: str) -> None:
         """Let the pause held for ``run_id`` go, closing its generators."""
@@ -93,7 +133,8 @@ class HeldPauses:
                 evicted.append(old)
             while len(self._pauses) >= self._limit:
                 evicted.append(self._pauses.popitem(last=False)[1])
-            self._pauses[checkpoint.run_id] = Held(checkpoint, live)
+            deleted = self._deleted[(checkpoint.workflow_id, checkpoint.run_id)]
+            self._pauses[checkpoint.run_id] = Held(checkpoint, live, deleted)
         for pause in evicted:
             if pause.live is not live:
                 close({s: t for s, t in pause.live.items() if live.get(s) is not t})

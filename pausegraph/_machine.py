@@ -165,8 +165,6 @@ class Claim:
     """The checkpoint a command saves before any step runs.
 
     ``edits`` are folded into the values through the reducers first.
-    ``trial``: edits kept for later (an ``Update`` at a dynamic pause), folded
-    into a copy of the values only to see that the reducers take them.
     ``drive``: go on running from it (else the call returns ``paused``).
     ``keep_live``: the live generators of a held pause stay usable.
     """
@@ -177,7 +175,6 @@ class Claim:
     edits: tuple[Mapping[str, Any], ...] = ()
     drive: bool = True
     keep_live: bool = False
-    trial: tuple[Mapping[str, Any], ...] = ()
 
 
 def _after_layer(shape: Shape, k: int, skipped: tuple[str, ...] = ()) -> Stage:
@@ -235,9 +232,8 @@ def decide(latest: Checkpoint, command: Command, *, shape: Shape) -> Claim:
         if kind is AtInterrupt:
             progress = stage.progress  # type: ignore[union-attr]
             kept = attrs.evolve(progress, edits=(*progress.edits, edits))
-            stage = AtInterrupt(kept)
             return Claim(
-                "update", latest.super_step, stage, drive=False, keep_live=True, trial=kept.edits
+                "update", latest.super_step, AtInterrupt(kept), drive=False, keep_live=True
             )
         return _past_breakpoint(
             stage, shape, "update", (edits,), latest.epoch_base + latest.seq + 1
@@ -266,8 +262,7 @@ def decide(latest: Checkpoint, command: Command, *, shape: Shape) -> Claim:
         edits=(*progress.edits, command.update) if command.update else progress.edits,
         claimed=tuple(answers),
     )
-    trial = claimed.edits if command.update else ()
-    return Claim("resume", latest.super_step - 1, InLayer(claimed), keep_live=True, trial=trial)
+    return Claim("resume", latest.super_step - 1, InLayer(claimed), keep_live=True)
 
 
 def decide_tick(latest: Checkpoint, now_ms: int) -> Claim | None:

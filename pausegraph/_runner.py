@@ -39,7 +39,7 @@ from ._commands import (
     Update,
 )
 from ._graph import Graph
-from ._held import HeldPauses, close
+from ._held import HeldPauses, close, deletions
 from ._inbox import run_summaries
 from ._machine import (
     Claim,
@@ -74,7 +74,7 @@ from ._records import (
 )
 from ._scheduler import LayerFailed, LayerRun, PredicateFailed, failure_of, skipped_in
 from ._trampoline import Trampoline
-from ._values import FrozenDict, normalize, same, thaw
+from ._values import MAX_DEPTH, FrozenDict, freeze, same, thaw
 from .checkpointers import Checkpointer, MemoryCheckpointer
 from .checkpointers._checkpointer import checked_checkpointer
 from .errors import (
@@ -226,6 +226,7 @@ class _DrivingHere(threading.local):
 
 
 _DRIVING = _DrivingHere()
+_MAX_DELETIONS = 100_000  # runs whose deletions a process remembers for held pauses
 _RELEASED: Mapping[str, Any] = FrozenDict()  # a finished layer's state, once the engine let go
 
 
@@ -352,7 +353,8 @@ class Runner:
         )
         self._plans = facts.plans
         self._structure = facts.structure
-        self._held = HeldPauses(self)
+        self._deleted = deletions(checkpointer)  # shared by this process's Runners on it
+        self._held = HeldPauses(self, self._deleted)
 
     def __repr__(self) -> str:
         return f"<Runner {self._workflow!r} on {self.checkpointer!r}>"
@@ -393,7 +395,7 @@ class Runner:
         ``ConflictError`` naming it. A step that fails raises ``StepError``
         (the run is then ``"failed"``).
         """
-        _check_run_id(run_id)
+        check_run_id(run_id)
         given = self._input(input)
         with self._driving(run_id):
             latest = self.checkpointer.latest(self._workflow, run_id)
@@ -418,12 +420,13 @@ class Runner:
         is a ``ResumeError`` (nothing saved); a run another process drives,
         or one whose claim waits for a driver, is a ``ConflictError``.
         """
-        _check_run_id(run_id)
+        check_run_id(run_id)
         command = self._checked(command)
         with self._driving(run_id):
             latest = self._latest(run_id)
             claim = decide(latest, command, shape=self._shape)
             cursor, changes = self._edited(latest, claim)  # a refused edit touches nothing
+            del latest  # a held pause shares its values: kept, the layers' folds would copy them
             live = self._held.take(run_id)
             if not claim.keep_live:
                 close(live)
@@ -435,21 +438,29 @@ class Runner:
 
         The run is ``"queued"``: ``run(run_id)`` or a ``Worker`` drives it.
         On an existing run ``input`` follows ``run``'s rule, and its
-        ``RunInfo`` is returned as it is.
+        ``RunInfo`` is returned as it is, whatever its status (``"running"``
+        too: nothing is claimed).
         """
-        _check_run_id(run_id)
+        check_run_id(run_id)
         given = self._input(input)
-        with self._driving(run_id):
-            latest = self.checkpointer.latest(self._workflow, run_id)
-            if latest is None:
-                self._save_input(run_id, given)
+        latest = self.checkpointer.latest(self._workflow, run_id)
+        if latest is None:
+            try:
+                with self._driving(run_id):
+                    latest = self.checkpointer.latest(self._workflow, run_id)
+                    if latest is None:
+                        self._save_input(run_id, given)
+                        latest = self.checkpointer.latest(self._workflow, run_id)
+                        assert latest is not None
+                        return info_of(latest, running=False)
+            except ConflictError:  # another process started it and drives it now
                 latest = self.checkpointer.latest(self._workflow, run_id)
-                assert latest is not None
-            else:
-                self._check_structure(latest)
-                if given is not None:
-                    self._check_input(latest, given[1])
-            return info_of(latest, running=False)
+                if latest is None:
+                    raise
+        self._check_structure(latest)
+        if given is not None:
+            self._check_input(latest, given[1])
+        return info_of(latest, running=driven(latest, self.checkpointer.holder))
 
     def submit(self, run_id: str, command: Command) -> RunInfo:
         """Check ``command`` exactly as ``resume`` does and save its claim; run no step.
@@ -460,7 +471,7 @@ class Runner:
         ``After`` breakpoint of the last layer, which leaves no step to run).
         Raises what ``resume`` raises, with nothing saved.
         """
-        _check_run_id(run_id)
+        check_run_id(run_id)
         command = self._checked(command)
         with self._driving(run_id):
             latest = self._latest(run_id)
@@ -479,7 +490,7 @@ class Runner:
         running run is a ``ConflictError``; a finished or cancelled one a
         ``ResumeError``.
         """
-        _check_run_id(run_id)
+        check_run_id(run_id)
         check_reason(reason)
         with self._driving(run_id):
             latest = self._latest(run_id)
@@ -496,12 +507,15 @@ class Runner:
         ``state`` then says it does not exist. A run another process drives
         is a ``ConflictError``; an unknown run a ``ResumeError``.
         """
-        _check_run_id(run_id)
+        check_run_id(run_id)
         with self._driving(run_id):
             if not self.checkpointer.list(self._workflow, run_id):
                 raise ResumeError(self._no_run(run_id))
             self._held.drop(run_id)
             self.checkpointer.delete(self._workflow, run_id)
+            if len(self._deleted) >= _MAX_DELETIONS:  # bounded: the store's meta check remains
+                self._deleted.clear()
+            self._deleted[(self._workflow, run_id)] += 1  # other Runners' pauses of it go
         logger.info("run %r deleted", run_id, extra={"workflow": self._workflow, "run_id": run_id})
 
     def tick(self) -> dict[str, Outcome]:
@@ -562,7 +576,7 @@ class Runner:
 
     def state(self, run_id: str) -> RunInfo:
         """The latest values, status, super-step, pending interrupts, failure and edits."""
-        _check_run_id(run_id)
+        check_run_id(run_id)
         latest = self.checkpointer.latest(self._workflow, run_id)
         if latest is None:
             raise ResumeError(self._no_run(run_id))
@@ -570,7 +584,7 @@ class Runner:
 
     def history(self, run_id: str) -> list[CheckpointMeta]:
         """Every checkpoint of a run, oldest first."""
-        _check_run_id(run_id)
+        check_run_id(run_id)
         metas = self.checkpointer.list(self._workflow, run_id)
         if not metas:
             raise ResumeError(self._no_run(run_id))
@@ -586,7 +600,7 @@ class Runner:
         ``Update`` on a failed run does. The new run has the source's
         breakpoints; the source is untouched.
         """
-        _check_run_id(run_id)
+        check_run_id(run_id)
         if type(seq) is not int:
             msg = f"fork(run_id, seq) takes a checkpoint seq (an int from history()), got {seq!r}"
             raise ResumeError(msg)
@@ -613,6 +627,8 @@ class Runner:
                 )
             else:
                 channels.apply([new_edits])
+                if type(stage) is AtBefore:  # the predicates choose again, on the edited state
+                    stage = attrs.evolve(stage, decided=None)
         new_id = f"{run_id}.fork{seq}.{uuid.uuid4().hex[:8]}"
         checkpoint = Checkpoint(
             workflow_id=self._workflow,
@@ -737,11 +753,8 @@ class Runner:
         """A cursor on ``latest`` with the claim's edits folded in, and their changes.
 
         A reducer that refuses an edit raises here (``StepError``), before
-        anything is saved or a live generator is touched; so does one that
-        refuses an edit the claim keeps for later (``trial``), tried on a copy.
+        anything is saved or a live generator is touched.
         """
-        if claim.trial:
-            Channels(self.graph.channels, latest.values).apply(claim.trial)
         cursor = self._cursor(latest)
         return cursor, cursor.channels.apply(claim.edits) if claim.edits else []
 
@@ -758,6 +771,7 @@ class Runner:
         if not claim.drive:
             self._held.hold(saved, live)
             return paused_of(claim.stage)
+        del saved  # it shares the values: held while the layers run, a fold would copy them
         return self._drive(cursor, live)
 
     def _log_claim(self, saved: Checkpoint) -> None:
@@ -960,8 +974,8 @@ class Runner:
         """
         if input is None:
             return None
-        accepted = self._edits(input, "the input")
-        return accepted, normalize(dict(input), lambda: "the input")
+        accepted = self._edits(input, "the input")  # every value checked here
+        return accepted, freeze(dict(input), max_depth=MAX_DEPTH + 1)  # + the channel names
 
     def _save_input(self, run_id: str, given: tuple[dict[str, Any], Any] | None) -> _Cursor:
         accepted, recorded = given or ({}, {})
@@ -1133,7 +1147,8 @@ def _log(level: int, message: str, where: Checkpoint | _Cursor) -> None:
     )
 
 
-def _check_run_id(run_id: object) -> None:
+def check_run_id(run_id: object) -> None:
+    """A run id is non-empty printable text; ``ResumeError`` saying why otherwise."""
     if not isinstance(run_id, str) or not run_id:
         msg = f"a run id is a non-empty string, got {run_id!r}"
         raise ResumeError(msg)

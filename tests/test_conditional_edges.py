@@ -160,6 +160,19 @@ def test_continue_at_a_before_pause_runs_the_layer_its_predicates_chose(store_fa
     assert asked == [True]  # asked once, when the pause was made
 
 
+def test_a_fork_with_edits_of_a_before_pause_has_the_predicates_choose_again(store_factory):
+    graph = expense_graph()
+    runner = Runner(graph, store_factory(), interrupt_before={"finance"})
+    assert runner.run("r", {"amount": 5000}) == Paused(2, Before("finance"))
+    seq = len(runner.history("r"))
+    small_one = runner.fork("r", seq, {"amount": 5})
+    done = runner.resume(small_one, Continue())
+    assert isinstance(done, Done)
+    assert done.state["log"] == ["submit"]
+    same = runner.fork("r", seq)  # no edits: the choice made at the pause stands
+    assert runner.resume(same, Continue()).state["log"] == ["submit", "finance", "pay"]
+
+
 def test_an_update_at_a_layers_before_pause_decides_its_steps_again_and_runs_it(store_factory):
     # guide, section 15: predicates see the edits; the layer's Before breakpoints
     # are not checked a second time, even for a step the edited state now chooses

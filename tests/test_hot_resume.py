@@ -13,6 +13,7 @@ from pausegraph import (
     Continue,
     Done,
     DynamicInterrupt,
+    FileCheckpointer,
     Graph,
     GraphError,
     Interrupt,
@@ -105,6 +106,23 @@ def test_a_held_pause_of_a_run_deleted_and_started_again_is_not_used():
     time.sleep(0.002)
     Runner(graph(), fresh).run("r", {"n": 10})
     assert runner.resume("r", Resume("ok")) == Done({"n": 11, "answer": "ok"}, 2)
+
+
+@pytest.mark.parametrize("store", ["memory", "file"])
+def test_a_pause_held_before_another_runner_deleted_and_restarted_the_run_is_not_used(
+    store, tmp_path
+):
+    """Under a fixed clock the new run's checkpoints have the old one's seq, label and time."""
+    checkpointer = MemoryCheckpointer() if store == "memory" else FileCheckpointer(tmp_path)
+    fixed = lambda: 1_700_000_000_000  # noqa: E731
+    holder = Runner(graph(), checkpointer, clock=fixed)
+    other = Runner(graph(), checkpointer, clock=fixed)
+    assert isinstance(holder.run("r", {"n": 0}), Paused)
+    other.delete("r")
+    assert isinstance(other.run("r", {"n": 10}), Paused)
+    done = holder.resume("r", Resume("ok"))  # the store's run, replayed: not the held one
+    assert done == Done({"n": 11, "answer": "ok"}, 2)
+    assert Runner(graph(), checkpointer).state("r").values == done.state
 
 
 def test_a_runner_needs_a_graph():

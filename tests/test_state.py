@@ -416,3 +416,50 @@ def test_a_channel_declared_after_the_run_began_reads_as_its_default(tmp_path):
     Runner(old, FileCheckpointer(tmp_path)).run("r")
     done = Runner(new, FileCheckpointer(tmp_path)).resume("r", Resume(1))
     assert done.state == {"y": 1, "seen": [None, []], "z": None, "log": []}
+
+
+def test_a_renamed_channel_reads_as_its_default(tmp_path):
+    def ask(state):
+        answer = yield Interrupt("q")
+        return {"new": [answer, state["new"]]}
+
+    old = Graph("g", {"old": LastWriteWins()}).step("ask", ask)
+    new = Graph("g", {"new": LastWriteWins()}).step("ask", ask)
+    Runner(old, FileCheckpointer(tmp_path)).run("r", {"old": 1})
+    done = Runner(new, FileCheckpointer(tmp_path)).resume("r", Resume(2))
+    assert done.state["new"] == [2, None]
+
+
+@pytest.mark.parametrize("hot", [True, False])
+def test_folding_copies_nothing_no_one_outside_the_engine_holds(monkeypatch, hot, tmp_path):
+    """The speed half of the copy-on-write rule: a resume copies no value it folds into."""
+    from pausegraph import _channels
+
+    copies = []
+    for reducer, copy in list(_channels._IN_PLACE.items()):
+        monkeypatch.setitem(
+            _channels._IN_PLACE, reducer, lambda v, copy=copy: copies.append(1) or copy(v)
+        )
+
+    def ask(state):
+        answer = yield Interrupt("q")
+        return {"log": [answer], "map": {"a": answer}}
+
+    channels = {"log": Append(), "map": MergeMap()}
+    graph = (
+        Graph("g", channels)
+        .step("first", lambda s: {"log": [0], "map": {"z": 0}})
+        .step("ask", ask)
+        .step("last", lambda s: {"log": ["end"], "map": {"b": 1}})
+        .edge("first", "ask")
+        .edge("ask", "last")
+    )
+    runner = Runner(graph, FileCheckpointer(tmp_path))
+    runner.run("r")
+    if not hot:
+        runner = Runner(graph, FileCheckpointer(tmp_path))
+    assert runner.resume("r", Resume(1)).state == {
+        "log": [0, 1, "end"],
+        "map": {"z": 0, "a": 1, "b": 1},
+    }
+    assert copies == []
