@@ -11,7 +11,9 @@ timed in process, through ``pausegraph.cli.main([...])`` with standard output
 sent to a buffer, best of ``--repeats``; the interpreter and the imports are
 paid once before timing.
 
-The store is built once per kind in a temporary directory (``--dir`` to
+The first `runs` right after a build is timed on its own too (one call: the
+file store's index catches up from its journal then). The store is built
+once per kind in a temporary directory (``--dir`` to
 choose the disk; ``--keep DIR`` builds the stores in DIR once and reuses
 them on the next run with the same ``--runs``): a file store, and a SQLite store when
 ``pausegraph.checkpointers.sqlite`` exists. A memory store is pointless
@@ -75,6 +77,10 @@ def timed(argv: list[str], repeats: int) -> float:
     return best
 
 
+def _verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
 def main_(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=10_000)
@@ -100,6 +106,12 @@ def main_(argv: list[str] | None = None) -> int:
                 shown = f"run-{args.runs // 2:05d}"
             else:
                 shown = build(url, args.runs)
+                # the first listing after another handle wrote every run: the file store's
+                # index catches up from its journal (one call: it happens once)
+                seconds = timed(["--store", url, "runs"], 1)
+                ok = seconds < TARGET_S
+                failed |= not ok
+                rows.append((kind, "runs (first, after the build)", seconds, _verdict(ok)))
                 if args.keep is not None:
                     with open(built, "w") as f:
                         f.write(url + "\n")
@@ -114,7 +126,7 @@ def main_(argv: list[str] | None = None) -> int:
                 seconds = timed(["--store", url, *words], args.repeats)
                 ok = seconds < TARGET_S
                 failed |= not ok
-                rows.append((kind, " ".join(words), seconds, "PASS" if ok else "FAIL"))
+                rows.append((kind, " ".join(words), seconds, _verdict(ok)))
     print(f"| store | command ({args.runs} runs) | best of {args.repeats} | < {TARGET_S} s |")
     print("|---|---|---:|---|")
     for kind, command, seconds, verdict in rows:

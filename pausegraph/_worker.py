@@ -122,7 +122,9 @@ class Worker:
         """Go once over the store; return how many runs were moved.
 
         Drives every queued run of the graphs to its next pause or end, one
-        run at a time, then ticks each graph's passed deadlines. A run held
+        run at a time, then ticks each graph's passed deadlines. A run whose
+        step failed (left ``"failed"`` and logged) is not counted, as
+        ``Runner.tick`` leaves it out of its result. A run held
         by another driver is skipped. ``stop`` (a ``threading.Event``), when
         set, ends the poll early: it is looked at before each run, before
         each graph's tick and before each graph, so once it is set only the
@@ -168,9 +170,11 @@ class Worker:
                 error,
                 extra={"workflow": runner.graph.name, "run_id": run_id},
             )
-            # a failure that could not be saved leaves the run queued: not moved, or the
-            # worker would take it again at once, poll after poll
-            return not self._if_still_queued(runner, run_id, error)
+            # not counted (SPEC: a failed run is not in the result, as for tick); one whose
+            # failure could not be saved is still queued: set aside, or the worker would
+            # take it again at once, poll after poll
+            self._if_still_queued(runner, run_id, error)
+            return False
         except CheckpointError as error:  # this run's store failed (a lost lock, a damaged log)
             logger.warning(
                 "run %r of workflow %r left as it was: the store failed: %s",

@@ -57,6 +57,7 @@ from typing import Any, NoReturn, TextIO
 from . import __version__
 from . import _cli_render as render
 from ._admin import cancel_run, delete_run, prune
+from ._channels import accept_writes
 from ._commands import (
     Before,
     Command,
@@ -75,7 +76,7 @@ from ._commands import (
 from ._graph import Graph
 from ._inbox import listed_status, run_summaries, waiting
 from ._records import Asked, Checkpoint, Raised, Returned, progress_of
-from ._runner import Runner, system_clock
+from ._runner import Runner, check_run_id, system_clock
 from ._worker import Worker
 from .checkpointers import Checkpointer, RunSummary
 from .checkpointers._checkpointer import summary_fields
@@ -88,6 +89,7 @@ from .checkpointers._open import (
     redact_url,
 )
 from .errors import (
+    GraphError,
     NondeterminismError,
     PausegraphError,
     ResumeError,
@@ -401,7 +403,7 @@ def _parser() -> _Parser:
 
     graph = commands.add_parser(
         "graph",
-        parents=[loudness],
+        parents=[store, loudness],  # --store is taken (and not opened), as by every command
         help="print a workflow as a Mermaid flowchart",
         description="Print a workflow as a Mermaid flowchart.",
     )
@@ -730,6 +732,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     run_id: str = args.run_id
     graph = load_graph(args.workflow)
     _check_breakpoints(args, graph)
+    # what the engine would refuse, refused before the store is opened (and so made)
+    check_run_id(run_id)
+    if given is not None:
+        accept_writes(graph.channels, given, "the input", GraphError, verb="names")
     runner = _runner(args, graph, _store(args))
     with _naming_the_run(args, runner, run_id):
         try:
@@ -1626,3 +1632,7 @@ _COMMANDS = {
     "prune": _cmd_prune,
     "graph": _cmd_graph,
 }
+
+
+if __name__ == "__main__":  # python -m pausegraph.cli
+    sys.exit(main())

@@ -339,3 +339,26 @@ def test_bytes_are_printed_as_marked_base64_text() -> None:
         "blob": "<bytes base64:AAE=>",
         "1": ["<bytes base64:YQ==>"],
     }
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["run", EXPENSE, "--input", '{"no_such_channel": 1}'],
+        ["run", EXPENSE, "--run-id", ""],
+        ["run", EXPENSE, "--run-id", "a\tb"],
+    ],
+    ids=["undeclared-channel", "empty-run-id", "control-character"],
+)
+@pytest.mark.parametrize("url", ["dir", "sqlite"])
+def test_a_run_refused_for_its_input_or_id_makes_no_store(
+    tmp_path: Path, args: list[str], url: str
+) -> None:
+    """SPEC: bad input never changes the store, and making one is a change."""
+    where = tmp_path / ("store" if url == "dir" else "runs.db")
+    words = ["--store", str(where) if url == "dir" else f"sqlite:{where}", *args]
+    done = pg(*words)
+    assert done.returncode == 1, done.stderr
+    [line] = done.stderr.splitlines()
+    assert line.startswith("pausegraph: error: ")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

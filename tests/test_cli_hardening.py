@@ -374,6 +374,30 @@ def test_version_prints_the_package_version() -> None:
     assert (done.returncode, done.stdout) == (0, f"pausegraph {pausegraph.__version__}\n")
 
 
+@pytest.mark.parametrize("module", ["pausegraph", "pausegraph.cli"])
+def test_python_m_runs_the_command(module: str, tmp_path: Path) -> None:
+    words = [sys.executable, "-m", module]
+    done = subprocess.run([*words, "--version"], capture_output=True, text=True, check=False)
+    assert (done.returncode, done.stdout) == (0, f"pausegraph {pausegraph.__version__}\n")
+    store = tmp_path / "store"
+    done = subprocess.run(
+        [*words, "--store", str(store), "run", REVIEW, "--input", '{"document": "d"}', "--json"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["status"] == "paused"
+
+
+def test_graph_takes_store_after_the_command_and_opens_none(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    done = pg("graph", REVIEW, "--store", str(store))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("flowchart")
+    assert not store.exists()
+
+
 def test_a_failing_step_is_one_line_naming_run_step_and_error(tmp_path: Path, flaky: str) -> None:
     store = tmp_path / "store"
     ok("run", flaky, "--run-id", "f1", store=store)

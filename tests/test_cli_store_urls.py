@@ -319,3 +319,15 @@ def test_show_and_history_tell_who_answered_what(
     assert "answered " in text
     assert '"grace"' in text
     assert "returned" in text
+
+
+def test_open_checkpointer_takes_a_path_object(tmp_path: Path) -> None:
+    """SPEC: a directory path opens a file store; pytest's tmp_path is a pathlib.Path."""
+    store = open_checkpointer(tmp_path / "runs")
+    assert isinstance(store, FileCheckpointer)
+    assert (tmp_path / "runs").is_dir()
+    (tmp_path / "note").write_text("a")  # one byte of text: a file, not a SQLite database
+    with pytest.raises(CheckpointError, match=r"is a file, not a store directory"):
+        open_checkpointer(tmp_path / "note")
+    with pytest.raises(CheckpointError, match=r"is a file, not a store directory"):
+        open_checkpointer(str(tmp_path / "note"))

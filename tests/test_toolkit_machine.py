@@ -158,3 +158,13 @@ def test_a_machine_without_its_graph_says_what_to_set() -> None:
 
     with pytest.raises(GraphError, match=r"NoGraph needs its workflow: set the class attribute"):
         NoGraph()
+
+
+class NoGoto(Approval):
+    goto_targets = ()
+
+
+def test_empty_goto_targets_leave_the_goto_rule_out() -> None:
+    """``goto_targets = ()`` is a machine that never goes to a step, not a crash."""
+    every = settings(max_examples=10, stateful_step_count=10, derandomize=True, deadline=None)
+    run_state_machine_as_test(NoGoto, settings=every)

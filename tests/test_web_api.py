@@ -257,6 +257,10 @@ def test_without_a_token_a_foreign_host_or_origin_is_refused(
     evil = {"Host": "evil.example"}
     assert client.get("/api/inbox", headers=evil).status_code == 403
     assert client.get("/", headers=evil).status_code == 403
+    assert client.get("/login", headers=evil).status_code == 403
+    assert client.get("/login", headers={"Origin": "http://evil.example"}).status_code == 403
+    assert client.post("/login", headers=evil, data={"token": "x"}).status_code == 403
+    assert client.get("/login").status_code == 200
     reply = client.post(
         "/api/runs/approval/r1/resume",
         json={"value": 1},
@@ -334,9 +338,10 @@ def test_the_login_form_sets_an_httponly_strict_cookie_for_pages_only(store: Che
         assert no_csrf.status_code == 403
         ok = client.post("/login", data={"csrf": csrf, "token": "s3cret"}, follow_redirects=False)
         assert ok.status_code == 303
-        cookie = ok.headers["set-cookie"].lower()
-        assert "httponly" in cookie
-        assert "samesite=strict" in cookie
+        cookie = ok.headers["set-cookie"]
+        assert "; HttpOnly" in cookie
+        assert "; SameSite=Strict" in cookie  # as the SPEC spells it
+        assert "; Path=/" in cookie
         assert client.get("/").status_code == 200
         assert client.get("/runs/approval/r1").status_code == 200
         assert client.get("/api/inbox").status_code == 401  # the API takes the bearer only
@@ -442,6 +447,34 @@ def test_the_run_page_shows_the_graph_with_step_states_and_the_history(client: T
     assert "class s1 done" in page
     assert "answered " in page
     assert client.get("/runs/approval/nope").status_code == 404
+
+
+def test_the_run_page_of_a_failed_layer_shows_each_step_of_it(store: Checkpointer) -> None:
+    """The failing step failed, a finished sibling done, one waiting at an interrupt paused."""
+    from pausegraph import Graph, Interrupt, LastWriteWins, StepError
+
+    def waits(state: Any) -> Any:
+        return {"w": (yield Interrupt("w"))}
+
+    def fails(state: Any) -> Any:
+        raise ValueError("no")
+
+    graph = (
+        Graph("layer", {"ok": LastWriteWins(), "w": LastWriteWins()})
+        .step("ok", lambda s: {"ok": 1})
+        .step("waits", waits)
+        .step("fails", fails)
+        .step("later", lambda s: None)
+        .edge("ok", "later")
+    )
+    with pytest.raises(StepError):
+        Runner(graph, store).run("r")
+    with TestClient(app([graph], store), base_url=LOCAL) as client:
+        page = client.get("/runs/layer/r").text
+    assert "class s0 done" in page
+    assert "class s1 paused" in page
+    assert "class s2 failed" in page
+    assert "class s3" not in page  # not reached
 
 
 def test_a_breakpoint_gets_a_continue_button(store: Checkpointer) -> None:

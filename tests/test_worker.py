@@ -105,7 +105,7 @@ def test_poll_never_raises_a_runs_own_error(
     failing = Graph("orders", {"order": LastWriteWins()}).step("o", boom)
     Runner(failing, store).start("r", {"order": 1})
     with caplog.at_level(logging.WARNING, logger="pausegraph"):
-        assert Worker(store, [failing]).poll() == 1
+        assert Worker(store, [failing]).poll() == 0  # SPEC: a failed run is not in the result
     assert Runner(failing, store).state("r").status == "failed"
     assert "no stock" in caplog.text
 

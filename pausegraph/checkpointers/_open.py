@@ -59,7 +59,7 @@ def parse_store_url(url: str) -> StoreURL:
     raise CheckpointError(msg)
 
 
-def open_checkpointer(url: str) -> StoreCheckpointer | FileCheckpointer:
+def open_checkpointer(url: str | os.PathLike[str]) -> StoreCheckpointer | FileCheckpointer:
     """Open the store ``url`` names: the forms ``pausegraph --store`` takes.
 
     ::
@@ -77,8 +77,17 @@ def open_checkpointer(url: str) -> StoreCheckpointer | FileCheckpointer:
     store's directory is created if it does not exist (see
     ``FileCheckpointer``); a path naming a regular file is a
     ``CheckpointError`` (a SQLite database's says to write ``sqlite:PATH``).
-    A path's leading ``~`` is expanded.
+    A path's leading ``~`` is expanded; a ``pathlib.Path`` (any
+    ``os.PathLike``) is a directory path, a file store's.
     """
+    if isinstance(url, os.PathLike) and not isinstance(url, str):
+        path = os.fspath(url)
+        if not isinstance(path, str):  # a PathLike of bytes
+            msg = f"open_checkpointer takes a str URL or a path, got {url!r:.80}"
+            raise CheckpointError(msg)
+        if os.path.isfile(path):
+            raise CheckpointError(_a_file_is_no_directory(path))
+        return FileCheckpointer(Path(path))
     parsed = parse_store_url(url)
     if parsed.kind == "memory":
         return MemoryCheckpointer()
@@ -118,12 +127,13 @@ def is_sqlite_file(path: str) -> bool:
     except (OSError, sqlite3.Error):
         return False
     try:
-        connection.execute("PRAGMA schema_version").fetchall()
+        # a file too short for a header (a byte of text) reads as an empty database
+        (pages,) = connection.execute("PRAGMA page_count").fetchone()
     except sqlite3.Error:
         return False
     finally:
         connection.close()
-    return True
+    return bool(pages)
 
 
 def _a_file_is_no_directory(path: str) -> str:

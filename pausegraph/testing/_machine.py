@@ -146,7 +146,7 @@ class WorkflowMachine(RuleBasedStateMachine):
     answer_values: ClassVar[st.SearchStrategy[Any]] = answers()
     #: edits for ``Update``; ``None`` leaves the update rule out
     edit_values: ClassVar[st.SearchStrategy[dict[str, Any]] | None] = None
-    #: the steps ``Goto`` may name; ``None`` means every step of the graph
+    #: the steps ``Goto`` may name; ``None`` means every step, ``()`` leaves the rule out
     goto_targets: ClassVar[tuple[str, ...] | None] = None
     max_runs: ClassVar[int] = 3
 
@@ -265,7 +265,7 @@ class WorkflowMachine(RuleBasedStateMachine):
         outcome = self.runner.resume(run_id, Update(edits))
         self._record(run_id, Edited(dict(edits)), outcome)
 
-    @precondition(lambda self: bool(self._runs))
+    @precondition(lambda self: bool(self._runs) and self.goto_targets != ())
     @rule(data=st.data())
     def goto(self, data: st.DataObject) -> None:
         run_id = data.draw(st.sampled_from(list(self._runs)), label="run_id")

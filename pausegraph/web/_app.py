@@ -465,10 +465,29 @@ def app(
 
         return endpoint
 
+    def local(
+        endpoint: Callable[[Request], Awaitable[Response]],
+    ) -> Callable[[Request], Awaitable[Response]]:
+        """``endpoint`` behind the Host and Origin rule of a server without a token."""
+
+        async def checked(request: Request) -> Response:
+            if server.guard.token is None:  # with one, the login page is what asks for it
+                try:
+                    server.check(request, html=True)
+                except _Refused as refused:
+                    return server.page(
+                        "error.html", refused.status, status=refused.status, message=refused.message
+                    )
+            return await endpoint(request)
+
+        return checked
+
     routes = [
         Route("/", guarded(_inbox_page, html=True), methods=["GET"]),
         Route(
-            "/login", by_method(_login_get(server), _login_post(server)), methods=["GET", "POST"]
+            "/login",
+            local(by_method(_login_get(server), _login_post(server))),
+            methods=["GET", "POST"],
         ),
         Route("/runs/{workflow}/{run_id}", guarded(_run_page, html=True), methods=["GET"]),
         Route(
@@ -778,13 +797,11 @@ def _login_post(server: _Server) -> Callable[[Request], Awaitable[Response]]:
         if not server.guard.login_ok(form.get("token", "")):
             return _login_page(server, "that is not the token", status=401)
         response = RedirectResponse("/", status_code=303)
-        response.set_cookie(
-            SESSION_COOKIE,
-            server.guard.new_session(),
-            httponly=True,
-            samesite="strict",
-            secure=request.url.scheme == "https",
-        )
+        # written out: Starlette's set_cookie spells the attribute "SameSite=strict"
+        cookie = f"{SESSION_COOKIE}={server.guard.new_session()}; HttpOnly; Path=/; SameSite=Strict"
+        if request.url.scheme == "https":
+            cookie += "; Secure"
+        response.headers.append("set-cookie", cookie)
         return response
 
     return endpoint

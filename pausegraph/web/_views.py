@@ -19,7 +19,7 @@ import attrs
 from .. import _cli_render as render
 from .._commands import Command, Continue, Goto, Resume, RunInfo, Status, Update
 from .._graph import Graph
-from .._records import Checkpoint, skipped_of
+from .._records import Checkpoint, progress_of, skipped_of
 from ..checkpointers import Checkpointer
 
 #: The state of a step on the run page; a step not reached yet has none.
@@ -121,7 +121,8 @@ def step_views(graph: Graph, info: RunInfo, latest: Checkpoint) -> list[StepView
     layer decided so far) is skipped. Of the others, layers before the one
     under way are done. At an interrupt the steps waiting are paused and the
     rest of their layer done; at a breakpoint before a layer its steps are
-    paused; a failed layer's failing step is failed; a queued or running
+    paused; a failed layer's failing step is failed, the steps of it that
+    finished done and those waiting at an interrupt paused; a queued or running
     run's next layer is running; once a run is over, the layers it never ran
     are skipped.
     """
@@ -135,6 +136,8 @@ def step_views(graph: Graph, info: RunInfo, latest: Checkpoint) -> list[StepView
     failed = info.failure.step_id if info.failure is not None else None
     over = status in (Status.DONE, Status.CANCELLED)
     skipped = set(skipped_of(latest.stage))
+    progress = progress_of(latest.stage)  # a failed layer's: which steps finished
+    finished_here = set(progress.finished) if progress is not None else set()
     layer_of = {step: k for k, layer in enumerate(graph.layers()) for step in layer}
     views = []
     for n, step in enumerate(graph.steps):
@@ -150,7 +153,12 @@ def step_views(graph: Graph, info: RunInfo, latest: Checkpoint) -> list[StepView
             if status in (Status.QUEUED, Status.RUNNING):
                 state = "running"
             elif status is Status.FAILED:
-                state = "failed" if step == failed else None
+                if step == failed:
+                    state = "failed"
+                elif step in finished_here:
+                    state = "done"
+                elif step in waiting:
+                    state = "paused"
             elif status is Status.PAUSED:
                 state = "paused" if step in waiting or not info.interrupts else "done"
         views.append(StepView(step, f"s{n}", state))
