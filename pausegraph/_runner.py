@@ -25,7 +25,7 @@ from typing import Any
 
 import attrs
 
-from ._channels import Change, Channels, accept_writes
+from ._channels import Append, Change, Channels, accept_writes
 from ._commands import (
     Command,
     Continue,
@@ -975,7 +975,16 @@ class Runner:
         if input is None:
             return None
         accepted = self._edits(input, "the input")  # every value checked here
-        return accepted, freeze(dict(input), max_depth=MAX_DEPTH + 1)  # + the channel names
+        channels = self.graph.channels
+        # the two differ only where an Append channel was given one item, not a list
+        items = {c: v for c, v in input.items() if type(channels[c]) is Append}
+        items = {c: v for c, v in items.items() if not isinstance(v, list)}
+        if not items:
+            return accepted, accepted
+        as_given = dict(accepted)
+        for channel, value in items.items():
+            as_given[channel] = freeze(value, max_depth=MAX_DEPTH)
+        return accepted, as_given
 
     def _save_input(self, run_id: str, given: tuple[dict[str, Any], Any] | None) -> _Cursor:
         accepted, recorded = given or ({}, {})
