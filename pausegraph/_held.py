@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from typing import Any
 
 import attrs
@@ -28,29 +28,65 @@ from ._trampoline import Trampoline
 
 MAX_HELD = 1024  # paused runs whose live generators a Runner keeps
 
-# Per checkpointer object, how many times each run (workflow, run id) was deleted by a
-# Runner of this process: a pause held from before a deletion is not the run's any more,
-# even if the run was started again and reached a checkpoint of the same seq, label and
-# time (which the store's list of checkpoints cannot tell apart under a fixed clock)
-_DELETIONS: weakref.WeakKeyDictionary[Any, Counter[tuple[str, str]]] = weakref.WeakKeyDictionary()
+
+class Deletions:
+    """The runs deleted through the Runners of this process on one checkpointer object.
+
+    A pause held from before its run was deleted is not that run's any more,
+    even if the run was started again and reached a checkpoint of the same
+    seq, label and time (which the store's list of checkpoints cannot tell
+    apart under a fixed clock). Each deletion takes the next ``tick``; a
+    held pause records the tick it was held at (``now``) and is gone if its
+    run was deleted after that (``since``). Bounded: past ``limit`` runs the
+    record is emptied and ``floor`` set, and every pause held before the
+    floor counts as gone (let go, never used wrongly).
+    """
+
+    def __init__(self, limit: int = 100_000) -> None:
+        self._lock = threading.Lock()
+        self._limit = limit
+        self._tick = 0
+        self._floor = 0
+        self._last: dict[tuple[str, str], int] = {}
+
+    def now(self) -> int:
+        return self._tick
+
+    def deleted(self, workflow_id: str, run_id: str) -> None:
+        with self._lock:
+            if len(self._last) >= self._limit:
+                self._last.clear()
+                self._floor = self._tick
+            self._tick += 1
+            self._last[(workflow_id, run_id)] = self._tick
+
+    def since(self, workflow_id: str, run_id: str, held_at: int) -> bool:
+        """Whether the run may have been deleted after ``held_at`` (a tick from ``now``)."""
+        with self._lock:
+            return self._last.get((workflow_id, run_id), self._floor) > held_at
 
 
-def deletions(checkpointer: object) -> Counter[tuple[str, str]]:
-    """The deletion counts the Runners of this process share for ``checkpointer``."""
-    try:
-        return _DELETIONS.setdefault(checkpointer, Counter())
-    except TypeError:  # not weakly referable: deletions by other Runners go unseen
-        return Counter()
+_DELETIONS: weakref.WeakKeyDictionary[Any, Deletions] = weakref.WeakKeyDictionary()
+_DELETIONS_LOCK = threading.Lock()
+
+
+def deletions(checkpointer: object) -> Deletions:
+    """The deletions the Runners of this process share for ``checkpointer``."""
+    with _DELETIONS_LOCK:
+        try:
+            return _DELETIONS.setdefault(checkpointer, Deletions())
+        except TypeError:  # not weakly referable: deletions by other Runners go unseen
+            return Deletions()
 
 
 @attrs.frozen
 class Held:
     """A pause this Runner saved, the live generators of its suspended steps, and
-    how many times its run had been deleted when it was saved."""
+    the ``Deletions`` tick it was held at."""
 
     checkpoint: Checkpoint
     live: dict[str, Trampoline]
-    deleted: int = 0
+    held_at: int = 0
 
 
 def _close_all(pauses: OrderedDict[str, Held], lock: threading.Lock) -> None:
@@ -73,11 +109,11 @@ class HeldPauses:
     def __init__(
         self,
         owner: object,
-        deleted: Counter[tuple[str, str]] | None = None,
+        deleted: Deletions | None = None,
         limit: int = MAX_HELD,
     ) -> None:
         self._pauses: OrderedDict[str, Held] = OrderedDict()
-        self._deleted: Counter[tuple[str, str]] = Counter() if deleted is None else deleted
+        self._deleted = Deletions() if deleted is None else deleted
         self._lock = threading.Lock()
         self._limit = limit
         # the finalizer is registered with the first pause held: a Runner made
@@ -112,7 +148,7 @@ class HeldPauses:
 
     def _gone(self, held: Held) -> bool:
         checkpoint = held.checkpoint
-        return self._deleted[(checkpoint.workflow_id, checkpoint.run_id)] != held.deleted
+        return self._deleted.since(checkpoint.workflow_id, checkpoint.run_id, held.held_at)
 
     def drop(self, run_id: str) -> None:
         """Let the pause held for ``run_id`` go, closing its generators."""
@@ -133,8 +169,7 @@ class HeldPauses:
                 evicted.append(old)
             while len(self._pauses) >= self._limit:
                 evicted.append(self._pauses.popitem(last=False)[1])
-            deleted = self._deleted[(checkpoint.workflow_id, checkpoint.run_id)]
-            self._pauses[checkpoint.run_id] = Held(checkpoint, live, deleted)
+            self._pauses[checkpoint.run_id] = Held(checkpoint, live, self._deleted.now())
         for pause in evicted:
             if pause.live is not live:
                 close({s: t for s, t in pause.live.items() if live.get(s) is not t})

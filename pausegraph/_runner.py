@@ -226,7 +226,6 @@ class _DrivingHere(threading.local):
 
 
 _DRIVING = _DrivingHere()
-_MAX_DELETIONS = 100_000  # runs whose deletions a process remembers for held pauses
 _RELEASED: Mapping[str, Any] = FrozenDict()  # a finished layer's state, once the engine let go
 
 
@@ -353,7 +352,7 @@ class Runner:
         )
         self._plans = facts.plans
         self._structure = facts.structure
-        self._deleted = deletions(checkpointer)  # shared by this process's Runners on it
+        self._deleted = deletions(self.checkpointer)  # shared by this process's Runners on it
         self._held = HeldPauses(self, self._deleted)
 
     def __repr__(self) -> str:
@@ -443,24 +442,26 @@ class Runner:
         """
         check_run_id(run_id)
         given = self._input(input)
-        latest = self.checkpointer.latest(self._workflow, run_id)
-        if latest is None:
-            try:
-                with self._driving(run_id):
-                    latest = self.checkpointer.latest(self._workflow, run_id)
-                    if latest is None:
-                        self._save_input(run_id, given)
-                        latest = self.checkpointer.latest(self._workflow, run_id)
-                        assert latest is not None
-                        return info_of(latest, running=False)
-            except ConflictError:  # another process started it and drives it now
+        try:
+            with self._driving(run_id):  # held for a moment: no delete runs between the reads
                 latest = self.checkpointer.latest(self._workflow, run_id)
                 if latest is None:
-                    raise
-        self._check_structure(latest)
-        if given is not None:
-            self._check_input(latest, given[1])
-        return info_of(latest, running=driven(latest, self.checkpointer.holder))
+                    self._save_input(run_id, given)
+                    latest = self.checkpointer.latest(self._workflow, run_id)
+                    assert latest is not None
+                else:
+                    self._check_structure(latest)
+                    if given is not None:
+                        self._check_input(latest, given[1])
+                return info_of(latest, running=False)
+        except ConflictError:  # a driver holds it: read it as it is, running
+            latest = self.checkpointer.latest(self._workflow, run_id)
+            if latest is None:
+                raise
+            self._check_structure(latest)
+            if given is not None:
+                self._check_input(latest, given[1])
+            return info_of(latest, running=driven(latest, self.checkpointer.holder))
 
     def submit(self, run_id: str, command: Command) -> RunInfo:
         """Check ``command`` exactly as ``resume`` does and save its claim; run no step.
@@ -513,9 +514,7 @@ class Runner:
                 raise ResumeError(self._no_run(run_id))
             self._held.drop(run_id)
             self.checkpointer.delete(self._workflow, run_id)
-            if len(self._deleted) >= _MAX_DELETIONS:  # bounded: the store's meta check remains
-                self._deleted.clear()
-            self._deleted[(self._workflow, run_id)] += 1  # other Runners' pauses of it go
+            self._deleted.deleted(self._workflow, run_id)  # other Runners' pauses of it go
         logger.info("run %r deleted", run_id, extra={"workflow": self._workflow, "run_id": run_id})
 
     def tick(self) -> dict[str, Outcome]:
@@ -572,6 +571,7 @@ class Runner:
             if claim is None:
                 return None  # answered, or moved on, since it was listed
             cursor, changes = self._edited(latest, claim)
+            del latest  # a held pause shares its values: kept, the layers' folds would copy them
             return self._claim(cursor, claim, changes, self._held.take(run_id))
 
     def state(self, run_id: str) -> RunInfo:

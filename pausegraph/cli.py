@@ -57,7 +57,7 @@ from typing import Any, NoReturn, TextIO
 from . import __version__
 from . import _cli_render as render
 from ._admin import cancel_run, delete_run, prune
-from ._channels import accept_writes
+from ._channels import Channels, accept_writes
 from ._commands import (
     Before,
     Command,
@@ -735,7 +735,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     # what the engine would refuse, refused before the store is opened (and so made)
     check_run_id(run_id)
     if given is not None:
-        accept_writes(graph.channels, given, "the input", GraphError, verb="names")
+        accepted = accept_writes(graph.channels, given, "the input", GraphError, verb="names")
+        Channels.fresh(graph.channels).apply([accepted])  # a reducer that refuses it
     runner = _runner(args, graph, _store(args))
     with _naming_the_run(args, runner, run_id):
         try:

@@ -362,3 +362,20 @@ def test_a_run_refused_for_its_input_or_id_makes_no_store(
     [line] = done.stderr.splitlines()
     assert line.startswith("pausegraph: error: ")
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_a_run_whose_input_a_reducer_refuses_makes_no_store_and_says_so(tmp_path: Path) -> None:
+    flow = tmp_path / "adding.py"
+    flow.write_text(
+        "from pausegraph import Graph, Reducer\n"
+        "graph = Graph('adding', {'n': Reducer(lambda cur, new: cur + new, 0)})"
+        ".step('a', lambda state: None)\n"
+    )
+    store = tmp_path / "store"
+    done = pg("run", f"{flow}:graph", "--input", '{"n": "x"}', "--run-id", "r1", store=store)
+    assert done.returncode == 1, done.stderr
+    [line] = done.stderr.splitlines()
+    assert line.startswith("pausegraph: error: ")
+    assert "the reducer of channel 'n' raised TypeError" in line
+    assert "retries it" not in line  # nothing was saved: there is no run to retry
+    assert not store.exists()

@@ -128,3 +128,34 @@ def test_a_pause_held_before_another_runner_deleted_and_restarted_the_run_is_not
 def test_a_runner_needs_a_graph():
     with pytest.raises(GraphError, match=r"^Runner\(graph, \.\.\.\) takes a Graph, got dict"):
         Runner({"not": "a graph"})  # type: ignore[arg-type]
+
+
+def test_a_runner_on_the_default_store_sees_deletions_by_another_on_it():
+    fixed = lambda: 1_700_000_000_000  # noqa: E731
+    holder = Runner(graph(), clock=fixed)  # its own MemoryCheckpointer
+    other = Runner(graph(), holder.checkpointer, clock=fixed)
+    assert isinstance(holder.run("r", {"n": 0}), Paused)
+    other.delete("r")
+    assert isinstance(other.run("r", {"n": 10}), Paused)
+    assert holder.resume("r", Resume("ok")) == Done({"n": 11, "answer": "ok"}, 2)
+
+
+def test_deletions_never_keep_a_pause_held_before_its_run_was_deleted():
+    """Bounded, the record only ever lets a pause go too early, never keeps a wrong one."""
+    from pausegraph._held import Deletions
+
+    deletions = Deletions(limit=3)
+    before = deletions.now()
+    deletions.deleted("w", "r")
+    after = deletions.now()
+    assert deletions.since("w", "r", before)
+    assert not deletions.since("w", "r", after)
+    assert not deletions.since("w", "other", before)
+    for n in range(5):  # past the limit: the record is emptied, the floor raised
+        deletions.deleted("w", f"x{n}")
+    assert deletions.since("w", "r", before)
+    assert deletions.since("w", "r", after)  # held before the floor: let go, to be safe
+    fresh = deletions.now()
+    assert not deletions.since("w", "r", fresh)
+    deletions.deleted("w", "r")
+    assert deletions.since("w", "r", fresh)
