@@ -1504,13 +1504,18 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     graphs = _served_graphs(args)
     worker = Worker(_store(args), graphs)
     stop = threading.Event()
+    signalled: list[int] = []
     forced: list[int] = []
 
     def stop_serving(signum: int, frame: object) -> None:
-        if stop.is_set():
+        if signalled:
             forced.append(signum)
             raise KeyboardInterrupt
-        stop.set()
+        signalled.append(signum)
+        # set from another thread: this handler runs between two bytecodes of the main
+        # thread, which may hold the event's own lock then (inside stop.wait), and
+        # Event.set takes that lock: set here, it could wait for itself for ever
+        threading.Thread(target=stop.set, name="pausegraph-stop", daemon=True).start()
         in_hand = worker._in_hand
         if in_hand is None:
             _say_in_handler("stopping: no run in hand")

@@ -231,3 +231,30 @@ def test_an_idle_worker_command_says_it_has_no_run_in_hand(tmp_path: Path) -> No
     assert worker.wait(10) == 0
     assert "stopping: no run in hand\n" in err.read_text()
     assert not calls.exists()
+
+
+def test_a_signal_that_lands_while_the_worker_holds_its_stop_event_lock_still_stops_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A signal handler runs between two bytecodes of the main thread, which may be inside
+    ``stop.wait()`` holding the event's lock: setting the event there waited for itself."""
+    from pausegraph import cli
+
+    flow = tmp_path / "slow.py"
+    flow.write_text(SLOW)
+    handlers: dict[int, Any] = {}
+    monkeypatch.setattr(cli.signal, "signal", lambda signum, h: handlers.__setitem__(signum, h))
+    stopped: list[bool] = []
+
+    def serve(self: Worker, stop: threading.Event) -> None:
+        with stop._cond:  # type: ignore[attr-defined]  # as inside Event.wait
+            handlers[signal.SIGTERM](signal.SIGTERM, None)
+        stopped.append(stop.wait(10))
+
+    monkeypatch.setattr(Worker, "serve", serve)
+    args = ["--store", f"sqlite:{tmp_path / 'runs.db'}", "worker", f"{flow}:graph"]
+    done = threading.Thread(target=cli.main, args=(args,), daemon=True)
+    done.start()
+    done.join(15)
+    assert not done.is_alive(), "the handler waited for the lock its own thread held"
+    assert stopped == [True]
