@@ -255,6 +255,73 @@ def test_a_log_cut_back_behind_a_writer_is_read_afresh_and_the_save_refused(
     assert listed(tmp_path) == {"r": (2, "done")}
 
 
+@pytest.mark.parametrize("note", [True, False])
+def test_a_record_cut_back_and_written_again_to_the_same_size_is_read_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, note: bool
+) -> None:
+    """A failed fsync cuts seq 3 back and seq 3 is saved again, as long: a long-lived handle
+    whose index has the first one must not list it, nor take its own index for damage."""
+    if not note:
+        monkeypatch.setattr(file_store, "_NOTE_MAX", -1)
+    worker, writer = FileStore(tmp_path), FileStore(tmp_path)
+    save(writer, "r", 1)
+    save(writer, "r", 2)
+    writer.sync()
+    save(writer, "r", 3, "queued")
+    assert listed(tmp_path, worker) == {"r": (3, "queued")}
+
+    def failing_fsync(fd: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(os, "fsync", failing_fsync)
+        with pytest.raises(CheckpointError):
+            writer.sync()  # seq 3 is cut back
+    save(writer, "r", 3, "failed")  # seq 3 again, as long as "queued"
+    writer.sync()
+    assert listed(tmp_path, worker) == {"r": (3, "failed")}  # within 50 ms: the log is read
+    assert listed(tmp_path) == {"r": (3, "failed")}
+    frame = worker.read("wf", "r", 3, 3)  # its own index was stale, not the file damaged
+    assert frame == [b"abc"]
+
+
+def test_a_writer_killed_after_its_note_over_a_torn_tail_as_long_changes_nothing(
+    tmp_path: Path,
+) -> None:
+    """A's seq 3 is torn at exactly the length of B's record; B dies after its note."""
+    store = FileStore(tmp_path)
+    save(store, "r", 1)
+    save(store, "r", 2)
+    info_b = FrameInfo(3, 2, "step:3", 1_003, False, 3)
+    summary_b = RunSummary("wf", "r", 3, "failed", 1_003, None, b"")
+    b_len = len(file_store._record(file_store._meta(info_b, summary_b), b"abc"))
+
+    def writer_a() -> None:
+        def torn(fd: int, data: bytes, offset: int) -> None:
+            os.pwrite(fd, data[:b_len], offset)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        file_store._write_all = torn
+        long = FrameInfo(3, 2, "step:3" + "x" * 40, 1_003, False, 3)
+        summary = RunSummary("wf", "r", 3, "paused", 1_003, None, b"")
+        FileStore(tmp_path).append(long, b"abc" * 20, summary)
+
+    def writer_b() -> None:
+        enter = file_store._Journal.enter
+
+        def enter_then_die(journal: Any, name: str, note: Any = None) -> Any:
+            enter(journal, name, note)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        file_store._Journal.enter = enter_then_die  # type: ignore[method-assign]
+        FileStore(tmp_path).append(info_b, b"abc", summary_b)
+
+    assert in_child(writer_a) == -signal.SIGKILL
+    assert in_child(writer_b) == -signal.SIGKILL
+    time.sleep(file_store._RACY_NS / 1e9)
+    assert listed(tmp_path) == {"r": (2, "paused")}
+
+
 def test_an_append_with_a_big_meta_is_noted_without_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

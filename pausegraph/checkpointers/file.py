@@ -1179,6 +1179,11 @@ class FileStore:
                 start = log.end  # 0: the log has no header yet (see _create)
                 header = b"" if start else _log_header(log.packed_ids)
                 data = header + record
+                if size > start:
+                    # a torn tail, a save that never finished (no reader takes it for a
+                    # record), cut before the entry: one killed after its entry then
+                    # leaves a size other than its note's, never one a torn tail matches
+                    os.ftruncate(fd, start)
                 note = None
                 if len(meta) <= _NOTE_MAX:
                     ino = log.file_id[1]
@@ -1188,8 +1193,6 @@ class FileStore:
                 except OSError as exc:
                     raise _os_error(exc, journal.path) from exc
                 try:
-                    if size > start:
-                        os.ftruncate(fd, start)  # a torn tail: a save that never finished
                     try:
                         _write_all(fd, data, start)
                     except OSError as exc:
@@ -1301,7 +1304,14 @@ class FileStore:
         def read() -> builtins.list[bytes]:
             fd = self._catch_up(log)
             entries = log.entries[max(first, 1) - 1 : max(last, 0)]
-            return _read_frames(log.path, fd, entries)
+            try:
+                return _read_frames(log.path, fd, entries)
+            except CorruptCheckpointError:
+                # this handle's index may be stale rather than the file damaged: a record
+                # cut back (a failed fsync) and written again to the same size. Once, afresh
+                log.close()
+                fd = self._catch_up(log)
+                return _read_frames(log.path, fd, log.entries[max(first, 1) - 1 : max(last, 0)])
 
         with log.lock:
             return self._guarded(log, read)
@@ -1657,8 +1667,11 @@ class FileStore:
         def look() -> _Row | None:
             # the file's state is taken before its records are read, so a row never
             # claims a state newer than its summary (an append meanwhile: a mismatch)
-            st = os.fstat(self._fd(log))
-            if st.st_size < log.end:  # cut back since this handle indexed it: start afresh
+            fd = self._fd(log)
+            st = os.fstat(fd)
+            # cut back since this handle indexed it, maybe written again to the same size
+            # (a failed fsync's cut, then the same seq saved again): start afresh
+            if st.st_size < log.end or not _tail_holds(log, fd, st.st_size):
                 log.close()
                 st = os.fstat(self._fd(log))
             self._catch_up(log)
@@ -2136,6 +2149,19 @@ class FileStore:
         if len(data) != entry.info.size:
             raise _corrupt(path, entry.at, "it was altered after it was indexed")
         return data
+
+
+def _tail_holds(log: _RunLog, fd: int, size: int) -> bool:
+    """Whether the last record ``log`` indexed still says what it said (one read of its meta)."""
+    if not log.entries:
+        return True
+    last = log.entries[-1]
+    try:
+        meta, _, frame_len = _read_record(log.path, fd, last.at, size, frame=False)
+        info, summary = _decode_meta(log.path, last.at, meta, frame_len)
+    except (_Torn, CorruptCheckpointError):
+        return False
+    return (info, summary) == (last.info, log.summary)
 
 
 def _read_frames(path: str, fd: int, entries: builtins.list[_Entry]) -> builtins.list[bytes]:
