@@ -658,3 +658,32 @@ def test_a_log_this_process_may_only_read_is_read_and_a_save_to_it_says_why_not(
     ):
         store.save(make_checkpoint("r", 3, {"log": [2, 3]}, (Change("log", Op.EXTEND, [3]),)))
     assert [m.seq for m in store.list("wf", "r")] == [1, 2]
+
+
+@pytest.mark.parametrize("again", [False, True])
+def test_a_run_deleted_between_listing_its_frames_and_reading_them_reads_as_it_is_now(
+    tmp_path: Path, again: bool
+) -> None:
+    """latest() lists the frames, then reads them: a delete (and a new start) in between
+    gives the run as it is now, not a bare ValueError or a 'returned 0 frames' error."""
+    store = FileCheckpointer(tmp_path)
+    for seq in (1, 2, 3):
+        store.save(make_checkpoint("r", seq, {"log": ["a"] * seq}))
+    real = store.store.read
+    calls: list[int] = []
+
+    def deleted_first(workflow_id: str, run_id: str, first: int, last: int) -> Any:
+        if not calls:
+            FileCheckpointer(tmp_path).delete("wf", "r")
+            if again:
+                FileCheckpointer(tmp_path).save(make_checkpoint("r", 1, {"log": ["new"]}))
+        calls.append(1)
+        return real(workflow_id, run_id, first, last)
+
+    store.store.read = deleted_first  # type: ignore[method-assign]
+    latest = store.latest("wf", "r")
+    if again:
+        assert latest is not None
+        assert (latest.seq, latest.values) == (1, {"log": ["new"]})
+    else:
+        assert latest is None

@@ -238,12 +238,27 @@ class StoreCheckpointer:
 
     def load(self, workflow_id: str, run_id: str, seq: int) -> Checkpoint | None:
         """Checkpoint ``seq`` of a run, or ``None`` if there is none."""
-        return self._load(workflow_id, run_id, self.store.frames(workflow_id, run_id), seq)
+        return self._loaded(workflow_id, run_id, seq)
 
     def latest(self, workflow_id: str, run_id: str) -> Checkpoint | None:
         """The run's checkpoint with the highest seq, or ``None``."""
-        infos = self.store.frames(workflow_id, run_id)
-        return self._load(workflow_id, run_id, infos, len(infos))
+        return self._loaded(workflow_id, run_id, None)
+
+    def _loaded(self, workflow_id: str, run_id: str, seq: int | None) -> Checkpoint | None:
+        """``_load`` on the frames listed now (``seq`` ``None``: the last); once more if the
+        run was deleted (and maybe started again) between the listing and the read."""
+
+        def attempt() -> Checkpoint | None:
+            infos = self.store.frames(workflow_id, run_id)
+            return self._load(workflow_id, run_id, infos, len(infos) if seq is None else seq)
+
+        try:
+            return attempt()
+        except _Vanished:
+            try:
+                return attempt()
+            except _Vanished as vanished:
+                raise CheckpointError(str(vanished)) from None
 
     def list(self, workflow_id: str, run_id: str) -> builtins.list[CheckpointMeta]:
         """Every checkpoint's meta of a run, oldest first (``[]`` if none)."""
@@ -284,7 +299,7 @@ class StoreCheckpointer:
         datas = self.store.read(workflow_id, run_id, base, seq)
         if len(datas) != seq - base + 1:
             msg = f"the store returned {len(datas)} frames of run {run_id!r} for {base}..{seq}"
-            raise CheckpointError(msg)
+            raise _Vanished(msg)
         snapshot = self._decode(workflow_id, run_id, base, datas[0])
         frames: builtins.list[Frame | Extension] = [snapshot]
         for at, data in enumerate(datas[1:], start=base + 1):
@@ -311,7 +326,11 @@ class StoreCheckpointer:
             known = self._firsts.get(key)
         if known is not None and known[0] == info:
             return known[1]
-        (data,) = self.store.read(workflow_id, run_id, 1, 1)
+        datas = self.store.read(workflow_id, run_id, 1, 1)
+        if len(datas) != 1:
+            msg = f"the store returned {len(datas)} frames of run {run_id!r} for 1..1"
+            raise _Vanished(msg)
+        (data,) = datas
         first = attrs.evolve(
             self._decode(workflow_id, run_id, 1, data), values=None, input=None, changes=None
         )
@@ -331,3 +350,7 @@ class StoreCheckpointer:
                 f"decode ({type(exc).__name__}): the store holds bytes pausegraph did not write"
             )
             raise CorruptCheckpointError(msg) from None
+
+
+class _Vanished(Exception):
+    """The store read fewer frames than it listed: the run was deleted meanwhile."""

@@ -1314,7 +1314,7 @@ class FileStore:
                 return _read_frames(log.path, fd, log.entries[max(first, 1) - 1 : max(last, 0)])
 
         with log.lock:
-            return self._guarded(log, read)
+            return self._guarded(log, read, gone=builtins.list)  # deleted meanwhile: none
 
     def info_of(self, workflow_id: str, run_id: str, seq: int) -> FrameInfo | None:
         """Frame ``seq``'s ``FrameInfo`` as this handle last indexed it, if it has."""
