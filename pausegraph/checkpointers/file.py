@@ -131,13 +131,16 @@ place (an append, a cut, a delete) first writes the log's name to the
 journal ``root/touched`` (``_Journal``: one ``os.write``, no ``fsync``)
 and holds the journal's shared ``flock`` until it is done. An append's
 entry also carries a *note*: the size the log will have once the record is
-written, the run's ids and the record's meta (its summary). A listing
-reads the entries written since the offset the index consumed, under the
-journal's exclusive ``flock`` (so every change named is finished). A log
-whose last entry is a note and whose size is the note's takes its row from
-the note, with no read of the log: the append it announced finished
-(an append killed part way, refused, cut back or followed by a cut or a
-delete leaves another size, or a later entry without a note). Every other
+written, the time just before, the file's inode, the run's ids and the
+record's meta (its summary). A listing reads the entries written since the
+offset the index consumed, under the journal's exclusive ``flock`` (so
+every change named is finished), and ``lstat``s each noted log while it
+still holds it. A log whose last entry is a note, and that is still that
+inode, of that size, modified no later than ``_RACY_NS`` after the note and
+at least that long ago, takes its row from the note with no read of the
+log: the append it announced finished (an append killed part way, refused,
+cut back or followed by a cut or a delete leaves another size or file, or a
+later entry without a note; a change by hand a later mtime). Every other
 log named is read again and, if ``runs/`` changed, so is each log whose
 name or inode the index lacks and that no note covers; rows, offset and
 the directory's stamp are written in one SQLite
