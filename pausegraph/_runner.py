@@ -401,9 +401,7 @@ class Runner:
             if latest is None:
                 cursor = self._save_input(run_id, given)
                 return self._drive(cursor, {})
-            self._check_structure(latest)
-            if given is not None:
-                self._check_input(latest, given[1])
+            self._check_existing(latest, given)
             decision = decide_run(latest, shape=self._shape)
             if type(decision) is Done:
                 return decision
@@ -450,17 +448,13 @@ class Runner:
                     latest = self.checkpointer.latest(self._workflow, run_id)
                     assert latest is not None
                 else:
-                    self._check_structure(latest)
-                    if given is not None:
-                        self._check_input(latest, given[1])
+                    self._check_existing(latest, given)
                 return info_of(latest, running=False)
         except ConflictError:  # a driver holds it: read it as it is, running
             latest = self.checkpointer.latest(self._workflow, run_id)
             if latest is None:
                 raise
-            self._check_structure(latest)
-            if given is not None:
-                self._check_input(latest, given[1])
+            self._check_existing(latest, given)
             return info_of(latest, running=driven(latest, self.checkpointer.holder))
 
     def submit(self, run_id: str, command: Command) -> RunInfo:
@@ -977,8 +971,11 @@ class Runner:
         accepted = self._edits(input, "the input")  # every value checked here
         channels = self.graph.channels
         # the two differ only where an Append channel was given one item, not a list
-        items = {c: v for c, v in input.items() if type(channels[c]) is Append}
-        items = {c: v for c, v in items.items() if not isinstance(v, list)}
+        items = {
+            c: v
+            for c, v in input.items()
+            if type(channels[c]) is Append and not isinstance(v, list)
+        }
         if not items:
             return accepted, accepted
         as_given = dict(accepted)
@@ -1094,6 +1091,12 @@ class Runner:
             f"got {command!r}"
         )
         raise ResumeError(msg)
+
+    def _check_existing(self, latest: Checkpoint, given: tuple[dict[str, Any], Any] | None) -> None:
+        """``run``'s and ``start``'s rules on an existing run: its graph, and ``_input``'s."""
+        self._check_structure(latest)
+        if given is not None:
+            self._check_input(latest, given[1])
 
     def _check_input(self, latest: Checkpoint, given: Any) -> None:
         first = (

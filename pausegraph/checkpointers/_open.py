@@ -85,16 +85,12 @@ def open_checkpointer(url: str | os.PathLike[str]) -> StoreCheckpointer | FileCh
         if not isinstance(path, str):  # a PathLike of bytes
             msg = f"open_checkpointer takes a str URL or a path, got {url!r:.80}"
             raise CheckpointError(msg)
-        if os.path.isfile(path):
-            raise CheckpointError(_a_file_is_no_directory(path))
-        return FileCheckpointer(Path(path))
+        return _file_store(path)
     parsed = parse_store_url(url)
     if parsed.kind == "memory":
         return MemoryCheckpointer()
     if parsed.kind == "file":
-        if os.path.isfile(parsed.target):
-            raise CheckpointError(_a_file_is_no_directory(parsed.target))
-        return FileCheckpointer(Path(parsed.target))
+        return _file_store(parsed.target)
     if parsed.kind == "sqlite":
         return SqliteCheckpointer(parsed.target)
     try:
@@ -134,6 +130,13 @@ def is_sqlite_file(path: str) -> bool:
     finally:
         connection.close()
     return bool(pages)
+
+
+def _file_store(path: str) -> FileCheckpointer:
+    """The file store at ``path``; ``CheckpointError`` if a regular file is there."""
+    if os.path.isfile(path):
+        raise CheckpointError(_a_file_is_no_directory(path))
+    return FileCheckpointer(Path(path))
 
 
 def _a_file_is_no_directory(path: str) -> str:
