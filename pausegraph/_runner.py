@@ -78,6 +78,7 @@ from ._values import MAX_DEPTH, FrozenDict, freeze, same, thaw
 from .checkpointers import Checkpointer, MemoryCheckpointer
 from .checkpointers._checkpointer import checked_checkpointer
 from .errors import (
+    CheckpointError,
     ConflictError,
     GraphError,
     NondeterminismError,
@@ -409,6 +410,24 @@ class Runner:
             cursor, changes = self._edited(latest, decision)
             return self._claim(cursor, decision, changes, self._live_under(latest))
 
+    def _drive_queued(self, run_id: str) -> Outcome | None:
+        """``run(run_id)`` if the run is still ``"queued"`` once its live lock is held, else None.
+
+        For a ``Worker``, which lists the queued runs and then drives them one
+        at a time: a run that another driver moved meanwhile (to a pause, the
+        end, a failure) or deleted is left as it is, never retried nor
+        started again. A run another process drives is a ``ConflictError``.
+        """
+        with self._driving(run_id):
+            latest = self.checkpointer.latest(self._workflow, run_id)
+            if latest is None or status_of(latest.stage, running=False) is not Status.QUEUED:
+                return None
+            self._check_structure(latest)
+            decision = decide_run(latest, shape=self._shape)
+            assert isinstance(decision, Claim)
+            cursor, changes = self._edited(latest, decision)
+            return self._claim(cursor, decision, changes, self._live_under(latest))
+
     def resume(self, run_id: str, command: Command) -> Outcome:
         """Go on with a paused or failed run: ``Continue``, ``Resume``, ``Update`` or ``Goto``.
 
@@ -534,14 +553,17 @@ class Runner:
                 outcome = self._tick_run(run_id, now)
             except (ConflictError, ResumeError):
                 continue  # another ticker or driver got there first
-            except (StepError, NondeterminismError, SerializationError) as error:
+            except (StepError, NondeterminismError, SerializationError, CheckpointError) as error:
+                # a run's own error; CheckpointError: its checkpoints cannot be read (a
+                # damaged log) or saved: the other due runs go on all the same
                 if failed is not None:
                     failed[run_id] = error
                     continue
                 logger.warning(
-                    "run %r of workflow %r failed after its deadline: %s",
+                    "run %r of workflow %r %s after its deadline: %s",
                     run_id,
                     self._workflow,
+                    "was left as it was" if isinstance(error, CheckpointError) else "failed",
                     error,
                     extra={"workflow": self._workflow, "run_id": run_id},
                 )
@@ -846,6 +868,7 @@ class Runner:
                 )
             writes = layer.writes()
             state = layer.state = _RELEASED  # only holders outside the engine keep it now
+            layer.shown = None
             try:
                 changes = cursor.channels.apply(writes)
             except StepError as error:

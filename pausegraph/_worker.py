@@ -136,27 +136,29 @@ class Worker:
         if stop is not None and not callable(getattr(stop, "is_set", None)):
             msg = f"Worker.poll(stop=...) takes a threading.Event, got {stop!r:.80}"
             raise GraphError(msg)
-        moved = 0
+        moved: set[tuple[str, str]] = set()  # a run driven to a pause, then ticked, is one
         for name, runner in self.runners.items():
             if stop is not None and stop.is_set():
-                return moved
+                return len(moved)
             for summary in run_summaries(self.checkpointer, workflow_id=name, status="queued"):
                 if stop is not None and stop.is_set():
-                    return moved
+                    return len(moved)
                 stuck = self._stuck.get((name, summary.run_id))
                 if stuck is not None and stuck[1] == summary.seq and time.monotonic() < stuck[2]:
                     continue  # nothing saved to it since this worker could not move it
                 if self._drive(runner, summary.run_id):
-                    moved += 1
+                    moved.add((name, summary.run_id))
             if stop is not None and stop.is_set():
-                return moved
-            moved += len(runner.tick())
-        return moved
+                return len(moved)
+            moved.update((name, run_id) for run_id in runner.tick())
+        return len(moved)
 
     def _drive(self, runner: Runner, run_id: str) -> bool:
+        """Drive one listed run if it is still queued; whether it moved (see ``poll``)."""
         self._in_hand = (runner.graph.name, run_id)
         try:
-            runner.run(run_id)
+            if runner._drive_queued(run_id) is None:
+                return False  # another driver moved it, or it was deleted, since the listing
         except ConflictError:
             return False  # another driver has it
         except ResumeError as error:  # it moved on since the listing, or this graph refuses it

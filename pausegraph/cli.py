@@ -89,6 +89,7 @@ from .checkpointers._open import (
     redact_url,
 )
 from .errors import (
+    CheckpointError,
     GraphError,
     NondeterminismError,
     PausegraphError,
@@ -1476,7 +1477,11 @@ def _cmd_tick(args: argparse.Namespace) -> int:
         failed += [(runner, r, e) for r, e in sorted(errors.items())]
     if args.json:
         objs = []
-        listed = [*((r, i, o) for _, r, i, o in moved), *((r, i, None) for r, i, _ in failed)]
+        listed = [
+            *((r, i, o) for _, r, i, o in moved),
+            # a run whose checkpoints cannot be read has no object: its error line says why
+            *((r, i, None) for r, i, e in failed if not isinstance(e, CheckpointError)),
+        ]
         for runner, run_id, outcome in listed:
             obj = render.run_object(runner.graph.name, run_id, runner.state(run_id))
             obj["reason"] = render.reason_of(outcome) if isinstance(outcome, Paused) else None
@@ -1487,7 +1492,8 @@ def _cmd_tick(args: argparse.Namespace) -> int:
     for spec, runner, run_id, outcome in moved if not args.json else ():
         print(_tick_line(args, spec, runner.graph, run_id, outcome))
     for runner, run_id, error in failed:
-        head = f"run {run_id!r} of workflow {runner.graph.name!r} failed after its deadline"
+        how = "was left as it was" if isinstance(error, CheckpointError) else "failed"
+        head = f"run {run_id!r} of workflow {runner.graph.name!r} {how} after its deadline"
         _traceback(error)  # with -v, as for run and resume
         _fail(f"{head}: {type(error).__name__}: {_cli_terms(args, str(error))}", 1)
     return 1 if failed else 0

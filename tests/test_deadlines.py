@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import threading
 from pathlib import Path
@@ -28,6 +29,7 @@ from pausegraph import (
     Sleep,
     SqliteCheckpointer,
     StepError,
+    Worker,
 )
 from pausegraph._instructions import MAX_TIMEOUT_S, seconds_of
 from pausegraph.checkpointers import Checkpointer
@@ -424,3 +426,44 @@ def test_resume_value_on_a_failed_run_answers_the_one_interrupt_it_lists() -> No
     with pytest.raises(StepError, match="boom"):  # b's answer taken; a fails again
         runner.resume("r", Resume(7))
     assert runner.state("r").interrupts == ()
+
+
+@pytest.mark.parametrize("kind", ["file", "sqlite"])
+def test_a_damaged_run_due_is_left_and_the_other_due_runs_move(
+    kind: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # SPEC Deadlines: tick and Worker.poll never raise a run's own error; one run whose
+    # latest checkpoint cannot be read must not keep the other due runs paused
+    import sqlite3
+
+    def napper(state: Any) -> Any:
+        yield Sleep(1)
+        return {"a": "slept"}
+
+    graph = Graph("naps", {"a": LastWriteWins()}).step("s", napper)
+    now = [1_000_000]
+
+    def store() -> Checkpointer:
+        if kind == "file":
+            return FileCheckpointer(tmp_path / "s")
+        return SqliteCheckpointer(tmp_path / "db")
+
+    for n in range(3):
+        Runner(graph, store(), clock=lambda: now[0]).run(f"r{n}")
+    if kind == "sqlite":
+        with contextlib.closing(sqlite3.connect(tmp_path / "db")) as db, db:
+            db.execute("UPDATE frames SET frame = x'c1c1' WHERE run = ? AND seq = 2", (b"r0",))
+    else:
+        (log,) = [p for p in (tmp_path / "s" / "runs").glob("*.log") if b"r0" in p.read_bytes()]
+        data = bytearray(log.read_bytes())
+        data[-3] ^= 0xFF  # the last record's frame: its checksum fails
+        log.write_bytes(bytes(data))
+    now[0] += 5_000
+    with caplog.at_level("WARNING", logger="pausegraph"):
+        moved = Runner(graph, store(), clock=lambda: now[0]).tick()
+    assert sorted(moved) == ["r1", "r2"]
+    if kind == "sqlite":  # the file store's listing leaves a damaged log out (damaged())
+        assert "run 'r0' of workflow 'naps' was left as it was after its deadline" in caplog.text
+    Runner(graph, store(), clock=lambda: now[0]).run("r3")
+    now[0] += 5_000
+    assert Worker(store(), [graph], clock=lambda: now[0]).poll() == 1  # r3; r0 left

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -28,7 +29,9 @@ from pausegraph import (
     LastWriteWins,
     MemoryCheckpointer,
     Resume,
+    ResumeError,
     Runner,
+    Sleep,
     SqliteCheckpointer,
     StepError,
     Update,
@@ -137,7 +140,7 @@ def test_a_failure_that_left_the_run_queued_is_not_counted_as_moved(
     def unsaved(run_id: str, *args: Any) -> Any:
         raise StepError("step 'o' raised ValueError: its failure could not be saved")
 
-    monkeypatch.setattr(worker.runners["orders"], "run", unsaved)
+    monkeypatch.setattr(worker.runners["orders"], "_drive_queued", unsaved)
     with caplog.at_level(logging.WARNING, logger="pausegraph"):
         assert worker.poll() == 0
         assert worker.poll() == 0
@@ -482,3 +485,64 @@ def test_a_worker_holding_a_pause_of_a_run_deleted_and_started_again_replays(
     other.submit("r", Resume("yes"))
     assert worker.poll() == 1
     assert other.state("r").values == {"who": "bob", "out": "bob:yes"}
+
+
+def _meddling_graph(meddle: Any) -> Graph:
+    """Runs named ``a*`` call ``meddle()`` inside their step (while the worker drives them);
+    every run charges once, a run with ``fail`` set by an effect that raises."""
+
+    def decline(run: Any) -> str:
+        CALLS.append(run)
+        raise RuntimeError("card declined")
+
+    def step(state: Any) -> Any:
+        if state["order"].startswith("a"):
+            meddle()
+        receipt = yield Effect(decline if state.get("fail") else charge, state["order"])
+        return {"receipt": receipt}
+
+    channels = {"order": LastWriteWins(), "receipt": LastWriteWins(), "fail": LastWriteWins()}
+    return Graph("orders", channels).step("o", step)
+
+
+@pytest.mark.parametrize("other", ["done", "failed", "deleted"])
+def test_poll_leaves_a_listed_run_that_another_driver_moved_meanwhile(
+    store: Checkpointer, other: str
+) -> None:
+    # SPEC Workers: poll drives *queued* runs and counts the runs it moved; a run another
+    # driver finished, failed or deleted after the worker listed it is not retried (its
+    # effect called again), started again from no input, or counted
+    def meddle() -> None:
+        if other == "deleted":
+            web.delete("b2")
+        else:
+            with contextlib.suppress(StepError):
+                web.run("b2")
+
+    flow = _meddling_graph(meddle)
+    web = Runner(flow, store)
+    web.start("a1", {"order": "a1"})
+    web.start("b2", {"order": "b2", "fail": other == "failed"})
+    worker = Worker(store, [flow])
+    assert worker.poll() == 1  # a1 only: b2 was moved (or deleted) by the step of a1
+    assert worker.poll() == 0
+    if other == "deleted":
+        assert CALLS == ["a1"]
+        with pytest.raises(ResumeError, match="b2"):
+            web.state("b2")
+    else:
+        assert CALLS == ["b2", "a1"]
+        assert web.state("b2").status == ("done" if other == "done" else "failed")
+
+
+def test_a_run_driven_to_a_pause_then_ticked_in_one_poll_counts_once(store: Checkpointer) -> None:
+    # "returns how many runs it moved": one run, even if its drive and the tick both moved it
+    def nap(state: Any) -> Any:
+        yield Sleep(0)
+        return {"order": "woke"}
+
+    flow = Graph("orders", {"order": LastWriteWins()}).step("o", nap)
+    Runner(flow, store).start("r")
+    worker = Worker(store, [flow])
+    assert worker.poll() == 1
+    assert Runner(flow, store).state("r").values == {"order": "woke"}
