@@ -37,7 +37,9 @@ encodes, stores, or decides what the run does next; ``_runner`` does.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import operator
 import uuid
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
@@ -56,8 +58,10 @@ from ._trampoline import (
     no_clock,
     raised_entry,
     start,
+    step_failed,
 )
 from ._values import freeze, named, said
+from ._values import shown as shown_value
 from .errors import EffectError, NondeterminismError, SerializationError, StepError
 
 
@@ -86,6 +90,7 @@ def skipped_in(
         return ()
     gone = set(skipped)
     preds = graph.preds
+    shown = shown_state(state)
     out = []
     for step_id in steps:
         sources = preds[step_id]
@@ -101,6 +106,7 @@ def skipped_in(
                 break
             try:
                 runs = bool(predicate(state))
+                check_untouched(state, shown)
             except (Exception, SystemExit) as exc:
                 name = getattr(predicate, "__qualname__", None) or repr(predicate)
                 msg = f"the condition {name} of edge {src!r} -> {step_id!r} raised {named(exc)}"
@@ -112,6 +118,45 @@ def skipped_in(
         if not runs:
             out.append(step_id)
     return tuple(out)
+
+
+Shown = tuple[tuple[str, ...], tuple[Any, ...]]
+"""The channels of a state as the engine gave it to steps, and their values (``shown_state``)."""
+
+
+def shown_state(state: Mapping[str, Any]) -> Shown:
+    return tuple(state), tuple(state.values())
+
+
+def check_untouched(state: Mapping[str, Any], shown: Shown) -> None:
+    """Raise ``TypeError`` if ``state`` no longer holds what it was given: ``shown``.
+
+    The state refuses every change made through its methods, but C code can
+    write to a dict directly: ``eval``/``exec`` given the state as their
+    globals add ``__builtins__`` and assign names. Such a change is undone
+    here, before any other step reads the state, and refused as the methods
+    refuse one. (A change inside a value, such as ``heapq`` on a list, is
+    not seen: docs/guide.md, "The state is read-only".)
+    """
+    keys, values = shown
+    if len(state) == len(keys) and all(map(operator.is_, state.values(), values)):
+        return
+    added = [k for k in state if k not in keys]
+    changed = [k for k, v in zip(keys, values, strict=True) if k not in state or state[k] is not v]
+    assert isinstance(state, dict)  # the engine's state is a FrozenDict
+    dict.clear(state)
+    dict.update(state, zip(keys, values, strict=True))
+    what = "; ".join(
+        f"{how} {', '.join(map(shown_value, names))}"
+        for how, names in (("added", added), ("changed or removed", changed))
+        if names
+    )
+    msg = (
+        f"the state is read-only, and C code changed it behind its methods ({what}); "
+        "eval() and exec() given the state as globals do that: give them a copy, "
+        "eval(expr, dict(state))"
+    )
+    raise TypeError(msg)
 
 
 class PredicateFailed(Exception):
@@ -199,6 +244,9 @@ class LayerRun:
         self.timeouts: tuple[str, ...] = ()
         self.steps = steps
         self.state = state
+        # the state as given, to tell a change C code made to it (``check_untouched``); the
+        # engine lets go of it with the state, before the layer's writes are folded
+        self.shown: Shown | None = shown_state(state)
         self.layer = layer
         self.epoch = epoch
         self.answers: dict[str, Any] = {}
@@ -217,7 +265,8 @@ class LayerRun:
             return  # a layer from its start
         self.skipped = progress.skipped
         self.forced = progress.forced
-        self.edits = progress.edits
+        if progress.edits:  # edits kept at a pause may come from a store: freeze them too
+            self.edits = tuple(freeze(e) for e in progress.edits)
         self.claimed = progress.claimed
         self.answers = dict(progress.answers)
         self.timeouts = progress.timeouts
@@ -360,6 +409,9 @@ class LayerRun:
 
     def _failed(self, step_id: str, error: Exception) -> NoReturn:
         self.close()
+        if self.shown is not None:  # a step that changed the state behind its methods, then
+            with contextlib.suppress(TypeError):  # raised: its change is undone all the same
+                check_untouched(self.state, self.shown)
         entry = raised_entry(error)
         journal = self.journals.get(step_id, ()) if entry is not None else ()
         # -1: no effect error of this step's journal failed it (not even one with the same
@@ -394,6 +446,7 @@ class LayerRun:
                 self.timeouts,
                 self.clock,
             )
+            self._check_state(step_id)
             if type(started) is not Trampoline:
                 self._finish(step_id, started)  # type: ignore[arg-type]
                 return []
@@ -404,6 +457,7 @@ class LayerRun:
 
     def _go_on(self, step_id: str, trampoline: Trampoline) -> Waits:
         status = trampoline.run()
+        self._check_state(step_id)
         if status is FINISHED:
             del self.live[step_id]
             self._finish(step_id, trampoline.writes)
@@ -411,6 +465,14 @@ class LayerRun:
         if status is SUSPENDED:
             return []
         return status  # type: ignore[return-value]
+
+    def _check_state(self, step_id: str) -> None:
+        """``StepError`` of ``step_id`` if it changed the state behind its methods (undone)."""
+        if self.shown is not None:
+            try:
+                check_untouched(self.state, self.shown)
+            except TypeError as exc:
+                raise step_failed(step_id, exc) from exc
 
     def _finish(self, step_id: str, writes: Mapping[str, Any]) -> None:
         try:

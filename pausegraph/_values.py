@@ -244,8 +244,23 @@ def normalize(value: Any, what: Callable[[], str]) -> Any:
         msg = f"{what()} cannot be stored: {exc}"
         raise SerializationError(msg) from None
     except Exception as exc:  # msgpack's refusal, or a value whose own methods raise
-        msg = f"{what()} cannot be stored: {unstorable(exc)}. {NATIVE}"
+        msg = f"{what()} cannot be stored: {_refusal(value, exc)}. {NATIVE}"
         raise SerializationError(msg) from None
+
+
+def _refusal(value: Any, exc: Exception) -> str:
+    """Why ``value`` cannot be stored, naming the refused part and its type where one is."""
+    try:
+        part = refused_part(value, "the value")
+    except Exception:  # a value whose own methods raise as it is walked
+        part = None
+    if part is None:
+        return unstorable(exc)
+    if part.startswith("a key"):
+        return f"{part}: a key must be a str, int, float, bool, None or bytes"
+    if isinstance(exc, UnicodeEncodeError):
+        return f"{part}: it holds a lone surrogate, which UTF-8 cannot encode ({said(exc)})"
+    return f"{part}: {unstorable(exc)}"
 
 
 def unstorable(exc: Exception) -> str:
@@ -272,6 +287,8 @@ def refused_part(value: Any, root: str) -> str | None:
                 continue
             items = list(part.items())
             for key, _ in items:
+                if isinstance(key, (list, tuple, dict)):  # packs, but reads back unhashable
+                    return f"a key of type {type(key).__name__} in {path}"
                 try:
                     pack(key)
                 except Exception:

@@ -22,6 +22,7 @@ from pausegraph import (
     Runner,
     SerializationError,
     StepError,
+    Update,
 )
 
 
@@ -302,6 +303,90 @@ def test_mutating_a_value_inside_the_state_never_reaches_the_state():
     assert Runner(graph, checkpointer).state("r").values == expected
 
 
+@pytest.mark.parametrize("how", ["update hot", "update cold", "fork hot", "fork cold"])
+@pytest.mark.parametrize("kind", ["memory", "file"])
+def test_edits_kept_at_a_pause_enter_the_state_read_only(how, kind, tmp_path):
+    # SPEC State: "a step that tries to mutate it gets a TypeError", for values that came
+    # in as edits kept with a pause too (Update at the pause, fork with edits), whether
+    # the Runner still holds the pause or reads it back from the store
+    def ask(state):
+        yield Interrupt("q")
+
+    def later(state):
+        state["x"].append("sneaky")
+
+    graph = Graph("g", {"x": LastWriteWins()}).step("ask", ask).step("later", later)
+    graph.edge("ask", "later")
+    store = MemoryCheckpointer() if kind == "memory" else FileCheckpointer(tmp_path / "s")
+    runner = Runner(graph, store)
+    runner.run("r")
+    run_id = "r"
+    if how.startswith("update"):
+        runner.resume("r", Update({"x": [1]}))
+    else:
+        run_id = runner.fork("r", runner.history("r")[-1].seq, {"x": [1]})
+    if how.endswith("cold"):
+        runner = Runner(graph, store)
+    with pytest.raises(StepError, match="'later'") as info:
+        runner.resume(run_id, Resume("ok"))
+    assert isinstance(info.value.__cause__, TypeError)
+    assert runner.state(run_id).values == {"x": [1]}
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "eval('price * qty', state)",  # adds __builtins__
+        "exec('global total; total = price * qty', state)",  # adds two names
+        "exec('global price; price = 100', state)",  # replaces a channel's value
+    ],
+)
+@pytest.mark.parametrize("then_raise", [False, True])
+def test_c_code_changing_the_state_is_undone_and_fails_the_step(code, then_raise):
+    # SPEC State: "a step that tries to mutate it gets a TypeError, and nothing it did
+    # reaches the state": eval/exec with the state as globals write to it through C,
+    # past FrozenDict's methods; the engine undoes that and fails the step
+    broken, seen = [True], []
+
+    def calc(state):
+        if broken[0]:
+            eval(code, {"state": state})  # the step's own code, as a rules engine runs it
+            if then_raise:
+                raise ValueError("boom")
+        return {"total": state["price"] * state["qty"]}
+
+    def later(state):
+        seen.append(dict(state))
+
+    channels = {"price": LastWriteWins(), "qty": LastWriteWins(), "total": LastWriteWins()}
+    graph = Graph("g", channels).step("calc", calc).step("later", later).edge("calc", "later")
+    runner = Runner(graph)
+    match = "ValueError: boom" if then_raise else "'calc'.*read-only.*dict\\(state\\)"
+    with pytest.raises(StepError, match=match) as info:
+        runner.run("r", {"price": 2, "qty": 3})
+    if not then_raise:
+        assert isinstance(info.value.__cause__, TypeError)
+        assert runner.state("r").failure.error_type == "TypeError"
+    assert runner.state("r").values == {"price": 2, "qty": 3, "total": None}
+    broken[0] = False
+    done = runner.run("r")  # the retry, on the same Runner, reads the state as it was
+    assert seen == [{"price": 2, "qty": 3, "total": 6}]
+    assert done.state == {"price": 2, "qty": 3, "total": 6}
+
+
+def test_a_condition_changing_the_state_through_c_fails_its_edge_and_is_undone():
+    seen = []
+    graph = Graph("g", {"n": LastWriteWins()})
+    graph.step("a", lambda s: {"n": 1}).step("b", lambda s: seen.append(dict(s)))
+    graph.step("c", lambda s: seen.append(dict(s)))
+    graph.edge("a", "b", when=lambda s: eval("n > 0", s)).edge("a", "c")
+    runner = Runner(graph)
+    with pytest.raises(StepError, match=r"condition.*read-only"):
+        runner.run("r")
+    assert runner.state("r").values == {"n": 1}
+    assert seen == []
+
+
 def test_uncaught_state_mutation_is_a_step_error_chaining_the_type_error():
     def meddle(state):
         state["x"] = 2
@@ -355,6 +440,22 @@ def test_unencodable_write_is_a_serialization_error_naming_channel_and_type():
     history = runner.history("r")
     assert [m.label for m in history] == ["input", "layer:1", "layer:2", "failed:c"]
     assert runner.state("r").values == {"x": 1, "y": 1}
+
+
+@pytest.mark.parametrize(
+    ("value", "named"),
+    [
+        ({(1, 2): 3}, "a key of type tuple in the value: a key must be a str"),
+        ({"k": "\udcff"}, r"the str at the value\['k'\]: it holds a lone surrogate"),
+        ("\ud800", "the value itself, of type str: it holds a lone surrogate"),
+        ({frozenset(): 1}, "a key of type frozenset in the value"),
+    ],
+)
+def test_an_unstorable_value_is_named_by_its_type_and_place(value, named):
+    # SPEC Checkpoints: "a SerializationError naming the channel and the type"
+    graph = Graph("g", {"v": LastWriteWins()}).step("s", lambda s: {})
+    with pytest.raises(SerializationError, match=f"channel 'v'.*{named}"):
+        Runner(graph).run("r", {"v": value})
 
 
 def test_unencodable_write_of_a_finished_sibling_fails_the_layer():
