@@ -235,8 +235,10 @@ def _effect_problems(
             if after is None or after[0] != "crash" or after[1] > again:
                 problems.append(
                     f"{key!r} ran again (calls #{first + 1} and #{again + 1}) though a "
-                    "checkpoint was saved after its first run: a step that calls it "
-                    "directly repeats it on replay; call it as `yield Effect(fn, ...)`"
+                    "checkpoint was saved after its first run and no process died in "
+                    "between: either the workflow yields an Effect logging this key twice "
+                    "(a bug, or give each call its own key), or a step calls the function "
+                    "directly and repeats it on replay (call it as `yield Effect(fn, ...)`)"
                 )
     if expected is not None:
         want = Counter(expected)
