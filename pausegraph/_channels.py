@@ -25,6 +25,7 @@ from ._values import (
     freeze,
     named,
     normalize,
+    shown,
     thaw,
 )
 from .errors import PausegraphError, SerializationError, StepError
@@ -150,8 +151,12 @@ class Reducer(_Builtin):
         new = thaw(current)  # the function's own copies, which it may change in place
         for write in incoming:
             new = self.fn(new, thaw(write))
-        new = freeze(new, max_depth=MAX_DEPTH)  # what a cold run would read back
+        new = normalize(new, _reducer_result)  # what a cold run would read back
         return new, Op.SET, new
+
+
+def _reducer_result() -> str:
+    return "the value its reducer returned"
 
 
 AnyReducer = LastWriteWins | MergeMap | Append | Reducer
@@ -188,15 +193,17 @@ def accept_writes(
         reducer = reducers.get(channel)
         if reducer is None:
             declared = ", ".join(map(repr, reducers)) or "no channels"
-            msg = f"{what} {verb} undeclared channel {channel!r}; the graph declares {declared}"
+            msg = (
+                f"{what} {verb} undeclared channel {shown(channel)}; the graph declares {declared}"
+            )
             raise error(msg)
         try:
             accepted[channel] = reducer.accept(value)
         except TypeError as exc:
-            msg = f"{what} {verb} channel {channel!r}: {exc}"
+            msg = f"{what} {verb} channel {shown(channel)}: {exc}"
             raise error(msg) from None
         except Exception as exc:  # a value whose own methods raise
-            msg = f"{what} {verb} channel {channel!r}: {named(exc)}"
+            msg = f"{what} {verb} channel {shown(channel)}: {named(exc)}"
             raise SerializationError(msg) from None
     try:
         # one level more: the channel names; a value too deep is named below
@@ -280,6 +287,10 @@ class Channels:
                 current = copy(current)  # held elsewhere: changed as a copy
             try:
                 new, op, delta = reducer.fold(current, bucket)
+            except SerializationError as exc:  # a result msgpack cannot encode, or too deep
+                unstorable = SerializationError(f"channel {channel!r}: {exc}")
+                unstorable.channel = channel  # type: ignore[attr-defined]
+                raise unstorable from None
             except (Exception, SystemExit) as exc:  # sys.exit() in a reducer fails the layer
                 msg = f"the reducer of channel {channel!r} raised {named(exc)}"
                 error = StepError(msg)

@@ -9,6 +9,7 @@ from typing import Any
 import attrs
 
 from ._records import CheckpointMeta, Failure
+from ._values import shown
 from .errors import GraphError, ResumeError
 
 __all__ = [
@@ -34,7 +35,7 @@ def _as_dict(value: Any, what: str, error: type[Exception]) -> dict[str, Any] | 
     if value is None:
         return None
     if not isinstance(value, Mapping):
-        msg = f"{what} must be a dict, got {type(value).__name__} {value!r}"
+        msg = f"{what} must be a dict, got {type(value).__name__} {shown(value)}"
         raise error(msg)
     return dict(value)
 
@@ -45,7 +46,7 @@ def _answers(value: Any) -> dict[str, Any] | None:
         if not isinstance(key, str):
             msg = (
                 f"Resume(answers=...) is keyed by interrupt id, a str such as "
-                f"Paused.interrupts[0].id; got {type(key).__name__} {key!r}"
+                f"Paused.interrupts[0].id; got {type(key).__name__} {shown(key)}"
             )
             raise ResumeError(msg)
     return answers
@@ -208,7 +209,7 @@ class Goto:
     @step_id.validator
     def _a_step_id(self, _: Any, value: Any) -> None:
         if not isinstance(value, str):
-            msg = f"Goto takes a step id (a str), got {type(value).__name__} {value!r:.80}"
+            msg = f"Goto takes a step id (a str), got {type(value).__name__} {shown(value, 80)}"
             raise ResumeError(msg)
 
 

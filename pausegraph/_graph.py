@@ -9,7 +9,7 @@ from typing import Any
 
 from ._channels import AnyReducer, Append, LastWriteWins, MergeMap, Reducer
 from ._records import Structure
-from ._values import storable
+from ._values import shown, storable
 from .errors import GraphError
 
 StepFn = Callable[[Mapping[str, Any]], Any]
@@ -38,34 +38,39 @@ class Graph:
 
     def __init__(self, name: str, channels: Mapping[str, AnyReducer]) -> None:
         if not _storable_id(name):
-            msg = f"a graph needs a non-empty string name with no lone surrogate, got {name!r}"
+            msg = f"a graph needs a non-empty string name with no lone surrogate, got {shown(name)}"
             raise GraphError(msg)
         if not isinstance(channels, Mapping):
             msg = (
-                f"graph {name!r} needs its channels as a mapping of name to reducer, "
-                f"e.g. {{'total': LastWriteWins()}}; got {type(channels).__name__} {channels!r}"
+                f"graph {shown(name)} needs its channels as a mapping of name to reducer, "
+                f"e.g. {{'total': LastWriteWins()}}; "
+                f"got {type(channels).__name__} {shown(channels)}"
             )
             raise GraphError(msg)
         for channel, reducer in channels.items():
             if not _storable_id(channel):
-                msg = f"channel names are non-empty strings with no lone surrogate, got {channel!r}"
+                msg = (
+                    "channel names are non-empty strings with no lone surrogate, "
+                    f"got {shown(channel)}"
+                )
                 raise GraphError(msg)
             if not isinstance(reducer, _REDUCER_TYPES):
                 msg = (
-                    f"channel {channel!r} needs a reducer (LastWriteWins(), MergeMap(), Append() "
-                    f"or Reducer(fn, default)), got {reducer!r}"
+                    f"channel {shown(channel)} needs a reducer (LastWriteWins(), MergeMap(), "
+                    "Append() "
+                    f"or Reducer(fn, default)), got {shown(reducer)}"
                 )
                 raise GraphError(msg)
             if isinstance(reducer, Reducer) and not callable(reducer.fn):
                 msg = (
-                    f"channel {channel!r}: Reducer(fn, default) needs a callable fn(current, "
-                    f"incoming) -> new, got {reducer.fn!r}"
+                    f"channel {shown(channel)}: Reducer(fn, default) needs a callable fn(current, "
+                    f"incoming) -> new, got {shown(reducer.fn)}"
                 )
                 raise GraphError(msg)
             try:
                 reducer.initial()
             except Exception as exc:
-                msg = f"the default of channel {channel!r} cannot be stored: {exc}"
+                msg = f"the default of channel {shown(channel)} cannot be stored: {exc}"
                 raise GraphError(msg) from None
         self.name = name
         self.channels: Mapping[str, AnyReducer] = dict(channels)
@@ -91,7 +96,7 @@ class Graph:
     def _check_open(self, call: str) -> None:
         if self._layers is not None:
             msg = (
-                f"graph {self.name!r} is frozen (a Runner uses it): "
+                f"graph {shown(self.name)} is frozen (a Runner uses it): "
                 f"build a new Graph instead of calling {call}"
             )
             raise GraphError(msg)
@@ -102,20 +107,21 @@ class Graph:
         Raises ``GraphError`` for an empty or duplicate id, a frozen graph,
         or an ``fn`` that is not callable or is an ``async def`` function.
         """
-        self._check_open(f".step({step_id!r}, ...)")
+        self._check_open(f".step({shown(step_id)}, ...)")
         if not isinstance(step_id, str) or not step_id:
-            msg = f"a step id is a non-empty string, got {step_id!r}"
+            msg = f"a step id is a non-empty string, got {shown(step_id)}"
             raise GraphError(msg)
         if not _storable_id(step_id):
-            msg = f"step id {step_id!r} holds a lone surrogate, which no store can keep"
+            msg = f"step id {shown(step_id)} holds a lone surrogate, which no store can keep"
             raise GraphError(msg)
         if step_id in self._steps:
             msg = (
-                f"duplicate step id {step_id!r}: every step of graph {self.name!r} needs its own id"
+                f"duplicate step id {shown(step_id)}: every step of graph {shown(self.name)} "
+                "needs its own id"
             )
             raise GraphError(msg)
         if not callable(fn):
-            msg = f"step {step_id!r} needs a callable taking the state, got {fn!r}"
+            msg = f"step {shown(step_id)} needs a callable taking the state, got {shown(fn)}"
             raise GraphError(msg)
         call = fn if inspect.isfunction(fn) or inspect.ismethod(fn) else type(fn).__call__
         if (
@@ -124,7 +130,8 @@ class Graph:
             or (inspect.iscoroutinefunction(call) or inspect.isasyncgenfunction(call))
         ):
             msg = (
-                f"step {step_id!r} is an async function ({fn!r}): a step is a plain function "
+                f"step {shown(step_id)} is an async function ({shown(fn)}): "
+                "a step is a plain function "
                 "returning its writes or a generator function (def, not async def); yield "
                 "Effect(fn, ...) to call slow or blocking work"
             )
@@ -155,19 +162,22 @@ class Graph:
         again counts as one edge that holds if either does (one without
         ``when`` always holds).
         """
-        self._check_open(f".edge({src!r}, {dst!r})")
+        self._check_open(f".edge({shown(src)}, {shown(dst)})")
         unknown = [s for s in (src, dst) if not isinstance(s, str) or s not in self._steps]
         if unknown:
             msg = (
-                f"edge {src!r} -> {dst!r} names unknown step {unknown[0]!r}: "
+                f"edge {shown(src)} -> {shown(dst)} names unknown step {shown(unknown[0])}: "
                 f"add it with .step() first (known: {', '.join(map(repr, self._steps))})"
             )
             raise GraphError(msg)
         if src == dst:
-            msg = f"self edge {src!r} -> {dst!r}: a step cannot wait for itself"
+            msg = f"self edge {shown(src)} -> {shown(dst)}: a step cannot wait for itself"
             raise GraphError(msg)
         if when is not None and not callable(when):
-            msg = f"edge {src!r} -> {dst!r} needs a callable when=predicate(state), got {when!r}"
+            msg = (
+                f"edge {shown(src)} -> {shown(dst)} needs a callable when=predicate(state), "
+                f"got {shown(when)}"
+            )
             raise GraphError(msg)
         edge = (src, dst)
         if src not in self._preds[dst]:
@@ -195,13 +205,13 @@ class Graph:
 
     def _layering(self) -> list[list[str]]:
         if not self._steps:
-            msg = f"graph {self.name!r} has no steps: add one with .step(step_id, fn)"
+            msg = f"graph {shown(self.name)} has no steps: add one with .step(step_id, fn)"
             raise GraphError(msg)
         try:
             return layering(self._steps, self._preds)
         except graphlib.CycleError as exc:
             cycle = exc.args[1]
-            msg = f"graph {self.name!r} has a cycle: {' -> '.join(map(repr, cycle))}"
+            msg = f"graph {shown(self.name)} has a cycle: {' -> '.join(map(repr, cycle))}"
             raise GraphError(msg) from None
 
     def freeze(self) -> tuple[tuple[str, ...], ...]:

@@ -74,7 +74,7 @@ from ._records import (
 )
 from ._scheduler import LayerFailed, LayerRun, PredicateFailed, failure_of, skipped_in
 from ._trampoline import Trampoline
-from ._values import MAX_DEPTH, FrozenDict, freeze, same, thaw
+from ._values import MAX_DEPTH, FrozenDict, freeze, same, shown, thaw
 from .checkpointers import Checkpointer, MemoryCheckpointer
 from .checkpointers._checkpointer import checked_checkpointer
 from .errors import (
@@ -871,7 +871,7 @@ class Runner:
             layer.shown = None
             try:
                 changes = cursor.channels.apply(writes)
-            except StepError as error:
+            except (StepError, SerializationError) as error:
                 self._reducer_failed(cursor, k, layer, error)
                 raise
             follow = plan.follows[k]
@@ -940,7 +940,9 @@ class Runner:
         saved = self._save(cursor, f"failed:{failure.step_id}", k, stage, ())
         _log(logging.INFO, f"run failed in step {failure.step_id!r}: {failure.message}", saved)
 
-    def _reducer_failed(self, cursor: _Cursor, k: int, layer: LayerRun, error: StepError) -> None:
+    def _reducer_failed(
+        self, cursor: _Cursor, k: int, layer: LayerRun, error: StepError | SerializationError
+    ) -> None:
         """A reducer raised folding the layer's writes: fail the step whose write it refused.
 
         The culprit is found by ``_refused``. A step whose write was refused
@@ -1185,12 +1187,12 @@ def _log(level: int, message: str, where: Checkpoint | _Cursor) -> None:
 def check_run_id(run_id: object) -> None:
     """A run id is non-empty printable text; ``ResumeError`` saying why otherwise."""
     if not isinstance(run_id, str) or not run_id:
-        msg = f"a run id is a non-empty string, got {run_id!r}"
+        msg = f"a run id is a non-empty string, got {shown(run_id)}"
         raise ResumeError(msg)
     if not run_id.isprintable():
         bad = next(c for c in run_id if not c.isprintable())
         msg = (
-            f"run id {run_id!r} holds {bad!r}: a run id may not hold control characters "
+            f"run id {shown(run_id)} holds {shown(bad)}: a run id may not hold control characters "
             "(newlines, tabs), line or paragraph separators or lone surrogates; use "
             "printable text"
         )

@@ -37,6 +37,7 @@ from ._values import (
     packer,
     refused_part,
     same,
+    shown,
     storable,
     thaw,
     unstorable,
@@ -75,7 +76,7 @@ def check_writes(step_id: str, result: Any) -> Mapping[str, Any]:
     if type(result) is dict or isinstance(result, Mapping):
         return result
     msg = (
-        f"step {step_id!r} returned {type(result).__name__} {result!r}: "
+        f"step {shown(step_id)} returned {type(result).__name__} {shown(result)}: "
         "return a dict of channel writes, or None"
     )
     raise StepError(msg)
@@ -587,7 +588,10 @@ class Trampoline:
             hint = " (did you yield a generator function instead of calling it?)"
         elif isinstance(msg, Mapping):
             hint = " (to write channels, `return {...}` from the step, do not yield it)"
-        return f"step {self.step_id!r} yielded {msg!r}, which is not an instruction{hint}: {_HINT}"
+        return (
+            f"step {shown(self.step_id)} yielded {shown(msg)}, "
+            f"which is not an instruction{hint}: {_HINT}"
+        )
 
 
 def _module_hint(entry: Entry, effect: Effect) -> str:

@@ -34,7 +34,6 @@ from pausegraph import (
     Resume,
     Runner,
     SerializationError,
-    StepError,
     Update,
 )
 from pausegraph._values import MAX_DEPTH, freeze, normalize, thaw
@@ -257,9 +256,25 @@ def test_a_reducer_default_past_the_limit_is_a_graph_error() -> None:
         Graph("g", {"x": Reducer(max, nest(MAX_DEPTH + 1))})
 
 
-def test_a_reducer_result_past_the_limit_is_a_step_error_naming_the_channel() -> None:
+def test_a_reducer_result_past_the_limit_is_a_serialization_error_naming_the_channel() -> None:
     graph = Graph("g", {"x": Reducer(lambda current, new: [new], [])})
     graph.step("s", lambda state: None)
     assert Runner(graph).run("r", {"x": nest(MAX_DEPTH - 1)}).state["x"] == [nest(MAX_DEPTH - 1)]
-    with pytest.raises(StepError, match=r"^the reducer of channel 'x' raised TooDeep: it nests"):
+    with pytest.raises(
+        SerializationError,
+        match=r"^channel 'x': the value its reducer returned cannot be stored: it nests",
+    ):
         Runner(graph).run("r", {"x": nest(MAX_DEPTH)})
+
+
+def test_a_reducer_result_msgpack_cannot_encode_fails_the_run_with_a_serialization_error() -> None:
+    # SPEC Checkpoints: "A value msgpack cannot encode is a SerializationError naming the
+    # channel and the type, raised before the checkpoint is saved (the run then fails)"
+    graph = Graph("g", {"tags": Reducer(lambda current, new: set(current) | set(new), [])})
+    graph.step("s", lambda state: {"tags": ["a"]})
+    runner = Runner(graph)
+    with pytest.raises(SerializationError, match=r"^channel 'tags': .* of type set"):
+        runner.run("r")
+    info = runner.state("r")
+    assert info.status == "failed"
+    assert (info.failure.step_id, info.failure.error_type) == ("s", "SerializationError")
