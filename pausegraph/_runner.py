@@ -80,6 +80,7 @@ from .checkpointers._checkpointer import checked_checkpointer
 from .errors import (
     CheckpointError,
     ConflictError,
+    CorruptCheckpointError,
     GraphError,
     NondeterminismError,
     PausegraphError,
@@ -523,7 +524,11 @@ class Runner:
         """
         check_run_id(run_id)
         with self._driving(run_id):
-            if not self.checkpointer.list(self._workflow, run_id):
+            try:
+                exists = bool(self.checkpointer.list(self._workflow, run_id))
+            except CorruptCheckpointError:
+                exists = True  # a damaged run is deleted all the same: that is the way out
+            if not exists:
                 raise ResumeError(self._no_run(run_id))
             self._held.drop(run_id)
             self.checkpointer.delete(self._workflow, run_id)

@@ -1247,9 +1247,16 @@ def _find(args: argparse.Namespace) -> tuple[Checkpointer, str]:
                 + (f"; it exists in {', '.join(map(repr, workflows))}" if workflows else "")
             )
         workflows = [args.workflow]
+    damaged = _if_damaged(store, run_id) if not workflows and store is not None else 0
     if not workflows or store is None:
         raise _Failure(
             f"no run {run_id!r} in {_shown_store(args)!r}: 'pausegraph runs' lists the runs"
+            + (
+                f"; {damaged} damaged log(s) it cannot read are left out (it names them): "
+                "if the run is in one, --workflow NAME says what is wrong with it"
+                if damaged
+                else ""
+            )
         )
     if len(workflows) > 1:
         raise _Failure(
@@ -1257,6 +1264,23 @@ def _find(args: argparse.Namespace) -> tuple[Checkpointer, str]:
             "choose one with --workflow NAME"
         )
     return store, workflows[0]
+
+
+def _if_damaged(store: Checkpointer, run_id: str) -> int:
+    """Raise the store's error if ``run_id`` is a run of a known workflow it cannot read.
+
+    A store that lists damaged runs apart (the file store's ``damaged()``)
+    leaves them out of ``runs()``, so a run found nowhere may be one of
+    them: each workflow the store holds is asked for it, and the first that
+    has it raises its ``CorruptCheckpointError`` naming the file. Returns
+    how many damaged runs there are (the run may be one of another workflow).
+    """
+    damaged = getattr(store, "damaged", None)
+    count = len(damaged()) if damaged is not None else 0
+    if count:
+        for workflow in sorted({w for w, _ in store.runs()}):
+            store.list(workflow, run_id)
+    return count
 
 
 def _journal_rows(checkpoint: Checkpoint) -> list[tuple[str, str, str, str]]:

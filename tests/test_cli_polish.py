@@ -19,7 +19,14 @@ from typing import Any
 
 import pytest
 
-from pausegraph import CheckpointError, CorruptCheckpointError, SqliteCheckpointer
+from pausegraph import (
+    CheckpointError,
+    CorruptCheckpointError,
+    FileCheckpointer,
+    ResumeError,
+    Runner,
+    SqliteCheckpointer,
+)
 from pausegraph.checkpointers._open import (
     describe_url,
     has_password,
@@ -27,7 +34,7 @@ from pausegraph.checkpointers._open import (
     parse_store_url,
     redact_url,
 )
-from pausegraph.cli import main
+from pausegraph.cli import load_graph, main
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 EXPENSE = f"{EXAMPLES}/expense.py:graph"
@@ -275,3 +282,48 @@ def test_runs_with_a_status_and_none_found_names_the_status(
     assert err == f"no runs of workflow 'nosuch' in {store}\n"
     _, err = cli(capsys, "--store", str(tmp_path / "empty"), "runs")
     assert err == f"no runs in {tmp_path / 'empty'}\n"
+
+
+# --- a damaged run -------------------------------------------------------------------
+
+
+def _damage_log_of(store: Path, run_id: str) -> None:
+    (log,) = [p for p in (store / "runs").glob("*.log") if run_id.encode() in p.read_bytes()]
+    data = bytearray(log.read_bytes())
+    data[-3] ^= 0xFF  # the last record's frame: its checksum fails
+    log.write_bytes(bytes(data))
+
+
+def test_show_of_a_damaged_run_says_it_is_damaged_once_a_listing_left_it_out(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # SPEC Checkpoints: a damaged record a read needs is a CorruptCheckpointError naming
+    # the file, never a wrong state: not "no run" once a listing has set the log apart
+    store = tmp_path / "s"
+    runner = Runner(load_graph(EXPENSE), FileCheckpointer(store))
+    for run_id in ("good", "bad"):
+        runner.run(run_id, {"employee": "ann", "amount": 10})
+    _damage_log_of(store, "bad")
+    assert [r for _, r in FileCheckpointer(store).runs()] == ["good"]  # set apart
+    _, err = cli(capsys, "show", "bad", "--store", str(store), code=1)
+    assert "is corrupt" in err
+    assert ".log" in err
+    # with no run of its workflow left to tell its name, the message says where to look
+    Runner(load_graph(EXPENSE), FileCheckpointer(store)).delete("good")
+    _, err = cli(capsys, "show", "bad", "--store", str(store), code=1)
+    assert "no run 'bad'" in err
+    assert "1 damaged log(s)" in err
+    assert "--workflow" in err
+
+
+def test_a_damaged_run_can_be_deleted(tmp_path: Path) -> None:
+    store = tmp_path / "s"
+    runner = Runner(load_graph(EXPENSE), FileCheckpointer(store))
+    runner.run("bad", {"employee": "ann", "amount": 10})
+    _damage_log_of(store, "bad")
+    with pytest.raises(CorruptCheckpointError):
+        Runner(load_graph(EXPENSE), FileCheckpointer(store)).state("bad")
+    Runner(load_graph(EXPENSE), FileCheckpointer(store)).delete("bad")
+    with pytest.raises(ResumeError, match="no run"):
+        Runner(load_graph(EXPENSE), FileCheckpointer(store)).state("bad")
+    assert list((store / "runs").glob("*.log")) == []
