@@ -406,7 +406,9 @@ def with_positionals(
 # ``Goto(step_id)``, and reprs such as ``Continue()``). ``cli_terms`` rewrites every
 # such call, found by name and balanced brackets, into the option or command that
 # does the same from a shell, so it still works when a message is reworded.
-_CALL = re.compile(r"\b(Resume|Continue|Update|Goto|Before|After|run|resume|state|history)\(")
+_CALL = re.compile(
+    r"\b(Resume|Continue|Update|Goto|Before|After|run|resume|state|history|open_checkpointer)\("
+)
 _CLOSE = {"(": ")", "[": "]", "{": "}"}
 
 
@@ -468,6 +470,8 @@ def resume_answers(inner: str) -> bool:
 
 def _term(name: str, inner: str, workflow: str | None, run_id: str | None) -> str:
     bare = inner.strip()
+    if name == "open_checkpointer":
+        return "--store"
     if bare.startswith("update="):
         return "--update JSON"
     if name == "Continue":

@@ -643,7 +643,11 @@ def _parse_json(text: str, what: str) -> Any:
     try:
         return render.loads(text)
     except ValueError as exc:
-        raise _usage(f"{what} is not valid JSON ({exc}): {_shown(text)}") from None
+        why = str(exc)
+        if "int_max_str_digits" in why:  # Python's own limit on reading long integers
+            limit = sys.get_int_max_str_digits()
+            why = f"it holds an integer of more than {limit:,} digits, which Python will not read"
+        raise _usage(f"{what} is not valid JSON ({why}): {_shown(text)}") from None
 
 
 def _shown(text: str, limit: int = 200) -> str:

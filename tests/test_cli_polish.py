@@ -327,3 +327,20 @@ def test_a_damaged_run_can_be_deleted(tmp_path: Path) -> None:
     with pytest.raises(ResumeError, match="no run"):
         Runner(load_graph(EXPENSE), FileCheckpointer(store)).state("bad")
     assert list((store / "runs").glob("*.log")) == []
+
+
+def test_store_and_input_mistakes_are_said_in_command_line_terms(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # SPEC Command line: errors in the command's own terms, not Python calls
+    _, err = cli(capsys, "--store", "", "runs", code=1)
+    assert "--store takes 'memory:'" in err
+    assert "open_checkpointer" not in err
+    if hasattr(sys, "get_int_max_str_digits"):  # Python 3.11+ refuses long integer text
+        big = "9" * (sys.get_int_max_str_digits() + 1)
+        _, err = cli(
+            capsys, "--store", str(tmp_path), "run", EXPENSE, "--input", f'{{"amount": {big}}}',
+            code=2,
+        )  # fmt: skip
+        assert "an integer of more than" in err
+        assert "sys.set_int_max_str_digits" not in err
