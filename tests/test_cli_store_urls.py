@@ -22,6 +22,7 @@ from pausegraph import (
     SqliteCheckpointer,
     open_checkpointer,
 )
+from pausegraph.checkpointers._open import parse_store_url
 from pausegraph.cli import load_graph, main
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -43,6 +44,19 @@ def test_a_directory_or_file_url_opens_a_file_store(tmp_path: Path, form: str) -
     store = open_checkpointer(form.format(path=tmp_path / "runs"))
     assert isinstance(store, FileCheckpointer)
     assert store.root == tmp_path / "runs"
+
+
+@pytest.mark.parametrize("scheme", ["file", "sqlite"])
+def test_a_file_or_sqlite_url_is_read_as_a_url(tmp_path: Path, scheme: str) -> None:
+    # file://localhost/abs and percent-escapes mean what they mean in a URL (RFC 8089)
+    where = tmp_path / "my runs"
+    quoted = str(where).replace(" ", "%20")
+    assert parse_store_url(f"{scheme}://localhost{quoted}").target == str(where)
+    assert parse_store_url(f"{scheme}://{quoted}").target == str(where)
+    assert parse_store_url(f"{scheme}:{quoted}").target == quoted  # a path, as written
+    with pytest.raises(CheckpointError, match=r"names the host 'runs': .* on this machine"):
+        open_checkpointer(f"{scheme}://runs/x")
+    assert not (Path.cwd() / "runs").exists()
 
 
 def test_sqlite_url_opens_a_sqlite_store(tmp_path: Path) -> None:

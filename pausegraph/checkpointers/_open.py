@@ -47,7 +47,16 @@ def parse_store_url(url: str) -> StoreURL:
     if scheme in ("postgresql", "postgres"):
         return StoreURL("postgresql", url)
     if scheme in ("file", "sqlite"):
-        path = rest[2:] if rest.startswith("//") else rest  # file:///abs and sqlite:///abs
+        path = rest
+        if rest.startswith("//"):  # a URL: file:///abs, file://localhost/abs (RFC 8089)
+            host, slash, tail = rest[2:].partition("/")
+            if host.lower() not in ("", "localhost"):
+                msg = (
+                    f"store URL {url!r} names the host {host!r}: a store's files are on this "
+                    f"machine; write {scheme}:PATH, or {scheme}:///ABSOLUTE/PATH"
+                )
+                raise CheckpointError(msg)
+            path = urllib.parse.unquote(slash + tail)  # a URL's path is percent-encoded
         if path:
             return StoreURL(scheme, os.path.expanduser(path))
         msg = f"store URL {url!r} names no path: write {scheme}:PATH"
