@@ -16,6 +16,7 @@ from conftest import PostgresSchema
 from pausegraph import (
     Checkpoint,
     Checkpointer,
+    CheckpointError,
     FileCheckpointer,
     MemoryCheckpointer,
     SqliteCheckpointer,
@@ -97,3 +98,31 @@ def test_a_suite_subclass_that_does_not_say_how_to_open_its_store_is_told_so(
         r"new, empty checkpointer$",
     ):
         ForgotTheHook().test_runs_lists_every_workflow_and_run(tmp_path)
+
+
+@pytest.mark.parametrize("kind", ["memory", "file", "sqlite"])
+def test_ids_and_seqs_of_the_wrong_type_are_a_checkpoint_error_on_every_store(
+    kind: str, tmp_path: Path
+) -> None:
+    # bad input gets a PausegraphError of its own on every store alike (an id that is
+    # not a str raised AttributeError on some, was a missing run on others; True was seq 1)
+    store = {
+        "memory": MemoryCheckpointer,
+        "file": lambda: FileCheckpointer(tmp_path / "s"),
+        "sqlite": lambda: SqliteCheckpointer(tmp_path / "db"),
+    }[kind]()
+    store.save(make_checkpoint("r", 1, {}))
+    for call in (
+        lambda: store.latest("wf", 5),  # type: ignore[arg-type]
+        lambda: store.list(b"wf", "r"),  # type: ignore[arg-type]
+        lambda: store.last("wf", None),  # type: ignore[arg-type]
+        lambda: store.holder("wf", 5),  # type: ignore[arg-type]
+        lambda: store.delete(5, "r"),  # type: ignore[arg-type]
+        lambda: store.lock("wf", 5),  # type: ignore[arg-type]
+        lambda: store.load("wf", "r", True),
+        lambda: store.load("wf", "r", "1"),  # type: ignore[arg-type]
+        lambda: store.load("wf", "r", 1.0),  # type: ignore[arg-type]
+    ):
+        with pytest.raises(CheckpointError, match=r"takes"):
+            call()
+    assert store.load("wf", "r", 1) is not None

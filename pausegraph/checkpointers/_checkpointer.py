@@ -41,6 +41,23 @@ class SummaryData:
     interrupts: tuple[tuple[str, str, Any, int | None], ...]
 
 
+def check_ids(workflow_id: object, run_id: object) -> None:
+    """``CheckpointError`` unless both ids are ``str`` (a store encodes them as text)."""
+    if type(workflow_id) is not str or type(run_id) is not str:
+        msg = (
+            "a checkpointer takes the workflow and run ids as str, got "
+            f"{type(workflow_id).__name__} and {type(run_id).__name__}"
+        )
+        raise CheckpointError(msg)
+
+
+def check_seq(seq: object) -> None:
+    """``CheckpointError`` unless ``seq`` is an ``int`` (``True`` is not checkpoint 1)."""
+    if not isinstance(seq, int) or isinstance(seq, bool):
+        msg = f"load(workflow_id, run_id, seq) takes seq as an int, got {seq!r:.80}"
+        raise CheckpointError(msg)
+
+
 def summary_of(checkpoint: Checkpoint) -> RunSummary:
     """The summary a store keeps for a run whose latest checkpoint is ``checkpoint``."""
     c = checkpoint
@@ -221,6 +238,7 @@ class StoreCheckpointer:
 
     def delete(self, workflow_id: str, run_id: str) -> None:
         """Remove every checkpoint of a run (nothing if it has none)."""
+        check_ids(workflow_id, run_id)
         with self._lock:
             self._states.pop((workflow_id, run_id), None)
             self._firsts.pop((workflow_id, run_id), None)
@@ -228,16 +246,19 @@ class StoreCheckpointer:
 
     def lock(self, workflow_id: str, run_id: str) -> AbstractContextManager[None]:
         """Hold the run's live lock; ``ConflictError`` naming the holder if another has it."""
+        check_ids(workflow_id, run_id)
         return self.store.lock(workflow_id, run_id)
 
     def holder(self, workflow_id: str, run_id: str) -> Holder | None:
         """Who holds the run's live lock, or ``None``."""
+        check_ids(workflow_id, run_id)
         return self.store.holder(workflow_id, run_id)
 
     # --- reading ------------------------------------------------------------------
 
     def load(self, workflow_id: str, run_id: str, seq: int) -> Checkpoint | None:
         """Checkpoint ``seq`` of a run, or ``None`` if there is none."""
+        check_seq(seq)
         return self._loaded(workflow_id, run_id, seq)
 
     def latest(self, workflow_id: str, run_id: str) -> Checkpoint | None:
@@ -247,6 +268,8 @@ class StoreCheckpointer:
     def _loaded(self, workflow_id: str, run_id: str, seq: int | None) -> Checkpoint | None:
         """``_load`` on the frames listed now (``seq`` ``None``: the last); once more if the
         run was deleted (and maybe started again) between the listing and the read."""
+
+        check_ids(workflow_id, run_id)
 
         def attempt() -> Checkpoint | None:
             infos = self.store.frames(workflow_id, run_id)
@@ -262,6 +285,7 @@ class StoreCheckpointer:
 
     def list(self, workflow_id: str, run_id: str) -> builtins.list[CheckpointMeta]:
         """Every checkpoint's meta of a run, oldest first (``[]`` if none)."""
+        check_ids(workflow_id, run_id)
         return [
             CheckpointMeta(i.seq, i.super_step, i.label, i.timestamp_ms)
             for i in self.store.frames(workflow_id, run_id)
@@ -269,6 +293,7 @@ class StoreCheckpointer:
 
     def last(self, workflow_id: str, run_id: str) -> CheckpointMeta | None:
         """The meta of the run's latest checkpoint, or ``None``: a look that reads no frame."""
+        check_ids(workflow_id, run_id)
         infos = self.store.frames(workflow_id, run_id)
         if not infos:
             return None

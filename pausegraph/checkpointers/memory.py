@@ -35,7 +35,7 @@ import msgpack
 from .._codec import structure_frame
 from .._records import Checkpoint, CheckpointMeta, Frame, Stage
 from ..errors import CheckpointError, ConflictError, CorruptCheckpointError
-from ._checkpointer import StoreCheckpointer, summary_from
+from ._checkpointer import StoreCheckpointer, check_ids, check_seq, summary_from
 from ._lock import Holder, held_message
 from ._log import SnapshotPolicy, rebuild, refuse_seq
 from ._store import FrameInfo, RunSummary
@@ -230,6 +230,7 @@ class MemoryCheckpointer(StoreCheckpointer):
 
     def lock(self, workflow_id: str, run_id: str) -> _LiveLock:
         """Hold the run's live lock; ``ConflictError`` naming the holder if another has it."""
+        check_ids(workflow_id, run_id)
         return _LiveLock(self.store, (workflow_id, run_id))
 
     def sync(self) -> None:
@@ -258,6 +259,7 @@ class MemoryCheckpointer(StoreCheckpointer):
 
     def load(self, workflow_id: str, run_id: str, seq: int) -> Checkpoint | None:
         """Checkpoint ``seq`` of a run, or ``None`` if there is none."""
+        check_seq(seq)
         return self._load_own(workflow_id, run_id, seq)
 
     def latest(self, workflow_id: str, run_id: str) -> Checkpoint | None:
@@ -271,6 +273,7 @@ class MemoryCheckpointer(StoreCheckpointer):
 
     def last(self, workflow_id: str, run_id: str) -> CheckpointMeta | None:
         """The meta of the run's latest checkpoint, or ``None``: a look that reads no frame."""
+        check_ids(workflow_id, run_id)
         store = self.store
         with store._lock:
             run = store._runs.get((workflow_id, run_id))
@@ -280,6 +283,7 @@ class MemoryCheckpointer(StoreCheckpointer):
         return CheckpointMeta(seq, super_step, label, timestamp_ms)
 
     def _load_own(self, workflow_id: str, run_id: str, seq: int | None) -> Checkpoint | None:
+        check_ids(workflow_id, run_id)
         store = self.store
         with store._lock:
             run = store._runs.get((workflow_id, run_id))
