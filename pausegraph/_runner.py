@@ -470,11 +470,14 @@ class Runner:
                 else:
                     self._check_existing(latest, given)
                 return info_of(latest, running=False)
-        except ConflictError:  # a driver holds it: read it as it is, running
+        except ConflictError as busy:  # a driver holds it: read it as it is, running
             latest = self.checkpointer.latest(self._workflow, run_id)
             if latest is None:
                 raise
-            self._check_existing(latest, given)
+            try:
+                self._check_existing(latest, given)
+            except PausegraphError:  # what run() would say first: the holder's ConflictError
+                raise busy from None
             return info_of(latest, running=driven(latest, self.checkpointer.holder))
 
     def submit(self, run_id: str, command: Command) -> RunInfo:

@@ -844,7 +844,9 @@ def test_start_on_a_running_run_returns_its_run_info_and_claims_nothing(store: S
         history = other.history("r")
         assert other.start("r", {"n": 1}).status == "running"
         assert other.start("r").status == "running"
-        with pytest.raises(ResumeError, match="already exists with input"):
+        # a different input: what run() says of it, the holder's ConflictError (it said
+        # "it is queued" in a ResumeError)
+        with pytest.raises(ConflictError, match=r"is running: process \d+ on host"):
             other.start("r", {"n": 2})
         assert other.history("r") == history
     finally:

@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -624,3 +625,32 @@ def test_a_damaged_run_is_a_500_with_a_json_error_on_every_route(tmp_path: Path)
         page = client.get("/runs/approval/r1")
         assert page.status_code == 500
         assert "fails its checksum" in page.text
+
+
+def test_an_answer_by_id_to_a_run_another_process_drives_is_409_at_once(tmp_path: Path) -> None:
+    # SPEC Run status: every command on a running run is a ConflictError naming the
+    # holder; the server waits only for a run its own driver has (it waited out wait_s,
+    # then said the interrupt was "no longer pending", which was false)
+    store = open_checkpointer(str(tmp_path / "s"))
+    with TestClient(app([approval()], store, wait_s=5), base_url=LOCAL) as client:
+        pending = start(client, "r1").json()["interrupts"][0]["id"]
+        holder = subprocess.Popen(
+            [sys.executable, "-c", (
+                "import sys; from pausegraph import FileCheckpointer\n"
+                f"with FileCheckpointer({str(tmp_path / 's')!r}).lock('approval', 'r1'):\n"
+                "    print('held', flush=True); sys.stdin.readline()\n"
+            )],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            assert holder.stdout is not None
+            assert holder.stdout.readline() == "held\n"
+            began = time.monotonic()
+            reply = client.post("/api/runs/approval/r1/resume", json={"answers": {pending: True}})
+            took = time.monotonic() - began
+        finally:
+            holder.communicate("\n", timeout=10)
+        assert reply.status_code == 409
+        assert f"is running: process {holder.pid} on host" in reply.json()["error"]
+        assert took < 3  # not the 5 s wait
+        assert client.get("/api/runs/approval/r1").json()["interrupts"][0]["id"] == pending

@@ -39,7 +39,7 @@ from .._graph import Graph
 from .._inbox import inbox, listed_status, run_summaries
 from .._runner import Runner, system_clock
 from .._worker import IDLE_WAIT_S, Worker, runners_for
-from ..checkpointers import Checkpointer, RunSummary
+from ..checkpointers import Checkpointer, Holder, RunSummary
 from ..checkpointers._checkpointer import SummaryData, summary_data
 from ..errors import (
     CheckpointError,
@@ -279,6 +279,8 @@ class _Server:
             answers = command.answers if isinstance(command, Resume) else None
             if refused.status != 409 or answers is None or self.driver is None:
                 raise
+            if self._held_elsewhere(workflow, run_id):
+                raise  # another process drives it: refused at once, naming it (SPEC)
             while True:
                 self._drive(workflow, run_id, deadline)
                 # answers that waited take turns: a claim leaves the run queued again, so
@@ -293,6 +295,17 @@ class _Server:
                         self._engine(lambda: runner.submit(run_id, command), workflow, run_id)
                         break
         return self._drive(workflow, run_id, deadline)
+
+    def _held_elsewhere(self, workflow: str, run_id: str) -> bool:
+        """Whether another process than this server holds the run's live lock."""
+        try:
+            holder = self.store.holder(workflow, run_id)
+        except CheckpointError as exc:
+            raise _store_failed(exc) from None
+        if holder is None:
+            return False
+        here = Holder.here()
+        return (holder.pid, holder.host) != (here.pid, here.host)
 
     @staticmethod
     def _answer_if_pending(
