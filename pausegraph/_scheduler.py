@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import operator
 import uuid
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
@@ -120,12 +119,13 @@ def skipped_in(
     return tuple(out)
 
 
-Shown = tuple[tuple[str, ...], tuple[Any, ...]]
-"""The channels of a state as the engine gave it to steps, and their values (``shown_state``)."""
+Shown = dict[str, Any]
+"""A state's channels and values as the engine gave it to steps (``shown_state``)."""
 
 
 def shown_state(state: Mapping[str, Any]) -> Shown:
-    return tuple(state), tuple(state.values())
+    """A shallow copy of ``state``: the values themselves, not copies (cheap)."""
+    return dict.copy(state) if isinstance(state, dict) else dict(state)
 
 
 def check_untouched(state: Mapping[str, Any], shown: Shown) -> None:
@@ -133,19 +133,19 @@ def check_untouched(state: Mapping[str, Any], shown: Shown) -> None:
 
     The state refuses every change made through its methods, but C code can
     write to a dict directly: ``eval``/``exec`` given the state as their
-    globals add ``__builtins__`` and assign names. Such a change is undone
-    here, before any other step reads the state, and refused as the methods
-    refuse one. (A change inside a value, such as ``heapq`` on a list, is
-    not seen: docs/guide.md, "The state is read-only".)
+    globals add ``__builtins__`` to it, whatever else they assign there (a
+    ``global`` statement), so one ``len`` per step tells them, at the cost of
+    nothing. The change is undone here, every value put back, before any
+    other step reads the state, and refused as the methods refuse one. (Not
+    seen: a change inside a value, such as ``heapq`` on a list: guide §1.)
     """
-    keys, values = shown
-    if len(state) == len(keys) and all(map(operator.is_, state.values(), values)):
+    if len(state) == len(shown):
         return
-    added = [k for k in state if k not in keys]
-    changed = [k for k, v in zip(keys, values, strict=True) if k not in state or state[k] is not v]
+    added = [k for k in state if k not in shown]
+    changed = [k for k, v in shown.items() if k not in state or state[k] is not v]
     assert isinstance(state, dict)  # the engine's state is a FrozenDict
     dict.clear(state)
-    dict.update(state, zip(keys, values, strict=True))
+    dict.update(state, shown)
     what = "; ".join(
         f"{how} {', '.join(map(shown_value, names))}"
         for how, names in (("added", added), ("changed or removed", changed))
@@ -446,7 +446,9 @@ class LayerRun:
                 self.timeouts,
                 self.clock,
             )
-            self._check_state(step_id)
+            shown = self.shown
+            if shown is not None and len(self.state) != len(shown):
+                self._state_changed(step_id)
             if type(started) is not Trampoline:
                 self._finish(step_id, started)  # type: ignore[arg-type]
                 return []
@@ -457,7 +459,9 @@ class LayerRun:
 
     def _go_on(self, step_id: str, trampoline: Trampoline) -> Waits:
         status = trampoline.run()
-        self._check_state(step_id)
+        shown = self.shown
+        if shown is not None and len(self.state) != len(shown):
+            self._state_changed(step_id)
         if status is FINISHED:
             del self.live[step_id]
             self._finish(step_id, trampoline.writes)
@@ -466,13 +470,13 @@ class LayerRun:
             return []
         return status  # type: ignore[return-value]
 
-    def _check_state(self, step_id: str) -> None:
-        """``StepError`` of ``step_id`` if it changed the state behind its methods (undone)."""
-        if self.shown is not None:
-            try:
-                check_untouched(self.state, self.shown)
-            except TypeError as exc:
-                raise step_failed(step_id, exc) from exc
+    def _state_changed(self, step_id: str) -> None:
+        """``StepError`` of ``step_id``, which changed the state behind its methods (undone)."""
+        assert self.shown is not None
+        try:
+            check_untouched(self.state, self.shown)
+        except TypeError as exc:
+            raise step_failed(step_id, exc) from exc
 
     def _finish(self, step_id: str, writes: Mapping[str, Any]) -> None:
         try:
