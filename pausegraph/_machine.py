@@ -98,8 +98,13 @@ def driven(checkpoint: Checkpoint, holder: Callable[[str, str], object | None]) 
 
 
 def pending_of(stage: Stage) -> tuple[PendingInterrupt, ...]:
-    """The interrupts still waiting for an answer, in step order."""
-    if type(stage) is AtInterrupt:
+    """The interrupts still waiting for an answer, in step order.
+
+    Of a pause; of a failure (an answer may replace a timeout that failed
+    the step); and of a layer under way (a claim that answered some of them,
+    queued or running): those it did not answer still wait.
+    """
+    if type(stage) is AtInterrupt or type(stage) is InLayer:
         pending = stage.progress.pending()
     elif type(stage) is Failed:
         # a timeout that failed the step waits for an answer that replaces it

@@ -422,3 +422,23 @@ def test_a_reducer_may_change_its_current_value_in_place():
     runner = Runner(graph)
     assert runner.run("r", {"items": "a"}).state == {"items": ["a", "b"]}
     assert runner.state("r").values == {"items": ["a", "b"]}
+
+
+def test_a_queued_claim_that_answered_one_of_two_interrupts_lists_the_other_as_pending():
+    # SPEC Runs: RunInfo.interrupts are "the pending ones": a submit that answered one of
+    # two interrupts leaves the other waiting, queued or not
+    def ask(name):
+        def step(state):
+            return {name: (yield Interrupt(f"{name}?"))}
+
+        return step
+
+    graph = Graph("g", {"a": LastWriteWins(), "b": LastWriteWins()})
+    graph.step("a", ask("a")).step("b", ask("b"))
+    runner = Runner(graph)
+    first, second = runner.run("r").interrupts
+    info = runner.submit("r", Resume(answers={first.id: 1}))
+    assert info.status == "queued"
+    assert info.interrupts == (second,)
+    assert runner.state("r").interrupts == (second,)
+    assert runner.run("r").interrupts == (second,)
