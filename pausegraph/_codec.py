@@ -83,7 +83,7 @@ def _structure_journal(obj: Any, _: Any) -> tuple[Entry, ...]:
     append = entries.append
     for o in obj:
         if type(o) is dict and _plain_ask(o):
-            append(_asked(o["id"], o["payload"]))
+            append(_asked(o["id"], o["payload"], o.get("asked_ms")))
         else:
             append(_structure_entry(o, Entry))
     return tuple(entries)
@@ -115,6 +115,7 @@ _FRAME = slot_setters(Frame)
 _IN_LAYER = slot_setters(InLayer)[0]
 _AT_INTERRUPT = slot_setters(AtInterrupt)[0]
 _PLAIN_ASK = frozenset(("t", "id", "payload"))
+_PLAIN_ASK_AT = frozenset(("t", "id", "payload", "asked_ms"))
 _DELTA_KEYS = frozenset(
     ("seq", "super_step", "label", "timestamp_ms", "stage", "epoch_base", "extends", "changes")
 )
@@ -123,7 +124,14 @@ _STAGE_KEYS = frozenset(("t", "progress"))
 
 
 def _plain_ask(o: dict[Any, Any]) -> bool:
-    return len(o) == 3 and o.keys() == _PLAIN_ASK and o["t"] == "ask" and type(o["id"]) is str
+    """An interrupt's entry with an id, a payload and maybe the time it was asked: no more."""
+    n = len(o)
+    if n == 4:
+        if o.keys() != _PLAIN_ASK_AT or type(o["asked_ms"]) is not int:
+            return False
+    elif n != 3 or o.keys() != _PLAIN_ASK:
+        return False
+    return o["t"] == "ask" and type(o["id"]) is str
 
 
 def _head(o: dict[Any, Any]) -> tuple[int, int, str, int, int] | None:
@@ -165,7 +173,7 @@ def _frame(
     return frame
 
 
-def _asked(entry_id: str, payload: Any) -> Asked:
+def _asked(entry_id: str, payload: Any, asked_ms: int | None) -> Asked:
     entry = _new(Asked)
     s = _ASKED
     s[0](entry, entry_id)
@@ -173,6 +181,7 @@ def _asked(entry_id: str, payload: Any) -> Asked:
     s[2](entry, None)
     s[3](entry, False)
     s[4](entry, "")
+    s[5](entry, asked_ms)
     return entry
 
 
@@ -219,7 +228,7 @@ def _delta_parts(o: Any) -> tuple[Any, ...] | None:
         for e in raw:
             if type(e) is not dict or not _plain_ask(e):
                 return None
-        built[step_id] = tuple([_asked(e["id"], e["payload"]) for e in raw])
+        built[step_id] = tuple([_asked(e["id"], e["payload"], e.get("asked_ms")) for e in raw])
     head = _head(o)
     extends, changes = o.get("extends", False), o.get("changes")
     if head is None or type(extends) is not bool:
@@ -410,6 +419,8 @@ def _fast_entry(e: Entry) -> dict[str, Any] | None:
             d["sleep"] = e.sleep  # type: ignore[union-attr]
         if e.branch != "":
             d["branch"] = e.branch
+        if e.asked_ms != None:  # type: ignore[union-attr]  # noqa: E711
+            d["asked_ms"] = e.asked_ms  # type: ignore[union-attr]
         d["t"] = "ask"
         return d
     if kind is Returned:

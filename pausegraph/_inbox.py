@@ -36,10 +36,11 @@ OnError = Callable[[str, str, PausegraphError], None]
 class Waiting:
     """An interrupt waiting for an answer: which run, which interrupt, since when.
 
-    ``since_ms`` (epoch ms) is the time of the run's latest checkpoint: when
-    it paused, or, if an ``Update`` was saved at that pause since, when the
-    update was. Answer it with ``Runner(graph, store).resume(run_id,
-    Resume(answers={waiting.interrupt.id: value}))``.
+    ``since_ms`` (epoch ms) is when the step reached the interrupt: it does
+    not move when another interrupt of the run is answered or an ``Update``
+    is saved at the pause (for a run paused before pausegraph kept that
+    time, it is the time of the run's latest checkpoint). Answer it with
+    ``Runner(graph, store).resume(run_id, Resume(answers={waiting.interrupt.id: value}))``.
     """
 
     workflow_id: str
@@ -114,13 +115,13 @@ def inbox(checkpointer: Checkpointer, *, workflow: str | None = None) -> list[Wa
         msg = f"inbox(workflow=...) takes a workflow name (a str), got {workflow!r:.80}"
         raise GraphError(msg)
     return [
-        Waiting(workflow_id, run_id, PendingInterrupt(*interrupt), since)
+        Waiting(workflow_id, run_id, PendingInterrupt(*interrupt[:4]), since)
         for since, run_id, workflow_id, _, interrupt in waiting(checkpointer, workflow=workflow)
     ]
 
 
-#: (since_ms, run_id, workflow_id, n, (interrupt id, step id, payload, deadline_ms))
-Row = tuple[int, str, str, int, tuple[str, str, Any, int | None]]
+#: (since_ms, run_id, workflow_id, n, (interrupt id, step id, payload, deadline_ms, asked_ms))
+Row = tuple[int, str, str, int, tuple[str, str, Any, int | None, int | None]]
 
 
 def waiting(checkpointer: Checkpointer, *, workflow: str | None = None) -> list[Row]:
@@ -131,9 +132,10 @@ def waiting(checkpointer: Checkpointer, *, workflow: str | None = None) -> list[
     found: list[Row] = []
     add = found.append
     for summary in run_summaries(checkpointer, workflow_id=workflow, status=Status.PAUSED.value):
-        since, run_id, workflow_id = summary.updated_ms, summary.run_id, summary.workflow_id
+        paused, run_id, workflow_id = summary.updated_ms, summary.run_id, summary.workflow_id
         for n, interrupt in enumerate(summary_fields(summary)[2]):
-            add((since, run_id, workflow_id, n, interrupt))
+            asked = interrupt[4]
+            add((paused if asked is None else asked, run_id, workflow_id, n, interrupt))
     found.sort(key=_ORDER)
     return found
 

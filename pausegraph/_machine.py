@@ -104,17 +104,20 @@ def pending_of(stage: Stage) -> tuple[PendingInterrupt, ...]:
     the step); and of a layer under way (a claim that answered some of them,
     queued or running): those it did not answer still wait.
     """
-    if type(stage) is AtInterrupt or type(stage) is InLayer:
-        pending = stage.progress.pending()
-    elif type(stage) is Failed:
-        # a timeout that failed the step waits for an answer that replaces it
-        pending = stage.progress.pending(with_timeouts=True)
-    else:
-        return ()
     return tuple(
         PendingInterrupt(entry.id, step_id, thaw(entry.payload), entry.deadline_ms)
-        for step_id, entry in pending
+        for step_id, entry in pending_entries(stage)
     )
+
+
+def pending_entries(stage: Stage) -> list[tuple[str, Asked]]:
+    """``pending_of``'s interrupts as ``(step_id, journal entry)``, payloads as stored."""
+    if type(stage) is AtInterrupt or type(stage) is InLayer:
+        return stage.progress.pending()
+    if type(stage) is Failed:
+        # a timeout that failed the step waits for an answer that replaces it
+        return stage.progress.pending(with_timeouts=True)
+    return []
 
 
 def info_of(checkpoint: Checkpoint, *, running: bool) -> RunInfo:

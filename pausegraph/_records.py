@@ -48,9 +48,11 @@ else:
 class Asked:
     """The step yielded an ``Interrupt`` (or a ``Sleep``): its id and payload.
 
-    The answer is in ``Progress``. ``deadline_ms`` (epoch ms) was fixed when
-    the step first reached it and never moves on replay; ``sleep`` marks a
-    ``Sleep``, whose deadline answers ``None`` instead of timing out.
+    The answer is in ``Progress``. ``asked_ms`` (epoch ms) is when the step
+    first reached it, and ``deadline_ms`` (epoch ms) was fixed then: neither
+    moves on replay. ``sleep`` marks a ``Sleep``, whose deadline answers
+    ``None`` instead of timing out. ``asked_ms`` is ``None`` in records older
+    than it (their pause's time stands in for it: ``inbox``).
     """
 
     id: str
@@ -58,6 +60,7 @@ class Asked:
     deadline_ms: int | None = None
     sleep: bool = False
     branch: str = ""
+    asked_ms: int | None = None
 
 
 @attrs.frozen

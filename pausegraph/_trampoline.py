@@ -543,12 +543,14 @@ class Trampoline:
                 self._mismatch(branch, recorded, got)
             entry: Asked = recorded  # type: ignore[assignment]
         else:
-            deadline = None if timeout is None else self.clock() + round(timeout * 1000)
+            now = self.clock()
+            deadline = None if timeout is None else now + round(timeout * 1000)
             path = branch.path
             if path:
-                entry = Asked(f"{self.id_prefix}{path}.{position}", payload, deadline, sleep, path)
+                entry_id = f"{self.id_prefix}{path}.{position}"
+                entry = Asked(entry_id, payload, deadline, sleep, path, now)
             else:
-                entry = Asked(self.id_prefix + str(position), payload, deadline, sleep)
+                entry = Asked(self.id_prefix + str(position), payload, deadline, sleep, "", now)
             self.journal.append(entry)
             entries.append(entry)
         branch.cursor += 1

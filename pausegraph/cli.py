@@ -1199,7 +1199,7 @@ def _cmd_inbox(args: argparse.Namespace) -> int:
                 "deadline_ms": deadline,
             }
             for since, run_id, workflow_id, _, interrupt in found
-            for interrupt_id, step_id, payload, deadline in (interrupt,)
+            for interrupt_id, step_id, payload, deadline, _ in (interrupt,)
         ]
         _print_json(objs)
     elif not found:
@@ -1218,7 +1218,13 @@ def _cmd_inbox(args: argparse.Namespace) -> int:
                 "-" if deadline is None else render.deadline_text(deadline, now) or "-",
                 dumps(payload),
             )
-            for since, run_id, workflow_id, _, (interrupt_id, step_id, payload, deadline) in found
+            for since, run_id, workflow_id, _, (
+                interrupt_id,
+                step_id,
+                payload,
+                deadline,
+                _,
+            ) in found
         ]
         header = (
             "SINCE (UTC)",

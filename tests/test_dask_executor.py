@@ -18,6 +18,10 @@ from pausegraph import Done, FileCheckpointer, MemoryCheckpointer, Paused, Resum
 distributed = pytest.importorskip("distributed")
 
 
+def CLOCK() -> int:  # one time for every run: journals compared across runs hold it
+    return 1_700_000_000_000
+
+
 def test_same_journal_on_a_dask_clusters_executor(tmp_path):
     # no dashboard: it would warn when its port is taken; the cluster warns of nothing else
     with (
@@ -27,9 +31,11 @@ def test_same_journal_on_a_dask_clusters_executor(tmp_path):
         ThreadPoolExecutor(4) as threads,
     ):
         executor = client.get_executor()
-        alone = Runner(make_graph(), MemoryCheckpointer())
-        threaded = Runner(make_graph(), MemoryCheckpointer(), executor=threads)
-        together = Runner(make_graph(), FileCheckpointer(tmp_path / "runs"), executor=executor)
+        alone = Runner(make_graph(), MemoryCheckpointer(), clock=CLOCK)
+        threaded = Runner(make_graph(), MemoryCheckpointer(), executor=threads, clock=CLOCK)
+        together = Runner(
+            make_graph(), FileCheckpointer(tmp_path / "runs"), executor=executor, clock=CLOCK
+        )
         paused_alone = alone.run("r", {"n": 4})
         paused = together.run("r", {"n": 4})
         threaded.run("r", {"n": 4})
@@ -37,7 +43,9 @@ def test_same_journal_on_a_dask_clusters_executor(tmp_path):
         assert paused == paused_alone
         assert journals(together, "r") == journals(alone, "r")
         # a cold resume: a new Runner on a new handle, on the same cluster
-        together = Runner(make_graph(), FileCheckpointer(tmp_path / "runs"), executor=executor)
+        together = Runner(
+            make_graph(), FileCheckpointer(tmp_path / "runs"), executor=executor, clock=CLOCK
+        )
         answers = {i.id: i.payload for i in paused.interrupts}
         done_alone = alone.resume("r", Resume(answers=answers))
         done = together.resume("r", Resume(answers=answers))

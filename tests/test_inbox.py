@@ -29,7 +29,14 @@ from pausegraph import (
 from pausegraph._admin import cancel_run, delete_run, prune
 from pausegraph._inbox import listed_status, run_summaries
 from pausegraph._records import Checkpoint, CheckpointMeta
-from pausegraph.checkpointers import Holder, MemoryStore, StoreCheckpointer
+from pausegraph._values import pack
+from pausegraph.checkpointers import (
+    FrameInfo,
+    Holder,
+    MemoryStore,
+    RunSummary,
+    StoreCheckpointer,
+)
 
 
 def _ask(state):  # type: ignore[no-untyped-def]
@@ -113,14 +120,16 @@ def test_inbox_lists_every_pending_interrupt_oldest_first(store: Checkpointer) -
     one = Runner(_graph("one", _ask), store, clock=clock)
     two = Runner(_graph("two", _ask_two), store, clock=clock)
     two.run("b", {"q": "x"})
-    one.run("c", {"q": "late"})
     one.run("a", {"q": "early"})
-    one.resume("a", Update({"q": "moved"}))  # an Update at the pause moves since_ms
+    one.run("c", {"q": "late"})
+    # since_ms is when the step reached the interrupt: an Update saved at the pause later
+    # does not move it (it was the time of the run's latest checkpoint)
+    one.resume("a", Update({"q": "moved"}))
     waiting = inbox(store)
     assert [(w.workflow_id, w.run_id, w.interrupt.payload) for w in waiting] == [
         ("two", "b", "first"),
-        ("one", "c", {"question": "late"}),
         ("one", "a", {"question": "early"}),
+        ("one", "c", {"question": "late"}),
     ]
     first = waiting[0]
     assert first == Waiting("two", "b", PendingInterrupt(first.interrupt.id, "ask", "first"), 3_000)
@@ -266,3 +275,42 @@ def test_prune_skips_a_run_a_live_process_holds() -> None:
     with store.lock("wf", "r"):
         assert prune(store, before_ms=2**62) == []
     assert prune(store, before_ms=2**62) == [("wf", "r")]
+
+
+def test_an_interrupt_waits_since_its_step_reached_it_whatever_is_answered_beside(
+    store: Checkpointer,
+) -> None:
+    # SPEC inbox: "oldest first": answering one of a run's two interrupts must not make
+    # the other one look new
+    now = [1_000_000]
+
+    def ask(name: str):  # type: ignore[no-untyped-def]
+        def step(state):  # type: ignore[no-untyped-def]
+            return {name: (yield Interrupt(name))}
+
+        return step
+
+    graph = Graph("g", {"a": LastWriteWins(), "b": LastWriteWins()})
+    graph.step("a", ask("a")).step("b", ask("b"))
+    runner = Runner(graph, store, clock=lambda: now[0])
+    first, second = runner.run("zz").interrupts  # t = 1,000,000
+    now[0] += 3_600_000
+    runner.run("aa")  # an hour later
+    now[0] += 3_600_000
+    runner.resume("zz", Resume(answers={first.id: 1}))  # zz pauses again on b
+    listed = [(w.run_id, w.interrupt.id, w.since_ms) for w in inbox(store)]
+    assert listed[0] == ("zz", second.id, 1_000_000)
+    assert [r for r, _, _ in listed] == ["zz", "aa", "aa"]
+
+
+def test_a_summary_written_before_asked_times_were_kept_lists_the_pause_time() -> None:
+    # a store written by an earlier pausegraph holds 4 fields an interrupt: no asked_ms
+    data = pack([1, "interrupt:s", [["1.0.0", "s", "q?", None]]])
+    store = MemoryStore()
+    store.append(
+        FrameInfo(1, 0, "input", 1, True, 1),
+        b"x",
+        RunSummary("wf", "r", 1, "paused", 42, None, data),
+    )
+    (waiting,) = inbox(StoreCheckpointer(store))
+    assert (waiting.interrupt.id, waiting.since_ms) == ("1.0.0", 42)

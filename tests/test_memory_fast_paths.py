@@ -347,16 +347,16 @@ def test_the_memory_store_keeps_the_snapshot_it_tries_and_encodes_each_frame_onc
 
     monkeypatch.setattr(_log, "encode_frame", counted)
     with _twin_stores() as (fast, general):
-        graph = _graph([("write", {"x": 1}), ("ask", None), ("write", {"x": 2})])
-        _drive(Runner(graph, fast), "r", [True])
+        plan = [("write", {"x": 1}), ("ask", None), ("write", {"x": 2}), ("write", {"x": 3})]
+        _drive(Runner(_graph(plan), fast), "r", [True])
         fast_infos = fast.store.frames(WORKFLOW, "r")
         general_infos = general.store.frames(WORKFLOW, "r")
     # the durable stores' policy tries a snapshot at frame 5, finds it over its
     # budget and encodes the frame again as a delta (its snapshot comes at 6);
     # the memory store keeps the one it tried
-    assert [i.snapshot for i in general_infos] == [True, False, False, False, False, True]
-    assert [i.snapshot for i in fast_infos] == [True, False, False, False, True, False]
-    assert len(encoded) == 6 + 7  # once per frame in memory; general: frame 5 twice
+    assert [i.snapshot for i in general_infos] == [True, False, False, False, False, True, False]
+    assert [i.snapshot for i in fast_infos] == [True, False, False, False, True, False, False]
+    assert len(encoded) == 7 + 8  # once per frame in memory; general: frame 5 twice
     assert _unchanged(fast.latest(WORKFLOW, "r")) == _unchanged(general.latest(WORKFLOW, "r"))
 
 

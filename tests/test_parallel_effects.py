@@ -28,6 +28,10 @@ from pausegraph import (
 )
 
 
+def CLOCK() -> int:  # one time for every run: journals compared across runs hold it
+    return 1_700_000_000_000
+
+
 def square(x):
     return x * x
 
@@ -92,15 +96,15 @@ def test_same_journal_and_outcome_with_and_without_an_executor(store_factory, po
         # not fork: a worker forked while the run's lock is held would keep holding it
         executor = ProcessPoolExecutor(4, mp_context=multiprocessing.get_context("forkserver"))
     with executor:
-        alone = Runner(make_graph(), MemoryCheckpointer())
-        together = Runner(make_graph(), store_factory(), executor=executor)
+        alone = Runner(make_graph(), MemoryCheckpointer(), clock=CLOCK)
+        together = Runner(make_graph(), store_factory(), executor=executor, clock=CLOCK)
         paused_alone = alone.run("r", {"n": 4})
         paused_together = together.run("r", {"n": 4})
         assert isinstance(paused_together, Paused)
         assert paused_alone == paused_together
         assert journals(alone, "r") == journals(together, "r")
         if not hot:
-            together = Runner(make_graph(), store_factory(), executor=executor)
+            together = Runner(make_graph(), store_factory(), executor=executor, clock=CLOCK)
         answers = {i.id: i.payload for i in paused_together.interrupts}
         done_alone = alone.resume("r", Resume(answers=answers))
         done = together.resume("r", Resume(answers=answers))

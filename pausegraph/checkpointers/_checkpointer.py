@@ -20,7 +20,7 @@ from typing import Any
 import attrs
 
 from .._codec import decode_frame, extension_of, unpack_bounded
-from .._machine import pending_of, status_of
+from .._machine import pending_entries, status_of
 from .._records import AtInterrupt, Checkpoint, CheckpointMeta, Extension, Failed, Frame, Stage
 from .._values import pack
 from ..errors import CheckpointError, CorruptCheckpointError
@@ -37,8 +37,9 @@ class SummaryData:
 
     super_step: int
     label: str
-    # (interrupt id, step id, payload, deadline_ms) of each pending interrupt
-    interrupts: tuple[tuple[str, str, Any, int | None], ...]
+    # (interrupt id, step id, payload, deadline_ms, asked_ms) of each pending interrupt;
+    # asked_ms (when the step reached it) is None in summaries written before it was kept
+    interrupts: tuple[tuple[str, str, Any, int | None, int | None], ...]
 
 
 def check_ids(workflow_id: object, run_id: object) -> None:
@@ -77,9 +78,9 @@ def summary_from(
     """
     seq, super_step, label, timestamp_ms = head
     if type(stage) is AtInterrupt or type(stage) is Failed:
-        pending = pending_of(stage)
-        interrupts = [[i.id, i.step_id, i.payload, i.deadline_ms] for i in pending]
-        deadlines = [i.deadline_ms for i in pending if i.deadline_ms is not None]
+        pending = pending_entries(stage)
+        interrupts = [[e.id, s, e.payload, e.deadline_ms, e.asked_ms] for s, e in pending]
+        deadlines = [e.deadline_ms for _, e in pending if e.deadline_ms is not None]
     else:  # the hot path of a layer: nothing pending
         interrupts, deadlines = [], []
     data = pack([super_step, label, interrupts])
@@ -100,7 +101,7 @@ def summary_data(summary: RunSummary) -> SummaryData:
 
 
 #: (super_step, label, interrupts) of a summary: ``SummaryData``'s fields as a tuple
-Fields = tuple[int, str, tuple[tuple[str, str, Any, int | None], ...]]
+Fields = tuple[int, str, tuple[tuple[str, str, Any, int | None, int | None], ...]]
 
 
 def summary_fields(summary: RunSummary) -> Fields:
@@ -115,24 +116,31 @@ def summary_fields(summary: RunSummary) -> Fields:
                 return super_step, label, ()
             if all(
                 type(i) is list
-                and len(i) == 4
+                and len(i) == 5
                 and type(i[0]) is str
                 and type(i[1]) is str
                 and (i[3] is None or type(i[3]) is int)
+                and (i[4] is None or type(i[4]) is int)
                 for i in interrupts
             ):  # what the engine writes: nothing to convert
                 return super_step, label, tuple(map(tuple, interrupts))
-        return (
-            int(super_step),
-            str(label),
-            tuple((str(i), str(s), p, None if d is None else int(d)) for i, s, p, d in interrupts),
-        )
+        return int(super_step), str(label), tuple(map(_interrupt_fields, interrupts))
     except (ValueError, TypeError) as exc:
         msg = (
             f"the summary of run {summary.run_id!r} of workflow {summary.workflow_id!r} "
             f"does not decode: {exc}"
         )
         raise CorruptCheckpointError(msg) from None
+
+
+def _interrupt_fields(fields: Any) -> tuple[str, str, Any, int | None, int | None]:
+    """A summary's interrupt, 5 fields (4 before ``asked_ms`` was kept: it reads ``None``)."""
+    if type(fields) is not list or len(fields) not in (4, 5):
+        msg = f"an interrupt of 4 or 5 fields, got {fields!r:.80}"
+        raise ValueError(msg)
+    i, s, p, d, *asked = fields
+    a = asked[0] if asked else None
+    return str(i), str(s), p, None if d is None else int(d), None if a is None else int(a)
 
 
 class _RunState:

@@ -199,17 +199,19 @@ class _Server:
             if data is None:
                 data = summary_data(summary)
             fresh[summary] = data
-            for n, (interrupt_id, step_id, payload, deadline_ms) in enumerate(data.interrupts):
+            for n, fields in enumerate(data.interrupts):
+                interrupt_id, step_id, payload, deadline_ms, asked_ms = fields
+                since = summary.updated_ms if asked_ms is None else asked_ms  # as inbox() says
                 item = {
                     "workflow": name,
                     "run_id": summary.run_id,
                     "id": interrupt_id,
                     "step_id": step_id,
                     "payload": payload,  # made JSON-ready for the page shown only
-                    "since_ms": summary.updated_ms,
+                    "since_ms": since,
                     "deadline_ms": deadline_ms,
                 }
-                waiting.append((summary.updated_ms, summary.run_id, name, n, item))
+                waiting.append((since, summary.run_id, name, n, item))
             if not data.interrupts:
                 stops.append(
                     {
