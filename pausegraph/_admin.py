@@ -21,7 +21,7 @@ from ._machine import check_reason, decide_cancel, info_of
 from ._records import Checkpoint
 from ._runner import system_clock
 from .checkpointers import Checkpointer
-from .errors import ConflictError, ResumeError
+from .errors import ConflictError, CorruptCheckpointError, ResumeError
 
 __all__ = ["cancel_run", "delete_run", "prune"]
 
@@ -66,7 +66,11 @@ def cancel_run(
 def delete_run(checkpointer: Checkpointer, workflow_id: str, run_id: str) -> None:
     """``Runner.delete`` without the graph: remove every checkpoint of a run not running."""
     with checkpointer.lock(workflow_id, run_id):
-        if not checkpointer.list(workflow_id, run_id):
+        try:
+            exists = bool(checkpointer.list(workflow_id, run_id))
+        except CorruptCheckpointError:
+            exists = True  # a damaged run is deleted all the same: that is the way out
+        if not exists:
             raise ResumeError(_no_run(workflow_id, run_id))
         checkpointer.delete(workflow_id, run_id)
         checkpointer.sync()

@@ -513,9 +513,11 @@ class Runner:
         with self._driving(run_id):
             latest = self._latest(run_id)
             claim = decide_cancel(latest, reason)
-            self._held.drop(run_id)
             cursor = self._cursor(latest)
             saved = self._save(cursor, claim.label, claim.super_step, claim.stage, ())
+            # closed once the cancel is saved: a save refused keeps them, and what their
+            # finally blocks do to the state they hold is not in the cancelled checkpoint
+            self._held.drop(run_id)
             _log(logging.INFO, "run cancelled", saved)
             return info_of(saved, running=False)
 

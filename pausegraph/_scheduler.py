@@ -37,7 +37,6 @@ encodes, stores, or decides what the run does next; ``_runner`` does.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import uuid
 from collections.abc import Callable, Mapping
@@ -105,7 +104,8 @@ def skipped_in(
                 break
             try:
                 runs = bool(predicate(state))
-                check_untouched(state, shown)
+                if changed_behind(state, len(shown), "__builtins__" in shown):
+                    raise undone(state, shown)
             except (Exception, SystemExit) as exc:
                 name = getattr(predicate, "__qualname__", None) or repr(predicate)
                 msg = f"the condition {name} of edge {src!r} -> {step_id!r} raised {named(exc)}"
@@ -119,6 +119,8 @@ def skipped_in(
     return tuple(out)
 
 
+_NOTHING_SEEN: Mapping[str, Any] = {}
+
 Shown = dict[str, Any]
 """A state's channels and values as the engine gave it to steps (``shown_state``)."""
 
@@ -128,19 +130,25 @@ def shown_state(state: Mapping[str, Any]) -> Shown:
     return dict.copy(state) if isinstance(state, dict) else dict(state)
 
 
-def check_untouched(state: Mapping[str, Any], shown: Shown) -> None:
-    """Raise ``TypeError`` if ``state`` no longer holds what it was given: ``shown``.
+def changed_behind(state: Mapping[str, Any], width: int, builtins: bool = False) -> bool:
+    """Whether C code changed ``state`` behind its methods.
+
+    ``width``: how many keys it had when given; ``builtins``: whether one of
+    them was ``__builtins__`` (a channel of that name).
 
     The state refuses every change made through its methods, but C code can
     write to a dict directly: ``eval``/``exec`` given the state as their
-    globals add ``__builtins__`` to it, whatever else they assign there (a
-    ``global`` statement), so one ``len`` per step tells them, at the cost of
-    nothing. The change is undone here, every value put back, before any
-    other step reads the state, and refused as the methods refuse one. (Not
-    seen: a change inside a value, such as ``heapq`` on a list: guide §1.)
+    globals add ``__builtins__`` to it, whatever else they assign or delete
+    there (``global`` statements). So a ``len`` and one lookup per step tell
+    them, at the cost of nothing. (Not seen: a change inside a value, such
+    as ``heapq`` on a list, guide §1; nor, in a graph with a channel named
+    ``__builtins__``, a change that keeps the number of channels.)
     """
-    if len(state) == len(shown):
-        return
+    return len(state) != width or ("__builtins__" in state) is not builtins
+
+
+def undone(state: Mapping[str, Any], shown: Shown) -> TypeError:
+    """Put ``shown`` back into ``state`` (changed by C code) and say what was changed."""
     added = [k for k in state if k not in shown]
     changed = [k for k, v in shown.items() if k not in state or state[k] is not v]
     assert isinstance(state, dict)  # the engine's state is a FrozenDict
@@ -151,12 +159,16 @@ def check_untouched(state: Mapping[str, Any], shown: Shown) -> None:
         for how, names in (("added", added), ("changed or removed", changed))
         if names
     )
+    return changed_error(what)
+
+
+def changed_error(what: str) -> TypeError:
     msg = (
         f"the state is read-only, and C code changed it behind its methods ({what}); "
         "eval() and exec() given the state as globals do that: give them a copy, "
         "eval(expr, dict(state))"
     )
-    raise TypeError(msg)
+    return TypeError(msg)
 
 
 class PredicateFailed(Exception):
@@ -244,9 +256,11 @@ class LayerRun:
         self.timeouts: tuple[str, ...] = ()
         self.steps = steps
         self.state = state
-        # the state as given, to tell a change C code made to it (``check_untouched``); the
-        # engine lets go of it with the state, before the layer's writes are folded
+        # the state as given, to tell and undo a change C code made to it (``changed_behind``);
+        # the engine lets go of it with the state, before the layer's writes are folded
         self.shown: Shown | None = shown_state(state)
+        self.width = len(self.shown)
+        self.builtins = "__builtins__" in self.shown
         self.layer = layer
         self.epoch = epoch
         self.answers: dict[str, Any] = {}
@@ -409,9 +423,9 @@ class LayerRun:
 
     def _failed(self, step_id: str, error: Exception) -> NoReturn:
         self.close()
-        if self.shown is not None:  # a step that changed the state behind its methods, then
-            with contextlib.suppress(TypeError):  # raised: its change is undone all the same
-                check_untouched(self.state, self.shown)
+        shown = self.shown  # a step that changed the state behind its methods, then raised:
+        if shown is not None and changed_behind(self.state, self.width, self.builtins):
+            undone(self.state, shown)  # its change is undone all the same
         entry = raised_entry(error)
         journal = self.journals.get(step_id, ()) if entry is not None else ()
         # -1: no effect error of this step's journal failed it (not even one with the same
@@ -446,9 +460,9 @@ class LayerRun:
                 self.timeouts,
                 self.clock,
             )
-            shown = self.shown
-            if shown is not None and len(self.state) != len(shown):
-                self._state_changed(step_id)
+            state = self.state
+            if len(state) != self.width or ("__builtins__" in state) is not self.builtins:
+                self._state_changed(step_id, state)
             if type(started) is not Trampoline:
                 self._finish(step_id, started)  # type: ignore[arg-type]
                 return []
@@ -459,10 +473,11 @@ class LayerRun:
 
     def _go_on(self, step_id: str, trampoline: Trampoline) -> Waits:
         status = trampoline.run()
-        shown = self.shown
-        if shown is not None and len(self.state) != len(shown):
-            self._state_changed(step_id)
+        seen = trampoline.seen  # the state it was started on: a held pause's, when hot
+        if len(seen) != trampoline.seen_width or ("__builtins__" in seen) is not self.builtins:
+            self._state_changed(step_id, seen)
         if status is FINISHED:
+            trampoline.seen = _NOTHING_SEEN  # no longer holds what the layer will fold into
             del self.live[step_id]
             self._finish(step_id, trampoline.writes)
             return []
@@ -470,13 +485,18 @@ class LayerRun:
             return []
         return status  # type: ignore[return-value]
 
-    def _state_changed(self, step_id: str) -> None:
-        """``StepError`` of ``step_id``, which changed the state behind its methods (undone)."""
-        assert self.shown is not None
-        try:
-            check_untouched(self.state, self.shown)
-        except TypeError as exc:
-            raise step_failed(step_id, exc) from exc
+    def _state_changed(self, step_id: str, seen: Mapping[str, Any]) -> NoReturn:
+        """``StepError`` of ``step_id``, which changed the state ``seen`` behind its methods.
+
+        The layer's own state is put back as it was given; a held pause's (a
+        generator started in an earlier call) is no one else's, and the step
+        fails all the same, as it fails when it replays cold.
+        """
+        if seen is self.state and self.shown is not None:
+            exc = undone(self.state, self.shown)
+        else:
+            exc = changed_error("keys added, changed or removed")
+        raise step_failed(step_id, exc) from exc
 
     def _finish(self, step_id: str, writes: Mapping[str, Any]) -> None:
         try:

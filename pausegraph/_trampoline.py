@@ -277,8 +277,8 @@ class Trampoline:
     """One step in progress: its branches (generator stacks) and its journal."""
 
     __slots__ = (
-        "answers", "by_path", "clock", "id_prefix", "journal", "root", "step_id", "timeouts",
-        "writes",
+        "answers", "by_path", "clock", "id_prefix", "journal", "root", "seen", "seen_width",
+        "step_id", "timeouts", "writes",
     )  # fmt: skip
 
     def __init__(
@@ -298,6 +298,9 @@ class Trampoline:
         self.clock = clock  # epoch ms, for the deadline of a new interrupt
         self.id_prefix = id_prefix
         self.writes: Mapping[str, Any] = {}
+        # the state the step was called with, and how many keys it had (set by ``start``)
+        self.seen: Mapping[str, Any] = {}
+        self.seen_width = 0
         by_path: dict[str, list[Entry]] = {}
         if journal and any(e.branch for e in journal):
             for entry in journal:
@@ -676,7 +679,9 @@ def start(
     except (Exception, SystemExit) as exc:  # sys.exit() in a step fails it
         raise step_failed(step_id, exc) from exc
     if type(result) is GeneratorType:
-        return Trampoline(step_id, result, journal, answers, id_prefix, timeouts, clock)
+        trampoline = Trampoline(step_id, result, journal, answers, id_prefix, timeouts, clock)
+        trampoline.seen, trampoline.seen_width = state, len(state)  # to tell C code changing it
+        return trampoline
     if journal:
         msg = (
             f"step {step_id!r} has a journal to replay, but calling it again returned "

@@ -90,6 +90,7 @@ from .checkpointers._open import (
 )
 from .errors import (
     CheckpointError,
+    CorruptCheckpointError,
     GraphError,
     NondeterminismError,
     PausegraphError,
@@ -1239,16 +1240,24 @@ def _cmd_inbox(args: argparse.Namespace) -> int:
     return 0
 
 
-def _find(args: argparse.Namespace) -> tuple[Checkpointer, str]:
+def _find(args: argparse.Namespace, *, damaged_ok: bool = False) -> tuple[Checkpointer, str]:
     """The store and workflow holding ``args.run_id``, or a one-line error.
 
     One listing of the store's runs (their summaries), not a read of each;
-    none at all when ``--workflow`` names the run's workflow.
+    none at all when ``--workflow`` names the run's workflow. A run whose
+    checkpoints cannot be read is its ``CorruptCheckpointError``, unless
+    ``damaged_ok`` (``delete``: removing it is the way out).
     """
     run_id: str = args.run_id
     store = _existing_store(args)
-    if store is not None and args.workflow is not None and store.list(args.workflow, run_id):
-        return store, args.workflow  # named exactly: no listing needed
+    if store is not None and args.workflow is not None:
+        try:
+            if store.list(args.workflow, run_id):
+                return store, args.workflow  # named exactly: no listing needed
+        except CorruptCheckpointError:
+            if not damaged_ok:
+                raise
+            return store, args.workflow
     workflows = [] if store is None else sorted(w for w, r in store.runs() if r == run_id)
     if args.workflow is not None:
         if args.workflow not in workflows:
@@ -1257,7 +1266,11 @@ def _find(args: argparse.Namespace) -> tuple[Checkpointer, str]:
                 + (f"; it exists in {', '.join(map(repr, workflows))}" if workflows else "")
             )
         workflows = [args.workflow]
-    damaged = _if_damaged(store, run_id) if not workflows and store is not None else 0
+    damaged = 0
+    if not workflows and store is not None:
+        damaged, workflow = _if_damaged(store, run_id, damaged_ok)
+        if workflow is not None:
+            return store, workflow
     if not workflows or store is None:
         raise _Failure(
             f"no run {run_id!r} in {_shown_store(args)!r}: 'pausegraph runs' lists the runs"
@@ -1276,21 +1289,27 @@ def _find(args: argparse.Namespace) -> tuple[Checkpointer, str]:
     return store, workflows[0]
 
 
-def _if_damaged(store: Checkpointer, run_id: str) -> int:
+def _if_damaged(store: Checkpointer, run_id: str, damaged_ok: bool) -> tuple[int, str | None]:
     """Raise the store's error if ``run_id`` is a run of a known workflow it cannot read.
 
     A store that lists damaged runs apart (the file store's ``damaged()``)
     leaves them out of ``runs()``, so a run found nowhere may be one of
     them: each workflow the store holds is asked for it, and the first that
-    has it raises its ``CorruptCheckpointError`` naming the file. Returns
-    how many damaged runs there are (the run may be one of another workflow).
+    has it raises its ``CorruptCheckpointError`` naming the file (with
+    ``damaged_ok``, that workflow is returned instead). Returns how many
+    damaged runs there are (the run may be one of another workflow).
     """
     damaged = getattr(store, "damaged", None)
     count = len(damaged()) if damaged is not None else 0
     if count:
         for workflow in sorted({w for w, _ in store.runs()}):
-            store.list(workflow, run_id)
-    return count
+            try:
+                store.list(workflow, run_id)
+            except CorruptCheckpointError:
+                if not damaged_ok:
+                    raise
+                return count, workflow
+    return count, None
 
 
 def _journal_rows(checkpoint: Checkpoint) -> list[tuple[str, str, str, str]]:
@@ -1444,7 +1463,7 @@ def _cmd_cancel(args: argparse.Namespace) -> int:
 
 
 def _cmd_delete(args: argparse.Namespace) -> int:
-    store, workflow = _find(args)
+    store, workflow = _find(args, damaged_ok=True)
     delete_run(store, workflow, args.run_id)
     print(f"run {render.shown(args.run_id)} of workflow {workflow!r} is deleted")
     return 0

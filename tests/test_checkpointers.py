@@ -126,3 +126,8 @@ def test_ids_and_seqs_of_the_wrong_type_are_a_checkpoint_error_on_every_store(
         with pytest.raises(CheckpointError, match=r"takes"):
             call()
     assert store.load("wf", "r", 1) is not None
+
+    class Id(str):
+        pass
+
+    assert store.load(Id("wf"), Id("r"), 1) is not None  # a str subclass is a str

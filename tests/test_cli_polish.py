@@ -329,6 +329,23 @@ def test_a_damaged_run_can_be_deleted(tmp_path: Path) -> None:
     assert list((store / "runs").glob("*.log")) == []
 
 
+@pytest.mark.parametrize("named", [False, True])
+def test_pausegraph_delete_deletes_a_damaged_run(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, named: bool
+) -> None:
+    store = tmp_path / "s"
+    runner = Runner(load_graph(EXPENSE), FileCheckpointer(store))
+    for run_id in ("good", "bad"):
+        runner.run(run_id, {"employee": "ann", "amount": 10})
+    _damage_log_of(store, "bad")
+    FileCheckpointer(store).runs()  # a listing sets it apart
+    workflow = ["--workflow", "expense"] if named else []
+    out, _ = cli(capsys, "delete", "bad", *workflow, "--store", str(store))
+    assert "is deleted" in out
+    assert [r for _, r in FileCheckpointer(store).runs()] == ["good"]
+    assert len(list((store / "runs").glob("*.log"))) == 1
+
+
 def test_store_and_input_mistakes_are_said_in_command_line_terms(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:

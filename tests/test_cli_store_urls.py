@@ -56,6 +56,9 @@ def test_a_file_or_sqlite_url_is_read_as_a_url(tmp_path: Path, scheme: str) -> N
     assert parse_store_url(f"{scheme}:{quoted}").target == quoted  # a path, as written
     with pytest.raises(CheckpointError, match=r"names the host 'runs': .* on this machine"):
         open_checkpointer(f"{scheme}://runs/x")
+    with pytest.raises(CheckpointError, match=r"a query or a fragment"):
+        open_checkpointer(f"{scheme}://{tmp_path}/x.db?mode=ro")
+    assert parse_store_url(f"{scheme}://{tmp_path}/a%3Fb").target == f"{tmp_path}/a?b"
     assert not (Path.cwd() / "runs").exists()
 
 

@@ -339,6 +339,7 @@ def test_edits_kept_at_a_pause_enter_the_state_read_only(how, kind, tmp_path):
         "eval('price * qty', state)",  # adds __builtins__
         "exec('global total; total = price * qty', state)",  # adds two names
         "exec('global price; price = 100', state)",  # replaces a channel's value
+        "exec('global price; del price', state)",  # as many keys as before
     ],
 )
 @pytest.mark.parametrize("then_raise", [False, True])
@@ -349,11 +350,12 @@ def test_c_code_changing_the_state_is_undone_and_fails_the_step(code, then_raise
     broken, seen = [True], []
 
     def calc(state):
+        total = state["price"] * state["qty"]
         if broken[0]:
             eval(code, {"state": state})  # the step's own code, as a rules engine runs it
             if then_raise:
                 raise ValueError("boom")
-        return {"total": state["price"] * state["qty"]}
+        return {"total": total}
 
     def later(state):
         seen.append(dict(state))
@@ -564,3 +566,38 @@ def test_folding_copies_nothing_no_one_outside_the_engine_holds(monkeypatch, hot
         "map": {"z": 0, "a": 1, "b": 1},
     }
     assert copies == []
+
+
+@pytest.mark.parametrize("hot", [True, False])
+def test_a_step_changing_its_state_through_c_after_a_pause_fails_hot_as_cold(hot, tmp_path):
+    # a generator resumed hot still holds the state it was started on (the pause's), not
+    # the layer's new one: its change is told all the same, so hot and cold agree
+    def ask(state):
+        yield Interrupt("go?")
+        eval("1", state)
+        return {"x": 2}
+
+    graph = Graph("g", {"x": LastWriteWins()}).step("ask", ask)
+    store = FileCheckpointer(tmp_path / "s")
+    runner = Runner(graph, store)
+    runner.run("r", {"x": 1})
+    if not hot:
+        runner = Runner(graph, store)
+    with pytest.raises(StepError, match="read-only"):
+        runner.resume("r", Resume(True))
+    assert Runner(graph, store).state("r").status == "failed"
+
+
+def test_a_finally_changing_the_state_through_c_leaves_the_cancel_as_saved():
+    def ask(state):
+        try:
+            yield Interrupt("go?")
+        finally:
+            eval("1", state)
+
+    graph = Graph("g", {"x": LastWriteWins()}).step("ask", ask)
+    runner = Runner(graph)
+    runner.run("r", {"x": 1})
+    info = runner.cancel("r")  # closes the held generator: its finally runs the eval
+    assert (info.status, info.values) == ("cancelled", {"x": 1})
+    assert runner.state("r").values == {"x": 1}

@@ -44,7 +44,7 @@ class SummaryData:
 
 def check_ids(workflow_id: object, run_id: object) -> None:
     """``CheckpointError`` unless both ids are ``str`` (a store encodes them as text)."""
-    if type(workflow_id) is not str or type(run_id) is not str:
+    if not isinstance(workflow_id, str) or not isinstance(run_id, str):
         msg = (
             "a checkpointer takes the workflow and run ids as str, got "
             f"{type(workflow_id).__name__} and {type(run_id).__name__}"

@@ -56,6 +56,13 @@ def parse_store_url(url: str) -> StoreURL:
                     f"machine; write {scheme}:PATH, or {scheme}:///ABSOLUTE/PATH"
                 )
                 raise CheckpointError(msg)
+            if "?" in tail or "#" in tail:
+                msg = (
+                    f"store URL {url!r} has a query or a fragment, which a store takes none "
+                    f"of; percent-encode a '?' or '#' of the path (%3F, %23), or write "
+                    f"{scheme}:PATH"
+                )
+                raise CheckpointError(msg)
             path = urllib.parse.unquote(slash + tail)  # a URL's path is percent-encoded
         if path:
             return StoreURL(scheme, os.path.expanduser(path))

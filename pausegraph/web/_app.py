@@ -304,7 +304,7 @@ class _Server:
             holder = self.store.holder(workflow, run_id)
         except CheckpointError as exc:
             raise _store_failed(exc) from None
-        if holder is None:
+        if holder is None or not holder.pid:  # no note of the holder yet: maybe our driver
             return False
         here = Holder.here()
         return (holder.pid, holder.host) != (here.pid, here.host)
