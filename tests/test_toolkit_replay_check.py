@@ -10,7 +10,16 @@ from typing import Any
 
 import pytest
 
-from pausegraph import FileCheckpointer, Graph, Interrupt, LastWriteWins, MemoryCheckpointer, Runner
+from pausegraph import (
+    Effect,
+    EffectError,
+    FileCheckpointer,
+    Graph,
+    Interrupt,
+    LastWriteWins,
+    MemoryCheckpointer,
+    Runner,
+)
 from pausegraph.testing import assert_paused_runs_replay
 from pausegraph.testing._replay import find_replay_failures
 
@@ -90,3 +99,27 @@ def test_find_replay_failures_returns_an_empty_list_for_an_empty_store_as_docume
     assert find_replay_failures(graph(), MemoryCheckpointer()) == []
     doc = find_replay_failures.__doc__ or ""
     assert "``[]`` also when nothing was checked" in doc
+
+
+def test_a_failed_run_is_not_a_paused_run_and_a_breakpoints_pause_is():
+    # SPEC Testing: "every paused run in a store still replays": a failed run's own error
+    # (an effect that raised) is not a replay failure, and a store whose only paused run
+    # waits at a breakpoint holds a paused run
+    def down():
+        raise ConnectionError("api down")
+
+    def call(state):
+        return {"v": (yield Effect(down))}
+
+    failing = Graph("wf", {"v": LastWriteWins()}).step("s", call)
+    store = MemoryCheckpointer()
+    with pytest.raises(EffectError):
+        Runner(failing, store).run("e")
+    assert find_replay_failures(failing, store) == []
+    with pytest.raises(AssertionError, match="none paused"):
+        assert_paused_runs_replay(failing, store)
+
+    stops = Graph("wf2", {"v": LastWriteWins()}).step("a", lambda s: None)
+    stops.step("b", lambda s: None).edge("a", "b")
+    Runner(stops, store, interrupt_before=["b"]).run("p")
+    assert_paused_runs_replay(stops, store)  # one paused run, nothing to replay: passes

@@ -70,6 +70,16 @@ from ..checkpointers import Checkpointer, RunSummary
 from ._strategies import answers
 
 WORKFLOW = "wf"
+
+
+def _summaries(store: Checkpointer) -> builtins.list[RunSummary] | None:
+    """The store's run summaries, sorted (None for a checkpointer that keeps none)."""
+    summaries: Callable[..., builtins.list[RunSummary]] | None = getattr(store, "summaries", None)
+    if summaries is None:
+        return None
+    return sorted(summaries(), key=lambda s: (s.workflow_id, s.run_id))
+
+
 _ids = itertools.count()
 
 
@@ -379,6 +389,7 @@ class CheckpointerConformance:
         store = self.make_checkpointer(tmp_path)
         first, second, third = recorded_run([{"x": 2}, {"x": 3}])
         copy_run(store, [first, second], "r")
+        listed = _summaries(store)
         rival = attrs.evolve(second, run_id="r", values={**second.values, "x": 99}, label="rival")
         with raises(ConflictError, r"^run 'r' of workflow 'wf' already has checkpoint 2: "):
             store.save(attrs.evolve(rival, changes=None))
@@ -386,6 +397,7 @@ class CheckpointerConformance:
             store.save(attrs.evolve(first, run_id="r"))
         assert same(store.latest(WORKFLOW, "r"), second)
         assert store.list(WORKFLOW, "r") == [first.meta, second.meta]
+        assert _summaries(store) == listed  # the run's summary is not the refused one's
         store.save(attrs.evolve(third, run_id="r"))
         assert same(store.latest(WORKFLOW, "r"), third)
 
@@ -399,9 +411,11 @@ class CheckpointerConformance:
             "run 'r' of workflow 'wf' has 0 checkpoints; the next must be seq 1, not 3"
         )
         store.save(attrs.evolve(first, run_id="r"))
+        listed = _summaries(store)
         with raises(CheckpointError, r"^.* the next must be seq 2, not 5$"):
             store.save(attrs.evolve(second, run_id="r", seq=5))
         assert [m.seq for m in store.list(WORKFLOW, "r")] == [1]
+        assert _summaries(store) == listed
 
     def test_runs_lists_every_workflow_and_run(self, tmp_path: Path) -> None:
         store = self.make_checkpointer(tmp_path)
@@ -604,6 +618,19 @@ class CheckpointerConformance:
         assert store.holder(WORKFLOW, "other") is None
         with store.lock(WORKFLOW, "r"):  # released: anyone may take it again
             assert store.holder(WORKFLOW, "r") is not None
+
+    def test_the_live_lock_refuses_a_second_holder_in_the_same_thread(self, tmp_path: Path) -> None:
+        # a step that calls run(run_id) on its own run: the lock is not reentrant
+        store = self.make_checkpointer(tmp_path)
+        copy_run(store, recorded_run(), "r")
+        with store.lock(WORKFLOW, "r"):
+            with (
+                raises(ConflictError, r"^run 'r' of workflow 'wf' is running: process "),
+                store.lock(WORKFLOW, "r"),
+            ):
+                pass
+            assert store.holder(WORKFLOW, "r") is not None  # the refusal let go of nothing
+        assert store.holder(WORKFLOW, "r") is None
 
     def test_a_holder_killed_with_sigkill_releases_the_live_lock(self, tmp_path: Path) -> None:
         if not self.durable:

@@ -13,7 +13,9 @@ from __future__ import annotations
 import attrs
 
 from .._channels import Channels
+from .._commands import Status
 from .._graph import Graph
+from .._machine import status_of
 from .._records import Checkpoint, progress_of
 from .._scheduler import replay_journals
 from ..checkpointers import Checkpointer, FileCheckpointer
@@ -39,7 +41,7 @@ def find_replay_failures(graph: Graph, checkpointer: Checkpointer) -> list[Repla
     Runs of other workflows in the store are skipped (``workflow_id`` is the
     graph's name). A run recorded with a different graph structure, a step
     that raises, and a step that strays from its journal
-    (``NondeterminismError``) are all failures. The store is only read.
+    (``NondeterminismError``) are all failures. No checkpoint is written.
 
     The trap: ``[]`` also when nothing was checked (an empty store, a wrong
     path, a store of other workflows). ``assert_paused_runs_replay`` fails
@@ -65,7 +67,10 @@ def _check(graph: Graph, checkpointer: Checkpointer) -> _Checked:
             elsewhere.add(workflow_id)
             continue
         latest = checkpointer.latest(workflow_id, run_id)
-        if latest is None or progress_of(latest.stage) is None:
+        status = None if latest is None else status_of(latest.stage, running=False)
+        # a pause (at an interrupt or a breakpoint), or a layer under way whose process died:
+        # what a resume or a recovery replays; a failed run's retry is its own matter
+        if latest is None or status not in (Status.PAUSED, Status.QUEUED):
             others += 1
             continue
         paused += 1
@@ -74,7 +79,8 @@ def _check(graph: Graph, checkpointer: Checkpointer) -> _Checked:
             error = f"recorded with a different graph structure: {difference}"
             failures.append(ReplayFailure(run_id, None, error))
             continue
-        failures.extend(_replay_run(graph, latest))
+        if progress_of(latest.stage) is not None:  # a breakpoint's pause has nothing to replay
+            failures.extend(_replay_run(graph, latest))
     return _Checked(failures, paused, others, tuple(sorted(elsewhere)))
 
 
@@ -103,7 +109,10 @@ def assert_paused_runs_replay(
             assert_paused_runs_replay(expenses.graph, FileCheckpointer("prod-copy"))
 
     Every failure is reported at once, each with its run, step and error.
-    The store is never written to.
+    No checkpoint is written (listing a file store's runs may bring its
+    index up to date). A run paused at a breakpoint counts as paused (its
+    graph structure is checked; it has no journal to replay); a failed run
+    does not (its retry runs its own error again).
 
     A store with no paused run of ``graph.name`` also fails the assertion,
     naming the store and the workflow: nothing was checked, which is most
