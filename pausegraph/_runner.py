@@ -870,6 +870,9 @@ class Runner:
             except LayerFailed as failed:
                 self._fail(cursor, k, failed.progress, failed.failure, failed.raised_at)
                 raise failed.error from failed.error.__cause__
+            except BaseException:  # a save that failed, KeyboardInterrupt: the run is left
+                layer.close()  # queued, its generators closed now (SPEC: never by the collector)
+                raise
             if not complete:
                 first = layer.suspended()[0]
                 done = layer.progress()
@@ -919,7 +922,11 @@ class Runner:
         stage: Stage,
         live: dict[str, Trampoline],
     ) -> Paused:
-        saved = self._save(cursor, label, super_step, stage, ())
+        try:
+            saved = self._save(cursor, label, super_step, stage, ())
+        except BaseException:
+            close(live)  # the pause was not saved: no one will resume these generators
+            raise
         self._held.hold(saved, live)
         _log(logging.INFO, f"run paused ({label})", saved)
         return paused_of(stage)
