@@ -29,6 +29,8 @@ from pausegraph import (
     Status,
     Update,
 )
+from pausegraph._inbox import run_summaries
+from pausegraph.checkpointers._checkpointer import summary_fields
 
 
 def writer(name):
@@ -441,4 +443,6 @@ def test_a_queued_claim_that_answered_one_of_two_interrupts_lists_the_other_as_p
     assert info.status == "queued"
     assert info.interrupts == (second,)
     assert runner.state("r").interrupts == (second,)
+    (summary,) = run_summaries(runner.checkpointer)  # what `pausegraph runs` counts
+    assert [fields[0] for fields in summary_fields(summary)[2]] == [second.id]
     assert runner.run("r").interrupts == (second,)

@@ -123,3 +123,36 @@ def test_a_failed_run_is_not_a_paused_run_and_a_breakpoints_pause_is():
     stops.step("b", lambda s: None).edge("a", "b")
     Runner(stops, store, interrupt_before=["b"]).run("p")
     assert_paused_runs_replay(stops, store)  # one paused run, nothing to replay: passes
+
+
+def test_a_failed_runs_suspended_sibling_is_checked_and_a_started_run_is_not_paused():
+    # a retry replays the failed layer's other steps: a change there is a failure; a run
+    # only started (nothing under way) holds nothing to replay and is not a paused run
+    def down():
+        raise ConnectionError("api down")
+
+    def pay(state):
+        return {"v": (yield Effect(down))}
+
+    def ask(question):
+        def step(state):
+            return {"w": (yield Interrupt(question))}
+
+        return step
+
+    def graph(question):
+        channels = {"v": LastWriteWins(), "w": LastWriteWins()}
+        return Graph("wf", channels).step("ask", ask(question)).step("pay", pay)
+
+    store = MemoryCheckpointer()
+    with pytest.raises(EffectError):
+        Runner(graph("approve?"), store).run("r")
+    assert find_replay_failures(graph("approve?"), store) == []
+    (failure,) = find_replay_failures(graph("approve v2?"), store)
+    assert (failure.run_id, failure.step_id) == ("r", "ask")
+    assert failure.error.startswith("NondeterminismError")
+
+    started = MemoryCheckpointer()
+    Runner(graph("approve?"), started).start("s")
+    with pytest.raises(AssertionError, match="none paused"):
+        assert_paused_runs_replay(graph("approve?"), started)

@@ -21,7 +21,16 @@ import attrs
 
 from .._codec import decode_frame, extension_of, unpack_bounded
 from .._machine import pending_entries, status_of
-from .._records import AtInterrupt, Checkpoint, CheckpointMeta, Extension, Failed, Frame, Stage
+from .._records import (
+    AtInterrupt,
+    Checkpoint,
+    CheckpointMeta,
+    Extension,
+    Failed,
+    Frame,
+    InLayer,
+    Stage,
+)
 from .._values import pack
 from ..errors import CheckpointError, CorruptCheckpointError
 from ._lock import Holder
@@ -77,8 +86,8 @@ def summary_from(
     and derive the summary when runs are listed.
     """
     seq, super_step, label, timestamp_ms = head
-    if type(stage) is AtInterrupt or type(stage) is Failed:
-        pending = pending_entries(stage)
+    if type(stage) is AtInterrupt or type(stage) is Failed or type(stage) is InLayer:
+        pending = pending_entries(stage)  # a layer under way: what its claim left unanswered
         interrupts = [[e.id, s, e.payload, e.deadline_ms, e.asked_ms] for s, e in pending]
         deadlines = [e.deadline_ms for _, e in pending if e.deadline_ms is not None]
     else:  # the hot path of a layer: nothing pending

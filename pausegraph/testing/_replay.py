@@ -16,8 +16,8 @@ from .._channels import Channels
 from .._commands import Status
 from .._graph import Graph
 from .._machine import status_of
-from .._records import Checkpoint, progress_of
-from .._scheduler import replay_journals
+from .._records import Checkpoint, Failed, progress_of
+from .._scheduler import failure_of, replay_journals
 from ..checkpointers import Checkpointer, FileCheckpointer
 from ..errors import PausegraphError
 
@@ -67,19 +67,26 @@ def _check(graph: Graph, checkpointer: Checkpointer) -> _Checked:
             elsewhere.add(workflow_id)
             continue
         latest = checkpointer.latest(workflow_id, run_id)
-        status = None if latest is None else status_of(latest.stage, running=False)
-        # a pause (at an interrupt or a breakpoint), or a layer under way whose process died:
-        # what a resume or a recovery replays; a failed run's retry is its own matter
-        if latest is None or status not in (Status.PAUSED, Status.QUEUED):
+        if latest is None:
+            continue  # deleted meanwhile
+        status = status_of(latest.stage, running=False)
+        progress = progress_of(latest.stage)
+        # what a resume, a recovery or a retry replays: a pause (at an interrupt, or at a
+        # breakpoint: nothing to replay), a layer under way whose process died, and the
+        # steps of a failed layer (its failing step may fail again as it was recorded)
+        if status is Status.PAUSED or (status is Status.QUEUED and progress is not None):
+            paused += 1
+        elif status is Status.FAILED:
+            others += 1
+        else:
             others += 1
             continue
-        paused += 1
         difference = latest.structure.difference(graph.structure())
         if difference is not None:
             error = f"recorded with a different graph structure: {difference}"
             failures.append(ReplayFailure(run_id, None, error))
             continue
-        if progress_of(latest.stage) is not None:  # a breakpoint's pause has nothing to replay
+        if progress is not None:
             failures.extend(_replay_run(graph, latest))
     return _Checked(failures, paused, others, tuple(sorted(elsewhere)))
 
@@ -88,8 +95,16 @@ def _replay_run(graph: Graph, latest: Checkpoint) -> list[ReplayFailure]:
     progress = progress_of(latest.stage)
     assert progress is not None
     state = Channels(graph.channels, latest.values).values  # as the engine reads it
+    stage = latest.stage
+    failed = stage.failure if type(stage) is Failed else None
     failures = []
     for step_id, error in replay_journals(graph, state, progress):
+        if (
+            failed is not None
+            and step_id == failed.step_id
+            and failure_of(step_id, error).error_type == failed.error_type
+        ):
+            continue  # the failed step failing again as it was recorded: not the new code
         if isinstance(error, PausegraphError):
             text = f"{type(error).__name__}: {error}"
         else:  # pragma: no cover - the engine wraps what a step raises
@@ -111,8 +126,9 @@ def assert_paused_runs_replay(
     Every failure is reported at once, each with its run, step and error.
     No checkpoint is written (listing a file store's runs may bring its
     index up to date). A run paused at a breakpoint counts as paused (its
-    graph structure is checked; it has no journal to replay); a failed run
-    does not (its retry runs its own error again).
+    graph structure is checked; it has no journal to replay). A failed run
+    is checked too, as its retry would replay it (its failing step may
+    fail again as recorded), but does not count as paused.
 
     A store with no paused run of ``graph.name`` also fails the assertion,
     naming the store and the workflow: nothing was checked, which is most
