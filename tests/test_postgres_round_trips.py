@@ -700,6 +700,11 @@ def test_the_holders_notes_are_unlogged_left_at_release_and_gone_with_the_run(
             assert store.holder("wf", "r") is not None
         store.delete("wf", "r")
         assert notes() == []
+        # a hold of a run with no checkpoint (a command refused on an unknown id) leaves no
+        # note: the refused command leaves the store as it was (SPEC, Command line)
+        with store.lock("wf", "typo"):
+            assert notes() == [(b"typo",)]
+        assert notes() == []
 
 
 def test_a_logged_holders_table_of_an_earlier_release_is_made_unlogged_on_open(

@@ -349,7 +349,14 @@ _TAKE = (
 
 # letting it go; with %(channel)s, telling the workers listening that work is queued
 _RELEASE = "SELECT pg_advisory_unlock(%(key)s), pg_backend_pid()"
-_RELEASE_AND_NOTIFY = _RELEASE.replace(
+# ... without an append: the note of a run that has no checkpoint (a command refused on an
+# unknown id) goes too, so that the command leaves the store as it was
+_RELEASE_FORGETTING = (
+    "WITH gone AS (DELETE FROM pausegraph_holders WHERE run_digest = "
+    f"{_NAMED_RUN} AND NOT EXISTS (SELECT 1 FROM pausegraph_runs WHERE run_digest = "
+    f"{_NAMED_RUN}) RETURNING 1) SELECT pg_advisory_unlock(%(key)s), pg_backend_pid()"
+)
+_RELEASE_AND_NOTIFY = _RELEASE_FORGETTING.replace(
     "SELECT pg_advisory_unlock", "SELECT pg_notify(%(channel)s, ''), pg_advisory_unlock"
 )
 
@@ -580,6 +587,7 @@ _LISTING = _Statement(
     _FRAMES.replace(_RUN_ARGS, _NAMED_RUN),
 )
 _RELEASING = _Statement("pausegraph_release", _RELEASE)
+_RELEASING_FORGETTING = _Statement("pausegraph_release_forget", _RELEASE_FORGETTING)
 _RELEASING_NOTIFYING = _Statement("pausegraph_release_notify", _RELEASE_AND_NOTIFY)
 _BACKEND = _Statement("pausegraph_backend", "SELECT pg_backend_pid()")
 
@@ -1278,7 +1286,9 @@ class PostgresStore:
             args["channel"] = self._channel
         # an error there closed a broken lock session, and its locks went with it
         with contextlib.suppress(CheckpointError):
-            self._on_session(session, _RELEASING_NOTIFYING if queued else _RELEASING, args)
+            self._on_session(
+                session, _RELEASING_NOTIFYING if queued else _RELEASING_FORGETTING, args
+            )
 
     def _lock_session(self) -> _LockSession:
         """This handle's lock connection in this process (call it under ``_mutex``)."""
