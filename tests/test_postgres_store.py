@@ -408,3 +408,22 @@ def test_close_lets_the_handles_locks_go_before_it_returns(postgres: PostgresSch
         assert reader.holder("wf", run_id) is not None
         holder.close()
         assert reader.holder("wf", run_id) is None, n
+
+
+def test_a_statement_another_client_prepared_in_the_session_names_the_pooler(
+    postgres: PostgresSchema,
+) -> None:
+    # SPEC Stores: a transaction pooler breaks session locks, and the store says so with a
+    # CheckpointError when it detects it; behind PgBouncer in transaction mode the sign
+    # is a statement of ours prepared in the server session by another client
+    from pausegraph import CheckpointError
+
+    store = postgres.checkpointer()
+    runner = Runner(_durable_flows.GRAPH, store)
+    runner.start("r", _durable_flows.INPUT)
+    connection = store.store._connection()
+    prepared = [row[0] for row in connection.execute("SELECT name FROM pg_prepared_statements")]
+    assert "pausegraph_append" in prepared
+    store.store._local.wire.prepared.clear()  # this client never prepared it: another did
+    with pytest.raises(CheckpointError, match=r"already holds a statement .* session pooling"):
+        runner.start("r2", _durable_flows.INPUT)

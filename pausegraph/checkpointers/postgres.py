@@ -843,6 +843,13 @@ class PostgresStore:
         return connection
 
     def _failed(self, exc: psycopg.Error) -> CheckpointError:
+        if isinstance(exc, psycopg.errors.DuplicatePreparedStatement) and "pausegraph_" in str(
+            exc
+        ):  # prepared on this connection's session by another client: a transaction pooler
+            return CheckpointError(
+                f"PostgreSQL store {self.where}: the server session already holds a statement "
+                f"this connection never prepared there ({exc}); {_POOLING}"
+            )
         return CheckpointError(f"PostgreSQL store {self.where} failed: {exc}".rstrip())
 
     def _guarded(self, work: Callable[[psycopg.Connection[Any]], _T]) -> _T:
