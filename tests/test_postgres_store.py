@@ -416,8 +416,6 @@ def test_a_statement_another_client_prepared_in_the_session_names_the_pooler(
     # SPEC Stores: a transaction pooler breaks session locks, and the store says so with a
     # CheckpointError when it detects it; behind PgBouncer in transaction mode the sign
     # is a statement of ours prepared in the server session by another client
-    from pausegraph import CheckpointError
-
     store = postgres.checkpointer()
     runner = Runner(_durable_flows.GRAPH, store)
     runner.start("r", _durable_flows.INPUT)
