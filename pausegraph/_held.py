@@ -48,6 +48,21 @@ class Deletions:
         self._tick = 0
         self._floor = 0
         self._last: dict[tuple[str, str], int] = {}
+        # the held pauses of the Runners on this checkpointer object, to let go at once
+        # of a run another of them moves on (``moved``)
+        self._holders: weakref.WeakSet[HeldPauses] = weakref.WeakSet()
+
+    def register(self, holder: HeldPauses) -> None:
+        with self._lock:
+            self._holders.add(holder)
+
+    def moved(self, workflow_id: str, run_id: str, by: HeldPauses) -> None:
+        """The run was moved on (claimed, cancelled, deleted) by the Runner holding ``by``:
+        the other Runners close what they hold of it now (SPEC: its ``finally`` runs then)."""
+        with self._lock:
+            others = [h for h in self._holders if h is not by]
+        for holder in others:
+            holder.let_go(workflow_id, run_id)
 
     def now(self) -> int:
         return self._tick
@@ -114,6 +129,7 @@ class HeldPauses:
     ) -> None:
         self._pauses: OrderedDict[str, Held] = OrderedDict()
         self._deleted = Deletions() if deleted is None else deleted
+        self._deleted.register(self)
         self._lock = threading.Lock()
         self._limit = limit
         # the finalizer is registered with the first pause held: a Runner made
@@ -153,6 +169,15 @@ class HeldPauses:
     def drop(self, run_id: str) -> None:
         """Let the pause held for ``run_id`` go, closing its generators."""
         close(self.take(run_id))
+
+    def let_go(self, workflow_id: str, run_id: str) -> None:
+        """Close what is held of run ``run_id`` of ``workflow_id``, if anything."""
+        with self._lock:
+            held = self._pauses.get(run_id)
+            if held is None or held.checkpoint.workflow_id != workflow_id:
+                return
+            del self._pauses[run_id]
+        close(held.live)
 
     def hold(self, checkpoint: Checkpoint, live: dict[str, Trampoline]) -> None:
         """Keep a pause just saved (replacing any older one of the run)."""

@@ -497,6 +497,8 @@ class Runner:
             cursor, changes = self._edited(latest, claim)
             self._held.drop(run_id)
             saved = self._save(cursor, claim.label, claim.super_step, claim.stage, changes)
+            if not claim.keep_live:  # sent elsewhere (Goto): another Runner's pause of it ends
+                self._deleted.moved(self._workflow, run_id, self._held)
             self._log_claim(saved)
             return info_of(saved, running=False)
 
@@ -518,6 +520,7 @@ class Runner:
             # closed once the cancel is saved: a save refused keeps them, and what their
             # finally blocks do to the state they hold is not in the cancelled checkpoint
             self._held.drop(run_id)
+            self._deleted.moved(self._workflow, run_id, self._held)
             _log(logging.INFO, "run cancelled", saved)
             return info_of(saved, running=False)
 
@@ -538,6 +541,7 @@ class Runner:
             self._held.drop(run_id)
             self.checkpointer.delete(self._workflow, run_id)
             self._deleted.deleted(self._workflow, run_id)  # other Runners' pauses of it go
+            self._deleted.moved(self._workflow, run_id, self._held)  # and are closed now
         logger.info("run %r deleted", run_id, extra={"workflow": self._workflow, "run_id": run_id})
 
     def tick(self) -> dict[str, Outcome]:
@@ -793,6 +797,8 @@ class Runner:
         except BaseException:
             close(live)
             raise
+        if not claim.keep_live:  # sent elsewhere (Goto): another Runner's pause of it ends
+            self._deleted.moved(self._workflow, cursor.run_id, self._held)
         self._log_claim(saved)
         if not claim.drive:
             self._held.hold(saved, live)

@@ -1094,3 +1094,35 @@ def test_a_layer_cut_short_closes_its_generators_itself(tmp_path: Path, how: str
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["queued"]
     assert done.stderr == ""
+
+
+@pytest.mark.parametrize("how", ["cancel", "delete", "goto"])
+def test_a_run_another_runner_cancels_or_sends_elsewhere_closes_what_this_one_holds(
+    how: str,
+) -> None:
+    # SPEC Closing suspended steps: when the run is cancelled or sent elsewhere by Goto,
+    # pausegraph closes the generator, "so its finally blocks run then": also the one a
+    # second Runner of the process (on the same checkpointer) holds
+    closed: list[str] = []
+
+    def ask(state: Any) -> Any:
+        try:
+            yield Interrupt("ok?")
+        finally:
+            closed.append("closed")
+
+    graph = Graph("g", {"x": LastWriteWins()}).step("ask", ask)
+    store = MemoryCheckpointer()
+    holder, other = Runner(graph, store), Runner(graph, store)
+    holder.run("r")
+    assert closed == []
+    if how == "cancel":
+        other.cancel("r")
+    elif how == "delete":
+        other.delete("r")
+    else:
+        other.resume("r", Goto("ask"))  # pauses again, in the other Runner
+    assert closed == ["closed"]
+    del holder, other
+    gc.collect()
+    assert closed == ["closed"] * (2 if how == "goto" else 1)  # the other's own, at its end
