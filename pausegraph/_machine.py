@@ -318,14 +318,16 @@ def check_reason(reason: object) -> None:
 
 
 def decide_cancel(latest: Checkpoint, reason: str) -> Claim:
-    """``cancel(run_id, reason)``: a paused or failed run ends for good (label ``cancelled``).
+    """``cancel(run_id, reason)``: a paused, failed or new run ends for good (``cancelled``).
 
-    A queued run is a ``ConflictError`` (its claim waits for a driver); a
-    done or cancelled one a ``ResumeError``.
+    A queued run that only holds its input (``start``, or its process died
+    before its first layer was saved) is ended too; any other queued run is
+    a ``ConflictError`` (a claim waits for a driver: the SPEC's status
+    table); a done or cancelled one a ``ResumeError``.
     """
     run_id = latest.run_id
     status = status_of(latest.stage, running=False)
-    if status is Status.QUEUED:
+    if status is Status.QUEUED and type(latest.stage) is not Start:
         raise ConflictError(queued_message(run_id))
     if status is Status.DONE or status is Status.CANCELLED:
         msg = f"run {run_id!r} is {status.value}: there is nothing to cancel"

@@ -77,6 +77,37 @@ class FrozenList(list[Any]):
         return (list, (list(self),))
 
 
+def _refuse_ext(code: int, data: bytes) -> NoReturn:
+    """msgpack packs an ``ExtType`` (or a ``Timestamp``) as it is; a store refuses to read one."""
+    msg = (
+        f"msgpack cannot encode ExtType (extension type {code}) for pausegraph: it never "
+        "stores extension types"
+    )
+    raise TypeError(msg)
+
+
+# how msgpack writes a Timestamp (extension type -1: fixext 4, fixext 8, ext 8 of 12 bytes),
+# which it packs as it is and unpacks past ``ext_hook``: a value whose bytes hold none of
+# these holds no Timestamp, and only one that does is walked
+_TIMESTAMP_HEADS = (b"\xd6\xff", b"\xd7\xff", b"\xc7\x0c\xff")
+
+
+def _refuse_timestamps(value: Any) -> None:
+    """``TypeError`` if ``value`` holds a ``msgpack.Timestamp`` (never stored, like any ext)."""
+    todo, seen = [value], 0
+    while todo and seen < 1_000_000:
+        part = todo.pop()
+        seen += 1
+        if isinstance(part, msgpack.Timestamp):
+            msg = "msgpack cannot encode Timestamp for pausegraph: it never stores extension types"
+            raise TypeError(msg)
+        if isinstance(part, dict):
+            todo.extend(part.keys())
+            todo.extend(part.values())
+        elif isinstance(part, (list, tuple)):
+            todo.extend(part)
+
+
 def _refuse_type(obj: object) -> object:
     msg = f"msgpack cannot encode {type(obj).__name__} {shown(obj)}"
     raise TypeError(msg)
@@ -165,8 +196,19 @@ def freeze(value: Any, *, max_depth: int | None = None) -> Any:
     """
     try:
         packed = pack(value)
+        if (
+            _TIMESTAMP_HEADS[0] in packed
+            or _TIMESTAMP_HEADS[1] in packed
+            or (_TIMESTAMP_HEADS[2] in packed)
+        ):
+            _refuse_timestamps(value)
         frozen = msgpack.unpackb(
-            packed, raw=False, strict_map_key=False, list_hook=FrozenList, object_hook=FrozenDict
+            packed,
+            raw=False,
+            strict_map_key=False,
+            list_hook=FrozenList,
+            object_hook=FrozenDict,
+            ext_hook=_refuse_ext,
         )
     except ValueError:  # msgpack's own nesting limit (1,024) is one cause
         if max_depth is not None and _deeper_than(value, max_depth, None):
@@ -300,6 +342,8 @@ def refused_part(value: Any, root: str) -> str | None:
             todo.extend((f"{path}[{i}]", v, depth + 1) for i, v in reversed(list(enumerate(part))))
         else:
             try:
+                if isinstance(part, (msgpack.ExtType, msgpack.Timestamp)):
+                    raise TypeError  # packed as it is, and refused when read: never stored
                 pack(part)
             except Exception:
                 kind = type(part).__name__

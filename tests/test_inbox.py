@@ -228,16 +228,31 @@ def test_cancel_run_without_the_graph_is_what_runner_cancel_saves(store: Checkpo
         runner.resume("r", Continue())
 
 
-def test_cancel_run_refuses_queued_running_and_unknown_runs() -> None:
+def test_cancel_run_refuses_a_queued_claim_a_running_run_and_unknown_runs() -> None:
     store = MemoryCheckpointer()
     runner = Runner(_graph("wf", _ask), store)
-    runner.start("q", {"q": 1})
+    runner.run("q", {"q": 1})
+    runner.submit("q", Resume(1))  # a claim waits for a driver
     with pytest.raises(ConflictError, match="queued"):
         cancel_run(store, "wf", "q")
-    with store.lock("wf", "q"), pytest.raises(ConflictError):
-        cancel_run(store, "wf", "q")
+    runner.start("new", {"q": 1})
+    with store.lock("wf", "new"), pytest.raises(ConflictError):
+        cancel_run(store, "wf", "new")
     with pytest.raises(ResumeError, match=r"^no run 'x' of workflow 'wf'$"):
         cancel_run(store, "wf", "x")
+
+
+def test_a_run_only_started_is_cancelled() -> None:
+    # SPEC Failures: "cancel(run_id, reason) ends a paused, failed or queued run for good";
+    # the status table's ConflictError is for a queued claim ("a claim waits for a driver")
+    store = MemoryCheckpointer()
+    runner = Runner(_graph("wf", _ask), store)
+    runner.start("s", {"q": 1})
+    info = runner.cancel("s", "not needed")
+    assert (info.status, info.super_step) == ("cancelled", 0)
+    assert [m.label for m in runner.history("s")] == ["input", "cancelled"]
+    with pytest.raises(ResumeError, match="cancelled"):
+        runner.run("s")
 
 
 def test_delete_run_removes_the_run_unless_a_live_process_holds_it(store: Checkpointer) -> None:

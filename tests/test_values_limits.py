@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -278,3 +279,41 @@ def test_a_reducer_result_msgpack_cannot_encode_fails_the_run_with_a_serializati
     info = runner.state("r")
     assert info.status == "failed"
     assert (info.failure.step_id, info.failure.error_type) == ("s", "SerializationError")
+
+
+@pytest.mark.parametrize(
+    "value",
+    [msgpack.ExtType(5, b"xx"), msgpack.Timestamp(1), {"at": [msgpack.Timestamp(2**40, 5)]}],
+    ids=["ext", "timestamp", "nested timestamp"],
+)
+@pytest.mark.parametrize("where", ["input", "write", "answer", "effect"])
+def test_an_extension_type_is_refused_where_it_enters(
+    where: str, value: Any, tmp_path: Any
+) -> None:
+    # SPEC Checkpoints: decoding refuses msgpack extension types, so none may be stored:
+    # msgpack packs them as they are, and the run could never be read back
+    def step(state: Any) -> Any:
+        if where == "write":
+            return {"x": value}
+        if where == "answer":
+            return {"x": (yield Interrupt("q"))}
+        if where == "effect":
+            return {"x": (yield Effect(lambda: value))}
+        return None
+
+    graph = Graph("g", {"x": LastWriteWins()}).step("s", step)
+    store = FileCheckpointer(tmp_path / "s")
+    runner = Runner(graph, store)
+    if where == "input":
+        with pytest.raises(SerializationError, match="extension types"):
+            runner.run("r", {"x": value})
+        assert store.runs() == []
+        return
+    if where == "answer":
+        runner.run("r")
+        with pytest.raises(SerializationError, match="extension types"):
+            runner.resume("r", Resume(value))
+    else:
+        with pytest.raises((SerializationError, EffectError), match="extension types"):
+            runner.run("r")
+    assert Runner(graph, FileCheckpointer(tmp_path / "s")).state("r").status in ("paused", "failed")
