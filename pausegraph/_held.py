@@ -19,6 +19,7 @@ from __future__ import annotations
 import threading
 import weakref
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -43,26 +44,42 @@ class Deletions:
     """
 
     def __init__(self, limit: int = 100_000) -> None:
-        self._lock = threading.Lock()
+        # re-entrant: a collection that runs inside it may close a dead Runner's generators,
+        # whose finally blocks may make or use Runners on this checkpointer
+        self._lock = threading.RLock()
         self._limit = limit
         self._tick = 0
         self._floor = 0
         self._last: dict[tuple[str, str], int] = {}
-        # the held pauses of the Runners on this checkpointer object, to let go at once
-        # of a run another of them moves on (``moved``)
-        self._holders: weakref.WeakSet[HeldPauses] = weakref.WeakSet()
+        # the held pauses of the Runners on this checkpointer object, by id, to let go at
+        # once of a run another of them moves on (``moved``); each goes with its Runner
+        self._holders: dict[int, weakref.ref[HeldPauses]] = {}
 
     def register(self, holder: HeldPauses) -> None:
+        key = id(holder)
+        holders = self._holders
+
+        def gone(_: object, key: int = key) -> None:
+            holders.pop(key, None)
+
         with self._lock:
-            self._holders.add(holder)
+            holders[key] = weakref.ref(holder, gone)
 
     def moved(self, workflow_id: str, run_id: str, by: HeldPauses) -> None:
         """The run was moved on (claimed, cancelled, deleted) by the Runner holding ``by``:
         the other Runners close what they hold of it now (SPEC: its ``finally`` runs then)."""
         with self._lock:
-            others = [h for h in self._holders if h is not by]
-        for holder in others:
-            holder.let_go(workflow_id, run_id)
+            refs = list(self._holders.values())  # one copy in C: no iteration to disturb
+        pending: BaseException | None = None
+        for ref in refs:
+            holder = ref()
+            if holder is not None and holder is not by:
+                try:
+                    holder.let_go(workflow_id, run_id)
+                except BaseException as exc:  # KeyboardInterrupt in a finally: close the rest
+                    pending = pending or exc
+        if pending is not None:
+            raise pending
 
     def now(self) -> int:
         return self._tick
@@ -82,16 +99,41 @@ class Deletions:
 
 
 _DELETIONS: weakref.WeakKeyDictionary[Any, Deletions] = weakref.WeakKeyDictionary()
-_DELETIONS_LOCK = threading.Lock()
+_DELETIONS_LOCK = threading.RLock()  # re-entrant: see Deletions._lock
+# checkpointers that cannot be weak keys, by id: (a reference to it, its deletions)
+_BY_ID: dict[int, tuple[Callable[[], object], Deletions]] = {}
 
 
 def deletions(checkpointer: object) -> Deletions:
-    """The deletions the Runners of this process share for ``checkpointer``."""
+    """The deletions the Runners of this process share for ``checkpointer``.
+
+    Kept by the checkpointer object (weakly, or by its id for one that cannot
+    be hashed, such as a ``@dataclass``), so that every Runner on it sees the
+    others' deletions and cancels.
+    """
+    fresh = Deletions()  # made before the lock: a collection it sets off may need the lock
     with _DELETIONS_LOCK:
         try:
-            return _DELETIONS.setdefault(checkpointer, Deletions())
-        except TypeError:  # not weakly referable: deletions by other Runners go unseen
-            return Deletions()
+            return _DELETIONS.setdefault(checkpointer, fresh)
+        except TypeError:  # unhashable (or not weakly referable): kept by its id
+            key = id(checkpointer)
+            found = _BY_ID.get(key)
+            if found is not None and found[0]() is checkpointer:
+                return found[1]
+
+            def forget(_: object, key: int = key) -> None:
+                _BY_ID.pop(key, None)
+
+            try:
+                ref: Callable[[], object] = weakref.ref(checkpointer, forget)
+            except TypeError:  # not weakly referable: kept for as long as the process runs
+                ref = _strong(checkpointer)
+            _BY_ID[key] = (ref, fresh)
+            return fresh
+
+
+def _strong(obj: object) -> Callable[[], object]:
+    return lambda: obj
 
 
 @attrs.frozen
@@ -113,9 +155,16 @@ def _close_all(pauses: OrderedDict[str, Held], lock: threading.Lock) -> None:
 
 
 def close(live: dict[str, Trampoline]) -> None:
-    """Let live generators go: close each quietly."""
+    """Let live generators go: close each quietly, every one even if a ``finally`` raises
+    a ``BaseException`` (``KeyboardInterrupt``), which is raised once all are closed."""
+    pending: BaseException | None = None
     for trampoline in live.values():
-        trampoline.close()
+        try:
+            trampoline.close()
+        except BaseException as exc:
+            pending = pending or exc
+    if pending is not None:
+        raise pending
 
 
 class HeldPauses:

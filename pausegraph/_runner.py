@@ -798,7 +798,11 @@ class Runner:
             close(live)
             raise
         if not claim.keep_live:  # sent elsewhere (Goto): another Runner's pause of it ends
-            self._deleted.moved(self._workflow, cursor.run_id, self._held)
+            try:
+                self._deleted.moved(self._workflow, cursor.run_id, self._held)
+            except BaseException:  # a finally there raised KeyboardInterrupt: ours close too
+                close(live)
+                raise
         self._log_claim(saved)
         if not claim.drive:
             self._held.hold(saved, live)

@@ -893,11 +893,12 @@ def test_a_queued_run_refuses_commands_until_a_driver_runs_it(store: Store) -> N
     for refused in (
         lambda: runner.resume("r", Continue()),
         lambda: runner.submit("r", Continue()),
-        lambda: runner.cancel("r"),
     ):
         with pytest.raises(ConflictError, match="queued"):
             refused()
     assert runner.history("r") == before
+    runner.start("only-started")  # holds only its input: cancel ends it (SPEC, Failures)
+    assert runner.cancel("only-started").status == "cancelled"
     assert isinstance(runner.run("r"), Paused)
     runner.submit("r", Resume(1))
     before = runner.history("r")
@@ -1126,3 +1127,91 @@ def test_a_run_another_runner_cancels_or_sends_elsewhere_closes_what_this_one_ho
     del holder, other
     gc.collect()
     assert closed == ["closed"] * (2 if how == "goto" else 1)  # the other's own, at its end
+
+
+_COLLECTED_MID_CALL = """
+import gc, faulthandler
+from pausegraph import *
+faulthandler.dump_traceback_later(20, exit=True)  # a thread waiting on itself: fail, not hang
+store = MemoryCheckpointer()
+closed = [0]
+def ask(state):
+    try:
+        yield Interrupt("ok?")
+    finally:
+        closed[0] += 1
+        Runner(graph, store)  # a finally that makes a Runner on the same checkpointer
+graph = Graph("g", {"x": LastWriteWins()}).step("ask", ask)
+other = Runner(graph, store)
+gc.set_threshold(700)
+for i in range(4000):
+    runner = Runner(graph, store)
+    runner.ctx = {"runner": runner}  # a cycle: the collector frees it, in any later call
+    runner.run(f"r{i}")
+    del runner
+    other.run(f"o{i}")
+    other.cancel(f"o{i}")
+gc.collect()
+print(closed[0])
+"""
+
+
+def test_a_runner_collected_in_the_middle_of_another_call_closes_its_generators(
+    tmp_path: Path,
+) -> None:
+    # the collector may free a Runner (and close its generators) inside any call, one that
+    # holds the lock its finally blocks need too: no thread may wait on itself
+    script = tmp_path / "collected.py"
+    script.write_text(_COLLECTED_MID_CALL)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=90)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert int(done.stdout) == 8000  # each of the 4,000 collected runs and 4,000 cancelled
+
+
+def test_a_checkpointer_that_cannot_be_hashed_is_shared_by_its_runners_all_the_same() -> None:
+    import dataclasses
+
+    @dataclasses.dataclass
+    class Wrapped:  # eq=True: unhashable, as a user's own checkpointer may well be
+        inner: Any
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.inner, name)
+
+    closed: list[str] = []
+
+    def ask(state: Any) -> Any:
+        try:
+            yield Interrupt("ok?")
+        finally:
+            closed.append("closed")
+
+    graph = Graph("g", {"x": LastWriteWins()}).step("ask", ask)
+    store = Wrapped(MemoryCheckpointer())
+    holder, other = Runner(graph, store), Runner(graph, store)
+    holder.run("r")
+    other.cancel("r")
+    assert closed == ["closed"]
+
+
+def test_a_keyboard_interrupt_in_one_finally_still_closes_the_others() -> None:
+    closed: list[str] = []
+
+    def ask(name: str) -> Any:
+        def step(state: Any) -> Any:
+            try:
+                yield Interrupt("ok?")
+            finally:
+                closed.append(name)
+                if name == "a":
+                    raise KeyboardInterrupt
+
+        return step
+
+    graph = Graph("g", {"x": LastWriteWins()}).step("a", ask("a")).step("b", ask("b"))
+    runner = Runner(graph)
+    runner.run("r")
+    with pytest.raises(KeyboardInterrupt):
+        runner.cancel("r")
+    assert closed == ["a", "b"]
+    assert runner.state("r").status == "cancelled"
