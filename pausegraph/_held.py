@@ -111,15 +111,18 @@ def deletions(checkpointer: object) -> Deletions:
     be hashed, such as a ``@dataclass``), so that every Runner on it sees the
     others' deletions and cancels.
     """
-    fresh = Deletions()  # made before the lock: a collection it sets off may need the lock
-    with _DELETIONS_LOCK:
+    with _DELETIONS_LOCK:  # re-entrant: a collection set off in here may come back in
         try:
-            return _DELETIONS.setdefault(checkpointer, fresh)
+            found = _DELETIONS.get(checkpointer)
+            if found is not None:
+                return found
+            return _DELETIONS.setdefault(checkpointer, Deletions())
         except TypeError:  # unhashable (or not weakly referable): kept by its id
+            fresh = Deletions()
             key = id(checkpointer)
-            found = _BY_ID.get(key)
-            if found is not None and found[0]() is checkpointer:
-                return found[1]
+            known = _BY_ID.get(key)
+            if known is not None and known[0]() is checkpointer:
+                return known[1]
 
             def forget(_: object, key: int = key) -> None:
                 _BY_ID.pop(key, None)
