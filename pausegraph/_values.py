@@ -196,12 +196,8 @@ def freeze(value: Any, *, max_depth: int | None = None) -> Any:
     """
     try:
         packed = pack(value)
-        if (
-            _TIMESTAMP_HEADS[0] in packed
-            or _TIMESTAMP_HEADS[1] in packed
-            or (_TIMESTAMP_HEADS[2] in packed)
-        ):
-            _refuse_timestamps(value)
+        if b"\xff" in packed and any(head in packed for head in _TIMESTAMP_HEADS):
+            _refuse_timestamps(value)  # one scan for most values: no 0xff, no Timestamp
         frozen = msgpack.unpackb(
             packed,
             raw=False,
