@@ -196,8 +196,12 @@ def freeze(value: Any, *, max_depth: int | None = None) -> Any:
     """
     try:
         packed = pack(value)
-        if b"\xff" in packed and any(head in packed for head in _TIMESTAMP_HEADS):
-            _refuse_timestamps(value)  # one scan for most values: no 0xff, no Timestamp
+        if (
+            max_depth is not None  # a value entering (one from a store holds no Timestamp)
+            and b"\xff" in packed  # one scan for most values: no 0xff, no Timestamp
+            and any(head in packed for head in _TIMESTAMP_HEADS)
+        ):
+            _refuse_timestamps(value)
         frozen = msgpack.unpackb(
             packed,
             raw=False,
