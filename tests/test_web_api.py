@@ -207,9 +207,10 @@ def test_resume_refusals_change_nothing(client: TestClient, store: Checkpointer)
     assert unknown_id.status_code == 400
     assert "x.y.z" in unknown_id.json()["error"]
     plain = client.post(url, content=b'{"value": 1}', headers={"Content-Type": "text/plain"})
-    assert plain.status_code == 415
+    assert plain.status_code == 400  # SPEC: errors are 400 for bad input (HTTP would say 415)
+    assert "Content-Type: application/json" in plain.json()["error"]
     form = client.post(url, data={"value": "1"})
-    assert form.status_code == 415
+    assert form.status_code == 400
     assert client.post("/api/runs/approval/nope/resume", json={"value": 1}).status_code == 404
     assert client.post("/api/runs/nope/r1/resume", json={"value": 1}).status_code == 404
     assert history(store, "r1") == before
