@@ -404,12 +404,7 @@ class Runner:
                 cursor = self._save_input(run_id, given)
                 return self._drive(cursor, {})
             self._check_existing(latest, given)
-            decision = decide_run(latest, shape=self._shape)
-            if type(decision) is Done:
-                return decision
-            assert isinstance(decision, Claim)
-            cursor, changes = self._edited(latest, decision)
-            return self._claim(cursor, decision, changes, self._live_under(latest))
+            return self._recover(latest)
 
     def _drive_queued(self, run_id: str) -> Outcome | None:
         """``run(run_id)`` if the run is still ``"queued"`` once its live lock is held, else None.
@@ -424,10 +419,17 @@ class Runner:
             if latest is None or status_of(latest.stage, running=False) is not Status.QUEUED:
                 return None
             self._check_structure(latest)
-            decision = decide_run(latest, shape=self._shape)
-            assert isinstance(decision, Claim)
-            cursor, changes = self._edited(latest, decision)
-            return self._claim(cursor, decision, changes, self._live_under(latest))
+            return self._recover(latest)
+
+    def _recover(self, latest: Checkpoint) -> Outcome:
+        """``run(run_id)`` on the existing run ``latest`` (its live lock held): go on, retry,
+        or its ``Done`` again."""
+        decision = decide_run(latest, shape=self._shape)
+        if type(decision) is Done:
+            return decision
+        assert isinstance(decision, Claim)
+        cursor, changes = self._edited(latest, decision)
+        return self._claim(cursor, decision, changes, self._live_under(latest))
 
     def resume(self, run_id: str, command: Command) -> Outcome:
         """Go on with a paused or failed run: ``Continue``, ``Resume``, ``Update`` or ``Goto``.
@@ -519,8 +521,7 @@ class Runner:
             saved = self._save(cursor, claim.label, claim.super_step, claim.stage, ())
             # closed once the cancel is saved: a save refused keeps them, and what their
             # finally blocks do to the state they hold is not in the cancelled checkpoint
-            self._held.drop(run_id)
-            self._deleted.moved(self._workflow, run_id, self._held)
+            self._let_go(run_id)
             _log(logging.INFO, "run cancelled", saved)
             return info_of(saved, running=False)
 
@@ -538,11 +539,16 @@ class Runner:
                 exists = True  # a damaged run is deleted all the same: that is the way out
             if not exists:
                 raise ResumeError(self._no_run(run_id))
-            self._held.drop(run_id)
             self.checkpointer.delete(self._workflow, run_id)
             self._deleted.deleted(self._workflow, run_id)  # other Runners' pauses of it go
-            self._deleted.moved(self._workflow, run_id, self._held)  # and are closed now
+            self._let_go(run_id)
         logger.info("run %r deleted", run_id, extra={"workflow": self._workflow, "run_id": run_id})
+
+    def _let_go(self, run_id: str) -> None:
+        """Close what this Runner, and every other of the process on its checkpointer,
+        holds of the run (it was cancelled or deleted: SPEC, Closing suspended steps)."""
+        self._held.drop(run_id)
+        self._deleted.moved(self._workflow, run_id, self._held)
 
     def tick(self) -> dict[str, Outcome]:
         """Go on with every paused run of this graph whose deadline has passed.

@@ -130,7 +130,7 @@ def shown_state(state: Mapping[str, Any]) -> Shown:
     return dict.copy(state) if isinstance(state, dict) else dict(state)
 
 
-def changed_behind(state: Mapping[str, Any], width: int, builtins: bool = False) -> bool:
+def changed_behind(state: Mapping[str, Any], width: int, builtins: bool) -> bool:
     """Whether C code changed ``state`` behind its methods.
 
     ``width``: how many keys it had when given; ``builtins``: whether one of
@@ -165,8 +165,8 @@ def undone(state: Mapping[str, Any], shown: Shown) -> TypeError:
 def changed_error(what: str) -> TypeError:
     msg = (
         f"the state is read-only, and C code changed it behind its methods ({what}); "
-        "eval() and exec() given the state as globals do that: give them a copy, "
-        "eval(expr, dict(state))"
+        "eval and exec given the state as their globals do that: give them a copy of it, "
+        "dict(state), as globals instead"
     )
     return TypeError(msg)
 
@@ -460,7 +460,7 @@ class LayerRun:
                 self.timeouts,
                 self.clock,
             )
-            state = self.state
+            state = self.state  # changed_behind(), inline: once per step
             if len(state) != self.width or ("__builtins__" in state) is not self.builtins:
                 self._state_changed(step_id, state)
             if type(started) is not Trampoline:
@@ -473,7 +473,7 @@ class LayerRun:
 
     def _go_on(self, step_id: str, trampoline: Trampoline) -> Waits:
         status = trampoline.run()
-        seen = trampoline.seen  # the state it was started on: a held pause's, when hot
+        seen = trampoline.seen  # the state it was started on (a held pause's, when hot)
         if len(seen) != trampoline.seen_width or ("__builtins__" in seen) is not self.builtins:
             self._state_changed(step_id, seen)
         if status is FINISHED:

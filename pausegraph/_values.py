@@ -88,24 +88,8 @@ def _refuse_ext(code: int, data: bytes) -> NoReturn:
 
 # how msgpack writes a Timestamp (extension type -1: fixext 4, fixext 8, ext 8 of 12 bytes),
 # which it packs as it is and unpacks past ``ext_hook``: a value whose bytes hold none of
-# these holds no Timestamp, and only one that does is walked
+# these holds no Timestamp, and only one that does is walked (``refused_part``)
 _TIMESTAMP_HEADS = (b"\xd6\xff", b"\xd7\xff", b"\xc7\x0c\xff")
-
-
-def _refuse_timestamps(value: Any) -> None:
-    """``TypeError`` if ``value`` holds a ``msgpack.Timestamp`` (never stored, like any ext)."""
-    todo, seen = [value], 0
-    while todo and seen < 1_000_000:
-        part = todo.pop()
-        seen += 1
-        if isinstance(part, msgpack.Timestamp):
-            msg = "msgpack cannot encode Timestamp for pausegraph: it never stores extension types"
-            raise TypeError(msg)
-        if isinstance(part, dict):
-            todo.extend(part.keys())
-            todo.extend(part.values())
-        elif isinstance(part, (list, tuple)):
-            todo.extend(part)
 
 
 def _refuse_type(obj: object) -> object:
@@ -200,8 +184,10 @@ def freeze(value: Any, *, max_depth: int | None = None) -> Any:
             max_depth is not None  # a value entering (one from a store holds no Timestamp)
             and b"\xff" in packed  # one scan for most values: no 0xff, no Timestamp
             and any(head in packed for head in _TIMESTAMP_HEADS)
+            and refused_part(value, "the value") is not None
         ):
-            _refuse_timestamps(value)
+            msg = "msgpack cannot encode Timestamp for pausegraph: it never stores extension types"
+            raise TypeError(msg)
         frozen = msgpack.unpackb(
             packed,
             raw=False,

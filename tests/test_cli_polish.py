@@ -287,6 +287,15 @@ def test_runs_with_a_status_and_none_found_names_the_status(
 # --- a damaged run -------------------------------------------------------------------
 
 
+def _expense_runs(tmp_path: Path, *run_ids: str) -> Path:
+    """A file store under ``tmp_path`` with a paused expense run for each id; its path."""
+    store = tmp_path / "s"
+    runner = Runner(load_graph(EXPENSE), FileCheckpointer(store))
+    for run_id in run_ids:
+        runner.run(run_id, {"employee": "ann", "amount": 10})
+    return store
+
+
 def _damage_log_of(store: Path, run_id: str) -> None:
     (log,) = [p for p in (store / "runs").glob("*.log") if run_id.encode() in p.read_bytes()]
     data = bytearray(log.read_bytes())
@@ -299,10 +308,7 @@ def test_show_of_a_damaged_run_says_it_is_damaged_once_a_listing_left_it_out(
 ) -> None:
     # SPEC Checkpoints: a damaged record a read needs is a CorruptCheckpointError naming
     # the file, never a wrong state: not "no run" once a listing has set the log apart
-    store = tmp_path / "s"
-    runner = Runner(load_graph(EXPENSE), FileCheckpointer(store))
-    for run_id in ("good", "bad"):
-        runner.run(run_id, {"employee": "ann", "amount": 10})
+    store = _expense_runs(tmp_path, "good", "bad")
     _damage_log_of(store, "bad")
     assert [r for _, r in FileCheckpointer(store).runs()] == ["good"]  # set apart
     _, err = cli(capsys, "show", "bad", "--store", str(store), code=1)
@@ -317,9 +323,7 @@ def test_show_of_a_damaged_run_says_it_is_damaged_once_a_listing_left_it_out(
 
 
 def test_a_damaged_run_can_be_deleted(tmp_path: Path) -> None:
-    store = tmp_path / "s"
-    runner = Runner(load_graph(EXPENSE), FileCheckpointer(store))
-    runner.run("bad", {"employee": "ann", "amount": 10})
+    store = _expense_runs(tmp_path, "bad")
     _damage_log_of(store, "bad")
     with pytest.raises(CorruptCheckpointError):
         Runner(load_graph(EXPENSE), FileCheckpointer(store)).state("bad")
@@ -333,10 +337,7 @@ def test_a_damaged_run_can_be_deleted(tmp_path: Path) -> None:
 def test_pausegraph_delete_deletes_a_damaged_run(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, named: bool
 ) -> None:
-    store = tmp_path / "s"
-    runner = Runner(load_graph(EXPENSE), FileCheckpointer(store))
-    for run_id in ("good", "bad"):
-        runner.run(run_id, {"employee": "ann", "amount": 10})
+    store = _expense_runs(tmp_path, "good", "bad")
     _damage_log_of(store, "bad")
     FileCheckpointer(store).runs()  # a listing sets it apart
     workflow = ["--workflow", "expense"] if named else []

@@ -1097,6 +1097,18 @@ def test_a_layer_cut_short_closes_its_generators_itself(tmp_path: Path, how: str
     assert done.stderr == ""
 
 
+def _closing_graph(closed: list[str]) -> Graph:
+    """One step that pauses, and notes in ``closed`` each time its generator is closed."""
+
+    def ask(state: Any) -> Any:
+        try:
+            yield Interrupt("ok?")
+        finally:
+            closed.append("closed")
+
+    return Graph("g", {"x": LastWriteWins()}).step("ask", ask)
+
+
 @pytest.mark.parametrize("how", ["cancel", "delete", "goto"])
 def test_a_run_another_runner_cancels_or_sends_elsewhere_closes_what_this_one_holds(
     how: str,
@@ -1105,14 +1117,7 @@ def test_a_run_another_runner_cancels_or_sends_elsewhere_closes_what_this_one_ho
     # pausegraph closes the generator, "so its finally blocks run then": also the one a
     # second Runner of the process (on the same checkpointer) holds
     closed: list[str] = []
-
-    def ask(state: Any) -> Any:
-        try:
-            yield Interrupt("ok?")
-        finally:
-            closed.append("closed")
-
-    graph = Graph("g", {"x": LastWriteWins()}).step("ask", ask)
+    graph = _closing_graph(closed)
     store = MemoryCheckpointer()
     holder, other = Runner(graph, store), Runner(graph, store)
     holder.run("r")
@@ -1179,14 +1184,7 @@ def test_a_checkpointer_that_cannot_be_hashed_is_shared_by_its_runners_all_the_s
             return getattr(self.inner, name)
 
     closed: list[str] = []
-
-    def ask(state: Any) -> Any:
-        try:
-            yield Interrupt("ok?")
-        finally:
-            closed.append("closed")
-
-    graph = Graph("g", {"x": LastWriteWins()}).step("ask", ask)
+    graph = _closing_graph(closed)
     store = Wrapped(MemoryCheckpointer())
     holder, other = Runner(graph, store), Runner(graph, store)
     holder.run("r")
