@@ -429,7 +429,8 @@ class Runner:
             return decision
         assert isinstance(decision, Claim)
         cursor, changes = self._edited(latest, decision)
-        return self._claim(cursor, decision, changes, self._live_under(latest))
+        self._drop_stale(latest)
+        return self._claim(cursor, decision, changes)
 
     def resume(self, run_id: str, command: Command) -> Outcome:
         """Go on with a paused or failed run: ``Continue``, ``Resume``, ``Update`` or ``Goto``.
@@ -446,11 +447,7 @@ class Runner:
             claim = decide(latest, command, shape=self._shape)
             cursor, changes = self._edited(latest, claim)  # a refused edit touches nothing
             del latest  # a held pause shares its values: kept, the layers' folds would copy them
-            live = self._held.take(run_id)
-            if not claim.keep_live:
-                close(live)
-                live = {}
-            return self._claim(cursor, claim, changes, live)
+            return self._claim(cursor, claim, changes, close_held=not claim.keep_live)
 
     def start(self, run_id: str, input: Mapping[str, Any] | None = None) -> RunInfo:
         """Record a new run with ``input`` as super-step 0, without running a step.
@@ -497,8 +494,8 @@ class Runner:
             latest = self._latest(run_id)
             claim = decide(latest, command, shape=self._shape)
             cursor, changes = self._edited(latest, claim)
-            self._held.drop(run_id)
             saved = self._save(cursor, claim.label, claim.super_step, claim.stage, changes)
+            self._held.drop(run_id)  # once saved: a save that fails leaves the pause as it was
             if not claim.keep_live:  # sent elsewhere (Goto): another Runner's pause of it ends
                 self._deleted.moved(self._workflow, run_id, self._held)
             self._log_claim(saved)
@@ -608,7 +605,7 @@ class Runner:
                 return None  # answered, or moved on, since it was listed
             cursor, changes = self._edited(latest, claim)
             del latest  # a held pause shares its values: kept, the layers' folds would copy them
-            return self._claim(cursor, claim, changes, self._held.take(run_id))
+            return self._claim(cursor, claim, changes)
 
     def state(self, run_id: str) -> RunInfo:
         """The latest values, status, super-step, pending interrupts, failure and edits."""
@@ -751,8 +748,9 @@ class Runner:
             )
             raise ConflictError(msg) from busy
 
-    def _live_under(self, latest: Checkpoint) -> dict[str, Trampoline]:
-        """The live generators of the pause ``latest`` (a claim waiting for a driver) was saved on.
+    def _drop_stale(self, latest: Checkpoint) -> None:
+        """Let go of a held pause that is not the one ``latest`` (a claim waiting for a driver)
+        was saved on.
 
         Only a pause held for the checkpoint right before ``latest`` is it (a
         ``submit`` answered it); if the run went elsewhere since (another
@@ -770,7 +768,6 @@ class Runner:
                 != [held.checkpoint.meta]
             ):
                 self._held.drop(run_id)
-        return self._held.take(run_id)
 
     def _latest(self, run_id: str) -> Checkpoint:
         """The run's latest checkpoint: the held pause if it still is, else from the store."""
@@ -795,14 +792,19 @@ class Runner:
         return cursor, cursor.channels.apply(claim.edits) if claim.edits else []
 
     def _claim(
-        self, cursor: _Cursor, claim: Claim, changes: list[Change], live: dict[str, Trampoline]
+        self, cursor: _Cursor, claim: Claim, changes: list[Change], *, close_held: bool = False
     ) -> Outcome:
-        """Save ``claim`` at ``cursor`` (edits folded in: ``_edited``), then drive the run."""
-        try:
-            saved = self._save(cursor, claim.label, claim.super_step, claim.stage, changes)
-        except BaseException:
+        """Save ``claim`` at ``cursor`` (edits folded in: ``_edited``), then drive the run.
+
+        The live generators of the run's held pause are taken only once the
+        claim is saved (and closed then if ``close_held``): a save that fails
+        claimed nothing, and leaves the pause held as it was.
+        """
+        saved = self._save(cursor, claim.label, claim.super_step, claim.stage, changes)
+        live = self._held.take(cursor.run_id)
+        if close_held:
             close(live)
-            raise
+            live = {}
         if not claim.keep_live:  # sent elsewhere (Goto): another Runner's pause of it ends
             try:
                 self._deleted.moved(self._workflow, cursor.run_id, self._held)

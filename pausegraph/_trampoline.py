@@ -204,10 +204,18 @@ def close_quietly(stack: list[GeneratorType[Any, Any, Any]]) -> None:
     Unlike ``generator.close()``, an instruction (``Effect``, ``Interrupt``,
     ``Sleep``, ``All``) yielded while closing is dropped, unrun and unsaved,
     and nothing is printed: ``GeneratorExit`` is thrown in again at that
-    ``yield``.
+    ``yield``. A generator suspended in ``yield from`` a helper generator
+    has the helper closed first, the same way: Python's own close of it
+    would drop what its ``finally`` yields unmarked (a "never yielded"
+    warning) and raise ``RuntimeError`` in the step.
     """
     while stack:
-        gen = stack.pop()
+        gen = stack[-1]
+        helper = gen.gi_yieldfrom
+        if type(helper) is GeneratorType and helper.gi_frame is not None:
+            stack.append(helper)
+            continue
+        stack.pop()
         for _ in range(_CLOSE_TRIES):
             try:
                 dropped = gen.throw(GeneratorExit)

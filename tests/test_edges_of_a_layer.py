@@ -11,6 +11,7 @@ import itertools
 import subprocess
 import sys
 import threading
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from pausegraph import (
     After,
     All,
     Append,
+    CheckpointError,
     ConflictError,
     Continue,
     Done,
@@ -481,6 +483,49 @@ def test_cancel_closes_the_live_generator_without_running_the_effect_in_finally(
     assert released == [1]
 
 
+@pytest.mark.parametrize("depth", [1, 2])
+def test_closing_a_step_inside_yield_from_drops_the_helpers_effect_quietly(
+    store: Store, depth: int
+) -> None:
+    """A helper reached by ``yield from`` whose ``finally`` yields an ``Effect``: closed
+    first, its effect dropped unrun and unmarked by no warning; run to its end, the
+    effect runs once."""
+    released: list[int] = []
+    closed: list[int] = []
+
+    def release() -> None:
+        released.append(1)
+
+    def helper() -> Any:
+        try:
+            x = yield Interrupt("q")
+        finally:
+            closed.append(1)
+            yield Effect(release)
+        return x
+
+    def middle() -> Any:
+        return (yield from helper())
+
+    def hold(state: Any) -> Any:
+        x = yield from (helper() if depth == 1 else middle())
+        return {"out": x}
+
+    graph = Graph("fin", {"out": LastWriteWins()}).step("hold", hold)
+    runner = Runner(graph, store)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert isinstance(runner.run("r"), Paused)
+        assert runner.cancel("r").status == "cancelled"
+        gc.collect()
+        assert (closed, released) == ([1], [])
+        assert isinstance(runner.run("s"), Paused)
+        assert runner.resume("s", Resume(2)) == Done({"out": 2}, 1)
+        gc.collect()
+    assert [str(w.message) for w in caught] == []
+    assert (closed, released) == ([1, 1], [1])
+
+
 # --- 8. a refused command keeps the live generator -----------------------------------
 
 
@@ -513,6 +558,55 @@ def test_a_refused_command_keeps_the_live_generator(store: Store) -> None:
     assert runner.resume("r", Resume(1)) == Done({"out": 1}, 1)
     assert calls == [1]  # resumed hot: the step was not called again
     assert finals == [1]
+
+
+@pytest.mark.parametrize(
+    "how", ["resume", "submit", "goto"], ids=["resume", "submit", "goto-resume"]
+)
+def test_a_command_whose_save_fails_keeps_the_live_generator(
+    store: Store, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    """A claim whose save fails (a full disk) claimed nothing: the suspended step is
+    left as it was, not closed, and the command given again goes on hot."""
+    calls: list[int] = []
+    finals: list[int] = []
+
+    def ask(state: Any) -> Any:
+        calls.append(1)
+        try:
+            x = yield Interrupt("q")
+        finally:
+            finals.append(1)
+        return {"out": x}
+
+    graph = Graph("keep", {"out": LastWriteWins()}).step("ask", ask)
+    runner = Runner(graph, store)
+    assert isinstance(runner.run("r"), Paused)
+    before = runner.history("r")
+    saving = store.save
+
+    def full(checkpoint: Any) -> None:
+        raise CheckpointError("no space left on the device")
+
+    monkeypatch.setattr(store, "save", full)
+    command = Goto("ask") if how == "goto" else Resume(1)
+    with pytest.raises(CheckpointError, match="no space left"):
+        getattr(runner, "submit" if how == "submit" else "resume")("r", command)
+    assert finals == []
+    monkeypatch.setattr(store, "save", saving)
+    assert runner.history("r") == before
+    assert runner.state("r").status == "paused"
+    if how == "submit":
+        assert runner.submit("r", Resume(1)).status == "queued"
+        assert finals == [1]  # a saved submit lets go of the pause: a driver replays the step
+        assert runner.run("r") == Done({"out": 1}, 1)
+        assert (calls, finals) == ([1, 1], [1, 1])
+    elif how == "goto":  # the Goto, saved, closes the suspended step and asks again
+        assert isinstance(runner.resume("r", Goto("ask")), Paused)
+        assert (calls, finals) == ([1, 1], [1])
+    else:
+        assert runner.resume("r", Resume(1)) == Done({"out": 1}, 1)
+        assert (calls, finals) == ([1], [1])  # resumed hot: the step was not called again
 
 
 def _picky(current: Any, new: Any) -> Any:
