@@ -343,28 +343,53 @@ class Trampoline:
         waits = [w for w in waits if not w[0].closed]
         return waits or SUSPENDED
 
-    def _visit(self, branch: Branch, waits: Waits) -> None:
-        if branch.done or branch.closed:
-            return
-        children = branch.children
-        if children is not None:
-            for child in children:
-                self._visit(child, waits)
-                if branch.send is not None:
-                    break  # all done, or one raised
-            if branch.send is None:
-                return
-        elif branch.waiting is not None:
-            outcome = self.outcome(branch.waiting)
-            if outcome is None:
-                return
-            branch.waiting = None
-            branch.send = outcome
-        elif branch.send is None:
-            return  # waits on its effect's result
-        self._drive(branch, waits)
+    def _visit(self, root: Branch, waits: Waits) -> None:
+        """Drive ``root`` and, depth first in branch order, the branches of its ``All``s.
 
-    def _drive(self, branch: Branch, waits: Waits) -> None:
+        A loop with a stack of its own, not recursion: ``All`` nests to any
+        depth, as sub-calls do. A branch waiting on its ``All`` has its
+        children visited in order until one raises or all are done; then it
+        goes on itself.
+        """
+        parents: list[tuple[Branch, int]] = []  # branches visiting their children: the next
+        branch: Branch | None = root
+        while True:
+            if branch is None:
+                if not parents:
+                    return
+                parent, i = parents.pop()
+                children = parent.children
+                if children is None:  # its All ended (all done, or one raised): it goes on
+                    if self._drive(parent, waits):
+                        parents.append((parent, 0))
+                elif i < len(children):
+                    parents.append((parent, i + 1))
+                    branch = children[i]
+                continue  # else it still waits on them
+            if branch.done or branch.closed:
+                branch = None
+                continue
+            if branch.children is not None:
+                parents.append((branch, 0))
+                branch = None
+                continue
+            if branch.waiting is not None:
+                outcome = self.outcome(branch.waiting)
+                if outcome is None:
+                    branch = None
+                    continue
+                branch.waiting = None
+                branch.send = outcome
+            elif branch.send is None:
+                branch = None  # waits on its effect's result
+                continue
+            if self._drive(branch, waits):
+                parents.append((branch, 0))
+            branch = None
+
+    def _drive(self, branch: Branch, waits: Waits) -> bool:
+        """Run ``branch`` until it finishes, fails, waits, or yields an ``All``: then True
+        (its branches are to be visited: ``_visit``)."""
         assert branch.send is not None
         value, error = branch.send
         branch.send = None
@@ -381,13 +406,13 @@ class Trampoline:
                 value, error = stop.value, None
                 if not stack:
                     self._branch_done(branch, value)
-                    return
+                    return False
                 continue
             except (Exception, SystemExit) as exc:  # sys.exit() in a step fails it
                 stack.pop()
                 if not stack:
                     self._branch_failed(branch, exc)
-                    return
+                    return False
                 value, error = None, exc
                 continue
             error = None
@@ -419,14 +444,14 @@ class Trampoline:
                 outcome = self.outcome(entry)
                 if outcome is None:
                     branch.waiting = entry
-                    return
+                    return False
                 value, error = outcome
             elif kind is Effect:
                 consumed(msg)
                 if branch.cursor == len(branch.entries):
                     branch.effect = msg
                     waits.append((branch, msg))
-                    return
+                    return False
                 value, error = self._replay_effect(branch, msg)
             elif kind is GeneratorType:
                 stack.append(msg)
@@ -434,15 +459,9 @@ class Trampoline:
             elif kind is All:
                 consumed(msg)
                 self._fork(branch, msg)
-                children = branch.children
-                if children is not None:
-                    for child in children:
-                        self._visit(child, waits)
-                        if branch.send is not None:
-                            break
                 if branch.send is None:
-                    return  # waits on its branches
-                value, error = branch.send
+                    return True  # waits on its branches
+                value, error = branch.send  # no branches
                 branch.send = None
             else:
                 self.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -830,3 +831,35 @@ def test_answering_a_branch_a_sibling_closed_says_so(cold: bool) -> None:
     with pytest.raises(ResumeError, match="no longer waits: its branch was closed when a sibling"):
         runner.resume("r", Resume(answers={first: "late"}))
     assert runner.resume("r", Resume("z")).state == {"out": [["caught", "i1"], "z"]}
+
+
+@pytest.mark.parametrize("hot", [True, False])
+def test_all_nests_deeper_than_the_recursion_limit(store_factory, hot):
+    """Branches may yield ``All`` too, to any depth (SPEC: sub-calls nest deeper than the
+    recursion limit, and a branch may yield anything a step may)."""
+    depth = sys.getrecursionlimit() + 200
+
+    def nested(n):
+        if n == 0:
+            answer = yield Interrupt("bottom")
+            got = yield Effect(fetch, answer)
+            return got
+        (value, other) = yield All(nested(n - 1), leaf(n))
+        return value + other
+
+    def leaf(n):
+        yield from ()
+        return n % 2
+
+    def step(state):
+        return {"out": (yield nested(depth))}
+
+    CALLED.clear()
+    runner = Runner(one_step(step), store_factory())
+    paused = runner.run("r", {})
+    assert isinstance(paused, Paused)
+    assert paused.payload == "bottom"
+    done = again(runner, step, store_factory, hot).resume("r", Resume(1))
+    assert done == Done({"items": None, "out": 10 + sum(n % 2 for n in range(1, depth + 1)),
+                         "log": []}, 1)  # fmt: skip
+    assert CALLED == [1]

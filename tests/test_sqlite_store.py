@@ -8,6 +8,7 @@ file store.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -34,6 +35,7 @@ from pausegraph import (
     LastWriteWins,
     Paused,
     Resume,
+    ResumeError,
     Runner,
     SqliteCheckpointer,
 )
@@ -399,3 +401,50 @@ def test_a_threads_connection_is_closed_when_the_thread_ends(tmp_path: Path) -> 
     # file, and reuses it: bounded by the threads at once (8 and this one), not by the
     # threads ever had (48)
     assert max(counts) <= 9, counts
+
+
+def _eio(fd: int) -> None:
+    raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+
+def _asking_graph() -> Graph:
+    def ask(state: Any) -> Any:
+        answer = yield Interrupt("ok?")
+        return {"log": answer}
+
+    return (
+        Graph("sync", {"log": LastWriteWins()})
+        .step("ask", ask)
+        .step("after", lambda s: {"log": s["log"]})
+        .edge("ask", "after")
+    )
+
+
+def test_a_failed_sync_takes_back_what_the_call_saved(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sync that fails (an fsync error) is a ``CheckpointError``, and leaves nothing of
+    the call's saves readable (SPEC, Checkpoints): the paused run is as it was, a new run
+    does not exist, and other runs are untouched; the call given again works."""
+    store = SqliteCheckpointer(tmp_path / "runs.db")
+    graph = _asking_graph()
+    runner = Runner(graph, store)
+    assert isinstance(runner.run("paused"), Paused)
+    assert isinstance(runner.run("other"), Paused)
+    before = runner.history("paused")
+    listed = store.runs()
+    monkeypatch.setattr(os, "fdatasync", _eio)
+    with pytest.raises(CheckpointError, match=r"Input/output error.*nothing of the checkpoints"):
+        runner.resume("paused", Resume(1))
+    with pytest.raises(CheckpointError, match="Input/output error"):
+        runner.run("new")
+    monkeypatch.undo()
+    for reader in (runner, Runner(graph, SqliteCheckpointer(tmp_path / "runs.db"))):
+        assert reader.history("paused") == before
+        assert reader.state("paused").status == "paused"
+        with pytest.raises(ResumeError, match="no run"):
+            reader.state("new")
+    assert sorted(store.runs(), key=str) == sorted(listed, key=str)
+    assert runner.resume("paused", Resume(2)) == Done({"log": 2}, 2)
+    assert isinstance(runner.run("new"), Paused)
+    assert not [p for p in Path(f"{tmp_path / 'runs.db'}.locks").iterdir() if "new" in p.name]

@@ -103,6 +103,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import functools
 import hashlib
 import os
 import sqlite3
@@ -112,6 +113,8 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from types import TracebackType
 from typing import Any, NoReturn, TypeVar
+
+import attrs
 
 from .._values import pack
 from ..errors import CheckpointError, CorruptCheckpointError
@@ -276,6 +279,47 @@ class _Local(threading.local):
     connection: sqlite3.Connection | None = None
 
 
+_SUMMARY_ROW = (
+    "SELECT workflow, run, seq, status, updated_ms, deadline_ms, data FROM runs "
+    "WHERE workflow = ? AND run = ?"
+)
+_Row = tuple[Any, ...]
+
+
+@attrs.define
+class _Unsynced:
+    """A run's appends since the last sync: the first and last seq, and the row before."""
+
+    first: int
+    last: int
+    before: _Row | None
+
+
+def _take_back_run(
+    ids: tuple[bytes, bytes], unsynced: _Unsynced, connection: sqlite3.Connection
+) -> bool:
+    """Delete a run's unsynced frames and put its summary back; False if it moved on since."""
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        found = connection.execute(_LAST_SEQ, ids).fetchone()
+        if found is None or found[0] != unsynced.last:
+            connection.execute("ROLLBACK")
+            return found is None  # gone already: nothing of it is read
+        connection.execute(
+            "DELETE FROM frames WHERE workflow = ? AND run = ? AND seq >= ?", (*ids, unsynced.first)
+        )
+        if unsynced.before is None:
+            connection.execute("DELETE FROM runs WHERE workflow = ? AND run = ?", ids)
+        else:
+            connection.execute(_UPSERT_SUMMARY, unsynced.before)
+        connection.execute("COMMIT")
+    except BaseException:
+        if connection.in_transaction:
+            connection.execute("ROLLBACK")
+        raise
+    return True
+
+
 class SqliteStore:
     """The SQLite store: every run in one database file (see the module documentation)."""
 
@@ -291,6 +335,9 @@ class SqliteStore:
         # last: a hint only (see _UPDATE_SUMMARY)
         self._kept: dict[tuple[bytes, bytes], tuple[str, int | None]] = {}
         self._holds: dict[tuple[bytes, bytes], _Hold] = {}  # live locks this handle holds
+        # each run appended to since the last sync: its first and last seq appended, and
+        # its summary row before them (None: no run), to take them back if the sync fails
+        self._unsynced: dict[tuple[bytes, bytes], _Unsynced] = {}
         # SQLite opens the file first: a file that is no database is refused before
         # anything is made beside it (see _raise); this handle never opens the file
         # itself (see _not_sqlite)
@@ -420,6 +467,10 @@ class SqliteStore:
             connection = self._connection()
             connection.execute("BEGIN IMMEDIATE")
             try:
+                before: _Row | None = None
+                first = ids not in self._unsynced
+                if first:  # what a failed sync puts back (see sync)
+                    before = connection.execute(_SUMMARY_ROW, ids).fetchone()
                 try:
                     # the frame goes in only if the run's last seq is the one before it
                     inserted = connection.execute(_INSERT_NEXT_FRAME, row).rowcount
@@ -454,6 +505,11 @@ class SqliteStore:
             raise
         with self._lock:
             self._appended += 1
+            unsynced = self._unsynced.get(ids)
+            if unsynced is None:
+                self._unsynced[ids] = _Unsynced(info.seq, info.seq, before if first else None)
+            else:
+                unsynced.last = info.seq
             hold = self._holds.get(ids)
             if hold is not None:
                 hold.appended = True
@@ -519,6 +575,7 @@ class SqliteStore:
         self._guarded(delete)
         with self._lock:
             self._appended += 1
+            self._unsynced.pop(ids, None)  # gone: nothing of it to take back
             hold = self._holds.get(ids)
             if hold is not None:  # the run is gone: the release asks again
                 hold.appended = False
@@ -556,6 +613,16 @@ class SqliteStore:
             target = self._appended
             if self._synced >= target:
                 return
+            pending, self._unsynced = self._unsynced, {}
+        try:
+            self._sync_wal()
+        except CheckpointError as exc:
+            raise CheckpointError(f"{exc}; {self._take_back(pending)}") from exc.__cause__
+        with self._lock:
+            self._synced = max(self._synced, target)
+
+    def _sync_wal(self) -> None:
+        """``sync``'s work: one ``fdatasync`` of the WAL file (or a ``FULL`` commit)."""
         wal = self._wal
         try:
             # read-write: some systems refuse to sync a read-only descriptor; a handle
@@ -580,8 +647,38 @@ class SqliteStore:
             finally:
                 if fd >= 0:
                     os.close(fd)
-        with self._lock:
-            self._synced = max(self._synced, target)
+
+    def _take_back(self, pending: dict[tuple[bytes, bytes], _Unsynced]) -> str:
+        """Delete the appends a failed sync may not have made durable; what was done.
+
+        Each run's frames from the first unsynced seq on go, and its summary
+        row is put back as it was before them (a run this handle began goes
+        altogether), so nothing that may not be on disk stays readable (SPEC:
+        a failed save leaves nothing of it readable). A run another writer
+        appended to since is left as it is.
+        """
+        kept: builtins.list[str] = []
+        for ids, unsynced in pending.items():
+            with self._lock:
+                self._kept.pop(ids, None)
+            try:
+                taken = self._guarded(functools.partial(_take_back_run, ids, unsynced))
+            except CheckpointError:
+                taken = False
+            if taken and unsynced.before is None:
+                with self._lock:
+                    hold = self._holds.get(ids)
+                    if hold is not None:  # the run is gone: the release removes its lock file
+                        hold.appended = False
+            if not taken:
+                run = ids[1].decode("utf-8", "surrogatepass")
+                kept.append(f"{run!r} (checkpoints {unsynced.first} to {unsynced.last})")
+        if kept:
+            return (
+                f"these could not be taken back and may still be read: {', '.join(kept)}; "
+                "check the disk, then load the latest checkpoint and decide again"
+            )
+        return "nothing of the checkpoints saved since the last sync was kept"
 
     def _sync_by_commit(self, connection: sqlite3.Connection) -> None:
         """A transaction committed with ``synchronous=FULL``: SQLite syncs its WAL file."""
