@@ -28,7 +28,7 @@ from ._values import (
     shown,
     thaw,
 )
-from .errors import PausegraphError, SerializationError, StepError
+from .errors import GraphError, PausegraphError, SerializationError, StepError
 
 
 class Op(enum.Enum):
@@ -67,6 +67,11 @@ class _Builtin:
 
     def accept(self, value: Any) -> Any:
         """The write as this reducer folds it; ``TypeError`` saying why if it cannot."""
+        return value
+
+    def keep(self, value: Any) -> Any:
+        """An accepted edit as kept until it is folded: as given, as far as msgpack allows
+        (``accept`` of what this returns, read back, is ``accept(value)``)."""
         return value
 
 
@@ -114,6 +119,10 @@ class Append(_Builtin):
     def accept(self, value: Any) -> Any:
         # decided before msgpack turns a tuple into a list: a tuple is one item
         return value if isinstance(value, list) else [value]
+
+    def keep(self, value: Any) -> Any:
+        # a tuple would come back a list, and extend: kept as the one item it is
+        return [value] if isinstance(value, tuple) else value
 
     def fold(self, current: Any, incoming: list[Any]) -> tuple[Any, Op, Any]:
         items: list[Any] = []
@@ -213,6 +222,26 @@ def accept_writes(
             normalize(value, lambda c=channel: f"channel {c!r} (written by {what})")  # type: ignore[misc]
         msg = f"the writes of {what} cannot be stored: {named(exc)}"
         raise SerializationError(msg) from None
+
+
+def kept_edits(
+    reducers: Mapping[str, AnyReducer], edits: Mapping[str, Any], what: str
+) -> dict[str, Any]:
+    """Edits checked as ``accept_writes`` checks writes (``GraphError`` naming what is
+    wrong), kept as given (``keep``): as ``RunInfo.edits`` lists them until they are
+    folded, through ``accepted_edits``."""
+    accept_writes(reducers, edits, what, GraphError, verb="names")
+    kept = {channel: reducers[channel].keep(value) for channel, value in edits.items()}
+    return freeze(kept, max_depth=MAX_DEPTH + 1)  # type: ignore[no-any-return]
+
+
+def accepted_edits(reducers: Mapping[str, AnyReducer], edits: Mapping[str, Any]) -> dict[str, Any]:
+    """Kept edits (``kept_edits``, or as an earlier version kept them) as the reducers fold
+    them; a channel no longer declared is passed on as it is."""
+    return {
+        channel: value if (reducer := reducers.get(channel)) is None else reducer.accept(value)
+        for channel, value in edits.items()
+    }
 
 
 def _owned_refs() -> tuple[int, int]:

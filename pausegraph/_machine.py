@@ -392,7 +392,10 @@ def _goto(latest: Checkpoint, command: Goto, shape: Shape) -> Claim:
     # afresh, and the target itself runs
     layer_of = shape.layer_of
     skipped = tuple(s for s in skipped_of(stage) if layer_of.get(s, k) < k)
-    return Claim("resume", k, Start(k, True, skipped, (target,)), tuple(edits))
+    # its values are the latest's (a dynamic pause's: those its layer began with), and its
+    # super_step counts their layers, whichever layer runs next (SPEC, Super-steps)
+    counted = latest.super_step - (type(stage) in (AtInterrupt, AtBefore))
+    return Claim("resume", counted, Start(k, True, skipped, (target,)), tuple(edits))
 
 
 def _retry(

@@ -25,7 +25,7 @@ from typing import Any
 
 import attrs
 
-from ._channels import Append, Change, Channels, accept_writes
+from ._channels import Append, Change, Channels, accept_writes, accepted_edits, kept_edits
 from ._commands import (
     Command,
     Continue,
@@ -139,8 +139,8 @@ def _refused(channels: Channels, channel: str | None, progress: Progress) -> str
         return None
     writers = [s for s, w in progress.finished.items() if channel in w]  # in step order
     folds: list[tuple[str | int, Any]] = [(s, progress.finished[s][channel]) for s in writers]
-    folds += [(i, e[channel]) for i, e in enumerate(progress.edits) if channel in e]
     reducer, value = channels.reducers[channel], channels.values[channel]
+    folds += [(i, reducer.accept(e[channel])) for i, e in enumerate(progress.edits) if channel in e]
     for who, write in folds:
         try:
             value = reducer.fold(value, [write])[0]
@@ -637,7 +637,7 @@ class Runner:
         if type(seq) is not int:
             msg = f"fork(run_id, seq) takes a checkpoint seq (an int from history()), got {seq!r}"
             raise ResumeError(msg)
-        new_edits = self._edits(edits, "fork(edits=...)") if edits else None
+        new_edits = self._kept(edits, "fork(edits=...)") if edits else None
         source = self.checkpointer.load(self._workflow, run_id, seq)
         if source is None:
             metas = self.checkpointer.list(self._workflow, run_id)
@@ -659,7 +659,7 @@ class Runner:
                     stage, attrs.evolve(progress, edits=(*progress.edits, new_edits))
                 )
             else:
-                channels.apply([new_edits])
+                channels.apply([accepted_edits(self.graph.channels, new_edits)])
                 if type(stage) is AtBefore:  # the predicates choose again, on the edited state
                     stage = attrs.evolve(stage, decided=None)
         new_id = f"{run_id}.fork{seq}.{uuid.uuid4().hex[:8]}"
@@ -789,7 +789,10 @@ class Runner:
         anything is saved or a live generator is touched.
         """
         cursor = self._cursor(latest)
-        return cursor, cursor.channels.apply(claim.edits) if claim.edits else []
+        if not claim.edits:
+            return cursor, []
+        reducers = self.graph.channels
+        return cursor, cursor.channels.apply([accepted_edits(reducers, e) for e in claim.edits])
 
     def _claim(
         self, cursor: _Cursor, claim: Claim, changes: list[Change], *, close_held: bool = False
@@ -1130,16 +1133,16 @@ class Runner:
         """``command`` with its edits checked against the channels and normalised."""
         kind = type(command)
         if kind is Update:
-            return Update(self._edits(command.edits, "Update(edits)"))  # type: ignore[union-attr]
+            return Update(self._kept(command.edits, "Update(edits)"))  # type: ignore[union-attr]
         if kind is Goto:
             update = command.update  # type: ignore[union-attr]
             if update:
-                return Goto(command.step_id, self._edits(update, "Goto(update=...)"))  # type: ignore[union-attr]
+                return Goto(command.step_id, self._kept(update, "Goto(update=...)"))  # type: ignore[union-attr]
             return command
         if kind is Resume:
             assert isinstance(command, Resume)
             if command.update:
-                update = self._edits(command.update, "Resume(update=...)")
+                update = self._kept(command.update, "Resume(update=...)")
                 if command.has_value:
                     return Resume(command.value, update=update)
                 return Resume(answers=command.answers, update=update)
@@ -1184,6 +1187,14 @@ class Runner:
             msg = f"{what} must be a dict of channel values, got {type(edits).__name__} {edits!r}"
             raise GraphError(msg)
         return accept_writes(self.graph.channels, edits, what, GraphError, verb="names")
+
+    def _kept(self, edits: Mapping[str, Any] | None, what: str) -> dict[str, Any]:
+        """Check edits as ``_edits`` does; return them as given, msgpack-normalised
+        (``kept_edits``: what ``RunInfo.edits`` lists)."""
+        if not isinstance(edits, Mapping):
+            msg = f"{what} must be a dict of channel values, got {type(edits).__name__} {edits!r}"
+            raise GraphError(msg)
+        return kept_edits(self.graph.channels, edits, what)
 
     def _check_structure(self, checkpoint: Checkpoint) -> None:
         if checkpoint.structure == self._structure:

@@ -43,7 +43,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
 from typing import Any, NoReturn
 
-from ._channels import accept_writes
+from ._channels import accept_writes, accepted_edits
 from ._graph import Graph
 from ._records import Entry, Failure, Progress
 from ._trampoline import (
@@ -271,7 +271,8 @@ class LayerRun:
         self.done_journals: dict[str, list[Entry]] = {}
         self.finished_before: frozenset[str] = frozenset()
         self.live: dict[str, Trampoline] = {}
-        self.edits: tuple[dict[str, Any], ...] = ()
+        self.edits: tuple[dict[str, Any], ...] = ()  # as kept; as the reducers fold them:
+        self.accepted: tuple[dict[str, Any], ...] = ()
         self.claimed: tuple[str, ...] = ()
         self.skipped: tuple[str, ...] = ()
         self.forced: tuple[str, ...] = ()
@@ -281,6 +282,8 @@ class LayerRun:
         self.forced = progress.forced
         if progress.edits:  # edits kept at a pause may come from a store: freeze them too
             self.edits = tuple(freeze(e) for e in progress.edits)
+            channels = graph.channels
+            self.accepted = tuple(accepted_edits(channels, e) for e in self.edits)
         self.claimed = progress.claimed
         self.answers = dict(progress.answers)
         self.timeouts = progress.timeouts
@@ -319,7 +322,7 @@ class LayerRun:
     def writes(self) -> list[Mapping[str, Any]]:
         """The finished steps' writes in step order, then the kept edits."""
         finished = self.finished
-        return [*(finished[s] for s in self.steps), *self.edits]
+        return [*(finished[s] for s in self.steps), *self.accepted]
 
     def suspended(self) -> list[str]:
         """The steps waiting on an interrupt, in step order."""

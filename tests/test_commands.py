@@ -268,6 +268,46 @@ def test_goto_does_not_fire_a_before_breakpoint_on_the_target_layer():
     assert runner.resume("r", Goto("b")) == Paused(3, Before("c"))
 
 
+@pytest.mark.parametrize(
+    ("pause", "target", "counted"),
+    [
+        ("interrupt", "a", 1),  # the pause in b: its values hold a's writes
+        ("interrupt", "c", 1),
+        ("before", "a", 1),  # before b: a's writes
+        ("after", "a", 2),  # after b: a's and b's
+        ("done", "a", 3),
+    ],
+)
+def test_a_goto_claims_super_step_counts_the_layers_its_values_include(
+    pause: str, target: str, counted: int
+) -> None:
+    """SPEC, Super-steps: a checkpoint's super_step counts the layers whose writes its
+    values include, whichever layer the claim goes on with."""
+
+    def ask(state):
+        answer = yield Interrupt("q")
+        return {"log": [answer]}
+
+    graph = (
+        Graph("g", {"log": Append()})
+        .step("a", lambda s: {"log": ["a"]})
+        .step("b", ask if pause == "interrupt" else lambda s: {"log": ["b"]})
+        .step("c", lambda s: {"log": ["c"]})
+        .edge("a", "b")
+        .edge("b", "c")
+    )
+    breakpoints = {"before": {"interrupt_before": {"b"}}, "after": {"interrupt_after": {"b"}}}
+    runner = Runner(graph, **breakpoints.get(pause, {}))
+    runner.run("r")
+    runner.resume("r", Goto(target))
+    history = runner.history("r")
+    claim = next(m for m in reversed(history) if m.label == "resume")
+    assert claim.super_step == counted
+    assert [m.super_step for m in history[claim.seq :]] == sorted(
+        m.super_step for m in history[claim.seq :]
+    )
+
+
 def test_goto_reopens_a_finished_run():
     runner = Runner(chain("a", "b"))
     runner.run("r")

@@ -334,14 +334,20 @@ def test_a_queued_claim_lists_the_update_edits_kept_at_its_pause():
         return {"note": answer}
 
     graph = Graph("g", {"log": Append(), "note": LastWriteWins()}).step("ask", ask)
-    runner = Runner(graph)
+    store = MemoryCheckpointer()
+    runner = Runner(graph, store)
     paused = runner.run("r")
     runner.resume("r", Update({"log": "kept"}))
-    assert runner.state("r").edits == ({"log": ["kept"]},)
+    assert runner.state("r").edits == ({"log": "kept"},)  # as given
+    runner.resume("r", Update({"log": ["one", "two"]}))
+    runner.resume("r", Update({"log": ("a", "pair")}))  # one item: an Append takes a tuple so
+    kept = ({"log": "kept"}, {"log": ["one", "two"]}, {"log": [["a", "pair"]]})
+    assert runner.state("r").edits == Runner(graph, store).state("r").edits == kept
     queued = runner.submit("r", Resume(answers={paused.interrupts[0].id: "yes"}))
     assert queued.status == "queued"
-    assert queued.edits == runner.state("r").edits == ({"log": ["kept"]},)
-    assert runner.run("r").state == {"log": ["kept"], "note": "yes"}
+    assert queued.edits == runner.state("r").edits == kept
+    log = ["kept", "one", "two", ["a", "pair"]]
+    assert Runner(graph, store).run("r").state == {"log": log, "note": "yes"}
     assert runner.state("r").edits == ()
 
 
