@@ -462,7 +462,8 @@ class SqliteStore:
         row = (*ids, info.seq, info.super_step, _id(info.label), info.timestamp_ms,
                int(info.snapshot), frame, *ids, info.seq - 1)  # fmt: skip
         # written out rather than through _guarded and _transaction: four statements
-        # a checkpoint, and the wrappers' calls cost about as much as one of them
+        # a checkpoint (five for a run's first since a sync), and the wrappers' calls
+        # cost about as much as one of them
         try:
             connection = self._connection()
             connection.execute("BEGIN IMMEDIATE")
