@@ -188,7 +188,7 @@ class _Driving:
     itself.
     """
 
-    __slots__ = ("again", "key", "lock", "sync")
+    __slots__ = ("again", "key", "lock", "sync", "unsynced")
 
     def __init__(
         self,
@@ -196,8 +196,10 @@ class _Driving:
         sync: Callable[[], None],
         again: Callable[[ConflictError], AbstractContextManager[None]],
         key: tuple[str, str],
+        unsynced: Callable[[], None],
     ) -> None:
         self.lock, self.sync, self.again, self.key = lock, sync, again, key
+        self.unsynced = unsynced  # called, under the lock, when the sync fails
 
     def __enter__(self) -> None:
         try:
@@ -216,6 +218,11 @@ class _Driving:
         try:
             self.sync()
         except BaseException as failed:
+            try:
+                self.unsynced()
+            except BaseException:
+                self.lock.__exit__(type(failed), failed, failed.__traceback__)
+                raise
             if not self.lock.__exit__(type(failed), failed, failed.__traceback__):
                 raise
             return True
@@ -695,7 +702,28 @@ class Runner:
             checkpointer.sync,
             functools.partial(self._after_finishing, run_id),
             (self._workflow, run_id),
+            functools.partial(self._unsynced, run_id),
         )
+
+    def _unsynced(self, run_id: str) -> None:
+        """A call's sync failed: let go of a pause it held that the store took back.
+
+        A store whose sync fails takes back what it could not make durable
+        (SPEC, Checkpoints), so a pause this call saved and held may be gone,
+        and the run where it was before the call: its generators, which took
+        the call's answers, must never answer a later pause with the same
+        seq, label and time (a fixed clock). A pause the store still ends
+        with (a claim that failed before anything was saved) stays held.
+        """
+        held = self._held.peek(run_id)
+        if held is None:
+            return
+        try:
+            kept = self.checkpointer.last(self._workflow, run_id) == held.checkpoint.meta
+        except Exception:  # the store is failing: replaying it later is always right
+            kept = False
+        if not kept:
+            self._held.drop(run_id)
 
     def _after_finishing(self, run_id: str, busy: ConflictError) -> AbstractContextManager[None]:
         """The run's live lock, taken once a driver only finishing its call lets go.

@@ -205,32 +205,38 @@ def close_quietly(stack: list[GeneratorType[Any, Any, Any]]) -> None:
     ``Sleep``, ``All``) yielded while closing is dropped, unrun and unsaved,
     and nothing is printed: ``GeneratorExit`` is thrown in again at that
     ``yield``. A generator suspended in ``yield from`` a helper generator
-    has the helper closed first, the same way: Python's own close of it
-    would drop what its ``finally`` yields unmarked (a "never yielded"
-    warning) and raise ``RuntimeError`` in the step.
+    (when the close begins, or in a ``finally`` the close runs) has the
+    helper closed first, the same way: Python's own close of it would drop
+    what its ``finally`` yields unmarked (a "never yielded" warning) and
+    raise ``RuntimeError`` in the step.
     """
+    tries: dict[int, int] = {}  # throws into each generator (alive, so its id holds)
     while stack:
         gen = stack[-1]
         helper = gen.gi_yieldfrom
         if type(helper) is GeneratorType and helper.gi_frame is not None:
             stack.append(helper)
             continue
-        stack.pop()
-        for _ in range(_CLOSE_TRIES):
-            try:
-                dropped = gen.throw(GeneratorExit)
-            except (GeneratorExit, StopIteration):
-                break
-            except (Exception, SystemExit):  # a cleanup that fails has nowhere to report to
-                break
-            if type(dropped) in _DROPPED_QUIETLY:
-                consumed(dropped)  # dropped on purpose: no "never yielded" warning
-        else:
+        thrown = tries.get(id(gen), 0)
+        if thrown == _CLOSE_TRIES:
             # it catches GeneratorExit and yields again, forever: end it with an
             # exception its `except GeneratorExit` does not catch, so that Python's
             # own close at collection has nothing left to complain about
+            stack.pop()
             with contextlib.suppress(BaseException):
                 gen.throw(_Abandoned)
+            continue
+        tries[id(gen)] = thrown + 1
+        try:
+            dropped = gen.throw(GeneratorExit)
+        except (GeneratorExit, StopIteration):
+            stack.pop()
+            continue
+        except (Exception, SystemExit):  # a cleanup that fails has nowhere to report to
+            stack.pop()
+            continue
+        if type(dropped) in _DROPPED_QUIETLY:
+            consumed(dropped)  # dropped on purpose: no "never yielded" warning
 
 
 def no_clock() -> int:  # pragma: no cover - the scheduler always passes the Runner's clock

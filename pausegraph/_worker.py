@@ -216,11 +216,17 @@ class Worker:
         before = self._stuck.get(key)
         self._stuck[key] = (why, last.seq, time.monotonic() + STUCK_RETRY_S)
         if before is None or before[0] != why:
+            # an Exception: the run cannot be driven here; a KeyboardInterrupt (a signal, or
+            # step code raising it) stopped this worker, and reaches its caller
+            if isinstance(error, Exception):
+                how = f"this worker cannot drive it: {why}"
+            else:
+                how = f"stopped by {why.removesuffix(': ')}"
             logger.warning(
-                "run %r of workflow %r is left queued: this worker cannot drive it: %s",
+                "run %r of workflow %r is left queued: %s",
                 run_id,
                 name,
-                why,
+                how,
                 extra={"workflow": name, "run_id": run_id},
             )
         return True

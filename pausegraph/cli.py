@@ -1569,7 +1569,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     def stop_serving(signum: int, frame: object) -> None:
         if signalled:
             forced.append(signum)
-            raise KeyboardInterrupt
+            raise KeyboardInterrupt(f"a second {signal.Signals(signum).name}")
         signalled.append(signum)
         # set from another thread: this handler runs between two bytecodes of the main
         # thread, which may hold the event's own lock then (inside stop.wait), and

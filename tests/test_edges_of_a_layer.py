@@ -526,6 +526,45 @@ def test_closing_a_step_inside_yield_from_drops_the_helpers_effect_quietly(
     assert (closed, released) == ([1, 1], [1])
 
 
+def test_a_finally_that_cleans_up_through_yield_from_is_closed_quietly(store: Store) -> None:
+    """A ``finally`` that runs ``yield from cleanup()``, whose effects (one in its own
+    ``finally``) are dropped while closing: no warning, nothing run; the whole cleanup
+    runs once when the step really finishes."""
+    released: list[str] = []
+    events: list[str] = []
+
+    def release(what: str) -> None:
+        released.append(what)
+
+    def cleanup() -> Any:
+        try:
+            yield Effect(release, "a")
+        finally:
+            events.append("cleanup finally")
+            yield Effect(release, "b")
+
+    def hold(state: Any) -> Any:
+        try:
+            return {"out": (yield Interrupt("q"))}
+        finally:
+            events.append("step finally")
+            yield from cleanup()
+
+    graph = Graph("fin", {"out": LastWriteWins()}).step("hold", hold)
+    runner = Runner(graph, store)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert isinstance(runner.run("r"), Paused)
+        assert runner.cancel("r").status == "cancelled"
+        gc.collect()
+        assert (events, released) == (["step finally", "cleanup finally"], [])
+        assert isinstance(runner.run("s"), Paused)
+        assert runner.resume("s", Resume(2)) == Done({"out": 2}, 1)
+        gc.collect()
+    assert [str(w.message) for w in caught] == []
+    assert released == ["a", "b"]
+
+
 # --- 8. a refused command keeps the live generator -----------------------------------
 
 

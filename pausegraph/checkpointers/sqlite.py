@@ -278,6 +278,12 @@ class _Local(threading.local):
     pid: int = -1
     connection: sqlite3.Connection | None = None
 
+    def __init__(self) -> None:
+        # each run this thread appended to since its last sync: its first and last seq
+        # appended and its summary row before them (None: no run), to take back if that
+        # sync fails; a thread's own, so that it takes back no other thread's appends
+        self.unsynced: dict[tuple[bytes, bytes], _Unsynced] = {}
+
 
 _SUMMARY_ROW = (
     "SELECT workflow, run, seq, status, updated_ms, deadline_ms, data FROM runs "
@@ -335,9 +341,6 @@ class SqliteStore:
         # last: a hint only (see _UPDATE_SUMMARY)
         self._kept: dict[tuple[bytes, bytes], tuple[str, int | None]] = {}
         self._holds: dict[tuple[bytes, bytes], _Hold] = {}  # live locks this handle holds
-        # each run appended to since the last sync: its first and last seq appended, and
-        # its summary row before them (None: no run), to take them back if the sync fails
-        self._unsynced: dict[tuple[bytes, bytes], _Unsynced] = {}
         # SQLite opens the file first: a file that is no database is refused before
         # anything is made beside it (see _raise); this handle never opens the file
         # itself (see _not_sqlite)
@@ -469,7 +472,8 @@ class SqliteStore:
             connection.execute("BEGIN IMMEDIATE")
             try:
                 before: _Row | None = None
-                first = ids not in self._unsynced
+                pending = self._local.unsynced
+                first = ids not in pending
                 if first:  # what a failed sync puts back (see sync)
                     before = connection.execute(_SUMMARY_ROW, ids).fetchone()
                 try:
@@ -506,9 +510,9 @@ class SqliteStore:
             raise
         with self._lock:
             self._appended += 1
-            unsynced = self._unsynced.get(ids)
+            unsynced = pending.get(ids)
             if unsynced is None:
-                self._unsynced[ids] = _Unsynced(info.seq, info.seq, before if first else None)
+                pending[ids] = _Unsynced(info.seq, info.seq, before if first else None)
             else:
                 unsynced.last = info.seq
             hold = self._holds.get(ids)
@@ -576,7 +580,7 @@ class SqliteStore:
         self._guarded(delete)
         with self._lock:
             self._appended += 1
-            self._unsynced.pop(ids, None)  # gone: nothing of it to take back
+            self._local.unsynced.pop(ids, None)  # gone: nothing of it to take back
             hold = self._holds.get(ids)
             if hold is not None:  # the run is gone: the release asks again
                 hold.appended = False
@@ -610,11 +614,12 @@ class SqliteStore:
         as SQLite does for a WAL it creates (``_named_durably``). Raises
         ``CheckpointError`` naming the OS error.
         """
+        local = self._local
+        pending, local.unsynced = local.unsynced, {}  # this thread's appends only
         with self._lock:
             target = self._appended
             if self._synced >= target:
                 return
-            pending, self._unsynced = self._unsynced, {}
         try:
             self._sync_wal()
         except CheckpointError as exc:
