@@ -150,12 +150,16 @@ def cancel_reason_of(checkpoint: Checkpoint) -> str | None:
     return stage.reason if type(stage) is Cancelled else None
 
 
-def deadline_text(deadline_ms: int | None, now_ms: int) -> str:
-    """An interrupt's deadline as a UTC time, ``(passed)`` once the clock is at or past it."""
+def deadline_text(deadline_ms: int | None, now_ms: int, zone: str = "") -> str:
+    """An interrupt's deadline as a UTC time, ``(passed)`` once the clock is at or past it.
+
+    Written as the other times of the command line are (``SINCE``, ``history``,
+    whose column headers say UTC), then ``zone`` (the web pages' ``"Z"``).
+    """
     if deadline_ms is None:
         return ""
     moment = datetime.datetime.fromtimestamp(deadline_ms / 1000, tz=datetime.timezone.utc)
-    text = moment.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    text = moment.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + zone
     return f"{text} (passed)" if deadline_ms <= now_ms else text
 
 

@@ -676,7 +676,7 @@ def _inbox_context(
     for item in items:
         item["payload_text"] = render.dumps(item["payload"], indent=2)
         item["age"] = views.age_text(item["since_ms"], now)
-        item["deadline"] = render.deadline_text(item["deadline_ms"], now)
+        item["deadline"] = render.deadline_text(item["deadline_ms"], now, "Z")
     stops = stops if page == 1 else []
     for stop in stops:
         stop["age"] = views.age_text(stop["since_ms"], now)
