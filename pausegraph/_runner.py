@@ -182,31 +182,38 @@ class _Driving:
     What ``with lock: try: ... finally: sync()`` does, as a plain context
     manager (every call of a hot loop enters one). A lock another process
     holds is asked for again through ``again`` (see ``Runner._after_finishing``).
-    While it is held, ``key`` (the workflow and run) is in this thread's
-    ``_DRIVING``: a call that re-enters its own run from the same thread (a
-    log handler, a step's ``finally`` run by a close) must not wait for
-    itself.
+    While it is held, the call is in this thread's ``_DRIVING``: a call that
+    re-enters its own run from the same thread (a log handler, a step's
+    ``finally`` run by a close) must not wait for itself. ``saved`` is the
+    ``(seq, label, timestamp_ms)`` of the call's latest save (``None``: it
+    saved nothing, and has nothing of its own to make durable), and
+    ``takebacks`` the store's count of failed syncs when it began (see
+    ``Runner._synced``).
     """
 
-    __slots__ = ("again", "key", "lock", "sync", "unsynced")
+    __slots__ = ("again", "key", "lock", "saved", "sync", "takebacks", "unsynced")
 
     def __init__(
         self,
         lock: AbstractContextManager[None],
-        sync: Callable[[], None],
+        sync: Callable[[_Driving], None],
         again: Callable[[ConflictError], AbstractContextManager[None]],
         key: tuple[str, str],
         unsynced: Callable[[], None],
+        takebacks: int,
     ) -> None:
         self.lock, self.sync, self.again, self.key = lock, sync, again, key
         self.unsynced = unsynced  # called, under the lock, when the sync fails
+        self.takebacks = takebacks
+        self.saved: tuple[int, str, int] | None = None
 
-    def __enter__(self) -> None:
+    def __enter__(self) -> _Driving:
         try:
             self.lock.__enter__()
         except ConflictError as busy:
             self.lock = self.again(busy)
-        _driving_here().append(self.key)
+        _DRIVING.calls.append(self)
+        return self
 
     def __exit__(
         self,
@@ -214,9 +221,11 @@ class _Driving:
         error: BaseException | None,
         tb: TracebackType | None,
     ) -> bool | None:
-        _driving_here().pop()  # calls nest: this one is the innermost
+        _DRIVING.calls.pop()  # calls nest: this one is the innermost
+        if self.saved is None:  # nothing of its own to make durable (a refused command)
+            return self.lock.__exit__(kind, error, tb)
         try:
-            self.sync()
+            self.sync(self)
         except BaseException as failed:
             try:
                 self.unsynced()
@@ -231,7 +240,7 @@ class _Driving:
 
 class _DrivingHere(threading.local):
     def __init__(self) -> None:
-        self.keys: list[tuple[str, str]] = []
+        self.calls: list[_Driving] = []
 
 
 _DRIVING = _DrivingHere()
@@ -240,7 +249,19 @@ _RELEASED: Mapping[str, Any] = FrozenDict()  # a finished layer's state, once th
 
 def _driving_here() -> list[tuple[str, str]]:
     """The (workflow, run) of every call this thread is inside, innermost last."""
-    return _DRIVING.keys
+    return [call.key for call in _DRIVING.calls]
+
+
+def _this_call() -> _Driving | None:
+    """The innermost call this thread is inside, if any."""
+    calls = _DRIVING.calls
+    return calls[-1] if calls else None
+
+
+def _takebacks_of(checkpointer: Any) -> int:
+    """How many failed syncs took back saves through the store of ``checkpointer`` (0 for a
+    store that never takes any back: it says nothing)."""
+    return getattr(getattr(checkpointer, "store", checkpointer), "takebacks", 0)
 
 
 @attrs.frozen
@@ -684,8 +705,9 @@ class Runner:
             input=None if first is None else first.input,
             epoch_base=source.epoch_base + source.seq,
         )
-        with self._driving(new_id):
+        with self._driving(new_id) as call:
             self.checkpointer.save(checkpoint)
+            call.saved = (checkpoint.seq, checkpoint.label, checkpoint.timestamp_ms)
         return new_id
 
     # --- claims ---------------------------------------------------------------
@@ -699,11 +721,42 @@ class Runner:
         checkpointer = self.checkpointer
         return _Driving(
             checkpointer.lock(self._workflow, run_id),
-            checkpointer.sync,
+            self._synced,
             functools.partial(self._after_finishing, run_id),
             (self._workflow, run_id),
             functools.partial(self._unsynced, run_id),
+            _takebacks_of(checkpointer),
         )
+
+    def _synced(self, call: _Driving | None) -> None:
+        """``sync``, then make sure what ``call`` saved is still there.
+
+        A store whose sync fails takes back everything it could not make
+        durable, the saves of other calls through the same handle included
+        (another thread's, or an outer call's of this thread: a log handler,
+        a step that drives another run), whose own later sync then has
+        nothing left to do. So a call that sees the store's count of failed
+        syncs moved since it began checks that the run still ends with its
+        latest save, and raises ``CheckpointError`` if not: nothing it was
+        about to report, nor any effect's precondition, is lost unseen.
+        """
+        self.checkpointer.sync()
+        if call is None or call.saved is None:
+            return
+        if _takebacks_of(self.checkpointer) == call.takebacks:
+            return
+        workflow, run_id = call.key
+        meta = self.checkpointer.last(workflow, run_id)
+        if meta is not None and (meta.seq, meta.label, meta.timestamp_ms) == call.saved:
+            return
+        seq, label, _ = call.saved
+        msg = (
+            f"checkpoint {seq} ({label}) of run {run_id!r} of workflow {workflow!r} was taken "
+            "back by a failed sync of another call on the same store handle (the disk failed "
+            "to make it durable): this call's work is not kept, and the run is where that "
+            "sync left it; check the disk, then read the run's state again"
+        )
+        raise CheckpointError(msg)
 
     def _unsynced(self, run_id: str) -> None:
         """A call's sync failed: let go of a pause it held that the store took back.
@@ -860,7 +913,7 @@ class Runner:
         plan = self._plan_of(cursor.breakpoints)
         before_hits, after_hits = plan.before, plan.after
         save_effect = functools.partial(self._save_effect, cursor)
-        sync = self.checkpointer.sync
+        sync = functools.partial(self._synced, _this_call())
         debug = logger.isEnabledFor(logging.DEBUG)
         while True:
             stage = cursor.stage
@@ -990,7 +1043,7 @@ class Runner:
         """
         progress = layer.progress()
         self._save(cursor, f"effect:{step_id}", progress.layer, InLayer(progress), ())
-        self.checkpointer.sync()
+        self._synced(_this_call())
         if logger.isEnabledFor(logging.DEBUG):
             _log(logging.DEBUG, f"effect of step {step_id!r} recorded", cursor)
 
@@ -1116,6 +1169,9 @@ class Runner:
             cursor.epoch_base,
         )
         self.checkpointer.save(checkpoint)
+        calls = _DRIVING.calls
+        if calls:  # what this call saved last: see _synced
+            calls[-1].saved = (seq, label, checkpoint.timestamp_ms)
         cursor.seq, cursor.super_step, cursor.stage, cursor.progress = (
             seq,
             super_step,

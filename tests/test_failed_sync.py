@@ -1,10 +1,12 @@
-"""A sync that fails takes back what it could not make durable, and only that.
+"""A sync that fails takes back what it could not make durable, and says so to every call.
 
 SPEC, Checkpoints: a ``CheckpointError`` raised by a failed save (an fsync
-error) leaves nothing of that save readable. Each thread's call syncs what it
-saved, so one thread's failed sync never takes back another's saves (which
-would then be reported as saved), and a pause a failed sync took back is not
-held by its Runner (its generators took answers the store no longer has).
+error) leaves nothing of that save readable. A failed sync takes back every
+save the handle had not made durable, another thread's or an outer call's
+included, and each call whose saves it took raises ``CheckpointError`` too,
+never reporting them saved (nor calling an effect on them); a pause a failed
+sync took back is not held by its Runner (its generators took answers the
+store no longer has).
 """
 
 from __future__ import annotations
@@ -16,16 +18,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 
 from pausegraph import (
     Append,
     CheckpointError,
+    Done,
+    Effect,
     FileCheckpointer,
     Graph,
     Interrupt,
     LastWriteWins,
     Resume,
+    ResumeError,
     Runner,
     SqliteCheckpointer,
 )
@@ -59,11 +65,12 @@ def _failing_in(monkeypatch: pytest.MonkeyPatch, thread: str | None) -> None:
     monkeypatch.setattr(os, "fdatasync", failing(real_fdatasync))
 
 
-def test_a_threads_failed_sync_takes_back_only_its_own_saves(
+def test_a_failed_sync_fails_every_call_whose_saves_it_took_back(
     make_store: Callable[[], Store], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Thread B saves run b and waits; thread A saves run a and its sync fails: a is taken
-    back, b is not, and B's call, synced by its own sync, says what the store holds."""
+    """Thread B saves run b and waits; thread A saves run a and its sync fails, taking
+    back a and b (the disk may have lost either): both calls raise, and neither run is
+    there; the calls given again work."""
     store = make_store()
     graph = Graph("g", {"x": LastWriteWins()}).step("s", lambda s: {"x": 1})
     runner = Runner(graph, store)
@@ -82,28 +89,84 @@ def test_a_threads_failed_sync_takes_back_only_its_own_saves(
     monkeypatch.setattr(store_type, "sync", sync)
     out: dict[str, Any] = {}
 
-    def b() -> None:
-        out["b"] = runner.start("b", {"x": 5})
+    def call(name: str) -> None:
+        try:
+            out[name] = runner.start(name, {"x": 5})
+        except CheckpointError as exc:
+            out[name] = exc
 
     def a() -> None:
         assert b_saved.wait(10)
-        try:
-            runner.start("a", {"x": 7})
-        except CheckpointError as exc:
-            out["a"] = exc
+        call("a")
         a_done.set()
 
-    threads = [threading.Thread(target=b, name="B"), threading.Thread(target=a, name="A")]
+    threads = [
+        threading.Thread(target=call, args=("b",), name="B"),
+        threading.Thread(target=a, name="A"),
+    ]
     for t in threads:
         t.start()
     for t in threads:
         t.join(20)
     monkeypatch.undo()
     assert isinstance(out["a"], CheckpointError)
-    assert out["b"].status == "queued"
+    assert isinstance(out["b"], CheckpointError)
+    assert "was taken back by a failed sync of another call" in str(out["b"])
     fresh = Runner(graph, make_store())
-    assert fresh.state("b") == out["b"]
-    assert sorted(s.run_id for s in fresh.checkpointer.summaries()) == ["b", "warm"]
+    assert sorted(s.run_id for s in fresh.checkpointer.summaries()) == ["warm"]
+    assert runner.start("b", {"x": 5}).status == "queued"
+    assert fresh.state("b").status == "queued"
+
+
+def test_an_inner_calls_failed_sync_fails_the_outer_call_before_its_effect(
+    make_store: Callable[[], Store], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A step that starts another run (same handle, same thread) whose sync fails: that
+    takes back the outer call's claim too, so the effect after it is not called on an
+    answer the store no longer has; the answer given again calls it once."""
+    store = make_store()
+    charged: list[int] = []
+    failing = [False]
+    real_fsync, real_fdatasync = os.fsync, os.fdatasync
+
+    def sync_or_fail(real: Callable[[int], None]) -> Callable[[int], None]:
+        def sync(fd: int) -> None:
+            if failing[0]:
+                raise OSError(errno.EIO, os.strerror(errno.EIO))
+            real(fd)
+
+        return sync
+
+    monkeypatch.setattr(os, "fsync", sync_or_fail(real_fsync))
+    monkeypatch.setattr(os, "fdatasync", sync_or_fail(real_fdatasync))
+    audit = Runner(Graph("audit", {"x": LastWriteWins()}).step("a", lambda s: None), store)
+
+    def charge(amount: int) -> str:
+        charged.append(amount)
+        return "ok"
+
+    def step(state: Any) -> Any:
+        amount = yield Interrupt("how much?")
+        failing[0] = True
+        try:
+            audit.start(f"audit-{amount}")
+        except CheckpointError:
+            pass  # a best-effort audit: its failure is ignored
+        finally:
+            failing[0] = False
+        yield Effect(charge, amount)
+        return {"x": amount}
+
+    graph = Graph("g", {"x": LastWriteWins()}).step("s", step)
+    runner = Runner(graph, store)
+    audit.start("warm")
+    runner.run("r")
+    with pytest.raises(CheckpointError, match="taken back by a failed sync of another call"):
+        runner.resume("r", Resume(100))
+    assert charged == []
+    assert Runner(graph, make_store()).state("r").status == "paused"
+    assert Runner(graph, make_store()).resume("r", Resume(100)) == Done({"x": 100}, 1)
+    assert charged == [100]
 
 
 def test_a_pause_a_failed_sync_took_back_is_not_held(
@@ -132,3 +195,26 @@ def test_a_pause_a_failed_sync_took_back_is_not_held(
     b = Runner(graph, make_store(), clock=clock)
     assert b.resume("r", Resume("y")).payload == "second"
     assert a.resume("r", Resume("z")).state == {"log": ["y", "z"]}
+
+
+def test_a_refused_command_saves_nothing_and_syncs_nothing(
+    make_store: Callable[[], Store], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A command refused before anything was saved has nothing of its own to make durable:
+    it raises its own error even while the disk fails (another call's saves are that
+    call's to sync, and to be told about)."""
+    store = make_store()
+
+    def ask(state: Any) -> Any:
+        return {"log": [(yield Interrupt("q"))]}
+
+    runner = Runner(Graph("g", {"log": Append()}).step("s", ask), store)
+    runner.run("r")
+    latest = store.latest("g", "r")
+    assert latest is not None
+    store.save(attrs.evolve(latest, run_id="other", seq=1))  # saved, not synced yet
+    _failing_in(monkeypatch, None)
+    with pytest.raises(ResumeError, match="unknown"):
+        runner.resume("r", Resume(answers={"no-such-id": 1}))
+    with pytest.raises(CheckpointError):  # the other save's sync says what it says
+        store.sync()

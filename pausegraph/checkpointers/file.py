@@ -1001,10 +1001,11 @@ class FileStore:
         # log file name -> ids, for runs(); at most _MAX_INDEXED
         self._headers: dict[str, tuple[str, str]] = {}
         self._open: dict[_RunLog, None] = {}  # logs with an open fd, oldest first
-        # logs appended to since the last sync() of the thread that appended -> by thread,
-        # the end of the log before its first such append: a thread's sync syncs and, if
-        # that fails, cuts back its own appends, never another thread's
-        self._unsynced: dict[_RunLog, dict[int, int]] = {}
+        # logs appended to since the last sync() -> the end of the log before the first
+        self._unsynced: dict[_RunLog, int] = {}
+        # failed syncs, which cut back what they could not make durable (see sync): a call
+        # that saw it move checks that what it saved is still there (Runner)
+        self.takebacks = 0
         self._lock = threading.Lock()  # guards the four dicts and _deletes
         self._deletes = 0  # deletes through this handle: see _find
         # the damaged logs of the last runs() listing, for damaged() right after it
@@ -1213,7 +1214,7 @@ class FileStore:
             at = log.end
             self._add(log, _Entry(at, at + len(record), info), summary)
             with self._lock:
-                self._unsynced.setdefault(log, {}).setdefault(threading.get_ident(), start)
+                self._unsynced.setdefault(log, start)
 
     def _create(self, ids: tuple[str, str], seq: int, path: str) -> _RunLog:
         """This handle's index of a run it has none of; for seq 1, its log is created if missing.
@@ -1711,28 +1712,19 @@ class FileStore:
     # --- durability -------------------------------------------------------------
 
     def sync(self) -> None:
-        """``fsync`` every log this thread appended to through this handle since its last
-        ``sync``; then ``runs/``.
+        """``fsync`` every log this handle appended to since its last ``sync``; then ``runs/``.
 
         ``runs/`` is fsynced too (once) if one of those logs is new to this
         handle since its last such ``fsync``: a log it created, or one another
         handle created and may not have synced yet, so that the log's name is
         as durable as its bytes. A log whose ``fsync`` fails is cut back to
-        where it was before this thread's unsynced appends (a log it created
-        is removed), unless another writer appended after them, so nothing
-        that may not be on disk stays readable, and ``CheckpointError`` names
-        the OS error. Another thread's appends are its own sync's: each call
-        of a ``Runner`` syncs what it saved before it returns.
+        where it was before this handle's unsynced appends (a log this handle
+        created is removed), unless another writer appended after them, so
+        nothing that may not be on disk stays readable, and
+        ``CheckpointError`` names the OS error.
         """
-        me = threading.get_ident()
-        pending: dict[_RunLog, int] = {}
         with self._lock:
-            for log, starts in builtins.list(self._unsynced.items()):
-                start = starts.pop(me, None)
-                if start is not None:
-                    pending[log] = start
-                if not starts:
-                    del self._unsynced[log]
+            pending, self._unsynced = self._unsynced, {}
         failure: CheckpointError | None = None
         named: builtins.list[tuple[_RunLog, int]] = []  # logs whose name needs runs/ synced
         for log, start in pending.items():
@@ -1753,6 +1745,8 @@ class FileStore:
                 for log, _ in named:
                     log.dir_synced = True
         if failure is not None:
+            with self._lock:
+                self.takebacks += 1
             raise failure
 
     def _sync_log(self, log: _RunLog, start: int) -> bool:

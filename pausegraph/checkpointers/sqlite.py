@@ -278,12 +278,6 @@ class _Local(threading.local):
     pid: int = -1
     connection: sqlite3.Connection | None = None
 
-    def __init__(self) -> None:
-        # each run this thread appended to since its last sync: its first and last seq
-        # appended and its summary row before them (None: no run), to take back if that
-        # sync fails; a thread's own, so that it takes back no other thread's appends
-        self.unsynced: dict[tuple[bytes, bytes], _Unsynced] = {}
-
 
 _SUMMARY_ROW = (
     "SELECT workflow, run, seq, status, updated_ms, deadline_ms, data FROM runs "
@@ -341,6 +335,13 @@ class SqliteStore:
         # last: a hint only (see _UPDATE_SUMMARY)
         self._kept: dict[tuple[bytes, bytes], tuple[str, int | None]] = {}
         self._holds: dict[tuple[bytes, bytes], _Hold] = {}  # live locks this handle holds
+        # each run appended to since the last sync: its first and last seq appended, and
+        # its summary row before them (None: no run), to take them back if the sync fails
+        self._unsynced: dict[tuple[bytes, bytes], _Unsynced] = {}
+        self._pending = threading.Lock()  # _unsynced's, taken before _lock when both are
+        # failed syncs that took back what they could not make durable (see sync): a call
+        # that saw it move checks that what it saved is still there (Runner)
+        self.takebacks = 0
         # SQLite opens the file first: a file that is no database is refused before
         # anything is made beside it (see _raise); this handle never opens the file
         # itself (see _not_sqlite)
@@ -467,13 +468,16 @@ class SqliteStore:
         # written out rather than through _guarded and _transaction: four statements
         # a checkpoint (five for a run's first since a sync), and the wrappers' calls
         # cost about as much as one of them
+        pending = self._pending
         try:
             connection = self._connection()
             connection.execute("BEGIN IMMEDIATE")
+            # held to this append's record below: a sync takes the unsynced record before
+            # the check of whether this run is in it, or after the record, never between
+            pending.acquire()
             try:
                 before: _Row | None = None
-                pending = self._local.unsynced
-                first = ids not in pending
+                first = ids not in self._unsynced
                 if first:  # what a failed sync puts back (see sync)
                     before = connection.execute(_SUMMARY_ROW, ids).fetchone()
                 try:
@@ -497,6 +501,7 @@ class SqliteStore:
                     )  # fmt: skip
                 connection.execute("COMMIT")
             except BaseException:
+                pending.release()
                 if connection.in_transaction:
                     connection.execute("ROLLBACK")
                 raise
@@ -508,20 +513,23 @@ class SqliteStore:
             with self._lock:
                 self._kept.pop(ids, None)
             raise
-        with self._lock:
-            self._appended += 1
-            unsynced = pending.get(ids)
+        try:
+            unsynced = self._unsynced.get(ids)
             if unsynced is None:
-                pending[ids] = _Unsynced(info.seq, info.seq, before if first else None)
+                self._unsynced[ids] = _Unsynced(info.seq, info.seq, before)
             else:
                 unsynced.last = info.seq
-            hold = self._holds.get(ids)
-            if hold is not None:
-                hold.appended = True
-            self._kept.pop(ids, None)
-            self._kept[ids] = kept
-            if len(self._kept) > _MAX_KEPT:
-                del self._kept[next(iter(self._kept))]
+            with self._lock:
+                self._appended += 1
+                hold = self._holds.get(ids)
+                if hold is not None:
+                    hold.appended = True
+                self._kept.pop(ids, None)
+                self._kept[ids] = kept
+                if len(self._kept) > _MAX_KEPT:
+                    del self._kept[next(iter(self._kept))]
+        finally:
+            pending.release()
 
     def frames(self, workflow_id: str, run_id: str) -> builtins.list[FrameInfo]:
         rows = self._rows(
@@ -578,9 +586,9 @@ class SqliteStore:
                 connection.execute("DELETE FROM runs WHERE workflow = ? AND run = ?", ids)
 
         self._guarded(delete)
-        with self._lock:
+        with self._pending, self._lock:
             self._appended += 1
-            self._local.unsynced.pop(ids, None)  # gone: nothing of it to take back
+            self._unsynced.pop(ids, None)  # gone: nothing of it to take back
             hold = self._holds.get(ids)
             if hold is not None:  # the run is gone: the release asks again
                 hold.appended = False
@@ -614,16 +622,18 @@ class SqliteStore:
         as SQLite does for a WAL it creates (``_named_durably``). Raises
         ``CheckpointError`` naming the OS error.
         """
-        local = self._local
-        pending, local.unsynced = local.unsynced, {}  # this thread's appends only
-        with self._lock:
+        with self._pending, self._lock:
             target = self._appended
             if self._synced >= target:
                 return
+            pending, self._unsynced = self._unsynced, {}
         try:
             self._sync_wal()
         except CheckpointError as exc:
-            raise CheckpointError(f"{exc}; {self._take_back(pending)}") from exc.__cause__
+            taken = self._take_back(pending)
+            with self._lock:
+                self.takebacks += 1
+            raise CheckpointError(f"{exc}; {taken}") from exc.__cause__
         with self._lock:
             self._synced = max(self._synced, target)
 
