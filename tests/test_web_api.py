@@ -655,3 +655,56 @@ def test_an_answer_by_id_to_a_run_another_process_drives_is_409_at_once(tmp_path
         assert f"is running: process {holder.pid} on host" in reply.json()["error"]
         assert took < 3  # not the 5 s wait
         assert client.get("/api/runs/approval/r1").json()["interrupts"][0]["id"] == pending
+
+
+@pytest.mark.parametrize("kind", ["file", "sqlite"])
+def test_a_reply_reports_a_pause_only_once_the_driver_synced_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    """SPEC, Durability: nothing outside the process sees a checkpoint before it is on
+    disk. The driver saves the next pause, then syncs it, and that sync fails (the pause
+    is taken back): the reply waits for the driver's call to end and reports the pause
+    the driver then saves again, durably, whose interrupt can be answered."""
+    import errno
+    import threading
+
+    from pausegraph import FileCheckpointer, Graph, Interrupt, LastWriteWins, SqliteCheckpointer
+
+    def step(state: Any) -> Any:
+        first = yield Interrupt(0)
+        second = yield Interrupt(1)
+        return {"x": [first, second]}
+
+    def opened() -> Checkpointer:
+        if kind == "file":
+            return FileCheckpointer(tmp_path / "store")
+        return SqliteCheckpointer(tmp_path / "runs.db")
+
+    graph = Graph("g", {"x": LastWriteWins()}).step("s", step)
+    store = opened()
+    armed = [False]
+    failed: list[str] = []
+    name = "fsync" if kind == "file" else "fdatasync"
+    real_sync = getattr(os, name)
+
+    def sync(fd: int) -> None:
+        if armed[0] and threading.current_thread().name == "pausegraph-web-driver":
+            armed[0] = False
+            time.sleep(0.5)  # a slow disk, and then it fails
+            failed.append(Runner(graph, opened()).state("r").status)
+            failed.append("sync failed")
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        real_sync(fd)
+
+    monkeypatch.setattr(os, name, sync)
+    with TestClient(app([graph], store, wait_s=5), base_url="http://127.0.0.1") as client:
+        assert client.post("/api/runs/g/r", json={"input": {}}).json()["status"] == "paused"
+        armed[0] = True
+        reply = client.post("/api/runs/g/r/resume", json={"value": "A"}).json()
+        # the pause was saved, not yet synced, when the sync failed: the reply came after
+        assert failed == ["paused", "sync failed"]
+        assert reply["status"] == "paused"
+        (pending,) = reply["interrupts"]
+        answered = client.post("/api/runs/g/r/resume", json={"answers": {pending["id"]: "B"}})
+        assert answered.status_code == 200
+        assert answered.json()["status"] == "done"

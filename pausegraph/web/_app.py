@@ -298,6 +298,17 @@ class _Server:
                         break
         return self._drive(workflow, run_id, deadline)
 
+    def _held_here(self, workflow: str, run_id: str) -> bool:
+        """Whether this server (its driver) may hold the run's live lock."""
+        try:
+            holder = self.store.holder(workflow, run_id)
+        except CheckpointError as exc:
+            raise _store_failed(exc) from None
+        if holder is None:
+            return False
+        here = Holder.here()
+        return not holder.pid or (holder.pid, holder.host) == (here.pid, here.host)
+
     def _held_elsewhere(self, workflow: str, run_id: str) -> bool:
         """Whether another process than this server holds the run's live lock."""
         try:
@@ -352,7 +363,12 @@ class _Server:
             while True:
                 obj = self.detail(workflow, run_id, history=False)
                 remaining = deadline - time.monotonic()
-                if Status(obj["status"]) not in _MOVING or remaining <= 0:
+                if remaining <= 0:
+                    return obj
+                # a pause (or the end) our driver saved counts once its call let go of the
+                # run, which it does after its sync: what the reply says is on disk (SPEC,
+                # Durability)
+                if Status(obj["status"]) not in _MOVING and not self._held_here(workflow, run_id):
                     return obj
                 self.driver.wait_moved(min(remaining, 0.1))
         return self.detail(workflow, run_id, history=False)
