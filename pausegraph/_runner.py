@@ -188,7 +188,7 @@ class _Driving:
     ``(seq, label, timestamp_ms)`` of the call's latest save (``None``: it
     saved nothing, and has nothing of its own to make durable), and
     ``takebacks`` the store's count of failed syncs when it began (see
-    ``Runner._synced``).
+    ``Runner._synced``; -1 once a sync of its own failed).
     """
 
     __slots__ = ("again", "key", "lock", "saved", "sync", "takebacks", "unsynced")
@@ -740,8 +740,13 @@ class Runner:
         latest save, and raises ``CheckpointError`` if not: nothing it was
         about to report, nor any effect's precondition, is lost unseen.
         """
-        self.checkpointer.sync()
-        if call is None or call.saved is None:
+        try:
+            self.checkpointer.sync()
+        except BaseException:
+            if call is not None:  # its own sync failed: the call raises that, not a check's
+                call.takebacks = -1
+            raise
+        if call is None or call.saved is None or call.takebacks < 0:
             return
         if _takebacks_of(self.checkpointer) == call.takebacks:
             return

@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import os
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -218,3 +219,104 @@ def test_a_refused_command_saves_nothing_and_syncs_nothing(
         runner.resume("r", Resume(answers={"no-such-id": 1}))
     with pytest.raises(CheckpointError):  # the other save's sync says what it says
         store.sync()
+
+
+def test_a_sync_waits_for_one_under_way_and_sees_its_take_back(
+    make_store: Callable[[], Store], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """B's call syncs while A's sync, which took B's save with its own, is still in a slow
+    fsync that then fails: B's sync waits for it, sees the take-back, and raises; it does
+    not return with its save neither durable nor there."""
+    store = make_store()
+
+    def ask(state: Any) -> Any:
+        return {"x": (yield Interrupt("q"))}
+
+    graph = Graph("g", {"x": LastWriteWins()}).step("s", ask)
+    runner = Runner(graph, store)
+    runner.run("warm")
+    b_saved, a_syncing = threading.Event(), threading.Event()
+    real = {name: getattr(os, name) for name in ("fsync", "fdatasync")}
+
+    def slow_then_failing(name: str) -> Callable[[int], None]:
+        def sync(fd: int) -> None:
+            if threading.current_thread().name == "A":
+                a_syncing.set()
+                time.sleep(0.3)  # B's sync starts meanwhile
+                raise OSError(errno.EIO, os.strerror(errno.EIO))
+            real[name](fd)
+
+        return sync
+
+    for name in real:
+        monkeypatch.setattr(os, name, slow_then_failing(name))
+    store_type = type(store.store)
+    real_sync = store_type.sync
+
+    def sync(self: Any) -> None:
+        if threading.current_thread().name == "B":
+            b_saved.set()
+            assert a_syncing.wait(10)
+        real_sync(self)
+
+    monkeypatch.setattr(store_type, "sync", sync)
+    out: dict[str, Any] = {}
+
+    def call(name: str) -> None:
+        try:
+            out[name] = runner.run(name)
+        except CheckpointError as exc:
+            out[name] = exc
+
+    def a() -> None:
+        assert b_saved.wait(10)
+        call("a")
+
+    threads = [
+        threading.Thread(target=call, args=("b",), name="B"),
+        threading.Thread(target=a, name="A"),
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    monkeypatch.undo()
+    assert isinstance(out["a"], CheckpointError)
+    assert isinstance(out["b"], CheckpointError), out["b"]
+    fresh = Runner(graph, make_store())
+    with pytest.raises(ResumeError, match="no run"):
+        fresh.state("b")
+
+
+def test_a_calls_own_failed_sync_is_the_error_it_raises(
+    make_store: Callable[[], Store], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sync before an effect fails once: the call raises that sync's error (the OS
+    error and the file), not the check that another call took its saves back."""
+    store = make_store()
+
+    def step(state: Any) -> Any:
+        answer = yield Interrupt("q")
+        yield Effect(len, "x")
+        return {"x": answer}
+
+    runner = Runner(Graph("g", {"x": LastWriteWins()}).step("s", step), store)
+    runner.run("r")
+    left = [1]
+    real = {name: getattr(os, name) for name in ("fsync", "fdatasync")}
+
+    def once(name: str) -> Callable[[int], None]:
+        def sync(fd: int) -> None:
+            if left[0]:
+                left[0] -= 1
+                raise OSError(errno.EIO, os.strerror(errno.EIO))
+            real[name](fd)
+
+        return sync
+
+    for name in real:
+        monkeypatch.setattr(os, name, once(name))
+    with pytest.raises(CheckpointError) as raised:
+        runner.resume("r", Resume(1))
+    assert "Input/output error" in str(raised.value)
+    assert "another call" not in str(raised.value)

@@ -708,3 +708,40 @@ def test_a_reply_reports_a_pause_only_once_the_driver_synced_it(
         answered = client.post("/api/runs/g/r/resume", json={"answers": {pending["id"]: "B"}})
         assert answered.status_code == 200
         assert answered.json()["status"] == "done"
+
+
+def test_a_reply_whose_wait_runs_out_while_the_driver_syncs_says_running(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The driver saved the next pause and is still syncing it when the request's wait
+    runs out: the reply says the run is running, not the pause (which the failing sync
+    then takes back)."""
+    import errno
+    import threading
+
+    from pausegraph import Graph, Interrupt, LastWriteWins, SqliteCheckpointer
+
+    def step(state: Any) -> Any:
+        first = yield Interrupt(0)
+        second = yield Interrupt(1)
+        return {"x": [first, second]}
+
+    graph = Graph("g", {"x": LastWriteWins()}).step("s", step)
+    armed = [False]
+    real_sync = os.fdatasync
+
+    def sync(fd: int) -> None:
+        if armed[0] and threading.current_thread().name == "pausegraph-web-driver":
+            armed[0] = False
+            time.sleep(1.5)
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        real_sync(fd)
+
+    monkeypatch.setattr(os, "fdatasync", sync)
+    store = SqliteCheckpointer(tmp_path / "runs.db")
+    with TestClient(app([graph], store, wait_s=0.5), base_url="http://127.0.0.1") as client:
+        assert client.post("/api/runs/g/r", json={"input": {}}).json()["status"] == "paused"
+        armed[0] = True
+        reply = client.post("/api/runs/g/r/resume", json={"value": "A"}).json()
+        assert reply["status"] in ("running", "queued")
+        assert reply["interrupts"] == []

@@ -1006,6 +1006,10 @@ class FileStore:
         # failed syncs, which cut back what they could not make durable (see sync): a call
         # that saw it move checks that what it saved is still there (Runner)
         self.takebacks = 0
+        # held by a sync from its start to its end (a take-back included): a sync that
+        # waits for one under way sees its outcome (takebacks) before it says that the
+        # appends it did not sync itself are durable; re-entrant, for a log handler
+        self._syncing = threading.RLock()
         self._lock = threading.Lock()  # guards the four dicts and _deletes
         self._deletes = 0  # deletes through this handle: see _find
         # the damaged logs of the last runs() listing, for damaged() right after it
@@ -1723,6 +1727,11 @@ class FileStore:
         nothing that may not be on disk stays readable, and
         ``CheckpointError`` names the OS error.
         """
+        with self._syncing:  # one at a time: see _syncing
+            self._sync_now()
+
+    def _sync_now(self) -> None:
+        """``sync``'s work, ``_syncing`` held."""
         with self._lock:
             pending, self._unsynced = self._unsynced, {}
         failure: CheckpointError | None = None

@@ -342,6 +342,10 @@ class SqliteStore:
         # failed syncs that took back what they could not make durable (see sync): a call
         # that saw it move checks that what it saved is still there (Runner)
         self.takebacks = 0
+        # held by a sync from its start to its end (a take-back included): a sync that
+        # waits for one under way sees its outcome (takebacks) before it says that the
+        # appends it did not sync itself are durable; re-entrant, for a log handler
+        self._syncing = threading.RLock()
         # SQLite opens the file first: a file that is no database is refused before
         # anything is made beside it (see _raise); this handle never opens the file
         # itself (see _not_sqlite)
@@ -622,6 +626,11 @@ class SqliteStore:
         as SQLite does for a WAL it creates (``_named_durably``). Raises
         ``CheckpointError`` naming the OS error.
         """
+        with self._syncing:  # one at a time: see _syncing
+            self._sync_now()
+
+    def _sync_now(self) -> None:
+        """``sync``'s work, ``_syncing`` held."""
         with self._pending, self._lock:
             target = self._appended
             if self._synced >= target:

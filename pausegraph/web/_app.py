@@ -298,16 +298,21 @@ class _Server:
                         break
         return self._drive(workflow, run_id, deadline)
 
-    def _held_here(self, workflow: str, run_id: str) -> bool:
-        """Whether this server (its driver) may hold the run's live lock."""
+    def _settled(self, workflow: str, run_id: str) -> dict[str, Any] | None:
+        """The run as it is once no call holds it; ``None`` while one does.
+
+        Read under the run's live lock, taken for a moment: every call that
+        saved to the run let go of it after its sync, so what this says is on
+        disk (SPEC, Durability). A pause whose driver is still in the call
+        that saved it (syncing it, and maybe failing to) is not said.
+        """
         try:
-            holder = self.store.holder(workflow, run_id)
+            with self.store.lock(workflow, run_id):
+                return self.detail(workflow, run_id, history=False)
+        except ConflictError:
+            return None
         except CheckpointError as exc:
             raise _store_failed(exc) from None
-        if holder is None:
-            return False
-        here = Holder.here()
-        return not holder.pid or (holder.pid, holder.host) == (here.pid, here.host)
 
     def _held_elsewhere(self, workflow: str, run_id: str) -> bool:
         """Whether another process than this server holds the run's live lock."""
@@ -362,13 +367,15 @@ class _Server:
                 deadline = time.monotonic() + self.wait_s
             while True:
                 obj = self.detail(workflow, run_id, history=False)
+                moving = Status(obj["status"]) in _MOVING
+                if not moving:
+                    settled = self._settled(workflow, run_id)
+                    if settled is not None:
+                        return settled
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    return obj
-                # a pause (or the end) our driver saved counts once its call let go of the
-                # run, which it does after its sync: what the reply says is on disk (SPEC,
-                # Durability)
-                if Status(obj["status"]) not in _MOVING and not self._held_here(workflow, run_id):
+                    if not moving:  # saved by a call not yet over: not said before its sync
+                        obj = {**obj, "status": Status.RUNNING.value, "interrupts": []}
                     return obj
                 self.driver.wait_moved(min(remaining, 0.1))
         return self.detail(workflow, run_id, history=False)
