@@ -110,6 +110,25 @@ def test_a_store_of_format_1_is_refused_with_a_message(tmp_path: Path) -> None:
         FileCheckpointer(tmp_path)
 
 
+@pytest.mark.parametrize(
+    "damaged",
+    [
+        b"PGSTORE pausegraph checkpoint store\nformat 2",
+        b"PGSTORE pausegraph checkpoint store\nformat 2\n\n",
+    ],
+    ids=["newline-cut", "newline-added"],
+)
+def test_a_damaged_marker_of_this_format_is_named_as_corrupt(
+    tmp_path: Path, damaged: bytes
+) -> None:
+    """Not "a store of format 2; this pausegraph reads format 2": the file is named, with
+    what it should read."""
+    FileCheckpointer(tmp_path)
+    (tmp_path / "PAUSEGRAPH").write_bytes(damaged)
+    with pytest.raises(CorruptCheckpointError, match=r"PAUSEGRAPH' is corrupt: it should read"):
+        FileCheckpointer(tmp_path)
+
+
 def test_each_run_is_one_log_that_starts_with_the_magic_tag_and_version(tmp_path: Path) -> None:
     store = FileCheckpointer(tmp_path)
     save_run(store, "r", 3)

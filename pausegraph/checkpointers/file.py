@@ -1067,7 +1067,11 @@ class FileStore:
         if content != _MARKER:
             first, _, rest = content.partition(b"\n")
             version = rest.removeprefix(b"format ").removesuffix(b"\n")
-            if first == _MARKER.partition(b"\n")[0] and version.isdigit():
+            if (
+                first == _MARKER.partition(b"\n")[0]
+                and version.isdigit()
+                and int(version) != FORMAT_VERSION  # this format, but damaged: said below
+            ):
                 hint = (
                     "upgrade pausegraph"
                     if int(version) > FORMAT_VERSION
