@@ -1320,15 +1320,20 @@ def _log(level: int, message: str, where: Checkpoint | _Cursor) -> None:
 
 
 def check_run_id(run_id: object) -> None:
-    """A run id is non-empty printable text; ``ResumeError`` saying why otherwise."""
+    """A run id is a non-empty string that UTF-8 can encode; ``ResumeError`` saying why otherwise.
+
+    Any character is stored safely (SPEC), control characters and NUL
+    included, and shown quoted where they would break a line. A lone
+    surrogate is refused: no JSON reply, web page or URL could carry it.
+    """
     if not isinstance(run_id, str) or not run_id:
         msg = f"a run id is a non-empty string, got {shown(run_id)}"
         raise ResumeError(msg)
-    if not run_id.isprintable():
-        bad = next(c for c in run_id if not c.isprintable())
-        msg = (
-            f"run id {shown(run_id)} holds {shown(bad)}: a run id may not hold control characters "
-            "(newlines, tabs), line or paragraph separators or lone surrogates; use "
-            "printable text"
-        )
-        raise ResumeError(msg)
+    if not run_id.isprintable():  # the rare case: only then look for a lone surrogate
+        bad = next((c for c in run_id if "\ud800" <= c <= "\udfff"), None)
+        if bad is not None:
+            msg = (
+                f"run id {shown(run_id)} holds the lone surrogate {shown(bad)}, which no text "
+                "encoding can carry (a JSON reply, a web page, a URL): use other characters"
+            )
+            raise ResumeError(msg)

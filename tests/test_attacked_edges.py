@@ -26,6 +26,7 @@ from pausegraph import (
     Update,
 )
 from pausegraph.checkpointers import Checkpointer
+from pausegraph.cli import main as cli_main
 
 
 @pytest.fixture(params=["memory", "file"])
@@ -124,11 +125,17 @@ def test_a_command_given_something_that_is_not_a_dict_says_so(make: Any, error: 
 
 
 @pytest.mark.parametrize("run_id", ["a\x85b", "a\u2028b", "a\u2029b", "\u00a0"])
-def test_run_ids_that_split_lines_are_refused(run_id: str) -> None:
-    runner = Runner(Graph("g", {"x": LastWriteWins()}).step("s", lambda s: None))
-    with pytest.raises(ResumeError, match=r"printable text$"):
-        runner.run(run_id)
-    assert runner.checkpointer.runs() == []
+def test_run_ids_that_split_lines_are_stored_and_listed_on_one_line(
+    run_id: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    runner = Runner(Graph("g", {"x": LastWriteWins()}).step("s", lambda s: None),
+                    FileCheckpointer(tmp_path))  # fmt: skip
+    runner.run(run_id)
+    assert runner.checkpointer.runs() == [("g", run_id)]
+    assert cli_main(["--store", str(tmp_path), "runs"]) == 0
+    listed = capsys.readouterr().out
+    assert len(listed.splitlines()) == 2  # the header and one row
+    assert repr(run_id) in listed
 
 
 def test_leaving_a_refused_run_never_removes_another_holders_new_lock_file(

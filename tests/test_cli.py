@@ -346,9 +346,9 @@ def test_bytes_are_printed_as_marked_base64_text() -> None:
     [
         ["run", EXPENSE, "--input", '{"no_such_channel": 1}'],
         ["run", EXPENSE, "--run-id", ""],
-        ["run", EXPENSE, "--run-id", "a\tb"],
+        ["run", EXPENSE, "--run-id", "a\udcffb"],  # a raw byte no UTF-8 reads
     ],
-    ids=["undeclared-channel", "empty-run-id", "control-character"],
+    ids=["undeclared-channel", "empty-run-id", "lone-surrogate"],
 )
 @pytest.mark.parametrize("url", ["dir", "sqlite"])
 def test_a_run_refused_for_its_input_or_id_makes_no_store(
