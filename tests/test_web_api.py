@@ -745,3 +745,52 @@ def test_a_reply_whose_wait_runs_out_while_the_driver_syncs_says_running(
         reply = client.post("/api/runs/g/r/resume", json={"value": "A"}).json()
         assert reply["status"] in ("running", "queued")
         assert reply["interrupts"] == []
+
+
+def test_a_reply_does_not_take_its_own_brief_lock_for_a_driver(tmp_path: Path) -> None:
+    """A run another answer just claimed (queued) reads as running under the lock the
+    reply takes to read it: that is no driver's, and the reply waits for the next pause
+    rather than saying running."""
+    from pausegraph import FileCheckpointer, Graph, Interrupt, LastWriteWins, Resume
+    from pausegraph.web._app import _Server
+
+    def ask(state: Any) -> Any:
+        return {"x": (yield Interrupt("q"))}
+
+    graph = Graph("g", {"x": LastWriteWins()}).step("s", ask)
+    store = FileCheckpointer(tmp_path / "store")
+    runner = Runner(graph, store)
+    runner.run("r")
+    server = _Server([graph], store, token=None, drive=False, wait_s=1.0)
+    settled = server._settled("g", "r")
+    assert settled is not None
+    assert settled["status"] == "paused"
+    runner.submit("r", Resume(1))  # queued: claimed, and no one drives it yet
+    assert server._settled("g", "r") is None
+
+
+def test_pages_show_odd_run_ids_quoted_and_link_dots_safely(tmp_path: Path) -> None:
+    """Ids a page cannot show as they are (a tab, a no-break space) are shown as their
+    repr, so no two look alike; ``.`` and ``..`` are linked as ``%2E`` segments, which a
+    browser does not resolve away."""
+    from pausegraph import FileCheckpointer, Graph, Interrupt, LastWriteWins
+
+    def ask(state: Any) -> Any:
+        return {"x": (yield Interrupt("q"))}
+
+    graph = Graph("g", {"x": LastWriteWins()}).step("s", ask)
+    store = FileCheckpointer(tmp_path / "store")
+    runner = Runner(graph, store)
+    odd = ["a\tb", "a\u00a0b", "a b", ".", ".."]
+    for run_id in odd:
+        runner.run(run_id)
+    with TestClient(app([graph], store, drive=False), base_url="http://127.0.0.1") as client:
+        page = client.get("/").text
+        assert "<code>&#39;a\\tb&#39;</code>" in page
+        assert "<code>&#39;a\\xa0b&#39;</code>" in page
+        assert "<code>a b</code>" in page
+        assert 'href="/runs/g/%2E%2E"' in page
+        assert 'action="/runs/g/%2E/answer"' in page
+        assert client.get("/runs/g/%2E%2E").status_code == 200
+        shown = client.get("/runs/g/a%09b").text
+        assert "<h1>Run <code>&#39;a\\tb&#39;</code></h1>" in shown

@@ -16,7 +16,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
-from urllib.parse import parse_qs, quote, unquote, unquote_to_bytes
+from urllib.parse import parse_qs, unquote, unquote_to_bytes
 
 import jinja2
 from starlette.applications import Starlette
@@ -52,6 +52,7 @@ from ..errors import (
 )
 from . import _views as views
 from ._guard import SESSION_COOKIE, Guard, host_name, is_loopback
+from ._views import segment
 
 logger = logging.getLogger("pausegraph.web")
 
@@ -141,7 +142,8 @@ class _Server:
             autoescape=True,
             undefined=jinja2.StrictUndefined,
         )
-        self.templates.filters["path"] = lambda text: quote(str(text), safe="")
+        self.templates.filters["path"] = segment
+        self.templates.filters["shown"] = render.shown  # an id a line cannot show: its repr
         # each paused run's decoded summary data, from the last page: a summary (seq and
         # data included) that has not changed is not decoded again
         self._decoded: dict[RunSummary, SummaryData] = {}
@@ -308,11 +310,14 @@ class _Server:
         """
         try:
             with self.store.lock(workflow, run_id):
-                return self.detail(workflow, run_id, history=False)
+                obj = self.detail(workflow, run_id, history=False)
         except ConflictError:
             return None
         except CheckpointError as exc:
             raise _store_failed(exc) from None
+        # moved on meanwhile (another answer's claim): it reads as running under this very
+        # lock, which is no driver's; wait for its next pause
+        return None if Status(obj["status"]) in _MOVING else obj
 
     def _held_elsewhere(self, workflow: str, run_id: str) -> bool:
         """Whether another process than this server holds the run's live lock."""
@@ -337,8 +342,8 @@ class _Server:
             msg = (
                 f"run {run_id!r} moved on while this answer waited for it: "
                 f"interrupt(s) {', '.join(gone)} no longer pending (it is "
-                f"{info.status}); GET /api/runs/{quote(workflow, safe='')}/"
-                f"{quote(run_id, safe='')} shows where it is"
+                f"{info.status}); GET /api/runs/{segment(workflow)}/"
+                f"{segment(run_id)} shows where it is"
             )
             raise _Refused(409, msg)
 
@@ -775,7 +780,7 @@ async def _answer_form(server: _Server, request: Request, session: str) -> Respo
             raise
         key = (workflow, run_id, interrupt_id)
         return await _inbox_with_error(server, session, key, form, refused.message, refused.status)
-    target = f"/runs/{quote(workflow, safe='')}/{quote(run_id, safe='')}"
+    target = f"/runs/{segment(workflow)}/{segment(run_id)}"
     return RedirectResponse(target, status_code=303)
 
 

@@ -22,6 +22,14 @@ from .._graph import Graph
 from .._records import Checkpoint, progress_of, skipped_of
 from ..checkpointers import Checkpointer
 
+
+def segment(text: object) -> str:
+    """``text`` as one URL path segment: percent-encoded, ``.`` and ``..`` too (a browser
+    would resolve those away, so a run named ``..`` gets ``%2E%2E``)."""
+    quoted = quote(str(text), safe="")
+    return quoted.replace(".", "%2E") if quoted in (".", "..") else quoted
+
+
 #: The state of a step on the run page; a step not reached yet has none.
 STEP_STATES = ("done", "running", "paused", "failed", "skipped")
 _STYLES = {
@@ -225,7 +233,7 @@ def api_terms(message: str, *, workflow: str, run_id: str, driving: bool = True)
         if not driving:
             reworded = reworded.replace("the server's driver", "a pausegraph worker")
         message = message.replace(phrase, reworded)
-    run = f"/api/runs/{quote(workflow, safe='')}/{quote(run_id, safe='')}"
+    run = f"/api/runs/{segment(workflow)}/{segment(run_id)}"
     out: list[str] = []
     pos = 0
     for match in render._CALL.finditer(message):
