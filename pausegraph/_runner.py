@@ -39,7 +39,7 @@ from ._commands import (
     Update,
 )
 from ._graph import Graph
-from ._held import HeldPauses, close, deletions
+from ._held import Held, HeldPauses, close, deletions
 from ._inbox import run_summaries
 from ._machine import (
     Claim,
@@ -773,15 +773,21 @@ class Runner:
         seq, label and time (a fixed clock). A pause the store still ends
         with (a claim that failed before anything was saved) stays held.
         """
-        held = self._held.peek(run_id)
-        if held is None:
-            return
         try:
-            kept = self.checkpointer.last(self._workflow, run_id) == held.checkpoint.meta
+            self._current_held(run_id)
         except Exception:  # the store is failing: replaying it later is always right
-            kept = False
-        if not kept:
             self._held.drop(run_id)
+
+    def _current_held(self, run_id: str) -> Held | None:
+        """The pause held for the run if the store still ends with it; else it is let go."""
+        held = self._held.peek(run_id)
+        if (
+            held is not None
+            and self.checkpointer.last(self._workflow, run_id) != held.checkpoint.meta
+        ):
+            self._held.drop(run_id)  # the run moved on elsewhere, or its pause was taken back
+            return None
+        return held
 
     def _after_finishing(self, run_id: str, busy: ConflictError) -> AbstractContextManager[None]:
         """The run's live lock, taken once a driver only finishing its call lets go.
@@ -857,11 +863,9 @@ class Runner:
 
     def _latest(self, run_id: str) -> Checkpoint:
         """The run's latest checkpoint: the held pause if it still is, else from the store."""
-        held = self._held.peek(run_id)
+        held = self._current_held(run_id)
         if held is not None:
-            if self.checkpointer.last(self._workflow, run_id) == held.checkpoint.meta:
-                return held.checkpoint
-            self._held.drop(run_id)  # the run moved on elsewhere
+            return held.checkpoint
         latest = self.checkpointer.latest(self._workflow, run_id)
         if latest is None:
             raise ResumeError(self._no_run(run_id))
@@ -1272,18 +1276,14 @@ class Runner:
 
     def _edits(self, edits: Mapping[str, Any] | None, what: str) -> dict[str, Any]:
         """Check that ``edits`` name channels and fit them; return them msgpack-normalised."""
-        if not isinstance(edits, Mapping):
-            msg = f"{what} must be a dict of channel values, got {type(edits).__name__} {edits!r}"
-            raise GraphError(msg)
-        return accept_writes(self.graph.channels, edits, what, GraphError, verb="names")
+        return accept_writes(
+            self.graph.channels, _mapping(edits, what), what, GraphError, verb="names"
+        )
 
     def _kept(self, edits: Mapping[str, Any] | None, what: str) -> dict[str, Any]:
         """Check edits as ``_edits`` does; return them as given, msgpack-normalised
         (``kept_edits``: what ``RunInfo.edits`` lists)."""
-        if not isinstance(edits, Mapping):
-            msg = f"{what} must be a dict of channel values, got {type(edits).__name__} {edits!r}"
-            raise GraphError(msg)
-        return kept_edits(self.graph.channels, edits, what)
+        return kept_edits(self.graph.channels, _mapping(edits, what), what)
 
     def _check_structure(self, checkpoint: Checkpoint) -> None:
         if checkpoint.structure == self._structure:
@@ -1317,6 +1317,14 @@ def _log(level: int, message: str, where: Checkpoint | _Cursor) -> None:
         where.seq,
         extra={"workflow": workflow, "run_id": where.run_id, "seq": where.seq},
     )
+
+
+def _mapping(edits: object, what: str) -> Mapping[str, Any]:
+    """``edits`` if it is a mapping; ``GraphError`` naming ``what`` otherwise."""
+    if not isinstance(edits, Mapping):
+        msg = f"{what} must be a dict of channel values, got {type(edits).__name__} {edits!r}"
+        raise GraphError(msg)
+    return edits
 
 
 def check_run_id(run_id: object) -> None:

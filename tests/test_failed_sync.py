@@ -50,20 +50,23 @@ def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], S
     return make
 
 
-def _failing_in(monkeypatch: pytest.MonkeyPatch, thread: str | None) -> None:
-    """``fsync`` and ``fdatasync`` fail with EIO (in the thread named ``thread``, or all)."""
-    real_fsync, real_fdatasync = os.fsync, os.fdatasync
+def _syncs_failing(monkeypatch: pytest.MonkeyPatch, fails: Callable[[], bool]) -> None:
+    """``fsync`` and ``fdatasync`` fail with EIO whenever ``fails()`` says so (it is asked
+    at each call, in the calling thread)."""
+    for name in ("fsync", "fdatasync"):
+        real = getattr(os, name)
 
-    def failing(real: Callable[[int], None]) -> Callable[[int], None]:
-        def sync(fd: int) -> None:
-            if thread is None or threading.current_thread().name == thread:
+        def sync(fd: int, real: Callable[[int], None] = real) -> None:
+            if fails():
                 raise OSError(errno.EIO, os.strerror(errno.EIO))
             real(fd)
 
-        return sync
+        monkeypatch.setattr(os, name, sync)
 
-    monkeypatch.setattr(os, "fsync", failing(real_fsync))
-    monkeypatch.setattr(os, "fdatasync", failing(real_fdatasync))
+
+def _failing_in(monkeypatch: pytest.MonkeyPatch, thread: str | None) -> None:
+    """``fsync`` and ``fdatasync`` fail with EIO (in the thread named ``thread``, or all)."""
+    _syncs_failing(monkeypatch, lambda: thread is None or threading.current_thread().name == thread)
 
 
 def test_a_failed_sync_fails_every_call_whose_saves_it_took_back(
@@ -128,18 +131,7 @@ def test_an_inner_calls_failed_sync_fails_the_outer_call_before_its_effect(
     store = make_store()
     charged: list[int] = []
     failing = [False]
-    real_fsync, real_fdatasync = os.fsync, os.fdatasync
-
-    def sync_or_fail(real: Callable[[int], None]) -> Callable[[int], None]:
-        def sync(fd: int) -> None:
-            if failing[0]:
-                raise OSError(errno.EIO, os.strerror(errno.EIO))
-            real(fd)
-
-        return sync
-
-    monkeypatch.setattr(os, "fsync", sync_or_fail(real_fsync))
-    monkeypatch.setattr(os, "fdatasync", sync_or_fail(real_fdatasync))
+    _syncs_failing(monkeypatch, lambda: failing[0])
     audit = Runner(Graph("audit", {"x": LastWriteWins()}).step("a", lambda s: None), store)
 
     def charge(amount: int) -> str:
@@ -236,20 +228,15 @@ def test_a_sync_waits_for_one_under_way_and_sees_its_take_back(
     runner = Runner(graph, store)
     runner.run("warm")
     b_saved, a_syncing = threading.Event(), threading.Event()
-    real = {name: getattr(os, name) for name in ("fsync", "fdatasync")}
 
-    def slow_then_failing(name: str) -> Callable[[int], None]:
-        def sync(fd: int) -> None:
-            if threading.current_thread().name == "A":
-                a_syncing.set()
-                time.sleep(0.3)  # B's sync starts meanwhile
-                raise OSError(errno.EIO, os.strerror(errno.EIO))
-            real[name](fd)
+    def slow_in_a() -> bool:
+        if threading.current_thread().name != "A":
+            return False
+        a_syncing.set()
+        time.sleep(0.3)  # B's sync starts meanwhile
+        return True
 
-        return sync
-
-    for name in real:
-        monkeypatch.setattr(os, name, slow_then_failing(name))
+    _syncs_failing(monkeypatch, slow_in_a)
     store_type = type(store.store)
     real_sync = store_type.sync
 
@@ -303,19 +290,14 @@ def test_a_calls_own_failed_sync_is_the_error_it_raises(
     runner = Runner(Graph("g", {"x": LastWriteWins()}).step("s", step), store)
     runner.run("r")
     left = [1]
-    real = {name: getattr(os, name) for name in ("fsync", "fdatasync")}
 
-    def once(name: str) -> Callable[[int], None]:
-        def sync(fd: int) -> None:
-            if left[0]:
-                left[0] -= 1
-                raise OSError(errno.EIO, os.strerror(errno.EIO))
-            real[name](fd)
+    def once() -> bool:
+        if not left[0]:
+            return False
+        left[0] -= 1
+        return True
 
-        return sync
-
-    for name in real:
-        monkeypatch.setattr(os, name, once(name))
+    _syncs_failing(monkeypatch, once)
     with pytest.raises(CheckpointError) as raised:
         runner.resume("r", Resume(1))
     assert "Input/output error" in str(raised.value)
