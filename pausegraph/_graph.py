@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import graphlib
-import inspect
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -105,7 +104,9 @@ class Graph:
         """Add a step: ``fn(state)`` returns its writes, or is a generator function.
 
         Raises ``GraphError`` for an empty or duplicate id, a frozen graph,
-        or an ``fn`` that is not callable or is an ``async def`` function.
+        or an ``fn`` that is not callable. An ``async def`` function is a
+        callable too, but what it returns is not writes: its run fails with a
+        ``StepError`` saying so (SPEC, Steps).
         """
         self._check_open(f".step({shown(step_id)}, ...)")
         if not isinstance(step_id, str) or not step_id:
@@ -122,19 +123,6 @@ class Graph:
             raise GraphError(msg)
         if not callable(fn):
             msg = f"step {shown(step_id)} needs a callable taking the state, got {shown(fn)}"
-            raise GraphError(msg)
-        call = fn if inspect.isfunction(fn) or inspect.ismethod(fn) else type(fn).__call__
-        if (
-            inspect.iscoroutinefunction(fn)
-            or inspect.isasyncgenfunction(fn)
-            or (inspect.iscoroutinefunction(call) or inspect.isasyncgenfunction(call))
-        ):
-            msg = (
-                f"step {shown(step_id)} is an async function ({shown(fn)}): "
-                "a step is a plain function "
-                "returning its writes or a generator function (def, not async def); yield "
-                "Effect(fn, ...) to call slow or blocking work"
-            )
             raise GraphError(msg)
         self.step_index[step_id] = len(self._steps)
         self._steps[step_id] = fn
@@ -277,7 +265,11 @@ def _mermaid_text(text: str) -> str:
 
 
 class _AnyOf:
-    """The ``when`` of an edge given more than once: true if any of its predicates is."""
+    """The ``when`` of an edge given more than once: true if any of its predicates is.
+
+    Every predicate is asked, in the order given (none is skipped once one is
+    true), so whether one that raises fails the run does not depend on that order.
+    """
 
     __slots__ = ("__name__", "__qualname__", "predicates")
     predicates: tuple[Callable[[Mapping[str, Any]], Any], ...]
@@ -293,4 +285,5 @@ class _AnyOf:
         )
 
     def __call__(self, state: Mapping[str, Any]) -> bool:
-        return any(p(state) for p in self.predicates)
+        answers = [bool(p(state)) for p in self.predicates]  # each asked: no short cut
+        return True in answers

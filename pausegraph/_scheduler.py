@@ -79,9 +79,11 @@ def skipped_in(
 
     A step runs if it has no incoming edge, or one from a step that ran
     (not in ``skipped``) with no predicate or a true one; a ``forced`` step
-    (a ``Goto`` target) always runs. Predicates are asked in edge order, and
-    no more once one edge lets the step run. A predicate that raises is a
-    ``StepError`` of the destination step that chains it (see ``PredicateFailed``).
+    (a ``Goto`` target) always runs. Every predicate of an edge from a step
+    that ran is asked, in edge order, even once an edge lets the step run:
+    whether a predicate that raises fails the run never depends on the order
+    the edges were added. A predicate that raises is a ``StepError`` of the
+    destination step that chains it (see ``PredicateFailed``).
     """
     when = graph.when
     if not when and not skipped:
@@ -101,9 +103,9 @@ def skipped_in(
             predicate = when.get((src, step_id))
             if predicate is None:
                 runs = True
-                break
+                continue
             try:
-                runs = bool(predicate(state))
+                runs = bool(predicate(state)) or runs
                 if changed_behind(state, len(shown), "__builtins__" in shown):
                     raise undone(state, shown)
             except (Exception, SystemExit) as exc:
@@ -112,8 +114,6 @@ def skipped_in(
                 error = StepError(msg)
                 error.__cause__ = exc
                 raise PredicateFailed(step_id, error) from exc
-            if runs:
-                break
         if not runs:
             out.append(step_id)
     return tuple(out)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import inspect
 import os
 from collections.abc import Callable, Collection, Mapping
 from types import GeneratorType
@@ -75,11 +76,29 @@ def check_writes(step_id: str, result: Any) -> Mapping[str, Any]:
         return {}
     if type(result) is dict or isinstance(result, Mapping):
         return result
+    if inspect.iscoroutine(result) or inspect.isasyncgen(result):
+        _discard(result)
+        msg = (
+            f"step {shown(step_id)} returned a {type(result).__name__}, not its writes: an "
+            "async def step is not run (pausegraph is synchronous); write a plain function "
+            "returning its writes or a generator function (def, not async def), and yield "
+            "Effect(fn, ...) to call slow or blocking work"
+        )
+        raise StepError(msg)
     msg = (
         f"step {shown(step_id)} returned {type(result).__name__} {shown(result)}: "
         "return a dict of channel writes, or None"
     )
     raise StepError(msg)
+
+
+def _discard(result: Any) -> None:
+    """Close a coroutine or async generator a step returned, so it never warns it was not run."""
+    with contextlib.suppress(Exception):
+        if inspect.iscoroutine(result):
+            result.close()
+        else:
+            result.aclose().close()
 
 
 def step_failed(step_id: str, exc: BaseException) -> StepError:

@@ -265,6 +265,42 @@ def test_a_predicate_that_raises_fails_the_run_as_the_destination_and_a_retry_as
     assert graph is not None
 
 
+@pytest.mark.parametrize("raising_first", [True, False])
+def test_a_raising_predicate_fails_the_run_whatever_the_order_of_the_edges(raising_first):
+    """SPEC: a predicate that raises fails the run. Every predicate of an edge from a
+    step that ran is asked, so an unconditional edge (or a true predicate) added before
+    the raising one does not hide it; and a predicate of an edge from a skipped step,
+    which cannot make the step run, is not asked."""
+    asked: list[str] = []
+
+    def boom(state):
+        asked.append("boom")
+        raise ValueError("no amount")
+
+    def yes(state):
+        asked.append("yes")
+        return True
+
+    def from_skipped(state):
+        asked.append("from_skipped")
+        raise AssertionError("an edge from a skipped step is not asked")
+
+    graph = Graph("g", {"amount": LastWriteWins(), "log": Append()})
+    for name in ("a", "b", "s", "c"):
+        graph.step(name, writer(name))
+    graph.edge("a", "s", when=never)
+    edges = [("a", "c", None), ("b", "c", yes), ("s", "c", from_skipped), ("b", "c", boom)]
+    for src, dst, when in edges[::-1] if raising_first else edges:
+        graph.edge(src, dst, when=when)
+    runner = Runner(graph)
+    with pytest.raises(StepError, match="no amount") as caught:
+        runner.run("r", {"amount": 1})
+    assert isinstance(caught.value.__cause__, ValueError)
+    assert runner.state("r").failure.step_id == "c"
+    # the first predicate that raises ends the asking; every one before it was asked
+    assert asked == (["boom"] if raising_first else ["yes", "boom"])
+
+
 def test_goto_a_skipped_step_runs_it_and_later_layers_choose_afresh(store_factory):
     runner = Runner(expense_graph(), store_factory())
     done = runner.run("r", {"amount": 1})
