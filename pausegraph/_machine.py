@@ -408,9 +408,10 @@ def _retry(
     """Go on with a failed layer: the effect error that failed it is dropped, and retried.
 
     ``raised_at`` is where that error is in the failing step's journal in
-    ``progress`` (``_raised_at``; ``None``: nothing to drop). Never an error
-    recording a result that could not be stored (``Raised.refused``): that
-    function ran, and is never called again.
+    ``progress`` (``_raised_at``; ``None``: nothing to drop), a result that
+    could not be stored (``Raised.refused``) included: SPEC, Failures, "the
+    effect error that failed the run is dropped, and that effect is called
+    again".
     """
     if raised_at is not None:
         step_id = failure.step_id
@@ -484,14 +485,10 @@ def _raised_at(stage: Failed) -> int | None:
     at = stage.raised_at
     if at is not None:
         entry = journal[at] if 0 <= at < len(journal) else None
-        return at if type(entry) is Raised and not entry.refused else None
+        return at if type(entry) is Raised else None
     if failure.error_type != "EffectError":
         return None
-    raised = [
-        n
-        for n, e in enumerate(journal)
-        if type(e) is Raised and not e.refused and e.error == failure.message
-    ]
+    raised = [n for n, e in enumerate(journal) if type(e) is Raised and e.error == failure.message]
     return raised[-1] if raised else None
 
 

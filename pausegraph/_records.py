@@ -77,8 +77,9 @@ class Raised:
     """The step yielded an ``Effect`` whose function raised; ``error`` is the message.
 
     ``refused`` marks an effect whose function *returned*, but whose result
-    could not be stored (msgpack refused it): the function ran, so a retry
-    of the failed layer replays this error too and never calls it again.
+    could not be stored (msgpack refused it): a replay throws it in as an
+    ``EffectResultError``; a retry of the run it failed calls the function
+    again, as for an error the function raised.
     """
 
     effect: str

@@ -213,11 +213,25 @@ def call_once(
 
 
 def failure_of(step_id: str, error: BaseException) -> Failure:
-    """The ``Failure`` a run records for ``error`` raised by ``step_id``."""
-    cause = error.__cause__
-    if isinstance(error, EffectError) or type(error) is not StepError or cause is None:
-        return Failure(step_id, type(error).__name__, said(error))
-    return Failure(step_id, type(cause).__name__, said(cause))
+    """The ``Failure`` a run records for ``error`` raised by ``step_id``.
+
+    SPEC, Failures: ``error_type`` is the class of the exception the step
+    raised, of the cause for a ``StepError`` that chains one (the engine's
+    own, which chains what the step raised, and one the step raised from
+    another exception, followed down the chain), and ``"EffectError"`` for
+    an effect error (a subclass included). The message is the same exception's.
+    """
+    shown, seen = error, {id(error)}
+    while (
+        isinstance(shown, StepError)
+        and not isinstance(shown, EffectError)
+        and shown.__cause__ is not None
+        and id(shown.__cause__) not in seen  # a chain made into a loop by hand ends there
+    ):
+        shown = shown.__cause__
+        seen.add(id(shown))
+    kind = "EffectError" if isinstance(shown, EffectError) else type(shown).__name__
+    return Failure(step_id, kind, said(shown))
 
 
 def _executor_refused(step_id: str, cause: Exception) -> StepError:

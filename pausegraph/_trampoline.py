@@ -45,6 +45,7 @@ from ._values import (
 )
 from .errors import (
     EffectError,
+    EffectResultError,
     InterruptTimeout,
     NondeterminismError,
     SerializationError,
@@ -185,12 +186,13 @@ _ENTRY = "_pausegraph_entry"
 def _refused_entry(
     step_id: str, name: str, branch: str, result: Any, refused: Exception
 ) -> tuple[Entry, BaseException]:
-    """The entry of an effect that ran but returned what cannot be stored: an error, for good.
+    """The entry of an effect that ran but returned what cannot be stored: an error.
 
-    The function ran (money may have moved), so its call is recorded as
-    raising a ``SerializationError``: the step gets it as an ``EffectError``
-    at its ``yield``, as if the function had raised it, and a retry or a
-    replay throws the same error in again without calling the function.
+    The call is recorded as raising: the step gets an ``EffectResultError``
+    (an ``EffectError`` and a ``SerializationError``) at its ``yield``, as if
+    the function had raised, and a replay throws the same error in again
+    without calling the function. As for any effect error, a retry of the
+    run it failed drops it and calls the function again (SPEC, Failures).
     """
     try:
         part = refused_part(result, "result")
@@ -205,11 +207,11 @@ def _refused_entry(
     )
     text = (
         f"effect {name} in step {step_id!r} ran, but its result was not stored: "
-        f"SerializationError: {cause}. It is not called again: a retry or replay throws "
-        "this error in at its yield"
+        f"SerializationError: {cause}. A replay throws this error in at its yield; a retry "
+        "of the run it fails calls the effect again"
     )
     text = storable(text)
-    error = EffectError(text)
+    error = EffectResultError(text)
     error.__cause__ = cause
     return _thrown_for(Raised(name, text, branch, refused=True), error)
 
@@ -622,7 +624,8 @@ class Trampoline:
         branch.cursor += 1
         if kind is Raised:
             raised: Raised = entry  # type: ignore[assignment]
-            return None, _thrown_for(raised, EffectError(raised.error))[1]
+            thrown = EffectResultError if raised.refused else EffectError
+            return None, _thrown_for(raised, thrown(raised.error))[1]
         return thaw(entry.value), None  # type: ignore[union-attr]
 
     def _where(self, branch: Branch) -> str:

@@ -80,6 +80,21 @@ class SerializationError(PausegraphError, TypeError):
     """A value that msgpack cannot encode: a channel value, a payload, an answer."""
 
 
+class EffectResultError(EffectError, SerializationError):
+    """An ``Effect``'s function returned a value msgpack cannot store.
+
+    Both an ``EffectError`` (it is thrown into the step at the effect's
+    ``yield``, where the step may catch it, and an uncaught one fails the
+    run with ``Failure.error_type`` ``"EffectError"``) and a
+    ``SerializationError`` (a value that cannot be stored). The function ran,
+    but its result is recorded as this error: a replay throws it again
+    without calling the function; a retry of the run it failed calls the
+    function again, as for any effect error that fails a run. Its
+    ``__cause__`` (the first time only) is the ``SerializationError`` naming
+    the part of the result that was refused.
+    """
+
+
 class NondeterminismError(StepError):
     """A replayed step yielded something other than its journal recorded.
 

@@ -469,7 +469,7 @@ def test_a_failure_saved_without_where_its_error_is_falls_back_to_the_last_error
     assert _raised_at(Failed(progress, failure, 1)) == 1
     refused = Raised("twin", said, "0-0", refused=True)
     kept = Progress(0, 1, journals={"s": (Forked(2), refused)})
-    assert _raised_at(Failed(kept, failure, 1)) is None  # a refused result is never retried
+    assert _raised_at(Failed(kept, failure, 1)) == 1  # a refused result is retried alike
     assert _raised_at(Failed(progress, Failure("s", "ValueError", said))) is None
     # a step that raised its own error from the effect's: where it is, whatever its type
     assert _raised_at(Failed(progress, Failure("s", "RuntimeError", "gave up"), 2)) == 2

@@ -38,12 +38,14 @@ from pausegraph import (
     LastWriteWins,
     MemoryCheckpointer,
     NondeterminismError,
+    Paused,
     Resume,
     Runner,
     SerializationError,
     StepError,
 )
 from pausegraph.cli import load_graph
+from pausegraph.errors import EffectResultError
 
 # --- an effect whose result cannot be stored ---------------------------------------
 
@@ -61,29 +63,66 @@ def _charging(calls: list[int], result: Callable[[], Any]) -> Graph:
 
 
 @pytest.mark.parametrize("how", ["hot", "cold", "continue"])
-def test_an_effect_whose_result_cannot_be_stored_is_called_once_across_retries(
+def test_an_effect_whose_result_cannot_be_stored_fails_the_run_and_a_retry_calls_it_again(
     tmp_path: Path, how: str
 ) -> None:
+    """SPEC, Failures: the effect error that failed the run is dropped and that effect is
+    called again; an unstorable result is such an error (an ``EffectResultError``: an
+    ``EffectError`` and a ``SerializationError``), so the retry after a fix goes on."""
     calls: list[int] = []
-    graph = _charging(calls, lambda: {"at": datetime.datetime(2026, 1, 1), "n": 1})
-    checkpointer = FileCheckpointer(tmp_path / "store")
-    runner = Runner(graph, checkpointer)
+    fixed = {"now": False}
+
+    def result() -> Any:
+        return "2026-01-01" if fixed["now"] else {"at": datetime.datetime(2026, 1, 1), "n": 1}
+
+    graph = _charging(calls, result)
+    runner = Runner(graph, FileCheckpointer(tmp_path / "store"))
     for attempt in range(3):
         if how == "cold":
             runner = Runner(graph, FileCheckpointer(tmp_path / "store"))
         go = functools.partial(runner.run, "r1", {})
         if how == "continue" and attempt:
             go = functools.partial(runner.resume, "r1", Continue())
-        with pytest.raises(EffectError, match="ran, but its result was not stored") as info:
+        with pytest.raises(EffectResultError, match="ran, but its result was not stored") as info:
             go()
-        if not attempt:
-            assert isinstance(info.value.__cause__, SerializationError)
+        assert isinstance(info.value, EffectError)
+        assert isinstance(info.value, SerializationError)
+        assert isinstance(info.value.__cause__, SerializationError)
+        assert calls == [1] * (attempt + 1)
+        info_ = runner.state("r1")
+        assert info_.status == "failed"
+        assert info_.failure is not None
+        assert info_.failure.error_type == "EffectError"
+        assert "SerializationError" in info_.failure.message
+    fixed["now"] = True
+    if how == "cold":
+        runner = Runner(graph, FileCheckpointer(tmp_path / "store"))
+    assert runner.run("r1").state == {"out": "2026-01-01"}
+    assert calls == [1, 1, 1, 1]
+
+
+def test_an_unstorable_result_the_step_caught_replays_without_calling_the_effect(
+    tmp_path: Path,
+) -> None:
+    calls: list[int] = []
+
+    def charge() -> Any:
+        calls.append(1)
+        return {1, 2}  # a set: msgpack refuses it
+
+    def step(state: Any) -> Any:
+        try:
+            yield Effect(charge)
+        except SerializationError as exc:
+            kind = type(exc).__name__
+        answer = yield Interrupt("go on?")
+        return {"out": f"{kind}:{answer}"}
+
+    graph = Graph("caught", {"out": LastWriteWins()}).step("s", step)
+    assert isinstance(Runner(graph, FileCheckpointer(tmp_path)).run("r", {}), Paused)
+    done = Runner(graph, FileCheckpointer(tmp_path)).resume("r", Resume("yes"))  # a replay
+    assert done.state == {"out": "EffectResultError:yes"}
     assert calls == [1]
-    info_ = runner.state("r1")
-    assert info_.status == "failed"
-    assert info_.failure is not None
-    assert info_.failure.error_type == "EffectError"
-    assert "SerializationError" in info_.failure.message
 
 
 def test_the_message_names_the_effect_the_step_the_part_refused_and_what_to_do() -> None:
@@ -97,7 +136,7 @@ def test_the_message_names_the_effect_the_step_the_part_refused_and_what_to_do()
     assert "(the datetime at result['at'])" in text
     assert "isoformat()" in text
     assert "msgpack-native" in text
-    assert "not called again" in text
+    assert "a retry of the run it fails calls the effect again" in text
 
 
 def test_a_part_deep_inside_the_result_is_named_by_its_path() -> None:
@@ -166,15 +205,15 @@ def test_with_an_executor_the_refused_result_and_its_neighbours_are_kept() -> No
         for _ in range(3):
             with pytest.raises(EffectError, match=r"\(result itself, of type set\)"):
                 runner.run("r", {})
-    assert good_calls == [1]
-    assert bad_calls == [1]
+    assert good_calls == [1]  # its neighbour's result was kept
+    assert bad_calls == [1, 1, 1]  # the error that failed the run: called again
     failure = runner.state("r").failure
     assert failure is not None
     assert (failure.step_id, failure.error_type) == ("b", "EffectError")
 
 
 def test_an_effect_that_raised_is_still_called_again_on_a_retry() -> None:
-    """The refused result is the one exception kept: an effect's own error is retried."""
+    """An effect's own error that failed the run is retried, as a refused result is."""
     calls: list[int] = []
 
     def flaky() -> str:
@@ -454,7 +493,7 @@ def _odd_result() -> Any:
 
 
 @pytest.mark.parametrize("where", ["effect result", "step write", "payload"])
-def test_a_value_whose_methods_raise_fails_the_run_and_no_effect_is_called_again(
+def test_a_value_whose_methods_raise_fails_the_run_and_only_the_failing_effect_is_called_again(
     tmp_path: Path, where: str
 ) -> None:
     odd_calls.clear()
@@ -473,5 +512,5 @@ def test_a_value_whose_methods_raise_fails_the_run_and_no_effect_is_called_again
             runner.run("r", {}) if not (tmp_path / "started").exists() else runner.run("r")
         (tmp_path / "started").touch()
         assert runner.state("r").status == "failed"
-    expected = ["called"] if where == "effect result" else []
+    expected = ["called"] * 3 if where == "effect result" else []  # the error that failed it
     assert odd_calls == expected

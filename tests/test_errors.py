@@ -84,6 +84,70 @@ def test_a_replay_that_strays_is_a_step_error_of_the_layer():
     assert pausegraph.Runner(graph, store).state("r").failure.error_type == "NondeterminismError"
 
 
+class _Mine(StepError):
+    pass
+
+
+def _raising(make):
+    def step(state):
+        raise make()
+
+    return step
+
+
+def _chained(outer, inner):
+    try:
+        raise inner
+    except Exception as exc:
+        try:
+            raise outer from exc
+        except Exception as chained:
+            return chained
+
+
+def _looped():
+    a, b = StepError("a"), StepError("b")
+    a.__cause__, b.__cause__ = b, a
+    return a
+
+
+@pytest.mark.parametrize(
+    ("make", "error_type", "message"),
+    [
+        (lambda: ValueError("bad"), "ValueError", "bad"),
+        (lambda: StepError("plain"), "StepError", "plain"),
+        (lambda: _chained(StepError("wrapped"), KeyError("k")), "KeyError", "'k'"),
+        (lambda: _chained(_Mine("mine"), OSError("disk")), "OSError", "disk"),
+        (
+            lambda: _chained(StepError("outer"), _chained(StepError("inner"), TypeError("t"))),
+            "TypeError",
+            "t",
+        ),
+        (
+            lambda: _chained(StepError("gave up"), EffectError("effect f raised")),
+            "EffectError",
+            "effect f raised",
+        ),
+        (
+            lambda: _chained(ValueError("not a step error"), KeyError("k")),
+            "ValueError",
+            "not a step error",
+        ),
+        (_looped, "StepError", "b"),
+    ],
+    ids=["plain", "step-error", "chained", "subclass", "twice", "effect", "other", "loop"],
+)
+def test_failure_error_type_is_the_cause_of_a_step_error_that_chains_one(make, error_type, message):
+    """SPEC, Failures: ``error_type`` is the class name of the exception the step raised
+    (of the cause, for a StepError that chains one; "EffectError" for an effect error)."""
+    graph = pausegraph.Graph("g", {"x": pausegraph.LastWriteWins()}).step("s", _raising(make))
+    runner = pausegraph.Runner(graph)
+    with pytest.raises(StepError):
+        runner.run("r")
+    failure = runner.state("r").failure
+    assert (failure.step_id, failure.error_type, failure.message) == ("s", error_type, message)
+
+
 @pytest.mark.parametrize("error", [ConflictError, CorruptCheckpointError], ids=lambda e: e.__name__)
 def test_store_errors_are_checkpoint_errors(error):
     assert issubclass(error, CheckpointError)
