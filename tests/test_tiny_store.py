@@ -8,6 +8,9 @@ docs/storage.md ("Writing a store") walks through it.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -94,3 +97,51 @@ class TestDictStore(CheckpointerConformance):
 
     def make_checkpointer(self, tmp_path: Path) -> Checkpointer:
         return StoreCheckpointer(DictStore())
+
+
+SLOW_SUITE = """
+import time
+from hypothesis import settings
+from pausegraph.checkpointers import StoreCheckpointer
+from pausegraph.testing import CheckpointerConformance
+from test_tiny_store import DictStore
+
+settings.register_profile("user", max_examples=4)  # hypothesis's own deadline: 200 ms
+settings.load_profile("user")
+
+
+class SlowStore(DictStore):
+    slow = True
+
+    def append(self, info, frame, summary):
+        if self.slow:  # once a store (each test has its own): past the 200 ms deadline
+            self.slow = False
+            time.sleep(0.25)  # a slow disk's fsync, a far server
+        return super().append(info, frame, summary)
+
+
+class TestSlowStore(CheckpointerConformance):
+    durable = False
+
+    def make_checkpointer(self, tmp_path):
+        return StoreCheckpointer(SlowStore())
+"""
+
+
+def test_the_suite_sets_no_deadline_a_slow_correct_store_passes(tmp_path: Path) -> None:
+    """A user's project has no profile that lifts hypothesis's 200 ms deadline: the
+    suite's property tests must not fail a store whose appends take longer."""
+    (tmp_path / "test_slow_store.py").write_text(SLOW_SUITE)
+    here = Path(__file__).resolve().parent
+    done = subprocess.run(
+        [
+            sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir",
+            str(tmp_path), "-c", os.devnull, "-k",
+            "test_values_round_trip_exactly or test_deltas_rebuild_the_same_values_as_snapshots",
+            str(tmp_path / "test_slow_store.py"),
+        ],
+        capture_output=True, text=True, check=False, cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(here), "HYPOTHESIS_PROFILE": ""},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert "2 passed" in done.stdout

@@ -270,9 +270,12 @@ _HOSTILE_IDS = [
 ]
 
 # one store serves every example (see ``_shared``), and every subclass of the
-# suite runs the same inherited test on its own store: both are meant
+# suite runs the same inherited test on its own store: both are meant. No
+# deadline: a correct store may take its time (an fsync per append, a round
+# trip to a server), and the suite checks what it does, not how fast
 _one_store = settings(
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.differing_executors]
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.differing_executors],
 )
 
 
