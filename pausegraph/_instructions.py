@@ -203,8 +203,10 @@ class Effect(_Instruction):
     If ``fn`` raises, an ``EffectError`` naming the original type and message
     is thrown into the step at the ``yield``; a replay throws the same error.
     If ``fn`` returns what msgpack cannot encode (a ``datetime``, a
-    ``Decimal``), the call is recorded as raising ``SerializationError``: the
-    step gets it as an ``EffectError``, and no retry calls ``fn`` again.
+    ``Decimal``), the call is recorded as raising: the step gets an
+    ``EffectResultError`` (an ``EffectError`` and a ``SerializationError``),
+    which a replay throws again. An effect error that fails the run is the
+    one call a retry makes again (SPEC, Failures).
     An effect is recognised on replay by ``fn``'s module and qualified name,
     not by its arguments (see ``name`` for a script's functions). The
     result is normalised through msgpack, so a tuple arrives as a list, the

@@ -431,6 +431,12 @@ def _retry(
                 timeouts=tuple(i for i in progress.timeouts if i not in dropped),
                 claimed=tuple(i for i in progress.claimed if i not in dropped),
             )
+    if not progress.decided and not progress.finished and not progress.journals:
+        # a predicate raised before the layer began, so before its Before breakpoints
+        # were checked: the retry starts the layer again, and they are checked then
+        # (after an Update at its Before pause, the run pauses there once more)
+        start = Start(progress.layer, skipped=progress.skipped, forced=progress.forced)
+        return Claim(label, latest.super_step, start)
     return Claim(label, latest.super_step, InLayer(progress))
 
 

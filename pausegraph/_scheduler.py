@@ -54,6 +54,7 @@ from ._trampoline import (
     call_effect,
     effect_entry,
     no_clock,
+    raised_by,
     raised_entry,
     start,
     step_failed,
@@ -219,7 +220,9 @@ def failure_of(step_id: str, error: BaseException) -> Failure:
     raised, of the cause for a ``StepError`` that chains one (the engine's
     own, which chains what the step raised, and one the step raised from
     another exception, followed down the chain), and ``"EffectError"`` for
-    an effect error (a subclass included). The message is the same exception's.
+    an effect error (a subclass included). The message is what the step
+    raised says (``raise StepError("no stock") from KeyError("sku")``:
+    ``KeyError``, ``"no stock"``), or the engine's own error's.
     """
     shown, seen = error, {id(error)}
     while (
@@ -231,7 +234,7 @@ def failure_of(step_id: str, error: BaseException) -> Failure:
         shown = shown.__cause__
         seen.add(id(shown))
     kind = "EffectError" if isinstance(shown, EffectError) else type(shown).__name__
-    return Failure(step_id, kind, said(shown))
+    return Failure(step_id, kind, said(raised_by(error)))
 
 
 def _executor_refused(step_id: str, cause: Exception) -> StepError:

@@ -77,10 +77,10 @@ def check_writes(step_id: str, result: Any) -> Mapping[str, Any]:
         return {}
     if type(result) is dict or isinstance(result, Mapping):
         return result
-    if inspect.iscoroutine(result) or inspect.isasyncgen(result):
+    if _is_async(result):
         _discard(result)
         msg = (
-            f"step {shown(step_id)} returned a {type(result).__name__}, not its writes: an "
+            f"step {shown(step_id)} returned {type(result).__name__}, not its writes: an "
             "async def step is not run (pausegraph is synchronous); write a plain function "
             "returning its writes or a generator function (def, not async def), and yield "
             "Effect(fn, ...) to call slow or blocking work"
@@ -93,6 +93,11 @@ def check_writes(step_id: str, result: Any) -> Mapping[str, Any]:
     raise StepError(msg)
 
 
+def _is_async(result: Any) -> bool:
+    """Whether ``result`` is what an ``async def`` function returns (coroutine, async generator)."""
+    return inspect.iscoroutine(result) or inspect.isasyncgen(result)
+
+
 def _discard(result: Any) -> None:
     """Close a coroutine or async generator a step returned, so it never warns it was not run."""
     with contextlib.suppress(Exception):
@@ -102,11 +107,22 @@ def _discard(result: Any) -> None:
             result.aclose().close()
 
 
+_WRAPS = "_pausegraph_wraps"
+
+
 def step_failed(step_id: str, exc: BaseException) -> StepError:
+    """The engine's ``StepError`` for ``exc``, raised by step ``step_id`` (``raised_by``)."""
     msg = f"step {step_id!r} raised {named(exc)}"
     error = StepError(msg)
     error.__cause__ = exc
+    setattr(error, _WRAPS, exc)  # a private mark: what the step itself raised
     return error
+
+
+def raised_by(error: BaseException) -> BaseException:
+    """What the step raised: the cause of the engine's ``step_failed`` error, else ``error``."""
+    raised: BaseException | None = getattr(error, _WRAPS, None)
+    return error if raised is None else raised
 
 
 def call_effect(
@@ -128,11 +144,27 @@ def call_effect(
     return effect_entry(step_id, effect, branch, result, None)
 
 
+def _not_run(result: Any) -> TypeError:
+    """The error of an effect whose function is ``async def``: its body never ran."""
+    _discard(result)
+    return TypeError(
+        f"it returned {type(result).__name__} unrun: an async def function is not awaited "
+        "(pausegraph is synchronous); pass a plain function (def), e.g. one calling "
+        "asyncio.run(...)"
+    )
+
+
 def effect_entry(
     step_id: str, effect: Effect, branch: str, result: Any, exc: BaseException | None
 ) -> tuple[Entry, BaseException | None]:
-    """The journal entry of an effect that returned ``result`` or raised ``exc``."""
+    """The journal entry of an effect that returned ``result`` or raised ``exc``.
+
+    An ``async def`` function's coroutine is its error (its body never ran,
+    so a retry may call it again), not a result that could not be stored.
+    """
     name = effect.name
+    if exc is None and _is_async(result):
+        exc = _not_run(result)
     if exc is not None:
         text = f"effect {name} in step {step_id!r} raised {named(exc)}"
         error = EffectError(text)
@@ -207,8 +239,7 @@ def _refused_entry(
     )
     text = (
         f"effect {name} in step {step_id!r} ran, but its result was not stored: "
-        f"SerializationError: {cause}. A replay throws this error in at its yield; a retry "
-        "of the run it fails calls the effect again"
+        f"SerializationError: {cause}"
     )
     text = storable(text)
     error = EffectResultError(text)
@@ -738,9 +769,13 @@ def start(
         trampoline.seen, trampoline.seen_width = state, len(state)  # to tell C code changing it
         return trampoline
     if journal:
+        hint = ""
+        if _is_async(result):
+            _discard(result)
+            hint = " (an async def step is not run: write def)"
         msg = (
             f"step {step_id!r} has a journal to replay, but calling it again returned "
-            f"{type(result).__name__}, not a generator: it cannot replay its journal"
+            f"{type(result).__name__}, not a generator: it cannot replay its journal{hint}"
         )
         raise NondeterminismError(msg)
     return check_writes(step_id, result)

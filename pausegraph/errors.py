@@ -7,6 +7,8 @@ same thing the class subclasses it too, so ``except ValueError`` still works::
     ├── GraphError(ValueError)          the graph, a channel name or a breakpoint is wrong
     ├── StepError(RuntimeError)         a step failed, or returned/yielded something wrong
     │   ├── EffectError                 an Effect's function raised (thrown into the step)
+    │   │   └── EffectResultError       ... or returned what cannot be stored (also a
+    │   │                               SerializationError)
     │   └── NondeterminismError         a replayed step did not repeat its journal
     ├── ResumeError(ValueError)         a command does not fit the run's state
     ├── InterruptTimeout(TimeoutError)  an interrupt's deadline passed (thrown into the step)
@@ -28,6 +30,7 @@ __all__ = [
     "ConflictError",
     "CorruptCheckpointError",
     "EffectError",
+    "EffectResultError",
     "GraphError",
     "InterruptTimeout",
     "NondeterminismError",

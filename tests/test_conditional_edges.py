@@ -301,6 +301,45 @@ def test_a_raising_predicate_fails_the_run_whatever_the_order_of_the_edges(raisi
     assert asked == (["boom"] if raising_first else ["yes", "boom"])
 
 
+@pytest.mark.parametrize("how", ["run", "continue", "update", "cold"])
+def test_a_retry_after_a_raising_predicate_still_pauses_before_the_layer(store_factory, how):
+    """SPEC, Breakpoints: the run pauses before the layer that holds a breakpoint step.
+    A predicate that raised as the layer was about to begin failed it before its Before
+    breakpoints were checked: the retry must check them, not run the layer at once."""
+    flaky = {"raise": True}
+
+    def risky(state):
+        if flaky["raise"]:
+            raise ConnectionError("flag service down")
+        return True
+
+    graph = Graph("gate", {"amount": LastWriteWins(), "log": Append()})
+    for name in ("submit", "check", "audit", "pay"):
+        graph.step(name, writer(name))
+    graph.edge("submit", "audit").edge("check", "audit", when=risky).edge("submit", "pay")
+    runner = Runner(graph, store_factory(), interrupt_before={"pay"})
+    with pytest.raises(StepError, match="flag service down"):
+        runner.run("r", {"amount": 1})
+    assert runner.state("r").failure.step_id == "audit"
+    flaky["raise"] = False
+    if how == "cold":
+        runner = Runner(graph, store_factory(), interrupt_before={"pay"})
+    go = {
+        "run": lambda: runner.run("r"),
+        "cold": lambda: runner.run("r"),
+        "continue": lambda: runner.resume("r", Continue()),
+        "update": lambda: runner.resume("r", Update({"amount": 2})),
+    }[how]
+    paused = go()
+    assert isinstance(paused, Paused)
+    assert paused.reason == Before("pay")
+    assert runner.state("r").values["log"] == ["submit", "check"]
+    done = runner.resume("r", Continue())
+    assert done.state["log"] == ["submit", "check", "audit", "pay"]
+    labels = [c.label for c in runner.history("r")]
+    assert labels[-3:] == ["before:pay", "resume", "layer:2"]
+
+
 def test_goto_a_skipped_step_runs_it_and_later_layers_choose_afresh(store_factory):
     runner = Runner(expense_graph(), store_factory())
     done = runner.run("r", {"amount": 1})

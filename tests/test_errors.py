@@ -116,30 +116,31 @@ def _looped():
     [
         (lambda: ValueError("bad"), "ValueError", "bad"),
         (lambda: StepError("plain"), "StepError", "plain"),
-        (lambda: _chained(StepError("wrapped"), KeyError("k")), "KeyError", "'k'"),
-        (lambda: _chained(_Mine("mine"), OSError("disk")), "OSError", "disk"),
+        (lambda: _chained(StepError("wrapped"), KeyError("k")), "KeyError", "wrapped"),
+        (lambda: _chained(_Mine("mine"), OSError("disk")), "OSError", "mine"),
         (
             lambda: _chained(StepError("outer"), _chained(StepError("inner"), TypeError("t"))),
             "TypeError",
-            "t",
+            "outer",
         ),
         (
             lambda: _chained(StepError("gave up"), EffectError("effect f raised")),
             "EffectError",
-            "effect f raised",
+            "gave up",
         ),
         (
             lambda: _chained(ValueError("not a step error"), KeyError("k")),
             "ValueError",
             "not a step error",
         ),
-        (_looped, "StepError", "b"),
+        (_looped, "StepError", "a"),
     ],
     ids=["plain", "step-error", "chained", "subclass", "twice", "effect", "other", "loop"],
 )
 def test_failure_error_type_is_the_cause_of_a_step_error_that_chains_one(make, error_type, message):
     """SPEC, Failures: ``error_type`` is the class name of the exception the step raised
-    (of the cause, for a StepError that chains one; "EffectError" for an effect error)."""
+    (of the cause, for a StepError that chains one; "EffectError" for an effect error).
+    ``message`` is what the step raised says: its own words are kept."""
     graph = pausegraph.Graph("g", {"x": pausegraph.LastWriteWins()}).step("s", _raising(make))
     runner = pausegraph.Runner(graph)
     with pytest.raises(StepError):
