@@ -13,7 +13,8 @@ drive it from a shell::
         --input '{"employee": "ada", "amount": 4200}'
     pausegraph resume examples/expense_conditional.py:graph e1 \\
         --value '{"approved": true, "by": "grace"}'
-    pausegraph graph examples/expense_conditional.py:graph   # submit -->|approve_big| finance
+    pausegraph graph examples/expense_conditional.py:graph   # s0 -->|approve_big| s1
+    # (nodes are named by position: s0 is submit, s1 finance)
 """
 
 from __future__ import annotations

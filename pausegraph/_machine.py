@@ -622,7 +622,10 @@ def _answers(
         elif interrupt_id in progress.answers:
             state = "was already answered (the run has moved on past it)"
         elif _earlier(interrupt_id, progress.epoch):  # answered, or dropped by a Goto
-            state = "was already answered or dropped by a Goto (the run has moved on past it)"
+            state = (
+                "is not pending: its id is of an earlier point of the run (answered there, "
+                "dropped by a Goto, or never asked in this run)"
+            )
         elif any(
             type(e) is Asked and e.id == interrupt_id
             for journal in progress.journals.values()

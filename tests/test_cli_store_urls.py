@@ -74,7 +74,7 @@ def test_postgresql_url_without_psycopg_says_what_to_install(
     with pytest.raises(
         CheckpointError,
         match=r"^store URL 'postgresql://db/runs': PostgreSQL stores need psycopg 3: "
-        r"`pip install pausegraph\[postgres\]`$",
+        r"`pip install 'pausegraph\[postgres\]'`$",
     ):
         open_checkpointer("postgresql://db/runs")
 
@@ -147,7 +147,7 @@ def test_a_bad_store_url_is_one_line(
     assert len(err.splitlines()) == 1
     monkeypatch.setitem(sys.modules, "psycopg", None)  # without the postgres extra
     err = cli(capsys, "--store", "postgresql://db", "inbox", code=1)
-    assert "pip install pausegraph[postgres]" in err
+    assert "pip install 'pausegraph[postgres]'" in err
 
 
 @pytest.mark.parametrize(

@@ -93,7 +93,7 @@ def test_importing_the_toolkit_without_hypothesis_says_what_to_install() -> None
     ).stdout
     assert out == (
         "pausegraph.testing needs hypothesis, which is not installed: "
-        "pip install pausegraph[testing]\n"
+        "pip install 'pausegraph[testing]'\n"
     )
 
 

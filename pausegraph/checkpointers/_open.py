@@ -88,7 +88,7 @@ def open_checkpointer(url: str | os.PathLike[str]) -> StoreCheckpointer | FileCh
 
     ``postgresql://...`` (or ``postgres://``) is passed to psycopg as it is;
     it needs the ``pausegraph[postgres]`` extra: without it, a
-    ``CheckpointError`` saying ``pip install pausegraph[postgres]``. Any
+    ``CheckpointError`` saying ``pip install 'pausegraph[postgres]'``. Any
     other form is a ``CheckpointError`` naming the accepted ones. A file
     store's directory is created if it does not exist (see
     ``FileCheckpointer``); a path naming a regular file is a
@@ -114,7 +114,7 @@ def open_checkpointer(url: str | os.PathLike[str]) -> StoreCheckpointer | FileCh
     except ImportError:
         msg = (
             f"store URL {describe_url(url)!r}: PostgreSQL stores need psycopg 3: "
-            "`pip install pausegraph[postgres]`"
+            "`pip install 'pausegraph[postgres]'`"
         )
         raise CheckpointError(msg) from None
     from .postgres import PostgresCheckpointer

@@ -185,7 +185,7 @@ try:
     from psycopg import pq
     from psycopg.conninfo import conninfo_to_dict
 except ImportError as exc:  # pragma: no cover - the extra is installed in the tests
-    msg = f"PostgreSQL stores need psycopg 3: `pip install pausegraph[postgres]` ({exc})"
+    msg = f"PostgreSQL stores need psycopg 3: `pip install 'pausegraph[postgres]'` ({exc})"
     raise CheckpointError(msg) from exc
 
 SCHEMA_VERSION = 2

@@ -1,4 +1,4 @@
-"""Property-test your workflows with hypothesis: ``pip install pausegraph[testing]``.
+"""Property-test your workflows with hypothesis: ``pip install 'pausegraph[testing]'``.
 
 - strategies: ``graphs()`` (random valid workflows), ``answers()``
   (msgpack-native answer values), ``answer_functions()`` (deterministic
@@ -31,7 +31,7 @@ try:
 except ImportError as exc:
     msg = (
         "pausegraph.testing needs hypothesis, which is not installed: "
-        "pip install pausegraph[testing]"
+        "pip install 'pausegraph[testing]'"
     )
     raise ImportError(msg, name=__name__) from exc
 
