@@ -623,8 +623,8 @@ def _answers(
             state = "was already answered (the run has moved on past it)"
         elif _earlier(interrupt_id, progress.epoch):  # answered, or dropped by a Goto
             state = (
-                "is not pending: its id is of an earlier point of the run (answered there, "
-                "dropped by a Goto, or never asked in this run)"
+                "was already answered or dropped by a Goto at an earlier point of the run, or "
+                "was never asked in it (it is not pending)"
             )
         elif any(
             type(e) is Asked and e.id == interrupt_id

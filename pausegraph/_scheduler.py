@@ -222,7 +222,8 @@ def failure_of(step_id: str, error: BaseException) -> Failure:
     another exception, followed down the chain), and ``"EffectError"`` for
     an effect error (a subclass included). The message is what the step
     raised says (``raise StepError("no stock") from KeyError("sku")``:
-    ``KeyError``, ``"no stock"``), or the engine's own error's.
+    ``KeyError``, ``"no stock"``); for an error the engine made about the
+    step (a reducer or a predicate that raised), the exception its type names.
     """
     shown, seen = error, {id(error)}
     while (
@@ -234,7 +235,8 @@ def failure_of(step_id: str, error: BaseException) -> Failure:
         shown = shown.__cause__
         seen.add(id(shown))
     kind = "EffectError" if isinstance(shown, EffectError) else type(shown).__name__
-    return Failure(step_id, kind, said(raised_by(error)))
+    raised = raised_by(error)
+    return Failure(step_id, kind, said(shown if raised is error else raised))
 
 
 def _executor_refused(step_id: str, cause: Exception) -> StepError:
