@@ -327,7 +327,8 @@ def decide_cancel(latest: Checkpoint, reason: str) -> Claim:
     """
     run_id = latest.run_id
     status = status_of(latest.stage, running=False)
-    if status is Status.QUEUED and type(latest.stage) is not Start:
+    only_input = latest.seq == 1 and type(latest.stage) is Start  # the first checkpoint
+    if status is Status.QUEUED and not only_input:  # a claim waits, or a layer was under way
         raise ConflictError(queued_message(run_id))
     if status is Status.DONE or status is Status.CANCELLED:
         msg = f"run {run_id!r} is {status.value}: there is nothing to cancel"
@@ -432,10 +433,12 @@ def _retry(
                 claimed=tuple(i for i in progress.claimed if i not in dropped),
             )
     if not progress.decided and not progress.finished and not progress.journals:
-        # a predicate raised before the layer began, so before its Before breakpoints
-        # were checked: the retry starts the layer again, and they are checked then
-        # (after an Update at its Before pause, the run pauses there once more)
-        start = Start(progress.layer, skipped=progress.skipped, forced=progress.forced)
+        # a predicate raised as the layer was about to begin: the retry starts it again,
+        # its Before breakpoints checked then unless they had been passed (a Goto to it,
+        # an Update at its Before pause: SPEC, Breakpoints and Commands)
+        stage = latest.stage
+        past = type(stage) is Failed and stage.past_before
+        start = Start(progress.layer, past, skipped=progress.skipped, forced=progress.forced)
         return Claim(label, latest.super_step, start)
     return Claim(label, latest.super_step, InLayer(progress))
 

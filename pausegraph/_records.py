@@ -426,12 +426,15 @@ class Failed:
     saved before this field (its effect error is found by its message). A
     retry drops that entry, so that effect is called again, and keeps every
     other recorded error, a sibling branch's error with the same message
-    included.
+    included. ``past_before``: a predicate raised as the layer was about to
+    begin, after its Before breakpoints were passed (a ``Goto`` to it, an
+    ``Update`` at its Before pause): a retry does not check them again.
     """
 
     progress: Progress
     failure: Failure
     raised_at: int | None = None
+    past_before: bool = False
 
 
 @attrs.frozen

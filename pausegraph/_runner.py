@@ -948,7 +948,8 @@ class Runner:
                     try:
                         progress = self._choose(progress, state)
                     except LayerFailed as failed:
-                        self._fail(cursor, k, failed.progress, failed.failure)
+                        past = stage.past_before  # type: ignore[union-attr]
+                        self._fail(cursor, k, failed.progress, failed.failure, past_before=past)
                         raise failed.error from failed.error.__cause__
                     decided = progress.skipped
                     if hits and progress.skipped:
@@ -1063,8 +1064,10 @@ class Runner:
         progress: Progress,
         failure: Any,
         raised_at: int | None = None,
+        *,
+        past_before: bool = False,
     ) -> None:
-        stage = Failed(progress, failure, raised_at)
+        stage = Failed(progress, failure, raised_at, past_before)
         saved = self._save(cursor, f"failed:{failure.step_id}", k, stage, ())
         _log(logging.INFO, f"run failed in step {failure.step_id!r}: {failure.message}", saved)
 

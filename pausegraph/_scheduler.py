@@ -236,7 +236,8 @@ def failure_of(step_id: str, error: BaseException) -> Failure:
         seen.add(id(shown))
     kind = "EffectError" if isinstance(shown, EffectError) else type(shown).__name__
     raised = raised_by(error)
-    return Failure(step_id, kind, said(shown if raised is error else raised))
+    message = said(raised) if raised is not error else ""
+    return Failure(step_id, kind, message or said(shown))  # the cause's if the step said nothing
 
 
 def _executor_refused(step_id: str, cause: Exception) -> StepError:

@@ -8,6 +8,7 @@ from pausegraph import (
     After,
     Append,
     Before,
+    ConflictError,
     Continue,
     Done,
     FileCheckpointer,
@@ -338,6 +339,54 @@ def test_a_retry_after_a_raising_predicate_still_pauses_before_the_layer(store_f
     assert done.state["log"] == ["submit", "check", "audit", "pay"]
     labels = [c.label for c in runner.history("r")]
     assert labels[-3:] == ["before:pay", "resume", "layer:2"]
+
+
+def _gate_graph(flaky):
+    def risky(state):
+        if flaky["raise"]:
+            raise ConnectionError("flag service down")
+        return True
+
+    graph = Graph("gate", {"amount": LastWriteWins(), "log": Append()})
+    for name in ("submit", "check", "audit", "pay"):
+        graph.step(name, writer(name))
+    return graph.edge("submit", "audit").edge("check", "audit", when=risky).edge("submit", "pay")
+
+
+@pytest.mark.parametrize("how", ["goto", "update at before"])
+def test_a_retry_does_not_pause_at_a_before_breakpoint_already_passed(store_factory, how):
+    """SPEC, Commands: a Goto's target layer does not stop at its Before breakpoint; SPEC,
+    Breakpoints: resuming from a Before pause runs the layer without stopping there again.
+    A predicate that raised then, and the retry after it, keep to that."""
+    flaky = {"raise": False}
+    graph = _gate_graph(flaky)
+    runner = Runner(graph, store_factory(), interrupt_before={"pay"})
+    assert runner.run("r", {"amount": 1}).reason == Before("pay")
+    flaky["raise"] = True
+    command = Goto("pay") if how == "goto" else Update({"amount": 2})
+    with pytest.raises(StepError, match="flag service down"):
+        runner.resume("r", command)
+    flaky["raise"] = False
+    done = Runner(graph, store_factory(), interrupt_before={"pay"}).run("r")
+    assert isinstance(done, Done)
+    assert done.state["log"][-2:] == ["audit", "pay"]
+    labels = [c.label for c in runner.history("r")]
+    assert labels[-3:] == ["failed:audit", "resume", "layer:2"]
+
+
+def test_a_queued_retry_claim_of_a_failed_run_is_not_cancelled(store_factory):
+    """SPEC, Run status: cancel on a queued run where a claim waits is a ConflictError."""
+    flaky = {"raise": True}
+    runner = Runner(_gate_graph(flaky), store_factory(), interrupt_before={"pay"})
+    with pytest.raises(StepError):
+        runner.run("r", {"amount": 1})
+    assert runner.submit("r", Continue()).status == "queued"
+    before = runner.history("r")
+    with pytest.raises(ConflictError, match="queued"):
+        runner.cancel("r", "no")
+    assert runner.history("r") == before
+    runner.start("s", {"amount": 1})  # a run that holds only its input is cancelled
+    assert runner.cancel("s", "no").status == "cancelled"
 
 
 def test_goto_a_skipped_step_runs_it_and_later_layers_choose_afresh(store_factory):

@@ -134,8 +134,9 @@ def _looped():
             "not a step error",
         ),
         (_looped, "StepError", "a"),
+        (lambda: _chained(StepError(), KeyError("sku")), "KeyError", "'sku'"),
     ],
-    ids=["plain", "step-error", "chained", "subclass", "twice", "effect", "other", "loop"],
+    ids=["plain", "step-error", "chained", "subclass", "twice", "effect", "other", "loop", "mute"],
 )
 def test_failure_error_type_is_the_cause_of_a_step_error_that_chains_one(make, error_type, message):
     """SPEC, Failures: ``error_type`` is the class name of the exception the step raised
