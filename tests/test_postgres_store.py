@@ -384,7 +384,7 @@ def test_without_psycopg_open_checkpointer_says_how_to_install_it(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setitem(sys.modules, "psycopg", None)  # import psycopg: ImportError
-    with pytest.raises(CheckpointError, match=r"pip install pausegraph\[postgres\]") as e:
+    with pytest.raises(CheckpointError, match=r"pip install 'pausegraph\[postgres\]'") as e:
         open_checkpointer("postgresql://app:s3cret@db/app")
     assert "s3cret" not in str(e.value)
 
