@@ -321,7 +321,7 @@ def decide_cancel(latest: Checkpoint, reason: str) -> Claim:
     """``cancel(run_id, reason)``: a paused, failed or new run ends for good (``cancelled``).
 
     A queued run that only holds its input (``start``, or its process died
-    before its first layer was saved) is ended too; any other queued run is
+    before it saved anything after it) is ended too; any other queued run is
     a ``ConflictError`` (a claim waits for a driver: the SPEC's status
     table); a done or cancelled one a ``ResumeError``.
     """
@@ -437,7 +437,9 @@ def _retry(
         # its Before breakpoints checked then unless they had been passed (a Goto to it,
         # an Update at its Before pause: SPEC, Breakpoints and Commands)
         stage = latest.stage
-        past = type(stage) is Failed and stage.past_before
+        # a Goto's target layer (forced) had its Before passed: a record from before
+        # past_before was kept says so by that alone
+        past = (type(stage) is Failed and stage.past_before) or bool(progress.forced)
         start = Start(progress.layer, past, skipped=progress.skipped, forced=progress.forced)
         return Claim(label, latest.super_step, start)
     return Claim(label, latest.super_step, InLayer(progress))

@@ -963,12 +963,18 @@ class Runner:
                 assert kind is InLayer, stage
                 progress = stage.progress  # type: ignore[union-attr]
                 k, epoch = progress.layer, progress.epoch
-                if not progress.decided:
+                if not progress.decided:  # a claim of an earlier version's retry: as at Start
+                    gone, forced = progress.skipped, progress.forced
                     try:
                         progress = self._choose(progress, state)
                     except LayerFailed as failed:
-                        self._fail(cursor, k, failed.progress, failed.failure)
+                        past = bool(forced)  # a Goto's target layer: its Before passed
+                        self._fail(cursor, k, failed.progress, failed.failure, past_before=past)
                         raise failed.error from failed.error.__cause__
+                    hits = tuple(s for s in before_hits[k] if s not in progress.skipped)
+                    if hits and not forced and not progress.finished and not progress.journals:
+                        at = AtBefore(k, hits, gone, forced, progress.skipped)
+                        return self._pause(cursor, f"before:{hits[0]}", k + 1, at, {})
             steps = layers[k]
             if progress is not None and progress.skipped:
                 gone_set = set(progress.skipped)

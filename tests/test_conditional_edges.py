@@ -374,6 +374,69 @@ def test_a_retry_does_not_pause_at_a_before_breakpoint_already_passed(store_fact
     assert labels[-3:] == ["failed:audit", "resume", "layer:2"]
 
 
+@pytest.mark.parametrize("goto", [False, True])
+def test_a_retry_claim_saved_inside_an_undecided_layer_still_keeps_to_before(store_factory, goto):
+    """A claim an earlier version saved for such a retry went on inside the undecided
+    layer (``InLayer``); driven now, it checks the Before breakpoints as a start of the
+    layer would, unless the layer is a Goto's target. Built here by hand, as that
+    version saved it."""
+    import attrs
+
+    from pausegraph._records import Failed, InLayer
+
+    flaky = {"raise": goto is False}
+    graph = _gate_graph(flaky)
+    store = store_factory()
+    runner = Runner(graph, store, interrupt_before={"pay"})
+    if goto:
+        runner.run("r", {"amount": 1})
+        flaky["raise"] = True
+        with pytest.raises(StepError):
+            runner.resume("r", Goto("pay"))
+    else:
+        with pytest.raises(StepError):
+            runner.run("r", {"amount": 1})
+    latest = store.latest("gate", "r")
+    assert type(latest.stage) is Failed
+    old_claim = attrs.evolve(
+        latest, seq=latest.seq + 1, label="resume", stage=InLayer(latest.stage.progress)
+    )
+    store.save(old_claim)
+    flaky["raise"] = False
+    out = Runner(graph, store_factory(), interrupt_before={"pay"}).run("r")
+    if goto:
+        assert isinstance(out, Done)
+    else:
+        assert out.reason == Before("pay")
+
+
+def test_a_failed_goto_recorded_without_past_before_is_still_not_stopped_at_before(store_factory):
+    """A failed checkpoint saved before ``past_before`` was kept: a Goto's target layer is
+    told by its forced step, and the retry does not stop at the Before the Goto passed."""
+    import attrs
+
+    from pausegraph._records import Failed
+
+    flaky = {"raise": False}
+    graph = _gate_graph(flaky)
+    store = store_factory()
+    runner = Runner(graph, store, interrupt_before={"pay"})
+    runner.run("r", {"amount": 1})
+    flaky["raise"] = True
+    with pytest.raises(StepError):
+        runner.resume("r", Goto("pay"))
+    latest = store.latest("gate", "r")
+    assert type(latest.stage) is Failed
+    assert latest.stage.past_before
+    other = "r2"
+    for seq in range(1, latest.seq):
+        store.save(attrs.evolve(store.load("gate", "r", seq), run_id=other))
+    old = attrs.evolve(latest.stage, past_before=False)  # as an earlier version saved it
+    store.save(attrs.evolve(latest, run_id=other, stage=old))
+    flaky["raise"] = False
+    assert isinstance(Runner(graph, store_factory(), interrupt_before={"pay"}).run(other), Done)
+
+
 def test_a_queued_retry_claim_of_a_failed_run_is_not_cancelled(store_factory):
     """SPEC, Run status: cancel on a queued run where a claim waits is a ConflictError."""
     flaky = {"raise": True}
