@@ -1126,6 +1126,10 @@ def _which_runs(args: argparse.Namespace) -> str:
     return which if args.workflow is None else f"{which} of workflow {args.workflow!r}"
 
 
+#: each status's text, read once per row of a listing (``Status.value`` is a property call)
+_STATUS_TEXT = {status: status.value for status in Status}
+
+
 @_no_cycle_collection()
 def _cmd_runs(args: argparse.Namespace) -> int:
     store = _existing_store(args)
@@ -1137,7 +1141,7 @@ def _cmd_runs(args: argparse.Namespace) -> int:
     for summary in found:
         assert store is not None
         status = listed_status(summary, store)
-        if wanted is not None and status.value != wanted:
+        if wanted is not None and _STATUS_TEXT[status] != wanted:
             continue
         rows.append((summary.workflow_id, summary.run_id, status, summary_fields(summary)))
     if args.json:
@@ -1145,7 +1149,7 @@ def _cmd_runs(args: argparse.Namespace) -> int:
             {
                 "workflow": workflow,
                 "run_id": run_id,
-                "status": status.value,
+                "status": _STATUS_TEXT[status],
                 "super_step": super_step,
                 "label": label,
                 "interrupts": len(interrupts),
@@ -1160,7 +1164,7 @@ def _cmd_runs(args: argparse.Namespace) -> int:
             (
                 workflow,
                 run_id,
-                status.value,
+                _STATUS_TEXT[status],
                 str(super_step),
                 label,
                 _waits_for(status, label, interrupts),
