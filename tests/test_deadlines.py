@@ -13,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pausegraph import (
+    All,
     Done,
     Effect,
     EffectError,
@@ -406,6 +407,77 @@ def test_every_timed_out_interrupt_a_failed_run_lists_may_be_answered(cold: bool
     done = runner.resume("r", Resume("A"))  # the one listed: a's
     assert isinstance(done, Done)
     assert done.state == {"a": "A", "b": "B"}
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.t = 1_000_000
+
+    def __call__(self) -> int:
+        return self.t
+
+
+def _caught_then_asks(state: Any) -> Any:
+    try:
+        a = yield Interrupt("A", timeout=1)
+    except InterruptTimeout:
+        a = "TIMEOUT"
+    b = yield Interrupt("B")
+    if b == "fail":
+        raise RuntimeError("boom")
+    return {"x": [a, b]}
+
+
+def _timed_branch() -> Any:
+    try:
+        return (yield Interrupt("T", timeout=1))
+    except InterruptTimeout:
+        return "TIMEOUT"
+
+
+def _waiting_branch() -> Any:
+    return (yield Interrupt("W"))
+
+
+def _forks(state: Any) -> Any:
+    return {"x": (yield All(_waiting_branch(), _timed_branch()))}
+
+
+def _fails_on_b(state: Any) -> Any:
+    if (yield Interrupt("B")) == "fail":
+        raise RuntimeError("boom")
+    return {"y": "ok"}
+
+
+@pytest.mark.parametrize("shape", ["plain", "all"])
+def test_a_timeout_an_earlier_claim_delivered_stands_on_a_failed_run(shape: str) -> None:
+    """SPEC, Interrupts: an already answered id is a ResumeError, nothing saved; Failures:
+    only what the failing claim answered is answered again; Deadlines: an answer replaces
+    only a timeout that failed the run. A timeout a step took (and went on from) in an
+    earlier claim is its answer: a later failure of the layer does not reopen it."""
+    clock = _Clock()
+    channels = {"x": LastWriteWins(), "y": LastWriteWins()}
+    if shape == "plain":
+        graph = Graph("g", channels).step("s", _caught_then_asks)
+    else:
+        graph = Graph("g", channels).step("a", _forks).step("b", _fails_on_b)
+    runner = Runner(graph, MemoryCheckpointer(), clock=clock)
+    timed = {i.payload: i.id for i in runner.run("r").interrupts}["A" if shape == "plain" else "T"]
+    clock.t += 1000
+    now = {i.payload: i.id for i in runner.tick()["r"].interrupts}
+    assert timed not in now.values()
+    with pytest.raises(StepError, match="boom"):
+        runner.resume("r", Resume(answers={now["B"]: "fail"}))
+    info = runner.state("r")
+    assert timed not in [i.id for i in info.interrupts]
+    before = runner.history("r")
+    with pytest.raises(ResumeError, match="timed out"):
+        runner.resume("r", Resume(answers={timed: "late"}))
+    assert runner.history("r") == before
+    answers = {now["B"]: "ok"} if shape == "plain" else {now["B"]: "ok", now["W"]: "w"}
+    done = runner.resume("r", Resume(answers=answers))
+    assert isinstance(done, Done)
+    assert done.state["x"] == (["TIMEOUT", "ok"] if shape == "plain" else ["w", "TIMEOUT"])
 
 
 def test_resume_value_on_a_failed_run_answers_the_one_interrupt_it_lists() -> None:
