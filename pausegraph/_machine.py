@@ -23,7 +23,7 @@ raises here, before anything is saved or any live generator is touched.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -110,35 +110,13 @@ def pending_of(stage: Stage) -> tuple[PendingInterrupt, ...]:
     )
 
 
-def reopened_timeouts(stage: Failed) -> frozenset[str]:
-    """The timed-out interrupts of a failed layer that an answer may replace.
-
-    Those the claim that failed timed out (a tick's claim holds its timeouts:
-    it "had just answered" them, SPEC, Failures), and, if the run failed on
-    an uncaught ``InterruptTimeout``, those of the failing step (SPEC,
-    Deadlines: the answer "replaces the timeout"), whichever claim delivered
-    them. A timeout an earlier claim delivered, which its step took and went
-    on from, stands as that step's answer. ``pending`` lists one only while
-    nothing was recorded after it in its branch.
-    """
-    progress, failure = stage.progress, stage.failure
-    timeouts = set(progress.timeouts)
-    if not timeouts:
-        return frozenset()
-    reopened = timeouts.intersection(progress.claimed)
-    if failure.error_type == "InterruptTimeout":
-        journal = progress.journals.get(failure.step_id, ())
-        reopened.update(e.id for e in journal if type(e) is Asked and e.id in timeouts)
-    return frozenset(reopened)
-
-
 def pending_entries(stage: Stage) -> list[tuple[str, Asked]]:
     """``pending_of``'s interrupts as ``(step_id, journal entry)``, payloads as stored."""
     if type(stage) is AtInterrupt or type(stage) is InLayer:
         return stage.progress.pending()
     if type(stage) is Failed:
         # a timeout that failed the step waits for an answer that replaces it
-        return stage.progress.pending(reopened=reopened_timeouts(stage))
+        return stage.progress.pending(with_timeouts=True)
     return []
 
 
@@ -548,14 +526,13 @@ def _on_failed(latest: Checkpoint, command: Continue | Resume | Update) -> Claim
     assert isinstance(command, Resume)
     journal = progress.journals.get(failure.step_id, ())
     asked = {e.id: i for i, e in enumerate(journal) if type(e) is Asked}
-    # what the failing claim answered (a tick's claim: its timeouts) takes a new answer, and
-    # so do the timeouts that failed the run; one an earlier claim delivered stands
-    reopened = reopened_timeouts(stage)
-    again_ok = dict.fromkeys((*progress.claimed, *reopened))
+    # what the failing claim answered takes a new answer (a tick's claim holds the timeouts
+    # it made). A timeout an earlier claim delivered, which its step took and went on from,
+    # stands (SPEC, Interrupts: an answered id is refused); one its step did not go on from
+    # is listed (``pending(with_timeouts=True)``) and takes an answer that replaces it
+    again_ok = dict.fromkeys(progress.claimed)
     reanswerable = tuple(i for i in again_ok if i in asked)
-    answers = _answers(
-        latest.run_id, progress, command, reanswerable=reanswerable, failed=True, reopened=reopened
-    )
+    answers = _answers(latest.run_id, progress, command, reanswerable=reanswerable, failed=True)
     journals = progress.journals
     epoch = progress.epoch
     again = [i for i in answers if i in reanswerable]
@@ -597,11 +574,10 @@ def _answers(
     *,
     reanswerable: Sequence[str],
     failed: bool = False,
-    reopened: Collection[str] = (),
 ) -> dict[str, Any]:
-    # on a failed run, what RunInfo.interrupts lists: a timeout an answer may replace
-    # (reopened_timeouts) waits for one while its step did not go on from it
-    pending = [entry.id for _, entry in progress.pending(reopened=reopened)]
+    # on a failed run, what RunInfo.interrupts lists: a timeout not yet thrown in (its step
+    # did not go on) waits for an answer that replaces it
+    pending = [entry.id for _, entry in progress.pending(with_timeouts=failed)]
     pending_set = set(pending)
     again = [i for i in reanswerable if i not in pending_set]
     allowed = [*pending, *again]

@@ -27,7 +27,7 @@ records into bytes.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple, NewType
 
 import attrs
@@ -145,18 +145,15 @@ class Progress:
     decided: bool = True
     forced: tuple[str, ...] = ()
 
-    def pending(self, *, reopened: Collection[str] = ()) -> list[tuple[str, Asked]]:
+    def pending(self, *, with_timeouts: bool = False) -> list[tuple[str, Asked]]:
         """``(step_id, entry)`` of every interrupt waiting for an answer, in journal order.
 
-        An interrupt that timed out waits no more, unless it is in
-        ``reopened`` (on a failed run, the timeouts an answer may replace:
-        ``reopened_timeouts``) and nothing was recorded after it in its branch.
+        An interrupt that timed out waits no more, unless ``with_timeouts``
+        (on a failed run, an answer may replace its timeout).
         """
         out: list[tuple[str, Asked]] = []
         answers = self.answers
-        timeouts = self.timeouts
-        if reopened:
-            timeouts = tuple(i for i in timeouts if i not in reopened)
+        timeouts = () if with_timeouts else self.timeouts
         for step_id, journal in self.journals.items():
             if journal:
                 last = journal[-1]
