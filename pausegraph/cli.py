@@ -1320,21 +1320,21 @@ def _journal_rows(checkpoint: Checkpoint) -> list[tuple[str, str, str, str]]:
     """``(step, kind, what, result)`` of the journal of the layer under way, in order.
 
     ``kind`` is ``interrupt`` (what: its id and payload; result: the answer,
-    or ``(pending)``), ``effect`` (what: the effect; result: what it
-    returned) or ``effect error`` (result: the message).
+    ``(timed out)`` or ``(pending)``), ``effect`` (what: the effect; result:
+    what it returned) or ``effect error`` (result: the message).
     """
     progress = progress_of(checkpoint.stage)
     if progress is None:
         return []
     rows = []
+    timeouts = set(progress.timeouts)
     for step_id, journal in progress.journals.items():
         for entry in journal:
             if type(entry) is Asked:
-                answer = (
-                    render.dumps(progress.answers[entry.id])
-                    if entry.id in progress.answers
-                    else "(pending)"
-                )
+                if entry.id in progress.answers:
+                    answer = render.dumps(progress.answers[entry.id])
+                else:
+                    answer = "(timed out)" if entry.id in timeouts else "(pending)"
                 rows.append(
                     (step_id, "interrupt", f"{entry.id} {render.dumps(entry.payload)}", answer)
                 )

@@ -563,3 +563,25 @@ def test_a_damaged_run_due_is_left_and_the_other_due_runs_move(
     Runner(graph, store(), clock=lambda: now[0]).run("r3")
     now[0] += 5_000
     assert Worker(store(), [graph], clock=lambda: now[0]).poll() == 1  # r3; r0 left
+
+
+def test_pausegraph_show_marks_a_timed_out_interrupt(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A timeout a step took stands as its answer: the journal ``pausegraph show`` prints
+    says "(timed out)", not "(pending)", for it."""
+    from pausegraph.cli import main
+
+    clock = _Clock()
+    store = FileCheckpointer(tmp_path / "store")
+    runner = Runner(
+        Graph("g", {"x": LastWriteWins()}).step("s", _caught_then_asks), store, clock=clock
+    )
+    runner.run("r")
+    clock.t += 1000
+    runner.tick()
+    capsys.readouterr()
+    assert main(["show", "r", "--store", str(tmp_path / "store")]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if "interrupt" in line]
+    assert any('"A"' in line and "(timed out)" in line for line in rows), rows
+    assert any('"B"' in line and "(pending)" in line for line in rows), rows
