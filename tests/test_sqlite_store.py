@@ -448,3 +448,31 @@ def test_a_failed_sync_takes_back_what_the_call_saved(
     assert runner.resume("paused", Resume(2)) == Done({"log": 2}, 2)
     assert isinstance(runner.run("new"), Paused)
     assert not [p for p in Path(f"{tmp_path / 'runs.db'}.locks").iterdir() if "new" in p.name]
+
+
+def test_handles_opening_a_new_database_together_wait_for_each_other(tmp_path: Path) -> None:
+    """Turning a new database to WAL takes an exclusive lock, for which SQLite answers
+    "database is locked" at once, without its busy timeout: handles (threads here,
+    processes alike) that open a new store together must wait for each other instead."""
+    for n in range(20):
+        path = tmp_path / f"s{n}.db"
+        barrier = threading.Barrier(4)
+        errors: list[BaseException] = []
+
+        def open_it(
+            path: Path = path,
+            barrier: threading.Barrier = barrier,
+            errors: list[BaseException] = errors,
+        ) -> None:
+            barrier.wait()
+            try:
+                SqliteCheckpointer(path).close()
+            except BaseException as exc:  # what the test reports
+                errors.append(exc)
+
+        threads = [threading.Thread(target=open_it) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []

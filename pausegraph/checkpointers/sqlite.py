@@ -108,6 +108,7 @@ import hashlib
 import os
 import sqlite3
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -187,6 +188,7 @@ _MAX_KEPT = 1024  # runs whose last written status and deadline a handle remembe
 _T = TypeVar("_T")
 
 # SQLite's primary result codes for a file that is not, or no longer, a database
+_SQLITE_BUSY = 5
 _SQLITE_CORRUPT = 11
 _SQLITE_NOTADB = 26
 _SQLITE_HEADER = b"SQLite format 3\0"  # the first 16 bytes of every SQLite database
@@ -320,6 +322,29 @@ def _take_back_run(
     return True
 
 
+def _wal_mode(connection: sqlite3.Connection) -> Any:
+    """``PRAGMA journal_mode=WAL``, waited for as SQLite waits for any lock.
+
+    Turning a new database to WAL takes an exclusive lock, and SQLite answers
+    ``SQLITE_BUSY`` at once, without its busy handler, to a connection that
+    asks while another does the same (two processes opening a new store
+    together): asked again until ``BUSY_TIMEOUT_S``, as any other statement
+    waits. Once the database is in WAL mode, which it keeps, asking is a
+    read of that.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    pause = 0.001
+    while True:
+        try:
+            return connection.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        except sqlite3.OperationalError as exc:
+            busy = getattr(exc, "sqlite_errorcode", 0) & 0xFF == _SQLITE_BUSY
+            if not busy or time.monotonic() + pause > deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.05)
+
+
 class SqliteStore:
     """The SQLite store: every run in one database file (see the module documentation)."""
 
@@ -389,7 +414,7 @@ class SqliteStore:
             self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
         )
         try:
-            mode = connection.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            mode = _wal_mode(connection)
             if str(mode).lower() != "wal":
                 msg = (
                     f"SQLite store {self.path!r} cannot use WAL mode (got {mode!r}): "
