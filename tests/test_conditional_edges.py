@@ -302,13 +302,7 @@ def test_a_raising_predicate_fails_the_run_whatever_the_order_of_the_edges(raisi
     assert asked == (["boom"] if raising_first else ["yes", "boom"])
 
 
-@pytest.mark.parametrize("how", ["run", "continue", "update", "cold"])
-def test_a_retry_after_a_raising_predicate_still_pauses_before_the_layer(store_factory, how):
-    """SPEC, Breakpoints: the run pauses before the layer that holds a breakpoint step.
-    A predicate that raised as the layer was about to begin failed it before its Before
-    breakpoints were checked: the retry must check them, not run the layer at once."""
-    flaky = {"raise": True}
-
+def _gate_graph(flaky):
     def risky(state):
         if flaky["raise"]:
             raise ConnectionError("flag service down")
@@ -317,7 +311,16 @@ def test_a_retry_after_a_raising_predicate_still_pauses_before_the_layer(store_f
     graph = Graph("gate", {"amount": LastWriteWins(), "log": Append()})
     for name in ("submit", "check", "audit", "pay"):
         graph.step(name, writer(name))
-    graph.edge("submit", "audit").edge("check", "audit", when=risky).edge("submit", "pay")
+    return graph.edge("submit", "audit").edge("check", "audit", when=risky).edge("submit", "pay")
+
+
+@pytest.mark.parametrize("how", ["run", "continue", "update", "cold"])
+def test_a_retry_after_a_raising_predicate_still_pauses_before_the_layer(store_factory, how):
+    """SPEC, Breakpoints: the run pauses before the layer that holds a breakpoint step.
+    A predicate that raised as the layer was about to begin failed it before its Before
+    breakpoints were checked: the retry must check them, not run the layer at once."""
+    flaky = {"raise": True}
+    graph = _gate_graph(flaky)
     runner = Runner(graph, store_factory(), interrupt_before={"pay"})
     with pytest.raises(StepError, match="flag service down"):
         runner.run("r", {"amount": 1})
@@ -339,18 +342,6 @@ def test_a_retry_after_a_raising_predicate_still_pauses_before_the_layer(store_f
     assert done.state["log"] == ["submit", "check", "audit", "pay"]
     labels = [c.label for c in runner.history("r")]
     assert labels[-3:] == ["before:pay", "resume", "layer:2"]
-
-
-def _gate_graph(flaky):
-    def risky(state):
-        if flaky["raise"]:
-            raise ConnectionError("flag service down")
-        return True
-
-    graph = Graph("gate", {"amount": LastWriteWins(), "log": Append()})
-    for name in ("submit", "check", "audit", "pay"):
-        graph.step(name, writer(name))
-    return graph.edge("submit", "audit").edge("check", "audit", when=risky).edge("submit", "pay")
 
 
 @pytest.mark.parametrize("how", ["goto", "update at before"])
