@@ -175,6 +175,14 @@ _IN_PLACE: dict[type, Callable[[Any], Any]] = {MergeMap: FrozenDict, Append: Fro
 
 _set = dict.__setitem__
 
+# Scalars that come back from msgpack as they went in, of exactly these types:
+# a write made only of them needs no round trip through msgpack to be normalised.
+# An int outside msgpack's range, a str it cannot encode (a lone surrogate is
+# not ASCII) or one over its length limit takes the round trip, which refuses it.
+_KEPT_SCALARS = frozenset({float, bool, type(None)})
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
+_STR_MAX = 2**32 - 1
+
 
 def accept_writes(
     reducers: Mapping[str, AnyReducer],
@@ -198,6 +206,7 @@ def accept_writes(
         msg = f"the writes of {what} cannot be read: {named(exc)}. {NATIVE}"
         raise SerializationError(msg) from None
     accepted = {}
+    plain = True  # every channel a str and every value a scalar msgpack keeps as it is
     for channel, value in items:
         reducer = reducers.get(channel)
         if reducer is None:
@@ -207,13 +216,22 @@ def accept_writes(
             )
             raise error(msg)
         try:
-            accepted[channel] = reducer.accept(value)
+            accepted[channel] = value = reducer.accept(value)
         except TypeError as exc:
             msg = f"{what} {verb} channel {shown(channel)}: {exc}"
             raise error(msg) from None
         except Exception as exc:  # a value whose own methods raise
             msg = f"{what} {verb} channel {shown(channel)}: {named(exc)}"
             raise SerializationError(msg) from None
+        if plain:
+            kind = type(value)
+            plain = type(channel) is str and (
+                kind in _KEPT_SCALARS
+                or (kind is int and _INT_MIN <= value <= _INT_MAX)
+                or (kind is str and len(value) <= _STR_MAX and value.isascii())
+            )
+    if plain:  # what msgpack would give back: the same values (most steps' writes)
+        return FrozenDict(accepted)
     try:
         # one level more: the channel names; a value too deep is named below
         return freeze(accepted, max_depth=MAX_DEPTH + 1)  # type: ignore[no-any-return]
