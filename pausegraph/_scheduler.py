@@ -64,11 +64,6 @@ from ._values import shown as shown_value
 from .errors import EffectError, NondeterminismError, SerializationError, StepError
 
 
-def id_prefix(epoch: int, step_index: int) -> str:
-    """Interrupt ids are ``<epoch>.<step index>.<journal position>``: unique in a run."""
-    return f"{epoch}.{step_index}."
-
-
 def skipped_in(
     graph: Graph,
     steps: tuple[str, ...],
@@ -342,7 +337,10 @@ class LayerRun:
     def writes(self) -> list[Mapping[str, Any]]:
         """The finished steps' writes in step order, then the kept edits."""
         finished = self.finished
-        return [*(finished[s] for s in self.steps), *self.accepted]
+        writes = [finished[s] for s in self.steps]
+        if self.accepted:
+            writes += self.accepted
+        return writes
 
     def suspended(self) -> list[str]:
         """The steps waiting on an interrupt, in step order."""
@@ -479,7 +477,8 @@ class LayerRun:
                 self.state,
                 [] if journal is None else journal,
                 self.answers,
-                id_prefix(self.epoch, graph.step_index[step_id]),
+                self.epoch,
+                graph.step_index[step_id],
                 self.timeouts,
                 self.clock,
             )
@@ -548,7 +547,6 @@ def replay_journals(
     for step_id, journal in progress.journals.items():
         if not journal:
             continue
-        prefix = id_prefix(progress.epoch, graph.step_index[step_id])
         answers = progress.answers
         trampoline = None
         try:
@@ -558,7 +556,8 @@ def replay_journals(
                 state,
                 list(journal),
                 answers,
-                prefix,
+                progress.epoch,
+                graph.step_index[step_id],
                 progress.timeouts,
                 _never,
             )

@@ -745,27 +745,35 @@ def describe_entry(entry: Entry) -> str:
     return f"Effect({entry.effect})"
 
 
+def id_prefix(epoch: int, step_index: int) -> str:
+    """Interrupt ids are ``<epoch>.<step index>.<journal position>``: unique in a run."""
+    return f"{epoch}.{step_index}."
+
+
 def start(
     step_id: str,
     fn: Callable[[Mapping[str, Any]], Any],
     state: Mapping[str, Any],
     journal: list[Entry],
     answers: Mapping[str, Any],
-    id_prefix: str,
+    epoch: int,
+    step_index: int,
     timeouts: Collection[str] = (),
     clock: Callable[[], int] = no_clock,
 ) -> Trampoline | Mapping[str, Any]:
     """Call a step: its writes if it is a plain function, else a trampoline on ``journal``.
 
     With a non-empty ``journal`` the step is being replayed, so it must be a
-    generator step.
+    generator step. ``epoch`` and ``step_index`` make the prefix of the
+    step's interrupt ids (``id_prefix``).
     """
     try:
         result = fn(state)
     except (Exception, SystemExit) as exc:  # sys.exit() in a step fails it
         raise step_failed(step_id, exc) from exc
     if type(result) is GeneratorType:
-        trampoline = Trampoline(step_id, result, journal, answers, id_prefix, timeouts, clock)
+        prefix = id_prefix(epoch, step_index)
+        trampoline = Trampoline(step_id, result, journal, answers, prefix, timeouts, clock)
         trampoline.seen, trampoline.seen_width = state, len(state)  # to tell C code changing it
         return trampoline
     if journal:

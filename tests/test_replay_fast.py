@@ -69,7 +69,7 @@ def _replay(
             got.append((yield Interrupt(payload)))
 
     given = answers if fast else _GeneralPathOnly(answers)
-    tramp = start("s", step, {}, list(journal), given, "1.0.", clock=lambda: 0)
+    tramp = start("s", step, {}, list(journal), given, 1, 0, clock=lambda: 0)
     assert type(tramp) is Trampoline
     try:
         status = tramp.run()
@@ -142,7 +142,7 @@ def test_a_replayed_answer_is_the_steps_own_copy() -> None:
         seen.append((yield Interrupt({"q": 2})))
         yield Interrupt({"q": 3})
 
-    tramp = start("s", step, {}, list(journal), answers, "1.0.", clock=lambda: 0)
+    tramp = start("s", step, {}, list(journal), answers, 1, 0, clock=lambda: 0)
     assert type(tramp) is Trampoline
     assert tramp.run() is SUSPENDED
     assert seen == [[0, {"q": 1, "mine": True}], 7]
