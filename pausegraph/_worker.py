@@ -81,6 +81,13 @@ def runners_for(
     return runners
 
 
+def _check_stop(stop: object, what: str) -> None:
+    """``GraphError`` unless ``stop`` is None or has an ``is_set()`` (a ``threading.Event``)."""
+    if stop is not None and not callable(getattr(stop, "is_set", None)):
+        msg = f"{what} takes a threading.Event, got {stop!r:.80}"
+        raise GraphError(msg)
+
+
 class Worker:
     """Drives every queued run of ``graphs`` in ``checkpointer``, and their passed deadlines.
 
@@ -133,9 +140,7 @@ class Worker:
         its own error (such as ``CheckpointError``); a run's own error is
         never raised.
         """
-        if stop is not None and not callable(getattr(stop, "is_set", None)):
-            msg = f"Worker.poll(stop=...) takes a threading.Event, got {stop!r:.80}"
-            raise GraphError(msg)
+        _check_stop(stop, "Worker.poll(stop=...)")
         moved: set[tuple[str, str]] = set()  # a run driven to a pause, then ticked, is one
         for name, runner in self.runners.items():
             if stop is not None and stop.is_set():
@@ -243,6 +248,7 @@ class Worker:
         such as ``PostgresCheckpointer``), an idle worker wakes as soon as it
         does instead of at the end of its wait.
         """
+        _check_stop(stop, "Worker.serve(stop=...)")
         stop = threading.Event() if stop is None else stop
         wait_for_work: Callable[[float], bool] | None = getattr(
             self.checkpointer, "wait_for_work", None

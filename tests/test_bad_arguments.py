@@ -103,10 +103,12 @@ def test_a_wrong_argument_is_refused_where_it_is_given(make: Any, kind: Any, say
         make()
 
 
-def test_poll_refuses_a_stop_that_is_no_event() -> None:
+def test_poll_and_serve_refuse_a_stop_that_is_no_event() -> None:
     worker = Worker(MemoryCheckpointer(), [graph()])
     with pytest.raises(GraphError, match=r"poll\(stop=\.\.\.\) takes a threading.Event"):
         worker.poll(stop=5)  # type: ignore[arg-type]
+    with pytest.raises(GraphError, match=r"serve\(stop=\.\.\.\) takes a threading.Event"):
+        worker.serve(stop="x")  # type: ignore[arg-type]
     assert worker.poll(stop=threading.Event()) == 0
 
 

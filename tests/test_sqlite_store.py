@@ -38,6 +38,7 @@ from pausegraph import (
     ResumeError,
     Runner,
     SqliteCheckpointer,
+    inbox,
 )
 from pausegraph.checkpointers.sqlite import SCHEMA_VERSION
 
@@ -159,6 +160,28 @@ def test_a_database_damaged_after_opening_is_a_corrupt_checkpoint_error(tmp_path
         f.write(b"garbage garbage!")
     with pytest.raises(CorruptCheckpointError, match=r"runs\.db"):
         SqliteCheckpointer(db).runs()
+
+
+@pytest.mark.parametrize("column", ["frames.label", "runs.run", "runs.workflow"])
+def test_an_id_or_label_that_is_not_utf8_is_a_corrupt_checkpoint_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, column: str
+) -> None:
+    db = tmp_path / "runs.db"
+    monkeypatch.setenv("PG_EFFECTS", str(tmp_path / "effects"))
+    runner = Runner(_durable_flows.GRAPH, SqliteCheckpointer(db))
+    assert isinstance(runner.run("r", _durable_flows.INPUT), Paused)
+    table, name = column.split(".")
+    with closing(sqlite3.connect(db, isolation_level=None)) as connection:
+        connection.execute(f"UPDATE {table} SET {name} = x'deadbeef'")
+    store = SqliteCheckpointer(db)
+    runner = Runner(_durable_flows.GRAPH, store)
+    if table == "frames":
+        reads = [lambda: runner.state("r"), lambda: runner.history("r")]
+    else:
+        reads = [store.runs, lambda: inbox(store)]
+    for read in reads:
+        with pytest.raises(CorruptCheckpointError, match=r"runs\.db.*bytes that are not UTF-8"):
+            read()
 
 
 def test_a_database_of_a_newer_schema_is_refused(tmp_path: Path) -> None:

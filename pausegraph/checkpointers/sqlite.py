@@ -438,6 +438,15 @@ class SqliteStore:
         except sqlite3.Error as exc:
             self._raise(exc)
 
+    def _not_text(self, exc: UnicodeDecodeError) -> NoReturn:
+        """``CorruptCheckpointError`` for an id or label column whose bytes are not UTF-8."""
+        msg = (
+            f"{self.path!r} is not a usable pausegraph SQLite store: an id or label holds "
+            f"bytes that are not UTF-8 ({exc.reason} at byte {exc.start}). "
+            "Restore it from a backup"
+        )
+        raise CorruptCheckpointError(msg) from None
+
     def _raise(self, exc: sqlite3.Error) -> NoReturn:
         """Raise SQLite's error as ours: ``CorruptCheckpointError`` for a damaged file."""
         code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
@@ -566,9 +575,13 @@ class SqliteStore:
             "WHERE workflow = ? AND run = ? ORDER BY seq",
             (_id(workflow_id), _id(run_id)),
         )
-        return [
-            FrameInfo(s, step, _str(label), t, bool(snap), n) for s, step, label, t, snap, n in rows
-        ]
+        try:
+            return [
+                FrameInfo(s, step, _str(label), t, bool(snap), n)
+                for s, step, label, t, snap, n in rows
+            ]
+        except UnicodeDecodeError as exc:
+            self._not_text(exc)
 
     def read(self, workflow_id: str, run_id: str, first: int, last: int) -> builtins.list[bytes]:
         rows = self._rows(
@@ -592,19 +605,23 @@ class SqliteStore:
         query = "SELECT workflow, run, seq, status, updated_ms, deadline_ms, data FROM runs"
         if where:
             query += " WHERE " + " AND ".join(where)
+        rows = self._rows(query, tuple(args))
         # _str inlined: one call less per row of a listing of many runs
-        return [
-            RunSummary(
-                w.decode("utf-8", "surrogatepass"),
-                r.decode("utf-8", "surrogatepass"),
-                seq,
-                st,
-                updated,
-                deadline,
-                data if type(data) is bytes else bytes(data),
-            )
-            for w, r, seq, st, updated, deadline, data in self._rows(query, tuple(args))
-        ]
+        try:
+            return [
+                RunSummary(
+                    w.decode("utf-8", "surrogatepass"),
+                    r.decode("utf-8", "surrogatepass"),
+                    seq,
+                    st,
+                    updated,
+                    deadline,
+                    data if type(data) is bytes else bytes(data),
+                )
+                for w, r, seq, st, updated, deadline, data in rows
+            ]
+        except UnicodeDecodeError as exc:
+            self._not_text(exc)
 
     def delete(self, workflow_id: str, run_id: str) -> None:
         ids = (_id(workflow_id), _id(run_id))
