@@ -547,7 +547,7 @@ class CheckpointMeta:
     timestamp_ms: int
 
 
-@attrs.frozen
+@attrs.frozen(slots=False)  # made at every save: a dict-based init costs half a slotted one's
 class Checkpoint:
     """One saved point of a run.
 
