@@ -720,14 +720,14 @@ def _naming_the_run(args: argparse.Namespace, runner: Runner, run_id: str) -> It
         if args.json and info is not None:  # what the run is now, as `show --json` prints it
             _print_json(render.run_object(runner.graph.name, run_id, info))
         retry = render.with_positionals(
-            [*_prefix(args), "run"],
+            [*_prefix(args, note=False), "run"],
             [*render.option("--run-id", run_id), *_breakpoint_options(args)],
             [args.workflow],
         )
         raise _Failure(
             f"run {run_id!r} of workflow {runner.graph.name!r} failed: "
             f"{type(exc).__name__}: {_cli_terms(args, str(exc))} "
-            f"(`{render.shell_join(retry)}` retries it)"
+            f"(`{render.shell_join(retry)}` retries it{_password_left_out(args)})"
         ) from exc
 
 
@@ -771,14 +771,16 @@ def _paused_already(args: argparse.Namespace, runner: Runner, run_id: str) -> _F
     pending = render.pending_of(latest)
     how = [a for i in pending for a in ("--answer", f"{i.id}=JSON")] or ["--continue"]
     words = render.with_positionals(
-        [*_prefix(args), "resume"], [*_breakpoint_options(args), *how], [args.workflow, run_id]
+        [*_prefix(args, note=False), "resume"],
+        [*_breakpoint_options(args), *how],
+        [args.workflow, run_id],
     )
     waits = (
         f"interrupts pending: {', '.join(i.id for i in pending)}" if pending else "at a breakpoint"
     )
     return _Failure(
         f"run {run_id!r} of workflow {runner.graph.name!r} is paused ({waits}): "
-        f"go on with `{render.shell_join(words)}`"
+        f"go on with `{render.shell_join(words)}`{_password_left_out(args)}"
     )
 
 
@@ -989,12 +991,16 @@ def _hint_line(args: argparse.Namespace, run_id: str, outcome: Paused) -> str:
     return f"go on with: {render.shell_join(words)}"
 
 
-def _prefix(args: argparse.Namespace) -> list[str]:
-    """``pausegraph`` and the ``--store`` this command was given, if not the default."""
+def _prefix(args: argparse.Namespace, *, note: bool = True) -> list[str]:
+    """``pausegraph`` and the ``--store`` this command was given, if not the default.
+
+    A password in the URL is left out, and said once on stderr, unless
+    ``note`` is false: an error's one line says it itself (``_password_left_out``).
+    """
     store: str = args.store
     if store == DEFAULT_STORE:
         return [_PROG]
-    if has_password(store) and not getattr(args, "password_noted", False):
+    if note and has_password(store) and not getattr(args, "password_noted", False):
         args.password_noted = True
         print(
             f"{_PROG}: note: the commands shown leave the store's password out: "
@@ -1002,6 +1008,13 @@ def _prefix(args: argparse.Namespace) -> list[str]:
             file=sys.stderr,
         )
     return [_PROG, *render.option("--store", describe_url(store))]
+
+
+def _password_left_out(args: argparse.Namespace) -> str:
+    """What an error line adds after a command it shows, if the store's password was left out."""
+    if args.store == DEFAULT_STORE or not has_password(args.store):
+        return ""
+    return "; it leaves the store's password out: set PGPASSWORD or put it in ~/.pgpass"
 
 
 def _shown_store(args: argparse.Namespace) -> str:

@@ -153,6 +153,37 @@ def test_the_go_on_with_command_leaves_the_password_to_pgpassword(postgres: Any)
     assert "paused" in out or "done" in out, out + err
 
 
+FAILING = """
+from pausegraph import Graph, LastWriteWins
+
+def pay(state):
+    raise ValueError("card declined")
+
+graph = Graph("failing", {"paid": LastWriteWins()}).step("pay", pay)
+"""
+
+
+def test_a_failed_step_is_one_line_even_when_the_password_is_left_out(
+    postgres: Any, tmp_path: Path
+) -> None:
+    # SPEC, Command line: a step that raises prints one line naming the run, the step
+    # and the error; the note on the password joins that line instead of preceding it
+    (tmp_path / "failing.py").write_text(FAILING)
+    spec = f"{tmp_path}/failing.py:graph"
+    url: str = postgres.url
+    for quiet in ([], ["-q"]):
+        run_id = f"f{len(quiet)}"
+        out, err = pausegraph(*quiet, "--store", url, "run", spec, "--run-id", run_id, code=1)
+        (line,) = err.splitlines()
+        assert f"run {run_id!r} of workflow 'failing' failed: " in line
+        assert "ValueError: " in line
+        assert "card declined" in line
+        assert line.endswith(
+            "retries it; it leaves the store's password out: set PGPASSWORD or put it in ~/.pgpass)"
+        )
+        assert f":{password_of(url)}@" not in out + err
+
+
 def test_a_store_without_password_gets_no_note(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
