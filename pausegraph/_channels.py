@@ -174,6 +174,7 @@ _IN_PLACE: dict[type, Callable[[Any], Any]] = {MergeMap: FrozenDict, Append: Fro
 
 
 _set = dict.__setitem__
+_SET = Op.SET
 
 # Scalars that come back from msgpack as they went in, of exactly these types:
 # a write made only of them needs no round trip through msgpack to be normalised.
@@ -328,6 +329,11 @@ class Channels:
         reducers = self.reducers
         for channel, bucket in incoming.items():
             reducer = reducers[channel]
+            if type(reducer) is LastWriteWins:  # its fold, inline: most channels are these
+                new = bucket[-1]
+                _set(values, channel, new)
+                changes.append(Change(channel, _SET, new))
+                continue
             current = values[channel]
             copy = _IN_PLACE.get(type(reducer))
             if copy is not None and getrefcount(current) > _OWNED_VALUE:
