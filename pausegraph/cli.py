@@ -1379,7 +1379,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
     if info.failure is not None:
         failure = info.failure
         rows.append(
-            ("failure", f"step {failure.step_id!r} raised {failure.error_type}: {failure.message}")
+            ("failure", f"step {failure.step_id!r} failed: {failure.error_type}: {failure.message}")
         )
     if cancelled is not None:
         rows.append(("reason", cancelled or "(none given)"))

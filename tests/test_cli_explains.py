@@ -46,6 +46,15 @@ fragile = Graph("fragile", {"answer": LastWriteWins()})
 fragile.step("strict", strict)
 flaky = Graph("flaky", {"answer": LastWriteWins(), "again": LastWriteWins()})
 flaky.step("boom", boom)
+
+
+def unsure(state):
+    raise KeyError("route")
+
+
+routed = Graph("routed", {"answer": LastWriteWins()})
+routed.step("first", lambda s: {}).step("second", lambda s: {})
+routed.edge("first", "second", when=unsure)
 """
 
 
@@ -62,13 +71,23 @@ def _failed_run(store: Path, flows: str) -> None:
     assert done.returncode == 1
 
 
+def test_show_of_a_run_failed_by_a_condition_does_not_say_its_step_raised(
+    tmp_path: Path, flows: str
+) -> None:
+    # the condition on the edge into 'second' raised, not 'second' itself
+    store = tmp_path / "store"
+    assert pg("run", f"{flows}:routed", "--run-id", "c1", store=store).returncode == 1
+    out = ok("show", "c1", store=store)
+    assert "failure     step 'second' failed: KeyError: 'route'\n" in out
+
+
 def test_show_of_a_failed_run_names_the_step_the_error_and_the_commands_that_go_on(
     tmp_path: Path, flows: str
 ) -> None:
     store = tmp_path / "store"
     _failed_run(store, flows)
     out = ok("show", "f1", store=store)
-    assert "failure     step 'boom' raised ValueError: the printer is on fire\n" in out
+    assert "failure     step 'boom' failed: ValueError: the printer is on fire\n" in out
     assert f"go on with: pausegraph --store {store} run WORKFLOW --run-id f1  (retries it)" in out
     assert f"or: pausegraph --store {store} resume WORKFLOW f1 --update JSON" in out
     shown = ok_json("show", "f1", store=store)
