@@ -70,16 +70,64 @@ def held_message(workflow_id: str, run_id: str, holder: Holder | None) -> str:
     )
 
 
-def _encode(holder: Holder) -> bytes:
-    return msgpack.packb([holder.pid, holder.host, holder.since_ms])
+#: What a store's last successful sync made durable of a run's log, kept in its
+#: lock file (see ``hold_file``): ``(inode, first record's timestamp_ms, records)``.
+Mark = tuple[int, int, int]
+
+
+def _encode(holder: Holder, mark: Mark | None = None) -> bytes:
+    fields: list[Any] = [holder.pid, holder.host, holder.since_ms]
+    if mark is not None:
+        fields.append(list(mark))
+    return msgpack.packb(fields)
+
+
+def _fields(data: bytes) -> list[Any] | None:
+    """The note's fields: its first msgpack object (a shorter note may leave bytes after it)."""
+    try:
+        unpacker = msgpack.Unpacker(raw=False, max_bin_len=0, max_ext_len=0, max_buffer_size=4096)
+        unpacker.feed(data[:4096])
+        fields = next(unpacker)
+    except Exception:  # a holder note is for people; a damaged one says nothing
+        return None
+    return fields if type(fields) is list else None
 
 
 def _decode(data: bytes) -> Holder | None:
+    fields = _fields(data)
     try:
-        pid, host, since = msgpack.unpackb(data, raw=False, max_bin_len=0, max_ext_len=0)
+        pid, host, since = fields[:3]  # type: ignore[index]
         return Holder(int(pid), str(host), int(since))
     except Exception:  # a holder note is for people; a damaged one says nothing
         return None
+
+
+def _mark_of(data: bytes) -> Mark | None:
+    """The sync mark a lock file's note carries, or ``None`` (none, or not readable)."""
+    fields = _fields(data)
+    if fields is None or len(fields) < 4:
+        return None
+    mark = fields[3]
+    if type(mark) is not list or len(mark) != 3 or any(type(n) is not int for n in mark):
+        return None
+    return mark[0], mark[1], mark[2]
+
+
+def synced_mark(path: str) -> Mark | None:
+    """The sync mark in the lock file at ``path``, read without its lock; ``None`` if none.
+
+    A lock file that cannot be read has no mark: the mark only adds a check.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        return _mark_of(os.pread(fd, 4096, 0))
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
 
 
 def _open_locked(path: str, workflow_id: str, run_id: str) -> tuple[int, int]:
@@ -120,7 +168,11 @@ def _open_locked(path: str, workflow_id: str, run_id: str) -> tuple[int, int]:
 
 @contextmanager
 def hold_file(
-    path: str, workflow_id: str, run_id: str, exists: Callable[[], bool]
+    path: str,
+    workflow_id: str,
+    run_id: str,
+    exists: Callable[[], bool],
+    mark: Callable[[], Mark | None] | None = None,
 ) -> Iterator[None]:
     """Hold the lock file at ``path`` for the run; ``ConflictError`` if someone else does.
 
@@ -128,17 +180,27 @@ def hold_file(
     call that created no run (a refused command, an unknown run) is removed,
     so that refusing changes nothing in the store.
 
-    The holder's note goes into the (normally empty) file with one
-    ``pwrite``; the file is cut to the note only if something longer is
-    there (a holder that died), and emptied at release, so a released lock
-    file is empty and a refused command leaves it as it was. One
+    The holder's note goes into the file with one ``pwrite``; the file is cut
+    to the note only if something longer is there (a holder that died). At
+    release the note becomes the run's *sync mark* alone, if there is one
+    (``mark()``, the store's, or the one the file held before), and the file
+    is emptied if not: a refused command leaves it as it was. One
     ``ftruncate`` per call, not two: each is a change to the file's
     metadata that may wait for another process's journal commit.
+
+    The mark says how many records of the log (told by its inode and its
+    first record's time) a sync made durable, so that a reader can tell a
+    log cut short after it was synced from a save that never finished. It
+    is written after the sync, never synced itself: it can only lag behind
+    the log, never be ahead of it.
     """
     fd, size = _open_locked(path, workflow_id, run_id)
     try:
-        note = _encode(Holder.here())
+        carried = None
         try:
+            if size:
+                carried = _mark_of(os.pread(fd, min(size, 4096), 0))
+            note = _encode(Holder.here(), carried)
             os.pwrite(fd, note, 0)
             if size > len(note):
                 os.ftruncate(fd, len(note))
@@ -151,9 +213,16 @@ def hold_file(
             yield
         finally:
             try:
-                os.ftruncate(fd, 0)
-                if not exists() and _names(path, fd):  # never another holder's new file
-                    os.unlink(path)
+                if not exists():
+                    os.ftruncate(fd, 0)
+                    if _names(path, fd):  # never another holder's new file
+                        os.unlink(path)
+                else:
+                    kept = (mark() if mark is not None else None) or carried
+                    left = b"" if kept is None else _encode(Holder(0, "", 0), kept)
+                    if left:
+                        os.pwrite(fd, left, 0)
+                    os.ftruncate(fd, len(left))
             except OSError:  # the note is for people only: the lock goes with the close
                 pass
     finally:

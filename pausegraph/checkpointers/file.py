@@ -222,7 +222,7 @@ from .._records import Frame, slot_setters
 from .._values import pack
 from ..errors import CheckpointError, CorruptCheckpointError
 from ._checkpointer import StoreCheckpointer
-from ._lock import Holder, file_holder, hold_file, store_path
+from ._lock import Holder, Mark, file_holder, hold_file, store_path, synced_mark
 from ._lock import fsync_dir as _fsync_dir  # a module name the fault tests replace
 from ._log import refuse_seq
 from ._store import FrameInfo, RunSummary
@@ -427,7 +427,7 @@ class _RunLog:
 
     __slots__ = (
         "dir_synced", "end", "entries", "fd", "file_id", "ids", "lock", "name", "packed_ids",
-        "path", "pid", "summary", "writable",
+        "path", "pid", "summary", "synced", "writable",
     )  # fmt: skip
 
     def __init__(self, path: str, name: str, ids: tuple[str, str]) -> None:
@@ -442,6 +442,7 @@ class _RunLog:
         self.file_id = (0, 0)
         # runs/ was fsynced since this handle opened the file: its name is durable
         self.dir_synced = False
+        self.synced: Mark | None = None  # what this handle's last sync made durable of it
         self.reset(0)
 
     def reset(self, start: int) -> None:
@@ -1740,12 +1741,16 @@ class FileStore:
             pending, self._unsynced = self._unsynced, {}
         failure: CheckpointError | None = None
         named: builtins.list[tuple[_RunLog, int]] = []  # logs whose name needs runs/ synced
+        marks: builtins.list[tuple[_RunLog, Mark | None]] = []
         for log, start in pending.items():
             try:
-                if self._sync_log(log, start):
-                    named.append((log, start))
+                needs_dir, mark = self._sync_log(log, start)
             except CheckpointError as exc:
                 failure = failure or exc
+                continue
+            if needs_dir:
+                named.append((log, start))
+            marks.append((log, mark))
         if named:
             try:
                 _fsync_dir(self._runs_path)
@@ -1754,28 +1759,35 @@ class FileStore:
                     with log.lock:
                         error = self._unsynced_error(log, start, exc)
                     failure = failure or error
+                marks = [(log, mark) for log, mark in marks if log.dir_synced]
             else:
                 for log, _ in named:
                     log.dir_synced = True
+        for log, mark in marks:  # durable, name and all: the lock file may say so (_mark)
+            if mark is not None:
+                log.synced = mark
         if failure is not None:
             with self._lock:
                 self.takebacks += 1
             raise failure
 
-    def _sync_log(self, log: _RunLog, start: int) -> bool:
-        """``fsync`` the log; whether ``runs/`` needs an ``fsync`` for its name too."""
+    def _sync_log(self, log: _RunLog, start: int) -> tuple[bool, Mark | None]:
+        """``fsync`` the log: whether ``runs/`` needs an ``fsync`` for its name too, and
+        the sync mark of what this made durable (``None``: nothing)."""
         with log.lock:
             try:
                 fd = self._fd(log, write=True)
             except FileNotFoundError:
-                return False  # deleted since: nothing of it needs to last
+                return False, None  # deleted since: nothing of it needs to last
             except OSError as exc:
                 raise _os_error(exc, log.path) from exc
             try:
                 os.fsync(fd)
             except OSError as exc:
                 raise self._unsynced_error(log, start, exc) from exc
-            return not log.dir_synced
+            entries = log.entries
+            mark = (log.file_id[1], entries[0].info.timestamp_ms, len(entries)) if entries else None
+            return not log.dir_synced, mark
 
     def _unsynced_error(self, log: _RunLog, start: int, exc: OSError) -> CheckpointError:
         """Cut back the appends from ``start`` that failed to sync with ``exc``; the error.
@@ -1823,7 +1835,15 @@ class FileStore:
         """
         path = self._lock_path(workflow_id, run_id)
         log = os.path.join(self._runs_path, _log_name(workflow_id, run_id))
-        return hold_file(path, workflow_id, run_id, lambda: _exists(log))
+        return hold_file(
+            path, workflow_id, run_id, lambda: _exists(log), lambda: self._mark(workflow_id, run_id)
+        )
+
+    def _mark(self, workflow_id: str, run_id: str) -> Mark | None:
+        """The sync mark of the run's log, if this handle synced it (see ``hold_file``)."""
+        with self._lock:
+            log = self._logs.get((workflow_id, run_id))
+        return None if log is None else log.synced
 
     def holder(self, workflow_id: str, run_id: str) -> Holder | None:
         """Who holds the run's live lock, or ``None`` if no live process does."""
@@ -1902,7 +1922,8 @@ class FileStore:
         ``flock``, so no record is read while a writer is still writing it.
         """
         fd = self._fd(log)
-        if self._current(log) and os.fstat(fd).st_size == log.end:
+        # (a log with no record yet is looked at each time: see _check_synced)
+        if log.entries and self._current(log) and os.fstat(fd).st_size == log.end:
             return fd
         with self._locked(log, fcntl.LOCK_SH) as locked:
             self._refresh(log, locked)
@@ -2107,14 +2128,51 @@ class FileStore:
         both ways check the same things and give the same errors.
         """
         size = os.fstat(fd).st_size
-        path = log.path
         if size < log.end:  # cut back behind this handle (a copy restored in place): afresh
             log.reset(0)
+        fresh = not log.entries  # indexed afresh: was it cut short after a sync?
         if not log.end and size:
             start = self._header_end(log, fd)  # a log with no header may have one now
-            if not start:
-                return size
-            log.reset(start)
+            if start:
+                log.reset(start)
+        if log.end:
+            self._index_from(log, fd, size)
+        if fresh:
+            self._check_synced(log)
+        return size
+
+    def _check_synced(self, log: _RunLog) -> None:
+        """``CorruptCheckpointError`` if the log holds fewer records than a sync made durable.
+
+        The run's lock file keeps a mark of what the last sync made durable
+        (``hold_file``): fewer records now, in the same file (its inode, its
+        first record's time), is a log cut short or replaced after it was
+        synced, never a save that did not finish, which only a record after
+        the mark can be.
+        """
+        mark = synced_mark(self._lock_path(*log.ids))
+        if mark is None:
+            return
+        ino, first_ms, records = mark
+        entries = log.entries
+        if len(entries) >= records or log.file_id[1] != ino:
+            return
+        if entries and entries[0].info.timestamp_ms != first_ms:
+            return  # another run's log, started again under this id
+        log.reset(0)  # so that every read checks it again, and no save goes on from it
+        lock = os.path.basename(self._lock_path(*log.ids))
+        msg = (
+            f"{log.path!r} is corrupt: it holds {len(entries)} checkpoints of run "
+            f"{log.ids[1]!r}, and {records} were synced to disk (runs/{lock} says so): it was "
+            "cut short or replaced by an older copy after that sync. Restore it from a "
+            f"backup; if you restored an older copy on purpose, remove runs/{lock} while no "
+            "process drives the run"
+        )
+        raise CorruptCheckpointError(msg)
+
+    def _index_from(self, log: _RunLog, fd: int, size: int) -> None:
+        """``_refresh``'s work from ``log.end``: index the records up to ``size``."""
+        path = log.path
         entries = log.entries
         buf, buf_at, window = b"", log.end, _WINDOW
         head_size, crc = _HEAD.size, zlib.crc32
@@ -2158,7 +2216,6 @@ class FileStore:
             log.summary = summary
             log.end = end
             window = _PROBE if frame_len > _BIG else _WINDOW
-        return size
 
     @staticmethod
     def _read_frame(path: str, fd: int, entry: _Entry) -> bytes:

@@ -1,0 +1,148 @@
+"""A file-store log cut short after a sync is corrupt, never an earlier state.
+
+SPEC, Checkpoints: "a truncated or altered record that a read needs is a
+``CorruptCheckpointError`` naming the file, never a wrong state", and a
+process killed inside ``save`` leaves the run "as if that save never
+started". The store tells the two apart by the sync mark its lock file
+keeps: a record a sync made durable is never a torn tail.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pausegraph import (
+    CorruptCheckpointError,
+    Done,
+    FileCheckpointer,
+    Graph,
+    Interrupt,
+    LastWriteWins,
+    Paused,
+    Resume,
+    Runner,
+)
+
+
+def _ask(state: dict[str, int]):  # type: ignore[no-untyped-def]
+    answer = yield Interrupt("go on?")
+    return {"x": answer}
+
+
+GRAPH = (
+    Graph("g", {"x": LastWriteWins()})
+    .step("a", lambda s: {"x": 1})
+    .step("b", lambda s: {"x": 2})
+    .step("c", _ask)
+    .edge("a", "b")
+    .edge("b", "c")
+)
+
+
+def _files(root: Path) -> tuple[Path, Path]:
+    (log,) = (root / "runs").glob("*.log")
+    return log, log.with_suffix(".lock")
+
+
+def _paused_run(root: Path) -> bytes:
+    """A run paused after three layers, its call returned (so synced); its log's bytes."""
+    assert isinstance(Runner(GRAPH, FileCheckpointer(root)).run("r", {"x": 0}), Paused)
+    return _files(root)[0].read_bytes()
+
+
+@pytest.mark.parametrize(
+    "damage",
+    ["one byte cut", "last record cut", "only the header", "ten bytes", "emptied", "zero-filled"],
+)
+def test_a_synced_log_cut_short_is_a_corrupt_checkpoint_error_naming_it(
+    tmp_path: Path, damage: str
+) -> None:
+    whole = _paused_run(tmp_path)
+    log, lock = _files(tmp_path)
+    history = Runner(GRAPH, FileCheckpointer(tmp_path)).history("r")
+    header = whole.index(b"\n") + 1 if b"\n" in whole[:200] else 0
+    cut = {
+        "one byte cut": whole[:-1],
+        "last record cut": whole[: len(whole) - 40],
+        "only the header": whole[:header],
+        "ten bytes": whole[:10],
+        "emptied": b"",
+        "zero-filled": bytes(len(whole)),
+    }[damage]
+    log.write_bytes(cut)
+    runner = Runner(GRAPH, FileCheckpointer(tmp_path))
+    for read in (lambda: runner.state("r"), lambda: runner.history("r")):
+        with pytest.raises(CorruptCheckpointError) as caught:
+            read()
+        message = str(caught.value)
+        assert repr(str(log)) in message
+        assert f"{len(history)} were synced to disk (runs/{lock.name} says so)" in message
+    with pytest.raises(CorruptCheckpointError):  # nothing is driven from a wrong state
+        runner.resume("r", Resume(5))
+    assert log.read_bytes() == cut  # and nothing was written
+
+
+def test_a_save_cut_short_after_the_last_sync_still_reads_as_if_it_never_started(
+    tmp_path: Path,
+) -> None:
+    whole = _paused_run(tmp_path)
+    log, _ = _files(tmp_path)
+    copy = tmp_path.parent / f"{tmp_path.name}-copy"  # the records the next call saves
+    shutil.copytree(tmp_path, copy)
+    Runner(GRAPH, FileCheckpointer(copy)).resume("r", Resume(1))
+    next_records = _files(copy)[0].read_bytes()[len(whole) :]
+    with log.open("ab") as f:  # what a process killed inside its next save leaves
+        f.write(next_records[:30])
+    runner = Runner(GRAPH, FileCheckpointer(tmp_path))
+    assert runner.state("r").status == "paused"
+    assert runner.resume("r", Resume(5)) == Done({"x": 5}, 3)
+
+
+def test_an_older_copy_restored_on_purpose_reads_once_its_lock_file_is_removed(
+    tmp_path: Path,
+) -> None:
+    runner = Runner(GRAPH, FileCheckpointer(tmp_path))
+    runner.run("r", {"x": 0})
+    log, lock = _files(tmp_path)
+    backup = log.read_bytes()
+    assert runner.resume("r", Resume(5)) == Done({"x": 5}, 3)
+    log.write_bytes(backup)  # restored over the live file: the same inode
+    with pytest.raises(CorruptCheckpointError, match=rf"remove runs/{lock.name} while no process"):
+        Runner(GRAPH, FileCheckpointer(tmp_path)).state("r")
+    lock.unlink()
+    again = Runner(GRAPH, FileCheckpointer(tmp_path))
+    assert again.state("r").status == "paused"
+    assert again.resume("r", Resume(6)) == Done({"x": 6}, 3)
+
+
+def test_a_run_deleted_and_started_again_is_not_held_to_the_old_mark(tmp_path: Path) -> None:
+    runner = Runner(GRAPH, FileCheckpointer(tmp_path))
+    runner.run("r", {"x": 0})
+    runner.resume("r", Resume(5))
+    runner.delete("r")
+    assert not list((tmp_path / "runs").glob("*.lock"))
+    assert isinstance(Runner(GRAPH, FileCheckpointer(tmp_path)).run("r", {"x": 0}), Paused)
+    assert Runner(GRAPH, FileCheckpointer(tmp_path)).state("r").status == "paused"
+
+
+@given(cut=st.integers(min_value=0), pause=st.booleans())
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture], max_examples=40)
+def test_a_synced_log_cut_anywhere_never_reads_as_an_earlier_state(
+    tmp_path_factory: pytest.TempPathFactory, cut: int, pause: bool
+) -> None:
+    root = tmp_path_factory.mktemp("cut")
+    runner = Runner(GRAPH, FileCheckpointer(root))
+    runner.run("r", {"x": 0})
+    if not pause:
+        runner.resume("r", Resume(7))
+    log, _ = _files(root)
+    os.truncate(log, cut % log.stat().st_size)  # anywhere short of its whole length
+    with pytest.raises(CorruptCheckpointError, match=re.escape(repr(str(log)))):
+        Runner(GRAPH, FileCheckpointer(root)).state("r")
