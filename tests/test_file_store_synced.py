@@ -14,6 +14,7 @@ import re
 import shutil
 from pathlib import Path
 
+import msgpack
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -146,3 +147,17 @@ def test_a_synced_log_cut_anywhere_never_reads_as_an_earlier_state(
     os.truncate(log, cut % log.stat().st_size)  # anywhere short of its whole length
     with pytest.raises(CorruptCheckpointError, match=re.escape(repr(str(log)))):
         Runner(GRAPH, FileCheckpointer(root)).state("r")
+
+
+def test_a_damaged_mark_is_no_mark_and_never_makes_a_healthy_log_corrupt(tmp_path: Path) -> None:
+    # a note read while it is rewritten, or damaged, must not fail a healthy run
+    _paused_run(tmp_path)
+    _, lock = _files(tmp_path)
+    note = msgpack.unpackb(lock.read_bytes())
+    ino, first_ms, records, crc = note[3]
+    for mark in ([ino, first_ms, records + 5, crc], [ino, first_ms, records + 5], "junk"):
+        lock.write_bytes(msgpack.packb([0, "", 0, mark]))
+        runner = Runner(GRAPH, FileCheckpointer(tmp_path))
+        assert runner.state("r").status == "paused"
+    lock.write_bytes(b"\xff" * 50)
+    assert Runner(GRAPH, FileCheckpointer(tmp_path)).resume("r", Resume(3)) == Done({"x": 3}, 3)

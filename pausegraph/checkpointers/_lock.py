@@ -22,6 +22,7 @@ import os
 import socket
 import time
 import weakref
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
@@ -78,8 +79,13 @@ Mark = tuple[int, int, int]
 def _encode(holder: Holder, mark: Mark | None = None) -> bytes:
     fields: list[Any] = [holder.pid, holder.host, holder.since_ms]
     if mark is not None:
-        fields.append(list(mark))
+        fields.append([*mark, _mark_crc(mark)])
     return msgpack.packb(fields)
+
+
+def _mark_crc(mark: Mark) -> int:
+    """A checksum of the mark: a note read while it is being rewritten is no mark at all."""
+    return zlib.crc32(msgpack.packb(list(mark)))
 
 
 def _fields(data: bytes) -> list[Any] | None:
@@ -108,9 +114,10 @@ def _mark_of(data: bytes) -> Mark | None:
     if fields is None or len(fields) < 4:
         return None
     mark = fields[3]
-    if type(mark) is not list or len(mark) != 3 or any(type(n) is not int for n in mark):
+    if type(mark) is not list or len(mark) != 4 or any(type(n) is not int for n in mark):
         return None
-    return mark[0], mark[1], mark[2]
+    found = (mark[0], mark[1], mark[2])
+    return found if mark[3] == _mark_crc(found) else None
 
 
 def synced_mark(path: str) -> Mark | None:
