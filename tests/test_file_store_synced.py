@@ -9,9 +9,11 @@ keeps: a record a sync made durable is never a torn tail.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shutil
+import threading
 from pathlib import Path
 
 import msgpack
@@ -20,6 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pausegraph import (
+    CheckpointError,
     CorruptCheckpointError,
     Done,
     FileCheckpointer,
@@ -28,6 +31,7 @@ from pausegraph import (
     LastWriteWins,
     Paused,
     Resume,
+    ResumeError,
     Runner,
 )
 
@@ -161,3 +165,110 @@ def test_a_damaged_mark_is_no_mark_and_never_makes_a_healthy_log_corrupt(tmp_pat
         assert runner.state("r").status == "paused"
     lock.write_bytes(b"\xff" * 50)
     assert Runner(GRAPH, FileCheckpointer(tmp_path)).resume("r", Resume(3)) == Done({"x": 3}, 3)
+
+
+def _mark(lock: Path) -> list[int]:
+    mark: list[int] = msgpack.unpackb(lock.read_bytes())[3]
+    return mark
+
+
+def test_a_handle_that_saved_nothing_leaves_the_newer_mark_of_another(tmp_path: Path) -> None:
+    first = Runner(GRAPH, FileCheckpointer(tmp_path))
+    second = Runner(GRAPH, FileCheckpointer(tmp_path))
+    first.run("r", {"x": 0})  # paused: this handle synced 4 records
+    log, lock = _files(tmp_path)
+    paused = log.read_bytes()
+    assert second.resume("r", Resume(5)) == Done({"x": 5}, 3)  # 6 now, synced by the other
+    assert first.run("r") == Done({"x": 5}, 3)  # saves nothing; its own mark says 4
+    assert _mark(lock)[2] == 6
+    log.write_bytes(paused)  # cut back after both calls returned: still caught
+    with pytest.raises(CorruptCheckpointError, match=r"holds 4 checkpoints .* 6 were synced"):
+        Runner(GRAPH, FileCheckpointer(tmp_path)).state("r")
+
+
+def test_a_handle_never_leaves_its_mark_on_a_log_made_again_since(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a fixed clock: the new log's first record has the old one's time, so only the
+    # inode tells them apart (and the file system may reuse it once the old is gone)
+    old = Runner(GRAPH, FileCheckpointer(tmp_path), clock=lambda: 1_000_000)
+    new = Runner(GRAPH, FileCheckpointer(tmp_path), clock=lambda: 1_000_000)
+    old.run("r", {"x": 0})
+    old.resume("r", Resume(5))  # this handle synced 6 records of the first log
+    new.delete("r")
+    new.run("r", {"x": 0})  # the run again: 4 records in a new log
+    log, lock = _files(tmp_path)
+    with pytest.raises(ResumeError):
+        old.run("r")  # refused (paused): it saves nothing, and keeps no mark of another file
+    assert _mark(lock)[0] == log.stat().st_ino
+    assert _mark(lock)[2] == 4
+    assert Runner(GRAPH, FileCheckpointer(tmp_path)).state("r").status == "paused"
+
+
+def test_records_a_failed_sync_took_back_are_not_left_marked_by_another_threads_sync(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # one handle, two threads: T1's sync fsyncs the log of T2's run after T2 appended to
+    # it; T2's own sync then fails and takes its appends back. No mark may say they stay
+    store = FileCheckpointer(tmp_path)
+    events = {k: threading.Event() for k in ("m", "b", "taken", "c", "t1")}
+
+    def m(state: object) -> dict[str, int]:
+        events["m"].set()
+        assert events["b"].wait(10)
+        return {"x": 1}
+
+    def b(state: object) -> dict[str, int]:
+        events["b"].set()
+        assert events["taken"].wait(10)
+        return {"x": 2}
+
+    def c(state: object) -> dict[str, int]:
+        events["c"].set()
+        assert events["t1"].wait(10)
+        return {"x": 3}
+
+    ell = Graph("L", {"x": LastWriteWins()}).step("a", lambda s: {"x": 1}).step("b", b)
+    ell = ell.step("c", c).edge("a", "b").edge("b", "c")
+    em = Graph("M", {"x": LastWriteWins()}).step("m", m)
+    l_log = store.store._lock_path("L", "l")[:-5] + ".log"
+    m_log = store.store._lock_path("M", "m")[:-5] + ".log"
+    real_fsync, l_synced = os.fsync, []
+
+    def fsync(fd: int) -> None:
+        target = os.readlink(f"/proc/self/fd/{fd}")
+        thread = threading.current_thread().name
+        if thread == "T1" and target == m_log and not events["taken"].is_set():
+            events["taken"].set()
+            assert events["c"].wait(10)  # T2 appends to l's log meanwhile
+        if target == l_log:
+            if thread == "T2" and l_synced:
+                raise OSError(errno.EIO, "injected")
+            if thread == "T1":
+                l_synced.append(True)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    out: dict[str, object] = {}
+
+    def t1() -> None:
+        out["m"] = Runner(em, store).run("m", {"x": 0})
+        events["t1"].set()
+
+    def t2() -> None:
+        assert events["m"].wait(10)
+        with pytest.raises(CheckpointError, match="could not save"):
+            Runner(ell, store).run("l", {"x": 0})
+        out["l"] = "refused"
+
+    threads = [threading.Thread(target=t1, name="T1"), threading.Thread(target=t2, name="T2")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    assert out == {"m": Done({"x": 1}, 1), "l": "refused"}
+    assert l_synced  # the scene happened: T1 synced l's log with T2's records in it
+    again = Runner(ell, FileCheckpointer(tmp_path))
+    assert again.state("l").status == "queued"
+    assert again.run("l") == Done({"x": 3}, 3)

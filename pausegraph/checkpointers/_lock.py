@@ -225,7 +225,7 @@ def hold_file(
                     if _names(path, fd):  # never another holder's new file
                         os.unlink(path)
                 else:
-                    kept = (mark() if mark is not None else None) or carried
+                    kept = _newer(mark() if mark is not None else None, carried)
                     left = b"" if kept is None else _encode(Holder(0, "", 0), kept)
                     if left:
                         os.pwrite(fd, left, 0)
@@ -234,6 +234,16 @@ def hold_file(
                 pass
     finally:
         os.close(fd)
+
+
+def _newer(ours: Mark | None, carried: Mark | None) -> Mark | None:
+    """The mark to leave: the one that says more of the same file, or ``ours`` (the
+    store checked that it names the file at the log's path now) over another file's."""
+    if ours is None:
+        return carried
+    if carried is not None and carried[:2] == ours[:2] and carried[2] > ours[2]:
+        return carried  # another handle synced more of it since this one did
+    return ours
 
 
 def fsync_dir(path: str) -> None:

@@ -442,14 +442,19 @@ class _RunLog:
         self.file_id = (0, 0)
         # runs/ was fsynced since this handle opened the file: its name is durable
         self.dir_synced = False
-        self.synced: Mark | None = None  # what this handle's last sync made durable of it
-        self.reset(0)
+        self.reset(0)  # and self.synced: what this handle's last sync made durable of it
 
     def reset(self, start: int) -> None:
-        """Forget the index: the log's records start at ``start``."""
+        """Forget the index: the log's records start at ``start``.
+
+        The sync mark goes too: what this handle synced may not be this file
+        any more (a log replaced once its descriptor was closed may even
+        have the old one's inode).
+        """
         self.end = start
         self.entries: list[_Entry] = []
         self.summary: _Summary | None = None
+        self.synced: Mark | None = None
 
     def run_summary(self) -> RunSummary | None:
         if self.summary is None or not self.entries:
@@ -1819,6 +1824,9 @@ class FileStore:
         except (OSError, CheckpointError):  # the flock, the journal or the cut failed: it stays
             pass
         log.file_id = (0, 0)  # index the file afresh before using it again
+        # a sync by another thread may have marked records this cut took back: the lock
+        # file keeps the mark it had before this call (hold_file's carried one)
+        log.synced = None
         return kept
 
     # --- the live lock and deleting ------------------------------------------
@@ -1840,10 +1848,18 @@ class FileStore:
         )
 
     def _mark(self, workflow_id: str, run_id: str) -> Mark | None:
-        """The sync mark of the run's log, if this handle synced it (see ``hold_file``)."""
+        """The sync mark of the run's log, if this handle synced the file now at its path."""
         with self._lock:
             log = self._logs.get((workflow_id, run_id))
-        return None if log is None else log.synced
+        mark = None if log is None else log.synced
+        if mark is None:
+            return None
+        try:
+            if os.stat(log.path, follow_symlinks=False).st_ino != mark[0]:  # type: ignore[union-attr]
+                return None  # deleted and made again behind this handle's open descriptor
+        except OSError:
+            return None
+        return mark
 
     def holder(self, workflow_id: str, run_id: str) -> Holder | None:
         """Who holds the run's live lock, or ``None`` if no live process does."""
