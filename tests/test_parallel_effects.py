@@ -24,6 +24,7 @@ from pausegraph import (
     Paused,
     Resume,
     Runner,
+    SqliteCheckpointer,
     StepError,
 )
 
@@ -209,3 +210,31 @@ def test_an_effect_the_executor_refuses_fails_the_step_and_the_ones_it_ran_are_k
         done = Runner(graph, FileCheckpointer(tmp_path), executor=pool).run("r")
     assert done.state == {"a": "a", "b": "b"}
     assert ran == ["a", "b"]  # a ran once: its result was saved before the step failed
+
+
+def _ask_after_effects(state):
+    squares = yield All(*(_one_square(n) for n in (3, 4)))
+    answer = yield Interrupt("q")
+    return {"out": [squares, answer]}
+
+
+def _one_square(n):
+    return (yield Effect(square, n))
+
+
+@pytest.mark.parametrize("kind", ["file", "sqlite"])
+def test_a_process_pool_forked_while_a_run_is_locked_does_not_keep_its_lock(tmp_path, kind):
+    # SPEC, Fan-out: any Executor works. A pool that forks its workers as the first
+    # effect is submitted (the default on Linux) copies the run's lock file descriptor:
+    # the child closes its copy, so the run is not "running" once its call returns
+    if kind == "file":
+        store = FileCheckpointer(tmp_path / "runs")
+    else:
+        store = SqliteCheckpointer(tmp_path / "runs.db")
+    graph = Graph("pp", {"out": LastWriteWins()}).step("s", _ask_after_effects)
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as pool:
+        runner = Runner(graph, store, executor=pool)
+        assert isinstance(runner.run("r"), Paused)
+        assert store.holder("pp", "r") is None
+        assert runner.state("r").status == "paused"
+        assert runner.resume("r", Resume("v")) == Done({"out": [[9, 16], "v"]}, 1)

@@ -173,6 +173,24 @@ def _open_locked(path: str, workflow_id: str, run_id: str) -> tuple[int, int]:
         os.close(fd)
 
 
+# The descriptors of the lock files this process holds. A forked child (a
+# ProcessPoolExecutor's worker, started while a run is driven) gets copies of
+# them, and an flock lasts while any descriptor of its open file is open: the
+# child closes its copies at once, so that the lock goes when its holder lets
+# it go or dies, whatever the children do.
+_HELD: set[int] = set()
+
+
+def _close_held_in_child() -> None:
+    for fd in _HELD:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _HELD.clear()
+
+
+os.register_at_fork(after_in_child=_close_held_in_child)
+
+
 @contextmanager
 def hold_file(
     path: str,
@@ -202,6 +220,8 @@ def hold_file(
     the log, never be ahead of it.
     """
     fd, size = _open_locked(path, workflow_id, run_id)
+    holder_pid = os.getpid()
+    _HELD.add(fd)
     try:
         carried = None
         try:
@@ -219,21 +239,35 @@ def hold_file(
         try:
             yield
         finally:
-            try:
-                if not exists():
-                    os.ftruncate(fd, 0)
-                    if _names(path, fd):  # never another holder's new file
-                        os.unlink(path)
-                else:
-                    kept = _newer(mark() if mark is not None else None, carried)
-                    left = b"" if kept is None else _encode(Holder(0, "", 0), kept)
-                    if left:
-                        os.pwrite(fd, left, 0)
-                    os.ftruncate(fd, len(left))
-            except OSError:  # the note is for people only: the lock goes with the close
-                pass
+            if os.getpid() == holder_pid:  # a forked child's copy was closed at the fork
+                _release(fd, path, exists, mark, carried)
     finally:
-        os.close(fd)
+        if os.getpid() == holder_pid:
+            _HELD.discard(fd)
+            os.close(fd)
+
+
+def _release(
+    fd: int,
+    path: str,
+    exists: Callable[[], bool],
+    mark: Callable[[], Mark | None] | None,
+    carried: Mark | None,
+) -> None:
+    """``hold_file``'s release: the note becomes the sync mark, or the file goes."""
+    try:
+        if not exists():
+            os.ftruncate(fd, 0)
+            if _names(path, fd):  # never another holder's new file
+                os.unlink(path)
+        else:
+            kept = _newer(mark() if mark is not None else None, carried)
+            left = b"" if kept is None else _encode(Holder(0, "", 0), kept)
+            if left:
+                os.pwrite(fd, left, 0)
+            os.ftruncate(fd, len(left))
+    except OSError:  # the note is for people only: the lock goes with the close
+        pass
 
 
 def _newer(ours: Mark | None, carried: Mark | None) -> Mark | None:
