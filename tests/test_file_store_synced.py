@@ -272,3 +272,44 @@ def test_records_a_failed_sync_took_back_are_not_left_marked_by_another_threads_
     again = Runner(ell, FileCheckpointer(tmp_path))
     assert again.state("l").status == "queued"
     assert again.run("l") == Done({"x": 3}, 3)
+
+
+def test_an_older_copy_put_back_by_a_rename_is_caught_too(tmp_path: Path) -> None:
+    runner = Runner(GRAPH, FileCheckpointer(tmp_path))
+    runner.run("r", {"x": 0})
+    log, _ = _files(tmp_path)
+    backup = log.read_bytes()
+    runner.resume("r", Resume(5))
+    staged = log.with_name("staged")
+    staged.write_bytes(backup)
+    os.replace(staged, log)  # as rsync and most backup tools put a file back: a new inode
+    with pytest.raises(CorruptCheckpointError, match="holds 4 checkpoints"):
+        Runner(GRAPH, FileCheckpointer(tmp_path)).state("r")
+
+
+def test_a_delete_killed_between_its_two_unlinks_leaves_no_mark_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the log goes first, then its lock file: a process killed in between must not leave
+    # the old run's mark to hold a run started again under this id (a fixed clock: the
+    # new log's first record has the old one's time)
+    runner = Runner(GRAPH, FileCheckpointer(tmp_path), clock=lambda: 1_000_000)
+    runner.run("r", {"x": 0})
+    runner.resume("r", Resume(5))  # 6 records synced
+    real_unlink = os.unlink
+
+    def unlink(path: object, *args: object, **kwargs: object) -> None:
+        if str(path).endswith(".lock"):
+            raise KeyboardInterrupt  # the process dies here
+        real_unlink(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    _, lock = _files(tmp_path)
+    monkeypatch.setattr(os, "unlink", unlink)
+    with pytest.raises(KeyboardInterrupt):
+        FileCheckpointer(tmp_path).delete("g", "r")
+    monkeypatch.setattr(os, "unlink", real_unlink)
+    assert lock.exists()
+    assert lock.read_bytes() == b""  # no mark: a new log, even on the old inode, is free
+    again = Runner(GRAPH, FileCheckpointer(tmp_path), clock=lambda: 1_000_000)
+    assert isinstance(again.run("r", {"x": 0}), Paused)  # 4 records, under the old id
+    assert Runner(GRAPH, FileCheckpointer(tmp_path)).state("r").status == "paused"

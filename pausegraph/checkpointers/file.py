@@ -1879,6 +1879,10 @@ class FileStore:
             with log.lock:
                 log.close()
         with self._touching(name):
+            with contextlib.suppress(FileNotFoundError):
+                # the sync mark goes first: one left behind by a delete killed halfway
+                # would hold a run started again under this id to the old log's records
+                os.truncate(self._lock_path(workflow_id, run_id), 0)
             for path in (os.path.join(self._runs_path, name), self._lock_path(workflow_id, run_id)):
                 try:
                     os.unlink(path)
@@ -2171,10 +2175,13 @@ class FileStore:
             return
         ino, first_ms, records = mark
         entries = log.entries
-        if len(entries) >= records or log.file_id[1] != ino:
+        if len(entries) >= records:
             return
-        if entries and entries[0].info.timestamp_ms != first_ms:
-            return  # another run's log, started again under this id
+        # the same run's log: its first record's time, or with none left, its inode (a
+        # copy put back by a rename has another inode; a run deleted through the store
+        # and started again has another first record, and its delete dropped the mark)
+        if entries[0].info.timestamp_ms != first_ms if entries else log.file_id[1] != ino:
+            return
         log.reset(0)  # so that every read checks it again, and no save goes on from it
         lock = os.path.basename(self._lock_path(*log.ids))
         msg = (
