@@ -213,8 +213,8 @@ def hold_file(
     ``ftruncate`` per call, not two: each is a change to the file's
     metadata that may wait for another process's journal commit.
 
-    The mark says how many records of the log (told by its inode and its
-    first record's time) a sync made durable, so that a reader can tell a
+    The mark says how many records of the log (told by its first record's
+    time, or its inode when none is left) a sync made durable, so that a reader can tell a
     log cut short after it was synced from a save that never finished. It
     is written after the sync, never synced itself: it can only lag behind
     the log, never be ahead of it.

@@ -2165,10 +2165,10 @@ class FileStore:
         """``CorruptCheckpointError`` if the log holds fewer records than a sync made durable.
 
         The run's lock file keeps a mark of what the last sync made durable
-        (``hold_file``): fewer records now, in the same file (its inode, its
-        first record's time), is a log cut short or replaced after it was
-        synced, never a save that did not finish, which only a record after
-        the mark can be.
+        (``hold_file``): fewer records now, in the same run's log (its first
+        record's time, or its inode when no record is left), is a log cut
+        short or replaced after it was synced, never a save that did not
+        finish, which only a record after the mark can be.
         """
         mark = synced_mark(self._lock_path(*log.ids))
         if mark is None:
