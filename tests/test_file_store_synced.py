@@ -313,3 +313,21 @@ def test_a_delete_killed_between_its_two_unlinks_leaves_no_mark_behind(
     again = Runner(GRAPH, FileCheckpointer(tmp_path), clock=lambda: 1_000_000)
     assert isinstance(again.run("r", {"x": 0}), Paused)  # 4 records, under the old id
     assert Runner(GRAPH, FileCheckpointer(tmp_path)).state("r").status == "paused"
+
+
+@pytest.mark.parametrize("copy", ["empty", "header only", "zero-filled"])
+def test_a_log_replaced_by_a_rename_with_no_record_left_is_corrupt_not_a_new_run(
+    tmp_path: Path, copy: str
+) -> None:
+    whole = _paused_run(tmp_path)
+    log, lock = _files(tmp_path)
+    staged = log.with_name("staged")
+    staged.write_bytes({"empty": b"", "header only": whole[:80], "zero-filled": bytes(100)}[copy])
+    os.replace(staged, log)
+    runner = Runner(GRAPH, FileCheckpointer(tmp_path))
+    with pytest.raises(CorruptCheckpointError, match="holds 0 checkpoints"):
+        runner.state("r")
+    with pytest.raises(CorruptCheckpointError, match="holds 0 checkpoints"):
+        runner.run("r", {"x": 0})  # never started again from nothing
+    lock.unlink()  # what the message says to do, if it was meant
+    assert isinstance(Runner(GRAPH, FileCheckpointer(tmp_path)).run("r", {"x": 0}), Paused)

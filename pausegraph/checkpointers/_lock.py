@@ -214,7 +214,7 @@ def hold_file(
     metadata that may wait for another process's journal commit.
 
     The mark says how many records of the log (told by its first record's
-    time, or its inode when none is left) a sync made durable, so that a reader can tell a
+    time) a sync made durable, so that a reader can tell a
     log cut short after it was synced from a save that never finished. It
     is written after the sync, never synced itself: it can only lag behind
     the log, never be ahead of it.

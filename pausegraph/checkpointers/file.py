@@ -2166,21 +2166,22 @@ class FileStore:
 
         The run's lock file keeps a mark of what the last sync made durable
         (``hold_file``): fewer records now, in the same run's log (its first
-        record's time, or its inode when no record is left), is a log cut
-        short or replaced after it was synced, never a save that did not
-        finish, which only a record after the mark can be.
+        record's time; any log with no record left), is a log cut short or
+        replaced after it was synced, never a save that did not finish,
+        which only a record after the mark can be.
         """
         mark = synced_mark(self._lock_path(*log.ids))
         if mark is None:
             return
-        ino, first_ms, records = mark
+        _, first_ms, records = mark
         entries = log.entries
         if len(entries) >= records:
             return
-        # the same run's log: its first record's time, or with none left, its inode (a
-        # copy put back by a rename has another inode; a run deleted through the store
-        # and started again has another first record, and its delete dropped the mark)
-        if entries[0].info.timestamp_ms != first_ms if entries else log.file_id[1] != ino:
+        # the same run's log: its first record's time (a copy put back by a rename has
+        # another inode). With no record left nothing tells, and nothing needs to: the
+        # store's delete drops the mark before the log, so only a log removed by hand
+        # leaves one behind for a run started again (the message says what to do)
+        if entries and entries[0].info.timestamp_ms != first_ms:
             return
         log.reset(0)  # so that every read checks it again, and no save goes on from it
         lock = os.path.basename(self._lock_path(*log.ids))
@@ -2188,8 +2189,8 @@ class FileStore:
             f"{log.path!r} is corrupt: it holds {len(entries)} checkpoints of run "
             f"{log.ids[1]!r}, and {records} were synced to disk (runs/{lock} says so): it was "
             "cut short or replaced by an older copy after that sync. Restore it from a "
-            f"backup; if you restored an older copy on purpose, remove runs/{lock} while no "
-            "process drives the run"
+            f"backup; if you restored an older copy (or removed the log) on purpose, remove "
+            f"runs/{lock} while no process drives the run"
         )
         raise CorruptCheckpointError(msg)
 
