@@ -184,6 +184,23 @@ def test_an_id_or_label_that_is_not_utf8_is_a_corrupt_checkpoint_error(
             read()
 
 
+@pytest.mark.parametrize(("into", "source"), [(1, 3), (3, 1), (2, 3)])
+def test_a_frame_moved_to_another_row_is_a_corrupt_checkpoint_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, into: int, source: int
+) -> None:
+    # a delta where a snapshot is listed, a snapshot where a delta is, another seq's frame
+    db = tmp_path / "runs.db"
+    monkeypatch.setenv("PG_EFFECTS", str(tmp_path / "effects"))
+    runner = Runner(_durable_flows.GRAPH, SqliteCheckpointer(db))
+    assert isinstance(runner.run("r", _durable_flows.INPUT), Paused)
+    with closing(sqlite3.connect(db, isolation_level=None)) as connection:
+        query = "SELECT frame FROM frames WHERE seq = ?"
+        (frame,) = connection.execute(query, (source,)).fetchone()
+        connection.execute("UPDATE frames SET frame = ? WHERE seq = ?", (frame, into))
+    with pytest.raises(CorruptCheckpointError, match=rf"^checkpoint {into} of run 'r' .* damaged"):
+        SqliteCheckpointer(db).load("orders", "r", into)
+
+
 def test_a_database_of_a_newer_schema_is_refused(tmp_path: Path) -> None:
     db = tmp_path / "runs.db"
     SqliteCheckpointer(db).close()

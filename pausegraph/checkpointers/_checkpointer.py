@@ -342,7 +342,7 @@ class StoreCheckpointer:
         if len(datas) != seq - base + 1:
             msg = f"the store returned {len(datas)} frames of run {run_id!r} for {base}..{seq}"
             raise _Vanished(msg)
-        snapshot = self._decode(workflow_id, run_id, base, datas[0])
+        snapshot = self._decoded(workflow_id, run_id, infos[base - 1], datas[0])
         frames: builtins.list[Frame | Extension] = [snapshot]
         for at, data in enumerate(datas[1:], start=base + 1):
             # a delta before the last that only extends a layer's progress is folded
@@ -351,7 +351,7 @@ class StoreCheckpointer:
             if at < seq and not infos[at - 1].snapshot:
                 extension = extension_of(data, at)
             if extension is None:
-                frames.append(self._decode(workflow_id, run_id, at, data))
+                frames.append(self._decoded(workflow_id, run_id, infos[at - 1], data))
             else:
                 frames.append(extension)
         first = snapshot if base == 1 else self._first(workflow_id, run_id, infos[0])
@@ -374,13 +374,41 @@ class StoreCheckpointer:
             raise _Vanished(msg)
         (data,) = datas
         first = attrs.evolve(
-            self._decode(workflow_id, run_id, 1, data), values=None, input=None, changes=None
+            self._decoded(workflow_id, run_id, info, data), values=None, input=None, changes=None
         )
         with self._lock:
             if len(self._firsts) >= _MAX_RUNS:
                 self._firsts.clear()
             self._firsts[key] = (info, first)
         return first
+
+    def _decoded(self, workflow_id: str, run_id: str, info: FrameInfo, data: bytes) -> Frame:
+        """Frame ``info.seq`` decoded, and checked against what the store listed of it.
+
+        A frame of another seq, a delta where the store lists a snapshot (or
+        the reverse), or a first frame without the graph's structure is a
+        ``CorruptCheckpointError``: bytes moved between rows, or written by
+        something other than pausegraph, never a wrong state or an internal error.
+        """
+        seq = info.seq
+        frame = self._decode(workflow_id, run_id, seq, data)
+        if frame.seq != seq:
+            why = f"it holds checkpoint {frame.seq}"
+        elif frame.is_snapshot != info.snapshot:
+            why = (
+                "it is a delta where a snapshot is listed"
+                if info.snapshot
+                else ("it is a snapshot where a delta is listed")
+            )
+        elif seq == 1 and frame.structure is None:
+            why = "the run's first checkpoint holds no graph structure"
+        else:
+            return frame
+        msg = (
+            f"checkpoint {seq} of run {run_id!r} of workflow {workflow_id!r} is damaged: "
+            f"{why}: the store holds bytes pausegraph did not write there"
+        )
+        raise CorruptCheckpointError(msg)
 
     @staticmethod
     def _decode(workflow_id: str, run_id: str, seq: int, data: bytes) -> Frame:
