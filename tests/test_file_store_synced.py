@@ -34,6 +34,7 @@ from pausegraph import (
     ResumeError,
     Runner,
 )
+from pausegraph.checkpointers import file as file_store
 
 
 def _ask(state: dict[str, int]):  # type: ignore[no-untyped-def]
@@ -331,3 +332,24 @@ def test_a_log_replaced_by_a_rename_with_no_record_left_is_corrupt_not_a_new_run
         runner.run("r", {"x": 0})  # never started again from nothing
     lock.unlink()  # what the message says to do, if it was meant
     assert isinstance(Runner(GRAPH, FileCheckpointer(tmp_path)).run("r", {"x": 0}), Paused)
+
+
+def test_a_log_deleted_and_made_again_while_it_was_indexed_is_not_judged_by_the_new_mark(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a fixed clock: both lives of the run have the same first record's time
+    other = Runner(GRAPH, FileCheckpointer(tmp_path), clock=lambda: 1_000_000)
+    reader = Runner(GRAPH, FileCheckpointer(tmp_path), clock=lambda: 1_000_000)
+    other.run("r", {"x": 0})  # 4 records
+    real = file_store.synced_mark
+
+    def meanwhile(path: str) -> object:  # between the reader's index and its mark read
+        monkeypatch.setattr(file_store, "synced_mark", real)
+        other.delete("r")
+        other.run("r", {"x": 0})
+        other.resume("r", Resume(5))  # 6 records, synced, in a new log
+        return real(path)
+
+    monkeypatch.setattr(file_store, "synced_mark", meanwhile)
+    assert reader.state("r").status == "paused"  # what it indexed: not corrupt
+    assert reader.state("r").status == "done"

@@ -244,6 +244,10 @@ def hold_file(
     finally:
         if os.getpid() == holder_pid:
             _HELD.discard(fd)
+            # unlocked before it is closed: a child forked by another thread while this
+            # descriptor was not among _HELD keeps a copy, and must not keep the lock
+            with contextlib.suppress(OSError):
+                fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
 
 

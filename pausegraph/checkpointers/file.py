@@ -2183,6 +2183,12 @@ class FileStore:
         # leaves one behind for a run started again (the message says what to do)
         if entries and entries[0].info.timestamp_ms != first_ms:
             return
+        try:
+            current = self._current(log)
+        except OSError:
+            current = False
+        if not current:
+            return  # deleted (and maybe started again) since it was indexed: not this mark's
         log.reset(0)  # so that every read checks it again, and no save goes on from it
         lock = os.path.basename(self._lock_path(*log.ids))
         msg = (
