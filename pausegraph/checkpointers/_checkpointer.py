@@ -395,11 +395,8 @@ class StoreCheckpointer:
         if frame.seq != seq:
             why = f"it holds checkpoint {frame.seq}"
         elif frame.is_snapshot != info.snapshot:
-            why = (
-                "it is a delta where a snapshot is listed"
-                if info.snapshot
-                else ("it is a snapshot where a delta is listed")
-            )
+            listed, held = ("snapshot", "delta") if info.snapshot else ("delta", "snapshot")
+            why = f"it is a {held} where a {listed} is listed"
         elif seq == 1 and frame.structure is None:
             why = "the run's first checkpoint holds no graph structure"
         else:
