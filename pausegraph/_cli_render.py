@@ -248,7 +248,11 @@ def history_of(
     re-answer of a failed step starts a new epoch, and is said).
     Raises ``CorruptCheckpointError`` for a frame that does not decode.
     """
-    metas = store.list(workflow, run_id)
+    if isinstance(store, StoreCheckpointer):
+        infos = store.store.frames(workflow, run_id)
+        metas = [CheckpointMeta(i.seq, i.super_step, i.label, i.timestamp_ms) for i in infos]
+    else:
+        metas = store.list(workflow, run_id)
     if isinstance(store, StoreCheckpointer) and metas:
         datas = store.store.read(workflow, run_id, 1, len(metas))
         if len(datas) == len(metas):
@@ -256,8 +260,8 @@ def history_of(
             answers: dict[str, Any] = {}
             lasts: dict[str, Any] = {}
             epoch = -1
-            for meta, data in zip(metas, datas, strict=True):
-                frame = store._decode(workflow, run_id, meta.seq, data)
+            for info, meta, data in zip(infos, metas, datas, strict=True):
+                frame = store._decoded(workflow, run_id, info, data)
                 progress = progress_of(frame.stage)
                 if progress is None:
                     answers, lasts, epoch = {}, {}, -1

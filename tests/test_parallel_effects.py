@@ -224,16 +224,22 @@ def _one_square(n):
     return (yield Effect(square, n))
 
 
-@pytest.mark.parametrize("kind", ["file", "sqlite"])
-def test_a_process_pool_forked_while_a_run_is_locked_does_not_keep_its_lock(tmp_path, kind):
+ASKS_AFTER_EFFECTS = Graph("pp", {"out": LastWriteWins()}).step("s", _ask_after_effects)
+
+
+@pytest.fixture(params=["file", "sqlite"])
+def locking_store(request, tmp_path):
+    """A store whose live lock is a lock file (a forked child gets a copy of it)."""
+    if request.param == "file":
+        return FileCheckpointer(tmp_path / "runs")
+    return SqliteCheckpointer(tmp_path / "runs.db")
+
+
+def test_a_process_pool_forked_while_a_run_is_locked_does_not_keep_its_lock(locking_store):
     # SPEC, Fan-out: any Executor works. A pool that forks its workers as the first
     # effect is submitted (the default on Linux) copies the run's lock file descriptor:
     # the child closes its copy, so the run is not "running" once its call returns
-    if kind == "file":
-        store = FileCheckpointer(tmp_path / "runs")
-    else:
-        store = SqliteCheckpointer(tmp_path / "runs.db")
-    graph = Graph("pp", {"out": LastWriteWins()}).step("s", _ask_after_effects)
+    store, graph = locking_store, ASKS_AFTER_EFFECTS
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as pool:
         runner = Runner(graph, store, executor=pool)
         assert isinstance(runner.run("r"), Paused)
@@ -242,17 +248,12 @@ def test_a_process_pool_forked_while_a_run_is_locked_does_not_keep_its_lock(tmp_
         assert runner.resume("r", Resume("v")) == Done({"out": [[9, 16], "v"]}, 1)
 
 
-@pytest.mark.parametrize("kind", ["file", "sqlite"])
-def test_a_child_forked_with_a_copy_the_fork_hook_missed_does_not_keep_the_lock(tmp_path, kind):
+def test_a_child_forked_with_a_copy_the_fork_hook_missed_does_not_keep_the_lock(locking_store):
     # another thread may fork while a lock file's descriptor is being opened or closed,
     # outside the set the at-fork hook closes: the release unlocks before it closes
     from pausegraph.checkpointers import _lock
 
-    if kind == "file":
-        store = FileCheckpointer(tmp_path / "runs")
-    else:
-        store = SqliteCheckpointer(tmp_path / "runs.db")
-    graph = Graph("pp", {"out": LastWriteWins()}).step("s", _ask_after_effects)
+    store, graph = locking_store, ASKS_AFTER_EFFECTS
     Runner(graph, store).run("r")
     with store.lock("pp", "r"):
         (fd,) = _lock._HELD

@@ -387,25 +387,26 @@ class StoreCheckpointer:
 
         A frame of another seq, a delta where the store lists a snapshot (or
         the reverse), or a first frame without the graph's structure is a
-        ``CorruptCheckpointError``: bytes moved between rows, or written by
-        something other than pausegraph, never a wrong state or an internal error.
+        ``CorruptCheckpointError`` (``_damaged``): bytes moved between rows,
+        or written by something other than pausegraph, never a wrong state or
+        an internal error.
         """
         seq = info.seq
         frame = self._decode(workflow_id, run_id, seq, data)
-        if frame.seq != seq:
-            why = f"it holds checkpoint {frame.seq}"
-        elif frame.is_snapshot != info.snapshot:
-            listed, held = ("snapshot", "delta") if info.snapshot else ("delta", "snapshot")
-            why = f"it is a {held} where a {listed} is listed"
-        elif seq == 1 and frame.structure is None:
-            why = "the run's first checkpoint holds no graph structure"
-        else:
-            return frame
+        if frame.seq != seq or frame.is_snapshot != info.snapshot:
+            raise self._damaged(workflow_id, run_id, seq, "its frame does not match its meta")
+        if seq == 1 and frame.structure is None:
+            why = "the run's first frame has no graph structure"
+            raise self._damaged(workflow_id, run_id, seq, why)
+        return frame
+
+    def _damaged(self, workflow_id: str, run_id: str, seq: int, why: str) -> CheckpointError:
+        """The error for frame ``seq``, which decodes but is not the one listed (``why``)."""
         msg = (
             f"checkpoint {seq} of run {run_id!r} of workflow {workflow_id!r} is damaged: "
             f"{why}: the store holds bytes pausegraph did not write there"
         )
-        raise CorruptCheckpointError(msg)
+        return CorruptCheckpointError(msg)
 
     @staticmethod
     def _decode(workflow_id: str, run_id: str, seq: int, data: bytes) -> Frame:

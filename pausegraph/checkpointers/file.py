@@ -1336,16 +1336,6 @@ class FileStore:
         with log.lock:
             return self._guarded(log, read, gone=builtins.list)  # deleted meanwhile: none
 
-    def info_of(self, workflow_id: str, run_id: str, seq: int) -> FrameInfo | None:
-        """Frame ``seq``'s ``FrameInfo`` as this handle last indexed it, if it has."""
-        # a peek, once per frame a load decodes: the run was just used, so it is not
-        # made the most recently used again, nor looked for on disk
-        log = self._logs.get((workflow_id, run_id))
-        if log is None:
-            return None
-        with log.lock:
-            return log.entries[seq - 1].info if 1 <= seq <= len(log.entries) else None
-
     def corrupt_frame(self, workflow_id: str, run_id: str, seq: int, why: str) -> CheckpointError:
         """The error for frame ``seq`` whose checked bytes do not decode, naming its file."""
         log = self._find(workflow_id, run_id)
@@ -1878,12 +1868,13 @@ class FileStore:
         if log is not None:
             with log.lock:
                 log.close()
+        lock = self._lock_path(workflow_id, run_id)
         with self._touching(name):
             with contextlib.suppress(FileNotFoundError):
                 # the sync mark goes first: one left behind by a delete killed halfway
                 # would hold a run started again under this id to the old log's records
-                os.truncate(self._lock_path(workflow_id, run_id), 0)
-            for path in (os.path.join(self._runs_path, name), self._lock_path(workflow_id, run_id)):
+                os.truncate(lock, 0)
+            for path in (os.path.join(self._runs_path, name), lock):
                 try:
                     os.unlink(path)
                 except FileNotFoundError:
@@ -2170,7 +2161,8 @@ class FileStore:
         replaced after it was synced, never a save that did not finish,
         which only a record after the mark can be.
         """
-        mark = synced_mark(self._lock_path(*log.ids))
+        lock = self._lock_path(*log.ids)
+        mark = synced_mark(lock)
         if mark is None:
             return
         _, first_ms, records = mark
@@ -2190,7 +2182,7 @@ class FileStore:
         if not current:
             return  # deleted (and maybe started again) since it was indexed: not this mark's
         log.reset(0)  # so that every read checks it again, and no save goes on from it
-        lock = os.path.basename(self._lock_path(*log.ids))
+        lock = os.path.basename(lock)
         msg = (
             f"{log.path!r} is corrupt: it holds {len(entries)} checkpoints of run "
             f"{log.ids[1]!r}, and {records} were synced to disk (runs/{lock} says so): it was "
@@ -2569,15 +2561,11 @@ class FileCheckpointer(StoreCheckpointer):
     def _decode(self, workflow_id: str, run_id: str, seq: int, data: bytes) -> Frame:  # type: ignore[override]
         """Decode a checked frame; one that does not decode is an error naming its file."""
         try:
-            frame = decode_frame(data)
+            return decode_frame(data)
         except Exception as exc:  # cattrs and msgpack raise many kinds for bad bytes
             why = f"it does not decode ({type(exc).__name__})"
-            raise self.store.corrupt_frame(workflow_id, run_id, seq, why) from None
-        info = self.store.info_of(workflow_id, run_id, seq)
-        if frame.seq != seq or (info is not None and frame.is_snapshot != info.snapshot):
-            why = "its frame does not match its meta"
-            raise self.store.corrupt_frame(workflow_id, run_id, seq, why)
-        if frame.seq == 1 and frame.structure is None:
-            why = "the run's first frame has no graph structure"
-            raise self.store.corrupt_frame(workflow_id, run_id, seq, why)
-        return frame
+            raise self._damaged(workflow_id, run_id, seq, why) from None
+
+    def _damaged(self, workflow_id: str, run_id: str, seq: int, why: str) -> CheckpointError:
+        """The error for frame ``seq`` (``why``), naming its file and where in it."""
+        return self.store.corrupt_frame(workflow_id, run_id, seq, why)
