@@ -72,7 +72,14 @@ from ._records import (
     progress_of,
     with_progress,
 )
-from ._scheduler import LayerFailed, LayerRun, PredicateFailed, failure_of, skipped_in
+from ._scheduler import (
+    LayerFailed,
+    LayerRun,
+    PredicateFailed,
+    failure_of,
+    run_alone,
+    skipped_in,
+)
 from ._trampoline import Trampoline
 from ._values import MAX_DEPTH, FrozenDict, freeze, same, shown, thaw
 from .checkpointers import Checkpointer, MemoryCheckpointer
@@ -979,10 +986,23 @@ class Runner:
             if progress is not None and progress.skipped:
                 gone_set = set(progress.skipped)
                 steps = tuple(s for s in steps if s not in gone_set)
-            layer = LayerRun(self.graph, steps, state, k, epoch, progress, live, self._clock)
-            live = {}
             if debug:
                 _log(logging.DEBUG, f"super-step {k + 1} starts", cursor)
+            if progress is None and len(steps) == 1 and not live:
+                try:  # a layer of one step (a chain's): a plain function needs no LayerRun
+                    alone = run_alone(self.graph, steps[0], state, k, epoch, self._clock)
+                except LayerFailed as failed:
+                    self._fail(cursor, k, failed.progress, failed.failure, failed.raised_at)
+                    raise failed.error from failed.error.__cause__
+                if not isinstance(alone, LayerRun):
+                    state = _RELEASED  # only holders outside the engine keep it now
+                    follow, label = plan.follows[k], plan.labels[k]
+                    self._fold_alone(cursor, k, epoch, steps[0], alone, label, follow)
+                    continue
+                layer = alone
+            else:
+                layer = LayerRun(self.graph, steps, state, k, epoch, progress, live, self._clock)
+                live = {}
             try:
                 complete = layer.run(save_effect, sync, self._executor)
             except LayerFailed as failed:
@@ -1011,6 +1031,27 @@ class Runner:
             self._save(cursor, plan.labels[k], k + 1, follow, changes)
             if debug:
                 _log(logging.DEBUG, f"super-step {k + 1} saved", cursor)
+
+    def _fold_alone(
+        self,
+        cursor: _Cursor,
+        k: int,
+        epoch: int,
+        step_id: str,
+        writes: Mapping[str, Any],
+        label: str,
+        follow: Stage,
+    ) -> None:
+        """Fold and save the writes of ``run_alone``'s step, as ``_drive`` does a layer's."""
+        try:
+            changes = cursor.channels.apply((writes,))
+        except (StepError, SerializationError) as error:
+            clock = self._clock
+            layer = LayerRun(self.graph, (step_id,), _RELEASED, k, epoch, None, None, clock, {})
+            layer.finished[step_id] = writes
+            self._reducer_failed(cursor, k, layer, error)
+            raise
+        self._save(cursor, label, k + 1, follow, changes)
 
     def _choose(self, progress: Progress, state: Mapping[str, Any]) -> Progress:
         """Decide which steps of the progress's layer run (once: the decision is saved with it)."""

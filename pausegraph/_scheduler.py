@@ -265,6 +265,7 @@ class LayerRun:
         progress: Progress | None = None,
         live: Mapping[str, Trampoline] | None = None,
         clock: Callable[[], int] = no_clock,
+        shown: Shown | None = None,
     ) -> None:
         self.graph = graph
         self.clock = clock
@@ -272,8 +273,9 @@ class LayerRun:
         self.steps = steps
         self.state = state
         # the state as given, to tell and undo a change C code made to it (``changed_behind``);
-        # the engine lets go of it with the state, before the layer's writes are folded
-        self.shown: Shown | None = shown_state(state)
+        # the engine lets go of it with the state, before the layer's writes are folded.
+        # ``shown``: that copy, taken by ``run_alone`` before it called the step
+        self.shown: Shown | None = shown_state(state) if shown is None else shown
         self.width = len(self.shown)
         self.builtins = "__builtins__" in self.shown
         self.layer = layer
@@ -521,16 +523,65 @@ class LayerRun:
         raise step_failed(step_id, exc) from exc
 
     def _finish(self, step_id: str, writes: Mapping[str, Any]) -> None:
-        try:
-            accepted = accept_writes(self.graph.channels, writes, f"step {step_id!r}", StepError)
-        except StepError as error:
-            msg = f"{error}; no write of this layer was applied"
-            raise StepError(msg) from None
-        self.finished[step_id] = accepted
+        self.finished[step_id] = accepted_writes(self.graph, step_id, writes)
         if self.journals:
             journal = self.journals.pop(step_id, None)
             if journal:
                 self.done_journals[step_id] = journal
+
+
+def accepted_writes(graph: Graph, step_id: str, writes: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A finished step's writes as the reducers fold them (``accept_writes``); ``StepError``."""
+    try:
+        return accept_writes(graph.channels, writes, f"step {step_id!r}", StepError)
+    except StepError as error:
+        msg = f"{error}; no write of this layer was applied"
+        raise StepError(msg) from None
+
+
+def run_alone(
+    graph: Graph,
+    step_id: str,
+    state: Mapping[str, Any],
+    layer: int,
+    epoch: int,
+    clock: Callable[[], int] = no_clock,
+) -> Mapping[str, Any] | LayerRun:
+    """Start a layer of one step, from its start, with no generator of it held.
+
+    What ``LayerRun(...).run`` does for such a layer, without building one
+    for a plain function step (a chain's every layer): its accepted writes
+    if it finished, or, for a generator step, a ``LayerRun`` holding its
+    trampoline, to ``run`` as any layer. Raises ``LayerFailed`` as ``run``
+    does, the state put back if C code changed it.
+    """
+    shown = shown_state(state)
+    width, builtins = len(shown), "__builtins__" in shown
+    try:
+        started = start(
+            step_id,
+            graph.steps[step_id],
+            state,
+            [],
+            {},
+            epoch,
+            graph.step_index[step_id],
+            (),
+            clock,
+        )
+        if len(state) != width or ("__builtins__" in state) is not builtins:
+            at = LayerRun(graph, (step_id,), state, layer, epoch, None, None, clock, shown)
+            at._state_changed(step_id, state)
+        if type(started) is Trampoline:  # taken on as ``_advance`` takes on what it started
+            run = LayerRun(graph, (step_id,), state, layer, epoch, None, None, clock, shown)
+            started.answers = run.answers
+            run.journals[step_id] = started.journal
+            run.live[step_id] = started
+            return run
+        return accepted_writes(graph, step_id, started)  # type: ignore[arg-type]
+    except (StepError, NondeterminismError, SerializationError) as error:
+        failed = LayerRun(graph, (step_id,), state, layer, epoch, None, None, clock, shown)
+        failed._failed(step_id, error)
 
 
 def replay_journals(
