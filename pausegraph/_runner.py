@@ -998,6 +998,8 @@ class Runner:
                     state = _RELEASED  # only holders outside the engine keep it now
                     follow, label = plan.follows[k], plan.labels[k]
                     self._fold_alone(cursor, k, epoch, steps[0], alone, label, follow)
+                    if debug:
+                        _log(logging.DEBUG, f"super-step {k + 1} saved", cursor)
                     continue
                 layer = alone
             else:

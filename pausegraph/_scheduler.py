@@ -572,13 +572,13 @@ def run_alone(
         if len(state) != width or ("__builtins__" in state) is not builtins:
             at = LayerRun(graph, (step_id,), state, layer, epoch, None, None, clock, shown)
             at._state_changed(step_id, state)
-        if type(started) is Trampoline:  # taken on as ``_advance`` takes on what it started
+        if isinstance(started, Trampoline):  # taken on as ``_advance`` takes on what it started
             run = LayerRun(graph, (step_id,), state, layer, epoch, None, None, clock, shown)
             started.answers = run.answers
             run.journals[step_id] = started.journal
             run.live[step_id] = started
             return run
-        return accepted_writes(graph, step_id, started)  # type: ignore[arg-type]
+        return accepted_writes(graph, step_id, started)
     except (StepError, NondeterminismError, SerializationError) as error:
         failed = LayerRun(graph, (step_id,), state, layer, epoch, None, None, clock, shown)
         failed._failed(step_id, error)

@@ -763,3 +763,25 @@ def test_a_file_system_whose_d_ino_is_not_st_ino_reads_only_the_new_logs(
     time.sleep(file_store._RACY_NS / 1e9)
     assert listed(tmp_path)["r3"] == (2, "paused")
     assert spy.verified == []
+
+
+def test_a_listing_waits_for_a_save_under_way_in_another_thread_and_then_goes_on(
+    tmp_path: Path,
+) -> None:
+    # a listing takes the journal only once no thread of its handle is between a
+    # journal entry and the end of its log write; that writer's end must wake it
+    store = FileStore(tmp_path)
+    save(store, "a", 1)
+    journal = store._journal
+    held = journal.enter("0" * 64 + ".log")  # a save of this handle, under way
+    listed: list[Any] = []
+    lister = threading.Thread(target=lambda: listed.append(store.runs()), daemon=True)
+    lister.start()
+    lister.join(0.3)
+    assert lister.is_alive()  # waiting for the save
+    journal.leave(held)
+    lister.join(10)
+    assert not lister.is_alive()
+    assert [row.run_id for row in listed[0]] == ["a"]
+    fd = journal.enter("0" * 64 + ".log")  # and a writer goes on once the listing is done
+    journal.leave(fd)

@@ -780,7 +780,11 @@ class _Journal:
         self._pid = 0
         self._shared = 0
         self._size = 0  # the journal's size when the descriptor was last checked
-        self._cond = threading.Condition()
+        # entered directly on the hot path (its C ``__enter__``, not the Condition's);
+        # re-entrant: a finalizer run by the collector mid-``enter`` may save too
+        self._mutex = threading.RLock()
+        self._cond = threading.Condition(self._mutex)
+        self._waiting = 0  # threads in ``_wait``: ``leave`` notifies only if there are some
 
     def _open(self) -> int:
         """The journal's descriptor (``self._cond`` held); the journal is made if missing."""
@@ -845,9 +849,9 @@ class _Journal:
         Every ``enter`` that returns is followed by one ``leave`` of what it returned.
         """
         line = _journal_entry(name, note)
-        with self._cond:
+        with self._mutex:
             while self._shared < 0:
-                self._cond.wait()
+                self._wait()
             fd = self._open()
             if self._shared == 0:
                 fcntl.flock(fd, fcntl.LOCK_SH)
@@ -867,12 +871,23 @@ class _Journal:
 
     def leave(self, fd: int) -> None:
         """``touching``'s end: the shared hold that ``enter`` took is let go."""
-        with self._cond:
+        with self._mutex:
             self._shared -= 1
             if self._shared == 0:
-                with contextlib.suppress(OSError):
+                try:  # noqa: SIM105 (contextlib.suppress: a context manager every save)
                     fcntl.flock(fd, fcntl.LOCK_UN)
-                self._cond.notify_all()
+                except OSError:
+                    pass
+                if self._waiting:
+                    self._cond.notify_all()
+
+    def _wait(self) -> None:
+        """Wait on ``self._cond`` (held), counted in ``_waiting``."""
+        self._waiting += 1
+        try:
+            self._cond.wait()
+        finally:
+            self._waiting -= 1
 
     def consume(
         self, tag: str, offset: int, logs: str
@@ -894,9 +909,9 @@ class _Journal:
         ``named`` is ``None`` when it cannot be trusted, and the listing then
         checks every log.
         """
-        with self._cond:
+        with self._mutex:
             while self._shared:
-                self._cond.wait()
+                self._wait()
             fd = self._open()
             self._shared = -1  # no thread of this handle writes meanwhile
             try:
@@ -908,7 +923,8 @@ class _Journal:
                     fcntl.flock(fd, fcntl.LOCK_UN)
             finally:
                 self._shared = 0
-                self._cond.notify_all()
+                if self._waiting:
+                    self._cond.notify_all()
 
     def _consume(
         self, fd: int, tag: str, offset: int
