@@ -97,6 +97,13 @@ class Interrupt(_Instruction):
     msgpack (dicts, lists, strings, numbers, booleans, ``None``, bytes). On a
     replay the step must yield the same payload at the same position.
 
+    ``timeout`` (seconds, as an ``int``, ``float`` or ``timedelta``) gives the
+    interrupt a deadline: once it has passed unanswered, ``Runner.tick()``
+    (or a ``Worker``) throws ``InterruptTimeout`` into the step at its
+    ``yield``, where ``except InterruptTimeout:`` may go on without an answer.
+    A timeout of another type is a ``TypeError``; one that is negative, not
+    finite or over 100 years a ``ValueError``.
+
     Without the ``yield`` nothing happens: the step goes on at once. Such an
     ``Interrupt``, never yielded, warns (``RuntimeWarning``) when it is
     garbage-collected, naming the file and line that made it.
@@ -190,11 +197,15 @@ def seconds_of(value: Any, what: str) -> float:
 
 @attrs.frozen(init=False)
 class Effect(_Instruction):
-    """Yield this from a step to call ``fn(*args, **kwargs)`` exactly once.
+    """Yield this from a step to call ``fn(*args, **kwargs)`` once, its result recorded.
 
     The result is recorded in the step's journal and sent back as the value of
     the ``yield``; when the step is replayed (after a restart, in another
-    process) the recorded result is sent instead and ``fn`` is not called::
+    process) the recorded result is sent instead and ``fn`` is not called.
+    One window is left, as for any engine: a process that dies (or loses the
+    run's live lock, or whose disk fails the save) after ``fn`` returned and
+    before its record was saved calls it again on recovery; make such
+    effects idempotent (guide, section 3)::
 
         def charge(state):
             receipt = yield Effect(stripe_charge, state["card"], amount=100)

@@ -537,12 +537,16 @@ class Runner:
             return info_of(saved, running=False)
 
     def cancel(self, run_id: str, reason: str = "") -> RunInfo:
-        """End a paused or failed run for good (label ``cancelled``).
+        """End a paused or failed run for good (label ``cancelled``); returns its ``RunInfo``.
 
         Its suspended generators are closed. Commands on it are then a
-        ``ResumeError``, except ``Goto``, which re-opens it. A queued or
-        running run is a ``ConflictError``; a finished or cancelled one a
-        ``ResumeError``.
+        ``ResumeError``, except ``Goto``, which re-opens it. A queued run
+        that holds only its input (``start``, or its process died before it
+        saved more) is cancelled too; any other queued run (a claim waits
+        for a driver) or a running one is a ``ConflictError``; a finished
+        or cancelled one a ``ResumeError``. ``reason`` (a ``str``, else a
+        ``ResumeError``) is kept with the run; one that cannot be stored (a
+        lone surrogate) is a ``SerializationError``.
         """
         check_run_id(run_id)
         check_reason(reason)

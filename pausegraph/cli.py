@@ -368,9 +368,10 @@ def _parser() -> _Parser:
     cancel = commands.add_parser(
         "cancel",
         parents=[store, loudness],
-        help="end a paused or failed run for good",
+        help="end a paused, failed or new run for good",
         description=(
-            "End a paused or failed run for good (checkpoint 'cancelled'); needs no WORKFLOW. "
+            "End a paused or failed run, or a queued one that holds only its input (started, "
+            "never driven), for good (checkpoint 'cancelled'); needs no WORKFLOW. "
             "A later 'pausegraph resume WORKFLOW RUN_ID --goto STEP' re-opens it."
         ),
     )

@@ -52,8 +52,9 @@ class GraphError(PausegraphError, ValueError):
 class StepError(PausegraphError, RuntimeError):
     """A step raised, or returned or yielded something the engine cannot use.
 
-    The original exception, if any, is chained as ``__cause__``. The run stays
-    at its last checkpoint; ``Runner.run(run_id)`` retries the layer.
+    The original exception, if any, is chained as ``__cause__``. The run is
+    then ``"failed"``: a ``failed:<step>`` checkpoint keeps the writes of the
+    layer's steps that finished; ``Runner.run(run_id)`` retries the layer.
     """
 
 

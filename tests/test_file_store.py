@@ -331,7 +331,8 @@ def test_a_record_with_good_checksums_that_does_not_decode_is_corrupt(tmp_path: 
         CorruptCheckpointError,
         match=(
             r"^'.*\.log' is corrupt: the record at byte \d+ cannot be used, it does not decode "
-            r"\(.*\)\. Restore the file from a backup, or fork the run from an earlier checkpoint$"
+            r"\(.*\)\. Restore the file from a backup: no checkpoint of this run can be read "
+            r"until then$"
         ),
     ):
         fresh.latest("wf", "r")

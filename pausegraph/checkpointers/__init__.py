@@ -55,8 +55,11 @@ class Checkpointer(Protocol):
     ``seq`` it raises ``ConflictError`` and writes nothing, so of two
     processes resuming the same paused run only one succeeds. ``save`` must
     keep a copy (an encoding) of what it is given, not the objects. ``load``
-    and ``latest`` return ``None`` for what is not there. ``tests/
-    test_checkpointers.py`` holds a conformance suite a new store can run.
+    and ``latest`` return ``None`` for what is not there. A new store is
+    easier written on the bytes-level ``Store`` protocol and wrapped in a
+    ``StoreCheckpointer`` (docs/storage.md); either way,
+    ``pausegraph.testing.CheckpointerConformance`` is the conformance suite
+    it can run.
     """
 
     def save(self, checkpoint: Checkpoint) -> None: ...

@@ -2504,7 +2504,7 @@ def _id_str(value: Any) -> str:
 def _corrupt(path: str, at: int, why: str) -> CorruptCheckpointError:
     msg = (
         f"{str(path)!r} is corrupt: the record at byte {at} cannot be used, {why}. "
-        "Restore the file from a backup, or fork the run from an earlier checkpoint"
+        "Restore the file from a backup: no checkpoint of this run can be read until then"
     )
     return CorruptCheckpointError(msg)
 
