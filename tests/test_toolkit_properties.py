@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Generator, Mapping
 from typing import Any
 
+import attrs
 import pytest
 from hypothesis import given, settings
 
-from pausegraph import Effect, Graph, Interrupt, LastWriteWins
+from pausegraph import (
+    Checkpoint,
+    Effect,
+    Graph,
+    Interrupt,
+    LastWriteWins,
+    MemoryCheckpointer,
+    NondeterminismError,
+)
 from pausegraph.testing import (
     Schedule,
     assert_effects_run_once,
@@ -106,3 +116,57 @@ def test_store_property_names_the_first_step_that_is_not_deterministic() -> None
     graph.edge("stamp", "pass")
     with pytest.raises(AssertionError, match=r"^step 'stamp' is not deterministic: "):
         assert_store_independent(graph, checkpointer_factories=[memory_store(), memory_store()])
+
+
+# --- what a property would otherwise pass without checking ------------------------------
+
+
+def coin(state: Mapping[str, Any]) -> Generator[Any, Any, dict[str, Any]]:
+    # a bug: whether the step asks depends on a random draw
+    answer = (yield Interrupt("heads?")) if random.random() < 0.5 else "tails"
+    return {"x": answer}
+
+
+def test_a_step_deciding_on_random_is_caught_though_hypothesis_seeds_random_alike() -> None:
+    # hypothesis seeds ``random`` the same way before every example: the two runs of an
+    # example drew the same two numbers in every example, on the same side of 0.5
+    graph = Graph("coin", {"x": LastWriteWins()}).step("coin", coin)
+    caught = []
+    for cold in (False, True):
+        for wait in range(4):  # schedules with no death: the scheduled run draws once
+            schedule = Schedule(cold=cold, waits=(float(wait),))
+            random.seed(0)  # as hypothesis does
+            try:
+                assert_path_independent(graph, schedule=schedule)
+            except (AssertionError, NondeterminismError):
+                caught.append(schedule)
+    assert caught
+
+
+class LossyCheckpointer(MemoryCheckpointer):
+    """A store that gives channel ``x`` back as text: runs resumed cold end differently."""
+
+    def latest(self, workflow_id: str, run_id: str) -> Checkpoint | None:
+        latest = super().latest(workflow_id, run_id)
+        if latest is None:
+            return None
+        return attrs.evolve(latest, values={**latest.values, "x": repr(latest.values["x"])})
+
+
+def asks_then_copies(state: Mapping[str, Any]) -> Generator[Any, Any, dict[str, Any]]:
+    yield Interrupt("copy?")
+    return {"y": state["x"]}
+
+
+def test_one_store_alone_is_compared_with_the_memory_store() -> None:
+    channels = {"x": LastWriteWins(), "y": LastWriteWins()}
+    graph = Graph("copy", channels).step("a", lambda state: {"x": 1})
+    graph.step("b", asks_then_copies).edge("a", "b")
+    lossy = LossyCheckpointer()
+    with pytest.raises(AssertionError, match=r"factory 0 vs factory 1(.|\n)*'1'"):
+        assert_store_independent(graph, checkpointer_factories=[lambda: lossy])
+
+
+def test_effects_run_once_without_a_log_on_a_graph_of_ones_own_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"watched nothing.*Pass log="):
+        assert_effects_run_once(MAIL, schedule=Schedule(cold=True), answer=str)

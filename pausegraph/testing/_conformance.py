@@ -250,6 +250,21 @@ _writes = st.one_of(
     st.builds(lambda v: {"log": v}, st.lists(answers(), max_size=3)),
 )
 
+# pairs of (workflow_id, run_id) that differ, but that a store keying runs by a
+# joined string, a case-insensitive or accent-insensitive collation, a fixed-width
+# column, Unicode normalisation, trailing-space trimming or a C string would merge
+_CLOSE_IDS = [
+    (("a/b", "c"), ("a", "b/c")),
+    (("a:b", "c"), ("a", "b:c")),
+    ((WORKFLOW, "Order-1"), (WORKFLOW, "order-1")),
+    ((WORKFLOW, "x" * 300), (WORKFLOW, "x" * 301)),
+    ((WORKFLOW, "caf\u00e9"), (WORKFLOW, "cafe\u0301")),
+    ((WORKFLOW, "r"), (WORKFLOW, "r ")),
+    ((WORKFLOW, "a"), (WORKFLOW, "a\x00b")),
+    ((WORKFLOW, "\u00c5"), (WORKFLOW, "\u212b")),  # Å as a letter and as the angstrom sign
+]
+_LARGE_VALUE_BYTES = 3 << 20  # 3 MiB: past 64 KiB and 1 MiB limits, and quick to store
+
 _HOSTILE_IDS = [
     "../x",
     "../../etc/passwd",
@@ -297,6 +312,28 @@ def _inspect_graph() -> Graph:
     return Graph("inspect", channels).step("ask", _ask).step("tally", _tally).edge("ask", "tally")
 
 
+class _Boom(Exception):
+    """What a step raises inside its driver's hold of the live lock."""
+
+
+def _lock_refused_in_another_thread(store: Checkpointer, run_id: str) -> bool:
+    """Whether ``store.lock`` of ``run_id`` is a ``ConflictError`` in a new thread."""
+    refused: list[bool] = []
+
+    def attempt() -> None:
+        try:
+            with store.lock(WORKFLOW, run_id):
+                refused.append(False)
+        except ConflictError:
+            refused.append(True)
+
+    thread = threading.Thread(target=attempt, daemon=True)
+    thread.start()
+    thread.join(60)
+    assert refused, "a lock attempt in another thread neither got the lock nor was refused"
+    return refused[0]
+
+
 def _hold_until_killed(store: Checkpointer, run_id: str, held: Any) -> None:
     """In a forked child: hold the run's live lock, say so, and wait to be killed."""
     with store.lock(WORKFLOW, run_id):
@@ -317,11 +354,20 @@ class CheckpointerConformance:
     ``Test...``. It checks conditional ``save`` (``ConflictError`` for a seq
     the run has, ``CheckpointError`` for a gap, nothing written either way),
     copies on save and load, ``load``/``latest``/``list`` of what is not
-    there, ``runs()``, ``delete``, the live lock (between threads, and
+    there, ``runs()``, ``delete``, the live lock (between threads, let go
+    when its holder raises, kept through a refused second attempt, and
     released when a holding process is killed), run summaries filtered by
     workflow and status, size on disk, deltas against snapshots, pause
-    records, unencodable values, racing threads, awkward ids, and a
-    ``Runner``'s ``state``, ``history`` and ``fork`` on the store.
+    records, unencodable values, a 3 MiB value that does not compress,
+    racing threads, awkward ids and ids a careless encoding would merge
+    (joined, case-folded, cut, normalised, trimmed), two handles seeing
+    each other's runs and checkpoints, and a ``Runner``'s ``state``,
+    ``history`` and ``fork`` on the store.
+
+    What it cannot tell in a test's time: a lock that a lease times out
+    (the SPEC's live lock is held for as long as its holder lives, however
+    long an effect takes), and a store that loses what a power cut takes
+    from the page cache.
 
     Set ``durable = False`` for a store that keeps runs in the process's
     memory: the tests of what outlives a process (a holder killed with
@@ -514,6 +560,40 @@ class CheckpointerConformance:
                 i,
             )
 
+    def test_ids_that_a_careless_encoding_would_merge_are_different_runs(
+        self, tmp_path: Path
+    ) -> None:
+        # each pair is two runs a store keyed by a joined, folded, cut, normalised or
+        # trimmed id would take for one: the second's first save must not conflict
+        store = self.make_checkpointer(tmp_path)
+        first = recorded_run()[0]
+        pairs = [(ids, i) for i, pair in enumerate(_CLOSE_IDS) for ids in pair]
+        for (workflow_id, run_id), i in pairs:
+            values = {**first.values, "x": [workflow_id, run_id, i]}
+            renamed = attrs.evolve(
+                first, workflow_id=workflow_id, run_id=run_id, values=values, changes=None
+            )
+            store.save(renamed)
+        assert sorted(store.runs()) == sorted(ids for ids, _ in pairs)
+        for (workflow_id, run_id), i in pairs:
+            loaded = store.latest(workflow_id, run_id)
+            assert loaded is not None, (workflow_id, run_id)
+            assert loaded.values["x"] == [workflow_id, run_id, i], (workflow_id, run_id)
+            assert [m.seq for m in store.list(workflow_id, run_id)] == [1]
+
+    def test_a_large_value_that_does_not_compress_round_trips(self, tmp_path: Path) -> None:
+        # a store with a column or record size limit (64 KiB is a common one) must refuse
+        # such a save with an error, never keep a part of it
+        store = self.make_checkpointer(tmp_path)
+        first = recorded_run()[0]
+        blob = random.Random(0).randbytes(_LARGE_VALUE_BYTES)
+        values = {**first.values, "x": blob, "log": [blob[:1000]]}
+        saved = attrs.evolve(first, run_id="big", values=values, changes=None)
+        store.save(saved)
+        assert same(store.latest(WORKFLOW, "big"), saved)
+        if self.durable:  # and as written, not as a handle remembers it
+            assert same(self.reopen(tmp_path).latest(WORKFLOW, "big"), saved)
+
     @_one_store
     @given(value=answers())
     def test_values_round_trip_exactly(self, tmp_path: Path, value: Any) -> None:
@@ -633,7 +713,21 @@ class CheckpointerConformance:
             ):
                 pass
             assert store.holder(WORKFLOW, "r") is not None  # the refusal let go of nothing
+            # nor did it free the lock itself: another thread is still refused
+            assert _lock_refused_in_another_thread(store, "r")
         assert store.holder(WORKFLOW, "r") is None
+
+    def test_the_live_lock_is_let_go_when_its_holder_raises(self, tmp_path: Path) -> None:
+        # a step that raises ends its driver's call with the exception: the run must not
+        # stay "running" after it, nor the exception be swallowed by the lock
+        store = self.make_checkpointer(tmp_path)
+        copy_run(store, recorded_run(), "r")
+        with raises(_Boom), store.lock(WORKFLOW, "r"):
+            raise _Boom
+        assert store.holder(WORKFLOW, "r") is None
+        assert not _lock_refused_in_another_thread(store, "r")
+        with store.lock(WORKFLOW, "r"):
+            assert store.holder(WORKFLOW, "r") is not None
 
     def test_a_holder_killed_with_sigkill_releases_the_live_lock(self, tmp_path: Path) -> None:
         if not self.durable:
@@ -695,6 +789,33 @@ class CheckpointerConformance:
             loaded = store.load(WORKFLOW, "r", checkpoint.seq)
             assert loaded is not None
             assert same(loaded, attrs.evolve(checkpoint, workflow_id=WORKFLOW, run_id="r"))
+
+    def test_two_handles_see_each_others_runs_and_checkpoints(self, tmp_path: Path) -> None:
+        # a worker's handle lists the runs a web handler's handle starts, and both read
+        # every checkpoint the other saves: nothing is cached per handle or per process
+        if not self.durable:
+            raise unittest.SkipTest("an in-memory store has one handle")
+        one = self.make_checkpointer(tmp_path)
+        run = recorded_run([{"x": 1}, {"log": [2]}, {"x": 3}])
+        copy_run(one, run[:2], "r")
+        two = self.reopen(tmp_path)
+        for store in (one, two):
+            assert store.runs() == [(WORKFLOW, "r")]
+            assert [m.seq for m in store.list(WORKFLOW, "r")] == [1, 2]
+        copy_run(two, run[2:3], "r")
+        copy_run(two, run[:1], "s")
+        for store in (one, two):
+            assert sorted(store.runs()) == [(WORKFLOW, "r"), (WORKFLOW, "s")]
+            assert [m.seq for m in store.list(WORKFLOW, "r")] == [1, 2, 3]
+            latest = store.latest(WORKFLOW, "r")
+            assert same(latest, attrs.evolve(run[2], run_id="r"))
+            summaries = _summaries(store)
+            if summaries is not None:
+                assert sorted((s.run_id, s.seq) for s in summaries) == [("r", 3), ("s", 1)]
+        copy_run(one, run[3:], "r")  # and back: the first handle saves after the second
+        with raises(ConflictError):  # the second handle knows seq 3 is taken
+            two.save(attrs.evolve(run[2], run_id="r"))
+        assert [m.seq for m in two.list(WORKFLOW, "r")] == [m.seq for m in one.list(WORKFLOW, "r")]
 
     def test_summaries_filter_runs_by_workflow_and_status(self, tmp_path: Path) -> None:
         store = self.make_checkpointer(tmp_path)

@@ -9,6 +9,7 @@ they are failures too, and their messages say which step strayed.
 from __future__ import annotations
 
 import itertools
+import random
 from collections import Counter
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from typing import Any
@@ -97,6 +98,12 @@ def assert_path_independent(
     resumes, answers one by one, process deaths before saves), on the store
     ``checkpointer_factory`` opens, and compares the two ``Done``\\ s.
     Returns the plain run's ``Done``.
+
+    hypothesis seeds the ``random`` module alike for every example, so a
+    step that decides on ``random.random()`` would draw the same numbers in
+    every example's two runs; the scheduled run draws from ``random``
+    seeded by the schedule instead (its state is put back afterwards), so
+    such a step shows as the run depending on the schedule.
     """
     options: dict[str, Any] = {
         "answer": answer,
@@ -106,7 +113,12 @@ def assert_path_independent(
     }
     baseline = _done(_run(graph, factory=memory_store(), schedule=Schedule(), **options))
     factory = checkpointer_factory or memory_store()
-    other = _done(_run(graph, factory=factory, schedule=schedule, **options))
+    drawn = random.getstate()
+    random.seed(f"pausegraph.testing: {schedule!r}")
+    try:
+        other = _done(_run(graph, factory=factory, schedule=schedule, **options))
+    finally:
+        random.setstate(drawn)
     _compare(
         f"the schedule of resumes {schedule!r}",
         baseline,
@@ -129,12 +141,16 @@ def assert_store_independent(
     """The final state does not depend on which checkpointer stored the run.
 
     Each factory must open its own, empty store (``memory_store()``,
-    ``lambda: FileCheckpointer(tmp_path / "a")``, ...). Every pause is
-    resumed cold by default, so each resume really reads the store.
+    ``lambda: FileCheckpointer(tmp_path / "a")``, ...). One factory alone
+    is compared with ``memory_store()``. Every pause is resumed cold by
+    default, so each resume really reads the store. ``ValueError`` without
+    a factory.
     """
     if not checkpointer_factories:
         msg = "assert_store_independent needs at least one checkpointer factory"
         raise ValueError(msg)
+    if len(checkpointer_factories) == 1:  # one store compared with nothing checks nothing
+        checkpointer_factories = [memory_store(), *checkpointer_factories]
     chosen = schedule if schedule is not None else Schedule(cold=True)
     results = [
         _done(
@@ -189,7 +205,9 @@ def assert_effects_run_once(
     before any checkpoint was saved (then its result was lost, and the SPEC
     allows running it again); an effect whose result reached a checkpoint
     must never run again. With ``expected``, every expected key must have
-    run, and nothing else.
+    run, and nothing else. Without ``log``, a graph that ``graphs()`` did not
+    make and in which no recording effect ran is a ``ValueError``: nothing
+    was watched, so nothing would be checked.
     """
     options: dict[str, Any] = {
         "answer": answer,
@@ -204,6 +222,13 @@ def assert_effects_run_once(
             expected = graph.plan.expected_effects(answer)
         with recording_effects() as recorded:
             trace = _run(graph, log=recorded, **options)
+        if not recorded and not isinstance(graph, GeneratedGraph):
+            msg = (
+                "assert_effects_run_once watched nothing: no recording effect ran in this "
+                "graph, which graphs() did not make. Pass log=, a list your effect functions "
+                "append a key to each time they run"
+            )
+            raise ValueError(msg)
         calls: list[Hashable] = list(recorded)
         start = 0
     else:
