@@ -26,7 +26,7 @@ from .checkpointers import Checkpointer, RunSummary, StoreCheckpointer
 from .checkpointers._checkpointer import checked_checkpointer, summary_fields, summary_of
 from .errors import GraphError, PausegraphError
 
-__all__ = ["Waiting", "inbox", "listed_status", "run_summaries", "waiting"]
+__all__ = ["Waiting", "inbox", "listed_status", "run_summaries", "running_among", "waiting"]
 
 #: Called with (workflow_id, run_id, error) for a run whose summary cannot be read.
 OnError = Callable[[str, str, PausegraphError], None]
@@ -84,14 +84,42 @@ def run_summaries(
     return found
 
 
-def listed_status(summary: RunSummary, checkpointer: Checkpointer) -> Status:
-    """The status ``Runner.state`` gives: a queued run that a live process holds is running."""
+def listed_status(
+    summary: RunSummary,
+    checkpointer: Checkpointer,
+    running: set[tuple[str, str]] | None = None,
+) -> Status:
+    """The status ``Runner.state`` gives: a queued run that a live process holds is running.
+
+    ``running``: what ``running_among`` found for a listing's summaries, so
+    that each queued run is not probed on its own.
+    """
     status = _STATUSES.get(summary.status)
     if status is None:
         status = Status(summary.status)  # not a status: the enum's own ValueError
-    if status is Status.QUEUED and checkpointer.holder(summary.workflow_id, summary.run_id):
-        return Status.RUNNING
+    if status is Status.QUEUED:
+        ids = (summary.workflow_id, summary.run_id)
+        if ids in running if running is not None else checkpointer.holder(*ids):
+            return Status.RUNNING
     return status
+
+
+def running_among(checkpointer: Checkpointer, summaries: list[RunSummary]) -> set[tuple[str, str]]:
+    """The queued runs among ``summaries`` that a live process drives (holds the live lock of).
+
+    Asked of the store for all of them at once where it can (the built-in
+    stores' ``held_among``: one read of /proc/locks, one query), else run by
+    run with ``holder``. A listing of 10,000 queued runs took 0.3-0.5 s
+    probing each lock file.
+    """
+    queued = [(s.workflow_id, s.run_id) for s in summaries if s.status == _QUEUED]
+    if not queued:
+        return set()
+    store = checkpointer.store if isinstance(checkpointer, StoreCheckpointer) else None
+    batch = getattr(store, "held_among", None)
+    if batch is not None:
+        return batch(queued)  # type: ignore[no-any-return]
+    return {ids for ids in queued if checkpointer.holder(*ids) is not None}
 
 
 def inbox(checkpointer: Checkpointer, *, workflow: str | None = None) -> list[Waiting]:
@@ -142,3 +170,4 @@ def waiting(checkpointer: Checkpointer, *, workflow: str | None = None) -> list[
 
 _ORDER = operator.itemgetter(0, 1, 2, 3)
 _STATUSES = {s.value: s for s in Status}  # Status(value) without the enum's own lookup
+_QUEUED = Status.QUEUED.value

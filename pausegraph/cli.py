@@ -74,7 +74,7 @@ from ._commands import (
     Update,
 )
 from ._graph import Graph
-from ._inbox import listed_status, run_summaries, waiting
+from ._inbox import listed_status, run_summaries, running_among, waiting
 from ._records import Asked, Checkpoint, Raised, Returned, progress_of
 from ._runner import Runner, check_run_id, system_clock
 from ._worker import Worker
@@ -1152,9 +1152,10 @@ def _cmd_runs(args: argparse.Namespace) -> int:
     found, unreadable = ([], 0) if store is None else _summaries(args, store, status=stored)
     # (workflow, run id, status, (super_step, label, interrupts)): plain tuples, one per run
     rows = []
+    running = set() if store is None else running_among(store, found)
     for summary in found:
         assert store is not None
-        status = listed_status(summary, store)
+        status = listed_status(summary, store, running)
         if wanted is not None and _STATUS_TEXT[status] != wanted:
             continue
         rows.append((summary.workflow_id, summary.run_id, status, summary_fields(summary)))

@@ -167,6 +167,11 @@ class MemoryStore:
         held = self._holders.get((workflow_id, run_id))
         return None if held is None else Holder.here(held.since)
 
+    def held_among(self, runs: builtins.list[tuple[str, str]]) -> set[tuple[str, str]]:
+        """The runs among ``runs`` whose live lock is held."""
+        holders = self._holders
+        return {ids for ids in runs if ids in holders}
+
     def sync(self) -> None:
         pass  # nothing outlives the process: nothing to make durable
 

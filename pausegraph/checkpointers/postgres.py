@@ -280,6 +280,15 @@ _HELD = (
     "AND classid = %s::bigint::oid AND objid = %s::bigint::oid AND objsubid = 1"
 )
 
+# which of many runs' locks are held (a listing of queued runs): their positions
+_HELD_AMONG = (
+    "SELECT k.n FROM unnest(%s::bigint[], %s::bigint[]) WITH ORDINALITY AS k(c, o, n) "
+    "WHERE EXISTS ("
+    + _HELD.replace("classid = %s::bigint::oid AND objid = %s::bigint::oid",
+                    "classid = k.c::oid AND objid = k.o::oid")
+    + ")"
+)  # fmt: skip
+
 # sync()'s statements, each one round trip in autocommit. A commit waits for the
 # disk only if its transaction wrote WAL (an xid alone, as txid_current() gives, is
 # committed without waiting): a transactional logical message writes a small WAL
@@ -1373,6 +1382,14 @@ class PostgresStore:
             return None
         pid, host, since = rows[0]
         return Holder(0, "?", 0) if pid is None else Holder(pid, host, since)
+
+    def held_among(self, runs: builtins.list[tuple[str, str]]) -> set[tuple[str, str]]:
+        """The runs among ``runs`` whose live lock a session holds: one query for them all."""
+        if not runs or not self._tables(False):
+            return set()
+        halves = [_halves(self._key(_id(w), _id(r))) for w, r in runs]
+        rows = self._rows(_HELD_AMONG, ([c for c, _ in halves], [o for _, o in halves]))
+        return {runs[n - 1] for (n,) in rows}
 
     def sync(self) -> None:
         """Make the appends durable, and check the live locks this handle holds.

@@ -120,7 +120,15 @@ import attrs
 from .._values import pack
 from ..errors import CheckpointError, CorruptCheckpointError
 from ._checkpointer import StoreCheckpointer
-from ._lock import Holder, close_at_thread_end, file_holder, fsync_dir, hold_file, store_path
+from ._lock import (
+    Holder,
+    close_at_thread_end,
+    file_holder,
+    fsync_dir,
+    held_files,
+    hold_file,
+    store_path,
+)
 from ._log import refuse_seq
 from ._store import FrameInfo, RunSummary
 
@@ -656,6 +664,13 @@ class SqliteStore:
 
     def holder(self, workflow_id: str, run_id: str) -> Holder | None:
         return file_holder(self._lock_path(workflow_id, run_id))
+
+    def held_among(self, runs: builtins.list[tuple[str, str]]) -> set[tuple[str, str]]:
+        """The runs among ``runs`` whose live lock a live process holds (see ``held_files``)."""
+        paths = {self._lock_path(*ids): ids for ids in runs}
+        if not paths or not os.path.isdir(self._locks_dir):
+            return set()
+        return {paths[path] for path in held_files(builtins.list(paths), self._locks_dir)}
 
     def sync(self) -> None:
         """Make every append of this handle durable: one ``fdatasync`` of the WAL file.

@@ -36,7 +36,7 @@ from starlette.routing import Route
 from .. import _cli_render as render
 from .._commands import Command, Continue, Resume, RunInfo, Status
 from .._graph import Graph
-from .._inbox import inbox, listed_status, run_summaries
+from .._inbox import inbox, listed_status, run_summaries, running_among
 from .._runner import Runner, system_clock
 from .._worker import IDLE_WAIT_S, Worker, runners_for
 from ..checkpointers import Checkpointer, Holder, RunSummary
@@ -238,8 +238,10 @@ class _Server:
         found = []
         for name in names:
             self.runner(name)
-            for summary in run_summaries(self.store, workflow_id=name, status=stored):
-                listed = listed_status(summary, self.store)
+            summaries = run_summaries(self.store, workflow_id=name, status=stored)
+            running = running_among(self.store, summaries)
+            for summary in summaries:
+                listed = listed_status(summary, self.store, running)
                 if status is None or listed.value == status:
                     found.append(
                         {
