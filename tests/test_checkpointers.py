@@ -23,6 +23,8 @@ from pausegraph import (
 )
 from pausegraph._channels import Change
 from pausegraph._records import Stage, Start, Structure
+from pausegraph.checkpointers import StoreCheckpointer
+from pausegraph.checkpointers.sqlite import SqliteStore
 from pausegraph.testing import CheckpointerConformance
 
 STRUCTURE = Structure(("a", "b"), (("a", "b"),))
@@ -131,3 +133,24 @@ def test_ids_and_seqs_of_the_wrong_type_are_a_checkpoint_error_on_every_store(
         pass
 
     assert store.load(Id("wf"), Id("r"), 1) is not None  # a str subclass is a str
+
+
+class _CountedClose(SqliteStore):
+    """A SQLite store counting its ``close`` calls (the size test must close it first)."""
+
+    closed = 0
+
+    def close(self) -> None:
+        type(self).closed += 1
+        super().close()
+
+
+def test_the_size_test_closes_the_store_a_store_checkpointer_wraps(tmp_path: Path) -> None:
+    # a user's store, wrapped in StoreCheckpointer as the docs say, was measured open:
+    # a SQLite WAL of a few MB (folded in at close) read as the run's size
+    class Suite(CheckpointerConformance):
+        def make_checkpointer(self, tmp_path: Path) -> Any:
+            return StoreCheckpointer(_CountedClose(str(tmp_path / "runs.db")))
+
+    Suite().test_what_a_run_stores_grows_with_its_changes_not_its_state(tmp_path)
+    assert _CountedClose.closed == 1
