@@ -557,6 +557,10 @@ def run_alone(
     """
     shown = shown_state(state)
     width, builtins = len(shown), "__builtins__" in shown
+
+    def record() -> LayerRun:  # the layer's record, built only when it is needed
+        return LayerRun(graph, (step_id,), state, layer, epoch, None, None, clock, shown)
+
     try:
         started = start(
             step_id,
@@ -570,18 +574,16 @@ def run_alone(
             clock,
         )
         if len(state) != width or ("__builtins__" in state) is not builtins:
-            at = LayerRun(graph, (step_id,), state, layer, epoch, None, None, clock, shown)
-            at._state_changed(step_id, state)
+            record()._state_changed(step_id, state)  # undoes the change, raises StepError
         if isinstance(started, Trampoline):  # taken on as ``_advance`` takes on what it started
-            run = LayerRun(graph, (step_id,), state, layer, epoch, None, None, clock, shown)
+            run = record()
             started.answers = run.answers
             run.journals[step_id] = started.journal
             run.live[step_id] = started
             return run
         return accepted_writes(graph, step_id, started)
     except (StepError, NondeterminismError, SerializationError) as error:
-        failed = LayerRun(graph, (step_id,), state, layer, epoch, None, None, clock, shown)
-        failed._failed(step_id, error)
+        record()._failed(step_id, error)
 
 
 def replay_journals(
