@@ -359,10 +359,10 @@ def _names_as_stat(scratch_dir: str, dev: int) -> bool:
     known = _NAMED_AS_STAT.get(dev)
     if known is not None:
         return known
-    known = False
+    known = _NAMED_AS_STAT[dev] = False  # until shown: a store we may only read probes each
     try:
         fd, path = tempfile.mkstemp(prefix="held-", suffix=".probe", dir=scratch_dir)
-    except OSError:  # a store we may only read: probe file by file
+    except OSError:
         return False
     try:
         st = os.fstat(fd)
