@@ -107,16 +107,24 @@ def listed_status(
 def running_among(checkpointer: Checkpointer, summaries: list[RunSummary]) -> set[tuple[str, str]]:
     """The queued runs among ``summaries`` that a live process drives (holds the live lock of).
 
-    Asked of the store for all of them at once where it can (the built-in
-    stores' ``held_among``: one read of /proc/locks, one query), else run by
-    run with ``holder``. A listing of 10,000 queued runs took 0.3-0.5 s
-    probing each lock file.
+    Asked of the store for all of them at once where it can (``held_among``
+    of the PostgreSQL store: one query of ``pg_locks``, where probing each
+    run took a round trip each, 3-22 s for 10,000 queued runs; of the memory
+    store: its table), else run by run with ``holder``, as ``Runner.state``
+    asks. The file and SQLite stores probe each run's lock file: reading
+    ``/proc/locks`` once instead was tried and missed locks (held by a
+    process of another pid namespace, or skipped by a read that is not a
+    snapshot while other locks came and went).
     """
     queued = [(s.workflow_id, s.run_id) for s in summaries if s.status == _QUEUED]
     if not queued:
         return set()
-    store = checkpointer.store if isinstance(checkpointer, StoreCheckpointer) else None
-    batch = getattr(store, "held_among", None)
+    batch = None
+    # a checkpointer whose own holder() says otherwise (a subclass) is asked run by run
+    if isinstance(checkpointer, StoreCheckpointer) and (
+        type(checkpointer).holder is StoreCheckpointer.holder
+    ):
+        batch = getattr(checkpointer.store, "held_among", None)
     if batch is not None:
         return batch(queued)  # type: ignore[no-any-return]
     return {ids for ids in queued if checkpointer.holder(*ids) is not None}

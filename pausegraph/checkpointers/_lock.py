@@ -20,7 +20,6 @@ import errno
 import fcntl
 import os
 import socket
-import tempfile
 import time
 import weakref
 import zlib
@@ -322,92 +321,6 @@ def file_holder(path: str) -> Holder | None:
         return None
     finally:
         os.close(fd)
-
-
-# Which lock files are held, many at once: a listing of 10,000 queued runs asks
-# whether each is running, and a probe of each lock file costs five system calls.
-# Linux lists every lock in /proc/locks (one line each: "1: FLOCK ADVISORY WRITE
-# <pid> <major>:<minor>:<inode> 0 EOF"), so one read and one stat a file tell the
-# same. Where a file system names its files there otherwise than stat does (btrfs
-# subvolumes, overlays, a sandbox's /proc), a probe lock taken once per device
-# shows it, and the files of that device are probed one by one as before.
-_PROC_LOCKS = "/proc/locks"
-_NAMED_AS_STAT: dict[int, bool] = {}  # st_dev: whether /proc/locks names its files as stat
-
-
-def _exclusive_flocks() -> set[bytes] | None:
-    """The ``major:minor:inode`` of every file an exclusive ``flock`` is held on; None: unknown."""
-    try:
-        with open(_PROC_LOCKS, "rb") as f:
-            data = f.read()
-    except OSError:
-        return None
-    held = set()
-    for line in data.splitlines():
-        parts = line.split()  # a waiter's line reads "1: -> FLOCK ...": parts[1] is "->"
-        if len(parts) > 5 and parts[1] == b"FLOCK" and parts[3] == b"WRITE":
-            held.add(parts[5])
-    return held
-
-
-def _named(st: os.stat_result) -> bytes:
-    return b"%02x:%02x:%d" % (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino)
-
-
-def _names_as_stat(scratch_dir: str, dev: int) -> bool:
-    """Whether /proc/locks names the files of device ``dev`` as ``stat`` does (asked once)."""
-    known = _NAMED_AS_STAT.get(dev)
-    if known is not None:
-        return known
-    known = _NAMED_AS_STAT[dev] = False  # until shown: a store we may only read probes each
-    try:
-        fd, path = tempfile.mkstemp(prefix="held-", suffix=".probe", dir=scratch_dir)
-    except OSError:
-        return False
-    try:
-        st = os.fstat(fd)
-        if st.st_dev == dev:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            held = _exclusive_flocks()
-            known = held is not None and _named(st) in held
-    except OSError:
-        known = False
-    finally:
-        os.close(fd)
-        with contextlib.suppress(OSError):
-            os.unlink(path)
-    _NAMED_AS_STAT[dev] = known
-    return known
-
-
-def held_files(paths: list[str], scratch_dir: str) -> set[str]:
-    """The lock files among ``paths`` that a live process holds (its live lock).
-
-    One read of /proc/locks and one ``stat`` a file where that can be
-    trusted (checked once per device with a probe file made in
-    ``scratch_dir``), else ``file_holder`` file by file. A file that does not
-    exist is not held. ``CheckpointError`` if a file cannot be looked at.
-    """
-    held: set[str] = set()
-    flocks: set[bytes] | None = None
-    for path in paths:
-        try:
-            st = os.stat(path)
-        except FileNotFoundError:
-            continue
-        except OSError as exc:
-            msg = f"cannot look at the lock file {path!r}: {exc.strerror}"
-            raise CheckpointError(exc.errno or errno.EIO, msg) from exc
-        if _names_as_stat(scratch_dir, st.st_dev):
-            if flocks is None:
-                flocks = _exclusive_flocks()
-            if flocks is not None:
-                if _named(st) in flocks:
-                    held.add(path)
-                continue
-        if file_holder(path) is not None:
-            held.add(path)
-    return held
 
 
 class _ThreadEnd:

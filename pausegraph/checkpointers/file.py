@@ -222,7 +222,7 @@ from .._records import Frame, slot_setters
 from .._values import pack
 from ..errors import CheckpointError, CorruptCheckpointError
 from ._checkpointer import StoreCheckpointer
-from ._lock import Holder, Mark, file_holder, held_files, hold_file, store_path, synced_mark
+from ._lock import Holder, Mark, file_holder, hold_file, store_path, synced_mark
 from ._lock import fsync_dir as _fsync_dir  # a module name the fault tests replace
 from ._log import refuse_seq
 from ._store import FrameInfo, RunSummary
@@ -1870,11 +1870,6 @@ class FileStore:
     def holder(self, workflow_id: str, run_id: str) -> Holder | None:
         """Who holds the run's live lock, or ``None`` if no live process does."""
         return file_holder(self._lock_path(workflow_id, run_id))
-
-    def held_among(self, runs: builtins.list[tuple[str, str]]) -> set[tuple[str, str]]:
-        """The runs among ``runs`` whose live lock a live process holds (see ``held_files``)."""
-        paths = {self._lock_path(*ids): ids for ids in runs}
-        return {paths[path] for path in held_files(builtins.list(paths), self._tmp_path)}
 
     def delete(self, workflow_id: str, run_id: str) -> None:
         """Remove a run's log (nothing if it has none); its lock file and index row go too."""

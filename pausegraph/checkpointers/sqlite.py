@@ -125,7 +125,6 @@ from ._lock import (
     close_at_thread_end,
     file_holder,
     fsync_dir,
-    held_files,
     hold_file,
     store_path,
 )
@@ -664,13 +663,6 @@ class SqliteStore:
 
     def holder(self, workflow_id: str, run_id: str) -> Holder | None:
         return file_holder(self._lock_path(workflow_id, run_id))
-
-    def held_among(self, runs: builtins.list[tuple[str, str]]) -> set[tuple[str, str]]:
-        """The runs among ``runs`` whose live lock a live process holds (see ``held_files``)."""
-        paths = {self._lock_path(*ids): ids for ids in runs}
-        if not paths or not os.path.isdir(self._locks_dir):
-            return set()
-        return {paths[path] for path in held_files(builtins.list(paths), self._locks_dir)}
 
     def sync(self) -> None:
         """Make every append of this handle durable: one ``fdatasync`` of the WAL file.
