@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from pausegraph import (
+    CheckpointError,
     FileCheckpointer,
     Graph,
     LastWriteWins,
@@ -120,3 +121,21 @@ def test_a_checkpointer_that_answers_holder_itself_is_asked_run_by_run() -> None
     store = _started(_NeverHeld())
     with store.lock("wf", "r1"):
         assert running_among(store, run_summaries(store)) == set() == _by_probe(store)
+
+
+@pytest.mark.parametrize("kind", ["directory", "fifo"])
+def test_something_else_where_a_lock_file_belongs_is_a_checkpoint_error(
+    tmp_path: Path, kind: str
+) -> None:
+    store = _started(FileCheckpointer(tmp_path / "store"))
+    lock = store.store._lock_path("wf", "r0")
+    if os.path.exists(lock):
+        os.unlink(lock)
+    if kind == "directory":
+        os.mkdir(lock)
+    else:
+        os.mkfifo(lock)
+    with pytest.raises(
+        CheckpointError, match=r"^\[Errno \d+\] cannot read the lock file '.*\.lock': "
+    ):
+        store.holder("wf", "r0")

@@ -319,6 +319,9 @@ def file_holder(path: str) -> Holder | None:
             return _decode(note) or Holder(0, "?", 0)
         fcntl.flock(fd, fcntl.LOCK_UN)  # its holder died without a word
         return None
+    except OSError as exc:  # a directory or a FIFO where the lock file belongs, say
+        msg = f"cannot read the lock file {path!r}: {exc.strerror}"
+        raise CheckpointError(exc.errno or errno.EIO, msg) from exc
     finally:
         os.close(fd)
 
