@@ -659,3 +659,19 @@ def test_a_finally_changing_the_state_through_c_leaves_the_cancel_as_saved():
     info = runner.cancel("r")  # closes the held generator: its finally runs the eval
     assert (info.status, info.values) == ("cancelled", {"x": 1})
     assert runner.state("r").values == {"x": 1}
+
+
+def test_a_step_that_changed_the_state_through_c_then_raised_finds_what_it_kept_undone():
+    # the state a step was given is put back as it was given, even when the step raised
+    # after the change: a reference it kept (here, in a list) never shows the change
+    kept = []
+
+    def calc(state):
+        kept.append(state)
+        eval("1", state)  # adds __builtins__ to the state, through C
+        raise ValueError("boom")
+
+    graph = Graph("g", {"x": LastWriteWins()}).step("calc", calc)
+    with pytest.raises(StepError, match="ValueError: boom"):
+        Runner(graph).run("r", {"x": 1})
+    assert dict(kept[0]) == {"x": 1}
