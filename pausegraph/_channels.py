@@ -173,10 +173,22 @@ AnyReducer = LastWriteWins | MergeMap | Append | Reducer
 _IN_PLACE: dict[type, Callable[[Any], Any]] = {MergeMap: FrozenDict, Append: FrozenList}
 
 
+def slot_setters(cls: type) -> tuple[Any, ...]:
+    """The setters of ``cls``'s slots in field order, to build one without ``__init__``.
+
+    For the hot paths (a fold, a decode): a frozen attrs ``__init__`` costs a
+    ``__setattr__`` per field. ``cls`` must have no validator or converter
+    (they would be skipped).
+    """
+    fields = attrs.fields(cls)
+    assert all(f.validator is None and f.converter is None for f in fields), cls
+    return tuple(cls.__dict__[f.name].__set__ for f in fields)
+
+
 _set = dict.__setitem__
 _SET = Op.SET
 _new = object.__new__
-_CHANGE = tuple(Change.__dict__[f.name].__set__ for f in attrs.fields(Change))
+_CHANGE = slot_setters(Change)
 
 # Scalars that come back from msgpack as they went in, of exactly these types:
 # a write made only of them needs no round trip through msgpack to be normalised.

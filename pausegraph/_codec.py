@@ -17,7 +17,7 @@ import msgpack
 from cattrs.preconf.msgpack import make_converter
 from cattrs.strategies import configure_tagged_union
 
-from ._channels import Change, Op
+from ._channels import Change, Op, slot_setters
 from ._records import (
     Asked,
     AtAfter,
@@ -42,7 +42,6 @@ from ._records import (
     Structure,
     Value,
     progress_of,
-    slot_setters,
     with_progress,
 )
 from ._values import NATIVE, pack

@@ -458,17 +458,6 @@ Stage = (
 WithProgress = (InLayer, AtInterrupt, Failed)
 
 
-def slot_setters(cls: type) -> tuple[Any, ...]:
-    """The setters of ``cls``'s slots in field order, to build one without ``__init__``.
-
-    For decoding fast paths: a frozen attrs ``__init__`` costs a ``__setattr__``
-    per field. ``cls`` must have no validator or converter (they would be skipped).
-    """
-    fields = attrs.fields(cls)
-    assert all(f.validator is None and f.converter is None for f in fields), cls
-    return tuple(cls.__dict__[f.name].__set__ for f in fields)
-
-
 def progress_of(stage: Stage) -> Progress | None:
     """The layer progress a stage carries, if any."""
     if type(stage) in WithProgress:

@@ -216,9 +216,10 @@ from typing import Any, TypeVar
 
 import msgpack
 
+from .._channels import slot_setters
 from .._codec import decode_frame
 from .._codec import unpack_bounded as _unpack_bounded
-from .._records import Frame, slot_setters
+from .._records import Frame
 from .._values import pack
 from ..errors import CheckpointError, CorruptCheckpointError
 from ._checkpointer import StoreCheckpointer

@@ -120,14 +120,7 @@ import attrs
 from .._values import pack
 from ..errors import CheckpointError, CorruptCheckpointError
 from ._checkpointer import StoreCheckpointer
-from ._lock import (
-    Holder,
-    close_at_thread_end,
-    file_holder,
-    fsync_dir,
-    hold_file,
-    store_path,
-)
+from ._lock import Holder, close_at_thread_end, file_holder, fsync_dir, hold_file, store_path
 from ._log import refuse_seq
 from ._store import FrameInfo, RunSummary
 
