@@ -109,25 +109,37 @@ def running_among(checkpointer: Checkpointer, summaries: list[RunSummary]) -> se
 
     Asked of the store for all of them at once where it can (``held_among``
     of the PostgreSQL store: one query of ``pg_locks``, where probing each
-    run took a round trip each, 3-22 s for 10,000 queued runs; of the memory
-    store: its table), else run by run with ``holder``, as ``Runner.state``
-    asks. The file and SQLite stores probe each run's lock file: reading
-    ``/proc/locks`` once instead was tried and missed locks (held by a
-    process of another pid namespace, or skipped by a read that is not a
-    snapshot while other locks came and went).
+    run took a round trip each, 3-22 s for 10,000 queued runs; of the file
+    and SQLite stores: each run's lock file probed through one descriptor
+    of its directory; of the memory store: its table), else run by run
+    with ``holder``, as ``Runner.state`` asks. Reading ``/proc/locks`` once
+    instead of probing was tried and missed locks (held by a process of
+    another pid namespace, or skipped by a read that is not a snapshot
+    while other locks came and went).
     """
     queued = [(s.workflow_id, s.run_id) for s in summaries if s.status == _QUEUED]
     if not queued:
         return set()
     batch = None
-    # a checkpointer whose own holder() says otherwise (a subclass) is asked run by run
+    # a checkpointer or store whose own holder() says otherwise (a subclass that
+    # overrides it, not held_among) is asked run by run
     if isinstance(checkpointer, StoreCheckpointer) and (
         type(checkpointer).holder is StoreCheckpointer.holder
     ):
-        batch = getattr(checkpointer.store, "held_among", None)
+        batch = _batch_of(checkpointer.store)
     if batch is not None:
-        return batch(queued)  # type: ignore[no-any-return]
+        return batch(queued)
     return {ids for ids in queued if checkpointer.holder(*ids) is not None}
+
+
+def _batch_of(store: object) -> Callable[[list[tuple[str, str]]], set[tuple[str, str]]] | None:
+    """``store.held_among``, if the class that defines it defines the ``holder`` it has too."""
+    for cls in type(store).__mro__:
+        if "held_among" in vars(cls):
+            if vars(cls).get("holder") is not getattr(type(store), "holder", None):
+                return None
+            return store.held_among  # type: ignore[attr-defined,no-any-return]
+    return None
 
 
 def inbox(checkpointer: Checkpointer, *, workflow: str | None = None) -> list[Waiting]:

@@ -2,8 +2,9 @@
 
 PostgreSQL answers for them all with one query (probing 10,000 queued runs
 one by one took a round trip each, 3-22 s), the memory store from its
-table; the file and SQLite stores probe each run's lock file. Every way
-must say what probing each run says, which is what ``Runner.state`` asks.
+table; the file and SQLite stores probe each run's lock file through one
+descriptor of its directory. Every way must say what probing each run
+says, which is what ``Runner.state`` asks.
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ from pausegraph import (
     SqliteCheckpointer,
 )
 from pausegraph._inbox import listed_status, run_summaries, running_among
-from pausegraph.checkpointers import Checkpointer
+from pausegraph.checkpointers import Checkpointer, StoreCheckpointer
+from pausegraph.checkpointers.file import FileStore
+from pausegraph.checkpointers.sqlite import SqliteStore
 
 FORK = multiprocessing.get_context("fork")
 RUNS = [f"r{i}" for i in range(8)]
@@ -123,19 +126,86 @@ def test_a_checkpointer_that_answers_holder_itself_is_asked_run_by_run() -> None
         assert running_among(store, run_summaries(store)) == set() == _by_probe(store)
 
 
+class _NeverHeldFiles(FileStore):
+    """A file store whose own ``holder`` says no run is held (``held_among`` inherited)."""
+
+    def holder(self, workflow_id: str, run_id: str) -> Any:
+        return None
+
+
+class _NeverHeldSqlite(SqliteStore):
+    def holder(self, workflow_id: str, run_id: str) -> Any:
+        return None
+
+
+@pytest.mark.parametrize("kind", ["file", "sqlite"])
+def test_a_store_that_answers_holder_itself_is_asked_run_by_run(tmp_path: Path, kind: str) -> None:
+    if kind == "file":
+        store = _started(StoreCheckpointer(_NeverHeldFiles(tmp_path / "store")))
+    else:
+        store = _started(StoreCheckpointer(_NeverHeldSqlite(tmp_path / "runs.db")))
+    with store.lock("wf", "r1"):
+        assert running_among(store, run_summaries(store)) == set() == _by_probe(store)
+
+
+@pytest.mark.parametrize("store_kind", ["file", "sqlite"])
 @pytest.mark.parametrize("kind", ["directory", "fifo"])
 def test_something_else_where_a_lock_file_belongs_is_a_checkpoint_error(
-    tmp_path: Path, kind: str
+    tmp_path: Path, kind: str, store_kind: str
 ) -> None:
-    store = _started(FileCheckpointer(tmp_path / "store"))
-    lock = store.store._lock_path("wf", "r0")
+    if store_kind == "file":
+        store = _started(FileCheckpointer(tmp_path / "store"))
+    else:
+        store = _started(SqliteCheckpointer(tmp_path / "runs.db"))
+    assert isinstance(store, StoreCheckpointer)
+    lock = store.store._lock_path("wf", "r0")  # type: ignore[attr-defined]
     if os.path.exists(lock):
         os.unlink(lock)
     if kind == "directory":
         os.mkdir(lock)
     else:
         os.mkfifo(lock)
-    with pytest.raises(
-        CheckpointError, match=r"^\[Errno \d+\] cannot read the lock file '.*\.lock': "
-    ):
+    error = r"^\[Errno \d+\] cannot read the lock file '.*\.lock': "
+    with pytest.raises(CheckpointError, match=error):
         store.holder("wf", "r0")
+    # a whole listing probes through the directory, and says the same of it
+    with pytest.raises(CheckpointError, match=error):
+        running_among(store, run_summaries(store))
+
+
+@pytest.mark.parametrize("kind", ["file", "sqlite"])
+def test_lock_files_missing_or_left_by_dead_holders_are_not_running(
+    tmp_path: Path, kind: str, child_holding: Callable[[Checkpointer, str], None]
+) -> None:
+    def make() -> Checkpointer:
+        if kind == "file":
+            return FileCheckpointer(tmp_path / "store")
+        return SqliteCheckpointer(tmp_path / "runs.db")
+
+    store = _started(make())
+    summaries = run_summaries(store)
+    assert isinstance(store, StoreCheckpointer)
+    gone = store.store._lock_path("wf", "r2")  # type: ignore[attr-defined]
+    if os.path.exists(gone):
+        os.unlink(gone)  # a run with no lock file (never held, or removed by hand)
+    child_holding(make(), "r3")
+    child_holding(make(), "r4")
+    assert running_among(store, summaries) == {("wf", "r3"), ("wf", "r4")} == _by_probe(store)
+    os.kill(_holders_pid(store, "r4"), signal.SIGKILL)  # its lock file stays, with its note
+    _wait_free(store, "r4")
+    assert running_among(store, summaries) == {("wf", "r3")} == _by_probe(store)
+
+
+def _holders_pid(store: Checkpointer, run_id: str) -> int:
+    holder = store.holder("wf", run_id)
+    assert holder is not None
+    return holder.pid
+
+
+def _wait_free(store: Checkpointer, run_id: str) -> None:
+    import time
+
+    deadline = time.monotonic() + 30
+    while store.holder("wf", run_id) is not None:
+        assert time.monotonic() < deadline, "the killed holder's lock was never released"
+        time.sleep(0.01)

@@ -23,7 +23,7 @@ import socket
 import time
 import weakref
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
@@ -324,6 +324,58 @@ def file_holder(path: str) -> Holder | None:
         raise CheckpointError(exc.errno or errno.EIO, msg) from exc
     finally:
         os.close(fd)
+
+
+def files_held(directory: str, names: Iterable[str]) -> set[str]:
+    """The names among ``names`` whose lock file in ``directory`` a live process holds.
+
+    What ``file_holder`` says of each (held or not), probed through one
+    descriptor of ``directory``: no path is resolved again per file, and
+    nobody's note is read unless its file is held. A name with no file is
+    not held. A lock file that cannot be probed (a directory or a FIFO in
+    its place, a permission) is asked of ``file_holder``, which raises the
+    ``CheckpointError`` it raises for it; so does a ``directory`` that
+    cannot be opened (one that does not exist holds nothing).
+    """
+    try:
+        dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return set()
+    except OSError as exc:
+        msg = f"cannot open the directory of lock files {directory!r}: {exc.strerror}"
+        raise CheckpointError(exc.errno or errno.EIO, msg) from exc
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    probe, unlock = fcntl.LOCK_SH | fcntl.LOCK_NB, fcntl.LOCK_UN
+    open_, pread, flock, close = os.open, os.pread, fcntl.flock, os.close
+    held: set[str] = set()
+    odd: list[str] = []
+    try:
+        for name in names:
+            try:
+                fd = open_(name, flags, dir_fd=dir_fd)
+            except FileNotFoundError:
+                continue
+            except OSError:
+                odd.append(name)
+                continue
+            try:
+                pread(fd, 0, 0)  # what file_holder's read refuses: a directory, a FIFO
+                try:
+                    flock(fd, probe)
+                except BlockingIOError:
+                    held.add(name)
+                else:
+                    flock(fd, unlock)
+            except OSError:
+                odd.append(name)
+            finally:
+                close(fd)
+    finally:
+        close(dir_fd)
+    for name in odd:
+        if file_holder(os.path.join(directory, name)) is not None:
+            held.add(name)
+    return held
 
 
 class _ThreadEnd:

@@ -223,7 +223,7 @@ from .._records import Frame
 from .._values import pack
 from ..errors import CheckpointError, CorruptCheckpointError
 from ._checkpointer import StoreCheckpointer
-from ._lock import Holder, Mark, file_holder, hold_file, store_path, synced_mark
+from ._lock import Holder, Mark, file_holder, files_held, hold_file, store_path, synced_mark
 from ._lock import fsync_dir as _fsync_dir  # a module name the fault tests replace
 from ._log import refuse_seq
 from ._store import FrameInfo, RunSummary
@@ -1871,6 +1871,11 @@ class FileStore:
     def holder(self, workflow_id: str, run_id: str) -> Holder | None:
         """Who holds the run's live lock, or ``None`` if no live process does."""
         return file_holder(self._lock_path(workflow_id, run_id))
+
+    def held_among(self, runs: builtins.list[tuple[str, str]]) -> set[tuple[str, str]]:
+        """The runs among ``runs`` whose live lock a live process holds (``files_held``)."""
+        by_name = {_log_name(w, r)[:-4] + ".lock": (w, r) for w, r in runs}
+        return {by_name[name] for name in files_held(self._runs_path, by_name)}
 
     def delete(self, workflow_id: str, run_id: str) -> None:
         """Remove a run's log (nothing if it has none); its lock file and index row go too."""

@@ -120,7 +120,15 @@ import attrs
 from .._values import pack
 from ..errors import CheckpointError, CorruptCheckpointError
 from ._checkpointer import StoreCheckpointer
-from ._lock import Holder, close_at_thread_end, file_holder, fsync_dir, hold_file, store_path
+from ._lock import (
+    Holder,
+    close_at_thread_end,
+    file_holder,
+    files_held,
+    fsync_dir,
+    hold_file,
+    store_path,
+)
 from ._log import refuse_seq
 from ._store import FrameInfo, RunSummary
 
@@ -656,6 +664,11 @@ class SqliteStore:
 
     def holder(self, workflow_id: str, run_id: str) -> Holder | None:
         return file_holder(self._lock_path(workflow_id, run_id))
+
+    def held_among(self, runs: builtins.list[tuple[str, str]]) -> set[tuple[str, str]]:
+        """The runs among ``runs`` whose live lock a live process holds (``files_held``)."""
+        by_name = {os.path.basename(self._lock_path(w, r)): (w, r) for w, r in runs}
+        return {by_name[name] for name in files_held(self._locks_dir, by_name)}
 
     def sync(self) -> None:
         """Make every append of this handle durable: one ``fdatasync`` of the WAL file.
