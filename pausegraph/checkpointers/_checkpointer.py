@@ -197,7 +197,7 @@ class StoreCheckpointer:
     def __init__(self, store: Store) -> None:
         self.store = store
         self._states: OrderedDict[tuple[str, str], _RunState] = OrderedDict()
-        self._firsts: dict[tuple[str, str], tuple[FrameInfo, Frame]] = {}
+        self._firsts: dict[tuple[str, str], tuple[FrameInfo, bytes, Frame]] = {}
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -362,24 +362,31 @@ class StoreCheckpointer:
             raise CorruptCheckpointError(msg) from None
 
     def _first(self, workflow_id: str, run_id: str, info: FrameInfo) -> Frame:
-        """The run's first frame, without its values (what ``rebuild`` reads of it)."""
+        """The run's first frame, without its values (what ``rebuild`` reads of it).
+
+        Its bytes are read every time and decoded only when they differ from
+        the ones this handle decoded last for the run: a run deleted and
+        started again under its id by another handle can have a first frame
+        of the very same meta (a fixed clock, a breakpoint name of the same
+        length) and other breakpoints.
+        """
         key = (workflow_id, run_id)
-        with self._lock:
-            known = self._firsts.get(key)
-        if known is not None and known[0] == info:
-            return known[1]
         datas = self.store.read(workflow_id, run_id, 1, 1)
         if len(datas) != 1:
             msg = f"the store returned {len(datas)} frames of run {run_id!r} for 1..1"
             raise _Vanished(msg)
         (data,) = datas
+        with self._lock:
+            known = self._firsts.get(key)
+        if known is not None and known[0] == info and known[1] == data:
+            return known[2]
         first = attrs.evolve(
             self._decoded(workflow_id, run_id, info, data), values=None, input=None, changes=None
         )
         with self._lock:
             if len(self._firsts) >= _MAX_RUNS:
                 self._firsts.clear()
-            self._firsts[key] = (info, first)
+            self._firsts[key] = (info, bytes(data), first)
         return first
 
     def _decoded(self, workflow_id: str, run_id: str, info: FrameInfo, data: bytes) -> Frame:
