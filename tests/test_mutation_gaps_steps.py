@@ -5,6 +5,10 @@ fails on a mutant of the engine and passes on the engine as it is."""
 from __future__ import annotations
 
 import contextlib
+import gc
+import sys
+import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -27,6 +31,21 @@ from pausegraph import (
 )
 
 CALLED: list[Any] = []
+
+
+@contextlib.contextmanager
+def _noise() -> Iterator[tuple[list[Any], list[warnings.WarningMessage]]]:
+    """What the block prints unasked: exceptions Python could not raise (a generator
+    "ignored GeneratorExit"), and every warning."""
+    unraisable: list[Any] = []
+    old_hook = sys.unraisablehook
+    sys.unraisablehook = unraisable.append
+    try:
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            yield unraisable, seen
+    finally:
+        sys.unraisablehook = old_hook
 
 
 def give_list() -> list[int]:
@@ -174,12 +193,9 @@ def release(tag: str) -> None:
 
 
 def test_a_branch_error_closes_a_suspended_sibling_quietly_before_the_step_catches_it() -> None:
-    import sys
-    import warnings
 
     CALLED.clear()
     order: list[str] = []
-    unraisable: list[Any] = []
 
     def holds_a_lock():
         try:
@@ -199,14 +215,8 @@ def test_a_branch_error_closes_a_suspended_sibling_quietly_before_the_step_catch
             order.append("caught")
         return {"out": order[:]}
 
-    old_hook = sys.unraisablehook
-    sys.unraisablehook = unraisable.append
-    try:
-        with warnings.catch_warnings(record=True) as seen:
-            warnings.simplefilter("always")
-            outcome = Runner(one_step(step)).run("r")
-    finally:
-        sys.unraisablehook = old_hook
+    with _noise() as (unraisable, seen):
+        outcome = Runner(one_step(step)).run("r")
     assert outcome == Done({"out": ["sibling closed", "caught"], "log": []}, 1)
     assert CALLED == ["b"]  # release never ran
     assert unraisable == []  # no "generator ignored GeneratorExit"
@@ -287,14 +297,11 @@ def test_a_step_runs_when_any_incoming_edge_lets_it_whatever_the_edge_order(firs
 
 
 def test_a_failing_layer_closes_its_suspended_siblings_before_the_error_is_raised() -> None:
-    import sys
-    import warnings
 
     from pausegraph import StepError
 
     CALLED.clear()
     order: list[str] = []
-    unraisable: list[Any] = []
 
     def waits(state):
         try:
@@ -307,21 +314,13 @@ def test_a_failing_layer_closes_its_suspended_siblings_before_the_error_is_raise
         raise ValueError("b fails")
 
     graph = Graph("g", {"out": LastWriteWins(), "log": Append()}).step("a", waits).step("b", fails)
-    old_hook = sys.unraisablehook
-    sys.unraisablehook = unraisable.append
-    try:
-        with warnings.catch_warnings(record=True) as seen:
-            warnings.simplefilter("always")
-            runner = Runner(graph)
-            with pytest.raises(StepError, match="'b'") as raised:
-                runner.run("r")
-            assert order == ["a closed"]  # closed by then, not left to the garbage collector
-            del raised
-            import gc
-
-            gc.collect()
-    finally:
-        sys.unraisablehook = old_hook
+    with _noise() as (unraisable, seen):
+        runner = Runner(graph)
+        with pytest.raises(StepError, match="'b'") as raised:
+            runner.run("r")
+        assert order == ["a closed"]  # closed by then, not left to the garbage collector
+        del raised
+        gc.collect()
     assert order == ["a closed"]
     assert CALLED == []
     assert unraisable == []
@@ -375,7 +374,6 @@ def test_a_custom_reducers_result_is_normalised_and_read_only() -> None:
 
 
 def test_sys_exit_in_a_reducer_fails_the_run() -> None:
-    import sys
 
     from pausegraph import Reducer, StepError
 
@@ -398,15 +396,10 @@ def test_sys_exit_in_a_reducer_fails_the_run() -> None:
 
 
 def test_the_replay_check_closes_the_steps_it_replays_quietly() -> None:
-    import gc
-    import sys
-    import warnings
-
     from pausegraph.testing import find_replay_failures
 
     CALLED.clear()
     order: list[str] = []
-    unraisable: list[Any] = []
 
     def step(state):
         try:
@@ -423,15 +416,9 @@ def test_the_replay_check_closes_the_steps_it_replays_quietly() -> None:
     del runner  # its held generator is closed here
     gc.collect()
     order.clear()
-    old_hook = sys.unraisablehook
-    sys.unraisablehook = unraisable.append
-    try:
-        with warnings.catch_warnings(record=True) as seen:
-            warnings.simplefilter("always")
-            assert find_replay_failures(one_step(step), store) == []
-            gc.collect()
-    finally:
-        sys.unraisablehook = old_hook
+    with _noise() as (unraisable, seen):
+        assert find_replay_failures(one_step(step), store) == []
+        gc.collect()
     assert order == ["closed"]
     assert CALLED == []
     assert unraisable == []
@@ -534,7 +521,6 @@ def _looking_up(fn: Any) -> Graph:
 
 
 def test_an_effect_of_the_main_script_is_not_matched_by_another_modules_function() -> None:
-    import sys
 
     main = sys.modules.get("__main__")
     spec_name = getattr(getattr(main, "__spec__", None), "name", None)

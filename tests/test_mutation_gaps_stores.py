@@ -46,6 +46,36 @@ def test_a_run_deleted_and_started_again_under_its_id_keeps_its_own_breakpoints(
     assert outcome.state["n"] == 40
 
 
+@pytest.mark.parametrize("kind", ["memory", "file", "sqlite"])
+def test_a_handle_drives_a_run_started_again_elsewhere_by_its_own_breakpoints(
+    tmp_path: Path, kind: str
+) -> None:
+    """The same, with the run deleted and started again by another handle (another
+    process), whose deletion this handle cannot see: it must still drive the new run
+    by the new run's breakpoints, not by what it decoded of the old run's first frame."""
+    from pausegraph import FileCheckpointer, SqliteCheckpointer
+    from pausegraph.checkpointers import Checkpointer
+
+    if kind == "memory":
+        shared = MemoryStore()
+        handles: list[Checkpointer] = [StoreCheckpointer(shared), StoreCheckpointer(shared)]
+    elif kind == "file":
+        handles = [FileCheckpointer(tmp_path / "s"), FileCheckpointer(tmp_path / "s")]
+    else:
+        handles = [SqliteCheckpointer(tmp_path / "r.db"), SqliteCheckpointer(tmp_path / "r.db")]
+    mine, other = handles
+    graph = _counter_chain(40)
+    first = Runner(graph, mine, interrupt_before={"s35"}, clock=lambda: 1000)
+    assert first.run("r", {"big": "x"}) == Paused(36, Before("s35"), None, ())
+    assert first.state("r").status == "paused"  # loaded from a snapshot after the first
+    Runner(graph, other).delete("r")
+    again = Runner(graph, other, interrupt_before={"s30"}, clock=lambda: 1000)
+    assert again.run("r", {"big": "x"}) == Paused(31, Before("s30"), None, ())
+    # the first handle drives the new run: past s30, and s35 is no breakpoint of it
+    outcome = Runner(graph, mine, clock=lambda: 1000).resume("r", Continue())
+    assert outcome == Done({"n": 40, "big": "x"}, 40)
+
+
 def test_a_worker_takes_again_at_once_a_run_it_set_aside_once_something_saved_to_it() -> None:
     """SPEC, Workers: ``poll`` drives every queued run of its graphs. A run a worker could
     not drive (here: step code raised ``KeyboardInterrupt``) is set aside only while

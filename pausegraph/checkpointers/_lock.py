@@ -301,10 +301,15 @@ def _names(path: str, fd: int) -> bool:
         return False
 
 
+# how a lock file is opened to be probed: read-only, never through a symbolic link,
+# never waiting (a FIFO in its place)
+_PROBE_OPEN = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
 def file_holder(path: str) -> Holder | None:
     """Who holds the lock file at ``path``, or ``None`` if nobody alive does."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = os.open(path, _PROBE_OPEN)
     except FileNotFoundError:
         return None
     except OSError as exc:
@@ -344,7 +349,6 @@ def files_held(directory: str, names: Iterable[str]) -> set[str]:
     except OSError as exc:
         msg = f"cannot open the directory of lock files {directory!r}: {exc.strerror}"
         raise CheckpointError(exc.errno or errno.EIO, msg) from exc
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
     probe, unlock = fcntl.LOCK_SH | fcntl.LOCK_NB, fcntl.LOCK_UN
     open_, pread, flock, close = os.open, os.pread, fcntl.flock, os.close
     held: set[str] = set()
@@ -352,7 +356,7 @@ def files_held(directory: str, names: Iterable[str]) -> set[str]:
     try:
         for name in names:
             try:
-                fd = open_(name, flags, dir_fd=dir_fd)
+                fd = open_(name, _PROBE_OPEN, dir_fd=dir_fd)
             except FileNotFoundError:
                 continue
             except OSError:

@@ -373,6 +373,11 @@ def _log_name(workflow_id: str, run_id: str) -> str:
     return hashlib.sha256(_packed_ids(workflow_id, run_id)).hexdigest() + ".log"
 
 
+def _lock_name(workflow_id: str, run_id: str) -> str:
+    """The name of the run's lock file in ``runs/``: its log's, ending ``.lock``."""
+    return _log_name(workflow_id, run_id)[:-4] + ".lock"
+
+
 def _log_header(packed_ids: bytes) -> bytes:
     return _LOG_MAGIC + bytes([FORMAT_VERSION]) + _record(packed_ids, b"")
 
@@ -1839,7 +1844,7 @@ class FileStore:
     # --- the live lock and deleting ------------------------------------------
 
     def _lock_path(self, workflow_id: str, run_id: str) -> str:
-        return os.path.join(self._runs_path, _log_name(workflow_id, run_id)[:-4] + ".lock")
+        return os.path.join(self._runs_path, _lock_name(workflow_id, run_id))
 
     def lock(self, workflow_id: str, run_id: str) -> contextlib.AbstractContextManager[None]:
         """Hold the run's live lock (an exclusive ``flock`` on ``runs/<hash>.lock``).
@@ -1874,7 +1879,7 @@ class FileStore:
 
     def held_among(self, runs: builtins.list[tuple[str, str]]) -> set[tuple[str, str]]:
         """The runs among ``runs`` whose live lock a live process holds (``files_held``)."""
-        by_name = {_log_name(w, r)[:-4] + ".lock": (w, r) for w, r in runs}
+        by_name = {_lock_name(w, r): (w, r) for w, r in runs}
         return {by_name[name] for name in files_held(self._runs_path, by_name)}
 
     def delete(self, workflow_id: str, run_id: str) -> None:

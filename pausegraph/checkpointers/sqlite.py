@@ -667,7 +667,7 @@ class SqliteStore:
 
     def held_among(self, runs: builtins.list[tuple[str, str]]) -> set[tuple[str, str]]:
         """The runs among ``runs`` whose live lock a live process holds (``files_held``)."""
-        by_name = {os.path.basename(self._lock_path(w, r)): (w, r) for w, r in runs}
+        by_name = {_lock_name(w, r): (w, r) for w, r in runs}
         return {by_name[name] for name in files_held(self._locks_dir, by_name)}
 
     def sync(self) -> None:
@@ -776,8 +776,12 @@ class SqliteStore:
         return self._guarded(lambda connection: connection.execute(query, args).fetchall())
 
     def _lock_path(self, workflow_id: str, run_id: str) -> str:
-        name = hashlib.sha256(pack([_id(workflow_id), _id(run_id)])).hexdigest()
-        return os.path.join(self._locks_dir, name + ".lock")
+        return os.path.join(self._locks_dir, _lock_name(workflow_id, run_id))
+
+
+def _lock_name(workflow_id: str, run_id: str) -> str:
+    """The name of the run's lock file in ``<path>.locks/``."""
+    return hashlib.sha256(pack([_id(workflow_id), _id(run_id)])).hexdigest() + ".lock"
 
 
 class _Hold:
