@@ -9,6 +9,7 @@ adds one shows up here rather than only in a benchmark.
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import stat
 from collections.abc import Iterator
@@ -162,28 +163,41 @@ def test_the_sqlite_store_updates_a_runs_summary_in_place(tmp_path: Path) -> Non
 
 def test_a_sqlite_append_is_four_statements_and_a_sync_is_none(tmp_path: Path) -> None:
     """An append checks the seq and inserts the frame in one statement; a summary whose
-    status and deadline stay is updated without touching their indexes; ``sync`` syncs
-    the WAL file itself (one ``fdatasync``) rather than committing a transaction."""
+    status and deadline stay is updated without setting them (no index entry written);
+    ``sync`` syncs the WAL file itself (one ``fdatasync``) rather than committing a
+    transaction."""
     store = SqliteCheckpointer(tmp_path / "r.db")
     runner = Runner(GRAPH, store)
     assert isinstance(runner.run("warm"), Paused)
     statements: list[str] = []
-    store.store._connection().set_trace_callback(lambda sql: statements.append(sql.split()[0]))
+    names = {
+        r"INSERT INTO runs\b": "INSERT-RUN",
+        r"INSERT INTO frames\b": "INSERT-FRAME",
+        r"UPDATE runs SET seq = [^,]+, status\b": "SET-SUMMARY",
+        r"UPDATE runs SET seq = [^,]+, updated_ms\b": "UPDATE-ROW",
+    }
+
+    def name(sql: str) -> str:  # the trace has the values in place of the ?s
+        return next((v for k, v in names.items() if re.match(k, sql)), sql.split()[0])
+
+    store.store._connection().set_trace_callback(lambda sql: statements.append(name(sql)))
     assert isinstance(runner.run("r"), Paused)
     run = " ".join(statements)
     statements.clear()
     assert isinstance(runner.resume("r", Resume("yes")), Done)
     resume = " ".join(statements)
-    new, same = "BEGIN INSERT INSERT COMMIT", "BEGIN INSERT UPDATE COMMIT"
-    # the first append after a sync reads the run's summary row first: what a failed
-    # sync puts back
-    first = "BEGIN SELECT INSERT INSERT COMMIT"
-    # run: the run looked up, its input (queued), its pause (paused); no transaction,
-    # no PRAGMA for the syncs, and no query at the lock's release (the call appended)
-    assert run == f"SELECT {first} {new}"
-    # resume: the run looked up, the claim (queued again), a layer (still queued: the
-    # row alone), done
-    assert resume == f"SELECT {first} {same} {new}"
+    # run: the run looked up; its input (queued) as a new row and its first frame, with
+    # no row to read first (a failed sync deletes the run); its pause (paused); no
+    # transaction, no PRAGMA for the syncs, and no query at the lock's release
+    assert run == (
+        "SELECT BEGIN INSERT-RUN INSERT-FRAME COMMIT BEGIN INSERT-FRAME SET-SUMMARY COMMIT"
+    )
+    # resume: the run looked up; the claim (queued again), whose row is read first, as
+    # what a failed sync puts back; a layer (still queued: the row alone); done
+    assert resume == (
+        "SELECT BEGIN SELECT INSERT-FRAME SET-SUMMARY COMMIT "
+        "BEGIN INSERT-FRAME UPDATE-ROW COMMIT BEGIN INSERT-FRAME SET-SUMMARY COMMIT"
+    )
     (summary,) = [s for s in store.summaries() if s.run_id == "r"]
     assert (summary.seq, summary.status) == (5, "done")
 

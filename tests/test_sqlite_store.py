@@ -194,9 +194,10 @@ def test_a_frame_moved_to_another_row_is_a_corrupt_checkpoint_error(
     runner = Runner(_durable_flows.GRAPH, SqliteCheckpointer(db))
     assert isinstance(runner.run("r", _durable_flows.INPUT), Paused)
     with closing(sqlite3.connect(db, isolation_level=None)) as connection:
-        query = "SELECT frame FROM frames WHERE seq = ?"
+        # one run: its frames' ids are its key * 2**32 + their seqs
+        query = "SELECT frame FROM frames WHERE id & 4294967295 = ?"
         (frame,) = connection.execute(query, (source,)).fetchone()
-        connection.execute("UPDATE frames SET frame = ? WHERE seq = ?", (frame, into))
+        connection.execute("UPDATE frames SET frame = ? WHERE id & 4294967295 = ?", (frame, into))
     with pytest.raises(CorruptCheckpointError, match=rf"^checkpoint {into} of run 'r' .* damaged"):
         SqliteCheckpointer(db).load("orders", "r", into)
 

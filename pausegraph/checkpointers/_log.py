@@ -10,6 +10,7 @@ decodes one snapshot and at most ``SNAPSHOT_EVERY`` deltas.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NoReturn
 
 from .._channels import apply_change
 from .._codec import encode_frame
@@ -192,7 +193,7 @@ def rebuild(
     )
 
 
-def refuse_seq(workflow_id: str, run_id: str, seq: int, count: int) -> None:
+def refuse_seq(workflow_id: str, run_id: str, seq: int, count: int) -> NoReturn:
     """Raise for an append of ``seq`` to a run that has ``count`` checkpoints.
 
     A seq the run has is a ``ConflictError`` (another writer got there

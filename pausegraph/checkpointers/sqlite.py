@@ -6,29 +6,44 @@ Theory of operation
 One database file (the standard library's ``sqlite3``) in WAL mode holds
 every run, in two tables::
 
-    frames(workflow, run, seq, super_step, label, timestamp_ms, snapshot, frame,
-           PRIMARY KEY (workflow, run, seq))
-    runs(workflow, run, seq, status, updated_ms, deadline_ms, data,
-         PRIMARY KEY (workflow, run))      -- plus indexes on status and deadline_ms
+    runs(key INTEGER PRIMARY KEY, workflow, run, seq, status, updated_ms,
+         deadline_ms, data, UNIQUE (workflow, run))
+    frames(id INTEGER PRIMARY KEY,       -- the run's key * 2**32 + the seq
+           super_step, label, timestamp_ms, snapshot, frame)
 
-``frames`` holds the frames ``StoreCheckpointer`` encodes (snapshots and
-deltas, as opaque bytes) and ``runs`` each run's latest ``RunSummary``, so
-listing runs, or every run that waits for a person, reads ``runs`` only.
+plus an index of the queued runs (``status = 'queued'``, what a worker looks
+for). ``runs`` holds each run's latest ``RunSummary`` and a key SQLite gives
+it when its first frame goes in; ``frames`` the frames ``StoreCheckpointer``
+encodes (snapshots and deltas, as opaque bytes), each under the id its run's
+key and its seq make. So a frame is one row of one B-tree, stored in its row
+(not in overflow pages, as a ``WITHOUT ROWID`` table would put a frame of
+more than about 1 KB), and an append writes two pages of the database: the
+frame's and the run's row (three when the run enters or leaves the queued
+index, four for a new run). A run's frames are read and deleted by their id
+range, its key looked up in the same statement, so a run deleted and begun
+again under the same key (SQLite reuses the largest) is never read half
+under each. A run holds at most 2**32 - 1 checkpoints and a database 2**31 - 1
+run keys; past either an append is a ``CheckpointError``, nothing written.
+Listing runs, or every run that waits for a person, reads ``runs`` only.
 Ids and labels are stored as UTF-8 BLOBs (``surrogatepass``), so any id,
 a NUL or a lone surrogate included, is stored and compared exactly. The
-schema's version is ``PRAGMA user_version``; a database made by a newer
-pausegraph is refused rather than misread.
+schema's version is ``PRAGMA user_version`` (2); a database of schema 1
+(frames and runs keyed by their ids, with indexes on every status and
+deadline) is rebuilt as 2 in one transaction when it is opened, and one made
+by a newer pausegraph is refused rather than misread.
 
 **An append** is one transaction: ``BEGIN IMMEDIATE`` (the write lock, taken
-up front, so two writers never deadlock upgrading a read), insert the frame
-only if the run's last seq in ``runs`` is the one before it (the check and
-the insert in one statement), write the summary, ``COMMIT``. The summary
-is upserted, or, when this handle last wrote the run the same status and
-deadline, updated with a ``WHERE`` on them (the row alone changes, not the
-indexes on those columns; no row matched means the upsert). If no frame
+up front, so two writers never deadlock upgrading a read), then for a run's
+first frame its row in ``runs`` (the unique key refuses a run that exists)
+and the frame under the key it got; for a later one, the frame inserted only
+if the run's last seq in ``runs`` is the one before it (the check and the
+insert in one statement), then the summary; ``COMMIT``. The summary is
+updated with every column, or, when this handle last wrote the run the same
+status and deadline, with a ``WHERE`` on them (the row alone changes, never
+the index of queued runs; no row matched means the full update). If no frame
 went in, the run's last seq says which refusal it is: ``ConflictError`` for
-a seq it has, ``CheckpointError`` for a gap. The primary key makes the
-claim safe even without the check: a second frame with the same seq cannot
+a seq it has, ``CheckpointError`` for a gap. The frame's id makes the claim
+safe even without the check: a second frame with the same seq cannot
 exist. A failed append (a failed ``COMMIT`` included) rolls back and leaves
 nothing of itself. A writer that finds the database locked waits up to
 ``BUSY_TIMEOUT_S`` (SQLite's busy timeout), then fails with
@@ -132,22 +147,19 @@ from ._lock import (
 from ._log import refuse_seq
 from ._store import FrameInfo, RunSummary
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 BUSY_TIMEOUT_S = 60.0
 
-_SCHEMA = """
-CREATE TABLE frames (
-    workflow BLOB NOT NULL,
-    run BLOB NOT NULL,
-    seq INTEGER NOT NULL,
-    super_step INTEGER NOT NULL,
-    label BLOB NOT NULL,
-    timestamp_ms INTEGER NOT NULL,
-    snapshot INTEGER NOT NULL,
-    frame BLOB NOT NULL,
-    PRIMARY KEY (workflow, run, seq)
-);
-CREATE TABLE runs (
+# A frame's row is keyed by its run's key and its seq in one integer, the table's
+# rowid: one B-tree, each frame stored in its row (a WITHOUT ROWID table keyed
+# (workflow, run, seq) would put a frame of more than about 1 KB in overflow pages
+# of its own), and no second B-tree of keys to write at every append.
+_SEQS = 1 << 32  # seqs a run can have; a frame's id is key * _SEQS + seq
+_MAX_KEY = (1 << 31) - 1  # the largest run key whose frame ids fit SQLite's integers
+
+_RUNS_TABLE = """
+CREATE TABLE {name} (
+    key INTEGER PRIMARY KEY,
     workflow BLOB NOT NULL,
     run BLOB NOT NULL,
     seq INTEGER NOT NULL,
@@ -155,42 +167,83 @@ CREATE TABLE runs (
     updated_ms INTEGER NOT NULL,
     deadline_ms INTEGER,
     data BLOB NOT NULL,
-    PRIMARY KEY (workflow, run)
-);
-CREATE INDEX runs_by_status ON runs (status);
-CREATE INDEX runs_by_deadline ON runs (deadline_ms);
-CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
-INSERT INTO meta VALUES ('syncs', 0);
-"""
-
-# The run's summary, updated where it is (SQLite 3.24 or later): ``INSERT OR REPLACE``
-# deletes the row and inserts it again, in the table and in its three indexes, at
-# every append, which cost about a tenth more of SQLite's CPU time a cycle
-# (docs/storage.md, "The SQLite store").
-_UPSERT_SUMMARY = (
-    "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (workflow, run) DO UPDATE SET "
-    "seq = excluded.seq, status = excluded.status, updated_ms = excluded.updated_ms, "
-    "deadline_ms = excluded.deadline_ms, data = excluded.data"
+    UNIQUE (workflow, run)
+)"""
+_FRAMES_TABLE = """
+CREATE TABLE {name} (
+    id INTEGER PRIMARY KEY,
+    super_step INTEGER NOT NULL,
+    label BLOB NOT NULL,
+    timestamp_ms INTEGER NOT NULL,
+    snapshot INTEGER NOT NULL,
+    frame BLOB NOT NULL
+)"""
+# Only queued runs are in the status index (what a worker looks for at every poll):
+# an append that leaves a run's status as it was writes no index page, and one that
+# moves it between two other statuses neither. Other listings read the table.
+_QUEUED_INDEX = "CREATE INDEX runs_queued ON runs (status) WHERE status = 'queued'"
+_SCHEMA = (
+    _RUNS_TABLE.format(name="runs"),
+    _FRAMES_TABLE.format(name="frames"),
+    _QUEUED_INDEX,
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+    "INSERT INTO meta VALUES ('syncs', 0)",
+)
+# Schema 1 (frames and runs keyed by their ids, each with a second B-tree of keys,
+# indexes on every status and deadline) becomes 2 in one transaction: the runs get
+# keys in the order of their ids, and their frames the ids those keys give.
+_FROM_SCHEMA_1 = (
+    _RUNS_TABLE.format(name="runs_2"),
+    "INSERT INTO runs_2 (workflow, run, seq, status, updated_ms, deadline_ms, data) "
+    "SELECT workflow, run, seq, status, updated_ms, deadline_ms, data FROM runs "
+    "ORDER BY workflow, run",
+    _FRAMES_TABLE.format(name="frames_2"),
+    "INSERT INTO frames_2 SELECT r.key * 4294967296 + f.seq, f.super_step, f.label, "
+    "f.timestamp_ms, f.snapshot, f.frame FROM frames AS f JOIN runs_2 AS r "
+    "ON r.workflow = f.workflow AND r.run = f.run",
+    "DROP TABLE frames",
+    "DROP TABLE runs",
+    "ALTER TABLE runs_2 RENAME TO runs",
+    "ALTER TABLE frames_2 RENAME TO frames",
+    _QUEUED_INDEX,
 )
 
-# The frame, inserted only if the run's last seq (0 for a new run) is the one before
-# it: the check and the insert in one statement. No row inserted means a seq the run
-# has or a gap, told apart by _LAST_SEQ; the primary key refuses a taken seq anyway.
+# A run's first frame: its row in runs first (the unique key refuses a run that
+# exists), then the frame under the key that row got.
+_INSERT_RUN = (
+    "INSERT INTO runs (workflow, run, seq, status, updated_ms, deadline_ms, data) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+_INSERT_FRAME = "INSERT INTO frames VALUES (?, ?, ?, ?, ?, ?)"
+
+# A later frame, inserted only if the run's last seq is the one before it: the check
+# and the insert in one statement. No row inserted means a seq the run has or a gap
+# (or no run), told apart by _LAST_SEQ; the rowid refuses a taken seq anyway.
 _INSERT_NEXT_FRAME = (
-    "INSERT INTO frames SELECT ?, ?, ?, ?, ?, ?, ?, ? "
-    "WHERE coalesce((SELECT seq FROM runs WHERE workflow = ? AND run = ?), 0) = ?"
+    "INSERT INTO frames SELECT key * 4294967296 + ?, ?, ?, ?, ?, ? FROM runs "
+    "WHERE workflow = ? AND run = ? AND seq = ?"
 )
 _LAST_SEQ = "SELECT seq FROM runs WHERE workflow = ? AND run = ?"
 
+# The run's summary, every column. SQLite rewrites the index entries of every column
+# an UPDATE sets, changed or not: setting the status writes a page of the index of
+# queued runs even when the status stays.
+_SET_SUMMARY = (
+    "UPDATE runs SET seq = ?, status = ?, updated_ms = ?, deadline_ms = ?, data = ? "
+    "WHERE workflow = ? AND run = ?"
+)
 # The summary of a run whose status and deadline stay as they are: only the row
-# changes, not the indexes on status and deadline (the upsert sets those columns, and
-# SQLite rewrites the index entries of every column an UPDATE sets, changed or not:
-# two WAL pages of the five an append writes). Tried when this handle last wrote that
-# status and deadline; the WHERE decides, and nothing updated means the upsert.
+# changes. Tried when this handle last wrote that status and deadline; the WHERE
+# decides, and nothing updated means _SET_SUMMARY.
 _UPDATE_SUMMARY = (
     "UPDATE runs SET seq = ?, updated_ms = ?, data = ? "
     "WHERE workflow = ? AND run = ? AND status = ? AND deadline_ms IS ?"
 )
+
+# The first frame id of a run (NULL for no run), in the statement that reads or
+# deletes its frames, so that a run deleted and begun again under a new key in
+# between is never read half under each
+_FIRST_ID = "(SELECT key * 4294967296 FROM runs WHERE workflow = ? AND run = ?)"
 _MAX_KEPT = 1024  # runs whose last written status and deadline a handle remembers
 
 _T = TypeVar("_T")
@@ -316,12 +369,14 @@ def _take_back_run(
             connection.execute("ROLLBACK")
             return found is None  # gone already: nothing of it is read
         connection.execute(
-            "DELETE FROM frames WHERE workflow = ? AND run = ? AND seq >= ?", (*ids, unsynced.first)
+            f"DELETE FROM frames WHERE id BETWEEN {_FIRST_ID} + ? AND {_FIRST_ID} + 4294967295",
+            (*ids, unsynced.first, *ids),
         )
         if unsynced.before is None:
             connection.execute("DELETE FROM runs WHERE workflow = ? AND run = ?", ids)
         else:
-            connection.execute(_UPSERT_SUMMARY, unsynced.before)
+            _, _, seq, status, updated_ms, deadline_ms, data = unsynced.before
+            connection.execute(_SET_SUMMARY, (seq, status, updated_ms, deadline_ms, data, *ids))
         connection.execute("COMMIT")
     except BaseException:
         if connection.in_transaction:
@@ -492,11 +547,10 @@ class SqliteStore:
             return
         with self._transaction(connection):
             version = connection.execute("PRAGMA user_version").fetchone()[0]
-            if version == 0:
-                # executescript would commit first: run the statements one by one
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        connection.execute(statement)
+            if version in (0, 1):
+                # executescript would commit first: one statement at a time
+                for statement in _SCHEMA if version == 0 else _FROM_SCHEMA_1:
+                    connection.execute(statement)
                 connection.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             elif version > SCHEMA_VERSION:
                 msg = (
@@ -509,8 +563,11 @@ class SqliteStore:
 
     def append(self, info: FrameInfo, frame: bytes, summary: RunSummary) -> None:
         ids = (_id(summary.workflow_id), _id(summary.run_id))
-        row = (*ids, info.seq, info.super_step, _id(info.label), info.timestamp_ms,
-               int(info.snapshot), frame, *ids, info.seq - 1)  # fmt: skip
+        seq = info.seq
+        if seq >= _SEQS:
+            msg = f"SQLite store cannot keep checkpoint {seq} of run {summary.run_id!r}: "
+            msg += f"a run's checkpoints are numbered 1 to {_SEQS - 1} here"
+            raise CheckpointError(msg)
         # written out rather than through _guarded and _transaction: four statements
         # a checkpoint (five for a run's first since a sync), and the wrappers' calls
         # cost about as much as one of them
@@ -523,28 +580,45 @@ class SqliteStore:
             pending.acquire()
             try:
                 before: _Row | None = None
-                first = ids not in self._unsynced
-                if first:  # what a failed sync puts back (see sync)
-                    before = connection.execute(_SUMMARY_ROW, ids).fetchone()
-                try:
-                    # the frame goes in only if the run's last seq is the one before it
-                    inserted = connection.execute(_INSERT_NEXT_FRAME, row).rowcount
-                except sqlite3.IntegrityError:  # the primary key: the seq is taken
-                    refuse_seq(summary.workflow_id, summary.run_id, info.seq, info.seq)
-                if inserted != 1:  # a seq the run has, or a gap: which one says the count
-                    found = connection.execute(_LAST_SEQ, ids).fetchone()
-                    count = 0 if found is None else int(found[0])
-                    refuse_seq(summary.workflow_id, summary.run_id, info.seq, count)
                 kept = (summary.status, summary.deadline_ms)
-                updated = self._kept.get(ids) == kept and connection.execute(
-                    _UPDATE_SUMMARY, (summary.seq, summary.updated_ms, summary.data, *ids, *kept)
-                ).rowcount == 1  # fmt: skip
-                if not updated:
+                if seq == 1:  # a new run: nothing to put back if a sync fails but its removal
+                    try:
+                        key = connection.execute(
+                            _INSERT_RUN,
+                            (*ids, seq, summary.status, summary.updated_ms,
+                             summary.deadline_ms, summary.data),
+                        ).lastrowid  # fmt: skip
+                    except sqlite3.IntegrityError:  # the run exists
+                        self._refuse(connection, summary, seq, ids)
+                    if key is None or key > _MAX_KEY:
+                        msg = f"SQLite store {self.path!r} has no run key left for "
+                        msg += f"run {summary.run_id!r}: move its runs to a new database"
+                        raise CheckpointError(msg)
                     connection.execute(
-                        _UPSERT_SUMMARY,
-                        (*ids, summary.seq, summary.status, summary.updated_ms,
-                         summary.deadline_ms, summary.data),
+                        _INSERT_FRAME,
+                        (key * _SEQS + 1, info.super_step, _id(info.label), info.timestamp_ms,
+                         int(info.snapshot), frame),
                     )  # fmt: skip
+                else:
+                    if ids not in self._unsynced:  # what a failed sync puts back (see sync)
+                        before = connection.execute(_SUMMARY_ROW, ids).fetchone()
+                    # the frame goes in only if the run's last seq is the one before it
+                    inserted = connection.execute(
+                        _INSERT_NEXT_FRAME,
+                        (seq, info.super_step, _id(info.label), info.timestamp_ms,
+                         int(info.snapshot), frame, *ids, seq - 1),
+                    ).rowcount  # fmt: skip
+                    if inserted != 1:
+                        self._refuse(connection, summary, seq, ids)
+                    updated = self._kept.get(ids) == kept and connection.execute(
+                        _UPDATE_SUMMARY, (seq, summary.updated_ms, summary.data, *ids, *kept)
+                    ).rowcount == 1  # fmt: skip
+                    if not updated:
+                        connection.execute(
+                            _SET_SUMMARY,
+                            (seq, summary.status, summary.updated_ms, summary.deadline_ms,
+                             summary.data, *ids),
+                        )  # fmt: skip
                 connection.execute("COMMIT")
             except BaseException:
                 pending.release()
@@ -577,11 +651,19 @@ class SqliteStore:
         finally:
             pending.release()
 
+    @staticmethod
+    def _refuse(
+        connection: sqlite3.Connection, summary: RunSummary, seq: int, ids: tuple[bytes, bytes]
+    ) -> NoReturn:
+        """Refuse an append of ``seq``, not the run's next: the run's last seq says how."""
+        found = connection.execute(_LAST_SEQ, ids).fetchone()
+        refuse_seq(summary.workflow_id, summary.run_id, seq, 0 if found is None else found[0])
+
     def frames(self, workflow_id: str, run_id: str) -> builtins.list[FrameInfo]:
         rows = self._rows(
-            "SELECT seq, super_step, label, timestamp_ms, snapshot, length(frame) FROM frames "
-            "WHERE workflow = ? AND run = ? ORDER BY seq",
-            (_id(workflow_id), _id(run_id)),
+            "SELECT id & 4294967295, super_step, label, timestamp_ms, snapshot, length(frame) "
+            f"FROM frames WHERE id BETWEEN {_FIRST_ID} AND {_FIRST_ID} + 4294967295 ORDER BY id",
+            (_id(workflow_id), _id(run_id)) * 2,
         )
         try:
             return [
@@ -592,10 +674,14 @@ class SqliteStore:
             self._not_text(exc)
 
     def read(self, workflow_id: str, run_id: str, first: int, last: int) -> builtins.list[bytes]:
+        first, last = max(first, 0), min(last, _SEQS - 1)
+        if first > last:
+            return []
+        ids = (_id(workflow_id), _id(run_id))
         rows = self._rows(
-            "SELECT frame FROM frames WHERE workflow = ? AND run = ? AND seq BETWEEN ? AND ? "
-            "ORDER BY seq",
-            (_id(workflow_id), _id(run_id), first, last),
+            f"SELECT frame FROM frames WHERE id BETWEEN {_FIRST_ID} + ? AND {_FIRST_ID} + ? "
+            "ORDER BY id",
+            (*ids, first, *ids, last),
         )
         return [bytes(frame) for (frame,) in rows]
 
@@ -607,7 +693,9 @@ class SqliteStore:
         if workflow_id is not None:
             where.append("workflow = ?")
             args.append(_id(workflow_id))
-        if status is not None:
+        if status == "queued":  # written out, so that SQLite uses the index of queued runs
+            where.append("status = 'queued'")
+        elif status is not None:
             where.append("status = ?")
             args.append(status)
         query = "SELECT workflow, run, seq, status, updated_ms, deadline_ms, data FROM runs"
@@ -636,7 +724,10 @@ class SqliteStore:
 
         def delete(connection: sqlite3.Connection) -> None:
             with self._transaction(connection):
-                connection.execute("DELETE FROM frames WHERE workflow = ? AND run = ?", ids)
+                connection.execute(
+                    f"DELETE FROM frames WHERE id BETWEEN {_FIRST_ID} AND {_FIRST_ID} + 4294967295",
+                    ids * 2,
+                )
                 connection.execute("DELETE FROM runs WHERE workflow = ? AND run = ?", ids)
 
         self._guarded(delete)
@@ -833,10 +924,12 @@ class SqliteCheckpointer(StoreCheckpointer):
         runner = Runner(graph, SqliteCheckpointer("runs.db"))
 
     Many runs live in one file, in WAL mode; ``save`` is conditional on the
-    seq (the table's primary key), the live lock of a running run is an
+    seq (part of the frame's primary key), the live lock of a running run is an
     ``flock`` in ``<path>.locks/``, and every checkpoint is on disk before
     anything outside the process can see it. The database must be on a
-    local disk. See docs/storage.md, "The SQLite store".
+    local disk; one made by an earlier pausegraph (schema 1) is upgraded in
+    place when opened. A run keeps at most 2**32 - 1 checkpoints here
+    (``CheckpointError`` past that). See docs/storage.md, "The SQLite store".
     """
 
     store: SqliteStore
