@@ -115,6 +115,30 @@ class FsyncFloor:
         self._file.close()
 
 
+class CreateFloor:
+    """Creating one new file (``O_CREAT | O_EXCL``, then closing it) in ``directory``.
+
+    A new run on the file store creates two files (its log and its lock file),
+    on the SQLite store one (its lock file): what that costs depends on the
+    file system's state as much as on the disk (ext4 slows down when it has
+    to hunt for a free inode near a crowded directory), so the figure is
+    printed with the floor, measured beside the cycles.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        directory.mkdir()
+        self._directory = directory
+        self._n = 0
+
+    def _op(self) -> None:
+        self._n += 1
+        flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+        os.close(os.open(self._directory / f"{self._n:064x}.log", flags, 0o644))
+
+    def prepare(self) -> Work:
+        return self._op
+
+
 class Bench:
     """Runs the workloads, one table each, remembering figures the floor table reuses.
 
@@ -243,11 +267,13 @@ class Bench:
             kinds.append("sqlite")
         for kind in kinds:
             plan.update(self._pg_cycles(kind))
+        plan["create"] = CreateFloor(self.scratch.new("create-floor")).prepare
         try:
             t = self.measure(plan)
         finally:
             for saver in savers:
                 saver.conn.close()
+        self.results["create"] = t["create"]
         table = Table(
             "3. pause/resume cycle: start, pause at an interrupt, resume, finish",
             ("pausegraph", "LangGraph"),
@@ -486,6 +512,13 @@ class Bench:
                 "append + os.fsync, 1 KB write bytes",
                 fmt_time(fsync_big),
                 fmt_bytes(len(big_bytes)),
+            )
+        )
+
+        floor.add(
+            Row(
+                "create a file (O_EXCL), timed beside workload 3",
+                fmt_time(r.get("create")),
             )
         )
 
