@@ -8,7 +8,7 @@ schema 1 (frames and runs keyed by their ids) is upgraded when it is opened.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Generator, Mapping
+from collections.abc import Callable, Generator, Mapping
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ import pytest
 
 from pausegraph import (
     CheckpointError,
+    CorruptCheckpointError,
     Done,
     Graph,
     Interrupt,
@@ -179,3 +180,104 @@ def test_queued_runs_are_listed_through_their_index(tmp_path: Path) -> None:
     with closing(sqlite3.connect(tmp_path / "runs.db")) as db:
         plan = " ".join(str(row) for row in db.execute(f"EXPLAIN QUERY PLAN {query}"))
     assert "USING INDEX runs_queued" in plan
+
+
+@pytest.mark.parametrize(
+    ("edit", "what"),
+    [
+        ("DELETE FROM runs WHERE run = x'7231'", "a frame whose run has no row in runs"),
+        ("UPDATE frames SET seq = -1 WHERE run = x'7231' AND seq = 1", "a frame whose seq"),
+        ("UPDATE frames SET seq = 4294967298 WHERE run = x'7231' AND seq = 1", "a frame whose seq"),
+    ],
+)
+def test_a_damaged_schema_1_database_is_refused_and_left_as_it_is(
+    tmp_path: Path, edit: str, what: str
+) -> None:
+    # the upgrade would drop such a frame, or file it under another run's key
+    store = SqliteCheckpointer(tmp_path / "new.db")
+    runner = Runner(_graph(), store)
+    for n in range(3):
+        assert isinstance(runner.run(f"r{n}", {"n": n}), Paused)
+    store.close()
+    old = tmp_path / "old.db"
+    _to_schema_1(tmp_path / "new.db", old)
+    with closing(sqlite3.connect(old)) as db:
+        db.execute(edit)
+        db.commit()
+
+    def content() -> list[str]:
+        with closing(sqlite3.connect(old)) as db:
+            return [*db.iterdump(), str(db.execute("PRAGMA user_version").fetchone())]
+
+    before = content()
+    with pytest.raises(CorruptCheckpointError, match=rf"old\.db.*{what}.*not upgraded"):
+        SqliteCheckpointer(old)
+    assert content() == before
+    assert before[-1] == "(1,)"
+
+
+def test_a_failed_sync_removes_a_run_begun_again_after_another_handle_deleted_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # this handle's unsynced append to the run deleted since must not be what the
+    # failed sync puts back onto the run begun again
+    mine = SqliteCheckpointer(tmp_path / "runs.db").store
+    theirs = SqliteCheckpointer(tmp_path / "runs.db").store
+    for seq in (1, 2):
+        mine.append(_info(seq), b"old", _summary("x", seq))
+    mine.sync()
+    mine.append(_info(3), b"old", _summary("x", 3))
+    theirs.delete("w", "x")
+    mine.append(_info(1), b"new", _summary("x", 1))
+
+    def eio(fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr("os.fdatasync", eio)
+    with pytest.raises(CheckpointError, match="nothing of the checkpoints saved since"):
+        mine.sync()
+    monkeypatch.undo()
+    for store in (mine, theirs):
+        assert store.frames("w", "x") == []
+        assert store.runs() == []
+
+
+_PAUSED_RUN = "(SELECT key FROM runs WHERE run = x'7230') * 4294967296"
+
+
+@pytest.mark.parametrize(
+    ("edit", "listed"),
+    [
+        # the listing reads the ids and the summary's bytes; the run is read from frames
+        ("UPDATE runs SET run = 'r0' WHERE run = x'7230'", True),  # an id that is no BLOB
+        ("UPDATE runs SET data = 'abc' WHERE run = x'7230'", True),
+        ("UPDATE runs SET seq = 'abc' WHERE run = x'7230'", False),
+        (f"UPDATE frames SET label = 'input' WHERE id = {_PAUSED_RUN} + 1", False),
+        (f"UPDATE frames SET frame = 'abc' WHERE id = {_PAUSED_RUN} + 2", False),
+        (f"UPDATE frames SET super_step = 'one' WHERE id = {_PAUSED_RUN} + 2", False),
+        (f"DELETE FROM frames WHERE id = {_PAUSED_RUN} + 3", False),  # the last: a row says 3
+        (f"DELETE FROM frames WHERE id = {_PAUSED_RUN} + 2", False),  # a gap
+        (f"DELETE FROM frames WHERE id BETWEEN {_PAUSED_RUN} AND {_PAUSED_RUN} + 9", False),
+    ],
+)
+def test_a_value_pausegraph_did_not_write_is_a_corrupt_checkpoint_error_naming_the_file(
+    tmp_path: Path, edit: str, listed: bool
+) -> None:
+    db = tmp_path / "runs.db"
+    runner = Runner(_graph(), SqliteCheckpointer(db))
+    assert isinstance(runner.run("r0", {"n": 1}), Paused)
+    with closing(sqlite3.connect(db)) as connection:
+        connection.execute(edit)
+        connection.commit()
+    store = SqliteCheckpointer(db)
+    again = Runner(_graph(), store)
+    reads: list[Callable[[], object]] = [store.summaries]
+    if not listed:
+        reads = [
+            lambda: again.state("r0"),
+            lambda: again.history("r0"),
+            lambda: again.resume("r0", Resume("yes")),
+        ]
+    for read in reads:
+        with pytest.raises(CorruptCheckpointError, match=r"runs\.db.* Restore it from a backup"):
+            read()

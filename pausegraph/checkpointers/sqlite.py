@@ -240,6 +240,17 @@ _UPDATE_SUMMARY = (
     "WHERE workflow = ? AND run = ? AND status = ? AND deadline_ms IS ?"
 )
 
+# A run's frames with its row's seq (which must be the last frame's): one row with
+# NULL frame columns for a row with no frame, none for no run
+_FRAMES = (
+    "SELECT f.id & 4294967295, f.super_step, f.label, f.timestamp_ms, f.snapshot, "
+    "length(f.frame), typeof(f.super_step) = 'integer' AND typeof(f.timestamp_ms) = 'integer' "
+    "AND typeof(f.snapshot) = 'integer' AND typeof(f.frame) = 'blob', r.seq "
+    "FROM runs AS r LEFT JOIN frames AS f "
+    "ON f.id BETWEEN r.key * 4294967296 AND r.key * 4294967296 + 4294967295 "
+    "WHERE r.workflow = ? AND r.run = ? ORDER BY f.id"
+)
+
 # The first frame id of a run (NULL for no run), in the statement that reads or
 # deletes its frames, so that a run deleted and begun again under a new key in
 # between is never read half under each
@@ -501,14 +512,23 @@ class SqliteStore:
         except sqlite3.Error as exc:
             self._raise(exc)
 
-    def _not_text(self, exc: UnicodeDecodeError) -> NoReturn:
-        """``CorruptCheckpointError`` for an id or label column whose bytes are not UTF-8."""
+    def _damaged(self, what: str) -> NoReturn:
+        """``CorruptCheckpointError`` for a database whose content pausegraph did not write."""
         msg = (
-            f"{self.path!r} is not a usable pausegraph SQLite store: an id or label holds "
-            f"bytes that are not UTF-8 ({exc.reason} at byte {exc.start}). "
+            f"{self.path!r} is not a usable pausegraph SQLite store: {what}. "
             "Restore it from a backup"
         )
         raise CorruptCheckpointError(msg) from None
+
+    def _not_text(self, exc: UnicodeDecodeError) -> NoReturn:
+        """``CorruptCheckpointError`` for an id or label column whose bytes are not UTF-8."""
+        self._damaged(
+            f"an id or label holds bytes that are not UTF-8 ({exc.reason} at byte {exc.start})"
+        )
+
+    def _wrong_type(self, table: str) -> NoReturn:
+        """``CorruptCheckpointError`` for a column holding a value of another type than ours."""
+        self._damaged(f"a row of {table} holds a value of another type than pausegraph writes")
 
     def _raise(self, exc: sqlite3.Error) -> NoReturn:
         """Raise SQLite's error as ours: ``CorruptCheckpointError`` for a damaged file."""
@@ -548,6 +568,8 @@ class SqliteStore:
         with self._transaction(connection):
             version = connection.execute("PRAGMA user_version").fetchone()[0]
             if version in (0, 1):
+                if version == 1:
+                    self._check_schema_1(connection)
                 # executescript would commit first: one statement at a time
                 for statement in _SCHEMA if version == 0 else _FROM_SCHEMA_1:
                     connection.execute(statement)
@@ -558,6 +580,28 @@ class SqliteStore:
                     f"this pausegraph's {SCHEMA_VERSION}: upgrade pausegraph to open it"
                 )
                 raise CheckpointError(msg)
+
+    def _check_schema_1(self, connection: sqlite3.Connection) -> None:
+        """Refuse to upgrade a schema-1 database whose frames schema 2 cannot hold as they are.
+
+        A frame whose run has no row, or whose seq is outside 1 to 2**32 - 1,
+        would be dropped or read as another run's: the file is damaged, and
+        the upgrade leaves it as it is (``CorruptCheckpointError``).
+        """
+        for query, what in (
+            (
+                "SELECT 1 FROM frames AS f WHERE NOT EXISTS (SELECT 1 FROM runs AS r "
+                "WHERE r.workflow = f.workflow AND r.run = f.run) LIMIT 1",
+                "a frame whose run has no row in runs",
+            ),
+            (
+                "SELECT 1 FROM frames WHERE typeof(seq) != 'integer' OR seq < 1 "
+                "OR seq > 4294967295 LIMIT 1",
+                "a frame whose seq is not a number from 1 to 4294967295",
+            ),
+        ):
+            if connection.execute(query).fetchone() is not None:
+                self._damaged(f"{what}; it was not upgraded to schema {SCHEMA_VERSION}")
 
     # --- the Store protocol ---------------------------------------------------------
 
@@ -635,8 +679,10 @@ class SqliteStore:
             raise
         try:
             unsynced = self._unsynced.get(ids)
-            if unsynced is None:
-                self._unsynced[ids] = _Unsynced(info.seq, info.seq, before)
+            if unsynced is None or seq == 1:
+                # a run begun (again: another handle may have deleted the one this
+                # handle appended to): a failed sync removes it whole
+                self._unsynced[ids] = _Unsynced(seq, seq, before)
             else:
                 unsynced.last = info.seq
             with self._lock:
@@ -651,27 +697,41 @@ class SqliteStore:
         finally:
             pending.release()
 
-    @staticmethod
     def _refuse(
-        connection: sqlite3.Connection, summary: RunSummary, seq: int, ids: tuple[bytes, bytes]
+        self,
+        connection: sqlite3.Connection,
+        summary: RunSummary,
+        seq: int,
+        ids: tuple[bytes, bytes],
     ) -> NoReturn:
         """Refuse an append of ``seq``, not the run's next: the run's last seq says how."""
         found = connection.execute(_LAST_SEQ, ids).fetchone()
-        refuse_seq(summary.workflow_id, summary.run_id, seq, 0 if found is None else found[0])
+        count = 0 if found is None else found[0]
+        if type(count) is not int:
+            self._wrong_type("runs")
+        refuse_seq(summary.workflow_id, summary.run_id, seq, count)
 
     def frames(self, workflow_id: str, run_id: str) -> builtins.list[FrameInfo]:
-        rows = self._rows(
-            "SELECT id & 4294967295, super_step, label, timestamp_ms, snapshot, length(frame) "
-            f"FROM frames WHERE id BETWEEN {_FIRST_ID} AND {_FIRST_ID} + 4294967295 ORDER BY id",
-            (_id(workflow_id), _id(run_id)) * 2,
-        )
+        rows = self._rows(_FRAMES, (_id(workflow_id), _id(run_id)))
+        if not rows:
+            return []
+        last = rows[-1]
+        if last[0] is None:  # a row in runs, no frame
+            self._damaged(f"run {run_id!r} of workflow {workflow_id!r} has no frame left")
+        if last[-1] != last[0] or len(rows) != last[0]:
+            seqs = f"frames {rows[0][0]} to {last[0]} ({len(rows)} of them)"
+            self._damaged(f"run {run_id!r} has {seqs} where its row in runs says {last[-1]!r}")
         try:
             return [
                 FrameInfo(s, step, _str(label), t, bool(snap), n)
-                for s, step, label, t, snap, n in rows
+                if ours
+                else self._wrong_type("frames")
+                for s, step, label, t, snap, n, ours, _ in rows
             ]
         except UnicodeDecodeError as exc:
             self._not_text(exc)
+        except AttributeError:  # a label that is not a BLOB
+            self._wrong_type("frames")
 
     def read(self, workflow_id: str, run_id: str, first: int, last: int) -> builtins.list[bytes]:
         first, last = max(first, 0), min(last, _SEQS - 1)
@@ -683,7 +743,10 @@ class SqliteStore:
             "ORDER BY id",
             (*ids, first, *ids, last),
         )
-        return [bytes(frame) for (frame,) in rows]
+        try:
+            return [frame if type(frame) is bytes else bytes(frame) for (frame,) in rows]
+        except TypeError:  # a frame that is not a BLOB
+            self._wrong_type("frames")
 
     def runs(
         self, *, workflow_id: str | None = None, status: str | None = None
@@ -718,6 +781,8 @@ class SqliteStore:
             ]
         except UnicodeDecodeError as exc:
             self._not_text(exc)
+        except (AttributeError, TypeError):  # an id or a summary that is not a BLOB
+            self._wrong_type("runs")
 
     def delete(self, workflow_id: str, run_id: str) -> None:
         ids = (_id(workflow_id), _id(run_id))
