@@ -625,7 +625,7 @@ class SqliteStore:
             try:
                 before: _Row | None = None
                 kept = (summary.status, summary.deadline_ms)
-                if seq == 1:  # a new run: nothing to put back if a sync fails but its removal
+                if seq == 1:  # a new run: no row to read first (a failed sync removes the run)
                     try:
                         key = connection.execute(
                             _INSERT_RUN,
