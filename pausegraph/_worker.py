@@ -25,7 +25,7 @@ from ._graph import Graph
 from ._inbox import run_summaries
 from ._runner import Runner
 from ._values import named
-from .checkpointers import Checkpointer
+from .checkpointers import Checkpointer, RunSummary
 from .checkpointers._checkpointer import checked_checkpointer
 from .errors import (
     CheckpointError,
@@ -39,6 +39,12 @@ from .errors import (
 )
 
 logger = logging.getLogger("pausegraph")
+
+
+def _oldest_first(summary: RunSummary) -> tuple[int, str]:
+    """A poll's order: the run queued first (its last checkpoint's time), then by run id."""
+    return summary.updated_ms, summary.run_id
+
 
 #: How long a worker leaves a run it could not move (seconds), unless it changes.
 STUCK_RETRY_S = 60.0
@@ -129,7 +135,8 @@ class Worker:
         """Go once over the store; return how many runs were moved.
 
         Drives every queued run of the graphs to its next pause or end, one
-        run at a time, then ticks each graph's passed deadlines. A run whose
+        run at a time, oldest first (by the time of its last checkpoint, then
+        by run id), then ticks each graph's passed deadlines. A run whose
         step failed (left ``"failed"`` and logged) is not counted, as
         ``Runner.tick`` leaves it out of its result. A run held
         by another driver is skipped. ``stop`` (a ``threading.Event``), when
@@ -145,7 +152,9 @@ class Worker:
         for name, runner in self.runners.items():
             if stop is not None and stop.is_set():
                 return len(moved)
-            for summary in run_summaries(self.checkpointer, workflow_id=name, status="queued"):
+            queued = run_summaries(self.checkpointer, workflow_id=name, status="queued")
+            queued.sort(key=_oldest_first)  # the same order on every store
+            for summary in queued:
                 if stop is not None and stop.is_set():
                     return len(moved)
                 stuck = self._stuck.get((name, summary.run_id))

@@ -87,6 +87,17 @@ def test_poll_drives_queued_runs_and_submitted_answers(store: Checkpointer) -> N
     assert sorted(CALLS) == [0, 1, 2]
 
 
+def test_poll_drives_the_oldest_queued_run_first_then_by_run_id(store: Checkpointer) -> None:
+    # the same order on every store (the file store lists its runs in another order)
+    now = [0]
+    web = Runner(graph(), store, clock=lambda: now[0])
+    for run_id, at in [("r1", 5_000), ("aaa", 5_000), ("Z", 3_000), ("m", 7_000), ("b", 5_000)]:
+        now[0] = at
+        web.start(run_id, {"order": run_id})
+    assert Worker(store, [graph()], clock=lambda: now[0]).poll() == 5
+    assert CALLS == ["Z", "aaa", "b", "r1", "m"]
+
+
 def test_poll_skips_a_run_another_driver_holds(store: Checkpointer) -> None:
     Runner(graph(), store).start("r", {"order": 1})
     worker = Worker(store, [graph()])
