@@ -198,7 +198,7 @@ _FROM_SCHEMA_1 = (
     "SELECT workflow, run, seq, status, updated_ms, deadline_ms, data FROM runs "
     "ORDER BY workflow, run",
     _FRAMES_TABLE.format(name="frames_2"),
-    "INSERT INTO frames_2 SELECT r.key * 4294967296 + f.seq, f.super_step, f.label, "
+    f"INSERT INTO frames_2 SELECT r.key * {_SEQS} + f.seq, f.super_step, f.label, "
     "f.timestamp_ms, f.snapshot, f.frame FROM frames AS f JOIN runs_2 AS r "
     "ON r.workflow = f.workflow AND r.run = f.run",
     "DROP TABLE frames",
@@ -220,7 +220,7 @@ _INSERT_FRAME = "INSERT INTO frames VALUES (?, ?, ?, ?, ?, ?)"
 # and the insert in one statement. No row inserted means a seq the run has or a gap
 # (or no run), told apart by _LAST_SEQ; the rowid refuses a taken seq anyway.
 _INSERT_NEXT_FRAME = (
-    "INSERT INTO frames SELECT key * 4294967296 + ?, ?, ?, ?, ?, ? FROM runs "
+    f"INSERT INTO frames SELECT key * {_SEQS} + ?, ?, ?, ?, ?, ? FROM runs "
     "WHERE workflow = ? AND run = ? AND seq = ?"
 )
 _LAST_SEQ = "SELECT seq FROM runs WHERE workflow = ? AND run = ?"
@@ -243,18 +243,20 @@ _UPDATE_SUMMARY = (
 # A run's frames with its row's seq (which must be the last frame's): one row with
 # NULL frame columns for a row with no frame, none for no run
 _FRAMES = (
-    "SELECT f.id & 4294967295, f.super_step, f.label, f.timestamp_ms, f.snapshot, "
+    f"SELECT f.id & {_SEQS - 1}, f.super_step, f.label, f.timestamp_ms, f.snapshot, "
     "length(f.frame), typeof(f.super_step) = 'integer' AND typeof(f.timestamp_ms) = 'integer' "
     "AND typeof(f.snapshot) = 'integer' AND typeof(f.frame) = 'blob', r.seq "
     "FROM runs AS r LEFT JOIN frames AS f "
-    "ON f.id BETWEEN r.key * 4294967296 AND r.key * 4294967296 + 4294967295 "
+    f"ON f.id BETWEEN r.key * {_SEQS} AND r.key * {_SEQS} + {_SEQS - 1} "
     "WHERE r.workflow = ? AND r.run = ? ORDER BY f.id"
 )
 
-# The first frame id of a run (NULL for no run), in the statement that reads or
-# deletes its frames, so that a run deleted and begun again under a new key in
-# between is never read half under each
-_FIRST_ID = "(SELECT key * 4294967296 FROM runs WHERE workflow = ? AND run = ?)"
+# A run's frames from one seq to another: the workflow, run and first seq, then the
+# workflow, run and last seq, bound in that order. The run's key is looked up in the
+# statement that reads or deletes the frames, so that a run deleted and begun again
+# under a new key in between is never read half under each.
+_FIRST_ID = f"(SELECT key * {_SEQS} FROM runs WHERE workflow = ? AND run = ?)"
+_SEQ_RANGE = f"id BETWEEN {_FIRST_ID} + ? AND {_FIRST_ID} + ?"
 _MAX_KEPT = 1024  # runs whose last written status and deadline a handle remembers
 
 _T = TypeVar("_T")
@@ -380,8 +382,7 @@ def _take_back_run(
             connection.execute("ROLLBACK")
             return found is None  # gone already: nothing of it is read
         connection.execute(
-            f"DELETE FROM frames WHERE id BETWEEN {_FIRST_ID} + ? AND {_FIRST_ID} + 4294967295",
-            (*ids, unsynced.first, *ids),
+            f"DELETE FROM frames WHERE {_SEQ_RANGE}", (*ids, unsynced.first, *ids, _SEQS - 1)
         )
         if unsynced.before is None:
             connection.execute("DELETE FROM runs WHERE workflow = ? AND run = ?", ids)
@@ -596,8 +597,8 @@ class SqliteStore:
             ),
             (
                 "SELECT 1 FROM frames WHERE typeof(seq) != 'integer' OR seq < 1 "
-                "OR seq > 4294967295 LIMIT 1",
-                "a frame whose seq is not a number from 1 to 4294967295",
+                f"OR seq >= {_SEQS} LIMIT 1",
+                f"a frame whose seq is not a number from 1 to {_SEQS - 1}",
             ),
         ):
             if connection.execute(query).fetchone() is not None:
@@ -739,9 +740,7 @@ class SqliteStore:
             return []
         ids = (_id(workflow_id), _id(run_id))
         rows = self._rows(
-            f"SELECT frame FROM frames WHERE id BETWEEN {_FIRST_ID} + ? AND {_FIRST_ID} + ? "
-            "ORDER BY id",
-            (*ids, first, *ids, last),
+            f"SELECT frame FROM frames WHERE {_SEQ_RANGE} ORDER BY id", (*ids, first, *ids, last)
         )
         try:
             return [frame if type(frame) is bytes else bytes(frame) for (frame,) in rows]
@@ -790,8 +789,7 @@ class SqliteStore:
         def delete(connection: sqlite3.Connection) -> None:
             with self._transaction(connection):
                 connection.execute(
-                    f"DELETE FROM frames WHERE id BETWEEN {_FIRST_ID} AND {_FIRST_ID} + 4294967295",
-                    ids * 2,
+                    f"DELETE FROM frames WHERE {_SEQ_RANGE}", (*ids, 0, *ids, _SEQS - 1)
                 )
                 connection.execute("DELETE FROM runs WHERE workflow = ? AND run = ?", ids)
 
