@@ -563,10 +563,8 @@ def load_graph(spec: str) -> Graph:
         sys.path.insert(0, os.getcwd())
         try:
             module = importlib.import_module(where)
-        except Exception as exc:
-            raise _Failure(
-                f"cannot import workflow module {where!r}: {type(exc).__name__}: {exc}"
-            ) from None
+        except (Exception, SystemExit) as exc:
+            raise _Failure(f"cannot import workflow module {where!r}: {_why(exc)}") from None
     try:
         graph = getattr(module, attribute)
     except AttributeError:
@@ -591,12 +589,17 @@ def _import_file(path: Path) -> Any:
     sys.modules[name] = module
     try:
         spec.loader.exec_module(module)
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:
         del sys.modules[name]
-        raise _Failure(
-            f"cannot import workflow file {str(path)!r}: {type(exc).__name__}: {exc}"
-        ) from None
+        raise _Failure(f"cannot import workflow file {str(path)!r}: {_why(exc)}") from None
     return module
+
+
+def _why(exc: BaseException) -> str:
+    """Why importing a workflow failed, in words: its error, or the exit it asked for."""
+    if isinstance(exc, SystemExit):  # a module that ends the process as it is imported
+        return f"it called sys.exit({exc.code!r}) while being imported"
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _store(args: argparse.Namespace) -> Checkpointer:

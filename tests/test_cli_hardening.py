@@ -538,3 +538,25 @@ def test_an_answer_no_store_can_keep_is_refused_without_calling_the_run_failed(
     assert "failed" not in done.stderr
     assert "retries it" not in done.stderr
     assert tree_digest(store) == before
+
+
+@pytest.mark.parametrize("spelling", ["file", "module"])
+def test_a_workflow_that_exits_while_imported_is_one_line_and_a_failure(
+    tmp_path: Path, spelling: str
+) -> None:
+    # SPEC, Command line: a workflow that cannot be imported prints one clear line on
+    # stderr and exits non-zero; a module calling sys.exit(3) did neither (exit 3, silent)
+    (tmp_path / "exits_on_import.py").write_text("import sys\nsys.exit(3)\n")
+    workflow = (
+        f"{tmp_path / 'exits_on_import.py'}:graph"
+        if spelling == "file"
+        else "exits_on_import:graph"
+    )
+    store = tmp_path / "store"
+    done = pg("run", workflow, "--run-id", "r1", store=store, env={"PYTHONPATH": str(tmp_path)})
+    assert done.returncode == 1, (done.returncode, done.stderr)
+    assert done.stderr.count("\n") == 1
+    assert "cannot import workflow" in done.stderr
+    assert "sys.exit(3)" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not store.exists() or tree_digest(store) == {}
