@@ -229,7 +229,7 @@ class Graph:
                 lines.append(f"    {ids[src]} --> {ids[dst]}")
             else:
                 name = getattr(when, "__name__", None) or type(when).__name__
-                lines.append(f"    {ids[src]} -->|{_mermaid_text(name)}| {ids[dst]}")
+                lines.append(f"    {ids[src]} -->|{_mermaid_text(name, edge=True)}| {ids[dst]}")
         return "\n".join(lines) + "\n"
 
 
@@ -253,11 +253,16 @@ def layering(steps: Iterable[str], preds: Mapping[str, Iterable[str]]) -> list[l
     return buckets
 
 
-def _mermaid_text(text: str) -> str:
-    """Escape a label for a quoted Mermaid node (entity codes, as Mermaid expects)."""
+def _mermaid_text(text: str, *, edge: bool = False) -> str:
+    """Escape a label for a quoted Mermaid node (entity codes, as Mermaid expects).
+
+    An ``edge`` label (``-->|label|``) is not quoted: Mermaid reads brackets there
+    as a node's shape, so they are escaped too.
+    """
+    kept = " _-.:/@,;!?+*'" if edge else " _-.:/@()[]{},;!?+*'"
     out = []
     for ch in text:
-        if ch.isalnum() or ch in " _-.:/@()[]{},;!?+*'":
+        if ch.isalnum() or ch in kept:
             out.append(ch)
         else:
             out.append(f"#{ord(ch)};")

@@ -492,18 +492,23 @@ class Runner:
         ``RunInfo`` is returned as it is, whatever its status (``"running"``
         too: nothing is claimed).
         """
+        return self._start(run_id, input)[0]
+
+    def _start(self, run_id: str, input: Mapping[str, Any] | None) -> tuple[RunInfo, bool]:
+        """``start``, and whether this call made the run (saved its input)."""
         check_run_id(run_id)
         given = self._input(input)
         try:
             with self._driving(run_id):  # held for a moment: no delete runs between the reads
                 latest = self.checkpointer.latest(self._workflow, run_id)
+                created = latest is None
                 if latest is None:
                     self._save_input(run_id, given)
                     latest = self.checkpointer.latest(self._workflow, run_id)
                     assert latest is not None
                 else:
                     self._check_existing(latest, given)
-                return info_of(latest, running=False)
+                return info_of(latest, running=False), created
         except ConflictError as busy:  # a driver holds it: read it as it is, running
             latest = self.checkpointer.latest(self._workflow, run_id)
             if latest is None:
@@ -512,7 +517,7 @@ class Runner:
                 self._check_existing(latest, given)
             except PausegraphError:  # what run() would say first: the holder's ConflictError
                 raise busy from None
-            return info_of(latest, running=driven(latest, self.checkpointer.holder))
+            return info_of(latest, running=driven(latest, self.checkpointer.holder)), False
 
     def submit(self, run_id: str, command: Command) -> RunInfo:
         """Check ``command`` exactly as ``resume`` does and save its claim; run no step.

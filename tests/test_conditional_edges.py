@@ -481,6 +481,21 @@ def test_mermaid_names_the_predicate_and_escapes_it():
     assert "s0 -->|#60;lambda#62;| s3" in text
 
 
+def test_mermaid_escapes_brackets_in_an_edge_label_which_mermaid_would_read_as_a_shape():
+    class Check:
+        __name__ = "ok[1](x){y}"
+
+        def __call__(self, state):
+            return True
+
+    graph = Graph("g", {"log": Append()}).step("a", writer("a")).step("b", writer("b"))
+    graph.edge("a", "b", when=Check())
+    edge = graph.to_mermaid().splitlines()[-1].strip()
+    assert edge == "s0 -->|ok#91;1#93;#40;x#41;#123;y#125;| s1"
+    node = graph.to_mermaid().splitlines()[1].strip()
+    assert node == 's0["a"]'  # node labels are quoted: brackets stay as they are there
+
+
 def test_structure_records_conditional_edges_and_a_changed_kind_is_a_difference():
     store = MemoryCheckpointer()
     Runner(expense_graph(), store).run("r", {"amount": 1})

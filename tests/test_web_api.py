@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -794,3 +795,51 @@ def test_pages_show_odd_run_ids_quoted_and_link_dots_safely(tmp_path: Path) -> N
         assert client.get("/runs/g/%2E%2E").status_code == 200
         shown = client.get("/runs/g/a%09b").text
         assert "<h1>Run <code>&#39;a\\tb&#39;</code></h1>" in shown
+
+
+def test_a_host_header_that_is_no_host_is_403_not_a_crash(client: TestClient) -> None:
+    # urlsplit raised ValueError on an unclosed '[': a 500 with a traceback (an attack)
+    for host in ("[::1", "[", "a]b", "[127.0.0.1]"):
+        reply = client.get("/api/inbox", headers={"Host": host})
+        assert reply.status_code == 403, host
+        assert "error" in reply.json()
+        assert client.get("/", headers={"Host": host}).status_code == 403
+
+
+def test_a_session_cookie_that_is_not_ascii_is_no_session_not_a_crash(store: Checkpointer) -> None:
+    # hmac.compare_digest refused non-ASCII str: a 500 (an attack)
+    with TestClient(app([approval()], store, token="s3cret"), base_url=LOCAL) as client:
+        page = client.get("/", headers={"Cookie": b"pausegraph_session=a.\xc3\xa9"})
+        assert page.status_code == 401
+        assert 'name="token"' in page.text
+
+
+def test_of_posts_racing_to_start_one_run_only_the_one_that_made_it_gets_201(
+    client: TestClient, store: Checkpointer
+) -> None:
+    # each decided "created" by reading before starting: all four were told 201 (an attack).
+    # A slow read of a run not there yet lets every post read before any one starts it
+    replies: list[int] = []
+    body = {"input": {"question": "q", "amount": 1}}
+    latest = store.latest
+
+    def slow_latest(workflow_id: str, run_id: str) -> Any:
+        found = latest(workflow_id, run_id)
+        if found is None:
+            time.sleep(0.1)
+        return found
+
+    store.latest = slow_latest  # type: ignore[method-assign]
+
+    def post() -> None:
+        replies.append(client.post("/api/runs/approval/raced", json=body).status_code)
+
+    threads = [threading.Thread(target=post) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert replies.count(201) == 1, replies
+    assert set(replies) <= {200, 201, 409}, replies
+    assert [m.label for m in history(store, "raced")].count("input") == 1
+    assert client.post("/api/runs/approval/raced", json=body).status_code == 200

@@ -259,8 +259,8 @@ class _Server:
         self, workflow: str, run_id: str, given: Mapping[str, Any] | None
     ) -> tuple[bool, Any]:
         runner = self.runner(workflow)
-        created = self.store.latest(workflow, run_id) is None
-        self._engine(lambda: runner.start(run_id, given), workflow, run_id)
+        # made by this call, not found made: of webhooks racing to start one run, one is told 201
+        _, created = self._engine(lambda: runner._start(run_id, given), workflow, run_id)
         return created, self._drive(workflow, run_id)
 
     def submit(self, workflow: str, run_id: str, command: Command) -> dict[str, Any]:

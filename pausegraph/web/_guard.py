@@ -43,8 +43,14 @@ def is_loopback(host: str) -> bool:
 
 
 def host_name(host_header: str) -> str:
-    """The name in a ``Host`` header, without its port (``[::1]:80`` gives ``::1``)."""
-    return urlsplit(f"//{host_header}").hostname or ""
+    """The name in a ``Host`` header, without its port (``[::1]:80`` gives ``::1``).
+
+    A header that is no host (an unclosed ``[``) gives ``""``, which no check accepts.
+    """
+    try:
+        return urlsplit(f"//{host_header}").hostname or ""
+    except ValueError:
+        return ""
 
 
 class Guard:
@@ -81,7 +87,8 @@ class Guard:
     def session_of(self, cookie: str | None) -> str | None:
         """The nonce of a valid session cookie, else ``None``."""
         nonce, _, mac = (cookie or "").partition(".")
-        if nonce and hmac.compare_digest(mac, self._mac("session", nonce)):
+        expected = self._mac("session", nonce).encode()
+        if nonce and hmac.compare_digest(mac.encode("utf-8", "surrogatepass"), expected):
             return nonce
         return None
 
