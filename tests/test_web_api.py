@@ -799,7 +799,8 @@ def test_pages_show_odd_run_ids_quoted_and_link_dots_safely(tmp_path: Path) -> N
 
 def test_a_host_header_that_is_no_host_is_403_not_a_crash(client: TestClient) -> None:
     # urlsplit raised ValueError on an unclosed '[': a 500 with a traceback (an attack)
-    for host in ("[::1", "[", "a]b", "[127.0.0.1]"):
+    for host in ("[::1", "[", "a]b", "[127.0.0.1]", "evil.example@localhost", "[::1]x",
+                 "localhost:99999", "localhost:", "localhost/x"):  # fmt: skip
         reply = client.get("/api/inbox", headers={"Host": host})
         assert reply.status_code == 403, host
         assert "error" in reply.json()

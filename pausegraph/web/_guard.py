@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+import re
 import secrets
 from urllib.parse import urlsplit
 
@@ -42,13 +43,24 @@ def is_loopback(host: str) -> bool:
     return (mapped or address).is_loopback
 
 
+# what a Host header may be (RFC 9110: uri-host [":" port]): a name or an IPv4 address,
+# or an IP literal in brackets, then an optional port; no user info, nothing after
+_HOST_HEADER = re.compile(r"(?:[A-Za-z0-9._~-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
+
+
 def host_name(host_header: str) -> str:
     """The name in a ``Host`` header, without its port (``[::1]:80`` gives ``::1``).
 
-    A header that is no host (an unclosed ``[``) gives ``""``, which no check accepts.
+    A header that is no ``host[:port]`` (an unclosed ``[``, user info as in
+    ``evil.example@localhost``, a port over 65535) gives ``""``, which no
+    check accepts.
     """
+    if _HOST_HEADER.fullmatch(host_header) is None:
+        return ""
     try:
-        return urlsplit(f"//{host_header}").hostname or ""
+        split = urlsplit(f"//{host_header}")
+        _ = split.port  # ValueError past 65535
+        return split.hostname or ""
     except ValueError:
         return ""
 
