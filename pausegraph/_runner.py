@@ -41,6 +41,7 @@ from ._commands import (
 from ._graph import Graph
 from ._held import Held, HeldPauses, close, deletions
 from ._inbox import run_summaries
+from ._instructions import MAX_TIMEOUT_S
 from ._machine import (
     Claim,
     Shape,
@@ -99,16 +100,20 @@ from .errors import (
 logger = logging.getLogger("pausegraph")
 
 
-_MIN_MS, _MAX_MS = -(2**63), 2**63 - 1  # what every store keeps: a 64-bit integer
+# a clock's readings: from year 1 to 100 years before the end of year 9999, so that any
+# deadline set from one (MAX_TIMEOUT_S at most) is a date, and fits every store's 64 bits
+_MIN_MS = -62_135_596_800_000  # 0001-01-01T00:00:00Z
+_MAX_MS = 253_402_300_799_999 - math.ceil(MAX_TIMEOUT_S * 1000)  # 9899-12-31, about
 
 
 def _checked_clock(clock: Callable[[], int]) -> Callable[[], int]:
     """``clock``, each reading checked: epoch milliseconds as an ``int``, else ``GraphError``.
 
     A finite ``float`` (``time.time() * 1000``) is taken as its ``int``. Any
-    other reading (``None``, text, NaN, one past a 64-bit integer) would be
-    saved as a checkpoint's time, or fail the save: it is refused before
-    anything is saved.
+    other reading (``None``, text, NaN, a time before year 1 or past about
+    year 9899, from which a deadline 100 years on would be no date) would be
+    saved as a checkpoint's time, or fail the save or the deadline: it is
+    refused before anything is saved.
     """
     if not callable(clock):
         msg = f"Runner(clock=...) takes a function returning epoch ms, got {clock!r:.80}"
@@ -126,8 +131,8 @@ def _checked_clock(clock: Callable[[], int]) -> Callable[[], int]:
         ):
             return int(now)
         msg = (
-            "Runner(clock=...) must return epoch milliseconds as an int; it returned "
-            f"{type(now).__name__} {now!r:.80}"
+            "Runner(clock=...) must return epoch milliseconds as an int, from year 1 to "
+            f"year 9899 ({_MIN_MS} to {_MAX_MS}); it returned {type(now).__name__} {now!r:.80}"
         )
         raise GraphError(msg)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Generator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from pausegraph import (
     Graph,
     GraphError,
     Interrupt,
+    InterruptTimeout,
     LastWriteWins,
     MemoryCheckpointer,
     ResumeError,
@@ -33,6 +35,7 @@ from pausegraph import (
     inbox,
     open_checkpointer,
 )
+from pausegraph._instructions import MAX_TIMEOUT_S
 from pausegraph.web import app
 
 
@@ -45,12 +48,51 @@ def graph() -> Graph:
     return Graph("g", {"x": LastWriteWins()}).step("ask", ask)
 
 
-@pytest.mark.parametrize("reading", [None, "", math.nan, math.inf, True, [1], 1e300, 2**63])
+@pytest.mark.parametrize(
+    "reading",
+    [None, "", math.nan, math.inf, True, [1], 1e300, 2**63, 253_402_300_000_000, -(10**15)],
+)
 def test_a_clock_reading_that_is_no_epoch_ms_is_refused_and_nothing_is_saved(reading: Any) -> None:
     store = MemoryCheckpointer()
     with pytest.raises(GraphError, match=r"clock=\.\.\.\) must return epoch milliseconds"):
         Runner(graph(), store, clock=lambda: reading).run("r")
     assert store.runs() == []
+
+
+def test_the_latest_clock_reading_accepted_still_takes_any_timeout() -> None:
+    # a clock in year 9999 (accepted then) set deadlines past any date: a worker's tick
+    # raised ValueError formatting the timeout, and a clock near 2**63 overflowed the
+    # stores (an attack). Now the clock stops 100 years (the longest timeout) earlier
+    def waits(state: Any) -> Generator[Any, Any, dict[str, Any]]:
+        try:
+            answer = yield Interrupt("q", timeout=state["timeout"])
+        except InterruptTimeout as timeout:
+            answer = str(timeout)
+        return {"x": answer}
+
+    last = 250_246_540_799_999
+    now = [last - 3_600_000]
+    flow = Graph("late", {"timeout": LastWriteWins(), "x": LastWriteWins()})
+    flow.step("waits", waits)
+    store = MemoryCheckpointer()
+    runner = Runner(flow, store, clock=lambda: now[0])
+    runner.start("r", {"timeout": 3600})
+    runner.start("far", {"timeout": MAX_TIMEOUT_S})
+    worker = Worker(store, [flow], clock=lambda: now[0])
+    assert worker.poll() == 2
+    assert [i.deadline_ms for i in runner.state("far").interrupts] == [
+        now[0] + int(MAX_TIMEOUT_S * 1000)
+    ]
+    now[0] = last
+    worker.poll()
+    info = runner.state("r")
+    assert info.status == "done"
+    assert info.values["x"].endswith("by its deadline 9899-12-30 23:59:59 UTC")
+    assert runner.state("far").status == "paused"
+    now[0] = last + 1
+    with pytest.raises(GraphError, match="from year 1 to year 9899"):
+        runner.run("later")
+    assert len(store.runs()) == 2
 
 
 def test_a_finite_float_clock_reading_is_taken_as_its_int() -> None:
