@@ -609,12 +609,24 @@ class Runner:
         """
         return self._tick(None)
 
-    def _tick(self, failed: dict[str, PausegraphError] | None) -> dict[str, Outcome]:
+    def _tick(
+        self,
+        failed: dict[str, PausegraphError] | None,
+        *,
+        taking: Callable[[str | None], object] | None = None,
+        stop: threading.Event | None = None,
+    ) -> dict[str, Outcome]:
         """``tick``; with ``failed``, each run whose step failed goes there with its error,
-        for the caller to report, instead of to the log."""
+        for the caller to report, instead of to the log. ``taking`` is told each run
+        before it is ticked (and ``None`` after); once ``stop`` is set, no other run is.
+        """
         now = self._clock()
         moved: dict[str, Outcome] = {}
         for run_id in self._due(now):
+            if stop is not None and stop.is_set():
+                break
+            if taking is not None:
+                taking(run_id)
             try:
                 outcome = self._tick_run(run_id, now)
             except (ConflictError, ResumeError):
@@ -634,6 +646,9 @@ class Runner:
                     extra={"workflow": self._workflow, "run_id": run_id},
                 )
                 continue
+            finally:
+                if taking is not None:
+                    taking(None)
             if outcome is not None:
                 moved[run_id] = outcome
         return moved

@@ -140,12 +140,12 @@ class Worker:
         step failed (left ``"failed"`` and logged) is not counted, as
         ``Runner.tick`` leaves it out of its result. A run held
         by another driver is skipped. ``stop`` (a ``threading.Event``), when
-        set, ends the poll early: it is looked at before each run, before
-        each graph's tick and before each graph, so once it is set only the
-        run in hand (or a tick under way) goes on to its end, and every
-        other queued run stays queued. A store that cannot be listed raises
-        its own error (such as ``CheckpointError``); a run's own error is
-        never raised.
+        set, ends the poll early: it is looked at before each run (queued or
+        due), before each graph's tick and before each graph, so once it is
+        set only the run in hand goes on to its next pause or end, every
+        other queued run stays queued and every other due run paused. A
+        store that cannot be listed raises its own error (such as
+        ``CheckpointError``); a run's own error is never raised.
         """
         _check_stop(stop, "Worker.poll(stop=...)")
         moved: set[tuple[str, str]] = set()  # a run driven to a pause, then ticked, is one
@@ -164,7 +164,13 @@ class Worker:
                     moved.add((name, summary.run_id))
             if stop is not None and stop.is_set():
                 return len(moved)
-            moved.update((name, run_id) for run_id in runner.tick())
+
+            # run by run, as the queued ones: the run being ticked is the one in hand, and
+            # once stop is set no other due run is taken
+            def taking(run_id: str | None, name: str = name) -> None:
+                self._in_hand = None if run_id is None else (name, run_id)
+
+            moved.update((name, run_id) for run_id in runner._tick(None, taking=taking, stop=stop))
         return len(moved)
 
     def _drive(self, runner: Runner, run_id: str) -> bool:

@@ -131,6 +131,46 @@ def test_a_stop_during_a_run_skips_the_other_graphs_and_the_ticks(store: Checkpo
     assert Runner(other, store).state("o").status == "queued"
 
 
+def test_a_stop_during_a_tick_finishes_the_run_ticked_and_takes_no_other_due_run(
+    store: Checkpointer,
+) -> None:
+    # a tick went on with every due run once stop was set, and the run it was on was not
+    # "in hand" (the worker command said "no run in hand"): an attack
+    now = [1_700_000_000_000]
+    gate = Gate()
+
+    def late(state: Any) -> Any:
+        try:
+            yield Interrupt("ship?", timeout=60)
+        except InterruptTimeout:
+            out = yield Effect(gate, state["n"])
+            return {"n": out}
+        return {}
+
+    timed = Graph("timed", {"n": LastWriteWins()}).step("t", late)
+    ids = [f"t{n}" for n in range(3)]
+    for n, run_id in enumerate(ids):
+        Runner(timed, store).start(run_id, {"n": n})
+    worker = Worker(store, [timed], clock=lambda: now[0])
+    assert worker.poll() == 3  # each paused, its deadline a minute on
+    now[0] += 60_000
+    stop = threading.Event()
+    polling = threading.Thread(target=lambda: worker.poll(stop=stop))
+    polling.start()
+    assert gate.started.wait(30)
+    in_hand = worker._in_hand
+    stop.set()
+    gate.through.set()
+    polling.join(30)
+    assert not polling.is_alive()
+    assert in_hand is not None
+    assert in_hand[0] == "timed"
+    assert len(gate.calls) == 1  # the run ticked, and no other
+    assert statuses(timed, store, ids) == ["done", "paused", "paused"]
+    assert Runner(timed, store).state(in_hand[1]).status == "done"
+    assert worker._in_hand is None
+
+
 SLOW = textwrap.dedent(
     """
     import os, time
