@@ -396,6 +396,8 @@ class Runner:
         self._structure = facts.structure
         self._deleted = deletions(self.checkpointer)  # shared by this process's Runners on it
         self._held = HeldPauses(self, self._deleted)
+        # (run id, seq) of due runs this graph refused to tick, said once each (see _tick)
+        self._refused_ticks: set[tuple[str, int]] = set()
 
     def __repr__(self) -> str:
         return f"<Runner {self._workflow!r} on {self.checkpointer!r}>"
@@ -629,8 +631,26 @@ class Runner:
                 taking(run_id)
             try:
                 outcome = self._tick_run(run_id, now)
-            except (ConflictError, ResumeError):
-                continue  # another ticker or driver got there first
+            except ConflictError:
+                continue  # another ticker or driver has it
+            except ResumeError as refused:
+                # moved on or deleted since it was listed (another ticker or driver got
+                # there first), or refused by this graph (recorded with another one): said
+                # once per checkpoint, so that a run this graph cannot tick does not wait
+                # past its deadline unseen, nor fill a worker's log at every poll
+                last = self.checkpointer.last(self._workflow, run_id)
+                if last is not None and (run_id, last.seq) not in self._refused_ticks:
+                    if len(self._refused_ticks) >= 1024:
+                        self._refused_ticks.clear()
+                    self._refused_ticks.add((run_id, last.seq))
+                    logger.warning(
+                        "run %r of workflow %r was left as it was after its deadline: %s",
+                        run_id,
+                        self._workflow,
+                        refused,
+                        extra={"workflow": self._workflow, "run_id": run_id},
+                    )
+                continue
             except (StepError, NondeterminismError, SerializationError, CheckpointError) as error:
                 # a run's own error; CheckpointError: its checkpoints cannot be read (a
                 # damaged log) or saved: the other due runs go on all the same

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import logging
 import threading
 from pathlib import Path
 from typing import Any
@@ -589,3 +590,34 @@ def test_pausegraph_show_marks_a_timed_out_interrupt(
     rows = [line for line in capsys.readouterr().out.splitlines() if "interrupt" in line]
     assert any('"A"' in line and "(timed out)" in line for line in rows), rows
     assert any('"B"' in line and "(pending)" in line for line in rows), rows
+
+
+def test_a_due_run_this_graph_cannot_tick_is_said_once_not_skipped_unseen(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # a worker whose graph of the same name has another structure skipped the due run
+    # at every tick without a word (an attack)
+    now = [1_700_000_000_000]
+
+    def late(state: Any) -> Any:
+        try:
+            yield Interrupt("q", timeout=60)
+        except InterruptTimeout:
+            return {"n": 1}
+        return {}
+
+    old = Graph("g", {"n": LastWriteWins()}).step("t", late)
+    new = Graph("g", {"n": LastWriteWins()}).step("t", late).step("u", lambda s: {})
+    new.edge("t", "u")
+    store = MemoryCheckpointer()
+    Runner(old, store, clock=lambda: now[0]).run("r")
+    now[0] += 60_000
+    ticker = Runner(new, store, clock=lambda: now[0])
+    with caplog.at_level(logging.WARNING, logger="pausegraph"):
+        assert ticker.tick() == {}
+        assert ticker.tick() == {}
+    said = [r.getMessage() for r in caplog.records if "after its deadline" in r.getMessage()]
+    assert len(said) == 1
+    assert "'r'" in said[0]
+    assert "different graph" in said[0]
+    assert Runner(old, store, clock=lambda: now[0]).tick()["r"].state == {"n": 1}
