@@ -607,7 +607,9 @@ class Runner:
         skipped) and driven to its next pause or end. Returns ``{run_id:
         outcome}`` for the runs it moved. It never raises a run's own error:
         a run whose step fails is left ``"failed"``, logged, and left out of
-        the result. A deadline has passed when the clock is at or after it.
+        the result; a due run this graph refuses (recorded with another graph
+        of the same name) is left as it is and logged once per checkpoint. A
+        deadline has passed when the clock is at or after it.
         """
         return self._tick(None)
 
