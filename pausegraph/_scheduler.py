@@ -51,15 +51,19 @@ from ._trampoline import (
     SUSPENDED,
     Trampoline,
     Waits,
+    _is_async,
+    _not_run,
     call_effect,
     effect_entry,
     no_clock,
     raised_by,
     raised_entry,
+    refusal_of,
+    refused_entry,
     start,
     step_failed,
 )
-from ._values import freeze, named, said
+from ._values import MAX_DEPTH, freeze, named, said
 from ._values import shown as shown_value
 from .errors import EffectError, NondeterminismError, SerializationError, StepError
 
@@ -204,8 +208,32 @@ def call_once(
     one's error kept for its retry; and the effect's keyword arguments stay
     the function's (Dask's ``submit`` would read ``key=``, ``retries=``,
     ``pure=`` ... as its own).
+
+    A result that cannot be stored comes back as an ``Unstorable`` saying
+    why, and an ``async def`` function's coroutine as the error it is
+    (``_not_run``): neither may be sendable from a process (a Dask worker
+    that cannot pickle a result never answers).
     """
-    return fn(*args, **kwargs)
+    result = fn(*args, **kwargs)
+    if _is_async(result):
+        raise _not_run(result)
+    try:
+        freeze(result, max_depth=MAX_DEPTH)
+    except Exception as refused:  # as effect_entry would refuse it, told from here
+        return Unstorable(*refusal_of(result, refused))
+    return result
+
+
+class Unstorable:
+    """An effect's result that cannot be stored, as ``call_once`` sends it back: why."""
+
+    __slots__ = ("part", "why")
+
+    def __init__(self, part: str | None, why: str) -> None:
+        self.part, self.why = part, why
+
+    def __reduce__(self) -> tuple[Any, ...]:  # plain data across processes
+        return (Unstorable, (self.part, self.why))
 
 
 def failure_of(step_id: str, error: BaseException) -> Failure:
@@ -430,7 +458,13 @@ class LayerRun:
                 except (Exception, SystemExit) as raised:
                     result, exc = None, raised
                 # a result msgpack refuses is recorded as an error too: the function ran
-                entry, thrown = effect_entry(step_id, effect, branch.path, result, exc)
+                thrown: BaseException | None
+                if type(result) is Unstorable:
+                    entry, thrown = refused_entry(
+                        step_id, effect.name, branch.path, result.part, result.why
+                    )
+                else:
+                    entry, thrown = effect_entry(step_id, effect, branch.path, result, exc)
                 self.live[step_id].record(branch, entry, thrown)
             save(self, waiting[0][0])
             if refused is not None:  # the effects that ran are saved; a retry calls the rest

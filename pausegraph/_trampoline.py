@@ -226,14 +226,26 @@ def _refused_entry(
     without calling the function. As for any effect error, a retry of the
     run it failed drops it and calls the function again (SPEC, Failures).
     """
+    return refused_entry(step_id, name, branch, *refusal_of(result, refused))
+
+
+def refusal_of(result: Any, refused: Exception) -> tuple[str | None, str]:
+    """Why ``result`` cannot be stored: the part refused (if found), and the reason."""
     try:
         part = refused_part(result, "result")
     except Exception:  # a value whose own methods raise as it is walked
         part = None
+    return part, unstorable(refused)
+
+
+def refused_entry(
+    step_id: str, name: str, branch: str, part: str | None, why: str
+) -> tuple[Entry, BaseException]:
+    """``_refused_entry`` from its ``refusal_of``: what an executor's worker sends back."""
     where = "" if part is None else f" ({part})"
     cause = SerializationError(
         f"the result of effect {name} in step {step_id!r} cannot be stored{where}: "
-        f"{unstorable(refused)}; "
+        f"{why}; "
         "return msgpack-native values from the effect (dict, list, str, int, float, bool, "
         "None, bytes), e.g. a datetime as its .isoformat() text, a Decimal as str"
     )

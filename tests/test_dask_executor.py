@@ -8,7 +8,9 @@ history has fewer ``effect:`` checkpoints than a run without one.
 
 from __future__ import annotations
 
+import re
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 from test_parallel_effects import journals, make_graph
@@ -97,3 +99,45 @@ def _one():
     from pausegraph import Effect
 
     return (yield Effect(counted, "same"))
+
+
+def lock_result(name: str) -> object:
+    import threading
+
+    return threading.Lock()  # no store keeps it, and no process can send it
+
+
+def _guarded(name: str):
+    from pausegraph import Effect, EffectError
+
+    try:
+        return (yield Effect(lock_result, name))
+    except EffectError as error:
+        return f"{type(error).__name__}: {error}"
+
+
+def test_an_unstorable_result_is_the_same_error_on_every_executor() -> None:
+    # a Dask worker process that cannot pickle a result never answers: the run hung for
+    # good (an attack); a process pool failed it with a pickling error instead of the
+    # EffectResultError a run without an executor records. The worker now checks first
+    from concurrent.futures import ProcessPoolExecutor
+
+    from pausegraph import All, Graph, LastWriteWins
+
+    def step(state):
+        return {"x": list((yield All(_guarded("a"), _guarded("b"))))}
+
+    def said(done: Any) -> list[str]:  # the lock's address differs from process to process
+        return [re.sub(r"0x[0-9a-f]+", "0x", text) for text in done.state["x"]]
+
+    graph = Graph("g", {"x": LastWriteWins()}).step("s", step)
+    alone = said(Runner(graph, MemoryCheckpointer()).run("r"))
+    assert alone[0].startswith("EffectResultError: effect ")
+    assert "cannot be stored" in alone[0]
+    with ProcessPoolExecutor(1) as processes:
+        assert said(Runner(graph, MemoryCheckpointer(), executor=processes).run("r")) == alone
+    with distributed.Client(
+        processes=True, n_workers=1, threads_per_worker=2, dashboard_address=None
+    ) as client:
+        on_dask = Runner(graph, MemoryCheckpointer(), executor=client.get_executor()).run("r")
+    assert said(on_dask) == alone
