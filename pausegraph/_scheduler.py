@@ -232,9 +232,6 @@ class Unstorable:
     def __init__(self, part: str | None, why: str) -> None:
         self.part, self.why = part, why
 
-    def __reduce__(self) -> tuple[Any, ...]:  # plain data across processes
-        return (Unstorable, (self.part, self.why))
-
 
 def failure_of(step_id: str, error: BaseException) -> Failure:
     """The ``Failure`` a run records for ``error`` raised by ``step_id``.
