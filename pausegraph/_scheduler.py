@@ -51,19 +51,16 @@ from ._trampoline import (
     SUSPENDED,
     Trampoline,
     Waits,
-    _is_async,
-    _not_run,
     call_effect,
     effect_entry,
     no_clock,
     raised_by,
     raised_entry,
-    refusal_of,
-    refused_entry,
+    sent_back,
     start,
     step_failed,
 )
-from ._values import MAX_DEPTH, freeze, named, said
+from ._values import freeze, named, said
 from ._values import shown as shown_value
 from .errors import EffectError, NondeterminismError, SerializationError, StepError
 
@@ -209,28 +206,10 @@ def call_once(
     the function's (Dask's ``submit`` would read ``key=``, ``retries=``,
     ``pure=`` ... as its own).
 
-    A result that cannot be stored comes back as an ``Unstorable`` saying
-    why, and an ``async def`` function's coroutine as the error it is
-    (``_not_run``): neither may be sendable from a process (a Dask worker
-    that cannot pickle a result never answers).
+    The result comes back checked as ``effect_entry`` would check it
+    (``sent_back``): a result no store can keep, as why not.
     """
-    result = fn(*args, **kwargs)
-    if _is_async(result):
-        raise _not_run(result)
-    try:
-        freeze(result, max_depth=MAX_DEPTH)
-    except Exception as refused:  # as effect_entry would refuse it, told from here
-        return Unstorable(*refusal_of(result, refused))
-    return result
-
-
-class Unstorable:
-    """An effect's result that cannot be stored, as ``call_once`` sends it back: why."""
-
-    __slots__ = ("part", "why")
-
-    def __init__(self, part: str | None, why: str) -> None:
-        self.part, self.why = part, why
+    return sent_back(fn(*args, **kwargs))
 
 
 def failure_of(step_id: str, error: BaseException) -> Failure:
@@ -455,13 +434,7 @@ class LayerRun:
                 except (Exception, SystemExit) as raised:
                     result, exc = None, raised
                 # a result msgpack refuses is recorded as an error too: the function ran
-                thrown: BaseException | None
-                if type(result) is Unstorable:
-                    entry, thrown = refused_entry(
-                        step_id, effect.name, branch.path, result.part, result.why
-                    )
-                else:
-                    entry, thrown = effect_entry(step_id, effect, branch.path, result, exc)
+                entry, thrown = effect_entry(step_id, effect, branch.path, result, exc)
                 self.live[step_id].record(branch, entry, thrown)
             save(self, waiting[0][0])
             if refused is not None:  # the effects that ran are saved; a retry calls the rest

@@ -170,11 +170,39 @@ def effect_entry(
         error = EffectError(text)
         error.__cause__ = exc
         return _thrown_for(Raised(name, text, branch), error)
+    if type(result) is Unstorable:  # refused where an executor ran it (sent_back)
+        return refused_entry(step_id, name, branch, result.part, result.why)
     try:
         value = freeze(result, max_depth=MAX_DEPTH)  # normalize, but the entry says why not
     except Exception as refused:  # msgpack's refusal, or a value whose own methods raise
         return _refused_entry(step_id, name, branch, result, refused)
     return Returned(name, value, branch), None
+
+
+class Unstorable:
+    """An effect's result that cannot be stored, as an executor's task returns it: why."""
+
+    __slots__ = ("part", "why")
+
+    def __init__(self, part: str | None, why: str) -> None:
+        self.part, self.why = part, why
+
+
+def sent_back(result: Any) -> Any:
+    """What an executor's task returns for an effect's ``result``: ``effect_entry``'s
+    checks made where the function ran, so that only plain data travels back.
+
+    A coroutine raises the error it is (``_not_run``); a result no store can
+    keep becomes an ``Unstorable`` saying why (a Dask worker process that
+    cannot send a result back never answers); any other result is itself.
+    """
+    if _is_async(result):
+        raise _not_run(result)
+    try:
+        freeze(result, max_depth=MAX_DEPTH)
+    except Exception as refused:
+        return Unstorable(*refusal_of(result, refused))
+    return result
 
 
 def _thrown_for(entry: Raised, error: EffectError) -> tuple[Raised, EffectError]:
