@@ -30,6 +30,7 @@ from .checkpointers._checkpointer import checked_checkpointer
 from .errors import (
     CheckpointError,
     ConflictError,
+    CorruptCheckpointError,
     GraphError,
     NondeterminismError,
     PausegraphError,
@@ -54,6 +55,52 @@ IDLE_WAIT_S = 0.5
 
 #: Seconds a ``serve`` waiting on its store's ``wait_for_work`` may take to see ``stop``.
 WAKE_SLICE_S = 0.25
+
+#: The longest a worker waits before it tries a failing store again (seconds).
+MAX_RETRY_WAIT_S = 30.0
+
+
+class Retries:
+    """When to try a failing store again: after ``IDLE_WAIT_S``, then twice as long each time.
+
+    A store that fails for a while (a server restarting, a network cut, a
+    full disk) is tried again after ``IDLE_WAIT_S`` seconds, and after twice
+    the wait before each time it fails again, up to ``MAX_RETRY_WAIT_S``: a
+    long outage costs each worker a log line every half minute, not two a
+    second. The first try that succeeds logs that the store answers again,
+    and the next failure starts over.
+    """
+
+    __slots__ = ("failures", "who")
+
+    def __init__(self, who: str) -> None:
+        self.who = who  # what the log lines name: "worker", "the driver thread"
+        self.failures = 0
+
+    def failed(self, error: BaseException) -> float:
+        """Log ``error``; the seconds to wait before trying again."""
+        self.failures += 1
+        wait = min(IDLE_WAIT_S * (1 << min(self.failures - 1, 16)), MAX_RETRY_WAIT_S)
+        logger.warning(
+            "%s: the store failed (%d time%s in a row), trying again in %.3g s: %s",
+            self.who,
+            self.failures,
+            "" if self.failures == 1 else "s",
+            wait,
+            error,
+        )
+        return wait
+
+    def succeeded(self) -> None:
+        """A try succeeded: log it if the store had failed, and start over."""
+        if self.failures:
+            logger.info(
+                "%s: the store answers again, after %d failed tr%s",
+                self.who,
+                self.failures,
+                "y" if self.failures == 1 else "ies",
+            )
+            self.failures = 0
 
 
 def runners_for(
@@ -127,6 +174,8 @@ class Worker:
         #: when (``time.monotonic()``) it leaves them be while that seq stays; each is
         #: logged once
         self._stuck: dict[tuple[str, str], tuple[str, int, float]] = {}
+        #: the store's error that left a run of the last poll as it was, if any
+        self._store_error: CheckpointError | None = None
 
     def __repr__(self) -> str:
         return f"<Worker of {', '.join(map(repr, self.runners))} on {self.checkpointer!r}>"
@@ -148,6 +197,7 @@ class Worker:
         ``CheckpointError``); a run's own error is never raised.
         """
         _check_stop(stop, "Worker.poll(stop=...)")
+        self._store_error = None
         moved: set[tuple[str, str]] = set()  # a run driven to a pause, then ticked, is one
         for name, runner in self.runners.items():
             if stop is not None and stop.is_set():
@@ -160,7 +210,7 @@ class Worker:
                 stuck = self._stuck.get((name, summary.run_id))
                 if stuck is not None and stuck[1] == summary.seq and time.monotonic() < stuck[2]:
                     continue  # nothing saved to it since this worker could not move it
-                if self._drive(runner, summary.run_id):
+                if self._drive(runner, summary.run_id, summary.seq):
                     moved.add((name, summary.run_id))
             if stop is not None and stop.is_set():
                 return len(moved)
@@ -173,8 +223,9 @@ class Worker:
             moved.update((name, run_id) for run_id in runner._tick(None, taking=taking, stop=stop))
         return len(moved)
 
-    def _drive(self, runner: Runner, run_id: str) -> bool:
-        """Drive one listed run if it is still queued; whether it moved (see ``poll``)."""
+    def _drive(self, runner: Runner, run_id: str, seq: int) -> bool:
+        """Drive one listed run (at checkpoint ``seq`` then) if it is still queued; whether it
+        moved (see ``poll``)."""
         self._in_hand = (runner.graph.name, run_id)
         try:
             if runner._drive_queued(run_id) is None:
@@ -197,7 +248,11 @@ class Worker:
             # take it again at once, poll after poll
             self._if_still_queued(runner, run_id, error)
             return False
-        except CheckpointError as error:  # this run's store failed (a lost lock, a damaged log)
+        except CorruptCheckpointError as error:  # it needs a person: once a minute, not a poll
+            self._set_aside(runner.graph.name, run_id, seq, error)
+            return False
+        except CheckpointError as error:  # this run's store failed (a lost lock, a full disk)
+            self._store_error = error
             logger.warning(
                 "run %r of workflow %r left as it was: the store failed: %s",
                 run_id,
@@ -232,9 +287,14 @@ class Worker:
             return False
         if not queued or last is None:
             return False
+        self._set_aside(name, run_id, last.seq, error)
+        return True
+
+    def _set_aside(self, name: str, run_id: str, seq: int, error: BaseException) -> None:
+        """Leave a queued run at ``seq`` be for ``STUCK_RETRY_S``; say so once per error."""
         key, why = (name, run_id), named(error)
         before = self._stuck.get(key)
-        self._stuck[key] = (why, last.seq, time.monotonic() + STUCK_RETRY_S)
+        self._stuck[key] = (why, seq, time.monotonic() + STUCK_RETRY_S)
         if before is None or before[0] != why:
             # an Exception: the run cannot be driven here; a KeyboardInterrupt (a signal, or
             # step code raising it) stopped this worker, and reaches its caller
@@ -249,7 +309,6 @@ class Worker:
                 how,
                 extra={"workflow": name, "run_id": run_id},
             )
-        return True
 
     def serve(self, stop: threading.Event | None = None) -> None:
         """Poll until ``stop`` is set, waiting ``IDLE_WAIT_S`` seconds when a poll moved nothing.
@@ -268,16 +327,28 @@ class Worker:
         wait_for_work: Callable[[float], bool] | None = getattr(
             self.checkpointer, "wait_for_work", None
         )
+        retries = Retries("worker")
         if wait_for_work is not None:
-            with _store_failures(stop):
+            with _store_failures(stop, retries):
                 wait_for_work(0)  # listen from now on: what is queued after this poll wakes us
         while not stop.is_set():
-            moved = 0
-            with _store_failures(stop):
-                moved = self.poll(stop=stop)
+            moved, failed = self._poll_or_failure(stop)
+            if failed is not None:
+                stop.wait(retries.failed(failed))
+                continue
+            retries.succeeded()
             if not moved:
-                with _store_failures(stop):
+                with _store_failures(stop, retries):
                     self._idle(stop, wait_for_work)
+
+    def _poll_or_failure(self, stop: threading.Event | None) -> tuple[int, CheckpointError | None]:
+        """``poll``, and the store's error if it failed: the poll's own (the store could not
+        be listed), or one that left every run it tried as it was (none moved)."""
+        try:
+            moved = self.poll(stop=stop)
+        except CheckpointError as error:
+            return 0, error
+        return moved, None if moved else self._store_error
 
     @staticmethod
     def _idle(stop: threading.Event, wait_for_work: Callable[[float], bool] | None) -> None:
@@ -294,15 +365,14 @@ class Worker:
 
 
 @contextmanager
-def _store_failures(stop: threading.Event) -> Iterator[None]:
+def _store_failures(stop: threading.Event, retries: Retries) -> Iterator[None]:
     """Log a failure of the store (a dropped connection, a full disk) and wait, not die.
 
-    A worker outlives a store that fails for a while: the next poll tries
-    again after ``IDLE_WAIT_S`` (a run whose driver failed is ``"queued"``
+    A worker outlives a store that fails for a while: it tries again after
+    the wait ``retries`` gives (a run whose driver failed is ``"queued"``
     again once its lock is gone, so nothing is lost by waiting).
     """
     try:
         yield
     except CheckpointError as error:
-        logger.warning("worker: the store failed, trying again in %s s: %s", IDLE_WAIT_S, error)
-        stop.wait(IDLE_WAIT_S)
+        stop.wait(retries.failed(error))

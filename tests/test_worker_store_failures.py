@@ -19,7 +19,7 @@ from pausegraph import (
     Worker,
     _worker,
 )
-from pausegraph.errors import CheckpointError
+from pausegraph.errors import CheckpointError, CorruptCheckpointError
 
 
 def ask(state: Any) -> Iterator[Any]:
@@ -77,3 +77,113 @@ def test_a_poll_leaves_a_run_whose_store_failed_and_the_next_poll_drives_it() ->
     assert Runner(GRAPH, store).state("r").status == "queued"
     assert worker.poll() == 1
     assert Runner(GRAPH, store).state("r").status == "paused"
+
+
+def test_retries_wait_twice_as_long_each_time_up_to_the_cap_and_start_over(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(_worker, "IDLE_WAIT_S", 0.5)
+    monkeypatch.setattr(_worker, "MAX_RETRY_WAIT_S", 30.0)
+    retries = _worker.Retries("worker")
+    caplog.set_level("INFO", logger="pausegraph")
+    failure = CheckpointError("the connection to the store dropped")
+    assert [retries.failed(failure) for _ in range(9)] == [
+        0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 30.0
+    ]  # fmt: skip
+    assert "the store failed (9 times in a row), trying again in 30 s" in caplog.text
+    assert "answers again" not in caplog.text
+    retries.succeeded()
+    assert "worker: the store answers again, after 9 failed tries" in caplog.text
+    assert retries.failed(failure) == 0.5  # a new outage starts over
+    caplog.clear()
+    retries.succeeded()
+    retries.succeeded()  # once only
+    assert caplog.text.count("answers again, after 1 failed try") == 1
+    for _ in range(10_000):  # a very long outage: the wait stays at the cap, no overflow
+        wait = retries.failed(failure)
+    assert wait == 30.0
+
+
+def test_serve_waits_longer_while_the_store_keeps_failing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_worker, "IDLE_WAIT_S", 0.001)
+    monkeypatch.setattr(_worker, "MAX_RETRY_WAIT_S", 0.004)
+    store = Flaky(failures=0)
+    Runner(GRAPH, store).start("r", {})
+    store.failures = 5
+    waits: list[float] = []
+
+    class Stop(threading.Event):
+        def wait(self, timeout: float | None = None) -> bool:
+            if store.failures < 5 or waits:  # only the waits after a failure, and all of them
+                waits.append(timeout or 0.0)
+            if Runner(GRAPH, store).state("r").status == "paused":
+                self.set()
+            return super().wait(timeout)
+
+    Worker(store, [GRAPH]).serve(Stop())
+    assert Runner(GRAPH, store).state("r").status == "paused"
+    assert waits[:5] == [0.001, 0.002, 0.004, 0.004, 0.004]
+
+
+class Damaged(MemoryCheckpointer):
+    """A store whose run ``r`` reads as damaged when a driver takes it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tries = 0
+        self.damaged = False
+
+    def lock(self, workflow_id: str, run_id: str) -> AbstractContextManager[None]:
+        if run_id == "r" and self.damaged:
+            self.tries += 1
+            raise CorruptCheckpointError("runs/r.log: record 2 fails its checksum")
+        return super().lock(workflow_id, run_id)
+
+
+def test_a_damaged_run_is_set_aside_and_logged_once_not_at_every_poll(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = Damaged()
+    Runner(GRAPH, store).start("r", {})
+    Runner(GRAPH, store).start("s", {})
+    store.damaged = True
+    monkeypatch.setattr(_worker, "STUCK_RETRY_S", 0.3)
+    worker = Worker(store, [GRAPH])
+    assert worker.poll() == 1  # s; r is damaged
+    assert worker.poll() == 0
+    assert store.tries == 1
+    assert caplog.text.count("'r'") == 1
+    assert "is left queued: this worker cannot drive it: CorruptCheckpointError" in caplog.text
+    assert worker._poll_or_failure(None) == (0, None)  # damage is the run's, not the store's
+    time.sleep(0.3)
+    worker.poll()  # worth trying again after a while: someone may have mended it
+    assert store.tries == 2
+
+
+def test_the_web_driver_waits_longer_while_the_store_keeps_failing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pytest.importorskip("starlette")
+    from pausegraph.web._app import _Driver
+
+    monkeypatch.setattr(_worker, "MAX_RETRY_WAIT_S", 0.004)
+    monkeypatch.setattr("pausegraph.web._app.IDLE_WAIT_S", 0.001)
+    monkeypatch.setattr(_worker, "IDLE_WAIT_S", 0.001)
+    store = Flaky(failures=0)
+    Runner(GRAPH, store).start("r", {})
+    store.failures = 5
+    driver = _Driver(Worker(store, [GRAPH]))
+    waits: list[float | None] = []
+
+    class Wake(threading.Event):
+        def wait(self, timeout: float | None = None) -> bool:
+            waits.append(timeout)
+            if len(waits) == 8:
+                driver._stop.set()
+            return super().wait(timeout)
+
+    driver._wake = Wake()
+    driver._loop()
+    assert Runner(GRAPH, store).state("r").status == "paused"
+    # the first wait is the idle one; then five failures, then the store answers again
+    assert waits == [0.001, 0.001, 0.002, 0.004, 0.004, 0.004, 0.001, 0.001]

@@ -38,7 +38,7 @@ from .._commands import Command, Continue, Resume, RunInfo, Status
 from .._graph import Graph
 from .._inbox import inbox, listed_status, run_summaries, running_among
 from .._runner import Runner, system_clock
-from .._worker import IDLE_WAIT_S, Worker, runners_for
+from .._worker import IDLE_WAIT_S, Retries, Worker, runners_for
 from ..checkpointers import Checkpointer, Holder, RunSummary
 from ..checkpointers._checkpointer import SummaryData, summary_data
 from ..errors import (
@@ -92,17 +92,25 @@ class _Driver:
         self._wake.set()
 
     def _loop(self) -> None:
+        retries = Retries("the driver thread")
+        wait = IDLE_WAIT_S
         while not self._stop.is_set():
-            self._wake.wait(IDLE_WAIT_S)
+            self._wake.wait(wait)  # an answer wakes it, a failing store's wait included
             self._wake.clear()
             if self._stop.is_set():
                 break
+            wait = IDLE_WAIT_S
             try:
-                self.worker.poll()
+                _, failed = self.worker._poll_or_failure(None)
             except BaseException:  # a dead driver thread would leave every answer queued:
-                # a store failure, or step code raising KeyboardInterrupt (signals go to the
-                # main thread; the run is left queued and the worker skips it until changed)
+                # step code raising KeyboardInterrupt (signals go to the main thread; the run
+                # is left queued and the worker skips it until changed)
                 logger.exception("the driver thread could not poll the store")
+                continue
+            if failed is None:
+                retries.succeeded()
+            else:  # the store failed: tried again later, and later
+                wait = retries.failed(failed)
             with self._moved:
                 self._moved.notify_all()
 
