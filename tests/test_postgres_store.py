@@ -375,9 +375,29 @@ def test_what_200_small_appends_store_grows_with_the_changes(postgres: PostgresS
 
 def test_an_unreachable_server_is_a_checkpoint_error_without_the_password() -> None:
     url = "postgresql://someone:s3cret@127.0.0.1:1/nothing?connect_timeout=5"
-    with pytest.raises(CheckpointError, match=r"^PostgreSQL store postgresql://someone@") as e:
+    with pytest.raises(
+        CheckpointError, match=r"^PostgreSQL store postgresql://someone:\*\*\*@127\.0\.0\.1:1/"
+    ) as e:
         PostgresCheckpointer(url)
     assert "s3cret" not in str(e.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://app:s3cret@db:5433/runs", "postgresql://app:***@db:5433/runs"),
+        ("postgresql://app@db/runs", "postgresql://app@db/runs"),  # no password given: none shown
+        ("host=db dbname=runs password=s3cret", "postgresql://:***@db/runs"),
+        (
+            "postgresql://app:s3cret@db/runs?options=-c%20search_path%3Dt",
+            "postgresql://app:***@db/runs?options=-c%20search_path%3Dt",
+        ),
+    ],
+)
+def test_the_store_names_its_database_with_a_given_password_as_stars(url: str, shown: str) -> None:
+    from pausegraph.checkpointers.postgres import describe
+
+    assert describe(url) == shown
 
 
 def test_without_psycopg_open_checkpointer_says_how_to_install_it(

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import threading
+import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -844,3 +845,25 @@ def test_of_posts_racing_to_start_one_run_only_the_one_that_made_it_gets_201(
     assert set(replies) <= {200, 201, 409}, replies
     assert [m.label for m in history(store, "raced")].count("input") == 1
     assert client.post("/api/runs/approval/raced", json=body).status_code == 200
+
+
+@pytest.mark.parametrize("missing", ["jinja2", "starlette"])
+def test_importing_the_web_package_without_its_extra_says_what_to_install(missing: str) -> None:
+    code = textwrap.dedent(
+        f"""
+        import sys
+        sys.modules[{missing!r}] = None  # as if it were not installed
+        try:
+            import pausegraph.web
+        except ImportError as exc:
+            print(exc)
+        else:
+            raise SystemExit("imported without {missing}")
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], check=True, capture_output=True, text=True
+    ).stdout
+    assert out == (
+        f"pausegraph.web needs {missing}, which is not installed: pip install 'pausegraph[web]'\n"
+    )

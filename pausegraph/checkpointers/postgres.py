@@ -648,7 +648,8 @@ _AMBIGUOUS_USERINFO = re.compile(r"^postgres(?:ql)?://[^@?#]*[@/][^?#]*@", re.IG
 
 
 def describe(conninfo: str) -> str:
-    """``conninfo`` as ``postgresql://user@host:port/dbname``, without its password.
+    """``conninfo`` as ``postgresql://user:***@host:port/dbname``: a password given shows
+    as ``***`` (``postgresql://user@host...`` without one).
 
     Its ``options`` (a ``search_path``, which says whose tables these are)
     are kept, as ``?options=...``.
@@ -657,7 +658,8 @@ def describe(conninfo: str) -> str:
         parts = conninfo_to_dict(conninfo)
     except Exception:
         return "postgresql://?"
-    user = f"{parts['user']}@" if parts.get("user") else ""
+    hidden = ":***" if parts.get("password") else ""
+    user = f"{parts.get('user') or ''}{hidden}@" if parts.get("user") or hidden else ""
     host = parts.get("host") or parts.get("hostaddr") or ""
     port = f":{parts['port']}" if parts.get("port") else ""
     options = f"?options={quote(str(parts['options']))}" if parts.get("options") else ""
