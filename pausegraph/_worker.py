@@ -60,6 +60,16 @@ WAKE_SLICE_S = 0.25
 MAX_RETRY_WAIT_S = 30.0
 
 
+def retry_wait(failures: int) -> float:
+    """Seconds to wait after ``failures`` failures in a row: ``IDLE_WAIT_S``, doubling, up to
+    ``MAX_RETRY_WAIT_S``."""
+    return float(min(IDLE_WAIT_S * (1 << min(failures - 1, 16)), MAX_RETRY_WAIT_S))
+
+
+def _times(failures: int) -> str:
+    return f"{failures} time{'' if failures == 1 else 's'} in a row"
+
+
 class Retries:
     """When to try a failing store again: after ``IDLE_WAIT_S``, then twice as long each time.
 
@@ -80,12 +90,11 @@ class Retries:
     def failed(self, error: BaseException) -> float:
         """Log ``error``; the seconds to wait before trying again."""
         self.failures += 1
-        wait = min(IDLE_WAIT_S * (1 << min(self.failures - 1, 16)), MAX_RETRY_WAIT_S)
+        wait = retry_wait(self.failures)
         logger.warning(
-            "%s: the store failed (%d time%s in a row), trying again in %.3g s: %s",
+            "%s: the store failed (%s), trying again in %.3g s: %s",
             self.who,
-            self.failures,
-            "" if self.failures == 1 else "s",
+            _times(self.failures),
             wait,
             error,
         )
@@ -174,8 +183,9 @@ class Worker:
         #: when (``time.monotonic()``) it leaves them be while that seq stays; each is
         #: logged once
         self._stuck: dict[tuple[str, str], tuple[str, int, float]] = {}
-        #: the store's error that left a run of the last poll as it was, if any
-        self._store_error: CheckpointError | None = None
+        #: runs whose store failed as this worker drove them: how many times in a row,
+        #: their last seq then, and until when it leaves them be while that seq stays
+        self._failing: dict[tuple[str, str], tuple[int, int, float]] = {}
 
     def __repr__(self) -> str:
         return f"<Worker of {', '.join(map(repr, self.runners))} on {self.checkpointer!r}>"
@@ -197,18 +207,20 @@ class Worker:
         ``CheckpointError``); a run's own error is never raised.
         """
         _check_stop(stop, "Worker.poll(stop=...)")
-        self._store_error = None
         moved: set[tuple[str, str]] = set()  # a run driven to a pause, then ticked, is one
         for name, runner in self.runners.items():
             if stop is not None and stop.is_set():
                 return len(moved)
             queued = run_summaries(self.checkpointer, workflow_id=name, status="queued")
             queued.sort(key=_oldest_first)  # the same order on every store
+            self._forget_unlisted(name, {summary.run_id for summary in queued})
             for summary in queued:
                 if stop is not None and stop.is_set():
                     return len(moved)
-                stuck = self._stuck.get((name, summary.run_id))
-                if stuck is not None and stuck[1] == summary.seq and time.monotonic() < stuck[2]:
+                key = (name, summary.run_id)
+                now = time.monotonic()
+                stuck = self._stuck.get(key) or self._failing.get(key)
+                if stuck is not None and stuck[1] == summary.seq and now < stuck[2]:
                     continue  # nothing saved to it since this worker could not move it
                 if self._drive(runner, summary.run_id, summary.seq):
                     moved.add((name, summary.run_id))
@@ -222,6 +234,13 @@ class Worker:
 
             moved.update((name, run_id) for run_id in runner._tick(None, taking=taking, stop=stop))
         return len(moved)
+
+    def _forget_unlisted(self, name: str, listed: set[str]) -> None:
+        """Forget the runs of graph ``name`` set aside that are no longer queued (moved
+        by another driver, deleted): what is kept stays as small as what is queued."""
+        for kept in (self._stuck, self._failing):
+            for key in [key for key in kept if key[0] == name and key[1] not in listed]:
+                del kept[key]
 
     def _drive(self, runner: Runner, run_id: str, seq: int) -> bool:
         """Drive one listed run (at checkpoint ``seq`` then) if it is still queued; whether it
@@ -252,11 +271,17 @@ class Worker:
             self._set_aside(runner.graph.name, run_id, seq, error)
             return False
         except CheckpointError as error:  # this run's store failed (a lost lock, a full disk)
-            self._store_error = error
+            key = (runner.graph.name, run_id)
+            failures = self._failing.get(key, (0,))[0] + 1
+            wait = retry_wait(failures)
+            self._failing[key] = (failures, seq, time.monotonic() + wait)
             logger.warning(
-                "run %r of workflow %r left as it was: the store failed: %s",
+                "run %r of workflow %r left as it was: the store failed (%s), trying it again "
+                "in %.3g s: %s",
                 run_id,
                 runner.graph.name,
+                _times(failures),
+                wait,
                 error,
                 extra={"workflow": runner.graph.name, "run_id": run_id},
             )
@@ -266,6 +291,7 @@ class Worker:
             raise
         finally:
             self._in_hand = None
+        self._failing.pop((runner.graph.name, run_id), None)
         return True
 
     def _if_still_queued(self, runner: Runner, run_id: str, error: BaseException) -> bool:
@@ -332,23 +358,15 @@ class Worker:
             with _store_failures(stop, retries):
                 wait_for_work(0)  # listen from now on: what is queued after this poll wakes us
         while not stop.is_set():
-            moved, failed = self._poll_or_failure(stop)
-            if failed is not None:
-                stop.wait(retries.failed(failed))
+            try:
+                moved = self.poll(stop=stop)
+            except CheckpointError as error:  # the store cannot be listed
+                stop.wait(retries.failed(error))
                 continue
             retries.succeeded()
             if not moved:
                 with _store_failures(stop, retries):
                     self._idle(stop, wait_for_work)
-
-    def _poll_or_failure(self, stop: threading.Event | None) -> tuple[int, CheckpointError | None]:
-        """``poll``, and the store's error if it failed: the poll's own (the store could not
-        be listed), or one that left every run it tried as it was (none moved)."""
-        try:
-            moved = self.poll(stop=stop)
-        except CheckpointError as error:
-            return 0, error
-        return moved, None if moved else self._store_error
 
     @staticmethod
     def _idle(stop: threading.Event, wait_for_work: Callable[[float], bool] | None) -> None:

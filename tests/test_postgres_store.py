@@ -10,6 +10,7 @@ down.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import json
 import signal
@@ -20,6 +21,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import psycopg
 import pytest
@@ -28,6 +30,10 @@ from conftest import PostgresSchema
 from pausegraph import (
     CheckpointError,
     ConflictError,
+    Done,
+    Effect,
+    Graph,
+    LastWriteWins,
     PostgresCheckpointer,
     ResumeError,
     Runner,
@@ -445,3 +451,101 @@ def test_a_statement_another_client_prepared_in_the_session_names_the_pooler(
     store.store._local.wire.prepared.clear()  # this client never prepared it: another did
     with pytest.raises(CheckpointError, match=r"already holds a statement .* session pooling"):
         runner.start("r2", _durable_flows.INPUT)
+
+
+_STRICT_SERVER = (
+    "-c default_transaction_isolation=serializable -c statement_timeout=1 -c lock_timeout=1 "
+    "-c idle_session_timeout=300 -c idle_in_transaction_session_timeout=300 "
+    "-c synchronous_commit=off"
+)
+
+
+def _strict(postgres: PostgresSchema, options: str = _STRICT_SERVER) -> str:
+    """The schema's URL with defaults a server, a database or a role may set."""
+    return postgres.url.replace("options=", "options=" + quote(options + " "), 1)
+
+
+def test_the_store_runs_its_sessions_with_its_own_settings_whatever_the_defaults(
+    postgres: PostgresSchema,
+) -> None:
+    store = PostgresCheckpointer(_strict(postgres))
+    postgres.opened.append(store)
+    with store.lock("wf", "r"):  # the lock connection too
+        settings = {
+            name: (
+                store.store._connection().execute(f"SHOW {name}").fetchone()[0],
+                store.store._session.connection.execute(f"SHOW {name}").fetchone()[0],
+            )
+            for name in (
+                "default_transaction_isolation", "statement_timeout", "lock_timeout",
+                "idle_session_timeout", "idle_in_transaction_session_timeout",
+                "synchronous_commit",
+            )
+        }  # fmt: skip
+    assert settings == {
+        "default_transaction_isolation": ("read committed", "read committed"),
+        "statement_timeout": ("0", "0"),
+        "lock_timeout": ("0", "0"),
+        "idle_session_timeout": ("0", "0"),
+        "idle_in_transaction_session_timeout": ("0", "0"),
+        "synchronous_commit": ("on", "on"),
+    }
+    store.wait_for_work(0)  # and the listener
+    listener = store.store._listener[1]
+    assert listener.execute("SHOW idle_session_timeout").fetchone() == ("0",)
+
+
+def test_an_effect_outlasting_the_servers_idle_timeout_runs_once_with_its_result_saved(
+    postgres: PostgresSchema,
+) -> None:
+    # the lock connection is idle while the effect runs: ended by an idle_session_timeout,
+    # the run lost its lock and was driven again, effect and all, for as long as it ran
+    calls: list[int] = []
+
+    def slow_and_big(n: int) -> str:
+        calls.append(n)
+        time.sleep(0.6)
+        return "x" * 4_000_000  # its append takes longer than a 1 ms statement_timeout
+
+    def pay(state: Any) -> Iterator[Any]:
+        receipt = yield Effect(slow_and_big, 1)
+        return {"receipt": len(receipt)}
+
+    graph = Graph("slow", {"receipt": LastWriteWins()}).step("pay", pay)
+    store = PostgresCheckpointer(_strict(postgres))
+    postgres.opened.append(store)
+    assert Runner(graph, store).run("r", {}) == Done({"receipt": 4_000_000}, 1)
+    assert calls == [1]
+    again = PostgresCheckpointer(_strict(postgres))
+    postgres.opened.append(again)
+    assert Runner(graph, again).state("r").values == {"receipt": 4_000_000}
+
+
+def test_appends_to_many_runs_at_once_never_fail_under_a_serializable_default(
+    postgres: PostgresSchema,
+) -> None:
+    def work(n: int) -> Any:
+        return {"n": n}
+
+    def step(state: Any) -> Iterator[Any]:
+        got = yield Effect(work, state["n"])
+        return got
+
+    graph = Graph("many", {"n": LastWriteWins()}).step("a", step).step("b", step).edge("a", "b")
+    url = _strict(postgres, "-c default_transaction_isolation=serializable")
+    store = PostgresCheckpointer(url)
+    postgres.opened.append(store)
+    Runner(graph, store).run("warm", {"n": 0})  # the tables, made once
+
+    def drive(first: int) -> None:
+        own = PostgresCheckpointer(url)
+        postgres.opened.append(own)
+        runner = Runner(graph, own)
+        for n in range(first, first + 15):
+            runner.run(f"r{n}", {"n": n})
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        list(pool.map(drive, range(0, 60, 15)))  # raises what any of them raised
+    assert sorted(s.run_id for s in store.summaries(status="done")) == sorted(
+        ["warm", *(f"r{n}" for n in range(60))]
+    )

@@ -8,8 +8,8 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path

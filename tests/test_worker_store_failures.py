@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+import types
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from typing import Any
@@ -68,13 +69,17 @@ def test_serve_logs_a_store_failure_and_goes_on(
     assert "the store failed" in caplog.text
 
 
-def test_a_poll_leaves_a_run_whose_store_failed_and_the_next_poll_drives_it() -> None:
+def test_a_poll_leaves_a_run_whose_store_failed_and_a_later_poll_drives_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_worker, "IDLE_WAIT_S", 0.01)
     store = Flaky(failures=0)
     Runner(GRAPH, store).start("r", {})
     store.failures = 1
     worker = Worker(store, [GRAPH])
     assert worker.poll() == 0  # logged, and the run left queued as it was
     assert Runner(GRAPH, store).state("r").status == "queued"
+    time.sleep(0.02)  # once the wait after one failure is over
     assert worker.poll() == 1
     assert Runner(GRAPH, store).state("r").status == "paused"
 
@@ -104,18 +109,34 @@ def test_retries_wait_twice_as_long_each_time_up_to_the_cap_and_start_over(
     assert wait == 30.0
 
 
-def test_serve_waits_longer_while_the_store_keeps_failing(monkeypatch: pytest.MonkeyPatch) -> None:
+class Unlisted(MemoryCheckpointer):
+    """A store whose next ``failures`` listings fail, as a server restarting would."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failures = 0
+
+    def summaries(self, **filters: Any) -> Any:
+        if self.failures:
+            self.failures -= 1
+            raise CheckpointError("the server is restarting")
+        return super().summaries(**filters)
+
+
+def test_serve_waits_longer_while_the_store_cannot_be_listed(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     monkeypatch.setattr(_worker, "IDLE_WAIT_S", 0.001)
     monkeypatch.setattr(_worker, "MAX_RETRY_WAIT_S", 0.004)
-    store = Flaky(failures=0)
+    caplog.set_level("INFO", logger="pausegraph")
+    store = Unlisted()
     Runner(GRAPH, store).start("r", {})
     store.failures = 5
     waits: list[float] = []
 
     class Stop(threading.Event):
         def wait(self, timeout: float | None = None) -> bool:
-            if store.failures < 5 or waits:  # only the waits after a failure, and all of them
-                waits.append(timeout or 0.0)
+            waits.append(timeout or 0.0)
             if Runner(GRAPH, store).state("r").status == "paused":
                 self.set()
             return super().wait(timeout)
@@ -123,6 +144,59 @@ def test_serve_waits_longer_while_the_store_keeps_failing(monkeypatch: pytest.Mo
     Worker(store, [GRAPH]).serve(Stop())
     assert Runner(GRAPH, store).state("r").status == "paused"
     assert waits[:5] == [0.001, 0.002, 0.004, 0.004, 0.004]
+    assert "worker: the store failed (5 times in a row), trying again in 0.004 s" in caplog.text
+    assert "worker: the store answers again, after 5 failed tries" in caplog.text
+
+
+def test_a_run_whose_store_fails_is_tried_again_later_and_later_and_others_go_on(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # a run whose save always fails (a huge effect result a proxy cuts short, say) must not
+    # be tried at every poll, nor hold back the runs queued after it
+    monkeypatch.setattr(_worker, "IDLE_WAIT_S", 0.5)
+    monkeypatch.setattr(_worker, "MAX_RETRY_WAIT_S", 1.0)
+    now = [1000.0]
+    monkeypatch.setattr(_worker, "time", types.SimpleNamespace(monotonic=lambda: now[0]))
+    store = Flaky(failures=0)
+    Runner(GRAPH, store).start("r", {})
+    store.failures = 3
+    worker = Worker(store, [GRAPH])
+    assert worker.poll() == 0
+    assert worker.poll() == 0  # set aside: not tried again at once
+    assert store.failures == 2
+    Runner(GRAPH, store).start("setup", {})  # queued meanwhile: driven at once
+    assert worker.poll() == 1
+    assert Runner(GRAPH, store).state("setup").status == "paused"
+    now[0] += 0.5
+    assert worker.poll() == 0  # tried again (a second failure), then left for 1 s
+    assert store.failures == 1
+    now[0] += 0.9
+    assert worker.poll() == 0
+    assert store.failures == 1
+    now[0] += 0.1
+    assert worker.poll() == 0  # the third failure, at the cap
+    assert store.failures == 0
+    now[0] += 0.99
+    assert worker.poll() == 0
+    now[0] += 0.01
+    assert worker.poll() == 1
+    assert Runner(GRAPH, store).state("r").status == "paused"
+    assert "the store failed (1 time in a row), trying it again in 0.5 s" in caplog.text
+    assert "the store failed (2 times in a row), trying it again in 1 s" in caplog.text
+    assert "the store failed (3 times in a row), trying it again in 1 s" in caplog.text
+    assert worker._failing == {}  # forgotten once it moved
+
+
+def test_a_run_set_aside_is_forgotten_once_it_is_no_longer_queued() -> None:
+    store = Flaky(failures=0)
+    Runner(GRAPH, store).start("r", {})
+    store.failures = 1
+    worker = Worker(store, [GRAPH])
+    worker.poll()
+    assert set(worker._failing) == {("flaky", "r")}
+    Runner(GRAPH, store).delete("r")
+    worker.poll()
+    assert worker._failing == {}
 
 
 class Damaged(MemoryCheckpointer):
@@ -154,7 +228,6 @@ def test_a_damaged_run_is_set_aside_and_logged_once_not_at_every_poll(
     assert store.tries == 1
     assert caplog.text.count("'r'") == 1
     assert "is left queued: this worker cannot drive it: CorruptCheckpointError" in caplog.text
-    assert worker._poll_or_failure(None) == (0, None)  # damage is the run's, not the store's
     time.sleep(0.3)
     worker.poll()  # worth trying again after a while: someone may have mended it
     assert store.tries == 2
@@ -169,7 +242,7 @@ def test_the_web_driver_waits_longer_while_the_store_keeps_failing(
     monkeypatch.setattr(_worker, "MAX_RETRY_WAIT_S", 0.004)
     monkeypatch.setattr("pausegraph.web._app.IDLE_WAIT_S", 0.001)
     monkeypatch.setattr(_worker, "IDLE_WAIT_S", 0.001)
-    store = Flaky(failures=0)
+    store = Unlisted()
     Runner(GRAPH, store).start("r", {})
     store.failures = 5
     driver = _Driver(Worker(store, [GRAPH]))

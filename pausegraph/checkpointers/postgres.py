@@ -307,6 +307,29 @@ _FLUSH = "SELECT pg_logical_emit_message(true, 'pausegraph', 'sync')"
 _FLUSH_AND_CHECK = _FLUSH + ", " + _STILL_HELD
 _CHECK = "SELECT " + _STILL_HELD
 
+# what every session of the store runs with, whatever the server's, the database's, the
+# role's or the URL's defaults. READ COMMITTED, under which an append's check and insert
+# are one statement that never fails on another run's rows (SERIALIZABLE made appends to
+# unrelated runs fail, after their effect had run); and no timeout: the lock connection
+# is idle while a step or an effect runs, an append of a large effect result may take a
+# while, and a save cut short after its effect ran makes the effect run again. Given as
+# the session's options (after the URL's own, so they win), in force from its start:
+_SESSION_OPTIONS = (
+    "-c default_transaction_isolation=read\\ committed -c statement_timeout=0 "
+    "-c lock_timeout=0 -c idle_in_transaction_session_timeout=0"
+)
+# ... then, in its first statement, what an older server may not know, and commits that
+# wait for the disk unless an append says otherwise (a default of off made on; a
+# stronger one, for replicas, kept)
+_SESSION = (
+    "SELECT CASE WHEN current_setting('synchronous_commit') = 'off' "
+    "THEN set_config('synchronous_commit', 'on', false) END, "
+    "CASE WHEN current_setting('server_version_num')::integer >= 140000 "
+    "THEN set_config('idle_session_timeout', '0', false) END, "
+    "CASE WHEN current_setting('server_version_num')::integer >= 170000 "
+    "THEN set_config('transaction_timeout', '0', false) END"
+)
+
 # an append is this one statement (its own transaction, in autocommit): the insert
 # happens only if the run's last seq is the one before (``last``), and a seq another
 # transaction took meanwhile is skipped by ON CONFLICT after waiting for it; the
@@ -828,14 +851,16 @@ class PostgresStore:
 
     def _connect(self) -> psycopg.Connection[Any]:
         try:
-            connection = psycopg.connect(self.conninfo, autocommit=True)
+            options = f"{conninfo_to_dict(self.conninfo).get('options') or ''} {_SESSION_OPTIONS}"
+            connection = psycopg.connect(self.conninfo, autocommit=True, options=options.lstrip())
         except psycopg.Error as exc:
             msg = f"PostgreSQL store {self.where} cannot connect: {exc}".rstrip()
             raise CheckpointError(msg) from None
         try:
-            mode = connection.execute("SHOW synchronous_commit").fetchone()
-            if mode is not None and mode[0] == "off":
-                connection.execute("SET synchronous_commit = on")
+            connection.execute(_SESSION)
+        except psycopg.Error as exc:
+            connection.close()
+            raise self._failed(exc) from exc
         except BaseException:
             connection.close()
             raise

@@ -101,16 +101,15 @@ class _Driver:
                 break
             wait = IDLE_WAIT_S
             try:
-                _, failed = self.worker._poll_or_failure(None)
+                self.worker.poll()
+            except CheckpointError as error:  # the store cannot be listed: later, and later
+                wait = retries.failed(error)
             except BaseException:  # a dead driver thread would leave every answer queued:
                 # step code raising KeyboardInterrupt (signals go to the main thread; the run
                 # is left queued and the worker skips it until changed)
                 logger.exception("the driver thread could not poll the store")
-                continue
-            if failed is None:
+            else:
                 retries.succeeded()
-            else:  # the store failed: tried again later, and later
-                wait = retries.failed(failed)
             with self._moved:
                 self._moved.notify_all()
 
