@@ -23,7 +23,7 @@ from pausegraph import FileCheckpointer, Paused, Resume, Runner
 
 def main() -> dict[str, object]:
     with tempfile.TemporaryDirectory(prefix="pausegraph-demo-") as store:
-        print(f"store: {store}\n")
+        print(f"store: {store} (a temporary directory, removed when the demo ends)\n")
         first = Runner(graph, FileCheckpointer(store))
         outcome = first.run("review-1", {"document": "Q3 report"})
         assert isinstance(outcome, Paused)

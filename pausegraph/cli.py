@@ -480,8 +480,13 @@ def _main(argv: Sequence[str] | None) -> int:
 
 
 def _traceback(exc: BaseException) -> None:
-    """With ``-v``, the traceback of the error about to be printed (and of its cause)."""
-    _LOG.info("traceback:", exc_info=exc)
+    """With ``-v``, the traceback of the error about to be printed (and of its cause).
+
+    A one-line failure made from another error (a step's ``StepError``) shows
+    that error's traceback: the CLI's own wrapper adds nothing to it.
+    """
+    cause = exc.__cause__
+    _LOG.info("traceback:", exc_info=cause if type(exc) is _Failure and cause else exc)
 
 
 def _fail(message: str, code: int) -> int:

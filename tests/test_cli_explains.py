@@ -249,3 +249,18 @@ def test_a_message_names_the_store_as_store_gave_it_not_by_a_python_repr(tmp_pat
     assert done.returncode == 1
     assert f"in '{store}'" in done.stderr
     assert "Checkpointer" not in done.stderr
+
+
+def test_v_on_a_failed_step_ends_with_the_steps_error_not_the_clis_own(
+    tmp_path: Path, flows: str
+) -> None:
+    done = pg(
+        "-v", "run", f"{flows}:flaky", "--run-id", "f1", "--input", '{"answer": "fail"}',
+        store=tmp_path / "store",
+    )  # fmt: skip
+    assert done.returncode == 1
+    traceback, said = done.stderr.rsplit("\n", 2)[0], done.stderr.splitlines()[-1]
+    assert "ValueError: the printer is on fire" in traceback
+    assert traceback.rstrip().splitlines()[-1].startswith("pausegraph.errors.StepError: ")
+    assert "_Failure" not in done.stderr
+    assert said.startswith("pausegraph: error: ")
