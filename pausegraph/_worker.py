@@ -217,10 +217,7 @@ class Worker:
             for summary in queued:
                 if stop is not None and stop.is_set():
                     return len(moved)
-                key = (name, summary.run_id)
-                now = time.monotonic()
-                stuck = self._stuck.get(key) or self._failing.get(key)
-                if stuck is not None and stuck[1] == summary.seq and now < stuck[2]:
+                if self._resting((name, summary.run_id), summary.seq):
                     continue  # nothing saved to it since this worker could not move it
                 if self._drive(runner, summary.run_id, summary.seq):
                     moved.add((name, summary.run_id))
@@ -234,6 +231,14 @@ class Worker:
 
             moved.update((name, run_id) for run_id in runner._tick(None, taking=taking, stop=stop))
         return len(moved)
+
+    def _resting(self, key: tuple[str, str], seq: int) -> bool:
+        """Whether the run is set aside (``_stuck``, ``_failing``) at ``seq`` for a while yet."""
+        now = time.monotonic()
+        return any(
+            aside is not None and aside[1] == seq and now < aside[2]
+            for aside in (self._stuck.get(key), self._failing.get(key))
+        )
 
     def _forget_unlisted(self, name: str, listed: set[str]) -> None:
         """Forget the runs of graph ``name`` set aside that are no longer queued (moved

@@ -549,3 +549,22 @@ def test_appends_to_many_runs_at_once_never_fail_under_a_serializable_default(
     assert sorted(s.run_id for s in store.summaries(status="done")) == sorted(
         ["warm", *(f"r{n}" for n in range(60))]
     )
+
+
+def test_pgoptions_in_the_environment_still_counts_beside_the_stores_own_settings(
+    postgres: PostgresSchema, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # libpq sends PGOPTIONS only when the URL gives no options; the store's own settings
+    # are options too, so it passes the environment's on with them
+    monkeypatch.setenv("PGOPTIONS", f"-c search_path={postgres.schema}")
+    store = PostgresCheckpointer(postgres.server)
+    postgres.opened.append(store)
+    Runner(Graph("env", {"x": LastWriteWins()}).step("a", lambda s: {"x": 1}), store).run("r")
+    with psycopg.connect(postgres.server) as admin:
+        where = admin.execute(
+            "SELECT table_schema FROM information_schema.tables "
+            "WHERE table_name = 'pausegraph_frames' AND table_schema = %s",
+            (postgres.schema,),
+        ).fetchall()
+    assert where == [(postgres.schema,)]
+    assert store.store._connection().execute("SHOW statement_timeout").fetchone() == ("0",)

@@ -689,6 +689,22 @@ def describe(conninfo: str) -> str:
     return f"postgresql://{user}{host}{port}/{parts.get('dbname', '')}{options}"
 
 
+def _with_session_options(conninfo: str) -> str:
+    """The session's ``options``: those libpq would send (the URL's, else ``PGOPTIONS``),
+    then the store's own (``_SESSION_OPTIONS``), which win."""
+    given = conninfo_to_dict(conninfo).get("options")
+    if given is None:
+        given = next(
+            (
+                o.val.decode()
+                for o in pq.Conninfo.get_defaults()
+                if o.keyword == b"options" and o.val
+            ),
+            "",
+        )
+    return f"{given} {_SESSION_OPTIONS}".lstrip()
+
+
 def _halves(key: int) -> tuple[int, int]:
     unsigned = key & 0xFFFF_FFFF_FFFF_FFFF
     return unsigned >> 32, unsigned & 0xFFFF_FFFF
@@ -851,8 +867,9 @@ class PostgresStore:
 
     def _connect(self) -> psycopg.Connection[Any]:
         try:
-            options = f"{conninfo_to_dict(self.conninfo).get('options') or ''} {_SESSION_OPTIONS}"
-            connection = psycopg.connect(self.conninfo, autocommit=True, options=options.lstrip())
+            connection = psycopg.connect(
+                self.conninfo, autocommit=True, options=_with_session_options(self.conninfo)
+            )
         except psycopg.Error as exc:
             msg = f"PostgreSQL store {self.where} cannot connect: {exc}".rstrip()
             raise CheckpointError(msg) from None
