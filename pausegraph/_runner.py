@@ -619,16 +619,22 @@ class Runner:
         *,
         taking: Callable[[str | None], object] | None = None,
         stop: threading.Event | None = None,
+        aside: tuple[Callable[[str, int], bool], Callable[[str, int, CheckpointError], None]]
+        | None = None,
     ) -> dict[str, Outcome]:
         """``tick``; with ``failed``, each run whose step failed goes there with its error,
         for the caller to report, instead of to the log. ``taking`` is told each run
         before it is ticked (and ``None`` after); once ``stop`` is set, no other run is.
+        ``aside`` (a ``Worker``'s): whether a run at a seq is set aside (not ticked),
+        and what to do with a run whose store failed (instead of logging it).
         """
         now = self._clock()
         moved: dict[str, Outcome] = {}
-        for run_id in self._due(now):
+        for run_id, seq in self._due(now):
             if stop is not None and stop.is_set():
                 break
+            if aside is not None and aside[0](run_id, seq):
+                continue
             if taking is not None:
                 taking(run_id)
             try:
@@ -656,6 +662,9 @@ class Runner:
             except (StepError, NondeterminismError, SerializationError, CheckpointError) as error:
                 # a run's own error; CheckpointError: its checkpoints cannot be read (a
                 # damaged log) or saved: the other due runs go on all the same
+                if aside is not None and isinstance(error, CheckpointError):
+                    aside[1](run_id, seq, error)
+                    continue
                 if failed is not None:
                     failed[run_id] = error
                     continue
@@ -675,10 +684,10 @@ class Runner:
                 moved[run_id] = outcome
         return moved
 
-    def _due(self, now: int) -> list[str]:
-        """The ids of this graph's paused runs with a deadline at or before ``now``."""
+    def _due(self, now: int) -> list[tuple[str, int]]:
+        """The ids and seqs of this graph's paused runs with a deadline at or before ``now``."""
         return [
-            s.run_id
+            (s.run_id, s.seq)
             for s in run_summaries(self.checkpointer, workflow_id=self._workflow, status="paused")
             if s.deadline_ms is not None and s.deadline_ms <= now
         ]

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor
 from contextlib import contextmanager
+from typing import TypeVar
 
 from ._commands import Status
 from ._graph import Graph
@@ -40,6 +41,7 @@ from .errors import (
 )
 
 logger = logging.getLogger("pausegraph")
+_T = TypeVar("_T")
 
 
 def _oldest_first(summary: RunSummary) -> tuple[int, str]:
@@ -64,6 +66,19 @@ def retry_wait(failures: int) -> float:
     """Seconds to wait after ``failures`` failures in a row: ``IDLE_WAIT_S``, doubling, up to
     ``MAX_RETRY_WAIT_S``."""
     return float(min(IDLE_WAIT_S * (1 << min(failures - 1, 16)), MAX_RETRY_WAIT_S))
+
+
+#: Runs a worker keeps set aside at most (per kind): past it, the one set aside longest ago
+#: is forgotten (and tried at its next poll), so that runs deleted meanwhile cost nothing.
+MAX_SET_ASIDE = 10_000
+
+
+def _keep(table: dict[tuple[str, str], _T], key: tuple[str, str], value: _T) -> None:
+    """``table[key] = value``, as the newest entry, the oldest dropped past ``MAX_SET_ASIDE``."""
+    table.pop(key, None)
+    table[key] = value
+    if len(table) > MAX_SET_ASIDE:
+        del table[next(iter(table))]
 
 
 def _times(failures: int) -> str:
@@ -213,7 +228,6 @@ class Worker:
                 return len(moved)
             queued = run_summaries(self.checkpointer, workflow_id=name, status="queued")
             queued.sort(key=_oldest_first)  # the same order on every store
-            self._forget_unlisted(name, {summary.run_id for summary in queued})
             for summary in queued:
                 if stop is not None and stop.is_set():
                     return len(moved)
@@ -229,7 +243,16 @@ class Worker:
             def taking(run_id: str | None, name: str = name) -> None:
                 self._in_hand = None if run_id is None else (name, run_id)
 
-            moved.update((name, run_id) for run_id in runner._tick(None, taking=taking, stop=stop))
+            def resting(run_id: str, seq: int, name: str = name) -> bool:
+                return self._resting((name, run_id), seq)
+
+            def store_failed(
+                run_id: str, seq: int, error: CheckpointError, name: str = name
+            ) -> None:
+                self._store_failed(name, run_id, seq, error, " after its deadline")
+
+            ticked = runner._tick(None, taking=taking, stop=stop, aside=(resting, store_failed))
+            moved.update((name, run_id) for run_id in ticked)
         return len(moved)
 
     def _resting(self, key: tuple[str, str], seq: int) -> bool:
@@ -240,12 +263,36 @@ class Worker:
             for aside in (self._stuck.get(key), self._failing.get(key))
         )
 
-    def _forget_unlisted(self, name: str, listed: set[str]) -> None:
-        """Forget the runs of graph ``name`` set aside that are no longer queued (moved
-        by another driver, deleted): what is kept stays as small as what is queued."""
-        for kept in (self._stuck, self._failing):
-            for key in [key for key in kept if key[0] == name and key[1] not in listed]:
-                del kept[key]
+    def _store_failed(
+        self, name: str, run_id: str, seq: int, error: CheckpointError, when: str = ""
+    ) -> None:
+        """The store failed as this worker drove (or ticked: ``when``) a run at ``seq``.
+
+        Damage (``CorruptCheckpointError``) needs a person: the run is set aside
+        for ``STUCK_RETRY_S``, said once. Any other failure (a lost lock, a full
+        disk, a save cut short) is tried again after ``retry_wait`` of the
+        failures in a row at that seq, logged each time, unless something
+        saves to the run meanwhile.
+        """
+        if isinstance(error, CorruptCheckpointError):
+            self._set_aside(name, run_id, seq, error, when)
+            return
+        key = (name, run_id)
+        before = self._failing.get(key)
+        failures = before[0] + 1 if before is not None and before[1] == seq else 1
+        wait = retry_wait(failures)
+        _keep(self._failing, key, (failures, seq, time.monotonic() + wait))
+        logger.warning(
+            "run %r of workflow %r left as it was%s: the store failed (%s), trying it again "
+            "in %.3g s: %s",
+            run_id,
+            name,
+            when,
+            _times(failures),
+            wait,
+            error,
+            extra={"workflow": name, "run_id": run_id},
+        )
 
     def _drive(self, runner: Runner, run_id: str, seq: int) -> bool:
         """Drive one listed run (at checkpoint ``seq`` then) if it is still queued; whether it
@@ -272,24 +319,8 @@ class Worker:
             # take it again at once, poll after poll
             self._if_still_queued(runner, run_id, error)
             return False
-        except CorruptCheckpointError as error:  # it needs a person: once a minute, not a poll
-            self._set_aside(runner.graph.name, run_id, seq, error)
-            return False
         except CheckpointError as error:  # this run's store failed (a lost lock, a full disk)
-            key = (runner.graph.name, run_id)
-            failures = self._failing.get(key, (0,))[0] + 1
-            wait = retry_wait(failures)
-            self._failing[key] = (failures, seq, time.monotonic() + wait)
-            logger.warning(
-                "run %r of workflow %r left as it was: the store failed (%s), trying it again "
-                "in %.3g s: %s",
-                run_id,
-                runner.graph.name,
-                _times(failures),
-                wait,
-                error,
-                extra={"workflow": runner.graph.name, "run_id": run_id},
-            )
+            self._store_failed(runner.graph.name, run_id, seq, error)
             return False
         except BaseException as error:  # KeyboardInterrupt: a signal, or step code raising it
             self._if_still_queued(runner, run_id, error)
@@ -321,22 +352,26 @@ class Worker:
         self._set_aside(name, run_id, last.seq, error)
         return True
 
-    def _set_aside(self, name: str, run_id: str, seq: int, error: BaseException) -> None:
-        """Leave a queued run at ``seq`` be for ``STUCK_RETRY_S``; say so once per error."""
+    def _set_aside(
+        self, name: str, run_id: str, seq: int, error: BaseException, when: str = ""
+    ) -> None:
+        """Leave a queued run (or a due one: ``when``) at ``seq`` be for ``STUCK_RETRY_S``;
+        say so once per error."""
         key, why = (name, run_id), named(error)
         before = self._stuck.get(key)
-        self._stuck[key] = (why, seq, time.monotonic() + STUCK_RETRY_S)
+        _keep(self._stuck, key, (why, seq, time.monotonic() + STUCK_RETRY_S))
         if before is None or before[0] != why:
             # an Exception: the run cannot be driven here; a KeyboardInterrupt (a signal, or
             # step code raising it) stopped this worker, and reaches its caller
             if isinstance(error, Exception):
-                how = f"this worker cannot drive it: {why}"
+                how = f"this worker cannot {'tick' if when else 'drive'} it: {why}"
             else:
                 how = f"stopped by {why.removesuffix(': ')}"
             logger.warning(
-                "run %r of workflow %r is left queued: %s",
+                "run %r of workflow %r is left %s: %s",
                 run_id,
                 name,
+                f"as it was{when}" if when else "queued",
                 how,
                 extra={"workflow": name, "run_id": run_id},
             )

@@ -568,3 +568,40 @@ def test_pgoptions_in_the_environment_still_counts_beside_the_stores_own_setting
         ).fetchall()
     assert where == [(postgres.schema,)]
     assert store.store._connection().execute("SHOW statement_timeout").fetchone() == ("0",)
+
+
+def test_a_service_files_options_still_count_beside_the_stores_own_settings(
+    postgres: PostgresSchema, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    parts = psycopg.conninfo.conninfo_to_dict(postgres.server)
+    lines = [f"{key}={parts[key]}" for key in ("host", "port", "dbname", "user", "password")]
+    services = tmp_path / "pg_service.conf"
+    services.write_text(
+        "[app]\n" + "\n".join(lines) + f"\noptions=-c search_path={postgres.schema}\n"
+    )
+    monkeypatch.setenv("PGSERVICEFILE", str(services))
+    store = PostgresCheckpointer("service=app")
+    postgres.opened.append(store)
+    Runner(Graph("svc", {"x": LastWriteWins()}).step("a", lambda s: {"x": 1}), store).run("r")
+    with psycopg.connect(postgres.server) as admin:
+        where = admin.execute(
+            "SELECT table_schema FROM information_schema.tables "
+            "WHERE table_name = 'pausegraph_frames' AND table_schema = %s",
+            (postgres.schema,),
+        ).fetchall()
+    assert where == [(postgres.schema,)]
+    assert store.store._connection().execute("SHOW statement_timeout").fetchone() == ("0",)
+
+
+def test_a_statement_timeout_too_short_for_the_first_statement_connects_again_without_it(
+    postgres: PostgresSchema, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pausegraph.checkpointers import postgres as postgres_module
+
+    slow = postgres_module._SESSION.replace("SELECT ", "SELECT pg_sleep(0.2), ", 1)
+    monkeypatch.setattr(postgres_module, "_SESSION", slow)
+    store = PostgresCheckpointer(_strict(postgres, "-c statement_timeout=50"))
+    postgres.opened.append(store)
+    connection = store.store._connection()
+    assert connection.execute("SHOW statement_timeout").fetchone() == ("0",)
+    assert connection.execute("SHOW search_path").fetchone() == (postgres.schema,)

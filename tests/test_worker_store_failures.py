@@ -14,6 +14,7 @@ import pytest
 from pausegraph import (
     Graph,
     Interrupt,
+    InterruptTimeout,
     LastWriteWins,
     MemoryCheckpointer,
     Runner,
@@ -187,16 +188,90 @@ def test_a_run_whose_store_fails_is_tried_again_later_and_later_and_others_go_on
     assert worker._failing == {}  # forgotten once it moved
 
 
-def test_a_run_set_aside_is_forgotten_once_it_is_no_longer_queued() -> None:
+def test_a_failure_at_a_new_checkpoint_starts_the_wait_over(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     store = Flaky(failures=0)
-    Runner(GRAPH, store).start("r", {})
+    Runner(GRAPH, store).start("r", {})  # queued at checkpoint 1
+    worker = Worker(store, [GRAPH])
+    worker._failing[("flaky", "r")] = (5, 7, 0.0)  # a streak at checkpoint 7, waited out
     store.failures = 1
+    worker.poll()
+    assert "the store failed (1 time in a row), trying it again in 0.5 s" in caplog.text
+    assert worker._failing[("flaky", "r")][:2] == (1, 1)
+
+
+def test_the_runs_set_aside_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_worker, "MAX_SET_ASIDE", 3)
+    store = Flaky(failures=0)
+    for n in range(5):
+        Runner(GRAPH, store).start(f"q{n}", {})
+    store.failures = 5
     worker = Worker(store, [GRAPH])
     worker.poll()
-    assert set(worker._failing) == {("flaky", "r")}
-    Runner(GRAPH, store).delete("r")
+    assert store.failures == 0
+    assert list(worker._failing) == [("flaky", "q2"), ("flaky", "q3"), ("flaky", "q4")]
+
+
+class FlakyTicks(MemoryCheckpointer):
+    """A store whose locks fail (``CheckpointError``, or damage) once ``broken`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.broken: type[CheckpointError] | None = None
+        self.tries = 0
+
+    def lock(self, workflow_id: str, run_id: str) -> AbstractContextManager[None]:
+        if self.broken is not None:
+            self.tries += 1
+            raise self.broken("the connection to the store dropped")
+        return super().lock(workflow_id, run_id)
+
+
+def timed(state: Any) -> Iterator[Any]:
+    try:
+        answer = yield Interrupt("ok?", timeout=1)
+    except InterruptTimeout:
+        answer = "timed out"
+    return {"x": answer}
+
+
+TIMED = Graph("timed", {"x": LastWriteWins()}).step("ask", timed)
+
+
+@pytest.mark.parametrize("error", [CheckpointError, CorruptCheckpointError])
+def test_a_due_run_whose_store_fails_is_set_aside_not_ticked_at_every_poll(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, error: Any
+) -> None:
+    now = [1000.0]
+    monkeypatch.setattr(_worker, "time", types.SimpleNamespace(monotonic=lambda: now[0]))
+    clock = [1_700_000_000_000]
+    store = FlakyTicks()
+    Runner(TIMED, store, clock=lambda: clock[0]).run("r")
+    clock[0] += 2000  # its deadline passed
+    store.broken = error
+    worker = Worker(store, [TIMED], clock=lambda: clock[0])
+    for _ in range(10):  # ten polls within the wait
+        worker.poll()
+        now[0] += 0.01
+    assert store.tries == 1
+    assert caplog.text.count("'r'") == 1
+    if error is CheckpointError:
+        assert "after its deadline: the store failed (1 time in a row), trying it again" in (
+            caplog.text
+        )
+        now[0] += 0.5
+        worker.poll()
+        assert store.tries == 2  # tried again once the wait is over
+    else:
+        assert (
+            "run 'r' of workflow 'timed' is left as it was after its deadline: this worker "
+            "cannot tick it: CorruptCheckpointError"
+        ) in caplog.text
+    store.broken = None
+    now[0] += 60
     worker.poll()
-    assert worker._failing == {}
+    assert Runner(TIMED, store).state("r").status == "done"
 
 
 class Damaged(MemoryCheckpointer):

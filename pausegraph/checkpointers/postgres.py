@@ -308,27 +308,29 @@ _FLUSH_AND_CHECK = _FLUSH + ", " + _STILL_HELD
 _CHECK = "SELECT " + _STILL_HELD
 
 # what every session of the store runs with, whatever the server's, the database's, the
-# role's or the URL's defaults. READ COMMITTED, under which an append's check and insert
-# are one statement that never fails on another run's rows (SERIALIZABLE made appends to
+# role's or the URL's defaults, set by its first statement: commits that wait for the disk
+# unless an append says otherwise (a default of off made on; a stronger one, for
+# replicas, kept); READ COMMITTED, under which an append's check and insert are one
+# statement that never fails on another run's rows (SERIALIZABLE made appends to
 # unrelated runs fail, after their effect had run); and no timeout: the lock connection
 # is idle while a step or an effect runs, an append of a large effect result may take a
-# while, and a save cut short after its effect ran makes the effect run again. Given as
-# the session's options (after the URL's own, so they win), in force from its start:
-_SESSION_OPTIONS = (
-    "-c default_transaction_isolation=read\\ committed -c statement_timeout=0 "
-    "-c lock_timeout=0 -c idle_in_transaction_session_timeout=0"
-)
-# ... then, in its first statement, what an older server may not know, and commits that
-# wait for the disk unless an append says otherwise (a default of off made on; a
-# stronger one, for replicas, kept)
+# while, and a save cut short after its effect ran makes the effect run again
 _SESSION = (
     "SELECT CASE WHEN current_setting('synchronous_commit') = 'off' "
     "THEN set_config('synchronous_commit', 'on', false) END, "
+    "set_config('default_transaction_isolation', 'read committed', false), "
+    "set_config('statement_timeout', '0', false), "
+    "set_config('lock_timeout', '0', false), "
+    "set_config('idle_in_transaction_session_timeout', '0', false), "
     "CASE WHEN current_setting('server_version_num')::integer >= 140000 "
     "THEN set_config('idle_session_timeout', '0', false) END, "
     "CASE WHEN current_setting('server_version_num')::integer >= 170000 "
     "THEN set_config('transaction_timeout', '0', false) END"
 )
+# ... and, for a statement_timeout so short that it cancels that first statement, the
+# options of a second try at connecting: after the session's own (the URL's, PGOPTIONS,
+# a service file's), so that they win
+_SESSION_OPTIONS = "-c statement_timeout=0"
 
 # an append is this one statement (its own transaction, in autocommit): the insert
 # happens only if the run's last seq is the one before (``last``), and a seq another
@@ -689,22 +691,6 @@ def describe(conninfo: str) -> str:
     return f"postgresql://{user}{host}{port}/{parts.get('dbname', '')}{options}"
 
 
-def _with_session_options(conninfo: str) -> str:
-    """The session's ``options``: those libpq would send (the URL's, else ``PGOPTIONS``),
-    then the store's own (``_SESSION_OPTIONS``), which win."""
-    given = conninfo_to_dict(conninfo).get("options")
-    if given is None:
-        given = next(
-            (
-                o.val.decode()
-                for o in pq.Conninfo.get_defaults()
-                if o.keyword == b"options" and o.val
-            ),
-            "",
-        )
-    return f"{given} {_SESSION_OPTIONS}".lstrip()
-
-
 def _halves(key: int) -> tuple[int, int]:
     unsigned = key & 0xFFFF_FFFF_FFFF_FFFF
     return unsigned >> 32, unsigned & 0xFFFF_FFFF
@@ -866,15 +852,16 @@ class PostgresStore:
     # --- connections and errors -----------------------------------------------------
 
     def _connect(self) -> psycopg.Connection[Any]:
+        """A new connection, with the store's session settings (``_SESSION``)."""
+        connection = self._connected()
         try:
-            connection = psycopg.connect(
-                self.conninfo, autocommit=True, options=_with_session_options(self.conninfo)
-            )
-        except psycopg.Error as exc:
-            msg = f"PostgreSQL store {self.where} cannot connect: {exc}".rstrip()
-            raise CheckpointError(msg) from None
-        try:
-            connection.execute(_SESSION)
+            try:
+                connection.execute(_SESSION)
+            except psycopg.errors.QueryCanceled:  # by a statement_timeout of a millisecond
+                options = f"{connection.info.options} {_SESSION_OPTIONS}".lstrip()
+                connection.close()
+                connection = self._connected(options=options)
+                connection.execute(_SESSION)
         except psycopg.Error as exc:
             connection.close()
             raise self._failed(exc) from exc
@@ -882,6 +869,16 @@ class PostgresStore:
             connection.close()
             raise
         return connection
+
+    def _connected(self, options: str | None = None) -> psycopg.Connection[Any]:
+        """A new connection (``options``: the session's, in place of those libpq finds)."""
+        try:
+            if options is None:
+                return psycopg.connect(self.conninfo, autocommit=True)
+            return psycopg.connect(self.conninfo, autocommit=True, options=options)
+        except psycopg.Error as exc:
+            msg = f"PostgreSQL store {self.where} cannot connect: {exc}".rstrip()
+            raise CheckpointError(msg) from None
 
     def _connection(self) -> psycopg.Connection[Any]:
         local = self._local
