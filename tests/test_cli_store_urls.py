@@ -348,3 +348,24 @@ def test_open_checkpointer_takes_a_path_object(tmp_path: Path) -> None:
         open_checkpointer(tmp_path / "note")
     with pytest.raises(CheckpointError, match=r"is a file, not a store directory"):
         open_checkpointer(str(tmp_path / "note"))
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "host=db dbname=app password=S3cr3t",
+        "  dbname=app user=me",
+        "service=app",
+        "user=me password='S3cr3t' host=db",
+    ],
+)
+def test_a_postgresql_keyword_conninfo_is_refused_not_made_a_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], url: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(CheckpointError, match=r"write a PostgreSQL store as postgresql://") as e:
+        open_checkpointer(url)
+    assert "S3cr3t" not in str(e.value)
+    assert main(["--store", url, "runs"]) == 1
+    assert "S3cr3t" not in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []  # no directory named after it, password and all

@@ -19,6 +19,12 @@ from .sqlite import SqliteCheckpointer
 FORMS = "'memory:', a directory path, 'file:PATH', 'sqlite:PATH' or 'postgresql://...'"
 # A URL scheme; one letter is a Windows drive ("C:\\runs"), which is a path.
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):")
+# libpq's keyword form ("host=db dbname=app password=..."): meant for PostgreSQL, and
+# never to be made a directory named after it, password and all
+_KEYWORDS = re.compile(
+    r"^\s*(?:host|hostaddr|port|dbname|user|password|passfile|service|sslmode|options"
+    r"|application_name|connect_timeout|target_session_attrs)\s*="
+)
 
 
 @attrs.frozen
@@ -40,6 +46,12 @@ def parse_store_url(url: str) -> StoreURL:
         raise CheckpointError(msg)
     match = _SCHEME.match(url)
     if match is None:
+        if _KEYWORDS.match(url):
+            msg = (
+                "store URL in libpq's keyword form (host=... dbname=...): write a PostgreSQL "
+                "store as postgresql://USER@HOST:PORT/DBNAME, or ./NAME for a directory"
+            )
+            raise CheckpointError(msg)
         return StoreURL("file", os.path.expanduser(url))
     scheme, rest = match.group(1).lower(), url[match.end() :]
     if scheme == "memory" and not rest:
