@@ -16,9 +16,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from concurrent.futures import Executor
-from contextlib import contextmanager
 from typing import TypeVar
 
 from ._commands import Status
@@ -201,6 +200,8 @@ class Worker:
         #: runs whose store failed as this worker drove them: how many times in a row,
         #: their last seq then, and until when it leaves them be while that seq stays
         self._failing: dict[tuple[str, str], tuple[int, int, float]] = {}
+        #: the damaged logs (file store) already said, with why: each is said once
+        self._damaged_said: set[tuple[str, str]] = set()
 
     def __repr__(self) -> str:
         return f"<Worker of {', '.join(map(repr, self.runners))} on {self.checkpointer!r}>"
@@ -223,10 +224,12 @@ class Worker:
         """
         _check_stop(stop, "Worker.poll(stop=...)")
         moved: set[tuple[str, str]] = set()  # a run driven to a pause, then ticked, is one
-        for name, runner in self.runners.items():
+        for n, (name, runner) in enumerate(self.runners.items()):
             if stop is not None and stop.is_set():
                 return len(moved)
             queued = run_summaries(self.checkpointer, workflow_id=name, status="queued")
+            if n == 0:
+                self._say_damaged()
             queued.sort(key=_oldest_first)  # the same order on every store
             for summary in queued:
                 if stop is not None and stop.is_set():
@@ -255,6 +258,30 @@ class Worker:
             moved.update((name, run_id) for run_id in ticked)
         return len(moved)
 
+    def _say_damaged(self) -> None:
+        """Log, once each, the logs a store leaves out of its listings as damaged.
+
+        The file store cannot list a run whose log does not read (``damaged()``,
+        answered from the listing just made): no poll would drive or tick it,
+        and nothing would say so. Said again if it is damaged again after a
+        repair.
+        """
+        damaged = getattr(self.checkpointer, "damaged", None)
+        if not callable(damaged):
+            return
+        try:
+            now = {(str(name), str(why)) for name, why in damaged()}
+        except (PausegraphError, OSError):
+            return
+        for name, why in sorted(now - self._damaged_said):
+            logger.warning(
+                "the log %s cannot be read, so its run is neither driven nor ticked until it "
+                "is restored from a backup or deleted: %s",
+                name,
+                why,
+            )
+        self._damaged_said = now
+
     def _resting(self, key: tuple[str, str], seq: int) -> bool:
         """Whether the run is set aside (``_stuck``, ``_failing``) at ``seq`` for a while yet."""
         now = time.monotonic()
@@ -266,25 +293,27 @@ class Worker:
     def _store_failed(
         self, name: str, run_id: str, seq: int, error: CheckpointError, when: str = ""
     ) -> None:
-        """The store failed as this worker drove (or ticked: ``when``) a run at ``seq``.
+        """The store failed as this worker drove (or ticked: ``when``) a run listed at ``seq``.
 
         Damage (``CorruptCheckpointError``) needs a person: the run is set aside
         for ``STUCK_RETRY_S``, said once. Any other failure (a lost lock, a full
         disk, a save cut short) is tried again after ``retry_wait`` of the
-        failures in a row at that seq, logged each time, unless something
-        saves to the run meanwhile.
+        failures in a row, logged each time, unless something saves to the run
+        meanwhile. The run is set aside at the checkpoint it ends with now: the
+        worker may have saved a claim before the store failed, and one that
+        failed again right after its own claim fails in a row.
         """
+        now_at = self._seq_now(name, run_id, seq)
         if isinstance(error, CorruptCheckpointError):
-            self._set_aside(name, run_id, seq, error, when)
+            self._set_aside(name, run_id, now_at, error, when)
             return
         key = (name, run_id)
         before = self._failing.get(key)
         failures = before[0] + 1 if before is not None and before[1] == seq else 1
         wait = retry_wait(failures)
-        _keep(self._failing, key, (failures, seq, time.monotonic() + wait))
+        _keep(self._failing, key, (failures, now_at, time.monotonic() + wait))
         logger.warning(
-            "run %r of workflow %r left as it was%s: the store failed (%s), trying it again "
-            "in %.3g s: %s",
+            "run %r of workflow %r: the store failed%s (%s), trying it again in %.3g s: %s",
             run_id,
             name,
             when,
@@ -293,6 +322,14 @@ class Worker:
             error,
             extra={"workflow": name, "run_id": run_id},
         )
+
+    def _seq_now(self, name: str, run_id: str, listed: int) -> int:
+        """The seq the run ends with now; ``listed`` if the store cannot say."""
+        try:
+            last = self.checkpointer.last(name, run_id)
+        except (PausegraphError, OSError):
+            return listed
+        return listed if last is None else last.seq
 
     def _drive(self, runner: Runner, run_id: str, seq: int) -> bool:
         """Drive one listed run (at checkpoint ``seq`` then) if it is still queued; whether it
@@ -394,9 +431,9 @@ class Worker:
             self.checkpointer, "wait_for_work", None
         )
         retries = Retries("worker")
+        listening = _Listening(wait_for_work)
         if wait_for_work is not None:
-            with _store_failures(stop, retries):
-                wait_for_work(0)  # listen from now on: what is queued after this poll wakes us
+            listening.wait(stop, 0)  # listen from now on: what is queued after this poll wakes us
         while not stop.is_set():
             try:
                 moved = self.poll(stop=stop)
@@ -405,32 +442,43 @@ class Worker:
                 continue
             retries.succeeded()
             if not moved:
-                with _store_failures(stop, retries):
-                    self._idle(stop, wait_for_work)
-
-    @staticmethod
-    def _idle(stop: threading.Event, wait_for_work: Callable[[float], bool] | None) -> None:
-        """Wait ``IDLE_WAIT_S``, or less if the store says work may be queued or ``stop`` is set."""
-        if wait_for_work is None:
-            stop.wait(IDLE_WAIT_S)
-            return
-        until = time.monotonic() + IDLE_WAIT_S
-        while not stop.is_set():
-            left = until - time.monotonic()
-            # in slices, so that a stop is seen within WAKE_SLICE_S
-            if left <= 0 or wait_for_work(min(left, WAKE_SLICE_S)):
-                return
+                listening.wait(stop, IDLE_WAIT_S)
 
 
-@contextmanager
-def _store_failures(stop: threading.Event, retries: Retries) -> Iterator[None]:
-    """Log a failure of the store (a dropped connection, a full disk) and wait, not die.
+class _Listening:
+    """An idle worker's wait: on the store's ``wait_for_work`` if it has one, else a sleep.
 
-    A worker outlives a store that fails for a while: it tries again after
-    the wait ``retries`` gives (a run whose driver failed is ``"queued"``
-    again once its lock is gone, so nothing is lost by waiting).
+    A store whose listening fails (a session refused, a dropped connection)
+    while its polls go through is waited on by sleeping instead, the poll
+    interval unchanged, and listened to again after ``retry_wait`` of its
+    failures in a row (logged each time): a worker whose listener cannot
+    connect logs a line every half minute, not at every poll.
     """
-    try:
-        yield
-    except CheckpointError as error:
-        stop.wait(retries.failed(error))
+
+    __slots__ = ("after", "retries", "wait_for_work")
+
+    def __init__(self, wait_for_work: Callable[[float], bool] | None) -> None:
+        self.wait_for_work = wait_for_work
+        self.retries = Retries("worker (listening for work)")
+        self.after = 0.0  # ``time.monotonic()`` before which it sleeps instead
+
+    def wait(self, stop: threading.Event, seconds: float) -> None:
+        """Wait ``seconds``, or less if the store says work may be queued or ``stop`` is set."""
+        wait_for_work = self.wait_for_work
+        if wait_for_work is None or time.monotonic() < self.after:
+            stop.wait(seconds)
+            return
+        until = time.monotonic() + seconds
+        try:
+            while True:  # once at least: a first call starts listening
+                left = until - time.monotonic()
+                # in slices, so that a stop is seen within WAKE_SLICE_S
+                if wait_for_work(max(0.0, min(left, WAKE_SLICE_S))) or left <= 0:
+                    break
+                if stop.is_set():
+                    break
+        except CheckpointError as error:
+            self.after = time.monotonic() + self.retries.failed(error)
+            stop.wait(max(0.0, until - time.monotonic()))
+            return
+        self.retries.succeeded()

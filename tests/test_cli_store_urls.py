@@ -357,6 +357,9 @@ def test_open_checkpointer_takes_a_path_object(tmp_path: Path) -> None:
         "  dbname=app user=me",
         "service=app",
         "user=me password='S3cr3t' host=db",
+        "client_encoding=UTF8 host=db user=app password=S3cr3t",  # any keyword, anywhere
+        "sslpassword=S3cr3t host=db",
+        "\nkeepalives=1 host=db",
     ],
 )
 def test_a_postgresql_keyword_conninfo_is_refused_not_made_a_directory(
@@ -369,3 +372,11 @@ def test_a_postgresql_keyword_conninfo_is_refused_not_made_a_directory(
     assert main(["--store", url, "runs"]) == 1
     assert "S3cr3t" not in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []  # no directory named after it, password and all
+
+
+@pytest.mark.parametrize("path", ["./host=x", "data/host=x", "my dir=1", "HOST=x"])
+def test_a_directory_path_holding_an_equals_sign_is_still_a_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, path: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert parse_store_url(path).kind == "file"

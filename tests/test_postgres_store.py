@@ -605,3 +605,49 @@ def test_a_statement_timeout_too_short_for_the_first_statement_connects_again_wi
     connection = store.store._connection()
     assert connection.execute("SHOW statement_timeout").fetchone() == ("0",)
     assert connection.execute("SHOW search_path").fetchone() == (postgres.schema,)
+
+
+@pytest.mark.parametrize(
+    ("given", "version", "options"),
+    [
+        ("", 150000, "-c statement_timeout=0 -c idle_session_timeout=0"),
+        ("-c search_path=s", 130000, "-c search_path=s -c statement_timeout=0"),
+        # a lone backslash at the end would escape the space before the store's options
+        (
+            "-c application_name=ab\\",
+            150000,
+            "-c application_name=ab -c statement_timeout=0 -c idle_session_timeout=0",
+        ),
+        ("-c a=b\\\\", 130000, "-c a=b\\\\ -c statement_timeout=0"),  # an escaped one stays
+    ],
+)
+def test_a_second_connections_options_keep_the_sessions_own_first(
+    given: str, version: int, options: str
+) -> None:
+    from pausegraph.checkpointers.postgres import _retry_options
+
+    assert _retry_options(given, version) == options
+
+
+def test_an_idle_timeout_that_ends_the_session_before_its_first_statement_connects_again(
+    postgres: PostgresSchema, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pausegraph.checkpointers import postgres as postgres_module
+
+    connect = psycopg.connect
+
+    def idle_first(*args: Any, **kwargs: Any) -> Any:
+        connection = connect(*args, **kwargs)
+        time.sleep(0.3)  # the session idles past its idle_session_timeout before the store asks
+        return connection
+
+    monkeypatch.setattr(postgres_module.psycopg, "connect", idle_first)
+    options = f"-c search_path={postgres.schema} -c idle_session_timeout=100 "
+    store = PostgresCheckpointer(
+        f"{postgres.server}?options={quote(options + '-c application_name=ab' + chr(92))}"
+    )  # a lone backslash last, which the server drops
+    postgres.opened.append(store)
+    connection = store.store._connection()
+    assert connection.execute("SHOW idle_session_timeout").fetchone() == ("0",)
+    assert connection.execute("SHOW search_path").fetchone() == (postgres.schema,)
+    assert connection.execute("SHOW application_name").fetchone() == ("ab",)

@@ -7,11 +7,13 @@ import time
 import types
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from pausegraph import (
+    FileCheckpointer,
     Graph,
     Interrupt,
     InterruptTimeout,
@@ -257,7 +259,7 @@ def test_a_due_run_whose_store_fails_is_set_aside_not_ticked_at_every_poll(
     assert store.tries == 1
     assert caplog.text.count("'r'") == 1
     if error is CheckpointError:
-        assert "after its deadline: the store failed (1 time in a row), trying it again" in (
+        assert "the store failed after its deadline (1 time in a row), trying it again" in (
             caplog.text
         )
         now[0] += 0.5
@@ -335,3 +337,106 @@ def test_the_web_driver_waits_longer_while_the_store_keeps_failing(
     assert Runner(GRAPH, store).state("r").status == "paused"
     # the first wait is the idle one; then five failures, then the store answers again
     assert waits == [0.001, 0.001, 0.002, 0.004, 0.004, 0.004, 0.001, 0.001]
+
+
+class FailsAfterClaims(MemoryCheckpointer):
+    """A store that takes a worker's claim, then fails to save the layer that follows."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.broken = False
+
+    def save(self, checkpoint: Any) -> None:
+        if self.broken and checkpoint.label.startswith("layer:"):
+            raise CheckpointError("the disk is full")
+        super().save(checkpoint)
+
+
+def test_a_run_whose_save_fails_after_the_workers_own_claim_still_waits_longer_each_time(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    now = [1000.0]
+    monkeypatch.setattr(_worker, "time", types.SimpleNamespace(monotonic=lambda: now[0]))
+    calls: list[int] = []
+
+    def step(state: Any) -> dict[str, Any]:
+        calls.append(1)
+        return {"x": 1}
+
+    graph = Graph("claims", {"x": LastWriteWins()}).step("s", step)
+    store = FailsAfterClaims()
+    Runner(graph, store).start("r", {})
+    store.broken = True
+    worker = Worker(store, [graph])
+    for _ in range(5):
+        worker.poll()
+    assert len(calls) == 1  # the claim moved the run on, and it still waits
+    now[0] += 0.5
+    for _ in range(5):
+        worker.poll()
+    assert len(calls) == 2
+    assert "the store failed (2 times in a row), trying it again in 1 s" in caplog.text
+    now[0] += 1.0
+    worker.poll()
+    assert len(calls) == 3
+    assert "the store failed (3 times in a row), trying it again in 2 s" in caplog.text
+
+
+class DeafListener(MemoryCheckpointer):
+    """A store whose polls go through but whose listening for work always fails."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.listens = 0
+
+    def wait_for_work(self, timeout_s: float) -> bool:
+        self.listens += 1
+        raise CheckpointError("too many connections for role")
+
+
+def test_a_listener_that_keeps_failing_is_tried_later_and_later_while_polls_go_on(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(_worker, "IDLE_WAIT_S", 0.01)
+    monkeypatch.setattr(_worker, "MAX_RETRY_WAIT_S", 0.08)
+    caplog.set_level("INFO", logger="pausegraph")
+    store = DeafListener()
+    worker = Worker(store, [GRAPH])
+    polls = [0]
+    poll = worker.poll
+
+    def counted(*, stop: threading.Event | None = None) -> int:
+        polls[0] += 1
+        return poll(stop=stop)
+
+    monkeypatch.setattr(worker, "poll", counted)
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.serve, args=(stop,))
+    thread.start()
+    time.sleep(0.6)
+    stop.set()
+    thread.join(5)
+    assert polls[0] >= 20  # polls every IDLE_WAIT_S all the same
+    assert store.listens <= 12  # listened at 0.01, 0.02, 0.04, 0.08, 0.08, ... s
+    assert "worker (listening for work): the store failed (3 times in a row)" in caplog.text
+    assert "answers again" not in caplog.text
+
+
+def test_a_damaged_log_the_file_store_cannot_list_is_said_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = FileCheckpointer(tmp_path / "store")
+    Runner(TIMED, store).run("r")  # paused, its deadline a second away
+    [log] = (tmp_path / "store" / "runs").glob("*.log")
+    good = log.read_bytes()
+    damaged = bytearray(good)
+    damaged[len(good) // 2] ^= 0xFF
+    log.write_bytes(bytes(damaged))
+    worker = Worker(FileCheckpointer(tmp_path / "store"), [TIMED])
+    worker.poll()
+    worker.poll()
+    assert caplog.text.count(f"the log {log.name} cannot be read") == 1
+    assert "neither driven nor ticked until it is restored from a backup" in caplog.text
+    log.write_bytes(good)  # restored
+    worker.poll()
+    assert worker._damaged_said == set()

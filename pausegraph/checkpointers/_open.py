@@ -20,11 +20,21 @@ FORMS = "'memory:', a directory path, 'file:PATH', 'sqlite:PATH' or 'postgresql:
 # A URL scheme; one letter is a Windows drive ("C:\\runs"), which is a path.
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):")
 # libpq's keyword form ("host=db dbname=app password=..."): meant for PostgreSQL, and
-# never to be made a directory named after it, password and all
-_KEYWORDS = re.compile(
-    r"^\s*(?:host|hostaddr|port|dbname|user|password|passfile|service|sslmode|options"
-    r"|application_name|connect_timeout|target_session_attrs)\s*="
-)
+# never to be made a directory named after it, password and all. Any of libpq's keywords
+# (those of PostgreSQL 17) at the start or after white space, followed by "="
+_LIBPQ_KEYWORDS = "|".join(
+    (
+        "host", "hostaddr", "port", "dbname", "user", "password", "passfile", "require_auth",
+        "channel_binding", "connect_timeout", "client_encoding", "options", "application_name",
+        "fallback_application_name", "keepalives", "keepalives_idle", "keepalives_interval",
+        "keepalives_count", "tcp_user_timeout", "replication", "gssencmode", "sslmode",
+        "requiressl", "sslnegotiation", "sslcompression", "sslcert", "sslkey", "sslpassword",
+        "sslcertmode", "sslrootcert", "sslcrl", "sslcrldir", "sslsni", "requirepeer",
+        "ssl_min_protocol_version", "ssl_max_protocol_version", "krbsrvname", "gsslib",
+        "gssdelegation", "service", "target_session_attrs", "load_balance_hosts",
+    )
+)  # fmt: skip
+_KEYWORDS = re.compile(rf"(?:^|\s)(?:{_LIBPQ_KEYWORDS})\s*=")
 
 
 @attrs.frozen
@@ -46,7 +56,7 @@ def parse_store_url(url: str) -> StoreURL:
         raise CheckpointError(msg)
     match = _SCHEME.match(url)
     if match is None:
-        if _KEYWORDS.match(url):
+        if _KEYWORDS.search(url):
             msg = (
                 "store URL in libpq's keyword form (host=... dbname=...): write a PostgreSQL "
                 "store as postgresql://USER@HOST:PORT/DBNAME, or ./NAME for a directory"

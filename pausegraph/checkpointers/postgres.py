@@ -327,10 +327,24 @@ _SESSION = (
     "CASE WHEN current_setting('server_version_num')::integer >= 170000 "
     "THEN set_config('transaction_timeout', '0', false) END"
 )
-# ... and, for a statement_timeout so short that it cancels that first statement, the
-# options of a second try at connecting: after the session's own (the URL's, PGOPTIONS,
-# a service file's), so that they win
+# ... and, for a timeout so short that it cancels that first statement or ends the
+# session before it, the options of a second try at connecting: after the session's own
+# (the URL's, PGOPTIONS, a service file's), so that they win (see _retry_options)
 _SESSION_OPTIONS = "-c statement_timeout=0"
+_SESSION_OPTIONS_14 = _SESSION_OPTIONS + " -c idle_session_timeout=0"  # PostgreSQL 14 on
+
+
+def _retry_options(given: str, server_version: int) -> str:
+    """The options of a second connection: ``given`` (a session's), then the store's own.
+
+    A lone backslash at the end of ``given`` (which the server drops) is
+    dropped here, so that it does not escape the space before the store's.
+    """
+    if (len(given) - len(given.rstrip("\\"))) % 2:
+        given = given[:-1]
+    own = _SESSION_OPTIONS_14 if server_version >= 140000 else _SESSION_OPTIONS
+    return f"{given} {own}".lstrip()
+
 
 # an append is this one statement (its own transaction, in autocommit): the insert
 # happens only if the run's last seq is the one before (``last``), and a seq another
@@ -854,13 +868,13 @@ class PostgresStore:
     def _connect(self) -> psycopg.Connection[Any]:
         """A new connection, with the store's session settings (``_SESSION``)."""
         connection = self._connected()
+        given, version = connection.info.options, connection.info.server_version
         try:
             try:
                 connection.execute(_SESSION)
-            except psycopg.errors.QueryCanceled:  # by a statement_timeout of a millisecond
-                options = f"{connection.info.options} {_SESSION_OPTIONS}".lstrip()
+            except psycopg.OperationalError:  # a timeout of a millisecond or so, or a failure
                 connection.close()
-                connection = self._connected(options=options)
+                connection = self._connected(options=_retry_options(given, version))
                 connection.execute(_SESSION)
         except psycopg.Error as exc:
             connection.close()
